@@ -1,0 +1,127 @@
+"""Writing and reading checkpoints and images, atomically and safely.
+
+- ``netg_{epoch}.pth`` / ``netd_{epoch}.pth`` are bare ``state_dict``s in the book's format
+  (keys ``main.N.*``), so they load into the book's code and the book's files load here.
+- Every file is written to a temporary file in the same folder, flushed to disk and renamed
+  into place: a crash or a full disk never leaves a half-written file or destroys the previous
+  good one.
+- Every load uses ``weights_only=True``: a file that would run code when unpickled is refused.
+"""
+import errno
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from errors import UserError
+from model import NetD, NetG
+
+
+def _atomic_write(path, write):
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"disk full while writing {path}: free some space, then continue "
+                            f"with --resume (the previous files are intact)") from None
+        raise
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save(obj, path):
+    """torch.save ``obj`` to ``path`` atomically."""
+    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_grid(images, path, nrow=8):
+    """Save images in [-1, 1] as one grid image, atomically; the format follows the suffix."""
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    fmt = {"jpg": "jpeg"}.get(fmt, fmt)
+    _atomic_write(path, lambda tmp: save_image(images, tmp, nrow=nrow, normalize=True,
+                                               value_range=(-1, 1), format=fmt))
+
+
+def load(path, device="cpu"):
+    """torch.load with weights_only=True, mapping every failure to one clear UserError."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"no checkpoint at {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a folder, not a checkpoint file") from None
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e):
+            raise UserError(f"{path} was refused: it holds Python objects that would run code "
+                            f"when loaded, not plain weights; only load checkpoints you trust, "
+                            f"re-saved as state_dicts") from None
+        raise UserError(f"{path} is not a PyTorch checkpoint (or it is damaged)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        if isinstance(e, OSError) and not isinstance(e, zipfile.BadZipFile) and e.errno:
+            raise
+        raise UserError(f"{path} is truncated or not a PyTorch checkpoint") from None
+
+
+G_KEYS = {"main.0.weight", "main.1.running_mean", "main.12.weight"}
+D_KEYS = {"main.0.weight", "main.3.running_mean", "main.11.weight"}
+
+
+def _state_dict(obj, path, kind):
+    """The state_dict of network ``kind`` ('netg'/'netd') from a bare or full checkpoint."""
+    if isinstance(obj, dict) and kind in obj and isinstance(obj[kind], dict):
+        obj = obj[kind]  # a full training state (last.pth)
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{path} holds no {kind} weights")
+    keys = set(obj)
+    other = "netd" if kind == "netg" else "netg"
+    mine, theirs = (G_KEYS, D_KEYS) if kind == "netg" else (D_KEYS, G_KEYS)
+    if not mine <= keys:
+        if theirs <= keys:
+            raise UserError(f"{path} holds a {other} ({'discriminator' if other == 'netd' else 'generator'}), "
+                            f"not a {kind}: did you swap --netg-path and --netd-path?")
+        raise UserError(f"{path} holds no {kind} weights (its keys are not the book's "
+                        f"main.N.* layout)")
+    return obj
+
+
+def widths(state, kind):
+    """The widths a book-format state_dict was trained with: {'nz', 'ngf'} or {'ndf'}."""
+    w = state["main.0.weight"].shape
+    if kind == "netg":  # ConvTranspose2d(nz, ngf*8, 4, 1, 0): weight (nz, ngf*8, 4, 4)
+        return {"nz": w[0], "ngf": w[1] // 8}
+    return {"ndf": w[0]}  # Conv2d(3, ndf, 5, 3, 1): weight (ndf, 3, 5, 5)
+
+
+def load_net(path, kind, device="cpu", expect=None):
+    """Build NetG/NetD from a checkpoint (bare or full) and load its weights.
+
+    ``expect`` ({'nz', 'ngf'} or {'ndf'}) is what the caller's flags say; a file of other
+    widths raises a UserError when ``expect`` is given, else the file's widths win.
+    Returns (net, widths).
+    """
+    state = _state_dict(load(path, device), path, kind)
+    found = widths(state, kind)
+    if expect is not None and expect != found:
+        want = ", ".join(f"{k}={v}" for k, v in expect.items())
+        have = ", ".join(f"{k}={v}" for k, v in found.items())
+        raise UserError(f"{path} was trained with {have}, not {want}: pass those flags")
+    net = NetG(**found) if kind == "netg" else NetD(**found)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError:
+        raise UserError(f"{path} does not fit the article's {kind} (some layers have other "
+                        f"shapes)") from None
+    return net.to(device), found

@@ -1,0 +1,200 @@
+"""Every option of every command, with its default and meaning, in one place.
+
+The defaults are the book's ``Config`` (``lr1``, ``g_every``, ``gen_search_num``, ...) so the
+article's command lines work unchanged. ``parse`` turns the flags fire hands us into a
+``Config``, refusing unknown flags (with the closest valid name) and values that cannot work
+before any work starts. ``resolve_device`` turns ``--gpu``/``--nogpu`` into a torch device.
+"""
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from errors import UserError
+
+
+def _opt(default, help, kind=None):
+    return field(default=default, metadata={"help": help, "kind": kind or type(default)})
+
+
+@dataclass
+class Config:
+    # data and training
+    data_path: str = _opt("data/", "image folder: data/faces/*.jpg (the book's ImageFolder layout) "
+                          "or a folder holding the images directly")
+    num_workers: int = _opt(4, "DataLoader worker processes decoding JPEGs (with --cache=False)")
+    image_size: int = _opt(96, "image side in pixels; the networks draw 96x96, so only 96 works")
+    batch_size: int = _opt(256, "images per batch (train); noises per forward pass (generate)")
+    max_epoch: int = _opt(200, "number of epochs in the whole run (a resumed run counts the "
+                          "epochs already done)")
+    lr1: float = _opt(2e-4, "Adam learning rate of the generator")
+    lr2: float = _opt(2e-4, "Adam learning rate of the discriminator")
+    beta1: float = _opt(0.5, "Adam beta1 of both optimisers")
+    gpu: bool = _opt(None, "--gpu: use CUDA (an error without it); --nogpu: the CPU; "
+                     "unset: CUDA when available", kind=bool)
+    nz: int = _opt(100, "length of the noise vector z")
+    ngf: int = _opt(64, "generator width (channels of its last hidden layer)")
+    ndf: int = _opt(64, "discriminator width (channels of its first layer)")
+    save_path: str = _opt("imgs/", "folder for the fixed-noise sample grids {epoch}.png")
+    checkpoint_dir: str = _opt("checkpoints/", "folder for netg_{epoch}.pth, netd_{epoch}.pth")
+    d_every: int = _opt(1, "train the discriminator every N batches")
+    g_every: int = _opt(5, "train the generator every N batches")
+    save_every: int = _opt(10, "save checkpoints and a sample grid every N epochs (and after "
+                           "the last)")
+    netg_path: str = _opt(None, "generator weights to start from (train) or draw with "
+                          "(generate)", kind=str)
+    netd_path: str = _opt(None, "discriminator weights to start from (train) or rank the "
+                          "samples with (generate)", kind=str)
+    seed: int = _opt(None, "random seed; unset: a fresh one, printed and saved", kind=int)
+    # visdom
+    vis: bool = _opt(True, "send loss curves and sample grids to a visdom server")
+    env: str = _opt("GAN", "visdom environment name")
+    plot_every: int = _opt(20, "update the progress bar and visdom every N batches")
+    vis_server: str = _opt("http://localhost", "visdom server address")
+    vis_port: int = _opt(8097, "visdom server port")
+    # generate
+    gen_img: str = _opt("result.png", "where generate writes its grid (8 faces per row)")
+    gen_num: int = _opt(64, "faces in the grid: the best-scored of gen_search_num")
+    gen_search_num: int = _opt(512, "faces drawn and ranked by the discriminator")
+    gen_mean: float = _opt(0.0, "mean of the noise generate draws from")
+    gen_std: float = _opt(1.0, "standard deviation of the noise generate draws from")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+# which options each command reads; the others are accepted (the book's commands share one
+# Config, so `generate --vis False` from the article must keep working) but do nothing there
+USED = {
+    "train": ("data_path", "num_workers", "image_size", "batch_size", "max_epoch", "lr1", "lr2",
+              "beta1", "gpu", "nz", "ngf", "ndf", "save_path", "checkpoint_dir", "d_every",
+              "g_every", "save_every", "netg_path", "netd_path", "seed", "vis", "env",
+              "plot_every", "vis_server", "vis_port"),
+    "generate": ("netg_path", "netd_path", "gen_img", "gen_num", "gen_search_num", "gen_mean",
+                 "gen_std", "batch_size", "gpu", "nz", "ngf", "ndf", "seed"),
+}
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _coerce(name, value, kind):
+    """A flag value as fire parsed it -> the option's type, or a UserError naming the flag."""
+    flag = "--" + name.replace("_", "-")
+    if value is None:
+        return None
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "yes", "1"):
+            return True
+        if text in ("false", "no", "0"):
+            return False
+        raise UserError(f"{flag} takes True or False, not {value!r}")
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise UserError(f"{flag} takes a whole number, not {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{flag} takes a number, not {value!r}")
+        return float(value)
+    if isinstance(value, (tuple, list)):  # fire reads a,b as a tuple
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def unknown_flag(name, valid):
+    """The error for a flag no command knows, with the closest valid spelling."""
+    flag = "--" + name.replace("_", "-")
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    hint = f"; did you mean --{close[0].replace('_', '-')}?" if close else \
+        "; see --help for the list"
+    return UserError(f"unknown option {flag}{hint}")
+
+
+def coerce_flags(flags, fields):
+    """Fire's keyword arguments -> {field name: typed value}; fields maps name -> (kind)."""
+    values = {}
+    for key, value in flags.items():
+        name = key.replace("-", "_")
+        if name not in fields and name.startswith("no") and fields.get(name[2:]) is bool \
+                and value is True:  # fire hands `--nogpu` over as nogpu=True
+            name, value = name[2:], False
+        if name not in fields:
+            raise unknown_flag(name, fields)
+        values[name] = _coerce(name, value, fields[name])
+    return values
+
+
+def parse(command, flags):
+    """Fire's keyword arguments for ``command`` -> a validated Config."""
+    kinds = {name: f.metadata["kind"] for name, f in FIELDS.items()}
+    opt = Config(**coerce_flags(flags, kinds))
+    validate(command, opt)
+    return opt
+
+
+def _require(ok, message):
+    if not ok:
+        raise UserError(message)
+
+
+def validate(command, opt):
+    """Refuse values that cannot work, naming the flag, before any work starts."""
+    at_least_one = ["batch_size", "nz", "ngf", "ndf"]
+    if command == "train":
+        at_least_one += ["max_epoch", "d_every", "g_every", "save_every", "plot_every"]
+    if command == "generate":
+        at_least_one += ["gen_num", "gen_search_num"]
+    for name in at_least_one:
+        value = getattr(opt, name)
+        _require(value >= 1, f"--{name.replace('_', '-')} must be at least 1, not {value}")
+    if command == "train":
+        _require(opt.num_workers >= 0, f"--num-workers must be 0 or more, not {opt.num_workers}")
+        _require(opt.image_size == 96, f"--image-size must be 96 (the networks draw 96x96 "
+                 f"images), not {opt.image_size}")
+        for name in ("lr1", "lr2"):
+            _require(getattr(opt, name) > 0, f"--{name} must be positive, not {getattr(opt, name)}")
+        _require(0 <= opt.beta1 < 1, f"--beta1 must be in [0, 1), not {opt.beta1}")
+        _require(1 <= opt.vis_port <= 65535, f"--vis-port must be a port number, not {opt.vis_port}")
+        data = Path(opt.data_path)
+        _require(data.is_dir(), f"data folder {opt.data_path!r} does not exist: put the images in "
+                 f"{data / 'faces'}/ or pass --data-path (`python main.py toyfaces` makes a "
+                 f"synthetic set)")
+    if command == "generate":
+        _require(opt.netg_path is not None, "generate needs the generator's weights: "
+                 "--netg-path=checkpoints/netg_N.pth")
+        _require(opt.gen_num <= opt.gen_search_num, f"--gen-num ({opt.gen_num}) cannot exceed "
+                 f"--gen-search-num ({opt.gen_search_num}): it picks the best of those")
+        _require(opt.gen_std > 0, f"--gen-std must be positive, not {opt.gen_std}")
+    for name in ("netg_path", "netd_path"):
+        path = getattr(opt, name)
+        _require(path is None or Path(path).is_file(),
+                 f"--{name.replace('_', '-')}: no file {path!r}")
+
+
+def resolve_device(gpu):
+    """--gpu -> CUDA (an error without it), --nogpu -> CPU, unset -> CUDA when available."""
+    if gpu is True and not torch.cuda.is_available():
+        raise UserError("--gpu asks for CUDA, but no CUDA device is available here: "
+                        "use --nogpu to train on the CPU")
+    if gpu is False or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def help_text(command, doc):
+    """The --help page of a command: its docstring, then its options with defaults."""
+    lines = [doc.strip(), "", "Options (default in brackets):"]
+    for name in USED[command]:
+        f = FIELDS[name]
+        lines.append(f"  --{name.replace('_', '-'):<17} {f.metadata['help']} [{f.default!r}]")
+    others = [n for n in FIELDS if n not in USED[command]]
+    lines += ["", "Accepted for the book's command lines, unused here: "
+              + ", ".join("--" + n.replace("_", "-") for n in others)]
+    return "\n".join(lines)

@@ -1,0 +1,107 @@
+"""The command line: ``python main.py COMMAND [--flag=value ...]``.
+
+    python main.py toyfaces                       # a synthetic face set in data/toy/
+    python main.py train --gpu                    # the book's command: data/faces/*.jpg
+    python main.py generate --netg-path=checkpoints/netg_199.pth --netd-path=checkpoints/netd_199.pth
+
+``python main.py COMMAND --help`` lists a command's flags with their defaults. Every flag of
+the book's Config works with its book name (``--batch-size`` or ``--batch_size``).
+"""
+import sys
+
+import fire
+
+import config
+from errors import UserError
+
+
+def train(*args, **flags):
+    """Train the DCGAN on a folder of faces, saving checkpoints and sample grids.
+
+    Example: python main.py train --data-path=data/toy --nogpu --max-epoch=20 --save-every=5
+    """
+    _no_positional("train", args)
+    opt = config.parse("train", flags)
+    from train import train as run
+    run(opt)
+
+
+def generate(*args, **flags):
+    """Draw gen_search_num faces, keep the gen_num that D scores best, save them as a grid.
+
+    Example: python main.py generate --netg-path=checkpoints/netg_199.pth \\
+                 --netd-path=checkpoints/netd_199.pth --gen-img=result.png
+    """
+    _no_positional("generate", args)
+    opt = config.parse("generate", flags)
+    from generate import generate as run
+    run(opt)
+
+
+TOYFACES_FLAGS = {"out_dir": str, "num": int, "seed": int}
+
+
+def toyfaces(*args, **flags):
+    """Draw a synthetic anime-face set: OUT_DIR/faces/*.jpg and OUT_DIR/attributes.csv.
+
+    Example: python main.py toyfaces --out-dir=data/toy --num=10000 --seed=0
+
+    Options: --out-dir (data/toy), --num (10000), --seed (0)
+    """
+    _no_positional("toyfaces", args)
+    values = {"out_dir": "data/toy", "num": 10000, "seed": 0}
+    values.update(config.coerce_flags(flags, TOYFACES_FLAGS))
+    if values["num"] < 1:
+        raise UserError(f"--num must be at least 1, not {values['num']}")
+    from tqdm import tqdm
+    from toyfaces import make_toyfaces
+    csv_path = make_toyfaces(values["out_dir"], values["num"], values["seed"],
+                             progress=lambda it, total: tqdm(it, total=total, unit="face"))
+    print(f"wrote {values['num']} faces to {values['out_dir']}/faces/ and {csv_path}")
+
+
+COMMANDS = {"train": train, "generate": generate, "toyfaces": toyfaces}
+
+
+def _no_positional(command, args):
+    if args:
+        raise UserError(f"unexpected argument {args[0]!r}: {command} takes options as "
+                        f"--name=value (see python main.py {command} --help)")
+
+
+def _help(command):
+    fn = COMMANDS[command]
+    if command in config.USED:
+        return config.help_text(command, fn.__doc__)
+    return fn.__doc__.strip()
+
+
+def main(argv):
+    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+        print(__doc__.strip())
+        print("\nCommands: " + ", ".join(COMMANDS))
+        return 0
+    command = argv[1]
+    if command not in COMMANDS:
+        import difflib
+        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        print(f"error: unknown command {command!r}{hint} (commands: {', '.join(COMMANDS)})",
+              file=sys.stderr)
+        return 2
+    if "-h" in argv[2:] or "--help" in argv[2:]:
+        print(_help(command))
+        return 0
+    try:
+        fire.Fire({command: COMMANDS[command]}, command=argv[1:], name="main.py")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

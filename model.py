@@ -1,0 +1,80 @@
+"""The two networks of the article: NetG draws 3x96x96 faces from noise, NetD scores them.
+
+Only modules live here: no I/O, no devices, no prints. Each network keeps its layers in one
+``nn.Sequential`` attribute named ``main`` with the book's layer indices, so the state_dict
+keys and shapes are exactly the book's (``main.0.weight``, ``main.1.running_mean``, ...) and
+checkpoints move freely between the book's code and ours.
+"""
+import torch
+from torch import nn
+
+
+class NetG(nn.Module):
+    """Generator: noise (N, nz, 1, 1) -> images (N, 3, 96, 96) in [-1, 1]."""
+
+    def __init__(self, nz=100, ngf=64):
+        super().__init__()
+        self.nz = nz
+        self.ngf = ngf
+        self.main = nn.Sequential(
+            nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False),  # 0: (ngf*8) x 4 x 4
+            nn.BatchNorm2d(ngf * 8),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False),  # 3: (ngf*4) x 8 x 8
+            nn.BatchNorm2d(ngf * 4),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False),  # 6: (ngf*2) x 16 x 16
+            nn.BatchNorm2d(ngf * 2),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False),  # 9: ngf x 32 x 32
+            nn.BatchNorm2d(ngf),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf, 3, 5, 3, 1, bias=False),  # 12: 3 x 96 x 96
+            nn.Tanh(),
+        )
+
+    def forward(self, z):
+        return self.main(z)
+
+
+class NetD(nn.Module):
+    """Discriminator: images (N, 3, 96, 96) -> probability of being real, shape (N,).
+
+    ``logits`` gives the same score before the sigmoid; training uses it with
+    BCEWithLogitsLoss, which is the article's BCE objective computed stably.
+    """
+
+    def __init__(self, ndf=64):
+        super().__init__()
+        self.ndf = ndf
+        self.main = nn.Sequential(
+            nn.Conv2d(3, ndf, 5, 3, 1, bias=False),  # 0: ndf x 32 x 32, no BN here
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False),  # 2: (ndf*2) x 16 x 16
+            nn.BatchNorm2d(ndf * 2),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False),  # 5: (ndf*4) x 8 x 8
+            nn.BatchNorm2d(ndf * 4),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False),  # 8: (ndf*8) x 4 x 4
+            nn.BatchNorm2d(ndf * 8),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False),  # 11: 1 x 1 x 1
+            nn.Sigmoid(),
+        )
+
+    def logits(self, x):
+        """Scores before the final sigmoid, shape (N,)."""
+        return self.main[:-1](x).view(-1)
+
+    def forward(self, x):
+        return torch.sigmoid(self.logits(x))
+
+
+def weights_init(module):
+    """DCGAN initialisation: conv weights N(0, 0.02); BatchNorm weight N(1, 0.02), bias 0."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,113 @@
+"""Watching training in visdom; the only file that imports visdom, and only when asked to.
+
+``Visualizer`` sends the book's windows (``errord``, ``errorg``, ``fixfake``, ``real``) plus the
+mean D(x)/D(G(z)) and a text log. It never blocks or breaks training: every request has a
+timeout, a missing or dead server gives one warning line, and reconnecting is tried at most
+once a minute.
+"""
+import logging
+import sys
+import time
+
+import numpy as np
+import torch
+
+RETRY_SECONDS = 60.0
+
+
+def _client_class():
+    import visdom
+
+    class TimedVisdom(visdom.Visdom):
+        """visdom's client with a timeout on every request (the stock one waits forever)."""
+
+        timeout = 2.0
+
+        def _handle_post(self, url, data=None):
+            return self.session.post(url, data=data or {}, timeout=self.timeout).text
+
+    return TimedVisdom
+
+
+class Visualizer:
+    def __init__(self, env="GAN", server="http://localhost", port=8097, timeout=2.0):
+        logging.getLogger("visdom").setLevel(logging.CRITICAL)  # its own chatter, not ours
+        self.env, self.server, self.port, self.timeout = env, server, port, timeout
+        self.client = None
+        self.down_since = None
+        self.warned = False
+        self.windows = set()
+        self._connect()
+
+    def _connect(self):
+        try:
+            cls = _client_class()
+            cls.timeout = self.timeout
+            self.client = cls(server=self.server, port=self.port, env=self.env,
+                              raise_exceptions=True, use_incoming_socket=False)
+            self.down_since = None
+        except Exception as e:  # noqa: BLE001 - any failure means "no server"; training goes on
+            self._down(e)
+
+    def _down(self, error):
+        self.client = None
+        self.down_since = time.monotonic()
+        if not self.warned:
+            self.warned = True
+            print(f"warning: no visdom server answers at {self.server}:{self.port} "
+                  f"({type(error).__name__}); training goes on without plots "
+                  f"(start one with `make visdom`, or pass --vis=False)", file=sys.stderr,
+                  flush=True)
+
+    def _ready(self):
+        if self.client is None and self.down_since is not None \
+                and time.monotonic() - self.down_since >= RETRY_SECONDS:
+            self._connect()
+        return self.client is not None
+
+    def _send(self, fn, *args, **kwargs):
+        if not self._ready():
+            return
+        try:
+            fn(self.client, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            self._down(e)
+
+    def plot(self, win, step, values, title):
+        """Append one point per curve (``values``: {legend: y}) at x = ``step``."""
+        names = list(values)
+        y = np.array([[values[n] for n in names]], dtype=np.float64)
+        x = np.array([[step] * len(names)], dtype=np.float64)
+        if len(names) == 1:
+            y, x = y[:, 0], x[:, 0]
+
+        def send(client):
+            update = "append" if win in self.windows else None
+            client.line(Y=y, X=x, win=win, update=update,
+                        opts=dict(title=title, legend=names, xlabel="step"))
+            self.windows.add(win)
+        self._send(send)
+
+    def images(self, win, images, title, nrow=8):
+        """Show a batch in [-1, 1] as a grid."""
+        array = ((images.detach().float().cpu().clamp(-1, 1) + 1) / 2).numpy()
+        self._send(lambda c: c.images(array, win=win, nrow=nrow, opts=dict(title=title)))
+
+    def text(self, win, html, title):
+        self._send(lambda c: c.text(html, win=win, opts=dict(title=title)))
+
+    def step(self, step, epoch, means, speed, netg, fixed_noise, real):
+        """Everything the training loop shows every ``plot_every`` batches."""
+        if not self._ready():
+            return
+        netg.eval()
+        with torch.no_grad():
+            fake = netg(fixed_noise)
+        netg.train()
+        self.images("fixfake", fake, "G(fixed noise)")
+        self.images("real", real[:64], "a real batch")
+        self.plot("errord", step, {"loss_d": means["loss_d"]}, "D loss (running mean)")
+        self.plot("errorg", step, {"loss_g": means["loss_g"]}, "G loss (running mean)")
+        self.plot("scores", step, {"D(x)": means["d_real"], "D(G(z))": means["d_fake"]},
+                  "mean D output on real and fake")
+        self.text("log", f"epoch {epoch}, step {step}, {speed:.0f} images/s", "progress")
