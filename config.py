@@ -48,6 +48,11 @@ class Config:
     netd_path: str = _opt(None, "discriminator weights to start from (train) or rank the "
                           "samples with (generate)", kind=str)
     seed: int = _opt(None, "random seed; unset: a fresh one, printed and saved", kind=int)
+    # speed
+    cache: bool = _opt(True, "decode the images once into DATA_PATH/.cache/ and train from "
+                       "memory; --cache=False reads the JPEGs every epoch, as the book does")
+    amp: bool = _opt(None, "bf16 autocast; unset: on where the hardware does bf16 natively "
+                     "(CUDA, CPUs with AVX512-BF16 or AMX)", kind=bool)
     # visdom
     vis: bool = _opt(True, "send loss curves and sample grids to a visdom server")
     env: str = _opt("GAN", "visdom environment name")
@@ -70,7 +75,7 @@ class Config:
 USED = {
     "train": ("data_path", "num_workers", "image_size", "batch_size", "max_epoch", "lr1", "lr2",
               "beta1", "gpu", "nz", "ngf", "ndf", "save_path", "checkpoint_dir", "d_every",
-              "g_every", "save_every", "netg_path", "netd_path", "seed", "vis", "env",
+              "g_every", "save_every", "netg_path", "netd_path", "seed", "cache", "amp", "vis", "env",
               "plot_every", "vis_server", "vis_port"),
     "generate": ("netg_path", "netd_path", "gen_img", "gen_num", "gen_search_num", "gen_mean",
                  "gen_std", "batch_size", "gpu", "nz", "ngf", "ndf", "seed"),
@@ -186,6 +191,17 @@ def resolve_device(gpu):
     if gpu is False or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda")
+
+
+def use_bf16(amp, device):
+    """Whether to train under bf16 autocast: --amp/--noamp, else where it is native."""
+    if amp is not None:
+        return amp
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    native = (getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+              or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    return bool(native)
 
 
 def help_text(command, doc):

@@ -7,7 +7,12 @@ transform: Resize(96), CenterCrop(96), ToTensor, Normalize(0.5, 0.5) -> [-1, 1].
 Crawled folders hold broken files: anything that cannot be decoded is skipped and reported,
 and images of any mode (grayscale, palette, RGBA, CMYK, 16-bit) become RGB.
 """
+import hashlib
+import json
+import os
 import warnings
+from contextlib import nullcontext
+from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -89,9 +94,137 @@ def collate(items):
 def folder_loader(opt, generator):
     """The book's DataLoader: shuffled, drop_last, ``num_workers`` decoding processes."""
     dataset = FaceFolder(opt.data_path, opt.image_size)
-    if len(dataset) < opt.batch_size:
-        raise UserError(f"{opt.data_path} has {len(dataset)} images, fewer than one batch: "
-                        f"lower --batch-size (now {opt.batch_size})")
+    _enough(len(dataset), opt)
     return DataLoader(dataset, batch_size=opt.batch_size, shuffle=True, drop_last=True,
                       num_workers=opt.num_workers, collate_fn=collate, generator=generator,
                       persistent_workers=opt.num_workers > 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast path: decode every image once into a uint8 array cached beside the data.
+
+CACHE_VERSION = 1
+
+
+def _decode(job):
+    path, image_size = job
+    try:
+        img = crop(image_size)(open_rgb(path))
+        return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+    except Exception:  # noqa: BLE001 - any decoder failure means a broken file
+        return None
+
+
+def cache_key(root, files, image_size):
+    """A digest of the file list, sizes and mtimes: any change gives another key."""
+    h = hashlib.sha1(f"v{CACHE_VERSION} {image_size}".encode())
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def build_cache(root, image_size=96, progress=None, workers=None, files=None):
+    """Decode, Resize and CenterCrop every image under ``root`` once.
+
+    Returns (uint8 array (N, 3, S, S), list of unreadable paths). The array is memory-mapped
+    from ``root/.cache/`` when that was written or found; a folder we cannot write to keeps
+    it in memory.
+    """
+    root = Path(root)
+    files = files or list_images(root)
+    cache_dir = root / ".cache"
+    stem = f"faces{image_size}-{cache_key(root, files, image_size)}"
+    array_path, meta_path = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
+    if array_path.is_file() and meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+            return np.load(array_path, mmap_mode="r"), meta["skipped"]
+        except (ValueError, OSError, KeyError):
+            pass  # a damaged cache is rebuilt below
+
+    images, skipped = [], []
+    jobs = [(p, image_size) for p in files]
+    workers = workers or os.cpu_count() or 1
+    with (Pool(workers) if workers > 1 and len(jobs) > 256 else nullcontext()) as pool:
+        decoded = pool.imap(_decode, jobs, chunksize=64) if pool else map(_decode, jobs)
+        if progress:
+            decoded = progress(decoded, total=len(jobs))
+        for path, arr in zip(files, decoded):
+            if arr is None:
+                skipped.append(str(path))
+            else:
+                images.append(arr)
+    if not images:
+        raise UserError(f"none of the {len(files)} image files in {root} could be read: "
+                        f"check that they are real images (e.g. {files[0].name})")
+    array = np.stack(images)
+    try:
+        cache_dir.mkdir(exist_ok=True)
+        for old in cache_dir.glob(f"faces{image_size}-*"):  # one cache per folder and size
+            old.unlink()
+        _atomic_np_save(array, array_path)
+        meta_path.write_text(json.dumps({"count": len(images), "skipped": skipped}))
+        array = np.load(array_path, mmap_mode="r")
+    except OSError as e:
+        print(f"note: could not write the decoded-image cache in {cache_dir} ({e.strerror}); "
+              f"it stays in memory for this run", flush=True)
+    return array, skipped
+
+
+def _atomic_np_save(array, path):
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def normalise(batch_uint8):
+    """uint8 (N, 3, S, S) -> float in [-1, 1], the same arithmetic as ToTensor + Normalize."""
+    return batch_uint8.float().div(255).sub_(0.5).div_(0.5)
+
+
+class CachedBatches:
+    """Shuffled batches sliced from the decoded cache, normalised on the device.
+
+    Every epoch draws a fresh permutation from ``generator`` and drops the last partial batch,
+    like the book's DataLoader. On CUDA the whole array moves to the GPU when it fits.
+    """
+
+    def __init__(self, array, batch_size, device, generator, skipped=()):
+        self.array, self.batch_size, self.device = array, batch_size, torch.device(device)
+        self.generator, self.skipped = generator, list(skipped)
+        self.on_device = None
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if array.nbytes < free * 0.5:
+                self.on_device = torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+
+    def __len__(self):
+        return len(self.array) // self.batch_size
+
+    def __iter__(self):
+        order = torch.randperm(len(self.array), generator=self.generator)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            if self.on_device is not None:
+                batch = self.on_device[idx.to(self.device)]
+            else:
+                batch = torch.from_numpy(self.array[idx.numpy()]).to(self.device, non_blocking=True)
+            yield normalise(batch), []
+
+
+def _enough(count, opt, what="images"):
+    if count < opt.batch_size:
+        raise UserError(f"{opt.data_path} has {count} {what}, fewer than one batch: "
+                        f"lower --batch-size (now {opt.batch_size})")
+
+
+def cached_batches(opt, device, generator, progress=None):
+    files = list_images(opt.data_path)
+    _enough(len(files), opt)
+    array, skipped = build_cache(opt.data_path, opt.image_size, progress, files=files)
+    _enough(len(array), opt, "usable images")
+    return CachedBatches(array, opt.batch_size, device, generator, skipped)

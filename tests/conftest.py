@@ -1,0 +1,44 @@
+"""Shared fixtures: a tiny toy face set on disk and a way to run the real command line."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from toyfaces import make_toyfaces  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def toy_dir(tmp_path_factory):
+    """64 toy faces in the book's layout: DIR/faces/*.jpg."""
+    out = tmp_path_factory.mktemp("toy")
+    make_toyfaces(out, num=64, seed=0, workers=1)
+    return out
+
+
+def run_cli(*args, cwd=None, timeout=600):
+    """Run ``python main.py ARGS`` as a user would; returns the CompletedProcess."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd or ROOT, env=env,
+                          timeout=timeout)
+
+
+def assert_clean_error(result, *needles):
+    """A user error: non-zero exit, one error line naming the culprit, no traceback.
+
+    Progress bars drawn before the error was found may stand above it on stderr.
+    """
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines()
+             if line.strip() and not line.startswith("decoding images once")]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]

@@ -1,0 +1,74 @@
+"""What a user sees when something is wrong: one line, a non-zero exit, no traceback."""
+import pytest
+import torch
+
+from model import NetD, NetG
+
+from conftest import assert_clean_error, run_cli
+
+
+def test_misspelt_flag_names_it_and_suggests(toy_dir):
+    line = assert_clean_error(run_cli("train", f"--data-path={toy_dir}", "--bach-size=3"),
+                              "--bach-size")
+    assert "did you mean --batch-size" in line
+
+
+def test_unknown_command_suggests():
+    line = assert_clean_error(run_cli("genrate"), "genrate")
+    assert "generate" in line
+
+
+def test_missing_data_folder(tmp_path):
+    assert_clean_error(run_cli("train", f"--data-path={tmp_path / 'nope'}", "--nogpu"), "nope")
+
+
+def test_empty_data_folder(tmp_path):
+    (tmp_path / "faces").mkdir()
+    (tmp_path / "faces" / "notes.txt").write_text("no images here")
+    assert_clean_error(run_cli("train", f"--data-path={tmp_path}", "--nogpu", "--vis=False"),
+                       "no images")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
+def test_gpu_without_cuda(toy_dir):
+    assert_clean_error(run_cli("train", f"--data-path={toy_dir}", "--gpu"), "--gpu", "--nogpu")
+
+
+@pytest.mark.parametrize("flag,culprit", [("--batch-size=0", "--batch-size"),
+                                          ("--d-every=0", "--d-every"),
+                                          ("--g-every=-1", "--g-every"),
+                                          ("--image-size=64", "--image-size"),
+                                          ("--lr1=0", "--lr1"),
+                                          ("--vis=maybe", "--vis"),
+                                          ("--max-epoch=ten", "--max-epoch")])
+def test_bad_values(toy_dir, flag, culprit):
+    assert_clean_error(run_cli("train", f"--data-path={toy_dir}", "--nogpu", flag), culprit)
+
+
+def test_batch_larger_than_data_set(toy_dir, tmp_path):
+    assert_clean_error(run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+                               "--batch-size=1000", f"--checkpoint-dir={tmp_path}"),
+                       "--batch-size")
+
+
+def test_generate_errors(tmp_path):
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    torch.save(NetD(8).state_dict(), tmp_path / "netd.pth")
+    assert_clean_error(run_cli("generate", "--nogpu"), "--netg-path")
+    assert_clean_error(run_cli("generate", "--nogpu", f"--netg-path={tmp_path / 'x.pth'}"),
+                       "x.pth")
+    assert_clean_error(run_cli("generate", "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}",
+                               "--gen-num=100", "--gen-search-num=50"), "--gen-num")
+    line = assert_clean_error(run_cli("generate", "--nogpu",
+                                      f"--netg-path={tmp_path / 'netd.pth'}",
+                                      f"--netd-path={tmp_path / 'netg.pth'}"), "netd.pth")
+    assert "swap" in line
+
+
+def test_help_lists_flags_with_defaults():
+    result = run_cli("train", "--help")
+    assert result.returncode == 0
+    for text in ("--batch-size", "[256]", "--g-every", "[5]", "--lr1", "--netg-path"):
+        assert text in result.stdout
+    result = run_cli("generate", "--help")
+    assert "--gen-search-num" in result.stdout and "[512]" in result.stdout

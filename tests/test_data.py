@@ -1,0 +1,63 @@
+"""Finding images, the decoded cache, and that both paths feed the same pixels."""
+import os
+import time
+
+import numpy as np
+import torch
+
+from data import CachedBatches, FaceFolder, build_cache, list_images, normalise
+
+
+def test_both_layouts(toy_dir, tmp_path):
+    book = list_images(toy_dir)  # DIR/faces/*.jpg
+    flat = list_images(toy_dir / "faces")  # the images directly
+    assert len(book) == len(flat) == 64
+
+
+def test_cache_gives_the_same_pixels_as_the_folder_path(toy_dir):
+    array, skipped = build_cache(toy_dir, 96, workers=1)
+    assert skipped == [] and array.shape == (64, 3, 96, 96) and array.dtype == np.uint8
+    folder = FaceFolder(toy_dir, 96)
+    for i in (0, 17, 63):
+        image, _ = folder[i]
+        assert torch.equal(normalise(torch.from_numpy(np.array(array[i:i + 1])))[0], image)
+
+
+def test_cache_is_reused_and_rebuilt_when_the_folder_changes(tmp_path, toy_dir):
+    root = tmp_path / "data"
+    (root / "faces").mkdir(parents=True)
+    for p in sorted((toy_dir / "faces").iterdir())[:20]:
+        (root / "faces" / p.name).write_bytes(p.read_bytes())
+    first, _ = build_cache(root, 96, workers=1)
+    cached = list((root / ".cache").glob("*.npy"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+    time.sleep(0.01)
+    again, _ = build_cache(root, 96, workers=1)
+    assert cached[0].stat().st_mtime_ns == stamp  # reused, not rewritten
+    assert np.array_equal(first, again)
+
+    # replace one image by another: same count, other pixels, another cache
+    victim = sorted((root / "faces").iterdir())[0]
+    victim.write_bytes(sorted((toy_dir / "faces").iterdir())[30].read_bytes())
+    os.utime(victim, ns=(time.time_ns(), time.time_ns()))
+    changed, _ = build_cache(root, 96, workers=1)
+    assert len(list((root / ".cache").glob("*.npy"))) == 1  # the old one is gone
+    assert not np.array_equal(changed[0], first[0]) and np.array_equal(changed[1:], first[1:])
+    (root / "faces" / "extra.png").write_bytes(
+        sorted((toy_dir / "faces").iterdir())[40].read_bytes())
+    assert len(build_cache(root, 96, workers=1)[0]) == 21
+
+
+def test_cached_batches_are_a_seeded_permutation(toy_dir):
+    array, _ = build_cache(toy_dir, 96, workers=1)
+    batches = CachedBatches(array, 16, "cpu", torch.Generator().manual_seed(0))
+    assert len(batches) == 4
+    epoch = [b for b, _ in batches]
+    assert all(b.shape == (16, 3, 96, 96) for b in epoch)
+    assert -1 <= min(b.min() for b in epoch) and max(b.max() for b in epoch) <= 1
+    # every image once per epoch: the sums match the whole set's
+    total = normalise(torch.from_numpy(np.array(array))).sum()
+    assert torch.allclose(sum(b.sum() for b in epoch), total, rtol=1e-4)
+    again = CachedBatches(array, 16, "cpu", torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, (b, _) in zip(epoch, again))

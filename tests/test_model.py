@@ -1,0 +1,133 @@
+"""NetG/NetD: shapes, the book's state_dict layout, and weights moving both ways."""
+import torch
+from torch import nn
+
+from model import NetD, NetG, weights_init
+
+
+class BookNetG(nn.Module):
+    """The generator as the book writes it: one Sequential `main`, bias-free convs."""
+
+    def __init__(self, nz, ngf):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 8),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 4),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf),
+            nn.ReLU(True),
+            nn.ConvTranspose2d(ngf, 3, 5, 3, 1, bias=False), nn.Tanh())
+
+    def forward(self, x):
+        return self.main(x)
+
+
+class BookNetD(nn.Module):
+    def __init__(self, ndf):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(3, ndf, 5, 3, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 8),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid())
+
+    def forward(self, x):
+        return self.main(x).view(-1)
+
+
+def _randomise(net):
+    """Random weights and running stats, so a mis-wired load cannot pass by accident."""
+    with torch.no_grad():
+        for name, t in net.state_dict().items():
+            if t.dtype.is_floating_point:
+                t.copy_(torch.rand_like(t) + 0.5 if "running_var" in name else torch.randn_like(t) * 0.05)
+    return net
+
+
+def test_shapes_and_ranges():
+    torch.manual_seed(0)
+    netg, netd = NetG(nz=100, ngf=8), NetD(ndf=8)
+    fake = netg(torch.randn(5, 100, 1, 1))
+    assert fake.shape == (5, 3, 96, 96)
+    assert fake.min() >= -1 and fake.max() <= 1
+    p = netd(fake)
+    assert p.shape == (5,)
+    assert ((p > 0) & (p < 1)).all()
+    assert torch.allclose(torch.sigmoid(netd.logits(fake)), p)
+
+
+def test_book_key_and_shape_layout():
+    g = {k: tuple(v.shape) for k, v in NetG(100, 64).state_dict().items()}
+    d = {k: tuple(v.shape) for k, v in NetD(64).state_dict().items()}
+    assert {k.split(".")[1] for k in g} == {"0", "1", "3", "4", "6", "7", "9", "10", "12"}
+    assert {k.split(".")[1] for k in d} == {"0", "2", "3", "5", "6", "8", "9", "11"}
+    assert g["main.0.weight"] == (100, 512, 4, 4)
+    assert g["main.3.weight"] == (512, 256, 4, 4)
+    assert g["main.12.weight"] == (64, 3, 5, 5)
+    assert g["main.10.running_var"] == (64,)
+    assert d["main.0.weight"] == (64, 3, 5, 5)
+    assert d["main.11.weight"] == (1, 512, 4, 4)
+    assert d["main.3.num_batches_tracked"] == ()
+    assert not any(k.endswith(".bias") and k.split(".")[1] in {"0", "3", "6", "9", "12"} for k in g)
+    assert not any(k.endswith(".bias") and k.split(".")[1] in {"0", "2", "5", "8", "11"} for k in d)
+    assert g == {k: tuple(v.shape) for k, v in BookNetG(100, 64).state_dict().items()}
+    assert d == {k: tuple(v.shape) for k, v in BookNetD(64).state_dict().items()}
+
+
+def test_book_weights_load_into_ours_and_ours_into_books(tmp_path):
+    torch.manual_seed(1)
+    z = torch.randn(4, 100, 1, 1)
+    x = torch.rand(4, 3, 96, 96) * 2 - 1
+    book_g, book_d = _randomise(BookNetG(100, 64)).eval(), _randomise(BookNetD(64)).eval()
+    torch.save(book_g.state_dict(), tmp_path / "netg_199.pth")
+    torch.save(book_d.state_dict(), tmp_path / "netd_199.pth")
+
+    netg, netd = NetG(100, 64), NetD(64)
+    netg.load_state_dict(torch.load(tmp_path / "netg_199.pth", weights_only=True))
+    netd.load_state_dict(torch.load(tmp_path / "netd_199.pth", weights_only=True))
+    netg.eval(), netd.eval()
+    with torch.no_grad():
+        assert torch.allclose(netg(z), book_g(z), atol=1e-6)
+        assert torch.allclose(netd(x), book_d(x), atol=1e-6)
+
+    ours_g, ours_d = _randomise(NetG(100, 64)).eval(), _randomise(NetD(64)).eval()
+    back_g, back_d = BookNetG(100, 64).eval(), BookNetD(64).eval()
+    back_g.load_state_dict(ours_g.state_dict())
+    back_d.load_state_dict(ours_d.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(back_g(z), ours_g(z), atol=1e-6)
+        assert torch.allclose(back_d(x), ours_d(x), atol=1e-6)
+
+
+def test_saved_state_dict_round_trips_to_identical_outputs(tmp_path):
+    torch.manual_seed(2)
+    netg = NetG(100, 16)
+    netg.apply(weights_init)
+    netg.train()
+    netg(torch.randn(8, 100, 1, 1))  # move the BN running stats off their defaults
+    netg.eval()
+    torch.save(netg.state_dict(), tmp_path / "g.pth")
+    fresh = NetG(100, 16).eval()
+    fresh.load_state_dict(torch.load(tmp_path / "g.pth", weights_only=True))
+    z = torch.randn(3, 100, 1, 1)
+    with torch.no_grad():
+        assert torch.equal(fresh(z), netg(z))
+
+
+def test_dcgan_init():
+    torch.manual_seed(3)
+    netg, netd = NetG(100, 64), NetD(64)
+    netg.apply(weights_init)
+    netd.apply(weights_init)
+    conv = netg.main[3].weight
+    assert abs(conv.mean().item()) < 0.002 and abs(conv.std().item() - 0.02) < 0.002
+    bn = netd.main[9]
+    assert abs(bn.weight.mean().item() - 1) < 0.01 and abs(bn.weight.std().item() - 0.02) < 0.005
+    assert torch.count_nonzero(bn.bias) == 0

@@ -1,0 +1,58 @@
+"""The synthetic face set: deterministic, described by its CSV, every attribute in range."""
+import csv
+import hashlib
+
+import numpy as np
+
+import toyfaces
+from toyfaces import ATTRIBUTES, CHOICES, face, make_toyfaces
+
+
+def _digest(folder):
+    return {p.name: hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_same_seed_same_files_whatever_the_workers(tmp_path):
+    make_toyfaces(tmp_path / "a", num=80, seed=3, workers=1)
+    make_toyfaces(tmp_path / "b", num=80, seed=3, workers=2)
+    make_toyfaces(tmp_path / "c", num=80, seed=4, workers=1)
+    a, b, c = (_digest(tmp_path / x / "faces") for x in "abc")
+    assert a == b
+    assert (tmp_path / "a" / "attributes.csv").read_text() == \
+        (tmp_path / "b" / "attributes.csv").read_text()
+    assert sum(a[k] != c[k] for k in a) > 70  # another seed, other faces
+
+
+def test_csv_names_every_file_and_attribute(toy_dir):
+    with open(toy_dir / "attributes.csv") as f:
+        rows = list(csv.DictReader(f))
+    files = sorted(p.name for p in (toy_dir / "faces").glob("*.jpg"))
+    assert sorted(r["file"] for r in rows) == files and len(files) == 64
+    for row in rows:
+        for name in ATTRIBUTES:
+            assert row[name] in CHOICES[name]
+
+
+def test_attribute_ranges_are_wide_enough_and_all_drawn():
+    assert len(CHOICES["hair_color"]) >= 8 and len(CHOICES["hair_style"]) >= 4
+    assert len(CHOICES["eye_color"]) >= 6 and len(CHOICES["skin_tone"]) >= 3
+    assert len(CHOICES["mouth"]) >= 3 and len(CHOICES["background"]) >= 2
+    seen = {name: set() for name in ATTRIBUTES}
+    for i in range(400):
+        attrs, _ = face(0, i)
+        for name in ATTRIBUTES:
+            seen[name].add(attrs[name])
+    assert all(seen[name] == set(CHOICES[name]) for name in ATTRIBUTES)
+
+
+def test_faces_are_drawn_from_their_attributes():
+    """Hair colour shows in the hair region and background colour in the corners."""
+    for i in range(12):
+        attrs, img = face(5, i)
+        a = np.asarray(img).astype(int)
+        assert img.size == (96, 96) and img.mode == "RGB"
+        corner = a[:4, :4].reshape(-1, 3).mean(0)
+        assert np.abs(corner - toyfaces.BACKGROUNDS[attrs["background"]]).max() < 20
+        top_of_head = a[16:24, 40:56].reshape(-1, 3)  # hair above the forehead
+        hair = np.array(toyfaces.HAIR_COLORS[attrs["hair_color"]])
+        assert (np.abs(top_of_head - hair).max(1) < 60).mean() > 0.5

@@ -1,0 +1,123 @@
+"""Training end to end, the D/G schedule, and what each update step may touch."""
+import json
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import train as train_module
+from config import parse
+from model import NetD, NetG, weights_init
+
+from conftest import run_cli
+
+
+def test_book_command_writes_checkpoints_and_grids_then_generate_uses_them(toy_dir, tmp_path):
+    ckpt, imgs = tmp_path / "C", tmp_path / "I"
+    result = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+                     "--max-epoch=2", "--save-every=1", "--batch-size=16", "--num-workers=0",
+                     f"--save-path={imgs}", f"--checkpoint-dir={ckpt}", "--seed=0")
+    assert result.returncode == 0, result.stderr
+    for name in ("netg_0.pth", "netd_0.pth", "netg_1.pth", "netd_1.pth"):
+        state = torch.load(ckpt / name, weights_only=True)
+        assert all(k.startswith("main.") for k in state)  # the book's bare state_dict
+    for name in ("0.png", "1.png"):
+        grid = Image.open(imgs / name)
+        assert grid.size == (8 * 96 + 9 * 2, 8 * 96 + 9 * 2)  # 64 faces, 8 per row
+    options = json.loads((ckpt / "options.json").read_text())
+    assert options["batch_size"] == 16 and options["seed"] == 0
+
+    out = tmp_path / "result.png"
+    result = run_cli("generate", "--nogpu", f"--netg-path={ckpt / 'netg_1.pth'}",
+                     f"--netd-path={ckpt / 'netd_1.pth'}", "--gen-num=16",
+                     "--gen-search-num=64", f"--gen-img={out}")
+    assert result.returncode == 0, result.stderr
+    assert Image.open(out).size == (786, 198)
+
+
+def test_save_every_and_last_epoch(toy_dir, tmp_path):
+    opt = parse("train", dict(data_path=str(toy_dir), gpu=False, vis=False, max_epoch=3,
+                              save_every=2, batch_size=32, ngf=8, ndf=8, seed=0,
+                              save_path=str(tmp_path / "I"), checkpoint_dir=str(tmp_path / "C")))
+    train_module.train(opt)
+    assert sorted(p.name for p in (tmp_path / "C").glob("netg_*.pth")) == ["netg_1.pth",
+                                                                           "netg_2.pth"]
+    assert sorted(p.name for p in (tmp_path / "I").glob("*.png")) == ["1.png", "2.png"]
+
+
+@pytest.mark.parametrize("d_every,g_every,d_steps,g_steps",
+                         [(1, 5, 10, 2), (1, 1, 10, 10), (2, 3, 5, 4), (3, 1, 4, 10)])
+def test_schedule(toy_dir, tmp_path, monkeypatch, d_every, g_every, d_steps, g_steps):
+    calls = {"d": 0, "g": 0}
+    real_d, real_g = train_module.d_step, train_module.g_step
+
+    def counted_d(*a, **k):
+        calls["d"] += 1
+        return real_d(*a, **k)
+
+    def counted_g(*a, **k):
+        calls["g"] += 1
+        return real_g(*a, **k)
+
+    monkeypatch.setattr(train_module, "d_step", counted_d)
+    monkeypatch.setattr(train_module, "g_step", counted_g)
+    # 64 images in batches of 6: 10 batches in the epoch
+    opt = parse("train", dict(data_path=str(toy_dir), gpu=False, vis=False, max_epoch=1,
+                              batch_size=6, ngf=4, ndf=4, seed=0, d_every=d_every,
+                              g_every=g_every, save_path=str(tmp_path / "I"),
+                              checkpoint_dir=str(tmp_path / "C")))
+    train_module.train(opt)
+    assert (calls["d"], calls["g"]) == (d_steps, g_steps)
+
+
+def _nets():
+    torch.manual_seed(0)
+    netg, netd = NetG(16, 8), NetD(8)
+    netg.apply(weights_init)
+    netd.apply(weights_init)
+    return netg, netd
+
+
+def test_d_step_leaves_g_untouched():
+    netg, netd = _nets()
+    g_before = {k: v.clone() for k, v in netg.state_dict().items() if "num_batches" not in k
+                and "running" not in k}
+    d_before = [p.clone() for p in netd.parameters()]
+    opt_d = torch.optim.Adam(netd.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    real = torch.rand(6, 3, 96, 96) * 2 - 1
+    loss, d_real, d_fake = train_module.d_step(netg, netd, opt_d, nn.BCEWithLogitsLoss(), real, 16)
+    assert all(p.grad is None for p in netg.parameters())  # no gradient reached G
+    for k, v in g_before.items():
+        assert torch.equal(netg.state_dict()[k], v)
+    assert any(not torch.equal(a, b) for a, b in zip(d_before, netd.parameters()))
+    assert loss.item() > 0 and 0 < d_real.item() < 1 and 0 < d_fake.item() < 1
+
+
+def test_g_step_leaves_d_weights_untouched():
+    netg, netd = _nets()
+    d_before = [p.clone() for p in netd.parameters()]
+    g_before = [p.clone() for p in netg.parameters()]
+    opt_g = torch.optim.Adam(netg.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    train_module.g_step(netg, netd, opt_g, nn.BCEWithLogitsLoss(), 6, 16, "cpu")
+    assert all(p.grad is None for p in netd.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(d_before, netd.parameters()))
+    assert all(p.requires_grad for p in netd.parameters())  # D is trainable again afterwards
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, netg.parameters()))
+
+
+def test_start_from_existing_weights(toy_dir, tmp_path):
+    netg = NetG(100, 8)
+    with torch.no_grad():
+        for p in netg.parameters():
+            p.fill_(0.01)
+    torch.save(netg.state_dict(), tmp_path / "start.pth")
+    opt = parse("train", dict(data_path=str(toy_dir), gpu=False, vis=False, max_epoch=1,
+                              batch_size=32, ngf=8, ndf=8, seed=0, g_every=100,
+                              netg_path=str(tmp_path / "start.pth"), lr1=1e-12,
+                              save_path=str(tmp_path / "I"), checkpoint_dir=str(tmp_path / "C")))
+    train_module.train(opt)
+    saved = torch.load(tmp_path / "C" / "netg_0.pth", weights_only=True)
+    # one G step with a vanishing learning rate: the weights are still the ones we gave
+    assert torch.allclose(saved["main.0.weight"], torch.full_like(saved["main.0.weight"], 0.01),
+                          atol=1e-6)
