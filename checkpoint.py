@@ -125,3 +125,28 @@ def load_net(path, kind, device="cpu", expect=None):
         raise UserError(f"{path} does not fit the article's {kind} (some layers have other "
                         f"shapes)") from None
     return net.to(device), found
+
+
+def save_text(text, path):
+    """Write a small text file atomically."""
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+STATE_FORMAT = 1
+STATE_KEYS = {"format", "epoch", "batch", "step", "netg", "netd", "optimizer_g", "optimizer_d",
+              "fixed_noise", "meters", "rng", "options"}
+
+
+def load_state(path, device="cpu"):
+    """A full training state (``last.pth``) written by train, checked for completeness."""
+    state = load(path, device)
+    if not isinstance(state, dict) or "format" not in state:
+        raise UserError(f"{path} is not a full training state (like checkpoints/last.pth); "
+                        f"to start from book-format weights use --netg-path/--netd-path")
+    if state["format"] != STATE_FORMAT:
+        raise UserError(f"{path} has state format {state['format']}; this version reads "
+                        f"format {STATE_FORMAT}")
+    missing = STATE_KEYS - set(state)
+    if missing:
+        raise UserError(f"{path} is an incomplete training state (no {', '.join(sorted(missing))})")
+    return state

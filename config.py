@@ -48,6 +48,8 @@ class Config:
     netd_path: str = _opt(None, "discriminator weights to start from (train) or rank the "
                           "samples with (generate)", kind=str)
     seed: int = _opt(None, "random seed; unset: a fresh one, printed and saved", kind=int)
+    resume: str = _opt(None, "--resume: continue from CHECKPOINT_DIR/last.pth; --resume=PATH: "
+                       "from that full state", kind="resume")
     # speed
     cache: bool = _opt(True, "decode the images once into DATA_PATH/.cache/ and train from "
                        "memory; --cache=False reads the JPEGs every epoch, as the book does")
@@ -75,7 +77,8 @@ class Config:
 USED = {
     "train": ("data_path", "num_workers", "image_size", "batch_size", "max_epoch", "lr1", "lr2",
               "beta1", "gpu", "nz", "ngf", "ndf", "save_path", "checkpoint_dir", "d_every",
-              "g_every", "save_every", "netg_path", "netd_path", "seed", "cache", "amp", "vis", "env",
+              "g_every", "save_every", "netg_path", "netd_path", "seed", "resume", "cache", "amp",
+              "vis", "env",
               "plot_every", "vis_server", "vis_port"),
     "generate": ("netg_path", "netd_path", "gen_img", "gen_num", "gen_search_num", "gen_mean",
                  "gen_std", "batch_size", "gpu", "nz", "ngf", "ndf", "seed"),
@@ -89,6 +92,10 @@ def _coerce(name, value, kind):
     flag = "--" + name.replace("_", "-")
     if value is None:
         return None
+    if kind == "resume":  # a bare --resume, or a path
+        if value is True or value is False:
+            return value or None
+        return str(value)
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -136,12 +143,41 @@ def coerce_flags(flags, fields):
     return values
 
 
+# options a resumed run cannot change: they shape the networks or the data order
+FIXED_ON_RESUME = ("nz", "ngf", "ndf", "image_size", "batch_size")
+
+
 def parse(command, flags):
     """Fire's keyword arguments for ``command`` -> a validated Config."""
     kinds = {name: f.metadata["kind"] for name, f in FIELDS.items()}
-    opt = Config(**coerce_flags(flags, kinds))
+    values = coerce_flags(flags, kinds)
+    if command == "train" and values.get("resume"):
+        values = _resumed(values)
+    opt = Config(**values)
     validate(command, opt)
     return opt
+
+
+def _resumed(given):
+    """A resumed run takes its saved options; flags given now override the harmless ones."""
+    import checkpoint
+    resume = given["resume"]
+    if resume is True:
+        resume = str(Path(given.get("checkpoint_dir", Config.checkpoint_dir)) / "last.pth")
+        if not Path(resume).is_file():
+            raise UserError(f"--resume: no {resume} to continue from (it is written at every "
+                            f"save); pass --resume=PATH or --checkpoint-dir")
+    saved = checkpoint.load_state(resume)["options"]
+    for name in FIXED_ON_RESUME:
+        if name in given and given[name] != saved[name]:
+            raise UserError(f"--{name.replace('_', '-')}={given[name]} differs from the "
+                            f"{saved[name]} that {resume} was trained with; a resumed run "
+                            f"cannot change it")
+    values = {k: v for k, v in saved.items() if k in FIELDS}
+    values.update(netg_path=None, netd_path=None)  # the state holds the weights
+    values.update(given)
+    values["resume"] = resume
+    return values
 
 
 def _require(ok, message):

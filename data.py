@@ -10,6 +10,7 @@ and images of any mode (grayscale, palette, RGBA, CMYK, 16-bit) become RGB.
 import hashlib
 import json
 import os
+import signal
 import warnings
 from contextlib import nullcontext
 from multiprocessing import Pool
@@ -91,13 +92,39 @@ def collate(items):
     return batch, bad
 
 
-def folder_loader(opt, generator):
-    """The book's DataLoader: shuffled, drop_last, ``num_workers`` decoding processes."""
-    dataset = FaceFolder(opt.data_path, opt.image_size)
-    _enough(len(dataset), opt)
-    return DataLoader(dataset, batch_size=opt.batch_size, shuffle=True, drop_last=True,
-                      num_workers=opt.num_workers, collate_fn=collate, generator=generator,
-                      persistent_workers=opt.num_workers > 0)
+class FolderBatches:
+    """The book's pipeline: a DataLoader whose workers decode the JPEGs of every batch.
+
+    ``batches(perm, start)`` yields ``(images, unreadable paths)`` for the batches of the
+    permutation ``perm`` from batch ``start`` on, dropping the last partial batch.
+    """
+
+    def __init__(self, opt):
+        self.dataset = FaceFolder(opt.data_path, opt.image_size)
+        _enough(len(self.dataset), opt)
+        self.batch_size, self.num_workers = opt.batch_size, opt.num_workers
+        self.count, self.skipped = len(self.dataset), []
+
+    def __len__(self):
+        return self.count // self.batch_size
+
+    def batches(self, perm, start=0):
+        order = perm[start * self.batch_size:len(self) * self.batch_size].tolist()
+        loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=order,
+                            num_workers=self.num_workers, collate_fn=collate,
+                            worker_init_fn=_ignore_sigint)
+        for images, bad in loader:
+            if len(images):
+                yield images, bad
+
+
+def _ignore_sigint(_):
+    """Ctrl-C is for the training process, which saves and stops the workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def folder_batches(opt):
+    return FolderBatches(opt)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,15 +214,15 @@ def normalise(batch_uint8):
 
 
 class CachedBatches:
-    """Shuffled batches sliced from the decoded cache, normalised on the device.
+    """Batches sliced from the decoded cache, normalised on the device.
 
-    Every epoch draws a fresh permutation from ``generator`` and drops the last partial batch,
-    like the book's DataLoader. On CUDA the whole array moves to the GPU when it fits.
+    The same interface as FolderBatches. On CUDA the whole array moves to the GPU when it
+    fits in half of the free memory.
     """
 
-    def __init__(self, array, batch_size, device, generator, skipped=()):
+    def __init__(self, array, batch_size, device, skipped=()):
         self.array, self.batch_size, self.device = array, batch_size, torch.device(device)
-        self.generator, self.skipped = generator, list(skipped)
+        self.count, self.skipped = len(array), list(skipped)
         self.on_device = None
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
@@ -205,10 +232,9 @@ class CachedBatches:
     def __len__(self):
         return len(self.array) // self.batch_size
 
-    def __iter__(self):
-        order = torch.randperm(len(self.array), generator=self.generator)
-        for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+    def batches(self, perm, start=0):
+        for i in range(start, len(self)):
+            idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
             if self.on_device is not None:
                 batch = self.on_device[idx.to(self.device)]
             else:
@@ -222,9 +248,9 @@ def _enough(count, opt, what="images"):
                         f"lower --batch-size (now {opt.batch_size})")
 
 
-def cached_batches(opt, device, generator, progress=None):
+def cached_batches(opt, device, progress=None):
     files = list_images(opt.data_path)
     _enough(len(files), opt)
     array, skipped = build_cache(opt.data_path, opt.image_size, progress, files=files)
     _enough(len(array), opt, "usable images")
-    return CachedBatches(array, opt.batch_size, device, generator, skipped)
+    return CachedBatches(array, opt.batch_size, device, skipped)

@@ -7,3 +7,7 @@ traceback. Everything else is a bug and keeps its traceback.
 
 class UserError(Exception):
     """A mistake in the input; the message says what is wrong and what to do."""
+
+
+class Interrupted(Exception):
+    """Training stopped on Ctrl-C or SIGTERM after saving; the message says how to resume."""

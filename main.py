@@ -12,7 +12,7 @@ import sys
 import fire
 
 import config
-from errors import UserError
+from errors import Interrupted, UserError
 
 
 def train(*args, **flags):
@@ -97,8 +97,11 @@ def main(argv):
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+        print("\ninterrupted at once: nothing saved since the last save point", file=sys.stderr)
         return 130
     return 0
 

@@ -11,6 +11,8 @@ BCE is computed from D's logits (the same objective, numerically stable).
 import json
 import math
 import random
+import signal
+import sys
 import time
 from contextlib import nullcontext
 from functools import partial
@@ -23,8 +25,8 @@ from tqdm import tqdm
 
 import checkpoint
 from config import resolve_device, use_bf16
-from data import cached_batches, folder_loader
-from errors import UserError
+from data import cached_batches, folder_batches
+from errors import Interrupted, UserError
 from model import NetD, NetG, weights_init
 
 GRID = 64  # faces in the fixed-noise sample grid, 8 per row
@@ -116,7 +118,9 @@ def _format(means):
 
 
 def train(opt):
-    # seed -> device -> data -> models -> optimisers -> loop -> save
+    # seed -> device -> models (their files checked first) -> data -> optimisers -> resume
+    # -> loop -> save
+    state = checkpoint.load_state(opt.resume) if opt.resume else None
     seed = opt.seed if opt.seed is not None else random.SystemRandom().randrange(2**31)
     opt.seed = seed
     random.seed(seed)
@@ -126,20 +130,20 @@ def train(opt):
     autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=bf16)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    order = torch.Generator().manual_seed(seed)  # the data order, apart from the model's RNG
-    if opt.cache:
-        loader = cached_batches(opt, device, order, progress=lambda it, total: tqdm(
-            it, total=total, desc="decoding images once", unit="image", dynamic_ncols=True))
-    else:
-        loader = folder_loader(opt, order)
-
     netg, netd = NetG(opt.nz, opt.ngf), NetD(opt.ndf)
     netg.apply(weights_init)
     netd.apply(weights_init)
-    if opt.netg_path:
+    if opt.netg_path and not state:
         netg = checkpoint.load_net(opt.netg_path, "netg", expect={"nz": opt.nz, "ngf": opt.ngf})[0]
-    if opt.netd_path:
+    if opt.netd_path and not state:
         netd = checkpoint.load_net(opt.netd_path, "netd", expect={"ndf": opt.ndf})[0]
+    if opt.cache:
+        data = cached_batches(opt, device, progress=lambda it, total: tqdm(
+            it, total=total, desc="decoding images once", unit="image", dynamic_ncols=True))
+    else:
+        data = folder_batches(opt)
+    order = torch.Generator().manual_seed(seed)  # the data order, apart from the model's RNG
+
     netg.to(device, memory_format=torch.channels_last).train()
     netd.to(device, memory_format=torch.channels_last).train()
     fused = device.type == "cuda"  # one kernel per step on the GPU; no gain on the CPU
@@ -150,6 +154,13 @@ def train(opt):
     criterion = nn.BCEWithLogitsLoss()
     fixed_noise = torch.randn(GRID, opt.nz, 1, 1, device=device)
     meters = Meters()
+    run = Run(opt, netg, netd, optimizer_g, optimizer_d, fixed_noise, meters, order)
+    if state:
+        run.restore(state, device)
+        print(f"resuming {opt.resume} at epoch {run.epoch}, batch {run.batch}", flush=True)
+    if state and run.epoch >= opt.max_epoch:
+        print(f"{opt.resume} has already trained {run.epoch} epochs: nothing to do; raise "
+              f"--max-epoch to go on", flush=True)
     vis = None
     if opt.vis:
         from visualize import Visualizer
@@ -157,49 +168,137 @@ def train(opt):
 
     Path(opt.checkpoint_dir).mkdir(parents=True, exist_ok=True)
     Path(opt.save_path).mkdir(parents=True, exist_ok=True)
-    (Path(opt.checkpoint_dir) / "options.json").write_text(json.dumps(opt.to_dict(), indent=2))
+    checkpoint.save_text(json.dumps(opt.to_dict(), indent=2), Path(opt.checkpoint_dir) / "options.json")
     print(f"training on {device}{' with bf16 autocast' if bf16 else ''}, seed {seed}: "
-          f"{len(loader)} batches of {opt.batch_size} per epoch", flush=True)
+          f"{len(data)} batches of {opt.batch_size} per epoch", flush=True)
 
-    step = 0
-    skipped = set(getattr(loader, "skipped", ()))
+    skipped = set(data.skipped)
     reported = _report_skipped(skipped, 0, opt)
-    for epoch in range(opt.max_epoch):
-        bar = tqdm(loader, total=len(loader), desc=f"epoch {epoch + 1}/{opt.max_epoch}",
-                   unit="batch", dynamic_ncols=True)
-        tic, seen = time.perf_counter(), 0
-        for ii, (real, bad) in enumerate(bar):
-            skipped.update(bad)
-            if real.size(0) == 0:
-                continue
-            real = real.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            seen += real.size(0)
-            if ii % opt.d_every == 0:
-                loss_d, d_real, d_fake = d_step(netg, netd, optimizer_d, criterion, real, opt.nz,
-                                                autocast)
-                meters.add("loss_d", loss_d)
-                meters.add("d_real", d_real)
-                meters.add("d_fake", d_fake)
-            if ii % opt.g_every == 0:
-                meters.add("loss_g", g_step(netg, netd, optimizer_g, criterion, real.size(0),
-                                            opt.nz, device, autocast))
-            step += 1
-            if (ii + 1) % opt.plot_every == 0:
-                _check_finite(meters.flush(), epoch, opt)
-                means = meters.means()
-                bar.set_postfix(_format(means))
-                if vis is not None:
-                    speed = seen / (time.perf_counter() - tic)
-                    vis.step(step, epoch, means, speed, netg, fixed_noise, real)
-        _check_finite(meters.flush(), epoch, opt)
-        bar.set_postfix(_format(meters.means()))
-        bar.close()
-        reported = _report_skipped(skipped, reported, opt)
-        if (epoch + 1) % opt.save_every == 0 or epoch + 1 == opt.max_epoch:
-            save_point(epoch, netg, netd, fixed_noise, opt)
-            meters.reset()
+    with StopSignal() as stop:
+        for epoch in range(run.epoch, opt.max_epoch):
+            run.epoch, run.order_state = epoch, order.get_state()
+            perm = torch.randperm(data.count, generator=order)
+            first, run.batch = run.batch, 0
+            bar = tqdm(data.batches(perm, first), initial=first, total=len(data),
+                       desc=f"epoch {epoch + 1}/{opt.max_epoch}", unit="batch",
+                       dynamic_ncols=True)
+            tic, seen = time.perf_counter(), 0
+            for ii, (real, bad) in enumerate(bar, start=first):
+                skipped.update(bad)
+                real = real.to(device, non_blocking=True).contiguous(
+                    memory_format=torch.channels_last)
+                seen += real.size(0)
+                if ii % opt.d_every == 0:
+                    loss_d, d_real, d_fake = d_step(netg, netd, optimizer_d, criterion, real,
+                                                    opt.nz, autocast)
+                    meters.add("loss_d", loss_d)
+                    meters.add("d_real", d_real)
+                    meters.add("d_fake", d_fake)
+                if ii % opt.g_every == 0:
+                    meters.add("loss_g", g_step(netg, netd, optimizer_g, criterion, real.size(0),
+                                                opt.nz, device, autocast))
+                run.step, run.batch = run.step + 1, ii + 1
+                if (ii + 1) % opt.plot_every == 0:
+                    _check_finite(meters.flush(), epoch, opt)
+                    means = meters.means()
+                    bar.set_postfix(_format(means))
+                    if vis is not None:
+                        speed = seen / (time.perf_counter() - tic)
+                        vis.step(run.step, epoch, means, speed, netg, fixed_noise, real)
+                if stop.requested:
+                    bar.close()
+                    _check_finite(meters.flush(), epoch, opt)
+                    path = run.save()
+                    raise Interrupted(f"stopped in epoch {epoch} after batch {ii}: state saved "
+                                      f"to {path}; continue with `python main.py train "
+                                      f"--resume={path}`")
+            _check_finite(meters.flush(), epoch, opt)
+            bar.set_postfix(_format(meters.means()))
+            bar.close()
+            reported = _report_skipped(skipped, reported, opt)
+            run.epoch, run.batch = epoch + 1, 0
+            if (epoch + 1) % opt.save_every == 0 or epoch + 1 == opt.max_epoch:
+                save_point(epoch, netg, netd, fixed_noise, opt)
+                meters.reset()
+                run.save()
     print(f"done: weights in {opt.checkpoint_dir}, sample grids in {opt.save_path}", flush=True)
     return netg, netd
+
+
+class Run:
+    """Everything a resumed run needs to continue bit for bit: written as ``last.pth``."""
+
+    FORMAT = 1
+
+    def __init__(self, opt, netg, netd, optimizer_g, optimizer_d, fixed_noise, meters, order):
+        self.opt, self.netg, self.netd = opt, netg, netd
+        self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
+        self.fixed_noise, self.meters, self.order = fixed_noise, meters, order
+        self.epoch = self.batch = self.step = 0
+        self.order_state = order.get_state()
+
+    def save(self):
+        state = {
+            "format": self.FORMAT, "epoch": self.epoch, "batch": self.batch, "step": self.step,
+            "netg": self.netg.state_dict(), "netd": self.netd.state_dict(),
+            "optimizer_g": self.optimizer_g.state_dict(),
+            "optimizer_d": self.optimizer_d.state_dict(),
+            "fixed_noise": self.fixed_noise.cpu(),
+            "meters": {name: {k: float(v) for k, v in vars(m).items()}
+                       for name, m in self.meters.meters.items()},
+            "rng": {"python": random.getstate(), "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                    "order": self.order_state if self.batch else self.order.get_state()},
+            "options": self.opt.to_dict(),
+        }
+        path = Path(self.opt.checkpoint_dir) / "last.pth"
+        checkpoint.save(state, path)
+        return path
+
+    def restore(self, state, device):
+        self.netg.load_state_dict(state["netg"])
+        self.netd.load_state_dict(state["netd"])
+        self.optimizer_g.load_state_dict(state["optimizer_g"])
+        self.optimizer_d.load_state_dict(state["optimizer_d"])
+        self.fixed_noise.copy_(state["fixed_noise"].to(device))
+        for name, values in state["meters"].items():
+            vars(self.meters.meters[name]).update(values)
+        self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
+        rng = state["rng"]
+        random.setstate(_as_tuples(rng["python"]))
+        torch.set_rng_state(rng["torch"].cpu())
+        if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        self.order.set_state(rng["order"].cpu())
+
+
+def _as_tuples(x):
+    return tuple(_as_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+class StopSignal:
+    """Ctrl-C or SIGTERM: finish the current step, save, exit. A second Ctrl-C stops at once."""
+
+    def __enter__(self):
+        self.requested = False
+        self.previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no handlers, no graceful stop
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print(f"\n{signal.Signals(signum).name}: saving after this step (Ctrl-C again to stop "
+              f"at once)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
 
 
 def _report_skipped(skipped, reported, opt):

@@ -1,0 +1,85 @@
+"""A crawled folder full of broken and odd files still trains; an all-bad one is an error."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import train as train_module
+from config import parse
+from data import open_rgb
+
+from conftest import assert_clean_error, run_cli
+
+BROKEN = ("empty.jpg", "truncated.jpg", "notes.png")
+
+
+def _jpeg_bytes(img):
+    buf = io.BytesIO()
+    img.save(buf, "JPEG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def messy_dir(tmp_path, toy_dir):
+    faces = tmp_path / "messy" / "faces"
+    faces.mkdir(parents=True)
+    good = sorted((toy_dir / "faces").iterdir())[:24]
+    for p in good:
+        (faces / p.name).write_bytes(p.read_bytes())
+    face = Image.open(good[0]).convert("RGB")
+    (faces / "empty.jpg").write_bytes(b"")
+    (faces / "truncated.jpg").write_bytes(_jpeg_bytes(face)[:600])
+    (faces / "notes.png").write_text("this is not an image\n")
+    (faces / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    face.convert("L").save(faces / "gray.png")
+    face.convert("RGBA").save(faces / "rgba.png")
+    face.convert("P").save(faces / "palette.png")
+    face.convert("CMYK").save(faces / "cmyk.jpg")
+    sixteen = (np.linspace(0, 65535, 96 * 96).reshape(96, 96)).astype(np.uint16)
+    Image.fromarray(sixteen).save(faces / "deep16.png")
+    face.resize((3, 3)).save(faces / "tiny.png")
+    face.resize((2400, 2400)).save(faces / "huge.jpg")
+    rotated = face.rotate(90, expand=True)  # stored sideways, EXIF says "rotate back"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    rotated.save(faces / "exif.jpg", exif=exif.tobytes())
+    return tmp_path / "messy"
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_training_skips_and_reports_broken_files(messy_dir, tmp_path, cache, capsys):
+    ckpt = tmp_path / f"ck{cache}"
+    opt = parse("train", dict(data_path=str(messy_dir), gpu=False, vis=False, max_epoch=1,
+                              batch_size=4, ngf=8, ndf=8, seed=0, cache=cache, num_workers=0,
+                              checkpoint_dir=str(ckpt), save_path=str(ckpt)))
+    train_module.train(opt)
+    out = capsys.readouterr().out
+    assert "skipped 3 unreadable image files" in out
+    listed = (ckpt / "skipped_files.txt").read_text().split()
+    assert sorted(p.rsplit("/", 1)[-1] for p in listed) == sorted(BROKEN)
+    assert (ckpt / "netg_0.pth").is_file()
+
+
+def test_every_mode_becomes_upright_rgb(messy_dir):
+    faces = messy_dir / "faces"
+    for name in ("gray.png", "rgba.png", "palette.png", "cmyk.jpg", "deep16.png", "tiny.png",
+                 "huge.jpg", "exif.jpg"):
+        img = open_rgb(faces / name)
+        assert img.mode == "RGB", name
+    deep = np.asarray(open_rgb(faces / "deep16.png"))
+    assert deep.min() < 10 and deep.max() > 245 and 100 < deep.mean() < 155  # scaled, not clipped
+    upright = np.asarray(open_rgb(faces / "exif.jpg")).astype(int)
+    original = np.asarray(Image.open(faces / "gray.png").convert("RGB")).astype(int)
+    assert upright.shape == original.shape
+    assert np.abs(upright.mean(2) - original.mean(2)).mean() < 12
+
+
+def test_all_bad_folder_is_a_clear_error(tmp_path):
+    faces = tmp_path / "bad" / "faces"
+    faces.mkdir(parents=True)
+    for i in range(3):
+        (faces / f"{i}.jpg").write_text("nope")
+    assert_clean_error(run_cli("train", f"--data-path={tmp_path / 'bad'}", "--nogpu",
+                               "--vis=False", "--batch-size=2",
+                               f"--checkpoint-dir={tmp_path / 'c'}"), "could be read")

@@ -1,0 +1,108 @@
+"""Saves are atomic; loads are safe and say clearly what is wrong with a file."""
+import errno
+
+import pytest
+import torch
+
+import checkpoint
+from errors import UserError
+from model import NetD, NetG
+
+from conftest import assert_clean_error, run_cli
+
+
+def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "netg_9.pth"
+    good = NetG(100, 8).state_dict()
+    checkpoint.save(good, path)
+
+    def crash(obj, f):
+        with open(f, "wb") as out:
+            out.write(b"PK\x03\x04 half a checkpoint")
+        raise RuntimeError("killed mid-write")
+
+    monkeypatch.setattr(checkpoint.torch, "save", crash)
+    with pytest.raises(RuntimeError):
+        checkpoint.save(NetG(100, 8).state_dict(), path)
+    monkeypatch.undo()
+    loaded = torch.load(path, weights_only=True)
+    assert all(torch.equal(loaded[k], good[k]) for k in good)
+    assert [p.name for p in tmp_path.iterdir()] == ["netg_9.pth"]  # no temporary left
+
+
+def test_full_disk_is_a_clear_error(tmp_path, monkeypatch):
+    def full(obj, f):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+    with pytest.raises(UserError, match="disk full"):
+        checkpoint.save({"x": torch.zeros(1)}, tmp_path / "a.pth")
+    assert list(tmp_path.iterdir()) == []
+
+
+class Payload:
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    Payload.marker = marker
+    torch.save({"main.0.weight": Payload()}, tmp_path / "evil.pth")
+    assert not marker.exists()
+    line = assert_clean_error(run_cli("generate", "--nogpu", f"--netg-path={tmp_path / 'evil.pth'}"),
+                              "evil.pth")
+    assert "refused" in line
+    assert not marker.exists()
+
+
+def test_truncated_and_foreign_files(tmp_path):
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "g.pth")
+    data = (tmp_path / "g.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[:len(data) // 2])
+    (tmp_path / "text.pth").write_text("not a checkpoint\n")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    for name in ("cut.pth", "text.pth", "empty.pth"):
+        assert_clean_error(run_cli("generate", "--nogpu", f"--netg-path={tmp_path / name}"), name)
+
+
+def test_widths_are_inferred_for_generate_and_checked_for_train(tmp_path, toy_dir):
+    torch.save(NetG(100, 32).state_dict(), tmp_path / "g32.pth")
+    result = run_cli("generate", "--nogpu", f"--netg-path={tmp_path / 'g32.pth'}",
+                     f"--gen-img={tmp_path / 'r.png'}", "--gen-num=8", "--gen-search-num=8")
+    assert result.returncode == 0 and "ngf=32" in result.stdout
+    assert_clean_error(run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+                               f"--netg-path={tmp_path / 'g32.pth'}",
+                               f"--checkpoint-dir={tmp_path}"), "ngf=32")
+
+
+def test_swapped_files_in_train(tmp_path, toy_dir):
+    torch.save(NetD(8).state_dict(), tmp_path / "d.pth")
+    line = assert_clean_error(run_cli("train", f"--data-path={toy_dir}", "--nogpu",
+                                      f"--netg-path={tmp_path / 'd.pth'}", "--vis=False",
+                                      f"--checkpoint-dir={tmp_path}"), "d.pth")
+    assert "swap" in line
+
+
+def test_gpu_saved_checkpoint_loads_on_the_cpu(tmp_path):
+    """A file whose tensors are tagged cuda:0, as a GPU run writes them."""
+    def tag_cuda(obj):
+        return "cuda:0" if getattr(obj, "device", None) is not None \
+            and obj.device.type == "cpu" else None
+
+    registry = torch.serialization._package_registry
+    entry = (0, tag_cuda, lambda obj, location: None)
+    registry.insert(0, entry)
+    try:
+        net = NetG(100, 8)
+        torch.save(net.state_dict(), tmp_path / "gpu.pth")
+    finally:
+        registry.remove(entry)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(tmp_path / "gpu.pth", weights_only=True)  # what the book's code hits
+    loaded, widths = checkpoint.load_net(tmp_path / "gpu.pth", "netg", "cpu")
+    assert widths == {"nz": 100, "ngf": 8}
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
+                                                  net.state_dict().values()))
