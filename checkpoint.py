@@ -21,6 +21,15 @@ from errors import UserError
 from model import NetD, NetG
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's files are private (0600)
+
+
 def _atomic_write(path, write):
     """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
     path = Path(path)
@@ -31,6 +40,7 @@ def _atomic_write(path, write):
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -130,6 +140,11 @@ def load_net(path, kind, device="cpu", expect=None):
 def save_text(text, path):
     """Write a small text file atomically."""
     _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def save_bytes(data, path):
+    """Write bytes (an encoded image, say) atomically."""
+    _atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 STATE_FORMAT = 1

@@ -14,7 +14,6 @@ import random
 import signal
 import sys
 import time
-from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -25,43 +24,13 @@ from tqdm import tqdm
 
 import checkpoint
 from config import resolve_device, use_bf16
+from curves import LossLog
 from data import cached_batches, folder_batches
 from errors import Interrupted, UserError
 from model import NetD, NetG, weights_init
+from steps import d_step, g_step
 
 GRID = 64  # faces in the fixed-noise sample grid, 8 per row
-
-
-def d_step(netg, netd, optimizer_d, criterion, real, nz, autocast=nullcontext):
-    """(1) maximise log D(x) + log(1 - D(G(z))). Returns detached (loss_d, D(x), D(G(z)))."""
-    optimizer_d.zero_grad()
-    with autocast():
-        logits_real = netd.logits(real).float()
-        loss_real = criterion(logits_real, torch.ones_like(logits_real))
-    loss_real.backward()
-    with torch.no_grad(), autocast():  # the book's detach(), without building G's graph
-        fake = netg(torch.randn(real.size(0), nz, 1, 1, device=real.device))
-    with autocast():
-        logits_fake = netd.logits(fake).float()
-        loss_fake = criterion(logits_fake, torch.zeros_like(logits_fake))
-    loss_fake.backward()
-    optimizer_d.step()
-    return ((loss_real + loss_fake).detach(), torch.sigmoid(logits_real).mean().detach(),
-            torch.sigmoid(logits_fake).mean().detach())
-
-
-def g_step(netg, netd, optimizer_g, criterion, batch_size, nz, device, autocast=nullcontext):
-    """(2) maximise log D(G(z)) on fresh noise. Returns the detached loss_g."""
-    optimizer_g.zero_grad()
-    netd.requires_grad_(False)  # D is only a judge here: no gradients for its weights
-    with autocast():
-        fake = netg(torch.randn(batch_size, nz, 1, 1, device=device))
-        logits = netd.logits(fake).float()
-        loss_g = criterion(logits, torch.ones_like(logits))
-    loss_g.backward()
-    netd.requires_grad_(True)
-    optimizer_g.step()
-    return loss_g.detach()
 
 
 class Meters:
@@ -165,9 +134,12 @@ def train(opt):
     if opt.vis:
         from visualize import Visualizer
         vis = Visualizer(opt.env, opt.vis_server, opt.vis_port)
+        vis.text("options", "<br>".join(f"{k} = {v}" for k, v in opt.to_dict().items()),
+                 "options of this run")
 
     Path(opt.checkpoint_dir).mkdir(parents=True, exist_ok=True)
     Path(opt.save_path).mkdir(parents=True, exist_ok=True)
+    log = LossLog(opt.save_path, resume_step=run.step if state else None)
     checkpoint.save_text(json.dumps(opt.to_dict(), indent=2), Path(opt.checkpoint_dir) / "options.json")
     print(f"training on {device}{' with bf16 autocast' if bf16 else ''}, seed {seed}: "
           f"{len(data)} batches of {opt.batch_size} per epoch", flush=True)
@@ -190,7 +162,7 @@ def train(opt):
                 seen += real.size(0)
                 if ii % opt.d_every == 0:
                     loss_d, d_real, d_fake = d_step(netg, netd, optimizer_d, criterion, real,
-                                                    opt.nz, autocast)
+                                                    opt.nz, autocast, 1.0 - opt.label_smooth)
                     meters.add("loss_d", loss_d)
                     meters.add("d_real", d_real)
                     meters.add("d_fake", d_fake)
@@ -201,9 +173,10 @@ def train(opt):
                 if (ii + 1) % opt.plot_every == 0:
                     _check_finite(meters.flush(), epoch, opt)
                     means = meters.means()
+                    speed = seen / (time.perf_counter() - tic)
                     bar.set_postfix(_format(means))
+                    log.append(run.step, epoch, means, speed)
                     if vis is not None:
-                        speed = seen / (time.perf_counter() - tic)
                         vis.step(run.step, epoch, means, speed, netg, fixed_noise, real)
                 if stop.requested:
                     bar.close()
@@ -219,6 +192,7 @@ def train(opt):
             run.epoch, run.batch = epoch + 1, 0
             if (epoch + 1) % opt.save_every == 0 or epoch + 1 == opt.max_epoch:
                 save_point(epoch, netg, netd, fixed_noise, opt)
+                log.plot()
                 meters.reset()
                 run.save()
     print(f"done: weights in {opt.checkpoint_dir}, sample grids in {opt.save_path}", flush=True)
@@ -304,11 +278,11 @@ class StopSignal:
 def _report_skipped(skipped, reported, opt):
     """One line about unreadable files when there are new ones; the full list on disk."""
     if len(skipped) > reported:
-        log = Path(opt.checkpoint_dir) / "skipped_files.txt"
-        log.write_text("".join(f"{p}\n" for p in sorted(skipped)))
+        listing = Path(opt.checkpoint_dir) / "skipped_files.txt"
+        checkpoint.save_text("".join(f"{p}\n" for p in sorted(skipped)), listing)
         names = ", ".join(Path(p).name for p in sorted(skipped)[:3])
         print(f"skipped {len(skipped)} unreadable image files (e.g. {names}); "
-              f"full list in {log}", flush=True)
+              f"full list in {listing}", flush=True)
     return len(skipped)
 
 

@@ -8,9 +8,9 @@ once a minute.
 import logging
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
-import torch
 
 RETRY_SECONDS = 60.0
 
@@ -100,6 +100,7 @@ class Visualizer:
         """Everything the training loop shows every ``plot_every`` batches."""
         if not self._ready():
             return
+        import torch
         netg.eval()
         with torch.no_grad():
             fake = netg(fixed_noise)
@@ -111,3 +112,43 @@ class Visualizer:
         self.plot("scores", step, {"D(x)": means["d_real"], "D(G(z))": means["d_fake"]},
                   "mean D output on real and fake")
         self.text("log", f"epoch {epoch}, step {step}, {speed:.0f} images/s", "progress")
+
+
+def serve(port=8097, host="127.0.0.1", env_path=None):
+    """Start a visdom server that needs no network: loopback only unless ``host`` says so.
+
+    ``python -m visdom.server`` downloads its JS/CSS from public CDNs at every start, which
+    fails offline and hangs behind some firewalls; starting the app directly skips that. The
+    page's scripts come from visdom's static folder (see ``make visdom-assets``).
+    """
+    sys.modules.setdefault("torch", None)  # visdom imports torch only for type checks: skip it
+    from visdom.server.app import Application
+    from tornado import ioloop
+
+    env_path = str(Path(env_path or Path.home() / ".visdom").expanduser())
+    Path(env_path).mkdir(parents=True, exist_ok=True)
+    app = Application(port=port, base_url="", env_path=env_path, readonly=False)
+    app.listen(port, address=host, max_buffer_size=1024**3)
+    shown = "localhost" if host == "127.0.0.1" else host
+    print(f"visdom server at http://{shown}:{port} (listening on {host} only; envs saved in "
+          f"{env_path}); Ctrl-C stops it", flush=True)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print("warning: anyone who can reach this address can read and change your plots",
+              file=sys.stderr, flush=True)
+    try:
+        ioloop.IOLoop.current().start()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Start a visdom server for watching training.")
+    parser.add_argument("command", choices=["serve"])
+    parser.add_argument("--port", type=int, default=8097)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: loopback only)")
+    parser.add_argument("--env-path", default=None, help="where saved envs live (~/.visdom)")
+    args = parser.parse_args()
+    serve(args.port, args.host, args.env_path)

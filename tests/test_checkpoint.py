@@ -106,3 +106,14 @@ def test_gpu_saved_checkpoint_loads_on_the_cpu(tmp_path):
     assert widths == {"nz": 100, "ngf": 8}
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
                                                   net.state_dict().values()))
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    import os
+    mask = os.umask(0o022)
+    try:
+        checkpoint.save({"x": torch.zeros(1)}, tmp_path / "a.pth")
+        (tmp_path / "b.txt").write_text("plain open()")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a.pth").stat().st_mode & 0o777 == (tmp_path / "b.txt").stat().st_mode & 0o777

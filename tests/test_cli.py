@@ -72,3 +72,11 @@ def test_help_lists_flags_with_defaults():
         assert text in result.stdout
     result = run_cli("generate", "--help")
     assert "--gen-search-num" in result.stdout and "[512]" in result.stdout
+
+
+def test_readme_documents_every_flag():
+    from config import FIELDS
+    from conftest import ROOT
+    readme = (ROOT / "README.md").read_text()
+    for name in FIELDS:
+        assert f"`--{name.replace('_', '-')}" in readme, name

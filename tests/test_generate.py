@@ -15,18 +15,20 @@ def _nets():
     return netg.eval(), netd.eval()
 
 
+def _same_draws(netg, count, batch_size, seed):
+    """The faces best_faces draws for a seed, in the same batches."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.cat([netg(torch.randn(min(batch_size, count - start), 100, 1, 1, generator=gen))
+                      for start in range(0, count, batch_size)])
+
+
 @torch.no_grad()
 def test_batched_search_keeps_the_top_scores():
     netg, netd = _nets()
     faces, scores = best_faces(netg, netd, num=10, search_num=70, batch_size=16,
                                generator=torch.Generator().manual_seed(1))
     # score every face the same draws give, all at once
-    gen = torch.Generator().manual_seed(1)
-    every = []
-    for start in range(0, 70, 16):
-        n = min(16, 70 - start)
-        every.append(netd(netg(torch.randn(n, 100, 1, 1, generator=gen))))
-    every = torch.cat(every)
+    every = netd(_same_draws(netg, 70, 16, seed=1))
     assert faces.shape == (10, 3, 96, 96)
     assert torch.allclose(scores, every.topk(10).values)
     assert torch.allclose(netd(faces), scores, atol=1e-6)
@@ -37,10 +39,7 @@ def test_without_d_the_first_faces_are_kept():
     netg, _ = _nets()
     faces, _ = best_faces(netg, None, num=5, search_num=50, batch_size=4,
                           generator=torch.Generator().manual_seed(2))
-    gen = torch.Generator().manual_seed(2)
-    first = torch.cat([netg(torch.randn(4, 100, 1, 1, generator=gen)),
-                       netg(torch.randn(1, 100, 1, 1, generator=gen))])
-    assert torch.equal(faces, first)
+    assert torch.equal(faces, _same_draws(netg, 5, 4, seed=2))
 
 
 def test_seed_repeats_the_grid(tmp_path):

@@ -33,15 +33,20 @@ def test_csv_names_every_file_and_attribute(toy_dir):
             assert row[name] in CHOICES[name]
 
 
+def _values_seen(seed, count):
+    seen = {name: set() for name in ATTRIBUTES}
+    for i in range(count):
+        attrs, _ = face(seed, i)
+        for name in ATTRIBUTES:
+            seen[name].add(attrs[name])
+    return seen
+
+
 def test_attribute_ranges_are_wide_enough_and_all_drawn():
     assert len(CHOICES["hair_color"]) >= 8 and len(CHOICES["hair_style"]) >= 4
     assert len(CHOICES["eye_color"]) >= 6 and len(CHOICES["skin_tone"]) >= 3
     assert len(CHOICES["mouth"]) >= 3 and len(CHOICES["background"]) >= 2
-    seen = {name: set() for name in ATTRIBUTES}
-    for i in range(400):
-        attrs, _ = face(0, i)
-        for name in ATTRIBUTES:
-            seen[name].add(attrs[name])
+    seen = _values_seen(1, 400)
     assert all(seen[name] == set(CHOICES[name]) for name in ATTRIBUTES)
 
 
@@ -56,3 +61,9 @@ def test_faces_are_drawn_from_their_attributes():
         top_of_head = a[16:24, 40:56].reshape(-1, 3)  # hair above the forehead
         hair = np.array(toyfaces.HAIR_COLORS[attrs["hair_color"]])
         assert (np.abs(top_of_head - hair).max(1) < 60).mean() > 0.5
+
+
+def test_the_readme_grid_shows_every_attribute_value():
+    """docs/toyfaces.png is faces 0-63 of seed 0: every value of every attribute is in it."""
+    seen = _values_seen(0, 64)
+    assert all(seen[name] == set(CHOICES[name]) for name in ATTRIBUTES)

@@ -1,0 +1,265 @@
+"""The speed benchmark: the article's training pipeline against ours, in one run.
+
+    python bench.py --data-path=data/toy --batch-size=64
+    python bench.py --data-path=data/faces --batch-size=256 --json=bench-256.json
+
+(a) "article": torchvision ImageFolder + DataLoader workers decoding every JPEG every epoch,
+    fp32, Sigmoid + BCELoss, the fake batch detached after a full forward, a host sync
+    (``.item()``) on every step: the book's loop as it is written.
+(b) "ours": what ``python main.py train`` does by default: the decoded cache, bf16 autocast
+    where the hardware has it, channels-last, BCE from logits, G under no_grad in the D step
+    and D frozen in the G step, losses read back only every ``plot_every`` batches.
+
+Both use the same NetG/NetD, the same schedule (D every batch, G every ``g_every``) and the
+same images. Each measurement runs in its own process (so peak memory is per variant), the
+variants alternate, and every one warms up before it is timed. This is a measurement, not a
+test: run it with nothing else busy on the machine.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _sync(device):
+    import torch
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_article(args, device):
+    import torch
+    import torchvision as tv
+    from torch import nn
+
+    from model import NetD, NetG, weights_init
+
+    started = time.perf_counter()
+    transform = tv.transforms.Compose([
+        tv.transforms.Resize(96), tv.transforms.CenterCrop(96), tv.transforms.ToTensor(),
+        tv.transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+    dataset = tv.datasets.ImageFolder(args.data_path, transform=transform)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
+                                         num_workers=args.num_workers, drop_last=True,
+                                         persistent_workers=args.num_workers > 0)
+    netg, netd = NetG(100, 64).to(device), NetD(64).to(device)
+    netg.apply(weights_init)
+    netd.apply(weights_init)
+    optimizer_g = torch.optim.Adam(netg.parameters(), 2e-4, betas=(0.5, 0.999))
+    optimizer_d = torch.optim.Adam(netd.parameters(), 2e-4, betas=(0.5, 0.999))
+    criterion = nn.BCELoss()
+    true_labels = torch.ones(args.batch_size, device=device)
+    fake_labels = torch.zeros(args.batch_size, device=device)
+    noises = torch.randn(args.batch_size, 100, 1, 1, device=device)
+
+    def batches():
+        while True:
+            for img, _ in loader:
+                yield img
+
+    def step(ii, img):
+        real = img.to(device)
+        optimizer_d.zero_grad()
+        error_d_real = criterion(netd(real), true_labels)
+        error_d_real.backward()
+        noises.copy_(torch.randn(args.batch_size, 100, 1, 1))
+        fake = netg(noises).detach()
+        error_d_fake = criterion(netd(fake), fake_labels)
+        error_d_fake.backward()
+        optimizer_d.step()
+        (error_d_fake + error_d_real).item()
+        if ii % args.g_every == 0:
+            optimizer_g.zero_grad()
+            noises.copy_(torch.randn(args.batch_size, 100, 1, 1))
+            error_g = criterion(netd(netg(noises)), true_labels)
+            error_g.backward()
+            optimizer_g.step()
+            error_g.item()
+
+    return _time(args, device, batches(), step, started)
+
+
+def run_ours(args, device, cold):
+    import torch
+    from functools import partial
+    from torch import nn
+
+    import data
+    from config import use_bf16
+    from model import NetD, NetG, weights_init
+    from train import d_step, g_step
+
+    if cold:
+        shutil.rmtree(Path(args.data_path) / ".cache", ignore_errors=True)
+    started = time.perf_counter()
+    array, _ = data.build_cache(args.data_path, 96)
+    source = data.CachedBatches(array, args.batch_size, device)
+    bf16 = use_bf16(None, device)
+    autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=bf16)
+    netg, netd = NetG(100, 64), NetD(64)
+    netg.apply(weights_init)
+    netd.apply(weights_init)
+    netg.to(device, memory_format=torch.channels_last)
+    netd.to(device, memory_format=torch.channels_last)
+    fused = device.type == "cuda"
+    optimizer_g = torch.optim.Adam(netg.parameters(), 2e-4, betas=(0.5, 0.999), fused=fused)
+    optimizer_d = torch.optim.Adam(netd.parameters(), 2e-4, betas=(0.5, 0.999), fused=fused)
+    criterion = nn.BCEWithLogitsLoss()
+    pending = []
+    generator = torch.Generator().manual_seed(0)
+
+    def batches():
+        while True:
+            yield from (b for b, _ in source.batches(torch.randperm(source.count,
+                                                                    generator=generator)))
+
+    def step(ii, real):
+        real = real.contiguous(memory_format=torch.channels_last)
+        pending.append(d_step(netg, netd, optimizer_d, criterion, real, 100, autocast)[0])
+        if ii % args.g_every == 0:
+            pending.append(g_step(netg, netd, optimizer_g, criterion, real.size(0), 100, device,
+                                  autocast))
+        if len(pending) >= 2 * args.plot_every:
+            torch.stack(pending).cpu()
+            pending.clear()
+
+    result = _time(args, device, batches(), step, started)
+    result["bf16"] = bf16
+    return result
+
+
+def _time(args, device, batches, step, started):
+    """Seconds to the first batch, then images/s over ``measure`` batches after ``warmup``."""
+    import torch
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    first = next(batches)
+    first_batch_s = time.perf_counter() - started
+    step(0, first)
+    for ii in range(1, args.warmup):
+        step(ii, next(batches))
+    _sync(device)
+    tic = time.perf_counter()
+    for ii in range(args.warmup, args.warmup + args.measure):
+        step(ii, next(batches))
+    _sync(device)
+    seconds = time.perf_counter() - tic
+    result = {"images_per_s": args.measure * args.batch_size / seconds,
+              "first_batch_s": first_batch_s,
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def one(args):
+    """A single measurement in this process; prints one JSON line."""
+    import torch
+    from config import resolve_device
+    device = resolve_device(args.gpu)
+    torch.manual_seed(0)
+    if args.one == "article":
+        result = run_article(args, device)
+    else:
+        result = run_ours(args, device, cold=args.one == "ours-cold")
+    print(json.dumps(result))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-path", default="data/toy", help="ImageFolder layout: DIR/faces/*.jpg")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--num-workers", type=int, default=4, help="the article's DataLoader")
+    parser.add_argument("--g-every", type=int, default=5)
+    parser.add_argument("--plot-every", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5, help="batches before timing")
+    parser.add_argument("--measure", type=int, default=20, help="batches timed")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs per variant")
+    parser.add_argument("--gpu", default=None, type=lambda s: s.lower() in ("1", "true", "yes"),
+                        help="true: CUDA, false: CPU; unset: CUDA when available")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--one", choices=["article", "ours", "ours-cold"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        return one(args)
+    if not (Path(args.data_path) / "faces").is_dir() and not any(
+            p.is_dir() and not p.name.startswith(".") for p in Path(args.data_path).iterdir()):
+        sys.exit(f"error: {args.data_path} needs the ImageFolder layout (DIR/faces/*.jpg) for "
+                 f"the article's pipeline")
+
+    import torch
+    from config import resolve_device
+    device = resolve_device(args.gpu)
+    base = [sys.executable, __file__, f"--data-path={args.data_path}",
+            f"--batch-size={args.batch_size}", f"--num-workers={args.num_workers}",
+            f"--g-every={args.g_every}", f"--plot-every={args.plot_every}",
+            f"--warmup={args.warmup}", f"--measure={args.measure}"]
+    if args.gpu is not None:
+        base.append(f"--gpu={args.gpu}")
+
+    def measure(variant):
+        out = subprocess.run(base + [f"--one={variant}"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent)
+        if out.returncode != 0:
+            sys.exit(f"error: the {variant} run failed:\n{out.stderr[-2000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    print(f"device {device} ({_device_name(device)}), torch {torch.__version__}, batch "
+          f"{args.batch_size}, g_every {args.g_every}, {args.measure} batches timed after "
+          f"{args.warmup}, {args.repeats} alternating repeats", flush=True)
+    cold = measure("ours-cold")  # builds the cache
+    runs = {"article": [], "ours": []}
+    for r in range(args.repeats):
+        for variant in ("article", "ours") if r % 2 == 0 else ("ours", "article"):
+            runs[variant].append(measure(variant))
+            print(f"  {variant:8s} {runs[variant][-1]['images_per_s']:8.1f} images/s", flush=True)
+
+    def summary(results):
+        speeds = [x["images_per_s"] for x in results]
+        out = {"images_per_s": statistics.median(speeds), "all_images_per_s": speeds,
+               "first_batch_s": statistics.median(x["first_batch_s"] for x in results),
+               "peak_rss_mb": max(x["peak_rss_mb"] for x in results)}
+        if "peak_gpu_mb" in results[0]:
+            out["peak_gpu_mb"] = max(x["peak_gpu_mb"] for x in results)
+        return out
+
+    article, ours = summary(runs["article"]), summary(runs["ours"])
+    report = {"device": str(device), "device_name": _device_name(device),
+              "torch": torch.__version__, "batch_size": args.batch_size,
+              "g_every": args.g_every, "bf16": runs["ours"][0].get("bf16"),
+              "article": article, "ours": ours,
+              "ours_cache_build_first_batch_s": cold["first_batch_s"],
+              "speedup": ours["images_per_s"] / article["images_per_s"]}
+    print(f"\n| pipeline | images/s (median) | first batch | peak RSS |"
+          f"{' peak GPU |' if 'peak_gpu_mb' in article else ''}")
+    print(f"| --- | --- | --- | --- |{' --- |' if 'peak_gpu_mb' in article else ''}")
+    for name, r in (("article", article), ("ours", ours)):
+        gpu = f" {r['peak_gpu_mb']:.0f} MB |" if "peak_gpu_mb" in r else ""
+        first = f"{r['first_batch_s']:.1f} s" + (
+            f" (cache build: {cold['first_batch_s']:.1f} s)" if name == "ours" else "")
+        print(f"| {name} | {r['images_per_s']:.1f} | {first} | {r['peak_rss_mb']:.0f} MB |{gpu}")
+    print(f"\nspeed-up ours/article: {report['speedup']:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+def _device_name(device):
+    import torch
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                  if line.startswith("model name")), platform.processor()) \
+        if os.path.exists("/proc/cpuinfo") else platform.processor()
+    return f"{model}, {os.cpu_count()} cores"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Training curves on disk, for users without visdom: ``losses.csv`` and ``losses.png``.
+
+Every ``plot_every`` batches train appends one row (the running means since the last save
+point, as the book plots them); at every save point the CSV is drawn to ``losses.png``.
+"""
+import csv
+import io
+from pathlib import Path
+
+import checkpoint
+
+COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake", "images_per_s")
+
+
+class LossLog:
+    def __init__(self, folder, resume_step=None):
+        self.csv = Path(folder) / "losses.csv"
+        self.png = Path(folder) / "losses.png"
+        rows = self.rows() if self.csv.is_file() else []
+        if resume_step is None:
+            rows = []  # a fresh run starts a fresh log
+        else:  # rows past the resumed step belong to a run that no longer exists
+            rows = [r for r in rows if r["step"] <= resume_step]
+        self._write(rows)
+
+    def rows(self):
+        with open(self.csv, newline="") as f:
+            return [{k: (int(v) if k in ("step", "epoch") else float(v)) for k, v in row.items()}
+                    for row in csv.DictReader(f)]
+
+    def _write(self, rows):
+        out = io.StringIO()
+        writer = csv.DictWriter(out, COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        checkpoint.save_text(out.getvalue(), self.csv)
+
+    def append(self, step, epoch, means, speed):
+        with open(self.csv, "a", newline="") as f:
+            csv.writer(f).writerow([step, epoch] + [f"{means[k]:.6g}" for k in
+                                                     ("loss_d", "loss_g", "d_real", "d_fake")]
+                                   + [f"{speed:.1f}"])
+
+    def plot(self):
+        """Draw losses.png: the D and G losses, and D's mean outputs, against the step."""
+        rows = self.rows()
+        if not rows:
+            return
+        import matplotlib
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+
+        step = [r["step"] for r in rows]
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True,
+                                          gridspec_kw={"height_ratios": [3, 2]})
+        top.plot(step, [r["loss_d"] for r in rows], label="D loss", color="tab:blue")
+        top.plot(step, [r["loss_g"] for r in rows], label="G loss", color="tab:orange")
+        top.set_ylabel("BCE loss (running mean)")
+        top.set_title("DCGAN training losses")
+        top.legend(loc="upper right")
+        top.grid(alpha=0.3)
+        bottom.plot(step, [r["d_real"] for r in rows], label="D(x), real", color="tab:green")
+        bottom.plot(step, [r["d_fake"] for r in rows], label="D(G(z)), fake", color="tab:red")
+        bottom.set_ylim(0, 1)
+        bottom.set_ylabel("mean D output")
+        bottom.set_xlabel("step (batches)")
+        bottom.legend(loc="upper right")
+        bottom.grid(alpha=0.3)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        plt.close(fig)
+        checkpoint.save_bytes(buf.getvalue(), self.png)

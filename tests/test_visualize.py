@@ -1,0 +1,153 @@
+"""Visdom, live: a real server on loopback, the book's windows, and a server that fails."""
+import base64
+import csv
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+from conftest import ROOT, run_cli
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(port, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def visdom_server(tmp_path):
+    """`python visualize.py serve` on a free loopback port; stopped after the test."""
+    port = _free_port()
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "visualize.py"), "serve",
+                             f"--port={port}", f"--env-path={tmp_path / 'envs'}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert _wait_for(port, 30), "the visdom server did not start"
+        proc.startup_seconds = time.monotonic() - started
+        proc.port = port
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_server_starts_offline_on_loopback_only(visdom_server):
+    assert visdom_server.startup_seconds < 5
+    out = subprocess.run(["ss", "-ltn"], capture_output=True, text=True).stdout
+    listening = [line.split()[3] for line in out.splitlines()[1:]
+                 if line.split()[3].endswith(f":{visdom_server.port}")]
+    assert listening == [f"127.0.0.1:{visdom_server.port}"]
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{visdom_server.port}/", timeout=5) as r:
+        assert r.status == 200 and b"visdom" in r.read().lower()
+
+
+def _client(port):
+    import visdom
+    return visdom.Visdom(server="http://127.0.0.1", port=port, raise_exceptions=True,
+                         use_incoming_socket=False)
+
+
+def _png_size(window):
+    src = window["content"]["src"]
+    return Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).size
+
+
+def test_training_fills_the_book_windows(visdom_server, toy_dir, tmp_path):
+    env = "test_run"
+    result = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True", f"--env={env}",
+                     "--vis-server=http://127.0.0.1", f"--vis-port={visdom_server.port}",
+                     "--max-epoch=2", "--batch-size=16", "--plot-every=2", "--ngf=8", "--ndf=8",
+                     f"--save-path={tmp_path}", f"--checkpoint-dir={tmp_path}", "--seed=0")
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr
+
+    with open(tmp_path / "losses.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4  # 4 batches an epoch, a row every 2, 2 epochs
+
+    vis = _client(visdom_server.port)
+    for win in ("errord", "errorg", "fixfake", "real", "scores", "options"):
+        assert vis.win_exists(win, env), win
+    for win, column in (("errord", "loss_d"), ("errorg", "loss_g")):
+        trace = json.loads(vis.get_window_data(win, env))["content"]["data"][0]
+        assert [int(x) for x in trace["x"]] == [int(r["step"]) for r in rows]
+        assert trace["y"] == pytest.approx([float(r[column]) for r in rows], rel=1e-5)
+    scores = json.loads(vis.get_window_data("scores", env))["content"]["data"]
+    assert [t["name"] for t in scores] == ["D(x)", "D(G(z))"]
+    assert scores[1]["y"] == pytest.approx([float(r["d_fake"]) for r in rows], rel=1e-5)
+    # visdom's grid: 8 per row, each 96x96 image padded by 2 on every side
+    assert _png_size(json.loads(vis.get_window_data("fixfake", env))) == (8 * 100, 8 * 100)
+    assert _png_size(json.loads(vis.get_window_data("real", env))) == (8 * 100, 2 * 100)
+
+
+def _warnings(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("warning")]
+
+
+def test_no_server_one_warning_and_training_finishes(toy_dir, tmp_path):
+    result = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True",
+                     f"--vis-port={_free_port()}", "--vis-server=http://127.0.0.1",
+                     "--max-epoch=2", "--batch-size=16", "--plot-every=1", "--ngf=8", "--ndf=8",
+                     f"--save-path={tmp_path}", f"--checkpoint-dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert len(_warnings(result.stderr)) == 1
+    assert (tmp_path / "netg_1.pth").is_file()
+
+
+def test_a_port_that_never_answers_does_not_hang(toy_dir, tmp_path):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts connections, never reads or answers
+    try:
+        started = time.monotonic()
+        result = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True",
+                         f"--vis-port={silent.getsockname()[1]}",
+                         "--vis-server=http://127.0.0.1", "--max-epoch=1", "--batch-size=16",
+                         "--plot-every=1", "--ngf=8", "--ndf=8", f"--save-path={tmp_path}",
+                         f"--checkpoint-dir={tmp_path}", timeout=120)
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    assert result.returncode == 0, result.stderr
+    assert len(_warnings(result.stderr)) == 1 and "Traceback" not in result.stderr
+    assert elapsed < 60
+
+
+def test_server_killed_mid_run(visdom_server):
+    import torch
+    from model import NetG
+    from visualize import Visualizer
+
+    vis = Visualizer("killed", "http://127.0.0.1", visdom_server.port, timeout=2.0)
+    netg = NetG(100, 8)
+    noise = torch.randn(4, 100, 1, 1)
+    means = {"loss_d": 1.0, "loss_g": 2.0, "d_real": 0.6, "d_fake": 0.4}
+    vis.step(1, 0, means, 10.0, netg, noise, torch.zeros(4, 3, 96, 96))
+    assert vis.client is not None and _client(visdom_server.port).win_exists("errord", "killed")
+    visdom_server.terminate()
+    visdom_server.wait(timeout=10)
+    started = time.monotonic()
+    for step in range(2, 12):
+        vis.step(step, 0, means, 10.0, netg, noise, torch.zeros(4, 3, 96, 96))
+    assert vis.client is None and vis.warned  # gave up after one failure, until a retry
+    assert time.monotonic() - started < 10
