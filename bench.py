@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -97,7 +96,9 @@ def run_ours(args, device, cold):
     from train import d_step, g_step
 
     if cold:
-        shutil.rmtree(Path(args.data_path) / ".cache", ignore_errors=True)
+        folder, prefix = data.cache_location(args.data_path, 96)
+        for old in folder.glob(f"{prefix}*"):
+            old.unlink()
     started = time.perf_counter()
     array, _ = data.build_cache(args.data_path, 96)
     source = data.CachedBatches(array, args.batch_size, device)

@@ -53,8 +53,8 @@ class Config:
     resume: str = _opt(None, "--resume: continue from CHECKPOINT_DIR/last.pth; --resume=PATH: "
                        "from that full state", kind="resume")
     # speed
-    cache: bool = _opt(True, "decode the images once into DATA_PATH/.cache/ and train from "
-                       "memory; --cache=False reads the JPEGs every epoch, as the book does")
+    cache: bool = _opt(True, "decode the images once into a hidden file beside DATA_PATH and "
+                       "train from memory; --cache=False reads the JPEGs every epoch (the book)")
     amp: bool = _opt(None, "bf16 autocast; unset: on where the hardware does bf16 natively "
                      "(CUDA, CPUs with AVX512-BF16 or AMX)", kind=bool)
     # visdom
@@ -69,6 +69,16 @@ class Config:
     gen_search_num: int = _opt(512, "faces drawn and ranked by the discriminator")
     gen_mean: float = _opt(0.0, "mean of the noise generate draws from")
     gen_std: float = _opt(1.0, "standard deviation of the noise generate draws from")
+    out_dir: str = _opt(None, "also write every face as its own PNG, with manifest.csv "
+                        "(file, rank, D score, seed), to this folder", kind=str)
+    scale: int = _opt(1, "upscale single faces and GIF frames by this factor for display")
+    resample: str = _opt("nearest", "upscaling filter: nearest or lanczos")
+    seeds: tuple = _opt(None, "faces to draw by seed, e.g. --seeds=17,42 (generate: exactly "
+                        "these; interpolate: the faces to morph through)", kind="seeds")
+    # interpolate
+    steps: int = _opt(8, "faces per morph, both ends included")
+    out: str = _opt("interp.png", "where interpolate writes its grid (a row per pair of seeds)")
+    gif: str = _opt(None, "also write an animated GIF looping through the seeds", kind=str)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -83,7 +93,10 @@ USED = {
               "cache", "amp", "vis", "env",
               "plot_every", "vis_server", "vis_port"),
     "generate": ("netg_path", "netd_path", "gen_img", "gen_num", "gen_search_num", "gen_mean",
-                 "gen_std", "batch_size", "gpu", "nz", "ngf", "ndf", "seed"),
+                 "gen_std", "out_dir", "scale", "resample", "seeds", "batch_size", "gpu", "nz",
+                 "ngf", "ndf", "seed"),
+    "interpolate": ("netg_path", "seeds", "steps", "out", "gif", "scale", "resample", "gen_mean",
+                    "gen_std", "batch_size", "gpu", "seed"),
 }
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
@@ -94,6 +107,16 @@ def _coerce(name, value, kind):
     flag = "--" + name.replace("_", "-")
     if value is None:
         return None
+    if kind == "seeds":  # fire reads 17,42 as a tuple and 17 as an int
+        items = value if isinstance(value, (tuple, list)) else str(value).split(",")
+        try:
+            seeds = tuple(int(str(v).strip()) for v in items if str(v).strip())
+        except ValueError:
+            raise UserError(f"{flag} takes whole numbers separated by commas, e.g. 17,42, "
+                            f"not {value!r}") from None
+        if not seeds or any(not 0 <= s < 2**63 for s in seeds):
+            raise UserError(f"{flag} takes seeds from 0 to 2**63-1, e.g. 17,42")
+        return seeds
     if kind == "resume":  # a bare --resume, or a path
         if value is True or value is False:
             return value or None
@@ -193,7 +216,9 @@ def validate(command, opt):
     if command == "train":
         at_least_one += ["max_epoch", "d_every", "g_every", "save_every", "plot_every"]
     if command == "generate":
-        at_least_one += ["gen_num", "gen_search_num"]
+        at_least_one += ["gen_num", "gen_search_num", "scale"]
+    if command == "interpolate":
+        at_least_one += ["scale"]
     for name in at_least_one:
         value = getattr(opt, name)
         _require(value >= 1, f"--{name.replace('_', '-')} must be at least 1, not {value}")
@@ -211,12 +236,19 @@ def validate(command, opt):
         _require(data.is_dir(), f"data folder {opt.data_path!r} does not exist: put the images in "
                  f"{data / 'faces'}/ or pass --data-path (`python main.py toyfaces` makes a "
                  f"synthetic set)")
-    if command == "generate":
-        _require(opt.netg_path is not None, "generate needs the generator's weights: "
+    if command in ("generate", "interpolate"):
+        _require(opt.netg_path is not None, f"{command} needs the generator's weights: "
                  "--netg-path=checkpoints/netg_N.pth")
+        _require(opt.gen_std > 0, f"--gen-std must be positive, not {opt.gen_std}")
+        _require(opt.resample in ("nearest", "lanczos"),
+                 f"--resample takes nearest or lanczos, not {opt.resample!r}")
+    if command == "interpolate":
+        _require(opt.steps >= 2, f"--steps must be at least 2 (both ends), not {opt.steps}")
+        _require(opt.seeds is None or len(opt.seeds) >= 2,
+                 "--seeds needs at least two seeds to morph between, e.g. --seeds=17,42")
+    if command == "generate":
         _require(opt.gen_num <= opt.gen_search_num, f"--gen-num ({opt.gen_num}) cannot exceed "
                  f"--gen-search-num ({opt.gen_search_num}): it picks the best of those")
-        _require(opt.gen_std > 0, f"--gen-std must be positive, not {opt.gen_std}")
     for name in ("netg_path", "netd_path"):
         path = getattr(opt, name)
         _require(path is None or Path(path).is_file(),

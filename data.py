@@ -142,6 +142,12 @@ def _decode(job):
         return None
 
 
+def cache_location(root, image_size):
+    """The folder that holds the cache of ``root`` and the name prefix of its files."""
+    root = Path(root).resolve()
+    return root.parent, f".{root.name}.faces{image_size}-"
+
+
 def cache_key(root, files, image_size):
     """A digest of the file list, sizes and mtimes: any change gives another key."""
     h = hashlib.sha1(f"v{CACHE_VERSION} {image_size}".encode())
@@ -155,13 +161,14 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
     """Decode, Resize and CenterCrop every image under ``root`` once.
 
     Returns (uint8 array (N, 3, S, S), list of unreadable paths). The array is memory-mapped
-    from ``root/.cache/`` when that was written or found; a folder we cannot write to keeps
-    it in memory.
+    from a hidden file beside the folder (``data/toy`` -> ``data/.toy.faces96-KEY.npy``) when
+    that was written or found; where we cannot write, it stays in memory. It is not put
+    inside the folder: the book's ImageFolder would take a subfolder for a class.
     """
     root = Path(root)
     files = files or list_images(root)
-    cache_dir = root / ".cache"
-    stem = f"faces{image_size}-{cache_key(root, files, image_size)}"
+    cache_dir, prefix = cache_location(root, image_size)
+    stem = f"{prefix}{cache_key(root, files, image_size)}"
     array_path, meta_path = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
     if array_path.is_file() and meta_path.is_file():
         try:
@@ -187,8 +194,7 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
                         f"check that they are real images (e.g. {files[0].name})")
     array = np.stack(images)
     try:
-        cache_dir.mkdir(exist_ok=True)
-        for old in cache_dir.glob(f"faces{image_size}-*"):  # one cache per folder and size
+        for old in cache_dir.glob(f"{prefix}*"):  # one cache per folder and size
             old.unlink()
         _atomic_np_save(array, array_path)
         meta_path.write_text(json.dumps({"count": len(images), "skipped": skipped}))

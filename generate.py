@@ -1,55 +1,194 @@
-"""Generation: draw many faces, let D pick the best, save them as one grid.
+"""Drawing faces from a trained generator: the generate and interpolate commands, and a
+small Python API for notebooks.
 
     python main.py generate --netg-path=checkpoints/netg_199.pth --netd-path=checkpoints/netd_199.pth
+    python main.py generate --netg-path=G --netd-path=D --out-dir=faces/ --scale=4
+    python main.py generate --netg-path=G --seeds=17,42 --out-dir=again/
+    python main.py interpolate --netg-path=G --seeds=17,42,7 --steps=8 --gif=morph.gif
 
-``gen_search_num`` noises are drawn from N(gen_mean, gen_std) in batches of ``batch_size``;
-only the ``gen_num`` best-scored faces are kept between batches, so memory stays bounded for
-any count. Without ``--netd-path`` the first ``gen_num`` faces are kept.
+    from generate import Faces
+    faces = Faces.load("checkpoints/netg_199.pth")   # or checkpoints/last.pth
+    faces.images([17, 42])                             # PIL images
+
+Every face has a seed: face ``seed`` is G applied to noise drawn from a generator seeded with
+``seed`` (drawn on the CPU, so a seed means the same noise on any device). ``generate`` tries
+the seeds ``seed, seed+1, ..., seed+gen_search_num-1``, keeps the ``gen_num`` D scores best
+(batched, only the best so far kept, so memory stays bounded), and can write each face with
+its seed to a manifest; ``--seeds`` draws chosen faces again.
 """
+import csv
+import io
+import random
+from pathlib import Path
+
 import torch
+from PIL import Image
 
 import checkpoint
 from config import resolve_device
 
 
-@torch.no_grad()
-def best_faces(netg, netd, num, search_num, batch_size, mean=0.0, std=1.0, generator=None,
-               device="cpu"):
-    """The ``num`` faces D scores highest among ``search_num`` drawn, best first, on the CPU."""
-    if netd is None:
-        search_num = num
-    best, best_scores = None, None
-    for start in range(0, search_num, batch_size):
-        n = min(batch_size, search_num - start)
-        z = torch.randn(n, netg.nz, 1, 1, generator=generator, device=device) * std + mean
-        fake = netg(z).float()
-        scores = netd(fake).float() if netd is not None else -torch.arange(start, start + n,
-                                                                           device=device).float()
-        if best is not None:
-            fake, scores = torch.cat([best, fake]), torch.cat([best_scores, scores])
-        keep = scores.topk(min(num, scores.numel())).indices
-        best, best_scores = fake[keep], scores[keep]
-    return best.cpu(), best_scores.cpu()
+def noise(seeds, nz, mean=0.0, std=1.0):
+    """One latent (nz, 1, 1) per seed, from N(mean, std), on the CPU."""
+    return torch.stack([torch.randn(nz, 1, 1, generator=torch.Generator().manual_seed(s))
+                        for s in seeds]) * std + mean
+
+
+def slerp(a, b, t):
+    """Spherical interpolation between latents a and b; t=0 gives a, t=1 gives b exactly."""
+    if t <= 0:
+        return a.clone()
+    if t >= 1:
+        return b.clone()
+    omega = torch.arccos(torch.clamp(
+        (a.flatten() / a.norm()) @ (b.flatten() / b.norm()), -1.0, 1.0))
+    if omega.abs() < 1e-6:
+        return (1 - t) * a + t * b
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+class Faces:
+    """A trained generator (and optionally its discriminator), ready to draw faces."""
+
+    def __init__(self, netg, netd=None, device="cpu", mean=0.0, std=1.0, batch_size=256):
+        self.device = torch.device(device)
+        self.netg = netg.to(self.device).eval()
+        self.netd = netd.to(self.device).eval() if netd is not None else None
+        self.mean, self.std, self.batch_size = mean, std, batch_size
+
+    @classmethod
+    def load(cls, netg_path, netd_path=None, device=None, **kwargs):
+        """From book-format files (netg_N.pth) or a full training state (last.pth)."""
+        device = torch.device(device) if device else resolve_device(None)
+        netg, _ = checkpoint.load_net(netg_path, "netg", device)
+        netd = checkpoint.load_net(netd_path, "netd", device)[0] if netd_path else None
+        return cls(netg, netd, device, **kwargs)
+
+    @torch.no_grad()
+    def _draw(self, z):
+        """G on latents, in batches; images in [-1, 1] on the CPU."""
+        out = [self.netg(z[i:i + self.batch_size].to(self.device)).float().cpu()
+               for i in range(0, len(z), self.batch_size)]
+        return torch.cat(out)
+
+    def tensors(self, seeds):
+        """The faces of ``seeds``: a tensor (N, 3, 96, 96) in [-1, 1]."""
+        return self._draw(noise(list(seeds), self.netg.nz, self.mean, self.std))
+
+    def images(self, seeds, scale=1, resample="nearest"):
+        """The faces of ``seeds`` as PIL images, ``scale`` times 96 pixels wide."""
+        return [to_pil(face, scale, resample) for face in self.tensors(seeds)]
+
+    @torch.no_grad()
+    def best(self, num, search_num, first_seed=0):
+        """The ``num`` faces D scores highest among seeds first_seed.. first_seed+search_num-1.
+
+        Returns (faces, scores, seeds), best first. Without a D, the first ``num`` seeds.
+        """
+        if self.netd is None:
+            seeds = list(range(first_seed, first_seed + num))
+            return self.tensors(seeds), torch.full((num,), float("nan")), seeds
+        best, best_scores, best_seeds = None, None, None
+        for start in range(first_seed, first_seed + search_num, self.batch_size):
+            seeds = torch.arange(start, min(start + self.batch_size, first_seed + search_num))
+            fake = self.netg(noise(seeds.tolist(), self.netg.nz, self.mean, self.std)
+                             .to(self.device)).float()
+            scores = self.netd(fake).float().cpu()
+            fake = fake.cpu()
+            if best is not None:
+                fake, scores = torch.cat([best, fake]), torch.cat([best_scores, scores])
+                seeds = torch.cat([best_seeds, seeds])
+            keep = scores.topk(min(num, len(scores))).indices
+            best, best_scores, best_seeds = fake[keep], scores[keep], seeds[keep]
+        return best, best_scores, best_seeds.tolist()
+
+
+def to_pil(face, scale=1, resample="nearest"):
+    """One face in [-1, 1] -> an RGB PIL image, optionally upscaled for display."""
+    array = ((face.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    img = Image.fromarray(array, "RGB")
+    if scale != 1:
+        method = Image.NEAREST if resample == "nearest" else Image.LANCZOS
+        img = img.resize((img.width * scale, img.height * scale), method)
+    return img
+
+
+def _write_faces(out_dir, faces, scores, seeds, scale, resample):
+    """Each face as its own PNG, and manifest.csv: file, rank, D score, seed."""
+    out = Path(out_dir)
+    rows = []
+    for rank, (face, score, seed) in enumerate(zip(faces, scores.tolist(), seeds)):
+        name = f"face_{rank:03d}_seed{seed}.png"
+        buf = io.BytesIO()
+        to_pil(face, scale, resample).save(buf, format="PNG")
+        checkpoint.save_bytes(buf.getvalue(), out / name)
+        rows.append((name, rank, "" if score != score else f"{score:.6f}", seed))
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(("file", "rank", "d_score", "seed"))
+    writer.writerows(rows)
+    checkpoint.save_text(text.getvalue(), out / "manifest.csv")
+
+
+def _first_seed(opt):
+    if opt.seed is not None:
+        return opt.seed
+    seed = random.SystemRandom().randrange(2**31)
+    print(f"seeds from {seed} (pass --seed={seed} to draw the same faces again)")
+    return seed
 
 
 def generate(opt):
     device = resolve_device(opt.gpu)
-    netg, widths = checkpoint.load_net(opt.netg_path, "netg", device)
-    if (widths["nz"], widths["ngf"]) != (opt.nz, opt.ngf):
-        print(f"{opt.netg_path}: using the file's nz={widths['nz']}, ngf={widths['ngf']}")
-    netd = None
-    if opt.netd_path:
-        netd, found = checkpoint.load_net(opt.netd_path, "netd", device)
-        if found["ndf"] != opt.ndf:
-            print(f"{opt.netd_path}: using the file's ndf={found['ndf']}")
-        netd.eval()
-    netg.eval()
-    generator = None
-    if opt.seed is not None:
-        generator = torch.Generator(device).manual_seed(opt.seed)
-    faces, scores = best_faces(netg, netd, opt.gen_num, opt.gen_search_num, opt.batch_size,
-                               opt.gen_mean, opt.gen_std, generator, device)
-    checkpoint.save_grid(faces, opt.gen_img)
-    picked = f", the best of {opt.gen_search_num} by D" if netd is not None else ""
-    print(f"wrote {opt.gen_img}: {len(faces)} faces{picked}")
-    return faces, scores
+    faces = Faces.load(opt.netg_path, opt.netd_path, device, mean=opt.gen_mean,
+                       std=opt.gen_std, batch_size=opt.batch_size)
+    _say_widths(opt, faces)
+    if opt.seeds:
+        seeds = list(opt.seeds)
+        images = faces.tensors(seeds)
+        scores = faces.netd(images.to(device)).float().cpu() if faces.netd is not None \
+            else torch.full((len(seeds),), float("nan"))
+        picked = f" for seeds {','.join(map(str, seeds))}"
+    else:
+        images, scores, seeds = faces.best(opt.gen_num, opt.gen_search_num, _first_seed(opt))
+        picked = f", the best of {opt.gen_search_num} by D" if faces.netd is not None else ""
+    checkpoint.save_grid(images, opt.gen_img)
+    print(f"wrote {opt.gen_img}: {len(images)} faces{picked}")
+    if opt.out_dir:
+        _write_faces(opt.out_dir, images, scores, seeds, opt.scale, opt.resample)
+        print(f"wrote {len(images)} faces and manifest.csv to {opt.out_dir}")
+    return images, scores, seeds
+
+
+def _say_widths(opt, faces):
+    nz, ngf = faces.netg.nz, faces.netg.ngf
+    if (nz, ngf) != (opt.nz, opt.ngf):
+        print(f"{opt.netg_path}: using the file's nz={nz}, ngf={ngf}")
+    if faces.netd is not None and faces.netd.ndf != opt.ndf:
+        print(f"{opt.netd_path}: using the file's ndf={faces.netd.ndf}")
+
+
+def interpolate(opt):
+    """Rows of faces morphing from each seed to the next; optionally an animated GIF."""
+    device = resolve_device(opt.gpu)
+    faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
+                       batch_size=opt.batch_size)
+    seeds = list(opt.seeds) if opt.seeds else [_first_seed(opt) + i for i in range(2)]
+    z = noise(seeds, faces.netg.nz, opt.gen_mean, opt.gen_std)
+    ts = [i / (opt.steps - 1) for i in range(opt.steps)]
+    rows = [torch.stack([slerp(a, b, t) for t in ts]) for a, b in zip(z[:-1], z[1:])]
+    grid = faces._draw(torch.cat(rows))
+    checkpoint.save_grid(grid, opt.out, nrow=opt.steps)
+    print(f"wrote {opt.out}: {len(rows)} rows of {opt.steps} faces, seeds "
+          f"{' -> '.join(map(str, seeds))}")
+    if opt.gif:
+        # the path through every seed and back to the first, without repeated frames
+        loop = torch.cat([torch.stack([slerp(a, b, t) for t in ts[:-1]])
+                          for a, b in zip(z, torch.cat([z[1:], z[:1]]))])
+        frames = [to_pil(face, opt.scale, opt.resample) for face in faces._draw(loop)]
+        buf = io.BytesIO()
+        frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:],
+                       duration=80, loop=0)
+        checkpoint.save_bytes(buf.getvalue(), opt.gif)
+        print(f"wrote {opt.gif}: {len(frames)} frames")
+    return grid

@@ -3,6 +3,7 @@
     python main.py toyfaces                       # a synthetic face set in data/toy/
     python main.py train --gpu                    # the book's command: data/faces/*.jpg
     python main.py generate --netg-path=checkpoints/netg_199.pth --netd-path=checkpoints/netd_199.pth
+    python main.py interpolate --netg-path=checkpoints/netg_199.pth --seeds=17,42 --gif=morph.gif
 
 ``python main.py COMMAND --help`` lists a command's flags with their defaults. Every flag of
 the book's Config works with its book name (``--batch-size`` or ``--batch_size``).
@@ -38,6 +39,18 @@ def generate(*args, **flags):
     run(opt)
 
 
+def interpolate(*args, **flags):
+    """Morph between faces: spherical interpolation between the latents of given seeds.
+
+    Example: python main.py interpolate --netg-path=checkpoints/netg_199.pth \\
+                 --seeds=17,42,7 --steps=8 --out=interp.png --gif=interp.gif --scale=2
+    """
+    _no_positional("interpolate", args)
+    opt = config.parse("interpolate", flags)
+    from generate import interpolate as run
+    run(opt)
+
+
 TOYFACES_FLAGS = {"out_dir": str, "num": int, "seed": int}
 
 
@@ -60,7 +73,8 @@ def toyfaces(*args, **flags):
     print(f"wrote {values['num']} faces to {values['out_dir']}/faces/ and {csv_path}")
 
 
-COMMANDS = {"train": train, "generate": generate, "toyfaces": toyfaces}
+COMMANDS = {"train": train, "generate": generate, "interpolate": interpolate,
+            "toyfaces": toyfaces}
 
 
 def _no_positional(command, args):

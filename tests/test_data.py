@@ -29,8 +29,8 @@ def test_cache_is_reused_and_rebuilt_when_the_folder_changes(tmp_path, toy_dir):
     for p in sorted((toy_dir / "faces").iterdir())[:20]:
         (root / "faces" / p.name).write_bytes(p.read_bytes())
     first, _ = build_cache(root, 96, workers=1)
-    cached = list((root / ".cache").glob("*.npy"))
-    assert len(cached) == 1
+    cached = list(tmp_path.glob(".data.faces96-*.npy"))  # beside the folder, not in it
+    assert len(cached) == 1 and not any(p.name.startswith(".") for p in root.iterdir())
     stamp = cached[0].stat().st_mtime_ns
     time.sleep(0.01)
     again, _ = build_cache(root, 96, workers=1)
@@ -42,11 +42,17 @@ def test_cache_is_reused_and_rebuilt_when_the_folder_changes(tmp_path, toy_dir):
     victim.write_bytes(sorted((toy_dir / "faces").iterdir())[30].read_bytes())
     os.utime(victim, ns=(time.time_ns(), time.time_ns()))
     changed, _ = build_cache(root, 96, workers=1)
-    assert len(list((root / ".cache").glob("*.npy"))) == 1  # the old one is gone
+    assert len(list(tmp_path.glob(".data.faces96-*.npy"))) == 1  # the old one is gone
     assert not np.array_equal(changed[0], first[0]) and np.array_equal(changed[1:], first[1:])
     (root / "faces" / "extra.png").write_bytes(
         sorted((toy_dir / "faces").iterdir())[40].read_bytes())
     assert len(build_cache(root, 96, workers=1)[0]) == 21
+
+
+def test_the_books_imagefolder_still_reads_a_cached_folder(toy_dir):
+    from torchvision.datasets import ImageFolder
+    build_cache(toy_dir, 96, workers=1)
+    assert len(ImageFolder(str(toy_dir))) == 64
 
 
 def test_cached_batches_are_a_seeded_permutation(toy_dir):

@@ -1,7 +1,11 @@
-"""generate: batched search keeps exactly the best faces, and a seed repeats the grid."""
-import torch
+"""generate and interpolate: the best faces by D, seeds that draw a face again, morphs, API."""
+import csv
 
-from generate import best_faces
+import numpy as np
+import torch
+from PIL import Image
+
+from generate import Faces, noise
 from model import NetD, NetG, weights_init
 
 from conftest import run_cli
@@ -15,42 +19,117 @@ def _nets():
     return netg.eval(), netd.eval()
 
 
-def _same_draws(netg, count, batch_size, seed):
-    """The faces best_faces draws for a seed, in the same batches."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.cat([netg(torch.randn(min(batch_size, count - start), 100, 1, 1, generator=gen))
-                      for start in range(0, count, batch_size)])
-
-
 @torch.no_grad()
 def test_batched_search_keeps_the_top_scores():
     netg, netd = _nets()
-    faces, scores = best_faces(netg, netd, num=10, search_num=70, batch_size=16,
-                               generator=torch.Generator().manual_seed(1))
-    # score every face the same draws give, all at once
-    every = netd(_same_draws(netg, 70, 16, seed=1))
+    faces, scores, seeds = Faces(netg, netd, batch_size=16).best(10, 70, first_seed=100)
+    every = netd(netg(noise(range(100, 170), 100)))  # all 70 at once
+    top = every.topk(10)
     assert faces.shape == (10, 3, 96, 96)
-    assert torch.allclose(scores, every.topk(10).values)
-    assert torch.allclose(netd(faces), scores, atol=1e-6)
+    assert torch.allclose(scores, top.values, atol=1e-5)
+    # each kept seed's own score is one of the top ten (equal scores may swap places)
+    assert torch.allclose(every[[s - 100 for s in seeds]], top.values, atol=1e-5)
+    assert len(set(seeds)) == 10
+    assert torch.allclose(netd(faces), scores, atol=1e-5)
 
 
 @torch.no_grad()
-def test_without_d_the_first_faces_are_kept():
+def test_without_d_the_first_seeds_are_kept():
     netg, _ = _nets()
-    faces, _ = best_faces(netg, None, num=5, search_num=50, batch_size=4,
-                          generator=torch.Generator().manual_seed(2))
-    assert torch.equal(faces, _same_draws(netg, 5, 4, seed=2))
+    faces, _, seeds = Faces(netg, None, batch_size=4).best(5, 50, first_seed=3)
+    assert seeds == [3, 4, 5, 6, 7]
+    assert torch.allclose(faces, netg(noise(seeds, 100)), atol=1e-6)
 
 
-def test_seed_repeats_the_grid(tmp_path):
+def _save_nets(tmp_path):
     netg, netd = _nets()
     torch.save(netg.state_dict(), tmp_path / "g.pth")
     torch.save(netd.state_dict(), tmp_path / "d.pth")
+    return tmp_path / "g.pth", tmp_path / "d.pth"
+
+
+def test_seed_repeats_the_grid(tmp_path):
+    g, d = _save_nets(tmp_path)
     outs = []
     for name in ("a.png", "b.png"):
-        r = run_cli("generate", "--nogpu", "--seed=7", f"--netg-path={tmp_path / 'g.pth'}",
-                    f"--netd-path={tmp_path / 'd.pth'}", f"--gen-img={tmp_path / name}",
-                    "--gen-num=8", "--gen-search-num=40", "--batch-size=16")
+        r = run_cli("generate", "--nogpu", "--seed=7", f"--netg-path={g}", f"--netd-path={d}",
+                    f"--gen-img={tmp_path / name}", "--gen-num=8", "--gen-search-num=40",
+                    "--batch-size=16")
         assert r.returncode == 0, r.stderr
         outs.append((tmp_path / name).read_bytes())
     assert outs[0] == outs[1]
+
+
+def _pixels(path):
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_manifest_seeds_draw_the_same_faces_again(tmp_path):
+    g, d = _save_nets(tmp_path)
+    first = tmp_path / "first"
+    r = run_cli("generate", "--nogpu", f"--netg-path={g}", f"--netd-path={d}", "--gen-num=6",
+                "--gen-search-num=50", "--batch-size=16", f"--out-dir={first}",
+                f"--gen-img={tmp_path / 'grid.png'}", "--seed=1000")
+    assert r.returncode == 0, r.stderr
+    with open(first / "manifest.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(row["rank"]) for row in rows] == list(range(6))
+    scores = [float(row["d_score"]) for row in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert all(1000 <= int(row["seed"]) < 1050 for row in rows)
+    assert all(_pixels(first / row["file"]).shape == (96, 96, 3) for row in rows)
+
+    again = tmp_path / "again"
+    seeds = ",".join(row["seed"] for row in rows)
+    r = run_cli("generate", "--nogpu", f"--netg-path={g}", f"--seeds={seeds}", "--scale=3",
+                f"--out-dir={again}", f"--gen-img={tmp_path / 'again.png'}")
+    assert r.returncode == 0, r.stderr
+    with open(again / "manifest.csv") as f:
+        redrawn = list(csv.DictReader(f))
+    for old, new in zip(rows, redrawn):
+        assert old["seed"] == new["seed"]
+        big = _pixels(again / new["file"])
+        assert big.shape == (288, 288, 3)
+        assert np.array_equal(big[::3, ::3], _pixels(first / old["file"]))  # same face, 3x
+
+
+def test_interpolation_ends_on_the_seeds_faces_and_the_gif_loops(tmp_path):
+    g, _ = _save_nets(tmp_path)
+    r = run_cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=5,9,13", "--steps=6",
+                f"--out={tmp_path / 'interp.png'}", f"--gif={tmp_path / 'interp.gif'}")
+    assert r.returncode == 0, r.stderr
+    grid = _pixels(tmp_path / "interp.png")
+    assert grid.shape == (2 * 98 + 2, 6 * 98 + 2, 3)  # a row per pair, 6 faces a row
+
+    def cell(row, col):
+        return grid[2 + row * 98:2 + row * 98 + 96, 2 + col * 98:2 + col * 98 + 96]
+
+    r = run_cli("generate", "--nogpu", f"--netg-path={g}", "--seeds=5,9,13",
+                f"--out-dir={tmp_path / 'ends'}", f"--gen-img={tmp_path / 'ends.png'}")
+    assert r.returncode == 0, r.stderr
+    ends = sorted((tmp_path / "ends").glob("face_*.png"))
+    assert np.array_equal(cell(0, 0), _pixels(ends[0]))   # seed 5
+    assert np.array_equal(cell(0, 5), _pixels(ends[1]))   # seed 9
+    assert np.array_equal(cell(1, 0), _pixels(ends[1]))
+    assert np.array_equal(cell(1, 5), _pixels(ends[2]))   # seed 13
+    assert not np.array_equal(cell(0, 2), cell(0, 0))     # the middle is something else
+
+    gif = Image.open(tmp_path / "interp.gif")
+    assert gif.n_frames == 3 * 5  # 5 new frames per leg, 3 legs: 5 -> 9 -> 13 -> 5
+    assert gif.info.get("loop") == 0
+
+
+def test_api_loads_both_checkpoint_formats(tmp_path, toy_dir):
+    from config import parse
+    from train import train
+    train(parse("train", dict(data_path=str(toy_dir), gpu=False, vis=False, max_epoch=1,
+                              batch_size=32, ngf=8, ndf=8, seed=0, save_path=str(tmp_path),
+                              checkpoint_dir=str(tmp_path))))
+    book = Faces.load(tmp_path / "netg_0.pth", tmp_path / "netd_0.pth", device="cpu")
+    full = Faces.load(tmp_path / "last.pth", tmp_path / "last.pth", device="cpu")
+    a, b = book.tensors([1, 2, 3]), full.tensors([1, 2, 3])
+    assert a.shape == (3, 3, 96, 96) and torch.equal(a, b)
+    images = full.images([4], scale=2, resample="lanczos")
+    assert images[0].size == (192, 192) and images[0].mode == "RGB"
+    faces, scores, seeds = book.best(2, 8, first_seed=0)
+    assert len(seeds) == 2 and scores[0] >= scores[1]
