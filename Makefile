@@ -13,7 +13,9 @@ DEMO_FLAGS := --data-path=data/toy --nogpu --vis=False --seed=0 --ngf=32 --ndf=3
 	--batch-size=64 --g-every=1 --label-smooth=0.1 --max-epoch=16 --save-every=2
 DEMO_LAST := 15
 
-.PHONY: venv test demo visdom clean
+ASSETS := $(VENV)/.visdom-assets-stamp
+
+.PHONY: venv test demo visdom visdom-assets browser clean
 
 venv: $(STAMP)
 
@@ -25,8 +27,19 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/pip install -q --no-build-isolation "setuptools<81" -r requirements.txt -r requirements-dev.txt
 	touch $@
 
-test: $(STAMP)
+test: $(STAMP) $(ASSETS) browser
 	$(BIN)/python -m pytest -q tests
+
+# visdom's page scripts from npm, so the browser UI works with no CDN (see README)
+visdom-assets: $(ASSETS)
+$(ASSETS): scripts/visdom-assets.sh $(STAMP)
+	bash scripts/visdom-assets.sh $(BIN)/python
+	touch $@
+
+# headless Chromium for the browser test (Debian's package; needs root or an existing install)
+browser:
+	@command -v chromium > /dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 data/toy/attributes.csv: | $(STAMP)
 	$(BIN)/python main.py toyfaces --out-dir=data/toy --num=10000 --seed=0

@@ -123,7 +123,7 @@ def run_ours(args, device, cold):
 
     def step(ii, real):
         real = real.contiguous(memory_format=torch.channels_last)
-        pending.append(d_step(netg, netd, optimizer_d, criterion, real, 100, autocast)[0])
+        pending.append(d_step(netg, netd.logits, optimizer_d, criterion, real, 100, autocast)[0])
         if ii % args.g_every == 0:
             pending.append(g_step(netg, netd, optimizer_g, criterion, real.size(0), 100, device,
                                   autocast))
@@ -168,6 +168,8 @@ def one(args):
     torch.manual_seed(0)
     if args.one == "article":
         result = run_article(args, device)
+    elif args.one == "cache-size":
+        result = run_cache_size(args, device, args.size)
     else:
         result = run_ours(args, device, cold=args.one == "ours-cold")
     print(json.dumps(result))
@@ -187,10 +189,19 @@ def main():
     parser.add_argument("--gpu", default=None, type=lambda s: s.lower() in ("1", "true", "yes"),
                         help="true: CUDA, false: CPU; unset: CUDA when available")
     parser.add_argument("--json", default=None, help="also write the results to this file")
-    parser.add_argument("--one", choices=["article", "ours", "ours-cold"], help=argparse.SUPPRESS)
+    parser.add_argument("--cache-sizes", default=None,
+                        help="instead: our loop on synthetic caches of these many images, e.g. "
+                             "10000,1000000 (sparse files, so no disk space is used), to show "
+                             "that memory does not grow with the data set")
+    parser.add_argument("--scratch", default=None, help="folder for --cache-sizes files")
+    parser.add_argument("--one", choices=["article", "ours", "ours-cold", "cache-size"],
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         return one(args)
+    if args.cache_sizes:
+        return cache_sizes(args)
     if not (Path(args.data_path) / "faces").is_dir() and not any(
             p.is_dir() and not p.name.startswith(".") for p in Path(args.data_path).iterdir()):
         sys.exit(f"error: {args.data_path} needs the ImageFolder layout (DIR/faces/*.jpg) for "
@@ -250,6 +261,35 @@ def main():
     print(f"\nspeed-up ours/article: {report['speedup']:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+def cache_sizes(args):
+    """Peak RSS and images/s of our loop on caches of several sizes, one process each."""
+    import torch
+    from config import resolve_device
+    device = resolve_device(args.gpu)
+    results = []
+    print(f"device {device} ({_device_name(device)}), torch {torch.__version__}, batch "
+          f"{args.batch_size}, {args.measure} batches timed after {args.warmup}")
+    print("\n| images in the cache | cache file | images/s | peak RSS |\n| --- | --- | --- | --- |")
+    for size in (int(s) for s in args.cache_sizes.split(",")):
+        cmd = [sys.executable, __file__, "--one=cache-size", f"--size={size}",
+               f"--batch-size={args.batch_size}", f"--warmup={args.warmup}",
+               f"--measure={args.measure}", f"--g-every={args.g_every}",
+               f"--plot-every={args.plot_every}"]
+        if args.scratch:
+            cmd.append(f"--scratch={args.scratch}")
+        if args.gpu is not None:
+            cmd.append(f"--gpu={args.gpu}")
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parent)
+        if out.returncode != 0:
+            sys.exit(f"error: the run with {size} images failed:\n{out.stderr[-2000:]}")
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        results.append(r)
+        print(f"| {size:,} | {r['cache_gb']:.1f} GB | {r['images_per_s']:.1f} | "
+              f"{r['peak_rss_mb']:.0f} MB |", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
 
 
 def _device_name(device):

@@ -52,6 +52,8 @@ class Config:
     seed: int = _opt(None, "random seed; unset: a fresh one, printed and saved", kind=int)
     resume: str = _opt(None, "--resume: continue from CHECKPOINT_DIR/last.pth; --resume=PATH: "
                        "from that full state", kind="resume")
+    sync_bn: bool = _opt(False, "under torchrun: BatchNorm statistics over all processes' "
+                         "batches (SyncBatchNorm, GPUs only) instead of each process's own")
     # speed
     cache: bool = _opt(True, "decode the images once into a hidden file beside DATA_PATH and "
                        "train from memory; --cache=False reads the JPEGs every epoch (the book)")
@@ -90,7 +92,7 @@ USED = {
     "train": ("data_path", "num_workers", "image_size", "batch_size", "max_epoch", "lr1", "lr2",
               "beta1", "gpu", "nz", "ngf", "ndf", "save_path", "checkpoint_dir", "d_every",
               "g_every", "label_smooth", "save_every", "netg_path", "netd_path", "seed", "resume",
-              "cache", "amp", "vis", "env",
+              "sync_bn", "cache", "amp", "vis", "env",
               "plot_every", "vis_server", "vis_port"),
     "generate": ("netg_path", "netd_path", "gen_img", "gen_num", "gen_search_num", "gen_mean",
                  "gen_std", "out_dir", "scale", "resample", "seeds", "batch_size", "gpu", "nz",

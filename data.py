@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import signal
+import tempfile
 import warnings
 from contextlib import nullcontext
 from multiprocessing import Pool
@@ -109,7 +110,8 @@ class FolderBatches:
         return self.count // self.batch_size
 
     def batches(self, perm, start=0):
-        order = perm[start * self.batch_size:len(self) * self.batch_size].tolist()
+        order = perm[start * self.batch_size:len(perm) // self.batch_size * self.batch_size]
+        order = order.tolist()
         loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=order,
                             num_workers=self.num_workers, collate_fn=collate,
                             worker_init_fn=_ignore_sigint)
@@ -158,12 +160,14 @@ def cache_key(root, files, image_size):
 
 
 def build_cache(root, image_size=96, progress=None, workers=None, files=None):
-    """Decode, Resize and CenterCrop every image under ``root`` once.
+    """Decode, Resize and CenterCrop every image under ``root`` once, into a .npy file.
 
-    Returns (uint8 array (N, 3, S, S), list of unreadable paths). The array is memory-mapped
-    from a hidden file beside the folder (``data/toy`` -> ``data/.toy.faces96-KEY.npy``) when
-    that was written or found; where we cannot write, it stays in memory. It is not put
-    inside the folder: the book's ImageFolder would take a subfolder for a class.
+    Returns (uint8 array (N, 3, S, S) memory-mapped from that file, list of unreadable
+    paths). The file is hidden beside the folder (``data/toy`` -> ``data/.toy.faces96-KEY.npy``),
+    not in it: the book's ImageFolder would take a subfolder for a class. Images are written
+    one by one as they are decoded, so building needs no more memory for a million images
+    than for a hundred. Where the folder's parent is read-only, the file goes to the system's
+    temporary folder for this run.
     """
     root = Path(root)
     files = files or list_images(root)
@@ -173,14 +177,27 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
     if array_path.is_file() and meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text())
-            return np.load(array_path, mmap_mode="r"), meta["skipped"]
+            return np.load(array_path, mmap_mode="r")[:meta["count"]], meta["skipped"]
         except (ValueError, OSError, KeyError):
             pass  # a damaged cache is rebuilt below
 
-    images, skipped = [], []
+    shape = (len(files), 3, image_size, image_size)
+    tmp = array_path.with_name(array_path.name + ".tmp")
+    try:
+        offset = _create_npy(tmp, shape)
+    except OSError as e:
+        cache_dir = Path(tempfile.mkdtemp(prefix="facecache-"))
+        array_path, meta_path = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
+        tmp = array_path.with_name(array_path.name + ".tmp")
+        print(f"note: cannot write the decoded-image cache beside {root} ({e.strerror}); "
+              f"using {cache_dir} for this run", flush=True)
+        offset = _create_npy(tmp, shape)
+    row = 3 * image_size * image_size
+    count, skipped = 0, []
     jobs = [(p, image_size) for p in files]
     workers = workers or os.cpu_count() or 1
-    with (Pool(workers) if workers > 1 and len(jobs) > 256 else nullcontext()) as pool:
+    with open(tmp, "r+b") as out, \
+            (Pool(workers) if workers > 1 and len(jobs) > 256 else nullcontext()) as pool:
         decoded = pool.imap(_decode, jobs, chunksize=64) if pool else map(_decode, jobs)
         if progress:
             decoded = progress(decoded, total=len(jobs))
@@ -188,30 +205,28 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
             if arr is None:
                 skipped.append(str(path))
             else:
-                images.append(arr)
-    if not images:
+                os.pwrite(out.fileno(), arr.tobytes(), offset + count * row)
+                count += 1
+        out.flush()
+        os.fsync(out.fileno())
+    if count == 0:
+        tmp.unlink()
         raise UserError(f"none of the {len(files)} image files in {root} could be read: "
                         f"check that they are real images (e.g. {files[0].name})")
-    array = np.stack(images)
-    try:
-        for old in cache_dir.glob(f"{prefix}*"):  # one cache per folder and size
+    for old in cache_dir.glob(f"{prefix}*"):  # one cache per folder and size
+        if old != tmp:
             old.unlink()
-        _atomic_np_save(array, array_path)
-        meta_path.write_text(json.dumps({"count": len(images), "skipped": skipped}))
-        array = np.load(array_path, mmap_mode="r")
-    except OSError as e:
-        print(f"note: could not write the decoded-image cache in {cache_dir} ({e.strerror}); "
-              f"it stays in memory for this run", flush=True)
-    return array, skipped
+    os.replace(tmp, array_path)
+    meta_path.write_text(json.dumps({"count": count, "skipped": skipped}))
+    return np.load(array_path, mmap_mode="r")[:count], skipped
 
 
-def _atomic_np_save(array, path):
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _create_npy(path, shape):
+    """An empty (sparse) uint8 .npy file of ``shape``; returns where its data starts."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    offset = array.offset
+    del array
+    return offset
 
 
 def normalise(batch_uint8):
@@ -219,32 +234,61 @@ def normalise(batch_uint8):
     return batch_uint8.float().div(255).sub_(0.5).div_(0.5)
 
 
+class _FileRows:
+    """Rows of a memory-mapped .npy file, read with pread.
+
+    Reading through the mapping would make every page touched part of this process's
+    resident memory; pread leaves them in the kernel's page cache, which gives them back
+    under pressure. So a cache larger than RAM trains with a bounded footprint.
+    """
+
+    def __init__(self, memmap):
+        self.fd = os.open(memmap.filename, os.O_RDONLY)
+        self.offset, self.shape = memmap.offset, memmap.shape[1:]
+        self.row = int(np.prod(self.shape))
+
+    def __getitem__(self, indices):
+        out = np.empty((len(indices),) + self.shape, dtype=np.uint8)
+        for j, i in enumerate(indices):
+            out[j] = np.frombuffer(os.pread(self.fd, self.row, self.offset + int(i) * self.row),
+                                   np.uint8).reshape(self.shape)
+        return out
+
+    def __del__(self):
+        os.close(self.fd)
+
+
 class CachedBatches:
     """Batches sliced from the decoded cache, normalised on the device.
 
     The same interface as FolderBatches. On CUDA the whole array moves to the GPU when it
-    fits in half of the free memory.
+    fits in half of the free memory; otherwise rows are read from the file per batch.
     """
 
     def __init__(self, array, batch_size, device, skipped=()):
-        self.array, self.batch_size, self.device = array, batch_size, torch.device(device)
+        self.batch_size, self.device = batch_size, torch.device(device)
         self.count, self.skipped = len(array), list(skipped)
+        file_backed = isinstance(array, np.memmap) and array.filename
+        self.rows = _FileRows(array) if file_backed else array
         self.on_device = None
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             if array.nbytes < free * 0.5:
-                self.on_device = torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+                self.on_device = torch.empty(array.shape, dtype=torch.uint8, device=self.device)
+                for i in range(0, len(array), 4096):  # in chunks: never all of it in host RAM
+                    chunk = np.ascontiguousarray(array[i:i + 4096])
+                    self.on_device[i:i + len(chunk)] = torch.from_numpy(chunk).to(self.device)
 
     def __len__(self):
-        return len(self.array) // self.batch_size
+        return self.count // self.batch_size
 
     def batches(self, perm, start=0):
-        for i in range(start, len(self)):
+        for i in range(start, len(perm) // self.batch_size):
             idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
             if self.on_device is not None:
                 batch = self.on_device[idx.to(self.device)]
             else:
-                batch = torch.from_numpy(self.array[idx.numpy()]).to(self.device, non_blocking=True)
+                batch = torch.from_numpy(self.rows[idx.numpy()]).to(self.device, non_blocking=True)
             yield normalise(batch), []
 
 

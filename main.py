@@ -8,6 +8,7 @@
 ``python main.py COMMAND --help`` lists a command's flags with their defaults. Every flag of
 the book's Config works with its book name (``--batch-size`` or ``--batch_size``).
 """
+import os
 import sys
 
 import fire
@@ -90,6 +91,12 @@ def _help(command):
     return fn.__doc__.strip()
 
 
+def _say_once(line):
+    """To stderr, from rank 0 only: under torchrun every process meets the same error."""
+    if os.environ.get("RANK", "0") == "0":
+        print(line, file=sys.stderr)
+
+
 def main(argv):
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         print(__doc__.strip())
@@ -109,10 +116,10 @@ def main(argv):
     try:
         fire.Fire({command: COMMANDS[command]}, command=argv[1:], name="main.py")
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _say_once(f"error: {e}")
         return 2
     except Interrupted as e:
-        print(f"interrupted: {e}", file=sys.stderr)
+        _say_once(f"interrupted: {e}")
         return 130
     except KeyboardInterrupt:
         print("\ninterrupted at once: nothing saved since the last save point", file=sys.stderr)

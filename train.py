@@ -10,6 +10,7 @@ BCE is computed from D's logits (the same objective, numerically stable).
 """
 import json
 import math
+import os
 import random
 import signal
 import sys
@@ -23,7 +24,8 @@ from torchnet.meter import AverageValueMeter
 from tqdm import tqdm
 
 import checkpoint
-from config import resolve_device, use_bf16
+import distributed
+from config import use_bf16
 from curves import LossLog
 from data import cached_batches, folder_batches
 from errors import Interrupted, UserError
@@ -37,12 +39,14 @@ class Meters:
     """Running means (torchnet AverageValueMeter) of the losses and D's outputs.
 
     Step values stay on the device and are read in one go at ``flush``, so the loop does not
-    wait for the GPU on every batch.
+    wait for the GPU on every batch. Under torchrun they are averaged over the processes
+    first, so every process sees the same means (and the same NaN, and stops with the rest).
     """
 
     NAMES = ("loss_d", "loss_g", "d_real", "d_fake")
 
-    def __init__(self):
+    def __init__(self, world):
+        self.world = world
         self.meters = {name: AverageValueMeter() for name in self.NAMES}
         self.pending = {name: [] for name in self.NAMES}
 
@@ -54,7 +58,7 @@ class Meters:
         diverged = []
         for name, values in self.pending.items():
             if values:
-                for v in torch.stack(values).float().cpu().tolist():
+                for v in self.world.mean(torch.stack(values).float()).cpu().tolist():
                     if not math.isfinite(v):
                         diverged.append(name)
                         break
@@ -94,7 +98,7 @@ def train(opt):
     opt.seed = seed
     random.seed(seed)
     torch.manual_seed(seed)
-    device = resolve_device(opt.gpu)
+    world, device = distributed.setup(opt.gpu)
     bf16 = use_bf16(opt.amp, device)
     autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=bf16)
     if device.type == "cuda":
@@ -108,9 +112,14 @@ def train(opt):
         netd = checkpoint.load_net(opt.netd_path, "netd", expect={"ndf": opt.ndf})[0]
     if opt.cache:
         data = cached_batches(opt, device, progress=lambda it, total: tqdm(
-            it, total=total, desc="decoding images once", unit="image", dynamic_ncols=True))
+            it, total=total, desc="decoding images once", unit="image", dynamic_ncols=True,
+            disable=not world.main))
     else:
         data = folder_batches(opt)
+    per_epoch = data.count // world.size // opt.batch_size  # batches per epoch and process
+    if per_epoch == 0:
+        raise UserError(f"{data.count} images cannot give each of {world.size} processes a "
+                        f"batch of {opt.batch_size}: lower --batch-size")
     order = torch.Generator().manual_seed(seed)  # the data order, apart from the model's RNG
 
     netg.to(device, memory_format=torch.channels_last).train()
@@ -120,40 +129,47 @@ def train(opt):
                                    fused=fused)
     optimizer_d = torch.optim.Adam(netd.parameters(), lr=opt.lr2, betas=(opt.beta1, 0.999),
                                    fused=fused)
+    g_forward, d_logits = distributed.wrap(netg, netd, world, device, opt.sync_bn)
     criterion = nn.BCEWithLogitsLoss()
     fixed_noise = torch.randn(GRID, opt.nz, 1, 1, device=device)
-    meters = Meters()
+    meters = Meters(world)
     run = Run(opt, netg, netd, optimizer_g, optimizer_d, fixed_noise, meters, order)
     if state:
         run.restore(state, device)
-        print(f"resuming {opt.resume} at epoch {run.epoch}, batch {run.batch}", flush=True)
+        say(f"resuming {opt.resume} at epoch {run.epoch}, batch {run.batch}")
+    if world.size > 1:  # every process draws its own noise
+        torch.manual_seed(seed + world.rank + 7919 * run.step)
     if state and run.epoch >= opt.max_epoch:
-        print(f"{opt.resume} has already trained {run.epoch} epochs: nothing to do; raise "
-              f"--max-epoch to go on", flush=True)
+        say(f"{opt.resume} has already trained {run.epoch} epochs: nothing to do; raise "
+            f"--max-epoch to go on")
     vis = None
-    if opt.vis:
+    if opt.vis and world.main:
         from visualize import Visualizer
         vis = Visualizer(opt.env, opt.vis_server, opt.vis_port)
         vis.text("options", "<br>".join(f"{k} = {v}" for k, v in opt.to_dict().items()),
                  "options of this run")
 
-    Path(opt.checkpoint_dir).mkdir(parents=True, exist_ok=True)
-    Path(opt.save_path).mkdir(parents=True, exist_ok=True)
-    log = LossLog(opt.save_path, resume_step=run.step if state else None)
-    checkpoint.save_text(json.dumps(opt.to_dict(), indent=2), Path(opt.checkpoint_dir) / "options.json")
-    print(f"training on {device}{' with bf16 autocast' if bf16 else ''}, seed {seed}: "
-          f"{len(data)} batches of {opt.batch_size} per epoch", flush=True)
+    log = None
+    if world.main:
+        Path(opt.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        Path(opt.save_path).mkdir(parents=True, exist_ok=True)
+        log = LossLog(opt.save_path, resume_step=run.step if state else None)
+        checkpoint.save_text(json.dumps(opt.to_dict(), indent=2),
+                             Path(opt.checkpoint_dir) / "options.json")
+    processes = f" in each of {world.size} processes" if world.size > 1 else ""
+    say(f"training on {device.type}{' with bf16 autocast' if bf16 else ''}, seed {seed}: "
+        f"{per_epoch} batches of {opt.batch_size} per epoch{processes}")
 
     skipped = set(data.skipped)
-    reported = _report_skipped(skipped, 0, opt)
+    reported = _report_skipped(skipped, 0, opt, world)
     with StopSignal() as stop:
         for epoch in range(run.epoch, opt.max_epoch):
             run.epoch, run.order_state = epoch, order.get_state()
-            perm = torch.randperm(data.count, generator=order)
+            perm = world.shard(torch.randperm(data.count, generator=order))
             first, run.batch = run.batch, 0
-            bar = tqdm(data.batches(perm, first), initial=first, total=len(data),
+            bar = tqdm(data.batches(perm, first), initial=first, total=per_epoch,
                        desc=f"epoch {epoch + 1}/{opt.max_epoch}", unit="batch",
-                       dynamic_ncols=True)
+                       dynamic_ncols=True, disable=not world.main)
             tic, seen = time.perf_counter(), 0
             for ii, (real, bad) in enumerate(bar, start=first):
                 skipped.update(bad)
@@ -161,41 +177,46 @@ def train(opt):
                     memory_format=torch.channels_last)
                 seen += real.size(0)
                 if ii % opt.d_every == 0:
-                    loss_d, d_real, d_fake = d_step(netg, netd, optimizer_d, criterion, real,
-                                                    opt.nz, autocast, 1.0 - opt.label_smooth)
+                    loss_d, d_real, d_fake = d_step(netg, d_logits, optimizer_d, criterion,
+                                                    real, opt.nz, autocast,
+                                                    1.0 - opt.label_smooth)
                     meters.add("loss_d", loss_d)
                     meters.add("d_real", d_real)
                     meters.add("d_fake", d_fake)
                 if ii % opt.g_every == 0:
-                    meters.add("loss_g", g_step(netg, netd, optimizer_g, criterion, real.size(0),
-                                                opt.nz, device, autocast))
+                    meters.add("loss_g", g_step(g_forward, netd, optimizer_g, criterion,
+                                                real.size(0), opt.nz, device, autocast))
                 run.step, run.batch = run.step + 1, ii + 1
                 if (ii + 1) % opt.plot_every == 0:
                     _check_finite(meters.flush(), epoch, opt)
                     means = meters.means()
                     speed = seen / (time.perf_counter() - tic)
                     bar.set_postfix(_format(means))
-                    log.append(run.step, epoch, means, speed)
+                    if log is not None:
+                        log.append(run.step, epoch, means, speed * world.size)
                     if vis is not None:
-                        vis.step(run.step, epoch, means, speed, netg, fixed_noise, real)
-                if stop.requested:
+                        vis.step(run.step, epoch, means, speed * world.size, netg, fixed_noise,
+                                 real)
+                if world.any(stop.requested, device):  # every process stops at the same step
                     bar.close()
                     _check_finite(meters.flush(), epoch, opt)
-                    path = run.save()
+                    path = run.save() if world.main else Path(opt.checkpoint_dir) / "last.pth"
                     raise Interrupted(f"stopped in epoch {epoch} after batch {ii}: state saved "
                                       f"to {path}; continue with `python main.py train "
                                       f"--resume={path}`")
             _check_finite(meters.flush(), epoch, opt)
             bar.set_postfix(_format(meters.means()))
             bar.close()
-            reported = _report_skipped(skipped, reported, opt)
+            reported = _report_skipped(skipped, reported, opt, world)
             run.epoch, run.batch = epoch + 1, 0
             if (epoch + 1) % opt.save_every == 0 or epoch + 1 == opt.max_epoch:
-                save_point(epoch, netg, netd, fixed_noise, opt)
-                log.plot()
                 meters.reset()
-                run.save()
-    print(f"done: weights in {opt.checkpoint_dir}, sample grids in {opt.save_path}", flush=True)
+                if world.main:
+                    save_point(epoch, netg, netd, fixed_noise, opt)
+                    log.plot()
+                    run.save()
+    say(f"done: weights in {opt.checkpoint_dir}, sample grids in {opt.save_path}")
+    world.close()
     return netg, netd
 
 
@@ -275,15 +296,21 @@ class StopSignal:
         return False
 
 
-def _report_skipped(skipped, reported, opt):
+def _report_skipped(skipped, reported, opt, world):
     """One line about unreadable files when there are new ones; the full list on disk."""
-    if len(skipped) > reported:
+    if len(skipped) > reported and world.main:
         listing = Path(opt.checkpoint_dir) / "skipped_files.txt"
         checkpoint.save_text("".join(f"{p}\n" for p in sorted(skipped)), listing)
         names = ", ".join(Path(p).name for p in sorted(skipped)[:3])
         print(f"skipped {len(skipped)} unreadable image files (e.g. {names}); "
               f"full list in {listing}", flush=True)
     return len(skipped)
+
+
+def say(message):
+    """Print on rank 0 only (every process would repeat it under torchrun)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(message, flush=True)
 
 
 def _check_finite(diverged, epoch, opt):

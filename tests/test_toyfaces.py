@@ -64,6 +64,6 @@ def test_faces_are_drawn_from_their_attributes():
 
 
 def test_the_readme_grid_shows_every_attribute_value():
-    """docs/toyfaces.png is faces 0-63 of seed 0: every value of every attribute is in it."""
+    """docs/toyfaces.jpg is faces 0-63 of seed 0: every value of every attribute is in it."""
     seen = _values_seen(0, 64)
     assert all(seen[name] == set(CHOICES[name]) for name in ATTRIBUTES)

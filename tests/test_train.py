@@ -87,7 +87,7 @@ def test_d_step_leaves_g_untouched():
     d_before = [p.clone() for p in netd.parameters()]
     opt_d = torch.optim.Adam(netd.parameters(), lr=2e-4, betas=(0.5, 0.999))
     real = torch.rand(6, 3, 96, 96) * 2 - 1
-    loss, d_real, d_fake = steps.d_step(netg, netd, opt_d, nn.BCEWithLogitsLoss(), real, 16)
+    loss, d_real, d_fake = steps.d_step(netg, netd.logits, opt_d, nn.BCEWithLogitsLoss(), real, 16)
     assert all(p.grad is None for p in netg.parameters())  # no gradient reached G
     for k, v in g_before.items():
         assert torch.equal(netg.state_dict()[k], v)

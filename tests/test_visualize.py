@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -151,3 +152,40 @@ def test_server_killed_mid_run(visdom_server):
         vis.step(step, 0, means, 10.0, netg, noise, torch.zeros(4, 3, 96, 96))
     assert vis.client is None and vis.warned  # gave up after one failure, until a retry
     assert time.monotonic() - started < 10
+
+
+def _chromium():
+    import shutil
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, "headless Chromium is missing: `make test` installs it (Debian package chromium)"
+    return path
+
+
+def _screenshot(url, out, profile):
+    subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+                    "--disable-dev-shm-usage", "--no-first-run", "--disable-quic",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", f"--user-data-dir={profile}", "--hide-scrollbars",
+                    "--window-size=1280,900", "--virtual-time-budget=15000",
+                    f"--screenshot={out}", url],
+                   capture_output=True, timeout=120, check=True)
+    return np.asarray(Image.open(out).convert("RGB")).astype(int)
+
+
+def _blue_pixels(shot):
+    """Pixels of plotly's first trace colour, #1f77b4."""
+    return int((np.abs(shot - np.array([31, 119, 180])).max(axis=2) < 12).sum())
+
+
+def test_browser_shows_the_loss_plot_offline(visdom_server, tmp_path):
+    """Headless Chromium opens the env page with the npm assets in place: the curve is drawn."""
+    from visualize import Visualizer
+
+    vis = Visualizer("browser", "http://127.0.0.1", visdom_server.port)
+    for step in range(1, 40):
+        vis.plot("errord", step, {"loss_d": 1.5 + np.sin(step / 4)}, "D loss (running mean)")
+    base = f"http://127.0.0.1:{visdom_server.port}"
+    empty = _screenshot(f"{base}/env/nothing_here", tmp_path / "empty.png", tmp_path / "p1")
+    shot = _screenshot(f"{base}/env/browser", tmp_path / "plot.png", tmp_path / "p2")
+    assert _blue_pixels(empty) < 50
+    assert _blue_pixels(shot) > 300, "no loss curve on the page"

@@ -1,0 +1,104 @@
+"""Data-parallel training under torchrun: one process per device, gradients averaged.
+
+    torchrun --standalone --nproc_per_node=2 main.py train --nogpu ...     # gloo, 2 CPU processes
+    torchrun --standalone --nproc_per_node=8 main.py train --gpu ...       # NCCL, 8 GPUs
+
+``python main.py train`` alone is a world of one: nothing here does anything then. Under
+torchrun every process reads its rank from the environment, trains on its own shard of each
+epoch with ``batch_size`` images per step, and DDP averages the gradients, so the combined
+batch is ``batch_size * world size``. Only rank 0 writes files and talks to visdom.
+"""
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from config import resolve_device
+from errors import UserError
+
+
+class World:
+    """This process's place among the training processes (rank 0 of 1 without torchrun)."""
+
+    def __init__(self, rank=0, size=1, local_rank=0):
+        self.rank, self.size, self.local_rank = rank, size, local_rank
+
+    @property
+    def main(self):
+        return self.rank == 0
+
+    def shard(self, perm):
+        """This rank's share of an epoch's permutation; every rank gets the same count."""
+        usable = len(perm) // self.size * self.size
+        return perm[self.rank:usable:self.size]
+
+    def mean(self, tensor):
+        """The mean of ``tensor`` over all ranks (the tensor itself in a world of one)."""
+        if self.size > 1:
+            tensor = tensor.clone()
+            dist.all_reduce(tensor)
+            tensor /= self.size
+        return tensor
+
+    def any(self, flag, device):
+        """True on every rank when ``flag`` is True on any rank."""
+        if self.size == 1:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t)
+        return bool(t.item() > 0)
+
+    def close(self):
+        if self.size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def setup(gpu):
+    """(World, device) for this process: torchrun's environment, or a world of one."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(gpu)
+    if size == 1:
+        return World(), device
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(f"torchrun started {size} processes on this node but there are "
+                            f"{torch.cuda.device_count()} GPUs: lower --nproc_per_node")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return World(rank, size, local_rank), device
+
+
+class Logits(nn.Module):
+    """NetD's logits as a module's forward, so DDP can wrap them (DDP only wraps forward)."""
+
+    def __init__(self, netd):
+        super().__init__()
+        self.netd = netd
+
+    def forward(self, x):
+        return self.netd.logits(x)
+
+
+def wrap(netg, netd, world, device, sync_bn=False):
+    """(G for the G step, D's logits for the D step): DDP-wrapped in a world of several.
+
+    D's two passes (real, then fake) each run forward then backward, so DDP's one-forward-
+    per-backward rule holds and their gradients are averaged over the ranks separately and
+    summed, exactly as in one process. In the G step D is only a frozen judge: it is called
+    unwrapped, so DDP never waits for gradients D does not get.
+    """
+    if world.size == 1:
+        return netg, netd.logits
+    if sync_bn and device.type != "cuda":
+        raise UserError("--sync-bn needs GPUs (torch's SyncBatchNorm does not run on the CPU): "
+                        "drop it for CPU processes")
+    if sync_bn:
+        netg = nn.SyncBatchNorm.convert_sync_batchnorm(netg)
+        netd = nn.SyncBatchNorm.convert_sync_batchnorm(netd)
+    ids = [device.index] if device.type == "cuda" else None
+    return (DistributedDataParallel(netg, device_ids=ids),
+            DistributedDataParallel(Logits(netd), device_ids=ids))

@@ -1,0 +1,114 @@
+"""Data-parallel training: torchrun with 2 CPU processes (gloo), and DDP's arithmetic."""
+import csv
+import os
+import subprocess
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from model import NetD, NetG, weights_init
+
+from conftest import ROOT, run_cli
+
+
+def test_torchrun_two_processes_write_one_set_of_book_checkpoints(toy_dir, tmp_path):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(ROOT / "main.py"), "train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+         "--max-epoch=2", "--save-every=1", "--batch-size=8", "--ngf=8", "--ndf=8",
+         "--plot-every=2", "--seed=0", f"--save-path={tmp_path / 'I'}",
+         f"--checkpoint-dir={tmp_path / 'C'}"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("4 batches of 8 per epoch in each of 2 processes") == 1
+    assert sorted(p.name for p in (tmp_path / "C").glob("net*.pth")) == [
+        "netd_0.pth", "netd_1.pth", "netg_0.pth", "netg_1.pth"]
+    with open(tmp_path / "I" / "losses.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [2, 4, 6, 8]  # rank 0 alone writes the log
+    state = torch.load(tmp_path / "C" / "netg_1.pth", weights_only=True)
+    assert all(k.startswith("main.") for k in state)
+    out = tmp_path / "result.png"
+    gen = run_cli("generate", "--nogpu", f"--netg-path={tmp_path / 'C' / 'netg_1.pth'}",
+                  f"--netd-path={tmp_path / 'C' / 'netd_1.pth'}", f"--gen-img={out}",
+                  "--gen-num=8", "--gen-search-num=16")
+    assert gen.returncode == 0, gen.stderr
+    assert out.is_file()
+
+
+def _nets():
+    torch.manual_seed(0)
+    netg, netd = NetG(16, 8), NetD(8)
+    netg.apply(weights_init)
+    netd.apply(weights_init)
+    return netg, netd
+
+
+def _real(rank):
+    return torch.rand(4, 3, 96, 96, generator=torch.Generator().manual_seed(100 + rank)) * 2 - 1
+
+
+def _ddp_d_step(rank, size, store, out):
+    """One D step in each of ``size`` processes, through the same wrap train uses."""
+    import distributed
+    from steps import d_step
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=size,
+                            init_method=f"file://{store}")
+    world = distributed.World(rank, size)
+    netg, netd = _nets()
+    _, d_logits = distributed.wrap(netg, netd, world, torch.device("cpu"))
+    optimizer = torch.optim.Adam(netd.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    torch.manual_seed(200 + rank)  # this process's noise
+    d_step(netg, d_logits, optimizer, nn.BCEWithLogitsLoss(), _real(rank), 16)
+    torch.save({k: v for k, v in netd.state_dict().items() if "running" not in k
+                and "num_batches" not in k}, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_ddp_d_step_averages_both_passes_of_every_process(tmp_path):
+    """DDP's D step == one process averaging each rank's real-pass and fake-pass gradients.
+
+    This, not "one process on the combined batch of 8", is what the maths promises: BatchNorm
+    normalises each process's 4 images with their own statistics (SyncBatchNorm would pool
+    them), so the combined-batch gradients differ. Each rank also keeps its two passes apart,
+    as the article wants: real and fake never share a BatchNorm batch.
+    """
+    mp.spawn(_ddp_d_step, args=(2, tmp_path / "store", tmp_path / "d.pth"), nprocs=2)
+    rank0 = torch.load(f"{tmp_path / 'd.pth'}.0", weights_only=True)
+    rank1 = torch.load(f"{tmp_path / 'd.pth'}.1", weights_only=True)
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)  # the replicas agree
+
+    criterion = nn.BCEWithLogitsLoss()
+    grads, fakes = [], []
+    for rank in (0, 1):
+        netg, netd = _nets()
+        logits = netd.logits(_real(rank))
+        criterion(logits, torch.ones_like(logits)).backward()
+        torch.manual_seed(200 + rank)
+        with torch.no_grad():
+            fake = netg(torch.randn(4, 16, 1, 1))
+        fakes.append(fake)
+        logits = netd.logits(fake)
+        criterion(logits, torch.zeros_like(logits)).backward()
+        grads.append([p.grad.clone() for p in netd.parameters()])
+    _, netd = _nets()
+    for p, g0, g1 in zip(netd.parameters(), *grads):
+        p.grad = (g0 + g1) / 2
+    torch.optim.Adam(netd.parameters(), lr=1e-3, betas=(0.5, 0.999)).step()
+    single = {k: v for k, v in netd.state_dict().items() if k in rank0}
+    for k in rank0:
+        assert torch.allclose(rank0[k], single[k], atol=1e-6, rtol=1e-5), k
+
+    # and it is not what one process makes of the same 8 + 8 images as single batches
+    _, combined = _nets()
+    logits = combined.logits(torch.cat([_real(0), _real(1)]))
+    criterion(logits, torch.ones_like(logits)).backward()
+    logits = combined.logits(torch.cat(fakes))
+    criterion(logits, torch.zeros_like(logits)).backward()
+    assert not all(torch.allclose(p.grad, (g0 + g1) / 2, atol=1e-5)
+                   for p, g0, g1 in zip(combined.parameters(), *grads))
