@@ -86,14 +86,7 @@ def run_article(args, device):
 
 
 def run_ours(args, device, cold):
-    import torch
-    from functools import partial
-    from torch import nn
-
     import data
-    from config import use_bf16
-    from model import NetD, NetG, weights_init
-    from train import d_step, g_step
 
     if cold:
         folder, prefix = data.cache_location(args.data_path, 96)
@@ -101,7 +94,38 @@ def run_ours(args, device, cold):
             old.unlink()
     started = time.perf_counter()
     array, _ = data.build_cache(args.data_path, 96)
-    source = data.CachedBatches(array, args.batch_size, device)
+    return _ours(args, device, data.CachedBatches(array, args.batch_size, device), started)
+
+
+def run_cache_size(args, device, size):
+    """Our loop on a synthetic decoded cache of ``size`` images (a sparse file on disk)."""
+    import tempfile
+
+    import numpy as np
+
+    import data
+
+    with tempfile.TemporaryDirectory(dir=args.scratch) as tmp:
+        path = Path(tmp) / "cache.npy"
+        data._create_npy(path, (size, 3, 96, 96))
+        started = time.perf_counter()
+        array = np.load(path, mmap_mode="r")
+        result = _ours(args, device, data.CachedBatches(array, args.batch_size, device), started)
+    result["images"] = size
+    result["cache_gb"] = size * 3 * 96 * 96 / 1e9
+    return result
+
+
+def _ours(args, device, source, started):
+    """Our training loop, as train runs it, on batches from ``source``."""
+    import torch
+    from functools import partial
+    from torch import nn
+
+    from config import use_bf16
+    from model import NetD, NetG, weights_init
+    from steps import d_step, g_step
+
     bf16 = use_bf16(None, device)
     autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=bf16)
     netg, netd = NetG(100, 64), NetD(64)

@@ -79,8 +79,12 @@ class Config:
                         "these; interpolate: the faces to morph through)", kind="seeds")
     # interpolate
     steps: int = _opt(8, "faces per morph, both ends included")
-    out: str = _opt("interp.png", "where interpolate writes its grid (a row per pair of seeds)")
+    out: str = _opt(None, "interpolate: its grid, a row per pair of seeds (interp.png); "
+                    "evaluate: its JSON (metrics.json)", kind=str)
     gif: str = _opt(None, "also write an animated GIF looping through the seeds", kind=str)
+    # evaluate
+    num: int = _opt(2048, "evaluate: generated images compared with as many real ones")
+    metrics: str = _opt("swd", "evaluate: the metrics to compute (swd)")
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -99,6 +103,8 @@ USED = {
                  "ngf", "ndf", "seed"),
     "interpolate": ("netg_path", "seeds", "steps", "out", "gif", "scale", "resample", "gen_mean",
                     "gen_std", "batch_size", "gpu", "seed"),
+    "evaluate": ("netg_path", "data_path", "num", "metrics", "out", "seed", "gen_mean", "gen_std",
+                 "batch_size", "gpu", "image_size"),
 }
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
@@ -221,6 +227,8 @@ def validate(command, opt):
         at_least_one += ["gen_num", "gen_search_num", "scale"]
     if command == "interpolate":
         at_least_one += ["scale"]
+    if command == "evaluate":
+        at_least_one += ["num"]
     for name in at_least_one:
         value = getattr(opt, name)
         _require(value >= 1, f"--{name.replace('_', '-')} must be at least 1, not {value}")
@@ -238,7 +246,13 @@ def validate(command, opt):
         _require(data.is_dir(), f"data folder {opt.data_path!r} does not exist: put the images in "
                  f"{data / 'faces'}/ or pass --data-path (`python main.py toyfaces` makes a "
                  f"synthetic set)")
-    if command in ("generate", "interpolate"):
+    if command == "evaluate":
+        unknown = set(opt.metrics.split(",")) - {"swd"}
+        _require(not unknown, f"--metrics: unknown {', '.join(sorted(unknown))}; this version "
+                 f"computes swd")
+        _require(Path(opt.data_path).is_dir(), f"data folder {opt.data_path!r} does not exist: "
+                 f"pass the real images with --data-path")
+    if command in ("generate", "interpolate", "evaluate"):
         _require(opt.netg_path is not None, f"{command} needs the generator's weights: "
                  "--netg-path=checkpoints/netg_N.pth")
         _require(opt.gen_std > 0, f"--gen-std must be positive, not {opt.gen_std}")

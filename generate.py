@@ -178,8 +178,9 @@ def interpolate(opt):
     ts = [i / (opt.steps - 1) for i in range(opt.steps)]
     rows = [torch.stack([slerp(a, b, t) for t in ts]) for a, b in zip(z[:-1], z[1:])]
     grid = faces._draw(torch.cat(rows))
-    checkpoint.save_grid(grid, opt.out, nrow=opt.steps)
-    print(f"wrote {opt.out}: {len(rows)} rows of {opt.steps} faces, seeds "
+    out = opt.out or "interp.png"
+    checkpoint.save_grid(grid, out, nrow=opt.steps)
+    print(f"wrote {out}: {len(rows)} rows of {opt.steps} faces, seeds "
           f"{' -> '.join(map(str, seeds))}")
     if opt.gif:
         # the path through every seed and back to the first, without repeated frames

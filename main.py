@@ -52,6 +52,18 @@ def interpolate(*args, **flags):
     run(opt)
 
 
+def evaluate(*args, **flags):
+    """Compare a generator's faces with real images: SWD, next to the real-vs-real floor.
+
+    Example: python main.py evaluate --netg-path=checkpoints/netg_15.pth --data-path=data/toy \\
+                 --num=2048 --out=metrics.json
+    """
+    _no_positional("evaluate", args)
+    opt = config.parse("evaluate", flags)
+    from evaluate import evaluate as run
+    run(opt)
+
+
 TOYFACES_FLAGS = {"out_dir": str, "num": int, "seed": int}
 
 
@@ -75,7 +87,7 @@ def toyfaces(*args, **flags):
 
 
 COMMANDS = {"train": train, "generate": generate, "interpolate": interpolate,
-            "toyfaces": toyfaces}
+            "evaluate": evaluate, "toyfaces": toyfaces}
 
 
 def _no_positional(command, args):
