@@ -287,8 +287,9 @@ class StopSignal:
     def _handle(self, signum, frame):
         self.requested = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        print(f"\n{signal.Signals(signum).name}: saving after this step (Ctrl-C again to stop "
-              f"at once)", file=sys.stderr, flush=True)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"\n{signal.Signals(signum).name}: saving after this step (Ctrl-C again to "
+                  f"stop at once)", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
