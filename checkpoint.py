@@ -73,6 +73,8 @@ def load(path, device="cpu"):
         raise UserError(f"no checkpoint at {path}") from None
     except IsADirectoryError:
         raise UserError(f"{path} is a folder, not a checkpoint file") from None
+    except PermissionError:
+        raise UserError(f"cannot read {path}: permission denied") from None
     except pickle.UnpicklingError as e:
         if "Weights only load failed" in str(e):
             raise UserError(f"{path} was refused: it holds Python objects that would run code "

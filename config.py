@@ -84,7 +84,8 @@ class Config:
     gif: str = _opt(None, "also write an animated GIF looping through the seeds", kind=str)
     # evaluate
     num: int = _opt(2048, "evaluate: generated images compared with as many real ones")
-    metrics: str = _opt("swd", "evaluate: the metrics to compute (swd)")
+    metrics: str = _opt("swd,modes", "evaluate: the metrics, comma-separated: swd, modes "
+                        "(attribute modes of the toy set)")
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -247,9 +248,9 @@ def validate(command, opt):
                  f"{data / 'faces'}/ or pass --data-path (`python main.py toyfaces` makes a "
                  f"synthetic set)")
     if command == "evaluate":
-        unknown = set(opt.metrics.split(",")) - {"swd"}
+        unknown = set(opt.metrics.split(",")) - {"swd", "modes"}
         _require(not unknown, f"--metrics: unknown {', '.join(sorted(unknown))}; this version "
-                 f"computes swd")
+                 f"computes swd and modes")
         _require(Path(opt.data_path).is_dir(), f"data folder {opt.data_path!r} does not exist: "
                  f"pass the real images with --data-path")
     if command in ("generate", "interpolate", "evaluate"):

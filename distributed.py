@@ -50,6 +50,10 @@ class World:
         dist.all_reduce(t)
         return bool(t.item() > 0)
 
+    def barrier(self):
+        if self.size > 1:
+            dist.barrier()
+
     def close(self):
         if self.size > 1 and dist.is_initialized():
             dist.destroy_process_group()

@@ -7,6 +7,7 @@ disjoint ``num`` for the floor (two real samples also differ by chance: a genera
 do better than the floor), and prints and saves each metric next to its floor.
 """
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,7 +16,8 @@ import checkpoint
 from config import resolve_device
 from data import build_cache, list_images
 from generate import Faces
-from metrics import swd
+from errors import UserError
+from metrics import attribute_classifier, classifier_path, modes, predict, swd
 
 
 def _uint8(faces):
@@ -41,14 +43,32 @@ def evaluate(opt):
 
     report = {"netg_path": str(opt.netg_path), "data_path": str(opt.data_path), "num": num,
               "seed": seed}
-    if "swd" in opt.metrics.split(","):
+    wanted = opt.metrics.split(",")
+    if "modes" in wanted and not (Path(opt.data_path) / "attributes.csv").is_file():
+        print(f"note: modes are counted on the toy set only, and {opt.data_path} has no "
+              f"attributes.csv: skipping them")
+        wanted.remove("modes")
+    if "swd" in wanted:
         report["swd"] = swd(real, fake, seed)
         report["swd_floor"] = swd(real, other, seed)
+    if "modes" in wanted:
+        net, accuracy = attribute_classifier()
+        weak = {a: acc for a, acc in accuracy.items() if acc < 0.99}
+        if weak:
+            raise UserError(f"the toy-attribute classifier is below 99% on "
+                            f"{', '.join(f'{a} ({acc:.1%})' for a, acc in weak.items())}: "
+                            f"delete {classifier_path()} to retrain it")
+        real_labels = predict(net, real)
+        report["modes"] = modes(net, fake, real_labels)
+        report["modes_real"] = modes(net, real, real_labels)
+        k = report["modes"]["of"]
+        report["modes_uniform_expected"] = k * (1 - (1 - 1 / k) ** num)
+        report["classifier_accuracy"] = accuracy
     out = opt.out or "metrics.json"
     checkpoint.save_text(json.dumps(report, indent=2), out)
 
     print(f"{num} generated vs {num} real images ({opt.data_path}):")
-    print(f"| metric | {opt.netg_path} | real vs real (floor) |")
+    print(f"| metric | {opt.netg_path} | real images (the floor) |")
     print("| --- | --- | --- |")
     if "swd" in report:
         for i, size in enumerate(report["swd"]["sizes"]):
@@ -56,5 +76,13 @@ def evaluate(opt):
                   f"{report['swd_floor']['levels'][i]:.2f} |")
         print(f"| SWD x1e3, mean | {report['swd']['mean']:.2f} | "
               f"{report['swd_floor']['mean']:.2f} |")
+    if "modes" in report:
+        m, r = report["modes"], report["modes_real"]
+        print(f"| attribute modes covered (of {m['of']}) | {m['modes']} | {r['modes']} |")
+        print(f"| KL to the real attribute distribution | {m['kl']:.3f} | {r['kl']:.3f} |")
+        print(f"| confidently classified faces | {m['confident_share']:.1%} | "
+              f"{r['confident_share']:.1%} |")
+        print(f"(a perfect generator covers about {report['modes_uniform_expected']:.0f} modes "
+              f"with {num} faces; use --num near {10 * m['of']} for a full count)")
     print(f"wrote {out}")
     return report

@@ -111,9 +111,13 @@ def train(opt):
     if opt.netd_path and not state:
         netd = checkpoint.load_net(opt.netd_path, "netd", expect={"ndf": opt.ndf})[0]
     if opt.cache:
+        if not world.main:
+            world.barrier()  # rank 0 decodes the images once; the others then read its cache
         data = cached_batches(opt, device, progress=lambda it, total: tqdm(
             it, total=total, desc="decoding images once", unit="image", dynamic_ncols=True,
             disable=not world.main))
+        if world.main:
+            world.barrier()
     else:
         data = folder_batches(opt)
     per_epoch = data.count // world.size // opt.batch_size  # batches per epoch and process

@@ -1,6 +1,7 @@
 """Data-parallel training: torchrun with 2 CPU processes (gloo), and DDP's arithmetic."""
 import csv
 import os
+import shutil
 import subprocess
 import sys
 
@@ -15,15 +16,18 @@ from conftest import ROOT, run_cli
 
 
 def test_torchrun_two_processes_write_one_set_of_book_checkpoints(toy_dir, tmp_path):
+    data = tmp_path / "data"  # a folder with no decoded cache yet: rank 0 builds it alone
+    shutil.copytree(toy_dir / "faces", data / "faces")
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(ROOT / "main.py"), "train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+         str(ROOT / "main.py"), "train", f"--data-path={data}", "--nogpu", "--vis=False",
          "--max-epoch=2", "--save-every=1", "--batch-size=8", "--ngf=8", "--ndf=8",
          "--plot-every=2", "--seed=0", f"--save-path={tmp_path / 'I'}",
          f"--checkpoint-dir={tmp_path / 'C'}"],
         capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list(tmp_path.glob(".data.faces96-*.npy"))) == 1
     assert result.stdout.count("4 batches of 8 per epoch in each of 2 processes") == 1
     assert sorted(p.name for p in (tmp_path / "C").glob("net*.pth")) == [
         "netd_0.pth", "netd_1.pth", "netg_0.pth", "netg_1.pth"]

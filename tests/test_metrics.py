@@ -61,7 +61,56 @@ def test_distortions_rank_as_expected(sets):
     assert dropped > 2 * floor
 
 
-def test_evaluate_untrained_generator_is_far_above_the_floor(toy_dir, tmp_path):
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    """The toy-attribute classifier, trained once into a private cache folder."""
+    import os
+    from metrics import attribute_classifier, classifier_path
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg"))
+    try:
+        net, accuracy = attribute_classifier(progress=lambda *_: None)
+        yield net, accuracy, classifier_path()
+    finally:
+        if old is None:
+            del os.environ["XDG_CACHE_HOME"]
+        else:
+            os.environ["XDG_CACHE_HOME"] = old
+
+
+def test_classifier_separates_every_attribute_and_is_cached(classifier):
+    from metrics import attribute_classifier
+    net, accuracy, path = classifier
+    assert set(accuracy) == {"hair_color", "hair_style", "eye_color", "skin_tone", "mouth",
+                             "blush", "background"}
+    assert all(acc >= 0.99 for acc in accuracy.values()), accuracy
+    stamp = path.stat().st_mtime_ns
+    again, same = attribute_classifier(progress=lambda *_: pytest.fail("retrained"))
+    assert same == accuracy and path.stat().st_mtime_ns == stamp
+
+
+def test_mode_counter_finds_exactly_the_modes_of_a_hand_made_sample(classifier):
+    import random
+    from metrics import modes
+    from toyfaces import draw_face
+    net = classifier[0]
+    combos = [dict(hair_color="red", hair_style="bob", eye_color="blue", skin_tone="fair",
+                   mouth="smile", blush="yes", background="sky"),
+              dict(hair_color="green", hair_style="twintails", eye_color="gold",
+                   skin_tone="tan", mouth="open", blush="no", background="white"),
+              dict(hair_color="black", hair_style="long", eye_color="red", skin_tone="light",
+                   mouth="flat", blush="no", background="lilac")]
+    rng = random.Random(0)
+    images = torch.from_numpy(np.stack([np.asarray(draw_face(combos[i % 3], rng)).transpose(2, 0, 1)
+                                        for i in range(30)]))
+    result = modes(net, images)
+    assert result["modes"] == 3 and result["of"] == 9 * 4 * 6 * 3 * 3 * 2 * 6
+    assert result["confident_share"] > 0.9
+    one = modes(net, images[::3])  # only the first combination
+    assert one["modes"] == 1 and one["kl"] > result["kl"]
+
+
+def test_evaluate_untrained_generator_is_far_above_the_floor(toy_dir, tmp_path, classifier):
     from model import NetG, weights_init
     torch.manual_seed(0)
     netg = NetG(100, 8)
@@ -74,3 +123,5 @@ def test_evaluate_untrained_generator_is_far_above_the_floor(toy_dir, tmp_path):
     report = json.loads(out.read_text())
     assert report["num"] == 32 and "SWD x1e3, mean" in r.stdout
     assert report["swd"]["mean"] > 5 * report["swd_floor"]["mean"]
+    assert "attribute modes covered" in r.stdout
+    assert report["modes"]["confident_share"] < report["modes_real"]["confident_share"]
