@@ -82,7 +82,7 @@ def load(path, device="cpu"):
                             f"re-saved as state_dicts") from None
         raise UserError(f"{path} is not a PyTorch checkpoint (or it is damaged)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        if isinstance(e, OSError) and not isinstance(e, zipfile.BadZipFile) and e.errno:
+        if isinstance(e, OSError) and e.errno:  # a real I/O error, not a damaged file
             raise
         raise UserError(f"{path} is truncated or not a PyTorch checkpoint") from None
 

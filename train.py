@@ -74,13 +74,18 @@ class Meters:
             m.reset()
 
 
-def save_point(epoch, netg, netd, fixed_noise, opt):
-    """The book's outputs for ``epoch``: imgs/{epoch}.png, netg_{epoch}.pth, netd_{epoch}.pth."""
+def fixed_samples(netg, fixed_noise):
+    """G's faces for the fixed noise, in eval mode (no BatchNorm statistics change), on the CPU."""
     netg.eval()
     with torch.no_grad():
-        grid = netg(fixed_noise).float().cpu()
+        faces = netg(fixed_noise).float().cpu()
     netg.train()
-    checkpoint.save_grid(grid, Path(opt.save_path) / f"{epoch}.png")
+    return faces
+
+
+def save_point(epoch, netg, netd, fixed_noise, opt):
+    """The book's outputs for ``epoch``: imgs/{epoch}.png, netg_{epoch}.pth, netd_{epoch}.pth."""
+    checkpoint.save_grid(fixed_samples(netg, fixed_noise), Path(opt.save_path) / f"{epoch}.png")
     checkpoint.save(netd.state_dict(), Path(opt.checkpoint_dir) / f"netd_{epoch}.pth")
     checkpoint.save(netg.state_dict(), Path(opt.checkpoint_dir) / f"netg_{epoch}.pth")
 
@@ -198,9 +203,9 @@ def train(opt):
                     bar.set_postfix(_format(means))
                     if log is not None:
                         log.append(run.step, epoch, means, speed * world.size)
-                    if vis is not None:
-                        vis.step(run.step, epoch, means, speed * world.size, netg, fixed_noise,
-                                 real)
+                    if vis is not None and vis.ready():
+                        vis.step(run.step, epoch, means, speed * world.size,
+                                 fixed_samples(netg, fixed_noise), real)
                 if world.any(stop.requested, device):  # every process stops at the same step
                     bar.close()
                     _check_finite(meters.flush(), epoch, opt)

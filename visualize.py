@@ -59,14 +59,15 @@ class Visualizer:
                   f"(start one with `make visdom`, or pass --vis=False)", file=sys.stderr,
                   flush=True)
 
-    def _ready(self):
+    def ready(self):
+        """Whether a server is connected (reconnecting at most once a minute)."""
         if self.client is None and self.down_since is not None \
                 and time.monotonic() - self.down_since >= RETRY_SECONDS:
             self._connect()
         return self.client is not None
 
     def _send(self, fn, *args, **kwargs):
-        if not self._ready():
+        if not self.ready():
             return
         try:
             fn(self.client, *args, **kwargs)
@@ -96,15 +97,8 @@ class Visualizer:
     def text(self, win, html, title):
         self._send(lambda c: c.text(html, win=win, opts=dict(title=title)))
 
-    def step(self, step, epoch, means, speed, netg, fixed_noise, real):
+    def step(self, step, epoch, means, speed, fake, real):
         """Everything the training loop shows every ``plot_every`` batches."""
-        if not self._ready():
-            return
-        import torch
-        netg.eval()
-        with torch.no_grad():
-            fake = netg(fixed_noise)
-        netg.train()
         self.images("fixfake", fake, "G(fixed noise)")
         self.images("real", real[:64], "a real batch")
         self.plot("errord", step, {"loss_d": means["loss_d"]}, "D loss (running mean)")

@@ -158,13 +158,13 @@ def test_server_killed_mid_run(visdom_server):
     netg = NetG(100, 8)
     noise = torch.randn(4, 100, 1, 1)
     means = {"loss_d": 1.0, "loss_g": 2.0, "d_real": 0.6, "d_fake": 0.4}
-    vis.step(1, 0, means, 10.0, netg, noise, torch.zeros(4, 3, 96, 96))
+    vis.step(1, 0, means, 10.0, netg(noise), torch.zeros(4, 3, 96, 96))
     assert vis.client is not None and _client(visdom_server.port).win_exists("errord", "killed")
     visdom_server.terminate()
     visdom_server.wait(timeout=10)
     started = time.monotonic()
     for step in range(2, 12):
-        vis.step(step, 0, means, 10.0, netg, noise, torch.zeros(4, 3, 96, 96))
+        vis.step(step, 0, means, 10.0, netg(noise), torch.zeros(4, 3, 96, 96))
     assert vis.client is None and vis.warned  # gave up after one failure, until a retry
     assert time.monotonic() - started < 10
 
