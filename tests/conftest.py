@@ -20,6 +20,17 @@ def toy_dir(tmp_path_factory):
     return out
 
 
+def tiny_nets(nz=16, width=8):
+    """A seeded, DCGAN-initialised NetG/NetD pair of small width, for plumbing tests."""
+    import torch
+    from model import NetD, NetG, weights_init
+    torch.manual_seed(0)
+    netg, netd = NetG(nz, width), NetD(width)
+    netg.apply(weights_init)
+    netd.apply(weights_init)
+    return netg, netd
+
+
 def run_cli(*args, cwd=None, timeout=600):
     """Run ``python main.py ARGS`` as a user would; returns the CompletedProcess."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -10,9 +10,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from model import NetD, NetG, weights_init
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, tiny_nets
 
 
 def test_torchrun_two_processes_write_one_set_of_book_checkpoints(toy_dir, tmp_path):
@@ -44,14 +43,6 @@ def test_torchrun_two_processes_write_one_set_of_book_checkpoints(toy_dir, tmp_p
     assert out.is_file()
 
 
-def _nets():
-    torch.manual_seed(0)
-    netg, netd = NetG(16, 8), NetD(8)
-    netg.apply(weights_init)
-    netd.apply(weights_init)
-    return netg, netd
-
-
 def _real(rank):
     return torch.rand(4, 3, 96, 96, generator=torch.Generator().manual_seed(100 + rank)) * 2 - 1
 
@@ -64,7 +55,7 @@ def _ddp_d_step(rank, size, store, out):
     dist.init_process_group("gloo", rank=rank, world_size=size,
                             init_method=f"file://{store}")
     world = distributed.World(rank, size)
-    netg, netd = _nets()
+    netg, netd = tiny_nets()
     _, d_logits = distributed.wrap(netg, netd, world, torch.device("cpu"))
     optimizer = torch.optim.Adam(netd.parameters(), lr=1e-3, betas=(0.5, 0.999))
     torch.manual_seed(200 + rank)  # this process's noise
@@ -90,7 +81,7 @@ def test_ddp_d_step_averages_both_passes_of_every_process(tmp_path):
     criterion = nn.BCEWithLogitsLoss()
     grads, fakes = [], []
     for rank in (0, 1):
-        netg, netd = _nets()
+        netg, netd = tiny_nets()
         logits = netd.logits(_real(rank))
         criterion(logits, torch.ones_like(logits)).backward()
         torch.manual_seed(200 + rank)
@@ -100,7 +91,7 @@ def test_ddp_d_step_averages_both_passes_of_every_process(tmp_path):
         logits = netd.logits(fake)
         criterion(logits, torch.zeros_like(logits)).backward()
         grads.append([p.grad.clone() for p in netd.parameters()])
-    _, netd = _nets()
+    _, netd = tiny_nets()
     for p, g0, g1 in zip(netd.parameters(), *grads):
         p.grad = (g0 + g1) / 2
     torch.optim.Adam(netd.parameters(), lr=1e-3, betas=(0.5, 0.999)).step()
@@ -109,7 +100,7 @@ def test_ddp_d_step_averages_both_passes_of_every_process(tmp_path):
         assert torch.allclose(rank0[k], single[k], atol=1e-6, rtol=1e-5), k
 
     # and it is not what one process makes of the same 8 + 8 images as single batches
-    _, combined = _nets()
+    _, combined = tiny_nets()
     logits = combined.logits(torch.cat([_real(0), _real(1)]))
     criterion(logits, torch.ones_like(logits)).backward()
     logits = combined.logits(torch.cat(fakes))

@@ -6,16 +6,12 @@ import torch
 from PIL import Image
 
 from generate import Faces, noise
-from model import NetD, NetG, weights_init
 
-from conftest import run_cli
+from conftest import run_cli, tiny_nets
 
 
 def _nets():
-    torch.manual_seed(0)
-    netg, netd = NetG(100, 8), NetD(8)
-    netg.apply(weights_init)
-    netd.apply(weights_init)
+    netg, netd = tiny_nets(nz=100)
     return netg.eval(), netd.eval()
 
 

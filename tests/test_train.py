@@ -9,9 +9,9 @@ from torch import nn
 import steps
 import train as train_module
 from config import parse
-from model import NetD, NetG, weights_init
+from model import NetG
 
-from conftest import run_cli
+from conftest import run_cli, tiny_nets
 
 
 def test_book_command_writes_checkpoints_and_grids_then_generate_uses_them(toy_dir, tmp_path):
@@ -72,16 +72,8 @@ def test_schedule(toy_dir, tmp_path, monkeypatch, d_every, g_every, d_steps, g_s
     assert (calls["d"], calls["g"]) == (d_steps, g_steps)
 
 
-def _nets():
-    torch.manual_seed(0)
-    netg, netd = NetG(16, 8), NetD(8)
-    netg.apply(weights_init)
-    netd.apply(weights_init)
-    return netg, netd
-
-
 def test_d_step_leaves_g_untouched():
-    netg, netd = _nets()
+    netg, netd = tiny_nets()
     g_before = {k: v.clone() for k, v in netg.state_dict().items() if "num_batches" not in k
                 and "running" not in k}
     d_before = [p.clone() for p in netd.parameters()]
@@ -96,7 +88,7 @@ def test_d_step_leaves_g_untouched():
 
 
 def test_g_step_leaves_d_weights_untouched():
-    netg, netd = _nets()
+    netg, netd = tiny_nets()
     d_before = [p.clone() for p in netd.parameters()]
     g_before = [p.clone() for p in netg.parameters()]
     opt_g = torch.optim.Adam(netg.parameters(), lr=2e-4, betas=(0.5, 0.999))
