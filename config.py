@@ -43,6 +43,9 @@ class Config:
     g_every: int = _opt(5, "train the generator every N batches")
     label_smooth: float = _opt(0.0, "one-sided label smoothing: D learns real -> "
                                "1 - label_smooth (0: the book; 0.1 reins D in)")
+    ema: float = _opt(0.0, "keep an exponential moving average of G's weights with this decay "
+                      "(e.g. 0.999), draw the sample grids with it and save it beside G as "
+                      "netg_ema_{epoch}.pth (0: off, the book)")
     save_every: int = _opt(10, "save checkpoints and a sample grid every N epochs (and after "
                            "the last)")
     netg_path: str = _opt(None, "generator weights to start from (train) or draw with "
@@ -97,8 +100,8 @@ class Config:
 USED = {
     "train": ("data_path", "num_workers", "image_size", "batch_size", "max_epoch", "lr1", "lr2",
               "beta1", "gpu", "nz", "ngf", "ndf", "save_path", "checkpoint_dir", "d_every",
-              "g_every", "label_smooth", "save_every", "netg_path", "netd_path", "seed", "resume",
-              "sync_bn", "cache", "amp", "vis", "env",
+              "g_every", "label_smooth", "ema", "save_every", "netg_path", "netd_path", "seed",
+              "resume", "sync_bn", "cache", "amp", "vis", "env",
               "plot_every", "vis_server", "vis_port"),
     "generate": ("netg_path", "netd_path", "gen_img", "gen_num", "gen_search_num", "gen_mean",
                  "gen_std", "out_dir", "scale", "resample", "seeds", "batch_size", "gpu", "nz",
@@ -243,6 +246,8 @@ def validate(command, opt):
         _require(0 <= opt.beta1 < 1, f"--beta1 must be in [0, 1), not {opt.beta1}")
         _require(0 <= opt.label_smooth < 0.5,
                  f"--label-smooth must be in [0, 0.5), not {opt.label_smooth}")
+        _require(0 <= opt.ema < 1, f"--ema is a decay in [0, 1), e.g. 0.999 (0: off), not "
+                 f"{opt.ema}")
         _require(1 <= opt.vis_port <= 65535, f"--vis-port must be a port number, not {opt.vis_port}")
         data = Path(opt.data_path)
         _require(data.is_dir(), f"data folder {opt.data_path!r} does not exist: put the images in "

@@ -28,6 +28,7 @@ import distributed
 from config import use_bf16
 from curves import LossLog
 from data import cached_batches, folder_batches
+from ema import EMA
 from errors import Interrupted, UserError
 from model import NetD, NetG, weights_init
 from steps import d_step, g_step
@@ -76,18 +77,25 @@ class Meters:
 
 def fixed_samples(netg, fixed_noise):
     """G's faces for the fixed noise, in eval mode (no BatchNorm statistics change), on the CPU."""
+    was_training = netg.training
     netg.eval()
     with torch.no_grad():
         faces = netg(fixed_noise).float().cpu()
-    netg.train()
+    netg.train(was_training)
     return faces
 
 
-def save_point(epoch, netg, netd, fixed_noise, opt):
-    """The book's outputs for ``epoch``: imgs/{epoch}.png, netg_{epoch}.pth, netd_{epoch}.pth."""
-    checkpoint.save_grid(fixed_samples(netg, fixed_noise), Path(opt.save_path) / f"{epoch}.png")
+def save_point(epoch, netg, netd, fixed_noise, opt, ema=None):
+    """The book's outputs for ``epoch``: imgs/{epoch}.png, netg_{epoch}.pth, netd_{epoch}.pth.
+
+    With ``--ema`` the averaged G draws the grid and is saved as netg_ema_{epoch}.pth too.
+    """
+    drawer = ema.sampler() if ema else netg
+    checkpoint.save_grid(fixed_samples(drawer, fixed_noise), Path(opt.save_path) / f"{epoch}.png")
     checkpoint.save(netd.state_dict(), Path(opt.checkpoint_dir) / f"netd_{epoch}.pth")
     checkpoint.save(netg.state_dict(), Path(opt.checkpoint_dir) / f"netg_{epoch}.pth")
+    if ema:
+        checkpoint.save(drawer.state_dict(), Path(opt.checkpoint_dir) / f"netg_ema_{epoch}.pth")
 
 
 def _format(means):
@@ -142,7 +150,8 @@ def train(opt):
     criterion = nn.BCEWithLogitsLoss()
     fixed_noise = torch.randn(GRID, opt.nz, 1, 1, device=device)
     meters = Meters(world)
-    run = Run(opt, netg, netd, optimizer_g, optimizer_d, fixed_noise, meters, order)
+    ema = EMA(netg, opt.ema) if opt.ema else None
+    run = Run(opt, netg, netd, optimizer_g, optimizer_d, fixed_noise, meters, order, ema)
     if state:
         run.restore(state, device)
         say(f"resuming {opt.resume} at epoch {run.epoch}, batch {run.batch}")
@@ -195,6 +204,8 @@ def train(opt):
                 if ii % opt.g_every == 0:
                     meters.add("loss_g", g_step(g_forward, netd, optimizer_g, criterion,
                                                 real.size(0), opt.nz, device, autocast))
+                    if ema:
+                        ema.update(netg)
                 run.step, run.batch = run.step + 1, ii + 1
                 if (ii + 1) % opt.plot_every == 0:
                     _check_finite(meters.flush(), epoch, opt)
@@ -205,7 +216,8 @@ def train(opt):
                         log.append(run.step, epoch, means, speed * world.size)
                     if vis is not None and vis.ready():
                         vis.step(run.step, epoch, means, speed * world.size,
-                                 fixed_samples(netg, fixed_noise), real)
+                                 fixed_samples(ema.sampler() if ema else netg, fixed_noise),
+                                 real)
                 if world.any(stop.requested, device):  # every process stops at the same step
                     bar.close()
                     _check_finite(meters.flush(), epoch, opt)
@@ -221,7 +233,7 @@ def train(opt):
             if (epoch + 1) % opt.save_every == 0 or epoch + 1 == opt.max_epoch:
                 meters.reset()
                 if world.main:
-                    save_point(epoch, netg, netd, fixed_noise, opt)
+                    save_point(epoch, netg, netd, fixed_noise, opt, ema)
                     log.plot()
                     run.save()
     say(f"done: weights in {opt.checkpoint_dir}, sample grids in {opt.save_path}")
@@ -234,8 +246,9 @@ class Run:
 
     FORMAT = 1
 
-    def __init__(self, opt, netg, netd, optimizer_g, optimizer_d, fixed_noise, meters, order):
-        self.opt, self.netg, self.netd = opt, netg, netd
+    def __init__(self, opt, netg, netd, optimizer_g, optimizer_d, fixed_noise, meters, order,
+                 ema=None):
+        self.opt, self.netg, self.netd, self.ema = opt, netg, netd, ema
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
         self.fixed_noise, self.meters, self.order = fixed_noise, meters, order
         self.epoch = self.batch = self.step = 0
@@ -255,6 +268,8 @@ class Run:
                     "order": self.order_state if self.batch else self.order.get_state()},
             "options": self.opt.to_dict(),
         }
+        if self.ema:
+            state["ema"] = self.ema.state_dict()
         path = Path(self.opt.checkpoint_dir) / "last.pth"
         checkpoint.save(state, path)
         return path
@@ -262,6 +277,10 @@ class Run:
     def restore(self, state, device):
         self.netg.load_state_dict(state["netg"])
         self.netd.load_state_dict(state["netd"])
+        if self.ema and "ema" in state:
+            self.ema.load_state_dict(state["ema"])
+        elif self.ema:  # --ema turned on at resume: the average starts from G as it is
+            self.ema.netg.load_state_dict(state["netg"])
         self.optimizer_g.load_state_dict(state["optimizer_g"])
         self.optimizer_d.load_state_dict(state["optimizer_d"])
         self.fixed_noise.copy_(state["fixed_noise"].to(device))

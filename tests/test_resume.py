@@ -27,14 +27,15 @@ def _same(a, b):
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("extra", [{}, {"cache": False, "num_workers": 2}],
-                         ids=["cache", "workers"])
+@pytest.mark.parametrize("extra", [{}, {"cache": False, "num_workers": 2}, {"ema": 0.99}],
+                         ids=["cache", "workers", "ema"])
 def test_three_epochs_equal_one_then_resume(toy_dir, tmp_path, extra):
     _train(toy_dir, tmp_path / "straight", max_epoch=3, **extra)
     _train(toy_dir, tmp_path / "split", max_epoch=1, **extra)
     assert torch.load(tmp_path / "split" / "last.pth", weights_only=True)["epoch"] == 1
     _train(toy_dir, tmp_path / "split", max_epoch=3, resume=True, **extra)
-    for name in ("netg_2.pth", "netd_2.pth"):
+    names = ["netg_2.pth", "netd_2.pth"] + (["netg_ema_2.pth"] if extra.get("ema") else [])
+    for name in names:
         assert _same(tmp_path / "straight" / name, tmp_path / "split" / name), name
 
 

@@ -1,0 +1,64 @@
+"""``--ema=DECAY``: an exponential moving average of G's weights, the copy that draws samples.
+
+After every G step the copy moves towards G: it weighs the newest weights ``1 - decay``, the
+step before ``(1 - decay) * decay``, and so on, normalised by the total weight given so far
+(Adam's bias correction), so the random initial weights do not linger. At batch 64, a decay
+of 0.995 is a half-life of about 10,000 images, StyleGAN's choice; lightweight-gan samples
+from such an average too.
+
+G's BatchNorm statistics belong to G's own weights, not to their average, so before the copy
+draws, ``sampler`` measures its own: it runs the copy in training mode over a few batches of
+noise from a private seeded generator (the training's random numbers, and with them exact
+resume, are untouched; the same weights always get the same statistics).
+"""
+import copy
+
+import torch
+from torch import nn
+
+REFRESH_BATCHES = 4  # x 64 noises: the BatchNorm statistics of the averaged weights
+REFRESH_SEED = 20240  # the same noise every time, so a refresh is a pure function of weights
+
+
+class EMA:
+    def __init__(self, netg, decay):
+        self.decay = decay
+        self.netg = copy.deepcopy(netg).eval().requires_grad_(False)
+        self.updates = 0
+        self.fresh = False  # BatchNorm statistics measured for the current weights
+
+    @torch.no_grad()
+    def update(self, netg):
+        self.updates += 1
+        step = (1 - self.decay) / (1 - self.decay ** self.updates)  # 1 at the first update
+        torch._foreach_lerp_(list(self.netg.parameters()), list(netg.parameters()), step)
+        self.fresh = False
+
+    @torch.no_grad()
+    def sampler(self):
+        """The averaged G in eval mode, with BatchNorm statistics of its own weights."""
+        if not self.fresh:
+            norms = [m for m in self.netg.modules() if isinstance(m, nn.BatchNorm2d)]
+            momenta = [m.momentum for m in norms]
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None  # a plain average over the refresh batches
+            param = next(self.netg.parameters())
+            noise = torch.Generator().manual_seed(REFRESH_SEED)
+            self.netg.train()
+            for _ in range(REFRESH_BATCHES):
+                z = torch.randn(64, self.netg.nz, 1, 1, generator=noise)
+                self.netg(z.to(param.device))
+            self.netg.eval()
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
+            self.fresh = True
+        return self.netg
+
+    def state_dict(self):
+        return {"decay": self.decay, "updates": self.updates, "netg": self.netg.state_dict()}
+
+    def load_state_dict(self, state):
+        self.updates = state["updates"]
+        self.netg.load_state_dict(state["netg"])
+        self.fresh = False

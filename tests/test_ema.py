@@ -1,0 +1,78 @@
+"""--ema: the averaged generator that draws the samples, saved beside G."""
+import torch
+from PIL import Image
+
+from ema import EMA
+
+from conftest import run_cli, tiny_nets
+
+
+def _fill(net, value):
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(value)
+
+
+def test_average_weighs_recent_steps_more_and_forgets_the_start():
+    netg, _ = tiny_nets()
+    decay = 0.9
+    ema = EMA(netg, decay)
+    values = [5.0, 1.0, 2.0, 3.0]
+    for v in values:
+        _fill(netg, v)
+        ema.update(netg)
+    # the bias-corrected average: weight decay**(age) on each step's weights
+    weights = [decay ** (len(values) - 1 - k) for k in range(len(values))]
+    expected = sum(w * v for w, v in zip(weights, values)) / sum(weights)
+    for p in ema.netg.parameters():
+        torch.testing.assert_close(p, torch.full_like(p, expected))
+    assert expected != values[-1]  # it is an average, not a copy of the last step
+
+
+def test_sampler_measures_its_own_batchnorm_statistics_without_touching_the_rng():
+    netg, _ = tiny_nets()
+    ema = EMA(netg, 0.99)
+    with torch.no_grad():  # G's own statistics, far from what the average's layers produce
+        for m in netg.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.fill_(50.0)
+    ema.update(netg)
+    rng = torch.get_rng_state()
+    sampler = ema.sampler()
+    assert torch.equal(torch.get_rng_state(), rng)
+    bn = next(m for m in sampler.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert bn.running_mean.abs().max() < 5  # measured, not G's 50
+    z = torch.randn(256, netg.nz, 1, 1)
+    with torch.no_grad():
+        drawn = sampler(z)  # eval mode, with the measured statistics
+        batch = sampler.train()(z)  # the statistics of this very batch
+    sampler.eval()
+    torch.testing.assert_close(drawn.std(), batch.std(), rtol=0.1, atol=0)
+    assert torch.equal(ema.sampler().state_dict()["main.1.running_mean"],
+                       bn.running_mean)  # the same weights give the same statistics
+
+
+def test_train_with_ema_saves_the_average_beside_g_and_generate_draws_with_it(toy_dir, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    result = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--seed=0",
+                     "--batch-size=16", "--ngf=8", "--ndf=8", "--max-epoch=2", "--ema=0.9",
+                     f"--checkpoint-dir={ckpt}", f"--save-path={tmp_path / 'imgs'}")
+    assert result.returncode == 0, result.stderr
+    g = torch.load(ckpt / "netg_1.pth", weights_only=True)
+    average = torch.load(ckpt / "netg_ema_1.pth", weights_only=True)
+    assert g.keys() == average.keys()
+    assert not torch.equal(g["main.0.weight"], average["main.0.weight"])
+    pictures = []
+    for name in ("netg_1.pth", "netg_ema_1.pth"):
+        out = tmp_path / f"{name}.png"
+        result = run_cli("generate", f"--netg-path={ckpt / name}", "--nogpu", "--vis=False",
+                         "--gen-num=8", "--gen-search-num=8", "--seeds=1,2,3,4,5,6,7,8",
+                         f"--gen-img={out}")
+        assert result.returncode == 0, result.stderr
+        pictures.append(Image.open(out).tobytes())
+    assert pictures[0] != pictures[1]
+
+
+def test_ema_outside_its_range_is_one_line(toy_dir):
+    from conftest import assert_clean_error
+    assert_clean_error(run_cli("train", f"--data-path={toy_dir}", "--ema=1.5"), "--ema")
