@@ -2,9 +2,9 @@
 
 After every G step the copy moves towards G: it weighs the newest weights ``1 - decay``, the
 step before ``(1 - decay) * decay``, and so on, normalised by the total weight given so far
-(Adam's bias correction), so the random initial weights do not linger. At batch 64, a decay
-of 0.995 is a half-life of about 10,000 images, StyleGAN's choice; lightweight-gan samples
-from such an average too.
+(Adam's bias correction), so the random initial weights do not linger. The decay counts G
+steps: at batch 64 with g_every=1, 0.995 is a half-life of about 9,000 images, near
+StyleGAN's 10,000; lightweight-gan samples from such an average too.
 
 G's BatchNorm statistics belong to G's own weights, not to their average, so before the copy
 draws, ``sampler`` measures its own: it runs the copy in training mode over a few batches of

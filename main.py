@@ -53,7 +53,7 @@ def interpolate(*args, **flags):
 
 
 def evaluate(*args, **flags):
-    """Compare a generator's faces with real images: SWD, next to the real-vs-real floor.
+    """Compare a generator's faces with real images (SWD, modes, FID, KID), each with its floor.
 
     Example: python main.py evaluate --netg-path=checkpoints/netg_15.pth --data-path=data/toy \\
                  --num=2048 --out=metrics.json

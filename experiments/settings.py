@@ -1,0 +1,192 @@
+"""The article's open question, measured: which training settings give the best faces.
+
+    .venv/bin/python experiments/settings.py                  # every setting, seeds 0, 1 and 2
+    .venv/bin/python experiments/settings.py --only=book,base --seeds=2
+    .venv/bin/python experiments/settings.py --time           # speed pass, on an idle machine
+    .venv/bin/python experiments/settings.py --report         # table + grids from what is done
+
+Every setting trains the demo's nets (ngf=ndf=32, batch 64) on the toy set for the same
+budget of images seen (``--epochs`` passes over the data), with ``--ema=0.995`` on so that
+each run gives both the last step's G and its moving average (the average does not change
+training). Each G is evaluated with SWD and, on the toy set, attribute modes at ``--num``.
+Runs that are already finished are skipped, so the script can be stopped and started again.
+On a GPU: ``--gpu --width=64 --batch-size=256 --data=data/faces`` for the book's size (pick
+``--ema`` for that batch size, see the README).
+
+``--time`` trains each setting for one epoch and records images per second: run it alone,
+as on two cores any other busy process distorts the figure. The report turns that speed into
+minutes for the budget.
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# name -> (what it is, flags); "base" is the demo's setting, the others change one thing
+SETTINGS = {
+    "book": ("the book: g_every 5, lr 2e-4/2e-4, no smoothing",
+             dict(g_every=5, lr1=2e-4, lr2=2e-4, label_smooth=0)),
+    "base": ("g_every 1, lr 2e-4/2e-4, smoothing 0.1 (the demo)",
+             dict(g_every=1, lr1=2e-4, lr2=2e-4, label_smooth=0.1)),
+    "g2": ("base with g_every 2", dict(g_every=2, lr1=2e-4, lr2=2e-4, label_smooth=0.1)),
+    "g5": ("base with g_every 5", dict(g_every=5, lr1=2e-4, lr2=2e-4, label_smooth=0.1)),
+    "nosmooth": ("base without smoothing", dict(g_every=1, lr1=2e-4, lr2=2e-4, label_smooth=0)),
+    "ttur": ("base with lr G 1e-4, D 4e-4 (D learns faster)",
+             dict(g_every=1, lr1=1e-4, lr2=4e-4, label_smooth=0.1)),
+    "gfast": ("base with lr G 4e-4, D 2e-4 (G learns faster)",
+              dict(g_every=1, lr1=4e-4, lr2=2e-4, label_smooth=0.1)),
+}
+
+
+def _flags(d):
+    return [f"--{k.replace('_', '-')}={v}" for k, v in d.items()]
+
+
+def _device(args):
+    return "--gpu" if args.gpu else "--nogpu"
+
+
+def _cli(*args, log):
+    with open(log, "a") as f:
+        subprocess.run([sys.executable, str(ROOT / "main.py"), *args], check=True, stdout=f,
+                       stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def train_and_evaluate(name, seed, args):
+    run = Path(args.out) / f"{name}_seed{seed}"
+    last = args.epochs - 1
+    if (run / "metrics_ema.json").is_file():
+        return
+    run.mkdir(parents=True, exist_ok=True)
+    log = run / "log.txt"
+    common = [f"--data-path={args.data}", _device(args), "--vis=False", f"--seed={seed}",
+              f"--ngf={args.width}", f"--ndf={args.width}", f"--batch-size={args.batch_size}",
+              f"--ema={args.ema}",
+              f"--max-epoch={args.epochs}", f"--save-every={args.epochs}",
+              f"--checkpoint-dir={run}", f"--save-path={run}"]
+    tic = time.perf_counter()
+    _cli("train", *common, *_flags(SETTINGS[name][1]), log=log)
+    (run / "seconds").write_text(f"{time.perf_counter() - tic:.0f}\n")
+    for g, out in ((f"netg_{last}.pth", "metrics.json"), (f"netg_ema_{last}.pth",
+                                                          "metrics_ema.json")):
+        _cli("evaluate", _device(args), f"--netg-path={run / g}", f"--data-path={args.data}",
+             f"--num={args.num}", f"--out={run / out}", log=log)
+    print(f"{run}: done", flush=True)
+
+
+def time_settings(args):
+    """Images per second for each setting, one epoch each."""
+    speeds = {}
+    for name, (_, flags) in SETTINGS.items():
+        run = Path(args.out) / "timing" / name
+        _cli("train", f"--data-path={args.data}", _device(args), "--vis=False", "--seed=0",
+             f"--ngf={args.width}", f"--ndf={args.width}", f"--batch-size={args.batch_size}",
+             f"--ema={args.ema}", "--max-epoch=1",
+             f"--checkpoint-dir={run}", f"--save-path={run}", *_flags(flags),
+             log=Path(args.out) / "timing.log")
+        header, *rows = (run / "losses.csv").read_text().splitlines()
+        # the last row: the whole epoch's images per second, start-up excluded
+        speeds[name] = float(rows[-1].split(",")[header.split(",").index("images_per_s")])
+        print(f"{name}: {speeds[name]:.0f} images/s", flush=True)
+    (Path(args.out) / "speed.json").write_text(json.dumps(speeds, indent=2))
+
+
+def _mean_sd(values):
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def report(args):
+    out = Path(args.out)
+    speed_file = out / "speed.json"
+    speeds = json.loads(speed_file.read_text()) if speed_file.is_file() else {}
+    from data import list_images
+    images = args.epochs * len(list_images(args.data))
+    floor = None
+    print(f"| setting | seeds | minutes for {images:,} images | SWD x1e3, G | SWD x1e3, EMA | "
+          "modes, G | modes, EMA | KL, EMA |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, (what, _) in SETTINGS.items():
+        runs = sorted(p for p in out.glob(f"{name}_seed*") if (p / "metrics_ema.json").is_file())
+        if not runs:
+            continue
+        g = [json.loads((r / "metrics.json").read_text()) for r in runs]
+        e = [json.loads((r / "metrics_ema.json").read_text()) for r in runs]
+        if "modes" not in g[0]:  # not the toy set
+            for m in g + e:
+                m["modes"] = {"modes": float("nan"), "kl": float("nan")}
+        floor = g[0]["swd_floor"]["mean"]
+        minutes = f"{images / speeds[name] / 60:.1f}" if name in speeds else "-"
+        print(f"| {name}: {what} | {len(runs)} | {minutes} "
+              f"| {_mean_sd([m['swd']['mean'] for m in g])} "
+              f"| {_mean_sd([m['swd']['mean'] for m in e])} "
+              f"| {_mean_sd([m['modes']['modes'] for m in g])} "
+              f"| {_mean_sd([m['modes']['modes'] for m in e])} "
+              f"| {_mean_sd([m['modes']['kl'] for m in e])} |")
+    if floor is not None:
+        print(f"\nSWD floor (real vs real at this num): {floor:.1f}")
+    grids(args)
+
+
+def grids(args, faces=8):
+    """One row per setting (seed 0): the same 8 seeds drawn by G, then by its average."""
+    import torch
+    from PIL import Image, ImageDraw
+    from generate import Faces, to_pil
+    out = Path(args.out)
+    rows = [(n, out / f"{n}_seed0") for n in SETTINGS
+            if (out / f"{n}_seed0" / "metrics_ema.json").is_file()]
+    if not rows:
+        return
+    last, label, gap = args.epochs - 1, 90, 8
+    sheet = Image.new("RGB", (label + 2 * faces * 96 + gap, 20 + 96 * len(rows)), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((label, 4), "G (last step)", fill="black")
+    draw.text((label + faces * 96 + gap, 4), f"G, moving average {args.ema}", fill="black")
+    for i, (name, run) in enumerate(rows):
+        y = 20 + 96 * i
+        draw.text((4, y + 40), name, fill="black")
+        for j, g in enumerate((f"netg_{last}.pth", f"netg_ema_{last}.pth")):
+            drawn = Faces.load(run / g, device=torch.device("cpu")).tensors(range(faces))
+            for k, face in enumerate(drawn):
+                sheet.paste(to_pil(face), (label + j * (faces * 96 + gap) + 96 * k, y))
+    path = out / "grids.jpg"
+    sheet.save(path, quality=88)
+    print(f"wrote {path}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--only", default=",".join(SETTINGS))
+    parser.add_argument("--num", type=int, default=1024)
+    parser.add_argument("--data", default="data/toy")
+    parser.add_argument("--gpu", action="store_true", help="train and evaluate on CUDA")
+    parser.add_argument("--width", type=int, default=32, help="ngf and ndf")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--ema", type=float, default=0.995)
+    parser.add_argument("--out", default="runs/settings")
+    parser.add_argument("--time", action="store_true", help="only the speed pass")
+    parser.add_argument("--report", action="store_true", help="only the table and the grids")
+    args = parser.parse_args()
+    if args.data == "data/toy" and not (ROOT / args.data / "attributes.csv").is_file():
+        _cli("toyfaces", f"--out-dir={args.data}", "--num=10000", "--seed=0", log="/dev/null")
+    if args.time:
+        return time_settings(args)
+    if not args.report:
+        for seed in map(int, args.seeds.split(",")):
+            for name in args.only.split(","):
+                train_and_evaluate(name, seed, args)
+    report(args)
+
+
+if __name__ == "__main__":
+    main()
