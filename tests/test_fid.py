@@ -3,6 +3,7 @@ and the real Inception network that requirements-eval.txt installs (never downlo
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -52,11 +53,13 @@ def tiny_net(tmp_path_factory):
     conv = torch.nn.Conv2d(3, 16, 3, stride=2)
     with torch.no_grad():
         conv.weight -= conv.weight.mean(dim=(1, 2, 3), keepdim=True)
-    net = torch.jit.script(torch.nn.Sequential(conv, torch.nn.ReLU(),
-                                               torch.nn.AdaptiveAvgPool2d(4),
-                                               torch.nn.Flatten()).eval())
     path = tmp_path_factory.mktemp("tiny") / "tiny.pt"
-    torch.jit.save(net, str(path))
+    with warnings.catch_warnings():  # TorchScript's deprecation notice: the format still works
+        warnings.simplefilter("ignore", FutureWarning)
+        net = torch.jit.script(torch.nn.Sequential(conv, torch.nn.ReLU(),
+                                                   torch.nn.AdaptiveAvgPool2d(4),
+                                                   torch.nn.Flatten()).eval())
+        torch.jit.save(net, str(path))
     return path
 
 
