@@ -44,7 +44,7 @@ class Config:
     label_smooth: float = _opt(0.0, "one-sided label smoothing: D learns real -> "
                                "1 - label_smooth (0: the book; 0.1 reins D in)")
     ema: float = _opt(0.0, "keep an exponential moving average of G's weights with this decay "
-                      "(e.g. 0.999), draw the sample grids with it and save it beside G as "
+                      "(e.g. 0.995), draw the sample grids with it and save it beside G as "
                       "netg_ema_{epoch}.pth (0: off, the book)")
     save_every: int = _opt(10, "save checkpoints and a sample grid every N epochs (and after "
                            "the last)")
@@ -249,7 +249,7 @@ def validate(command, opt):
         _require(0 <= opt.beta1 < 1, f"--beta1 must be in [0, 1), not {opt.beta1}")
         _require(0 <= opt.label_smooth < 0.5,
                  f"--label-smooth must be in [0, 0.5), not {opt.label_smooth}")
-        _require(0 <= opt.ema < 1, f"--ema is a decay in [0, 1), e.g. 0.999 (0: off), not "
+        _require(0 <= opt.ema < 1, f"--ema is a decay in [0, 1), e.g. 0.995 (0: off), not "
                  f"{opt.ema}")
         _require(1 <= opt.vis_port <= 65535, f"--vis-port must be a port number, not {opt.vis_port}")
         data = Path(opt.data_path)
