@@ -31,7 +31,8 @@ class EMA:
     def update(self, netg):
         self.updates += 1
         step = (1 - self.decay) / (1 - self.decay ** self.updates)  # 1 at the first update
-        torch._foreach_lerp_(list(self.netg.parameters()), list(netg.parameters()), step)
+        for mine, theirs in zip(self.netg.parameters(), netg.parameters()):
+            mine.lerp_(theirs, step)
         self.fresh = False
 
     @torch.no_grad()
