@@ -14,7 +14,7 @@ resume, are untouched; the same weights always get the same statistics).
 import copy
 
 import torch
-from torch import nn
+from torch.optim.swa_utils import update_bn
 
 REFRESH_BATCHES = 4  # x 64 noises: the BatchNorm statistics of the averaged weights
 REFRESH_SEED = 20240  # the same noise every time, so a refresh is a pure function of weights
@@ -38,21 +38,11 @@ class EMA:
     @torch.no_grad()
     def sampler(self):
         """The averaged G in eval mode, with BatchNorm statistics of its own weights."""
-        if not self.fresh:
-            norms = [m for m in self.netg.modules() if isinstance(m, nn.BatchNorm2d)]
-            momenta = [m.momentum for m in norms]
-            for m in norms:
-                m.reset_running_stats()
-                m.momentum = None  # a plain average over the refresh batches
-            param = next(self.netg.parameters())
+        if not self.fresh:  # torch's own re-measuring: reset, then a plain average
             noise = torch.Generator().manual_seed(REFRESH_SEED)
-            self.netg.train()
-            for _ in range(REFRESH_BATCHES):
-                z = torch.randn(64, self.netg.nz, 1, 1, generator=noise)
-                self.netg(z.to(param.device))
-            self.netg.eval()
-            for m, momentum in zip(norms, momenta):
-                m.momentum = momentum
+            batches = (torch.randn(64, self.netg.nz, 1, 1, generator=noise)
+                       for _ in range(REFRESH_BATCHES))
+            update_bn(batches, self.netg, device=next(self.netg.parameters()).device)
             self.fresh = True
         return self.netg
 
