@@ -15,14 +15,10 @@ import torch
 import checkpoint
 from config import resolve_device
 from data import build_cache, list_images
-from generate import Faces
+from generate import Faces, to_uint8
 from errors import UserError
 from metrics import (attribute_classifier, classifier_path, frechet_distance, inception_path,
                      kernel_inception_distance, load_extractor, modes, predict, swd)
-
-
-def _uint8(faces):
-    return ((faces.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def evaluate(opt):
@@ -44,7 +40,7 @@ def evaluate(opt):
               f"two disjoint real sets)")
     real = torch.from_numpy(np.stack([array[i] for i in np.sort(order[:num])]))
     other = torch.from_numpy(np.stack([array[i] for i in np.sort(order[num:2 * num])]))
-    fake = _uint8(faces.tensors(range(seed, seed + num)))
+    fake = to_uint8(faces.tensors(range(seed, seed + num)))
 
     report = {"netg_path": str(opt.netg_path), "data_path": str(opt.data_path), "num": num,
               "seed": seed}

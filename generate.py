@@ -103,9 +103,14 @@ class Faces:
         return best, best_scores, best_seeds.tolist()
 
 
+def to_uint8(faces):
+    """Faces in [-1, 1] -> uint8 pixels 0..255, rounded (the same shape)."""
+    return ((faces.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 def to_pil(face, scale=1, resample="nearest"):
     """One face in [-1, 1] -> an RGB PIL image, optionally upscaled for display."""
-    array = ((face.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    array = to_uint8(face).permute(1, 2, 0).numpy()
     img = Image.fromarray(array, "RGB")
     if scale != 1:
         method = Image.NEAREST if resample == "nearest" else Image.LANCZOS
