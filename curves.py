@@ -12,6 +12,13 @@ import checkpoint
 COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake", "images_per_s")
 
 
+def read_rows(path):
+    """The rows of a losses.csv, as dicts of numbers."""
+    with open(path, newline="") as f:
+        return [{k: (int(v) if k in ("step", "epoch") else float(v)) for k, v in row.items()}
+                for row in csv.DictReader(f)]
+
+
 class LossLog:
     def __init__(self, folder, resume_step=None):
         self.csv = Path(folder) / "losses.csv"
@@ -24,9 +31,7 @@ class LossLog:
         self._write(rows)
 
     def rows(self):
-        with open(self.csv, newline="") as f:
-            return [{k: (int(v) if k in ("step", "epoch") else float(v)) for k, v in row.items()}
-                    for row in csv.DictReader(f)]
+        return read_rows(self.csv)
 
     def _write(self, rows):
         out = io.StringIO()

@@ -22,11 +22,12 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from curves import read_rows  # noqa: E402
 
 # name -> (what it is, flags); "base" is the demo's setting, the others change one thing
 SETTINGS = {
@@ -58,6 +59,14 @@ def _cli(*args, log):
                        stderr=subprocess.STDOUT, cwd=ROOT)
 
 
+def _train(name, seed, epochs, run, args, log):
+    """``epochs`` of setting ``name`` with this script's nets and average, into ``run``."""
+    _cli("train", f"--data-path={args.data}", _device(args), "--vis=False", f"--seed={seed}",
+         f"--ngf={args.width}", f"--ndf={args.width}", f"--batch-size={args.batch_size}",
+         f"--ema={args.ema}", f"--max-epoch={epochs}", f"--save-every={epochs}",
+         f"--checkpoint-dir={run}", f"--save-path={run}", *_flags(SETTINGS[name][1]), log=log)
+
+
 def train_and_evaluate(name, seed, args):
     run = Path(args.out) / f"{name}_seed{seed}"
     last = args.epochs - 1
@@ -65,14 +74,7 @@ def train_and_evaluate(name, seed, args):
         return
     run.mkdir(parents=True, exist_ok=True)
     log = run / "log.txt"
-    common = [f"--data-path={args.data}", _device(args), "--vis=False", f"--seed={seed}",
-              f"--ngf={args.width}", f"--ndf={args.width}", f"--batch-size={args.batch_size}",
-              f"--ema={args.ema}",
-              f"--max-epoch={args.epochs}", f"--save-every={args.epochs}",
-              f"--checkpoint-dir={run}", f"--save-path={run}"]
-    tic = time.perf_counter()
-    _cli("train", *common, *_flags(SETTINGS[name][1]), log=log)
-    (run / "seconds").write_text(f"{time.perf_counter() - tic:.0f}\n")
+    _train(name, seed, args.epochs, run, args, log)
     for g, out in ((f"netg_{last}.pth", "metrics.json"), (f"netg_ema_{last}.pth",
                                                           "metrics_ema.json")):
         _cli("evaluate", _device(args), f"--netg-path={run / g}", f"--data-path={args.data}",
@@ -83,16 +85,12 @@ def train_and_evaluate(name, seed, args):
 def time_settings(args):
     """Images per second for each setting, one epoch each."""
     speeds = {}
-    for name, (_, flags) in SETTINGS.items():
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    for name in SETTINGS:
         run = Path(args.out) / "timing" / name
-        _cli("train", f"--data-path={args.data}", _device(args), "--vis=False", "--seed=0",
-             f"--ngf={args.width}", f"--ndf={args.width}", f"--batch-size={args.batch_size}",
-             f"--ema={args.ema}", "--max-epoch=1",
-             f"--checkpoint-dir={run}", f"--save-path={run}", *_flags(flags),
-             log=Path(args.out) / "timing.log")
-        header, *rows = (run / "losses.csv").read_text().splitlines()
+        _train(name, 0, 1, run, args, Path(args.out) / "timing.log")
         # the last row: the whole epoch's images per second, start-up excluded
-        speeds[name] = float(rows[-1].split(",")[header.split(",").index("images_per_s")])
+        speeds[name] = read_rows(run / "losses.csv")[-1]["images_per_s"]
         print(f"{name}: {speeds[name]:.0f} images/s", flush=True)
     (Path(args.out) / "speed.json").write_text(json.dumps(speeds, indent=2))
 
