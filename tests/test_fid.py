@@ -11,7 +11,7 @@ import torch
 
 from metrics import frechet_distance, kernel_inception_distance, load_extractor
 
-from conftest import ROOT, assert_clean_error, run_cli
+from conftest import ROOT, assert_clean_error, run_cli, tiny_nets
 
 
 def _gaussian(mean, variances, rotation, n, rng):
@@ -81,11 +81,7 @@ def test_injected_extractor_ranks_noise_and_dropped_modes(tiny_net):
 
 
 def _untrained(tmp_path):
-    from model import NetG, weights_init
-    torch.manual_seed(0)
-    netg = NetG(100, 8)
-    netg.apply(weights_init)
-    torch.save(netg.state_dict(), tmp_path / "g.pth")
+    torch.save(tiny_nets(nz=100)[0].state_dict(), tmp_path / "g.pth")
     return tmp_path / "g.pth"
 
 

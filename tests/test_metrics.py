@@ -8,7 +8,7 @@ import torch
 from metrics import laplacian_pyramid, swd
 from toyfaces import face
 
-from conftest import run_cli
+from conftest import run_cli, tiny_nets
 
 
 def _faces(seed, count, keep=None):
@@ -111,11 +111,7 @@ def test_mode_counter_finds_exactly_the_modes_of_a_hand_made_sample(classifier):
 
 
 def test_evaluate_untrained_generator_is_far_above_the_floor(toy_dir, tmp_path, classifier):
-    from model import NetG, weights_init
-    torch.manual_seed(0)
-    netg = NetG(100, 8)
-    netg.apply(weights_init)
-    torch.save(netg.state_dict(), tmp_path / "g.pth")
+    torch.save(tiny_nets(nz=100)[0].state_dict(), tmp_path / "g.pth")
     out = tmp_path / "m.json"
     r = run_cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
                 f"--data-path={toy_dir}", "--num=32", f"--out={out}")
