@@ -120,11 +120,10 @@ def _ours(args, device, source, started):
     """Our training loop, as train runs it, on batches from ``source``."""
     import torch
     from functools import partial
-    from torch import nn
 
     from config import use_bf16
     from model import NetD, NetG, weights_init
-    from steps import d_step, g_step
+    from steps import Objective, d_step, g_step
 
     bf16 = use_bf16(None, device)
     autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=bf16)
@@ -136,7 +135,7 @@ def _ours(args, device, source, started):
     fused = device.type == "cuda"
     optimizer_g = torch.optim.Adam(netg.parameters(), 2e-4, betas=(0.5, 0.999), fused=fused)
     optimizer_d = torch.optim.Adam(netd.parameters(), 2e-4, betas=(0.5, 0.999), fused=fused)
-    criterion = nn.BCEWithLogitsLoss()
+    criterion = Objective()
     pending = []
     generator = torch.Generator().manual_seed(0)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+import augment
 from errors import UserError
 
 
@@ -32,6 +33,8 @@ class Config:
     lr1: float = _opt(2e-4, "Adam learning rate of the generator")
     lr2: float = _opt(2e-4, "Adam learning rate of the discriminator")
     beta1: float = _opt(0.5, "Adam beta1 of both optimisers")
+    beta2: float = _opt(0.999, "Adam beta2 of both optimisers (0.9 is usual with --loss=hinge "
+                        "--sn)")
     gpu: bool = _opt(None, "--gpu: use CUDA (an error without it); --nogpu: the CPU; "
                      "unset: CUDA when available", kind=bool)
     nz: int = _opt(100, "length of the noise vector z")
@@ -43,6 +46,13 @@ class Config:
     g_every: int = _opt(5, "train the generator every N batches")
     label_smooth: float = _opt(0.0, "one-sided label smoothing: D learns real -> "
                                "1 - label_smooth (0: the book; 0.1 reins D in)")
+    loss: str = _opt("bce", "the adversarial loss: bce (the book's) or hinge (SNGAN, BigGAN)")
+    sn: bool = _opt(False, "spectral normalisation of D's convolutions; netd_{epoch}.pth still "
+                    "holds plain book-format weights (the normalisation folded in)")
+    diffaug: str = _opt("", "differentiable augmentation of every image D sees, real and "
+                        "fake: any of color,translation,cutout ('' : none, the book)")
+    r1: float = _opt(0.0, "R1 penalty weight (gamma): D's gradient on real images, every "
+                     "16th D step (0: off)")
     ema: float = _opt(0.0, "keep an exponential moving average of G's weights with this decay "
                       "(e.g. 0.995), draw the sample grids with it and save it beside G as "
                       "netg_ema_{epoch}.pth (0: off, the book)")
@@ -102,8 +112,8 @@ class Config:
 # Config, so `generate --vis False` from the article must keep working) but do nothing there
 USED = {
     "train": ("data_path", "num_workers", "image_size", "batch_size", "max_epoch", "lr1", "lr2",
-              "beta1", "gpu", "nz", "ngf", "ndf", "save_path", "checkpoint_dir", "d_every",
-              "g_every", "label_smooth", "ema", "save_every", "netg_path", "netd_path", "seed",
+              "beta1", "beta2", "gpu", "nz", "ngf", "ndf", "save_path", "checkpoint_dir",
+              "d_every", "g_every", "label_smooth", "loss", "sn", "diffaug", "r1", "ema", "save_every", "netg_path", "netd_path", "seed",
               "resume", "sync_bn", "cache", "amp", "vis", "env",
               "plot_every", "vis_server", "vis_port"),
     "generate": ("netg_path", "netd_path", "gen_img", "gen_num", "gen_search_num", "gen_mean",
@@ -185,7 +195,7 @@ def coerce_flags(flags, fields):
 
 
 # options a resumed run cannot change: they shape the networks or the data order
-FIXED_ON_RESUME = ("nz", "ngf", "ndf", "image_size", "batch_size")
+FIXED_ON_RESUME = ("nz", "ngf", "ndf", "image_size", "batch_size", "sn")
 
 
 def parse(command, flags):
@@ -209,6 +219,7 @@ def _resumed(given):
             raise UserError(f"--resume: no {resume} to continue from (it is written at every "
                             f"save); pass --resume=PATH or --checkpoint-dir")
     saved = checkpoint.load_state(resume)["options"]
+    saved = {**Config().to_dict(), **saved}  # a state from before an option was added
     for name in FIXED_ON_RESUME:
         if name in given and given[name] != saved[name]:
             raise UserError(f"--{name.replace('_', '-')}={given[name]} differs from the "
@@ -246,7 +257,18 @@ def validate(command, opt):
                  f"images), not {opt.image_size}")
         for name in ("lr1", "lr2"):
             _require(getattr(opt, name) > 0, f"--{name} must be positive, not {getattr(opt, name)}")
-        _require(0 <= opt.beta1 < 1, f"--beta1 must be in [0, 1), not {opt.beta1}")
+        for name in ("beta1", "beta2"):
+            _require(0 <= getattr(opt, name) < 1,
+                     f"--{name} must be in [0, 1), not {getattr(opt, name)}")
+        _require(opt.loss in ("bce", "hinge"), f"--loss takes bce or hinge, not {opt.loss!r}")
+        _require(opt.label_smooth == 0 or opt.loss == "bce",
+                 "--label-smooth works with --loss=bce only (hinge has no labels to smooth): "
+                 "drop one")
+        try:
+            augment.parse(opt.diffaug)
+        except ValueError as e:
+            raise UserError(f"--diffaug: {e}; choose any of {','.join(augment.KINDS)}") from None
+        _require(opt.r1 >= 0, f"--r1 is a penalty weight, 0 or more (e.g. 1), not {opt.r1}")
         _require(0 <= opt.label_smooth < 0.5,
                  f"--label-smooth must be in [0, 0.5), not {opt.label_smooth}")
         _require(0 <= opt.ema < 1, f"--ema is a decay in [0, 1), e.g. 0.995 (0: off), not "

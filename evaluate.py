@@ -99,6 +99,8 @@ def evaluate(opt):
         print(f"| KL to the real attribute distribution | {m['kl']:.3f} | {r['kl']:.3f} |")
         print(f"| confidently classified faces | {m['confident_share']:.1%} | "
               f"{r['confident_share']:.1%} |")
+        print(f"| attribute values shown by confident faces (of {m['values_of']}) | "
+              f"{m['values_covered']} | {r['values_covered']} |")
         print(f"(a perfect generator covers about {report['modes_uniform_expected']:.0f} modes "
               f"with {num} faces; use --num near {10 * m['of']} for a full count)")
     print(f"wrote {out}")

@@ -208,8 +208,8 @@ def modes(net, images, real_labels=None, confident=0.9):
     """Attribute modes of generated faces.
 
     A mode is one combination of every attribute; K is their number. Counts the distinct
-    combinations among confidently classified faces, the share of confident faces, and the
-    KL divergence of each attribute's distribution among the faces from the real one (summed
+    combinations among confidently classified faces, the share of confident faces, how many
+    of the attributes' values (33 in all) the confident faces show, and the KL divergence of each attribute's distribution among the faces from the real one (summed
     over the attributes; uniform when ``real_labels`` is None).
     """
     from toyfaces import ATTRIBUTES, CHOICES
@@ -225,8 +225,12 @@ def modes(net, images, real_labels=None, confident=0.9):
         p, q = p / p.sum(), q / q.sum()
         kl += float((p * (p / q).log()).sum())
     total = int(np.prod(counts))
+    # what still moves while whole combinations are rare: the values of each attribute that
+    # some clear face shows (hair colours, eye colours, ...), of the 33 there are
+    values = {a: len(set(sure[:, j].tolist())) for j, a in enumerate(ATTRIBUTES)}
     return {"modes": covered, "of": total, "confident_share": float(len(sure) / len(images)),
-            "kl": kl, "num": len(images)}
+            "kl": kl, "num": len(images), "values_covered": sum(values.values()),
+            "values_of": sum(counts), "values_per_attribute": values}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ checkpoints move freely between the book's code and ours.
 """
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
 
 
 class NetG(nn.Module):
@@ -78,3 +80,41 @@ def weights_init(module):
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
+
+
+def add_spectral_norm(netd):
+    """``--sn``: divide each of D's convolution weights by its largest singular value.
+
+    The estimate is torch's: one power iteration per training forward pass, reused in eval
+    mode. Apply after the weights are initialised or loaded (the normalisation wraps them).
+    """
+    for module in netd.main:
+        if isinstance(module, nn.Conv2d):
+            spectral_norm(module)
+    return netd
+
+
+def book_state_dict(net):
+    """The book's state_dict of ``net``: spectrally normalised weights folded into plain ones.
+
+    The book's NetD loaded with it computes exactly what ``net`` computes in eval mode.
+    """
+    state = {}
+    for name, tensor in net.state_dict().items():
+        if ".parametrizations." not in name:
+            state[name] = tensor
+    for name, module in net.named_modules():
+        if parametrize.is_parametrized(module):
+            was_training = module.training
+            module.eval()  # the current estimate, without a power iteration that would
+            with torch.no_grad():  # change training (and exact resume)
+                state[f"{name}.weight"] = module.weight.detach().clone()
+            module.train(was_training)
+    return {k: state[k] for k in sorted(state, key=_book_order)}
+
+
+def _book_order(key):
+    """main.N.field in the book's order: by layer index, then weight/bias/statistics."""
+    parts = key.split(".")
+    fields = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    return int(parts[1]), fields.index(parts[2]) if parts[2] in fields else len(fields)

@@ -1,48 +1,99 @@
 """The article's two update steps, (1) for D and (2) for G, used by train and bench.
 
-BCE is computed from D's logits (``BCEWithLogitsLoss``): the article's objective, stable
-under bf16 autocast. Step values come back detached and on the device, so the caller decides
-when to wait for them.
+The loss is the article's BCE by default, computed from D's logits (``BCEWithLogitsLoss``:
+the same objective, stable under bf16 autocast), or the hinge loss with ``--loss=hinge``.
+Step values come back detached and on the device, so the caller decides when to wait for
+them. ``augment`` (``--diffaug``) is applied to every batch D sees, real and fake, in both
+steps; ``r1`` adds the R1 penalty on real images to D's loss in the steps it is due.
 """
 from contextlib import nullcontext
 
 import torch
+from torch import nn
+
+R1_EVERY = 16  # lazy R1 (StyleGAN2): the penalty every 16th D step, weighted 16 times
 
 
-def d_step(netg, d_logits, optimizer_d, criterion, real, nz, autocast=nullcontext,
-           real_label=1.0):
-    """(1) maximise log D(x) + log(1 - D(G(z))). Returns detached (loss_d, D(x), D(G(z))).
+class Objective:
+    """What D and G minimise, from D's logits.
 
-    ``d_logits`` is ``netd.logits`` (or its DDP wrapper). ``real_label`` below 1 is one-sided
-    label smoothing: D aims for it on real images.
+    - ``bce`` (the book): D: -log D(x) - log(1 - D(G(z))) with D(x) = sigmoid(logit) and
+      real target ``real_label`` (below 1: one-sided label smoothing); G: -log D(G(z)).
+    - ``hinge`` (SNGAN, BigGAN): D: max(0, 1 - D(x)) + max(0, 1 + D(G(z))) on the logits,
+      so D stops pushing a face once it is past the margin; G: -D(G(z)).
+    """
+
+    def __init__(self, loss="bce", real_label=1.0):
+        self.loss, self.real_label = loss, real_label
+        self.bce = nn.BCEWithLogitsLoss()
+
+    def d_real(self, logits):
+        if self.loss == "hinge":
+            return torch.relu(1.0 - logits).mean()
+        return self.bce(logits, torch.full_like(logits, self.real_label))
+
+    def d_fake(self, logits):
+        if self.loss == "hinge":
+            return torch.relu(1.0 + logits).mean()
+        return self.bce(logits, torch.zeros_like(logits))
+
+    def g(self, logits):
+        if self.loss == "hinge":
+            return -logits.mean()
+        return self.bce(logits, torch.ones_like(logits))
+
+
+def r1_penalty(logits, images):
+    """R1 (Mescheder et al. 2018): the mean over the batch of ||d logit / d image||^2 / 2,
+    with a graph, so D's weights learn from it. ``images`` must require grad."""
+    grad, = torch.autograd.grad(logits.sum(), images, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(1).mean() / 2
+
+
+def _identity(x):
+    return x
+
+
+def d_step(netg, d_logits, optimizer_d, objective, real, nz, autocast=nullcontext,
+           augment=_identity, r1=0.0):
+    """(1) D learns real -> real, fake -> fake. Returns detached (loss_d, D(x), D(G(z))).
+
+    ``d_logits`` is ``netd.logits`` (or its DDP wrapper); ``objective`` an ``Objective``.
+    ``r1`` > 0 adds r1 * R1 on the (augmented) real batch; loss_d is reported without it.
     """
     optimizer_d.zero_grad()
     with autocast():
-        logits_real = d_logits(real).float()
-        loss_real = criterion(logits_real, torch.full_like(logits_real, real_label))
-    loss_real.backward()
+        seen = augment(real)
+        if r1:
+            seen = seen.detach().requires_grad_(True)
+        logits_real = d_logits(seen).float()
+        loss_real = objective.d_real(logits_real)
+        total_real = loss_real + r1 * r1_penalty(logits_real, seen) if r1 else loss_real
+    total_real.backward()
     with torch.no_grad(), autocast():  # the book's detach(), without building G's graph
         fake = netg(torch.randn(real.size(0), nz, 1, 1, device=real.device))
     with autocast():
-        logits_fake = d_logits(fake).float()
-        loss_fake = criterion(logits_fake, torch.zeros_like(logits_fake))
+        logits_fake = d_logits(augment(fake)).float()
+        loss_fake = objective.d_fake(logits_fake)
     loss_fake.backward()
     optimizer_d.step()
     return ((loss_real + loss_fake).detach(), torch.sigmoid(logits_real).mean().detach(),
             torch.sigmoid(logits_fake).mean().detach())
 
 
-def g_step(netg, netd, optimizer_g, criterion, batch_size, nz, device, autocast=nullcontext):
-    """(2) maximise log D(G(z)) on fresh noise. Returns the detached loss_g.
+def g_step(netg, netd, optimizer_g, objective, batch_size, nz, device, autocast=nullcontext,
+           augment=_identity):
+    """(2) G learns to make D call its faces real, on fresh noise. Returns the detached loss_g.
 
-    ``netg`` may be G's DDP wrapper; ``netd`` is the plain NetD, frozen for the step.
+    ``netg`` may be G's DDP wrapper; ``netd`` is the plain NetD, frozen for the step. With
+    ``augment`` D sees the fakes augmented, and G's gradient flows back through it.
     """
     optimizer_g.zero_grad()
     netd.requires_grad_(False)  # D is only a judge here: no gradients for its weights
     with autocast():
         fake = netg(torch.randn(batch_size, nz, 1, 1, device=device))
-        logits = netd.logits(fake).float()
-        loss_g = criterion(logits, torch.ones_like(logits))
+        logits = netd.logits(augment(fake)).float()
+        loss_g = objective.g(logits)
     loss_g.backward()
     netd.requires_grad_(True)
     optimizer_g.step()

@@ -19,7 +19,6 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from torch import nn
 from torchnet.meter import AverageValueMeter
 from tqdm import tqdm
 
@@ -30,8 +29,9 @@ from curves import LossLog
 from data import cached_batches, folder_batches
 from ema import EMA
 from errors import Interrupted, UserError
-from model import NetD, NetG, weights_init
-from steps import d_step, g_step
+from augment import DiffAugment, parse as parse_augment
+from model import NetD, NetG, add_spectral_norm, book_state_dict, weights_init
+from steps import R1_EVERY, Objective, d_step, g_step
 
 GRID = 64  # faces in the fixed-noise sample grid, 8 per row
 
@@ -92,7 +92,7 @@ def save_point(epoch, netg, netd, fixed_noise, opt, ema=None):
     """
     drawer = ema.sampler() if ema else netg
     checkpoint.save_grid(fixed_samples(drawer, fixed_noise), Path(opt.save_path) / f"{epoch}.png")
-    checkpoint.save(netd.state_dict(), Path(opt.checkpoint_dir) / f"netd_{epoch}.pth")
+    checkpoint.save(book_state_dict(netd), Path(opt.checkpoint_dir) / f"netd_{epoch}.pth")
     checkpoint.save(netg.state_dict(), Path(opt.checkpoint_dir) / f"netg_{epoch}.pth")
     if ema:
         checkpoint.save(drawer.state_dict(), Path(opt.checkpoint_dir) / f"netg_ema_{epoch}.pth")
@@ -123,6 +123,8 @@ def train(opt):
         netg = checkpoint.load_net(opt.netg_path, "netg", expect={"nz": opt.nz, "ngf": opt.ngf})[0]
     if opt.netd_path and not state:
         netd = checkpoint.load_net(opt.netd_path, "netd", expect={"ndf": opt.ndf})[0]
+    if opt.sn:
+        add_spectral_norm(netd)
     if opt.cache:
         if not world.main:
             world.barrier()  # rank 0 decodes the images once; the others then read its cache
@@ -142,12 +144,12 @@ def train(opt):
     netg.to(device, memory_format=torch.channels_last).train()
     netd.to(device, memory_format=torch.channels_last).train()
     fused = device.type == "cuda"  # one kernel per step on the GPU; no gain on the CPU
-    optimizer_g = torch.optim.Adam(netg.parameters(), lr=opt.lr1, betas=(opt.beta1, 0.999),
-                                   fused=fused)
-    optimizer_d = torch.optim.Adam(netd.parameters(), lr=opt.lr2, betas=(opt.beta1, 0.999),
-                                   fused=fused)
+    betas = (opt.beta1, opt.beta2)
+    optimizer_g = torch.optim.Adam(netg.parameters(), lr=opt.lr1, betas=betas, fused=fused)
+    optimizer_d = torch.optim.Adam(netd.parameters(), lr=opt.lr2, betas=betas, fused=fused)
     g_forward, d_logits = distributed.wrap(netg, netd, world, device, opt.sync_bn)
-    criterion = nn.BCEWithLogitsLoss()
+    objective = Objective(opt.loss, 1.0 - opt.label_smooth)
+    augment = DiffAugment(parse_augment(opt.diffaug))
     fixed_noise = torch.randn(GRID, opt.nz, 1, 1, device=device)
     meters = Meters(world)
     ema = EMA(netg, opt.ema) if opt.ema else None
@@ -195,15 +197,18 @@ def train(opt):
                     memory_format=torch.channels_last)
                 seen += real.size(0)
                 if ii % opt.d_every == 0:
-                    loss_d, d_real, d_fake = d_step(netg, d_logits, optimizer_d, criterion,
-                                                    real, opt.nz, autocast,
-                                                    1.0 - opt.label_smooth)
+                    # lazy R1: counted in D steps of the whole run, so resume keeps the rhythm
+                    r1_due = opt.r1 and (run.step // opt.d_every) % R1_EVERY == 0
+                    loss_d, d_real, d_fake = d_step(netg, d_logits, optimizer_d, objective,
+                                                    real, opt.nz, autocast, augment,
+                                                    opt.r1 * R1_EVERY if r1_due else 0.0)
                     meters.add("loss_d", loss_d)
                     meters.add("d_real", d_real)
                     meters.add("d_fake", d_fake)
                 if ii % opt.g_every == 0:
-                    meters.add("loss_g", g_step(g_forward, netd, optimizer_g, criterion,
-                                                real.size(0), opt.nz, device, autocast))
+                    meters.add("loss_g", g_step(g_forward, netd, optimizer_g, objective,
+                                                real.size(0), opt.nz, device, autocast,
+                                                augment))
                     if ema:
                         ema.update(netg)
                 run.step, run.batch = run.step + 1, ii + 1
@@ -257,7 +262,9 @@ class Run:
     def save(self):
         state = {
             "format": self.FORMAT, "epoch": self.epoch, "batch": self.batch, "step": self.step,
-            "netg": self.netg.state_dict(), "netd": self.netd.state_dict(),
+            # netd in the book's format, so generate and Faces.load read last.pth; with --sn
+            # the normalised weights' parts too, for an exact resume
+            "netg": self.netg.state_dict(), "netd": book_state_dict(self.netd),
             "optimizer_g": self.optimizer_g.state_dict(),
             "optimizer_d": self.optimizer_d.state_dict(),
             "fixed_noise": self.fixed_noise.cpu(),
@@ -270,13 +277,15 @@ class Run:
         }
         if self.ema:
             state["ema"] = self.ema.state_dict()
+        if self.opt.sn:
+            state["netd_sn"] = self.netd.state_dict()
         path = Path(self.opt.checkpoint_dir) / "last.pth"
         checkpoint.save(state, path)
         return path
 
     def restore(self, state, device):
         self.netg.load_state_dict(state["netg"])
-        self.netd.load_state_dict(state["netd"])
+        self.netd.load_state_dict(state["netd_sn"] if self.opt.sn else state["netd"])
         if self.ema and "ema" in state:
             self.ema.load_state_dict(state["ema"])
         elif self.ema:  # --ema turned on at resume: the average starts from G as it is

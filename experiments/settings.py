@@ -29,6 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 from curves import read_rows  # noqa: E402
 
+AUG = "color,translation,cutout"
+MODERN = dict(g_every=1, lr1=2e-4, lr2=2e-4, loss="hinge", sn=True, diffaug=AUG, beta1=0.0,
+              beta2=0.9)
+
 # name -> (what it is, flags); "base" is the demo's setting, the others change one thing
 SETTINGS = {
     "book": ("the book: g_every 5, lr 2e-4/2e-4, no smoothing",
@@ -42,11 +46,42 @@ SETTINGS = {
              dict(g_every=1, lr1=1e-4, lr2=4e-4, label_smooth=0.1)),
     "gfast": ("base with lr G 4e-4, D 2e-4 (G learns faster)",
               dict(g_every=1, lr1=4e-4, lr2=2e-4, label_smooth=0.1)),
+    # beyond the article: the tools that rein in a D that wins, and collapse
+    "da": ("base with DiffAugment color,translation,cutout",
+           dict(g_every=1, lr1=2e-4, lr2=2e-4, label_smooth=0.1, diffaug=AUG)),
+    "hinge": ("hinge loss, g_every 1", dict(g_every=1, lr1=2e-4, lr2=2e-4, loss="hinge")),
+    "sn": ("hinge + spectral norm in D", dict(g_every=1, lr1=2e-4, lr2=2e-4, loss="hinge",
+                                              sn=True)),
+    "snda": ("hinge + spectral norm + DiffAugment", dict(MODERN, beta1=0.5, beta2=0.999)),
+    "snda_b0": ("snda with Adam betas 0, 0.9", dict(MODERN)),
+    "snda_r1": ("snda_b0 with R1 0.1", dict(MODERN, r1=0.1)),
+    "snda_b32": ("snda_b0 at batch 32", dict(MODERN, batch_size=32)),
+    "snda_lr": ("snda_b0 with lr 4e-4 for both", dict(MODERN, lr1=4e-4, lr2=4e-4)),
 }
 
 
 def _flags(d):
     return [f"--{k.replace('_', '-')}={v}" for k, v in d.items()]
+
+
+def _options(name, args):
+    """The train flags of setting ``name``: this script's nets, batch and average, then the
+    setting's own (which may change the batch)."""
+    options = dict(ngf=args.width, ndf=args.width, batch_size=args.batch_size, ema=args.ema)
+    options.update(SETTINGS[name][1])
+    if args.amp is not None:
+        options["amp"] = args.amp
+    return options
+
+
+def _epochs(name, args):
+    """Epochs for the budget: --epochs, or with --minutes the epochs that setting's measured
+    speed fits into that many minutes (at least one)."""
+    if args.minutes is None:
+        return args.epochs
+    speeds = json.loads((Path(args.out) / "speed.json").read_text())
+    from data import list_images
+    return max(1, round(args.minutes * 60 * speeds[name] / len(list_images(args.data))))
 
 
 def _device(args):
@@ -62,19 +97,19 @@ def _cli(*args, log):
 def _train(name, seed, epochs, run, args, log):
     """``epochs`` of setting ``name`` with this script's nets and average, into ``run``."""
     _cli("train", f"--data-path={args.data}", _device(args), "--vis=False", f"--seed={seed}",
-         f"--ngf={args.width}", f"--ndf={args.width}", f"--batch-size={args.batch_size}",
-         f"--ema={args.ema}", f"--max-epoch={epochs}", f"--save-every={epochs}",
-         f"--checkpoint-dir={run}", f"--save-path={run}", *_flags(SETTINGS[name][1]), log=log)
+         f"--max-epoch={epochs}", f"--save-every={epochs}", f"--checkpoint-dir={run}",
+         f"--save-path={run}", *_flags(_options(name, args)), log=log)
 
 
 def train_and_evaluate(name, seed, args):
     run = Path(args.out) / f"{name}_seed{seed}"
-    last = args.epochs - 1
+    epochs = _epochs(name, args)
+    last = epochs - 1
     if (run / "metrics_ema.json").is_file():
         return
     run.mkdir(parents=True, exist_ok=True)
     log = run / "log.txt"
-    _train(name, seed, args.epochs, run, args, log)
+    _train(name, seed, epochs, run, args, log)
     for g, out in ((f"netg_{last}.pth", "metrics.json"), (f"netg_ema_{last}.pth",
                                                           "metrics_ema.json")):
         _cli("evaluate", _device(args), f"--netg-path={run / g}", f"--data-path={args.data}",
@@ -86,13 +121,15 @@ def time_settings(args):
     """Images per second for each setting, one epoch each."""
     speeds = {}
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    for name in SETTINGS:
+    for name in args.only.split(","):
         run = Path(args.out) / "timing" / name
         _train(name, 0, 1, run, args, Path(args.out) / "timing.log")
         # the last row: the whole epoch's images per second, start-up excluded
         speeds[name] = read_rows(run / "losses.csv")[-1]["images_per_s"]
         print(f"{name}: {speeds[name]:.0f} images/s", flush=True)
-    (Path(args.out) / "speed.json").write_text(json.dumps(speeds, indent=2))
+    speed_file = Path(args.out) / "speed.json"
+    known = json.loads(speed_file.read_text()) if speed_file.is_file() else {}
+    speed_file.write_text(json.dumps({**known, **speeds}, indent=2))
 
 
 def _mean_sd(values):
@@ -101,16 +138,20 @@ def _mean_sd(values):
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
+def _run_epochs(run):
+    return json.loads((run / "options.json").read_text())["max_epoch"]
+
+
 def report(args):
     out = Path(args.out)
     speed_file = out / "speed.json"
     speeds = json.loads(speed_file.read_text()) if speed_file.is_file() else {}
     from data import list_images
-    images = args.epochs * len(list_images(args.data))
+    count = len(list_images(args.data))
     floor = None
-    print(f"| setting | seeds | minutes for {images:,} images | SWD x1e3, G | SWD x1e3, EMA | "
-          "modes, G | modes, EMA | KL, EMA |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| setting | seeds | epochs | minutes | SWD x1e3, G | SWD x1e3, average | KL, average "
+          "| confident, average | attribute values, average | modes, average |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, (what, _) in SETTINGS.items():
         runs = sorted(p for p in out.glob(f"{name}_seed*") if (p / "metrics_ema.json").is_file())
         if not runs:
@@ -119,15 +160,18 @@ def report(args):
         e = [json.loads((r / "metrics_ema.json").read_text()) for r in runs]
         if "modes" not in g[0]:  # not the toy set
             for m in g + e:
-                m["modes"] = {"modes": float("nan"), "kl": float("nan")}
+                m["modes"] = {k: float("nan") for k in ("modes", "kl", "confident_share",
+                                                        "values_covered")}
         floor = g[0]["swd_floor"]["mean"]
-        minutes = f"{images / speeds[name] / 60:.1f}" if name in speeds else "-"
-        print(f"| {name}: {what} | {len(runs)} | {minutes} "
+        epochs = _run_epochs(runs[0])
+        minutes = f"{epochs * count / speeds[name] / 60:.1f}" if name in speeds else "-"
+        print(f"| {name}: {what} | {len(runs)} | {epochs} | {minutes} "
               f"| {_mean_sd([m['swd']['mean'] for m in g])} "
               f"| {_mean_sd([m['swd']['mean'] for m in e])} "
-              f"| {_mean_sd([m['modes']['modes'] for m in g])} "
-              f"| {_mean_sd([m['modes']['modes'] for m in e])} "
-              f"| {_mean_sd([m['modes']['kl'] for m in e])} |")
+              f"| {_mean_sd([m['modes']['kl'] for m in e])} "
+              f"| {_mean_sd([100 * m['modes']['confident_share'] for m in e])}% "
+              f"| {_mean_sd([m['modes'].get('values_covered', float('nan')) for m in e])} "
+              f"| {_mean_sd([m['modes']['modes'] for m in e])} |")
     if floor is not None:
         print(f"\nSWD floor (real vs real at this num): {floor:.1f}")
     grids(args)
@@ -143,7 +187,7 @@ def grids(args, faces=8):
             if (out / f"{n}_seed0" / "metrics_ema.json").is_file()]
     if not rows:
         return
-    last, label, gap = args.epochs - 1, 90, 8
+    label, gap = 90, 8
     sheet = Image.new("RGB", (label + 2 * faces * 96 + gap, 20 + 96 * len(rows)), "white")
     draw = ImageDraw.Draw(sheet)
     draw.text((label, 4), "G (last step)", fill="black")
@@ -151,6 +195,7 @@ def grids(args, faces=8):
     for i, (name, run) in enumerate(rows):
         y = 20 + 96 * i
         draw.text((4, y + 40), name, fill="black")
+        last = _run_epochs(run) - 1
         for j, g in enumerate((f"netg_{last}.pth", f"netg_ema_{last}.pth")):
             drawn = Faces.load(run / g, device=torch.device("cpu")).tensors(range(faces))
             for k, face in enumerate(drawn):
@@ -163,6 +208,11 @@ def grids(args, faces=8):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="equal time instead of equal images: each setting trains the "
+                        "epochs its speed (--time) fits into this many minutes")
+    parser.add_argument("--amp", default=None, choices=("True", "False"),
+                        help="bf16 autocast on or off (False: the fp32 path of AVX2 CPUs)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--only", default=",".join(SETTINGS))
     parser.add_argument("--num", type=int, default=1024)

@@ -50,7 +50,7 @@ def _real(rank):
 def _ddp_d_step(rank, size, store, out):
     """One D step in each of ``size`` processes, through the same wrap train uses."""
     import distributed
-    from steps import d_step
+    from steps import Objective, d_step
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=size,
                             init_method=f"file://{store}")
@@ -59,7 +59,7 @@ def _ddp_d_step(rank, size, store, out):
     _, d_logits = distributed.wrap(netg, netd, world, torch.device("cpu"))
     optimizer = torch.optim.Adam(netd.parameters(), lr=1e-3, betas=(0.5, 0.999))
     torch.manual_seed(200 + rank)  # this process's noise
-    d_step(netg, d_logits, optimizer, nn.BCEWithLogitsLoss(), _real(rank), 16)
+    d_step(netg, d_logits, optimizer, Objective(), _real(rank), 16)
     torch.save({k: v for k, v in netd.state_dict().items() if "running" not in k
                 and "num_batches" not in k}, f"{out}.{rank}")
     dist.destroy_process_group()

@@ -106,8 +106,12 @@ def test_mode_counter_finds_exactly_the_modes_of_a_hand_made_sample(classifier):
     result = modes(net, images)
     assert result["modes"] == 3 and result["of"] == 9 * 4 * 6 * 3 * 3 * 2 * 6
     assert result["confident_share"] > 0.9
+    # three combinations show 3 hair colours, 3 styles, ..., 2 blushes: 3 * 6 + 2 values
+    assert result["values_covered"] == 20 and result["values_of"] == 33
+    assert result["values_per_attribute"]["blush"] == 2
     one = modes(net, images[::3])  # only the first combination
     assert one["modes"] == 1 and one["kl"] > result["kl"]
+    assert one["values_covered"] == 7
 
 
 def test_evaluate_untrained_generator_is_far_above_the_floor(toy_dir, tmp_path, classifier):

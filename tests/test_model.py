@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from model import NetD, NetG, weights_init
+from model import NetD, NetG, add_spectral_norm, book_state_dict, weights_init
 
 
 class BookNetG(nn.Module):
@@ -131,3 +131,45 @@ def test_dcgan_init():
     bn = netd.main[9]
     assert abs(bn.weight.mean().item() - 1) < 0.01 and abs(bn.weight.std().item() - 0.02) < 0.005
     assert torch.count_nonzero(bn.bias) == 0
+
+
+def _largest_singular_values(netd):
+    return [torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2).item()
+            for m in netd.main if isinstance(m, nn.Conv2d)]
+
+
+def test_spectral_norm_brings_every_conv_of_d_to_one():
+    torch.manual_seed(4)
+    netd = NetD(16)
+    netd.apply(weights_init)
+    with torch.no_grad():  # weights of a D that grew strong: largest singular values > 1
+        for m in netd.main:
+            if isinstance(m, nn.Conv2d):
+                m.weight.mul_(20)
+    assert all(s > 1.5 for s in _largest_singular_values(netd))
+    add_spectral_norm(netd).train()
+    opt = torch.optim.Adam(netd.parameters(), lr=1e-2)
+    for _ in range(5):  # the estimate follows the weights as they train
+        opt.zero_grad()
+        netd.logits(torch.randn(4, 3, 96, 96)).mean().backward()
+        opt.step()
+    netd(torch.randn(2, 3, 96, 96))  # one more power iteration for the latest weights
+    assert all(abs(s - 1) < 0.05 for s in _largest_singular_values(netd))
+
+
+def test_spectrally_normalised_d_folds_into_the_books_netd():
+    """netd_{epoch}.pth of an --sn run is a plain book file that scores exactly like D."""
+    torch.manual_seed(5)
+    netd = NetD(16)
+    netd.apply(weights_init)
+    add_spectral_norm(netd).train()
+    netd(torch.randn(8, 3, 96, 96))  # move the statistics and the estimate
+    netd.eval()
+    folded = book_state_dict(netd)
+    assert list(folded) == list(BookNetD(16).state_dict())
+    book = BookNetD(16).eval()
+    book.load_state_dict(folded)
+    x = torch.rand(4, 3, 96, 96) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(book(x), netd(x), atol=1e-6)
+        assert not torch.allclose(book.main[0].weight, netd.main[0].parametrizations.weight.original)

@@ -89,3 +89,23 @@ def test_last_state_holds_everything(toy_dir, tmp_path):
         assert key in state
     assert state["step"] == 4 and state["options"]["seed"] == 0
     assert state["optimizer_d"]["state"][0]["step"].item() == 4
+
+
+def test_every_new_option_resumes_exactly_and_saves_book_files(toy_dir, tmp_path):
+    """--loss=hinge --sn --diffaug=... --r1 with --beta2: one epoch then resume to three gives
+    the same weights, and netd_N.pth is a book-format file generate reads."""
+    extra = dict(loss="hinge", sn=True, diffaug="color,translation,cutout", r1=0.5, beta1=0.0,
+                 beta2=0.9, ema=0.9)
+    _train(toy_dir, tmp_path / "straight", max_epoch=3, **extra)
+    _train(toy_dir, tmp_path / "split", max_epoch=1, **extra)
+    _train(toy_dir, tmp_path / "split", max_epoch=3, resume=True)
+    for name in ("netg_2.pth", "netd_2.pth", "netg_ema_2.pth"):
+        assert _same(tmp_path / "straight" / name, tmp_path / "split" / name), name
+    netd = torch.load(tmp_path / "split" / "netd_2.pth", weights_only=True)
+    assert all(k.startswith("main.") and k.count(".") == 2 for k in netd)
+    out = tmp_path / "result.png"
+    result = run_cli("generate", "--nogpu", f"--netg-path={tmp_path / 'split' / 'last.pth'}",
+                     f"--netd-path={tmp_path / 'split' / 'last.pth'}", f"--gen-img={out}",
+                     "--gen-num=4", "--gen-search-num=8")
+    assert result.returncode == 0, result.stderr
+    assert out.is_file()

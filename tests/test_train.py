@@ -4,7 +4,6 @@ import json
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 import steps
 import train as train_module
@@ -79,7 +78,7 @@ def test_d_step_leaves_g_untouched():
     d_before = [p.clone() for p in netd.parameters()]
     opt_d = torch.optim.Adam(netd.parameters(), lr=2e-4, betas=(0.5, 0.999))
     real = torch.rand(6, 3, 96, 96) * 2 - 1
-    loss, d_real, d_fake = steps.d_step(netg, netd.logits, opt_d, nn.BCEWithLogitsLoss(), real, 16)
+    loss, d_real, d_fake = steps.d_step(netg, netd.logits, opt_d, steps.Objective(), real, 16)
     assert all(p.grad is None for p in netg.parameters())  # no gradient reached G
     for k, v in g_before.items():
         assert torch.equal(netg.state_dict()[k], v)
@@ -92,7 +91,7 @@ def test_g_step_leaves_d_weights_untouched():
     d_before = [p.clone() for p in netd.parameters()]
     g_before = [p.clone() for p in netg.parameters()]
     opt_g = torch.optim.Adam(netg.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    steps.g_step(netg, netd, opt_g, nn.BCEWithLogitsLoss(), 6, 16, "cpu")
+    steps.g_step(netg, netd, opt_g, steps.Objective(), 6, 16, "cpu")
     assert all(p.grad is None for p in netd.parameters())
     assert all(torch.equal(a, b) for a, b in zip(d_before, netd.parameters()))
     assert all(p.requires_grad for p in netd.parameters())  # D is trainable again afterwards

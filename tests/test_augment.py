@@ -1,0 +1,118 @@
+"""--diffaug: what each transform does to a face, and that D sees real and fake through it
+while G's gradient flows back through it."""
+import pytest
+import torch
+from torch import nn
+
+import augment
+import steps
+
+
+def _faces(n=4, size=16):
+    torch.manual_seed(0)
+    return torch.rand(n, 3, size, size) * 1.8 - 0.9  # no exact zeros
+
+
+def _shift(x, dy, dx):
+    """x moved down by dy and right by dx, zeros coming in."""
+    out = torch.zeros_like(x)
+    h, w = x.shape[-2:]
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        x[..., max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
+def test_translation_shifts_each_face_by_at_most_an_eighth():
+    x = _faces()
+    out = augment.translation(x)
+    shifts = []
+    for a, b in zip(x, out):
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(_shift(a, dy, dx), b)]
+        assert len(found) == 1  # a pure shift within 16 / 8 = 2 pixels
+        shifts.append(found[0])
+    torch.manual_seed(1)
+    many = {augment.translation(x[:1]).sum().item() for _ in range(30)}
+    assert len(many) > 5  # the shift is random
+
+
+def test_cutout_blanks_one_square_of_half_the_side_and_keeps_the_rest():
+    x = _faces(n=8, size=16)
+    out = augment.cutout(x)
+    for a, b in zip(x, out):
+        cut = (b == 0).all(0)  # (H, W): blanked in every channel
+        rows, cols = cut.any(1).nonzero().flatten(), cut.any(0).nonzero().flatten()
+        assert 1 <= len(rows) <= 8 and 1 <= len(cols) <= 8
+        box = torch.zeros_like(cut)
+        box[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = True
+        assert torch.equal(cut, box)  # one rectangle (a square clipped at the border)
+        assert torch.equal(b[:, ~cut], a[:, ~cut])
+
+
+def test_color_changes_brightness_saturation_and_contrast_per_face():
+    grey = _faces(n=6).mean(1, keepdim=True).expand(-1, 3, -1, -1)  # saturation has no effect
+    out = augment.color(grey)
+    for a, b in zip(grey, out):
+        slope = ((b - b.mean()) / (a - a.mean())).flatten()
+        assert torch.allclose(slope, slope[0].expand_as(slope), atol=1e-4)  # one contrast
+        assert 0.5 <= slope[0] <= 1.5
+    brightness = out.mean((1, 2, 3)) - grey.mean((1, 2, 3))
+    assert brightness.abs().max() <= 0.5 + 1e-5 and brightness.std() > 0.01
+    colourful = _faces(n=6)
+    chroma = (augment.color(colourful) - augment.color(colourful).mean(1, keepdim=True))
+    assert chroma.abs().sum() > 0
+
+
+def test_parse_and_no_augmentation_by_default():
+    assert augment.parse("cutout,color") == ("cutout", "color")
+    assert augment.parse("") == ()
+    with pytest.raises(ValueError, match="flip"):
+        augment.parse("color,flip")
+    x = _faces()
+    assert augment.DiffAugment(()) (x) is x
+    assert augment.DiffAugment(("cutout", "color")).kinds == ("color", "cutout")
+
+
+class SumD(nn.Module):
+    """logit = sum of the pixels D sees; records every batch it is shown."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+        self.seen = []
+
+    def logits(self, x):
+        self.seen.append(x.detach().clone())
+        return self.w * x.flatten(1).sum(1)
+
+
+class ImageG(nn.Module):
+    """G that draws the same learnable face for every noise."""
+
+    def __init__(self):
+        super().__init__()
+        self.face = nn.Parameter(torch.full((1, 3, 16, 16), 0.5))
+
+    def forward(self, z):
+        return self.face.expand(z.size(0), -1, -1, -1) + 0 * z.view(z.size(0), -1, 1, 1)[:, :1]
+
+
+def test_d_sees_real_and_fake_augmented_and_g_learns_through_the_augmentation():
+    torch.manual_seed(0)
+    netg, netd = ImageG(), SumD()
+    cut = augment.DiffAugment(("cutout",))
+    real = _faces(n=8)
+    opt_d = torch.optim.SGD(netd.parameters(), lr=0.0)
+    steps.d_step(netg, netd.logits, opt_d, steps.Objective("hinge"), real, 4, augment=cut)
+    seen_real, seen_fake = netd.seen
+    for batch in (seen_real, seen_fake):  # both passes of the D step: a square cut out of each
+        assert ((batch == 0).all(1).flatten(1).sum(1) > 0).all()
+    assert torch.equal(seen_real[seen_real != 0], real[seen_real != 0])  # the rest untouched
+
+    netd.seen.clear()
+    opt_g = torch.optim.SGD(netg.parameters(), lr=0.0)
+    steps.g_step(netg, netd, opt_g, steps.Objective("hinge"), 8, 4, "cpu", augment=cut)
+    mask = (netd.seen[0] != 0).float()  # what survived the cutout, per face
+    # loss_g = -mean(sum of seen pixels): d/dface = -(mean over the batch of the masks)
+    assert torch.allclose(netg.face.grad, -mask.mean(0, keepdim=True))
+    assert netg.face.grad.abs().sum() > 0

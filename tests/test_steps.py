@@ -1,0 +1,99 @@
+"""The update steps: the book's BCE by default, the hinge loss, and the R1 penalty."""
+import torch
+from torch import nn
+
+import steps
+from conftest import tiny_nets
+
+
+def test_default_steps_are_the_articles_two_pass_bce_bit_for_bit():
+    """No new option: D's two passes and G's step are exactly the article's BCE updates."""
+    ours_g, ours_d = tiny_nets()
+    ref_g, ref_d = tiny_nets()
+    opts = [torch.optim.Adam(n.parameters(), lr=2e-4, betas=(0.5, 0.999))
+            for n in (ours_g, ours_d, ref_g, ref_d)]
+    real = torch.rand(6, 3, 96, 96) * 2 - 1
+    bce = nn.BCEWithLogitsLoss()
+
+    torch.manual_seed(3)
+    steps.d_step(ours_g, ours_d.logits, opts[1], steps.Objective(), real, 16)
+    steps.g_step(ours_g, ours_d, opts[0], steps.Objective(), 6, 16, "cpu")
+
+    torch.manual_seed(3)
+    opts[3].zero_grad()
+    out = ref_d.logits(real)
+    bce(out, torch.ones_like(out)).backward()  # (1) real -> 1
+    fake = ref_g(torch.randn(6, 16, 1, 1)).detach()
+    out = ref_d.logits(fake)
+    bce(out, torch.zeros_like(out)).backward()  # fake -> 0, a second backward
+    opts[3].step()
+    opts[2].zero_grad()
+    out = ref_d.logits(ref_g(torch.randn(6, 16, 1, 1)))
+    bce(out, torch.ones_like(out)).backward()  # (2) G: D(G(z)) -> 1
+    opts[2].step()
+
+    for ours, ref in ((ours_g, ref_g), (ours_d, ref_d)):
+        for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
+            assert torch.equal(a, b), name
+
+
+def test_hinge_values_on_known_logits():
+    hinge = steps.Objective("hinge")
+    real = torch.tensor([2.0, 0.5, -1.0])  # margins: 0, 0.5, 2
+    fake = torch.tensor([-2.0, 0.0, 1.0])  # margins: 0, 1, 2
+    assert hinge.d_real(real).item() == torch.tensor(2.5 / 3).item()
+    assert hinge.d_fake(fake).item() == 1.0
+    assert hinge.g(fake).item() == torch.tensor(1 / 3).item()  # -mean(-2, 0, 1)
+    # D is pushed only inside the margin: a face already past it gets no gradient
+    logits = real.clone().requires_grad_(True)
+    hinge.d_real(logits).backward()
+    assert torch.allclose(logits.grad, torch.tensor([0.0, -1 / 3, -1 / 3]))
+
+
+def test_bce_with_smoothing_is_the_formula():
+    bce = steps.Objective("bce", real_label=0.9)
+    logits = torch.tensor([1.5, -0.3])
+    p = torch.sigmoid(logits)
+    expected = -(0.9 * p.log() + 0.1 * (1 - p).log()).mean()
+    assert torch.allclose(bce.d_real(logits), expected)
+    assert torch.allclose(bce.d_fake(logits), -(1 - p).log().mean())
+    assert torch.allclose(bce.g(logits), -p.log().mean())
+
+
+class Quadratic(nn.Module):
+    """logit(x) = a * sum(x^2): its gradient 2 a x is known by hand."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(0.7))
+
+    def forward(self, x):
+        return self.a * x.pow(2).flatten(1).sum(1)
+
+
+def test_r1_equals_the_hand_computed_gradient_norm_and_reaches_the_weights():
+    torch.manual_seed(0)
+    d = Quadratic()
+    x = torch.randn(5, 3, 4, 4).requires_grad_(True)
+    penalty = steps.r1_penalty(d(x), x)
+    norms = x.detach().pow(2).flatten(1).sum(1)  # ||x||^2 per image
+    # ||2 a x||^2 / 2, averaged over the batch
+    assert torch.allclose(penalty, (4 * 0.7 ** 2 * norms / 2).mean())
+    penalty.backward()
+    assert torch.allclose(d.a.grad, (4 * 0.7 * norms).mean())  # d/da of 2 a^2 mean||x||^2
+
+
+def test_d_step_adds_r1_only_when_asked():
+    """With r1 the D update changes by the penalty's gradient; the reported loss does not."""
+    results = []
+    for r1 in (0.0, 10.0):
+        netg, netd = tiny_nets()
+        opt = torch.optim.SGD(netd.parameters(), lr=1.0)
+        torch.manual_seed(1)
+        real = torch.rand(4, 3, 96, 96) * 2 - 1
+        loss, _, _ = steps.d_step(netg, netd.logits, opt, steps.Objective("hinge"), real, 16,
+                                  r1=r1)
+        results.append((loss, [p.detach().clone() for p in netd.parameters()]))
+    (loss0, w0), (loss1, w1) = results
+    assert torch.equal(loss0, loss1)
+    assert any(not torch.equal(a, b) for a, b in zip(w0, w1))
