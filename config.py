@@ -46,9 +46,14 @@ class Config:
     g_every: int = _opt(5, "train the generator every N batches")
     label_smooth: float = _opt(0.0, "one-sided label smoothing: D learns real -> "
                                "1 - label_smooth (0: the book; 0.1 reins D in)")
+    recipe: str = _opt("", "a named set of the options below: modern = --loss=hinge --sn "
+                       "--diffaug=color,translation,cutout --beta1=0 --beta2=0.9 --g-every=1 "
+                       "--ema=0.995 (flags given as well win); '' : the book's")
     loss: str = _opt("bce", "the adversarial loss: bce (the book's) or hinge (SNGAN, BigGAN)")
     sn: bool = _opt(False, "spectral normalisation of D's convolutions; netd_{epoch}.pth still "
                     "holds plain book-format weights (the normalisation folded in)")
+    d_bn: bool = _opt(True, "BatchNorm in D (the book); --d-bn=False judges each image on its "
+                      "own (as SNGAN's D); netd_{epoch}.pth still loads into the book's NetD")
     diffaug: str = _opt("", "differentiable augmentation of every image D sees, real and "
                         "fake: any of color,translation,cutout ('' : none, the book)")
     r1: float = _opt(0.0, "R1 penalty weight (gamma): D's gradient on real images, every "
@@ -113,7 +118,7 @@ class Config:
 USED = {
     "train": ("data_path", "num_workers", "image_size", "batch_size", "max_epoch", "lr1", "lr2",
               "beta1", "beta2", "gpu", "nz", "ngf", "ndf", "save_path", "checkpoint_dir",
-              "d_every", "g_every", "label_smooth", "loss", "sn", "diffaug", "r1", "ema", "save_every", "netg_path", "netd_path", "seed",
+              "d_every", "g_every", "label_smooth", "recipe", "loss", "sn", "d_bn", "diffaug", "r1", "ema", "save_every", "netg_path", "netd_path", "seed",
               "resume", "sync_bn", "cache", "amp", "vis", "env",
               "plot_every", "vis_server", "vis_port"),
     "generate": ("netg_path", "netd_path", "gen_img", "gen_num", "gen_search_num", "gen_mean",
@@ -195,7 +200,14 @@ def coerce_flags(flags, fields):
 
 
 # options a resumed run cannot change: they shape the networks or the data order
-FIXED_ON_RESUME = ("nz", "ngf", "ndf", "image_size", "batch_size", "sn")
+FIXED_ON_RESUME = ("nz", "ngf", "ndf", "image_size", "batch_size", "sn", "d_bn")
+
+
+# --recipe=NAME: options that work together, measured in the README ("Beyond the article")
+RECIPES = {
+    "modern": dict(loss="hinge", sn=True, diffaug="color,translation,cutout", beta1=0.0,
+                   beta2=0.9, g_every=1, ema=0.995),
+}
 
 
 def parse(command, flags):
@@ -204,6 +216,11 @@ def parse(command, flags):
     values = coerce_flags(flags, kinds)
     if command == "train" and values.get("resume"):
         values = _resumed(values)
+    elif values.get("recipe"):
+        if values["recipe"] not in RECIPES:
+            raise UserError(f"--recipe: no recipe {values['recipe']!r}; choose from "
+                            f"{', '.join(RECIPES)} (or leave it out for the book's)")
+        values = {**RECIPES[values["recipe"]], **values}
     opt = Config(**values)
     validate(command, opt)
     return opt

@@ -94,8 +94,21 @@ def add_spectral_norm(netd):
     return netd
 
 
+D_BATCHNORM = (3, 6, 9)  # the BatchNorm layers of NetD.main
+
+
+def remove_batchnorm(netd):
+    """``--d-bn=False``: D without BatchNorm (as SNGAN's), so every image is judged on its
+    own and not against its batch's statistics; the layers become identities."""
+    for i in D_BATCHNORM:
+        netd.main[i] = nn.Identity()
+    return netd
+
+
 def book_state_dict(net):
-    """The book's state_dict of ``net``: spectrally normalised weights folded into plain ones.
+    """The book's state_dict of ``net``: spectrally normalised weights folded into plain ones,
+    and removed BatchNorm layers written as identities (weight 1, bias 0, mean 0, variance
+    1 - eps, so that eval mode divides by exactly 1).
 
     The book's NetD loaded with it computes exactly what ``net`` computes in eval mode.
     """
@@ -110,6 +123,18 @@ def book_state_dict(net):
             with torch.no_grad():  # change training (and exact resume)
                 state[f"{name}.weight"] = module.weight.detach().clone()
             module.train(was_training)
+    if isinstance(net, NetD):
+        like = state["main.11.weight"]  # the dtype and device of D's weights
+        eps = nn.BatchNorm2d(1).eps
+        for i in D_BATCHNORM:
+            if isinstance(net.main[i], nn.Identity):
+                width = net.main[i - 1].out_channels
+                state.update({
+                    f"main.{i}.weight": torch.ones(width).to(like),
+                    f"main.{i}.bias": torch.zeros(width).to(like),
+                    f"main.{i}.running_mean": torch.zeros(width).to(like),
+                    f"main.{i}.running_var": torch.full((width,), 1 - eps).to(like),
+                    f"main.{i}.num_batches_tracked": torch.tensor(0)})
     return {k: state[k] for k in sorted(state, key=_book_order)}
 
 

@@ -30,7 +30,8 @@ from data import cached_batches, folder_batches
 from ema import EMA
 from errors import Interrupted, UserError
 from augment import DiffAugment, parse as parse_augment
-from model import NetD, NetG, add_spectral_norm, book_state_dict, weights_init
+from model import (NetD, NetG, add_spectral_norm, book_state_dict, remove_batchnorm,
+                   weights_init)
 from steps import R1_EVERY, Objective, d_step, g_step
 
 GRID = 64  # faces in the fixed-noise sample grid, 8 per row
@@ -123,6 +124,8 @@ def train(opt):
         netg = checkpoint.load_net(opt.netg_path, "netg", expect={"nz": opt.nz, "ngf": opt.ngf})[0]
     if opt.netd_path and not state:
         netd = checkpoint.load_net(opt.netd_path, "netd", expect={"ndf": opt.ndf})[0]
+    if not opt.d_bn:
+        remove_batchnorm(netd)
     if opt.sn:
         add_spectral_norm(netd)
     if opt.cache:
@@ -233,6 +236,12 @@ def train(opt):
             _check_finite(meters.flush(), epoch, opt)
             bar.set_postfix(_format(meters.means()))
             bar.close()
+            left, done = opt.max_epoch - epoch - 1, run.batch - first
+            if left and done > 0:  # the whole run's remaining time, from this epoch's pace
+                minutes = left * (time.perf_counter() - tic) / done * per_epoch / 60
+                say(f"{left} epoch{'s' if left > 1 else ''} left: about {minutes:.0f} min"
+                    if minutes >= 1 else f"{left} epoch{'s' if left > 1 else ''} left: under "
+                    f"a minute")
             reported = _report_skipped(skipped, reported, opt, world)
             run.epoch, run.batch = epoch + 1, 0
             if (epoch + 1) % opt.save_every == 0 or epoch + 1 == opt.max_epoch:
@@ -263,7 +272,7 @@ class Run:
         state = {
             "format": self.FORMAT, "epoch": self.epoch, "batch": self.batch, "step": self.step,
             # netd in the book's format, so generate and Faces.load read last.pth; with --sn
-            # the normalised weights' parts too, for an exact resume
+            # or --d-bn=False D's own state too, for an exact resume
             "netg": self.netg.state_dict(), "netd": book_state_dict(self.netd),
             "optimizer_g": self.optimizer_g.state_dict(),
             "optimizer_d": self.optimizer_d.state_dict(),
@@ -277,15 +286,15 @@ class Run:
         }
         if self.ema:
             state["ema"] = self.ema.state_dict()
-        if self.opt.sn:
-            state["netd_sn"] = self.netd.state_dict()
+        if self.opt.sn or not self.opt.d_bn:
+            state["netd_own"] = self.netd.state_dict()
         path = Path(self.opt.checkpoint_dir) / "last.pth"
         checkpoint.save(state, path)
         return path
 
     def restore(self, state, device):
         self.netg.load_state_dict(state["netg"])
-        self.netd.load_state_dict(state["netd_sn"] if self.opt.sn else state["netd"])
+        self.netd.load_state_dict(state.get("netd_own", state["netd"]))
         if self.ema and "ema" in state:
             self.ema.load_state_dict(state["ema"])
         elif self.ema:  # --ema turned on at resume: the average starts from G as it is

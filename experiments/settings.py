@@ -57,6 +57,14 @@ SETTINGS = {
     "snda_r1": ("snda_b0 with R1 0.1", dict(MODERN, r1=0.1)),
     "snda_b32": ("snda_b0 at batch 32", dict(MODERN, batch_size=32)),
     "snda_lr": ("snda_b0 with lr 4e-4 for both", dict(MODERN, lr1=4e-4, lr2=4e-4)),
+    "snr1": ("hinge + spectral norm + R1 0.1, Adam 0, 0.9, no augmentation",
+             dict(MODERN, diffaug="", r1=0.1)),
+    "snr1_b32": ("snr1 at batch 32", dict(MODERN, diffaug="", r1=0.1, batch_size=32)),
+    "snr1tc_b32": ("snr1_b32 with DiffAugment translation,cutout (no color)",
+                   dict(MODERN, diffaug="translation,cutout", r1=0.1, batch_size=32)),
+    "snda_r1_b32": ("snda_r1 at batch 32", dict(MODERN, r1=0.1, batch_size=32)),
+    "nobn": ("snda_r1 without BatchNorm in D", dict(MODERN, r1=0.1, d_bn=False)),
+    "nobn_b32": ("nobn at batch 32", dict(MODERN, r1=0.1, d_bn=False, batch_size=32)),
 }
 
 

@@ -80,3 +80,26 @@ def test_readme_documents_every_flag():
     readme = (ROOT / "README.md").read_text()
     for name in FIELDS:
         assert f"`--{name.replace('_', '-')}" in readme, name
+
+
+@pytest.mark.parametrize("flags,culprit", [
+    (dict(loss="wasserstein"), "--loss"), (dict(diffaug="color,flip"), "flip"),
+    (dict(r1=-1.0), "--r1"), (dict(beta2=1.0), "--beta2"), (dict(recipe="old"), "--recipe"),
+    (dict(loss="hinge", label_smooth=0.1), "--label-smooth")])
+def test_bad_values_of_the_new_training_options(toy_dir, flags, culprit):
+    from config import parse
+    from errors import UserError
+    with pytest.raises(UserError, match=culprit):
+        parse("train", dict(data_path=str(toy_dir), **flags))
+
+
+def test_recipe_expands_to_its_flags_and_given_flags_win(toy_dir):
+    from config import RECIPES, parse
+    opt = parse("train", dict(data_path=str(toy_dir), recipe="modern"))
+    assert all(getattr(opt, k) == v for k, v in RECIPES["modern"].items())
+    assert (opt.loss, opt.sn) == ("hinge", True)
+    opt = parse("train", dict(data_path=str(toy_dir), recipe="modern", g_every=3, sn=False))
+    assert (opt.g_every, opt.sn, opt.loss) == (3, False, "hinge")
+    book = parse("train", dict(data_path=str(toy_dir)))
+    assert (book.loss, book.sn, book.diffaug, book.r1, book.beta2, book.g_every) == \
+        ("bce", False, "", 0.0, 0.999, 5)

@@ -2,7 +2,8 @@
 import torch
 from torch import nn
 
-from model import NetD, NetG, add_spectral_norm, book_state_dict, weights_init
+from model import (NetD, NetG, add_spectral_norm, book_state_dict, remove_batchnorm,
+                   weights_init)
 
 
 class BookNetG(nn.Module):
@@ -173,3 +174,22 @@ def test_spectrally_normalised_d_folds_into_the_books_netd():
     with torch.no_grad():
         assert torch.allclose(book(x), netd(x), atol=1e-6)
         assert not torch.allclose(book.main[0].weight, netd.main[0].parametrizations.weight.original)
+
+
+def test_d_without_batchnorm_judges_each_face_alone_and_saves_as_the_books_netd():
+    torch.manual_seed(6)
+    netd = remove_batchnorm(NetD(16))
+    netd.apply(weights_init)
+    x = torch.rand(4, 3, 96, 96) * 2 - 1
+    with torch.no_grad():  # in training, a face's score does not depend on its batch
+        alone = torch.cat([netd.logits(x[i:i + 1]) for i in range(4)])
+        assert torch.allclose(netd.logits(x), alone, atol=1e-5)
+    add_spectral_norm(netd).train()
+    netd(x)
+    netd.eval()
+    folded = book_state_dict(netd)
+    assert list(folded) == list(BookNetD(16).state_dict())
+    book = BookNetD(16).eval()
+    book.load_state_dict(folded)
+    with torch.no_grad():
+        assert torch.allclose(book(x), netd(x), atol=1e-6)
