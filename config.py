@@ -334,8 +334,8 @@ def use_bf16(amp, device):
     """Whether to train under bf16 autocast: --amp/--noamp, else where it is native."""
     if amp is not None:
         return amp
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # native only: pre-Ampere cards emulate bf16, slowly
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     native = (getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
               or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
     return bool(native)

@@ -14,16 +14,32 @@ resume, are untouched; the same weights always get the same statistics).
 import copy
 
 import torch
+from torch import nn
 from torch.optim.swa_utils import update_bn
 
 REFRESH_BATCHES = 4  # x 64 noises: the BatchNorm statistics of the averaged weights
 REFRESH_SEED = 20240  # the same noise every time, so a refresh is a pure function of weights
 
 
+def _plain_batchnorm(module):
+    """SyncBatchNorm layers (``--sync-bn``) back to BatchNorm2d, in place: the average is
+    measured and drawn on rank 0 alone, where a SyncBatchNorm would wait for the other
+    processes, which never join."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.SyncBatchNorm):
+            plain = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                   child.track_running_stats)
+            plain.load_state_dict(child.state_dict())
+            setattr(module, name, plain.to(next(child.buffers()).device))
+        else:
+            _plain_batchnorm(child)
+    return module
+
+
 class EMA:
     def __init__(self, netg, decay):
         self.decay = decay
-        self.netg = copy.deepcopy(netg).eval().requires_grad_(False)
+        self.netg = _plain_batchnorm(copy.deepcopy(netg)).eval().requires_grad_(False)
         self.updates = 0
         self.fresh = False  # BatchNorm statistics measured for the current weights
 

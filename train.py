@@ -299,8 +299,11 @@ class Run:
             self.ema.load_state_dict(state["ema"])
         elif self.ema:  # --ema turned on at resume: the average starts from G as it is
             self.ema.netg.load_state_dict(state["netg"])
-        self.optimizer_g.load_state_dict(state["optimizer_g"])
-        self.optimizer_d.load_state_dict(state["optimizer_d"])
+        for optimizer, key in ((self.optimizer_g, "optimizer_g"), (self.optimizer_d, "optimizer_d")):
+            fused = optimizer.param_groups[0]["fused"]  # what suits the device we run on
+            optimizer.load_state_dict(state[key])
+            for group in optimizer.param_groups:  # not the device the state was saved on
+                group["fused"] = fused
         self.fixed_noise.copy_(state["fixed_noise"].to(device))
         for name, values in state["meters"].items():
             vars(self.meters.meters[name]).update(values)

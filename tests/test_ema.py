@@ -75,3 +75,16 @@ def test_train_with_ema_saves_the_average_beside_g_and_generate_draws_with_it(to
 
 def test_ema_outside_its_range_is_one_line(toy_dir):
     assert_clean_error(run_cli("train", f"--data-path={toy_dir}", "--ema=1.5"), "--ema")
+
+
+def test_average_of_a_sync_batchnorm_g_draws_alone():
+    """Under --sync-bn G's BatchNorm layers are SyncBatchNorm; the average must not be, as
+    only rank 0 measures and draws with it (a SyncBatchNorm there would wait for the rest)."""
+    netg, _ = tiny_nets()
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(netg)
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules())
+    ema = EMA(synced, 0.99)
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in ema.netg.modules())
+    ema.update(synced)
+    faces = ema.sampler()(torch.randn(4, netg.nz, 1, 1))  # re-measures in training mode
+    assert faces.shape == (4, 3, 96, 96)

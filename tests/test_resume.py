@@ -109,3 +109,18 @@ def test_every_new_option_resumes_exactly_and_saves_book_files(toy_dir, tmp_path
                      "--gen-num=4", "--gen-search-num=8")
     assert result.returncode == 0, result.stderr
     assert out.is_file()
+
+
+def test_resume_gives_the_optimisers_the_settings_of_the_device_it_runs_on(toy_dir, tmp_path):
+    """A last.pth saved on a GPU (fused Adam) resumed on the CPU runs the CPU's Adam."""
+    _train(toy_dir, tmp_path, max_epoch=1)
+    state = torch.load(tmp_path / "last.pth", weights_only=True)
+    for key in ("optimizer_g", "optimizer_d"):
+        for group in state[key]["param_groups"]:
+            group["fused"] = True  # as train writes it on CUDA
+    torch.save(state, tmp_path / "last.pth")
+    _train(toy_dir, tmp_path, max_epoch=2, resume=True)
+    state = torch.load(tmp_path / "last.pth", weights_only=True)
+    assert state["epoch"] == 2
+    assert all(not group["fused"] for key in ("optimizer_g", "optimizer_d")
+               for group in state[key]["param_groups"])

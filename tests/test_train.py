@@ -113,3 +113,14 @@ def test_start_from_existing_weights(toy_dir, tmp_path):
     # one G step with a vanishing learning rate: the weights are still the ones we gave
     assert torch.allclose(saved["main.0.weight"], torch.full_like(saved["main.0.weight"], 0.01),
                           atol=1e-6)
+
+
+def test_bf16_only_where_the_gpu_does_it_natively(monkeypatch):
+    from config import use_bf16
+    # a pre-Ampere card: bf16 only through emulation
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: including_emulation)
+    assert use_bf16(None, torch.device("cuda")) is False
+    assert use_bf16(True, torch.device("cuda")) is True  # --amp still forces it
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert use_bf16(None, torch.device("cuda")) is True
