@@ -7,13 +7,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-# The demo: tuned so a 2-core CPU finishes in under 15 minutes with recognisable faces:
-# narrower nets, small batches, G trained every batch, D's real labels smoothed so it does
-# not win the game outright in so few steps, and faces drawn by a moving average of G
-# (README, "The article's question").
+# The demo: the narrow nets (ngf=ndf=32) at batch 16 with the modern recipe (hinge loss,
+# spectral norm, DiffAugment, R1, Adam 0/0.9, a moving average of G), the setting that drew
+# the best faces in the same minutes (README, "Beyond the article"). fp32 on every CPU, so the
+# faces are the same everywhere; about 4 minutes of training on a 2-core CPU with AVX512,
+# under 10 on an AVX2-only one.
 DEMO_FLAGS := --data-path=data/toy --nogpu --vis=False --seed=0 --ngf=32 --ndf=32 \
-	--batch-size=64 --g-every=1 --label-smooth=0.1 --ema=0.995 --max-epoch=16 --save-every=2
-DEMO_LAST := 15
+	--batch-size=32 --recipe=modern --lr1=4e-4 --lr2=4e-4 --amp=False --max-epoch=5 --save-every=1
+DEMO_LAST := 4
 
 ASSETS := $(VENV)/.visdom-assets-stamp
 EVAL := $(VENV)/.eval-stamp

@@ -47,8 +47,8 @@ class Config:
     label_smooth: float = _opt(0.0, "one-sided label smoothing: D learns real -> "
                                "1 - label_smooth (0: the book; 0.1 reins D in)")
     recipe: str = _opt("", "a named set of the options below: modern = --loss=hinge --sn "
-                       "--diffaug=color,translation,cutout --beta1=0 --beta2=0.9 --g-every=1 "
-                       "--ema=0.995 (flags given as well win); '' : the book's")
+                       "--diffaug=color,translation,cutout --r1=0.1 --beta1=0 --beta2=0.9 "
+                       "--g-every=1 --ema=0.995 (flags given as well win); '' : the book's")
     loss: str = _opt("bce", "the adversarial loss: bce (the book's) or hinge (SNGAN, BigGAN)")
     sn: bool = _opt(False, "spectral normalisation of D's convolutions; netd_{epoch}.pth still "
                     "holds plain book-format weights (the normalisation folded in)")
@@ -205,8 +205,8 @@ FIXED_ON_RESUME = ("nz", "ngf", "ndf", "image_size", "batch_size", "sn", "d_bn")
 
 # --recipe=NAME: options that work together, measured in the README ("Beyond the article")
 RECIPES = {
-    "modern": dict(loss="hinge", sn=True, diffaug="color,translation,cutout", beta1=0.0,
-                   beta2=0.9, g_every=1, ema=0.995),
+    "modern": dict(loss="hinge", sn=True, diffaug="color,translation,cutout", r1=0.1,
+                   beta1=0.0, beta2=0.9, g_every=1, ema=0.995),
 }
 
 

@@ -1,15 +1,21 @@
-"""The article's open question, measured: which training settings give the best faces.
+"""The article's open question, and the tools beyond it, measured: which settings give the
+best faces for a budget.
 
     .venv/bin/python experiments/settings.py                  # every setting, seeds 0, 1 and 2
     .venv/bin/python experiments/settings.py --only=book,base --seeds=2
-    .venv/bin/python experiments/settings.py --time           # speed pass, on an idle machine
+    .venv/bin/python experiments/settings.py --time --amp=False     # speed pass, idle machine
+    .venv/bin/python experiments/settings.py --minutes=3.5 --amp=False --only=base,snda_r1_b32
     .venv/bin/python experiments/settings.py --report         # table + grids from what is done
 
-Every setting trains the demo's nets (ngf=ndf=32, batch 64) on the toy set for the same
-budget of images seen (``--epochs`` passes over the data), with ``--ema=0.995`` on so that
-each run gives both the last step's G and its moving average (the average does not change
-training). Each G is evaluated with SWD and, on the toy set, attribute modes at ``--num``.
-Runs that are already finished are skipped, so the script can be stopped and started again.
+Every setting trains the demo's nets (ngf=ndf=32, batch 64 unless the setting says otherwise)
+on the toy set, with ``--ema=0.995`` on so that each run gives both the last step's G and its
+moving average (the average does not change training). The budget is ``--epochs`` passes over
+the data, or with ``--minutes`` the same time for every setting: each trains the whole epochs
+its measured speed fits in, so a setting that is slower per image pays for it. Each G is
+evaluated with SWD and, on the toy set, attribute modes, KL and the share of clear faces at
+``--num``. Runs that are already finished are skipped, so the script can be stopped and
+started again, and several copies may run side by side on different ``--only`` lists
+(``OMP_NUM_THREADS=1`` each; the results do not depend on it, the speed does).
 On a GPU: ``--gpu --width=64 --batch-size=256 --data=data/faces`` for the book's size (pick
 ``--ema`` for that batch size, see the README).
 
@@ -54,17 +60,19 @@ SETTINGS = {
                                               sn=True)),
     "snda": ("hinge + spectral norm + DiffAugment", dict(MODERN, beta1=0.5, beta2=0.999)),
     "snda_b0": ("snda with Adam betas 0, 0.9", dict(MODERN)),
-    "snda_r1": ("snda_b0 with R1 0.1", dict(MODERN, r1=0.1)),
-    "snda_b32": ("snda_b0 at batch 32", dict(MODERN, batch_size=32)),
-    "snda_lr": ("snda_b0 with lr 4e-4 for both", dict(MODERN, lr1=4e-4, lr2=4e-4)),
-    "snr1": ("hinge + spectral norm + R1 0.1, Adam 0, 0.9, no augmentation",
-             dict(MODERN, diffaug="", r1=0.1)),
-    "snr1_b32": ("snr1 at batch 32", dict(MODERN, diffaug="", r1=0.1, batch_size=32)),
+    "snda_r1": ("snda_b0 with R1 0.1: the modern recipe", dict(MODERN, r1=0.1)),
+    "snr1_b32": ("hinge + spectral norm + R1 0.1, Adam 0/0.9, batch 32, no augmentation",
+                 dict(MODERN, diffaug="", r1=0.1, batch_size=32)),
     "snr1tc_b32": ("snr1_b32 with DiffAugment translation,cutout (no color)",
                    dict(MODERN, diffaug="translation,cutout", r1=0.1, batch_size=32)),
     "snda_r1_b32": ("snda_r1 at batch 32", dict(MODERN, r1=0.1, batch_size=32)),
     "nobn": ("snda_r1 without BatchNorm in D", dict(MODERN, r1=0.1, d_bn=False)),
     "nobn_b32": ("nobn at batch 32", dict(MODERN, r1=0.1, d_bn=False, batch_size=32)),
+    "snda_r1_b16": ("snda_r1 at batch 16", dict(MODERN, r1=0.1, batch_size=16)),
+    "snda_r1_b32_lr": ("snda_r1_b32 with lr 4e-4 for both",
+                       dict(MODERN, r1=0.1, batch_size=32, lr1=4e-4, lr2=4e-4)),
+    "snda_r1_b16_lr": ("snda_r1_b16 with lr 4e-4 for both",
+                       dict(MODERN, r1=0.1, batch_size=16, lr1=4e-4, lr2=4e-4)),
 }
 
 
