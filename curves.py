@@ -20,7 +20,8 @@ def read_rows(path):
 
 
 class LossLog:
-    def __init__(self, folder, resume_step=None):
+    def __init__(self, folder, resume_step=None, loss="bce"):
+        self.loss = loss  # names the curves' unit on the plot
         self.csv = Path(folder) / "losses.csv"
         self.png = Path(folder) / "losses.png"
         rows = self.rows() if self.csv.is_file() else []
@@ -60,7 +61,7 @@ class LossLog:
                                           gridspec_kw={"height_ratios": [3, 2]})
         top.plot(step, [r["loss_d"] for r in rows], label="D loss", color="tab:blue")
         top.plot(step, [r["loss_g"] for r in rows], label="G loss", color="tab:orange")
-        top.set_ylabel("BCE loss (running mean)")
+        top.set_ylabel(f"{'hinge' if self.loss == 'hinge' else 'BCE'} loss (running mean)")
         top.set_title("DCGAN training losses")
         top.legend(loc="upper right")
         top.grid(alpha=0.3)

@@ -176,7 +176,7 @@ def train(opt):
     if world.main:
         Path(opt.checkpoint_dir).mkdir(parents=True, exist_ok=True)
         Path(opt.save_path).mkdir(parents=True, exist_ok=True)
-        log = LossLog(opt.save_path, resume_step=run.step if state else None)
+        log = LossLog(opt.save_path, resume_step=run.step if state else None, loss=opt.loss)
         checkpoint.save_text(json.dumps(opt.to_dict(), indent=2),
                              Path(opt.checkpoint_dir) / "options.json")
     processes = f" in each of {world.size} processes" if world.size > 1 else ""
