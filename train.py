@@ -226,7 +226,10 @@ def train(opt):
                         vis.step(run.step, epoch, means, speed * world.size,
                                  fixed_samples(ema.sampler() if ema else netg, fixed_noise),
                                  real)
-                if world.any(stop.requested, device):  # every process stops at the same step
+                # every process stops at the same step; under torchrun asking the others is a
+                # synchronisation, so only at the plot_every read-backs (alone it is free)
+                due = world.size == 1 or (ii + 1) % opt.plot_every == 0
+                if due and world.any(stop.requested, device):
                     bar.close()
                     _check_finite(meters.flush(), epoch, opt)
                     path = run.save() if world.main else Path(opt.checkpoint_dir) / "last.pth"

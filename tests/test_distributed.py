@@ -107,3 +107,33 @@ def test_ddp_d_step_averages_both_passes_of_every_process(tmp_path):
     criterion(logits, torch.zeros_like(logits)).backward()
     assert not all(torch.allclose(p.grad, (g0 + g1) / 2, atol=1e-5)
                    for p, g0, g1 in zip(combined.parameters(), *grads))
+
+
+def test_stop_flag_is_shared_only_at_the_plot_every_read_backs(toy_dir, tmp_path, monkeypatch):
+    """Under torchrun, asking the other processes whether to stop is a synchronisation: at
+    most once per plot_every batches, not every batch."""
+    import distributed
+    import train as train_module
+    from config import parse
+
+    class Counting(distributed.World):  # a world of two, its collectives answered locally
+        checks = 0
+
+        def mean(self, tensor):
+            return tensor
+
+        def any(self, flag, device):
+            Counting.checks += 1
+            return flag
+
+        def barrier(self):
+            pass
+
+    world = Counting(rank=0, size=2)
+    monkeypatch.setattr(distributed, "setup", lambda gpu: (world, torch.device("cpu")))
+    monkeypatch.setattr(distributed, "wrap", lambda netg, netd, *a: (netg, netd.logits))
+    train_module.train(parse("train", dict(
+        data_path=str(toy_dir), gpu=False, vis=False, batch_size=4, ngf=8, ndf=8, seed=0,
+        max_epoch=2, plot_every=4, save_path=str(tmp_path), checkpoint_dir=str(tmp_path))))
+    batches = 2 * (64 // 2 // 4)  # 2 epochs of this rank's half of 64 faces
+    assert Counting.checks == batches // 4
