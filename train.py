@@ -24,12 +24,12 @@ from tqdm import tqdm
 
 import checkpoint
 import distributed
+from augment import DiffAugment, parse as parse_augment
 from config import use_bf16
 from curves import LossLog
 from data import cached_batches, folder_batches
 from ema import EMA
 from errors import Interrupted, UserError
-from augment import DiffAugment, parse as parse_augment
 from model import (NetD, NetG, add_spectral_norm, book_state_dict, remove_batchnorm,
                    weights_init)
 from steps import R1_EVERY, Objective, d_step, g_step
