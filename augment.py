@@ -80,9 +80,6 @@ class DiffAugment:
     def __init__(self, kinds=()):
         self.kinds = tuple(k for k in KINDS if k in kinds)
 
-    def __bool__(self):
-        return bool(self.kinds)
-
     def __call__(self, x):
         for kind in self.kinds:
             x = _TRANSFORMS[kind](x)

@@ -209,8 +209,9 @@ def modes(net, images, real_labels=None, confident=0.9):
 
     A mode is one combination of every attribute; K is their number. Counts the distinct
     combinations among confidently classified faces, the share of confident faces, how many
-    of the attributes' values (33 in all) the confident faces show, and the KL divergence of each attribute's distribution among the faces from the real one (summed
-    over the attributes; uniform when ``real_labels`` is None).
+    of the attributes' values (33 in all) the confident faces show, and the KL divergence of
+    each attribute's distribution among the faces from the real one (summed over the
+    attributes; uniform when ``real_labels`` is None).
     """
     from toyfaces import ATTRIBUTES, CHOICES
     counts = [len(CHOICES[a]) for a in ATTRIBUTES]

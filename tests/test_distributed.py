@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 
-from conftest import ROOT, run_cli, tiny_nets
+from conftest import ROOT, draw_grid, tiny_nets
 
 
 def test_torchrun_two_processes_write_one_set_of_book_checkpoints(toy_dir, tmp_path):
@@ -35,12 +35,8 @@ def test_torchrun_two_processes_write_one_set_of_book_checkpoints(toy_dir, tmp_p
     assert [int(r["step"]) for r in rows] == [2, 4, 6, 8]  # rank 0 alone writes the log
     state = torch.load(tmp_path / "C" / "netg_1.pth", weights_only=True)
     assert all(k.startswith("main.") for k in state)
-    out = tmp_path / "result.png"
-    gen = run_cli("generate", "--nogpu", f"--netg-path={tmp_path / 'C' / 'netg_1.pth'}",
-                  f"--netd-path={tmp_path / 'C' / 'netd_1.pth'}", f"--gen-img={out}",
-                  "--gen-num=8", "--gen-search-num=16")
-    assert gen.returncode == 0, gen.stderr
-    assert out.is_file()
+    draw_grid(tmp_path / "C" / "netg_1.pth", tmp_path / "C" / "netd_1.pth",
+              tmp_path / "result.png", 8, 16)
 
 
 def _real(rank):
