@@ -47,10 +47,11 @@ $(ASSETS): scripts/visdom-assets.sh $(STAMP)
 	bash scripts/visdom-assets.sh $(BIN)/python
 	touch $@
 
-# headless Chromium for the browser test (Debian's package; needs root or an existing install)
-browser:
-	@command -v chromium > /dev/null || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+# headless Chromium for the browser test: one already on the machine (PATH, $CHROMIUM or
+# Playwright's cache), else Playwright's install into the user's cache (no root), else, as
+# root only, Debian's package; else one line saying how to get one
+browser: $(STAMP)
+	@$(BIN)/python scripts/browser.py > /dev/null
 
 data/toy/attributes.csv: | $(STAMP)
 	$(BIN)/python main.py toyfaces --out-dir=data/toy --num=10000 --seed=0

@@ -170,9 +170,10 @@ def test_server_killed_mid_run(visdom_server):
 
 
 def _chromium():
-    import shutil
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert path, "headless Chromium is missing: `make test` installs it (Debian package chromium)"
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import browser
+    path = browser.find()
+    assert path, browser.HOW  # `make test` finds or installs one first
     return path
 
 

@@ -1,0 +1,89 @@
+"""A headless Chromium for the browser tests, found or installed without root.
+
+    python scripts/browser.py          # print the browser's path; install one if there is none
+    python scripts/browser.py --find   # print it, or fail: never installs
+
+Looked for in this order: $CHROMIUM, then chromium, chromium-browser, google-chrome,
+google-chrome-stable and chrome on PATH, then a Chromium that Playwright installed into the
+user's cache ($PLAYWRIGHT_BROWSERS_PATH or ~/.cache/ms-playwright). With none, it installs
+one as an ordinary user would: Playwright's `playwright install chromium` into that cache
+(no root needed; needs Playwright's download host). Only as root, if that fails, Debian's
+package (apt-get install chromium). Where nothing works: one line saying how to get one,
+and exit status 1.
+"""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+# where Playwright's builds keep the executable, under its cache folder
+PLAYWRIGHT_BUILDS = ("chromium-*/chrome-linux*/chrome",
+                     "chromium_headless_shell-*/*/chrome-headless-shell",
+                     "chromium_headless_shell-*/*/headless_shell")
+HOW = ("no Chromium or Chrome found: install one (e.g. `sudo apt-get install chromium`, or "
+       "`pip install playwright && playwright install chromium` where its download host is "
+       "reachable), or point CHROMIUM=/path/to/chrome at one, then run make test again")
+
+
+def _playwright_cache():
+    return Path(os.environ.get("PLAYWRIGHT_BROWSERS_PATH")
+                or Path.home() / ".cache" / "ms-playwright")
+
+
+def find():
+    """The path of a Chromium or Chrome on this machine, or None."""
+    given = os.environ.get("CHROMIUM")
+    if given:
+        return shutil.which(given)
+    for name in NAMES:
+        path = shutil.which(name)
+        if path:
+            return path
+    for pattern in PLAYWRIGHT_BUILDS:
+        found = sorted(glob.glob(str(_playwright_cache() / pattern)))
+        if found and os.access(found[-1], os.X_OK):
+            return found[-1]
+    return None
+
+
+def _run(*command):
+    print("browser:", " ".join(command), file=sys.stderr)
+    try:
+        return subprocess.run(command, timeout=600).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def install():
+    """Try Playwright's user install, then (root only) Debian's package. True if one is there."""
+    python = sys.executable
+    if _run(python, "-m", "pip", "install", "-q", "playwright") and \
+            _run(python, "-m", "playwright", "install", "chromium") and find():
+        return True
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        for command in (["apt-get", "update", "-qq"],
+                        ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                         "chromium"]):
+            print("browser:", " ".join(command), file=sys.stderr)
+            if subprocess.run(command, env=env).returncode != 0:
+                return False
+    return find() is not None
+
+
+def main(argv):
+    path = find()
+    if path is None and "--find" not in argv and install():
+        path = find()
+    if path is None:
+        print(f"error: {HOW}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,69 @@
+"""scripts/browser.py: the browser tests find a Chromium the user has, and never need root."""
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+SCRIPT = ROOT / "scripts" / "browser.py"
+
+
+def _executable(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(0o755)
+    return path
+
+
+def _find(tmp_path, **env):
+    """``browser.py --find`` with only ``env`` to go on (PATH holding nothing else)."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("CHROMIUM",
+                                                                "PLAYWRIGHT_BROWSERS_PATH")}
+    clean.update(HOME=str(tmp_path / "home"), PATH=str(tmp_path / "bin"), **env)
+    return subprocess.run([sys.executable, str(SCRIPT), "--find"], capture_output=True,
+                          text=True, env=clean, timeout=60)
+
+
+def test_a_chromium_on_path_is_used(tmp_path):
+    chrome = _executable(tmp_path / "bin" / "google-chrome")
+    result = _find(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(chrome)
+
+
+def test_a_chromium_playwright_installed_for_the_user_is_used(tmp_path):
+    chrome = _executable(tmp_path / "home" / ".cache" / "ms-playwright" / "chromium-1234" /
+                         "chrome-linux" / "chrome")
+    result = _find(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(chrome)
+
+
+def test_no_browser_is_one_line_saying_how_to_get_one(tmp_path):
+    (tmp_path / "bin").mkdir()
+    result = _find(tmp_path)
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no Chromium")
+    assert "playwright install chromium" in lines[0] and "CHROMIUM=" in lines[0]
+
+
+def test_a_user_without_root_never_calls_apt_get(monkeypatch):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import browser
+    commands = []
+
+    def refuse(command, **kwargs):  # PyPI answers, the browser download does not
+        commands.append(list(command))
+        return subprocess.CompletedProcess(command, 0 if "pip" in command else 1)
+
+    monkeypatch.setattr(browser.subprocess, "run", refuse)
+    monkeypatch.setattr(browser, "find", lambda: None)
+    monkeypatch.setattr(browser.os, "geteuid", lambda: 1000)
+    assert browser.main([]) == 1
+    assert commands and all("apt-get" not in c for c in commands)
+    assert ["playwright", "install", "chromium"] == commands[-1][-3:]  # tried the user's way
+    commands.clear()
+    monkeypatch.setattr(browser.os, "geteuid", lambda: 0)  # root falls back to the package
+    browser.main([])
+    assert any(c[0] == "apt-get" for c in commands) or not browser.shutil.which("apt-get")
