@@ -4,7 +4,7 @@ import torch
 
 from model import NetD, NetG
 
-from conftest import assert_clean_error, run_cli
+from conftest import assert_clean_error, cli, run_cli
 
 
 def test_misspelt_flag_names_it_and_suggests(toy_dir):
@@ -19,19 +19,19 @@ def test_unknown_command_suggests():
 
 
 def test_missing_data_folder(tmp_path):
-    assert_clean_error(run_cli("train", f"--data-path={tmp_path / 'nope'}", "--nogpu"), "nope")
+    assert_clean_error(cli("train", f"--data-path={tmp_path / 'nope'}", "--nogpu"), "nope")
 
 
 def test_empty_data_folder(tmp_path):
     (tmp_path / "faces").mkdir()
     (tmp_path / "faces" / "notes.txt").write_text("no images here")
-    assert_clean_error(run_cli("train", f"--data-path={tmp_path}", "--nogpu", "--vis=False"),
+    assert_clean_error(cli("train", f"--data-path={tmp_path}", "--nogpu", "--vis=False"),
                        "no images")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
 def test_gpu_without_cuda(toy_dir):
-    assert_clean_error(run_cli("train", f"--data-path={toy_dir}", "--gpu"), "--gpu", "--nogpu")
+    assert_clean_error(cli("train", f"--data-path={toy_dir}", "--gpu"), "--gpu", "--nogpu")
 
 
 @pytest.mark.parametrize("flag,culprit", [("--batch-size=0", "--batch-size"),
@@ -42,11 +42,11 @@ def test_gpu_without_cuda(toy_dir):
                                           ("--vis=maybe", "--vis"),
                                           ("--max-epoch=ten", "--max-epoch")])
 def test_bad_values(toy_dir, flag, culprit):
-    assert_clean_error(run_cli("train", f"--data-path={toy_dir}", "--nogpu", flag), culprit)
+    assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", flag), culprit)
 
 
 def test_batch_larger_than_data_set(toy_dir, tmp_path):
-    assert_clean_error(run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+    assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
                                "--batch-size=1000", f"--checkpoint-dir={tmp_path}"),
                        "--batch-size")
 
@@ -54,12 +54,12 @@ def test_batch_larger_than_data_set(toy_dir, tmp_path):
 def test_generate_errors(tmp_path):
     torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
     torch.save(NetD(8).state_dict(), tmp_path / "netd.pth")
-    assert_clean_error(run_cli("generate", "--nogpu"), "--netg-path")
-    assert_clean_error(run_cli("generate", "--nogpu", f"--netg-path={tmp_path / 'x.pth'}"),
+    assert_clean_error(cli("generate", "--nogpu"), "--netg-path")
+    assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'x.pth'}"),
                        "x.pth")
-    assert_clean_error(run_cli("generate", "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}",
+    assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}",
                                "--gen-num=100", "--gen-search-num=50"), "--gen-num")
-    line = assert_clean_error(run_cli("generate", "--nogpu",
+    line = assert_clean_error(cli("generate", "--nogpu",
                                       f"--netg-path={tmp_path / 'netd.pth'}",
                                       f"--netd-path={tmp_path / 'netg.pth'}"), "netd.pth")
     assert "swap" in line

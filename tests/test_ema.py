@@ -4,7 +4,7 @@ from PIL import Image
 
 from ema import EMA
 
-from conftest import assert_clean_error, run_cli, tiny_nets
+from conftest import assert_clean_error, cli, run_cli, tiny_nets
 
 
 def _fill(net, value):
@@ -74,7 +74,7 @@ def test_train_with_ema_saves_the_average_beside_g_and_generate_draws_with_it(to
 
 
 def test_ema_outside_its_range_is_one_line(toy_dir):
-    assert_clean_error(run_cli("train", f"--data-path={toy_dir}", "--ema=1.5"), "--ema")
+    assert_clean_error(cli("train", f"--data-path={toy_dir}", "--ema=1.5"), "--ema")
 
 
 def test_average_of_a_sync_batchnorm_g_draws_alone():
