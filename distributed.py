@@ -95,11 +95,11 @@ def wrap(netg, netd, world, device, sync_bn=False):
     summed, exactly as in one process. In the G step D is only a frozen judge: it is called
     unwrapped, so DDP never waits for gradients D does not get.
     """
-    if world.size == 1:
-        return netg, netd.logits
-    if sync_bn and device.type != "cuda":
+    if sync_bn and device.type != "cuda":  # in one process too: it says GPUs only
         raise UserError("--sync-bn needs GPUs (torch's SyncBatchNorm does not run on the CPU): "
                         "drop it for CPU processes")
+    if world.size == 1:
+        return netg, netd.logits
     if sync_bn:
         netg = nn.SyncBatchNorm.convert_sync_batchnorm(netg)
         netd = nn.SyncBatchNorm.convert_sync_batchnorm(netd)

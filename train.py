@@ -368,6 +368,8 @@ def say(message):
 
 def _check_finite(diverged, epoch, opt):
     if diverged:
-        raise UserError(f"{' and '.join(diverged)} became NaN or infinite in epoch {epoch}: "
+        names = list(diverged)
+        names = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+        raise UserError(f"{names} became NaN or infinite in epoch {epoch}: "
                         f"training diverged; lower --lr1/--lr2 and start again from the last "
                         f"save in {opt.checkpoint_dir}")

@@ -120,3 +120,105 @@ def test_resume_gives_the_optimisers_the_settings_of_the_device_it_runs_on(toy_d
     assert state["epoch"] == 2
     assert all(not group["fused"] for key in ("optimizer_g", "optimizer_d")
                for group in state[key]["param_groups"])
+
+
+def _start(toy_dir, ckpt, *flags):
+    """``main.py train`` in the background, as a user starts it; stderr read as it comes."""
+    return subprocess.Popen([sys.executable, str(ROOT / "main.py"), "train",
+                             f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--seed=1",
+                             f"--checkpoint-dir={ckpt}", f"--save-path={ckpt}", *flags],
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def _read_until(proc, text, seconds=120):
+    seen, deadline = "", time.time() + seconds
+    while text not in seen and time.time() < deadline and proc.poll() is None:
+        seen += proc.stderr.read(1)
+    assert text in seen, seen
+    return seen
+
+
+def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path):
+    """What a cluster's scheduler or `kill` sends: the state is saved, the message says how
+    to go on, and --resume finishes the run."""
+    proc = _start(toy_dir, tmp_path, "--batch-size=4", "--ngf=32", "--ndf=32", "--max-epoch=3")
+    _read_until(proc, "epoch 2/3")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "SIGTERM: saving after this step" in err and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("interrupted: stopped in epoch 1")
+    assert f"--resume={tmp_path / 'last.pth'}" in err.splitlines()[-1]
+    state = torch.load(tmp_path / "last.pth", weights_only=True)
+    assert state["epoch"] == 1 and 0 < state["batch"] < 16
+    result = run_cli("train", f"--resume={tmp_path / 'last.pth'}")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "netg_2.pth").is_file()
+
+
+def test_a_second_ctrl_c_stops_at_once():
+    """The first Ctrl-C asks for a save after the step; the second does not wait for it."""
+    with train_module.StopSignal() as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs at the next bytecode
+        assert stop.requested  # the first one only raises the flag
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_a_second_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
+    import main
+
+    def interrupted(*args, **flags):
+        raise KeyboardInterrupt
+    monkeypatch.setitem(main.COMMANDS, "train", interrupted)
+    assert main.main(["main.py", "train"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["interrupted at once: nothing saved since the last save point"]
+
+
+def test_a_finished_run_resumed_says_there_is_nothing_to_do(toy_dir, tmp_path):
+    _train(toy_dir, tmp_path, max_epoch=1)
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.pth")}
+    result = run_cli("train", "--resume", f"--checkpoint-dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    assert "has already trained 1 epochs: nothing to do; raise --max-epoch" in result.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.pth")} == before
+
+
+def test_ema_switched_on_at_resume_saves_the_average_from_then_on(toy_dir, tmp_path):
+    _train(toy_dir, tmp_path, max_epoch=1, g_every=1)
+    assert not (tmp_path / "netg_ema_0.pth").exists()
+    _train(toy_dir, tmp_path, max_epoch=2, resume=True, ema=0.9)
+    g = torch.load(tmp_path / "netg_1.pth", weights_only=True)
+    average = torch.load(tmp_path / "netg_ema_1.pth", weights_only=True)
+    assert g.keys() == average.keys()
+    assert not torch.equal(g["main.0.weight"], average["main.0.weight"])
+    assert "ema" in torch.load(tmp_path / "last.pth", weights_only=True)
+    draw_grid(tmp_path / "netg_ema_1.pth", tmp_path / "netd_1.pth", tmp_path / "r.png", 4, 8)
+
+
+def _rows(folder):
+    import csv
+    with open(folder / "imgs" / "losses.csv") as f:
+        return [{k: v for k, v in row.items() if k != "images_per_s"} for row in csv.DictReader(f)]
+
+
+def test_resume_from_an_older_state_trims_the_loss_log(toy_dir, tmp_path):
+    """Steps logged after the state being resumed belong to a run that no longer exists: the
+    log holds each step once, and equals the straight run's."""
+    _train(toy_dir, tmp_path / "straight", max_epoch=2, plot_every=1, save_every=1)
+    run = tmp_path / "run"
+    _train(toy_dir, run, max_epoch=1, plot_every=1)
+    older = (run / "last.pth").read_bytes()
+    _train(toy_dir, run, max_epoch=2, resume=True)
+    assert len(_rows(run)) == 8
+    (run / "last.pth").write_bytes(older)  # back to the end of epoch 1
+    _train(toy_dir, run, max_epoch=2, resume=True)
+    rows = _rows(run)
+    assert [int(r["step"]) for r in rows] == list(range(1, 9))
+    assert rows == _rows(tmp_path / "straight")

@@ -10,7 +10,7 @@ import train as train_module
 from config import parse
 from model import NetG
 
-from conftest import run_cli, tiny_nets
+from conftest import assert_clean_error, cli, run_cli, tiny_nets
 
 
 def test_book_command_writes_checkpoints_and_grids_then_generate_uses_them(toy_dir, tmp_path):
@@ -124,3 +124,81 @@ def test_bf16_only_where_the_gpu_does_it_natively(monkeypatch):
     assert use_bf16(True, torch.device("cuda")) is True  # --amp still forces it
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert use_bf16(None, torch.device("cuda")) is True
+
+
+def _opt(toy_dir, tmp_path, **flags):
+    base = dict(data_path=str(toy_dir), gpu=False, vis=False, max_epoch=1, batch_size=16,
+                ngf=8, ndf=8, seed=0, save_path=str(tmp_path / "I"),
+                checkpoint_dir=str(tmp_path / "C"))
+    base.update(flags)
+    return parse("train", base)
+
+
+def test_nan_stops_training_with_one_line_and_saves_nothing(toy_dir, tmp_path):
+    from model import NetD
+    netd = NetD(8)
+    with torch.no_grad():
+        netd.main[0].weight.fill_(float("nan"))  # as after a step that blew up
+    torch.save(netd.state_dict(), tmp_path / "nan.pth")
+    result = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--ngf=8",
+                     "--ndf=8", "--batch-size=16", "--max-epoch=3", "--save-every=1",
+                     f"--netd-path={tmp_path / 'nan.pth'}", f"--checkpoint-dir={tmp_path / 'C'}",
+                     f"--save-path={tmp_path / 'I'}")
+    line = assert_clean_error(result, "became NaN or infinite in epoch 0",
+                              "lower --lr1/--lr2")
+    assert "loss_d" in line
+    assert not list((tmp_path / "C").glob("*.pth"))  # no NaN weights written as a save point
+
+
+def test_label_smooth_sets_the_target_d_learns_for_real_faces(toy_dir, tmp_path, monkeypatch):
+    targets = []
+
+    class Spy(steps.Objective):
+        def __init__(self, loss, real_label):
+            targets.append(real_label)
+            super().__init__(loss, real_label)
+    monkeypatch.setattr(train_module, "Objective", Spy)
+    train_module.train(_opt(toy_dir, tmp_path / "plain"))
+    train_module.train(_opt(toy_dir, tmp_path / "smooth", label_smooth=0.25))
+    assert targets == [1.0, 0.75]
+    plain = torch.load(tmp_path / "plain" / "C" / "netd_0.pth", weights_only=True)
+    smooth = torch.load(tmp_path / "smooth" / "C" / "netd_0.pth", weights_only=True)
+    assert not torch.equal(plain["main.0.weight"], smooth["main.0.weight"])
+
+
+def test_amp_and_noamp_say_which_and_compute_differently(toy_dir, tmp_path, capsys):
+    train_module.train(_opt(toy_dir, tmp_path / "on", amp=True))
+    on = capsys.readouterr().out
+    train_module.train(_opt(toy_dir, tmp_path / "off", amp=False))
+    off = capsys.readouterr().out
+    assert "training on cpu with bf16 autocast, seed 0" in on
+    assert "training on cpu, seed 0" in off and "bf16" not in off
+    a = torch.load(tmp_path / "on" / "C" / "netg_0.pth", weights_only=True)
+    b = torch.load(tmp_path / "off" / "C" / "netg_0.pth", weights_only=True)
+    assert not torch.equal(a["main.0.weight"], b["main.0.weight"])  # bf16 rounds, fp32 not
+    result = cli("train", f"--data-path={toy_dir}", "--noamp", "--nogpu", "--vis=False",
+                 "--ngf=8", "--ndf=8", "--batch-size=16", "--max-epoch=1",
+                 f"--checkpoint-dir={tmp_path / 'C3'}", f"--save-path={tmp_path / 'I3'}")
+    assert result.returncode == 0, result.stderr
+    assert "training on cpu, seed" in result.stdout  # fire's --noamp is --amp=False
+
+
+def test_start_d_from_existing_weights(toy_dir, tmp_path):
+    from model import NetD
+    netd = NetD(8)
+    with torch.no_grad():
+        for p in netd.parameters():
+            p.fill_(0.01)
+    torch.save(netd.state_dict(), tmp_path / "start.pth")
+    # D learns once (batch 0 of d_every=100), with a vanishing learning rate
+    train_module.train(_opt(toy_dir, tmp_path, d_every=100, lr2=1e-12,
+                            netd_path=str(tmp_path / "start.pth")))
+    saved = torch.load(tmp_path / "C" / "netd_0.pth", weights_only=True)
+    for key in ("main.0.weight", "main.2.weight", "main.11.weight"):
+        assert torch.allclose(saved[key], torch.full_like(saved[key], 0.01), atol=1e-6), key
+
+
+def test_sync_bn_on_the_cpu_is_one_line(toy_dir, tmp_path):
+    assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+                           "--batch-size=16", "--max-epoch=1", "--sync-bn",
+                           f"--checkpoint-dir={tmp_path}"), "--sync-bn", "GPU")
