@@ -1,6 +1,10 @@
 """Finding images, the decoded cache, and that both paths feed the same pixels."""
+import errno
+import json
 import os
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -80,3 +84,50 @@ def test_folder_batches_follow_the_same_permutation(toy_dir):
     array, _ = build_cache(toy_dir, 96, workers=1)
     cached = [b for b, _ in CachedBatches(array, 16, "cpu").batches(perm, start=1)]
     assert len(folder) == 3 and all(torch.equal(a, b) for a, b in zip(folder, cached))
+
+
+def _copy(toy_dir, root, count=12):
+    (root / "faces").mkdir(parents=True)
+    for p in sorted((toy_dir / "faces").iterdir())[:count]:
+        (root / "faces" / p.name).write_bytes(p.read_bytes())
+    return root
+
+
+def test_a_damaged_cache_is_rebuilt(tmp_path, toy_dir):
+    root = _copy(toy_dir, tmp_path / "data")
+    first, _ = build_cache(root, 96, workers=1)
+    first = np.array(first)
+    [array_file] = tmp_path.glob(".data.faces96-*.npy")
+    [meta_file] = tmp_path.glob(".data.faces96-*.json")
+    size = array_file.stat().st_size
+    with open(array_file, "r+b") as f:  # cut short, as by a crash or a full disk elsewhere
+        f.truncate(size // 2)
+    again, skipped = build_cache(root, 96, workers=1)
+    assert np.array_equal(again, first) and skipped == []
+    assert array_file.stat().st_size == size
+    meta_file.write_text("{not json")
+    assert np.array_equal(build_cache(root, 96, workers=1)[0], first)
+    assert json.loads(meta_file.read_text())["count"] == 12
+
+
+def test_a_read_only_data_folder_caches_in_a_temporary_folder(tmp_path, toy_dir, monkeypatch,
+                                                              capsys):
+    import data
+    root = _copy(toy_dir, tmp_path / "data")
+    create = data._create_npy
+
+    def read_only(path, shape):  # root may write anywhere, so the refusal is simulated
+        if Path(path).parent == tmp_path:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return create(path, shape)
+    monkeypatch.setattr(data, "_create_npy", read_only)
+    array, _ = build_cache(root, 96, workers=1)
+    note = capsys.readouterr().out
+    assert f"note: cannot write the decoded-image cache beside {root} (Read-only file " \
+           f"system); using " in note
+    assert array.shape == (12, 3, 96, 96)
+    assert Path(array.filename).parent != tmp_path and Path(array.filename).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # nothing written beside
+    monkeypatch.undo()
+    assert np.array_equal(array, build_cache(root, 96, workers=1)[0])  # the same pixels
+    shutil.rmtree(Path(array.filename).parent)

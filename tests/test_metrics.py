@@ -1,5 +1,6 @@
 """SWD on cases with known answers, and the evaluate command end to end."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 from metrics import laplacian_pyramid, swd
 from toyfaces import face
 
-from conftest import run_cli, tiny_nets
+from conftest import cli, run_cli, tiny_nets
 
 
 def _faces(seed, count, keep=None):
@@ -130,3 +131,29 @@ def test_evaluate_untrained_generator_is_far_above_the_floor(toy_dir, tmp_path, 
     assert report["swd"]["mean"] > 5 * report["swd_floor"]["mean"]
     assert "attribute modes covered" in r.stdout
     assert report["modes"]["confident_share"] < report["modes_real"]["confident_share"]
+
+
+def test_evaluate_on_a_small_folder_halves_num_and_says_so(toy_dir, tmp_path):
+    torch.save(tiny_nets(nz=100)[0].state_dict(), tmp_path / "g.pth")
+    out = tmp_path / "m.json"
+    r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
+            f"--data-path={toy_dir}", "--num=2048", "--metrics=swd", f"--out={out}")
+    assert r.returncode == 0, r.stderr
+    assert f"note: {toy_dir} has 64 images; comparing 32 (the floor needs two disjoint " \
+           f"real sets)" in r.stdout
+    assert json.loads(out.read_text())["num"] == 32
+
+
+def test_evaluate_skips_modes_where_there_is_no_attributes_csv(toy_dir, tmp_path):
+    folder = tmp_path / "plain"
+    shutil.copytree(toy_dir / "faces", folder / "faces")  # the faces, not their CSV
+    torch.save(tiny_nets(nz=100)[0].state_dict(), tmp_path / "g.pth")
+    out = tmp_path / "m.json"
+    r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
+            f"--data-path={folder}", "--num=32", f"--out={out}")
+    assert r.returncode == 0, r.stderr
+    assert f"note: modes are counted on the toy set only, and {folder} has no " \
+           f"attributes.csv: skipping them" in r.stdout
+    report = json.loads(out.read_text())
+    assert "swd" in report and "modes" not in report
+    assert "SWD x1e3, mean" in r.stdout and "modes covered" not in r.stdout

@@ -3,9 +3,12 @@ import csv
 import hashlib
 
 import numpy as np
+from PIL import Image
 
 import toyfaces
 from toyfaces import ATTRIBUTES, CHOICES, face, make_toyfaces
+
+from conftest import ROOT, assert_clean_error, cli, run_cli
 
 
 def _digest(folder):
@@ -64,6 +67,37 @@ def test_faces_are_drawn_from_their_attributes():
 
 
 def test_the_readme_grid_shows_every_attribute_value():
-    """docs/toyfaces.jpg is faces 0-63 of seed 0: every value of every attribute is in it."""
+    """docs/toyfaces.jpg is faces 0-63 of seed 0, 8 a row: every value of every attribute is
+    in it."""
+    grid = np.asarray(Image.open(ROOT / "docs" / "toyfaces.jpg").convert("RGB")).astype(int)
+    assert grid.shape == (8 * 98 + 2, 8 * 98 + 2, 3)
+    for i in range(64):
+        row, col = divmod(i, 8)
+        cell = grid[2 + row * 98:2 + row * 98 + 96, 2 + col * 98:2 + col * 98 + 96]
+        drawn = np.asarray(face(0, i)[1]).astype(int)
+        assert np.abs(cell - drawn).mean() < 10, i  # JPEG's loss (another face: 30 and up)
     seen = _values_seen(0, 64)
     assert all(seen[name] == set(CHOICES[name]) for name in ATTRIBUTES)
+
+
+def test_the_command_writes_the_set_and_says_where(tmp_path):
+    out = tmp_path / "toy"
+    result = run_cli("toyfaces", f"--out-dir={out}", "--num=12", "--seed=5")
+    assert result.returncode == 0, result.stderr
+    assert f"wrote 12 faces to {out}/faces/ and {out / 'attributes.csv'}" in result.stdout
+    files = sorted((out / "faces").glob("*.jpg"))
+    assert len(files) == 12
+    with open(out / "attributes.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["file"] for r in rows) == [p.name for p in files]
+    # the same faces the library draws for this seed
+    attrs, img = face(5, 0)
+    first = next(r for r in rows if r["file"] == files[0].name)
+    assert all(first[a] == attrs[a] for a in ATTRIBUTES)
+    drawn = np.asarray(Image.open(files[0])).astype(int)
+    assert np.abs(drawn - np.asarray(img).astype(int)).mean() < 8  # JPEG's loss only
+
+
+def test_num_zero_is_one_line(tmp_path):
+    assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", "--num=0"), "--num")
+    assert not (tmp_path / "toy").exists()
