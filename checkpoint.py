@@ -15,7 +15,8 @@ import zipfile
 from pathlib import Path
 
 import torch
-from torchvision.utils import save_image
+from PIL import Image
+from torchvision.utils import make_grid
 
 from errors import UserError
 from model import NetD, NetG
@@ -57,12 +58,20 @@ def save(obj, path):
     _atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+def to_uint8(faces):
+    """Faces in [-1, 1] -> uint8 pixels 0..255, rounded (the same shape)."""
+    return ((faces.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 def save_grid(images, path, nrow=8):
-    """Save images in [-1, 1] as one grid image, atomically; the format follows the suffix."""
+    """Save images in [-1, 1] as one grid image (2-pixel black gaps, as torchvision's
+    save_image), atomically; the format follows the suffix. Rounded as each face's own PNG
+    is, so a face in a grid has the very pixels of the same face saved alone."""
     fmt = Path(path).suffix.lstrip(".").lower() or "png"
     fmt = {"jpg": "jpeg"}.get(fmt, fmt)
-    _atomic_write(path, lambda tmp: save_image(images, tmp, nrow=nrow, normalize=True,
-                                               value_range=(-1, 1), format=fmt))
+    grid = make_grid(to_uint8(images.detach().float().cpu()), nrow=nrow, padding=2)
+    picture = Image.fromarray(grid.permute(1, 2, 0).numpy(), "RGB")
+    _atomic_write(path, lambda tmp: picture.save(tmp, format=fmt))
 
 
 def load(path, device="cpu"):

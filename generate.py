@@ -25,7 +25,10 @@ import torch
 from PIL import Image
 
 import checkpoint
+from checkpoint import to_uint8
 from config import resolve_device
+
+PAD = 16  # G draws batches of a multiple of this many latents (see Faces._draw)
 
 
 def noise(seeds, nz, mean=0.0, std=1.0):
@@ -66,9 +69,17 @@ class Faces:
 
     @torch.no_grad()
     def _draw(self, z):
-        """G on latents, in batches; images in [-1, 1] on the CPU."""
-        out = [self.netg(z[i:i + self.batch_size].to(self.device)).float().cpu()
-               for i in range(0, len(z), self.batch_size)]
+        """G on latents, in batches; images in [-1, 1] on the CPU.
+
+        Each batch is padded to a multiple of PAD latents: the CPU's convolutions take
+        another path for some batch sizes (odd ones, here), which moves a few pixels by one
+        level, and a seed must draw the same face in a grid, alone, or in a morph."""
+        out = []
+        for i in range(0, len(z), self.batch_size):
+            chunk = z[i:i + self.batch_size]
+            extra = -len(chunk) % PAD
+            padded = torch.cat([chunk, chunk[-1:].expand(extra, *chunk.shape[1:])])
+            out.append(self.netg(padded.to(self.device))[:len(chunk)].float().cpu())
         return torch.cat(out)
 
     def tensors(self, seeds):
@@ -101,11 +112,6 @@ class Faces:
             keep = scores.topk(min(num, len(scores))).indices
             best, best_scores, best_seeds = fake[keep], scores[keep], seeds[keep]
         return best, best_scores, best_seeds.tolist()
-
-
-def to_uint8(faces):
-    """Faces in [-1, 1] -> uint8 pixels 0..255, rounded (the same shape)."""
-    return ((faces.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def to_pil(face, scale=1, resample="nearest"):

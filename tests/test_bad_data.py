@@ -33,8 +33,12 @@ def messy_dir(tmp_path, toy_dir):
     (faces / "notes.png").write_text("this is not an image\n")
     (faces / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     face.convert("L").save(faces / "gray.png")
-    face.convert("RGBA").save(faces / "rgba.png")
-    face.convert("P").save(faces / "palette.png")
+    rgba = face.convert("RGBA")  # the left half transparent (over black pixels)
+    rgba.paste((0, 0, 0, 0), (0, 0, 48, 96))
+    rgba.save(faces / "rgba.png")
+    palette = face.convert("P")  # palette index 0 marked transparent, painted on the top rows
+    palette.paste(0, (0, 0, 96, 20))
+    palette.save(faces / "palette.png", transparency=0)
     face.convert("CMYK").save(faces / "cmyk.jpg")
     sixteen = (np.linspace(0, 65535, 96 * 96).reshape(96, 96)).astype(np.uint16)
     Image.fromarray(sixteen).save(faces / "deep16.png")
@@ -56,6 +60,8 @@ def test_training_skips_and_reports_broken_files(messy_dir, tmp_path, cache, cap
     train_module.train(opt)
     out = capsys.readouterr().out
     assert "skipped 3 unreadable image files" in out
+    # 24 faces + 8 odd but readable files (.DS_Store is not an image): 8 batches of 4
+    assert "8 batches of 4 per epoch" in out
     listed = (ckpt / "skipped_files.txt").read_text().split()
     assert sorted(p.rsplit("/", 1)[-1] for p in listed) == sorted(BROKEN)
     assert (ckpt / "netg_0.pth").is_file()
@@ -69,6 +75,12 @@ def test_every_mode_becomes_upright_rgb(messy_dir):
         assert img.mode == "RGB", name
     deep = np.asarray(open_rgb(faces / "deep16.png"))
     assert deep.min() < 10 and deep.max() > 245 and 100 < deep.mean() < 155  # scaled, not clipped
+    rgba = np.asarray(open_rgb(faces / "rgba.png")).astype(int)
+    assert (rgba[:, :48] == 255).all()  # transparent pixels put on white, not their black
+    opaque = np.asarray(Image.open(faces / "rgba.png").convert("RGB"))[:, 48:]
+    assert np.array_equal(rgba[:, 48:], opaque)  # the opaque half keeps its colours
+    palette = np.asarray(open_rgb(faces / "palette.png")).astype(int)
+    assert (palette[:20] == 255).all() and (palette[20:] != 255).any()
     upright = np.asarray(open_rgb(faces / "exif.jpg")).astype(int)
     original = np.asarray(Image.open(faces / "gray.png").convert("RGB")).astype(int)
     assert upright.shape == original.shape

@@ -42,14 +42,24 @@ def test_sampler_measures_its_own_batchnorm_statistics_without_touching_the_rng(
     assert torch.equal(torch.get_rng_state(), rng)
     bn = next(m for m in sampler.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert bn.running_mean.abs().max() < 5  # measured, not G's 50
+    measured = bn.running_mean.clone()
     z = torch.randn(256, netg.nz, 1, 1)
     with torch.no_grad():
         drawn = sampler(z)  # eval mode, with the measured statistics
         batch = sampler.train()(z)  # the statistics of this very batch
     sampler.eval()
     torch.testing.assert_close(drawn.std(), batch.std(), rtol=0.1, atol=0)
-    assert torch.equal(ema.sampler().state_dict()["main.1.running_mean"],
-                       bn.running_mean)  # the same weights give the same statistics
+    # the same weights give the same statistics: a second average, measured on its own
+    # (after training had moved the RNG on), and this one re-measured after a reload
+    torch.randn(1000)
+    twin = EMA(netg, 0.99)
+    twin.update(netg)
+    assert twin.sampler() is not sampler
+    assert torch.equal(twin.sampler().state_dict()["main.1.running_mean"], measured)
+    # the batch above moved the statistics in training mode; a reload measures them again
+    assert not torch.equal(bn.running_mean, measured)
+    ema.load_state_dict(ema.state_dict())
+    assert torch.equal(ema.sampler().state_dict()["main.1.running_mean"], measured)
 
 
 def test_train_with_ema_saves_the_average_beside_g_and_generate_draws_with_it(toy_dir, tmp_path):
