@@ -102,10 +102,8 @@ class Faces:
         best, best_scores, best_seeds = None, None, None
         for start in range(first_seed, first_seed + search_num, self.batch_size):
             seeds = torch.arange(start, min(start + self.batch_size, first_seed + search_num))
-            fake = self.netg(noise(seeds.tolist(), self.netg.nz, self.mean, self.std)
-                             .to(self.device)).float()
-            scores = self.netd(fake).float().cpu()
-            fake = fake.cpu()
+            fake = self._draw(noise(seeds.tolist(), self.netg.nz, self.mean, self.std))
+            scores = self.netd(fake.to(self.device)).float().cpu()
             if best is not None:
                 fake, scores = torch.cat([best, fake]), torch.cat([best_scores, scores])
                 seeds = torch.cat([best_seeds, seeds])
