@@ -1,6 +1,8 @@
 # make demo   - install, draw the toy face set, train on it on the CPU, generate result.png
 # make test   - install, run the tests
+# make test-fast - the tests but the slow ones, for the edit-test loop
 # make eval   - also install the optional FID/KID network (requirements-eval.txt)
+# make app    - also install the optional explorer page (requirements-app.txt)
 # make visdom - start a visdom server on 127.0.0.1:8097 that needs no network
 PY ?= python3
 VENV := .venv
@@ -18,8 +20,9 @@ DEMO_LAST := 4
 
 ASSETS := $(VENV)/.visdom-assets-stamp
 EVAL := $(VENV)/.eval-stamp
+APP := $(VENV)/.app-stamp
 
-.PHONY: venv eval test demo visdom visdom-assets browser clean
+.PHONY: venv eval app test test-fast demo visdom visdom-assets browser clean
 
 venv: $(STAMP)
 
@@ -30,6 +33,12 @@ $(EVAL): requirements-eval.txt $(STAMP)
 	$(BIN)/pip install -q -r requirements-eval.txt -c requirements.txt
 	touch $@
 
+# optional: the explorer page, python main.py explore (Gradio); the tests use it
+app: $(APP)
+$(APP): requirements-app.txt $(STAMP)
+	$(BIN)/pip install -q -r requirements-app.txt -c requirements.txt
+	touch $@
+
 # visdom 0.2.4 and torchnet 0.0.4 build from source with a setup.py that needs pkg_resources,
 # which setuptools 81 removed: build them with an older setuptools, without isolation.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -38,8 +47,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/pip install -q --no-build-isolation "setuptools<81" -r requirements.txt -r requirements-dev.txt
 	touch $@
 
-test: $(STAMP) $(EVAL) $(ASSETS) browser
-	$(BIN)/python -m pytest -q tests
+# the whole suite (about 4 min of pytest on 2 cores), with its 15 slowest tests listed
+test: $(STAMP) $(EVAL) $(APP) $(ASSETS) browser
+	$(BIN)/python -m pytest -q --durations=15 tests
+
+# the edit-test loop: all but the tests marked slow (under a minute); run make test before
+# a commit
+test-fast: $(STAMP) $(EVAL) $(APP) $(ASSETS)
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 # visdom's page scripts from npm, so the browser UI works with no CDN (see README)
 visdom-assets: $(ASSETS)

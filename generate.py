@@ -86,6 +86,16 @@ class Faces:
         """The faces of ``seeds``: a tensor (N, 3, 96, 96) in [-1, 1]."""
         return self._draw(noise(list(seeds), self.netg.nz, self.mean, self.std))
 
+    def morph(self, seeds, steps):
+        """Faces morphing from each seed to the next: a tensor (len(seeds) - 1, steps, 3, 96,
+        96), both ends of each row included, the ends the seeds' own faces."""
+        z = noise(list(seeds), self.netg.nz, self.mean, self.std)
+        ts = [i / (steps - 1) for i in range(steps)]
+        rows = torch.cat([torch.stack([slerp(a, b, t) for t in ts])
+                          for a, b in zip(z[:-1], z[1:])])
+        faces = self._draw(rows)
+        return faces.view(len(z) - 1, steps, *faces.shape[1:])
+
     def images(self, seeds, scale=1, resample="nearest"):
         """The faces of ``seeds`` as PIL images, ``scale`` times 96 pixels wide."""
         return [to_pil(face, scale, resample) for face in self.tensors(seeds)]
@@ -183,22 +193,26 @@ def interpolate(opt):
     faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
                        batch_size=opt.batch_size)
     seeds = list(opt.seeds) if opt.seeds else [_first_seed(opt) + i for i in range(2)]
-    z = noise(seeds, faces.netg.nz, opt.gen_mean, opt.gen_std)
-    ts = [i / (opt.steps - 1) for i in range(opt.steps)]
-    rows = [torch.stack([slerp(a, b, t) for t in ts]) for a, b in zip(z[:-1], z[1:])]
-    grid = faces._draw(torch.cat(rows))
+    rows = faces.morph(seeds, opt.steps)
     out = opt.out or "interp.png"
-    checkpoint.save_grid(grid, out, nrow=opt.steps)
+    checkpoint.save_grid(rows.flatten(0, 1), out, nrow=opt.steps)
     print(f"wrote {out}: {len(rows)} rows of {opt.steps} faces, seeds "
           f"{' -> '.join(map(str, seeds))}")
     if opt.gif:
         # the path through every seed and back to the first, without repeated frames
+        z = noise(seeds, faces.netg.nz, opt.gen_mean, opt.gen_std)
+        ts = [i / (opt.steps - 1) for i in range(opt.steps)]
         loop = torch.cat([torch.stack([slerp(a, b, t) for t in ts[:-1]])
                           for a, b in zip(z, torch.cat([z[1:], z[:1]]))])
         frames = [to_pil(face, opt.scale, opt.resample) for face in faces._draw(loop)]
-        buf = io.BytesIO()
-        frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:],
-                       duration=80, loop=0)
-        checkpoint.save_bytes(buf.getvalue(), opt.gif)
+        checkpoint.save_bytes(gif_bytes(frames), opt.gif)
         print(f"wrote {opt.gif}: {len(frames)} frames")
-    return grid
+    return rows.flatten(0, 1)
+
+
+def gif_bytes(frames, duration=80):
+    """PIL images as an endlessly looping animated GIF, ``duration`` ms a frame."""
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:],
+                   duration=duration, loop=0)
+    return buf.getvalue()

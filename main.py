@@ -4,6 +4,7 @@
     python main.py train --gpu                    # the book's command: data/faces/*.jpg
     python main.py generate --netg-path=checkpoints/netg_199.pth --netd-path=checkpoints/netd_199.pth
     python main.py interpolate --netg-path=checkpoints/netg_199.pth --seeds=17,42 --gif=morph.gif
+    python main.py explore --netg-path=checkpoints/   # the faces in the browser (make app)
 
 ``python main.py COMMAND --help`` lists a command's flags with their defaults. Every flag of
 the book's Config works with its book name (``--batch-size`` or ``--batch_size``).
@@ -64,6 +65,17 @@ def evaluate(*args, **flags):
     run(opt)
 
 
+def explore(*args, **flags):
+    """Look through a generator's faces in the browser (needs the extra: make app).
+
+    Example: python main.py explore --netg-path=checkpoints/ --netd-path=checkpoints/netd_19.pth
+    """
+    _no_positional("explore", args)
+    opt = config.parse("explore", flags)
+    from explore import explore as run
+    run(opt)
+
+
 TOYFACES_FLAGS = {"out_dir": str, "num": int, "seed": int}
 
 
@@ -87,7 +99,7 @@ def toyfaces(*args, **flags):
 
 
 COMMANDS = {"train": train, "generate": generate, "interpolate": interpolate,
-            "evaluate": evaluate, "toyfaces": toyfaces}
+            "evaluate": evaluate, "explore": explore, "toyfaces": toyfaces}
 
 
 def _no_positional(command, args):

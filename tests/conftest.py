@@ -32,6 +32,20 @@ def tiny_nets(nz=16, width=8):
     return netg, netd
 
 
+def drawing_nets():
+    """A tiny G and D (nz=100, width 8) in eval mode with BatchNorm statistics of their own:
+    fresh ones make every face the same grey and every D score 0.5, so no face or ranking
+    could be told from another."""
+    import torch
+    from torch.optim.swa_utils import update_bn
+    netg, netd = tiny_nets(nz=100)
+    make = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        update_bn([torch.randn(256, 100, 1, 1, generator=make)], netg)
+        update_bn([netg.eval()(torch.randn(256, 100, 1, 1, generator=make))], netd)
+    return netg.eval(), netd.eval()
+
+
 def run_cli(*args, cwd=None, timeout=600):
     """Run ``python main.py ARGS`` as a user would; returns the CompletedProcess."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -57,6 +57,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_truncated_and_foreign_files(tmp_path):
     torch.save(NetG(100, 8).state_dict(), tmp_path / "g.pth")
     data = (tmp_path / "g.pth").read_bytes()
@@ -67,6 +68,7 @@ def test_truncated_and_foreign_files(tmp_path):
         assert_clean_error(run_cli("generate", "--nogpu", f"--netg-path={tmp_path / name}"), name)
 
 
+@pytest.mark.slow
 def test_widths_are_inferred_for_generate_and_checked_for_train(tmp_path, toy_dir):
     torch.save(NetG(100, 32).state_dict(), tmp_path / "g32.pth")
     result = run_cli("generate", "--nogpu", f"--netg-path={tmp_path / 'g32.pth'}",

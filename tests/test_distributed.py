@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -14,6 +15,7 @@ from torch import nn
 from conftest import ROOT, draw_grid, tiny_nets
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_write_one_set_of_book_checkpoints(toy_dir, tmp_path):
     data = tmp_path / "data"  # a folder with no decoded cache yet: rank 0 builds it alone
     shutil.copytree(toy_dir / "faces", data / "faces")
@@ -61,6 +63,7 @@ def _ddp_d_step(rank, size, store, out):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_d_step_averages_both_passes_of_every_process(tmp_path):
     """DDP's D step == one process averaging each rank's real-pass and fake-pass gradients.
 

@@ -1,4 +1,5 @@
 """--ema: the averaged generator that draws the samples, saved beside G."""
+import pytest
 import torch
 from PIL import Image
 
@@ -62,6 +63,7 @@ def test_sampler_measures_its_own_batchnorm_statistics_without_touching_the_rng(
     assert torch.equal(ema.sampler().state_dict()["main.1.running_mean"], measured)
 
 
+@pytest.mark.slow
 def test_train_with_ema_saves_the_average_beside_g_and_generate_draws_with_it(toy_dir, tmp_path):
     ckpt = tmp_path / "ckpt"
     result = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--seed=0",

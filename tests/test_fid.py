@@ -63,6 +63,7 @@ def tiny_net(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_injected_extractor_ranks_noise_and_dropped_modes(tiny_net):
     from test_metrics import _faces
     a, b = _faces(0, 160), _faces(1, 160)
@@ -85,6 +86,7 @@ def _untrained(tmp_path):
     return tmp_path / "g.pth"
 
 
+@pytest.mark.slow
 def test_evaluate_with_an_injected_network(toy_dir, tmp_path, tiny_net):
     out = tmp_path / "m.json"
     r = run_cli("evaluate", "--nogpu", f"--netg-path={_untrained(tmp_path)}",
@@ -97,6 +99,7 @@ def test_evaluate_with_an_injected_network(toy_dir, tmp_path, tiny_net):
     assert "| FID |" in r.stdout and "| KID x1e3 |" in r.stdout and "swd" not in report
 
 
+@pytest.mark.slow
 def test_evaluate_with_the_installed_inception_network(toy_dir, tmp_path):
     """requirements-eval.txt is installed by `make test`: the real 2048-feature network."""
     out = tmp_path / "m.json"
@@ -109,6 +112,7 @@ def test_evaluate_with_the_installed_inception_network(toy_dir, tmp_path):
     assert report["kid"]["mean"] > report["kid_floor"]["mean"]
 
 
+@pytest.mark.slow
 def test_without_the_package_or_with_a_wrong_file_one_line(toy_dir, tmp_path):
     g = _untrained(tmp_path)
     args = ["evaluate", "--nogpu", f"--netg-path={g}", f"--data-path={toy_dir}", "--num=16",

@@ -5,27 +5,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.optim.swa_utils import update_bn
 
 from generate import Faces, noise
 
-from conftest import run_cli, tiny_nets
-
-
-@torch.no_grad()
-def _nets():
-    """A tiny G and D with BatchNorm statistics of their own (fresh ones make every face
-    the same grey and every score 0.5, so no ranking could be told from another)."""
-    netg, netd = tiny_nets(nz=100)
-    make = torch.Generator().manual_seed(0)
-    update_bn([torch.randn(256, 100, 1, 1, generator=make)], netg)
-    update_bn([netg.eval()(torch.randn(256, 100, 1, 1, generator=make))], netd)
-    return netg.eval(), netd.eval()
+from conftest import drawing_nets, run_cli
 
 
 @torch.no_grad()
 def test_batched_search_keeps_the_top_scores():
-    netg, netd = _nets()
+    netg, netd = drawing_nets()
     faces, scores, seeds = Faces(netg, netd, batch_size=16).best(10, 70, first_seed=100)
     every = netd(netg(noise(range(100, 170), 100)))  # all 70 at once
     top = every.topk(10)
@@ -39,19 +27,20 @@ def test_batched_search_keeps_the_top_scores():
 
 @torch.no_grad()
 def test_without_d_the_first_seeds_are_kept():
-    netg, _ = _nets()
+    netg, _ = drawing_nets()
     faces, _, seeds = Faces(netg, None, batch_size=4).best(5, 50, first_seed=3)
     assert seeds == [3, 4, 5, 6, 7]
     assert torch.allclose(faces, netg(noise(seeds, 100)), atol=1e-6)
 
 
 def _save_nets(tmp_path):
-    netg, netd = _nets()
+    netg, netd = drawing_nets()
     torch.save(netg.state_dict(), tmp_path / "g.pth")
     torch.save(netd.state_dict(), tmp_path / "d.pth")
     return tmp_path / "g.pth", tmp_path / "d.pth"
 
 
+@pytest.mark.slow
 def test_seed_repeats_the_grid(tmp_path):
     g, d = _save_nets(tmp_path)
     outs = []
@@ -68,6 +57,7 @@ def _pixels(path):
     return np.asarray(Image.open(path).convert("RGB"))
 
 
+@pytest.mark.slow
 def test_manifest_seeds_draw_the_same_faces_again(tmp_path):
     g, d = _save_nets(tmp_path)
     first = tmp_path / "first"
@@ -79,7 +69,7 @@ def test_manifest_seeds_draw_the_same_faces_again(tmp_path):
         rows = list(csv.DictReader(f))
     assert [int(row["rank"]) for row in rows] == list(range(6))
     # D's best six of seeds 1000..1049, best first, scored here on their own, one by one
-    netg, netd = _nets()
+    netg, netd = drawing_nets()
     with torch.no_grad():
         own = {s: float(netd(netg(noise([s], 100)))) for s in range(1000, 1050)}
     best = sorted(own, key=own.get, reverse=True)[:6]
@@ -102,6 +92,7 @@ def test_manifest_seeds_draw_the_same_faces_again(tmp_path):
         assert np.array_equal(big[::3, ::3], _pixels(first / old["file"]))  # same face, 3x
 
 
+@pytest.mark.slow
 def test_interpolation_ends_on_the_seeds_faces_and_the_gif_loops(tmp_path):
     g, _ = _save_nets(tmp_path)
     r = run_cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=5,9,13", "--steps=6",

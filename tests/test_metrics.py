@@ -42,6 +42,7 @@ def test_identical_sets_score_zero(sets):
     assert result["levels"] == [0.0, 0.0, 0.0] and result["sizes"] == [96, 48, 24]
 
 
+@pytest.mark.slow
 def test_distortions_rank_as_expected(sets):
     a, b = sets["a"], sets["b"]
     g = torch.Generator().manual_seed(0)
@@ -84,6 +85,7 @@ def classifier(tmp_path_factory):
             os.environ["XDG_CACHE_HOME"] = old
 
 
+@pytest.mark.slow
 def test_classifier_separates_every_attribute_and_is_cached(classifier):
     from metrics import attribute_classifier
     net, accuracy, path = classifier
@@ -95,6 +97,7 @@ def test_classifier_separates_every_attribute_and_is_cached(classifier):
     assert same == accuracy and path.stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow
 def test_mode_counter_finds_exactly_the_modes_of_a_hand_made_sample(classifier):
     import random
     from metrics import modes
@@ -120,6 +123,7 @@ def test_mode_counter_finds_exactly_the_modes_of_a_hand_made_sample(classifier):
     assert one["values_covered"] == 7
 
 
+@pytest.mark.slow
 def test_evaluate_untrained_generator_is_far_above_the_floor(toy_dir, tmp_path, classifier):
     torch.save(tiny_nets(nz=100)[0].state_dict(), tmp_path / "g.pth")
     out = tmp_path / "m.json"

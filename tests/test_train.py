@@ -13,6 +13,7 @@ from model import NetG
 from conftest import assert_clean_error, cli, run_cli, tiny_nets
 
 
+@pytest.mark.slow
 def test_book_command_writes_checkpoints_and_grids_then_generate_uses_them(toy_dir, tmp_path):
     ckpt, imgs = tmp_path / "C", tmp_path / "I"
     result = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
@@ -134,6 +135,7 @@ def _opt(toy_dir, tmp_path, **flags):
     return parse("train", base)
 
 
+@pytest.mark.slow
 def test_nan_stops_training_with_one_line_and_saves_nothing(toy_dir, tmp_path):
     from model import NetD
     netd = NetD(8)

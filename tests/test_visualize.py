@@ -68,6 +68,7 @@ def visdom_server(tmp_path):
         proc.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_server_starts_offline_on_loopback_only(visdom_server):
     assert visdom_server.startup_seconds < 5
     assert _listening_addresses(visdom_server.port) == ["127.0.0.1"]
@@ -87,6 +88,7 @@ def _png_size(window):
     return Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).size
 
 
+@pytest.mark.slow
 def test_training_fills_the_book_windows(visdom_server, toy_dir, tmp_path):
     env = "test_run"
     result = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True", f"--env={env}",
@@ -119,6 +121,7 @@ def _warnings(stderr):
     return [line for line in stderr.splitlines() if line.startswith("warning")]
 
 
+@pytest.mark.slow
 def test_no_server_one_warning_and_training_finishes(toy_dir, tmp_path):
     result = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True",
                      f"--vis-port={_free_port()}", "--vis-server=http://127.0.0.1",
@@ -130,6 +133,7 @@ def test_no_server_one_warning_and_training_finishes(toy_dir, tmp_path):
     assert (tmp_path / "netg_1.pth").is_file()
 
 
+@pytest.mark.slow
 def test_a_port_that_never_answers_does_not_hang(toy_dir, tmp_path):
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
@@ -149,6 +153,7 @@ def test_a_port_that_never_answers_does_not_hang(toy_dir, tmp_path):
     assert elapsed < 60
 
 
+@pytest.mark.slow
 def test_server_killed_mid_run(visdom_server):
     import torch
     from model import NetG
@@ -193,6 +198,7 @@ def _blue_pixels(shot):
     return int((np.abs(shot - np.array([31, 119, 180])).max(axis=2) < 12).sum())
 
 
+@pytest.mark.slow
 def test_browser_shows_the_loss_plot_offline(visdom_server, tmp_path):
     """Headless Chromium opens the env page with the npm assets in place: the curve is drawn."""
     from visualize import Visualizer

@@ -1,0 +1,229 @@
+"""The explore command: a page in the browser for looking through a generator's faces.
+
+    python main.py explore --netg-path=checkpoints/ --netd-path=checkpoints/netd_19.pth
+
+A grid of faces with their seeds ("more" draws the next seeds; with a D, "D's best only"
+shows the best of four times as many); a click shows a face large, with its seed and D
+score, to download as PNG; the last two faces clicked morph into each other (a slider over
+the frames, and a GIF). A seed draws the same face as ``generate --seeds``, and a morph is
+the row ``interpolate`` draws for the same two seeds.
+
+``--netg-path`` may name a checkpoint folder: the newest ``netg_*.pth`` (or ``netg_ema_*``)
+in it is drawn, and "reload G" looks again, so a running training can be watched.
+
+Gradio serves the page on 127.0.0.1 only (``--host`` to choose another interface), with no
+share link and no analytics; its scripts, styles and fonts come from the installed wheel.
+Gradio is an optional extra: ``make app`` (requirements-app.txt).
+"""
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+
+from config import resolve_device
+from errors import UserError
+from generate import Faces, gif_bytes, to_pil
+
+PAGE = 16  # faces that "more" adds
+SEARCH = 4  # D's best only: each page is the best PAGE of PAGE * SEARCH seeds
+BIG = 4  # the clicked face and the morph, drawn this many times larger
+INSTALL = ("the explorer page needs Gradio, an optional extra: run `make app` (or "
+           "`.venv/bin/pip install -r requirements-app.txt`)")
+
+
+def newest(path, kind):
+    """``path`` itself, or the newest ``{kind}_N.pth`` / ``{kind}_ema_N.pth`` in a folder
+    (the highest N; at the same N the moving average, which draws the samples)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    found = []
+    for p in path.glob(f"{kind}_*.pth"):
+        m = re.fullmatch(rf"{kind}_(ema_)?(\d+)\.pth", p.name)
+        if m:
+            found.append((int(m.group(2)), bool(m.group(1)), p))
+    if not found:
+        raise UserError(f"no {kind}_N.pth in {path}: pass a file, or the checkpoint folder of "
+                        f"a training that has saved once")
+    return max(found)[2]
+
+
+class Explorer:
+    """What the page shows, without the page: faces by seed, D's best, one face, a morph."""
+
+    def __init__(self, netg_path, netd_path=None, device="cpu", mean=0.0, std=1.0,
+                 batch_size=64, steps=8, scale=BIG):
+        self.netg_path, self.netd_path = netg_path, netd_path
+        self.device, self.mean, self.std = device, mean, std
+        self.batch_size, self.steps, self.scale = batch_size, steps, scale
+        self.folder = Path(tempfile.mkdtemp(prefix="explore-"))  # PNGs and GIFs to download
+        self.reload()
+
+    def reload(self):
+        """Load the newest G (and D) again; returns a line saying which files are drawn."""
+        self.g_file = newest(self.netg_path, "netg")
+        self.d_file = newest(self.netd_path, "netd") if self.netd_path else None
+        self.faces = Faces.load(self.g_file, self.d_file, self.device, mean=self.mean,
+                                std=self.std, batch_size=self.batch_size)
+        return self.source()
+
+    def source(self):
+        d = f", judged by {self.d_file}" if self.d_file else ""
+        return f"Faces of {self.g_file}{d}"
+
+    @torch.no_grad()
+    def page(self, first, best=False):
+        """The next page of faces from seed ``first``: ([(PIL image, caption)], seeds,
+        the first seed of the page after it)."""
+        if best and self.faces.netd is not None:
+            faces, scores, seeds = self.faces.best(PAGE, PAGE * SEARCH, first)
+            after = first + PAGE * SEARCH
+        else:
+            seeds = list(range(first, first + PAGE))
+            faces = self.faces.tensors(seeds)
+            scores = self.scores(faces)
+            after = first + PAGE
+        items = [(to_pil(face), self.caption(seed, score))
+                 for face, seed, score in zip(faces, seeds, scores.tolist())]
+        return items, list(seeds), after
+
+    def scores(self, faces):
+        if self.faces.netd is None:
+            return torch.full((len(faces),), float("nan"))
+        return self.faces.netd(faces.to(self.faces.device)).float().cpu()
+
+    @staticmethod
+    def caption(seed, score, short=True):
+        """The grid's caption (narrow: seed · D score to 2 places), or the large face's."""
+        if score != score:  # no D
+            return f"{seed}" if short else f"seed {seed}"
+        return f"{seed} · D {score:.2f}" if short else f"seed {seed} · D {score:.3f}"
+
+    @torch.no_grad()
+    def face(self, seed):
+        """One face, large: (PIL image, its caption, the path of its 96-pixel PNG)."""
+        face = self.faces.tensors([seed])
+        score = self.scores(face)[0].item()
+        path = self.folder / f"face_seed{seed}.png"
+        to_pil(face[0]).save(path)
+        return to_pil(face[0], self.scale), self.caption(seed, score, short=False), str(path)
+
+    @torch.no_grad()
+    def morph(self, a, b):
+        """The morph from seed a to seed b: (its frames as PIL images, ``scale`` times 96
+        pixels, the path of a GIF going there and back)."""
+        frames = [to_pil(face, self.scale) for face in self.faces.morph([a, b], self.steps)[0]]
+        path = self.folder / f"morph_{a}_{b}.gif"
+        path.write_bytes(gif_bytes(frames + frames[-2:0:-1]))
+        return frames, str(path)
+
+
+def build_page(explorer, gr):
+    """The Gradio page over ``explorer``."""
+    has_d = explorer.faces.netd is not None
+    with gr.Blocks(title="AnimeGAN explorer", analytics_enabled=False) as page:
+        state = gr.State({"next": 0, "seeds": [], "items": [], "picked": [], "frames": []})
+        header = gr.Markdown(explorer.source(), elem_id="source")
+        with gr.Row():
+            first = gr.Number(0, precision=0, label="first seed", elem_id="first")
+            best = gr.Checkbox(False, label=f"D's best only (of {SEARCH}x as many)",
+                               interactive=has_d, elem_id="best")
+            show = gr.Button("show", elem_id="show")
+            more = gr.Button("more", elem_id="more")
+            reload = gr.Button("reload G", elem_id="reload")
+        gallery = gr.Gallery(label="faces: seed · D score (click one)", columns=8,
+                             format="png", allow_preview=False, buttons=[], height="auto",
+                             elem_id="faces")
+        with gr.Row():
+            big = gr.Image(label="face", format="png", type="pil", interactive=False,
+                           buttons=["download"], elem_id="face")
+            with gr.Column():
+                caption = gr.Markdown("Click a face to see it here.", elem_id="caption")
+                download = gr.DownloadButton("download PNG", visible=False,
+                                             elem_id="download")
+                picked = gr.Markdown("Click two faces, then morph from the first to the "
+                                     "second.", elem_id="picked")
+                morph = gr.Button("morph", elem_id="morph")
+        with gr.Row():
+            with gr.Column():
+                step = gr.Slider(0, explorer.steps - 1, value=0, step=1,
+                                 label="morph step", elem_id="step")
+                frame = gr.Image(label="morph frame", format="png", type="pil",
+                                 interactive=False, buttons=["download"], elem_id="frame")
+            gif = gr.Image(label="morph (GIF)", type="filepath", interactive=False,
+                           buttons=["download"], elem_id="gif")
+
+        def draw(start, only_best, st):
+            items, seeds, after = explorer.page(int(start or 0), only_best)
+            st = dict(st, next=after, seeds=seeds, items=items)
+            return items, st
+
+        def add(only_best, st):
+            items, seeds, after = explorer.page(st["next"], only_best)
+            st = dict(st, next=after, seeds=st["seeds"] + seeds, items=st["items"] + items)
+            return st["items"], st
+
+        def again(start, only_best, st):
+            line = explorer.reload()
+            seeds = st["seeds"]
+            if not seeds:
+                items, st = draw(start, only_best, st)
+                return line, items, st
+            faces = explorer.faces.tensors(seeds)  # the same seeds, the new weights
+            items = [(to_pil(f), explorer.caption(s, c)) for f, s, c in
+                     zip(faces, seeds, explorer.scores(faces).tolist())]
+            return line, items, dict(st, items=items)
+
+        def pick(st, evt: gr.SelectData):
+            seed = st["seeds"][evt.index]
+            image, text, path = explorer.face(seed)
+            chosen = (st["picked"] + [seed])[-2:]
+            st = dict(st, picked=chosen)
+            line = (f"Morph: seed {chosen[0]} → seed {chosen[1]}" if len(chosen) == 2
+                    else f"Morph from seed {seed}: click a second face.")
+            return image, f"**{text}**", gr.DownloadButton(value=path, visible=True), line, st
+
+        def make_morph(st):
+            if len(st["picked"]) < 2:
+                raise gr.Error("click two faces first")
+            frames, path = explorer.morph(*st["picked"])
+            st = dict(st, frames=frames)
+            return frames[0], gr.Slider(value=0), path, st
+
+        def show_step(i, st):
+            return st["frames"][int(i)] if st["frames"] else None
+
+        show.click(draw, [first, best, state], [gallery, state])
+        first.submit(draw, [first, best, state], [gallery, state])
+        best.change(draw, [first, best, state], [gallery, state])
+        more.click(add, [best, state], [gallery, state])
+        reload.click(again, [first, best, state], [header, gallery, state])
+        gallery.select(pick, [state], [big, caption, download, picked, state])
+        morph.click(make_morph, [state], [frame, step, gif, state])
+        step.change(show_step, [step, state], [frame])
+        page.load(draw, [first, best, state], [gallery, state])
+    return page
+
+
+def explore(opt):
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        import gradio as gr
+    except ImportError:
+        raise UserError(INSTALL) from None
+    if not opt.netg_path:
+        raise UserError("explore needs --netg-path: a netg_N.pth file, last.pth, or a "
+                        "checkpoint folder")
+    explorer = Explorer(opt.netg_path, opt.netd_path, resolve_device(opt.gpu),
+                        mean=opt.gen_mean, std=opt.gen_std, batch_size=opt.batch_size,
+                        steps=opt.steps)
+    page = build_page(explorer, gr)
+    print(f"{explorer.source()}; open http://{opt.host}:{opt.port}/ (Ctrl-C to stop)",
+          flush=True)
+    try:
+        page.launch(server_name=opt.host, server_port=opt.port, share=False,
+                    inbrowser=False, quiet=True, show_error=True)
+    except OSError as e:
+        raise UserError(f"cannot serve on {opt.host}:{opt.port} ({e}): pass another --port")

@@ -1,0 +1,227 @@
+"""explore: the faces page, opened in headless Chromium as a user opens it."""
+import csv
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import ROOT, assert_clean_error, drawing_nets, run_cli
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pixels(source):
+    """An image's pixels, from a file or the bytes of an http URL."""
+    if str(source).startswith("http"):
+        with urllib.request.urlopen(source, timeout=30) as r:
+            source = io.BytesIO(r.read())
+    return np.asarray(Image.open(source).convert("RGB"))
+
+
+def _generated(folder, tmp_path, name, *flags):
+    """``generate`` as a user runs it, with --out-dir: {seed: (pixels, D score)}."""
+    out = tmp_path / name
+    r = run_cli("generate", "--nogpu", *flags, f"--out-dir={out}",
+                f"--gen-img={tmp_path / (name + '.png')}")
+    assert r.returncode == 0, r.stderr
+    with open(out / "manifest.csv") as f:
+        return {int(row["seed"]): (_pixels(out / row["file"]), row["d_score"])
+                for row in csv.DictReader(f)}
+
+
+@pytest.fixture
+def nets(tmp_path):
+    """A checkpoint folder as a training leaves it (netg_0, netg_ema_1, netd_1), the newest
+    being netg_ema_1.pth."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    netg, netd = drawing_nets()
+    torch.save(netg.state_dict(), folder / "netg_ema_1.pth")
+    torch.save(netd.state_dict(), folder / "netd_1.pth")
+    other, _ = drawing_nets()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(-1)  # other faces: the folder's older G, never to be drawn
+    torch.save(other.state_dict(), folder / "netg_0.pth")
+    return folder
+
+
+@pytest.fixture
+def page(nets, tmp_path):
+    """The explore page served on a free loopback port, opened in headless Chromium; every
+    URL the page asks for is recorded. The server is stopped at the end."""
+    from playwright.sync_api import sync_playwright
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import browser
+    chromium = browser.find()
+    assert chromium, browser.HOW
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "explore", "--nogpu",
+                               f"--netg-path={nets}", f"--netd-path={nets / 'netd_1.pth'}",
+                               f"--port={port}", "--steps=5"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert server.poll() is None, server.stdout.read()
+        with sync_playwright() as p:
+            chrome = p.chromium.launch(executable_path=chromium, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync"])
+            tab = chrome.new_page(viewport={"width": 1280, "height": 1400})
+            tab.requests = []
+            tab.on("request", lambda request: tab.requests.append(request.url))
+            tab.goto(f"http://127.0.0.1:{port}/")
+            tab.port = port
+            yield tab
+            chrome.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _grid(tab, count):
+    tab.wait_for_function(f"document.querySelectorAll('#faces img').length == {count}",
+                          timeout=60000)
+    images = tab.locator("#faces img")
+    captions = tab.locator("#faces .caption-label")
+    return ([images.nth(i).get_attribute("src") for i in range(count)],
+            [captions.nth(i).inner_text() for i in range(count)])
+
+
+def _shown(tab, selector, before=None):
+    """The pixels of the image in ``selector`` once it shows something other than ``before``."""
+    tab.wait_for_function(
+        f"(() => {{ const i = document.querySelector('{selector} img');"
+        f" return i && i.src && i.src !== {repr(before or '')}; }})()", timeout=60000)
+    src = tab.locator(f"{selector} img").first.get_attribute("src")
+    return src, _pixels(src)
+
+
+@pytest.mark.slow
+def test_the_page_draws_the_generators_faces_more_morphs_and_stays_local(page, nets, tmp_path):
+    g, d = nets / "netg_ema_1.pth", nets / "netd_1.pth"
+    generated = _generated(nets, tmp_path, "seeds", f"--netg-path={g}", f"--netd-path={d}",
+                           f"--seeds={','.join(map(str, range(32)))}")
+    assert "netg_ema_1.pth" in page.locator("#source").inner_text()  # the newest file
+
+    # the grid: seeds 0..15, each the face generate --seeds draws, with its D score
+    sources, captions = _grid(page, 16)
+    for seed, (src, caption) in enumerate(zip(sources, captions)):
+        face, score = generated[seed]
+        assert np.array_equal(_pixels(src), face), seed
+        assert caption == f"{seed} · D {float(score):.2f}"
+
+    page.click("#more")  # 16 more: seeds 16..31
+    sources, captions = _grid(page, 32)
+    assert [int(c.split(" ·")[0]) for c in captions] == list(range(32))
+    for seed in (16, 31):
+        assert np.array_equal(_pixels(sources[seed]), generated[seed][0]), seed
+
+    # a click shows the face large, with its seed and score; the PNG to download is the face
+    page.locator("#faces img").nth(2).click()
+    _, big = _shown(page, "#face")
+    assert np.array_equal(big[::4, ::4], generated[2][0])
+    assert page.locator("#caption").inner_text() == f"seed 2 · D {float(generated[2][1]):.3f}"
+    with page.expect_download() as download:
+        page.click("#download")
+    assert np.array_equal(_pixels(download.value.path()), generated[2][0])
+
+    # a second click, then morph: the frames are interpolate's row for seeds 2 -> 5
+    page.locator("#faces img").nth(5).click()
+    page.wait_for_function("document.querySelector('#picked').innerText.includes('seed 5')")
+    assert "seed 2 → seed 5" in page.locator("#picked").inner_text()
+    r = run_cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=2,5", "--steps=5",
+                f"--out={tmp_path / 'interp.png'}")
+    assert r.returncode == 0, r.stderr
+    row = _pixels(tmp_path / "interp.png")
+    cells = [row[2:98, 2 + k * 98:98 + k * 98] for k in range(5)]
+    page.click("#morph")
+    src, frame = _shown(page, "#frame")
+    assert np.array_equal(frame[::4, ::4], cells[0])
+    number = page.locator("#step input[type=number]")
+    number.fill("2")
+    number.press("Enter")
+    src, frame = _shown(page, "#frame", before=src)
+    assert np.array_equal(frame[::4, ::4], cells[2])
+    assert not np.array_equal(cells[2], cells[0])
+    gif = Image.open(io.BytesIO(urllib.request.urlopen(
+        page.locator("#gif img").first.get_attribute("src"), timeout=30).read()))
+    assert gif.n_frames == 2 * 5 - 2  # there and back
+    assert np.array_equal(np.asarray(gif.convert("RGB"))[::4, ::4].shape, cells[0].shape)
+
+    # nothing but the page's own server was asked for anything
+    others = [u for u in page.requests
+              if not u.startswith(f"http://127.0.0.1:{page.port}/") and not
+              u.startswith(("data:", "blob:"))]
+    assert page.requests and others == []
+
+
+@pytest.mark.slow
+def test_ds_best_only_and_reloading_the_newest_g(page, nets, tmp_path):
+    g, d = nets / "netg_ema_1.pth", nets / "netd_1.pth"
+    best = _generated(nets, tmp_path, "best", f"--netg-path={g}", f"--netd-path={d}",
+                      "--gen-num=16", "--gen-search-num=64", "--seed=0")
+    _grid(page, 16)
+    page.locator("#best input").check()
+    page.wait_for_function("document.querySelector('#faces .caption-label').innerText"
+                           ".startsWith('0 ') === false", timeout=60000)
+    sources, captions = _grid(page, 16)
+    seeds = [int(c.split()[0]) for c in captions]
+    assert seeds == list(best)  # generate's best 16 of seeds 0..63, best first
+    assert np.array_equal(_pixels(sources[0]), best[seeds[0]][0])
+
+    # a training saves a newer G into the folder; "reload G" draws with it
+    newer, _ = drawing_nets()
+    with torch.no_grad():
+        for p in newer.parameters():
+            p.mul_(0.5)
+    torch.save(newer.state_dict(), nets / "netg_2.pth")
+    page.click("#reload")
+    page.wait_for_function("document.querySelector('#source').innerText.includes('netg_2')",
+                           timeout=60000)
+    after = _generated(nets, tmp_path, "after", f"--netg-path={nets / 'netg_2.pth'}",
+                       f"--netd-path={d}", f"--seeds={seeds[0]}")
+    src = sources[0]
+    page.wait_for_function(f"document.querySelector('#faces img').src !== {src!r}",
+                           timeout=60000)
+    sources, captions = _grid(page, 16)
+    assert [int(c.split()[0]) for c in captions] == seeds  # the same seeds, the new weights
+    assert np.array_equal(_pixels(sources[0]), after[seeds[0]][0])
+
+
+def test_without_gradio_one_line_says_how_to_install(nets, tmp_path):
+    hidden = tmp_path / "nogradio" / "gradio"
+    hidden.mkdir(parents=True)  # a gradio that cannot be imported, as when it is missing
+    (hidden / "__init__.py").write_text("raise ImportError('No module named gradio')\n")
+    env = dict(os.environ, PYTHONPATH=str(hidden.parent))
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"), "explore", "--nogpu",
+                             f"--netg-path={nets}"], capture_output=True, text=True,
+                            env=env, timeout=120)
+    line = assert_clean_error(result, "make app", "requirements-app.txt")
+    assert "Gradio" in line
+
+
+def test_a_folder_without_generators_is_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_clean_error(run_cli("explore", "--nogpu", f"--netg-path={tmp_path / 'empty'}"),
+                       "no netg_N.pth", "empty")
