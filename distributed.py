@@ -9,6 +9,7 @@ epoch with ``batch_size`` images per step, and DDP averages the gradients, so th
 batch is ``batch_size * world size``. Only rank 0 writes files and talks to visdom.
 """
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -19,11 +20,17 @@ from config import resolve_device
 from errors import UserError
 
 
+# how long the other processes wait while rank 0 decodes the images once: NCCL's (and
+# gloo's) default of 10 minutes is too short for a large folder on a slow disk
+DECODE_WAIT = timedelta(hours=12)
+
+
 class World:
     """This process's place among the training processes (rank 0 of 1 without torchrun)."""
 
-    def __init__(self, rank=0, size=1, local_rank=0):
+    def __init__(self, rank=0, size=1, local_rank=0, waiting=None):
         self.rank, self.size, self.local_rank = rank, size, local_rank
+        self.waiting = waiting  # a gloo group with a long timeout, for wait_for_main
 
     @property
     def main(self):
@@ -54,13 +61,21 @@ class World:
         if self.size > 1:
             dist.barrier()
 
+    def wait_for_main(self):
+        """A barrier that waits as long as rank 0's slow work takes (up to DECODE_WAIT),
+        through a CPU group of its own: the training's group keeps its short timeout, so
+        a real hang there is still reported."""
+        if self.size > 1:
+            dist.barrier(group=self.waiting)
+
     def close(self):
         if self.size > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def setup(gpu):
-    """(World, device) for this process: torchrun's environment, or a world of one."""
+def setup(gpu, timeout=None):
+    """(World, device) for this process: torchrun's environment, or a world of one.
+    ``timeout``: that of the training's collectives (torch's default when None)."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     device = resolve_device(gpu)
     if size == 1:
@@ -72,8 +87,9 @@ def setup(gpu):
                             f"{torch.cuda.device_count()} GPUs: lower --nproc_per_node")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return World(rank, size, local_rank), device
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+    waiting = dist.new_group(backend="gloo", timeout=DECODE_WAIT)
+    return World(rank, size, local_rank, waiting), device
 
 
 class Logits(nn.Module):

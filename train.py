@@ -129,13 +129,13 @@ def train(opt):
     if opt.sn:
         add_spectral_norm(netd)
     if opt.cache:
-        if not world.main:
-            world.barrier()  # rank 0 decodes the images once; the others then read its cache
+        if not world.main:  # rank 0 decodes the images once (for as long as that takes);
+            world.wait_for_main()  # the others then read its cache
         data = cached_batches(opt, device, progress=lambda it, total: tqdm(
             it, total=total, desc="decoding images once", unit="image", dynamic_ncols=True,
             disable=not world.main))
         if world.main:
-            world.barrier()
+            world.wait_for_main()
     else:
         data = folder_batches(opt)
     per_epoch = data.count // world.size // opt.batch_size  # batches per epoch and process

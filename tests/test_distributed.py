@@ -2,15 +2,17 @@
 import csv
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+from datetime import timedelta
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
-
 
 from conftest import ROOT, draw_grid, tiny_nets
 
@@ -128,6 +130,9 @@ def test_stop_flag_is_shared_only_at_the_plot_every_read_backs(toy_dir, tmp_path
         def barrier(self):
             pass
 
+        def wait_for_main(self):
+            pass
+
     world = Counting(rank=0, size=2)
     monkeypatch.setattr(distributed, "setup", lambda gpu: (world, torch.device("cpu")))
     monkeypatch.setattr(distributed, "wrap", lambda netg, netd, *a: (netg, netd.logits))
@@ -136,3 +141,27 @@ def test_stop_flag_is_shared_only_at_the_plot_every_read_backs(toy_dir, tmp_path
         max_epoch=2, plot_every=4, save_path=str(tmp_path), checkpoint_dir=str(tmp_path))))
     batches = 2 * (64 // 2 // 4)  # 2 epochs of this rank's half of 64 faces
     assert Counting.checks == batches // 4
+
+
+def _slow_main(rank, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE="2")
+    import distributed
+    world, _ = distributed.setup(False, timeout=timedelta(seconds=3))
+    if world.main:
+        time.sleep(8)  # decoding a large folder: longer than the collectives' timeout
+    world.wait_for_main()
+    (out / f"{rank}.waited").write_text("ok")
+    world.barrier()  # the training's own group still works afterwards
+    world.close()
+
+
+@pytest.mark.slow
+def test_the_others_wait_while_rank_0_decodes_past_the_collectives_timeout(tmp_path):
+    """Rank 0 decodes the whole folder before anyone trains. The wait must outlast the
+    training group's timeout (NCCL's 10 minutes; 3 s here), which still holds elsewhere."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_slow_main, args=(port, tmp_path), nprocs=2)
+    assert (tmp_path / "0.waited").is_file() and (tmp_path / "1.waited").is_file()
