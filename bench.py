@@ -247,9 +247,14 @@ def main():
             sys.exit(f"error: the {variant} run failed:\n{out.stderr[-2000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    print(f"device {device} ({_device_name(device)}), torch {torch.__version__}, batch "
-          f"{args.batch_size}, g_every {args.g_every}, {args.measure} batches timed after "
-          f"{args.warmup}, {args.repeats} alternating repeats", flush=True)
+    kind = cpu_kind() if device.type == "cpu" else _device_name(device)
+    if device.type == "cpu" and isa_cap():
+        kind = isa_cap()  # told to stop at an older instruction set: measure it as that
+    print(f"device {device} ({_device_name(device)}), kind {kind}"
+          f"{' (capped by ONEDNN_MAX_CPU_ISA/ATEN_CPU_CAPABILITY)' if isa_cap() else ''}, "
+          f"torch {torch.__version__}, batch {args.batch_size}, g_every {args.g_every}, "
+          f"{args.measure} batches timed after {args.warmup}, {args.repeats} alternating "
+          f"repeats", flush=True)
     cold = measure("ours-cold")  # builds the cache
     runs = {"article": [], "ours": []}
     for r in range(args.repeats):
@@ -267,21 +272,32 @@ def main():
         return out
 
     article, ours = summary(runs["article"]), summary(runs["ours"])
-    report = {"device": str(device), "device_name": _device_name(device),
-              "torch": torch.__version__, "batch_size": args.batch_size,
-              "g_every": args.g_every, "bf16": runs["ours"][0].get("bf16"),
+    bf16 = runs["ours"][0].get("bf16")
+    flops = train_flops_per_image(args.g_every)
+    for r, half in ((article, False), (ours, bf16)):
+        r["gflop_per_s"] = r["images_per_s"] * flops / 1e9
+        peak = peak_gflops(kind, half) if device.type == "cpu" else None
+        r["peak_gflop_per_s"] = peak
+        r["fraction_of_peak"] = r["gflop_per_s"] / peak if peak else None
+    report = {"device": str(device), "device_name": _device_name(device), "cpu_kind": kind,
+              "isa_cap": isa_cap(), "torch": torch.__version__, "batch_size": args.batch_size,
+              "g_every": args.g_every, "bf16": bf16, "flop_per_image": flops,
               "article": article, "ours": ours,
               "ours_cache_build_first_batch_s": cold["first_batch_s"],
               "speedup": ours["images_per_s"] / article["images_per_s"]}
-    print(f"\n| pipeline | images/s (median) | first batch | peak RSS |"
+    print(f"\n| pipeline | images/s (median) | GFLOP/s | of peak | first batch | peak RSS |"
           f"{' peak GPU |' if 'peak_gpu_mb' in article else ''}")
-    print(f"| --- | --- | --- | --- |{' --- |' if 'peak_gpu_mb' in article else ''}")
+    print(f"| --- | --- | --- | --- | --- | --- |{' --- |' if 'peak_gpu_mb' in article else ''}")
     for name, r in (("article", article), ("ours", ours)):
         gpu = f" {r['peak_gpu_mb']:.0f} MB |" if "peak_gpu_mb" in r else ""
         first = f"{r['first_batch_s']:.1f} s" + (
             f" (cache build: {cold['first_batch_s']:.1f} s)" if name == "ours" else "")
-        print(f"| {name} | {r['images_per_s']:.1f} | {first} | {r['peak_rss_mb']:.0f} MB |{gpu}")
-    print(f"\nspeed-up ours/article: {report['speedup']:.2f}x")
+        share = (f"{r['fraction_of_peak']:.0%} of {r['peak_gflop_per_s']:.0f}"
+                 if r["fraction_of_peak"] else "n/a")
+        print(f"| {name} | {r['images_per_s']:.1f} | {r['gflop_per_s']:.0f} | {share} | "
+              f"{first} | {r['peak_rss_mb']:.0f} MB |{gpu}")
+    print(f"\nspeed-up ours/article: {report['speedup']:.2f}x ({flops / 1e9:.2f} GFLOP per "
+          f"image; peak: logical cores x clock x FLOPs a cycle of the CPU kind, nominal)")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
 
@@ -313,6 +329,81 @@ def cache_sizes(args):
               f"{r['peak_rss_mb']:.0f} MB |", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+def cpu_kind(flags=None):
+    """The CPU's kind for speed figures: amx, avx512_bf16, avx512, avx2 or other, read from
+    /proc/cpuinfo's flags (which ONEDNN_MAX_CPU_ISA does not change: see ``isa_cap``)."""
+    if flags is None:
+        flags = set()
+        if os.path.exists("/proc/cpuinfo"):
+            line = next((x for x in open("/proc/cpuinfo") if x.startswith("flags")), "")
+            flags = set(line.split(":", 1)[-1].split())
+    for kind, flag in (("amx", "amx_bf16"), ("avx512_bf16", "avx512_bf16"),
+                       ("avx512", "avx512f"), ("avx2", "avx2")):
+        if flag in flags:
+            return kind
+    return "other"
+
+
+def isa_cap():
+    """The instruction set oneDNN and ATen were told to stop at, e.g. ``avx2`` (to measure
+    an AVX2-only CPU on a newer one), or None."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("ATEN_CPU_CAPABILITY")
+    return cap.lower() if cap else None
+
+
+# nominal peak per core and cycle: two FMA units of the widest vectors (fp32), doubled for
+# bf16 dot products (AVX512-BF16); AMX tiles are counted as AVX512-BF16, a lower bound
+PEAK_FLOPS_PER_CYCLE = {"avx2": {"fp32": 32}, "avx512": {"fp32": 64},
+                        "avx512_bf16": {"fp32": 64, "bf16": 128},
+                        "amx": {"fp32": 64, "bf16": 128}}
+
+
+def peak_gflops(kind, bf16):
+    """This machine's nominal peak in GFLOP/s (logical cores x clock x FLOPs a cycle)."""
+    per_cycle = PEAK_FLOPS_PER_CYCLE.get(kind)
+    if not per_cycle or not os.path.exists("/proc/cpuinfo"):
+        return None
+    mhz = [float(x.split(":")[1]) for x in open("/proc/cpuinfo") if x.startswith("cpu MHz")]
+    if not mhz:
+        return None
+    flops = per_cycle["bf16"] if bf16 and "bf16" in per_cycle else per_cycle["fp32"]
+    return len(mhz) * max(mhz) / 1e3 * flops
+
+
+def train_flops_per_image(g_every, ngf=64, ndf=64):
+    """FLOPs of one training step per image, both networks, counted from their layers.
+
+    D step: G forward; D forward and backward on the real and on the fake batch. G step
+    (every ``g_every``): G forward and backward, D forward and backward to its input. A
+    backward costs two forwards (input and weight gradients), one where only the input's
+    gradient is needed."""
+    import torch
+    from model import NetD, NetG
+
+    def forward_flops(net, x):
+        total = []
+
+        def count(module, inputs, output):
+            w = module.weight
+            if isinstance(module, torch.nn.ConvTranspose2d):  # each input pixel, scattered
+                total.append(2 * inputs[0].numel() * w.shape[1] * w.shape[2] * w.shape[3])
+            else:
+                total.append(2 * output.numel() * w.shape[1] * w.shape[2] * w.shape[3])
+        hooks = [m.register_forward_hook(count) for m in net.modules()
+                 if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+        with torch.no_grad():
+            out = net(x)
+        for h in hooks:
+            h.remove()
+        return sum(total), out
+
+    g, face = forward_flops(NetG(100, ngf), torch.randn(1, 100, 1, 1))
+    d, _ = forward_flops(NetD(ndf), face)
+    d_step = g + 2 * 3 * d
+    g_step = 3 * g + 2 * d
+    return d_step + g_step / g_every
 
 
 def _device_name(device):

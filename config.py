@@ -350,7 +350,10 @@ def use_bf16(amp, device):
         return torch.cuda.is_bf16_supported(including_emulation=False)
     native = (getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
               or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
-    return bool(native)
+    # ATEN_CPU_CAPABILITY=avx2 (with ONEDNN_MAX_CPU_ISA=AVX2) makes a newer CPU compute as
+    # an AVX2-only one: then it has no native bf16 either
+    capped = torch.backends.cpu.get_cpu_capability() in ("AVX2", "DEFAULT")
+    return bool(native) and not capped
 
 
 def help_text(command, doc):

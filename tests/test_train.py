@@ -204,3 +204,24 @@ def test_sync_bn_on_the_cpu_is_one_line(toy_dir, tmp_path):
     assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
                            "--batch-size=16", "--max-epoch=1", "--sync-bn",
                            f"--checkpoint-dir={tmp_path}"), "--sync-bn", "GPU")
+
+
+def test_an_isa_capped_cpu_trains_in_fp32_like_an_avx2_one(monkeypatch):
+    """ATEN_CPU_CAPABILITY=avx2 makes an AVX512-BF16 CPU compute as an AVX2-only one (how
+    the README's AVX2 figures can be measured here): no native bf16 then."""
+    from config import use_bf16
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert use_bf16(None, torch.device("cpu")) is True
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert use_bf16(None, torch.device("cpu")) is False
+    assert use_bf16(True, torch.device("cpu")) is True  # --amp still forces it
+
+
+def test_bench_names_the_cpu_kind_from_its_flags():
+    from bench import cpu_kind
+    assert cpu_kind({"sse4_2", "avx2", "fma"}) == "avx2"
+    assert cpu_kind({"avx2", "avx512f"}) == "avx512"
+    assert cpu_kind({"avx2", "avx512f", "avx512_bf16"}) == "avx512_bf16"
+    assert cpu_kind({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}) == "amx"
+    assert cpu_kind({"sse2"}) == "other"
