@@ -15,8 +15,10 @@ Gradio serves the page on 127.0.0.1 only (``--host`` to choose another interface
 share link and no analytics; its scripts, styles and fonts come from the installed wheel.
 Gradio is an optional extra: ``make app`` (requirements-app.txt).
 """
+import atexit
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -59,6 +61,7 @@ class Explorer:
         self.device, self.mean, self.std = device, mean, std
         self.batch_size, self.steps, self.scale = batch_size, steps, scale
         self.folder = Path(tempfile.mkdtemp(prefix="explore-"))  # PNGs and GIFs to download
+        atexit.register(shutil.rmtree, self.folder, ignore_errors=True)
         self.reload()
 
     def reload(self):
@@ -209,6 +212,11 @@ def build_page(explorer, gr):
 
 def explore(opt):
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    # Gradio keeps the images it serves in /tmp/gradio unless told otherwise; another user's
+    # folder of that name there would leave the page without faces
+    if "GRADIO_TEMP_DIR" not in os.environ:
+        os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="explore-gradio-")
+        atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
     try:
         import gradio as gr
     except ImportError:

@@ -8,7 +8,7 @@ import checkpoint
 from errors import UserError
 from model import NetD, NetG
 
-from conftest import assert_clean_error, run_cli
+from conftest import assert_clean_error, cli, run_cli
 
 
 def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
@@ -57,7 +57,6 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.slow
 def test_truncated_and_foreign_files(tmp_path):
     torch.save(NetG(100, 8).state_dict(), tmp_path / "g.pth")
     data = (tmp_path / "g.pth").read_bytes()
@@ -65,7 +64,7 @@ def test_truncated_and_foreign_files(tmp_path):
     (tmp_path / "text.pth").write_text("not a checkpoint\n")
     (tmp_path / "empty.pth").write_bytes(b"")
     for name in ("cut.pth", "text.pth", "empty.pth"):
-        assert_clean_error(run_cli("generate", "--nogpu", f"--netg-path={tmp_path / name}"), name)
+        assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / name}"), name)
 
 
 @pytest.mark.slow
@@ -74,16 +73,16 @@ def test_widths_are_inferred_for_generate_and_checked_for_train(tmp_path, toy_di
     result = run_cli("generate", "--nogpu", f"--netg-path={tmp_path / 'g32.pth'}",
                      f"--gen-img={tmp_path / 'r.png'}", "--gen-num=8", "--gen-search-num=8")
     assert result.returncode == 0 and "ngf=32" in result.stdout
-    assert_clean_error(run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
-                               f"--netg-path={tmp_path / 'g32.pth'}",
-                               f"--checkpoint-dir={tmp_path}"), "ngf=32")
+    assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+                           f"--netg-path={tmp_path / 'g32.pth'}",
+                           f"--checkpoint-dir={tmp_path}"), "ngf=32")
 
 
 def test_swapped_files_in_train(tmp_path, toy_dir):
     torch.save(NetD(8).state_dict(), tmp_path / "d.pth")
-    line = assert_clean_error(run_cli("train", f"--data-path={toy_dir}", "--nogpu",
-                                      f"--netg-path={tmp_path / 'd.pth'}", "--vis=False",
-                                      f"--checkpoint-dir={tmp_path}"), "d.pth")
+    line = assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu",
+                                  f"--netg-path={tmp_path / 'd.pth'}", "--vis=False",
+                                  f"--checkpoint-dir={tmp_path}"), "d.pth")
     assert "swap" in line
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, assert_clean_error, drawing_nets, run_cli
+from conftest import ROOT, assert_clean_error, cli, drawing_nets, run_cli
 
 
 def _free_port():
@@ -223,5 +223,5 @@ def test_without_gradio_one_line_says_how_to_install(nets, tmp_path):
 
 def test_a_folder_without_generators_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
-    assert_clean_error(run_cli("explore", "--nogpu", f"--netg-path={tmp_path / 'empty'}"),
+    assert_clean_error(cli("explore", "--nogpu", f"--netg-path={tmp_path / 'empty'}"),
                        "no netg_N.pth", "empty")

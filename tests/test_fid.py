@@ -11,7 +11,7 @@ import torch
 
 from metrics import frechet_distance, kernel_inception_distance, load_extractor
 
-from conftest import ROOT, assert_clean_error, run_cli, tiny_nets
+from conftest import ROOT, assert_clean_error, cli, run_cli, tiny_nets
 
 
 def _gaussian(mean, variances, rotation, n, rng):
@@ -122,6 +122,5 @@ def test_without_the_package_or_with_a_wrong_file_one_line(toy_dir, tmp_path):
             f"sys.argv = ['main.py'] + {args!r}; runpy.run_path('main.py', run_name='__main__')")
     r = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True, cwd=ROOT)
     assert_clean_error(r, "requirements-eval.txt", "--inception-weights")
-    assert_clean_error(run_cli(*args, f"--inception-weights={tmp_path / 'none.pt'}"),
-                       "none.pt")
-    assert_clean_error(run_cli(*args, f"--inception-weights={g}"), "not a TorchScript")
+    assert_clean_error(cli(*args, f"--inception-weights={tmp_path / 'none.pt'}"), "none.pt")
+    assert_clean_error(cli(*args, f"--inception-weights={g}"), "not a TorchScript")

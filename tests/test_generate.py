@@ -8,7 +8,7 @@ from PIL import Image
 
 from generate import Faces, noise
 
-from conftest import drawing_nets, run_cli
+from conftest import cli, drawing_nets
 
 
 @torch.no_grad()
@@ -40,12 +40,11 @@ def _save_nets(tmp_path):
     return tmp_path / "g.pth", tmp_path / "d.pth"
 
 
-@pytest.mark.slow
 def test_seed_repeats_the_grid(tmp_path):
     g, d = _save_nets(tmp_path)
     outs = []
     for name in ("a.png", "b.png"):
-        r = run_cli("generate", "--nogpu", "--seed=7", f"--netg-path={g}", f"--netd-path={d}",
+        r = cli("generate", "--nogpu", "--seed=7", f"--netg-path={g}", f"--netd-path={d}",
                     f"--gen-img={tmp_path / name}", "--gen-num=8", "--gen-search-num=40",
                     "--batch-size=16")
         assert r.returncode == 0, r.stderr
@@ -57,11 +56,10 @@ def _pixels(path):
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-@pytest.mark.slow
 def test_manifest_seeds_draw_the_same_faces_again(tmp_path):
     g, d = _save_nets(tmp_path)
     first = tmp_path / "first"
-    r = run_cli("generate", "--nogpu", f"--netg-path={g}", f"--netd-path={d}", "--gen-num=6",
+    r = cli("generate", "--nogpu", f"--netg-path={g}", f"--netd-path={d}", "--gen-num=6",
                 "--gen-search-num=50", "--batch-size=16", f"--out-dir={first}",
                 f"--gen-img={tmp_path / 'grid.png'}", "--seed=1000")
     assert r.returncode == 0, r.stderr
@@ -80,7 +78,7 @@ def test_manifest_seeds_draw_the_same_faces_again(tmp_path):
 
     again = tmp_path / "again"
     seeds = ",".join(row["seed"] for row in rows)
-    r = run_cli("generate", "--nogpu", f"--netg-path={g}", f"--seeds={seeds}", "--scale=3",
+    r = cli("generate", "--nogpu", f"--netg-path={g}", f"--seeds={seeds}", "--scale=3",
                 f"--out-dir={again}", f"--gen-img={tmp_path / 'again.png'}")
     assert r.returncode == 0, r.stderr
     with open(again / "manifest.csv") as f:
@@ -92,10 +90,9 @@ def test_manifest_seeds_draw_the_same_faces_again(tmp_path):
         assert np.array_equal(big[::3, ::3], _pixels(first / old["file"]))  # same face, 3x
 
 
-@pytest.mark.slow
 def test_interpolation_ends_on_the_seeds_faces_and_the_gif_loops(tmp_path):
     g, _ = _save_nets(tmp_path)
-    r = run_cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=5,9,13", "--steps=6",
+    r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=5,9,13", "--steps=6",
                 f"--out={tmp_path / 'interp.png'}", f"--gif={tmp_path / 'interp.gif'}")
     assert r.returncode == 0, r.stderr
     grid = _pixels(tmp_path / "interp.png")
@@ -104,7 +101,7 @@ def test_interpolation_ends_on_the_seeds_faces_and_the_gif_loops(tmp_path):
     def cell(row, col):
         return grid[2 + row * 98:2 + row * 98 + 96, 2 + col * 98:2 + col * 98 + 96]
 
-    r = run_cli("generate", "--nogpu", f"--netg-path={g}", "--seeds=5,9,13",
+    r = cli("generate", "--nogpu", f"--netg-path={g}", "--seeds=5,9,13",
                 f"--out-dir={tmp_path / 'ends'}", f"--gen-img={tmp_path / 'ends.png'}")
     assert r.returncode == 0, r.stderr
     ends = sorted((tmp_path / "ends").glob("face_*.png"))
