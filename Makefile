@@ -1,6 +1,6 @@
 # make demo   - install, draw the toy face set, train on it on the CPU, generate result.png
 # make test   - install, run the tests
-# make test-fast - the tests but the slow ones, for the edit-test loop
+# make test-fast - all tests but the slow ones, for the edit-test loop
 # make eval   - also install the optional FID/KID network (requirements-eval.txt)
 # make app    - also install the optional explorer page (requirements-app.txt)
 # make visdom - start a visdom server on 127.0.0.1:8097 that needs no network

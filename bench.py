@@ -247,9 +247,7 @@ def main():
             sys.exit(f"error: the {variant} run failed:\n{out.stderr[-2000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    kind = cpu_kind() if device.type == "cpu" else _device_name(device)
-    if device.type == "cpu" and isa_cap():
-        kind = isa_cap()  # told to stop at an older instruction set: measure it as that
+    kind = measured_kind(device) if device.type == "cpu" else _device_name(device)
     print(f"device {device} ({_device_name(device)}), kind {kind}"
           f"{' (capped by ONEDNN_MAX_CPU_ISA/ATEN_CPU_CAPABILITY)' if isa_cap() else ''}, "
           f"torch {torch.__version__}, batch {args.batch_size}, g_every {args.g_every}, "
@@ -276,7 +274,8 @@ def main():
     flops = train_flops_per_image(args.g_every)
     for r, half in ((article, False), (ours, bf16)):
         r["gflop_per_s"] = r["images_per_s"] * flops / 1e9
-        peak = peak_gflops(kind, half) if device.type == "cpu" else None
+        peak = peak_gflops(kind, half) if device.type == "cpu" else \
+            gpu_peak_gflops(_device_name(device), half)
         r["peak_gflop_per_s"] = peak
         r["fraction_of_peak"] = r["gflop_per_s"] / peak if peak else None
     report = {"device": str(device), "device_name": _device_name(device), "cpu_kind": kind,
@@ -292,12 +291,13 @@ def main():
         gpu = f" {r['peak_gpu_mb']:.0f} MB |" if "peak_gpu_mb" in r else ""
         first = f"{r['first_batch_s']:.1f} s" + (
             f" (cache build: {cold['first_batch_s']:.1f} s)" if name == "ours" else "")
-        share = (f"{r['fraction_of_peak']:.0%} of {r['peak_gflop_per_s']:.0f}"
+        share = (f"{r['fraction_of_peak']:.1%} of {r['peak_gflop_per_s']:.0f}"
                  if r["fraction_of_peak"] else "n/a")
         print(f"| {name} | {r['images_per_s']:.1f} | {r['gflop_per_s']:.0f} | {share} | "
               f"{first} | {r['peak_rss_mb']:.0f} MB |{gpu}")
     print(f"\nspeed-up ours/article: {report['speedup']:.2f}x ({flops / 1e9:.2f} GFLOP per "
-          f"image; peak: logical cores x clock x FLOPs a cycle of the CPU kind, nominal)")
+          f"image; peak: nominal, the CPU kind's FLOPs a cycle x clock x logical cores, or the "
+          f"GPU's data-sheet tensor-core figure)")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
 
@@ -346,11 +346,28 @@ def cpu_kind(flags=None):
     return "other"
 
 
+KINDS = ("other", "avx2", "avx512", "avx512_bf16", "amx")  # oldest first
+# oneDNN's and ATen's names for the instruction sets they can be capped at
+CAPS = {"avx2": "avx2", "avx2_vnni": "avx2", "avx2_vnni_2": "avx2", "avx512": "avx512",
+        "avx512_core": "avx512", "avx512_core_vnni": "avx512",
+        "avx512_core_bf16": "avx512_bf16", "avx512_core_fp16": "avx512_bf16",
+        "avx512_core_amx": "amx", "avx512_core_amx_fp16": "amx", "default": "other",
+        "sse41": "other"}
+
+
 def isa_cap():
-    """The instruction set oneDNN and ATen were told to stop at, e.g. ``avx2`` (to measure
-    an AVX2-only CPU on a newer one), or None."""
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("ATEN_CPU_CAPABILITY")
-    return cap.lower() if cap else None
+    """The kind ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY cap this process at (the older of
+    the two), e.g. ``avx2`` to measure an AVX2-only CPU on a newer one; None when uncapped."""
+    caps = [CAPS.get(os.environ.get(name, "").lower())
+            for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")]
+    caps = [c for c in caps if c]
+    return min(caps, key=KINDS.index) if caps else None
+
+
+def measured_kind(device):
+    """What the figures hold for: the CPU's kind, or the older kind it is capped at."""
+    kind, cap = cpu_kind(), isa_cap()
+    return min(kind, cap, key=KINDS.index) if cap else kind
 
 
 # nominal peak per core and cycle: two FMA units of the widest vectors (fp32), doubled for
@@ -358,6 +375,20 @@ def isa_cap():
 PEAK_FLOPS_PER_CYCLE = {"avx2": {"fp32": 32}, "avx512": {"fp32": 64},
                         "avx512_bf16": {"fp32": 64, "bf16": 128},
                         "amx": {"fp32": 64, "bf16": 128}}
+
+
+# nominal dense tensor-core peaks in GFLOP/s (bf16; fp32 convolutions run as TF32), from
+# the makers' data sheets (SXM parts); other GPUs report no fraction of peak
+GPU_PEAK_GFLOPS = {"H100": {"bf16": 989_000, "fp32": 494_000},
+                   "H200": {"bf16": 989_000, "fp32": 494_000},
+                   "A100": {"bf16": 312_000, "fp32": 156_000}}
+
+
+def gpu_peak_gflops(name, bf16):
+    for model, peak in GPU_PEAK_GFLOPS.items():
+        if model in name:
+            return peak["bf16" if bf16 else "fp32"]
+    return None
 
 
 def peak_gflops(kind, bf16):
@@ -369,7 +400,8 @@ def peak_gflops(kind, bf16):
     if not mhz:
         return None
     flops = per_cycle["bf16"] if bf16 and "bf16" in per_cycle else per_cycle["fp32"]
-    return len(mhz) * max(mhz) / 1e3 * flops
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else len(mhz)
+    return cores * max(mhz) / 1e3 * flops
 
 
 def train_flops_per_image(g_every, ngf=64, ndf=64):

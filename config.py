@@ -7,6 +7,7 @@ before any work starts. ``resolve_device`` turns ``--gpu``/``--nogpu`` into a to
 """
 import dataclasses
 import difflib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -350,9 +351,12 @@ def use_bf16(amp, device):
         return torch.cuda.is_bf16_supported(including_emulation=False)
     native = (getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
               or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
-    # ATEN_CPU_CAPABILITY=avx2 (with ONEDNN_MAX_CPU_ISA=AVX2) makes a newer CPU compute as
-    # an AVX2-only one: then it has no native bf16 either
-    capped = torch.backends.cpu.get_cpu_capability() in ("AVX2", "DEFAULT")
+    # ATEN_CPU_CAPABILITY=avx2 and ONEDNN_MAX_CPU_ISA=AVX2 (either) make a newer CPU compute
+    # as an older one: then it has no native bf16 either
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    capped = (torch.backends.cpu.get_cpu_capability() in ("AVX2", "DEFAULT")
+              or (onednn not in ("", "ALL") and "BF16" not in onednn
+                  and "AMX" not in onednn))
     return bool(native) and not capped
 
 

@@ -19,6 +19,8 @@ import atexit
 import os
 import re
 import shutil
+import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -66,10 +68,11 @@ class Explorer:
 
     def reload(self):
         """Load the newest G (and D) again; returns a line saying which files are drawn."""
-        self.g_file = newest(self.netg_path, "netg")
-        self.d_file = newest(self.netd_path, "netd") if self.netd_path else None
-        self.faces = Faces.load(self.g_file, self.d_file, self.device, mean=self.mean,
-                                std=self.std, batch_size=self.batch_size)
+        g_file = newest(self.netg_path, "netg")
+        d_file = newest(self.netd_path, "netd") if self.netd_path else None
+        self.faces = Faces.load(g_file, d_file, self.device, mean=self.mean, std=self.std,
+                                batch_size=self.batch_size)
+        self.g_file, self.d_file = g_file, d_file  # only once they loaded
         return self.source()
 
     def source(self):
@@ -211,6 +214,10 @@ def build_page(explorer, gr):
 
 
 def explore(opt):
+    # the files first (one line if they are wrong), then the optional package
+    explorer = Explorer(opt.netg_path, opt.netd_path, resolve_device(opt.gpu),
+                        mean=opt.gen_mean, std=opt.gen_std, batch_size=opt.batch_size,
+                        steps=opt.steps)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     # Gradio keeps the images it serves in /tmp/gradio unless told otherwise; another user's
     # folder of that name there would leave the page without faces
@@ -221,17 +228,16 @@ def explore(opt):
         import gradio as gr
     except ImportError:
         raise UserError(INSTALL) from None
-    if not opt.netg_path:
-        raise UserError("explore needs --netg-path: a netg_N.pth file, last.pth, or a "
-                        "checkpoint folder")
-    explorer = Explorer(opt.netg_path, opt.netd_path, resolve_device(opt.gpu),
-                        mean=opt.gen_mean, std=opt.gen_std, batch_size=opt.batch_size,
-                        steps=opt.steps)
     page = build_page(explorer, gr)
-    print(f"{explorer.source()}; open http://{opt.host}:{opt.port}/ (Ctrl-C to stop)",
-          flush=True)
+    # SIGTERM (kill, a service manager) ends the page like Ctrl-C: the temporary folders go
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    where = (f"http://127.0.0.1:{opt.port}/ (or this machine's address, from elsewhere)"
+             if opt.host == "0.0.0.0" else f"http://{opt.host}:{opt.port}/")
+    print(f"{explorer.source()}; open {where} (Ctrl-C to stop)", flush=True)
     try:
         page.launch(server_name=opt.host, server_port=opt.port, share=False,
                     inbrowser=False, quiet=True, show_error=True)
-    except OSError as e:
-        raise UserError(f"cannot serve on {opt.host}:{opt.port} ({e}): pass another --port")
+    except OSError:
+        raise UserError(f"cannot serve on {opt.host}:{opt.port} (the port is taken, or the "
+                        f"address is not this machine's): pass another --port or --host") \
+            from None

@@ -28,7 +28,7 @@ import checkpoint
 from checkpoint import to_uint8
 from config import resolve_device
 
-PAD = 16  # G draws batches of a multiple of this many latents (see Faces._draw)
+PAD = 16  # on the CPU, G draws batches of a multiple of this many latents (Faces._draw)
 
 
 def noise(seeds, nz, mean=0.0, std=1.0):
@@ -71,13 +71,13 @@ class Faces:
     def _draw(self, z):
         """G on latents, in batches; images in [-1, 1] on the CPU.
 
-        Each batch is padded to a multiple of PAD latents: the CPU's convolutions take
+        On the CPU each batch is padded to a multiple of PAD latents: its convolutions take
         another path for some batch sizes (odd ones, here), which moves a few pixels by one
         level, and a seed must draw the same face in a grid, alone, or in a morph."""
         out = []
         for i in range(0, len(z), self.batch_size):
             chunk = z[i:i + self.batch_size]
-            extra = -len(chunk) % PAD
+            extra = -len(chunk) % PAD if self.device.type == "cpu" else 0
             padded = torch.cat([chunk, chunk[-1:].expand(extra, *chunk.shape[1:])])
             out.append(self.netg(padded.to(self.device))[:len(chunk)].float().cpu())
         return torch.cat(out)

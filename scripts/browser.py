@@ -75,6 +75,11 @@ def install():
 
 
 def main(argv):
+    given = os.environ.get("CHROMIUM")
+    if given and not shutil.which(given):
+        print(f"error: CHROMIUM={given} is not an executable: point it at a Chromium or "
+              f"Chrome, or unset it", file=sys.stderr)
+        return 1
     path = find()
     if path is None and "--find" not in argv and install():
         path = find()

@@ -9,6 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))  # scripts/browser.py, for the browser tests
 
 from toyfaces import make_toyfaces  # noqa: E402
 
@@ -44,6 +45,24 @@ def drawing_nets():
         update_bn([torch.randn(256, 100, 1, 1, generator=make)], netg)
         update_bn([netg.eval()(torch.randn(256, 100, 1, 1, generator=make))], netd)
     return netg.eval(), netd.eval()
+
+
+def train_small(toy_dir, ckpt, **flags):
+    """``train`` in this process on the toy faces: tiny nets (width 8), batch 16, seed 0,
+    on the CPU unless ``gpu=True``; ``flags`` override."""
+    from config import parse
+    from train import train
+    base = dict(data_path=str(toy_dir), gpu=False, vis=False, batch_size=16, ngf=8, ndf=8,
+                seed=0, save_path=str(ckpt / "imgs"), checkpoint_dir=str(ckpt))
+    base.update(flags)
+    train(parse("train", base))
+
+
+def same_weights(a, b):
+    """Whether two saved state dicts hold the very same tensors."""
+    import torch
+    sa, sb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def run_cli(*args, cwd=None, timeout=600):

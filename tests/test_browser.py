@@ -49,7 +49,6 @@ def test_no_browser_is_one_line_saying_how_to_get_one(tmp_path):
 
 
 def test_a_user_without_root_never_calls_apt_get(monkeypatch):
-    sys.path.insert(0, str(ROOT / "scripts"))
     import browser
     commands = []
 
@@ -67,3 +66,12 @@ def test_a_user_without_root_never_calls_apt_get(monkeypatch):
     monkeypatch.setattr(browser.os, "geteuid", lambda: 0)  # root falls back to the package
     browser.main([])
     assert any(c[0] == "apt-get" for c in commands) or not browser.shutil.which("apt-get")
+
+
+def test_a_chromium_variable_pointing_at_nothing_is_one_line(tmp_path):
+    (tmp_path / "bin").mkdir()
+    result = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True,
+                            env=dict(os.environ, CHROMIUM=str(tmp_path / "nope")), timeout=60)
+    assert result.returncode == 1  # at once: no install is tried for a wrong variable
+    assert result.stderr.strip() == (f"error: CHROMIUM={tmp_path / 'nope'} is not an "
+                                     f"executable: point it at a Chromium or Chrome, or unset it")

@@ -47,7 +47,7 @@ def test_bad_values(toy_dir, flag, culprit):
 
 def test_batch_larger_than_data_set(toy_dir, tmp_path):
     assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
-                               "--batch-size=1000", f"--checkpoint-dir={tmp_path}"),
+                           "--batch-size=1000", f"--checkpoint-dir={tmp_path}"),
                        "--batch-size")
 
 
@@ -58,10 +58,10 @@ def test_generate_errors(tmp_path):
     assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'x.pth'}"),
                        "x.pth")
     assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}",
-                               "--gen-num=100", "--gen-search-num=50"), "--gen-num")
+                           "--gen-num=100", "--gen-search-num=50"), "--gen-num")
     line = assert_clean_error(cli("generate", "--nogpu",
-                                      f"--netg-path={tmp_path / 'netd.pth'}",
-                                      f"--netd-path={tmp_path / 'netg.pth'}"), "netd.pth")
+                                  f"--netg-path={tmp_path / 'netd.pth'}",
+                                  f"--netd-path={tmp_path / 'netg.pth'}"), "netd.pth")
     assert "swap" in line
 
 

@@ -78,8 +78,8 @@ def test_train_with_ema_saves_the_average_beside_g_and_generate_draws_with_it(to
     for name in ("netg_1.pth", "netg_ema_1.pth"):
         out = tmp_path / f"{name}.png"
         result = cli("generate", f"--netg-path={ckpt / name}", "--nogpu", "--vis=False",
-                         "--gen-num=8", "--gen-search-num=8", "--seeds=1,2,3,4,5,6,7,8",
-                         f"--gen-img={out}")
+                     "--gen-num=8", "--gen-search-num=8", "--seeds=1,2,3,4,5,6,7,8",
+                     f"--gen-img={out}")
         assert result.returncode == 0, result.stderr
         pictures.append(Image.open(out).tobytes())
     assert pictures[0] != pictures[1]

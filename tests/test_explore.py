@@ -30,7 +30,7 @@ def _pixels(source):
     return np.asarray(Image.open(source).convert("RGB"))
 
 
-def _generated(folder, tmp_path, name, *flags):
+def _generated(tmp_path, name, *flags):
     """``generate`` as a user runs it, with --out-dir: {seed: (pixels, D score)}."""
     out = tmp_path / name
     r = run_cli("generate", "--nogpu", *flags, f"--out-dir={out}",
@@ -63,15 +63,15 @@ def page(nets, tmp_path):
     """The explore page served on a free loopback port, opened in headless Chromium; every
     URL the page asks for is recorded. The server is stopped at the end."""
     from playwright.sync_api import sync_playwright
-    sys.path.insert(0, str(ROOT / "scripts"))
     import browser
     chromium = browser.find()
     assert chromium, browser.HOW
     port = _free_port()
+    log = open(tmp_path / "server.log", "w")  # a file: a pipe nobody reads could fill up
     server = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "explore", "--nogpu",
                                f"--netg-path={nets}", f"--netd-path={nets / 'netd_1.pth'}",
                                f"--port={port}", "--steps=5"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              stdout=log, stderr=subprocess.STDOUT,
                               env=dict(os.environ, PYTHONUNBUFFERED="1"))
     try:
         deadline = time.monotonic() + 120
@@ -81,7 +81,7 @@ def page(nets, tmp_path):
                 break
             except OSError:
                 time.sleep(0.2)
-        assert server.poll() is None, server.stdout.read()
+        assert server.poll() is None, (tmp_path / "server.log").read_text()
         with sync_playwright() as p:
             chrome = p.chromium.launch(executable_path=chromium, args=[
                 "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
@@ -95,8 +95,13 @@ def page(nets, tmp_path):
             yield tab
             chrome.close()
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.terminate()  # SIGTERM: the page ends as on Ctrl-C, its temporary files go
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
 
 
 def _grid(tab, count):
@@ -120,7 +125,7 @@ def _shown(tab, selector, before=None):
 @pytest.mark.slow
 def test_the_page_draws_the_generators_faces_more_morphs_and_stays_local(page, nets, tmp_path):
     g, d = nets / "netg_ema_1.pth", nets / "netd_1.pth"
-    generated = _generated(nets, tmp_path, "seeds", f"--netg-path={g}", f"--netd-path={d}",
+    generated = _generated(tmp_path, "seeds", f"--netg-path={g}", f"--netd-path={d}",
                            f"--seeds={','.join(map(str, range(32)))}")
     assert "netg_ema_1.pth" in page.locator("#source").inner_text()  # the newest file
 
@@ -179,12 +184,14 @@ def test_the_page_draws_the_generators_faces_more_morphs_and_stays_local(page, n
 @pytest.mark.slow
 def test_ds_best_only_and_reloading_the_newest_g(page, nets, tmp_path):
     g, d = nets / "netg_ema_1.pth", nets / "netd_1.pth"
-    best = _generated(nets, tmp_path, "best", f"--netg-path={g}", f"--netd-path={d}",
+    best = _generated(tmp_path, "best", f"--netg-path={g}", f"--netd-path={d}",
                       "--gen-num=16", "--gen-search-num=64", "--seed=0")
     _grid(page, 16)
     page.locator("#best input").check()
-    page.wait_for_function("document.querySelector('#faces .caption-label').innerText"
-                           ".startsWith('0 ') === false", timeout=60000)
+    page.wait_for_function(  # the captions are no longer seeds 0..15 in order
+        "Array.from(document.querySelectorAll('#faces .caption-label')).map("
+        "c => c.innerText.split(' ')[0]).join(',') !== "
+        f"'{','.join(map(str, range(16)))}'", timeout=60000)
     sources, captions = _grid(page, 16)
     seeds = [int(c.split()[0]) for c in captions]
     assert seeds == list(best)  # generate's best 16 of seeds 0..63, best first
@@ -199,7 +206,7 @@ def test_ds_best_only_and_reloading_the_newest_g(page, nets, tmp_path):
     page.click("#reload")
     page.wait_for_function("document.querySelector('#source').innerText.includes('netg_2')",
                            timeout=60000)
-    after = _generated(nets, tmp_path, "after", f"--netg-path={nets / 'netg_2.pth'}",
+    after = _generated(tmp_path, "after", f"--netg-path={nets / 'netg_2.pth'}",
                        f"--netd-path={d}", f"--seeds={seeds[0]}")
     src = sources[0]
     page.wait_for_function(f"document.querySelector('#faces img').src !== {src!r}",

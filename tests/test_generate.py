@@ -45,8 +45,8 @@ def test_seed_repeats_the_grid(tmp_path):
     outs = []
     for name in ("a.png", "b.png"):
         r = cli("generate", "--nogpu", "--seed=7", f"--netg-path={g}", f"--netd-path={d}",
-                    f"--gen-img={tmp_path / name}", "--gen-num=8", "--gen-search-num=40",
-                    "--batch-size=16")
+                f"--gen-img={tmp_path / name}", "--gen-num=8", "--gen-search-num=40",
+                "--batch-size=16")
         assert r.returncode == 0, r.stderr
         outs.append((tmp_path / name).read_bytes())
     assert outs[0] == outs[1]
@@ -60,8 +60,8 @@ def test_manifest_seeds_draw_the_same_faces_again(tmp_path):
     g, d = _save_nets(tmp_path)
     first = tmp_path / "first"
     r = cli("generate", "--nogpu", f"--netg-path={g}", f"--netd-path={d}", "--gen-num=6",
-                "--gen-search-num=50", "--batch-size=16", f"--out-dir={first}",
-                f"--gen-img={tmp_path / 'grid.png'}", "--seed=1000")
+            "--gen-search-num=50", "--batch-size=16", f"--out-dir={first}",
+            f"--gen-img={tmp_path / 'grid.png'}", "--seed=1000")
     assert r.returncode == 0, r.stderr
     with open(first / "manifest.csv") as f:
         rows = list(csv.DictReader(f))
@@ -79,7 +79,7 @@ def test_manifest_seeds_draw_the_same_faces_again(tmp_path):
     again = tmp_path / "again"
     seeds = ",".join(row["seed"] for row in rows)
     r = cli("generate", "--nogpu", f"--netg-path={g}", f"--seeds={seeds}", "--scale=3",
-                f"--out-dir={again}", f"--gen-img={tmp_path / 'again.png'}")
+            f"--out-dir={again}", f"--gen-img={tmp_path / 'again.png'}")
     assert r.returncode == 0, r.stderr
     with open(again / "manifest.csv") as f:
         redrawn = list(csv.DictReader(f))
@@ -93,7 +93,7 @@ def test_manifest_seeds_draw_the_same_faces_again(tmp_path):
 def test_interpolation_ends_on_the_seeds_faces_and_the_gif_loops(tmp_path):
     g, _ = _save_nets(tmp_path)
     r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=5,9,13", "--steps=6",
-                f"--out={tmp_path / 'interp.png'}", f"--gif={tmp_path / 'interp.gif'}")
+            f"--out={tmp_path / 'interp.png'}", f"--gif={tmp_path / 'interp.gif'}")
     assert r.returncode == 0, r.stderr
     grid = _pixels(tmp_path / "interp.png")
     assert grid.shape == (2 * 98 + 2, 6 * 98 + 2, 3)  # a row per pair, 6 faces a row
@@ -102,7 +102,7 @@ def test_interpolation_ends_on_the_seeds_faces_and_the_gif_loops(tmp_path):
         return grid[2 + row * 98:2 + row * 98 + 96, 2 + col * 98:2 + col * 98 + 96]
 
     r = cli("generate", "--nogpu", f"--netg-path={g}", "--seeds=5,9,13",
-                f"--out-dir={tmp_path / 'ends'}", f"--gen-img={tmp_path / 'ends.png'}")
+            f"--out-dir={tmp_path / 'ends'}", f"--gen-img={tmp_path / 'ends.png'}")
     assert r.returncode == 0, r.stderr
     ends = sorted((tmp_path / "ends").glob("face_*.png"))
     assert np.array_equal(cell(0, 0), _pixels(ends[0]))   # seed 5

@@ -210,12 +210,19 @@ def test_an_isa_capped_cpu_trains_in_fp32_like_an_avx2_one(monkeypatch):
     """ATEN_CPU_CAPABILITY=avx2 makes an AVX512-BF16 CPU compute as an AVX2-only one (how
     the README's AVX2 figures can be measured here): no native bf16 then."""
     from config import use_bf16
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
-    assert use_bf16(None, torch.device("cpu")) is True
+    assert use_bf16(None, cpu) is True
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN's convolutions capped alone
+    assert use_bf16(None, cpu) is False
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert use_bf16(None, cpu) is True
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
-    assert use_bf16(None, torch.device("cpu")) is False
-    assert use_bf16(True, torch.device("cpu")) is True  # --amp still forces it
+    assert use_bf16(None, cpu) is False
+    assert use_bf16(True, cpu) is True  # --amp still forces it
 
 
 def test_bench_names_the_cpu_kind_from_its_flags():
@@ -225,3 +232,18 @@ def test_bench_names_the_cpu_kind_from_its_flags():
     assert cpu_kind({"avx2", "avx512f", "avx512_bf16"}) == "avx512_bf16"
     assert cpu_kind({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}) == "amx"
     assert cpu_kind({"sse2"}) == "other"
+
+
+def test_bench_measures_an_isa_capped_cpu_as_the_older_kind(monkeypatch):
+    import bench
+    monkeypatch.setattr(bench, "cpu_kind", lambda: "avx512_bf16")
+    for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        monkeypatch.delenv(name, raising=False)
+    assert bench.isa_cap() is None and bench.measured_kind("cpu") == "avx512_bf16"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")
+    assert bench.measured_kind("cpu") == "avx512"
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # the older of the two caps
+    assert bench.measured_kind("cpu") == "avx2"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")  # above the CPU: no effect
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    assert bench.measured_kind("cpu") == "avx512_bf16"

@@ -175,7 +175,6 @@ def test_server_killed_mid_run(visdom_server):
 
 
 def _chromium():
-    sys.path.insert(0, str(ROOT / "scripts"))
     import browser
     path = browser.find()
     assert path, browser.HOW  # `make test` finds or installs one first
