@@ -63,6 +63,7 @@ def _ddp_d_step(rank, size, store, out):
     torch.save({k: v for k, v in netd.state_dict().items() if "running" not in k
                 and "num_batches" not in k}, f"{out}.{rank}")
     dist.destroy_process_group()
+    os._exit(0)  # the work is saved; gloo's threads can abort the interpreter's own teardown
 
 
 @pytest.mark.slow
@@ -151,9 +152,10 @@ def _slow_main(rank, port, out):
     if world.main:
         time.sleep(6)  # decoding a large folder: longer than the collectives' timeout
     world.wait_for_main()
-    (out / f"{rank}.waited").write_text("ok")
     world.barrier()  # the training's own group still works afterwards
+    (out / f"{rank}.waited").write_text("ok")
     world.close()
+    os._exit(0)  # as above: nothing is left to do but gloo's teardown
 
 
 @pytest.mark.slow
