@@ -85,20 +85,19 @@ class Explorer:
         the first seed of the page after it)."""
         if best and self.faces.netd is not None:
             faces, scores, seeds = self.faces.best(PAGE, PAGE * SEARCH, first)
-            after = first + PAGE * SEARCH
-        else:
-            seeds = list(range(first, first + PAGE))
-            faces = self.faces.tensors(seeds)
-            scores = self.scores(faces)
-            after = first + PAGE
-        items = [(to_pil(face), self.caption(seed, score))
-                 for face, seed, score in zip(faces, seeds, scores.tolist())]
-        return items, list(seeds), after
+            return self._items(faces, scores, seeds), seeds, first + PAGE * SEARCH
+        seeds = list(range(first, first + PAGE))
+        return self.items(seeds), seeds, first + PAGE
 
-    def scores(self, faces):
-        if self.faces.netd is None:
-            return torch.full((len(faces),), float("nan"))
-        return self.faces.netd(faces.to(self.faces.device)).float().cpu()
+    @torch.no_grad()
+    def items(self, seeds):
+        """The grid's (PIL image, caption) of each of ``seeds``."""
+        faces = self.faces.tensors(seeds)
+        return self._items(faces, self.faces.scores(faces), seeds)
+
+    def _items(self, faces, scores, seeds):
+        return [(to_pil(face), self.caption(seed, score))
+                for face, seed, score in zip(faces, seeds, scores.tolist())]
 
     @staticmethod
     def caption(seed, score, short=True):
@@ -111,7 +110,7 @@ class Explorer:
     def face(self, seed):
         """One face, large: (PIL image, its caption, the path of its 96-pixel PNG)."""
         face = self.faces.tensors([seed])
-        score = self.scores(face)[0].item()
+        score = self.faces.scores(face)[0].item()
         path = self.folder / f"face_seed{seed}.png"
         to_pil(face[0]).save(path)
         return to_pil(face[0], self.scale), self.caption(seed, score, short=False), str(path)
@@ -177,9 +176,7 @@ def build_page(explorer, gr):
             if not seeds:
                 items, st = draw(start, only_best, st)
                 return line, items, st
-            faces = explorer.faces.tensors(seeds)  # the same seeds, the new weights
-            items = [(to_pil(f), explorer.caption(s, c)) for f, s, c in
-                     zip(faces, seeds, explorer.scores(faces).tolist())]
+            items = explorer.items(seeds)  # the same seeds, the new weights
             return line, items, dict(st, items=items)
 
         def pick(st, evt: gr.SelectData):

@@ -96,6 +96,13 @@ class Faces:
         faces = self._draw(rows)
         return faces.view(len(z) - 1, steps, *faces.shape[1:])
 
+    @torch.no_grad()
+    def scores(self, faces):
+        """D's scores of ``faces`` (N, 3, 96, 96) on the CPU; NaN without a D."""
+        if self.netd is None:
+            return torch.full((len(faces),), float("nan"))
+        return self.netd(faces.to(self.device)).float().cpu()
+
     def images(self, seeds, scale=1, resample="nearest"):
         """The faces of ``seeds`` as PIL images, ``scale`` times 96 pixels wide."""
         return [to_pil(face, scale, resample) for face in self.tensors(seeds)]
@@ -165,8 +172,7 @@ def generate(opt):
     if opt.seeds:
         seeds = list(opt.seeds)
         images = faces.tensors(seeds)
-        scores = faces.netd(images.to(device)).float().cpu() if faces.netd is not None \
-            else torch.full((len(seeds),), float("nan"))
+        scores = faces.scores(images)
         picked = f" for seeds {','.join(map(str, seeds))}"
     else:
         images, scores, seeds = faces.best(opt.gen_num, opt.gen_search_num, _first_seed(opt))

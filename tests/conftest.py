@@ -22,6 +22,14 @@ def toy_dir(tmp_path_factory):
     return out
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a server a test starts."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def tiny_nets(nz=16, width=8):
     """A seeded, DCGAN-initialised NetG/NetD pair of small width, for plumbing tests."""
     import torch

@@ -13,13 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, assert_clean_error, cli, drawing_nets, run_cli
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import ROOT, assert_clean_error, cli, drawing_nets, free_port, run_cli
 
 
 def _pixels(source):
@@ -66,7 +60,7 @@ def page(nets, tmp_path):
     import browser
     chromium = browser.find()
     assert chromium, browser.HOW
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "server.log", "w")  # a file: a pipe nobody reads could fill up
     server = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "explore", "--nogpu",
                                f"--netg-path={nets}", f"--netd-path={nets / 'netd_1.pth'}",

@@ -12,13 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, run_cli
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import ROOT, free_port, run_cli
 
 
 def _wait_for(port, seconds):
@@ -53,7 +47,7 @@ def _listening_addresses(port):
 @pytest.fixture
 def visdom_server(tmp_path):
     """`python visualize.py serve` on a free loopback port; stopped after the test."""
-    port = _free_port()
+    port = free_port()
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, str(ROOT / "visualize.py"), "serve",
                              f"--port={port}", f"--env-path={tmp_path / 'envs'}"],
@@ -124,7 +118,7 @@ def _warnings(stderr):
 @pytest.mark.slow
 def test_no_server_one_warning_and_training_finishes(toy_dir, tmp_path):
     result = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True",
-                     f"--vis-port={_free_port()}", "--vis-server=http://127.0.0.1",
+                     f"--vis-port={free_port()}", "--vis-server=http://127.0.0.1",
                      "--max-epoch=2", "--batch-size=16", "--plot-every=1", "--ngf=8", "--ndf=8",
                      f"--save-path={tmp_path}", f"--checkpoint-dir={tmp_path}")
     assert result.returncode == 0, result.stderr
