@@ -73,6 +73,13 @@ SETTINGS = {
                        dict(MODERN, r1=0.1, batch_size=32, lr1=4e-4, lr2=4e-4)),
     "snda_r1_b16_lr": ("snda_r1_b16 with lr 4e-4 for both",
                        dict(MODERN, r1=0.1, batch_size=16, lr1=4e-4, lr2=4e-4)),
+    # the demos (README, "Batch 16, at the demo's settings"): --epochs=5, seeds 0, 1, 2
+    "demo_b32": ("snda_r1_b32_lr with DiffAugment color,translation (the previous demo)",
+                 dict(MODERN, r1=0.1, batch_size=32, lr1=4e-4, lr2=4e-4,
+                      diffaug="color,translation")),
+    "demo": ("demo_b32 at batch 16 (make demo)",
+             dict(MODERN, r1=0.1, batch_size=16, lr1=4e-4, lr2=4e-4,
+                  diffaug="color,translation")),
 }
 
 
