@@ -50,6 +50,15 @@ def slerp(a, b, t):
     return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
 
 
+def slerp_path(z, steps, closed=False):
+    """Latents walking from each of ``z`` to the next, ``steps`` a leg with both ends: one
+    leg fewer than ``z`` has. ``closed``: back to the first too, each leg without its end (the
+    next leg starts there), for a loop without repeated frames."""
+    ts = [i / (steps - 1) for i in range(steps - 1 if closed else steps)]
+    legs = zip(z, torch.cat([z[1:], z[:1]])) if closed else zip(z[:-1], z[1:])
+    return torch.cat([torch.stack([slerp(a, b, t) for t in ts]) for a, b in legs])
+
+
 class Faces:
     """A trained generator (and optionally its discriminator), ready to draw faces."""
 
@@ -90,10 +99,7 @@ class Faces:
         """Faces morphing from each seed to the next: a tensor (len(seeds) - 1, steps, 3, 96,
         96), both ends of each row included, the ends the seeds' own faces."""
         z = noise(list(seeds), self.netg.nz, self.mean, self.std)
-        ts = [i / (steps - 1) for i in range(steps)]
-        rows = torch.cat([torch.stack([slerp(a, b, t) for t in ts])
-                          for a, b in zip(z[:-1], z[1:])])
-        faces = self._draw(rows)
+        faces = self._draw(slerp_path(z, steps))
         return faces.view(len(z) - 1, steps, *faces.shape[1:])
 
     @torch.no_grad()
@@ -207,9 +213,7 @@ def interpolate(opt):
     if opt.gif:
         # the path through every seed and back to the first, without repeated frames
         z = noise(seeds, faces.netg.nz, opt.gen_mean, opt.gen_std)
-        ts = [i / (opt.steps - 1) for i in range(opt.steps)]
-        loop = torch.cat([torch.stack([slerp(a, b, t) for t in ts[:-1]])
-                          for a, b in zip(z, torch.cat([z[1:], z[:1]]))])
+        loop = slerp_path(z, opt.steps, closed=True)
         frames = [to_pil(face, opt.scale, opt.resample) for face in faces._draw(loop)]
         checkpoint.save_bytes(gif_bytes(frames), opt.gif)
         print(f"wrote {opt.gif}: {len(frames)} frames")
