@@ -372,7 +372,8 @@ def measured_kind(device):
 
 # nominal peak per core and cycle: two FMA units of the widest vectors (fp32), doubled for
 # bf16 dot products (AVX512-BF16); AMX tiles are counted as AVX512-BF16, a lower bound. AMD's
-# Zen 4 runs AVX-512 on 256-bit units: no more per cycle than AVX2 there
+# Zen 4 (CPU family 25) runs AVX-512 on 256-bit units: no more per cycle than AVX2 there;
+# Zen 5 (family 26) has full 512-bit units in its EPYC parts (its laptop parts do not)
 PEAK_FLOPS_PER_CYCLE = {"avx2": {"fp32": 32}, "avx512": {"fp32": 64},
                         "avx512_bf16": {"fp32": 64, "bf16": 128},
                         "amx": {"fp32": 64, "bf16": 128}}
@@ -394,16 +395,26 @@ def gpu_peak_gflops(name, bf16):
     return None
 
 
+def flops_per_cycle(cpuinfo_lines, kind):
+    """{"fp32": n, "bf16": m} FLOPs a core does a cycle for CPU ``kind``, by the vendor and
+    family in /proc/cpuinfo's lines; None for an unknown kind."""
+    def field(name):
+        return next((x.split(":", 1)[1].strip() for x in cpuinfo_lines
+                     if x.split(":")[0].strip() == name), "")
+    zen4 = field("vendor_id") == "AuthenticAMD" and field("cpu family") == "25"
+    return (AMD_PEAK_FLOPS_PER_CYCLE if zen4 else PEAK_FLOPS_PER_CYCLE).get(kind)
+
+
 def peak_gflops(kind, bf16):
     """This machine's nominal peak in GFLOP/s (usable cores x the clock /proc/cpuinfo
     reports x FLOPs a cycle). A CPU that boosts above that clock can exceed it."""
     if not os.path.exists("/proc/cpuinfo"):
         return None
-    amd = any("AuthenticAMD" in x for x in open("/proc/cpuinfo") if x.startswith("vendor_id"))
-    per_cycle = (AMD_PEAK_FLOPS_PER_CYCLE if amd else PEAK_FLOPS_PER_CYCLE).get(kind)
+    lines = open("/proc/cpuinfo").read().splitlines()
+    per_cycle = flops_per_cycle(lines, kind)
     if not per_cycle:
         return None
-    mhz = [float(x.split(":")[1]) for x in open("/proc/cpuinfo") if x.startswith("cpu MHz")]
+    mhz = [float(x.split(":")[1]) for x in lines if x.startswith("cpu MHz")]
     if not mhz:
         return None
     flops = per_cycle["bf16"] if bf16 and "bf16" in per_cycle else per_cycle["fp32"]

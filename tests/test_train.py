@@ -247,3 +247,15 @@ def test_bench_measures_an_isa_capped_cpu_as_the_older_kind(monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")  # above the CPU: no effect
     monkeypatch.delenv("ATEN_CPU_CAPABILITY")
     assert bench.measured_kind("cpu") == "avx512_bf16"
+
+
+def test_bench_counts_zen4_avx512_at_half_rate_and_zen5_at_full():
+    import bench
+    amd = ["vendor_id\t: AuthenticAMD", "model name\t: AMD EPYC"]
+    zen4, zen5 = amd + ["cpu family\t: 25"], amd + ["cpu family\t: 26"]
+    intel = ["vendor_id\t: GenuineIntel", "cpu family\t: 6"]
+    assert bench.flops_per_cycle(zen4, "avx512_bf16") == {"fp32": 32, "bf16": 64}
+    assert bench.flops_per_cycle(zen5, "avx512_bf16") == {"fp32": 64, "bf16": 128}
+    assert bench.flops_per_cycle(intel, "avx512_bf16") == {"fp32": 64, "bf16": 128}
+    assert bench.flops_per_cycle(zen4, "avx2") == bench.flops_per_cycle(zen5, "avx2") == {"fp32": 32}
+    assert bench.flops_per_cycle(zen5, "other") is None
