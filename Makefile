@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-stamp
 # spectral norm, DiffAugment, R1, Adam 0/0.9, a moving average of G), lr 4e-4, and
 # DiffAugment without cutout: the most clear faces and the lowest SWD over three seeds
 # (README, "Beyond the article"). fp32 on every CPU: about 3.5 min of training on a 2-core
-# EPYC with AVX512-BF16, about 5 computing as AVX2-only there, up to about 9 on a slower
+# EPYC with AVX512-BF16, about 5 computing as AVX2-only there, up to about 9.5 on a slower
 # AVX2 laptop.
 DEMO_FLAGS := --data-path=data/toy --nogpu --vis=False --seed=0 --ngf=32 --ndf=32 \
 	--batch-size=16 --recipe=modern --diffaug=color,translation --lr1=4e-4 --lr2=4e-4 \
