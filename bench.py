@@ -231,7 +231,7 @@ def main():
                  f"the article's pipeline")
 
     import torch
-    from config import resolve_device
+    from config import isa_cap, resolve_device
     device = resolve_device(args.gpu)
     base = [sys.executable, __file__, f"--data-path={args.data_path}",
             f"--batch-size={args.batch_size}", f"--num-workers={args.num_workers}",
@@ -333,7 +333,7 @@ def cache_sizes(args):
 
 def cpu_kind(flags=None):
     """The CPU's kind for speed figures: amx, avx512_bf16, avx512, avx2 or other, read from
-    /proc/cpuinfo's flags (which ONEDNN_MAX_CPU_ISA does not change: see ``isa_cap``)."""
+    /proc/cpuinfo's flags (which ONEDNN_MAX_CPU_ISA does not change: see config.isa_cap)."""
     if flags is None:
         flags = set()
         if os.path.exists("/proc/cpuinfo"):
@@ -346,28 +346,11 @@ def cpu_kind(flags=None):
     return "other"
 
 
-KINDS = ("other", "avx2", "avx512", "avx512_bf16", "amx")  # oldest first
-# oneDNN's and ATen's names for the instruction sets they can be capped at
-CAPS = {"avx2": "avx2", "avx2_vnni": "avx2", "avx2_vnni_2": "avx2", "avx512": "avx512",
-        "avx512_core": "avx512", "avx512_core_vnni": "avx512",
-        "avx512_core_bf16": "avx512_bf16", "avx512_core_fp16": "avx512_bf16",
-        "avx512_core_amx": "amx", "avx512_core_amx_fp16": "amx", "default": "other",
-        "sse41": "other"}
-
-
-def isa_cap():
-    """The kind ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY cap this process at (the older of
-    the two), e.g. ``avx2`` to measure an AVX2-only CPU on a newer one; None when uncapped."""
-    caps = [CAPS.get(os.environ.get(name, "").lower())
-            for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")]
-    caps = [c for c in caps if c]
-    return min(caps, key=KINDS.index) if caps else None
-
-
 def measured_kind(device):
     """What the figures hold for: the CPU's kind, or the older kind it is capped at."""
+    from config import CPU_KINDS, isa_cap
     kind, cap = cpu_kind(), isa_cap()
-    return min(kind, cap, key=KINDS.index) if cap else kind
+    return min(kind, cap, key=CPU_KINDS.index) if cap else kind
 
 
 # nominal peak per core and cycle: two FMA units of the widest vectors (fp32), doubled for

@@ -343,6 +343,25 @@ def resolve_device(gpu):
     return torch.device("cuda")
 
 
+CPU_KINDS = ("other", "avx2", "avx512", "avx512_bf16", "amx")  # oldest first
+# oneDNN's and ATen's names for the instruction sets they can be capped at
+ISA_CAPS = {"avx2": "avx2", "avx2_vnni": "avx2", "avx2_vnni_2": "avx2", "avx512": "avx512",
+            "avx512_core": "avx512", "avx512_core_vnni": "avx512",
+            "avx512_core_bf16": "avx512_bf16", "avx512_core_fp16": "avx512_bf16",
+            "avx512_core_amx": "amx", "avx512_core_amx_fp16": "amx", "default": "other",
+            "sse41": "other"}
+
+
+def isa_cap():
+    """The CPU kind ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY cap this process at (the older
+    of the two), e.g. ``avx2`` to compute as an AVX2-only CPU on a newer one; None when
+    uncapped."""
+    caps = [ISA_CAPS.get(os.environ.get(name, "").lower())
+            for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")]
+    caps = [c for c in caps if c]
+    return min(caps, key=CPU_KINDS.index) if caps else None
+
+
 def use_bf16(amp, device):
     """Whether to train under bf16 autocast: --amp/--noamp, else where it is native."""
     if amp is not None:
@@ -353,10 +372,8 @@ def use_bf16(amp, device):
               or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
     # ATEN_CPU_CAPABILITY=avx2 and ONEDNN_MAX_CPU_ISA=AVX2 (either) make a newer CPU compute
     # as an older one: then it has no native bf16 either
-    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
     capped = (torch.backends.cpu.get_cpu_capability() in ("AVX2", "DEFAULT")
-              or (onednn not in ("", "ALL") and "BF16" not in onednn
-                  and "AMX" not in onednn))
+              or isa_cap() in ("other", "avx2", "avx512"))
     return bool(native) and not capped
 
 

@@ -211,7 +211,8 @@ def test_an_isa_capped_cpu_trains_in_fp32_like_an_avx2_one(monkeypatch):
     the README's AVX2 figures can be measured here): no native bf16 then."""
     from config import use_bf16
     cpu = torch.device("cpu")
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert use_bf16(None, cpu) is True
@@ -236,10 +237,11 @@ def test_bench_names_the_cpu_kind_from_its_flags():
 
 def test_bench_measures_an_isa_capped_cpu_as_the_older_kind(monkeypatch):
     import bench
+    from config import isa_cap
     monkeypatch.setattr(bench, "cpu_kind", lambda: "avx512_bf16")
     for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
         monkeypatch.delenv(name, raising=False)
-    assert bench.isa_cap() is None and bench.measured_kind("cpu") == "avx512_bf16"
+    assert isa_cap() is None and bench.measured_kind("cpu") == "avx512_bf16"
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")
     assert bench.measured_kind("cpu") == "avx512"
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # the older of the two caps
