@@ -8,6 +8,9 @@
 # 64 and 256; (3) a 2-process torchrun (on the CPU: gloo; on one GPU NCCL refuses two
 # processes on one device, so it runs only with 2 GPUs and says so otherwise).
 # Writes its logs and JSON to OUT (gpu-check-out/). Uses .venv/bin/python when there is one.
+# A host without the packages main.py needs (fire, torchnet, visdom) and without network: put
+# their wheels in .whl/ beforehand (built with `pip wheel -w .whl` where there is network,
+# as the Makefile installs them); they are installed into /tmp/site first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
@@ -23,6 +26,11 @@ else
     NPROC=$("$PY" -c "import torch; print(torch.cuda.device_count())")
 fi
 DATA=${DATA:-/tmp/gpu-check-faces-$N}
+
+if compgen -G ".whl/*.whl" > /dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
 
 echo "== 1. the CUDA tests"
 "$PY" -m pytest -q -rs tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.txt" || true
