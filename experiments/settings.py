@@ -81,6 +81,24 @@ SETTINGS = {
              dict(MODERN, r1=0.1, batch_size=16, lr1=4e-4, lr2=4e-4,
                   diffaug="color,translation")),
 }
+# the second sweep around the demo (README, "A second sweep"): --epochs=5, OMP_NUM_THREADS=1;
+# the width settings fit the demo's minutes with their own epochs (--minutes)
+DEMO = SETTINGS["demo"][1]
+SETTINGS.update({
+    "demo_lr6": ("demo with lr 6e-4 for both", dict(DEMO, lr1=6e-4, lr2=6e-4)),
+    "demo_lrd8": ("demo with D's lr 8e-4", dict(DEMO, lr2=8e-4)),
+    "demo_beta1": ("demo with Adam beta1 0.5", dict(DEMO, beta1=0.5)),
+    "demo_beta2": ("demo with Adam beta2 0.99", dict(DEMO, beta2=0.99)),
+    "demo_nor1": ("demo without R1", dict(DEMO, r1=0.0)),
+    "demo_ema99": ("demo with a moving average of 0.99", dict(DEMO, ema=0.99)),
+    "demo_bce": ("demo with the BCE loss", dict(DEMO, loss="bce")),
+    "demo_color": ("demo with DiffAugment color only", dict(DEMO, diffaug="color")),
+    "demo_nobn": ("demo without BatchNorm in D", dict(DEMO, d_bn=False)),
+    "demo_ndf24": ("demo with ndf=24", dict(DEMO, ndf=24)),
+    "demo_ndf16": ("demo with ndf=16", dict(DEMO, ndf=16)),
+    "demo_g24d40": ("demo with ngf=24, ndf=40", dict(DEMO, ngf=24, ndf=40)),
+    "demo_ndf48": ("demo with ndf=48", dict(DEMO, ndf=48)),
+})
 
 
 def _flags(d):
