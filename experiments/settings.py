@@ -98,6 +98,7 @@ SETTINGS.update({
     "demo_ndf16": ("demo with ndf=16", dict(DEMO, ndf=16)),
     "demo_g24d40": ("demo with ngf=24, ndf=40", dict(DEMO, ngf=24, ndf=40)),
     "demo_ndf48": ("demo with ndf=48", dict(DEMO, ndf=48)),
+    "demo_devery2": ("demo with D trained every 2nd batch", dict(DEMO, d_every=2)),
 })
 
 
