@@ -331,14 +331,25 @@ def cache_sizes(args):
         Path(args.json).write_text(json.dumps(results, indent=2))
 
 
+def cpuinfo_lines():
+    """/proc/cpuinfo's lines; none where the system has no such file."""
+    if not os.path.exists("/proc/cpuinfo"):
+        return []
+    with open("/proc/cpuinfo") as f:
+        return f.read().splitlines()
+
+
+def cpuinfo_field(lines, name):
+    """The first value of the field ``name`` in /proc/cpuinfo's lines; '' without one."""
+    return next((x.split(":", 1)[1].strip() for x in lines
+                 if ":" in x and x.split(":", 1)[0].strip() == name), "")
+
+
 def cpu_kind(flags=None):
     """The CPU's kind for speed figures: amx, avx512_bf16, avx512, avx2 or other, read from
     /proc/cpuinfo's flags (which ONEDNN_MAX_CPU_ISA does not change: see config.isa_cap)."""
     if flags is None:
-        flags = set()
-        if os.path.exists("/proc/cpuinfo"):
-            line = next((x for x in open("/proc/cpuinfo") if x.startswith("flags")), "")
-            flags = set(line.split(":", 1)[-1].split())
+        flags = set(cpuinfo_field(cpuinfo_lines(), "flags").split())
     for kind, flag in (("amx", "amx_bf16"), ("avx512_bf16", "avx512_bf16"),
                        ("avx512", "avx512f"), ("avx2", "avx2")):
         if flag in flags:
@@ -378,22 +389,18 @@ def gpu_peak_gflops(name, bf16):
     return None
 
 
-def flops_per_cycle(cpuinfo_lines, kind):
+def flops_per_cycle(lines, kind):
     """{"fp32": n, "bf16": m} FLOPs a core does a cycle for CPU ``kind``, by the vendor and
     family in /proc/cpuinfo's lines; None for an unknown kind."""
-    def field(name):
-        return next((x.split(":", 1)[1].strip() for x in cpuinfo_lines
-                     if x.split(":")[0].strip() == name), "")
-    zen4 = field("vendor_id") == "AuthenticAMD" and field("cpu family") == "25"
+    zen4 = (cpuinfo_field(lines, "vendor_id") == "AuthenticAMD"
+            and cpuinfo_field(lines, "cpu family") == "25")
     return (AMD_PEAK_FLOPS_PER_CYCLE if zen4 else PEAK_FLOPS_PER_CYCLE).get(kind)
 
 
 def peak_gflops(kind, bf16):
     """This machine's nominal peak in GFLOP/s (usable cores x the clock /proc/cpuinfo
     reports x FLOPs a cycle). A CPU that boosts above that clock can exceed it."""
-    if not os.path.exists("/proc/cpuinfo"):
-        return None
-    lines = open("/proc/cpuinfo").read().splitlines()
+    lines = cpuinfo_lines()
     per_cycle = flops_per_cycle(lines, kind)
     if not per_cycle:
         return None
@@ -443,9 +450,7 @@ def _device_name(device):
     import torch
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                  if line.startswith("model name")), platform.processor()) \
-        if os.path.exists("/proc/cpuinfo") else platform.processor()
+    model = cpuinfo_field(cpuinfo_lines(), "model name") or platform.processor()
     return f"{model}, {os.cpu_count()} cores"
 
 
