@@ -15,7 +15,9 @@ its measured speed fits in, so a setting that is slower per image pays for it. E
 evaluated with SWD and, on the toy set, attribute modes, KL and the share of clear faces at
 ``--num``. Runs that are already finished are skipped, so the script can be stopped and
 started again, and several copies may run side by side on different ``--only`` lists
-(``OMP_NUM_THREADS=1`` each; the results do not depend on it, the speed does).
+(``OMP_NUM_THREADS=1`` each). The thread count changes the speed and, a little, the runs
+themselves (sums are added in another order, and a GAN amplifies the difference): compare
+runs trained with the same count.
 On a GPU: ``--gpu --width=64 --batch-size=256 --data=data/faces`` for the book's size (pick
 ``--ema`` for that batch size, see the README).
 
@@ -99,6 +101,11 @@ SETTINGS.update({
     "demo_g24d40": ("demo with ngf=24, ndf=40", dict(DEMO, ngf=24, ndf=40)),
     "demo_ndf48": ("demo with ndf=48", dict(DEMO, ndf=48)),
     "demo_devery2": ("demo with D trained every 2nd batch", dict(DEMO, d_every=2)),
+    # the third sweep (README, same section): 5 epochs, demo_gevery2 6
+    "demo_nosn": ("demo without spectral norm", dict(DEMO, sn=False)),
+    "demo_nz64": ("demo with 64 noise values, not 100", dict(DEMO, nz=64)),
+    "demo_lrd2": ("demo with D's lr 2e-4", dict(DEMO, lr2=2e-4)),
+    "demo_gevery2": ("demo with G trained every 2nd batch", dict(DEMO, g_every=2)),
 })
 
 
