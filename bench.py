@@ -201,7 +201,8 @@ def one(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-path", default="data/toy", help="ImageFolder layout: DIR/faces/*.jpg")
+    parser.add_argument("--data-path", default="data/toy",
+                        help="ImageFolder layout: DIR/faces/*.jpg")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=4, help="the article's DataLoader")
     parser.add_argument("--g-every", type=int, default=5)

@@ -111,8 +111,9 @@ def _state_dict(obj, path, kind):
     mine, theirs = (G_KEYS, D_KEYS) if kind == "netg" else (D_KEYS, G_KEYS)
     if not mine <= keys:
         if theirs <= keys:
-            raise UserError(f"{path} holds a {other} ({'discriminator' if other == 'netd' else 'generator'}), "
-                            f"not a {kind}: did you swap --netg-path and --netd-path?")
+            role = "discriminator" if other == "netd" else "generator"
+            raise UserError(f"{path} holds a {other} ({role}), not a {kind}: did you swap "
+                            f"--netg-path and --netd-path?")
         raise UserError(f"{path} holds no {kind} weights (its keys are not the book's "
                         f"main.N.* layout)")
     return obj

@@ -299,7 +299,8 @@ def validate(command, opt):
                  f"--label-smooth must be in [0, 0.5), not {opt.label_smooth}")
         _require(0 <= opt.ema < 1, f"--ema is a decay in [0, 1), e.g. 0.995 (0: off), not "
                  f"{opt.ema}")
-        _require(1 <= opt.vis_port <= 65535, f"--vis-port must be a port number, not {opt.vis_port}")
+        _require(1 <= opt.vis_port <= 65535,
+                 f"--vis-port must be a port number, not {opt.vis_port}")
         data = Path(opt.data_path)
         _require(data.is_dir(), f"data folder {opt.data_path!r} does not exist: put the images in "
                  f"{data / 'faces'}/ or pass --data-path (`python main.py toyfaces` makes a "

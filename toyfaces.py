@@ -116,7 +116,8 @@ def _back_hair(pen, style, hair, dark):
         pen.polygon([(-31, -16), (-33, 26), (-22, 29), (22, 29), (33, 26), (31, -16)],
                     fill=hair, outline=dark, width=0.8)
     elif style == "long":
-        pen.polygon([(-31, -16), (-38, 52), (38, 52), (31, -16)], fill=hair, outline=dark, width=0.8)
+        pen.polygon([(-31, -16), (-38, 52), (38, 52), (31, -16)], fill=hair, outline=dark,
+                    width=0.8)
     elif style == "twintails":
         for s in (-1, 1):
             pen.polygon([(s * 24, -34), (s * 40, -30), (s * 47, -6), (s * 45, 30), (s * 38, 50),

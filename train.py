@@ -302,7 +302,8 @@ class Run:
             self.ema.load_state_dict(state["ema"])
         elif self.ema:  # --ema turned on at resume: the average starts from G as it is
             self.ema.netg.load_state_dict(state["netg"])
-        for optimizer, key in ((self.optimizer_g, "optimizer_g"), (self.optimizer_d, "optimizer_d")):
+        for optimizer, key in ((self.optimizer_g, "optimizer_g"),
+                               (self.optimizer_d, "optimizer_d")):
             fused = optimizer.param_groups[0]["fused"]  # what suits the device we run on
             optimizer.load_state_dict(state[key])
             for group in optimizer.param_groups:  # not the device the state was saved on
@@ -314,7 +315,8 @@ class Run:
         rng = state["rng"]
         random.setstate(_as_tuples(rng["python"]))
         torch.set_rng_state(rng["torch"].cpu())
-        if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        if (rng["cuda"] and torch.cuda.is_available()
+                and len(rng["cuda"]) == torch.cuda.device_count()):
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
         self.order.set_state(rng["order"].cpu())
 

@@ -48,7 +48,8 @@ def _randomise(net):
     with torch.no_grad():
         for name, t in net.state_dict().items():
             if t.dtype.is_floating_point:
-                t.copy_(torch.rand_like(t) + 0.5 if "running_var" in name else torch.randn_like(t) * 0.05)
+                t.copy_(torch.rand_like(t) + 0.5 if "running_var" in name
+                        else torch.randn_like(t) * 0.05)
     return net
 
 
@@ -173,7 +174,8 @@ def test_spectrally_normalised_d_folds_into_the_books_netd():
     x = torch.rand(4, 3, 96, 96) * 2 - 1
     with torch.no_grad():
         assert torch.allclose(book(x), netd(x), atol=1e-6)
-        assert not torch.allclose(book.main[0].weight, netd.main[0].parametrizations.weight.original)
+        original = netd.main[0].parametrizations.weight.original
+        assert not torch.allclose(book.main[0].weight, original)
 
 
 def test_d_without_batchnorm_judges_each_face_alone_and_saves_as_the_books_netd():
