@@ -105,6 +105,7 @@ SETTINGS.update({
     "demo_nosn": ("demo without spectral norm", dict(DEMO, sn=False)),
     "demo_nz64": ("demo with 64 noise values, not 100", dict(DEMO, nz=64)),
     "demo_lrd2": ("demo with D's lr 2e-4", dict(DEMO, lr2=2e-4)),
+    "demo_lrg8": ("demo with G's lr 8e-4", dict(DEMO, lr1=8e-4)),
     "demo_gevery2": ("demo with G trained every 2nd batch", dict(DEMO, g_every=2)),
 })
 
