@@ -83,8 +83,8 @@ SETTINGS = {
              dict(MODERN, r1=0.1, batch_size=16, lr1=4e-4, lr2=4e-4,
                   diffaug="color,translation")),
 }
-# the second sweep around the demo (README, "A second sweep"): --epochs=5, OMP_NUM_THREADS=1;
-# the width settings fit the demo's minutes with their own epochs (--minutes)
+# the second sweep around the demo (README, "A second sweep"): --epochs=5 --amp=False,
+# OMP_NUM_THREADS=1; the width settings fit the demo's minutes with their own epochs (--minutes)
 DEMO = SETTINGS["demo"][1]
 SETTINGS.update({
     "demo_lr6": ("demo with lr 6e-4 for both", dict(DEMO, lr1=6e-4, lr2=6e-4)),
