@@ -107,6 +107,9 @@ SETTINGS.update({
     "demo_lrd2": ("demo with D's lr 2e-4", dict(DEMO, lr2=2e-4)),
     "demo_lrg8": ("demo with G's lr 8e-4", dict(DEMO, lr1=8e-4)),
     "demo_gevery2": ("demo with G trained every 2nd batch", dict(DEMO, g_every=2)),
+    # the fourth sweep (README, same section): 4 epochs
+    "demo_ngf40": ("demo with a wider G, ngf=40", dict(DEMO, ngf=40)),
+    "demo_ngf48": ("demo with a wider G, ngf=48", dict(DEMO, ngf=48)),
 })
 
 
