@@ -248,8 +248,9 @@ def main():
             sys.exit(f"error: the {variant} run failed:\n{out.stderr[-2000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    kind = measured_kind(device) if device.type == "cpu" else _device_name(device)
-    print(f"device {device} ({_device_name(device)}), kind {kind}"
+    device_name = _device_name(device)
+    kind = measured_kind(device) if device.type == "cpu" else device_name
+    print(f"device {device} ({device_name}), kind {kind}"
           f"{' (capped by ONEDNN_MAX_CPU_ISA/ATEN_CPU_CAPABILITY)' if isa_cap() else ''}, "
           f"torch {torch.__version__}, batch {args.batch_size}, g_every {args.g_every}, "
           f"{args.measure} batches timed after {args.warmup}, {args.repeats} alternating "
@@ -275,11 +276,11 @@ def main():
     flops = train_flops_per_image(args.g_every)
     for r, half in ((article, False), (ours, bf16)):
         r["gflop_per_s"] = r["images_per_s"] * flops / 1e9
-        peak = peak_gflops(kind, half) if device.type == "cpu" else \
-            gpu_peak_gflops(_device_name(device), half)
+        peak = (peak_gflops(kind, half) if device.type == "cpu"
+                else gpu_peak_gflops(device_name, half))
         r["peak_gflop_per_s"] = peak
         r["fraction_of_peak"] = r["gflop_per_s"] / peak if peak else None
-    report = {"device": str(device), "device_name": _device_name(device), "cpu_kind": kind,
+    report = {"device": str(device), "device_name": device_name, "cpu_kind": kind,
               "isa_cap": isa_cap(), "torch": torch.__version__, "batch_size": args.batch_size,
               "g_every": args.g_every, "bf16": bf16, "flop_per_image": flops,
               "article": article, "ours": ours,
