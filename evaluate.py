@@ -101,6 +101,11 @@ def evaluate(opt):
               f"{r['confident_share']:.1%} |")
         print(f"| attribute values shown by confident faces (of {m['values_of']}) | "
               f"{m['values_covered']} | {r['values_covered']} |")
+        worst = max(m["kl_per_attribute"], key=m["kl_per_attribute"].get)
+        value = max(m["value_shares"][worst], key=m["value_shares"][worst].get)
+        print(f"| attribute furthest from the real mix (KL {m['kl_per_attribute'][worst]:.3f}): "
+              f"faces with {worst} {value} | {m['value_shares'][worst][value]:.1%} | "
+              f"{r['value_shares'][worst][value]:.1%} |")
         print(f"(a perfect generator covers about {report['modes_uniform_expected']:.0f} modes "
               f"with {num} faces; use --num near {10 * m['of']} for a full count)")
     print(f"wrote {out}")

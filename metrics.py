@@ -211,27 +211,34 @@ def modes(net, images, real_labels=None, confident=0.9):
     combinations among confidently classified faces, the share of confident faces, how many
     of the attributes' values (33 in all) the confident faces show, and the KL divergence of
     each attribute's distribution among the faces from the real one (summed over the
-    attributes; uniform when ``real_labels`` is None).
+    attributes, and per attribute; uniform when ``real_labels`` is None). ``value_shares``
+    gives each value's share of all the faces, clear or not, so a collapse onto one value
+    shows even where the classifier is sure of few faces.
     """
     from toyfaces import ATTRIBUTES, CHOICES
     counts = [len(CHOICES[a]) for a in ATTRIBUTES]
     labels, confidence = predict(net, images, with_confidence=True)
     sure = labels[confidence >= confident]
     covered = len({tuple(row) for row in sure.tolist()})
-    kl = 0.0
-    for j, k in enumerate(counts):
+    kl, kl_per, shares = 0.0, {}, {}
+    for j, (a, k) in enumerate(zip(ATTRIBUTES, counts)):
         p = torch.bincount(labels[:, j], minlength=k).double() + 1e-6
         q = (torch.bincount(real_labels[:, j], minlength=k).double() if real_labels is not None
              else torch.ones(k, dtype=torch.float64)) + 1e-6
         p, q = p / p.sum(), q / q.sum()
-        kl += float((p * (p / q).log()).sum())
+        kl_per[a] = float((p * (p / q).log()).sum())
+        kl += kl_per[a]
+        # every face counts here, clear or not: where a collapse shows (e.g. one eye colour)
+        shares[a] = dict(zip(CHOICES[a], torch.bincount(labels[:, j], minlength=k).div(
+            len(images)).tolist()))
     total = int(np.prod(counts))
     # what still moves while whole combinations are rare: the values of each attribute that
     # some clear face shows (hair colours, eye colours, ...), of the 33 there are
     values = {a: len(set(sure[:, j].tolist())) for j, a in enumerate(ATTRIBUTES)}
     return {"modes": covered, "of": total, "confident_share": float(len(sure) / len(images)),
             "kl": kl, "num": len(images), "values_covered": sum(values.values()),
-            "values_of": sum(counts), "values_per_attribute": values}
+            "values_of": sum(counts), "values_per_attribute": values,
+            "kl_per_attribute": kl_per, "value_shares": shares}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 """SWD on cases with known answers, and the evaluate command end to end."""
+import math
 import json
 import shutil
 
@@ -100,7 +101,7 @@ def test_classifier_separates_every_attribute_and_is_cached(classifier):
 @pytest.mark.slow
 def test_mode_counter_finds_exactly_the_modes_of_a_hand_made_sample(classifier):
     import random
-    from metrics import modes
+    from metrics import modes, predict
     from toyfaces import draw_face
     net = classifier[0]
     combos = [dict(hair_color="red", hair_style="bob", eye_color="blue", skin_tone="fair",
@@ -114,13 +115,23 @@ def test_mode_counter_finds_exactly_the_modes_of_a_hand_made_sample(classifier):
                                         for i in range(30)]))
     result = modes(net, images)
     assert result["modes"] == 3 and result["of"] == 9 * 4 * 6 * 3 * 3 * 2 * 6
-    assert result["confident_share"] > 0.9
+    # the test's classifier, trained on a third of the faces, was sure of 27 or more of these 30
+    # from one run to the next (its training is not bit-exact across runs): at least 24
+    assert result["confident_share"] >= 0.8
     # three combinations show 3 hair colours, 3 styles, ..., 2 blushes: 3 * 6 + 2 values
     assert result["values_covered"] == 20 and result["values_of"] == 33
     assert result["values_per_attribute"]["blush"] == 2
     one = modes(net, images[::3])  # only the first combination
     assert one["modes"] == 1 and one["kl"] > result["kl"]
     assert one["values_covered"] == 7
+    # every face of it has blue eyes: the share says so, and eye colour's part of the KL is
+    # that of one value against six equal ones, log 6
+    assert one["value_shares"]["eye_color"]["blue"] == 1.0
+    assert one["kl_per_attribute"]["eye_color"] == pytest.approx(math.log(6), abs=1e-4)
+    assert sum(one["kl_per_attribute"].values()) == pytest.approx(one["kl"])
+    # against the three-combination sample as the real mix, blue eyes are a third of it
+    thirds = modes(net, images[::3], real_labels=predict(net, images))
+    assert thirds["kl_per_attribute"]["eye_color"] == pytest.approx(math.log(3), abs=1e-4)
 
 
 @pytest.mark.slow
@@ -134,6 +145,12 @@ def test_evaluate_untrained_generator_is_far_above_the_floor(toy_dir, tmp_path, 
     assert report["num"] == 32 and "SWD x1e3, mean" in r.stdout
     assert report["swd"]["mean"] > 5 * report["swd_floor"]["mean"]
     assert "attribute modes covered" in r.stdout
+    kl = report["modes"]["kl_per_attribute"]
+    worst = max(kl, key=kl.get)
+    shares = report["modes"]["value_shares"][worst]
+    value = max(shares, key=shares.get)
+    assert (f"| attribute furthest from the real mix (KL {kl[worst]:.3f}): faces with {worst} "
+            f"{value} | {shares[value]:.1%} | " in r.stdout)
     assert report["modes"]["confident_share"] < report["modes_real"]["confident_share"]
 
 
