@@ -1,6 +1,6 @@
 """SWD on cases with known answers, and the evaluate command end to end."""
-import math
 import json
+import math
 import shutil
 
 import numpy as np
