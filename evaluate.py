@@ -101,6 +101,10 @@ def evaluate(opt):
               f"{r['confident_share']:.1%} |")
         print(f"| attribute values shown by confident faces (of {m['values_of']}) | "
               f"{m['values_covered']} | {r['values_covered']} |")
+        sure = m["confident_per_attribute"]
+        least = min(sure, key=sure.get)
+        print(f"| attribute read with certainty least often: {least} | {sure[least]:.1%} | "
+              f"{r['confident_per_attribute'][least]:.1%} |")
         worst = max(m["kl_per_attribute"], key=m["kl_per_attribute"].get)
         value = max(m["value_shares"][worst], key=m["value_shares"][worst].get)
         print(f"| attribute furthest from the real mix (KL {m['kl_per_attribute'][worst]:.3f}): "

@@ -193,13 +193,13 @@ def attribute_classifier(progress=print, train_num=16384, test_num=2048, epochs=
 
 @torch.no_grad()
 def predict(net, images, batch_size=256, with_confidence=False):
-    """Attribute indices (N, attributes); with the lowest head probability per image too."""
+    """Attribute indices (N, attributes); with each head's probability of its answer too."""
     labels, confidence = [], []
     for i in range(0, len(images), batch_size):
         probs = [out.softmax(1) for out in net(images[i:i + batch_size])]
         best = [p.max(1) for p in probs]
         labels.append(torch.stack([b.indices for b in best], 1))
-        confidence.append(torch.stack([b.values for b in best], 1).min(1).values)
+        confidence.append(torch.stack([b.values for b in best], 1))
     labels = torch.cat(labels)
     return (labels, torch.cat(confidence)) if with_confidence else labels
 
@@ -213,12 +213,13 @@ def modes(net, images, real_labels=None, confident=0.9):
     each attribute's distribution among the faces from the real one (summed over the
     attributes, and per attribute; uniform when ``real_labels`` is None). ``value_shares``
     gives each value's share of all the faces, clear or not, so a collapse onto one value
-    shows even where the classifier is sure of few faces.
+    shows even where the classifier is sure of few faces; ``confident_per_attribute`` the
+    share of faces each attribute alone is read with certainty.
     """
     from toyfaces import ATTRIBUTES, CHOICES
     counts = [len(CHOICES[a]) for a in ATTRIBUTES]
-    labels, confidence = predict(net, images, with_confidence=True)
-    sure = labels[confidence >= confident]
+    labels, per_head = predict(net, images, with_confidence=True)
+    sure = labels[per_head.min(1).values >= confident]
     covered = len({tuple(row) for row in sure.tolist()})
     kl, kl_per, shares = 0.0, {}, {}
     for j, (a, k) in enumerate(zip(ATTRIBUTES, counts)):
@@ -238,7 +239,10 @@ def modes(net, images, real_labels=None, confident=0.9):
     return {"modes": covered, "of": total, "confident_share": float(len(sure) / len(images)),
             "kl": kl, "num": len(images), "values_covered": sum(values.values()),
             "values_of": sum(counts), "values_per_attribute": values,
-            "kl_per_attribute": kl_per, "value_shares": shares}
+            "kl_per_attribute": kl_per, "value_shares": shares,
+            # the share each attribute alone is read with certainty: which ones hold faces back
+            "confident_per_attribute": dict(zip(ATTRIBUTES, (per_head >= confident).double()
+                                                .mean(0).tolist()))}
 
 
 # ---------------------------------------------------------------------------------------------

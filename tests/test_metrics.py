@@ -132,6 +132,14 @@ def test_mode_counter_finds_exactly_the_modes_of_a_hand_made_sample(classifier):
     # against the three-combination sample as the real mix, blue eyes are a third of it
     thirds = modes(net, images[::3], real_labels=predict(net, images))
     assert thirds["kl_per_attribute"]["eye_color"] == pytest.approx(math.log(3), abs=1e-4)
+    # eyes painted over in a skin colour: eye colour is no longer read with certainty, while
+    # hair colour and background still are
+    painted = images.clone()
+    painted[:, :, 40:60, 25:71] = images[:, :, 65:66, 48:49]
+    sure = modes(net, painted)["confident_per_attribute"]
+    assert result["confident_per_attribute"]["eye_color"] >= 0.8 and sure["eye_color"] <= 0.5
+    assert sure["hair_color"] >= 0.8 and sure["background"] >= 0.8
+    assert min(sure, key=sure.get) == "eye_color"
 
 
 @pytest.mark.slow
@@ -151,6 +159,10 @@ def test_evaluate_untrained_generator_is_far_above_the_floor(toy_dir, tmp_path, 
     value = max(shares, key=shares.get)
     assert (f"| attribute furthest from the real mix (KL {kl[worst]:.3f}): faces with {worst} "
             f"{value} | {shares[value]:.1%} | " in r.stdout)
+    sure, real_sure = (report[k]["confident_per_attribute"] for k in ("modes", "modes_real"))
+    least = min(sure, key=sure.get)
+    assert (f"| attribute read with certainty least often: {least} | {sure[least]:.1%} | "
+            f"{real_sure[least]:.1%} |" in r.stdout)
     assert report["modes"]["confident_share"] < report["modes_real"]["confident_share"]
 
 
