@@ -110,6 +110,8 @@ SETTINGS.update({
     # the fourth sweep (README, same section): 4 epochs
     "demo_ngf40": ("demo with a wider G, ngf=40", dict(DEMO, ngf=40)),
     "demo_ngf48": ("demo with a wider G, ngf=48", dict(DEMO, ngf=48)),
+    # the fifth sweep (README, same section): 5 epochs
+    "demo_d48de2": ("demo with ndf=48, D trained every 2nd batch", dict(DEMO, ndf=48, d_every=2)),
 })
 
 
