@@ -223,15 +223,15 @@ def modes(net, images, real_labels=None, confident=0.9):
     covered = len({tuple(row) for row in sure.tolist()})
     kl, kl_per, shares = 0.0, {}, {}
     for j, (a, k) in enumerate(zip(ATTRIBUTES, counts)):
-        p = torch.bincount(labels[:, j], minlength=k).double() + 1e-6
+        faces = torch.bincount(labels[:, j], minlength=k)
+        p = faces.double() + 1e-6
         q = (torch.bincount(real_labels[:, j], minlength=k).double() if real_labels is not None
              else torch.ones(k, dtype=torch.float64)) + 1e-6
         p, q = p / p.sum(), q / q.sum()
         kl_per[a] = float((p * (p / q).log()).sum())
         kl += kl_per[a]
         # every face counts here, clear or not: where a collapse shows (e.g. one eye colour)
-        shares[a] = dict(zip(CHOICES[a], torch.bincount(labels[:, j], minlength=k).div(
-            len(images)).tolist()))
+        shares[a] = dict(zip(CHOICES[a], faces.div(len(images)).tolist()))
     total = int(np.prod(counts))
     # what still moves while whole combinations are rare: the values of each attribute that
     # some clear face shows (hair colours, eye colours, ...), of the 33 there are
