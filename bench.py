@@ -369,7 +369,8 @@ def measured_kind(device):
 # nominal peak per core and cycle: two FMA units of the widest vectors (fp32), doubled for
 # bf16 dot products (AVX512-BF16); AMX tiles are counted as AVX512-BF16, a lower bound. AMD's
 # Zen 4 (CPU family 25) runs AVX-512 on 256-bit units: no more per cycle than AVX2 there;
-# Zen 5 (family 26) has full 512-bit units in its EPYC parts (its laptop parts do not)
+# Zen 5 (family 26) has full 512-bit units in its desktop and server parts and in Ryzen AI
+# Max, but 256-bit ones in the other Ryzen AI laptop parts, counted as Zen 4
 PEAK_FLOPS_PER_CYCLE = {"avx2": {"fp32": 32}, "avx512": {"fp32": 64},
                         "avx512_bf16": {"fp32": 64, "bf16": 128},
                         "amx": {"fp32": 64, "bf16": 128}}
@@ -394,9 +395,12 @@ def gpu_peak_gflops(name, bf16):
 def flops_per_cycle(lines, kind):
     """{"fp32": n, "bf16": m} FLOPs a core does a cycle for CPU ``kind``, by the vendor and
     family in /proc/cpuinfo's lines; None for an unknown kind."""
-    zen4 = (cpuinfo_field(lines, "vendor_id") == "AuthenticAMD"
-            and cpuinfo_field(lines, "cpu family") == "25")
-    return (AMD_PEAK_FLOPS_PER_CYCLE if zen4 else PEAK_FLOPS_PER_CYCLE).get(kind)
+    amd = cpuinfo_field(lines, "vendor_id") == "AuthenticAMD"
+    family = cpuinfo_field(lines, "cpu family")
+    model = cpuinfo_field(lines, "model name").lower()
+    half_width = amd and (family == "25" or family == "26" and "ryzen ai" in model
+                          and "ryzen ai max" not in model)
+    return (AMD_PEAK_FLOPS_PER_CYCLE if half_width else PEAK_FLOPS_PER_CYCLE).get(kind)
 
 
 def peak_gflops(kind, bf16):

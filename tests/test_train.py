@@ -251,7 +251,7 @@ def test_bench_measures_an_isa_capped_cpu_as_the_older_kind(monkeypatch):
     assert bench.measured_kind("cpu") == "avx512_bf16"
 
 
-def test_bench_counts_zen4_avx512_at_half_rate_and_zen5_at_full():
+def test_bench_counts_zen4_and_zen5_laptop_avx512_at_half_rate_and_zen5_at_full():
     import bench
     amd = ["vendor_id\t: AuthenticAMD", "model name\t: AMD EPYC"]
     zen4, zen5 = amd + ["cpu family\t: 25"], amd + ["cpu family\t: 26"]
@@ -262,3 +262,9 @@ def test_bench_counts_zen4_avx512_at_half_rate_and_zen5_at_full():
     assert bench.flops_per_cycle(zen4, "avx2") == {"fp32": 32}
     assert bench.flops_per_cycle(zen5, "avx2") == {"fp32": 32}
     assert bench.flops_per_cycle(zen5, "other") is None
+    laptop = ["vendor_id\t: AuthenticAMD", "cpu family\t: 26",
+              "model name\t: AMD Ryzen AI 9 HX 370 w/ Radeon 890M"]
+    assert bench.flops_per_cycle(laptop, "avx512_bf16") == {"fp32": 32, "bf16": 64}
+    halo = ["vendor_id\t: AuthenticAMD", "cpu family\t: 26",
+            "model name\t: AMD RYZEN AI MAX+ 395 w/ Radeon 8060S"]
+    assert bench.flops_per_cycle(halo, "avx512_bf16") == {"fp32": 64, "bf16": 128}
