@@ -83,7 +83,7 @@ SETTINGS = {
              dict(MODERN, r1=0.1, batch_size=16, lr1=4e-4, lr2=4e-4,
                   diffaug="color,translation")),
 }
-# the second sweep around the demo (README, "A second sweep"): --epochs=5 --amp=False,
+# the second sweep around the demo (docs/EXPERIMENTS.md): --epochs=5 --amp=False,
 # OMP_NUM_THREADS=1; the width settings fit the demo's minutes with their own epochs (--minutes)
 DEMO = SETTINGS["demo"][1]
 SETTINGS.update({
@@ -101,16 +101,16 @@ SETTINGS.update({
     "demo_g24d40": ("demo with ngf=24, ndf=40", dict(DEMO, ngf=24, ndf=40)),
     "demo_ndf48": ("demo with ndf=48", dict(DEMO, ndf=48)),
     "demo_devery2": ("demo with D trained every 2nd batch", dict(DEMO, d_every=2)),
-    # the third sweep (README, same section): 5 epochs, demo_gevery2 6
+    # the third sweep (docs/EXPERIMENTS.md): 5 epochs, demo_gevery2 6
     "demo_nosn": ("demo without spectral norm", dict(DEMO, sn=False)),
     "demo_nz64": ("demo with 64 noise values, not 100", dict(DEMO, nz=64)),
     "demo_lrd2": ("demo with D's lr 2e-4", dict(DEMO, lr2=2e-4)),
     "demo_lrg8": ("demo with G's lr 8e-4", dict(DEMO, lr1=8e-4)),
     "demo_gevery2": ("demo with G trained every 2nd batch", dict(DEMO, g_every=2)),
-    # the fourth sweep (README, same section): 4 epochs
+    # the fourth sweep (docs/EXPERIMENTS.md): 4 epochs
     "demo_ngf40": ("demo with a wider G, ngf=40", dict(DEMO, ngf=40)),
     "demo_ngf48": ("demo with a wider G, ngf=48", dict(DEMO, ngf=48)),
-    # the fifth sweep (README, same section): 5 epochs
+    # the fifth sweep (docs/EXPERIMENTS.md): 5 epochs
     "demo_d48de2": ("demo with ndf=48, D trained every 2nd batch", dict(DEMO, ndf=48, d_every=2)),
 })
 
