@@ -393,8 +393,8 @@ def gpu_peak_gflops(name, bf16):
 
 
 def flops_per_cycle(lines, kind):
-    """{"fp32": n, "bf16": m} FLOPs a core does a cycle for CPU ``kind``, by the vendor and
-    family in /proc/cpuinfo's lines; None for an unknown kind."""
+    """{"fp32": n, "bf16": m} FLOPs a core does a cycle for CPU ``kind``, by the vendor,
+    family and model name in /proc/cpuinfo's lines; None for an unknown kind."""
     amd = cpuinfo_field(lines, "vendor_id") == "AuthenticAMD"
     family = cpuinfo_field(lines, "cpu family")
     model = cpuinfo_field(lines, "model name").lower()
