@@ -97,7 +97,8 @@ class FolderBatches:
     """The book's pipeline: a DataLoader whose workers decode the JPEGs of every batch.
 
     ``batches(perm, start)`` yields ``(images, unreadable paths)`` for the batches of the
-    permutation ``perm`` from batch ``start`` on, dropping the last partial batch.
+    permutation ``perm`` from batch ``start`` on, dropping the last partial batch; the
+    unreadable paths also gather in ``skipped``.
     """
 
     def __init__(self, opt):
@@ -116,6 +117,7 @@ class FolderBatches:
                             num_workers=self.num_workers, collate_fn=collate,
                             worker_init_fn=_ignore_sigint)
         for images, bad in loader:
+            self.skipped.extend(bad)  # a batch of broken files only is reported too
             if len(images):
                 yield images, bad
 

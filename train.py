@@ -239,6 +239,11 @@ def train(opt):
             _check_finite(meters.flush(), epoch, opt)
             bar.set_postfix(_format(meters.means()))
             bar.close()
+            skipped.update(data.skipped)
+            if run.step == 0:  # a whole epoch without one readable image (--cache=False)
+                _report_skipped(skipped, reported, opt, world)
+                raise UserError(f"{opt.data_path}: none of its {data.count} image files could "
+                                f"be read, so nothing was trained: put JPEG or PNG faces there")
             left, done = opt.max_epoch - epoch - 1, run.batch - first
             if left and done > 0:  # the whole run's remaining time, from this epoch's pace
                 minutes = left * (time.perf_counter() - tic) / done * per_epoch / 60

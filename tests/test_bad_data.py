@@ -87,11 +87,14 @@ def test_every_mode_becomes_upright_rgb(messy_dir):
     assert np.abs(upright.mean(2) - original.mean(2)).mean() < 12
 
 
-def test_all_bad_folder_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize("cache", [True, False])
+def test_all_bad_folder_is_a_clear_error(tmp_path, cache):
     faces = tmp_path / "bad" / "faces"
     faces.mkdir(parents=True)
     for i in range(3):
         (faces / f"{i}.jpg").write_text("nope")
     assert_clean_error(run_cli("train", f"--data-path={tmp_path / 'bad'}", "--nogpu",
-                               "--vis=False", "--batch-size=2",
-                               f"--checkpoint-dir={tmp_path / 'c'}"), "could be read")
+                               "--vis=False", "--batch-size=1", "--num-workers=0",
+                               f"--cache={cache}", f"--checkpoint-dir={tmp_path / 'c'}",
+                               f"--save-path={tmp_path / 'i'}"), "could be read")
+    assert not list((tmp_path / "c").glob("*.pth"))  # no weights of untrained nets
