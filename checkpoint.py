@@ -63,20 +63,35 @@ def to_uint8(faces):
     return ((faces.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
+def image_format(path):
+    """PIL's format for an image file named ``path`` (PNG when it has no suffix), or None
+    when PIL cannot write that suffix."""
+    suffix = Path(path).suffix.lower() or ".png"
+    fmt = Image.registered_extensions().get(suffix)
+    return fmt if fmt in Image.SAVE else None
+
+
 def save_grid(images, path, nrow=8):
     """Save images in [-1, 1] as one grid image (2-pixel black gaps, as torchvision's
     save_image), atomically; the format follows the suffix. Rounded as each face's own PNG
     is, so a face in a grid has the very pixels of the same face saved alone."""
-    fmt = Path(path).suffix.lstrip(".").lower() or "png"
-    fmt = {"jpg": "jpeg"}.get(fmt, fmt)
+    fmt = image_format(path)
     grid = make_grid(to_uint8(images.detach().float().cpu()), nrow=nrow, padding=2)
     picture = Image.fromarray(grid.permute(1, 2, 0).numpy(), "RGB")
     _atomic_write(path, lambda tmp: picture.save(tmp, format=fmt))
 
 
+# how torch's files begin: a zip archive (torch.save since 1.6) or a bare pickle (older)
+CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
 def load(path, device="cpu"):
     """torch.load with weights_only=True, mapping every failure to one clear UserError."""
     try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head and not head.startswith(CHECKPOINT_MAGIC):  # text, an image, ...
+            raise UserError(f"{path} is not a PyTorch checkpoint (it does not begin like one)")
         return torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise UserError(f"no checkpoint at {path}") from None
@@ -90,7 +105,8 @@ def load(path, device="cpu"):
                             f"when loaded, not plain weights; only load checkpoints you trust, "
                             f"re-saved as state_dicts") from None
         raise UserError(f"{path} is not a PyTorch checkpoint (or it is damaged)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, IndexError,
+            OSError) as e:
         if isinstance(e, OSError) and e.errno:  # a real I/O error, not a damaged file
             raise
         raise UserError(f"{path} is truncated or not a PyTorch checkpoint") from None

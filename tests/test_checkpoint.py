@@ -1,8 +1,10 @@
 """Saves are atomic; loads are safe and say clearly what is wrong with a file."""
 import errno
+import io
 
 import pytest
 import torch
+from PIL import Image
 
 import checkpoint
 from errors import UserError
@@ -65,6 +67,19 @@ def test_truncated_and_foreign_files(tmp_path):
     (tmp_path / "empty.pth").write_bytes(b"")
     for name in ("cut.pth", "text.pth", "empty.pth"):
         assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / name}"), name)
+    # short texts that torch's unpickler used to fail on with KeyError or IndexError, and
+    # files that are plainly something else, which it called code that would run
+    (tmp_path / "hello.pth").write_text("hello\n")
+    (tmp_path / "abc.pth").write_text("abc")
+    (tmp_path / "notes.pth").write_text("# Notes\n\nnot weights at all\n")
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="PNG")
+    (tmp_path / "picture.pth").write_bytes(buf.getvalue())
+    for name in ("hello.pth", "abc.pth", "notes.pth", "picture.pth"):
+        for command in ("generate", "interpolate"):
+            line = assert_clean_error(cli(command, "--nogpu",
+                                          f"--netg-path={tmp_path / name}"), name)
+            assert "not a PyTorch checkpoint" in line and "refused" not in line
 
 
 @pytest.mark.slow
