@@ -263,6 +263,41 @@ def _require(ok, message):
         raise UserError(message)
 
 
+MAX_SEED = 2**62  # faces are drawn from seeds SEED, SEED+1, ...: all stay below 2**63
+# each command's output paths: (option, whether it names a folder)
+OUTPUTS = {"train": (("save_path", True), ("checkpoint_dir", True)),
+           "generate": (("gen_img", False), ("out_dir", True)),
+           "interpolate": (("out", False), ("gif", False)),
+           "evaluate": (("out", False),)}
+IMAGE_OUTPUTS = {("generate", "gen-img"), ("interpolate", "out")}
+
+
+def writable(path, flag, folder, image=False):
+    """Refuse an output path that cannot be written, before any work is done: a file where a
+    folder must be or the reverse, a suffix no image format has, or a folder without write
+    permission."""
+    named_folder = str(path).endswith(("/", os.sep))
+    path = Path(path)
+    if folder:
+        _require(not path.exists() or path.is_dir(),
+                 f"--{flag}: {str(path)!r} is a file, not a folder: name a folder")
+    else:
+        _require(not path.is_dir() and not named_folder, f"--{flag}: {str(path)!r} is a folder: name a file in it, "
+                 f"e.g. {str(path / 'result.png')!r}")
+    if image:
+        import checkpoint
+        _require(checkpoint.image_format(path) is not None,
+                 f"--{flag}: cannot write an image named {str(path)!r}: use a suffix such as "
+                 f".png or .jpg")
+    parent = path if folder else path.parent
+    while not parent.exists():
+        parent = parent.parent
+    _require(parent.is_dir(), f"--{flag}: cannot write {str(path)!r}: {str(parent)!r} is a "
+             f"file, not a folder")
+    _require(os.access(parent, os.W_OK | os.X_OK),
+             f"--{flag}: cannot write {str(path)!r}: no permission to write in {str(parent)!r}")
+
+
 def validate(command, opt):
     """Refuse values that cannot work, naming the flag, before any work starts."""
     at_least_one = ["batch_size", "nz", "ngf", "ndf"]
@@ -277,10 +312,17 @@ def validate(command, opt):
     for name in at_least_one:
         value = getattr(opt, name)
         _require(value >= 1, f"--{name.replace('_', '-')} must be at least 1, not {value}")
-    if command == "train":
-        _require(opt.num_workers >= 0, f"--num-workers must be 0 or more, not {opt.num_workers}")
+    _require(opt.seed is None or 0 <= opt.seed <= MAX_SEED,
+             f"--seed takes a number from 0 to 2**62, not {opt.seed}")
+    if command in ("train", "evaluate"):
         _require(opt.image_size == 96, f"--image-size must be 96 (the networks draw 96x96 "
                  f"images), not {opt.image_size}")
+    for name, folder in OUTPUTS.get(command, ()):
+        if getattr(opt, name) is not None:
+            flag = name.replace("_", "-")
+            writable(getattr(opt, name), flag, folder, image=(command, flag) in IMAGE_OUTPUTS)
+    if command == "train":
+        _require(opt.num_workers >= 0, f"--num-workers must be 0 or more, not {opt.num_workers}")
         for name in ("lr1", "lr2"):
             _require(getattr(opt, name) > 0, f"--{name} must be positive, not {getattr(opt, name)}")
         for name in ("beta1", "beta2"):

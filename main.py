@@ -91,6 +91,7 @@ def toyfaces(*args, **flags):
     values.update(config.coerce_flags(flags, TOYFACES_FLAGS))
     if values["num"] < 1:
         raise UserError(f"--num must be at least 1, not {values['num']}")
+    config.writable(values["out_dir"], "out-dir", folder=True)
     from tqdm import tqdm
     from toyfaces import make_toyfaces
     csv_path = make_toyfaces(values["out_dir"], values["num"], values["seed"],
@@ -141,6 +142,11 @@ def main(argv):
         fire.Fire({command: COMMANDS[command]}, command=argv[1:], name="main.py")
     except UserError as e:
         _say_once(f"error: {e}")
+        return 2
+    except OSError as e:  # the system refused a file (disk full, a read-only place, ...)
+        if e.filename is None:
+            raise
+        _say_once(f"error: {e.filename}: {e.strerror}")
         return 2
     except Interrupted as e:
         _say_once(f"interrupted: {e}")

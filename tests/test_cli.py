@@ -103,3 +103,51 @@ def test_recipe_expands_to_its_flags_and_given_flags_win(toy_dir):
     book = parse("train", dict(data_path=str(toy_dir)))
     assert (book.loss, book.sn, book.diffaug, book.r1, book.beta2, book.g_every) == \
         ("bce", False, "", 0.0, 0.999, 5)
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, toy_dir):
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    g = f"--netg-path={tmp_path / 'netg.pth'}"
+    afile = tmp_path / "afile"
+    afile.write_text("a file where a folder should be")
+    grid = tmp_path / "grid.png"
+    cases = [
+        (("generate", g, f"--gen-img={afile / 'r.png'}"), "--gen-img", "is a file"),
+        (("generate", g, f"--gen-img={tmp_path / 'dirx'}/"), "--gen-img", "is a folder"),
+        (("generate", g, f"--gen-img={tmp_path}"), "--gen-img", "is a folder"),
+        (("generate", g, f"--gen-img={tmp_path / 'out.txt'}"), "--gen-img", ".png"),
+        (("generate", g, f"--gen-img={grid}", f"--out-dir={afile / 'o'}"), "--out-dir",
+         "is a file"),
+        (("interpolate", g, f"--out={tmp_path / 'x.txt'}"), "--out", ".png"),
+        (("interpolate", g, f"--out={grid}", f"--gif={afile / 'g.gif'}"), "--gif", "is a file"),
+        (("evaluate", g, f"--data-path={toy_dir}", f"--out={afile / 'm.json'}"), "--out",
+         "is a file"),
+        (("train", f"--data-path={toy_dir}", f"--checkpoint-dir={afile / 'ck'}"),
+         "--checkpoint-dir", "is a file"),
+        (("train", f"--data-path={toy_dir}", f"--save-path={afile}"), "--save-path",
+         "is a file"),
+        (("toyfaces", f"--out-dir={afile}", "--num=2"), "--out-dir", "is a file"),
+    ]
+    for args, flag, why in cases:
+        command, *rest = args
+        assert_clean_error(cli(command, "--nogpu", *rest) if command != "toyfaces"
+                           else cli(command, *rest), flag, why)
+    # nothing was written on the way: not the grid before the faces' folder failed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "netg.pth"]
+
+
+@pytest.mark.parametrize("seed", ["-1", "99999999999999999999"])
+def test_seed_out_of_range(tmp_path, seed):
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    for command in ("generate", "interpolate"):
+        assert_clean_error(cli(command, "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}",
+                               f"--seed={seed}"), "--seed", seed)
+
+
+def test_evaluate_refuses_other_image_sizes_before_decoding(tmp_path, toy_dir):
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    before = sorted(p.name for p in toy_dir.parent.iterdir())
+    assert_clean_error(cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}",
+                           f"--data-path={toy_dir}", "--image-size=64", "--num=8",
+                           f"--out={tmp_path / 'm.json'}"), "--image-size")
+    assert sorted(p.name for p in toy_dir.parent.iterdir()) == before  # no cache built
