@@ -204,7 +204,11 @@ def interpolate(opt):
     device = resolve_device(opt.gpu)
     faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
                        batch_size=opt.batch_size)
-    seeds = list(opt.seeds) if opt.seeds else [_first_seed(opt) + i for i in range(2)]
+    if opt.seeds:
+        seeds = list(opt.seeds)
+    else:
+        first = _first_seed(opt)
+        seeds = [first, first + 1]
     rows = faces.morph(seeds, opt.steps)
     out = opt.out or "interp.png"
     checkpoint.save_grid(rows.flatten(0, 1), out, nrow=opt.steps)

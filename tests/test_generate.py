@@ -116,6 +116,21 @@ def test_interpolation_ends_on_the_seeds_faces_and_the_gif_loops(tmp_path):
     assert gif.info.get("loop") == 0
 
 
+def test_interpolation_without_seeds_names_the_seed_that_draws_it_again(tmp_path):
+    g, _ = _save_nets(tmp_path)
+    r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--steps=3",
+            f"--out={tmp_path / 'fresh.png'}")
+    assert r.returncode == 0, r.stderr
+    told = [line for line in r.stdout.splitlines() if "pass --seed=" in line]
+    assert len(told) == 1, r.stdout  # one seed to note, not one per end of the morph
+    seed = int(told[0].split("pass --seed=")[1].split()[0])
+    r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--steps=3", f"--seed={seed}",
+            f"--out={tmp_path / 'again.png'}")
+    assert r.returncode == 0, r.stderr
+    assert f"seeds {seed} -> {seed + 1}" in r.stdout
+    assert np.array_equal(_pixels(tmp_path / "fresh.png"), _pixels(tmp_path / "again.png"))
+
+
 def test_api_loads_both_checkpoint_formats(tmp_path, toy_dir):
     from config import parse
     from train import train
