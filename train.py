@@ -163,8 +163,11 @@ def train(opt):
     if world.size > 1:  # every process draws its own noise
         torch.manual_seed(seed + world.rank + 7919 * run.step)
     if state and run.epoch >= opt.max_epoch:
-        say(f"{opt.resume} has already trained {run.epoch} epochs: nothing to do; raise "
-            f"--max-epoch to go on")
+        epochs = f"{run.epoch} epoch{'s' if run.epoch > 1 else ''}"
+        say(f"{opt.resume} has already trained {epochs}: nothing to do; raise --max-epoch to "
+            f"go on")
+        world.close()
+        return netg, netd
     vis = None
     if opt.vis and world.main:
         from visualize import Visualizer

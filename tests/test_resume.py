@@ -179,7 +179,8 @@ def test_a_finished_run_resumed_says_there_is_nothing_to_do(toy_dir, tmp_path):
     before = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.pth")}
     result = run_cli("train", "--resume", f"--checkpoint-dir={tmp_path}")
     assert result.returncode == 0, result.stderr
-    assert "has already trained 1 epochs: nothing to do; raise --max-epoch" in result.stdout
+    assert "has already trained 1 epoch: nothing to do; raise --max-epoch" in result.stdout
+    assert "training on" not in result.stdout and "done:" not in result.stdout  # no run
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.pth")} == before
 
 
