@@ -263,6 +263,11 @@ def _require(ok, message):
         raise UserError(message)
 
 
+def _missing(folder):
+    """Why a folder that is needed is not there."""
+    return "is a file, not a folder" if folder.exists() else "does not exist"
+
+
 MAX_SEED = 2**62  # faces are drawn from seeds SEED, SEED+1, ...: all stay below 2**63
 # each command's output paths: (option, whether it names a folder)
 OUTPUTS = {"train": (("save_path", True), ("checkpoint_dir", True)),
@@ -344,15 +349,15 @@ def validate(command, opt):
         _require(1 <= opt.vis_port <= 65535,
                  f"--vis-port must be a port number, not {opt.vis_port}")
         data = Path(opt.data_path)
-        _require(data.is_dir(), f"data folder {opt.data_path!r} does not exist: put the images in "
-                 f"{data / 'faces'}/ or pass --data-path (`python main.py toyfaces` makes a "
+        _require(data.is_dir(), f"data folder {opt.data_path!r} {_missing(data)}: put the images "
+                 f"in {data / 'faces'}/ or pass --data-path (`python main.py toyfaces` makes a "
                  f"synthetic set)")
     if command == "evaluate":
         unknown = set(opt.metrics.split(",")) - {"swd", "modes", "fid", "kid"}
         _require(not unknown, f"--metrics: unknown {', '.join(sorted(unknown))}; choose from "
                  f"swd, modes, fid, kid")
-        _require(Path(opt.data_path).is_dir(), f"data folder {opt.data_path!r} does not exist: "
-                 f"pass the real images with --data-path")
+        _require(Path(opt.data_path).is_dir(), f"data folder {opt.data_path!r} "
+                 f"{_missing(Path(opt.data_path))}: pass the real images' folder with --data-path")
     if command in ("generate", "interpolate", "evaluate", "explore"):
         _require(opt.netg_path is not None, f"{command} needs the generator's weights: "
                  "--netg-path=checkpoints/netg_N.pth"
@@ -373,14 +378,15 @@ def validate(command, opt):
         path = getattr(opt, name)
         folder_too = command == "explore"  # a checkpoint folder: its newest file
         _require(path is None or Path(path).is_file() or (folder_too and Path(path).is_dir()),
-                 f"--{name.replace('_', '-')}: no file {path!r}")
+                 f"--{name.replace('_', '-')}: " + (f"{path!r} is a folder, not a checkpoint "
+                 f"file" if path and Path(path).is_dir() else f"no file {path!r}"))
 
 
 def resolve_device(gpu):
     """--gpu -> CUDA (an error without it), --nogpu -> CPU, unset -> CUDA when available."""
     if gpu is True and not torch.cuda.is_available():
         raise UserError("--gpu asks for CUDA, but no CUDA device is available here: "
-                        "use --nogpu to train on the CPU")
+                        "use --nogpu to run on the CPU")
     if gpu is False or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda")

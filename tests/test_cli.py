@@ -151,3 +151,15 @@ def test_evaluate_refuses_other_image_sizes_before_decoding(tmp_path, toy_dir):
                            f"--data-path={toy_dir}", "--image-size=64", "--num=8",
                            f"--out={tmp_path / 'm.json'}"), "--image-size")
     assert sorted(p.name for p in toy_dir.parent.iterdir()) == before  # no cache built
+
+
+def test_a_file_given_for_a_folder_and_the_reverse_is_named_as_such(tmp_path, toy_dir):
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    g = f"--netg-path={tmp_path / 'netg.pth'}"
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    assert_clean_error(cli("train", "--nogpu", f"--data-path={afile}"), "is a file, not a folder")
+    assert_clean_error(cli("evaluate", "--nogpu", g, f"--data-path={afile}"),
+                       "is a file, not a folder")
+    assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path}"),
+                       "is a folder, not a checkpoint file")
