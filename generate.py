@@ -212,7 +212,8 @@ def interpolate(opt):
     rows = faces.morph(seeds, opt.steps)
     out = opt.out or "interp.png"
     checkpoint.save_grid(rows.flatten(0, 1), out, nrow=opt.steps)
-    print(f"wrote {out}: {len(rows)} rows of {opt.steps} faces, seeds "
+    plural = "s" if len(rows) > 1 else ""
+    print(f"wrote {out}: {len(rows)} row{plural} of {opt.steps} faces, seeds "
           f"{' -> '.join(map(str, seeds))}")
     if opt.gif:
         # the path through every seed and back to the first, without repeated frames
