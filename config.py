@@ -76,7 +76,8 @@ class Config:
                          "batches (SyncBatchNorm, GPUs only) instead of each process's own")
     # speed
     cache: bool = _opt(True, "decode the images once into a hidden file beside DATA_PATH and "
-                       "train from memory; --cache=False reads the JPEGs every epoch (the book)")
+                       "train from memory; --cache=False reads the JPEGs every epoch (the book; "
+                       "evaluate: decodes only the images it compares, writes nothing)")
     amp: bool = _opt(None, "bf16 autocast; unset: on where the hardware does bf16 natively "
                      "(CUDA, CPUs with AVX512-BF16 or AMX)", kind=bool)
     # visdom
@@ -134,7 +135,7 @@ USED = {
     "interpolate": ("netg_path", "seeds", "steps", "out", "gif", "scale", "resample", "gen_mean",
                     "gen_std", "batch_size", "gpu", "seed"),
     "evaluate": ("netg_path", "data_path", "num", "metrics", "inception_weights", "out", "seed",
-                 "gen_mean", "gen_std", "batch_size", "gpu", "image_size"),
+                 "gen_mean", "gen_std", "batch_size", "gpu", "image_size", "cache"),
     "explore": ("netg_path", "netd_path", "port", "host", "steps", "gen_mean", "gen_std",
                 "batch_size", "gpu"),
 }

@@ -146,6 +146,20 @@ def _decode(job):
         return None
 
 
+def decode_in_order(files, image_size, order, count):
+    """Decode ``files[i]`` for the indices ``i`` of ``order`` until ``count`` are readable, in
+    memory, writing nothing. Returns (a list of uint8 arrays (3, S, S), their indices)."""
+    rows, picked = [], []
+    for i in order:
+        if len(rows) == count:
+            break
+        arr = _decode((files[i], image_size))
+        if arr is not None:
+            rows.append(arr)
+            picked.append(int(i))
+    return rows, picked
+
+
 def cache_location(root, image_size):
     """The folder that holds the cache of ``root`` and the name prefix of its files."""
     root = Path(root).resolve()

@@ -14,11 +14,40 @@ import torch
 
 import checkpoint
 from config import resolve_device
-from data import build_cache, list_images
+from data import build_cache, decode_in_order, list_images
 from generate import Faces, to_uint8
 from errors import UserError
 from metrics import (attribute_classifier, classifier_path, frechet_distance, inception_path,
                      kernel_inception_distance, load_extractor, modes, predict, swd)
+
+
+def _real_images(opt, seed):
+    """Two disjoint sets of ``num`` real images (uint8), drawn by ``seed``, and ``num`` (fewer
+    where the folder is small). With the cache, from the decoded folder; with --cache=False,
+    only the images drawn are decoded, and nothing is written (the same images, on a folder
+    without broken files)."""
+    files = list_images(opt.data_path)
+    if opt.cache:
+        array, _ = build_cache(opt.data_path, opt.image_size, files=files)
+    elif not files:
+        raise UserError(f"no images in {opt.data_path}: pass the real images' folder with "
+                        f"--data-path")
+    total = len(array) if opt.cache else len(files)
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed)).numpy()
+    num = opt.num
+    if not opt.cache:
+        rows, picked = decode_in_order(files, opt.image_size, order, 2 * min(num, total // 2))
+        if len(rows) < 2:
+            raise UserError(f"{opt.data_path} has fewer than two readable images")
+        array = dict(zip(picked, rows))
+        total, order = len(rows), np.array(picked)
+    if total < 2 * num:
+        num = total // 2
+        print(f"note: {opt.data_path} has {total} images; comparing {num} (the floor needs "
+              f"two disjoint real sets)")
+    real = torch.from_numpy(np.stack([array[i] for i in np.sort(order[:num])]))
+    other = torch.from_numpy(np.stack([array[i] for i in np.sort(order[num:2 * num])]))
+    return real, other, num
 
 
 def evaluate(opt):
@@ -30,16 +59,7 @@ def evaluate(opt):
         inception = inception_path(opt.inception_weights)
     faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
                        batch_size=opt.batch_size)
-    files = list_images(opt.data_path)
-    array, _ = build_cache(opt.data_path, opt.image_size, files=files)
-    order = torch.randperm(len(array), generator=torch.Generator().manual_seed(seed)).numpy()
-    num = opt.num
-    if len(array) < 2 * num:
-        num = len(array) // 2
-        print(f"note: {opt.data_path} has {len(array)} images; comparing {num} (the floor needs "
-              f"two disjoint real sets)")
-    real = torch.from_numpy(np.stack([array[i] for i in np.sort(order[:num])]))
-    other = torch.from_numpy(np.stack([array[i] for i in np.sort(order[num:2 * num])]))
+    real, other, num = _real_images(opt, seed)
     fake = to_uint8(faces.tensors(range(seed, seed + num)))
 
     report = {"netg_path": str(opt.netg_path), "data_path": str(opt.data_path), "num": num,

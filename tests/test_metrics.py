@@ -177,6 +177,24 @@ def test_evaluate_on_a_small_folder_halves_num_and_says_so(toy_dir, tmp_path):
     assert json.loads(out.read_text())["num"] == 32
 
 
+def test_evaluate_without_the_cache_compares_the_same_images_and_writes_nothing(tmp_path):
+    folder = tmp_path / "set"
+    for i in range(40):
+        (folder / "faces").mkdir(parents=True, exist_ok=True)
+        face(0, i)[1].save(folder / "faces" / f"{i:03d}.png")
+    torch.save(tiny_nets(nz=100)[0].state_dict(), tmp_path / "g.pth")
+    args = ("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}", f"--data-path={folder}",
+            "--num=16", "--metrics=swd")
+    r = cli(*args, "--cache=False", f"--out={tmp_path / 'plain.json'}")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.pth", "plain.json", "set"]
+    r = cli(*args, f"--out={tmp_path / 'cached.json'}")
+    assert r.returncode == 0, r.stderr
+    assert any(p.name.startswith(".set.faces96-") for p in tmp_path.iterdir())  # the cache
+    plain, cached = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("plain", "cached"))
+    assert plain["swd"] == cached["swd"] and plain["swd_floor"] == cached["swd_floor"]
+
+
 def test_evaluate_skips_modes_where_there_is_no_attributes_csv(toy_dir, tmp_path):
     folder = tmp_path / "plain"
     shutil.copytree(toy_dir / "faces", folder / "faces")  # the faces, not their CSV
