@@ -8,6 +8,8 @@
 - Every load uses ``weights_only=True``: a file that would run code when unpickled is refused.
 """
 import errno
+import functools
+import io
 import os
 import pickle
 import tempfile
@@ -65,10 +67,19 @@ def to_uint8(faces):
 
 def image_format(path):
     """PIL's format for an image file named ``path`` (PNG when it has no suffix), or None
-    when PIL cannot write that suffix."""
+    when PIL cannot write an RGB picture under that suffix (some formats it knows cannot)."""
     suffix = Path(path).suffix.lower() or ".png"
     fmt = Image.registered_extensions().get(suffix)
-    return fmt if fmt in Image.SAVE else None
+    return fmt if fmt in Image.SAVE and _writes_rgb(fmt) else None
+
+
+@functools.lru_cache(maxsize=None)
+def _writes_rgb(fmt):
+    try:
+        Image.new("RGB", (1, 1)).save(io.BytesIO(), format=fmt)
+        return True
+    except Exception:  # noqa: BLE001 - any refusal means the format cannot take our grids
+        return False
 
 
 def save_grid(images, path, nrow=8):

@@ -270,15 +270,15 @@ def _missing(folder):
 
 
 MAX_SEED = 2**62  # faces are drawn from seeds SEED, SEED+1, ...: all stay below 2**63
-# each command's output paths: (option, whether it names a folder)
-OUTPUTS = {"train": (("save_path", True), ("checkpoint_dir", True)),
-           "generate": (("gen_img", False), ("out_dir", True)),
-           "interpolate": (("out", False), ("gif", False)),
-           "evaluate": (("out", False),)}
+# each command's output paths: (option, whether it names a folder, a file name for it)
+OUTPUTS = {"train": (("save_path", True, None), ("checkpoint_dir", True, None)),
+           "generate": (("gen_img", False, "result.png"), ("out_dir", True, None)),
+           "interpolate": (("out", False, "interp.png"), ("gif", False, "interp.gif")),
+           "evaluate": (("out", False, "metrics.json"),)}
 IMAGE_OUTPUTS = {("generate", "gen-img"), ("interpolate", "out")}
 
 
-def writable(path, flag, folder, image=False):
+def writable(path, flag, folder, image=False, example=None):
     """Refuse an output path that cannot be written, before any work is done: a file where a
     folder must be or the reverse, a suffix no image format has, or a folder without write
     permission."""
@@ -288,8 +288,8 @@ def writable(path, flag, folder, image=False):
         _require(not path.exists() or path.is_dir(),
                  f"--{flag}: {str(path)!r} is a file, not a folder: name a folder")
     else:
-        _require(not path.is_dir() and not named_folder, f"--{flag}: {str(path)!r} is a folder: name a file in it, "
-                 f"e.g. {str(path / 'result.png')!r}")
+        _require(not path.is_dir() and not named_folder, f"--{flag}: {str(path)!r} is a folder: "
+                 f"name a file in it, e.g. {str(path / example)!r}")
     if image:
         import checkpoint
         _require(checkpoint.image_format(path) is not None,
@@ -323,10 +323,10 @@ def validate(command, opt):
     if command in ("train", "evaluate"):
         _require(opt.image_size == 96, f"--image-size must be 96 (the networks draw 96x96 "
                  f"images), not {opt.image_size}")
-    for name, folder in OUTPUTS.get(command, ()):
+    for name, folder, example in OUTPUTS.get(command, ()):
         if getattr(opt, name) is not None:
             flag = name.replace("_", "-")
-            writable(getattr(opt, name), flag, folder, image=(command, flag) in IMAGE_OUTPUTS)
+            writable(getattr(opt, name), flag, folder, (command, flag) in IMAGE_OUTPUTS, example)
     if command == "train":
         _require(opt.num_workers >= 0, f"--num-workers must be 0 or more, not {opt.num_workers}")
         for name in ("lr1", "lr2"):

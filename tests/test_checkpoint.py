@@ -79,7 +79,12 @@ def test_truncated_and_foreign_files(tmp_path):
         for command in ("generate", "interpolate"):
             line = assert_clean_error(cli(command, "--nogpu",
                                           f"--netg-path={tmp_path / name}"), name)
-            assert "not a PyTorch checkpoint" in line and "refused" not in line
+            assert "does not begin like one" in line and "refused" not in line
+    # a bare pickle that begins like an old torch file and breaks its unpickler (KeyError)
+    (tmp_path / "pickle.pth").write_bytes(b"\x80\x02h\x05.")
+    line = assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'pickle.pth'}"),
+                              "pickle.pth")
+    assert "truncated or not a PyTorch checkpoint" in line
 
 
 @pytest.mark.slow

@@ -116,6 +116,9 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, to
         (("generate", g, f"--gen-img={tmp_path / 'dirx'}/"), "--gen-img", "is a folder"),
         (("generate", g, f"--gen-img={tmp_path}"), "--gen-img", "is a folder"),
         (("generate", g, f"--gen-img={tmp_path / 'out.txt'}"), "--gen-img", ".png"),
+        (("generate", g, f"--gen-img={tmp_path / 'out.xbm'}"), "--gen-img", ".png"),  # 1-bit
+        (("evaluate", g, f"--data-path={toy_dir}", f"--out={tmp_path}"), "--out",
+         "metrics.json"),
         (("generate", g, f"--gen-img={grid}", f"--out-dir={afile / 'o'}"), "--out-dir",
          "is a file"),
         (("interpolate", g, f"--out={tmp_path / 'x.txt'}"), "--out", ".png"),
@@ -136,12 +139,43 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, to
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "netg.pth"]
 
 
-@pytest.mark.parametrize("seed", ["-1", "99999999999999999999"])
+@pytest.mark.parametrize("seed", ["-1", str(2**62 + 1), "99999999999999999999"])
 def test_seed_out_of_range(tmp_path, seed):
     torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
     for command in ("generate", "interpolate"):
         assert_clean_error(cli(command, "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}",
                                f"--seed={seed}"), "--seed", seed)
+
+
+def test_the_largest_seed_draws_faces_that_can_be_drawn_again(tmp_path):
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    g = f"--netg-path={tmp_path / 'netg.pth'}"
+    r = cli("generate", "--nogpu", g, f"--seed={2**62}", "--gen-num=2", "--gen-search-num=2",
+            f"--out-dir={tmp_path / 'top'}", f"--gen-img={tmp_path / 'top.png'}")
+    assert r.returncode == 0, r.stderr
+    r = cli("generate", "--nogpu", g, f"--seeds={2**62},{2**62 + 1}",
+            f"--gen-img={tmp_path / 'again.png'}")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "top.png").read_bytes() == (tmp_path / "again.png").read_bytes()
+
+
+def test_a_refused_file_is_one_line_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    import errno
+    import main
+
+    def full(*args, **flags):
+        raise OSError(errno.ENOSPC, "No space left on device", "checkpoints/netg_3.pth")
+    monkeypatch.setitem(main.COMMANDS, "train", full)
+    assert main.main(["main.py", "train"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "netg_3.pth" in err[0]
+    assert "No space left on device" in err[0] and "free space" in err[0]
+
+    def bug(*args, **flags):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "nowhere.pth")
+    monkeypatch.setitem(main.COMMANDS, "train", bug)
+    with pytest.raises(FileNotFoundError):
+        main.main(["main.py", "train"])
 
 
 def test_evaluate_refuses_other_image_sizes_before_decoding(tmp_path, toy_dir):
