@@ -9,6 +9,7 @@
 ``python main.py COMMAND --help`` lists a command's flags with their defaults. Every flag of
 the book's Config works with its book name (``--batch-size`` or ``--batch_size``).
 """
+import errno
 import os
 import sys
 
@@ -116,6 +117,11 @@ def _help(command):
     return fn.__doc__.strip()
 
 
+# what the system answers when a place cannot take a file, as opposed to a bug
+REFUSALS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
+            errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+
+
 def _say_once(line):
     """To stderr, from rank 0 only: under torchrun every process meets the same error."""
     if os.environ.get("RANK", "0") == "0":
@@ -143,10 +149,12 @@ def main(argv):
     except UserError as e:
         _say_once(f"error: {e}")
         return 2
-    except OSError as e:  # the system refused a file (disk full, a read-only place, ...)
-        if e.filename is None:
-            raise
-        _say_once(f"error: {e.filename}: {e.strerror}")
+    except OSError as e:  # the system refused a file: no space, no permission, read-only, ...
+        if e.errno not in REFUSALS:
+            raise  # anything else is a bug and keeps its traceback
+        where = f" {e.filename}" if e.filename else ""
+        _say_once(f"error: cannot write or read{where}: {e.strerror}; check the path, its "
+                  f"permissions and the free space")
         return 2
     except Interrupted as e:
         _say_once(f"interrupted: {e}")
