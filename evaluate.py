@@ -24,27 +24,28 @@ from metrics import (attribute_classifier, classifier_path, frechet_distance, in
 def _real_images(opt, seed):
     """Two disjoint sets of ``num`` real images (uint8), drawn by ``seed``, and ``num`` (fewer
     where the folder is small). With the cache, from the decoded folder; with --cache=False,
-    only the images drawn are decoded, and nothing is written (the same images, on a folder
-    without broken files)."""
+    only the images drawn are decoded, and nothing is written (the same images as with the
+    cache on a folder without broken files; with broken ones the draws differ)."""
     files = list_images(opt.data_path)
     if opt.cache:
         array, _ = build_cache(opt.data_path, opt.image_size, files=files)
-    elif not files:
-        raise UserError(f"no images in {opt.data_path}: pass the real images' folder with "
-                        f"--data-path")
     total = len(array) if opt.cache else len(files)
     order = torch.randperm(total, generator=torch.Generator().manual_seed(seed)).numpy()
     num = opt.num
-    if not opt.cache:
-        rows, picked = decode_in_order(files, opt.image_size, order, 2 * min(num, total // 2))
-        if len(rows) < 2:
-            raise UserError(f"{opt.data_path} has fewer than two readable images")
-        array = dict(zip(picked, rows))
-        total, order = len(rows), np.array(picked)
     if total < 2 * num:
         num = total // 2
         print(f"note: {opt.data_path} has {total} images; comparing {num} (the floor needs "
               f"two disjoint real sets)")
+    if not opt.cache:
+        rows, picked = decode_in_order(files, opt.image_size, order, 2 * num)
+        if len(rows) < 2 * num:
+            num = len(rows) // 2
+            print(f"note: only {len(rows)} of its {total} images could be read; comparing "
+                  f"{num}")
+        array, order = dict(zip(picked, rows)), np.array(picked, dtype=np.int64)
+    if num < 1:
+        raise UserError(f"{opt.data_path} has fewer than two readable images: evaluate compares "
+                        f"two disjoint real sets, so it needs at least two (ideally 2 x --num)")
     real = torch.from_numpy(np.stack([array[i] for i in np.sort(order[:num])]))
     other = torch.from_numpy(np.stack([array[i] for i in np.sort(order[num:2 * num])]))
     return real, other, num

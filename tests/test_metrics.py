@@ -195,6 +195,20 @@ def test_evaluate_without_the_cache_compares_the_same_images_and_writes_nothing(
     assert plain["swd"] == cached["swd"] and plain["swd_floor"] == cached["swd_floor"]
 
 
+@pytest.mark.parametrize("cache", [True, False])
+def test_evaluate_on_a_folder_with_one_readable_image_says_so(tmp_path, cache):
+    folder = tmp_path / "set"
+    (folder / "faces").mkdir(parents=True)
+    face(0, 0)[1].save(folder / "faces" / "good.png")
+    (folder / "faces" / "bad.png").write_text("not an image")
+    torch.save(tiny_nets(nz=100)[0].state_dict(), tmp_path / "g.pth")
+    r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}", f"--data-path={folder}",
+            "--num=8", "--metrics=swd", f"--cache={cache}", f"--out={tmp_path / 'm.json'}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "fewer than two readable images" in r.stderr and not (tmp_path / "m.json").exists()
+
+
 def test_evaluate_skips_modes_where_there_is_no_attributes_csv(toy_dir, tmp_path):
     folder = tmp_path / "plain"
     shutil.copytree(toy_dir / "faces", folder / "faces")  # the faces, not their CSV
