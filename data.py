@@ -105,7 +105,7 @@ class FolderBatches:
         self.dataset = FaceFolder(opt.data_path, opt.image_size)
         _enough(len(self.dataset), opt)
         self.batch_size, self.num_workers = opt.batch_size, opt.num_workers
-        self.count, self.skipped = len(self.dataset), []
+        self.count, self.skipped = len(self.dataset), set()
 
     def __len__(self):
         return self.count // self.batch_size
@@ -117,7 +117,7 @@ class FolderBatches:
                             num_workers=self.num_workers, collate_fn=collate,
                             worker_init_fn=_ignore_sigint)
         for images, bad in loader:
-            self.skipped.extend(bad)  # a batch of broken files only is reported too
+            self.skipped.update(bad)  # a batch of broken files only is reported too
             if len(images):
                 yield images, bad
 

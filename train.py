@@ -243,7 +243,7 @@ def train(opt):
             bar.set_postfix(_format(meters.means()))
             bar.close()
             skipped.update(data.skipped)
-            if run.step == 0:  # a whole epoch without one readable image (--cache=False)
+            if seen == 0 and first < per_epoch:  # no readable image all epoch (--cache=False)
                 _report_skipped(skipped, reported, opt, world)
                 raise UserError(f"{opt.data_path}: none of its {data.count} image files could "
                                 f"be read, so nothing was trained: put JPEG or PNG faces there")

@@ -9,7 +9,7 @@ import train as train_module
 from config import parse
 from data import open_rgb
 
-from conftest import assert_clean_error, run_cli
+from conftest import assert_clean_error, run_cli, train_small
 
 BROKEN = ("empty.jpg", "truncated.jpg", "notes.png")
 
@@ -98,3 +98,18 @@ def test_all_bad_folder_is_a_clear_error(tmp_path, cache):
                                f"--cache={cache}", f"--checkpoint-dir={tmp_path / 'c'}",
                                f"--save-path={tmp_path / 'i'}"), "could be read")
     assert not list((tmp_path / "c").glob("*.pth"))  # no weights of untrained nets
+
+
+def test_a_resumed_run_whose_images_became_unreadable_is_a_clear_error(toy_dir, tmp_path):
+    data = tmp_path / "set"
+    (data / "faces").mkdir(parents=True)
+    for path in sorted((toy_dir / "faces").glob("*.jpg"))[:16]:
+        (data / "faces" / path.name).write_bytes(path.read_bytes())
+    ckpt = tmp_path / "c"
+    train_small(data, ckpt, max_epoch=1, cache=False, num_workers=0)
+    before = {p.name: p.stat().st_mtime_ns for p in ckpt.glob("*.pth")}
+    for path in (data / "faces").glob("*.jpg"):
+        path.write_text("overwritten")
+    assert_clean_error(run_cli("train", f"--resume={ckpt / 'last.pth'}", "--max-epoch=2",
+                               "--num-workers=0", f"--checkpoint-dir={ckpt}"), "could be read")
+    assert {p.name: p.stat().st_mtime_ns for p in ckpt.glob("*.pth")} == before
