@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+import config
 from config import resolve_device
 from errors import UserError
 from generate import Faces, gif_bytes, to_pil
@@ -132,7 +133,8 @@ def build_page(explorer, gr):
         state = gr.State({"next": 0, "seeds": [], "items": [], "picked": [], "frames": []})
         header = gr.Markdown(explorer.source(), elem_id="source")
         with gr.Row():
-            first = gr.Number(0, precision=0, label="first seed", elem_id="first")
+            first = gr.Number(0, precision=0, minimum=0, maximum=config.MAX_SEED,
+                              label="first seed", elem_id="first")
             best = gr.Checkbox(False, label=f"D's best only (of {SEARCH}x as many)",
                                interactive=has_d, elem_id="best")
             show = gr.Button("show", elem_id="show")
@@ -161,6 +163,8 @@ def build_page(explorer, gr):
                            buttons=["download"], elem_id="gif")
 
         def draw(start, only_best, st):
+            if not 0 <= int(start or 0) <= config.MAX_SEED:
+                raise gr.Error(f"the first seed must be from 0 to 2**62, not {int(start)}")
             items, seeds, after = explorer.page(int(start or 0), only_best)
             st = dict(st, next=after, seeds=seeds, items=items)
             return items, st

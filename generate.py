@@ -184,7 +184,7 @@ def generate(opt):
         images, scores, seeds = faces.best(opt.gen_num, opt.gen_search_num, _first_seed(opt))
         picked = f", the best of {opt.gen_search_num} by D" if faces.netd is not None else ""
     checkpoint.save_grid(images, opt.gen_img)
-    print(f"wrote {opt.gen_img}: {len(images)} faces{picked}")
+    print(f"wrote {opt.gen_img}: {len(images)} face{'s' if len(images) > 1 else ''}{picked}")
     if opt.out_dir:
         _write_faces(opt.out_dir, images, scores, seeds, opt.scale, opt.resample)
         print(f"wrote {len(images)} faces and manifest.csv to {opt.out_dir}")
