@@ -68,8 +68,8 @@ class Config:
                           "(generate; explore: also a checkpoint folder, its newest)", kind=str)
     netd_path: str = _opt(None, "discriminator weights to start from (train) or rank the "
                           "samples with (generate; explore: also a folder)", kind=str)
-    seed: int = _opt(None, "random seed; unset: a fresh one, printed and saved (evaluate: 0)",
-                     kind=int)
+    seed: int = _opt(None, "random seed, 0 to 2**62; unset: a fresh one, printed and saved "
+                     "(evaluate: 0)", kind=int)
     resume: str = _opt(None, "--resume: continue from CHECKPOINT_DIR/last.pth; --resume=PATH: "
                        "from that full state", kind="resume")
     sync_bn: bool = _opt(False, "under torchrun: BatchNorm statistics over all processes' "
