@@ -141,8 +141,7 @@ def _ours(args, device, source, started):
 
     def batches():
         while True:
-            yield from (b for b, _ in source.batches(torch.randperm(source.count,
-                                                                    generator=generator)))
+            yield from source.batches(torch.randperm(source.count, generator=generator))
 
     def step(ii, real):
         real = real.contiguous(memory_format=torch.channels_last)

@@ -96,9 +96,9 @@ def collate(items):
 class FolderBatches:
     """The book's pipeline: a DataLoader whose workers decode the JPEGs of every batch.
 
-    ``batches(perm, start)`` yields ``(images, unreadable paths)`` for the batches of the
-    permutation ``perm`` from batch ``start`` on, dropping the last partial batch; the
-    unreadable paths also gather in ``skipped``.
+    ``batches(perm, start)`` yields the image batches of the permutation ``perm`` from batch
+    ``start`` on, dropping the last partial batch; the files that could not be decoded
+    gather in ``skipped``.
     """
 
     def __init__(self, opt):
@@ -117,9 +117,9 @@ class FolderBatches:
                             num_workers=self.num_workers, collate_fn=collate,
                             worker_init_fn=_ignore_sigint)
         for images, bad in loader:
-            self.skipped.update(bad)  # a batch of broken files only is reported too
+            self.skipped.update(bad)
             if len(images):
-                yield images, bad
+                yield images
 
 
 def _ignore_sigint(_):
@@ -283,7 +283,7 @@ class CachedBatches:
 
     def __init__(self, array, batch_size, device, skipped=()):
         self.batch_size, self.device = batch_size, torch.device(device)
-        self.count, self.skipped = len(array), list(skipped)
+        self.count, self.skipped = len(array), set(skipped)
         file_backed = isinstance(array, np.memmap) and array.filename
         self.rows = _FileRows(array) if file_backed else array
         self.on_device = None
@@ -305,7 +305,7 @@ class CachedBatches:
                 batch = self.on_device[idx.to(self.device)]
             else:
                 batch = torch.from_numpy(self.rows[idx.numpy()]).to(self.device, non_blocking=True)
-            yield normalise(batch), []
+            yield normalise(batch)
 
 
 def _enough(count, opt, what="images"):

@@ -186,8 +186,7 @@ def train(opt):
     say(f"training on {device.type}{' with bf16 autocast' if bf16 else ''}, seed {seed}: "
         f"{per_epoch} batches of {opt.batch_size} per epoch{processes}")
 
-    skipped = set(data.skipped)
-    reported = _report_skipped(skipped, 0, opt, world)
+    reported = _report_skipped(data.skipped, 0, opt, world)
     with StopSignal() as stop:
         for epoch in range(run.epoch, opt.max_epoch):
             run.epoch, run.order_state = epoch, order.get_state()
@@ -197,8 +196,7 @@ def train(opt):
                        desc=f"epoch {epoch + 1}/{opt.max_epoch}", unit="batch",
                        dynamic_ncols=True, disable=not world.main)
             tic, seen = time.perf_counter(), 0
-            for ii, (real, bad) in enumerate(bar, start=first):
-                skipped.update(bad)
+            for ii, real in enumerate(bar, start=first):
                 real = real.to(device, non_blocking=True).contiguous(
                     memory_format=torch.channels_last)
                 seen += real.size(0)
@@ -242,9 +240,8 @@ def train(opt):
             _check_finite(meters.flush(), epoch, opt)
             bar.set_postfix(_format(meters.means()))
             bar.close()
-            skipped.update(data.skipped)
             if seen == 0 and first < per_epoch:  # no readable image all epoch (--cache=False)
-                _report_skipped(skipped, reported, opt, world)
+                _report_skipped(data.skipped, reported, opt, world)
                 raise UserError(f"{opt.data_path}: none of its {data.count} image files could "
                                 f"be read, so nothing was trained: put JPEG or PNG faces there")
             left, done = opt.max_epoch - epoch - 1, run.batch - first
@@ -253,7 +250,7 @@ def train(opt):
                 say(f"{left} epoch{'s' if left > 1 else ''} left: about {minutes:.0f} min"
                     if minutes >= 1 else f"{left} epoch{'s' if left > 1 else ''} left: under "
                     f"a minute")
-            reported = _report_skipped(skipped, reported, opt, world)
+            reported = _report_skipped(data.skipped, reported, opt, world)
             run.epoch, run.batch = epoch + 1, 0
             if (epoch + 1) % opt.save_every == 0 or epoch + 1 == opt.max_epoch:
                 meters.reset()

@@ -64,14 +64,14 @@ def test_cached_batches_are_a_seeded_permutation(toy_dir):
     batches = CachedBatches(array, 16, "cpu")
     assert len(batches) == 4
     perm = torch.randperm(64, generator=torch.Generator().manual_seed(0))
-    epoch = [b for b, _ in batches.batches(perm)]
+    epoch = list(batches.batches(perm))
     assert all(b.shape == (16, 3, 96, 96) for b in epoch)
     assert -1 <= min(b.min() for b in epoch) and max(b.max() for b in epoch) <= 1
     # every image once per epoch: the sums match the whole set's
     total = normalise(torch.from_numpy(np.array(array))).sum()
     assert torch.allclose(sum(b.sum() for b in epoch), total, rtol=1e-4)
     assert torch.equal(epoch[0], normalise(torch.from_numpy(np.array(array[perm[:16].numpy()]))))
-    later = [b for b, _ in batches.batches(perm, start=2)]  # a resumed epoch skips ahead
+    later = list(batches.batches(perm, start=2))  # a resumed epoch skips ahead
     assert len(later) == 2 and all(torch.equal(a, b) for a, b in zip(epoch[2:], later))
 
 
@@ -80,9 +80,9 @@ def test_folder_batches_follow_the_same_permutation(toy_dir):
     from data import folder_batches
     opt = parse("train", dict(data_path=str(toy_dir), batch_size=16, num_workers=0))
     perm = torch.randperm(64, generator=torch.Generator().manual_seed(0))
-    folder = [b for b, _ in folder_batches(opt).batches(perm, start=1)]
+    folder = list(folder_batches(opt).batches(perm, start=1))
     array, _ = build_cache(toy_dir, 96, workers=1)
-    cached = [b for b, _ in CachedBatches(array, 16, "cpu").batches(perm, start=1)]
+    cached = list(CachedBatches(array, 16, "cpu").batches(perm, start=1))
     assert len(folder) == 3 and all(torch.equal(a, b) for a, b in zip(folder, cached))
 
 
