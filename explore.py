@@ -163,9 +163,10 @@ def build_page(explorer, gr):
                            buttons=["download"], elem_id="gif")
 
         def draw(start, only_best, st):
-            if not 0 <= int(start or 0) <= config.MAX_SEED:
-                raise gr.Error(f"the first seed must be from 0 to 2**62, not {int(start)}")
-            items, seeds, after = explorer.page(int(start or 0), only_best)
+            start = int(start or 0)
+            if not 0 <= start <= config.MAX_SEED:
+                raise gr.Error(f"the first seed must be from 0 to 2**62, not {start}")
+            items, seeds, after = explorer.page(start, only_best)
             st = dict(st, next=after, seeds=seeds, items=items)
             return items, st
 
