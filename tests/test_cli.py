@@ -197,3 +197,95 @@ def test_a_file_given_for_a_folder_and_the_reverse_is_named_as_such(tmp_path, to
                        "is a file, not a folder")
     assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path}"),
                        "is a folder, not a checkpoint file")
+
+
+def test_flag_values_that_are_no_value_are_refused(tmp_path, toy_dir):
+    """fire turns the text None into None, a bare --flag into True and 1e999 into inf: each
+    used to reach the code (a TypeError, a grid named True, an all-black grid)."""
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    g = f"--netg-path={tmp_path / 'netg.pth'}"
+    data = f"--data-path={toy_dir}"
+    cases = [
+        (("train", data, "--lr1=None"), "--lr1", "None"),
+        (("train", data, "--batch-size=None"), "--batch-size", "None"),
+        (("train", "--data-path=None"), "--data-path", "None"),
+        (("train", data, "--lr1=1e999"), "--lr1", "finite"),
+        (("generate", g, "--gen-std=1e999"), "--gen-std", "finite"),
+        (("generate", g, "--gen-mean=-1e999"), "--gen-mean", "finite"),
+        (("generate", g, "--gen-img"), "--gen-img", "needs a path"),
+        (("generate", g, "--gen-img="), "--gen-img", "names no path"),
+        (("generate", g, "--out-dir"), "--out-dir", "needs a path"),
+        (("train", data, "--loss"), "--loss", "needs a value"),
+        (("train", data, "--checkpoint-dir="), "--checkpoint-dir", "names no path"),
+        (("train", data, "--resume="), "--resume", "--resume alone"),
+        (("evaluate", g, data, "--metrics="), "--metrics", "names none"),
+        (("evaluate", g, data, "--metrics=fid", "--num=1"), "--num", "at least 2"),
+        (("toyfaces", "--num=None"), "--num", "None"),
+        (("train", data, "--", "--interactive"), "'--'"),
+    ]
+    for args, *needles in cases:
+        command, *rest = args
+        flags = ["--nogpu"] if command != "toyfaces" else []
+        assert_clean_error(cli(command, *flags, *rest), *needles)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["netg.pth"]
+    # None still means "unset" where that is the default: a fresh seed is printed
+    r = cli("generate", "--nogpu", g, "--seed=None", "--gen-num=1", "--gen-search-num=1",
+            f"--gen-img={tmp_path / 'one.png'}")
+    assert r.returncode == 0 and (tmp_path / "one.png").is_file(), r.stderr
+
+
+def test_home_in_a_path_is_the_users_home(tmp_path, monkeypatch):
+    """The shell leaves ~ after = alone; a folder named ~ used to appear in the working one."""
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    r = cli("generate", "--nogpu", "--netg-path=~/../netg.pth", "--gen-num=1",
+            "--gen-search-num=1", "--gen-img=~/face.png")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "home" / "face.png").is_file()
+
+
+def test_outputs_that_would_overwrite_another_file_are_refused(tmp_path, toy_dir):
+    """evaluate's JSON and interpolate's GIF used to be written under any name, over a
+    checkpoint as readily as anything; and two outputs named alike overwrote each other."""
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    g = f"--netg-path={tmp_path / 'netg.pth'}"
+    kept = tmp_path / "netd_3.pth"
+    kept.write_bytes(b"PK\x03\x04 a checkpoint")
+    cases = [
+        (("evaluate", g, f"--data-path={toy_dir}", f"--out={kept}"), "--out", ".json"),
+        (("interpolate", g, f"--out={tmp_path / 'i.png'}", f"--gif={kept}"), "--gif", ".gif"),
+        (("interpolate", g, f"--out={tmp_path / 'i.png'}", f"--gif={tmp_path / 'i.png'}"),
+         "--gif", ".gif"),
+        (("generate", g, f"--gen-img={tmp_path / 'x.png'}", f"--out-dir={tmp_path / 'x.png'}"),
+         "--gen-img and --out-dir", "same path"),
+    ]
+    for (command, *rest), *needles in cases:
+        assert_clean_error(cli(command, "--nogpu", *rest), *needles)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["netd_3.pth", "netg.pth"]
+    assert kept.read_bytes() == b"PK\x03\x04 a checkpoint"
+
+
+def test_a_resumed_run_refuses_what_it_would_ignore(tmp_path, toy_dir):
+    """--recipe and the start weights were taken in silence on --resume and not applied."""
+    import checkpoint
+    from config import Config
+    state = tmp_path / "last.pth"
+    torch.save({"format": checkpoint.STATE_FORMAT, "options": Config().to_dict()}, state)
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    for flag in ("--recipe=modern", "--recipe=bogus", f"--netg-path={tmp_path / 'netg.pth'}"):
+        assert_clean_error(cli("train", "--nogpu", f"--data-path={toy_dir}",
+                               f"--resume={state}", flag), flag.split("=")[0], "--resume")
+
+
+def test_modes_alone_on_a_folder_without_attributes_is_refused_before_work(tmp_path, toy_dir):
+    """It used to decode, draw and write a report with no metric in it, and exit 0."""
+    import shutil
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    shutil.copytree(toy_dir / "faces", tmp_path / "photos" / "faces")
+    out = tmp_path / "m.json"
+    assert_clean_error(cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}",
+                           f"--data-path={tmp_path / 'photos'}", "--metrics=modes", "--num=8",
+                           f"--out={out}"), "attributes.csv", "swd")
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["netg.pth", "photos"]  # no cache
