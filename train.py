@@ -157,9 +157,14 @@ def train(opt):
     meters = Meters(world)
     ema = EMA(netg, opt.ema) if opt.ema else None
     run = Run(opt, netg, netd, optimizer_g, optimizer_d, fixed_noise, meters, order, ema)
+    run.images = data.count
     if state:
         run.restore(state, device)
         say(f"resuming {opt.resume} at epoch {run.epoch}, batch {run.batch}")
+        if state.get("images", data.count) != data.count:
+            say(f"note: {opt.data_path} now has {data.count} images, and the run began with "
+                f"{state['images']}: it goes on, but not in the order it would have taken, and "
+                f"this epoch may end early")
     if world.size > 1:  # every process draws its own noise
         torch.manual_seed(seed + world.rank + 7919 * run.step)
     if state and run.epoch >= opt.max_epoch:
@@ -175,13 +180,17 @@ def train(opt):
         vis.text("options", "<br>".join(f"{k} = {v}" for k, v in opt.to_dict().items()),
                  "options of this run")
 
-    log = None
-    if world.main:
+    def start_records():
+        """losses.csv (a fresh run starts it anew) and options.json: written once the first
+        batch has trained, so a run that fails before that leaves an earlier run's as they
+        were."""
         Path(opt.checkpoint_dir).mkdir(parents=True, exist_ok=True)
         Path(opt.save_path).mkdir(parents=True, exist_ok=True)
-        log = LossLog(opt.save_path, resume_step=run.step if state else None, loss=opt.loss)
         checkpoint.save_text(json.dumps(opt.to_dict(), indent=2),
                              Path(opt.checkpoint_dir) / "options.json")
+        return LossLog(opt.save_path, resume_step=resumed_step, loss=opt.loss)
+
+    log, resumed_step = None, run.step if state else None
     processes = f" in each of {world.size} processes" if world.size > 1 else ""
     say(f"training on {device.type}{' with bf16 autocast' if bf16 else ''}, seed {seed}: "
         f"{per_epoch} batches of {opt.batch_size} per epoch{processes}")
@@ -216,8 +225,10 @@ def train(opt):
                     if ema:
                         ema.update(netg)
                 run.step, run.batch = run.step + 1, ii + 1
+                if log is None and world.main:
+                    log = start_records()
                 if (ii + 1) % opt.plot_every == 0:
-                    _check_finite(meters.flush(), epoch, opt)
+                    _check_finite(meters.flush(), epoch, opt, run.saved)
                     means = meters.means()
                     speed = seen / (time.perf_counter() - tic)
                     bar.set_postfix(_format(means))
@@ -232,12 +243,12 @@ def train(opt):
                 due = world.size == 1 or (ii + 1) % opt.plot_every == 0
                 if due and world.any(stop.requested, device):
                     bar.close()
-                    _check_finite(meters.flush(), epoch, opt)
+                    _check_finite(meters.flush(), epoch, opt, run.saved)
                     path = run.save() if world.main else Path(opt.checkpoint_dir) / "last.pth"
                     raise Interrupted(f"stopped in epoch {epoch} after batch {ii}: state saved "
                                       f"to {path}; continue with `python main.py train "
                                       f"--resume={path}`")
-            _check_finite(meters.flush(), epoch, opt)
+            _check_finite(meters.flush(), epoch, opt, run.saved)
             bar.set_postfix(_format(meters.means()))
             bar.close()
             if seen == 0 and first < per_epoch:  # no readable image all epoch (--cache=False)
@@ -255,6 +266,7 @@ def train(opt):
             if (epoch + 1) % opt.save_every == 0 or epoch + 1 == opt.max_epoch:
                 meters.reset()
                 if world.main:
+                    log = log or start_records()  # a resumed epoch with no batch left
                     save_point(epoch, netg, netd, fixed_noise, opt, ema)
                     log.plot()
                     run.save()
@@ -275,6 +287,8 @@ class Run:
         self.fixed_noise, self.meters, self.order = fixed_noise, meters, order
         self.epoch = self.batch = self.step = 0
         self.order_state = order.get_state()
+        self.saved = False  # whether there is a last.pth of this run (or the resumed one's)
+        self.images = None
 
     def save(self):
         state = {
@@ -291,6 +305,7 @@ class Run:
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                     "order": self.order_state if self.batch else self.order.get_state()},
             "options": self.opt.to_dict(),
+            "images": self.images,  # the folder's image count, whose order "rng" continues
         }
         if self.ema:
             state["ema"] = self.ema.state_dict()
@@ -298,9 +313,11 @@ class Run:
             state["netd_own"] = self.netd.state_dict()
         path = Path(self.opt.checkpoint_dir) / "last.pth"
         checkpoint.save(state, path)
+        self.saved = True
         return path
 
     def restore(self, state, device):
+        self.saved = True
         self.netg.load_state_dict(state["netg"])
         self.netd.load_state_dict(state.get("netd_own", state["netd"]))
         if self.ema and "ema" in state:
@@ -373,10 +390,12 @@ def say(message):
         print(message, flush=True)
 
 
-def _check_finite(diverged, epoch, opt):
+def _check_finite(diverged, epoch, opt, saved):
+    """``saved``: this run has a save point to start again from (its own, or the resumed)."""
     if diverged:
         names = list(diverged)
         names = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+        where = f" from the last save in {opt.checkpoint_dir}" if saved else \
+            " (nothing of this run was saved)"
         raise UserError(f"{names} became NaN or infinite in epoch {epoch}: "
-                        f"training diverged; lower --lr1/--lr2 and start again from the last "
-                        f"save in {opt.checkpoint_dir}")
+                        f"training diverged; lower --lr1/--lr2 and start again{where}")

@@ -93,11 +93,18 @@ def test_all_bad_folder_is_a_clear_error(tmp_path, cache):
     faces.mkdir(parents=True)
     for i in range(3):
         (faces / f"{i}.jpg").write_text("nope")
+    # an earlier run's records in the same folders stay as they were
+    (tmp_path / "c").mkdir()
+    (tmp_path / "i").mkdir()
+    (tmp_path / "c" / "options.json").write_text('{"data_path": "data/faces"}')
+    (tmp_path / "i" / "losses.csv").write_text("step,epoch\n20,0\n")
     assert_clean_error(run_cli("train", f"--data-path={tmp_path / 'bad'}", "--nogpu",
                                "--vis=False", "--batch-size=1", "--num-workers=0",
                                f"--cache={cache}", f"--checkpoint-dir={tmp_path / 'c'}",
                                f"--save-path={tmp_path / 'i'}"), "could be read")
     assert not list((tmp_path / "c").glob("*.pth"))  # no weights of untrained nets
+    assert (tmp_path / "c" / "options.json").read_text() == '{"data_path": "data/faces"}'
+    assert (tmp_path / "i" / "losses.csv").read_text() == "step,epoch\n20,0\n"
 
 
 def test_a_resumed_run_whose_images_became_unreadable_is_a_clear_error(toy_dir, tmp_path):

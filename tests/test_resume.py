@@ -217,3 +217,33 @@ def test_resume_from_an_older_state_trims_the_loss_log(toy_dir, tmp_path):
     rows = _rows(run)
     assert [int(r["step"]) for r in rows] == list(range(1, 9))
     assert rows == _rows(tmp_path / "straight")
+
+
+def test_a_run_that_diverges_before_saving_does_not_point_at_an_older_save(toy_dir, tmp_path):
+    """The message sent users to 'the last save' in a folder that held none of this run."""
+    from conftest import cli
+    args = ("train", "--nogpu", f"--data-path={toy_dir}", "--vis=False", "--batch-size=8",
+            "--ngf=8", "--ndf=8", "--lr1=1e30", "--lr2=1e30", "--plot-every=2",
+            f"--checkpoint-dir={tmp_path}", f"--save-path={tmp_path}")
+    line = assert_clean_error(cli(*args), "diverged")
+    assert "nothing of this run was saved" in line and "last save" not in line
+
+
+def test_resuming_on_a_folder_with_another_image_count_says_so(toy_dir, tmp_path, capsys):
+    """The saved data order is for the images the run began with: the run goes on, and says
+    that it no longer follows that order (an epoch could otherwise end early in silence)."""
+    data = tmp_path / "set"
+    (data / "faces").mkdir(parents=True)
+    for path in sorted((toy_dir / "faces").glob("*.jpg"))[:32]:
+        (data / "faces" / path.name).write_bytes(path.read_bytes())
+    ckpt = tmp_path / "c"
+    train_small(data, ckpt, max_epoch=1)
+    assert "now has" not in capsys.readouterr().out
+    train_module.train(parse("train", dict(resume=str(ckpt / "last.pth"), max_epoch=2)))
+    assert "now has" not in capsys.readouterr().out  # the same folder: no note
+    for path in sorted((toy_dir / "faces").glob("*.jpg"))[32:48]:
+        (data / "faces" / path.name).write_bytes(path.read_bytes())
+    train_module.train(parse("train", dict(resume=str(ckpt / "last.pth"), max_epoch=3)))
+    out = capsys.readouterr().out
+    assert "now has 48 images, and the run began with 32" in out
+    assert torch.load(ckpt / "last.pth", weights_only=False)["images"] == 48
