@@ -33,7 +33,8 @@ def list_images(root):
     root = Path(root)
     files = sorted(p for p in root.rglob("*")
                    if p.suffix.lower() in EXTENSIONS and not p.name.startswith(".")
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts[:-1]))
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts[:-1])
+                   and not p.is_dir())  # a folder named x.jpg is not an image
     if not files:
         raise UserError(f"no images in {root}: put the faces in {root / 'faces'}/ (jpg or png), "
                         f"or make a synthetic set with `python main.py toyfaces`")
@@ -170,8 +171,12 @@ def cache_key(root, files, image_size):
     """A digest of the file list, sizes and mtimes: any change gives another key."""
     h = hashlib.sha1(f"v{CACHE_VERSION} {image_size}".encode())
     for p in files:
-        st = p.stat()
-        h.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        try:
+            st = p.stat()
+            mark = f"{st.st_size}\0{st.st_mtime_ns}"
+        except OSError:  # a link to nothing: skipped as unreadable, like a broken image
+            mark = "missing"
+        h.update(f"{p.relative_to(root)}\0{mark}\n".encode())
     return h.hexdigest()[:16]
 
 
