@@ -5,12 +5,15 @@ mean D(x)/D(G(z)) and a text log. It never blocks or breaks training: every requ
 timeout, a missing or dead server gives one warning line, and reconnecting is tried at most
 once a minute.
 """
+import errno
 import logging
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from errors import UserError
 
 RETRY_SECONDS = 60.0
 
@@ -120,9 +123,18 @@ def serve(port=8097, host="127.0.0.1", env_path=None):
     from tornado import ioloop
 
     env_path = str(Path(env_path or Path.home() / ".visdom").expanduser())
-    Path(env_path).mkdir(parents=True, exist_ok=True)
+    try:
+        Path(env_path).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--env-path: cannot use {env_path!r} as the folder for saved envs "
+                        f"({e.strerror}): name a folder") from None
     app = Application(port=port, base_url="", env_path=env_path, readonly=False)
-    app.listen(port, address=host, max_buffer_size=1024**3)
+    try:
+        app.listen(port, address=host, max_buffer_size=1024**3)
+    except OSError as e:  # socket.gaierror (an unknown host) is one too
+        hint = ("is a visdom server already running there? Open it, or pick another --port"
+                if e.errno == errno.EADDRINUSE else "check --host and --port")
+        raise UserError(f"cannot listen on {host}:{port} ({e.strerror}): {hint}") from None
     shown = "localhost" if host == "127.0.0.1" else host
     print(f"visdom server at http://{shown}:{port} (listening on {host} only; envs saved in "
           f"{env_path}); Ctrl-C stops it", flush=True)
@@ -145,4 +157,10 @@ if __name__ == "__main__":
                         help="address to listen on (default: loopback only)")
     parser.add_argument("--env-path", default=None, help="where saved envs live (~/.visdom)")
     args = parser.parse_args()
-    serve(args.port, args.host, args.env_path)
+    try:
+        if not 1 <= args.port <= 65535:
+            raise UserError(f"--port must be a port number (1 to 65535), not {args.port}")
+        serve(args.port, args.host, args.env_path)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, free_port, run_cli
+from conftest import ROOT, assert_clean_error, free_port, run_cli
 
 
 def _wait_for(port, seconds):
@@ -69,6 +69,23 @@ def test_server_starts_offline_on_loopback_only(visdom_server):
     import urllib.request
     with urllib.request.urlopen(f"http://127.0.0.1:{visdom_server.port}/", timeout=5) as r:
         assert r.status == 200 and b"visdom" in r.read().lower()
+
+
+@pytest.mark.slow
+def test_a_second_server_on_a_taken_port_says_so_in_one_line(visdom_server, tmp_path):
+    """`make visdom` run twice: the second used to end in an OSError traceback."""
+    second = subprocess.run([sys.executable, str(ROOT / "visualize.py"), "serve",
+                             f"--port={visdom_server.port}", f"--env-path={tmp_path / 'e2'}"],
+                            capture_output=True, text=True, timeout=60)
+    line = assert_clean_error(second, "already running", str(visdom_server.port))
+    assert "Address already in use" in line
+    assert visdom_server.poll() is None  # the first one still serves
+    for flags, culprit in ((["--port=70000"], "--port"),
+                           ([f"--env-path={ROOT / 'Makefile'}", f"--port={free_port()}"],
+                            "--env-path")):
+        assert_clean_error(subprocess.run([sys.executable, str(ROOT / "visualize.py"), "serve",
+                                           *flags], capture_output=True, text=True, timeout=60),
+                           culprit)
 
 
 def _client(port):
