@@ -98,12 +98,13 @@ class Config:
     gen_std: float = _opt(1.0, "standard deviation of the noise generate draws from")
     out_dir: str = _opt(None, "also write every face as its own PNG, with manifest.csv "
                         "(file, rank, D score, seed), to this folder", kind="path")
-    scale: int = _opt(1, "upscale single faces and GIF frames by this factor for display")
+    scale: int = _opt(1, "upscale single faces and GIF frames by this factor for display "
+                      "(up to 32)")
     resample: str = _opt("nearest", "upscaling filter: nearest or lanczos")
     seeds: tuple = _opt(None, "faces to draw by seed, e.g. --seeds=17,42 (generate: exactly "
                         "these; interpolate: the faces to morph through)", kind="seeds")
     # interpolate
-    steps: int = _opt(8, "faces per morph, both ends included")
+    steps: int = _opt(8, "faces per morph, both ends included (2 to 256)")
     out: str = _opt(None, "interpolate: its grid, a row per pair of seeds (interp.png); "
                     "evaluate: its JSON (metrics.json)", kind="path")
     gif: str = _opt(None, "also write an animated GIF looping through the seeds",
@@ -298,6 +299,7 @@ def _missing(folder):
     return "is a file, not a folder" if folder.exists() else "does not exist"
 
 
+MAX_SCALE, MAX_STEPS = 32, 256  # beyond them an image or a morph outgrows any memory
 MAX_SEED = 2**62  # faces are drawn from seeds SEED, SEED+1, ...: all stay below 2**63
 # each command's output paths: (option, whether it names a folder, a file name for it)
 OUTPUTS = {"train": (("save_path", True, None), ("checkpoint_dir", True, None)),
@@ -413,8 +415,12 @@ def validate(command, opt):
                  f"--resample takes nearest or lanczos, not {opt.resample!r}")
     if command == "explore":
         _require(1 <= opt.port <= 65535, f"--port must be a port number, not {opt.port}")
+    if command in ("generate", "interpolate"):
+        _require(opt.scale <= MAX_SCALE, f"--scale goes up to {MAX_SCALE} (faces "
+                 f"{96 * MAX_SCALE} pixels wide), not {opt.scale}")
     if command in ("interpolate", "explore"):
-        _require(opt.steps >= 2, f"--steps must be at least 2 (both ends), not {opt.steps}")
+        _require(2 <= opt.steps <= MAX_STEPS, f"--steps must be from 2 (both ends) to "
+                 f"{MAX_STEPS}, not {opt.steps}")
         _require(opt.seeds is None or len(opt.seeds) >= 2,
                  "--seeds needs at least two seeds to morph between, e.g. --seeds=17,42")
     if command == "generate":

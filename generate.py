@@ -28,6 +28,7 @@ import checkpoint
 from checkpoint import to_uint8
 from config import resolve_device
 
+SEARCH_BAR = 4096  # generate shows a progress bar when D ranks more faces than this
 PAD = 16  # on the CPU, G draws batches of a multiple of this many latents (Faces._draw)
 
 
@@ -114,16 +115,18 @@ class Faces:
         return [to_pil(face, scale, resample) for face in self.tensors(seeds)]
 
     @torch.no_grad()
-    def best(self, num, search_num, first_seed=0):
+    def best(self, num, search_num, first_seed=0, progress=None):
         """The ``num`` faces D scores highest among seeds first_seed.. first_seed+search_num-1.
 
         Returns (faces, scores, seeds), best first. Without a D, the first ``num`` seeds.
+        ``progress`` wraps the batches' iterator (e.g. tqdm) and is given their count.
         """
         if self.netd is None:
             seeds = list(range(first_seed, first_seed + num))
             return self.tensors(seeds), torch.full((num,), float("nan")), seeds
         best, best_scores, best_seeds = None, None, None
-        for start in range(first_seed, first_seed + search_num, self.batch_size):
+        starts = range(first_seed, first_seed + search_num, self.batch_size)
+        for start in progress(starts, len(starts)) if progress else starts:
             seeds = torch.arange(start, min(start + self.batch_size, first_seed + search_num))
             fake = self._draw(noise(seeds.tolist(), self.netg.nz, self.mean, self.std))
             scores = self.netd(fake.to(self.device)).float().cpu()
@@ -181,7 +184,10 @@ def generate(opt):
         scores = faces.scores(images)
         picked = f" for seeds {','.join(map(str, seeds))}"
     else:
-        images, scores, seeds = faces.best(opt.gen_num, opt.gen_search_num, _first_seed(opt))
+        progress = _ranking_bar if faces.netd is not None and \
+            opt.gen_search_num > SEARCH_BAR else None
+        images, scores, seeds = faces.best(opt.gen_num, opt.gen_search_num, _first_seed(opt),
+                                           progress)
         picked = f", the best of {opt.gen_search_num} by D" if faces.netd is not None else ""
     checkpoint.save_grid(images, opt.gen_img)
     print(f"wrote {opt.gen_img}: {len(images)} face{'s' if len(images) > 1 else ''}{picked}")
@@ -189,6 +195,12 @@ def generate(opt):
         _write_faces(opt.out_dir, images, scores, seeds, opt.scale, opt.resample)
         print(f"wrote {len(images)} faces and manifest.csv to {opt.out_dir}")
     return images, scores, seeds
+
+
+def _ranking_bar(batches, total):
+    from tqdm import tqdm
+    return tqdm(batches, total=total, desc="ranking faces by D", unit="batch",
+                dynamic_ncols=True)
 
 
 def _say_widths(opt, faces):

@@ -163,8 +163,9 @@ def main(argv):
     except Interrupted as e:
         _say_once(f"interrupted: {e}")
         return 130
-    except KeyboardInterrupt:
-        print("\ninterrupted at once: nothing saved since the last save point", file=sys.stderr)
+    except KeyboardInterrupt:  # train: a second Ctrl-C; the other commands: the first
+        print("\ninterrupted at once: nothing saved since the last save point"
+              if command == "train" else "\ninterrupted", file=sys.stderr)
         return 130
     return 0
 

@@ -289,3 +289,34 @@ def test_modes_alone_on_a_folder_without_attributes_is_refused_before_work(tmp_p
                            f"--out={out}"), "attributes.csv", "swd")
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["netg.pth", "photos"]  # no cache
+
+
+def test_sizes_that_outgrow_memory_are_refused_and_a_long_search_shows_progress(tmp_path):
+    """--scale=1e9 ended in PIL's OverflowError after the grid was written, --steps=1e7 ran
+    out of memory slowly, and a large --gen-search-num ranked in silence."""
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    torch.save(NetD(8).state_dict(), tmp_path / "netd.pth")
+    g = f"--netg-path={tmp_path / 'netg.pth'}"
+    grid = f"--gen-img={tmp_path / 'grid.png'}"
+    assert_clean_error(cli("generate", "--nogpu", g, grid, "--scale=33",
+                           f"--out-dir={tmp_path / 'big'}"), "--scale", "32")
+    assert_clean_error(cli("interpolate", "--nogpu", g, "--steps=257",
+                           f"--out={tmp_path / 'i.png'}"), "--steps", "256")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["netd.pth", "netg.pth"]
+    r = cli("generate", "--nogpu", g, f"--netd-path={tmp_path / 'netd.pth'}", grid,
+            "--gen-num=4", "--gen-search-num=4200", "--batch-size=1024")
+    assert r.returncode == 0, r.stderr
+    assert "ranking faces by D" in r.stderr and "5/5" in r.stderr  # 5 batches of 1024
+
+
+def test_ctrl_c_outside_training_does_not_speak_of_save_points(monkeypatch, capsys):
+    import main
+
+    def stopped(*args, **flags):
+        raise KeyboardInterrupt
+    monkeypatch.setitem(main.COMMANDS, "generate", stopped)
+    assert main.main(["main.py", "generate"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+    monkeypatch.setitem(main.COMMANDS, "train", stopped)
+    assert main.main(["main.py", "train"]) == 130
+    assert "save point" in capsys.readouterr().err
