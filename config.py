@@ -11,6 +11,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
 
@@ -391,6 +392,14 @@ def validate(command, opt):
                  f"{opt.ema}")
         _require(1 <= opt.vis_port <= 65535,
                  f"--vis-port must be a port number, not {opt.vis_port}")
+        server = urlsplit(opt.vis_server if "://" in opt.vis_server else "//" + opt.vis_server)
+        try:
+            in_url = server.port
+        except ValueError:  # a port that is not a number
+            in_url = server.netloc.rsplit(":", 1)[-1]
+        _require(not opt.vis or in_url is None, f"--vis-server takes the address without a port (visdom "
+                 f"would add its own, {opt.vis_port}): --vis-server="
+                 f"{opt.vis_server.rsplit(':', 1)[0]} --vis-port={in_url}")
         data = Path(opt.data_path)
         _require(data.is_dir(), f"data folder {opt.data_path!r} {_missing(data)}: put the images "
                  f"in {data / 'faces'}/ or pass --data-path (`python main.py toyfaces` makes a "

@@ -11,7 +11,9 @@ the book's Config works with its book name (``--batch-size`` or ``--batch_size``
 """
 import errno
 import os
+import re
 import sys
+from pathlib import Path
 
 import fire
 
@@ -93,6 +95,11 @@ def toyfaces(*args, **flags):
     if values["num"] < 1:
         raise UserError(f"--num must be at least 1, not {values['num']}")
     config.writable(values["out_dir"], "out-dir", folder=True)
+    out = Path(values["out_dir"])
+    if (out / "attributes.csv").exists() or (out / "faces").is_dir() and \
+            any((out / "faces").iterdir()):  # new faces would mix with the old, out of step
+        raise UserError(f"--out-dir: {out} already holds a face set ({out / 'faces'}/ or "
+                        f"{out / 'attributes.csv'}): delete it first, or pick another --out-dir")
     from tqdm import tqdm
     from toyfaces import make_toyfaces
     csv_path = make_toyfaces(values["out_dir"], values["num"], values["seed"],
@@ -159,6 +166,17 @@ def main(argv):
         where = f" {e.filename}" if e.filename else ""
         _say_once(f"error: cannot write or read{where}: {e.strerror}; check the path, its "
                   f"permissions and the free space")
+        return 2
+    except RuntimeError as e:  # torch's out-of-memory errors, on the GPU or the CPU
+        wanted = re.search(r"[Tt]ried to allocate ([\d.]+ ?\w+)", str(e))
+        if not ("out of memory" in str(e) or "can't allocate memory" in str(e)) or not wanted:
+            raise  # anything else is a bug and keeps its traceback
+        size = wanted.group(1)
+        if size.endswith("bytes"):  # the CPU allocator counts bytes
+            size = f"{float(size.split()[0]) / 2**30:,.1f} GiB"
+        where = "the GPU" if "CUDA" in str(e) else "this machine"
+        _say_once(f"error: out of memory on {where}: {command} asked for {size} more; lower "
+                  f"--batch-size (or --ngf/--ndf)")
         return 2
     except Interrupted as e:
         _say_once(f"interrupted: {e}")

@@ -40,7 +40,9 @@ def test_gpu_without_cuda(toy_dir):
                                           ("--image-size=64", "--image-size"),
                                           ("--lr1=0", "--lr1"),
                                           ("--vis=maybe", "--vis"),
-                                          ("--max-epoch=ten", "--max-epoch")])
+                                          ("--max-epoch=ten", "--max-epoch"),
+                                          ("--vis-server=http://localhost:9999",
+                                           "--vis-port=9999")])
 def test_bad_values(toy_dir, flag, culprit):
     assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", flag), culprit)
 
@@ -320,3 +322,28 @@ def test_ctrl_c_outside_training_does_not_speak_of_save_points(monkeypatch, caps
     monkeypatch.setitem(main.COMMANDS, "train", stopped)
     assert main.main(["main.py", "train"]) == 130
     assert "save point" in capsys.readouterr().err
+
+
+def test_out_of_memory_is_one_line_and_other_runtime_errors_keep_their_traceback(
+        monkeypatch, capsys):
+    import main
+
+    def raiser(error):
+        def command(*args, **flags):
+            raise error
+        return command
+    cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: can't "
+                       "allocate memory: you tried to allocate 20480000000000 bytes. Error "
+                       "code 12 (Cannot allocate memory)")
+    gpu = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a "
+                                 "total capacity of 79.10 GiB of which 1.2 GiB is free.")
+    for error, needles in ((cpu, ("this machine", "19,073.5 GiB")), (gpu, ("the GPU",
+                                                                            "2.00 GiB"))):
+        monkeypatch.setitem(main.COMMANDS, "train", raiser(error))
+        assert main.main(["main.py", "train"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: out of memory"), err
+        assert all(n in err[0] for n in needles) and "--batch-size" in err[0]
+    monkeypatch.setitem(main.COMMANDS, "train", raiser(RuntimeError("shapes do not match")))
+    with pytest.raises(RuntimeError):
+        main.main(["main.py", "train"])

@@ -97,6 +97,16 @@ def test_the_command_writes_the_set_and_says_where(tmp_path):
     drawn = np.asarray(Image.open(files[0])).astype(int)
     assert np.abs(drawn - np.asarray(img).astype(int)).mean() < 8  # JPEG's loss only
 
+    # a second set into the same folder would mix its faces with these, out of step with
+    # the CSV (it wrote 4 faces over 12 and a CSV of 4 rows): refused, nothing touched
+    before = {p.name: p.read_bytes() for p in (out / "faces").iterdir()}
+    csv_before = (out / "attributes.csv").read_bytes()
+    from conftest import assert_clean_error
+    assert_clean_error(run_cli("toyfaces", f"--out-dir={out}", "--num=4", "--seed=7"),
+                       "already holds a face set")
+    assert {p.name: p.read_bytes() for p in (out / "faces").iterdir()} == before
+    assert (out / "attributes.csv").read_bytes() == csv_before
+
 
 def test_num_zero_is_one_line(tmp_path):
     assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", "--num=0"), "--num")
