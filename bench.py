@@ -223,8 +223,37 @@ def main():
     args = parser.parse_args()
     if args.one:
         return one(args)
+    # the runs start in the project's folder: paths as the user meant them, from here
+    for name in ("data_path", "json", "scratch"):
+        if getattr(args, name):
+            setattr(args, name, os.path.abspath(os.path.expanduser(getattr(args, name))))
+    for name in ("batch_size", "measure", "repeats"):
+        if getattr(args, name) < 1:
+            sys.exit(f"error: --{name.replace('_', '-')} must be at least 1, not "
+                     f"{getattr(args, name)}")
+    if args.warmup < 0 or args.num_workers < 0:
+        sys.exit("error: --warmup and --num-workers must be 0 or more")
+    if not Path(args.data_path).is_dir():
+        sys.exit(f"error: no folder {args.data_path}: pass --data-path (`python main.py "
+                 f"toyfaces` makes a synthetic set)")
+    if args.json:
+        from config import writable
+        from errors import UserError
+        try:
+            writable(args.json, "json", folder=False, example="bench.json")
+        except UserError as e:
+            sys.exit(f"error: {e}")
     if args.cache_sizes:
         return cache_sizes(args)
+    from data import list_images
+    from errors import UserError
+    try:
+        count = len(list_images(args.data_path))
+    except UserError as e:
+        sys.exit(f"error: {e}")
+    if count < args.batch_size:
+        sys.exit(f"error: {args.data_path} has {count} images, fewer than one batch of "
+                 f"{args.batch_size}: lower --batch-size")
     if not (Path(args.data_path) / "faces").is_dir() and not any(
             p.is_dir() and not p.name.startswith(".") for p in Path(args.data_path).iterdir()):
         sys.exit(f"error: {args.data_path} needs the ImageFolder layout (DIR/faces/*.jpg) for "
@@ -300,6 +329,7 @@ def main():
           f"image; peak: nominal, the CPU kind's FLOPs a cycle x reported clock x cores, "
           f"exceeded when the CPU boosts; or the GPU's data-sheet tensor-core figure)")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2))
 
 
@@ -329,6 +359,7 @@ def cache_sizes(args):
         print(f"| {size:,} | {r['cache_gb']:.1f} GB | {r['images_per_s']:.1f} | "
               f"{r['peak_rss_mb']:.0f} MB |", flush=True)
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2))
 
 

@@ -268,3 +268,23 @@ def test_bench_counts_zen4_and_zen5_laptop_avx512_at_half_rate_and_zen5_at_full(
     halo = ["vendor_id\t: AuthenticAMD", "cpu family\t: 26",
             "model name\t: AMD RYZEN AI MAX+ 395 w/ Radeon 8060S"]
     assert bench.flops_per_cycle(halo, "avx512_bf16") == {"fp32": 64, "bf16": 128}
+
+
+@pytest.mark.slow
+def test_bench_reads_paths_from_where_it_is_run_and_refuses_bad_values(toy_dir, tmp_path):
+    """Its runs start in the project's folder, so a relative --data-path used to name a
+    folder there (the project's own data/toy, or nothing and a traceback)."""
+    import shutil
+    import subprocess
+    import sys
+    from conftest import ROOT
+    shutil.copytree(toy_dir, tmp_path / "mine")
+
+    def bench(*flags):
+        return subprocess.run([sys.executable, str(ROOT / "bench.py"), *flags], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+    line = assert_clean_error(bench("--data-path=mine", "--batch-size=100"), "lower --batch-size")
+    assert f"{tmp_path / 'mine'} has 64 images" in line
+    assert_clean_error(bench("--data-path=nowhere"), str(tmp_path / "nowhere"))
+    assert_clean_error(bench("--data-path=mine", "--repeats=0"), "--repeats")
+    assert_clean_error(bench("--data-path=mine", "--json=mine/attributes.csv/b.json"), "--json")
