@@ -13,6 +13,7 @@ import io
 import os
 import pickle
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -103,7 +104,9 @@ def load(path, device="cpu"):
             head = f.read(4)
         if head and not head.startswith(CHECKPOINT_MAGIC):  # text, an image, ...
             raise UserError(f"{path} is not a PyTorch checkpoint (it does not begin like one)")
-        return torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on odd pickle protocols: ours below
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise UserError(f"no checkpoint at {path}") from None
     except IsADirectoryError:
@@ -111,7 +114,7 @@ def load(path, device="cpu"):
     except PermissionError:
         raise UserError(f"cannot read {path}: permission denied") from None
     except pickle.UnpicklingError as e:
-        if "Weights only load failed" in str(e):
+        if "global" in str(e).lower():  # a GLOBAL: something to import and run, not a tensor
             raise UserError(f"{path} was refused: it holds Python objects that would run code "
                             f"when loaded, not plain weights; only load checkpoints you trust, "
                             f"re-saved as state_dicts") from None

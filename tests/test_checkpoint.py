@@ -85,6 +85,12 @@ def test_truncated_and_foreign_files(tmp_path):
     line = assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'pickle.pth'}"),
                               "pickle.pth")
     assert "truncated or not a PyTorch checkpoint" in line
+    # random bytes after a pickle's first byte: damaged, not "would run code", and no
+    # torch warning about pickle protocols above the line
+    (tmp_path / "noise.pth").write_bytes(b"\x80" + bytes(range(67, 250)))
+    line = assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'noise.pth'}"),
+                              "noise.pth", "not a PyTorch checkpoint")
+    assert "refused" not in line
 
 
 @pytest.mark.slow
