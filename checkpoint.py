@@ -152,6 +152,9 @@ def _state_dict(obj, path, kind):
 def widths(state, kind):
     """The widths a book-format state_dict was trained with: {'nz', 'ngf'} or {'ndf'}."""
     w = state["main.0.weight"].shape
+    if len(w) != 4:
+        raise UserError(f"the {kind} weights' first layer has shape {tuple(w)}, not a "
+                        f"convolution's four dimensions: not the article's {kind}")
     if kind == "netg":  # ConvTranspose2d(nz, ngf*8, 4, 1, 0): weight (nz, ngf*8, 4, 4)
         return {"nz": w[0], "ngf": w[1] // 8}
     return {"ndf": w[0]}  # Conv2d(3, ndf, 5, 3, 1): weight (ndf, 3, 5, 5)
@@ -206,4 +209,9 @@ def load_state(path, device="cpu"):
     missing = STATE_KEYS - set(state)
     if missing:
         raise UserError(f"{path} is an incomplete training state (no {', '.join(sorted(missing))})")
+    wrong = [k for k in ("netg", "netd", "options") if not isinstance(state[k], dict)
+             or not state[k]]
+    if wrong:
+        raise UserError(f"{path} is a damaged training state (its {', '.join(wrong)} "
+                        f"{'is' if len(wrong) == 1 else 'are'} not what train saved)")
     return state

@@ -159,7 +159,13 @@ def train(opt):
     run = Run(opt, netg, netd, optimizer_g, optimizer_d, fixed_noise, meters, order, ema)
     run.images = data.count
     if state:
-        run.restore(state, device)
+        try:
+            run.restore(state, device)
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:  # load_state_dict's
+            which = str(e).split("state_dict for ")[-1].split(":")[0] \
+                if "state_dict for " in str(e) else "saved"
+            raise UserError(f"{opt.resume} is damaged: its {which} weights do not fit the nets "
+                            f"its own options describe") from None
         say(f"resuming {opt.resume} at epoch {run.epoch}, batch {run.batch}")
         if state.get("images", data.count) != data.count:
             say(f"note: {opt.data_path} now has {data.count} images, and the run began with "

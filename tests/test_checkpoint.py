@@ -145,3 +145,25 @@ def test_saved_files_get_the_usual_permissions(tmp_path):
         os.umask(mask)
     mode = (tmp_path / "b.txt").stat().st_mode & 0o777  # what the umask gives any new file
     assert (tmp_path / "a.pth").stat().st_mode & 0o777 == mode
+
+
+def test_damaged_states_and_weights_are_one_line(tmp_path, toy_dir):
+    """Hand-edited or damaged files that pass the header check used to end in an IndexError,
+    a load_state_dict RuntimeError or a TypeError."""
+    import checkpoint
+    from conftest import train_small
+    flat = NetG(100, 8).state_dict()
+    flat["main.0.weight"] = flat["main.0.weight"].flatten()
+    torch.save(flat, tmp_path / "flat.pth")
+    assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'flat.pth'}"),
+                       "four dimensions")
+    train_small(toy_dir, tmp_path / "run", max_epoch=1)
+    good = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
+    for name, change in (("empty", {"netg": {}}), ("text", {"options": "ngf=8"}),
+                         ("shapes", {"netg": NetG(100, 16).state_dict()})):
+        torch.save({**good, **change}, tmp_path / f"{name}.pth")
+        assert_clean_error(cli("train", "--nogpu", f"--resume={tmp_path / name}.pth",
+                               "--max-epoch=2", f"--checkpoint-dir={tmp_path / 'c'}"),
+                           f"{name}.pth")
+    assert not (tmp_path / "c").exists()
+    assert checkpoint.load_state(tmp_path / "run" / "last.pth")["options"]["ngf"] == 8
