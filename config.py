@@ -28,7 +28,8 @@ class Config:
     # data and training
     data_path: str = _opt("data/", "image folder: data/faces/*.jpg (the book's ImageFolder layout) "
                           "or a folder holding the images directly", kind="path")
-    num_workers: int = _opt(4, "DataLoader worker processes decoding JPEGs (with --cache=False)")
+    num_workers: int = _opt(4, "DataLoader worker processes decoding JPEGs (with --cache=False; "
+                            "at most one per CPU)")
     image_size: int = _opt(96, "image side in pixels; the networks draw 96x96, so only 96 works")
     batch_size: int = _opt(256, "images per batch (train); noises per forward pass (generate)")
     max_epoch: int = _opt(200, "number of epochs in the whole run (a resumed run counts the "

@@ -106,6 +106,13 @@ class FolderBatches:
         self.dataset = FaceFolder(opt.data_path, opt.image_size)
         _enough(len(self.dataset), opt)
         self.batch_size, self.num_workers = opt.batch_size, opt.num_workers
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+            os.cpu_count() or 1
+        if self.num_workers > cpus:  # more only take turns (and torch warns at every epoch)
+            self.num_workers = cpus
+            if os.environ.get("RANK", "0") == "0":
+                print(f"note: --num-workers={opt.num_workers} on {cpus} CPU"
+                      f"{'s' if cpus > 1 else ''}: decoding with {cpus}", flush=True)
         self.count, self.skipped = len(self.dataset), set()
 
     def __len__(self):

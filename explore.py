@@ -230,6 +230,7 @@ def explore(opt):
         import gradio as gr
     except ImportError:
         raise UserError(INSTALL) from None
+    _check_listen(opt.host, opt.port)  # before the address is printed as the one to open
     page = build_page(explorer, gr)
     # SIGTERM (kill, a service manager) ends the page like Ctrl-C: the temporary folders go
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -240,6 +241,21 @@ def explore(opt):
         page.launch(server_name=opt.host, server_port=opt.port, share=False,
                     inbrowser=False, quiet=True, show_error=True)
     except OSError:
-        raise UserError(f"cannot serve on {opt.host}:{opt.port} (the port is taken, or the "
-                        f"address is not this machine's): pass another --port or --host") \
-            from None
+        raise UserError(_CANNOT_SERVE.format(host=opt.host, port=opt.port)) from None
+
+
+_CANNOT_SERVE = ("cannot serve on {host}:{port} (the port is taken, or the address is not this "
+                 "machine's): pass another --port or --host")
+
+
+def _check_listen(host, port):
+    """Bind the page's address for a moment: a taken port or a foreign address is refused
+    before anything is printed (uvicorn would log an ERROR line of its own first)."""
+    import socket
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError:
+        raise UserError(_CANNOT_SERVE.format(host=host, port=port)) from None

@@ -14,6 +14,7 @@ import csv
 import math
 import os
 import random
+import sys
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -278,3 +279,8 @@ def make_toyfaces(out_dir="data/toy", num=10000, seed=0, workers=None, progress=
             writer.writerow((name,) + tuple(attrs[a] for a in ATTRIBUTES))
     os.replace(tmp, csv_path)
     return csv_path
+
+
+if __name__ == "__main__":  # the command lives in main.py, with the others
+    sys.exit("error: toyfaces.py is a module: run `python main.py toyfaces --out-dir=data/toy "
+             "--num=10000 --seed=0`")

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from data import CachedBatches, FaceFolder, build_cache, list_images, normalise
@@ -84,6 +85,26 @@ def test_folder_batches_follow_the_same_permutation(toy_dir):
     array, _ = build_cache(toy_dir, 96, workers=1)
     cached = list(CachedBatches(array, 16, "cpu").batches(perm, start=1))
     assert len(folder) == 3 and all(torch.equal(a, b) for a, b in zip(folder, cached))
+
+
+@pytest.mark.slow
+def test_more_workers_than_cpus_decode_with_one_per_cpu_and_say_so_once(toy_dir, monkeypatch,
+                                                                         capsys):
+    """The book's 4 workers on a 2-core laptop: torch warned twice at every epoch."""
+    import warnings
+    from config import parse
+    from data import folder_batches
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    opt = parse("train", dict(data_path=str(toy_dir), batch_size=16, num_workers=4))
+    batches = folder_batches(opt)
+    assert batches.num_workers == 2
+    assert capsys.readouterr().out.count("--num-workers=4 on 2 CPUs: decoding with 2") == 1
+    perm = torch.randperm(64, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):  # two epochs
+            assert len(list(batches.batches(perm))) == 4
+    assert not [w for w in caught if "worker" in str(w.message)]
 
 
 def _copy(toy_dir, root, count=12):

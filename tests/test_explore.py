@@ -226,3 +226,15 @@ def test_a_folder_without_generators_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     assert_clean_error(cli("explore", "--nogpu", f"--netg-path={tmp_path / 'empty'}"),
                        "no netg_N.pth", "empty")
+
+
+@pytest.mark.slow
+def test_a_taken_port_is_one_line_before_any_address_is_printed(nets):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("explore", "--nogpu", f"--netg-path={nets}", f"--port={port}",
+                         timeout=180)
+    assert_clean_error(result, "cannot serve", str(port), "--port")
+    assert "open http" not in result.stdout and "ERROR" not in result.stderr
