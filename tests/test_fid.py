@@ -124,3 +124,4 @@ def test_without_the_package_or_with_a_wrong_file_one_line(toy_dir, tmp_path):
     assert_clean_error(r, "requirements-eval.txt", "--inception-weights")
     assert_clean_error(cli(*args, f"--inception-weights={tmp_path / 'none.pt'}"), "none.pt")
     assert_clean_error(cli(*args, f"--inception-weights={g}"), "not a TorchScript")
+    assert_clean_error(cli(*args, f"--inception-weights={tmp_path}"), "is a folder")
