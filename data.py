@@ -154,17 +154,20 @@ def _decode(job):
         return None
 
 
-def decode_in_order(files, image_size, order, count):
+def decode_in_order(files, image_size, order, count, progress=None):
     """Decode ``files[i]`` for the indices ``i`` of ``order`` until ``count`` are readable, in
-    memory, writing nothing. Returns (a list of uint8 arrays (3, S, S), their indices)."""
+    memory, writing nothing. Returns (a list of uint8 arrays (3, S, S), their indices).
+    ``progress`` wraps the decoded images' iterator (e.g. tqdm) and is given ``count``."""
     rows, picked = [], []
-    for i in order:
-        if len(rows) == count:
-            break
-        arr = _decode((files[i], image_size))
+    decoded = (_decode((files[i], image_size)) for i in order)
+    if progress:
+        decoded = progress(decoded, total=count)
+    for i, arr in zip(order, decoded):
         if arr is not None:
             rows.append(arr)
             picked.append(int(i))
+            if len(rows) == count:
+                break
     return rows, picked
 
 

@@ -37,7 +37,11 @@ def _real_images(opt, seed):
         print(f"note: {opt.data_path} has {total} images; comparing {num} (the floor needs "
               f"two disjoint real sets)")
     if not opt.cache:
-        rows, picked = decode_in_order(files, opt.image_size, order, 2 * num)
+        from tqdm import tqdm
+        rows, picked = decode_in_order(
+            files, opt.image_size, order, 2 * num, progress=lambda it, total: tqdm(
+                it, total=total, desc="decoding the images compared", unit="image",
+                dynamic_ncols=True, leave=False))
         if len(rows) < 2 * num:
             num = len(rows) // 2
             print(f"note: only {len(rows)} of its {total} images could be read; comparing "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 import torch
 
 from data import CachedBatches, FaceFolder, build_cache, list_images, normalise
@@ -152,3 +153,29 @@ def test_a_read_only_data_folder_caches_in_a_temporary_folder(tmp_path, toy_dir,
     monkeypatch.undo()
     assert np.array_equal(array, build_cache(root, 96, workers=1)[0])  # the same pixels
     shutil.rmtree(Path(array.filename).parent)
+
+
+def test_decoding_in_order_shows_progress_and_passes_over_broken_files(tmp_path, toy_dir):
+    """evaluate --cache=False decodes only the images it compares, in the drawn order, with a
+    progress bar (it showed nothing while it decoded)."""
+    from data import decode_in_order
+    faces = sorted((toy_dir / "faces").iterdir())
+    files = []
+    for i in range(40):
+        path = tmp_path / f"{i:03d}.jpg"
+        if i % 10 == 7:
+            path.write_text("broken")
+        else:
+            path.write_bytes(faces[i].read_bytes())
+        files.append(path)
+    order = np.random.default_rng(0).permutation(40)
+    shown = []
+
+    def progress(it, total):
+        shown.append(total)
+        return it
+    rows, picked = decode_in_order(files, 96, order, 30, progress=progress)
+    assert shown == [30] and len(rows) == 30
+    assert picked == [int(i) for i in order if i % 10 != 7][:30]
+    assert all(np.array_equal(r, np.asarray(Image.open(files[i]).convert("RGB").resize(
+        (96, 96))).transpose(2, 0, 1)) for r, i in zip(rows, picked))
