@@ -233,20 +233,24 @@ def main():
                      f"{getattr(args, name)}")
     if args.warmup < 0 or args.num_workers < 0:
         sys.exit("error: --warmup and --num-workers must be 0 or more")
-    if not Path(args.data_path).is_dir():
-        sys.exit(f"error: no folder {args.data_path}: pass --data-path (`python main.py "
-                 f"toyfaces` makes a synthetic set)")
+    from errors import UserError
     if args.json:
         from config import writable
-        from errors import UserError
         try:
             writable(args.json, "json", folder=False, example="bench.json")
         except UserError as e:
             sys.exit(f"error: {e}")
-    if args.cache_sizes:
+    if args.cache_sizes:  # synthetic caches: no data folder read
+        if args.scratch:
+            try:
+                Path(args.scratch).mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                sys.exit(f"error: --scratch: cannot use {args.scratch} ({e.strerror})")
         return cache_sizes(args)
+    if not Path(args.data_path).is_dir():
+        sys.exit(f"error: no folder {args.data_path}: pass --data-path (`python main.py "
+                 f"toyfaces` makes a synthetic set)")
     from data import list_images
-    from errors import UserError
     try:
         count = len(list_images(args.data_path))
     except UserError as e:

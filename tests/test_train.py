@@ -288,3 +288,8 @@ def test_bench_reads_paths_from_where_it_is_run_and_refuses_bad_values(toy_dir, 
     assert_clean_error(bench("--data-path=nowhere"), str(tmp_path / "nowhere"))
     assert_clean_error(bench("--data-path=mine", "--repeats=0"), "--repeats")
     assert_clean_error(bench("--data-path=mine", "--json=mine/attributes.csv/b.json"), "--json")
+    # --cache-sizes reads no data folder (there is none here), and makes its scratch folder
+    r = bench("--cache-sizes=32", "--batch-size=16", "--measure=1", "--warmup=0",
+              "--scratch=scratch", "--json=out/sizes.json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "out" / "sizes.json").read_text())[0]["images"] == 32
