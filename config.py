@@ -341,6 +341,27 @@ def writable(path, flag, folder, image=False, example=None, suffix=None):
              f"--{flag}: cannot write {str(path)!r}: no permission to write in {str(parent)!r}")
 
 
+def _check_vis_server(address, port):
+    """--vis-server is visdom's address without a port: visdom appends --vis-port itself
+    (http://localhost:9999 became http://localhost:9999:8097)."""
+    parts = urlsplit(address if "://" in address else "//" + address)
+    _require(parts.netloc.count(":") < 2 or "[" in parts.netloc,
+             f"--vis-server: write an IPv6 address in brackets, e.g. http://[::1], not "
+             f"{address!r}")
+    try:
+        given = parts.port
+    except ValueError:  # a port that is not a number
+        given = "?"
+    if given is None:
+        return
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or ""
+    bare = f"{parts.scheme + '://' if parts.scheme else ''}{host}{parts.path}"
+    _require(given == "?", f"--vis-server takes the address without a port (visdom would add "
+             f"its own, {port}): --vis-server={bare} --vis-port={given}")
+    raise UserError(f"--vis-server: {address!r} ends in a port that is not a number: pass the "
+                    f"address alone (e.g. {bare}) and the port as --vis-port")
+
+
 def validate(command, opt):
     """Refuse values that cannot work, naming the flag, before any work starts."""
     at_least_one = ["batch_size", "nz", "ngf", "ndf"]
@@ -393,14 +414,8 @@ def validate(command, opt):
                  f"{opt.ema}")
         _require(1 <= opt.vis_port <= 65535,
                  f"--vis-port must be a port number, not {opt.vis_port}")
-        server = urlsplit(opt.vis_server if "://" in opt.vis_server else "//" + opt.vis_server)
-        try:
-            in_url = server.port
-        except ValueError:  # a port that is not a number
-            in_url = server.netloc.rsplit(":", 1)[-1]
-        _require(not opt.vis or in_url is None, f"--vis-server takes the address without a port (visdom "
-                 f"would add its own, {opt.vis_port}): --vis-server="
-                 f"{opt.vis_server.rsplit(':', 1)[0]} --vis-port={in_url}")
+        if opt.vis:
+            _check_vis_server(opt.vis_server, opt.vis_port)
         data = Path(opt.data_path)
         _require(data.is_dir(), f"data folder {opt.data_path!r} {_missing(data)}: put the images "
                  f"in {data / 'faces'}/ or pass --data-path (`python main.py toyfaces` makes a "

@@ -96,10 +96,17 @@ def toyfaces(*args, **flags):
         raise UserError(f"--num must be at least 1, not {values['num']}")
     config.writable(values["out_dir"], "out-dir", folder=True)
     out = Path(values["out_dir"])
-    if (out / "attributes.csv").exists() or (out / "faces").is_dir() and \
-            any((out / "faces").iterdir()):  # new faces would mix with the old, out of step
-        raise UserError(f"--out-dir: {out} already holds a face set ({out / 'faces'}/ or "
-                        f"{out / 'attributes.csv'}): delete it first, or pick another --out-dir")
+    # a finished set, or files this one would not overwrite: new faces would mix with the old,
+    # out of step with the CSV (what an interrupted run left is simply written again)
+    ours = {f"{i:06d}.jpg" for i in range(values["num"])}
+    others = sorted(p.name for p in (out / "faces").iterdir() if p.name not in ours) \
+        if (out / "faces").is_dir() else []
+    if (out / "attributes.csv").exists() or others:
+        found = (f"{out / 'attributes.csv'}" if (out / "attributes.csv").exists() else
+                 f"{len(others)} other file{'s' if len(others) > 1 else ''} in {out / 'faces'}/ "
+                 f"(e.g. {others[0]})")
+        raise UserError(f"--out-dir: {out} already holds a face set ({found}): delete it "
+                        f"first, or pick another --out-dir")
     from tqdm import tqdm
     from toyfaces import make_toyfaces
     csv_path = make_toyfaces(values["out_dir"], values["num"], values["seed"],
@@ -175,8 +182,10 @@ def main(argv):
         if size.endswith("bytes"):  # the CPU allocator counts bytes
             size = f"{float(size.split()[0]) / 2**30:,.1f} GiB"
         where = "the GPU" if "CUDA" in str(e) else "this machine"
-        _say_once(f"error: out of memory on {where}: {command} asked for {size} more; lower "
-                  f"--batch-size (or --ngf/--ndf)")
+        rank = os.environ.get("RANK", "0")  # under torchrun it strikes one process, not all
+        where += f" (process {rank})" if rank != "0" else ""
+        print(f"error: out of memory on {where}: {command} asked for {size} more; lower "
+              f"--batch-size (or --ngf/--ndf)", file=sys.stderr)
         return 2
     except Interrupted as e:
         _say_once(f"interrupted: {e}")

@@ -42,7 +42,9 @@ def test_gpu_without_cuda(toy_dir):
                                           ("--vis=maybe", "--vis"),
                                           ("--max-epoch=ten", "--max-epoch"),
                                           ("--vis-server=http://localhost:9999",
-                                           "--vis-port=9999")])
+                                           "--vis-port=9999"),
+                                          ("--vis-server=http://::1", "brackets"),
+                                          ("--vis-server=http://h:port", "not a number")])
 def test_bad_values(toy_dir, flag, culprit):
     assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", flag), culprit)
 
@@ -344,6 +346,21 @@ def test_out_of_memory_is_one_line_and_other_runtime_errors_keep_their_traceback
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: out of memory"), err
         assert all(n in err[0] for n in needles) and "--batch-size" in err[0]
+    monkeypatch.setenv("RANK", "3")  # under torchrun: said by the process it struck
+    monkeypatch.setitem(main.COMMANDS, "train", raiser(gpu))
+    assert main.main(["main.py", "train"]) == 2
+    assert "(process 3)" in capsys.readouterr().err
     monkeypatch.setitem(main.COMMANDS, "train", raiser(RuntimeError("shapes do not match")))
     with pytest.raises(RuntimeError):
         main.main(["main.py", "train"])
+
+
+def test_visdom_addresses_that_work_are_taken(toy_dir):
+    from config import parse
+    for address in ("http://localhost", "http://[::1]", "https://vis.example.org/",
+                    "127.0.0.1"):
+        assert parse("train", dict(data_path=str(toy_dir), vis_server=address)).vis_server \
+            == address
+    # not checked where visdom is off
+    assert not parse("train", dict(data_path=str(toy_dir), vis=False,
+                                   vis_server="http://localhost:9999")).vis
