@@ -159,13 +159,7 @@ def train(opt):
     run = Run(opt, netg, netd, optimizer_g, optimizer_d, fixed_noise, meters, order, ema)
     run.images = data.count
     if state:
-        try:
-            run.restore(state, device)
-        except (RuntimeError, KeyError, ValueError, TypeError) as e:  # load_state_dict's
-            which = str(e).split("state_dict for ")[-1].split(":")[0] \
-                if "state_dict for " in str(e) else "saved"
-            raise UserError(f"{opt.resume} is damaged: its {which} weights do not fit the nets "
-                            f"its own options describe") from None
+        run.restore(state, device)
         say(f"resuming {opt.resume} at epoch {run.epoch}, batch {run.batch}")
         if state.get("images", data.count) != data.count:
             say(f"note: {opt.data_path} now has {data.count} images, and the run began with "
@@ -187,13 +181,15 @@ def train(opt):
                  "options of this run")
 
     def start_records():
-        """losses.csv (a fresh run starts it anew) and options.json: written once the first
-        batch has trained, so a run that fails before that leaves an earlier run's as they
-        were."""
+        """losses.csv (a fresh run starts it anew), options.json and skipped_files.txt:
+        written once the first batch has trained, so a run that fails before that leaves an
+        earlier run's as they were."""
         Path(opt.checkpoint_dir).mkdir(parents=True, exist_ok=True)
         Path(opt.save_path).mkdir(parents=True, exist_ok=True)
         checkpoint.save_text(json.dumps(opt.to_dict(), indent=2),
                              Path(opt.checkpoint_dir) / "options.json")
+        if data.skipped:  # those the cache found, reported before the first batch
+            _write_skipped(data.skipped, opt)
         return LossLog(opt.save_path, resume_step=resumed_step, loss=opt.loss)
 
     log, resumed_step = None, run.step if state else None
@@ -201,7 +197,7 @@ def train(opt):
     say(f"training on {device.type}{' with bf16 autocast' if bf16 else ''}, seed {seed}: "
         f"{per_epoch} batches of {opt.batch_size} per epoch{processes}")
 
-    reported = _report_skipped(data.skipped, 0, opt, world)
+    reported = _report_skipped(data.skipped, 0, opt, world, write=False)
     with StopSignal() as stop:
         for epoch in range(run.epoch, opt.max_epoch):
             run.epoch, run.order_state = epoch, order.get_state()
@@ -296,6 +292,16 @@ class Run:
         self.saved = False  # whether there is a last.pth of this run (or the resumed one's)
         self.images = None
 
+    def _load(self, net, weights, name):
+        """load_state_dict, where weights that do not fit are a damaged file's fault."""
+        try:
+            net.load_state_dict(weights)
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, KeyError, TypeError):  # missing, unexpected or misshapen keys
+            raise UserError(f"{self.opt.resume} is damaged: its weights of {name} do not fit "
+                            f"the nets its own options describe") from None
+
     def save(self):
         state = {
             "format": self.FORMAT, "epoch": self.epoch, "batch": self.batch, "step": self.step,
@@ -324,12 +330,12 @@ class Run:
 
     def restore(self, state, device):
         self.saved = True
-        self.netg.load_state_dict(state["netg"])
-        self.netd.load_state_dict(state.get("netd_own", state["netd"]))
+        self._load(self.netg, state["netg"], "G")
+        self._load(self.netd, state.get("netd_own", state["netd"]), "D")
         if self.ema and "ema" in state:
-            self.ema.load_state_dict(state["ema"])
+            self._load(self.ema, state["ema"], "the average of G")
         elif self.ema:  # --ema turned on at resume: the average starts from G as it is
-            self.ema.netg.load_state_dict(state["netg"])
+            self._load(self.ema.netg, state["netg"], "G")
         for optimizer, key in ((self.optimizer_g, "optimizer_g"),
                                (self.optimizer_d, "optimizer_d")):
             fused = optimizer.param_groups[0]["fused"]  # what suits the device we run on
@@ -379,15 +385,22 @@ class StopSignal:
         return False
 
 
-def _report_skipped(skipped, reported, opt, world):
-    """One line about unreadable files when there are new ones; the full list on disk."""
+def _report_skipped(skipped, reported, opt, world, write=True):
+    """One line about unreadable files when there are new ones; the full list on disk
+    (``write=False``: once the run has trained a batch, by ``_write_skipped``)."""
     if len(skipped) > reported and world.main:
         listing = Path(opt.checkpoint_dir) / "skipped_files.txt"
-        checkpoint.save_text("".join(f"{p}\n" for p in sorted(skipped)), listing)
+        if write:
+            _write_skipped(skipped, opt)
         names = ", ".join(Path(p).name for p in sorted(skipped)[:3])
         print(f"skipped {len(skipped)} unreadable image files (e.g. {names}); "
               f"full list in {listing}", flush=True)
     return len(skipped)
+
+
+def _write_skipped(skipped, opt):
+    checkpoint.save_text("".join(f"{p}\n" for p in sorted(skipped)),
+                         Path(opt.checkpoint_dir) / "skipped_files.txt")
 
 
 def say(message):
