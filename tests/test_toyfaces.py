@@ -106,8 +106,25 @@ def test_the_command_writes_the_set_and_says_where(tmp_path):
                        "already holds a face set")
     assert {p.name: p.read_bytes() for p in (out / "faces").iterdir()} == before
     assert (out / "attributes.csv").read_bytes() == csv_before
+    # what an interrupted run leaves (faces, no CSV yet) is written again, so `make demo`
+    # can be run again; faces a smaller set would not overwrite are refused
+    (out / "attributes.csv").unlink()
+    assert_clean_error(run_cli("toyfaces", f"--out-dir={out}", "--num=4", "--seed=5"),
+                       "8 other files", "000004.jpg")
+    result = run_cli("toyfaces", f"--out-dir={out}", "--num=12", "--seed=5")
+    assert result.returncode == 0, result.stderr
+    assert (out / "attributes.csv").read_bytes() == csv_before
 
 
 def test_num_zero_is_one_line(tmp_path):
     assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", "--num=0"), "--num")
     assert not (tmp_path / "toy").exists()
+
+
+def test_running_the_module_says_where_the_command_is():
+    import subprocess
+    import sys
+    from conftest import ROOT
+    r = subprocess.run([sys.executable, str(ROOT / "toyfaces.py"), "--num=12"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "python main.py toyfaces" in r.stderr
