@@ -114,11 +114,13 @@ def load(path, device="cpu"):
     except PermissionError:
         raise UserError(f"cannot read {path}: permission denied") from None
     except pickle.UnpicklingError as e:
-        if "global" in str(e).lower():  # a GLOBAL: something to import and run, not a tensor
+        if "unsupported global" in str(e).lower():  # something to import and run, no tensor
             raise UserError(f"{path} was refused: it holds Python objects that would run code "
                             f"when loaded, not plain weights; only load checkpoints you trust, "
                             f"re-saved as state_dicts") from None
-        raise UserError(f"{path} is not a PyTorch checkpoint (or it is damaged)") from None
+        raise UserError(f"{path} is damaged, not a PyTorch checkpoint, or saved with a pickle "
+                        f"protocol torch's safe loader cannot read (re-save it with "
+                        f"torch.save's defaults)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, IndexError,
             OSError) as e:
         if isinstance(e, OSError) and e.errno:  # a real I/O error, not a damaged file

@@ -91,6 +91,11 @@ def test_truncated_and_foreign_files(tmp_path):
     line = assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'noise.pth'}"),
                               "noise.pth", "not a PyTorch checkpoint")
     assert "refused" not in line
+    # good weights in a pickle protocol torch's safe loader cannot read: told how to mend
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "p4.pth", pickle_protocol=4)
+    line = assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'p4.pth'}"),
+                              "p4.pth", "pickle protocol", "re-save")
+    assert "refused" not in line
 
 
 @pytest.mark.slow
