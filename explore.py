@@ -252,10 +252,17 @@ def _check_listen(host, port):
     """Bind the page's address for a moment: a taken port or a foreign address is refused
     before anything is printed (uvicorn would log an ERROR line of its own first)."""
     import socket
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1]
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
+        addresses = socket.getaddrinfo(bare, port, type=socket.SOCK_STREAM)
     except OSError:
-        raise UserError(_CANNOT_SERVE.format(host=host, port=port)) from None
+        addresses = []
+    for family, kind, proto, _, address in addresses:  # one that binds is enough
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(address)
+            return
+        except OSError:
+            continue
+    raise UserError(_CANNOT_SERVE.format(host=host, port=port))
