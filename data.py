@@ -108,6 +108,7 @@ class FolderBatches:
         self.batch_size, self.num_workers = opt.batch_size, opt.num_workers
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
             os.cpu_count() or 1
+        cpus = max(1, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # torchrun: shared
         if self.num_workers > cpus:  # more only take turns (and torch warns at every epoch)
             self.num_workers = cpus
             if os.environ.get("RANK", "0") == "0":
@@ -157,17 +158,20 @@ def _decode(job):
 def decode_in_order(files, image_size, order, count, progress=None):
     """Decode ``files[i]`` for the indices ``i`` of ``order`` until ``count`` are readable, in
     memory, writing nothing. Returns (a list of uint8 arrays (3, S, S), their indices).
-    ``progress`` wraps the decoded images' iterator (e.g. tqdm) and is given ``count``."""
+    ``progress(total)`` makes a bar (e.g. tqdm) that is advanced by each readable image."""
     rows, picked = [], []
-    decoded = (_decode((files[i], image_size)) for i in order)
-    if progress:
-        decoded = progress(decoded, total=count)
-    for i, arr in zip(order, decoded):
+    bar = progress(count) if progress else None
+    for i in order:
+        arr = _decode((files[i], image_size))
         if arr is not None:
             rows.append(arr)
             picked.append(int(i))
+            if bar is not None:
+                bar.update(1)
             if len(rows) == count:
                 break
+    if bar is not None:
+        bar.close()
     return rows, picked
 
 

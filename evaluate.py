@@ -39,8 +39,8 @@ def _real_images(opt, seed):
     if not opt.cache:
         from tqdm import tqdm
         rows, picked = decode_in_order(
-            files, opt.image_size, order, 2 * num, progress=lambda it, total: tqdm(
-                it, total=total, desc="decoding the images compared", unit="image",
+            files, opt.image_size, order, 2 * num, progress=lambda total: tqdm(
+                total=total, desc="decoding the images compared", unit="image",
                 dynamic_ncols=True, leave=False))
         if len(rows) < 2 * num:
             num = len(rows) // 2

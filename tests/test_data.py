@@ -100,6 +100,9 @@ def test_more_workers_than_cpus_decode_with_one_per_cpu_and_say_so_once(toy_dir,
     batches = folder_batches(opt)
     assert batches.num_workers == 2
     assert capsys.readouterr().out.count("--num-workers=4 on 2 CPUs: decoding with 2") == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun, 2 processes on this machine
+    assert folder_batches(opt).num_workers == 1
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
     perm = torch.randperm(64, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -169,13 +172,19 @@ def test_decoding_in_order_shows_progress_and_passes_over_broken_files(tmp_path,
             path.write_bytes(faces[i].read_bytes())
         files.append(path)
     order = np.random.default_rng(0).permutation(40)
-    shown = []
+    class Bar:  # what tqdm(total=...) is given
+        def __init__(self, total):
+            self.total, self.n, self.closed = total, 0, False
 
-    def progress(it, total):
-        shown.append(total)
-        return it
-    rows, picked = decode_in_order(files, 96, order, 30, progress=progress)
-    assert shown == [30] and len(rows) == 30
+        def update(self, n):
+            self.n += n
+
+        def close(self):
+            self.closed = True
+    bars = []
+    rows, picked = decode_in_order(files, 96, order, 30, progress=lambda total: bars.append(
+        Bar(total)) or bars[-1])
+    assert len(rows) == 30 and [(b.total, b.n, b.closed) for b in bars] == [(30, 30, True)]
     assert picked == [int(i) for i in order if i % 10 != 7][:30]
     assert all(np.array_equal(r, np.asarray(Image.open(files[i]).convert("RGB").resize(
         (96, 96))).transpose(2, 0, 1)) for r, i in zip(rows, picked))
