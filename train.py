@@ -254,7 +254,6 @@ def train(opt):
             bar.set_postfix(_format(meters.means()))
             bar.close()
             if seen == 0 and first < per_epoch:  # no readable image all epoch (--cache=False)
-                _report_skipped(data.skipped, reported, opt, world)
                 raise UserError(f"{opt.data_path}: none of its {data.count} image files could "
                                 f"be read, so nothing was trained: put JPEG or PNG faces there")
             left, done = opt.max_epoch - epoch - 1, run.batch - first

@@ -100,6 +100,7 @@ def test_all_bad_folder_is_a_clear_error(tmp_path, cache):
     (tmp_path / "c").mkdir()
     (tmp_path / "i").mkdir()
     (tmp_path / "c" / "options.json").write_text('{"data_path": "data/faces"}')
+    (tmp_path / "c" / "skipped_files.txt").write_text("data/faces/old.jpg\n")
     (tmp_path / "i" / "losses.csv").write_text("step,epoch\n20,0\n")
     assert_clean_error(run_cli("train", f"--data-path={tmp_path / 'bad'}", "--nogpu",
                                "--vis=False", "--batch-size=1", "--num-workers=0",
@@ -108,6 +109,7 @@ def test_all_bad_folder_is_a_clear_error(tmp_path, cache):
     assert not list((tmp_path / "c").glob("*.pth"))  # no weights of untrained nets
     assert (tmp_path / "c" / "options.json").read_text() == '{"data_path": "data/faces"}'
     assert (tmp_path / "i" / "losses.csv").read_text() == "step,epoch\n20,0\n"
+    assert (tmp_path / "c" / "skipped_files.txt").read_text() == "data/faces/old.jpg\n"
 
 
 def test_a_resumed_run_whose_images_became_unreadable_is_a_clear_error(toy_dir, tmp_path):
