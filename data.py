@@ -212,18 +212,23 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
     if array_path.is_file() and meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text())
-            return np.load(array_path, mmap_mode="r")[:meta["count"]], meta["skipped"]
+            found = np.load(array_path, mmap_mode="r")[:meta["count"]], meta["skipped"]
+            for old in cache_dir.glob(f"{prefix}*.tmp"):  # left by an interrupted build
+                if not _in_progress(old):
+                    old.unlink(missing_ok=True)
+            return found
         except (ValueError, OSError, KeyError):
             pass  # a damaged cache is rebuilt below
 
     shape = (len(files), 3, image_size, image_size)
-    tmp = array_path.with_name(array_path.name + ".tmp")
+    # this process's own file: another process building the same cache writes its own
+    tmp = array_path.with_name(f"{array_path.name}.{os.getpid()}.tmp")
     try:
         offset = _create_npy(tmp, shape)
     except OSError as e:
         cache_dir = Path(tempfile.mkdtemp(prefix="facecache-"))
         array_path, meta_path = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
-        tmp = array_path.with_name(array_path.name + ".tmp")
+        tmp = array_path.with_name(f"{array_path.name}.{os.getpid()}.tmp")
         print(f"note: cannot write the decoded-image cache beside {root} ({e.strerror}); "
               f"using {cache_dir} for this run", flush=True)
         offset = _create_npy(tmp, shape)
@@ -231,29 +236,54 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
     count, skipped = 0, []
     jobs = [(p, image_size) for p in files]
     workers = workers or os.cpu_count() or 1
-    with open(tmp, "r+b") as out, \
-            (Pool(workers) if workers > 1 and len(jobs) > 256 else nullcontext()) as pool:
-        decoded = pool.imap(_decode, jobs, chunksize=64) if pool else map(_decode, jobs)
-        if progress:
-            decoded = progress(decoded, total=len(jobs))
-        for path, arr in zip(files, decoded):
-            if arr is None:
-                skipped.append(str(path))
-            else:
-                os.pwrite(out.fileno(), arr.tobytes(), offset + count * row)
-                count += 1
-        out.flush()
-        os.fsync(out.fileno())
+    try:
+        # the workers leave Ctrl-C to this process, which stops them (else the pool could
+        # wait forever on workers that died of it)
+        with open(tmp, "r+b") as out, (Pool(workers, initializer=_ignore_sigint, initargs=(0,))
+                                       if workers > 1 and len(jobs) > 256 else
+                                       nullcontext()) as pool:
+            decoded = pool.imap(_decode, jobs, chunksize=64) if pool else map(_decode, jobs)
+            if progress:
+                decoded = progress(decoded, total=len(jobs))
+            for path, arr in zip(files, decoded):
+                if arr is None:
+                    skipped.append(str(path))
+                else:
+                    os.pwrite(out.fileno(), arr.tobytes(), offset + count * row)
+                    count += 1
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:  # Ctrl-C, a full disk, ...: no half-built cache stays behind
+        tmp.unlink(missing_ok=True)
+        raise
     if count == 0:
         tmp.unlink()
         raise UserError(f"none of the {len(files)} image files in {root} could be read: "
                         f"check that they are real images (e.g. {files[0].name})")
     for old in cache_dir.glob(f"{prefix}*"):  # one cache per folder and size
-        if old != tmp:
-            old.unlink()
+        mine = old.name.startswith(f"{stem}.") and not old.name.endswith(".tmp")
+        if old != tmp and not mine and not _in_progress(old):  # (mine: another process's
+            old.unlink(missing_ok=True)                          # copy of the same cache)
+    meta_tmp = meta_path.with_name(f"{meta_path.name}.{os.getpid()}.tmp")
+    meta_tmp.write_text(json.dumps({"count": count, "skipped": skipped}))
     os.replace(tmp, array_path)
-    meta_path.write_text(json.dumps({"count": count, "skipped": skipped}))
+    os.replace(meta_tmp, meta_path)
     return np.load(array_path, mmap_mode="r")[:count], skipped
+
+
+def _in_progress(path):
+    """Whether ``path`` is a cache another living process is still building (NAME.PID.tmp);
+    one whose process is gone is left over from an interrupted build."""
+    parts = path.name.split(".")
+    if len(parts) < 3 or parts[-1] != "tmp" or not parts[-2].isdigit():
+        return False
+    try:
+        os.kill(int(parts[-2]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return int(parts[-2]) != os.getpid()
 
 
 def _create_npy(path, shape):

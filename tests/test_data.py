@@ -188,3 +188,66 @@ def test_decoding_in_order_shows_progress_and_passes_over_broken_files(tmp_path,
     assert picked == [int(i) for i in order if i % 10 != 7][:30]
     assert all(np.array_equal(r, np.asarray(Image.open(files[i]).convert("RGB").resize(
         (96, 96))).transpose(2, 0, 1)) for r, i in zip(rows, picked))
+
+
+def _many_faces(toy_dir, root, count):
+    """``count`` faces in root/faces, the toy set's 64 repeated (enough for a pool)."""
+    faces = sorted((toy_dir / "faces").iterdir())
+    (root / "faces").mkdir(parents=True)
+    for i in range(count):
+        (root / "faces" / f"{i:05d}.jpg").write_bytes(faces[i % len(faces)].read_bytes())
+    return root
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_decoding_stops_at_once_and_leaves_no_half_built_cache(tmp_path, toy_dir):
+    """The pool's workers took Ctrl-C too, and the pool could then wait for them forever
+    (about half the time); the half-built file stayed beside the folder."""
+    import signal
+    import subprocess
+    import sys
+    from conftest import ROOT
+    data = _many_faces(toy_dir, tmp_path / "set", 3000)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "train", "--nogpu",
+                             "--vis=False", f"--data-path={data}", "--batch-size=16",
+                             "--ngf=8", "--ndf=8", f"--checkpoint-dir={tmp_path / 'c'}",
+                             f"--save-path={tmp_path / 'i'}"], stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    seen = ""
+    while "decoding images once" not in seen:
+        char = proc.stderr.read(1)
+        assert char, seen  # the run ended before it began decoding
+        seen += char
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal sends it: to every process
+    try:
+        proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("train hung after Ctrl-C while decoding")
+    assert proc.returncode == 130
+    assert not list(tmp_path.glob(".set.faces96-*"))  # neither a cache nor its temporary file
+
+
+@pytest.mark.slow
+def test_two_processes_building_one_cache_at_once_both_get_every_image(tmp_path, toy_dir):
+    """Both wrote the same temporary file: one emptied what the other was filling, which then
+    saved a cache a quarter black; or one crashed renaming a file the other had moved."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    data = _many_faces(toy_dir, tmp_path / "set", 2000)
+    script = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); import data; "
+              "a, s = data.build_cache(sys.argv[2], 96, workers=2); "
+              "print(len(a), int((np.asarray(a).reshape(len(a), -1).max(1) == 0).sum()))")
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(ROOT), str(data)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    for run in runs:
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+        assert out.split() == ["2000", "0"]  # every image, none of them black
+    array, _ = build_cache(data, 96)  # what stays is a whole cache, reused
+    assert len(array) == 2000 and not (np.asarray(array).reshape(2000, -1).max(1) == 0).any()
+    assert not list(tmp_path.glob("*.tmp"))
