@@ -8,6 +8,7 @@ passes (the article found this better than one mixed batch), the fakes made with
 so no gradient reaches G; (2) every ``g_every`` batches, G learns D(G(z)) -> 1 on fresh noise.
 BCE is computed from D's logits (the same objective, numerically stable).
 """
+import fcntl
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import random
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -105,6 +107,41 @@ def _format(means):
 
 
 def train(opt):
+    with _only_run_in(opt.checkpoint_dir):
+        return _train(opt)
+
+
+@contextmanager
+def _only_run_in(folder):
+    """Hold a lock on ``folder`` while training: a second run there would interleave its
+    checkpoints, options.json, loss log and last.pth with this one's. The system drops the
+    lock when the process ends, however it ends. Under torchrun rank 0 holds it."""
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".train.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise UserError(f"another training run ({holder}) is using {folder}: wait for it, "
+                            f"or pass another --checkpoint-dir") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"process {os.getpid()}")
+        lock.flush()
+        for stale in folder.glob(".*.pth.*.tmp"):  # a save cut short by kill -9: no writer now
+            stale.unlink(missing_ok=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _train(opt):
     # seed -> device -> models (their files checked first) -> data -> optimisers -> resume
     # -> loop -> save
     state = checkpoint.load_state(opt.resume) if opt.resume else None

@@ -247,3 +247,26 @@ def test_resuming_on_a_folder_with_another_image_count_says_so(toy_dir, tmp_path
     out = capsys.readouterr().out
     assert "now has 48 images, and the run began with 32" in out
     assert torch.load(ckpt / "last.pth", weights_only=False)["images"] == 48
+
+
+@pytest.mark.slow
+def test_a_second_run_on_the_same_checkpoint_folder_is_refused(toy_dir, tmp_path):
+    """Two runs in one folder interleaved their checkpoints, options.json, loss log and
+    last.pth, and a --resume hint of one led to the other's state."""
+    ckpt = tmp_path / "c"
+    first = _start(toy_dir, ckpt, "--max-epoch=50", "--batch-size=4", "--ngf=8", "--ndf=8")
+    try:
+        _read_until(first, "epoch 1/50")
+        second = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+                         f"--checkpoint-dir={ckpt}", f"--save-path={tmp_path / 'i2'}")
+        line = assert_clean_error(second, "another training run", f"process {first.pid}",
+                                  "--checkpoint-dir")
+        assert str(ckpt) in line and not (tmp_path / "i2").exists()
+    finally:
+        first.kill()
+        first.wait(timeout=30)
+    # the lock went with the process (killed, not stopped): the folder can be trained in
+    # again, and what a save cut short left behind is cleared
+    (ckpt / ".last.pth.abc123.tmp").write_bytes(b"half a checkpoint")
+    train_small(toy_dir, ckpt, max_epoch=1)
+    assert not list(ckpt.glob("*.tmp")) and (ckpt / "last.pth").is_file()
