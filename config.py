@@ -269,8 +269,13 @@ def _resumed(given):
     if resume is True:
         resume = str(Path(given.get("checkpoint_dir", Config.checkpoint_dir)) / "last.pth")
         if not Path(resume).is_file():
+            nets = sorted((p for p in Path(resume).parent.glob("netg_*.pth")
+                           if p.stem[5:].isdigit()), key=lambda p: int(p.stem[5:]))
+            hint = (f"; the run there has weights but no full state: start again without "
+                    f"--resume, or from {nets[-1].name} and its netd with --netg-path and "
+                    f"--netd-path" if nets else "")
             raise UserError(f"--resume: no {resume} to continue from (it is written at every "
-                            f"save); pass --resume=PATH or --checkpoint-dir")
+                            f"save); pass --resume=PATH or --checkpoint-dir{hint}")
     for name in ("recipe", "netg_path", "netd_path"):
         if given.get(name):
             flag = "--" + name.replace("_", "-")

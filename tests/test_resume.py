@@ -270,3 +270,20 @@ def test_a_second_run_on_the_same_checkpoint_folder_is_refused(toy_dir, tmp_path
     (ckpt / ".last.pth.abc123.tmp").write_bytes(b"half a checkpoint")
     train_small(toy_dir, ckpt, max_epoch=1)
     assert not list(ckpt.glob("*.tmp")) and (ckpt / "last.pth").is_file()
+
+
+def test_resume_where_a_run_left_weights_but_no_state_says_how_to_go_on(toy_dir, tmp_path):
+    """kill -9 during the first last.pth save leaves netg_0/netd_0 and no state: the message
+    only said to pass --resume=PATH."""
+    from conftest import cli
+    from model import NetD, NetG
+    for epoch in (0, 2, 10):
+        torch.save(NetG(100, 8).state_dict(), tmp_path / f"netg_{epoch}.pth")
+        torch.save(NetD(8).state_dict(), tmp_path / f"netd_{epoch}.pth")
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg_ema_11.pth")
+    line = assert_clean_error(cli("train", "--nogpu", f"--data-path={toy_dir}", "--resume",
+                                  f"--checkpoint-dir={tmp_path}"), "last.pth")
+    assert "without --resume" in line and "netg_10.pth" in line and "--netg-path" in line
+    line = assert_clean_error(cli("train", "--nogpu", f"--data-path={toy_dir}", "--resume",
+                                  f"--checkpoint-dir={tmp_path / 'empty'}"), "last.pth")
+    assert "--netg-path" not in line
