@@ -8,7 +8,7 @@ from PIL import Image
 
 from generate import Faces, noise
 
-from conftest import cli, drawing_nets
+from conftest import assert_clean_error, cli, drawing_nets
 
 
 @torch.no_grad()
@@ -88,6 +88,15 @@ def test_manifest_seeds_draw_the_same_faces_again(tmp_path):
         big = _pixels(again / new["file"])
         assert big.shape == (288, 288, 3)
         assert np.array_equal(big[::3, ::3], _pixels(first / old["file"]))  # same face, 3x
+
+    # into a folder of earlier faces the new ones would mix with them, out of step with the
+    # manifest (an interrupted rerun left both sets): refused before any work
+    before = {p.name: p.read_bytes() for p in again.iterdir()}
+    line = assert_clean_error(cli("generate", "--nogpu", f"--netg-path={g}", "--seeds=7,8",
+                                  f"--out-dir={again}", f"--gen-img={tmp_path / 'more.png'}"),
+                              "--out-dir", "earlier", "manifest.csv")
+    assert {p.name: p.read_bytes() for p in again.iterdir()} == before
+    assert not (tmp_path / "more.png").exists()
 
 
 def test_interpolation_ends_on_the_seeds_faces_and_the_gif_loops(tmp_path):
