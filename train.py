@@ -284,7 +284,8 @@ def _train(opt):
                     bar.close()
                     _check_finite(meters.flush(), epoch, opt, run.saved)
                     path = run.save() if world.main else Path(opt.checkpoint_dir) / "last.pth"
-                    raise Interrupted(f"stopped in epoch {epoch} after batch {ii}: state saved "
+                    raise Interrupted(f"stopped in epoch {epoch + 1} after batch {ii + 1} (as "
+                                      f"the progress bar counts): state saved "
                                       f"to {path}; continue with `python main.py train "
                                       f"--resume={path}`")
             _check_finite(meters.flush(), epoch, opt, run.saved)
@@ -452,5 +453,5 @@ def _check_finite(diverged, epoch, opt, saved):
         names = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
         where = f" from the last save in {opt.checkpoint_dir}" if saved else \
             " (nothing of this run was saved)"
-        raise UserError(f"{names} became NaN or infinite in epoch {epoch}: "
+        raise UserError(f"{names} became NaN or infinite in epoch {epoch + 1}: "
                         f"training diverged; lower --lr1/--lr2 and start again{where}")

@@ -143,6 +143,8 @@ def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path):
     assert err.splitlines()[-1].startswith("interrupted: stopped in epoch ")
     assert f"--resume={tmp_path / 'last.pth'}" in err.splitlines()[-1]
     state = torch.load(tmp_path / "last.pth", weights_only=True)
+    # counted as the bar counts: epoch 2 of 3 is state epoch 1, and batches from 1
+    assert f"stopped in epoch {state['epoch'] + 1} after batch {state['batch']} " in err
     assert state["epoch"] >= 1 and state["step"] > 16  # saved past the first epoch
     result = run_cli("train", f"--resume={tmp_path / 'last.pth'}")
     assert result.returncode == 0, result.stderr

@@ -146,7 +146,7 @@ def test_nan_stops_training_with_one_line_and_saves_nothing(toy_dir, tmp_path):
                      "--ndf=8", "--batch-size=16", "--max-epoch=3", "--save-every=1",
                      f"--netd-path={tmp_path / 'nan.pth'}", f"--checkpoint-dir={tmp_path / 'C'}",
                      f"--save-path={tmp_path / 'I'}")
-    line = assert_clean_error(result, "became NaN or infinite in epoch 0",
+    line = assert_clean_error(result, "became NaN or infinite in epoch 1:",
                               "lower --lr1/--lr2")
     assert "loss_d" in line
     assert not list((tmp_path / "C").glob("*.pth"))  # no NaN weights written as a save point
