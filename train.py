@@ -8,6 +8,7 @@ passes (the article found this better than one mixed batch), the fakes made with
 so no gradient reaches G; (2) every ``g_every`` batches, G learns D(G(z)) -> 1 on fresh noise.
 BCE is computed from D's logits (the same objective, numerically stable).
 """
+import errno
 import fcntl
 import json
 import math
@@ -16,7 +17,7 @@ import random
 import signal
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -107,38 +108,68 @@ def _format(means):
 
 
 def train(opt):
-    with _only_run_in(opt.checkpoint_dir):
+    with ExitStack() as locks:
+        seen = set()
+        for folder, flag in ((opt.checkpoint_dir, "--checkpoint-dir"),
+                             (opt.save_path, "--save-path")):
+            if Path(folder).resolve() not in seen:
+                seen.add(Path(folder).resolve())
+                locks.enter_context(_only_run_in(folder, flag))
         return _train(opt)
 
 
+# the temporary files of a run's atomic saves (checkpoint.py), in its folders
+STALE = (".*.pth.*.tmp", ".*.png.*.tmp", ".losses.csv.*.tmp", ".options.json.*.tmp",
+         ".skipped_files.txt.*.tmp")
+NO_LOCKS = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}  # NFS, Lustre, ...
+
+
 @contextmanager
-def _only_run_in(folder):
+def _only_run_in(folder, flag):
     """Hold a lock on ``folder`` while training: a second run there would interleave its
-    checkpoints, options.json, loss log and last.pth with this one's. The system drops the
-    lock when the process ends, however it ends. Under torchrun rank 0 holds it."""
+    checkpoints, options.json, loss log, grids and last.pth with this one's. The system drops
+    the lock when the process ends, however it ends. Under torchrun rank 0 holds it. A folder
+    this run made stays only if the run wrote something there."""
     if os.environ.get("RANK", "0") != "0":
         yield
         return
     folder = Path(folder)
+    made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".train.lock", "a+") as lock:
+    path = folder / ".train.lock"
+    try:
+        lock = open(path, "a+")
+    except PermissionError:  # a colleague's lock file in a shared folder: flock reads too
+        lock = open(path)
+    ok = False
+    try:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.seek(0)
             holder = lock.read().strip() or "another process"
             raise UserError(f"another training run ({holder}) is using {folder}: wait for it, "
-                            f"or pass another --checkpoint-dir") from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"process {os.getpid()}")
-        lock.flush()
-        for stale in folder.glob(".*.pth.*.tmp"):  # a save cut short by kill -9: no writer now
-            stale.unlink(missing_ok=True)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+                            f"or pass another {flag}") from None
+        except OSError as e:
+            if e.errno not in NO_LOCKS:
+                raise
+            say(f"note: {folder} cannot be locked ({e.strerror}); nothing stops a second run "
+                f"from writing there at the same time")
+        if lock.writable():
+            lock.seek(0)
+            lock.truncate()
+            lock.write(f"process {os.getpid()}")
+            lock.flush()
+        for pattern in STALE:  # a save cut short by kill -9: no writer of them now
+            for stale in folder.glob(pattern):
+                stale.unlink(missing_ok=True)
+        yield
+        ok = True
+    finally:
+        lock.close()  # and with it the lock
+        if made and not ok and [p.name for p in folder.iterdir()] == [path.name]:
+            path.unlink(missing_ok=True)  # a run that failed before writing: no trace
+            folder.rmdir()
 
 
 def _train(opt):
@@ -197,7 +228,7 @@ def _train(opt):
     run.images = data.count
     if state:
         run.restore(state, device)
-        say(f"resuming {opt.resume} at epoch {run.epoch}, batch {run.batch}")
+        say(f"resuming {opt.resume} in epoch {run.epoch + 1} after batch {run.batch}")
         if state.get("images", data.count) != data.count:
             say(f"note: {opt.data_path} now has {data.count} images, and the run began with "
                 f"{state['images']}: it goes on, but not in the order it would have taken, and "
@@ -429,6 +460,8 @@ def _report_skipped(skipped, reported, opt, world, write=True):
         listing = Path(opt.checkpoint_dir) / "skipped_files.txt"
         if write:
             _write_skipped(skipped, opt)
+        else:
+            listing = f"{listing} once training starts"
         names = ", ".join(Path(p).name for p in sorted(skipped)[:3])
         print(f"skipped {len(skipped)} unreadable image files (e.g. {names}); "
               f"full list in {listing}", flush=True)

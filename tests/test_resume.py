@@ -264,6 +264,11 @@ def test_a_second_run_on_the_same_checkpoint_folder_is_refused(toy_dir, tmp_path
         line = assert_clean_error(second, "another training run", f"process {first.pid}",
                                   "--checkpoint-dir")
         assert str(ckpt) in line and not (tmp_path / "i2").exists()
+        # its sample grids and loss log are its own too (the first writes both into ckpt)
+        third = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+                        f"--checkpoint-dir={tmp_path / 'c3'}", f"--save-path={ckpt}")
+        assert_clean_error(third, "another training run", "--save-path")
+        assert not (tmp_path / "c3").exists()
     finally:
         first.kill()
         first.wait(timeout=30)
@@ -289,3 +294,17 @@ def test_resume_where_a_run_left_weights_but_no_state_says_how_to_go_on(toy_dir,
     line = assert_clean_error(cli("train", "--nogpu", f"--data-path={toy_dir}", "--resume",
                                   f"--checkpoint-dir={tmp_path / 'empty'}"), "last.pth")
     assert "--netg-path" not in line
+
+
+def test_a_folder_that_cannot_be_locked_still_trains(toy_dir, tmp_path, monkeypatch, capsys):
+    """NFS without its lock service answers ENOLCK: training went on there before the lock,
+    and must still."""
+    import errno
+    import fcntl
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    train_small(toy_dir, tmp_path, max_epoch=1)
+    assert "cannot be locked (No locks available)" in capsys.readouterr().out
+    assert (tmp_path / "last.pth").is_file()
