@@ -11,7 +11,9 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import tempfile
+import time
 import warnings
 from contextlib import nullcontext
 from multiprocessing import Pool
@@ -213,22 +215,21 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
         try:
             meta = json.loads(meta_path.read_text())
             found = np.load(array_path, mmap_mode="r")[:meta["count"]], meta["skipped"]
-            for old in cache_dir.glob(f"{prefix}*.tmp"):  # left by an interrupted build
-                if not _in_progress(old):
-                    old.unlink(missing_ok=True)
-            return found
         except (ValueError, OSError, KeyError):
-            pass  # a damaged cache is rebuilt below
+            found = None  # a damaged cache is rebuilt below
+        if found is not None:
+            _drop(p for p in cache_dir.glob(f"{prefix}*.tmp") if not _in_progress(p))
+            return found
 
     shape = (len(files), 3, image_size, image_size)
     # this process's own file: another process building the same cache writes its own
-    tmp = array_path.with_name(f"{array_path.name}.{os.getpid()}.tmp")
+    tmp = array_path.with_name(f"{array_path.name}.{_builder()}.tmp")
     try:
         offset = _create_npy(tmp, shape)
     except OSError as e:
         cache_dir = Path(tempfile.mkdtemp(prefix="facecache-"))
         array_path, meta_path = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
-        tmp = array_path.with_name(f"{array_path.name}.{os.getpid()}.tmp")
+        tmp = array_path.with_name(f"{array_path.name}.{_builder()}.tmp")
         print(f"note: cannot write the decoded-image cache beside {root} ({e.strerror}); "
               f"using {cache_dir} for this run", flush=True)
         offset = _create_npy(tmp, shape)
@@ -260,30 +261,57 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
         tmp.unlink()
         raise UserError(f"none of the {len(files)} image files in {root} could be read: "
                         f"check that they are real images (e.g. {files[0].name})")
-    for old in cache_dir.glob(f"{prefix}*"):  # one cache per folder and size
-        mine = old.name.startswith(f"{stem}.") and not old.name.endswith(".tmp")
-        if old != tmp and not mine and not _in_progress(old):  # (mine: another process's
-            old.unlink(missing_ok=True)                          # copy of the same cache)
-    meta_tmp = meta_path.with_name(f"{meta_path.name}.{os.getpid()}.tmp")
+    meta_tmp = meta_path.with_name(f"{meta_path.name}.{_builder()}.tmp")
     meta_tmp.write_text(json.dumps({"count": count, "skipped": skipped}))
     os.replace(tmp, array_path)
     os.replace(meta_tmp, meta_path)
-    return np.load(array_path, mmap_mode="r")[:count], skipped
+    built = np.load(array_path, mmap_mode="r")[:count]  # readers open it by this name
+    # one cache per folder and size; another process's copy of this one, or a build still
+    # under way, stays
+    _drop(p for p in cache_dir.glob(f"{prefix}*") if not p.name.startswith(f"{stem}.")
+          and not _in_progress(p))
+    _drop(p for p in cache_dir.glob(f"{stem}.*.tmp") if not _in_progress(p))
+    return built, skipped
+
+
+def _builder():
+    """This build's part of a temporary file's name: host, process and a random part, so
+    builds in other processes, containers (the same pid) or hosts never share a file."""
+    return f"{socket.gethostname().replace('.', '_')}-{os.getpid()}-{os.urandom(4).hex()}"
+
+
+def _drop(paths):
+    """Remove what can be removed: a file another user owns stays, and costs nothing."""
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def _in_progress(path):
-    """Whether ``path`` is a cache another living process is still building (NAME.PID.tmp);
-    one whose process is gone is left over from an interrupted build."""
+    """Whether ``path`` is a temporary file of a build still under way: a living process of
+    this host, or, from another host (whose processes cannot be asked), less than a day old.
+    Anything else was left by an interrupted build."""
     parts = path.name.split(".")
-    if len(parts) < 3 or parts[-1] != "tmp" or not parts[-2].isdigit():
+    if len(parts) < 3 or parts[-1] != "tmp":
         return False
+    fields = parts[-2].rsplit("-", 2)  # HOST-PID-RANDOM
+    if len(fields) != 3 or not fields[1].isdigit():
+        return False  # not one of ours (or the older NAME.tmp): left over
+    host, pid = fields[0], fields[1]
+    if host != socket.gethostname().replace(".", "_"):
+        try:
+            return time.time() - path.stat().st_mtime < 86400
+        except OSError:
+            return False
     try:
-        os.kill(int(parts[-2]), 0)
+        os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process
         return True
-    return int(parts[-2]) != os.getpid()
+    return True
 
 
 def _create_npy(path, shape):

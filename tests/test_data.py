@@ -207,12 +207,19 @@ def test_ctrl_c_while_decoding_stops_at_once_and_leaves_no_half_built_cache(tmp_
     import subprocess
     import sys
     from conftest import ROOT
-    data = _many_faces(toy_dir, tmp_path / "set", 3000)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "train", "--nogpu",
-                             "--vis=False", f"--data-path={data}", "--batch-size=16",
-                             "--ngf=8", "--ndf=8", f"--checkpoint-dir={tmp_path / 'c'}",
-                             f"--save-path={tmp_path / 'i'}"], stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    data = _many_faces(toy_dir, tmp_path / "set", 4000)
+    # each image decoded 20 ms slower, so that the build is under way on any number of cores
+    (tmp_path / "slowdecode.py").write_text(
+        "import time\nimport data\n_decode = data._decode\n\n\ndef slow(job):\n"
+        "    time.sleep(0.02)\n    return _decode(job)\n\n\ndata._decode = slow\n")
+    args = ["main.py", "train", "--nogpu", "--vis=False", f"--data-path={data}",
+            "--batch-size=16", "--ngf=8", "--ndf=8", f"--checkpoint-dir={tmp_path / 'c'}",
+            f"--save-path={tmp_path / 'i'}"]
+    script = (f"import runpy, sys; sys.path[:0] = [{str(ROOT)!r}, {str(tmp_path)!r}]; "
+              f"import slowdecode; sys.argv = {args!r}; "
+              f"runpy.run_path({str(ROOT / 'main.py')!r}, run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     seen = ""
     while "decoding images once" not in seen:
         char = proc.stderr.read(1)
