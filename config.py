@@ -454,11 +454,11 @@ def validate(command, opt):
         _require(opt.seeds is None or len(opt.seeds) >= 2,
                  "--seeds needs at least two seeds to morph between, e.g. --seeds=17,42")
     if command == "generate" and opt.out_dir and Path(opt.out_dir).is_dir():
-        earlier = [p.name for p in Path(opt.out_dir).iterdir()
-                   if p.name == "manifest.csv" or p.name.startswith("face_")]
-        _require(not earlier, f"--out-dir: {opt.out_dir} already holds faces of an earlier "
-                 f"generate ({min(earlier, key=lambda n: n != 'manifest.csv')}); new ones would mix with them: pick another "
-                 f"folder, or delete those")
+        out = Path(opt.out_dir)
+        earlier = (out / "manifest.csv").is_file() or any(out.glob("face_*.png"))
+        _require(not earlier, f"--out-dir: {out} already holds faces of an earlier generate; "
+                 f"new ones would mix with them: pick another folder, or delete those "
+                 f"({out / 'face_*.png'} and {out / 'manifest.csv'})")
     if command == "generate":
         _require(opt.gen_num <= opt.gen_search_num, f"--gen-num ({opt.gen_num}) cannot exceed "
                  f"--gen-search-num ({opt.gen_search_num}): it picks the best of those")
