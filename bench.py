@@ -333,8 +333,8 @@ def main():
           f"image; peak: nominal, the CPU kind's FLOPs a cycle x reported clock x cores, "
           f"exceeded when the CPU boosts; or the GPU's data-sheet tensor-core figure)")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        from checkpoint import save_text  # atomic, and makes the folder
+        save_text(json.dumps(report, indent=2), args.json)
 
 
 def cache_sizes(args):
@@ -363,8 +363,8 @@ def cache_sizes(args):
         print(f"| {size:,} | {r['cache_gb']:.1f} GB | {r['images_per_s']:.1f} | "
               f"{r['peak_rss_mb']:.0f} MB |", flush=True)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        from checkpoint import save_text  # atomic, and makes the folder
+        save_text(json.dumps(results, indent=2), args.json)
 
 
 def cpuinfo_lines():
