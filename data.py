@@ -268,16 +268,21 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
     built = np.load(array_path, mmap_mode="r")[:count]  # readers open it by this name
     # one cache per folder and size; another process's copy of this one, or a build still
     # under way, stays
-    _drop(p for p in cache_dir.glob(f"{prefix}*") if not p.name.startswith(f"{stem}.")
+    _drop(p for p in cache_dir.glob(f"{prefix}*")
+          if (not p.name.startswith(f"{stem}.") or p.name.endswith(".tmp"))
           and not _in_progress(p))
-    _drop(p for p in cache_dir.glob(f"{stem}.*.tmp") if not _in_progress(p))
     return built, skipped
 
 
 def _builder():
     """This build's part of a temporary file's name: host, process and a random part, so
     builds in other processes, containers (the same pid) or hosts never share a file."""
-    return f"{socket.gethostname().replace('.', '_')}-{os.getpid()}-{os.urandom(4).hex()}"
+    return f"{_host()}-{os.getpid()}-{os.urandom(4).hex()}"
+
+
+def _host():
+    """This host's name as it stands in a temporary file's name (no dots: they split it)."""
+    return socket.gethostname().replace(".", "_")
 
 
 def _drop(paths):
@@ -300,7 +305,7 @@ def _in_progress(path):
     if len(fields) != 3 or not fields[1].isdigit():
         return False  # not one of ours (or the older NAME.tmp): left over
     host, pid = fields[0], fields[1]
-    if host != socket.gethostname().replace(".", "_"):
+    if host != _host():
         try:
             return time.time() - path.stat().st_mtime < 86400
         except OSError:
