@@ -25,6 +25,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from distributed import is_main_process
 from errors import UserError
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
@@ -113,7 +114,7 @@ class FolderBatches:
         cpus = max(1, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # torchrun: shared
         if self.num_workers > cpus:  # more only take turns (and torch warns at every epoch)
             self.num_workers = cpus
-            if os.environ.get("RANK", "0") == "0":
+            if is_main_process():
                 print(f"note: --num-workers={opt.num_workers} on {cpus} CPU"
                       f"{'s' if cpus > 1 else ''}: decoding with {cpus}", flush=True)
         self.count, self.skipped = len(self.dataset), set()

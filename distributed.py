@@ -20,6 +20,12 @@ from config import resolve_device
 from errors import UserError
 
 
+def is_main_process():
+    """Rank 0 under torchrun (read from its environment, so usable before ``setup``), or the
+    only process without it: the one that prints and writes files."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 # how long the other processes wait while rank 0 decodes the images once: NCCL's (and
 # gloo's) default of 10 minutes is too short for a large folder on a slow disk
 DECODE_WAIT = timedelta(hours=12)

@@ -18,6 +18,7 @@ from pathlib import Path
 import fire
 
 import config
+from distributed import is_main_process
 from errors import Interrupted, UserError
 
 
@@ -138,7 +139,7 @@ REFUSALS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, 
 
 def _say_once(line):
     """To stderr, from rank 0 only: under torchrun every process meets the same error."""
-    if os.environ.get("RANK", "0") == "0":
+    if is_main_process():
         print(line, file=sys.stderr)
 
 

@@ -130,7 +130,7 @@ def _only_run_in(folder, flag):
     checkpoints, options.json, loss log, grids and last.pth with this one's. The system drops
     the lock when the process ends, however it ends. Under torchrun rank 0 holds it. A folder
     this run made stays only if the run wrote something there."""
-    if os.environ.get("RANK", "0") != "0":
+    if not distributed.is_main_process():
         yield
         return
     folder = Path(folder)
@@ -443,7 +443,7 @@ class StopSignal:
     def _handle(self, signum, frame):
         self.requested = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        if os.environ.get("RANK", "0") == "0":
+        if distributed.is_main_process():
             print(f"\n{signal.Signals(signum).name}: saving after this step (Ctrl-C again to "
                   f"stop at once)", file=sys.stderr, flush=True)
 
@@ -475,7 +475,7 @@ def _write_skipped(skipped, opt):
 
 def say(message):
     """Print on rank 0 only (every process would repeat it under torchrun)."""
-    if os.environ.get("RANK", "0") == "0":
+    if distributed.is_main_process():
         print(message, flush=True)
 
 
