@@ -453,12 +453,11 @@ def validate(command, opt):
                  f"{MAX_STEPS}, not {opt.steps}")
         _require(opt.seeds is None or len(opt.seeds) >= 2,
                  "--seeds needs at least two seeds to morph between, e.g. --seeds=17,42")
-    if command == "generate" and opt.out_dir and Path(opt.out_dir).is_dir():
-        out = Path(opt.out_dir)
-        earlier = (out / "manifest.csv").is_file() or any(out.glob("face_*.png"))
-        _require(not earlier, f"--out-dir: {out} already holds faces of an earlier generate; "
-                 f"new ones would mix with them: pick another folder, or delete those "
-                 f"({out / 'face_*.png'} and {out / 'manifest.csv'})")
+    if command == "generate" and opt.out_dir and opt.seed is None and not opt.seeds:
+        # fresh random seeds name other files: the earlier faces would stay beside them.
+        # With --seed or --seeds the same command names the same files, and generate itself
+        # checks that it replaces every one
+        refuse_earlier_faces(opt.out_dir, [])
     if command == "generate":
         _require(opt.gen_num <= opt.gen_search_num, f"--gen-num ({opt.gen_num}) cannot exceed "
                  f"--gen-search-num ({opt.gen_search_num}): it picks the best of those")
@@ -468,6 +467,24 @@ def validate(command, opt):
         _require(path is None or Path(path).is_file() or (folder_too and Path(path).is_dir()),
                  f"--{name.replace('_', '-')}: " + (f"{path!r} is a folder, not a checkpoint "
                  f"file" if path and Path(path).is_dir() else f"no file {path!r}"))
+
+
+def refuse_earlier_faces(out_dir, names):
+    """generate's --out-dir: refuse a folder holding face PNGs of an earlier generate that
+    ``names`` (the files this run writes) would not replace: the two sets would mix, out of
+    step with manifest.csv. A rerun of the same command replaces its own files."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        return
+    left = sorted(set(p.name for p in out.glob("face_*.png")) - set(names))
+    if not left and names:
+        return
+    _require(not left and not (out / "manifest.csv").is_file(),
+             f"--out-dir: {out} already holds faces of an earlier generate"
+             + (f" ({len(left)} that this run would not replace, e.g. {left[0]})" if left
+                else "")
+             + f"; new ones would mix with them: pick another folder, or delete those "
+             f"({out / 'face_*.png'} and {out / 'manifest.csv'})")
 
 
 def resolve_device(gpu):

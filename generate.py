@@ -26,7 +26,7 @@ from PIL import Image
 
 import checkpoint
 from checkpoint import to_uint8
-from config import resolve_device
+from config import refuse_earlier_faces, resolve_device
 
 SEARCH_BAR = 4096  # generate shows a progress bar when D ranks more faces than this
 PAD = 16  # on the CPU, G draws batches of a multiple of this many latents (Faces._draw)
@@ -148,12 +148,17 @@ def to_pil(face, scale=1, resample="nearest"):
     return img
 
 
+def _face_names(seeds):
+    """The files of --out-dir, best first: the rank by D and the seed that draws the face."""
+    return [f"face_{rank:03d}_seed{seed}.png" for rank, seed in enumerate(seeds)]
+
+
 def _write_faces(out_dir, faces, scores, seeds, scale, resample):
     """Each face as its own PNG, and manifest.csv: file, rank, D score, seed."""
     out = Path(out_dir)
     rows = []
-    for rank, (face, score, seed) in enumerate(zip(faces, scores.tolist(), seeds)):
-        name = f"face_{rank:03d}_seed{seed}.png"
+    for rank, (face, score, seed, name) in enumerate(zip(faces, scores.tolist(), seeds,
+                                                         _face_names(seeds))):
         buf = io.BytesIO()
         to_pil(face, scale, resample).save(buf, format="PNG")
         checkpoint.save_bytes(buf.getvalue(), out / name)
@@ -189,6 +194,8 @@ def generate(opt):
         images, scores, seeds = faces.best(opt.gen_num, opt.gen_search_num, _first_seed(opt),
                                            progress)
         picked = f", the best of {opt.gen_search_num} by D" if faces.netd is not None else ""
+    if opt.out_dir:  # before anything is written
+        refuse_earlier_faces(opt.out_dir, _face_names(seeds))
     checkpoint.save_grid(images, opt.gen_img)
     print(f"wrote {opt.gen_img}: {len(images)} face{'s' if len(images) > 1 else ''}{picked}")
     if opt.out_dir:

@@ -89,14 +89,26 @@ def test_manifest_seeds_draw_the_same_faces_again(tmp_path):
         assert big.shape == (288, 288, 3)
         assert np.array_equal(big[::3, ::3], _pixels(first / old["file"]))  # same face, 3x
 
-    # into a folder of earlier faces the new ones would mix with them, out of step with the
-    # manifest (an interrupted rerun left both sets): refused before any work
+    # the same command again replaces its own files: the folder holds one set, as before
     before = {p.name: p.read_bytes() for p in again.iterdir()}
-    line = assert_clean_error(cli("generate", "--nogpu", f"--netg-path={g}", "--seeds=7,8",
-                                  f"--out-dir={again}", f"--gen-img={tmp_path / 'more.png'}"),
-                              "--out-dir", "earlier", "face_*.png", "manifest.csv")
+    (again / rows[0]["file"].replace(".png", ".tmp")).write_bytes(b"")  # not a face: stays
+    r = cli("generate", "--nogpu", f"--netg-path={g}", f"--seeds={seeds}", "--scale=3",
+            f"--out-dir={again}", f"--gen-img={tmp_path / 'again.png'}")
+    assert r.returncode == 0, r.stderr
+    (again / rows[0]["file"].replace(".png", ".tmp")).unlink()
     assert {p.name: p.read_bytes() for p in again.iterdir()} == before
-    assert not (tmp_path / "more.png").exists()
+
+    # other faces would mix with the earlier ones, out of step with the manifest (an
+    # interrupted rerun left both sets): refused, with other seeds after drawing them but
+    # before writing anything, with fresh random seeds before any work
+    for other in (["--seeds=7,8"], ["--gen-num=4", "--gen-search-num=8"]):
+        assert_clean_error(cli("generate", "--nogpu", f"--netg-path={g}", *other,
+                               f"--out-dir={again}",
+                               f"--gen-img={tmp_path / 'more.png'}"),
+                           "--out-dir", "earlier", "would not replace", "e.g. face_",
+                           "face_*.png", "manifest.csv")
+        assert {p.name: p.read_bytes() for p in again.iterdir()} == before
+        assert not (tmp_path / "more.png").exists()
 
 
 def test_interpolation_ends_on_the_seeds_faces_and_the_gif_loops(tmp_path):
