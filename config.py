@@ -138,8 +138,8 @@ USED = {
               "resume", "sync_bn", "cache", "amp", "vis", "env",
               "plot_every", "vis_server", "vis_port"),
     "generate": ("netg_path", "netd_path", "gen_img", "gen_num", "gen_search_num", "gen_mean",
-                 "gen_std", "out_dir", "scale", "resample", "seeds", "batch_size", "gpu", "nz",
-                 "ngf", "ndf", "seed"),
+                 "gen_std", "out_dir", "scale", "resample", "seeds", "batch_size", "gpu",
+                 "seed"),  # --nz/--ngf/--ndf: read from the files (said when they differ)
     "interpolate": ("netg_path", "seeds", "steps", "out", "gif", "scale", "resample", "gen_mean",
                     "gen_std", "batch_size", "gpu", "seed"),
     "evaluate": ("netg_path", "data_path", "num", "metrics", "inception_weights", "out", "seed",
@@ -259,6 +259,7 @@ def parse(command, flags):
         values = {**RECIPES[values["recipe"]], **values}
     opt = Config(**values)
     validate(command, opt)
+    opt.given = frozenset(values)  # the options set on the command line or by a recipe
     return opt
 
 

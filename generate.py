@@ -211,11 +211,15 @@ def _ranking_bar(batches, total):
 
 
 def _say_widths(opt, faces):
-    nz, ngf = faces.netg.nz, faces.netg.ngf
-    if (nz, ngf) != (opt.nz, opt.ngf):
-        print(f"{opt.netg_path}: using the file's nz={nz}, ngf={ngf}")
-    if faces.netd is not None and faces.netd.ndf != opt.ndf:
-        print(f"{opt.netd_path}: using the file's ndf={faces.netd.ndf}")
+    """The book's generate takes --nz/--ngf/--ndf; here the files say, and where a value given
+    differs from a file's, a line says which is used."""
+    given = getattr(opt, "given", frozenset())
+    nets = [(opt.netg_path, name, getattr(faces.netg, name)) for name in ("nz", "ngf")]
+    if faces.netd is not None:
+        nets.append((opt.netd_path, "ndf", faces.netd.ndf))
+    for path, name, value in nets:
+        if name in given and getattr(opt, name) != value:
+            print(f"{path}: using the file's {name}={value}, not --{name}={getattr(opt, name)}")
 
 
 def interpolate(opt):

@@ -52,6 +52,24 @@ def test_seed_repeats_the_grid(tmp_path):
     assert outs[0] == outs[1]
 
 
+def test_widths_come_from_the_files_and_a_differing_flag_is_named(tmp_path):
+    g, d = _save_nets(tmp_path)  # width 8: neither the book's 64 nor anything given
+    common = ("generate", "--nogpu", f"--netg-path={g}", f"--netd-path={d}", "--gen-num=4",
+              "--gen-search-num=8", f"--gen-img={tmp_path / 'grid.png'}", "--seed=1")
+    quiet = cli(*common)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "using the file" not in quiet.stdout  # nothing was asked that the file overrides
+    told = cli(*common, "--ngf=64", "--ndf=8")  # the book's command line, one width wrong
+    assert told.returncode == 0, told.stderr
+    assert f"{g}: using the file's ngf=8, not --ngf=64" in told.stdout
+    assert "ndf" not in told.stdout and "nz" not in told.stdout
+    assert _pixels(tmp_path / "grid.png").shape[:2] == (98 + 2, 4 * 98 + 2)  # 4 faces drawn
+    # --help lists them with the book's flags it takes but does not read
+    page = cli("generate", "--help").stdout
+    assert not [line for line in page.splitlines() if line.startswith("  --ngf")]
+    assert "--ngf" in page.split("unused here:")[1]
+
+
 def _pixels(path):
     return np.asarray(Image.open(path).convert("RGB"))
 
