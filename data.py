@@ -10,7 +10,6 @@ and images of any mode (grayscale, palette, RGBA, CMYK, 16-bit) become RGB.
 import hashlib
 import json
 import os
-import signal
 import socket
 import tempfile
 import time
@@ -26,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from distributed import is_main_process
-from errors import UserError
+from errors import UserError, loader_worker_signals, pool_worker_signals
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
 
@@ -127,16 +126,11 @@ class FolderBatches:
         order = order.tolist()
         loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=order,
                             num_workers=self.num_workers, collate_fn=collate,
-                            worker_init_fn=_ignore_sigint)
+                            worker_init_fn=loader_worker_signals)
         for images, bad in loader:
             self.skipped.update(bad)
             if len(images):
                 yield images
-
-
-def _ignore_sigint(_):
-    """Ctrl-C is for the training process, which saves and stops the workers itself."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def folder_batches(opt):
@@ -241,7 +235,7 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
     try:
         # the workers leave Ctrl-C to this process, which stops them (else the pool could
         # wait forever on workers that died of it)
-        with open(tmp, "r+b") as out, (Pool(workers, initializer=_ignore_sigint, initargs=(0,))
+        with open(tmp, "r+b") as out, (Pool(workers, initializer=pool_worker_signals)
                                        if workers > 1 and len(jobs) > 256 else
                                        nullcontext()) as pool:
             decoded = pool.imap(_decode, jobs, chunksize=64) if pool else map(_decode, jobs)

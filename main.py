@@ -12,6 +12,7 @@ the book's Config works with its book name (``--batch-size`` or ``--batch_size``
 import errno
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import fire
 
 import config
 from distributed import is_main_process
-from errors import Interrupted, UserError
+from errors import Interrupted, Terminated, UserError, stop_on_sigterm
 
 
 def train(*args, **flags):
@@ -191,12 +192,20 @@ def main(argv):
     except Interrupted as e:
         _say_once(f"interrupted: {e}")
         return 130
-    except KeyboardInterrupt:  # train: a second Ctrl-C; the other commands: the first
-        print("\ninterrupted at once: nothing saved since the last save point"
-              if command == "train" else "\ninterrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as e:  # train: a second Ctrl-C, or either
+        # before training (building the cache, say); the other commands: the first
+        what = "terminated" if isinstance(e, Terminated) else "interrupted"
+        if command == "train":
+            what += " at once: nothing saved since the last save point"
+        _say_once(f"\n{what}")
+        return 143 if isinstance(e, Terminated) else 130
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    stop_on_sigterm()  # training saves first (its own handler); elsewhere: clean up and stop
+    code = main(sys.argv)
+    # the work is over and saved: a Ctrl-C while Python shuts down (joining workers, running
+    # exit hooks) ends it at once, not with a KeyboardInterrupt traceback from an exit hook
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    sys.exit(code)

@@ -200,9 +200,12 @@ def _many_faces(toy_dir, root, count):
 
 
 @pytest.mark.slow
-def test_ctrl_c_while_decoding_stops_at_once_and_leaves_no_half_built_cache(tmp_path, toy_dir):
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_while_decoding_stops_at_once_and_leaves_no_half_built_cache(tmp_path, toy_dir,
+                                                                            signame):
     """The pool's workers took Ctrl-C too, and the pool could then wait for them forever
-    (about half the time); the half-built file stayed beside the folder."""
+    (about half the time); the half-built file stayed beside the folder. SIGTERM (kill, a
+    job scheduler) ended the run at once without a word, the half-built file left behind."""
     import signal
     import subprocess
     import sys
@@ -226,14 +229,17 @@ def test_ctrl_c_while_decoding_stops_at_once_and_leaves_no_half_built_cache(tmp_
         assert char, seen  # the run ended before it began decoding
         seen += char
     time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGINT)  # as a terminal sends it: to every process
+    os.killpg(proc.pid, getattr(signal, signame))  # as a terminal or a scheduler: to every process
     try:
-        proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        pytest.fail("train hung after Ctrl-C while decoding")
-    assert proc.returncode == 130
+        pytest.fail(f"train hung after {signame} while decoding")
+    assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143}[signame], err
+    assert "Traceback" not in err and "ForkPoolWorker" not in err, err
+    what = {"SIGINT": "interrupted", "SIGTERM": "terminated"}[signame]
+    assert err.splitlines()[-1] == f"{what} at once: nothing saved since the last save point"
     assert not list(tmp_path.glob(".set.faces96-*"))  # neither a cache nor its temporary file
 
 

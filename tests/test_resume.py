@@ -119,7 +119,8 @@ def _start(toy_dir, ckpt, *flags):
                              f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--seed=1",
                              f"--checkpoint-dir={ckpt}", f"--save-path={ckpt}", *flags],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                            start_new_session=True)  # a process group of its own, as a job
 
 
 def _read_until(proc, text, seconds=120):
@@ -131,12 +132,20 @@ def _read_until(proc, text, seconds=120):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path):
-    """What a cluster's scheduler or `kill` sends: the state is saved, the message says how
-    to go on, and --resume finishes the run."""
-    proc = _start(toy_dir, tmp_path, "--batch-size=4", "--ngf=32", "--ndf=32", "--max-epoch=3")
+@pytest.mark.parametrize("group", [False, True], ids=["process", "group-with-workers"])
+def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path, group):
+    """What `kill` sends to the process, and a cluster's scheduler to every process of the
+    job, decoding workers too: the state is saved, the message says how to go on, and
+    --resume finishes the run."""
+    workers = ["--cache=False", "--num-workers=2"] if group else []
+    proc = _start(toy_dir, tmp_path, "--batch-size=4", "--ngf=32", "--ndf=32", "--max-epoch=3",
+                  *workers)
     _read_until(proc, "epoch 2/3")
-    proc.send_signal(signal.SIGTERM)
+    if group:
+        time.sleep(0.5)  # the workers of epoch 2 are under way, with torch's handlers
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert "SIGTERM: saving after this step" in err and "Traceback" not in err

@@ -116,6 +116,30 @@ def test_the_command_writes_the_set_and_says_where(tmp_path):
     assert (out / "attributes.csv").read_bytes() == csv_before
 
 
+def test_ctrl_c_while_drawing_is_one_line(tmp_path):
+    """Ctrl-C reaches the drawing pool's workers too: each printed a traceback of its own."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from conftest import ROOT
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "toyfaces",
+                             f"--out-dir={tmp_path / 'toy'}", "--num=20000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    seen = ""
+    while "face/s" not in seen:  # the bar has counted the first faces
+        char = proc.stderr.read(1)
+        assert char, seen
+        seen += char
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal sends it: to every process
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "ForkPoolWorker" not in err, err
+    assert err.splitlines()[-1] == "interrupted"
+    assert not (tmp_path / "toy" / "attributes.csv").exists()
+
+
 def test_num_zero_is_one_line(tmp_path):
     assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", "--num=0"), "--num")
     assert not (tmp_path / "toy").exists()
