@@ -90,9 +90,9 @@ def evaluate(opt):
             raise UserError(f"the toy-attribute classifier is below 99% on "
                             f"{', '.join(f'{a} ({acc:.1%})' for a, acc in weak.items())}: "
                             f"delete {classifier_path()} to retrain it")
-        real_labels = predict(net, real)
-        report["modes"] = modes(net, fake, real_labels)
-        report["modes_real"] = modes(net, real, real_labels)
+        read = predict(net, real, with_confidence=True)  # the real images, read once
+        report["modes"] = modes(net, fake, read[0])
+        report["modes_real"] = modes(net, real, read[0], predicted=read)
         k = report["modes"]["of"]
         report["modes_uniform_expected"] = k * (1 - (1 - 1 / k) ** num)
         report["classifier_accuracy"] = accuracy

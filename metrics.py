@@ -204,7 +204,7 @@ def predict(net, images, batch_size=256, with_confidence=False):
     return (labels, torch.cat(confidence)) if with_confidence else labels
 
 
-def modes(net, images, real_labels=None, confident=0.9):
+def modes(net, images, real_labels=None, confident=0.9, predicted=None):
     """Attribute modes of generated faces.
 
     A mode is one combination of every attribute; K is their number. Counts the distinct
@@ -214,11 +214,12 @@ def modes(net, images, real_labels=None, confident=0.9):
     attributes, and per attribute; uniform when ``real_labels`` is None). ``value_shares``
     gives each value's share of all the faces, clear or not, so a collapse onto one value
     shows even where the classifier is sure of few faces; ``confident_per_attribute`` the
-    share of faces each attribute alone is read with certainty.
+    share of faces each attribute alone is read with certainty. ``predicted``: what
+    ``predict(net, images, with_confidence=True)`` gave, when it was already asked.
     """
     from toyfaces import ATTRIBUTES, CHOICES
     counts = [len(CHOICES[a]) for a in ATTRIBUTES]
-    labels, per_head = predict(net, images, with_confidence=True)
+    labels, per_head = predicted or predict(net, images, with_confidence=True)
     sure = labels[per_head.min(1).values >= confident]
     covered = len({tuple(row) for row in sure.tolist()})
     kl, kl_per, shares = 0.0, {}, {}
