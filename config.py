@@ -423,9 +423,10 @@ def validate(command, opt):
         if opt.vis:
             _check_vis_server(opt.vis_server, opt.vis_port)
         data = Path(opt.data_path)
-        _require(data.is_dir(), f"data folder {opt.data_path!r} {_missing(data)}: put the images "
-                 f"in {data / 'faces'}/ or pass --data-path (`python main.py toyfaces` makes a "
-                 f"synthetic set)")
+        _require(data.is_dir(), f"data folder {opt.data_path!r} {_missing(data)}: "
+                 + (f"put the images in {data / 'faces'}/ or pass" if not data.exists() else
+                    "pass the folder that holds the images with")
+                 + " --data-path (`python main.py toyfaces` makes a synthetic set)")
     if command == "evaluate":
         _require(opt.metrics.strip(", "), "--metrics names none: choose any of swd, modes, "
                  "fid, kid, e.g. --metrics=swd,modes")

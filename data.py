@@ -31,12 +31,21 @@ EXTENSIONS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", 
 
 
 def list_images(root):
-    """Image files under ``root`` in the order ImageFolder uses; hidden files are skipped."""
+    """Image files under ``root``, sorted by path; hidden files and folders are skipped.
+    Linked folders are followed, as ImageFolder follows them (``data/faces`` is often a link
+    to a disk with room), each real folder once."""
     root = Path(root)
-    files = sorted(p for p in root.rglob("*")
-                   if p.suffix.lower() in EXTENSIONS and not p.name.startswith(".")
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts[:-1])
-                   and not p.is_dir())  # a folder named x.jpg is not an image
+    files, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree, or a second link to one folder
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        files += [Path(folder) / name for name in names  # (a folder named x.jpg is not here)
+                  if Path(name).suffix.lower() in EXTENSIONS and not name.startswith(".")]
+    files.sort()
     if not files:
         raise UserError(f"no images in {root}: put the faces in {root / 'faces'}/ (jpg or png), "
                         f"or make a synthetic set with `python main.py toyfaces`")

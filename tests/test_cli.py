@@ -196,7 +196,9 @@ def test_a_file_given_for_a_folder_and_the_reverse_is_named_as_such(tmp_path, to
     g = f"--netg-path={tmp_path / 'netg.pth'}"
     afile = tmp_path / "afile"
     afile.write_text("not a folder")
-    assert_clean_error(cli("train", "--nogpu", f"--data-path={afile}"), "is a file, not a folder")
+    line = assert_clean_error(cli("train", "--nogpu", f"--data-path={afile}"),
+                              "is a file, not a folder", "pass the folder")
+    assert "afile/faces" not in line  # no images to put into a file
     assert_clean_error(cli("evaluate", "--nogpu", g, f"--data-path={afile}"),
                        "is a file, not a folder")
     assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path}"),

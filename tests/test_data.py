@@ -13,11 +13,34 @@ import torch
 
 from data import CachedBatches, FaceFolder, build_cache, list_images, normalise
 
+from conftest import run_cli
+
 
 def test_both_layouts(toy_dir, tmp_path):
     book = list_images(toy_dir)  # DIR/faces/*.jpg
     flat = list_images(toy_dir / "faces")  # the images directly
     assert len(book) == len(flat) == 64
+
+
+def test_a_linked_faces_folder_is_read_once_and_hidden_folders_are_not(toy_dir, tmp_path):
+    """data/faces as a link to a disk with room: it was not followed, so training said 'no
+    images' (or took only the other folders' images). The book's ImageFolder follows it."""
+    import torchvision
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "faces").symlink_to(toy_dir / "faces", target_is_directory=True)
+    assert [p.name for p in list_images(data)] == [p.name for p in list_images(toy_dir)]
+    assert len(torchvision.datasets.ImageFolder(str(data))) == 64  # the book reads the same
+    (data / "faces" / "again").symlink_to(toy_dir / "faces")  # a loop: each folder once
+    (data / "same").symlink_to(toy_dir, target_is_directory=True)  # a second way in
+    (data / ".trash").mkdir()
+    (data / ".trash" / "old.jpg").write_bytes((toy_dir / "faces" / "000000.jpg").read_bytes())
+    assert len(list_images(data)) == 64
+    result = run_cli("train", f"--data-path={data}", "--nogpu", "--vis=False", "--max-epoch=1",
+                     "--batch-size=16", "--ngf=8", "--ndf=8", f"--checkpoint-dir={tmp_path / 'c'}",
+                     f"--save-path={tmp_path / 'i'}")
+    assert result.returncode == 0, result.stderr
+    assert "4 batches of 16 per epoch" in result.stdout
 
 
 def test_cache_gives_the_same_pixels_as_the_folder_path(toy_dir):
