@@ -26,13 +26,15 @@ def test_a_linked_faces_folder_is_read_once_and_hidden_folders_are_not(toy_dir, 
     """data/faces as a link to a disk with room: it was not followed, so training said 'no
     images' (or took only the other folders' images). The book's ImageFolder follows it."""
     import torchvision
+    disk = tmp_path / "disk"  # the other disk, with a copy of the faces
+    shutil.copytree(toy_dir / "faces", disk / "faces")
     data = tmp_path / "data"
     data.mkdir()
-    (data / "faces").symlink_to(toy_dir / "faces", target_is_directory=True)
+    (data / "faces").symlink_to(disk / "faces", target_is_directory=True)
     assert [p.name for p in list_images(data)] == [p.name for p in list_images(toy_dir)]
     assert len(torchvision.datasets.ImageFolder(str(data))) == 64  # the book reads the same
-    (data / "faces" / "again").symlink_to(toy_dir / "faces")  # a loop: each folder once
-    (data / "same").symlink_to(toy_dir, target_is_directory=True)  # a second way in
+    (disk / "faces" / "again").symlink_to(disk / "faces")  # a loop: each folder once
+    (data / "same").symlink_to(disk, target_is_directory=True)  # a second way in
     (data / ".trash").mkdir()
     (data / ".trash" / "old.jpg").write_bytes((toy_dir / "faces" / "000000.jpg").read_bytes())
     assert len(list_images(data)) == 64
