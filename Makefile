@@ -15,9 +15,13 @@ STAMP := $(VENV)/.installed-stamp
 # (README, "Beyond the article"). fp32 on every CPU: about 3.5 min of training on a 2-core
 # EPYC with AVX512-BF16, about 5 computing as AVX2-only there, up to about 9.5 on a slower
 # AVX2 laptop.
+# Its own folders, so that it neither writes over a run of yours in checkpoints/ nor is
+# mixed with one; run again, it starts afresh (it drops its own last.pth, which a stopped
+# demo would otherwise keep from a new start).
+DEMO_CK := checkpoints/demo
 DEMO_FLAGS := --data-path=data/toy --nogpu --vis=False --seed=0 --ngf=32 --ndf=32 \
 	--batch-size=16 --recipe=modern --diffaug=color,translation --lr1=4e-4 --lr2=4e-4 \
-	--amp=False --max-epoch=5 --save-every=1
+	--amp=False --max-epoch=5 --save-every=1 --checkpoint-dir=$(DEMO_CK) --save-path=imgs/demo
 DEMO_LAST := 4
 
 ASSETS := $(VENV)/.visdom-assets-stamp
@@ -74,12 +78,14 @@ data/toy/attributes.csv: | $(STAMP)
 	$(BIN)/python main.py toyfaces --out-dir=data/toy --num=10000 --seed=0
 
 demo: $(STAMP) data/toy/attributes.csv
+	rm -f $(DEMO_CK)/last.pth
 	$(BIN)/python main.py train $(DEMO_FLAGS)
-	$(BIN)/python main.py generate --nogpu --seed=0 --netg-path=checkpoints/netg_ema_$(DEMO_LAST).pth \
-		--netd-path=checkpoints/netd_$(DEMO_LAST).pth --gen-img=result.png
+	$(BIN)/python main.py generate --nogpu --seed=0 --netg-path=$(DEMO_CK)/netg_ema_$(DEMO_LAST).pth \
+		--netd-path=$(DEMO_CK)/netd_$(DEMO_LAST).pth --gen-img=result.png
 
 visdom: $(STAMP)
 	$(BIN)/python visualize.py serve --port 8097
 
 clean:
-	rm -rf checkpoints/*.pth checkpoints/*.json checkpoints/*.txt imgs/*.png imgs/*.csv result.png
+	rm -rf checkpoints/*.pth checkpoints/*.json checkpoints/*.txt imgs/*.png imgs/*.csv result.png \
+		$(DEMO_CK) imgs/demo

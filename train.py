@@ -172,10 +172,35 @@ def _only_run_in(folder, flag):
             folder.rmdir()
 
 
+def _keep_unfinished_run(opt):
+    """A new run would write its first save over the ``last.pth`` of a run that Ctrl-C, a
+    scheduler or a divergence stopped: the same command again (the up arrow) instead of
+    --resume would lose all of it. Refused, saying how to go on or start afresh."""
+    path = Path(opt.checkpoint_dir) / "last.pth"
+    if not path.is_file():
+        return
+    try:
+        state = checkpoint.load_state(path)
+        done, total = state["epoch"], state["options"]["max_epoch"]
+    except (UserError, KeyError, TypeError):
+        return  # not a state this version could resume: nothing to keep
+    if done < total:
+        raise UserError(f"{path} holds a run stopped in epoch {done + 1} of {total}: continue "
+                        f"it with `python main.py train --resume={path}`, or start a new run "
+                        f"with another --checkpoint-dir (or after deleting {path})")
+
+
 def _train(opt):
     # seed -> device -> models (their files checked first) -> data -> optimisers -> resume
     # -> loop -> save
     state = checkpoint.load_state(opt.resume) if opt.resume else None
+    if state and state["epoch"] >= opt.max_epoch:
+        epochs = f"{state['epoch']} epoch{'s' if state['epoch'] > 1 else ''}"
+        say(f"{opt.resume} has already trained {epochs}: nothing to do; raise --max-epoch to "
+            f"go on")
+        return None, None
+    if not state:
+        _keep_unfinished_run(opt)
     seed = opt.seed if opt.seed is not None else random.SystemRandom().randrange(2**31)
     opt.seed = seed
     random.seed(seed)
@@ -235,12 +260,6 @@ def _train(opt):
                 f"this epoch may end early")
     if world.size > 1:  # every process draws its own noise
         torch.manual_seed(seed + world.rank + 7919 * run.step)
-    if state and run.epoch >= opt.max_epoch:
-        epochs = f"{run.epoch} epoch{'s' if run.epoch > 1 else ''}"
-        say(f"{opt.resume} has already trained {epochs}: nothing to do; raise --max-epoch to "
-            f"go on")
-        world.close()
-        return netg, netd
     vis = None
     if opt.vis and world.main:
         from visualize import Visualizer

@@ -192,7 +192,30 @@ def test_a_finished_run_resumed_says_there_is_nothing_to_do(toy_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "has already trained 1 epoch: nothing to do; raise --max-epoch" in result.stdout
     assert "training on" not in result.stdout and "done:" not in result.stdout  # no run
+    assert "resuming" not in result.stdout  # it does not say it resumes, then that it will not
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.pth")} == before
+
+
+def test_the_same_command_again_after_a_stop_keeps_the_stopped_run(toy_dir, tmp_path):
+    """Ctrl-C, then the up arrow instead of --resume: the new run's first save went over the
+    stopped run's last.pth, and with it everything it had trained."""
+    train_small(toy_dir, tmp_path, max_epoch=1)
+    state = torch.load(tmp_path / "last.pth", weights_only=True)
+    state["options"]["max_epoch"] = 3  # as a run of 3 epochs stopped after its first
+    torch.save(state, tmp_path / "last.pth")
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("*.pth")}
+    again = [f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--batch-size=16", "--ngf=8",
+             "--ndf=8", f"--checkpoint-dir={tmp_path}", f"--save-path={tmp_path / 'imgs'}",
+             "--max-epoch=3"]
+    assert_clean_error(run_cli("train", *again), "stopped in epoch 2 of 3",
+                       f"--resume={tmp_path / 'last.pth'}", "another --checkpoint-dir")
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.pth")} == before
+    result = run_cli("train", "--resume", f"--checkpoint-dir={tmp_path}")  # as it says
+    assert result.returncode == 0, result.stderr
+    assert torch.load(tmp_path / "last.pth", weights_only=True)["epoch"] == 3
+    # a finished run's folder takes a new run, as the book's does
+    result = run_cli("train", *again[:-1], "--max-epoch=1")
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.slow
