@@ -52,6 +52,21 @@ def list_images(root):
     return files
 
 
+def say_folders(root, files):
+    """One line, from rank 0, when the images under ``root`` lie in more than one folder:
+    every one is used (``data/`` holding ``faces/`` and a toy set, say, mixes the two)."""
+    counts = {}
+    for path in files:
+        folder = path.parent.relative_to(root).as_posix()
+        counts[folder] = counts.get(folder, 0) + 1
+    if len(counts) < 2 or not is_main_process():
+        return
+    listed = ", ".join(f"{folder}/ ({n:,})" for folder, n in sorted(counts.items())[:4])
+    more = f" and {len(counts) - 4} more" if len(counts) > 4 else ""
+    print(f"note: {root} holds images in {len(counts)} folders, all used: {listed}{more}; "
+          f"--data-path naming one of them uses just that one", flush=True)
+
+
 def crop(image_size):
     """The article's geometry: shorter side to image_size, then the centre square."""
     return transforms.Compose([transforms.Resize(image_size), transforms.CenterCrop(image_size)])
@@ -82,6 +97,7 @@ class FaceFolder(Dataset):
 
     def __init__(self, root, image_size=96):
         self.files = list_images(root)
+        say_folders(root, self.files)
         self.transform = transforms.Compose([
             crop(image_size), transforms.ToTensor(),
             transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
@@ -394,7 +410,7 @@ class CachedBatches:
             yield normalise(batch)
 
 
-def _enough(count, opt, what="images"):
+def _enough(count, opt, what="image files"):
     if count < opt.batch_size:
         raise UserError(f"{opt.data_path} has {count} {what}, fewer than one batch: "
                         f"lower --batch-size (now {opt.batch_size})")
@@ -402,6 +418,7 @@ def _enough(count, opt, what="images"):
 
 def cached_batches(opt, device, progress=None):
     files = list_images(opt.data_path)
+    say_folders(opt.data_path, files)
     _enough(len(files), opt)
     array, skipped = build_cache(opt.data_path, opt.image_size, progress, files=files)
     _enough(len(array), opt, "usable images")

@@ -14,7 +14,7 @@ import torch
 
 import checkpoint
 from config import resolve_device
-from data import build_cache, decode_in_order, list_images
+from data import build_cache, decode_in_order, list_images, say_folders
 from generate import Faces, to_uint8
 from errors import UserError
 from metrics import (attribute_classifier, classifier_path, frechet_distance, inception_path,
@@ -27,6 +27,7 @@ def _real_images(opt, seed):
     only the images drawn are decoded, and nothing is written (the same images as with the
     cache on a folder without broken files; with broken ones the draws differ)."""
     files = list_images(opt.data_path)
+    say_folders(opt.data_path, files)
     if opt.cache:
         array, _ = build_cache(opt.data_path, opt.image_size, files=files)
     total = len(array) if opt.cache else len(files)

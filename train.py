@@ -282,7 +282,13 @@ def _train(opt):
     log, resumed_step = None, run.step if state else None
     processes = f" in each of {world.size} processes" if world.size > 1 else ""
     say(f"training on {device.type}{' with bf16 autocast' if bf16 else ''}, seed {seed}: "
-        f"{per_epoch} batches of {opt.batch_size} per epoch{processes}")
+        f"{data.count:,} images, {per_epoch} batch{'es' if per_epoch > 1 else ''} of "
+        f"{opt.batch_size} per epoch{processes}")
+    plot_every = min(opt.plot_every, per_epoch)  # the book counts batches within an epoch
+    if plot_every < opt.plot_every:
+        say(f"note: an epoch has {per_epoch} batch{'es' if per_epoch > 1 else ''}, fewer than "
+            f"--plot-every={opt.plot_every}: the losses are logged and plotted every "
+            f"{plot_every}")
 
     reported = _report_skipped(data.skipped, 0, opt, world, write=False)
     with StopSignal() as stop:
@@ -316,7 +322,7 @@ def _train(opt):
                 run.step, run.batch = run.step + 1, ii + 1
                 if log is None and world.main:
                     log = start_records()
-                if (ii + 1) % opt.plot_every == 0:
+                if (ii + 1) % plot_every == 0:
                     _check_finite(meters.flush(), epoch, opt, run.saved)
                     means = meters.means()
                     speed = seen / (time.perf_counter() - tic)
@@ -329,7 +335,7 @@ def _train(opt):
                                  real)
                 # every process stops at the same step; under torchrun asking the others is a
                 # synchronisation, so only at the plot_every read-backs (alone it is free)
-                due = world.size == 1 or (ii + 1) % opt.plot_every == 0
+                due = world.size == 1 or (ii + 1) % plot_every == 0
                 if due and world.any(stop.requested, device):
                     bar.close()
                     _check_finite(meters.flush(), epoch, opt, run.saved)

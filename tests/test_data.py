@@ -22,6 +22,24 @@ def test_both_layouts(toy_dir, tmp_path):
     assert len(book) == len(flat) == 64
 
 
+def test_images_from_several_folders_are_named_before_they_mix(toy_dir, tmp_path, capsys):
+    """The book's default --data-path=data/ takes a toy set in data/toy/faces as well as the
+    real faces in data/faces, without a word."""
+    from data import say_folders
+    data = tmp_path / "data"
+    shutil.copytree(toy_dir / "faces", data / "faces")
+    (data / "toy" / "faces").mkdir(parents=True)
+    for p in sorted((toy_dir / "faces").iterdir())[:5]:
+        shutil.copy(p, data / "toy" / "faces" / p.name)
+    say_folders(data, list_images(data))
+    assert capsys.readouterr().out.strip() == (
+        f"note: {data} holds images in 2 folders, all used: faces/ (64), toy/faces/ (5); "
+        f"--data-path naming one of them uses just that one")
+    say_folders(data / "faces", list_images(data / "faces"))  # one folder: nothing to say
+    say_folders(toy_dir, list_images(toy_dir))
+    assert capsys.readouterr().out == ""
+
+
 def test_a_linked_faces_folder_is_read_once_and_hidden_folders_are_not(toy_dir, tmp_path):
     """data/faces as a link to a disk with room: it was not followed, so training said 'no
     images' (or took only the other folders' images). The book's ImageFolder follows it."""

@@ -28,6 +28,13 @@ def test_book_command_writes_checkpoints_and_grids_then_generate_uses_them(toy_d
         assert grid.size == (8 * 96 + 9 * 2, 8 * 96 + 9 * 2)  # 64 faces, 8 per row
     options = json.loads((ckpt / "options.json").read_text())
     assert options["batch_size"] == 16 and options["seed"] == 0
+    assert "64 images, 4 batches of 16 per epoch" in result.stdout
+    # an epoch shorter than the book's --plot-every=20: the loss log and curves were empty,
+    # as visdom was (the book counts batches within an epoch)
+    assert "an epoch has 4 batches, fewer than --plot-every=20" in result.stdout
+    with open(imgs / "losses.csv") as f:
+        assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == ["4", "8"]
+    assert (imgs / "losses.png").is_file()
 
     out = tmp_path / "result.png"
     result = run_cli("generate", "--nogpu", f"--netg-path={ckpt / 'netg_1.pth'}",
@@ -44,7 +51,8 @@ def test_save_every_and_last_epoch(toy_dir, tmp_path):
     train_module.train(opt)
     assert sorted(p.name for p in (tmp_path / "C").glob("netg_*.pth")) == ["netg_1.pth",
                                                                            "netg_2.pth"]
-    assert sorted(p.name for p in (tmp_path / "I").glob("*.png")) == ["1.png", "2.png"]
+    assert sorted(p.name for p in (tmp_path / "I").glob("*.png")) == ["1.png", "2.png",
+                                                                     "losses.png"]
 
 
 @pytest.mark.parametrize("d_every,g_every,d_steps,g_steps",
