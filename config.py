@@ -91,6 +91,8 @@ class Config:
     plot_every: int = _opt(20, "update the progress bar and visdom every N batches")
     vis_server: str = _opt("http://localhost", "visdom server address")
     vis_port: int = _opt(8097, "visdom server port")
+    debug_file: str = _opt("/tmp/debuggan", "the book's: creating this file dropped training "
+                           "into ipdb; taken so the book's command lines run, does nothing")
     # generate
     gen_img: str = _opt("result.png", "where generate writes its grid (8 faces per row)",
                         kind="path")

@@ -78,6 +78,21 @@ def test_help_lists_flags_with_defaults():
     assert "--gen-search-num" in result.stdout and "[512]" in result.stdout
 
 
+def test_every_field_of_the_books_config_is_taken(toy_dir):
+    """The article's command lines work unchanged: its Config's fields, as it spells them."""
+    from config import parse
+    book = dict(data_path=str(toy_dir), num_workers=4, image_size=96, batch_size=256,
+                max_epoch=200, lr1=2e-4, lr2=2e-4, beta1=0.5, gpu=False, nz=100, ngf=64,
+                ndf=64, save_path="imgs/", vis=False, env="GAN", plot_every=20,
+                debug_file="/tmp/debuggan", d_every=1, g_every=5, save_every=10,
+                netd_path=None, netg_path=None, gen_img="result.png", gen_num=64,
+                gen_search_num=512, gen_mean=0, gen_std=1)
+    for command in ("train", "generate"):
+        flags = dict(book, netg_path=None) if command == "train" else dict(
+            book, netg_path=str(toy_dir / "faces" / "000000.jpg"))  # any file passes parse
+        assert parse(command, flags).debug_file == "/tmp/debuggan"
+
+
 def test_readme_documents_every_flag():
     from config import FIELDS
     from conftest import ROOT
