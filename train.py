@@ -291,6 +291,7 @@ def _train(opt):
             f"{plot_every}")
 
     reported = _report_skipped(data.skipped, 0, opt, world, write=False)
+    eta_said = None  # when the time left was last printed
     with StopSignal() as stop:
         for epoch in range(run.epoch, opt.max_epoch):
             run.epoch, run.order_state = epoch, order.get_state()
@@ -351,7 +352,10 @@ def _train(opt):
                 raise UserError(f"{opt.data_path}: none of its {data.count} image files could "
                                 f"be read, so nothing was trained: put JPEG or PNG faces there")
             left, done = opt.max_epoch - epoch - 1, run.batch - first
-            if left and done > 0:  # the whole run's remaining time, from this epoch's pace
+            # the whole run's remaining time, from this epoch's pace: after the first epoch,
+            # then at most once a minute (epochs of a second would give a line each)
+            if left and done > 0 and (eta_said is None or time.perf_counter() - eta_said >= 60):
+                eta_said = time.perf_counter()
                 minutes = left * (time.perf_counter() - tic) / done * per_epoch / 60
                 say(f"{left} epoch{'s' if left > 1 else ''} left: about {minutes:.0f} min"
                     if minutes >= 1 else f"{left} epoch{'s' if left > 1 else ''} left: under "

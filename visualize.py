@@ -57,10 +57,10 @@ class Visualizer:
         self.down_since = time.monotonic()
         if not self.warned:
             self.warned = True
-            print(f"warning: no visdom server answers at {self.server}:{self.port} "
-                  f"({type(error).__name__}); training goes on without plots "
-                  f"(start one with `make visdom`, or pass --vis=False)", file=sys.stderr,
-                  flush=True)
+            from tqdm import tqdm  # on a line of its own, not after the progress bar's
+            tqdm.write(f"warning: no visdom server answers at {self.server}:{self.port} "
+                       f"({type(error).__name__}); training goes on without plots "
+                       f"(start one with `make visdom`, or pass --vis=False)", file=sys.stderr)
 
     def ready(self):
         """Whether a server is connected (reconnecting at most once a minute)."""

@@ -172,8 +172,9 @@ def test_a_port_that_never_answers_does_not_hang(toy_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_server_killed_mid_run(visdom_server):
+def test_server_killed_mid_run(visdom_server, capsys):
     import torch
+    from tqdm import tqdm
     from model import NetG
     from visualize import Visualizer
 
@@ -186,10 +187,17 @@ def test_server_killed_mid_run(visdom_server):
     visdom_server.terminate()
     visdom_server.wait(timeout=10)
     started = time.monotonic()
+    bar = tqdm(total=12, initial=1, desc="epoch 1/1", file=sys.stderr)  # as training draws it
     for step in range(2, 12):
         vis.step(step, 0, means, 10.0, netg(noise), torch.zeros(4, 3, 96, 96))
+        bar.update(1)
+    bar.close()
     assert vis.client is None and vis.warned  # gave up after one failure, until a retry
     assert time.monotonic() - started < 10
+    # the warning stands on a line of its own, not glued to the end of the progress bar's
+    lines = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert [line for line in lines if "warning" in line] == _warnings("\n".join(lines))
+    assert len(_warnings("\n".join(lines))) == 1
 
 
 def _chromium():
