@@ -190,6 +190,18 @@ def _keep_unfinished_run(opt):
                         f"with another --checkpoint-dir (or after deleting {path})")
 
 
+def _say_earlier_files(opt):
+    """A new run in a folder of an earlier one replaces the files it saves under the same
+    names and leaves the others (an earlier run's averages, later epochs): said once, as a
+    netg_ema_4.pth of one run beside a netd_4.pth of another would pass for a pair."""
+    folder = Path(opt.checkpoint_dir)
+    earlier = sorted(p.name for p in folder.glob("net*_*.pth") if p.stem.split("_")[-1].isdigit())
+    if earlier:
+        say(f"note: {folder} holds {len(earlier)} checkpoint file{'s' if len(earlier) > 1 else ''}"
+            f" of an earlier run (e.g. {earlier[-1]}): this run replaces those it saves under "
+            f"the same names, the others stay (another --checkpoint-dir keeps runs apart)")
+
+
 def _train(opt):
     # seed -> device -> models (their files checked first) -> data -> optimisers -> resume
     # -> loop -> save
@@ -201,6 +213,7 @@ def _train(opt):
         return None, None
     if not state:
         _keep_unfinished_run(opt)
+        _say_earlier_files(opt)
     seed = opt.seed if opt.seed is not None else random.SystemRandom().randrange(2**31)
     opt.seed = seed
     random.seed(seed)

@@ -213,9 +213,11 @@ def test_the_same_command_again_after_a_stop_keeps_the_stopped_run(toy_dir, tmp_
     result = run_cli("train", "--resume", f"--checkpoint-dir={tmp_path}")  # as it says
     assert result.returncode == 0, result.stderr
     assert torch.load(tmp_path / "last.pth", weights_only=True)["epoch"] == 3
-    # a finished run's folder takes a new run, as the book's does
+    # a finished run's folder takes a new run, as the book's does, saying what stays
     result = run_cli("train", *again[:-1], "--max-epoch=1")
     assert result.returncode == 0, result.stderr
+    assert (f"note: {tmp_path} holds 4 checkpoint files of an earlier run (e.g. netg_2.pth): "
+            f"this run replaces those it saves") in result.stdout
 
 
 @pytest.mark.slow
