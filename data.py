@@ -10,6 +10,7 @@ and images of any mode (grayscale, palette, RGBA, CMYK, 16-bit) become RGB.
 import hashlib
 import json
 import os
+import signal
 import socket
 import tempfile
 import time
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from distributed import is_main_process
-from errors import UserError, loader_worker_signals, pool_worker_signals
+from errors import UserError
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
 
@@ -156,6 +157,30 @@ class FolderBatches:
             self.skipped.update(bad)
             if len(images):
                 yield images
+
+
+def _own_process_group():
+    """A worker process (a Pool's, a DataLoader's) leaves its parent's process group, so the
+    Ctrl-C of a terminal and a SIGTERM sent to the whole group (a job scheduler, `kill -- -PID`)
+    reach the main process alone, which stops its workers itself: killed under the pool's
+    feet, a worker can leave the pool waiting for ever, and torch's handler would end a
+    decoding worker at once and training with it, unsaved. Ctrl-C is ignored as well, for
+    the moment before this runs."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.setpgrp()
+
+
+def pool_worker_signals():
+    """A Pool's ``initializer``: see ``_own_process_group``. SIGTERM stays as it is by default,
+    which the pool's own terminate() relies on."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the Terminated the parent raises
+    _own_process_group()
+
+
+def loader_worker_signals(_):
+    """A DataLoader's ``worker_init_fn``: see ``_own_process_group``; torch's SIGTERM handler
+    stays, so that the loader can still end its workers."""
+    _own_process_group()
 
 
 def folder_batches(opt):

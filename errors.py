@@ -29,20 +29,3 @@ def stop_on_sigterm():
     """The main process: SIGTERM raises Terminated (by default it ends the process at once,
     leaving temporary files and skipping the clean-up registered for the exit)."""
     signal.signal(signal.SIGTERM, _raise_terminated)
-
-
-def pool_worker_signals():
-    """A Pool's worker: Ctrl-C reaches the whole process group, and the main process stops
-    the pool itself, so the worker ignores it; SIGTERM, which the pool sends to stop it, ends
-    it at once instead of raising Terminated there."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def loader_worker_signals(_):
-    """A DataLoader's worker (``worker_init_fn``): it ignores Ctrl-C and SIGTERM, which reach
-    every process of the group (a terminal, a job scheduler), so that training saves first
-    and then ends its workers itself; torch's own SIGTERM handler would end the worker at
-    once, and training with it, nothing saved. A worker whose parent is gone ends itself."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)

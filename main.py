@@ -196,7 +196,9 @@ def main(argv):
         # before training (building the cache, say); the other commands: the first
         what = "terminated" if isinstance(e, Terminated) else "interrupted"
         if command == "train":
-            what += " at once: nothing saved since the last save point"
+            began = getattr(sys.modules.get("train"), "began", False)
+            what += (" at once: nothing saved since the last save point" if began else
+                     " before training began: nothing was trained")
         _say_once(f"\n{what}")
         return 143 if isinstance(e, Terminated) else 130
     return 0

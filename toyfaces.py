@@ -20,7 +20,6 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from errors import pool_worker_signals
 
 VERSION = 1  # bump when the drawing changes: caches keyed on the toy set depend on it
 
@@ -266,6 +265,7 @@ def make_toyfaces(out_dir="data/toy", num=10000, seed=0, workers=None, progress=
     jobs = [(faces, seed, i) for i in range(num)]
     workers = workers or os.cpu_count() or 1
     if workers > 1 and num >= 64:
+        from data import pool_worker_signals
         with Pool(workers, initializer=pool_worker_signals) as pool:
             rows = pool.imap(_write_one, jobs, chunksize=64)
             rows = list(progress(rows, total=num) if progress else rows)

@@ -107,6 +107,9 @@ def _format(means):
             "D(x)": f"{means['d_real']:.2f}", "D(G(z))": f"{means['d_fake']:.2f}"}
 
 
+began = False  # whether training has begun in this process (main's line for a stop says so)
+
+
 def train(opt):
     with ExitStack() as locks:
         seen = set()
@@ -305,6 +308,8 @@ def _train(opt):
 
     reported = _report_skipped(data.skipped, 0, opt, world, write=False)
     eta_said = None  # when the time left was last printed
+    global began
+    began = True
     with StopSignal() as stop:
         for epoch in range(run.epoch, opt.max_epoch):
             run.epoch, run.order_state = epoch, order.get_state()

@@ -338,7 +338,13 @@ def test_ctrl_c_outside_training_does_not_speak_of_save_points(monkeypatch, caps
     monkeypatch.setitem(main.COMMANDS, "generate", stopped)
     assert main.main(["main.py", "generate"]) == 130
     assert capsys.readouterr().err.strip() == "interrupted"
+    import train
     monkeypatch.setitem(main.COMMANDS, "train", stopped)
+    monkeypatch.setattr(train, "began", False)  # building the cache, say
+    assert main.main(["main.py", "train"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted before training began: nothing " \
+                                              "was trained"
+    monkeypatch.setattr(train, "began", True)
     assert main.main(["main.py", "train"]) == 130
     assert "save point" in capsys.readouterr().err
 

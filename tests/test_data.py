@@ -282,7 +282,7 @@ def test_ctrl_c_while_decoding_stops_at_once_and_leaves_no_half_built_cache(tmp_
     assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143}[signame], err
     assert "Traceback" not in err and "ForkPoolWorker" not in err, err
     what = {"SIGINT": "interrupted", "SIGTERM": "terminated"}[signame]
-    assert err.splitlines()[-1] == f"{what} at once: nothing saved since the last save point"
+    assert err.splitlines()[-1] == f"{what} before training began: nothing was trained"
     assert not list(tmp_path.glob(".set.faces96-*"))  # neither a cache nor its temporary file
 
 

@@ -146,7 +146,12 @@ def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path, group)
         os.killpg(proc.pid, signal.SIGTERM)
     else:
         proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # no run left behind
+        proc.communicate()
+        pytest.fail("train hung after SIGTERM")
     assert proc.returncode == 130
     assert "SIGTERM: saving after this step" in err and "Traceback" not in err
     assert err.splitlines()[-1].startswith("interrupted: stopped in epoch ")
@@ -180,6 +185,7 @@ def test_a_second_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
     def interrupted(*args, **flags):
         raise KeyboardInterrupt
     monkeypatch.setitem(main.COMMANDS, "train", interrupted)
+    monkeypatch.setattr(train_module, "began", True)  # the second Ctrl-C comes in training
     assert main.main(["main.py", "train"]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["interrupted at once: nothing saved since the last save point"]
