@@ -34,7 +34,8 @@ EXTENSIONS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", 
 def list_images(root):
     """Image files under ``root``, sorted by path; hidden files and folders are skipped.
     Linked folders are followed, as ImageFolder follows them (``data/faces`` is often a link
-    to a disk with room), each real folder once."""
+    to a disk with room), but each real folder is read once (ImageFolder reads a folder
+    reached two ways twice, and loops on a link back up the tree)."""
     root = Path(root)
     files, seen = [], set()
     for folder, subfolders, names in os.walk(root, followlinks=True):
@@ -43,7 +44,11 @@ def list_images(root):
             subfolders[:] = []
             continue
         seen.add(real)
-        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        # real folders before links to them, each in name order: which way into a folder is
+        # kept (and with it the file names, the cache key and the data order) never depends
+        # on the order the file system lists them in
+        subfolders[:] = sorted((d for d in subfolders if not d.startswith(".")),
+                               key=lambda d: (os.path.islink(os.path.join(folder, d)), d))
         files += [Path(folder) / name for name in names  # (a folder named x.jpg is not here)
                   if Path(name).suffix.lower() in EXTENSIONS and not name.startswith(".")]
     files.sort()
@@ -56,9 +61,10 @@ def list_images(root):
 def say_folders(root, files):
     """One line, from rank 0, when the images under ``root`` lie in more than one folder:
     every one is used (``data/`` holding ``faces/`` and a toy set, say, mixes the two)."""
-    counts = {}
+    counts = {}  # by the first folder below root, ImageFolder's class: data/faces/000/...
     for path in files:
-        folder = path.parent.relative_to(root).as_posix()
+        parts = path.relative_to(root).parts
+        folder = parts[0] if len(parts) > 1 else "."
         counts[folder] = counts.get(folder, 0) + 1
     if len(counts) < 2 or not is_main_process():
         return

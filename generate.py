@@ -156,6 +156,9 @@ def _face_names(seeds):
 def _write_faces(out_dir, faces, scores, seeds, scale, resample):
     """Each face as its own PNG, and manifest.csv: file, rank, D score, seed."""
     out = Path(out_dir)
+    # a rerun replaces an earlier set: its manifest goes first, so that a rerun stopped half
+    # way leaves no manifest naming faces it has replaced (the same command again repairs it)
+    (out / "manifest.csv").unlink(missing_ok=True)
     rows = []
     for rank, (face, score, seed, name) in enumerate(zip(faces, scores.tolist(), seeds,
                                                          _face_names(seeds))):

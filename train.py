@@ -190,19 +190,26 @@ def _keep_unfinished_run(opt):
     if done < total:
         raise UserError(f"{path} holds a run stopped in epoch {done + 1} of {total}: continue "
                         f"it with `python main.py train --resume={path}`, or start a new run "
-                        f"with another --checkpoint-dir (or after deleting {path})")
+                        f"with another --checkpoint-dir and --save-path (its loss log and "
+                        f"grids are there), or after deleting {path}")
 
 
 def _say_earlier_files(opt):
     """A new run in a folder of an earlier one replaces the files it saves under the same
-    names and leaves the others (an earlier run's averages, later epochs): said once, as a
-    netg_ema_4.pth of one run beside a netd_4.pth of another would pass for a pair."""
+    names and leaves the others (an earlier run's averages, later epochs): those are named
+    once, as a netg_ema_4.pth of one run beside a netd_4.pth of another would pass for a
+    pair."""
     folder = Path(opt.checkpoint_dir)
-    earlier = sorted(p.name for p in folder.glob("net*_*.pth") if p.stem.split("_")[-1].isdigit())
+    saves = [e for e in range(opt.max_epoch)
+             if (e + 1) % opt.save_every == 0 or e + 1 == opt.max_epoch]
+    mine = {f"{net}_{e}.pth" for e in saves
+            for net in ("netg", "netd") + (("netg_ema",) if opt.ema else ())}
+    earlier = sorted(p.name for p in folder.glob("net*_*.pth")
+                     if p.stem.split("_")[-1].isdigit() and p.name not in mine)
     if earlier:
         say(f"note: {folder} holds {len(earlier)} checkpoint file{'s' if len(earlier) > 1 else ''}"
-            f" of an earlier run (e.g. {earlier[-1]}): this run replaces those it saves under "
-            f"the same names, the others stay (another --checkpoint-dir keeps runs apart)")
+            f" of an earlier run that this run will not replace (e.g. {earlier[-1]}); they stay "
+            f"beside its own (another --checkpoint-dir keeps runs apart)")
 
 
 def _train(opt):

@@ -33,9 +33,14 @@ def test_images_from_several_folders_are_named_before_they_mix(toy_dir, tmp_path
         shutil.copy(p, data / "toy" / "faces" / p.name)
     say_folders(data, list_images(data))
     assert capsys.readouterr().out.strip() == (
-        f"note: {data} holds images in 2 folders, all used: faces/ (64), toy/faces/ (5); "
+        f"note: {data} holds images in 2 folders, all used: faces/ (64), toy/ (5); "
         f"--data-path naming one of them uses just that one")
     say_folders(data / "faces", list_images(data / "faces"))  # one folder: nothing to say
+    shard = tmp_path / "shard"  # one set in shards: data/faces/000/, 001/, ...
+    for i, p in enumerate(sorted((toy_dir / "faces").iterdir())[:6]):
+        (shard / "faces" / f"{i % 3:03d}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, shard / "faces" / f"{i % 3:03d}" / p.name)
+    say_folders(shard, list_images(shard))
     say_folders(toy_dir, list_images(toy_dir))
     assert capsys.readouterr().out == ""
 
@@ -56,6 +61,10 @@ def test_a_linked_faces_folder_is_read_once_and_hidden_folders_are_not(toy_dir, 
     (data / ".trash").mkdir()
     (data / ".trash" / "old.jpg").write_bytes((toy_dir / "faces" / "000000.jpg").read_bytes())
     assert len(list_images(data)) == 64
+    # a real folder is the way in that is kept, before a link to it that sorts first: the
+    # file names (so the cache key and the data order) never depend on the listing's order
+    (disk / "a").symlink_to(disk / "faces", target_is_directory=True)
+    assert {p.parent for p in list_images(disk)} == {disk / "faces"}
     result = run_cli("train", f"--data-path={data}", "--nogpu", "--vis=False", "--max-epoch=1",
                      "--batch-size=16", "--ngf=8", "--ndf=8", f"--checkpoint-dir={tmp_path / 'c'}",
                      f"--save-path={tmp_path / 'i'}")

@@ -70,6 +70,36 @@ def test_widths_come_from_the_files_and_a_differing_flag_is_named(tmp_path):
     assert "--ngf" in page.split("unused here:")[1]
 
 
+def test_a_rerun_stopped_half_way_leaves_no_manifest_of_replaced_faces(tmp_path, monkeypatch):
+    """The same --out-dir command again replaces the faces one by one: stopped half way, the
+    old manifest named faces of which some were already the new run's."""
+    import checkpoint
+    import generate
+    g, _ = _save_nets(tmp_path)
+    args = ("generate", "--nogpu", f"--netg-path={g}", "--seeds=3,4,5",
+            f"--out-dir={tmp_path / 'out'}", f"--gen-img={tmp_path / 'grid.png'}")
+    assert cli(*args).returncode == 0
+    assert (tmp_path / "out" / "manifest.csv").is_file()
+    netg, _ = drawing_nets()
+    faces = netg(noise([3, 4, 5], 100)).detach()
+    real_save, written = checkpoint.save_bytes, []
+
+    def stopped_after_one(data, path):
+        if written:
+            raise KeyboardInterrupt
+        written.append(path)
+        real_save(data, path)
+    monkeypatch.setattr(checkpoint, "save_bytes", stopped_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        generate._write_faces(tmp_path / "out", faces, torch.zeros(3), [3, 4, 5], 2, "nearest")
+    assert len(written) == 1 and not (tmp_path / "out" / "manifest.csv").exists()
+    monkeypatch.undo()
+    assert cli(*args).returncode == 0  # the same command again repairs the folder
+    assert (tmp_path / "out" / "manifest.csv").is_file()
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "manifest.csv", "face_000_seed3.png", "face_001_seed4.png", "face_002_seed5.png"}
+
+
 def _pixels(path):
     return np.asarray(Image.open(path).convert("RGB"))
 

@@ -214,16 +214,23 @@ def test_the_same_command_again_after_a_stop_keeps_the_stopped_run(toy_dir, tmp_
              "--ndf=8", f"--checkpoint-dir={tmp_path}", f"--save-path={tmp_path / 'imgs'}",
              "--max-epoch=3"]
     assert_clean_error(run_cli("train", *again), "stopped in epoch 2 of 3",
-                       f"--resume={tmp_path / 'last.pth'}", "another --checkpoint-dir")
+                       f"--resume={tmp_path / 'last.pth'}", "another --checkpoint-dir and "
+                       "--save-path")
     assert {p.name: p.read_bytes() for p in tmp_path.glob("*.pth")} == before
     result = run_cli("train", "--resume", f"--checkpoint-dir={tmp_path}")  # as it says
     assert result.returncode == 0, result.stderr
     assert torch.load(tmp_path / "last.pth", weights_only=True)["epoch"] == 3
-    # a finished run's folder takes a new run, as the book's does, saying what stays
+    # a finished run's folder takes a new run, as the book's does, naming what it leaves
     result = run_cli("train", *again[:-1], "--max-epoch=1")
     assert result.returncode == 0, result.stderr
-    assert (f"note: {tmp_path} holds 4 checkpoint files of an earlier run (e.g. netg_2.pth): "
-            f"this run replaces those it saves") in result.stdout
+    assert (f"note: {tmp_path} holds 2 checkpoint files of an earlier run that this run will "
+            f"not replace (e.g. netg_2.pth)") in result.stdout  # netd_2, netg_2; not *_0
+    # the same run again (the book's `python main.py train` twice) replaces every file
+    (tmp_path / "netd_2.pth").unlink()
+    (tmp_path / "netg_2.pth").unlink()
+    result = run_cli("train", *again[:-1], "--max-epoch=1")
+    assert result.returncode == 0, result.stderr
+    assert "checkpoint file" not in result.stdout
 
 
 @pytest.mark.slow
