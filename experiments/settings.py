@@ -164,6 +164,9 @@ def train_and_evaluate(name, seed, args):
         return
     run.mkdir(parents=True, exist_ok=True)
     log = run / "log.txt"
+    # a run the sweep's Ctrl-C stopped starts again (its minutes are what is measured); its
+    # last.pth would make train refuse a new run there
+    (run / "last.pth").unlink(missing_ok=True)
     _train(name, seed, epochs, run, args, log)
     for g, out in ((f"netg_{last}.pth", "metrics.json"), (f"netg_ema_{last}.pth",
                                                           "metrics_ema.json")):
