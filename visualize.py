@@ -128,6 +128,16 @@ def serve(port=8097, host="127.0.0.1", env_path=None):
     except OSError as e:
         raise UserError(f"--env-path: cannot use {env_path!r} as the folder for saved envs "
                         f"({e.strerror}): name a folder") from None
+    # the page asks for user/style.css (a place for one's own styles); without the file the
+    # server logs an ERROR at every page load of a working install
+    import visdom
+    own_styles = Path(visdom.__file__).parent / "user" / "style.css"
+    try:
+        if not own_styles.exists():
+            own_styles.parent.mkdir(exist_ok=True)
+            own_styles.write_text("/* styles of your own for visdom's page */\n")
+    except OSError:  # a read-only install: the page works, the server logs its line
+        pass
     app = Application(port=port, base_url="", env_path=env_path, readonly=False)
     try:
         app.listen(port, address=host, max_buffer_size=1024**3)

@@ -42,10 +42,5 @@ mkdir -p "$STATIC/js/mathjax/2.7.5"
 for part in MathJax.js config extensions jax localization; do
     cp -r "$M/mathjax/$part" "$STATIC/js/mathjax/2.7.5/"
 done
-# the page also asks for user/style.css, a place for one's own styles; without one the server
-# logs an ERROR at every page load
-mkdir -p "$STATIC/../user"
-[ -f "$STATIC/../user/style.css" ] || echo "/* styles of your own for visdom's page */" \
-    > "$STATIC/../user/style.css"
 echo "$VERSION" > "$STATIC/version.built"
 echo "visdom's page assets are in $STATIC"
