@@ -16,8 +16,8 @@ STAMP := $(VENV)/.installed-stamp
 # EPYC with AVX512-BF16, about 5 computing as AVX2-only there, up to about 9.5 on a slower
 # AVX2 laptop.
 # Its own folders, so that it neither writes over a run of yours in checkpoints/ nor is
-# mixed with one; run again, it starts afresh (it drops its own last.pth, which a stopped
-# demo would otherwise keep from a new start).
+# mixed with one. Run again, it starts afresh: it deletes its own last.pth first, as a
+# stopped demo's last.pth would make train refuse to start a new run there.
 DEMO_CK := checkpoints/demo
 DEMO_FLAGS := --data-path=data/toy --nogpu --vis=False --seed=0 --ngf=32 --ndf=32 \
 	--batch-size=16 --recipe=modern --diffaug=color,translation --lr1=4e-4 --lr2=4e-4 \
