@@ -185,8 +185,10 @@ def _keep_unfinished_run(opt):
     try:
         state = checkpoint.load_state(path)
         done, total = state["epoch"], state["options"]["max_epoch"]
-    except (UserError, KeyError, TypeError):
-        return  # not a state this version could resume: nothing to keep
+    except (UserError, KeyError, TypeError):  # not a state this version could resume
+        say(f"note: {path} is not a training state this version can resume (damaged, or from "
+            f"another version): this run writes its own over it")
+        return
     if done < total:
         raise UserError(f"{path} holds a run stopped in epoch {done + 1} of {total}: continue "
                         f"it with `python main.py train --resume={path}`, or start a new run "

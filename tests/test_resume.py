@@ -225,6 +225,11 @@ def test_the_same_command_again_after_a_stop_keeps_the_stopped_run(toy_dir, tmp_
     assert result.returncode == 0, result.stderr
     assert (f"note: {tmp_path} holds 2 checkpoint files of an earlier run that this run will "
             f"not replace (e.g. netg_2.pth)") in result.stdout  # netd_2, netg_2; not *_0
+    # a last.pth that cannot be resumed is nothing to keep: the new run says it replaces it
+    (tmp_path / "last.pth").write_bytes(b"not a state")
+    result = run_cli("train", *again[:-1], "--max-epoch=1")
+    assert result.returncode == 0, result.stderr
+    assert f"note: {tmp_path / 'last.pth'} is not a training state" in result.stdout
     # the same run again (the book's `python main.py train` twice) replaces every file
     (tmp_path / "netd_2.pth").unlink()
     (tmp_path / "netg_2.pth").unlink()
