@@ -15,7 +15,7 @@ import socket
 import tempfile
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -159,10 +159,27 @@ class FolderBatches:
         loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=order,
                             num_workers=self.num_workers, collate_fn=collate,
                             worker_init_fn=loader_worker_signals)
-        for images, bad in loader:
+        with workers_starting():
+            batches = iter(loader)  # the workers are forked here
+        for images, bad in batches:
             self.skipped.update(bad)
             if len(images):
                 yield images
+
+
+STOPS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def workers_starting():
+    """Hold back Ctrl-C and SIGTERM while worker processes are forked: the workers start with
+    both blocked, so one sent to the whole group in that moment cannot reach them before
+    ``_own_process_group`` runs; this process gets its own as soon as they are forked."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _own_process_group():
@@ -170,10 +187,13 @@ def _own_process_group():
     Ctrl-C of a terminal and a SIGTERM sent to the whole group (a job scheduler, `kill -- -PID`)
     reach the main process alone, which stops its workers itself: killed under the pool's
     feet, a worker can leave the pool waiting for ever, and torch's handler would end a
-    decoding worker at once and training with it, unsaved. Ctrl-C is ignored as well, for
-    the moment before this runs."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    decoding worker at once and training with it, unsaved. What reached the worker while it
+    was forked (``workers_starting`` held it back) was meant for the main process: dropped."""
     os.setpgrp()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # (drops a pending one too)
+    if signal.SIGTERM in signal.sigpending():
+        signal.sigwait({signal.SIGTERM})  # taken off without running a handler
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
 
 
 def pool_worker_signals():
@@ -291,9 +311,10 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
     try:
         # the workers leave Ctrl-C to this process, which stops them (else the pool could
         # wait forever on workers that died of it)
-        with open(tmp, "r+b") as out, (Pool(workers, initializer=pool_worker_signals)
-                                       if workers > 1 and len(jobs) > 256 else
-                                       nullcontext()) as pool:
+        with workers_starting():
+            start = Pool(workers, initializer=pool_worker_signals) \
+                if workers > 1 and len(jobs) > 256 else nullcontext()
+        with open(tmp, "r+b") as out, start as pool:
             decoded = pool.imap(_decode, jobs, chunksize=64) if pool else map(_decode, jobs)
             if progress:
                 decoded = progress(decoded, total=len(jobs))

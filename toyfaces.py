@@ -265,8 +265,10 @@ def make_toyfaces(out_dir="data/toy", num=10000, seed=0, workers=None, progress=
     jobs = [(faces, seed, i) for i in range(num)]
     workers = workers or os.cpu_count() or 1
     if workers > 1 and num >= 64:
-        from data import pool_worker_signals
-        with Pool(workers, initializer=pool_worker_signals) as pool:
+        from data import pool_worker_signals, workers_starting
+        with workers_starting():
+            pool = Pool(workers, initializer=pool_worker_signals)
+        with pool:
             rows = pool.imap(_write_one, jobs, chunksize=64)
             rows = list(progress(rows, total=num) if progress else rows)
     else:
