@@ -3,6 +3,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -316,3 +317,32 @@ def test_two_processes_building_one_cache_at_once_both_get_every_image(tmp_path,
     array, _ = build_cache(data, 96)  # what stays is a whole cache, reused
     assert len(array) == 2000 and not (np.asarray(array).reshape(2000, -1).max(1) == 0).any()
     assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_a_bug_while_decoding_workers_run_ends_the_run_with_its_traceback(tmp_path, toy_dir):
+    """Workers that cannot be ended (SIGTERM ignored) held the process at exit for ever after
+    any error in training; it must end, its traceback shown, as a bug's should."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    args = ["main.py", "train", "--nogpu", "--vis=False", f"--data-path={toy_dir}",
+            "--batch-size=4", "--ngf=8", "--ndf=8", "--cache=False", "--num-workers=2",
+            f"--checkpoint-dir={tmp_path / 'c'}", f"--save-path={tmp_path / 'i'}"]
+    # a bug planted in the third G step, with the epoch's workers under way
+    script = (f"import runpy, sys; sys.path[:0] = [{str(ROOT)!r}]; import steps; "
+              f"real, calls = steps.g_step, []\n"
+              f"def g_step(*a, **k):\n    calls.append(1)\n"
+              f"    if len(calls) == 3: raise ValueError('a planted bug')\n"
+              f"    return real(*a, **k)\n"
+              f"steps.g_step = g_step; sys.argv = {args!r}; "
+              f"runpy.run_path({str(ROOT / 'main.py')!r}, run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("train hung at exit after an error, its workers never ended")
+    assert proc.returncode == 1 and "ValueError: a planted bug" in err, err[-2000:]
