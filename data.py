@@ -196,11 +196,18 @@ def _own_process_group():
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
 
 
-def pool_worker_signals():
+def _pool_worker_signals():
     """A Pool's ``initializer``: see ``_own_process_group``. SIGTERM stays as it is by default,
     which the pool's own terminate() relies on."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the Terminated the parent raises
     _own_process_group()
+
+
+def start_pool(workers):
+    """A multiprocessing Pool whose workers leave Ctrl-C and SIGTERM to this process, which
+    stops them (killed under the pool's feet, a worker can leave it waiting for ever)."""
+    with workers_starting():
+        return Pool(workers, initializer=_pool_worker_signals)
 
 
 def loader_worker_signals(_):
@@ -309,11 +316,7 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
     jobs = [(p, image_size) for p in files]
     workers = workers or os.cpu_count() or 1
     try:
-        # the workers leave Ctrl-C to this process, which stops them (else the pool could
-        # wait forever on workers that died of it)
-        with workers_starting():
-            start = Pool(workers, initializer=pool_worker_signals) \
-                if workers > 1 and len(jobs) > 256 else nullcontext()
+        start = start_pool(workers) if workers > 1 and len(jobs) > 256 else nullcontext()
         with open(tmp, "r+b") as out, start as pool:
             decoded = pool.imap(_decode, jobs, chunksize=64) if pool else map(_decode, jobs)
             if progress:

@@ -15,11 +15,9 @@ import math
 import os
 import random
 import sys
-from multiprocessing import Pool
 from pathlib import Path
 
 from PIL import Image, ImageDraw
-
 
 VERSION = 1  # bump when the drawing changes: caches keyed on the toy set depend on it
 
@@ -265,10 +263,8 @@ def make_toyfaces(out_dir="data/toy", num=10000, seed=0, workers=None, progress=
     jobs = [(faces, seed, i) for i in range(num)]
     workers = workers or os.cpu_count() or 1
     if workers > 1 and num >= 64:
-        from data import pool_worker_signals, workers_starting
-        with workers_starting():
-            pool = Pool(workers, initializer=pool_worker_signals)
-        with pool:
+        from data import start_pool
+        with start_pool(workers) as pool:
             rows = pool.imap(_write_one, jobs, chunksize=64)
             rows = list(progress(rows, total=num) if progress else rows)
     else:

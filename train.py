@@ -196,15 +196,19 @@ def _keep_unfinished_run(opt):
                         f"grids are there), or after deleting {path}")
 
 
+def _saves_after(epoch, opt):
+    """Whether the run saves its checkpoints after ``epoch`` (0-based): every save_every
+    epochs, and after the last."""
+    return (epoch + 1) % opt.save_every == 0 or epoch + 1 == opt.max_epoch
+
+
 def _say_earlier_files(opt):
     """A new run in a folder of an earlier one replaces the files it saves under the same
     names and leaves the others (an earlier run's averages, later epochs): those are named
     once, as a netg_ema_4.pth of one run beside a netd_4.pth of another would pass for a
     pair."""
     folder = Path(opt.checkpoint_dir)
-    saves = [e for e in range(opt.max_epoch)
-             if (e + 1) % opt.save_every == 0 or e + 1 == opt.max_epoch]
-    mine = {f"{net}_{e}.pth" for e in saves
+    mine = {f"{net}_{e}.pth" for e in range(opt.max_epoch) if _saves_after(e, opt)
             for net in ("netg", "netd") + (("netg_ema",) if opt.ema else ())}
     earlier = sorted(p.name for p in folder.glob("net*_*.pth")
                      if p.stem.split("_")[-1].isdigit() and p.name not in mine)
@@ -389,7 +393,7 @@ def _train(opt):
                     f"a minute")
             reported = _report_skipped(data.skipped, reported, opt, world)
             run.epoch, run.batch = epoch + 1, 0
-            if (epoch + 1) % opt.save_every == 0 or epoch + 1 == opt.max_epoch:
+            if _saves_after(epoch, opt):
                 meters.reset()
                 if world.main:
                     log = log or start_records()  # a resumed epoch with no batch left
