@@ -16,12 +16,13 @@ STAMP := $(VENV)/.installed-stamp
 # EPYC with AVX512-BF16, about 5 computing as AVX2-only there, up to about 9.5 on a slower
 # AVX2 laptop.
 # Its own folders, so that it neither writes over a run of yours in checkpoints/ nor is
-# mixed with one. Run again, it starts afresh: it deletes its own last.pth first, as a
-# stopped demo's last.pth would make train refuse to start a new run there.
+# mixed with one. Run again, it starts afresh (--fresh), also over a demo stopped halfway,
+# whose last.pth would make train refuse a new run there.
 DEMO_CK := checkpoints/demo
 DEMO_FLAGS := --data-path=data/toy --nogpu --vis=False --seed=0 --ngf=32 --ndf=32 \
 	--batch-size=16 --recipe=modern --diffaug=color,translation --lr1=4e-4 --lr2=4e-4 \
-	--amp=False --max-epoch=5 --save-every=1 --checkpoint-dir=$(DEMO_CK) --save-path=imgs/demo
+	--amp=False --max-epoch=5 --save-every=1 --checkpoint-dir=$(DEMO_CK) --save-path=imgs/demo \
+	--fresh
 DEMO_LAST := 4
 
 ASSETS := $(VENV)/.visdom-assets-stamp
@@ -78,7 +79,6 @@ data/toy/attributes.csv: | $(STAMP)
 	$(BIN)/python main.py toyfaces --out-dir=data/toy --num=10000 --seed=0
 
 demo: $(STAMP) data/toy/attributes.csv
-	rm -f $(DEMO_CK)/last.pth
 	$(BIN)/python main.py train $(DEMO_FLAGS)
 	$(BIN)/python main.py generate --nogpu --seed=0 --netg-path=$(DEMO_CK)/netg_ema_$(DEMO_LAST).pth \
 		--netd-path=$(DEMO_CK)/netd_$(DEMO_LAST).pth --gen-img=result.png

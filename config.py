@@ -77,6 +77,9 @@ class Config:
                      "(evaluate: 0)", kind=int)
     resume: str = _opt(None, "--resume: continue from CHECKPOINT_DIR/last.pth; --resume=PATH: "
                        "from that full state", kind="resume")
+    fresh: bool = _opt(False, "start a new run even where CHECKPOINT_DIR/last.pth holds an "
+                       "unfinished one (refused without it); the new run's first save replaces "
+                       "it")
     sync_bn: bool = _opt(False, "under torchrun: BatchNorm statistics over all processes' "
                          "batches (SyncBatchNorm, GPUs only) instead of each process's own")
     # speed
@@ -135,7 +138,7 @@ USED = {
               "beta1", "beta2", "gpu", "nz", "ngf", "ndf", "save_path", "checkpoint_dir",
               "d_every", "g_every", "label_smooth", "recipe", "loss", "sn", "d_bn", "diffaug",
               "r1", "ema", "save_every", "netg_path", "netd_path", "seed",
-              "resume", "sync_bn", "cache", "amp", "vis", "env",
+              "resume", "fresh", "sync_bn", "cache", "amp", "vis", "env",
               "plot_every", "vis_server", "vis_port"),
     "generate": ("netg_path", "netd_path", "gen_img", "gen_num", "gen_search_num", "gen_mean",
                  "gen_std", "out_dir", "scale", "resample", "seeds", "batch_size", "gpu",
@@ -284,6 +287,8 @@ def _resumed(given):
                     f"--netd-path" if nets else "")
             raise UserError(f"--resume: no {resume} to continue from (it is written at every "
                             f"save); pass --resume=PATH or --checkpoint-dir{hint}")
+    if given.get("fresh"):
+        raise UserError("--fresh starts a new run and --resume continues one: pass one of them")
     for name in ("recipe", "netg_path", "netd_path"):
         if given.get(name):
             flag = "--" + name.replace("_", "-")

@@ -178,7 +178,8 @@ def _only_run_in(folder, flag):
 def _keep_unfinished_run(opt):
     """A new run would write its first save over the ``last.pth`` of a run that Ctrl-C, a
     scheduler or a divergence stopped: the same command again (the up arrow) instead of
-    --resume would lose all of it. Refused, saying how to go on or start afresh."""
+    --resume would lose all of it. Refused, saying how to go on or start afresh, unless
+    --fresh asks for a new run there."""
     path = Path(opt.checkpoint_dir) / "last.pth"
     if not path.is_file():
         return
@@ -189,11 +190,14 @@ def _keep_unfinished_run(opt):
         say(f"note: {path} is not a training state this version can resume (damaged, or from "
             f"another version): this run writes its own over it")
         return
-    if done < total:
+    if done < total and opt.fresh:
+        say(f"note: --fresh: this run's first save replaces {path}, a run stopped in epoch "
+            f"{done + 1} of {total}")
+    elif done < total:
         raise UserError(f"{path} holds a run stopped in epoch {done + 1} of {total}: continue "
                         f"it with `python main.py train --resume={path}`, or start a new run "
                         f"with another --checkpoint-dir and --save-path (its loss log and "
-                        f"grids are there), or after deleting {path}")
+                        f"grids are there), or over it with --fresh")
 
 
 def _saves_after(epoch, opt):

@@ -151,9 +151,11 @@ def _cli(*args, log):
 
 def _train(name, seed, epochs, run, args, log):
     """``epochs`` of setting ``name`` with this script's nets and average, into ``run``."""
+    # --fresh: a run the sweep's Ctrl-C stopped starts again (its minutes are what is
+    # measured), where train would refuse a new run over its last.pth
     _cli("train", f"--data-path={args.data}", _device(args), "--vis=False", f"--seed={seed}",
          f"--max-epoch={epochs}", f"--save-every={epochs}", f"--checkpoint-dir={run}",
-         f"--save-path={run}", *_flags(_options(name, args)), log=log)
+         f"--save-path={run}", "--fresh", *_flags(_options(name, args)), log=log)
 
 
 def train_and_evaluate(name, seed, args):
@@ -164,9 +166,6 @@ def train_and_evaluate(name, seed, args):
         return
     run.mkdir(parents=True, exist_ok=True)
     log = run / "log.txt"
-    # a run the sweep's Ctrl-C stopped starts again (its minutes are what is measured); its
-    # last.pth would make train refuse a new run there
-    (run / "last.pth").unlink(missing_ok=True)
     _train(name, seed, epochs, run, args, log)
     for g, out in ((f"netg_{last}.pth", "metrics.json"), (f"netg_ema_{last}.pth",
                                                           "metrics_ema.json")):

@@ -202,6 +202,26 @@ def test_a_finished_run_resumed_says_there_is_nothing_to_do(toy_dir, tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.pth")} == before
 
 
+def test_fresh_starts_a_new_run_over_a_stopped_one(toy_dir, tmp_path):
+    """The refusal above names --fresh for a user who wants the stopped run gone (make demo
+    run again after a Ctrl-C): the new run trains, says what it replaces, and replaces it."""
+    train_small(toy_dir, tmp_path, max_epoch=1)
+    state = torch.load(tmp_path / "last.pth", weights_only=True)
+    state["options"]["max_epoch"] = 3  # as a run of 3 epochs stopped after its first
+    torch.save(state, tmp_path / "last.pth")
+    again = [f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--batch-size=16", "--ngf=8",
+             "--ndf=8", f"--checkpoint-dir={tmp_path}", f"--save-path={tmp_path / 'imgs'}"]
+    assert_clean_error(run_cli("train", *again, "--max-epoch=3"), "or over it with --fresh")
+    assert_clean_error(run_cli("train", "--resume", "--fresh", f"--checkpoint-dir={tmp_path}"),
+                       "--fresh starts a new run and --resume continues one")
+    result = run_cli("train", *again, "--max-epoch=2", "--fresh")
+    assert result.returncode == 0, result.stderr
+    assert (f"note: --fresh: this run's first save replaces {tmp_path / 'last.pth'}, a run "
+            f"stopped in epoch 2 of 3") in result.stdout
+    state = torch.load(tmp_path / "last.pth", weights_only=True)
+    assert (state["epoch"], state["options"]["max_epoch"]) == (2, 2)  # the new run's
+
+
 def test_the_same_command_again_after_a_stop_keeps_the_stopped_run(toy_dir, tmp_path):
     """Ctrl-C, then the up arrow instead of --resume: the new run's first save went over the
     stopped run's last.pth, and with it everything it had trained."""

@@ -21,7 +21,7 @@ def test_a_setting_stopped_by_a_ctrl_c_of_the_sweep_trains_again(toy_dir, tmp_pa
     """A sweep stopped by Ctrl-C left the setting's last.pth unfinished, and train refuses a
     new run over it: the rerun of the sweep stopped at that setting."""
     import torch
-    from conftest import train_small
+    from conftest import run_cli, train_small
     run = tmp_path / "demo_seed0"
     train_small(toy_dir, run, max_epoch=1)
     state = torch.load(run / "last.pth", weights_only=True)
@@ -33,4 +33,7 @@ def test_a_setting_stopped_by_a_ctrl_c_of_the_sweep_trains_again(toy_dir, tmp_pa
     args = argparse.Namespace(width=8, batch_size=16, ema=0.995, amp=False, gpu=False,
                               data=str(toy_dir), out=str(tmp_path), num=64)
     settings.train_and_evaluate("demo", 0, args)
-    assert calls[0][0] == "train" and not (run / "last.pth").exists()  # train starts afresh
+    assert calls[0][0] == "train"
+    result = run_cli(*calls[0])  # the sweep's train command, over the stopped run: it trains
+    assert result.returncode == 0, result.stderr
+    assert torch.load(run / "last.pth", weights_only=True)["epoch"] == 2
