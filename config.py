@@ -60,6 +60,10 @@ class Config:
                     "holds plain book-format weights (the normalisation folded in)")
     d_bn: bool = _opt(True, "BatchNorm in D (the book); --d-bn=False judges each image on its "
                       "own (as SNGAN's D); netd_{epoch}.pth still loads into the book's NetD")
+    d_low: int = _opt(0, "a second judge beside D, seeing each image average-pooled to "
+                      "SIZE x SIZE, without BatchNorm (so it sees a colour shift all the fakes "
+                      "share): 8, 12, 16, 24, 32 or 48 (0: off, the book); netd_{epoch}.pth "
+                      "stays the book's D")
     diffaug: str = _opt("", "differentiable augmentation of every image D sees, real and "
                         "fake: any of color,translation,cutout ('' : none, the book)")
     r1: float = _opt(0.0, "R1 penalty weight (gamma): D's gradient on real images, every "
@@ -136,7 +140,7 @@ class Config:
 USED = {
     "train": ("data_path", "num_workers", "image_size", "batch_size", "max_epoch", "lr1", "lr2",
               "beta1", "beta2", "gpu", "nz", "ngf", "ndf", "save_path", "checkpoint_dir",
-              "d_every", "g_every", "label_smooth", "recipe", "loss", "sn", "d_bn", "diffaug",
+              "d_every", "g_every", "label_smooth", "recipe", "loss", "sn", "d_bn", "d_low", "diffaug",
               "r1", "ema", "save_every", "netg_path", "netd_path", "seed",
               "resume", "fresh", "sync_bn", "cache", "amp", "vis", "env",
               "plot_every", "vis_server", "vis_port"),
@@ -237,8 +241,10 @@ def coerce_flags(flags, fields, nullable=()):
     return values
 
 
+D_LOW_SIZES = (0, 8, 12, 16, 24, 32, 48)  # --d-low: sides that divide 96 and halve twice
+
 # options a resumed run cannot change: they shape the networks or the data order
-FIXED_ON_RESUME = ("nz", "ngf", "ndf", "image_size", "batch_size", "sn", "d_bn")
+FIXED_ON_RESUME = ("nz", "ngf", "ndf", "image_size", "batch_size", "sn", "d_bn", "d_low")
 
 
 # --recipe=NAME: options that work together, measured in the README ("Beyond the article")
@@ -426,6 +432,8 @@ def validate(command, opt):
         except ValueError as e:
             raise UserError(f"--diffaug: {e}; choose any of {','.join(augment.KINDS)}") from None
         _require(opt.r1 >= 0, f"--r1 is a penalty weight, 0 or more (e.g. 1), not {opt.r1}")
+        _require(opt.d_low in D_LOW_SIZES, f"--d-low takes the side of the pooled image, one "
+                 f"of {', '.join(map(str, D_LOW_SIZES[1:]))} (0: off), not {opt.d_low}")
         _require(0 <= opt.label_smooth < 0.5,
                  f"--label-smooth must be in [0, 0.5), not {opt.label_smooth}")
         _require(0 <= opt.ema < 1, f"--ema is a decay in [0, 1), e.g. 0.995 (0: off), not "

@@ -109,6 +109,15 @@ class Logits(nn.Module):
         return self.netd.logits(x)
 
 
+def wrap_low(low, world, device):
+    """``--d-low``'s judge for D's step: DDP-wrapped in a world of several (its two passes
+    each run forward then backward, as D's do; it has no BatchNorm to synchronise)."""
+    if world.size == 1:
+        return low
+    return DistributedDataParallel(low, device_ids=[device.index] if device.type == "cuda"
+                                   else None)
+
+
 def wrap(netg, netd, world, device, sync_bn=False):
     """(G for the G step, D's logits for the D step): DDP-wrapped in a world of several.
 

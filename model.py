@@ -73,6 +73,36 @@ class NetD(nn.Module):
         return torch.sigmoid(self.logits(x))
 
 
+class LowJudge(nn.Module):
+    """``--d-low=SIZE``: a second judge beside D that sees each image average-pooled to
+    SIZE x SIZE: the layout of its colours (hair, skin, background), not its small parts.
+
+    It has no BatchNorm, so it judges every image on its own: a shift all the fakes of a
+    batch share (paler backgrounds, say) is hidden from D, whose BatchNorm normalises each
+    batch by its own statistics, but not from this judge. Its layers are spectrally
+    normalised. It trains with D and is not part of D's file (``netd_{epoch}.pth`` stays
+    the book's NetD); ``last.pth`` keeps it for an exact resume.
+    """
+
+    def __init__(self, size=12, width=32):
+        super().__init__()
+        self.size = size
+        self.main = nn.Sequential(
+            spectral_norm(nn.Conv2d(3, width, 3, 1, 1)),  # width x size x size
+            nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(width, width * 2, 4, 2, 1)),  # size / 2
+            nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(width * 2, width * 4, 4, 2, 1)),  # size / 4
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+            spectral_norm(nn.Linear(width * 4 * (size // 4) ** 2, 1)),
+        )
+
+    def forward(self, x):
+        """Scores (logits) of images (N, 3, 96, 96), shape (N,)."""
+        return self.main(nn.functional.adaptive_avg_pool2d(x, self.size)).view(-1)
+
+
 def weights_init(module):
     """DCGAN initialisation: conv weights N(0, 0.02); BatchNorm weight N(1, 0.02), bias 0."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):

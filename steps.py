@@ -55,11 +55,14 @@ def _identity(x):
 
 
 def d_step(netg, d_logits, optimizer_d, objective, real, nz, autocast=nullcontext,
-           augment=_identity, r1=0.0):
+           augment=_identity, r1=0.0, low=None):
     """(1) D learns real -> real, fake -> fake. Returns detached (loss_d, D(x), D(G(z))).
 
     ``d_logits`` is ``netd.logits`` (or its DDP wrapper); ``objective`` an ``Objective``.
     ``r1`` > 0 adds r1 * R1 on the (augmented) real batch; loss_d is reported without it.
+    ``low`` (``--d-low``, or its DDP wrapper) is a second judge, of the images as they are
+    (not augmented): its loss is added to D's and reported with it; R1, D(x) and D(G(z))
+    stay D's own.
     """
     optimizer_d.zero_grad()
     with autocast():
@@ -68,6 +71,8 @@ def d_step(netg, d_logits, optimizer_d, objective, real, nz, autocast=nullcontex
             seen = seen.detach().requires_grad_(True)
         logits_real = d_logits(seen).float()
         loss_real = objective.d_real(logits_real)
+        if low is not None:
+            loss_real = loss_real + objective.d_real(low(real).float())
         total_real = loss_real + r1 * r1_penalty(logits_real, seen) if r1 else loss_real
     total_real.backward()
     with torch.no_grad(), autocast():  # the book's detach(), without building G's graph
@@ -75,6 +80,8 @@ def d_step(netg, d_logits, optimizer_d, objective, real, nz, autocast=nullcontex
     with autocast():
         logits_fake = d_logits(augment(fake)).float()
         loss_fake = objective.d_fake(logits_fake)
+        if low is not None:
+            loss_fake = loss_fake + objective.d_fake(low(fake).float())
     loss_fake.backward()
     optimizer_d.step()
     return ((loss_real + loss_fake).detach(), torch.sigmoid(logits_real).mean().detach(),
@@ -82,19 +89,25 @@ def d_step(netg, d_logits, optimizer_d, objective, real, nz, autocast=nullcontex
 
 
 def g_step(netg, netd, optimizer_g, objective, batch_size, nz, device, autocast=nullcontext,
-           augment=_identity):
+           augment=_identity, low=None):
     """(2) G learns to make D call its faces real, on fresh noise. Returns the detached loss_g.
 
     ``netg`` may be G's DDP wrapper; ``netd`` is the plain NetD, frozen for the step. With
-    ``augment`` D sees the fakes augmented, and G's gradient flows back through it.
+    ``augment`` D sees the fakes augmented, and G's gradient flows back through it. ``low``
+    (the plain low judge of ``--d-low``), frozen too, adds its loss on the faces as drawn.
     """
     optimizer_g.zero_grad()
-    netd.requires_grad_(False)  # D is only a judge here: no gradients for its weights
+    judges = (netd, low) if low is not None else (netd,)
+    for judge in judges:  # only judges here: no gradients for their weights
+        judge.requires_grad_(False)
     with autocast():
         fake = netg(torch.randn(batch_size, nz, 1, 1, device=device))
         logits = netd.logits(augment(fake)).float()
         loss_g = objective.g(logits)
+        if low is not None:
+            loss_g = loss_g + objective.g(low(fake).float())
     loss_g.backward()
-    netd.requires_grad_(True)
+    for judge in judges:
+        judge.requires_grad_(True)
     optimizer_g.step()
     return loss_g.detach()

@@ -33,7 +33,7 @@ from curves import LossLog
 from data import cached_batches, folder_batches
 from ema import EMA
 from errors import Interrupted, UserError
-from model import (NetD, NetG, add_spectral_norm, book_state_dict, remove_batchnorm,
+from model import (LowJudge, NetD, NetG, add_spectral_norm, book_state_dict, remove_batchnorm,
                    weights_init)
 from steps import R1_EVERY, Objective, d_step, g_step
 
@@ -254,6 +254,7 @@ def _train(opt):
         remove_batchnorm(netd)
     if opt.sn:
         add_spectral_norm(netd)
+    low = LowJudge(opt.d_low, opt.ndf) if opt.d_low else None
     if opt.cache:
         if not world.main:  # rank 0 decodes the images once (for as long as that takes);
             world.wait_for_main()  # the others then read its cache
@@ -272,17 +273,21 @@ def _train(opt):
 
     netg.to(device, memory_format=torch.channels_last).train()
     netd.to(device, memory_format=torch.channels_last).train()
+    if low:
+        low.to(device, memory_format=torch.channels_last).train()
     fused = device.type == "cuda"  # one kernel per step on the GPU; no gain on the CPU
     betas = (opt.beta1, opt.beta2)
     optimizer_g = torch.optim.Adam(netg.parameters(), lr=opt.lr1, betas=betas, fused=fused)
-    optimizer_d = torch.optim.Adam(netd.parameters(), lr=opt.lr2, betas=betas, fused=fused)
+    optimizer_d = torch.optim.Adam([*netd.parameters(), *(low.parameters() if low else ())],
+                                   lr=opt.lr2, betas=betas, fused=fused)
     g_forward, d_logits = distributed.wrap(netg, netd, world, device, opt.sync_bn)
+    low_d = distributed.wrap_low(low, world, device) if low else None  # for D's step
     objective = Objective(opt.loss, 1.0 - opt.label_smooth)
     augment = DiffAugment(parse_augment(opt.diffaug))
     fixed_noise = torch.randn(GRID, opt.nz, 1, 1, device=device)
     meters = Meters(world)
     ema = EMA(netg, opt.ema) if opt.ema else None
-    run = Run(opt, netg, netd, optimizer_g, optimizer_d, fixed_noise, meters, order, ema)
+    run = Run(opt, netg, netd, optimizer_g, optimizer_d, fixed_noise, meters, order, ema, low)
     run.images = data.count
     if state:
         run.restore(state, device)
@@ -345,14 +350,15 @@ def _train(opt):
                     r1_due = opt.r1 and (run.step // opt.d_every) % R1_EVERY == 0
                     loss_d, d_real, d_fake = d_step(netg, d_logits, optimizer_d, objective,
                                                     real, opt.nz, autocast, augment,
-                                                    opt.r1 * R1_EVERY if r1_due else 0.0)
+                                                    opt.r1 * R1_EVERY if r1_due else 0.0,
+                                                    low_d)
                     meters.add("loss_d", loss_d)
                     meters.add("d_real", d_real)
                     meters.add("d_fake", d_fake)
                 if ii % opt.g_every == 0:
                     meters.add("loss_g", g_step(g_forward, netd, optimizer_g, objective,
                                                 real.size(0), opt.nz, device, autocast,
-                                                augment))
+                                                augment, low))
                     if ema:
                         ema.update(netg)
                 run.step, run.batch = run.step + 1, ii + 1
@@ -415,8 +421,8 @@ class Run:
     FORMAT = 1
 
     def __init__(self, opt, netg, netd, optimizer_g, optimizer_d, fixed_noise, meters, order,
-                 ema=None):
-        self.opt, self.netg, self.netd, self.ema = opt, netg, netd, ema
+                 ema=None, low=None):
+        self.opt, self.netg, self.netd, self.ema, self.low = opt, netg, netd, ema, low
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
         self.fixed_noise, self.meters, self.order = fixed_noise, meters, order
         self.epoch = self.batch = self.step = 0
@@ -455,6 +461,8 @@ class Run:
             state["ema"] = self.ema.state_dict()
         if self.opt.sn or not self.opt.d_bn:
             state["netd_own"] = self.netd.state_dict()
+        if self.low:
+            state["netd_low"] = self.low.state_dict()
         path = Path(self.opt.checkpoint_dir) / "last.pth"
         checkpoint.save(state, path)
         self.saved = True
@@ -464,6 +472,8 @@ class Run:
         self.saved = True
         self._load(self.netg, state["netg"], "G")
         self._load(self.netd, state.get("netd_own", state["netd"]), "D")
+        if self.low:
+            self._load(self.low, state.get("netd_low"), "the low-resolution judge")
         if self.ema and "ema" in state:
             self._load(self.ema, state["ema"], "the average of G")
         elif self.ema:  # --ema turned on at resume: the average starts from G as it is

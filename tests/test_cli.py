@@ -104,6 +104,7 @@ def test_readme_documents_every_flag():
 @pytest.mark.parametrize("flags,culprit", [
     (dict(loss="wasserstein"), "--loss"), (dict(diffaug="color,flip"), "flip"),
     (dict(r1=-1.0), "--r1"), (dict(beta2=1.0), "--beta2"), (dict(recipe="old"), "--recipe"),
+    (dict(d_low=10), "--d-low"),
     (dict(loss="hinge", label_smooth=0.1), "--label-smooth")])
 def test_bad_values_of_the_new_training_options(toy_dir, flags, culprit):
     from config import parse

@@ -26,7 +26,7 @@ def test_torchrun_two_processes_write_one_set_of_book_checkpoints(toy_dir, tmp_p
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(ROOT / "main.py"), "train", f"--data-path={data}", "--nogpu", "--vis=False",
          "--max-epoch=2", "--save-every=1", "--batch-size=8", "--ngf=8", "--ndf=8",
-         "--plot-every=2", "--seed=0", f"--save-path={tmp_path / 'I'}",
+         "--plot-every=2", "--seed=0", "--d-low=8", f"--save-path={tmp_path / 'I'}",
          f"--checkpoint-dir={tmp_path / 'C'}"],
         capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -39,6 +39,8 @@ def test_torchrun_two_processes_write_one_set_of_book_checkpoints(toy_dir, tmp_p
     assert [int(r["step"]) for r in rows] == [2, 4, 6, 8]  # rank 0 alone writes the log
     state = torch.load(tmp_path / "C" / "netg_1.pth", weights_only=True)
     assert all(k.startswith("main.") for k in state)
+    # --d-low's judge learns in both processes (DDP) and is kept for resume, not in netd
+    assert "netd_low" in torch.load(tmp_path / "C" / "last.pth", weights_only=True)
     draw_grid(tmp_path / "C" / "netg_1.pth", tmp_path / "C" / "netd_1.pth",
               tmp_path / "result.png", 8, 16)
 

@@ -2,8 +2,8 @@
 import torch
 from torch import nn
 
-from model import (NetD, NetG, add_spectral_norm, book_state_dict, remove_batchnorm,
-                   weights_init)
+from model import (LowJudge, NetD, NetG, add_spectral_norm, book_state_dict,
+                   remove_batchnorm, weights_init)
 
 
 class BookNetG(nn.Module):
@@ -195,3 +195,36 @@ def test_d_without_batchnorm_judges_each_face_alone_and_saves_as_the_books_netd(
     book.load_state_dict(folded)
     with torch.no_grad():
         assert torch.allclose(book(x), netd(x), atol=1e-6)
+
+
+def test_low_judge_sees_only_the_pooled_image_each_face_alone_with_norms_of_one():
+    """--d-low: its score is a function of the image pooled to SIZE x SIZE (detail that
+    averages out within each block changes D's score, not this judge's), one face's score
+    does not depend on its batch, and its layers are spectrally normalised."""
+    torch.manual_seed(7)
+    low, netd = LowJudge(12, 8).eval(), NetD(8).train()  # eval: no power iteration per call
+    netd.apply(weights_init)
+    x = torch.rand(4, 3, 96, 96) * 1.4 - 0.7
+    checks = (torch.arange(96).view(-1, 1) + torch.arange(96)) % 2 * 0.6 - 0.3  # +-0.3
+    with torch.no_grad():
+        assert torch.allclose(low(x + checks), low(x), atol=1e-5)  # the same 12x12 average
+        assert not torch.allclose(netd.logits(x + checks), netd.logits(x), atol=1e-3)
+        assert not torch.allclose(low(x + 0.2), low(x), atol=1e-3)  # a colour shift shows
+        alone = torch.cat([low(x[i:i + 1]) for i in range(4)])
+        assert torch.allclose(low(x), alone, atol=1e-5)
+    layers = [m for m in low.main if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():  # the weights of a judge that grew strong
+        for m in layers:
+            m.parametrizations.weight.original.mul_(20)
+    opt = torch.optim.Adam(low.parameters(), lr=4e-4)  # the demo's
+    low.train()
+    for _ in range(20):  # the estimate follows the weights as they train
+        opt.zero_grad()
+        low(torch.randn(4, 3, 96, 96)).mean().backward()
+        opt.step()
+    low(x)  # a power iteration for the latest weights
+    assert len(layers) == 4
+    for m in layers:  # torch's estimate, one power iteration a step, lags a little behind
+        s = torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2).item()
+        assert abs(s - 1) < 0.1
+        assert torch.linalg.matrix_norm(m.parametrizations.weight.original.flatten(1), ord=2) > 5

@@ -83,10 +83,11 @@ def test_last_state_holds_everything(toy_dir, tmp_path):
 
 @pytest.mark.slow
 def test_every_new_option_resumes_exactly_and_saves_book_files(toy_dir, tmp_path):
-    """--loss=hinge --sn --d-bn=False --diffaug=... --r1 --beta2: one epoch then resume to
-    three gives the same weights, and netd_N.pth is a book-format file generate reads."""
+    """--loss=hinge --sn --d-bn=False --diffaug=... --r1 --beta2 --d-low: one epoch then
+    resume to three gives the same weights, and netd_N.pth is a book-format file generate
+    reads."""
     extra = dict(loss="hinge", sn=True, d_bn=False, diffaug="color,translation,cutout", r1=0.5,
-                 beta1=0.0, beta2=0.9, ema=0.9)
+                 beta1=0.0, beta2=0.9, ema=0.9, d_low=12)
     train_small(toy_dir, tmp_path / "straight", max_epoch=3, **extra)
     train_small(toy_dir, tmp_path / "split", max_epoch=1, **extra)
     train_small(toy_dir, tmp_path / "split", max_epoch=3, resume=True)

@@ -97,3 +97,78 @@ def test_d_step_adds_r1_only_when_asked():
     (loss0, w0), (loss1, w1) = results
     assert torch.equal(loss0, loss1)
     assert any(not torch.equal(a, b) for a, b in zip(w0, w1))
+
+
+class Drawn(nn.Module):
+    """A G that draws the same images whatever the noise (one parameter, so it can learn)."""
+
+    def __init__(self, images):
+        super().__init__()
+        self.images, self.shift = images, nn.Parameter(torch.zeros(()))
+
+    def forward(self, z):
+        return self.images[:z.size(0)] + self.shift
+
+
+def test_the_low_judge_adds_its_loss_on_the_images_as_drawn_and_keeps_out_of_r1():
+    """--d-low: D's step adds the low judge's loss on the real and fake images as they are,
+    not as D sees them augmented, and R1 stays D's own."""
+    from augment import DiffAugment, parse
+    from model import LowJudge
+    hinge = steps.Objective("hinge")
+    torch.manual_seed(5)
+    low = LowJudge(12, 4).eval()  # eval: no power iteration, the same scores in each pass
+    _, netd = tiny_nets()
+    netd.eval()
+    real, fake = torch.rand(2, 4, 3, 96, 96) * 2 - 1
+    netg = Drawn(fake)
+    shift = DiffAugment(parse("translation"))
+    params = [*netd.parameters(), *low.parameters()]
+    losses = []
+    for judge in (low, None):
+        torch.manual_seed(1)  # the same shifts for D in both
+        loss, _, _ = steps.d_step(netg, netd.logits, torch.optim.SGD(params, lr=0.0), hinge,
+                                  real, 16, augment=shift, low=judge)
+        losses.append(loss)
+    with torch.no_grad():
+        by_hand = hinge.d_real(low(real)) + hinge.d_fake(low(fake))
+        assert abs(by_hand - hinge.d_real(low(shift(real))) - hinge.d_fake(low(shift(fake)))) > 1e-4
+    assert torch.allclose(losses[0] - losses[1], by_hand, atol=1e-6)
+
+    updated = []
+    for r1 in (0.0, 10.0):
+        _, netd = tiny_nets()
+        torch.manual_seed(5)
+        low = LowJudge(12, 4)
+        opt = torch.optim.SGD([*netd.parameters(), *low.parameters()], lr=1.0)
+        steps.d_step(netg, netd.logits, opt, hinge, real, 16, r1=r1, low=low)
+        updated.append([p.detach().clone() for p in (*netd.parameters(), *low.parameters())])
+    n = len(list(netd.parameters()))
+    assert any((a - b).abs().max() > 1e-3 for a, b in zip(updated[0][:n], updated[1][:n]))
+    # R1 does not reach the low judge (up to the rounding of the double backward's sums)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(updated[0][n:], updated[1][n:]))
+
+
+def test_the_low_judge_teaches_g_as_well_as_d():
+    """G's gradient with --d-low is D's plus the low judge's on the faces as drawn."""
+    from model import LowJudge
+    hinge = steps.Objective("hinge")
+    torch.manual_seed(5)
+    low = LowJudge(12, 4).eval()
+    netg, netd = tiny_nets()
+    netg.eval(), netd.eval()  # BatchNorm on its statistics: the same faces in each pass
+    grads = []
+    for judge in (low, None):
+        netg.zero_grad()
+        torch.manual_seed(2)
+        steps.g_step(netg, netd, torch.optim.SGD(netg.parameters(), lr=0.0), hinge, 4, 16,
+                     "cpu", low=judge)
+        grads.append([p.grad.clone() for p in netg.parameters()])
+    netg.zero_grad()
+    torch.manual_seed(2)
+    hinge.g(low(netg(torch.randn(4, 16, 1, 1)))).backward()  # the low judge's part by hand
+    by_hand = [p.grad for p in netg.parameters()]
+    assert any(g.abs().sum() > 0 for g in by_hand)
+    for both, d_only, low_only in zip(*grads, by_hand):
+        assert torch.allclose(both - d_only, low_only, atol=1e-6)
+    assert all(p.requires_grad for p in (*netd.parameters(), *low.parameters()))  # unfrozen
