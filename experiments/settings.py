@@ -112,6 +112,8 @@ SETTINGS.update({
     "demo_ngf48": ("demo with a wider G, ngf=48", dict(DEMO, ngf=48)),
     # the fifth sweep (docs/EXPERIMENTS.md): 5 epochs
     "demo_d48de2": ("demo with ndf=48, D trained every 2nd batch", dict(DEMO, ndf=48, d_every=2)),
+    # the seventh sweep (docs/EXPERIMENTS.md): 5 epochs
+    "demo_dlow12": ("demo with a second judge of the faces pooled to 12x12", dict(DEMO, d_low=12)),
 })
 
 
