@@ -140,8 +140,8 @@ class Config:
 USED = {
     "train": ("data_path", "num_workers", "image_size", "batch_size", "max_epoch", "lr1", "lr2",
               "beta1", "beta2", "gpu", "nz", "ngf", "ndf", "save_path", "checkpoint_dir",
-              "d_every", "g_every", "label_smooth", "recipe", "loss", "sn", "d_bn", "d_low", "diffaug",
-              "r1", "ema", "save_every", "netg_path", "netd_path", "seed",
+              "d_every", "g_every", "label_smooth", "recipe", "loss", "sn", "d_bn", "d_low",
+              "diffaug", "r1", "ema", "save_every", "netg_path", "netd_path", "seed",
               "resume", "fresh", "sync_bn", "cache", "amp", "vis", "env",
               "plot_every", "vis_server", "vis_port"),
     "generate": ("netg_path", "netd_path", "gen_img", "gen_num", "gen_search_num", "gen_mean",
