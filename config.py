@@ -82,8 +82,7 @@ class Config:
     resume: str = _opt(None, "--resume: continue from CHECKPOINT_DIR/last.pth; --resume=PATH: "
                        "from that full state", kind="resume")
     fresh: bool = _opt(False, "start a new run even where CHECKPOINT_DIR/last.pth holds an "
-                       "unfinished one (refused without it); the new run's first save replaces "
-                       "it")
+                       "unfinished one (refused without it), deleting that file")
     sync_bn: bool = _opt(False, "under torchrun: BatchNorm statistics over all processes' "
                          "batches (SyncBatchNorm, GPUs only) instead of each process's own")
     # speed
@@ -282,6 +281,8 @@ def parse(command, flags):
 def _resumed(given):
     """A resumed run takes its saved options; flags given now override the harmless ones."""
     import checkpoint
+    if given.get("fresh"):
+        raise UserError("--fresh starts a new run and --resume continues one: pass one of them")
     resume = given["resume"]
     if resume is True:
         resume = str(Path(given.get("checkpoint_dir", Config.checkpoint_dir)) / "last.pth")
@@ -293,8 +294,6 @@ def _resumed(given):
                     f"--netd-path" if nets else "")
             raise UserError(f"--resume: no {resume} to continue from (it is written at every "
                             f"save); pass --resume=PATH or --checkpoint-dir{hint}")
-    if given.get("fresh"):
-        raise UserError("--fresh starts a new run and --resume continues one: pass one of them")
     for name in ("recipe", "netg_path", "netd_path"):
         if given.get(name):
             flag = "--" + name.replace("_", "-")
@@ -310,6 +309,7 @@ def _resumed(given):
                             f"cannot change it")
     values = {k: v for k, v in saved.items() if k in FIELDS}
     values.update(netg_path=None, netd_path=None)  # the state holds the weights
+    values.update(fresh=False)  # how that run began, not how this one goes on
     values.update(given)
     values["resume"] = resume
     return values

@@ -78,8 +78,8 @@ class LowJudge(nn.Module):
     SIZE x SIZE: the layout of its colours (hair, skin, background), not its small parts.
 
     It has no BatchNorm, so it judges every image on its own: a shift all the fakes of a
-    batch share (paler backgrounds, say) is hidden from D, whose BatchNorm normalises each
-    batch by its own statistics, but not from this judge. Its layers are spectrally
+    batch share (paler backgrounds, say) hardly shows to D, whose BatchNorm normalises each
+    batch by its own statistics, but it shows to this judge. Its layers are spectrally
     normalised. It trains with D and is not part of D's file (``netd_{epoch}.pth`` stays
     the book's NetD); ``last.pth`` keeps it for an exact resume.
     """

@@ -190,9 +190,9 @@ def _keep_unfinished_run(opt):
         say(f"note: {path} is not a training state this version can resume (damaged, or from "
             f"another version): this run writes its own over it")
         return
-    if done < total and opt.fresh:
-        say(f"note: --fresh: this run's first save replaces {path}, a run stopped in epoch "
-            f"{done + 1} of {total}")
+    if done < total and opt.fresh:  # gone now, under the lock: were this run to die before
+        path.unlink()  # its first save, the folder would hold its records beside that run
+        say(f"note: --fresh: deleted {path}, a run stopped in epoch {done + 1} of {total}")
     elif done < total:
         raise UserError(f"{path} holds a run stopped in epoch {done + 1} of {total}: continue "
                         f"it with `python main.py train --resume={path}`, or start a new run "

@@ -26,7 +26,7 @@ def test_torchrun_two_processes_write_one_set_of_book_checkpoints(toy_dir, tmp_p
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(ROOT / "main.py"), "train", f"--data-path={data}", "--nogpu", "--vis=False",
          "--max-epoch=2", "--save-every=1", "--batch-size=8", "--ngf=8", "--ndf=8",
-         "--plot-every=2", "--seed=0", "--d-low=8", f"--save-path={tmp_path / 'I'}",
+         "--plot-every=2", "--seed=0", f"--save-path={tmp_path / 'I'}",
          f"--checkpoint-dir={tmp_path / 'C'}"],
         capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -39,8 +39,6 @@ def test_torchrun_two_processes_write_one_set_of_book_checkpoints(toy_dir, tmp_p
     assert [int(r["step"]) for r in rows] == [2, 4, 6, 8]  # rank 0 alone writes the log
     state = torch.load(tmp_path / "C" / "netg_1.pth", weights_only=True)
     assert all(k.startswith("main.") for k in state)
-    # --d-low's judge learns in both processes (DDP) and is kept for resume, not in netd
-    assert "netd_low" in torch.load(tmp_path / "C" / "last.pth", weights_only=True)
     draw_grid(tmp_path / "C" / "netg_1.pth", tmp_path / "C" / "netd_1.pth",
               tmp_path / "result.png", 8, 16)
 
@@ -66,6 +64,41 @@ def _ddp_d_step(rank, size, store, out):
                 and "num_batches" not in k}, f"{out}.{rank}")
     dist.destroy_process_group()
     os._exit(0)  # the work is saved; gloo's threads can abort the interpreter's own teardown
+
+
+def _ddp_low_step(rank, size, store, out):
+    """One D step with --d-low's judge in each of ``size`` processes, wrapped as train does."""
+    import distributed
+    from model import LowJudge
+    from steps import Objective, d_step
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=size,
+                            init_method=f"file://{store}")
+    world = distributed.World(rank, size)
+    netg, netd = tiny_nets()
+    torch.manual_seed(0)
+    low = LowJudge(8, 4)
+    if rank == 0:
+        torch.save(low.state_dict(), f"{out}.start")
+    _, d_logits = distributed.wrap(netg, netd, world, torch.device("cpu"))
+    optimizer = torch.optim.Adam([*netd.parameters(), *low.parameters()], lr=1e-3)
+    torch.manual_seed(200 + rank)  # this process's noise; each has its own real batch too
+    d_step(netg, d_logits, optimizer, Objective("hinge"), _real(rank), 16,
+           low=distributed.wrap_low(low, world, torch.device("cpu")))
+    torch.save(low.state_dict(), f"{out}.{rank}")
+    dist.destroy_process_group()
+    os._exit(0)
+
+
+@pytest.mark.slow
+def test_the_low_judge_learns_the_same_in_every_process(tmp_path):
+    """--d-low under torchrun: its gradients are averaged over the processes, so its copies
+    stay one judge (unwrapped, each would learn from its own batches and drift apart)."""
+    mp.spawn(_ddp_low_step, args=(2, tmp_path / "store", tmp_path / "low.pth"), nprocs=2)
+    start, rank0, rank1 = (torch.load(f"{tmp_path / 'low.pth'}.{k}", weights_only=True)
+                           for k in ("start", 0, 1))
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    assert not all(torch.equal(rank0[k], start[k]) for k in rank0)  # and it learned
 
 
 @pytest.mark.slow

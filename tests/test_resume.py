@@ -213,14 +213,17 @@ def test_fresh_starts_a_new_run_over_a_stopped_one(toy_dir, tmp_path):
     again = [f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--batch-size=16", "--ngf=8",
              "--ndf=8", f"--checkpoint-dir={tmp_path}", f"--save-path={tmp_path / 'imgs'}"]
     assert_clean_error(run_cli("train", *again, "--max-epoch=3"), "or over it with --fresh")
-    assert_clean_error(run_cli("train", "--resume", "--fresh", f"--checkpoint-dir={tmp_path}"),
-                       "--fresh starts a new run and --resume continues one")
+    for folder in (tmp_path, tmp_path / "empty"):  # the two flags clash, last.pth or not
+        assert_clean_error(run_cli("train", "--resume", "--fresh", f"--checkpoint-dir={folder}"),
+                           "--fresh starts a new run and --resume continues one")
     result = run_cli("train", *again, "--max-epoch=2", "--fresh")
     assert result.returncode == 0, result.stderr
-    assert (f"note: --fresh: this run's first save replaces {tmp_path / 'last.pth'}, a run "
-            f"stopped in epoch 2 of 3") in result.stdout
+    assert (f"note: --fresh: deleted {tmp_path / 'last.pth'}, a run stopped in epoch 2 of 3"
+            in result.stdout)
     state = torch.load(tmp_path / "last.pth", weights_only=True)
     assert (state["epoch"], state["options"]["max_epoch"]) == (2, 2)  # the new run's
+    # a run that began with --fresh resumes as any other (the flag was for its start)
+    assert not parse("train", dict(resume=True, checkpoint_dir=str(tmp_path))).fresh
 
 
 def test_the_same_command_again_after_a_stop_keeps_the_stopped_run(toy_dir, tmp_path):
