@@ -47,27 +47,9 @@ def _real(rank):
     return torch.rand(4, 3, 96, 96, generator=torch.Generator().manual_seed(100 + rank)) * 2 - 1
 
 
-def _ddp_d_step(rank, size, store, out):
-    """One D step in each of ``size`` processes, through the same wrap train uses."""
-    import distributed
-    from steps import Objective, d_step
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=size,
-                            init_method=f"file://{store}")
-    world = distributed.World(rank, size)
-    netg, netd = tiny_nets()
-    _, d_logits = distributed.wrap(netg, netd, world, torch.device("cpu"))
-    optimizer = torch.optim.Adam(netd.parameters(), lr=1e-3, betas=(0.5, 0.999))
-    torch.manual_seed(200 + rank)  # this process's noise
-    d_step(netg, d_logits, optimizer, Objective(), _real(rank), 16)
-    torch.save({k: v for k, v in netd.state_dict().items() if "running" not in k
-                and "num_batches" not in k}, f"{out}.{rank}")
-    dist.destroy_process_group()
-    os._exit(0)  # the work is saved; gloo's threads can abort the interpreter's own teardown
-
-
-def _ddp_low_step(rank, size, store, out):
-    """One D step with --d-low's judge in each of ``size`` processes, wrapped as train does."""
+def _ddp_d_step(rank, size, store, out, with_low=False):
+    """One D step in each of ``size`` processes, through the same wrap train uses; with
+    ``with_low``, --d-low's judge too (its start and its state saved beside D's)."""
     import distributed
     from model import LowJudge
     from steps import Objective, d_step
@@ -76,26 +58,32 @@ def _ddp_low_step(rank, size, store, out):
                             init_method=f"file://{store}")
     world = distributed.World(rank, size)
     netg, netd = tiny_nets()
-    torch.manual_seed(0)
-    low = LowJudge(8, 4)
-    if rank == 0:
-        torch.save(low.state_dict(), f"{out}.start")
+    low = None
+    if with_low:
+        torch.manual_seed(0)
+        low = LowJudge(8, 4)
+        if rank == 0:
+            torch.save(low.state_dict(), f"{out}.low.start")
     _, d_logits = distributed.wrap(netg, netd, world, torch.device("cpu"))
-    optimizer = torch.optim.Adam([*netd.parameters(), *low.parameters()], lr=1e-3)
+    optimizer = torch.optim.Adam([*netd.parameters(), *(low.parameters() if low else ())],
+                                 lr=1e-3, betas=(0.5, 0.999))
     torch.manual_seed(200 + rank)  # this process's noise; each has its own real batch too
-    d_step(netg, d_logits, optimizer, Objective("hinge"), _real(rank), 16,
-           low=distributed.wrap_low(low, world, torch.device("cpu")))
-    torch.save(low.state_dict(), f"{out}.{rank}")
+    d_step(netg, d_logits, optimizer, Objective(), _real(rank), 16,
+           low=distributed.wrap_low(low, world, torch.device("cpu")) if low else None)
+    torch.save({k: v for k, v in netd.state_dict().items() if "running" not in k
+                and "num_batches" not in k}, f"{out}.{rank}")
+    if low:
+        torch.save(low.state_dict(), f"{out}.low.{rank}")
     dist.destroy_process_group()
-    os._exit(0)
+    os._exit(0)  # the work is saved; gloo's threads can abort the interpreter's own teardown
 
 
 @pytest.mark.slow
 def test_the_low_judge_learns_the_same_in_every_process(tmp_path):
     """--d-low under torchrun: its gradients are averaged over the processes, so its copies
     stay one judge (unwrapped, each would learn from its own batches and drift apart)."""
-    mp.spawn(_ddp_low_step, args=(2, tmp_path / "store", tmp_path / "low.pth"), nprocs=2)
-    start, rank0, rank1 = (torch.load(f"{tmp_path / 'low.pth'}.{k}", weights_only=True)
+    mp.spawn(_ddp_d_step, args=(2, tmp_path / "store", tmp_path / "d.pth", True), nprocs=2)
+    start, rank0, rank1 = (torch.load(f"{tmp_path / 'd.pth'}.low.{k}", weights_only=True)
                            for k in ("start", 0, 1))
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
     assert not all(torch.equal(rank0[k], start[k]) for k in rank0)  # and it learned
