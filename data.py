@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from distributed import is_main_process
-from errors import UserError
+from errors import UserError, counted
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
 
@@ -146,8 +146,8 @@ class FolderBatches:
         if self.num_workers > cpus:  # more only take turns (and torch warns at every epoch)
             self.num_workers = cpus
             if is_main_process():
-                print(f"note: --num-workers={opt.num_workers} on {cpus} CPU"
-                      f"{'s' if cpus > 1 else ''}: decoding with {cpus}", flush=True)
+                print(f"note: --num-workers={opt.num_workers} on {counted(cpus, 'CPU')}: "
+                      f"decoding with {cpus}", flush=True)
         self.count, self.skipped = len(self.dataset), set()
 
     def __len__(self):

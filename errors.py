@@ -1,10 +1,15 @@
 """The one exception type for mistakes a person can fix (bad flag, missing data, wrong file),
-and how the commands stop on Ctrl-C and SIGTERM.
+how the commands stop on Ctrl-C and SIGTERM, and ``counted`` for the counts messages name.
 
 ``main.py`` prints a UserError's message as a single ``error:`` line and exits non-zero, with
 no traceback. Everything else is a bug and keeps its traceback.
 """
 import signal
+
+
+def counted(n, noun, plural=None):
+    """``n`` and its noun, in the plural unless ``n`` is 1: "1 epoch", "3 batches"."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 class UserError(Exception):

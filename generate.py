@@ -27,6 +27,7 @@ from PIL import Image
 import checkpoint
 from checkpoint import to_uint8
 from config import refuse_earlier_faces, resolve_device
+from errors import counted
 
 SEARCH_BAR = 4096  # generate shows a progress bar when D ranks more faces than this
 PAD = 16  # on the CPU, G draws batches of a multiple of this many latents (Faces._draw)
@@ -200,7 +201,7 @@ def generate(opt):
     if opt.out_dir:  # before anything is written
         refuse_earlier_faces(opt.out_dir, _face_names(seeds))
     checkpoint.save_grid(images, opt.gen_img)
-    print(f"wrote {opt.gen_img}: {len(images)} face{'s' if len(images) > 1 else ''}{picked}")
+    print(f"wrote {opt.gen_img}: {counted(len(images), 'face')}{picked}")
     if opt.out_dir:
         _write_faces(opt.out_dir, images, scores, seeds, opt.scale, opt.resample)
         print(f"wrote {len(images)} faces and manifest.csv to {opt.out_dir}")

@@ -20,7 +20,7 @@ import fire
 
 import config
 from distributed import is_main_process
-from errors import Interrupted, Terminated, UserError, stop_on_sigterm
+from errors import Interrupted, Terminated, UserError, counted, stop_on_sigterm
 
 
 def train(*args, **flags):
@@ -105,7 +105,7 @@ def toyfaces(*args, **flags):
         if (out / "faces").is_dir() else []
     if (out / "attributes.csv").exists() or others:
         found = (f"{out / 'attributes.csv'}" if (out / "attributes.csv").exists() else
-                 f"{len(others)} other file{'s' if len(others) > 1 else ''} in {out / 'faces'}/ "
+                 f"{counted(len(others), 'other file')} in {out / 'faces'}/ "
                  f"(e.g. {others[0]})")
         raise UserError(f"--out-dir: {out} already holds a face set ({found}): delete it "
                         f"first, or pick another --out-dir")

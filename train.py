@@ -32,7 +32,7 @@ from config import use_bf16
 from curves import LossLog
 from data import cached_batches, folder_batches
 from ema import EMA
-from errors import Interrupted, UserError
+from errors import Interrupted, UserError, counted
 from model import (LowJudge, NetD, NetG, add_spectral_norm, book_state_dict, remove_batchnorm,
                    weights_init)
 from steps import R1_EVERY, Objective, d_step, g_step
@@ -217,9 +217,9 @@ def _say_earlier_files(opt):
     earlier = sorted(p.name for p in folder.glob("net*_*.pth")
                      if p.stem.split("_")[-1].isdigit() and p.name not in mine)
     if earlier:
-        say(f"note: {folder} holds {len(earlier)} checkpoint file{'s' if len(earlier) > 1 else ''}"
-            f" of an earlier run that this run will not replace (e.g. {earlier[-1]}); they stay "
-            f"beside its own (another --checkpoint-dir keeps runs apart)")
+        say(f"note: {folder} holds {counted(len(earlier), 'checkpoint file')} of an earlier run "
+            f"that this run will not replace (e.g. {earlier[-1]}); they stay beside its own "
+            f"(another --checkpoint-dir keeps runs apart)")
 
 
 def _train(opt):
@@ -227,9 +227,8 @@ def _train(opt):
     # -> loop -> save
     state = checkpoint.load_state(opt.resume) if opt.resume else None
     if state and state["epoch"] >= opt.max_epoch:
-        epochs = f"{state['epoch']} epoch{'s' if state['epoch'] > 1 else ''}"
-        say(f"{opt.resume} has already trained {epochs}: nothing to do; raise --max-epoch to "
-            f"go on")
+        say(f"{opt.resume} has already trained {counted(state['epoch'], 'epoch')}: nothing to "
+            f"do; raise --max-epoch to go on")
         return None, None
     if not state:
         _keep_unfinished_run(opt)
@@ -320,11 +319,11 @@ def _train(opt):
     log, resumed_step = None, run.step if state else None
     processes = f" in each of {world.size} processes" if world.size > 1 else ""
     say(f"training on {device.type}{' with bf16 autocast' if bf16 else ''}, seed {seed}: "
-        f"{data.count:,} images, {per_epoch} batch{'es' if per_epoch > 1 else ''} of "
+        f"{data.count:,} images, {counted(per_epoch, 'batch', 'batches')} of "
         f"{opt.batch_size} per epoch{processes}")
     plot_every = min(opt.plot_every, per_epoch)  # the book counts batches within an epoch
     if plot_every < opt.plot_every:
-        say(f"note: an epoch has {per_epoch} batch{'es' if per_epoch > 1 else ''}, fewer than "
+        say(f"note: an epoch has {counted(per_epoch, 'batch', 'batches')}, fewer than "
             f"--plot-every={opt.plot_every}: the losses are logged and plotted every "
             f"{plot_every}")
 
@@ -398,9 +397,8 @@ def _train(opt):
             if left and done > 0 and (eta_said is None or time.perf_counter() - eta_said >= 60):
                 eta_said = time.perf_counter()
                 minutes = left * (time.perf_counter() - tic) / done * per_epoch / 60
-                say(f"{left} epoch{'s' if left > 1 else ''} left: about {minutes:.0f} min"
-                    if minutes >= 1 else f"{left} epoch{'s' if left > 1 else ''} left: under "
-                    f"a minute")
+                say(f"{counted(left, 'epoch')} left: "
+                    + (f"about {minutes:.0f} min" if minutes >= 1 else "under a minute"))
             reported = _report_skipped(data.skipped, reported, opt, world)
             run.epoch, run.batch = epoch + 1, 0
             if _saves_after(epoch, opt):
