@@ -112,9 +112,12 @@ class Logits(nn.Module):
 def wrap_low(low, world, device):
     """``--d-low``'s judge for D's step: DDP-wrapped in a world of several (its two passes
     each run forward then backward, as D's do; it has no BatchNorm to synchronise)."""
-    if world.size == 1:
-        return low
-    return DistributedDataParallel(low, device_ids=[device.index] if device.type == "cuda"
+    return low if world.size == 1 else _ddp(low, device)
+
+
+def _ddp(module, device):
+    """``module`` under DDP, on this process's GPU (or the CPU)."""
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda"
                                    else None)
 
 
@@ -134,6 +137,4 @@ def wrap(netg, netd, world, device, sync_bn=False):
     if sync_bn:
         netg = nn.SyncBatchNorm.convert_sync_batchnorm(netg)
         netd = nn.SyncBatchNorm.convert_sync_batchnorm(netd)
-    ids = [device.index] if device.type == "cuda" else None
-    return (DistributedDataParallel(netg, device_ids=ids),
-            DistributedDataParallel(Logits(netd), device_ids=ids))
+    return _ddp(netg, device), _ddp(Logits(netd), device)
