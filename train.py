@@ -249,6 +249,9 @@ def _train(opt):
         netg = checkpoint.load_net(opt.netg_path, "netg", expect={"nz": opt.nz, "ngf": opt.ngf})[0]
     if opt.netd_path and not state:
         netd = checkpoint.load_net(opt.netd_path, "netd", expect={"ndf": opt.ndf})[0]
+        if opt.d_low:  # a book-format D file has no judge; a last.pth's is not read either
+            say(f"note: D starts from {opt.netd_path}, and the low-resolution judge of "
+                f"--d-low={opt.d_low} starts afresh (--resume restores it)")
     if not opt.d_bn:
         remove_batchnorm(netd)
     if opt.sn:

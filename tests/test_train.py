@@ -195,7 +195,8 @@ def test_amp_and_noamp_say_which_and_compute_differently(toy_dir, tmp_path, caps
     assert "training on cpu, seed" in result.stdout  # fire's --noamp is --amp=False
 
 
-def test_start_d_from_existing_weights(toy_dir, tmp_path):
+@pytest.mark.parametrize("d_low", [0, 8])
+def test_start_d_from_existing_weights(toy_dir, tmp_path, capsys, d_low):
     from model import NetD
     netd = NetD(8)
     with torch.no_grad():
@@ -203,8 +204,11 @@ def test_start_d_from_existing_weights(toy_dir, tmp_path):
             p.fill_(0.01)
     torch.save(netd.state_dict(), tmp_path / "start.pth")
     # D learns once (batch 0 of d_every=100), with a vanishing learning rate
-    train_module.train(_opt(toy_dir, tmp_path, d_every=100, lr2=1e-12,
+    train_module.train(_opt(toy_dir, tmp_path, d_every=100, lr2=1e-12, d_low=d_low,
                             netd_path=str(tmp_path / "start.pth")))
+    # the file holds D alone: with --d-low the user is told that the judge starts afresh
+    said = "the low-resolution judge of --d-low=8 starts afresh" in capsys.readouterr().out
+    assert said == bool(d_low)
     saved = torch.load(tmp_path / "C" / "netd_0.pth", weights_only=True)
     for key in ("main.0.weight", "main.2.weight", "main.11.weight"):
         assert torch.allclose(saved[key], torch.full_like(saved[key], 0.01), atol=1e-6), key
