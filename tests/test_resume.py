@@ -349,9 +349,10 @@ def test_a_second_run_on_the_same_checkpoint_folder_is_refused(toy_dir, tmp_path
         first.kill()
         first.wait(timeout=30)
     # the lock went with the process (killed, not stopped): the folder can be trained in
-    # again, and what a save cut short left behind is cleared
+    # again, and what a save cut short left behind is cleared. --fresh: on a slow or busy
+    # machine the first run has saved its own last.pth by now, which a new run keeps
     (ckpt / ".last.pth.abc123.tmp").write_bytes(b"half a checkpoint")
-    train_small(toy_dir, ckpt, max_epoch=1)
+    train_small(toy_dir, ckpt, max_epoch=1, fresh=True)
     assert not list(ckpt.glob("*.tmp")) and (ckpt / "last.pth").is_file()
 
 
