@@ -114,7 +114,7 @@ SETTINGS.update({
     "demo_d48de2": ("demo with ndf=48, D trained every 2nd batch", dict(DEMO, ndf=48, d_every=2)),
     # the seventh sweep (docs/EXPERIMENTS.md): 5 epochs
     "demo_dlow12": ("demo with a second judge of the faces pooled to 12x12", dict(DEMO, d_low=12)),
-    # the eighth (docs/EXPERIMENTS.md): 5 epochs
+    # what the backgrounds lack (docs/EXPERIMENTS.md): 5 epochs
     "demo_dlow12_tr": ("demo with the 12x12 judge and DiffAugment translation only (no colour)",
                        dict(DEMO, d_low=12, diffaug="translation")),
 })
