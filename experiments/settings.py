@@ -117,7 +117,7 @@ SETTINGS.update({
     # what the backgrounds lack (docs/EXPERIMENTS.md): 5 epochs
     "demo_dlow12_tr": ("demo with the 12x12 judge and DiffAugment translation only (no colour)",
                        dict(DEMO, d_low=12, diffaug="translation")),
-    # the same, cheaper a step (docs/EXPERIMENTS.md): 7-8 epochs in the demo's minutes
+    # the same, a cheaper step (docs/EXPERIMENTS.md): 6-7 epochs in the demo's minutes
     "demo_dlow12_tr_de2": ("demo_dlow12_tr with D and the judge trained every 2nd batch",
                            dict(DEMO, d_low=12, diffaug="translation", d_every=2)),
 })
