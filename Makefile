@@ -19,11 +19,12 @@ STAMP := $(VENV)/.installed-stamp
 # Its own folders, so that it neither writes over a run of yours in checkpoints/ nor is
 # mixed with one. Run again, it starts afresh (--fresh), also over a demo stopped halfway,
 # whose last.pth would make train refuse a new run there.
+# DEMO_BASE: what both demos share.
+DEMO_BASE := --data-path=data/toy --nogpu --vis=False --seed=0 --ngf=32 --ndf=32 \
+	--batch-size=16 --recipe=modern --lr1=4e-4 --lr2=4e-4 --amp=False --save-every=1 --fresh
 DEMO_CK := checkpoints/demo
-DEMO_FLAGS := --data-path=data/toy --nogpu --vis=False --seed=0 --ngf=32 --ndf=32 \
-	--batch-size=16 --recipe=modern --diffaug=color,translation --lr1=4e-4 --lr2=4e-4 \
-	--amp=False --max-epoch=5 --save-every=1 --checkpoint-dir=$(DEMO_CK) --save-path=imgs/demo \
-	--fresh
+DEMO_FLAGS := $(DEMO_BASE) --diffaug=color,translation --max-epoch=5 \
+	--checkpoint-dir=$(DEMO_CK) --save-path=imgs/demo
 DEMO_LAST := 4
 
 # The longer demo, for a faster machine or more patience: the second judge of each face pooled
@@ -32,10 +33,8 @@ DEMO_LAST := 4
 # for clearer faces in the set's own colours (four seeds: 19% clear, SWD 25, against the
 # demo's 9-13% and 31-35; docs/EXPERIMENTS.md). Its own folders and result-long.png.
 DEMO_LONG_CK := checkpoints/demo-long
-DEMO_LONG_FLAGS := --data-path=data/toy --nogpu --vis=False --seed=0 --ngf=32 --ndf=32 \
-	--batch-size=16 --recipe=modern --diffaug=translation --d-low=12 --d-every=2 --lr1=4e-4 \
-	--lr2=4e-4 --amp=False --max-epoch=16 --save-every=1 --checkpoint-dir=$(DEMO_LONG_CK) \
-	--save-path=imgs/demo-long --fresh
+DEMO_LONG_FLAGS := $(DEMO_BASE) --diffaug=translation --d-low=12 --d-every=2 --max-epoch=16 \
+	--checkpoint-dir=$(DEMO_LONG_CK) --save-path=imgs/demo-long
 DEMO_LONG_LAST := 15
 
 ASSETS := $(VENV)/.visdom-assets-stamp
