@@ -182,25 +182,30 @@ def workers_starting():
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
-def _own_process_group():
+def _own_process_group(drop_term=True):
     """A worker process (a Pool's, a DataLoader's) leaves its parent's process group, so the
     Ctrl-C of a terminal and a SIGTERM sent to the whole group (a job scheduler, `kill -- -PID`)
     reach the main process alone, which stops its workers itself: killed under the pool's
     feet, a worker can leave the pool waiting for ever, and torch's handler would end a
-    decoding worker at once and training with it, unsaved. What reached the worker while it
-    was forked (``workers_starting`` held it back) was meant for the main process: dropped."""
+    decoding worker at once and training with it, unsaved. A Ctrl-C that reached the worker
+    while it was forked (``workers_starting`` held it back) was meant for the main process:
+    dropped; so is a SIGTERM with ``drop_term``."""
     os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # (drops a pending one too)
-    if signal.SIGTERM in signal.sigpending():
+    if drop_term and signal.SIGTERM in signal.sigpending():
         signal.sigwait({signal.SIGTERM})  # taken off without running a handler
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
 
 
 def _pool_worker_signals():
     """A Pool's ``initializer``: see ``_own_process_group``. SIGTERM stays as it is by default,
-    which the pool's own terminate() relies on."""
+    which the pool's own terminate() relies on, and one that came while the worker was forked
+    ends it here: the main process, stopped by a Ctrl-C in that moment, may have sent it to
+    stop the pool (dropped, it left the worker waiting for tasks and the main process joining
+    it for ever), or one sent to the whole group is stopping the main process as well. Either
+    way the worker has taken no task yet, and a pool that goes on replaces it."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the Terminated the parent raises
-    _own_process_group()
+    _own_process_group(drop_term=False)
 
 
 def start_pool(workers):

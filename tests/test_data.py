@@ -296,6 +296,36 @@ def test_ctrl_c_while_decoding_stops_at_once_and_leaves_no_half_built_cache(tmp_
     assert not list(tmp_path.glob(".set.faces96-*"))  # neither a cache nor its temporary file
 
 
+def test_a_pool_stopped_while_its_workers_start_ends(tmp_path):
+    """A Ctrl-C just as a pool began (toyfaces' first faces, a cache's first images, on a
+    busy machine) stopped it while a worker was still starting: the worker dropped the
+    pool's SIGTERM as one meant for the main process, then waited for tasks, and the main
+    process waited for it for ever. Here each worker takes a second to start."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    script = ("import sys, time; sys.path.insert(0, sys.argv[1]); import data\n"
+              "start = data._pool_worker_signals\n\n"
+              "def slow():\n    time.sleep(1)\n    start()\n\n"
+              "data._pool_worker_signals = slow\n"
+              "pool = data.start_pool(2)\n"
+              "print(*[p.pid for p in pool._pool], flush=True)\n"
+              "pool.terminate()\nprint('stopped')\n")
+    out = tmp_path / "out.txt"
+    with open(out, "w") as f:  # a file, not a pipe: a worker left behind would hold a pipe
+        proc = subprocess.Popen([sys.executable, "-c", script, str(ROOT)], stdout=f,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for pid in out.read_text().split()[:2]:  # the workers left their process group
+            os.kill(int(pid), signal.SIGKILL)
+        pytest.fail("the pool's terminate() waited for ever for a worker that was starting")
+    assert proc.returncode == 0 and out.read_text().split()[-1] == "stopped", out.read_text()
+
+
 @pytest.mark.slow
 def test_two_processes_building_one_cache_at_once_both_get_every_image(tmp_path, toy_dir):
     """Both wrote the same temporary file: one emptied what the other was filling, which then
