@@ -26,11 +26,32 @@ class Terminated(BaseException):
     being written is removed on the way out."""
 
 
+_seen = []  # the signals the handlers below raised an exception for, in order
+
+
 def _raise_terminated(signum, frame):
+    _seen.append(signum)
     raise Terminated
 
 
-def stop_on_sigterm():
+def _raise_interrupt(signum, frame):
+    _seen.append(signum)
+    raise KeyboardInterrupt
+
+
+def stop_on_signals():
     """The main process: SIGTERM raises Terminated (by default it ends the process at once,
-    leaving temporary files and skipping the clean-up registered for the exit)."""
+    leaving temporary files and skipping the clean-up registered for the exit), Ctrl-C raises
+    KeyboardInterrupt as by default; both are remembered for ``raise_if_stopped``."""
     signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGINT, _raise_interrupt)
+
+
+def raise_if_stopped():
+    """Raise again a Ctrl-C or SIGTERM whose exception was lost. CPython drops an exception
+    raised inside a finaliser, or inside Python code called from C code that clears its errors
+    (a C-level hasattr, say): a Ctrl-C landing there was forgotten and the work went on to its
+    end (3 of 60 Ctrl-Cs sent in a command's first 3 seconds, while torch loads). Called where
+    the work can stop cleanly: after the imports, and in long loops."""
+    if _seen:
+        raise Terminated if _seen[-1] == signal.SIGTERM else KeyboardInterrupt

@@ -16,11 +16,27 @@ import signal
 import sys
 from pathlib import Path
 
-import fire
+from errors import (Interrupted, Terminated, UserError, counted, raise_if_stopped,
+                    stop_on_signals)
 
-import config
-from distributed import is_main_process
-from errors import Interrupted, Terminated, UserError, counted, stop_on_sigterm
+if __name__ == "__main__":  # before torch loads (a second or more): a stop then is one line too
+    stop_on_signals()  # training saves first (its own handler); elsewhere: clean up and stop
+try:
+    import fire
+
+    import config
+    from distributed import is_main_process
+    if __name__ == "__main__":
+        raise_if_stopped()  # one that a library swallowed while it loaded
+except (KeyboardInterrupt, Terminated) as stop:
+    if __name__ != "__main__":
+        raise
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second one: at once, without a traceback
+    what = "terminated" if isinstance(stop, Terminated) else "interrupted"
+    if sys.argv[1:2] == ["train"]:
+        what += " before training began: nothing was trained"
+    print(f"\n{what}", file=sys.stderr)
+    sys.exit(143 if isinstance(stop, Terminated) else 130)
 
 
 def train(*args, **flags):
@@ -205,7 +221,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    stop_on_sigterm()  # training saves first (its own handler); elsewhere: clean up and stop
     code = main(sys.argv)
     # the work is over and saved: a Ctrl-C while Python shuts down (joining workers, running
     # exit hooks) ends it at once, not with a KeyboardInterrupt traceback from an exit hook

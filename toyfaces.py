@@ -19,6 +19,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from errors import raise_if_stopped
+
 VERSION = 1  # bump when the drawing changes: caches keyed on the toy set depend on it
 
 SIZE = 96
@@ -252,6 +254,15 @@ def _write_one(job):
     return name, attrs
 
 
+def _collect(rows):
+    """The rows as a list; a Ctrl-C whose exception was lost stops it (``raise_if_stopped``)."""
+    collected = []
+    for row in rows:
+        raise_if_stopped()
+        collected.append(row)
+    return collected
+
+
 def make_toyfaces(out_dir="data/toy", num=10000, seed=0, workers=None, progress=None):
     """Write ``num`` faces to ``out_dir/faces/`` and their attributes to ``out_dir/attributes.csv``.
 
@@ -266,10 +277,10 @@ def make_toyfaces(out_dir="data/toy", num=10000, seed=0, workers=None, progress=
         from data import start_pool
         with start_pool(workers) as pool:
             rows = pool.imap(_write_one, jobs, chunksize=64)
-            rows = list(progress(rows, total=num) if progress else rows)
+            rows = _collect(progress(rows, total=num) if progress else rows)
     else:
         rows = map(_write_one, jobs)
-        rows = list(progress(rows, total=num) if progress else rows)
+        rows = _collect(progress(rows, total=num) if progress else rows)
     csv_path = out / "attributes.csv"
     tmp = csv_path.with_name(csv_path.name + ".tmp")
     with open(tmp, "w", newline="") as f:

@@ -350,6 +350,63 @@ def test_ctrl_c_outside_training_does_not_speak_of_save_points(monkeypatch, caps
     assert "save point" in capsys.readouterr().err
 
 
+def _main_while_loading(tmp_path, when_loading, command="toyfaces"):
+    """main.py run as a user runs it, with ``when_loading`` done as its first heavy import
+    (fire, then torch) begins: the first second or two of every command."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    args = ["main.py", command, f"--out-dir={tmp_path / 'toy'}", "--num=64"]
+    script = ("import builtins, os, runpy, signal, sys, time\n"
+              "real = builtins.__import__\n\n"
+              "def loading(name, *args, **kwargs):\n"
+              "    if name == 'fire':\n"
+              "        builtins.__import__ = real\n"
+              + "".join(f"        {line}\n" for line in when_loading) +
+              "    return real(name, *args, **kwargs)\n\n"
+              f"builtins.__import__ = loading\nsys.argv = {args!r}\n"
+              f"runpy.run_path({str(ROOT / 'main.py')!r}, run_name='__main__')\n")
+    return subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_stop_while_torch_loads_is_one_line(tmp_path, signame):
+    """Ctrl-C in a command's first second or two, while torch loads, printed a
+    KeyboardInterrupt traceback of 30 lines; SIGTERM then ended it without a word."""
+    import os
+    import signal
+    proc = _main_while_loading(tmp_path, ["print('loading', file=sys.stderr, flush=True)",
+                                          "time.sleep(60)"])
+    seen = ""
+    while "loading" not in seen:
+        char = proc.stderr.read(1)
+        assert char, seen
+        seen += char
+    os.kill(proc.pid, getattr(signal, signame))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143}[signame], err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == {"SIGINT": "interrupted", "SIGTERM": "terminated"}[
+        signame]
+    assert not (tmp_path / "toy").exists()
+
+
+def test_a_ctrl_c_that_torch_loading_swallowed_still_stops_the_command(tmp_path):
+    """CPython loses a KeyboardInterrupt raised inside a finaliser, or under C code that
+    clears errors: 3 of 60 Ctrl-Cs sent while torch loaded were forgotten, and the command
+    ran to its end. Here the loading swallows one on purpose."""
+    proc = _main_while_loading(tmp_path, ["try:",
+                                          "    os.kill(os.getpid(), signal.SIGINT)",
+                                          "    time.sleep(5)",
+                                          "except KeyboardInterrupt:",
+                                          "    pass"])
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["interrupted"], err
+    assert not (tmp_path / "toy").exists()
+
+
 def test_out_of_memory_is_one_line_and_other_runtime_errors_keep_their_traceback(
         monkeypatch, capsys):
     import main
