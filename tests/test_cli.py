@@ -350,13 +350,13 @@ def test_ctrl_c_outside_training_does_not_speak_of_save_points(monkeypatch, caps
     assert "save point" in capsys.readouterr().err
 
 
-def _main_while_loading(tmp_path, when_loading, command="toyfaces"):
+def _main_while_loading(tmp_path, when_loading):
     """main.py run as a user runs it, with ``when_loading`` done as its first heavy import
     (fire, then torch) begins: the first second or two of every command."""
     import subprocess
     import sys
     from conftest import ROOT
-    args = ["main.py", command, f"--out-dir={tmp_path / 'toy'}", "--num=64"]
+    args = ["main.py", "toyfaces", f"--out-dir={tmp_path / 'toy'}", "--num=64"]
     script = ("import builtins, os, runpy, signal, sys, time\n"
               "real = builtins.__import__\n\n"
               "def loading(name, *args, **kwargs):\n"
@@ -394,8 +394,8 @@ def test_a_stop_while_torch_loads_is_one_line(tmp_path, signame):
 
 def test_a_ctrl_c_that_torch_loading_swallowed_still_stops_the_command(tmp_path):
     """CPython loses a KeyboardInterrupt raised inside a finaliser, or under C code that
-    clears errors: 3 of 60 Ctrl-Cs sent while torch loaded were forgotten, and the command
-    ran to its end. Here the loading swallows one on purpose."""
+    clears errors: 3 of 60 Ctrl-Cs sent in toyfaces' first 3 seconds were forgotten, and it
+    drew every face. Here the loading swallows one on purpose."""
     proc = _main_while_loading(tmp_path, ["try:",
                                           "    os.kill(os.getpid(), signal.SIGINT)",
                                           "    time.sleep(5)",
