@@ -51,7 +51,7 @@ def raise_if_stopped():
     """Raise again a Ctrl-C or SIGTERM whose exception was lost. CPython drops an exception
     raised inside a finaliser, or inside Python code called from C code that clears its errors
     (a C-level hasattr, say): a Ctrl-C landing there was forgotten and the work went on to its
-    end (3 of 60 Ctrl-Cs sent in a command's first 3 seconds, while torch loads). Called where
-    the work can stop cleanly: after the imports, and in long loops."""
+    end (3 of 60 Ctrl-Cs sent in toyfaces' first 3 seconds). Called where the work can stop
+    cleanly: after the imports, and in long loops."""
     if _seen:
         raise Terminated if _seen[-1] == signal.SIGTERM else KeyboardInterrupt
