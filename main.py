@@ -19,6 +19,17 @@ from pathlib import Path
 from errors import (Interrupted, Terminated, UserError, counted, raise_if_stopped,
                     stop_on_signals)
 
+
+def _stopped(stop, command):
+    """The line and exit status for a KeyboardInterrupt or Terminated that ends ``command``."""
+    what = "terminated" if isinstance(stop, Terminated) else "interrupted"
+    if command == "train":  # a second Ctrl-C, or either before training (building the cache)
+        began = getattr(sys.modules.get("train"), "began", False)
+        what += (" at once: nothing saved since the last save point" if began else
+                 " before training began: nothing was trained")
+    return f"\n{what}", 143 if isinstance(stop, Terminated) else 130
+
+
 if __name__ == "__main__":  # before torch loads (a second or more): a stop then is one line too
     stop_on_signals()  # training saves first (its own handler); elsewhere: clean up and stop
 try:
@@ -32,11 +43,9 @@ except (KeyboardInterrupt, Terminated) as stop:
     if __name__ != "__main__":
         raise
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second one: at once, without a traceback
-    what = "terminated" if isinstance(stop, Terminated) else "interrupted"
-    if sys.argv[1:2] == ["train"]:
-        what += " before training began: nothing was trained"
-    print(f"\n{what}", file=sys.stderr)
-    sys.exit(143 if isinstance(stop, Terminated) else 130)
+    line, status = _stopped(stop, sys.argv[1] if len(sys.argv) > 1 else None)
+    print(line, file=sys.stderr)
+    sys.exit(status)
 
 
 def train(*args, **flags):
@@ -208,15 +217,10 @@ def main(argv):
     except Interrupted as e:
         _say_once(f"interrupted: {e}")
         return 130
-    except (KeyboardInterrupt, Terminated) as e:  # train: a second Ctrl-C, or either
-        # before training (building the cache, say); the other commands: the first
-        what = "terminated" if isinstance(e, Terminated) else "interrupted"
-        if command == "train":
-            began = getattr(sys.modules.get("train"), "began", False)
-            what += (" at once: nothing saved since the last save point" if began else
-                     " before training began: nothing was trained")
-        _say_once(f"\n{what}")
-        return 143 if isinstance(e, Terminated) else 130
+    except (KeyboardInterrupt, Terminated) as e:  # train: see _stopped; the others: the first
+        line, status = _stopped(e, command)
+        _say_once(line)
+        return status
     return 0
 
 
