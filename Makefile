@@ -90,16 +90,18 @@ browser: $(STAMP)
 data/toy/attributes.csv: | $(STAMP)
 	$(BIN)/python main.py toyfaces --out-dir=data/toy --num=10000 --seed=0
 
+# $(call demo_run,FLAGS,CHECKPOINT_DIR,LAST_EPOCH,RESULT): train, then the best 64 by D
+define demo_run
+	$(BIN)/python main.py train $(1)
+	$(BIN)/python main.py generate --nogpu --seed=0 --netg-path=$(2)/netg_ema_$(3).pth \
+		--netd-path=$(2)/netd_$(3).pth --gen-img=$(4)
+endef
+
 demo: $(STAMP) data/toy/attributes.csv
-	$(BIN)/python main.py train $(DEMO_FLAGS)
-	$(BIN)/python main.py generate --nogpu --seed=0 --netg-path=$(DEMO_CK)/netg_ema_$(DEMO_LAST).pth \
-		--netd-path=$(DEMO_CK)/netd_$(DEMO_LAST).pth --gen-img=result.png
+	$(call demo_run,$(DEMO_FLAGS),$(DEMO_CK),$(DEMO_LAST),result.png)
 
 demo-long: $(STAMP) data/toy/attributes.csv
-	$(BIN)/python main.py train $(DEMO_LONG_FLAGS)
-	$(BIN)/python main.py generate --nogpu --seed=0 \
-		--netg-path=$(DEMO_LONG_CK)/netg_ema_$(DEMO_LONG_LAST).pth \
-		--netd-path=$(DEMO_LONG_CK)/netd_$(DEMO_LONG_LAST).pth --gen-img=result-long.png
+	$(call demo_run,$(DEMO_LONG_FLAGS),$(DEMO_LONG_CK),$(DEMO_LONG_LAST),result-long.png)
 
 visdom: $(STAMP)
 	$(BIN)/python visualize.py serve --port 8097
