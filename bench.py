@@ -495,4 +495,8 @@ def _device_name(device):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing measured was written", file=sys.stderr)
+        sys.exit(130)

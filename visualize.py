@@ -174,3 +174,6 @@ if __name__ == "__main__":
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # while visdom loads (once serving, Ctrl-C just stops it)
+        print("\ninterrupted before the server started", file=sys.stderr)
+        sys.exit(130)

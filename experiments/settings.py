@@ -35,8 +35,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from curves import read_rows  # noqa: E402
-
 AUG = "color,translation,cutout"
 MODERN = dict(g_every=1, lr1=2e-4, lr2=2e-4, loss="hinge", sn=True, diffaug=AUG, beta1=0.0,
               beta2=0.9)
@@ -151,10 +149,26 @@ def _device(args):
     return "--gpu" if args.gpu else "--nogpu"
 
 
+class CommandFailed(Exception):
+    """A command of the sweep ended with an error: its log says which."""
+
+
 def _cli(*args, log):
     with open(log, "a") as f:
-        subprocess.run([sys.executable, str(ROOT / "main.py"), *args], check=True, stdout=f,
-                       stderr=subprocess.STDOUT, cwd=ROOT)
+        child = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *args], stdout=f,
+                                 stderr=subprocess.STDOUT, cwd=ROOT)
+    stopped = False
+    while child.returncode is None:
+        try:
+            child.wait()
+        except KeyboardInterrupt:  # the terminal sent it the Ctrl-C too: it stops cleanly
+            stopped = True  # (train saves first), so wait for it rather than kill it
+    if stopped or child.returncode == 130:
+        raise KeyboardInterrupt
+    status = child.returncode
+    if status:
+        how = f"was killed by signal {-status}" if status < 0 else f"failed (exit status {status})"
+        raise CommandFailed(f"`main.py {args[0]}` {how}; its output is at the end of {log}")
 
 
 def _train(name, seed, epochs, run, args, log):
@@ -189,6 +203,7 @@ def time_settings(args):
     for name in args.only.split(","):
         run = Path(args.out) / "timing" / name
         _train(name, 0, 1, run, args, Path(args.out) / "timing.log")
+        from curves import read_rows  # torch with it: not loaded for a plain sweep's start
         # the last row: the whole epoch's images per second, start-up excluded
         speeds[name] = read_rows(run / "losses.csv")[-1]["images_per_s"]
         print(f"{name}: {speeds[name]:.0f} images/s", flush=True)
@@ -302,4 +317,12 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # a run stopped halfway is trained again by the next start
+        print("\ninterrupted: run the same command again to go on with the settings not "
+              "yet done", file=sys.stderr)
+        sys.exit(130)
+    except CommandFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

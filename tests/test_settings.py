@@ -3,6 +3,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import pytest
+
 import config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
@@ -37,3 +39,55 @@ def test_a_setting_stopped_by_a_ctrl_c_of_the_sweep_trains_again(toy_dir, tmp_pa
     result = run_cli(*calls[0])  # the sweep's train command, over the stopped run: it trains
     assert result.returncode == 0, result.stderr
     assert torch.load(run / "last.pth", weights_only=True)["epoch"] == 2
+
+
+def _sweep(toy_dir, tmp_path, epochs, **popen):
+    import subprocess
+    from conftest import ROOT
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "experiments" / "settings.py"), "--only=demo", "--seeds=0",
+         f"--epochs={epochs}", "--width=8", "--batch-size=16", f"--data={toy_dir}",
+         f"--out={tmp_path / 'sweep'}", "--num=64"], cwd=ROOT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def test_ctrl_c_stops_a_sweep_in_one_line_after_its_run_saved(toy_dir, tmp_path):
+    """Ctrl-C stopped the sweep with a KeyboardInterrupt traceback, and the sweep killed the
+    training it had started 0.25 s later, often in the middle of the save that Ctrl-C asks
+    for (2 of 3 tries)."""
+    import os
+    import signal
+    import time
+    import torch
+    sweep = _sweep(toy_dir, tmp_path, 500, start_new_session=True)
+    log = tmp_path / "sweep" / "demo_seed0" / "log.txt"
+    try:
+        deadline = time.monotonic() + 120
+        while not (log.is_file() and "epoch 2/500" in log.read_text()):
+            assert time.monotonic() < deadline and sweep.poll() is None, sweep.stderr.read()
+            time.sleep(0.05)
+        os.killpg(sweep.pid, signal.SIGINT)  # as the terminal sends it: to both
+        _, err = sweep.communicate(timeout=120)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("interrupted: run the same command again")
+    with pytest.raises(ProcessLookupError):  # the training ended too, on its own
+        os.killpg(sweep.pid, 0)
+    run = log.parent
+    assert "interrupted" in log.read_text()  # train's own line: it saved, then stopped
+    assert 1 <= torch.load(run / "last.pth", weights_only=True)["epoch"] < 500
+    assert not list(run.glob("*.tmp"))  # no half-written file
+
+
+def test_a_setting_that_fails_is_one_line_naming_its_log(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "faces").mkdir(parents=True)
+    sweep = _sweep(empty, tmp_path, 1)
+    _, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 1
+    log = tmp_path / "sweep" / "demo_seed0" / "log.txt"
+    assert err.strip().splitlines() == [
+        f"error: `main.py train` failed (exit status 2); its output is at the end of {log}"]
+    assert "error:" in log.read_text()

@@ -307,3 +307,28 @@ def test_bench_reads_paths_from_where_it_is_run_and_refuses_bad_values(toy_dir, 
               "--scratch=scratch", "--json=out/sizes.json")
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "out" / "sizes.json").read_text())[0]["images"] == 32
+
+
+def test_ctrl_c_stops_the_benchmark_in_one_line(toy_dir, tmp_path):
+    """Ctrl-C in the middle of bench.py printed a KeyboardInterrupt traceback."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    from conftest import ROOT
+    data = shutil.copytree(toy_dir, tmp_path / "toy")  # bench removes the folder's cache
+    out = tmp_path / "bench.json"
+    bench = subprocess.Popen([sys.executable, str(ROOT / "bench.py"), f"--data-path={data}",
+                              "--batch-size=16", "--num-workers=0", "--measure=2000",
+                              f"--json={out}"], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        assert bench.stdout.readline().startswith("device ")  # measuring has begun
+        os.killpg(bench.pid, signal.SIGINT)  # as the terminal sends it: to every process
+        _, err = bench.communicate(timeout=60)
+    finally:
+        bench.kill()
+    assert bench.returncode == 130, err
+    assert err.strip().splitlines() == ["interrupted: nothing measured was written"], err
+    assert not out.exists()

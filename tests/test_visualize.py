@@ -62,6 +62,37 @@ def visdom_server(tmp_path):
         proc.wait(timeout=10)
 
 
+def test_ctrl_c_while_the_server_loads_is_one_line(tmp_path):
+    """Ctrl-C in `make visdom`'s first second, while visdom and tornado load, printed a
+    KeyboardInterrupt traceback."""
+    import os
+    import signal
+    port = free_port()
+    script = ("import builtins, runpy, sys, time\n"
+              "real = builtins.__import__\n\n"
+              "def loading(name, *args, **kwargs):\n"
+              "    if name == 'visdom.server.app':\n"
+              "        builtins.__import__ = real\n"
+              "        print('loading', file=sys.stderr, flush=True)\n"
+              "        time.sleep(60)\n"
+              "    return real(name, *args, **kwargs)\n\n"
+              "builtins.__import__ = loading\n"
+              f"sys.argv = ['visualize.py', 'serve', '--port={port}', "
+              f"'--env-path={tmp_path / 'envs'}']\n"
+              f"runpy.run_path({str(ROOT / 'visualize.py')!r}, run_name='__main__')\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert proc.stderr.readline() == "loading\n"
+        os.killpg(proc.pid, signal.SIGINT)  # as the terminal sends it
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["interrupted before the server started"], err
+    assert not _wait_for(port, 0.5)
+
+
 @pytest.mark.slow
 def test_server_starts_offline_on_loopback_only(visdom_server):
     assert visdom_server.startup_seconds < 5
