@@ -276,6 +276,8 @@ def main():
     def measure(variant):
         out = subprocess.run(base + [f"--one={variant}"], capture_output=True, text=True,
                              cwd=Path(__file__).parent)
+        if out.returncode == 130:  # it got the Ctrl-C (and this process lost its own)
+            raise KeyboardInterrupt
         if out.returncode != 0:
             sys.exit(f"error: the {variant} run failed:\n{out.stderr[-2000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
@@ -356,6 +358,8 @@ def cache_sizes(args):
         if args.gpu is not None:
             cmd.append(f"--gpu={args.gpu}")
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parent)
+        if out.returncode == 130:
+            raise KeyboardInterrupt
         if out.returncode != 0:
             sys.exit(f"error: the run with {size} images failed:\n{out.stderr[-2000:]}")
         r = json.loads(out.stdout.strip().splitlines()[-1])

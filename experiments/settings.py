@@ -306,7 +306,9 @@ def main():
     parser.add_argument("--report", action="store_true", help="only the table and the grids")
     args = parser.parse_args()
     if args.data == "data/toy" and not (ROOT / args.data / "attributes.csv").is_file():
-        _cli("toyfaces", f"--out-dir={args.data}", "--num=10000", "--seed=0", log="/dev/null")
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        _cli("toyfaces", f"--out-dir={args.data}", "--num=10000", "--seed=0",
+             log=Path(args.out) / "toyfaces.log")
     if args.time:
         return time_settings(args)
     if not args.report:

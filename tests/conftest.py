@@ -30,6 +30,21 @@ def free_port():
         return s.getsockname()[1]
 
 
+def group_ends(pgid, seconds=10):
+    """Whether every process of group ``pgid`` is gone within ``seconds``: a killed one stays
+    a zombie until the system reaps it (a second or so here), which is not a process left
+    running."""
+    import time
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def tiny_nets(nz=16, width=8):
     """A seeded, DCGAN-initialised NetG/NetD pair of small width, for plumbing tests."""
     import torch

@@ -316,7 +316,7 @@ def test_ctrl_c_stops_the_benchmark_in_one_line(toy_dir, tmp_path):
     import signal
     import subprocess
     import sys
-    from conftest import ROOT
+    from conftest import ROOT, group_ends
     data = shutil.copytree(toy_dir, tmp_path / "toy")  # bench removes the folder's cache
     out = tmp_path / "bench.json"
     bench = subprocess.Popen([sys.executable, str(ROOT / "bench.py"), f"--data-path={data}",
@@ -327,8 +327,12 @@ def test_ctrl_c_stops_the_benchmark_in_one_line(toy_dir, tmp_path):
         assert bench.stdout.readline().startswith("device ")  # measuring has begun
         os.killpg(bench.pid, signal.SIGINT)  # as the terminal sends it: to every process
         _, err = bench.communicate(timeout=60)
+        assert group_ends(bench.pid)  # its measuring process ended too
     finally:
-        bench.kill()
+        try:
+            os.killpg(bench.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     assert bench.returncode == 130, err
     assert err.strip().splitlines() == ["interrupted: nothing measured was written"], err
     assert not out.exists()
