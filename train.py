@@ -198,6 +198,10 @@ def _keep_unfinished_run(opt):
                         f"it with `python main.py train --resume={path}`, or start a new run "
                         f"with another --checkpoint-dir and --save-path (its loss log and "
                         f"grids are there), or over it with --fresh")
+    else:  # the book's way: a new run there writes over it; said, so that it is a choice
+        say(f"note: {path.parent} holds a finished run of {counted(total, 'epoch')}: this run "
+            f"writes its own last.pth and checkpoints over that run's as it saves (another "
+            f"--checkpoint-dir keeps both; raise --max-epoch with --resume to train it on)")
 
 
 def _saves_after(epoch, opt):

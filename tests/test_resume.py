@@ -247,6 +247,8 @@ def test_the_same_command_again_after_a_stop_keeps_the_stopped_run(toy_dir, tmp_
     # a finished run's folder takes a new run, as the book's does, naming what it leaves
     result = run_cli("train", *again[:-1], "--max-epoch=1")
     assert result.returncode == 0, result.stderr
+    assert (f"note: {tmp_path} holds a finished run of 3 epochs: this run writes its own "
+            f"last.pth and checkpoints over that run's") in result.stdout
     assert (f"note: {tmp_path} holds 2 checkpoint files of an earlier run that this run will "
             f"not replace (e.g. netg_2.pth)") in result.stdout  # netd_2, netg_2; not *_0
     # a last.pth that cannot be resumed is nothing to keep: the new run says it replaces it
