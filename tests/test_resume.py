@@ -334,9 +334,10 @@ def test_a_second_run_on_the_same_checkpoint_folder_is_refused(toy_dir, tmp_path
     """Two runs in one folder interleaved their checkpoints, options.json, loss log and
     last.pth, and a --resume hint of one led to the other's state."""
     ckpt = tmp_path / "c"
-    first = _start(toy_dir, ckpt, "--max-epoch=50", "--batch-size=4", "--ngf=8", "--ndf=8")
+    # epochs enough to outlive the two runs below on a busy machine (it is killed after them)
+    first = _start(toy_dir, ckpt, "--max-epoch=100000", "--batch-size=4", "--ngf=8", "--ndf=8")
     try:
-        _read_until(first, "epoch 1/50")
+        _read_until(first, "epoch 1/100000")
         second = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
                          f"--checkpoint-dir={ckpt}", f"--save-path={tmp_path / 'i2'}")
         line = assert_clean_error(second, "another training run", f"process {first.pid}",
