@@ -66,14 +66,18 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/pip install -q --no-build-isolation "setuptools<81" -r requirements.txt -r requirements-dev.txt
 	touch $@
 
-# the whole suite (about 4 min of pytest on 2 cores), with its 15 slowest tests listed
+# the whole suite (about 4 min of pytest on 2 cores), with its 15 slowest tests listed.
+# Two workers (pytest-xdist), each with torch on one thread: half the tests wait on a
+# subprocess or a server, so one worker left a core idle. A test file runs in one worker
+# (--dist loadfile), so module fixtures such as the attribute classifier are built once.
+XDIST := -n 2 --dist loadfile
 test: $(STAMP) $(EVAL) $(APP) $(ASSETS) browser
-	$(BIN)/python -m pytest -q --durations=15 tests
+	$(BIN)/python -m pytest -q $(XDIST) --durations=15 tests
 
 # the edit-test loop: all but the tests marked slow (under a minute); run make test before
 # a commit
 test-fast: $(STAMP) $(EVAL) $(APP) $(ASSETS)
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow" tests
 
 # visdom's page scripts from npm, so the browser UI works with no CDN (see README)
 visdom-assets: $(ASSETS)

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test`'s two workers, one per core: each
+    os.environ["OMP_NUM_THREADS"] = "1"  # with torch on one thread (two would take turns)
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))  # scripts/browser.py, for the browser tests
 
