@@ -66,7 +66,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/pip install -q --no-build-isolation "setuptools<81" -r requirements.txt -r requirements-dev.txt
 	touch $@
 
-# the whole suite (about 4 min of pytest on 2 cores), with its 15 slowest tests listed.
+# the whole suite (about 4.5 min of pytest on a 2-core Intel Xeon), its 15 slowest listed.
 # Two workers (pytest-xdist), each with torch on one thread: half the tests wait on a
 # subprocess or a server, so one worker left a core idle. A test file runs in one worker
 # (--dist loadfile), so module fixtures such as the attribute classifier are built once.
