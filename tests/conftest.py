@@ -47,6 +47,26 @@ def group_ends(pgid, seconds=10):
     return False
 
 
+def ctrl_c_to_group(proc, timeout):
+    """Ctrl-C as a terminal sends it: to every process of ``proc``'s group (started with
+    ``start_new_session=True``). Returns its stderr once it has ended, checking that no other
+    process of the group outlived it."""
+    import signal
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=timeout)
+    assert group_ends(proc.pid), f"a process of its group is still running; stderr: {err}"
+    return err
+
+
+def kill_group(proc):
+    """SIGKILL to whatever is left of ``proc``'s group, after a test, passed or failed."""
+    import signal
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def tiny_nets(nz=16, width=8):
     """A seeded, DCGAN-initialised NetG/NetD pair of small width, for plumbing tests."""
     import torch

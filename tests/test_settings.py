@@ -55,11 +55,9 @@ def test_ctrl_c_stops_a_sweep_in_one_line_after_its_run_saved(toy_dir, tmp_path)
     """Ctrl-C stopped the sweep with a KeyboardInterrupt traceback, and the sweep killed the
     training it had started 0.25 s later, often in the middle of the save that Ctrl-C asks
     for (2 of 3 tries)."""
-    import os
-    import signal
     import time
     import torch
-    from conftest import group_ends
+    from conftest import ctrl_c_to_group, kill_group
     sweep = _sweep(toy_dir, tmp_path, 500, start_new_session=True)
     log = tmp_path / "sweep" / "demo_seed0" / "log.txt"
     try:
@@ -67,14 +65,9 @@ def test_ctrl_c_stops_a_sweep_in_one_line_after_its_run_saved(toy_dir, tmp_path)
         while not (log.is_file() and "epoch 2/500" in log.read_text()):
             assert time.monotonic() < deadline and sweep.poll() is None, sweep.stderr.read()
             time.sleep(0.05)
-        os.killpg(sweep.pid, signal.SIGINT)  # as the terminal sends it: to both
-        _, err = sweep.communicate(timeout=120)
-        assert group_ends(sweep.pid)  # the training ended too, on its own
+        err = ctrl_c_to_group(sweep, 120)  # to both; the training ends too, on its own
     finally:
-        try:
-            os.killpg(sweep.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(sweep)
     assert sweep.returncode == 130, err
     assert "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith("interrupted: run the same command again")

@@ -311,12 +311,10 @@ def test_bench_reads_paths_from_where_it_is_run_and_refuses_bad_values(toy_dir, 
 
 def test_ctrl_c_stops_the_benchmark_in_one_line(toy_dir, tmp_path):
     """Ctrl-C in the middle of bench.py printed a KeyboardInterrupt traceback."""
-    import os
     import shutil
-    import signal
     import subprocess
     import sys
-    from conftest import ROOT, group_ends
+    from conftest import ROOT, ctrl_c_to_group, kill_group
     data = shutil.copytree(toy_dir, tmp_path / "toy")  # bench removes the folder's cache
     out = tmp_path / "bench.json"
     bench = subprocess.Popen([sys.executable, str(ROOT / "bench.py"), f"--data-path={data}",
@@ -325,14 +323,9 @@ def test_ctrl_c_stops_the_benchmark_in_one_line(toy_dir, tmp_path):
                              stderr=subprocess.PIPE, start_new_session=True)
     try:
         assert bench.stdout.readline().startswith("device ")  # measuring has begun
-        os.killpg(bench.pid, signal.SIGINT)  # as the terminal sends it: to every process
-        _, err = bench.communicate(timeout=60)
-        assert group_ends(bench.pid)  # its measuring process ended too
+        err = ctrl_c_to_group(bench, 60)  # its measuring process ends too
     finally:
-        try:
-            os.killpg(bench.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(bench)
     assert bench.returncode == 130, err
     assert err.strip().splitlines() == ["interrupted: nothing measured was written"], err
     assert not out.exists()
