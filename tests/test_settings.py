@@ -3,8 +3,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import pytest
-
 import config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
