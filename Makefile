@@ -68,8 +68,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 # the whole suite (about 4.5 min of pytest on a 2-core Intel Xeon), its 15 slowest listed.
 # Two workers (pytest-xdist), each with torch on one thread: in one process the suite kept
-# two cores only about 60% busy (many tests wait on a subprocess or a server). A test file runs in one worker
-# (--dist loadfile), so module fixtures such as the attribute classifier are built once.
+# two cores only about 60% busy (many tests wait on a subprocess or a server). A test file
+# runs in one worker (--dist loadfile), so module fixtures such as the attribute classifier
+# are built once.
 XDIST := -n 2 --dist loadfile
 test: $(STAMP) $(EVAL) $(APP) $(ASSETS) browser
 	$(BIN)/python -m pytest -q $(XDIST) --durations=15 tests

@@ -76,6 +76,8 @@ def test_ctrl_c_stops_a_sweep_in_one_line_after_its_run_saved(toy_dir, tmp_path)
 
 
 def test_a_setting_that_fails_is_one_line_naming_its_log(tmp_path):
+    """A command of the sweep that failed ended it with a CalledProcessError traceback, and
+    its own error was only in a log the traceback did not name."""
     empty = tmp_path / "empty"
     (empty / "faces").mkdir(parents=True)
     sweep = _sweep(empty, tmp_path, 1)

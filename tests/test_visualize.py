@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, assert_clean_error, free_port, run_cli
+from conftest import ROOT, assert_clean_error, ctrl_c_to_group, free_port, kill_group, run_cli
 
 
 def _wait_for(port, seconds):
@@ -65,8 +65,6 @@ def visdom_server(tmp_path):
 def test_ctrl_c_while_the_server_loads_is_one_line(tmp_path):
     """Ctrl-C in `make visdom`'s first second, while visdom and tornado load, printed a
     KeyboardInterrupt traceback."""
-    import os
-    import signal
     port = free_port()
     script = ("import builtins, runpy, sys, time\n"
               "real = builtins.__import__\n\n"
@@ -84,10 +82,9 @@ def test_ctrl_c_while_the_server_loads_is_one_line(tmp_path):
                             start_new_session=True)
     try:
         assert proc.stderr.readline() == "loading\n"
-        os.killpg(proc.pid, signal.SIGINT)  # as the terminal sends it
-        _, err = proc.communicate(timeout=30)
+        err = ctrl_c_to_group(proc, 30)
     finally:
-        proc.kill()
+        kill_group(proc)
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == ["interrupted before the server started"], err
     assert not _wait_for(port, 0.5)
