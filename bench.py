@@ -274,13 +274,7 @@ def main():
         base.append(f"--gpu={args.gpu}")
 
     def measure(variant):
-        out = subprocess.run(base + [f"--one={variant}"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent)
-        if out.returncode == 130:  # it got the Ctrl-C (and this process lost its own)
-            raise KeyboardInterrupt
-        if out.returncode != 0:
-            sys.exit(f"error: the {variant} run failed:\n{out.stderr[-2000:]}")
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return _run_one(base + [f"--one={variant}"], f"the {variant} run")
 
     device_name = _device_name(device)
     kind = measured_kind(device) if device.type == "cpu" else device_name
@@ -357,12 +351,7 @@ def cache_sizes(args):
             cmd.append(f"--scratch={args.scratch}")
         if args.gpu is not None:
             cmd.append(f"--gpu={args.gpu}")
-        out = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parent)
-        if out.returncode == 130:
-            raise KeyboardInterrupt
-        if out.returncode != 0:
-            sys.exit(f"error: the run with {size} images failed:\n{out.stderr[-2000:]}")
-        r = json.loads(out.stdout.strip().splitlines()[-1])
+        r = _run_one(cmd, f"the run with {size} images")
         results.append(r)
         print(f"| {size:,} | {r['cache_gb']:.1f} GB | {r['images_per_s']:.1f} | "
               f"{r['peak_rss_mb']:.0f} MB |", flush=True)
@@ -488,6 +477,16 @@ def train_flops_per_image(g_every, ngf=64, ndf=64):
     d_step = g + 2 * 3 * d
     g_step = 3 * g + 2 * d
     return d_step + g_step / g_every
+
+
+def _run_one(cmd, what):
+    """One measuring run in a process of its own: the result it printed last (JSON)."""
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parent)
+    if out.returncode == 130:  # it got the Ctrl-C (and this process lost its own)
+        raise KeyboardInterrupt
+    if out.returncode != 0:
+        sys.exit(f"error: {what} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _device_name(device):
