@@ -32,6 +32,18 @@ def free_port():
         return s.getsockname()[1]
 
 
+def read_until(proc, text, seconds=120):
+    """``proc``'s stderr (a text pipe) read as it comes until ``text`` shows; fails if it
+    closes first or ``seconds`` pass. Returns what was read."""
+    import time
+    seen, deadline = "", time.monotonic() + seconds
+    while text not in seen:
+        char = proc.stderr.read(1)
+        assert char and time.monotonic() < deadline, seen
+        seen += char
+    return seen
+
+
 def group_ends(pgid, seconds=10):
     """Whether every process of group ``pgid`` is gone within ``seconds``: a killed one stays
     a zombie until the system reaps it (a second or so here), which is not a process left

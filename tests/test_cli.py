@@ -4,7 +4,7 @@ import torch
 
 from model import NetD, NetG
 
-from conftest import assert_clean_error, cli, run_cli
+from conftest import assert_clean_error, cli, read_until, run_cli
 
 
 def test_misspelt_flag_names_it_and_suggests(toy_dir):
@@ -378,11 +378,7 @@ def test_a_stop_while_torch_loads_is_one_line(tmp_path, signame):
     import signal
     proc = _main_while_loading(tmp_path, ["print('loading', file=sys.stderr, flush=True)",
                                           "time.sleep(60)"])
-    seen = ""
-    while "loading" not in seen:
-        char = proc.stderr.read(1)
-        assert char, seen
-        seen += char
+    read_until(proc, "loading")
     os.kill(proc.pid, getattr(signal, signame))
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143}[signame], err

@@ -14,7 +14,7 @@ import torch
 
 from data import CachedBatches, FaceFolder, build_cache, list_images, normalise
 
-from conftest import run_cli
+from conftest import read_until, run_cli
 
 
 def test_both_layouts(toy_dir, tmp_path):
@@ -276,11 +276,7 @@ def test_ctrl_c_while_decoding_stops_at_once_and_leaves_no_half_built_cache(tmp_
               f"runpy.run_path({str(ROOT / 'main.py')!r}, run_name='__main__')")
     proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    seen = ""
-    while "decoding images once" not in seen:
-        char = proc.stderr.read(1)
-        assert char, seen  # the run ended before it began decoding
-        seen += char
+    read_until(proc, "decoding images once")  # fails if the run ends before it decodes
     time.sleep(0.5)
     os.killpg(proc.pid, getattr(signal, signame))  # as a terminal or a scheduler: to every process
     try:

@@ -12,7 +12,8 @@ import train as train_module
 from config import parse
 from errors import UserError
 
-from conftest import ROOT, assert_clean_error, draw_grid, run_cli, same_weights, train_small
+from conftest import (ROOT, assert_clean_error, draw_grid, read_until, run_cli, same_weights,
+                      train_small)
 
 
 @pytest.mark.parametrize("extra", [{}, {"cache": False, "num_workers": 2}, {"ema": 0.99}],
@@ -53,10 +54,7 @@ def test_sigint_mid_epoch_saves_and_resume_continues_exactly(toy_dir, tmp_path):
                              f"--checkpoint-dir={split}", f"--save-path={split}"],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    seen = ""
-    deadline = time.time() + 120
-    while "epoch 2/3" not in seen and time.time() < deadline:
-        seen += proc.stderr.read(1)
+    read_until(proc, "epoch 2/3")
     proc.send_signal(signal.SIGINT)  # epoch 2 has just begun: its first step is under way
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
@@ -124,14 +122,6 @@ def _start(toy_dir, ckpt, *flags):
                             start_new_session=True)  # a process group of its own, as a job
 
 
-def _read_until(proc, text, seconds=120):
-    seen, deadline = "", time.time() + seconds
-    while text not in seen and time.time() < deadline and proc.poll() is None:
-        seen += proc.stderr.read(1)
-    assert text in seen, seen
-    return seen
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("group", [False, True], ids=["process", "group-with-workers"])
 def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path, group):
@@ -141,7 +131,7 @@ def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path, group)
     workers = ["--cache=False", "--num-workers=2"] if group else []
     proc = _start(toy_dir, tmp_path, "--batch-size=4", "--ngf=32", "--ndf=32", "--max-epoch=3",
                   *workers)
-    _read_until(proc, "epoch 2/3")
+    read_until(proc, "epoch 2/3")
     if group:
         time.sleep(0.5)  # the workers of epoch 2 are under way, with torch's handlers
         os.killpg(proc.pid, signal.SIGTERM)
@@ -337,7 +327,7 @@ def test_a_second_run_on_the_same_checkpoint_folder_is_refused(toy_dir, tmp_path
     # epochs enough to outlive the two runs below on a busy machine (it is killed after them)
     first = _start(toy_dir, ckpt, "--max-epoch=100000", "--batch-size=4", "--ngf=8", "--ndf=8")
     try:
-        _read_until(first, "epoch 1/100000")
+        read_until(first, "epoch 1/100000")
         second = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
                          f"--checkpoint-dir={ckpt}", f"--save-path={tmp_path / 'i2'}")
         line = assert_clean_error(second, "another training run", f"process {first.pid}",

@@ -9,7 +9,7 @@ from PIL import Image
 import toyfaces
 from toyfaces import ATTRIBUTES, CHOICES, face, make_toyfaces
 
-from conftest import ROOT, assert_clean_error, cli, run_cli
+from conftest import ROOT, assert_clean_error, cli, read_until, run_cli
 
 
 def _digest(folder):
@@ -128,11 +128,7 @@ def test_ctrl_c_while_drawing_is_one_line(tmp_path):
                              f"--out-dir={tmp_path / 'toy'}", "--num=20000"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    seen = ""
-    while "face/s" not in seen:  # the bar has counted the first faces
-        char = proc.stderr.read(1)
-        assert char, seen
-        seen += char
+    read_until(proc, "face/s")  # the bar has counted the first faces
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal sends it: to every process
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
