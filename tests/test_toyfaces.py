@@ -119,18 +119,18 @@ def test_the_command_writes_the_set_and_says_where(tmp_path):
 
 def test_ctrl_c_while_drawing_is_one_line(tmp_path):
     """Ctrl-C reaches the drawing pool's workers too: each printed a traceback of its own."""
-    import os
-    import signal
     import subprocess
     import sys
-    from conftest import ROOT
+    from conftest import ctrl_c_to_group, kill_group
     proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "toyfaces",
                              f"--out-dir={tmp_path / 'toy'}", "--num=20000"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    read_until(proc, "face/s")  # the bar has counted the first faces
-    os.killpg(proc.pid, signal.SIGINT)  # as a terminal sends it: to every process
-    _, err = proc.communicate(timeout=30)
+    try:
+        read_until(proc, "face/s")  # the bar has counted the first faces
+        err = ctrl_c_to_group(proc, 30)  # as a terminal sends it: to every process
+    finally:
+        kill_group(proc)
     assert proc.returncode == 130
     assert "Traceback" not in err and "ForkPoolWorker" not in err, err
     assert err.splitlines()[-1] == "interrupted"
