@@ -27,6 +27,7 @@ minutes for the budget.
 """
 import argparse
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -153,18 +154,40 @@ class CommandFailed(Exception):
     """A command of the sweep ended with an error: its log says which."""
 
 
+class Terminated(Exception):
+    """SIGTERM or a hang-up stopped the sweep (after the command it ran had stopped)."""
+
+
+_STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _cli(*args, log):
-    with open(log, "a") as f:
-        child = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *args], stdout=f,
-                                 stderr=subprocess.STDOUT, cwd=ROOT)
-    stopped = False
-    while child.returncode is None:
-        try:
-            child.wait()
-        except KeyboardInterrupt:  # the terminal sent it the Ctrl-C too: it stops cleanly
-            stopped = True  # (train saves first), so wait for it rather than kill it
-    if stopped or child.returncode == 130:
-        raise KeyboardInterrupt
+    """Run ``main.py *args`` with its output in ``log``. The command runs in a session of its
+    own, so Ctrl-C, SIGTERM and a hang-up reach it only through this script, which passes each
+    on (a hang-up as SIGTERM) and waits for it to stop: train saves first, and a second Ctrl-C
+    stops it at once, as in a terminal. A stop sent to this script alone stops the command
+    too, and none reaches it twice."""
+    child, got = None, []
+
+    def forward(signum, frame):
+        got.append(signum)
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, forward) for sig in _STOPS}
+    try:
+        with open(log, "a") as f:
+            child = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *args], stdout=f,
+                                     stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+        if got:  # it came while the command was starting
+            forward(got.pop(), None)
+        child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if got or child.returncode in (130, 143):
+        stop = got[0] if got else (signal.SIGINT if child.returncode == 130 else signal.SIGTERM)
+        raise KeyboardInterrupt if stop == signal.SIGINT else Terminated
     status = child.returncode
     if status:
         how = f"was killed by signal {-status}" if status < 0 else f"failed (exit status {status})"
@@ -318,13 +341,19 @@ def main():
     report(args)
 
 
+def _terminate(signum, frame):
+    raise Terminated
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)  # between commands too: the one line, not a kill
     try:
         main()
-    except KeyboardInterrupt:  # a run stopped halfway is trained again by the next start
-        print("\ninterrupted: run the same command again to go on with the settings not "
-              "yet done", file=sys.stderr)
-        sys.exit(130)
+    except (KeyboardInterrupt, Terminated) as stop:  # a run stopped halfway is trained
+        what = "terminated" if isinstance(stop, Terminated) else "interrupted"  # again next time
+        print(f"\n{what}: run the same command again to go on with the settings not yet done",
+              file=sys.stderr)
+        sys.exit(143 if isinstance(stop, Terminated) else 130)
     except CommandFailed as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -1,7 +1,11 @@
 """experiments/settings.py: every setting it trains is a command line train accepts."""
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
+
+import pytest
 
 import config
 
@@ -49,28 +53,64 @@ def _sweep(toy_dir, tmp_path, epochs, **popen):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
 
-def test_ctrl_c_stops_a_sweep_in_one_line_after_its_run_saved(toy_dir, tmp_path):
+def _children(pid):
+    """The pids of ``pid``'s child processes, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.parametrize("signum, to_group, status, word", [
+    (signal.SIGINT, True, 130, "interrupted"),  # Ctrl-C in a terminal
+    (signal.SIGINT, False, 130, "interrupted"),  # kill -INT to the sweep alone
+    (signal.SIGTERM, False, 143, "terminated"),  # kill to the sweep alone
+    (signal.SIGHUP, False, 143, "terminated"),  # its terminal closed
+], ids=["ctrl-c", "sigint-alone", "sigterm-alone", "sighup-alone"])
+def test_a_stopped_sweep_stops_its_training_after_it_saved(toy_dir, tmp_path, signum,
+                                                           to_group, status, word):
     """Ctrl-C stopped the sweep with a KeyboardInterrupt traceback, and the sweep killed the
     training it had started 0.25 s later, often in the middle of the save that Ctrl-C asks
-    for (2 of 3 tries)."""
+    for (2 of 3 tries). Later: a stop sent to the sweep alone (kill, a closed terminal) left
+    that training running to its end, or kept the sweep waiting for it."""
     import time
     import torch
-    from conftest import ctrl_c_to_group, kill_group
+    from conftest import group_ends, kill_group
     sweep = _sweep(toy_dir, tmp_path, 500, start_new_session=True)
     log = tmp_path / "sweep" / "demo_seed0" / "log.txt"
+    training = []
     try:
         deadline = time.monotonic() + 120
         while not (log.is_file() and "epoch 2/500" in log.read_text()):
             assert time.monotonic() < deadline and sweep.poll() is None, sweep.stderr.read()
             time.sleep(0.05)
-        err = ctrl_c_to_group(sweep, 120)  # to both; the training ends too, on its own
+        training = _children(sweep.pid)
+        assert len(training) == 1
+        (os.killpg if to_group else os.kill)(sweep.pid, signum)
+        _, err = sweep.communicate(timeout=120)
+        assert group_ends(sweep.pid)
     finally:
         kill_group(sweep)
-    assert sweep.returncode == 130, err
+        for pid in training:  # in a session of its own: not in the sweep's group
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert sweep.returncode == status, err
     assert "Traceback" not in err, err
-    assert err.strip().splitlines()[-1].startswith("interrupted: run the same command again")
+    assert err.strip().splitlines() == [
+        f"{word}: run the same command again to go on with the settings not yet done"]
+    with pytest.raises(ProcessLookupError):  # the training ended with the sweep
+        os.kill(training[0], 0)
     run = log.parent
-    assert "interrupted" in log.read_text()  # train's own line: it saved, then stopped
+    said = log.read_text()
+    assert f"{'SIGINT' if signum == signal.SIGINT else 'SIGTERM'}: saving after this step" in said
+    assert said.count("saving after this step") == 1  # the stop reached it once
     assert 1 <= torch.load(run / "last.pth", weights_only=True)["epoch"] < 500
     assert not list(run.glob("*.tmp"))  # no half-written file
 
