@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -480,13 +481,29 @@ def train_flops_per_image(g_every, ngf=64, ndf=64):
 
 
 def _run_one(cmd, what):
-    """One measuring run in a process of its own: the result it printed last (JSON)."""
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parent)
-    if out.returncode == 130:  # it got the Ctrl-C (and this process lost its own)
+    """One measuring run in a process of its own: the result it printed last (JSON). A stop
+    (Ctrl-C, SIGTERM, a hang-up) ends it with this process; one that comes while it starts
+    waits until it has started, as it would be left running otherwise."""
+    global _held
+    _held = []
+    try:
+        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 cwd=Path(__file__).parent)
+    finally:
+        held, _held = _held, None
+    try:
+        if held:
+            _stop(held[0], None)
+        stdout, stderr = child.communicate()
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    if child.returncode == 130:  # it got the Ctrl-C (and this process lost its own)
         raise KeyboardInterrupt
-    if out.returncode != 0:
-        sys.exit(f"error: {what} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    if child.returncode != 0:
+        sys.exit(f"error: {what} failed:\n{stderr[-2000:]}")
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def _device_name(device):
@@ -497,9 +514,28 @@ def _device_name(device):
     return f"{model}, {os.cpu_count()} cores"
 
 
+class Terminated(Exception):
+    """SIGTERM or a hang-up: raised where this process is, as Ctrl-C's KeyboardInterrupt is,
+    so that the measuring process is ended with it instead of measuring on alone and slowing
+    whatever runs next."""
+
+
+_held = None  # while a measuring process starts: the stops that came meanwhile
+
+
+def _stop(signum, frame):
+    if _held is not None:
+        _held.append(signum)
+    else:
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
+
+
 if __name__ == "__main__":
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop)
     try:
         main()
-    except KeyboardInterrupt:
-        print("\ninterrupted: nothing measured was written", file=sys.stderr)
-        sys.exit(130)
+    except (KeyboardInterrupt, Terminated) as stop:
+        what = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        print(f"\n{what}: nothing measured was written", file=sys.stderr)
+        sys.exit(143 if isinstance(stop, Terminated) else 130)

@@ -1,5 +1,7 @@
 """Training end to end, the D/G schedule, and what each update step may touch."""
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -309,12 +311,18 @@ def test_bench_reads_paths_from_where_it_is_run_and_refuses_bad_values(toy_dir, 
     assert json.loads((tmp_path / "out" / "sizes.json").read_text())[0]["images"] == 32
 
 
-def test_ctrl_c_stops_the_benchmark_in_one_line(toy_dir, tmp_path):
-    """Ctrl-C in the middle of bench.py printed a KeyboardInterrupt traceback."""
+@pytest.mark.parametrize("signum, to_group, status, word", [
+    (signal.SIGINT, True, 130, "interrupted"),  # Ctrl-C in a terminal
+    (signal.SIGTERM, False, 143, "terminated"),  # kill to bench.py alone
+], ids=["ctrl-c", "sigterm-alone"])
+def test_a_stopped_benchmark_ends_in_one_line_with_its_measuring(toy_dir, tmp_path, signum,
+                                                                  to_group, status, word):
+    """Ctrl-C in the middle of bench.py printed a KeyboardInterrupt traceback; a SIGTERM to
+    bench.py alone left its measuring process running on, slowing whatever ran next."""
     import shutil
     import subprocess
     import sys
-    from conftest import ROOT, ctrl_c_to_group, kill_group
+    from conftest import ROOT, group_ends, kill_group
     data = shutil.copytree(toy_dir, tmp_path / "toy")  # bench removes the folder's cache
     out = tmp_path / "bench.json"
     bench = subprocess.Popen([sys.executable, str(ROOT / "bench.py"), f"--data-path={data}",
@@ -323,9 +331,11 @@ def test_ctrl_c_stops_the_benchmark_in_one_line(toy_dir, tmp_path):
                              stderr=subprocess.PIPE, start_new_session=True)
     try:
         assert bench.stdout.readline().startswith("device ")  # measuring has begun
-        err = ctrl_c_to_group(bench, 60)  # its measuring process ends too
+        (os.killpg if to_group else os.kill)(bench.pid, signum)
+        _, err = bench.communicate(timeout=60)
+        assert group_ends(bench.pid), "its measuring process is still running"
     finally:
         kill_group(bench)
-    assert bench.returncode == 130, err
-    assert err.strip().splitlines() == ["interrupted: nothing measured was written"], err
+    assert bench.returncode == status, err
+    assert err.strip().splitlines() == [f"{word}: nothing measured was written"], err
     assert not out.exists()
