@@ -514,10 +514,10 @@ def _device_name(device):
     return f"{model}, {os.cpu_count()} cores"
 
 
-class Terminated(Exception):
-    """SIGTERM or a hang-up: raised where this process is, as Ctrl-C's KeyboardInterrupt is,
-    so that the measuring process is ended with it instead of measuring on alone and slowing
-    whatever runs next."""
+class Terminated(BaseException):
+    """SIGTERM or a hang-up: raised where this process is, as Ctrl-C's KeyboardInterrupt is
+    (a BaseException too, so no ``except Exception`` swallows it), so that the measuring
+    process is ended with it instead of measuring on alone and slowing whatever runs next."""
 
 
 _held = None  # while a measuring process starts: the stops that came meanwhile

@@ -154,8 +154,9 @@ class CommandFailed(Exception):
     """A command of the sweep ended with an error: its log says which."""
 
 
-class Terminated(Exception):
-    """SIGTERM or a hang-up stopped the sweep (after the command it ran had stopped)."""
+class Terminated(BaseException):
+    """SIGTERM or a hang-up stopped the sweep (after the command it ran had stopped); a
+    BaseException, as KeyboardInterrupt is, so no ``except Exception`` swallows it."""
 
 
 _STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -167,20 +168,26 @@ def _cli(*args, log):
     on (a hang-up as SIGTERM) and waits for it to stop: train saves first, and a second Ctrl-C
     stops it at once, as in a terminal. A stop sent to this script alone stops the command
     too, and none reaches it twice."""
-    child, got = None, []
+    child, got, pending = None, [], []
+
+    def send(signum):
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
 
     def forward(signum, frame):
         got.append(signum)
-        if child is not None and child.poll() is None:
-            child.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+        if child is None:  # the command is starting: passed on once it has
+            pending.append(signum)
+        else:
+            send(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in _STOPS}
     try:
         with open(log, "a") as f:
             child = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *args], stdout=f,
                                      stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
-        if got:  # it came while the command was starting
-            forward(got.pop(), None)
+        for signum in pending:
+            send(signum)
         child.wait()
     finally:
         for sig, handler in previous.items():
@@ -346,7 +353,8 @@ def _terminate(signum, frame):
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _terminate)  # between commands too: the one line, not a kill
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # between commands too: the one line
+        signal.signal(sig, _terminate)
     try:
         main()
     except (KeyboardInterrupt, Terminated) as stop:  # a run stopped halfway is trained

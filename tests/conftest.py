@@ -70,6 +70,19 @@ def ctrl_c_to_group(proc, timeout):
     return err
 
 
+def children(pid):
+    """The pids of ``pid``'s child processes, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def kill_group(proc):
     """SIGKILL to whatever is left of ``proc``'s group, after a test, passed or failed."""
     import signal

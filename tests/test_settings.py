@@ -53,19 +53,6 @@ def _sweep(toy_dir, tmp_path, epochs, **popen):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
 
-def _children(pid):
-    """The pids of ``pid``'s child processes, from /proc."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # it ended while we looked
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
 @pytest.mark.parametrize("signum, to_group, status, word", [
     (signal.SIGINT, True, 130, "interrupted"),  # Ctrl-C in a terminal
     (signal.SIGINT, False, 130, "interrupted"),  # kill -INT to the sweep alone
@@ -80,7 +67,7 @@ def test_a_stopped_sweep_stops_its_training_after_it_saved(toy_dir, tmp_path, si
     that training running to its end, or kept the sweep waiting for it."""
     import time
     import torch
-    from conftest import group_ends, kill_group
+    from conftest import children, group_ends, kill_group
     sweep = _sweep(toy_dir, tmp_path, 500, start_new_session=True)
     log = tmp_path / "sweep" / "demo_seed0" / "log.txt"
     training = []
@@ -89,11 +76,13 @@ def test_a_stopped_sweep_stops_its_training_after_it_saved(toy_dir, tmp_path, si
         while not (log.is_file() and "epoch 2/500" in log.read_text()):
             assert time.monotonic() < deadline and sweep.poll() is None, sweep.stderr.read()
             time.sleep(0.05)
-        training = _children(sweep.pid)
+        training = children(sweep.pid)
         assert len(training) == 1
         (os.killpg if to_group else os.kill)(sweep.pid, signum)
         _, err = sweep.communicate(timeout=120)
         assert group_ends(sweep.pid)
+        with pytest.raises(ProcessLookupError):  # the training ended with the sweep
+            os.kill(training[0], 0)
     finally:
         kill_group(sweep)
         for pid in training:  # in a session of its own: not in the sweep's group
@@ -105,8 +94,6 @@ def test_a_stopped_sweep_stops_its_training_after_it_saved(toy_dir, tmp_path, si
     assert "Traceback" not in err, err
     assert err.strip().splitlines() == [
         f"{word}: run the same command again to go on with the settings not yet done"]
-    with pytest.raises(ProcessLookupError):  # the training ended with the sweep
-        os.kill(training[0], 0)
     run = log.parent
     said = log.read_text()
     assert f"{'SIGINT' if signum == signal.SIGINT else 'SIGTERM'}: saving after this step" in said

@@ -322,7 +322,8 @@ def test_a_stopped_benchmark_ends_in_one_line_with_its_measuring(toy_dir, tmp_pa
     import shutil
     import subprocess
     import sys
-    from conftest import ROOT, group_ends, kill_group
+    import time
+    from conftest import ROOT, children, group_ends, kill_group
     data = shutil.copytree(toy_dir, tmp_path / "toy")  # bench removes the folder's cache
     out = tmp_path / "bench.json"
     bench = subprocess.Popen([sys.executable, str(ROOT / "bench.py"), f"--data-path={data}",
@@ -330,7 +331,11 @@ def test_a_stopped_benchmark_ends_in_one_line_with_its_measuring(toy_dir, tmp_pa
                               f"--json={out}"], cwd=ROOT, text=True, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, start_new_session=True)
     try:
-        assert bench.stdout.readline().startswith("device ")  # measuring has begun
+        assert bench.stdout.readline().startswith("device ")
+        deadline = time.monotonic() + 60
+        while not children(bench.pid):  # its measuring process has started
+            assert time.monotonic() < deadline and bench.poll() is None
+            time.sleep(0.01)
         (os.killpg if to_group else os.kill)(bench.pid, signum)
         _, err = bench.communicate(timeout=60)
         assert group_ends(bench.pid), "its measuring process is still running"
