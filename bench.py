@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from errors import Terminated
+
 
 def _sync(device):
     import torch
@@ -514,16 +516,13 @@ def _device_name(device):
     return f"{model}, {os.cpu_count()} cores"
 
 
-class Terminated(BaseException):
-    """SIGTERM or a hang-up: raised where this process is, as Ctrl-C's KeyboardInterrupt is
-    (a BaseException too, so no ``except Exception`` swallows it), so that the measuring
-    process is ended with it instead of measuring on alone and slowing whatever runs next."""
-
-
 _held = None  # while a measuring process starts: the stops that came meanwhile
 
 
 def _stop(signum, frame):
+    """Ctrl-C, SIGTERM or a hang-up: raised where this process is (errors.Terminated for the
+    last two), so that the measuring process is ended with it instead of measuring on alone
+    and slowing whatever runs next."""
     if _held is not None:
         _held.append(signum)
     else:

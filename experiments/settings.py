@@ -35,6 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from errors import Terminated  # noqa: E402  (SIGTERM or a hang-up stopped the sweep)
 
 AUG = "color,translation,cutout"
 MODERN = dict(g_every=1, lr1=2e-4, lr2=2e-4, loss="hinge", sn=True, diffaug=AUG, beta1=0.0,
@@ -152,11 +153,6 @@ def _device(args):
 
 class CommandFailed(Exception):
     """A command of the sweep ended with an error: its log says which."""
-
-
-class Terminated(BaseException):
-    """SIGTERM or a hang-up stopped the sweep (after the command it ran had stopped); a
-    BaseException, as KeyboardInterrupt is, so no ``except Exception`` swallows it."""
 
 
 _STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
