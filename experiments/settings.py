@@ -158,12 +158,32 @@ class CommandFailed(Exception):
 _STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+def _stopped_with_this_script():
+    """Popen's ``preexec_fn`` on Linux (None elsewhere): the command gets SIGTERM if this
+    script dies without passing a stop on (a SIGKILL, the out-of-memory killer), so that
+    train saves and stops rather than training on alone in its own session, unseen."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import os
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def preexec():  # in the new process, before main.py starts
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # this script's handler: not here
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the script died before that: nothing to train for
+            os._exit(143)
+    return preexec
+
+
 def _cli(*args, log):
     """Run ``main.py *args`` with its output in ``log``. The command runs in a session of its
     own, so Ctrl-C, SIGTERM and a hang-up reach it only through this script, which passes each
     on (a hang-up as SIGTERM) and waits for it to stop: train saves first, and a second Ctrl-C
     stops it at once, as in a terminal. A stop sent to this script alone stops the command
-    too, and none reaches it twice."""
+    too, and none reaches it twice; if this script is killed outright, the command gets a
+    SIGTERM (on Linux)."""
     child, got, pending = None, [], []
 
     def send(signum):
@@ -181,7 +201,8 @@ def _cli(*args, log):
     try:
         with open(log, "a") as f:
             child = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *args], stdout=f,
-                                     stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+                                     preexec_fn=_stopped_with_this_script())
         for signum in pending:
             send(signum)
         child.wait()

@@ -102,6 +102,51 @@ def test_a_stopped_sweep_stops_its_training_after_it_saved(toy_dir, tmp_path, si
     assert not list(run.glob("*.tmp"))  # no half-written file
 
 
+def _running(pid):
+    """Whether ``pid`` runs: neither gone nor a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_killed_sweep_leaves_no_training_behind(toy_dir, tmp_path):
+    """The sweep's training runs in a session of its own: a SIGKILL to the sweep (or the
+    out-of-memory killer) left it training on alone, unseen, to its last epoch."""
+    import time
+    import torch
+    from conftest import children, kill_group
+    sweep = _sweep(toy_dir, tmp_path, 500, start_new_session=True)
+    log = tmp_path / "sweep" / "demo_seed0" / "log.txt"
+    training = []
+    try:
+        deadline = time.monotonic() + 120
+        while not (log.is_file() and "epoch 2/500" in log.read_text()):
+            assert time.monotonic() < deadline and sweep.poll() is None, sweep.stderr.read()
+            time.sleep(0.05)
+        training = children(sweep.pid)
+        assert len(training) == 1
+        sweep.kill()
+        sweep.communicate(timeout=30)
+        deadline = time.monotonic() + 60
+        while _running(training[0]):
+            assert time.monotonic() < deadline, "the training still runs without its sweep"
+            time.sleep(0.1)
+    finally:
+        kill_group(sweep)
+        for pid in training:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    said = log.read_text()
+    assert "SIGTERM: saving after this step" in said
+    assert 1 <= torch.load(log.parent / "last.pth", weights_only=True)["epoch"] < 500
+    assert not list(log.parent.glob("*.tmp"))
+
+
 def test_a_setting_that_fails_is_one_line_naming_its_log(tmp_path):
     """A command of the sweep that failed ended it with a CalledProcessError traceback, and
     its own error was only in a log the traceback did not name."""
