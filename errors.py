@@ -30,6 +30,8 @@ _seen = []  # the signals the handlers below raised an exception for, in order
 
 
 def _raise_terminated(signum, frame):
+    if signal.SIGTERM in _seen:  # a second one: the first's clean-up is under way, let it end
+        return
     _seen.append(signum)
     raise Terminated
 

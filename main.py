@@ -43,6 +43,7 @@ except (KeyboardInterrupt, Terminated) as stop:
     if __name__ != "__main__":
         raise
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second one: at once, without a traceback
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # and a second SIGTERM changes nothing
     line, status = _stopped(stop, sys.argv[1] if len(sys.argv) > 1 else None)
     print(line, file=sys.stderr)
     sys.exit(status)
@@ -218,6 +219,8 @@ def main(argv):
         _say_once(f"interrupted: {e}")
         return 130
     except (KeyboardInterrupt, Terminated) as e:  # train: see _stopped; the others: the first
+        if isinstance(e, Terminated):  # stopping: another one, even as Python ends, is nothing
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         line, status = _stopped(e, command)
         _say_once(line)
         return status

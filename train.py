@@ -520,6 +520,8 @@ class StopSignal:
         return self
 
     def _handle(self, signum, frame):
+        if self.requested:  # a second SIGTERM (a scheduler's and a sweep's): asked for already
+            return
         self.requested = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
         if distributed.is_main_process():
@@ -528,6 +530,8 @@ class StopSignal:
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
+            if sig == signal.SIGTERM and self.requested:
+                handler = signal.SIG_IGN  # stopping after the save: another one changes nothing
             signal.signal(sig, handler)
         return False
 

@@ -123,11 +123,12 @@ def _start(toy_dir, ckpt, *flags):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("group", [False, True], ids=["process", "group-with-workers"])
-def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path, group):
+@pytest.mark.parametrize("group, times", [(False, 1), (True, 1), (False, 2)],
+                         ids=["process", "group-with-workers", "process-twice"])
+def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path, group, times):
     """What `kill` sends to the process, and a cluster's scheduler to every process of the
     job, decoding workers too: the state is saved, the message says how to go on, and
-    --resume finishes the run."""
+    --resume finishes the run. Twice (a scheduler's and a sweep's): said once, saved once."""
     workers = ["--cache=False", "--num-workers=2"] if group else []
     proc = _start(toy_dir, tmp_path, "--batch-size=4", "--ngf=32", "--ndf=32", "--max-epoch=3",
                   *workers)
@@ -136,7 +137,9 @@ def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path, group)
         time.sleep(0.5)  # the workers of epoch 2 are under way, with torch's handlers
         os.killpg(proc.pid, signal.SIGTERM)
     else:
-        proc.send_signal(signal.SIGTERM)
+        for _ in range(times):
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.05)
     try:
         _, err = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
@@ -144,7 +147,7 @@ def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path, group)
         proc.communicate()
         pytest.fail("train hung after SIGTERM")
     assert proc.returncode == 130
-    assert "SIGTERM: saving after this step" in err and "Traceback" not in err
+    assert err.count("SIGTERM: saving after this step") == 1 and "Traceback" not in err, err
     assert err.splitlines()[-1].startswith("interrupted: stopped in epoch ")
     assert f"--resume={tmp_path / 'last.pth'}" in err.splitlines()[-1]
     state = torch.load(tmp_path / "last.pth", weights_only=True)
