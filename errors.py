@@ -43,8 +43,9 @@ def _raise_interrupt(signum, frame):
 
 def stop_on_signals():
     """The main process: SIGTERM raises Terminated (by default it ends the process at once,
-    leaving temporary files and skipping the clean-up registered for the exit), Ctrl-C raises
-    KeyboardInterrupt as by default; both are remembered for ``raise_if_stopped``."""
+    leaving temporary files and skipping the clean-up registered for the exit), once: a second
+    one would break into the clean-up of the first; Ctrl-C raises KeyboardInterrupt as by
+    default. Both are remembered for ``raise_if_stopped``."""
     signal.signal(signal.SIGTERM, _raise_terminated)
     signal.signal(signal.SIGINT, _raise_interrupt)
 
