@@ -530,8 +530,6 @@ class StopSignal:
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
-            if sig == signal.SIGTERM and self.requested:
-                handler = signal.SIG_IGN  # stopping after the save: another one changes nothing
             signal.signal(sig, handler)
         return False
 
