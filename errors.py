@@ -5,6 +5,7 @@ how the commands stop on Ctrl-C and SIGTERM, and ``counted`` for the counts mess
 no traceback. Everything else is a bug and keeps its traceback.
 """
 import signal
+import sys
 
 
 def counted(n, noun, plural=None):
@@ -27,10 +28,20 @@ class Terminated(BaseException):
 
 
 _seen = []  # the signals the handlers below raised an exception for, in order
+_under_way = []  # stops being acted on: training's save, or main's last line
+
+
+def stop_under_way(signum):
+    """A stop by ``signum`` is being acted on (training saves first; main says its line): a
+    SIGTERM from now on changes nothing (a scheduler's and a sweep's reach train both)."""
+    _under_way.append(signum)
 
 
 def _raise_terminated(signum, frame):
-    if signal.SIGTERM in _seen:  # a second one: the first's clean-up is under way, let it end
+    # a second one while the first's exception unwinds, or once a stop is under way, would
+    # break into its clean-up; a first whose exception was lost (see raise_if_stopped) is
+    # neither, so a second kill still stops the process
+    if _under_way or isinstance(sys.exc_info()[1], Terminated):
         return
     _seen.append(signum)
     raise Terminated
@@ -43,9 +54,9 @@ def _raise_interrupt(signum, frame):
 
 def stop_on_signals():
     """The main process: SIGTERM raises Terminated (by default it ends the process at once,
-    leaving temporary files and skipping the clean-up registered for the exit), once: a second
-    one would break into the clean-up of the first; Ctrl-C raises KeyboardInterrupt as by
-    default. Both are remembered for ``raise_if_stopped``."""
+    leaving temporary files and skipping the clean-up registered for the exit), not again while
+    the first is acted on; Ctrl-C raises KeyboardInterrupt as by default. Both are remembered
+    for ``raise_if_stopped``."""
     signal.signal(signal.SIGTERM, _raise_terminated)
     signal.signal(signal.SIGINT, _raise_interrupt)
 

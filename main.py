@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from errors import (Interrupted, Terminated, UserError, counted, raise_if_stopped,
-                    stop_on_signals)
+                    stop_on_signals, stop_under_way)
 
 
 def _stopped(stop, command):
@@ -28,6 +28,16 @@ def _stopped(stop, command):
         what += (" at once: nothing saved since the last save point" if began else
                  " before training began: nothing was trained")
     return f"\n{what}", 143 if isinstance(stop, Terminated) else 130
+
+
+def _ignore_sigterm():
+    """The work is over (done, saved, or stopped with its line said): a SIGTERM while Python
+    shuts down (a second one: a scheduler's and a sweep's) changes nothing, so the process
+    ends with the status it has said. Ignored rather than handled: Python puts the handlers
+    it set back to the default as it ends, and the signal would then kill it. For main.py's
+    own process only: the tests call main() in theirs, and an ignored signal is inherited by
+    the processes it starts."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 if __name__ == "__main__":  # before torch loads (a second or more): a stop then is one line too
@@ -43,8 +53,8 @@ except (KeyboardInterrupt, Terminated) as stop:
     if __name__ != "__main__":
         raise
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second one: at once, without a traceback
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # and a second SIGTERM changes nothing
     line, status = _stopped(stop, sys.argv[1] if len(sys.argv) > 1 else None)
+    _ignore_sigterm()
     print(line, file=sys.stderr)
     sys.exit(status)
 
@@ -219,6 +229,7 @@ def main(argv):
         _say_once(f"interrupted: {e}")
         return 130
     except (KeyboardInterrupt, Terminated) as e:  # train: see _stopped; the others: the first
+        stop_under_way(signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
         line, status = _stopped(e, command)
         _say_once(line)
         return status
@@ -228,10 +239,7 @@ def main(argv):
 if __name__ == "__main__":
     code = main(sys.argv)
     # the work is over and saved: a Ctrl-C while Python shuts down (joining workers, running
-    # exit hooks) ends it at once, not with a KeyboardInterrupt traceback from an exit hook;
-    # a SIGTERM then (a second one, say: a scheduler's and a sweep's) changes nothing. Here, not
-    # in main(): the tests call main() in their own process, whose children would inherit
-    # the ignored SIGTERM.
+    # exit hooks) ends it at once, not with a KeyboardInterrupt traceback from an exit hook
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _ignore_sigterm()
     sys.exit(code)

@@ -32,7 +32,7 @@ from config import use_bf16
 from curves import LossLog
 from data import cached_batches, folder_batches
 from ema import EMA
-from errors import Interrupted, UserError, counted
+from errors import Interrupted, UserError, counted, stop_under_way
 from model import (LowJudge, NetD, NetG, add_spectral_norm, book_state_dict, remove_batchnorm,
                    weights_init)
 from steps import R1_EVERY, Objective, d_step, g_step
@@ -523,6 +523,7 @@ class StopSignal:
         if self.requested:  # a second SIGTERM (a scheduler's and a sweep's): asked for already
             return
         self.requested = True
+        stop_under_way(signum)  # and after the save, until the process ends
         signal.signal(signal.SIGINT, signal.default_int_handler)
         if distributed.is_main_process():
             print(f"\n{signal.Signals(signum).name}: saving after this step (Ctrl-C again to "

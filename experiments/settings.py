@@ -167,11 +167,14 @@ def _stopped_with_this_script():
     import ctypes
     import os
     prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl.argtypes = (ctypes.c_int, ctypes.c_ulong)  # PR_SET_PDEATHSIG's one argument
     parent = os.getpid()
 
     def preexec():  # in the new process, before main.py starts
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # this script's handler: not here
-        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        # the signal comes when the thread that started the command ends: this script's main
+        # thread, the one that handles its stops too (refused, by a sandbox say: no signal)
+        prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the script died before that: nothing to train for
             os._exit(143)
     return preexec

@@ -123,25 +123,41 @@ def _start(toy_dir, ckpt, *flags):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("group, times", [(False, 1), (True, 1), (False, 2)],
-                         ids=["process", "group-with-workers", "process-twice"])
-def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path, group, times):
+@pytest.mark.parametrize("group, second", [(False, None), (True, None), (False, "soon"),
+                                           (False, "after its line")],
+                         ids=["process", "group-with-workers", "process-twice",
+                              "process-again-after-its-line"])
+def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path, group, second):
     """What `kill` sends to the process, and a cluster's scheduler to every process of the
     job, decoding workers too: the state is saved, the message says how to go on, and
-    --resume finishes the run. Twice (a scheduler's and a sweep's): said once, saved once."""
+    --resume finishes the run. Twice (a scheduler's and a sweep's): said once, saved once;
+    the second printed the line again, or, after the save, ended the process by the signal
+    or with a traceback."""
     workers = ["--cache=False", "--num-workers=2"] if group else []
     proc = _start(toy_dir, tmp_path, "--batch-size=4", "--ngf=32", "--ndf=32", "--max-epoch=3",
                   *workers)
     read_until(proc, "epoch 2/3")
+    said = ""
     if group:
         time.sleep(0.5)  # the workers of epoch 2 are under way, with torch's handlers
         os.killpg(proc.pid, signal.SIGTERM)
     else:
-        for _ in range(times):
-            proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)
+        if second == "soon":
             time.sleep(0.05)
+        elif second == "after its line":  # saved: the process is on its way out
+            said = read_until(proc, "interrupted: stopped")
+        if second:
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        if said:  # the rest from the same reader (communicate would skip what it buffered)
+            proc.wait(timeout=120)
+            said += proc.stderr.read()
     try:
         _, err = proc.communicate(timeout=120)
+        err = said + err
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)  # no run left behind
         proc.communicate()
