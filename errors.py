@@ -38,10 +38,10 @@ def stop_under_way(signum):
 
 
 def _raise_terminated(signum, frame):
-    # a second one while the first's exception unwinds, or once a stop is under way, would
-    # break into its clean-up; a first whose exception was lost (see raise_if_stopped) is
-    # neither, so a second kill still stops the process
-    if _under_way or isinstance(sys.exc_info()[1], Terminated):
+    # one while a stop's exception unwinds (a first SIGTERM's, a Ctrl-C's), or once a stop is
+    # under way, would break into its clean-up; a first whose exception was lost (see
+    # raise_if_stopped) is neither, so a second kill still stops the process
+    if _under_way or isinstance(sys.exc_info()[1], (Terminated, KeyboardInterrupt)):
         return
     _seen.append(signum)
     raise Terminated
