@@ -1,5 +1,6 @@
 """experiments/settings.py: every setting it trains is a command line train accepts."""
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -53,6 +54,33 @@ def _sweep(toy_dir, tmp_path, epochs, **popen):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
 
+@contextlib.contextmanager
+def _training_sweep(toy_dir, tmp_path):
+    """A sweep of 500 epochs in a session of its own, given as (the sweep, its setting's log,
+    the training's pid) once that training is in epoch 2; what is left of either is killed
+    afterwards (the training has a session of its own: not in the sweep's group)."""
+    import time
+    from conftest import children, kill_group
+    sweep = _sweep(toy_dir, tmp_path, 500, start_new_session=True)
+    log = tmp_path / "sweep" / "demo_seed0" / "log.txt"
+    training = []
+    try:
+        deadline = time.monotonic() + 120
+        while not (log.is_file() and "epoch 2/500" in log.read_text()):
+            assert time.monotonic() < deadline and sweep.poll() is None, sweep.stderr.read()
+            time.sleep(0.05)
+        training = children(sweep.pid)
+        assert len(training) == 1
+        yield sweep, log, training[0]
+    finally:
+        kill_group(sweep)
+        for pid in training:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 @pytest.mark.parametrize("signum, to_group, status, word", [
     (signal.SIGINT, True, 130, "interrupted"),  # Ctrl-C in a terminal
     (signal.SIGINT, False, 130, "interrupted"),  # kill -INT to the sweep alone
@@ -65,31 +93,14 @@ def test_a_stopped_sweep_stops_its_training_after_it_saved(toy_dir, tmp_path, si
     training it had started 0.25 s later, often in the middle of the save that Ctrl-C asks
     for (2 of 3 tries). Later: a stop sent to the sweep alone (kill, a closed terminal) left
     that training running to its end, or kept the sweep waiting for it."""
-    import time
     import torch
-    from conftest import children, group_ends, kill_group
-    sweep = _sweep(toy_dir, tmp_path, 500, start_new_session=True)
-    log = tmp_path / "sweep" / "demo_seed0" / "log.txt"
-    training = []
-    try:
-        deadline = time.monotonic() + 120
-        while not (log.is_file() and "epoch 2/500" in log.read_text()):
-            assert time.monotonic() < deadline and sweep.poll() is None, sweep.stderr.read()
-            time.sleep(0.05)
-        training = children(sweep.pid)
-        assert len(training) == 1
+    from conftest import group_ends
+    with _training_sweep(toy_dir, tmp_path) as (sweep, log, training):
         (os.killpg if to_group else os.kill)(sweep.pid, signum)
         _, err = sweep.communicate(timeout=120)
         assert group_ends(sweep.pid)
         with pytest.raises(ProcessLookupError):  # the training ended with the sweep
-            os.kill(training[0], 0)
-    finally:
-        kill_group(sweep)
-        for pid in training:  # in a session of its own: not in the sweep's group
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            os.kill(training, 0)
     assert sweep.returncode == status, err
     assert "Traceback" not in err, err
     assert err.strip().splitlines() == [
@@ -117,30 +128,13 @@ def test_a_killed_sweep_leaves_no_training_behind(toy_dir, tmp_path):
     out-of-memory killer) left it training on alone, unseen, to its last epoch."""
     import time
     import torch
-    from conftest import children, kill_group
-    sweep = _sweep(toy_dir, tmp_path, 500, start_new_session=True)
-    log = tmp_path / "sweep" / "demo_seed0" / "log.txt"
-    training = []
-    try:
-        deadline = time.monotonic() + 120
-        while not (log.is_file() and "epoch 2/500" in log.read_text()):
-            assert time.monotonic() < deadline and sweep.poll() is None, sweep.stderr.read()
-            time.sleep(0.05)
-        training = children(sweep.pid)
-        assert len(training) == 1
+    with _training_sweep(toy_dir, tmp_path) as (sweep, log, training):
         sweep.kill()
         sweep.communicate(timeout=30)
         deadline = time.monotonic() + 60
-        while _running(training[0]):
+        while _running(training):
             assert time.monotonic() < deadline, "the training still runs without its sweep"
             time.sleep(0.1)
-    finally:
-        kill_group(sweep)
-        for pid in training:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     said = log.read_text()
     assert "SIGTERM: saving after this step" in said
     assert 1 <= torch.load(log.parent / "last.pth", weights_only=True)["epoch"] < 500
