@@ -82,17 +82,25 @@ def ctrl_c_to_group(proc, timeout):
     return err
 
 
+def _stat_fields(stat):
+    """The fields of a /proc/PID/stat file after the command's name (state, parent, ...), or
+    None once the process has ended."""
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def children(pid):
     """The pids of ``pid``'s child processes, from /proc."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # it ended while we looked
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
+    return [int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat")
+            if (fields := _stat_fields(stat)) and int(fields[1]) == pid]
+
+
+def running(pid):
+    """Whether ``pid`` runs: neither gone nor a zombie waiting to be reaped."""
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+    return fields is not None and fields[0] != "Z"
 
 
 def kill_group(proc):

@@ -113,26 +113,18 @@ def test_a_stopped_sweep_stops_its_training_after_it_saved(toy_dir, tmp_path, si
     assert not list(run.glob("*.tmp"))  # no half-written file
 
 
-def _running(pid):
-    """Whether ``pid`` runs: neither gone nor a zombie waiting to be reaped."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_killed_sweep_leaves_no_training_behind(toy_dir, tmp_path):
     """The sweep's training runs in a session of its own: a SIGKILL to the sweep (or the
     out-of-memory killer) left it training on alone, unseen, to its last epoch."""
     import time
     import torch
+    from conftest import running
     with _training_sweep(toy_dir, tmp_path) as (sweep, log, training):
         sweep.kill()
         sweep.communicate(timeout=30)
         deadline = time.monotonic() + 60
-        while _running(training):
+        while running(training):
             assert time.monotonic() < deadline, "the training still runs without its sweep"
             time.sleep(0.1)
     said = log.read_text()
