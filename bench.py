@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from errors import Terminated
+from errors import Terminated, hangup_stops, outlive_reader
 
 
 def _sync(device):
@@ -530,7 +530,8 @@ def _stop(signum, frame):
 
 
 if __name__ == "__main__":
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    outlive_reader()  # a closed terminal or pipe silences the lines, not the measuring
+    for sig in (signal.SIGINT, signal.SIGTERM) + ((signal.SIGHUP,) if hangup_stops() else ()):
         signal.signal(sig, _stop)
     try:
         main()

@@ -1,9 +1,12 @@
 """The one exception type for mistakes a person can fix (bad flag, missing data, wrong file),
-how the commands stop on Ctrl-C and SIGTERM, and ``counted`` for the counts messages name.
+how the commands stop on Ctrl-C, SIGTERM and a hang-up and outlive a terminal or pipe that is
+gone, and ``counted`` for the counts messages name.
 
 ``main.py`` prints a UserError's message as a single ``error:`` line and exits non-zero, with
 no traceback. Everything else is a bug and keeps its traceback.
 """
+import errno
+import os
 import signal
 import sys
 
@@ -52,13 +55,71 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _hung_up(signum, frame):
+    _raise_terminated(signal.SIGTERM, frame)  # as a SIGTERM, raise_if_stopped included
+
+
+def hangup_stops():
+    """Whether a hang-up (the terminal closed, an SSH connection lost) is to stop the work as
+    SIGTERM does: not where it is ignored (``nohup``, a shell's ``trap '' HUP``), which asks
+    for the work to go on without its terminal."""
+    return hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) != signal.SIG_IGN
+
+
 def stop_on_signals():
     """The main process: SIGTERM raises Terminated (by default it ends the process at once,
     leaving temporary files and skipping the clean-up registered for the exit), not again while
-    the first is acted on; Ctrl-C raises KeyboardInterrupt as by default. Both are remembered
-    for ``raise_if_stopped``."""
+    the first is acted on; so does a hang-up, unless it is ignored; Ctrl-C raises
+    KeyboardInterrupt as by default. All are remembered for ``raise_if_stopped``."""
     signal.signal(signal.SIGTERM, _raise_terminated)
     signal.signal(signal.SIGINT, _raise_interrupt)
+    if hangup_stops():
+        signal.signal(signal.SIGHUP, _hung_up)
+
+
+class _Outliving:
+    """sys.stdout or sys.stderr for a process that may outlive its reader: once the terminal
+    has hung up (every write then fails with EIO) or the pipe's reader is gone (``| tee`` killed:
+    EPIPE), what is written goes to /dev/null and the work goes on. Without it a training left
+    running in the background (``&``, then ``exit``) died at its next line, losing
+    what it had not saved."""
+
+    GONE = {errno.EIO, errno.EPIPE}
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _quietly(self, method, *args):
+        try:
+            return method(*args)
+        except OSError as e:
+            if e.errno not in self.GONE:
+                raise
+            try:  # also for what the buffer still holds
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self._stream.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):  # no file descriptor: this line is dropped alone
+                pass
+            return None
+
+    def write(self, text):
+        written = self._quietly(self._stream.write, text)
+        return len(text) if written is None else written
+
+    def flush(self):
+        self._quietly(self._stream.flush)
+
+    def __getattr__(self, name):  # encoding, fileno, isatty, ...
+        return getattr(self._stream, name)
+
+
+def outlive_reader():
+    """The main process: its lines stop, not its work, when no one can read them any more."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _Outliving):
+            setattr(sys, name, _Outliving(stream))
 
 
 def raise_if_stopped():

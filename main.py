@@ -16,8 +16,8 @@ import signal
 import sys
 from pathlib import Path
 
-from errors import (Interrupted, Terminated, UserError, counted, raise_if_stopped,
-                    stop_on_signals, stop_under_way)
+from errors import (Interrupted, Terminated, UserError, counted, outlive_reader,
+                    raise_if_stopped, stop_on_signals, stop_under_way)
 
 
 def _stopped(stop, command):
@@ -41,6 +41,7 @@ def _ignore_sigterm():
 
 
 if __name__ == "__main__":  # before torch loads (a second or more): a stop then is one line too
+    outlive_reader()  # a closed terminal or pipe silences the lines, not the work
     stop_on_signals()  # training saves first (its own handler); elsewhere: clean up and stop
 try:
     import fire

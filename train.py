@@ -32,7 +32,7 @@ from config import use_bf16
 from curves import LossLog
 from data import cached_batches, folder_batches
 from ema import EMA
-from errors import Interrupted, UserError, counted, stop_under_way
+from errors import Interrupted, UserError, counted, hangup_stops, stop_under_way
 from model import (LowJudge, NetD, NetG, add_spectral_norm, book_state_dict, remove_batchnorm,
                    weights_init)
 from steps import R1_EVERY, Objective, d_step, g_step
@@ -507,12 +507,14 @@ def _as_tuples(x):
 
 
 class StopSignal:
-    """Ctrl-C or SIGTERM: finish the current step, save, exit. A second Ctrl-C stops at once."""
+    """Ctrl-C, SIGTERM or a hang-up (the terminal closed, unless ``nohup``): finish the current
+    step, save, exit. A second Ctrl-C stops at once."""
 
     def __enter__(self):
         self.requested = False
         self.previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        stops = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hangup_stops() else [])
+        for sig in stops:
             try:
                 self.previous[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: no handlers, no graceful stop

@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from errors import Terminated  # noqa: E402  (SIGTERM or a hang-up stopped the sweep)
+from errors import Terminated, hangup_stops, outlive_reader  # noqa: E402
 
 AUG = "color,translation,cutout"
 MODERN = dict(g_every=1, lr1=2e-4, lr2=2e-4, loss="hinge", sn=True, diffaug=AUG, beta1=0.0,
@@ -200,7 +200,8 @@ def _cli(*args, log):
         else:
             send(signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in _STOPS}
+    previous = {sig: signal.signal(sig, forward) for sig in _STOPS
+                if sig != signal.SIGHUP or hangup_stops()}  # not under nohup
     try:
         with open(log, "a") as f:
             child = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *args], stdout=f,
@@ -373,7 +374,9 @@ def _terminate(signum, frame):
 
 
 if __name__ == "__main__":
-    for sig in (signal.SIGTERM, signal.SIGHUP):  # between commands too: the one line
+    outlive_reader()  # a closed terminal or pipe silences the sweep's lines, not the sweep
+    # between commands too: the one line; a hang-up unless ignored (nohup: the sweep goes on)
+    for sig in (signal.SIGTERM,) + ((signal.SIGHUP,) if hangup_stops() else ()):
         signal.signal(sig, _terminate)
     try:
         main()

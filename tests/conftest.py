@@ -18,11 +18,11 @@ from toyfaces import make_toyfaces  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _signal_handlers_kept():
-    """Every test leaves this process's Ctrl-C and SIGTERM handlers as it found them: an
-    ignored SIGTERM left behind (by main() run in this process) was inherited by the servers
+    """Every test leaves this process's Ctrl-C, SIGTERM and hang-up handlers as it found them:
+    an ignored SIGTERM left behind (by main() run in this process) was inherited by the servers
     later tests started, which then outlived their test's terminate()."""
     import signal
-    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     yield
     for sig, handler in before.items():
         assert signal.getsignal(sig) == handler, f"the test left {sig.name} handled otherwise"

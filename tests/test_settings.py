@@ -55,13 +55,13 @@ def _sweep(toy_dir, tmp_path, epochs, **popen):
 
 
 @contextlib.contextmanager
-def _training_sweep(toy_dir, tmp_path):
+def _training_sweep(toy_dir, tmp_path, **popen):
     """A sweep of 500 epochs in a session of its own, given as (the sweep, its setting's log,
     the training's pid) once that training is in epoch 2; what is left of either is killed
     afterwards (the training has a session of its own: not in the sweep's group)."""
     import time
     from conftest import children, kill_group
-    sweep = _sweep(toy_dir, tmp_path, 500, start_new_session=True)
+    sweep = _sweep(toy_dir, tmp_path, 500, start_new_session=True, **popen)
     log = tmp_path / "sweep" / "demo_seed0" / "log.txt"
     training = []
     try:
@@ -111,6 +111,24 @@ def test_a_stopped_sweep_stops_its_training_after_it_saved(toy_dir, tmp_path, si
     assert said.count("saving after this step") == 1  # the stop reached it once
     assert 1 <= torch.load(run / "last.pth", weights_only=True)["epoch"] < 500
     assert not list(run.glob("*.tmp"))  # no half-written file
+
+
+def test_a_sweep_under_nohup_trains_on_after_a_hang_up(toy_dir, tmp_path):
+    """nohup leaves the hang-up ignored, for the work to outlive the terminal; the sweep put
+    its own handler in its place and stopped on it."""
+    import time
+    with _training_sweep(toy_dir, tmp_path, preexec_fn=_ignore_hangups) as (sweep, log, _):
+        os.killpg(sweep.pid, signal.SIGHUP)  # the terminal closed; the shell passes it on
+        deadline = time.monotonic() + 120
+        while "epoch 4/500" not in log.read_text():
+            assert sweep.poll() is None, f"the sweep ended: {sweep.communicate()[1]}"
+            assert time.monotonic() < deadline, "the training made no progress"
+            time.sleep(0.05)
+        assert "saving after this step" not in log.read_text()
+
+
+def _ignore_hangups():
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup leaves it
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
