@@ -167,14 +167,14 @@ class FolderBatches:
                 yield images
 
 
-STOPS = {signal.SIGINT, signal.SIGTERM}
+STOPS = {signal.SIGINT, signal.SIGTERM} | ({signal.SIGHUP} if hasattr(signal, "SIGHUP") else set())
 
 
 @contextmanager
 def workers_starting():
-    """Hold back Ctrl-C and SIGTERM while worker processes are forked: the workers start with
-    both blocked, so one sent to the whole group in that moment cannot reach them before
-    ``_own_process_group`` runs; this process gets its own as soon as they are forked."""
+    """Hold back Ctrl-C, SIGTERM and a hang-up while worker processes are forked: the workers
+    start with them blocked, so one sent to the whole group in that moment cannot reach them
+    before ``_own_process_group`` runs; this process gets its own as soon as they are forked."""
     before = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
     try:
         yield
@@ -189,9 +189,12 @@ def _own_process_group(drop_term=True):
     feet, a worker can leave the pool waiting for ever, and torch's handler would end a
     decoding worker at once and training with it, unsaved. A Ctrl-C that reached the worker
     while it was forked (``workers_starting`` held it back) was meant for the main process:
-    dropped; so is a SIGTERM with ``drop_term``."""
+    dropped, and so is a hang-up (the terminal's is the main process's to act on); so is a
+    SIGTERM with ``drop_term``."""
     os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # (drops a pending one too)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if drop_term and signal.SIGTERM in signal.sigpending():
         signal.sigwait({signal.SIGTERM})  # taken off without running a handler
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)

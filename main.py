@@ -30,14 +30,16 @@ def _stopped(stop, command):
     return f"\n{what}", 143 if isinstance(stop, Terminated) else 130
 
 
-def _ignore_sigterm():
-    """The work is over (done, saved, or stopped with its line said): a SIGTERM while Python
-    shuts down (a second one: a scheduler's and a sweep's) changes nothing, so the process
-    ends with the status it has said. Ignored rather than handled: Python puts the handlers
-    it set back to the default as it ends, and the signal would then kill it. For main.py's
-    own process only: the tests call main() in theirs, and an ignored signal is inherited by
-    the processes it starts."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def _ignore_late_stops():
+    """The work is over (done, saved, or stopped with its line said): a SIGTERM or hang-up
+    while Python shuts down (a second SIGTERM: a scheduler's and a sweep's; the terminal
+    closed just then) changes nothing, so the process ends with the status it has said.
+    Ignored rather than handled: Python puts the handlers it set back to the default as it
+    ends, and the signal would then kill it. For main.py's own process only: the tests call
+    main() in theirs, and an ignored signal is inherited by the processes it starts."""
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 if __name__ == "__main__":  # before torch loads (a second or more): a stop then is one line too
@@ -55,7 +57,7 @@ except (KeyboardInterrupt, Terminated) as stop:
         raise
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second one: at once, without a traceback
     line, status = _stopped(stop, sys.argv[1] if len(sys.argv) > 1 else None)
-    _ignore_sigterm()
+    _ignore_late_stops()
     print(line, file=sys.stderr)
     sys.exit(status)
 
@@ -242,5 +244,5 @@ if __name__ == "__main__":
     # the work is over and saved: a Ctrl-C while Python shuts down (joining workers, running
     # exit hooks) ends it at once, not with a KeyboardInterrupt traceback from an exit hook
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    _ignore_sigterm()
+    _ignore_late_stops()
     sys.exit(code)

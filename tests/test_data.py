@@ -253,7 +253,8 @@ def _many_faces(toy_dir, root, count):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signame, times", [("SIGINT", 1), ("SIGTERM", 1), ("SIGTERM", 2)])
+@pytest.mark.parametrize("signame, times", [("SIGINT", 1), ("SIGTERM", 1), ("SIGTERM", 2),
+                                            ("SIGHUP", 1)])
 def test_ctrl_c_while_decoding_stops_at_once_and_leaves_no_half_built_cache(tmp_path, toy_dir,
                                                                             signame, times):
     """The pool's workers took Ctrl-C too, and the pool could then wait for them forever
@@ -261,7 +262,8 @@ def test_ctrl_c_while_decoding_stops_at_once_and_leaves_no_half_built_cache(tmp_
     job scheduler) ended the run at once without a word, the half-built file left behind.
     Two SIGTERMs (a scheduler's, and a sweep passing its own on): after its one line, the
     second ended the process by the signal itself as Python shut down (status -15, not 143),
-    or could raise again in the middle of the clean-up the first had started."""
+    or could raise again in the middle of the clean-up the first had started. A hang-up (the
+    terminal closed) ended it at once, as SIGTERM did."""
     import signal
     import subprocess
     import sys
@@ -293,9 +295,9 @@ def test_ctrl_c_while_decoding_stops_at_once_and_leaves_no_half_built_cache(tmp_
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         pytest.fail(f"train hung after {signame} while decoding")
-    assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143}[signame], err
+    assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 143}[signame], err
     assert "Traceback" not in err and "ForkPoolWorker" not in err, err
-    what = {"SIGINT": "interrupted", "SIGTERM": "terminated"}[signame]
+    what = "interrupted" if signame == "SIGINT" else "terminated"
     assert err.splitlines()[-1] == f"{what} before training began: nothing was trained"
     assert not list(tmp_path.glob(".set.faces96-*"))  # neither a cache nor its temporary file
 
