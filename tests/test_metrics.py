@@ -68,15 +68,17 @@ def test_distortions_rank_as_expected(sets):
 def classifier(tmp_path_factory):
     """The toy-attribute classifier, trained once into a private cache folder.
 
-    On a third of the faces and epochs evaluate trains with (a minute less): enough to pass
-    the same 99% bar evaluate demands, which the test checks; the subprocess that evaluate
-    runs in below finds it in the same cache."""
+    On half the faces and two thirds of the epochs evaluate trains with (a minute less):
+    enough to pass the same 99% bar evaluate demands, which the test checks; the subprocess
+    that evaluate runs in below finds it in the same cache. Its training is not repeatable to
+    the bit (the same seed and one thread gave the mouth 2027 to 2042 of 2048 test faces right
+    on 6144 faces; 2042 to 2044 on these 8192), so the bar needs this margin."""
     import os
     from metrics import attribute_classifier, classifier_path
     old = os.environ.get("XDG_CACHE_HOME")
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg"))
     try:
-        net, accuracy = attribute_classifier(progress=lambda *_: None, train_num=6144,
+        net, accuracy = attribute_classifier(progress=lambda *_: None, train_num=8192,
                                               epochs=4)
         yield net, accuracy, classifier_path()
     finally:
