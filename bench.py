@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from errors import Terminated, hangup_stops, outlive_reader
+from errors import Terminated, outlive_reader, stop_signals
 
 
 def _sync(device):
@@ -531,7 +531,7 @@ def _stop(signum, frame):
 
 if __name__ == "__main__":
     outlive_reader()  # a closed terminal or pipe silences the lines, not the measuring
-    for sig in (signal.SIGINT, signal.SIGTERM) + ((signal.SIGHUP,) if hangup_stops() else ()):
+    for sig in stop_signals():
         signal.signal(sig, _stop)
     try:
         main()

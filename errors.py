@@ -66,6 +66,13 @@ def hangup_stops():
     return hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) != signal.SIG_IGN
 
 
+def stop_signals(ctrl_c=True):
+    """The signals a process that stops cleanly takes in hand: Ctrl-C (unless ``ctrl_c`` is
+    False), SIGTERM, and a hang-up unless it is ignored (see ``hangup_stops``)."""
+    return (([signal.SIGINT] if ctrl_c else []) + [signal.SIGTERM]
+            + ([signal.SIGHUP] if hangup_stops() else []))
+
+
 def stop_on_signals():
     """The main process: SIGTERM raises Terminated (by default it ends the process at once,
     leaving temporary files and skipping the clean-up registered for the exit), not again while

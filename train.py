@@ -32,7 +32,7 @@ from config import use_bf16
 from curves import LossLog
 from data import cached_batches, folder_batches
 from ema import EMA
-from errors import Interrupted, UserError, counted, hangup_stops, stop_under_way
+from errors import Interrupted, UserError, counted, stop_signals, stop_under_way
 from model import (LowJudge, NetD, NetG, add_spectral_norm, book_state_dict, remove_batchnorm,
                    weights_init)
 from steps import R1_EVERY, Objective, d_step, g_step
@@ -513,8 +513,7 @@ class StopSignal:
     def __enter__(self):
         self.requested = False
         self.previous = {}
-        stops = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hangup_stops() else [])
-        for sig in stops:
+        for sig in stop_signals():
             try:
                 self.previous[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: no handlers, no graceful stop

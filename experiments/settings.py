@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from errors import Terminated, hangup_stops, outlive_reader  # noqa: E402
+from errors import Terminated, outlive_reader, stop_signals  # noqa: E402
 
 AUG = "color,translation,cutout"
 MODERN = dict(g_every=1, lr1=2e-4, lr2=2e-4, loss="hinge", sn=True, diffaug=AUG, beta1=0.0,
@@ -155,9 +155,6 @@ class CommandFailed(Exception):
     """A command of the sweep ended with an error: its log says which."""
 
 
-_STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
 def _stopped_with_this_script():
     """Popen's ``preexec_fn`` on Linux (None elsewhere): the command gets SIGTERM if this
     script dies without passing a stop on (a SIGKILL, the out-of-memory killer), so that
@@ -200,8 +197,7 @@ def _cli(*args, log):
         else:
             send(signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in _STOPS
-                if sig != signal.SIGHUP or hangup_stops()}  # not under nohup
+    previous = {sig: signal.signal(sig, forward) for sig in stop_signals()}  # nohup: no SIGHUP
     try:
         with open(log, "a") as f:
             child = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *args], stdout=f,
@@ -376,7 +372,7 @@ def _terminate(signum, frame):
 if __name__ == "__main__":
     outlive_reader()  # a closed terminal or pipe silences the sweep's lines, not the sweep
     # between commands too: the one line; a hang-up unless ignored (nohup: the sweep goes on)
-    for sig in (signal.SIGTERM,) + ((signal.SIGHUP,) if hangup_stops() else ()):
+    for sig in stop_signals(ctrl_c=False):
         signal.signal(sig, _terminate)
     try:
         main()
