@@ -137,6 +137,13 @@ def drawing_nets():
     return netg.eval(), netd.eval()
 
 
+def train_args(toy_dir, ckpt, *flags):
+    """``main.py train``'s arguments as a user gives them for the toy faces: the CPU, no
+    visdom, seed 1, weights and grids in ``ckpt``; ``flags`` added."""
+    return ["train", f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--seed=1",
+            f"--checkpoint-dir={ckpt}", f"--save-path={ckpt}", *flags]
+
+
 def train_small(toy_dir, ckpt, **flags):
     """``train`` in this process on the toy faces: tiny nets (width 8), batch 16, seed 0,
     on the CPU unless ``gpu=True``; ``flags`` override."""

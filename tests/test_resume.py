@@ -13,7 +13,7 @@ from config import parse
 from errors import UserError
 
 from conftest import (ROOT, assert_clean_error, draw_grid, read_until, run_cli, same_weights,
-                      train_small)
+                      train_args, train_small)
 
 
 @pytest.mark.parametrize("extra", [{}, {"cache": False, "num_workers": 2}, {"ema": 0.99}],
@@ -114,9 +114,8 @@ def test_resume_gives_the_optimisers_the_settings_of_the_device_it_runs_on(toy_d
 
 def _start(toy_dir, ckpt, *flags):
     """``main.py train`` in the background, as a user starts it; stderr read as it comes."""
-    return subprocess.Popen([sys.executable, str(ROOT / "main.py"), "train",
-                             f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--seed=1",
-                             f"--checkpoint-dir={ckpt}", f"--save-path={ckpt}", *flags],
+    return subprocess.Popen([sys.executable, str(ROOT / "main.py"),
+                             *train_args(toy_dir, ckpt, *flags)],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"),
                             start_new_session=True)  # a process group of its own, as a job

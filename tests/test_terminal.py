@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, kill_group, run_cli
+from conftest import ROOT, kill_group, run_cli, train_args
 
 
 def _in_a_terminal(args, ignore_hangup=False):
@@ -47,9 +47,8 @@ def _read_until(master, text, seconds=120):
 
 
 def _train(toy_dir, ckpt, epochs):
-    return ["train", f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--seed=1",
-            f"--checkpoint-dir={ckpt}", f"--save-path={ckpt}", "--batch-size=4", "--ngf=32",
-            "--ndf=32", f"--max-epoch={epochs}"]
+    return train_args(toy_dir, ckpt, "--batch-size=4", "--ngf=32", "--ndf=32",
+                      f"--max-epoch={epochs}")
 
 
 @pytest.mark.slow
