@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from errors import (Interrupted, Terminated, UserError, counted, outlive_reader,
-                    raise_if_stopped, stop_on_signals, stop_under_way)
+                    raise_if_stopped, stop_on_signals, stop_signals, stop_under_way)
 
 
 def _stopped(stop, command):
@@ -37,9 +37,8 @@ def _ignore_late_stops():
     Ignored rather than handled: Python puts the handlers it set back to the default as it
     ends, and the signal would then kill it. For main.py's own process only: the tests call
     main() in theirs, and an ignored signal is inherited by the processes it starts."""
-    for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    for sig in stop_signals(ctrl_c=False):  # (a hang-up nohup ignores is ignored already)
+        signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":  # before torch loads (a second or more): a stop then is one line too
