@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
+from ema import measure_batchnorm
 from errors import UserError
 from model import NetD, NetG
 
@@ -169,7 +170,25 @@ def load_net(path, kind, device="cpu", expect=None):
     widths raises a UserError when ``expect`` is given, else the file's widths win.
     Returns (net, widths).
     """
-    state = _state_dict(load(path, device), path, kind)
+    return _build(_state_dict(load(path, device), path, kind), path, kind, device, expect)
+
+
+def load_drawing_netg(path, device="cpu"):
+    """The G that draws faces from ``path``: (net, averaged). A full training state
+    (``last.pth``) of a run with ``--ema`` gives its moving average of G, the copy that drew
+    the run's sample grids, with BatchNorm statistics of its own weights (measured here when
+    a stop saved it between two measurings); any other file gives G."""
+    obj = load(path, device)
+    average = obj.get("ema") if isinstance(obj, dict) and "format" in obj else None
+    if not (isinstance(average, dict) and isinstance(average.get("netg"), dict)):
+        return _build(_state_dict(obj, path, "netg"), path, "netg", device)[0], False
+    net = _build(_state_dict(average["netg"], path, "netg"), path, "netg", device)[0]
+    if not average.get("measured"):
+        measure_batchnorm(net)
+    return net, True
+
+
+def _build(state, path, kind, device, expect=None):
     found = widths(state, kind)
     if expect is not None and expect != found:
         want = ", ".join(f"{k}={v}" for k, v in expect.items())

@@ -36,6 +36,17 @@ def _plain_batchnorm(module):
     return module
 
 
+@torch.no_grad()
+def measure_batchnorm(netg):
+    """Give averaged weights ``netg`` BatchNorm statistics of their own, in place, and return
+    it in eval mode: torch's own re-measuring (reset, then a plain average) over fixed noise,
+    so the same weights always get the same statistics."""
+    noise = torch.Generator().manual_seed(REFRESH_SEED)
+    batches = (torch.randn(64, netg.nz, 1, 1, generator=noise) for _ in range(REFRESH_BATCHES))
+    update_bn(batches, netg, device=next(netg.parameters()).device)
+    return netg.eval()
+
+
 class EMA:
     def __init__(self, netg, decay):
         self.decay = decay
@@ -54,16 +65,16 @@ class EMA:
     @torch.no_grad()
     def sampler(self):
         """The averaged G in eval mode, with BatchNorm statistics of its own weights."""
-        if not self.fresh:  # torch's own re-measuring: reset, then a plain average
-            noise = torch.Generator().manual_seed(REFRESH_SEED)
-            batches = (torch.randn(64, self.netg.nz, 1, 1, generator=noise)
-                       for _ in range(REFRESH_BATCHES))
-            update_bn(batches, self.netg, device=next(self.netg.parameters()).device)
+        if not self.fresh:
+            measure_batchnorm(self.netg)
             self.fresh = True
         return self.netg
 
     def state_dict(self):
-        return {"decay": self.decay, "updates": self.updates, "netg": self.netg.state_dict()}
+        # "measured": whether the statistics in "netg" belong to its weights (a stop between
+        # two save points saves them as last measured); generate measures them where not
+        return {"decay": self.decay, "updates": self.updates, "netg": self.netg.state_dict(),
+                "measured": self.fresh}
 
     def load_state_dict(self, state):
         self.updates = state["updates"]

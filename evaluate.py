@@ -15,7 +15,7 @@ import torch
 import checkpoint
 from config import resolve_device
 from data import build_cache, decode_in_order, list_images, say_folders
-from generate import Faces, to_uint8
+from generate import Faces, say_source, to_uint8
 from errors import UserError
 from metrics import (attribute_classifier, classifier_path, frechet_distance, inception_path,
                      kernel_inception_distance, load_extractor, modes, predict, swd)
@@ -73,6 +73,7 @@ def evaluate(opt):
         inception = inception_path(opt.inception_weights)
     faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
                        batch_size=opt.batch_size)
+    say_source(faces, opt.netg_path)
     real, other, num = _real_images(opt, seed)
     if inception and num < 2:
         raise UserError(f"FID and KID need at least two images a side, and {opt.data_path} "

@@ -78,7 +78,8 @@ class Explorer:
 
     def source(self):
         d = f", judged by {self.d_file}" if self.d_file else ""
-        return f"Faces of {self.g_file}{d}"
+        average = " (its moving average of G)" if self.faces.averaged else ""
+        return f"Faces of {self.g_file}{average}{d}"
 
     @torch.no_grad()
     def page(self, first, best=False):

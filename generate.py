@@ -64,6 +64,8 @@ def slerp_path(z, steps, closed=False):
 class Faces:
     """A trained generator (and optionally its discriminator), ready to draw faces."""
 
+    averaged = False  # set by load: G is the moving average a last.pth carries (--ema)
+
     def __init__(self, netg, netd=None, device="cpu", mean=0.0, std=1.0, batch_size=256):
         self.device = torch.device(device)
         self.netg = netg.to(self.device).eval()
@@ -72,11 +74,20 @@ class Faces:
 
     @classmethod
     def load(cls, netg_path, netd_path=None, device=None, **kwargs):
-        """From book-format files (netg_N.pth) or a full training state (last.pth)."""
+        """From book-format files (netg_N.pth) or a full training state (last.pth). From a
+        last.pth of a run with --ema, G is its moving average (``averaged`` says so), as
+        netg_ema_N.pth would give: the copy that drew the run's sample grids."""
         device = torch.device(device) if device else resolve_device(None)
-        netg, _ = checkpoint.load_net(netg_path, "netg", device)
+        netg, averaged = checkpoint.load_drawing_netg(netg_path, device)
         netd = checkpoint.load_net(netd_path, "netd", device)[0] if netd_path else None
-        return cls(netg, netd, device, **kwargs)
+        faces = cls(netg, netd, device, **kwargs)
+        faces.averaged = averaged
+        return faces
+
+    def source(self, path):
+        """A line naming which G of ``path`` draws, or '' when there is only one."""
+        return (f"{path}: drawing its moving average of G (--ema), as the run's sample grids "
+                f"do" if self.averaged else "")
 
     @torch.no_grad()
     def _draw(self, z):
@@ -186,6 +197,7 @@ def generate(opt):
     device = resolve_device(opt.gpu)
     faces = Faces.load(opt.netg_path, opt.netd_path, device, mean=opt.gen_mean,
                        std=opt.gen_std, batch_size=opt.batch_size)
+    say_source(faces, opt.netg_path)
     _say_widths(opt, faces)
     if opt.seeds:
         seeds = list(opt.seeds)
@@ -214,6 +226,13 @@ def _ranking_bar(batches, total):
                 dynamic_ncols=True)
 
 
+def say_source(faces, path):
+    """Print which G of ``path`` draws, where the file holds more than one."""
+    line = faces.source(path)
+    if line:
+        print(line)
+
+
 def _say_widths(opt, faces):
     """The book's generate takes --nz/--ngf/--ndf; here the files say, and where a value given
     differs from a file's, a line says which is used."""
@@ -231,6 +250,7 @@ def interpolate(opt):
     device = resolve_device(opt.gpu)
     faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
                        batch_size=opt.batch_size)
+    say_source(faces, opt.netg_path)
     if opt.seeds:
         seeds = list(opt.seeds)
     else:

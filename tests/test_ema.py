@@ -63,6 +63,49 @@ def test_sampler_measures_its_own_batchnorm_statistics_without_touching_the_rng(
     assert torch.equal(ema.sampler().state_dict()["main.1.running_mean"], measured)
 
 
+def test_a_last_pth_draws_its_average_with_statistics_measured_for_it(tmp_path):
+    """generate, evaluate and Faces.load given a last.pth of a run with --ema draw its
+    average, as its netg_ema_N.pth would, also when a stop saved it between two measurings
+    (the statistics in the file then belong to older weights); a last.pth without an
+    average draws G."""
+    from generate import Faces
+    netg, _ = tiny_nets(nz=100)
+    ema = EMA(netg, 0.9)
+    for value in (0.02, -0.01, 0.03):  # G moves away from the average
+        with torch.no_grad():
+            for p in netg.parameters():
+                p.add_(value)
+        ema.update(netg)
+        ema.sampler()  # a save point measures the average's statistics
+    ema.update(netg)  # and a stop comes one step later
+    stale = ema.state_dict()
+    assert not stale["measured"]
+    stale["netg"] = {k: v.clone() for k, v in stale["netg"].items()}
+    torch.save(ema.sampler().state_dict(), tmp_path / "netg_ema_3.pth")
+    state = {"format": 1, "netg": netg.state_dict(), "ema": stale}
+    torch.save(state, tmp_path / "last.pth")
+    del state["ema"]
+    torch.save(state, tmp_path / "last-without.pth")
+    torch.save(netg.state_dict(), tmp_path / "netg_3.pth")
+    seeds = [1, 2, 3]
+    average = Faces.load(tmp_path / "netg_ema_3.pth", device="cpu")
+    last = Faces.load(tmp_path / "last.pth", device="cpu")
+    assert last.averaged and not average.averaged
+    assert torch.equal(last.tensors(seeds), average.tensors(seeds))
+    without = Faces.load(tmp_path / "last-without.pth", device="cpu")
+    g = Faces.load(tmp_path / "netg_3.pth", device="cpu")
+    assert not without.averaged and torch.equal(without.tensors(seeds), g.tensors(seeds))
+    assert not torch.equal(g.tensors(seeds), average.tensors(seeds))
+    r = cli("generate", "--nogpu", f"--netg-path={tmp_path / 'last.pth'}", "--seeds=1,2",
+            f"--gen-img={tmp_path / 'a.png'}")
+    assert r.returncode == 0, r.stderr
+    assert "moving average" in r.stdout
+    r = cli("generate", "--nogpu", f"--netg-path={tmp_path / 'last-without.pth'}",
+            "--seeds=1,2", f"--gen-img={tmp_path / 'b.png'}")
+    assert r.returncode == 0, r.stderr
+    assert "moving average" not in r.stdout
+
+
 @pytest.mark.slow
 def test_train_with_ema_saves_the_average_beside_g_and_generate_draws_with_it(toy_dir, tmp_path):
     ckpt = tmp_path / "ckpt"
@@ -83,6 +126,12 @@ def test_train_with_ema_saves_the_average_beside_g_and_generate_draws_with_it(to
         assert result.returncode == 0, result.stderr
         pictures.append(Image.open(out).tobytes())
     assert pictures[0] != pictures[1]
+    out = tmp_path / "last.png"  # the run's last.pth draws its average, and says so
+    result = cli("generate", f"--netg-path={ckpt / 'last.pth'}", "--nogpu",
+                 "--seeds=1,2,3,4,5,6,7,8", f"--gen-img={out}")
+    assert result.returncode == 0, result.stderr
+    assert "moving average of G" in result.stdout
+    assert Image.open(out).tobytes() == pictures[1]
 
 
 def test_ema_outside_its_range_is_one_line(toy_dir):
