@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import math
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -363,6 +364,12 @@ def writable(path, flag, folder, image=False, example=None, suffix=None):
              f"file, not a folder")
     _require(os.access(parent, os.W_OK | os.X_OK),
              f"--{flag}: cannot write {str(path)!r}: no permission to write in {str(parent)!r}")
+    try:  # what permissions do not tell: /proc and /sys take no files, not even root's
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise UserError(f"--{flag}: cannot write {str(path)!r}: {str(parent)!r} takes no new "
+                        f"files ({e.strerror}); name a place on a disk") from None
 
 
 def _check_vis_server(address, port):

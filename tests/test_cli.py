@@ -150,6 +150,11 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, to
         (("train", f"--data-path={toy_dir}", f"--save-path={afile}"), "--save-path",
          "is a file"),
         (("toyfaces", f"--out-dir={afile}", "--num=2"), "--out-dir", "is a file"),
+        # places that take no files, whatever the permissions say (also to root)
+        (("generate", g, "--gen-img=/proc/r.png"), "--gen-img", "cannot write"),
+        (("interpolate", g, f"--out={grid}", "--gif=/sys/m.gif"), "--gif", "cannot write"),
+        (("train", f"--data-path={toy_dir}", "--checkpoint-dir=/proc/ck"), "--checkpoint-dir",
+         "cannot write"),
     ]
     for args, flag, why in cases:
         command, *rest = args
