@@ -86,7 +86,7 @@ def evaluate(opt):
         report["swd"] = swd(real, fake, seed)
         report["swd_floor"] = swd(real, other, seed)
     if "modes" in wanted:
-        net, accuracy = attribute_classifier()
+        net, accuracy = attribute_classifier(bar=_bar)
         weak = {a: acc for a, acc in accuracy.items() if acc < 0.99}
         if weak:
             raise UserError(f"the toy-attribute classifier is below 99% on "
@@ -148,3 +148,8 @@ def evaluate(opt):
               f"with {num} faces; use --num near {10 * m['of']} for a full count)")
     print(f"wrote {out}")
     return report
+
+
+def _bar(iterable, what, unit):
+    from tqdm import tqdm
+    return tqdm(iterable, desc=what, unit=unit, dynamic_ncols=True, leave=False)

@@ -134,11 +134,12 @@ class AttributeNet(torch.nn.Module):
         return [head(h) for head in self.heads]
 
 
-def _toy_batch(seed, start, count):
-    """Toy faces ``start`` .. ``start+count-1`` of ``seed``: (uint8 images, label tensor)."""
+def _toy_batch(seed, start, count, steps=iter):
+    """Toy faces ``start`` .. ``start+count-1`` of ``seed``: (uint8 images, label tensor).
+    ``steps`` wraps the faces' indices (a progress bar)."""
     from toyfaces import ATTRIBUTES, CHOICES, face
     images, labels = [], []
-    for i in range(start, start + count):
+    for i in steps(range(start, start + count)):
         attrs, img = face(seed, i)
         images.append(np.asarray(img).transpose(2, 0, 1))
         labels.append([CHOICES[a].index(attrs[a]) for a in ATTRIBUTES])
@@ -153,9 +154,10 @@ def classifier_path():
     return base / f"attributes-toy{toyfaces.VERSION}-c{CLASSIFIER_VERSION}.pt"
 
 
-def attribute_classifier(progress=print, train_num=16384, test_num=2048, epochs=6):
+def attribute_classifier(progress=print, train_num=16384, test_num=2048, epochs=6, bar=None):
     """The cached classifier, or a new one trained on fresh toy faces (about 3 minutes on
-    2 cores). Returns (net in eval mode, held-out accuracy per attribute)."""
+    2 cores). Returns (net in eval mode, held-out accuracy per attribute). ``bar(iterable,
+    what, unit)`` wraps the faces drawn and the batches trained on (a progress bar)."""
     import checkpoint
     from toyfaces import ATTRIBUTES, CHOICES
     counts = [len(CHOICES[a]) for a in ATTRIBUTES]
@@ -169,16 +171,19 @@ def attribute_classifier(progress=print, train_num=16384, test_num=2048, epochs=
              f"on 2 cores; cached in {path})")
     torch.manual_seed(0)
     net = AttributeNet(counts)  # its starting weights from the seed too
-    images, labels = _toy_batch(7, 0, train_num)
+    bar = bar or (lambda iterable, what, unit: iterable)
+    images, labels = _toy_batch(7, 0, train_num, lambda faces: bar(faces, "drawing toy faces "
+                                "for it", "face"))
     test_images, test_labels = _toy_batch(8, 0, test_num)
     optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 2e-3, epochs=epochs,
                                                    steps_per_epoch=train_num // 128)
     loss_fn = torch.nn.CrossEntropyLoss()
-    for _ in range(epochs):
+    for epoch in range(epochs):
         net.train()
         order = torch.randperm(train_num)
-        for i in range(0, train_num - 127, 128):
+        for i in bar(range(0, train_num - 127, 128), f"training it, epoch {epoch + 1}/{epochs}",
+                     "batch"):
             idx = order[i:i + 128]
             outputs = net(images[idx])
             loss = sum(loss_fn(out, labels[idx, j]) for j, out in enumerate(outputs))

@@ -103,6 +103,22 @@ def test_every_training_of_the_classifier_gives_the_same_classifier(tmp_path, mo
     assert all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])
 
 
+def test_the_classifiers_first_training_shows_its_progress(tmp_path, monkeypatch):
+    """Three minutes without a sign of life looked like a hang: every face drawn for it and
+    every batch it trains on passes through the progress bar evaluate shows."""
+    from metrics import attribute_classifier
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    counted = {}
+
+    def bar(iterable, what, unit):
+        for item in iterable:
+            counted[unit] = counted.get(unit, 0) + 1
+            yield item
+    attribute_classifier(progress=lambda *_: None, train_num=256, test_num=64, epochs=2,
+                         bar=bar)
+    assert counted == {"face": 256, "batch": 2 * 256 // 128}
+
+
 @pytest.mark.slow
 def test_classifier_separates_every_attribute_and_is_cached(classifier):
     from metrics import attribute_classifier
