@@ -565,7 +565,8 @@ def help_text(command, doc):
     lines = [doc.strip(), "", "Options (default in brackets):"]
     for name in USED[command]:
         f = FIELDS[name]
-        lines.append(f"  --{name.replace('_', '-'):<17} {f.metadata['help']} [{f.default!r}]")
+        default = "unset" if f.default is None else repr(f.default)  # the help says what then
+        lines.append(f"  --{name.replace('_', '-'):<17} {f.metadata['help']} [{default}]")
     others = [n for n in FIELDS if n not in USED[command]] + list(BOOK_ONLY)
     lines += ["", "Accepted for the book's command lines, unused here: "
               + ", ".join("--" + n.replace("_", "-") for n in others)]

@@ -76,6 +76,10 @@ def test_help_lists_flags_with_defaults():
         assert text in result.stdout
     result = run_cli("generate", "--help")
     assert "--gen-search-num" in result.stdout and "[512]" in result.stdout
+    # an option without a default reads as unset (its help says what happens then), not None
+    seeds = next(line for line in result.stdout.splitlines()
+                 if line.lstrip().startswith("--seed "))
+    assert seeds.endswith("[unset]") and "None" not in result.stdout
 
 
 def test_every_field_of_the_books_config_is_taken(toy_dir):
