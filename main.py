@@ -184,8 +184,14 @@ def _say_once(line):
 
 def main(argv):
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
-        print(__doc__.strip())
-        print("\nCommands: " + ", ".join(COMMANDS))
+        # asked for, the help is the answer; with no command at all it is a usage error (a
+        # script that forgot its command must not pass for one that ran)
+        out = sys.stdout if len(argv) >= 2 else sys.stderr
+        print(__doc__.strip(), file=out)
+        print("\nCommands: " + ", ".join(COMMANDS), file=out)
+        if len(argv) < 2:
+            print("error: name a command, e.g. python main.py train --help", file=sys.stderr)
+            return 2
         return 0
     command = argv[1]
     if command not in COMMANDS:

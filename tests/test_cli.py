@@ -69,6 +69,16 @@ def test_generate_errors(tmp_path):
     assert "swap" in line
 
 
+def test_no_command_is_a_usage_error_and_help_is_not():
+    bare = cli()
+    assert bare.returncode == 2 and bare.stdout == ""
+    assert "Commands: train" in bare.stderr
+    assert bare.stderr.strip().splitlines()[-1].startswith("error: name a command")
+    for asked in ("help", "--help", "-h"):
+        page = cli(asked)
+        assert page.returncode == 0 and "Commands: train" in page.stdout and not page.stderr
+
+
 def test_help_lists_flags_with_defaults():
     result = run_cli("train", "--help")
     assert result.returncode == 0
