@@ -100,6 +100,8 @@ def test_a_last_pth_draws_its_average_with_statistics_measured_for_it(tmp_path):
             f"--gen-img={tmp_path / 'a.png'}")
     assert r.returncode == 0, r.stderr
     assert "moving average" in r.stdout
+    from explore import Explorer
+    assert "(its moving average of G)" in Explorer(tmp_path / "last.pth").source()
     r = cli("generate", "--nogpu", f"--netg-path={tmp_path / 'last-without.pth'}",
             "--seeds=1,2", f"--gen-img={tmp_path / 'b.png'}")
     assert r.returncode == 0, r.stderr
