@@ -216,10 +216,13 @@ def _say_earlier_files(opt):
     once, as a netg_ema_4.pth of one run beside a netd_4.pth of another would pass for a
     pair."""
     folder = Path(opt.checkpoint_dir)
-    mine = {f"{net}_{e}.pth" for e in range(opt.max_epoch) if _saves_after(e, opt)
-            for net in ("netg", "netd") + (("netg_ema",) if opt.ema else ())}
+    nets = ("netg", "netd") + (("netg_ema",) if opt.ema else ())
+
+    def mine(name):  # asked of each file there, not of every epoch (--max-epoch may be huge)
+        net, _, epoch = name[:-len(".pth")].rpartition("_")
+        return net in nets and int(epoch) < opt.max_epoch and _saves_after(int(epoch), opt)
     earlier = sorted(p.name for p in folder.glob("net*_*.pth")
-                     if p.stem.split("_")[-1].isdigit() and p.name not in mine)
+                     if p.stem.split("_")[-1].isdigit() and not mine(p.name))
     if earlier:
         say(f"note: {folder} holds {counted(len(earlier), 'checkpoint file')} of an earlier run "
             f"that this run will not replace (e.g. {earlier[-1]}); they stay beside its own "

@@ -396,3 +396,26 @@ def test_a_folder_that_cannot_be_locked_still_trains(toy_dir, tmp_path, monkeypa
     train_small(toy_dir, tmp_path, max_epoch=1)
     assert "cannot be locked (No locks available)" in capsys.readouterr().out
     assert (tmp_path / "last.pth").is_file()
+
+
+def test_a_huge_max_epoch_starts_at_once_and_still_names_earlier_files(tmp_path, toy_dir,
+                                                                      capsys):
+    """--max-epoch=1000000000 ("until I stop it") froze the start for minutes, listing every
+    epoch's file names, and ran out of memory; the earlier run's files are still named."""
+    from config import parse
+    from train import _say_earlier_files
+    for name in ("netg_1.pth", "netd_1.pth", "netg_ema_7.pth", "netg_2.pth"):
+        (tmp_path / name).write_bytes(b"")
+    opt = parse("train", dict(data_path=str(toy_dir), checkpoint_dir=str(tmp_path),
+                              max_epoch=10**18, save_every=2))
+    def too_slow(*_):
+        raise TimeoutError("listing the earlier files took over 10 s")
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(10)  # the old code would run until memory ran out
+    try:
+        _say_earlier_files(opt)  # no --ema: netg_ema_7 is an earlier run's; no save after 2
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert (f"note: {tmp_path} holds 2 checkpoint files of an earlier run that this run will "
+            f"not replace (e.g. netg_ema_7.pth)") in capsys.readouterr().out
