@@ -14,6 +14,7 @@ import json
 import math
 import os
 import random
+import shlex
 import signal
 import sys
 import time
@@ -175,6 +176,11 @@ def _only_run_in(folder, flag):
             folder.rmdir()
 
 
+def _quoted(path):
+    """``path`` as a shell reads it back: a resume command to paste works with spaces too."""
+    return shlex.quote(str(path))
+
+
 def _keep_unfinished_run(opt):
     """A new run would write its first save over the ``last.pth`` of a run that Ctrl-C, a
     scheduler or a divergence stopped: the same command again (the up arrow) instead of
@@ -195,8 +201,8 @@ def _keep_unfinished_run(opt):
         say(f"note: --fresh: deleted {path}, a run stopped in epoch {done + 1} of {total}")
     elif done < total:
         raise UserError(f"{path} holds a run stopped in epoch {done + 1} of {total}: continue "
-                        f"it with `python main.py train --resume={path}`, or start a new run "
-                        f"with another --checkpoint-dir and --save-path (its loss log and "
+                        f"it with `python main.py train --resume={_quoted(path)}`, or start a "
+                        f"new run with another --checkpoint-dir and --save-path (its loss log and "
                         f"grids are there), or over it with --fresh")
     else:  # the book's way: a new run there writes over it; said, so that it is a choice
         say(f"note: {path.parent} holds a finished run of {counted(total, 'epoch')}: this run "
@@ -394,7 +400,7 @@ def _train(opt):
                     raise Interrupted(f"stopped in epoch {epoch + 1} after batch {ii + 1} (as "
                                       f"the progress bar counts): state saved "
                                       f"to {path}; continue with `python main.py train "
-                                      f"--resume={path}`")
+                                      f"--resume={_quoted(path)}`")
             _check_finite(meters.flush(), epoch, opt, run.saved)
             bar.set_postfix(_format(meters.means()))
             bar.close()

@@ -12,8 +12,8 @@ import train as train_module
 from config import parse
 from errors import UserError
 
-from conftest import (ROOT, assert_clean_error, draw_grid, read_until, run_cli, same_weights,
-                      train_args, train_small)
+from conftest import (ROOT, assert_clean_error, cli, draw_grid, read_until, run_cli,
+                      same_weights, train_args, train_small)
 
 
 @pytest.mark.parametrize("extra", [{}, {"cache": False, "num_workers": 2}, {"ema": 0.99}],
@@ -419,3 +419,22 @@ def test_a_huge_max_epoch_starts_at_once_and_still_names_earlier_files(tmp_path,
         signal.signal(signal.SIGALRM, previous)
     assert (f"note: {tmp_path} holds 2 checkpoint files of an earlier run that this run will "
             f"not replace (e.g. netg_ema_7.pth)") in capsys.readouterr().out
+
+
+def test_the_resume_command_it_prints_can_be_pasted_with_a_space_in_the_path(tmp_path, toy_dir):
+    """`--resume=ck sp/last.pth`, pasted, was two arguments and an error."""
+    import shlex
+    ckpt = tmp_path / "ck sp"
+    train_small(toy_dir, ckpt, max_epoch=1)
+    state = torch.load(ckpt / "last.pth", weights_only=True)
+    state["options"]["max_epoch"] = 2  # as a run of 2 epochs stopped after its first
+    torch.save(state, ckpt / "last.pth")
+    line = assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+                                  "--batch-size=16", "--ngf=8", "--ndf=8", "--max-epoch=2",
+                                  f"--checkpoint-dir={ckpt}", f"--save-path={ckpt / 'imgs'}"),
+                              "stopped in epoch 2 of 2")
+    pasted = shlex.split(line.split("`")[1])
+    assert pasted[:3] == ["python", "main.py", "train"]
+    result = cli(*pasted[2:])
+    assert result.returncode == 0, result.stderr
+    assert torch.load(ckpt / "last.pth", weights_only=True)["epoch"] == 2
