@@ -424,6 +424,12 @@ def validate(command, opt):
                      f"--{a.replace('_', '-')} and --{b.replace('_', '-')} name the same path, "
                      f"{getattr(opt, b)!r}: give each its own")
     if command == "train":
+        data, grids = Path(opt.data_path).resolve(), Path(opt.save_path).resolve()
+        _require(not grids.is_relative_to(data),
+                 f"--save-path {opt.save_path!r} "
+                 f"{'is' if grids == data else 'lies inside'} --data-path {opt.data_path!r}: "
+                 f"its sample grids would be read as training images; name a folder outside "
+                 f"it (e.g. imgs/)")
         _require(opt.num_workers >= 0, f"--num-workers must be 0 or more, not {opt.num_workers}")
         for name in ("lr1", "lr2"):
             _require(getattr(opt, name) > 0, f"--{name} must be positive, not {getattr(opt, name)}")

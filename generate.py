@@ -203,7 +203,7 @@ def generate(opt):
         seeds = list(opt.seeds)
         images = faces.tensors(seeds)
         scores = faces.scores(images)
-        picked = f" for seeds {','.join(map(str, seeds))}"
+        picked = f" for seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}"
     else:
         progress = _ranking_bar if faces.netd is not None and \
             opt.gen_search_num > SEARCH_BAR else None
@@ -217,7 +217,19 @@ def generate(opt):
     if opt.out_dir:
         _write_faces(opt.out_dir, images, scores, seeds, opt.scale, opt.resample)
         print(f"wrote {len(images)} faces and manifest.csv to {opt.out_dir}")
+    _say_if_training_data(opt, opt.gen_img, opt.out_dir)
     return images, scores, seeds
+
+
+def _say_if_training_data(opt, *paths):
+    """A note for each output that lies in the training images' folder (--data-path, data/
+    by default), where train reads every image, in every subfolder."""
+    data = Path(opt.data_path).resolve()
+    for path in paths:
+        if path and data.is_dir() and Path(path).resolve().is_relative_to(data):
+            print(f"note: {path} lies inside {opt.data_path}, the training images' folder "
+                  f"(--data-path): train would read these faces as training images; move them "
+                  f"out before training there")
 
 
 def _ranking_bar(batches, total):
@@ -269,6 +281,7 @@ def interpolate(opt):
         frames = [to_pil(face, opt.scale, opt.resample) for face in faces._draw(loop)]
         checkpoint.save_bytes(gif_bytes(frames), opt.gif)
         print(f"wrote {opt.gif}: {len(frames)} frames")
+    _say_if_training_data(opt, out, opt.gif)
     return rows.flatten(0, 1)
 
 

@@ -460,3 +460,25 @@ def test_visdom_addresses_that_work_are_taken(toy_dir):
     # not checked where visdom is off
     assert not parse("train", dict(data_path=str(toy_dir), vis=False,
                                    vis_server="http://localhost:9999")).vis
+
+
+def test_outputs_inside_the_training_data_are_refused_or_named(tmp_path, toy_dir):
+    """A run's grids in its own data folder were read as training images by the next run
+    (200 faces became 202); generate's faces there would be too."""
+    before = sorted(p.relative_to(toy_dir) for p in toy_dir.rglob("*"))
+    for inside in (toy_dir / "faces", toy_dir, toy_dir / "grids"):
+        assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+                               f"--save-path={inside}", f"--checkpoint-dir={tmp_path / 'ck'}"),
+                           "--save-path", "training images")
+    assert sorted(p.relative_to(toy_dir) for p in toy_dir.rglob("*")) == before
+    assert not (tmp_path / "ck").exists()
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    inside = tmp_path / "data" / "faces"
+    inside.mkdir(parents=True)
+    r = cli("generate", "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}", "--seeds=1",
+            f"--data-path={tmp_path / 'data'}", f"--gen-img={inside / 'grid.png'}",
+            f"--out-dir={tmp_path / 'kept'}")
+    assert r.returncode == 0, r.stderr
+    assert "wrote" in r.stdout and "1 face for seed 1" in r.stdout
+    notes = [line for line in r.stdout.splitlines() if "training images" in line]
+    assert len(notes) == 1 and str(inside / "grid.png") in notes[0]  # not the kept faces
