@@ -134,12 +134,17 @@ def toyfaces(*args, **flags):
     values.update(config.coerce_flags(flags, TOYFACES_FLAGS))
     if values["num"] < 1:
         raise UserError(f"--num must be at least 1, not {values['num']}")
+    if not 0 <= values["seed"] <= config.MAX_SEED:  # as every other command's --seed
+        raise UserError(f"--seed takes a number from 0 to 2**62, not {values['seed']}")
     config.writable(values["out_dir"], "out-dir", folder=True)
     out = Path(values["out_dir"])
     # a finished set, or files this one would not overwrite: new faces would mix with the old,
     # out of step with the CSV (what an interrupted run left is simply written again)
-    ours = {f"{i:06d}.jpg" for i in range(values["num"])}
-    others = sorted(p.name for p in (out / "faces").iterdir() if p.name not in ours) \
+    def ours(name):  # asked of each file there, not of every face (--num may be huge)
+        stem = name.removesuffix(".jpg")
+        return name.endswith(".jpg") and stem.isascii() and stem.isdigit() and \
+            f"{int(stem):06d}" == stem and int(stem) < values["num"]
+    others = sorted(p.name for p in (out / "faces").iterdir() if not ours(p.name)) \
         if (out / "faces").is_dir() else []
     if (out / "attributes.csv").exists() or others:
         found = (f"{out / 'attributes.csv'}" if (out / "attributes.csv").exists() else

@@ -179,3 +179,30 @@ def test_running_the_module_says_where_the_command_is():
     r = subprocess.run([sys.executable, str(ROOT / "toyfaces.py"), "--num=12"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "python main.py toyfaces" in r.stderr
+
+
+def test_seeds_out_of_range_and_a_huge_num_are_answered_at_once(tmp_path):
+    """--seed=-1 drew the faces of seed 1, where every other command refuses it; and
+    --num=10**15 listed every face's name before looking at the folder."""
+    import signal
+    from conftest import assert_clean_error, cli
+    for seed in ("-1", str(2**62 + 1)):
+        assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 's'}", "--num=2",
+                               f"--seed={seed}"), "--seed", seed)
+    assert not (tmp_path / "s").exists()
+    faces = tmp_path / "big" / "faces"
+    faces.mkdir(parents=True)
+    (faces / "000003.jpg").write_bytes(b"")  # a face this set would draw again
+    (faces / "notes.txt").write_text("not a face")
+
+    def too_slow(*_):
+        raise TimeoutError("toyfaces took over 10 s to look at its folder")
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(10)
+    try:
+        line = assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'big'}",
+                                      f"--num={10**15}"), "1 other file", "notes.txt")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert "000003.jpg" not in line
