@@ -232,9 +232,10 @@ def coerce_flags(flags, fields, nullable=()):
     values = {}
     for key, value in flags.items():
         name = key.replace("-", "_")
-        if name not in fields and name.startswith("no") and fields.get(name[2:]) is bool \
-                and value is True:  # fire hands `--nogpu` over as nogpu=True
-            name, value = name[2:], False
+        if name not in fields and name.startswith("no") and fields.get(name[2:]) is bool:
+            # fire hands `--nogpu` over as nogpu=True; `--nogpu=False` means --gpu
+            values[name[2:]] = not _coerce(name, value, bool)
+            continue
         if name not in fields:
             raise unknown_flag(name, fields)
         values[name] = _coerce(name, value, fields[name], name in nullable)

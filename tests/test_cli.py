@@ -482,3 +482,15 @@ def test_outputs_inside_the_training_data_are_refused_or_named(tmp_path, toy_dir
     assert "wrote" in r.stdout and "1 face for seed 1" in r.stdout
     notes = [line for line in r.stdout.splitlines() if "training images" in line]
     assert len(notes) == 1 and str(inside / "grid.png") in notes[0]  # not the kept faces
+
+
+def test_a_no_flag_takes_a_value_too(toy_dir):
+    """--nogpu=False was 'unknown option --nogpu' though --nogpu and --nogpu=True worked."""
+    from config import parse
+    for given, gpu in (("nogpu", True), ("nogpu", "True"), ("nogpu", "1"), ("nogpu", "False"),
+                       ("nogpu", "no"), ("gpu", "False")):
+        expected = (given == "gpu") == (str(gpu) in ("True", "1"))
+        assert parse("train", {"data_path": str(toy_dir), given: gpu}).gpu is expected
+    assert parse("train", {"data_path": str(toy_dir), "novis": "True"}).vis is False
+    assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu=maybe"), "--nogpu",
+                       "True or False")
