@@ -14,6 +14,7 @@ import json
 import math
 import os
 import random
+import re
 import shlex
 import signal
 import sys
@@ -235,6 +236,21 @@ def _say_earlier_files(opt):
             f"(another --checkpoint-dir keeps runs apart)")
 
 
+def _refuse_folders_in_the_way(opt):
+    """A folder named as a file train writes (cz/last.pth/, imgs/0.png/) failed the first save,
+    an epoch later, naming a temporary file; refused before any work instead."""
+    writes = ((opt.checkpoint_dir, "--checkpoint-dir",
+               r"last\.pth|options\.json|skipped_files\.txt|net(g|d|g_ema)_\d+\.pth"),
+              (opt.save_path, "--save-path", r"\d+\.png|losses\.csv|losses\.png"))
+    for folder, flag, names in writes:
+        if not Path(folder).is_dir():
+            continue
+        for path in sorted(Path(folder).iterdir()):
+            if path.is_dir() and re.fullmatch(names, path.name):
+                raise UserError(f"{path} is a folder, and train writes a file of that name "
+                                f"there: move it away, or pass another {flag}")
+
+
 def _train(opt):
     # seed -> device -> models (their files checked first) -> data -> optimisers -> resume
     # -> loop -> save
@@ -243,6 +259,7 @@ def _train(opt):
         say(f"{opt.resume} has already trained {counted(state['epoch'], 'epoch')}: nothing to "
             f"do; raise --max-epoch to go on")
         return None, None
+    _refuse_folders_in_the_way(opt)
     if not state:
         _keep_unfinished_run(opt)
         _say_earlier_files(opt)
@@ -577,6 +594,7 @@ def _check_finite(diverged, epoch, opt, saved):
         names = list(diverged)
         names = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
         where = f" from the last save in {opt.checkpoint_dir}" if saved else \
-            " (nothing of this run was saved)"
-        raise UserError(f"{names} became NaN or infinite in epoch {epoch + 1}: "
-                        f"training diverged; lower --lr1/--lr2 and start again{where}")
+            " (this run saved no checkpoint)"
+        raise UserError(f"{names} became NaN or infinite in epoch {epoch + 1}: training "
+                        f"diverged; lower --lr1/--lr2 (or a weight you raised, such as --r1) "
+                        f"and start again{where}")

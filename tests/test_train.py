@@ -344,3 +344,22 @@ def test_a_stopped_benchmark_ends_in_one_line_with_its_measuring(toy_dir, tmp_pa
     assert bench.returncode == status, err
     assert err.strip().splitlines() == [f"{word}: nothing measured was written"], err
     assert not out.exists()
+
+
+def test_a_folder_named_as_a_file_train_writes_is_refused_before_any_work(tmp_path, toy_dir):
+    """A folder ck/last.pth/ (or imgs/0.png/) failed the first save, an epoch later, with a
+    line naming a hidden temporary file, and netd_0.pth saved without its netg_0.pth."""
+    from conftest import assert_clean_error, cli
+    for folder, name, flag in (("ck", "last.pth", "--checkpoint-dir"),
+                               ("ck", "netg_0.pth", "--checkpoint-dir"),
+                               ("imgs", "0.png", "--save-path")):
+        run = tmp_path / name
+        (run / folder / name).mkdir(parents=True)
+        line = assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu",
+                                      "--vis=False", "--batch-size=16", "--ngf=8", "--ndf=8",
+                                      "--max-epoch=1", f"--checkpoint-dir={run / 'ck'}",
+                                      f"--save-path={run / 'imgs'}"), flag)
+        assert str(run / folder / name) in line and ".tmp" not in line
+        written = sorted(str(p.relative_to(run)) for p in run.rglob("*")
+                         if p.name != ".train.lock")  # the run's lock, taken first
+        assert written == sorted([folder, f"{folder}/{name}"]), written
