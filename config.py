@@ -309,12 +309,35 @@ def _resumed(given):
             raise UserError(f"--{name.replace('_', '-')}={given[name]} differs from the "
                             f"{saved[name]} that {resume} was trained with; a resumed run "
                             f"cannot change it")
+    _keep_to_its_own_folders(resume, saved, given)
     values = {k: v for k, v in saved.items() if k in FIELDS}
     values.update(netg_path=None, netd_path=None)  # the state holds the weights
     values.update(fresh=False)  # how that run began, not how this one goes on
     values.update(given)
     values["resume"] = resume
     return values
+
+
+def _keep_to_its_own_folders(resume, saved, given):
+    """A resumed run writes to the folders its state names. Resumed from a copy or a moved
+    folder (or from another working folder, as they are saved as given), that would write into
+    another run's: its last.pth replaced, its loss log continued. Refused unless the flags say
+    where."""
+    import shlex
+    stored, grids = saved["checkpoint_dir"], saved["save_path"]
+    here = Path(resume).parent
+    if "checkpoint_dir" not in given and here.resolve() != Path(stored).resolve():
+        copy, copy_grids = shlex.quote(str(here)), shlex.quote(str(here / "imgs"))
+        raise UserError(f"{resume} was saved by a run with --checkpoint-dir={stored} (from here: "
+                        f"{Path(stored).resolve()}) and --save-path={grids}; resumed, it would "
+                        f"write there: pass both for this run, e.g. --checkpoint-dir={copy} "
+                        f"--save-path={copy_grids} to go on beside the file")
+    moved = "checkpoint_dir" in given and \
+        Path(given["checkpoint_dir"]).resolve() != Path(stored).resolve()
+    if moved and "save_path" not in given:
+        raise UserError(f"--checkpoint-dir={given['checkpoint_dir']} is not the folder of the run "
+                        f"{resume} continues ({stored}), whose sample grids and loss log are in "
+                        f"{grids}: pass --save-path too, so that this run keeps its own")
 
 
 def _require(ok, message):

@@ -438,3 +438,25 @@ def test_the_resume_command_it_prints_can_be_pasted_with_a_space_in_the_path(tmp
     result = cli(*pasted[2:])
     assert result.returncode == 0, result.stderr
     assert torch.load(ckpt / "last.pth", weights_only=True)["epoch"] == 2
+
+
+def test_resuming_a_copied_run_does_not_write_into_the_original(tmp_path, toy_dir):
+    """cp -r ck1 ck2; train --resume=ck2/last.pth wrote ck1's last.pth, checkpoints and loss
+    log (the folders the state names), saying so only in its last line."""
+    import shutil
+    original = tmp_path / "ck1"
+    train_small(toy_dir, original, max_epoch=1)
+    shutil.copytree(original, tmp_path / "ck2")
+    copy = tmp_path / "ck2"
+    before = {p: p.read_bytes() for p in original.rglob("*") if p.is_file()}
+    more = ("--nogpu", "--vis=False", "--max-epoch=2")
+    line = assert_clean_error(cli("train", f"--resume={copy / 'last.pth'}", *more),
+                              f"--checkpoint-dir={original}", f"--checkpoint-dir={copy}")
+    assert f"--save-path={copy / 'imgs'}" in line
+    assert_clean_error(cli("train", f"--resume={copy / 'last.pth'}", f"--checkpoint-dir={copy}",
+                           *more), "--save-path")
+    result = cli("train", f"--resume={copy / 'last.pth'}", f"--checkpoint-dir={copy}",
+                 f"--save-path={copy / 'imgs'}", *more)
+    assert result.returncode == 0, result.stderr
+    assert torch.load(copy / "last.pth", weights_only=True)["epoch"] == 2
+    assert {p: p.read_bytes() for p in original.rglob("*") if p.is_file()} == before
