@@ -172,8 +172,9 @@ def _coerce(name, value, kind, nullable=True):
         try:
             seeds = tuple(int(str(v).strip()) for v in items if str(v).strip())
         except ValueError:
+            shown = ",".join(map(str, items))
             raise UserError(f"{flag} takes whole numbers separated by commas, e.g. 17,42, "
-                            f"not {value!r}") from None
+                            f"not {shown!r}") from None
         if not seeds or any(not 0 <= s < 2**63 for s in seeds):
             raise UserError(f"{flag} takes seeds from 0 to 2**63-1, e.g. 17,42")
         return seeds
@@ -198,15 +199,19 @@ def _coerce(name, value, kind, nullable=True):
         if text in ("false", "no", "0"):
             return False
         raise UserError(f"{flag} takes True or False, not {value!r}")
+    shown = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else value  # as typed
     if kind is int:
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit() and \
+                value.strip().isascii():  # 0012, which fire leaves as text
+            return int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise UserError(f"{flag} takes a whole number, not {value!r}")
+            raise UserError(f"{flag} takes a whole number, not {shown!r}")
         return value
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"{flag} takes a number, not {value!r}")
+            raise UserError(f"{flag} takes a number, not {shown!r}")
         if not math.isfinite(value):
             raise UserError(f"{flag} takes a finite number, not {value!r}")
         return float(value)

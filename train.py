@@ -572,7 +572,7 @@ def _report_skipped(skipped, reported, opt, world, write=True):
         else:
             listing = f"{listing} once training starts"
         names = ", ".join(Path(p).name for p in sorted(skipped)[:3])
-        print(f"skipped {len(skipped)} unreadable image files (e.g. {names}); "
+        print(f"skipped {counted(len(skipped), 'unreadable image file')} (e.g. {names}); "
               f"full list in {listing}", flush=True)
     return len(skipped)
 

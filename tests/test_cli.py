@@ -41,6 +41,9 @@ def test_gpu_without_cuda(toy_dir):
                                           ("--lr1=0", "--lr1"),
                                           ("--vis=maybe", "--vis"),
                                           ("--max-epoch=ten", "--max-epoch"),
+                                          # as typed, not as the tuple fire reads
+                                          ("--lr1=1e-4,2e-4", "not '0.0001,0.0002'"),
+                                          ("--ngf=8,16", "not '8,16'"),
                                           ("--vis-server=http://localhost:9999",
                                            "--vis-port=9999"),
                                           ("--vis-server=http://::1", "brackets"),
@@ -494,3 +497,8 @@ def test_a_no_flag_takes_a_value_too(toy_dir):
     assert parse("train", {"data_path": str(toy_dir), "novis": "True"}).vis is False
     assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu=maybe"), "--nogpu",
                        "True or False")
+
+
+def test_a_whole_number_with_leading_zeros_is_a_whole_number(toy_dir):
+    from config import parse
+    assert parse("train", {"data_path": str(toy_dir), "d_low": "0012"}).d_low == 12
