@@ -324,6 +324,9 @@ def _train(opt):
     if state:
         run.restore(state, device)
         say(f"resuming {opt.resume} in epoch {run.epoch + 1} after batch {run.batch}")
+        if "ema" in state and not ema:
+            say(f"note: --ema=0: the moving average of G that {opt.resume} carries is left "
+                f"behind; this run draws its grids with G itself and saves no netg_ema files")
         if state.get("images", data.count) != data.count:
             say(f"note: {opt.data_path} now has {data.count} images, and the run began with "
                 f"{state['images']}: it goes on, but not in the order it would have taken, and "

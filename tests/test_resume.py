@@ -273,7 +273,7 @@ def test_the_same_command_again_after_a_stop_keeps_the_stopped_run(toy_dir, tmp_
 
 
 @pytest.mark.slow
-def test_ema_switched_on_at_resume_saves_the_average_from_then_on(toy_dir, tmp_path):
+def test_ema_switched_on_at_resume_saves_the_average_from_then_on(toy_dir, tmp_path, capsys):
     train_small(toy_dir, tmp_path, max_epoch=1, g_every=1)
     assert not (tmp_path / "netg_ema_0.pth").exists()
     train_small(toy_dir, tmp_path, max_epoch=2, resume=True, ema=0.9)
@@ -283,6 +283,11 @@ def test_ema_switched_on_at_resume_saves_the_average_from_then_on(toy_dir, tmp_p
     assert not torch.equal(g["main.0.weight"], average["main.0.weight"])
     assert "ema" in torch.load(tmp_path / "last.pth", weights_only=True)
     draw_grid(tmp_path / "netg_ema_1.pth", tmp_path / "netd_1.pth", tmp_path / "r.png", 4, 8)
+    # switched off again, the average is left behind, and a line says so
+    train_small(toy_dir, tmp_path, max_epoch=3, resume=True, ema=0)
+    out = capsys.readouterr().out
+    assert "note: --ema=0: the moving average of G" in out
+    assert not (tmp_path / "netg_ema_2.pth").exists() and (tmp_path / "netg_2.pth").exists()
 
 
 def _rows(folder):
