@@ -482,7 +482,8 @@ def _enough(count, opt, what="image files"):
 def cached_batches(opt, device, progress=None):
     files = list_images(opt.data_path)
     say_folders(opt.data_path, files)
-    _enough(len(files), opt)
+    # counted once decoded, not before: three broken files at batch 16 were sent to lower
+    # --batch-size, only to learn then that none could be read
     array, skipped = build_cache(opt.data_path, opt.image_size, progress, files=files)
     _enough(len(array), opt, "usable images")
     return CachedBatches(array, opt.batch_size, device, skipped)

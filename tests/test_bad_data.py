@@ -110,6 +110,11 @@ def test_all_bad_folder_is_a_clear_error(tmp_path, cache):
     assert (tmp_path / "c" / "options.json").read_text() == '{"data_path": "data/faces"}'
     assert (tmp_path / "i" / "losses.csv").read_text() == "step,epoch\n20,0\n"
     assert (tmp_path / "c" / "skipped_files.txt").read_text() == "data/faces/old.jpg\n"
+    if cache:  # decoded first, so the batch size is not blamed for files that are all broken
+        assert_clean_error(run_cli("train", f"--data-path={tmp_path / 'bad'}", "--nogpu",
+                                   "--vis=False", "--batch-size=16",
+                                   f"--checkpoint-dir={tmp_path / 'c'}",
+                                   f"--save-path={tmp_path / 'i'}"), "could be read")
 
 
 def test_a_resumed_run_whose_images_became_unreadable_is_a_clear_error(toy_dir, tmp_path):
