@@ -27,6 +27,8 @@ def _stopped(stop, command):
         began = getattr(sys.modules.get("train"), "began", False)
         what += (" at once: nothing saved since the last save point" if began else
                  " before training began: nothing was trained")
+    elif command == "toyfaces":  # what it drew stays, and is drawn again, not mixed
+        what += ": the set is not finished; the same command again draws it whole"
     return f"\n{what}", 143 if isinstance(stop, Terminated) else 130
 
 

@@ -133,7 +133,8 @@ def test_ctrl_c_while_drawing_is_one_line(tmp_path):
         kill_group(proc)
     assert proc.returncode == 130
     assert "Traceback" not in err and "ForkPoolWorker" not in err, err
-    assert err.splitlines()[-1] == "interrupted"
+    assert err.splitlines()[-1] == ("interrupted: the set is not finished; the same command "
+                                    "again draws it whole")
     assert not (tmp_path / "toy" / "attributes.csv").exists()
 
 
