@@ -78,8 +78,8 @@ class Config:
                           "(generate; explore: also a checkpoint folder, its newest)", kind="path")
     netd_path: str = _opt(None, "discriminator weights to start from (train) or rank the "
                           "samples with (generate; explore: also a folder)", kind="path")
-    seed: int = _opt(None, "random seed, 0 to 2**62; unset: a fresh one, printed and saved "
-                     "(evaluate: 0)", kind=int)
+    seed: int = _opt(None, "random seed, 0 to 2**62; unset: a fresh one, printed (train: "
+                     "and saved in options.json; evaluate: 0)", kind=int)
     resume: str = _opt(None, "--resume: continue from CHECKPOINT_DIR/last.pth; --resume=PATH: "
                        "from that full state", kind="resume")
     fresh: bool = _opt(False, "start a new run even where CHECKPOINT_DIR/last.pth holds an "
