@@ -237,8 +237,10 @@ def main(argv):
         where = "the GPU" if "CUDA" in str(e) else "this machine"
         rank = os.environ.get("RANK", "0")  # under torchrun it strikes one process, not all
         where += f" (process {rank})" if rank != "0" else ""
+        lower = {"generate": "--gen-num or --batch-size", "evaluate": "--num or --batch-size",
+                 "interpolate": "--steps, the seeds or --batch-size"}
         print(f"error: out of memory on {where}: {command} asked for {size} more; lower "
-              f"--batch-size (or --ngf/--ndf)", file=sys.stderr)
+              f"{lower.get(command, '--batch-size (or --ngf/--ndf)')}", file=sys.stderr)
         return 2
     except Interrupted as e:
         _say_once(f"interrupted: {e}")

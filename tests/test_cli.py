@@ -448,6 +448,9 @@ def test_out_of_memory_is_one_line_and_other_runtime_errors_keep_their_traceback
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: out of memory"), err
         assert all(n in err[0] for n in needles) and "--batch-size" in err[0]
+    monkeypatch.setitem(main.COMMANDS, "generate", raiser(cpu))  # its faces kept in memory
+    assert main.main(["main.py", "generate"]) == 2
+    assert "lower --gen-num or --batch-size" in capsys.readouterr().err
     monkeypatch.setenv("RANK", "3")  # under torchrun: said by the process it struck
     monkeypatch.setitem(main.COMMANDS, "train", raiser(gpu))
     assert main.main(["main.py", "train"]) == 2
