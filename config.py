@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,9 +202,8 @@ def _coerce(name, value, kind, nullable=True):
         raise UserError(f"{flag} takes True or False, not {value!r}")
     shown = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else value  # as typed
     if kind is int:
-        if isinstance(value, str) and value.strip().lstrip("+-").isdigit() and \
-                value.strip().isascii():  # 0012, which fire leaves as text
-            return int(value)
+        if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value.strip()):
+            return int(value)  # 0012, which fire leaves as text
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
@@ -238,8 +238,14 @@ def coerce_flags(flags, fields, nullable=()):
     for key, value in flags.items():
         name = key.replace("-", "_")
         if name not in fields and name.startswith("no") and fields.get(name[2:]) is bool:
-            # fire hands `--nogpu` over as nogpu=True; `--nogpu=False` means --gpu
-            values[name[2:]] = not _coerce(name, value, bool)
+            # fire hands `--nogpu` over as nogpu=True; `--nogpu=False` takes the flag back: the
+            # option's default (for --gpu, unset: CUDA when there is one), or True
+            if _coerce(name, value, bool, nullable=False):
+                values[name[2:]] = False
+            elif name[2:] in nullable:
+                values.pop(name[2:], None)
+            else:
+                values[name[2:]] = True
             continue
         if name not in fields:
             raise unknown_flag(name, fields)

@@ -166,11 +166,12 @@ def test_damaged_states_and_weights_are_one_line(tmp_path, toy_dir):
                        "four dimensions")
     train_small(toy_dir, tmp_path / "run", max_epoch=1)
     good = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
-    for name, change in (("empty", {"netg": {}}), ("text", {"options": "ngf=8"}),
-                         ("shapes", {"netg": NetG(100, 16).state_dict()})):
+    for name, change, why in (("empty", {"netg": {}}, "damaged"),
+                              ("text", {"options": "ngf=8"}, "damaged"),
+                              ("shapes", {"netg": NetG(100, 16).state_dict()}, "do not fit")):
         torch.save({**good, **change}, tmp_path / f"{name}.pth")
         assert_clean_error(cli("train", "--nogpu", f"--resume={tmp_path / name}.pth",
-                               "--max-epoch=2", f"--checkpoint-dir={tmp_path / 'c'}"),
-                           f"{name}.pth")
+                               "--max-epoch=2", f"--checkpoint-dir={tmp_path / 'c'}",
+                               f"--save-path={tmp_path / 'c'}"), f"{name}.pth", why)
     assert not (tmp_path / "c").exists()  # not even the folder
     assert checkpoint.load_state(tmp_path / "run" / "last.pth")["options"]["ngf"] == 8

@@ -494,15 +494,20 @@ def test_outputs_inside_the_training_data_are_refused_or_named(tmp_path, toy_dir
 
 
 def test_a_no_flag_takes_a_value_too(toy_dir):
-    """--nogpu=False was 'unknown option --nogpu' though --nogpu and --nogpu=True worked."""
+    """--nogpu=False was 'unknown option --nogpu' though --nogpu and --nogpu=True worked. False
+    takes the flag back: the option's default (--gpu: unset, CUDA where there is one)."""
     from config import parse
     for given, gpu in (("nogpu", True), ("nogpu", "True"), ("nogpu", "1"), ("nogpu", "False"),
                        ("nogpu", "no"), ("gpu", "False")):
-        expected = (given == "gpu") == (str(gpu) in ("True", "1"))
+        expected = {"True": False, "1": False, "False": None, "no": None}[str(gpu)] \
+            if given == "nogpu" else False
         assert parse("train", {"data_path": str(toy_dir), given: gpu}).gpu is expected
     assert parse("train", {"data_path": str(toy_dir), "novis": "True"}).vis is False
-    assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu=maybe"), "--nogpu",
-                       "True or False")
+    assert parse("train", {"data_path": str(toy_dir), "novis": "False"}).vis is True
+    for value in ("maybe", None):  # fire hands --nogpu=None over as None
+        assert_clean_error(cli("train", f"--data-path={toy_dir}", f"--nogpu={value}"),
+                           "--nogpu")
+    assert_clean_error(cli("train", f"--data-path={toy_dir}", "--seed=+-3"), "--seed")
 
 
 def test_a_whole_number_with_leading_zeros_is_a_whole_number(toy_dir):
