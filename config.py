@@ -10,6 +10,7 @@ import difflib
 import math
 import os
 import re
+import shlex
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,8 @@ def _opt(default, help, kind=None):
 class Config:
     # data and training
     data_path: str = _opt("data/", "image folder: data/faces/*.jpg (the book's ImageFolder layout) "
-                          "or a folder holding the images directly", kind="path")
+                          "or a folder holding the images directly (generate, interpolate: a "
+                          "note for an output inside it)", kind="path")
     num_workers: int = _opt(4, "DataLoader worker processes decoding JPEGs (with --cache=False; "
                             "at most one per CPU)")
     image_size: int = _opt(96, "image side in pixels; the networks draw 96x96, so only 96 works")
@@ -147,9 +149,10 @@ USED = {
               "plot_every", "vis_server", "vis_port"),
     "generate": ("netg_path", "netd_path", "gen_img", "gen_num", "gen_search_num", "gen_mean",
                  "gen_std", "out_dir", "scale", "resample", "seeds", "batch_size", "gpu",
-                 "seed"),  # --nz/--ngf/--ndf: read from the files (said when they differ)
+                 "seed", "data_path"),  # --nz/--ngf/--ndf: read from the files (said when they
+    # differ); --data-path: a note when an output lies in the training images
     "interpolate": ("netg_path", "seeds", "steps", "out", "gif", "scale", "resample", "gen_mean",
-                    "gen_std", "batch_size", "gpu", "seed"),
+                    "gen_std", "batch_size", "gpu", "seed", "data_path"),
     "evaluate": ("netg_path", "data_path", "num", "metrics", "inception_weights", "out", "seed",
                  "gen_mean", "gen_std", "batch_size", "gpu", "image_size", "cache"),
     "explore": ("netg_path", "netd_path", "port", "host", "steps", "gen_mean", "gen_std",
@@ -334,21 +337,35 @@ def _keep_to_its_own_folders(resume, saved, given):
     folder (or from another working folder, as they are saved as given), that would write into
     another run's: its last.pth replaced, its loss log continued. Refused unless the flags say
     where."""
-    import shlex
     stored, grids = saved["checkpoint_dir"], saved["save_path"]
     here = Path(resume).parent
     if "checkpoint_dir" not in given and here.resolve() != Path(stored).resolve():
-        copy, copy_grids = shlex.quote(str(here)), shlex.quote(str(here / "imgs"))
+        flags = " ".join(beside_flags(resume, saved))
         raise UserError(f"{resume} was saved by a run with --checkpoint-dir={stored} (from here: "
                         f"{Path(stored).resolve()}) and --save-path={grids}; resumed, it would "
-                        f"write there: pass both for this run, e.g. --checkpoint-dir={copy} "
-                        f"--save-path={copy_grids} to go on beside the file")
+                        f"write there: pass both for this run, e.g. {flags} to go on beside "
+                        f"the file, or --checkpoint-dir={shlex.quote(str(stored))} alone to go "
+                        f"on in that run's folders (a rollback)")
     moved = "checkpoint_dir" in given and \
         Path(given["checkpoint_dir"]).resolve() != Path(stored).resolve()
     if moved and "save_path" not in given:
         raise UserError(f"--checkpoint-dir={given['checkpoint_dir']} is not the folder of the run "
                         f"{resume} continues ({stored}), whose sample grids and loss log are in "
                         f"{grids}: pass --save-path too, so that this run keeps its own")
+
+
+def beside_flags(resume, saved):
+    """--checkpoint-dir and --save-path for going on with ``resume`` in the folder it lies in,
+    its grids where the run kept them relative to its checkpoints (the same folder, or a
+    folder inside it), else in imgs/ beside the file."""
+    here, stored = Path(resume).parent, Path(saved["checkpoint_dir"])
+    grids = Path(saved["save_path"])
+    try:
+        inside = grids.resolve().relative_to(stored.resolve())
+    except ValueError:
+        inside = Path("imgs")
+    return [f"--checkpoint-dir={shlex.quote(str(here))}",
+            f"--save-path={shlex.quote(str(here / inside))}"]
 
 
 def _require(ok, message):

@@ -80,8 +80,8 @@ def evaluate(opt):
                         f"gives {num}: use a larger folder or ask for swd")
     fake = to_uint8(faces.tensors(range(seed, seed + num)))
 
-    report = {"netg_path": str(opt.netg_path), "data_path": str(opt.data_path), "num": num,
-              "seed": seed}
+    report = {"netg_path": str(opt.netg_path), "averaged": faces.averaged,  # last.pth: the EMA
+              "data_path": str(opt.data_path), "num": num, "seed": seed}
     if "swd" in wanted:
         report["swd"] = swd(real, fake, seed)
         report["swd_floor"] = swd(real, other, seed)

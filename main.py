@@ -237,7 +237,8 @@ def main(argv):
         where = "the GPU" if "CUDA" in str(e) else "this machine"
         rank = os.environ.get("RANK", "0")  # under torchrun it strikes one process, not all
         where += f" (process {rank})" if rank != "0" else ""
-        lower = {"generate": "--gen-num or --batch-size", "evaluate": "--num or --batch-size",
+        lower = {"generate": "--gen-num (or the seeds, --scale) or --batch-size",
+                 "evaluate": "--num or --batch-size",
                  "interpolate": "--steps, the seeds or --batch-size"}
         print(f"error: out of memory on {where}: {command} asked for {size} more; lower "
               f"{lower.get(command, '--batch-size (or --ngf/--ndf)')}", file=sys.stderr)

@@ -30,7 +30,7 @@ from tqdm import tqdm
 import checkpoint
 import distributed
 from augment import DiffAugment, parse as parse_augment
-from config import use_bf16
+from config import beside_flags, use_bf16
 from curves import LossLog
 from data import cached_batches, folder_batches
 from ema import EMA
@@ -201,10 +201,13 @@ def _keep_unfinished_run(opt):
         path.unlink()  # its first save, the folder would hold its records beside that run
         say(f"note: --fresh: deleted {path}, a run stopped in epoch {done + 1} of {total}")
     elif done < total:
+        saved = {**opt.to_dict(), **state["options"]}
+        beside = "" if Path(saved["checkpoint_dir"]).resolve() == path.parent.resolve() else \
+            " " + " ".join(beside_flags(path, saved))  # a copied run: refused without them
         raise UserError(f"{path} holds a run stopped in epoch {done + 1} of {total}: continue "
-                        f"it with `python main.py train --resume={_quoted(path)}`, or start a "
-                        f"new run with another --checkpoint-dir and --save-path (its loss log and "
-                        f"grids are there), or over it with --fresh")
+                        f"it with `python main.py train --resume={_quoted(path)}{beside}`, or "
+                        f"start a new run with another --checkpoint-dir and --save-path (its "
+                        f"loss log and grids are there), or over it with --fresh")
     else:  # the book's way: a new run there writes over it; said, so that it is a choice
         say(f"note: {path.parent} holds a finished run of {counted(total, 'epoch')}: this run "
             f"writes its own last.pth and checkpoints over that run's as it saves (another "
@@ -229,7 +232,8 @@ def _say_earlier_files(opt):
         net, _, epoch = name[:-len(".pth")].rpartition("_")
         return net in nets and int(epoch) < opt.max_epoch and _saves_after(int(epoch), opt)
     earlier = sorted(p.name for p in folder.glob("net*_*.pth")
-                     if p.stem.split("_")[-1].isdigit() and not mine(p.name))
+                     if p.stem.split("_")[-1].isascii() and p.stem.split("_")[-1].isdigit()
+                     and not mine(p.name))
     if earlier:
         say(f"note: {folder} holds {counted(len(earlier), 'checkpoint file')} of an earlier run "
             f"that this run will not replace (e.g. {earlier[-1]}); they stay beside its own "
@@ -247,8 +251,8 @@ def _refuse_folders_in_the_way(opt):
             continue
         for path in sorted(Path(folder).iterdir()):
             if path.is_dir() and re.fullmatch(names, path.name):
-                raise UserError(f"{path} is a folder, and train writes a file of that name "
-                                f"there: move it away, or pass another {flag}")
+                raise UserError(f"{path} is a folder where train may write a file of that "
+                                f"name: move it away, or pass another {flag}")
 
 
 def _train(opt):

@@ -450,7 +450,7 @@ def test_out_of_memory_is_one_line_and_other_runtime_errors_keep_their_traceback
         assert all(n in err[0] for n in needles) and "--batch-size" in err[0]
     monkeypatch.setitem(main.COMMANDS, "generate", raiser(cpu))  # its faces kept in memory
     assert main.main(["main.py", "generate"]) == 2
-    assert "lower --gen-num or --batch-size" in capsys.readouterr().err
+    assert "lower --gen-num (or the seeds, --scale) or --batch-size" in capsys.readouterr().err
     monkeypatch.setenv("RANK", "3")  # under torchrun: said by the process it struck
     monkeypatch.setitem(main.COMMANDS, "train", raiser(gpu))
     assert main.main(["main.py", "train"]) == 2
@@ -513,3 +513,15 @@ def test_a_no_flag_takes_a_value_too(toy_dir):
 def test_a_whole_number_with_leading_zeros_is_a_whole_number(toy_dir):
     from config import parse
     assert parse("train", {"data_path": str(toy_dir), "d_low": "0012"}).d_low == 12
+
+
+def test_the_training_data_note_names_only_what_train_would_read(tmp_path):
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    data = tmp_path / "data"
+    data.mkdir()
+    r = cli("interpolate", "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}", "--seeds=1,2",
+            "--steps=2", f"--data-path={data}", f"--out={data / 'row.png'}",
+            f"--gif={data / 'loop.gif'}")
+    assert r.returncode == 0, r.stderr
+    notes = [line for line in r.stdout.splitlines() if "training images" in line]
+    assert len(notes) == 1 and "row.png" in notes[0]  # train leaves .gif files alone

@@ -448,20 +448,30 @@ def test_the_resume_command_it_prints_can_be_pasted_with_a_space_in_the_path(tmp
 def test_resuming_a_copied_run_does_not_write_into_the_original(tmp_path, toy_dir):
     """cp -r ck1 ck2; train --resume=ck2/last.pth wrote ck1's last.pth, checkpoints and loss
     log (the folders the state names), saying so only in its last line."""
+    import shlex
     import shutil
     original = tmp_path / "ck1"
     train_small(toy_dir, original, max_epoch=1)
+    state = torch.load(original / "last.pth", weights_only=True)
+    state["options"]["max_epoch"] = 2  # a run of 2 epochs, stopped after its first
+    torch.save(state, original / "last.pth")
     shutil.copytree(original, tmp_path / "ck2")
     copy = tmp_path / "ck2"
     before = {p: p.read_bytes() for p in original.rglob("*") if p.is_file()}
-    more = ("--nogpu", "--vis=False", "--max-epoch=2")
+    more = ("--nogpu", "--vis=False")
     line = assert_clean_error(cli("train", f"--resume={copy / 'last.pth'}", *more),
                               f"--checkpoint-dir={original}", f"--checkpoint-dir={copy}")
-    assert f"--save-path={copy / 'imgs'}" in line
+    assert f"--save-path={copy / 'imgs'}" in line  # where the run kept its grids: imgs/
     assert_clean_error(cli("train", f"--resume={copy / 'last.pth'}", f"--checkpoint-dir={copy}",
                            *more), "--save-path")
-    result = cli("train", f"--resume={copy / 'last.pth'}", f"--checkpoint-dir={copy}",
-                 f"--save-path={copy / 'imgs'}", *more)
+    # a new run in the copy's folder names the command that goes on there; pasted, it does
+    line = assert_clean_error(cli("train", f"--data-path={toy_dir}", "--batch-size=16",
+                                  "--ngf=8", "--ndf=8", f"--checkpoint-dir={copy}",
+                                  f"--save-path={tmp_path / 'other'}", *more),
+                              "stopped in epoch 2 of 2")
+    pasted = shlex.split(line.split("`")[1])
+    result = cli(*pasted[2:], *more)
     assert result.returncode == 0, result.stderr
     assert torch.load(copy / "last.pth", weights_only=True)["epoch"] == 2
+    assert (copy / "imgs" / "1.png").is_file()
     assert {p: p.read_bytes() for p in original.rglob("*") if p.is_file()} == before
