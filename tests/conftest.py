@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny toy face set on disk and a way to run the real command line."""
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -212,3 +214,18 @@ def assert_clean_error(result, *needles):
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
+
+
+@contextlib.contextmanager
+def within(seconds, what):
+    """Fail with a TimeoutError when the block runs longer than ``seconds`` (SIGALRM): for
+    work that, broken, would run until memory ran out rather than fail."""
+    def too_slow(*_):
+        raise TimeoutError(f"{what} took over {seconds} s")
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

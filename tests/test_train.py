@@ -349,7 +349,6 @@ def test_a_stopped_benchmark_ends_in_one_line_with_its_measuring(toy_dir, tmp_pa
 def test_a_folder_named_as_a_file_train_writes_is_refused_before_any_work(tmp_path, toy_dir):
     """A folder ck/last.pth/ (or imgs/0.png/) failed the first save, an epoch later, with a
     line naming a hidden temporary file, and netd_0.pth saved without its netg_0.pth."""
-    from conftest import assert_clean_error, cli
     for folder, name, flag in (("ck", "last.pth", "--checkpoint-dir"),
                                ("ck", "netg_0.pth", "--checkpoint-dir"),
                                ("imgs", "0.png", "--save-path")):
