@@ -14,7 +14,6 @@ import json
 import math
 import os
 import random
-import re
 import shlex
 import signal
 import sys
@@ -220,20 +219,27 @@ def _saves_after(epoch, opt):
     return (epoch + 1) % opt.save_every == 0 or epoch + 1 == opt.max_epoch
 
 
+def _saves(name, opt):
+    """Whether this run saves a file ``name`` (netg_4.pth, netg_ema_4.pth, 4.png): asked of
+    each file found, not listed for every epoch (--max-epoch may be huge)."""
+    stem, _, suffix = name.rpartition(".")
+    kind, _, epoch = stem.rpartition("_")
+    if not (epoch.isascii() and epoch.isdigit()):
+        return False
+    kinds = {"pth": ("netg", "netd") + (("netg_ema",) if opt.ema else ()), "png": ("",)}
+    return kind in kinds.get(suffix, ()) and int(epoch) < opt.max_epoch and \
+        _saves_after(int(epoch), opt)
+
+
 def _say_earlier_files(opt):
     """A new run in a folder of an earlier one replaces the files it saves under the same
     names and leaves the others (an earlier run's averages, later epochs): those are named
     once, as a netg_ema_4.pth of one run beside a netd_4.pth of another would pass for a
     pair."""
     folder = Path(opt.checkpoint_dir)
-    nets = ("netg", "netd") + (("netg_ema",) if opt.ema else ())
-
-    def mine(name):  # asked of each file there, not of every epoch (--max-epoch may be huge)
-        net, _, epoch = name[:-len(".pth")].rpartition("_")
-        return net in nets and int(epoch) < opt.max_epoch and _saves_after(int(epoch), opt)
     earlier = sorted(p.name for p in folder.glob("net*_*.pth")
                      if p.stem.split("_")[-1].isascii() and p.stem.split("_")[-1].isdigit()
-                     and not mine(p.name))
+                     and not _saves(p.name, opt))
     if earlier:
         say(f"note: {folder} holds {counted(len(earlier), 'checkpoint file')} of an earlier run "
             f"that this run will not replace (e.g. {earlier[-1]}); they stay beside its own "
@@ -244,15 +250,17 @@ def _refuse_folders_in_the_way(opt):
     """A folder named as a file train writes (cz/last.pth/, imgs/0.png/) failed the first save,
     an epoch later, naming a temporary file; refused before any work instead."""
     writes = ((opt.checkpoint_dir, "--checkpoint-dir",
-               r"last\.pth|options\.json|skipped_files\.txt|net(g|d|g_ema)_\d+\.pth"),
-              (opt.save_path, "--save-path", r"\d+\.png|losses\.csv|losses\.png"))
-    for folder, flag, names in writes:
+               ("last.pth", "options.json", "skipped_files.txt")),
+              (opt.save_path, "--save-path", ("losses.csv", "losses.png")))
+    for folder, flag, always in writes:
         if not Path(folder).is_dir():
             continue
         for path in sorted(Path(folder).iterdir()):
-            if path.is_dir() and re.fullmatch(names, path.name):
-                raise UserError(f"{path} is a folder where train may write a file of that "
-                                f"name: move it away, or pass another {flag}")
+            grid = flag == "--save-path" and path.suffix == ".png"
+            if path.is_dir() and (path.name in always or
+                                  _saves(path.name, opt) and (grid or path.suffix == ".pth")):
+                raise UserError(f"{path} is a folder, and train writes a file of that name "
+                                f"there: move it away, or pass another {flag}")
 
 
 def _train(opt):

@@ -362,3 +362,11 @@ def test_a_folder_named_as_a_file_train_writes_is_refused_before_any_work(tmp_pa
         written = sorted(str(p.relative_to(run)) for p in run.rglob("*")
                          if p.name != ".train.lock")  # the run's lock, taken first
         assert written == sorted([folder, f"{folder}/{name}"]), written
+    # a folder named as a file this run does not write (no --ema here) is left alone
+    run = tmp_path / "other"
+    (run / "ck" / "netg_ema_0.pth").mkdir(parents=True)
+    result = cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--batch-size=16",
+                 "--ngf=8", "--ndf=8", "--max-epoch=1", f"--checkpoint-dir={run / 'ck'}",
+                 f"--save-path={run / 'imgs'}")
+    assert result.returncode == 0, result.stderr
+    assert (run / "ck" / "netg_0.pth").is_file()
