@@ -316,7 +316,13 @@ def _resumed(given):
             raise UserError(f"{flag} cannot be given with --resume: the run continues with the "
                             + ("weights its state holds" if name != "recipe" else
                                "options it was trained with (change single ones, e.g. --lr1)"))
-    saved = checkpoint.load_state(resume)["options"]
+    state = checkpoint.load_state(resume)
+    saved = dict(state["options"])
+    started = state.get("cwd")  # a state saved before it was kept: as if started here
+    if started and Path(started).resolve() != Path.cwd().resolve():
+        for name in ("data_path", "checkpoint_dir", "save_path"):  # as typed there
+            if name in saved and not Path(saved[name]).is_absolute():
+                saved[name] = str(Path(started) / saved[name])
     saved = {**Config().to_dict(), **saved}  # a state from before an option was added
     for name in FIXED_ON_RESUME:
         if name in given and given[name] != saved[name]:

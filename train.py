@@ -501,6 +501,7 @@ class Run:
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                     "order": self.order_state if self.batch else self.order.get_state()},
             "options": self.opt.to_dict(),
+            "cwd": os.getcwd(),  # where the options' relative folders lie
             "images": self.images,  # the folder's image count, whose order "rng" continues
         }
         if self.ema:

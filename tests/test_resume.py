@@ -468,3 +468,24 @@ def test_resuming_a_copied_run_does_not_write_into_the_original(tmp_path, toy_di
     assert torch.load(copy / "last.pth", weights_only=True)["epoch"] == 2
     assert (copy / "imgs" / "1.png").is_file()
     assert {p: p.read_bytes() for p in original.rglob("*") if p.is_file()} == before
+
+
+def test_a_run_started_with_relative_folders_resumes_from_any_working_folder(tmp_path, toy_dir,
+                                                                           monkeypatch):
+    """Its folders are saved as typed: resumed from elsewhere, it would have trained on and
+    written to folders of those names there (a new ck/ beside the command), or been refused."""
+    import shutil
+    start, elsewhere = tmp_path / "start", tmp_path / "elsewhere"
+    start.mkdir()
+    elsewhere.mkdir()
+    shutil.copytree(toy_dir, start / "toy")
+    monkeypatch.chdir(start)
+    more = ("--nogpu", "--vis=False", "--batch-size=16", "--ngf=8", "--ndf=8")
+    result = cli("train", "--data-path=toy", "--checkpoint-dir=ck", "--save-path=im",
+                 "--max-epoch=1", *more)
+    assert result.returncode == 0, result.stderr
+    monkeypatch.chdir(elsewhere)
+    result = cli("train", f"--resume={start / 'ck' / 'last.pth'}", "--max-epoch=2")
+    assert result.returncode == 0, result.stderr
+    assert torch.load(start / "ck" / "last.pth", weights_only=True)["epoch"] == 2
+    assert (start / "im" / "1.png").is_file() and not list(elsewhere.iterdir())
