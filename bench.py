@@ -200,6 +200,15 @@ def one(args):
     print(json.dumps(result))
 
 
+def _true_or_false(text):
+    """--gpu's value: a typo is an error, not the CPU."""
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"takes true or false, not {text!r}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -212,7 +221,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=5, help="batches before timing")
     parser.add_argument("--measure", type=int, default=20, help="batches timed")
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs per variant")
-    parser.add_argument("--gpu", default=None, type=lambda s: s.lower() in ("1", "true", "yes"),
+    parser.add_argument("--gpu", default=None, type=_true_or_false,
                         help="true: CUDA, false: CPU; unset: CUDA when available")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--cache-sizes", default=None,
@@ -230,7 +239,7 @@ def main():
     for name in ("data_path", "json", "scratch"):
         if getattr(args, name):
             setattr(args, name, os.path.abspath(os.path.expanduser(getattr(args, name))))
-    for name in ("batch_size", "measure", "repeats"):
+    for name in ("batch_size", "measure", "repeats", "g_every", "plot_every"):
         if getattr(args, name) < 1:
             sys.exit(f"error: --{name.replace('_', '-')} must be at least 1, not "
                      f"{getattr(args, name)}")
@@ -244,9 +253,21 @@ def main():
         except UserError as e:
             sys.exit(f"error: {e}")
     if args.cache_sizes:  # synthetic caches: no data folder read
+        try:
+            args.cache_sizes = [int(s) for s in args.cache_sizes.split(",")]
+        except ValueError:
+            sys.exit(f"error: --cache-sizes takes image counts separated by commas, e.g. "
+                     f"10000,1000000, not {args.cache_sizes!r}")
+        if min(args.cache_sizes) < args.batch_size:
+            sys.exit(f"error: --cache-sizes: each cache must hold at least one batch "
+                     f"({args.batch_size} images), not {min(args.cache_sizes)}")
         if args.scratch:
+            from config import writable
             try:
+                writable(args.scratch, "scratch", folder=True)
                 Path(args.scratch).mkdir(parents=True, exist_ok=True)
+            except UserError as e:
+                sys.exit(f"error: {e}")
             except OSError as e:
                 sys.exit(f"error: --scratch: cannot use {args.scratch} ({e.strerror})")
         return cache_sizes(args)
@@ -268,7 +289,10 @@ def main():
 
     import torch
     from config import isa_cap, resolve_device
-    device = resolve_device(args.gpu)
+    try:
+        device = resolve_device(args.gpu)
+    except UserError as e:  # --gpu=true without CUDA: bench.py's flag is --gpu=false
+        sys.exit(f"error: {str(e).replace('--nogpu', '--gpu=false')}")
     base = [sys.executable, __file__, f"--data-path={args.data_path}",
             f"--batch-size={args.batch_size}", f"--num-workers={args.num_workers}",
             f"--g-every={args.g_every}", f"--plot-every={args.plot_every}",
@@ -340,12 +364,16 @@ def cache_sizes(args):
     """Peak RSS and images/s of our loop on caches of several sizes, one process each."""
     import torch
     from config import resolve_device
-    device = resolve_device(args.gpu)
+    from errors import UserError
+    try:
+        device = resolve_device(args.gpu)
+    except UserError as e:
+        sys.exit(f"error: {str(e).replace('--nogpu', '--gpu=false')}")
     results = []
     print(f"device {device} ({_device_name(device)}), torch {torch.__version__}, batch "
           f"{args.batch_size}, {args.measure} batches timed after {args.warmup}")
     print("\n| images in the cache | cache file | images/s | peak RSS |\n| --- | --- | --- | --- |")
-    for size in (int(s) for s in args.cache_sizes.split(",")):
+    for size in args.cache_sizes:
         cmd = [sys.executable, __file__, "--one=cache-size", f"--size={size}",
                f"--batch-size={args.batch_size}", f"--warmup={args.warmup}",
                f"--measure={args.measure}", f"--g-every={args.g_every}",

@@ -304,6 +304,14 @@ def test_bench_reads_paths_from_where_it_is_run_and_refuses_bad_values(toy_dir, 
     assert_clean_error(bench("--data-path=nowhere"), str(tmp_path / "nowhere"))
     assert_clean_error(bench("--data-path=mine", "--repeats=0"), "--repeats")
     assert_clean_error(bench("--data-path=mine", "--json=mine/attributes.csv/b.json"), "--json")
+    # each was a traceback, a hang (a cache smaller than a batch) or a silent CPU run (--gpu)
+    assert_clean_error(bench("--data-path=mine", "--g-every=0"), "--g-every")
+    for sizes in ("abc", "0", "8"):
+        assert_clean_error(bench(f"--cache-sizes={sizes}", "--batch-size=16"), "--cache-sizes")
+    assert_clean_error(bench("--cache-sizes=16", "--batch-size=16", "--scratch=/proc/x"),
+                       "--scratch")
+    r = bench("--data-path=mine", "--gpu=ture")
+    assert r.returncode == 2 and "--gpu: takes true or false, not 'ture'" in r.stderr
     # --cache-sizes reads no data folder (there is none here), and makes its scratch folder
     r = bench("--cache-sizes=32", "--batch-size=16", "--measure=1", "--warmup=0",
               "--scratch=scratch", "--json=out/sizes.json")
