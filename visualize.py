@@ -108,7 +108,8 @@ class Visualizer:
         self.plot("errorg", step, {"loss_g": means["loss_g"]}, "G loss (running mean)")
         self.plot("scores", step, {"D(x)": means["d_real"], "D(G(z))": means["d_fake"]},
                   "mean D output on real and fake")
-        self.text("log", f"epoch {epoch}, step {step}, {speed:.0f} images/s", "progress")
+        self.text("log", f"epoch {epoch + 1}, step {step}, {speed:.0f} images/s",  # as the bar
+                  "progress")
 
 
 def serve(port=8097, host="127.0.0.1", env_path=None):

@@ -161,6 +161,9 @@ def test_training_fills_the_book_windows(visdom_server, toy_dir, tmp_path):
     # visdom's grid: 8 per row, each 96x96 image padded by 2 on every side
     assert _png_size(json.loads(vis.get_window_data("fixfake", env))) == (8 * 100, 8 * 100)
     assert _png_size(json.loads(vis.get_window_data("real", env))) == (8 * 100, 2 * 100)
+    # the progress window counts epochs from 1, as the progress bar does
+    progress = json.loads(vis.get_window_data("log", env))["content"]
+    assert progress.startswith("epoch 2, step 8,"), progress
 
 
 def _warnings(stderr):
