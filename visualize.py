@@ -27,7 +27,9 @@ def _client_class():
         timeout = 2.0
 
         def _handle_post(self, url, data=None):
-            return self.session.post(url, data=data or {}, timeout=self.timeout).text
+            reply = self.session.post(url, data=data or {}, timeout=self.timeout)
+            reply.raise_for_status()  # another web server on that port answers 404 or 501
+            return reply.text
 
     return TimedVisdom
 
@@ -58,8 +60,13 @@ class Visualizer:
         if not self.warned:
             self.warned = True
             from tqdm import tqdm  # on a line of its own, not after the progress bar's
+            why, cause = type(error).__name__, error
+            while cause is not None:  # visdom re-raises a refused request as a ConnectionError
+                if getattr(cause, "response", None) is not None:
+                    why = f"HTTP {cause.response.status_code}: not a visdom server"
+                cause = cause.__cause__ or cause.__context__
             tqdm.write(f"warning: no visdom server answers at {self.server}:{self.port} "
-                       f"({type(error).__name__}); training goes on without plots "
+                       f"({why}); training goes on without plots "
                        f"(start one with `make visdom`, or pass --vis=False)", file=sys.stderr)
 
     def ready(self):

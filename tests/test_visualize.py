@@ -183,6 +183,34 @@ def test_no_server_one_warning_and_training_finishes(toy_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_another_web_server_on_the_port_is_one_warning(toy_dir, tmp_path):
+    """A plain web server there answered every plot with 404 or 501, and training believed
+    its plots went somewhere."""
+    port = free_port()
+    web = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
+                            str(port)], cwd=tmp_path,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):  # until it listens
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        result = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True",
+                         f"--vis-port={port}", "--vis-server=http://127.0.0.1",
+                         "--max-epoch=1", "--batch-size=16", "--plot-every=1", "--ngf=8",
+                         "--ndf=8", f"--save-path={tmp_path / 'i'}",
+                         f"--checkpoint-dir={tmp_path / 'c'}")
+    finally:
+        web.terminate()
+        web.wait(timeout=10)
+    assert result.returncode == 0, result.stderr
+    warnings = _warnings(result.stderr)
+    assert len(warnings) == 1 and "not a visdom server" in warnings[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
 def test_a_port_that_never_answers_does_not_hang(toy_dir, tmp_path):
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
