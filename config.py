@@ -437,6 +437,8 @@ def _check_vis_server(address, port):
     _require(parts.netloc.count(":") < 2 or "[" in parts.netloc,
              f"--vis-server: write an IPv6 address in brackets, e.g. http://[::1], not "
              f"{address!r}")
+    _require(parts.scheme in ("", "http", "https") and parts.hostname,
+             f"--vis-server takes a web address, e.g. http://localhost, not {address!r}")
     try:
         given = parts.port
     except ValueError:  # a port that is not a number
@@ -513,6 +515,12 @@ def validate(command, opt):
                  f"--vis-port must be a port number, not {opt.vis_port}")
         if opt.vis:
             _check_vis_server(opt.vis_server, opt.vis_port)
+            # visdom keeps an environment as a file named after it: a name with a slash, or
+            # none, is changed or refused there while training hears nothing of it
+            _require(re.fullmatch(r"[\w.-]+", opt.env) is not None
+                     and opt.env not in (".", ".."),
+                     f"--env takes a name of letters, digits, '_', '-' and '.', e.g. GAN, not "
+                     f"{opt.env!r}")
         data = Path(opt.data_path)
         _require(data.is_dir(), f"data folder {opt.data_path!r} {_missing(data)}: "
                  + (f"put the images in {data / 'faces'}/ or pass" if not data.exists() else

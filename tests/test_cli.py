@@ -47,6 +47,10 @@ def test_gpu_without_cuda(toy_dir):
                                           ("--vis-server=http://localhost:9999",
                                            "--vis-port=9999"),
                                           ("--vis-server=http://::1", "brackets"),
+                                          ("--vis-server=ftp://127.0.0.1", "web address"),
+                                          ("--vis-server=", "web address"),
+                                          ("--env=a/b", "--env"), ("--env=", "--env"),
+                                          ("--env=../../x", "--env"),
                                           ("--vis-server=http://h:port", "not a number")])
 def test_bad_values(toy_dir, flag, culprit):
     assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", flag), culprit)
