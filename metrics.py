@@ -162,9 +162,9 @@ def attribute_classifier(progress=print, train_num=16384, test_num=2048, epochs=
     from toyfaces import ATTRIBUTES, CHOICES
     counts = [len(CHOICES[a]) for a in ATTRIBUTES]
     path = classifier_path()
-    net = AttributeNet(counts)
     if path.is_file():
         saved = checkpoint.load(path)
+        net = AttributeNet(counts)
         net.load_state_dict(saved["net"])
         return net.eval(), saved["accuracy"]
     progress(f"training the toy-attribute classifier once ({train_num} faces, about 3 minutes "
