@@ -209,6 +209,17 @@ def _true_or_false(text):
     raise argparse.ArgumentTypeError(f"takes true or false, not {text!r}")
 
 
+def _device(gpu):
+    """The device --gpu asks for, or one error line (bench.py's flag is --gpu=false, not the
+    --nogpu that main.py's message names)."""
+    from config import resolve_device
+    from errors import UserError
+    try:
+        return resolve_device(gpu)
+    except UserError as e:
+        sys.exit(f"error: {str(e).replace('--nogpu', '--gpu=false')}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -288,11 +299,8 @@ def main():
                  f"the article's pipeline")
 
     import torch
-    from config import isa_cap, resolve_device
-    try:
-        device = resolve_device(args.gpu)
-    except UserError as e:  # --gpu=true without CUDA: bench.py's flag is --gpu=false
-        sys.exit(f"error: {str(e).replace('--nogpu', '--gpu=false')}")
+    from config import isa_cap
+    device = _device(args.gpu)
     base = [sys.executable, __file__, f"--data-path={args.data_path}",
             f"--batch-size={args.batch_size}", f"--num-workers={args.num_workers}",
             f"--g-every={args.g_every}", f"--plot-every={args.plot_every}",
@@ -363,12 +371,7 @@ def main():
 def cache_sizes(args):
     """Peak RSS and images/s of our loop on caches of several sizes, one process each."""
     import torch
-    from config import resolve_device
-    from errors import UserError
-    try:
-        device = resolve_device(args.gpu)
-    except UserError as e:
-        sys.exit(f"error: {str(e).replace('--nogpu', '--gpu=false')}")
+    device = _device(args.gpu)
     results = []
     print(f"device {device} ({_device_name(device)}), torch {torch.__version__}, batch "
           f"{args.batch_size}, {args.measure} batches timed after {args.warmup}")
