@@ -316,14 +316,7 @@ def _resumed(given):
             raise UserError(f"{flag} cannot be given with --resume: the run continues with the "
                             + ("weights its state holds" if name != "recipe" else
                                "options it was trained with (change single ones, e.g. --lr1)"))
-    state = checkpoint.load_state(resume)
-    saved = dict(state["options"])
-    started = state.get("cwd")  # a state saved before it was kept: as if started here
-    if started and Path(started).resolve() != Path.cwd().resolve():
-        for name in ("data_path", "checkpoint_dir", "save_path"):  # as typed there
-            if name in saved and not Path(saved[name]).is_absolute():
-                saved[name] = str(Path(started) / saved[name])
-    saved = {**Config().to_dict(), **saved}  # a state from before an option was added
+    saved = saved_options(checkpoint.load_state(resume))
     for name in FIXED_ON_RESUME:
         if name in given and given[name] != saved[name]:
             raise UserError(f"--{name.replace('_', '-')}={given[name]} differs from the "
@@ -338,19 +331,41 @@ def _resumed(given):
     return values
 
 
+def saved_options(state):
+    """A training state's options, its folders as they lie from here: relative ones were
+    typed in the folder the run started in, which the state keeps (one saved before it was
+    kept reads as started here); options added since take their defaults."""
+    saved = dict(state["options"])
+    started = state.get("cwd")
+    if started and Path(started).resolve() != Path.cwd().resolve():
+        for name in ("data_path", "checkpoint_dir", "save_path"):
+            if name in saved and not Path(saved[name]).is_absolute():
+                saved[name] = str(Path(started) / saved[name])
+    return {**Config().to_dict(), **saved}
+
+
+def quoted(path):
+    """``path`` as a shell reads it back: a printed command to paste works with spaces too."""
+    return shlex.quote(str(path))
+
+
+def lies_elsewhere(resume, saved):
+    """Whether ``resume`` is not in the checkpoint folder its run wrote (a copy, a move)."""
+    return Path(resume).parent.resolve() != Path(saved["checkpoint_dir"]).resolve()
+
+
 def _keep_to_its_own_folders(resume, saved, given):
     """A resumed run writes to the folders its state names. Resumed from a copy or a moved
     folder (or from another working folder, as they are saved as given), that would write into
     another run's: its last.pth replaced, its loss log continued. Refused unless the flags say
     where."""
     stored, grids = saved["checkpoint_dir"], saved["save_path"]
-    here = Path(resume).parent
-    if "checkpoint_dir" not in given and here.resolve() != Path(stored).resolve():
+    if "checkpoint_dir" not in given and lies_elsewhere(resume, saved):
         flags = " ".join(beside_flags(resume, saved))
         raise UserError(f"{resume} was saved by a run with --checkpoint-dir={stored} (from here: "
                         f"{Path(stored).resolve()}) and --save-path={grids}; resumed, it would "
                         f"write there: pass both for this run, e.g. {flags} to go on beside "
-                        f"the file, or --checkpoint-dir={shlex.quote(str(stored))} alone to go "
+                        f"the file, or --checkpoint-dir={quoted(stored)} alone to go "
                         f"on in that run's folders (a rollback)")
     moved = "checkpoint_dir" in given and \
         Path(given["checkpoint_dir"]).resolve() != Path(stored).resolve()
@@ -370,8 +385,7 @@ def beside_flags(resume, saved):
         inside = grids.resolve().relative_to(stored.resolve())
     except ValueError:
         inside = Path("imgs")
-    return [f"--checkpoint-dir={shlex.quote(str(here))}",
-            f"--save-path={shlex.quote(str(here / inside))}"]
+    return [f"--checkpoint-dir={quoted(here)}", f"--save-path={quoted(here / inside)}"]
 
 
 def _require(ok, message):

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import random
-import shlex
 import signal
 import sys
 import time
@@ -29,7 +28,7 @@ from tqdm import tqdm
 import checkpoint
 import distributed
 from augment import DiffAugment, parse as parse_augment
-from config import beside_flags, use_bf16
+from config import beside_flags, lies_elsewhere, quoted, saved_options, use_bf16
 from curves import LossLog
 from data import cached_batches, folder_batches
 from ema import EMA
@@ -176,11 +175,6 @@ def _only_run_in(folder, flag):
             folder.rmdir()
 
 
-def _quoted(path):
-    """``path`` as a shell reads it back: a resume command to paste works with spaces too."""
-    return shlex.quote(str(path))
-
-
 def _keep_unfinished_run(opt):
     """A new run would write its first save over the ``last.pth`` of a run that Ctrl-C, a
     scheduler or a divergence stopped: the same command again (the up arrow) instead of
@@ -200,11 +194,11 @@ def _keep_unfinished_run(opt):
         path.unlink()  # its first save, the folder would hold its records beside that run
         say(f"note: --fresh: deleted {path}, a run stopped in epoch {done + 1} of {total}")
     elif done < total:
-        saved = {**opt.to_dict(), **state["options"]}
-        beside = "" if Path(saved["checkpoint_dir"]).resolve() == path.parent.resolve() else \
-            " " + " ".join(beside_flags(path, saved))  # a copied run: refused without them
+        saved = saved_options(state)
+        beside = " " + " ".join(beside_flags(path, saved)) if lies_elsewhere(path, saved) \
+            else ""  # a copied run: refused without them
         raise UserError(f"{path} holds a run stopped in epoch {done + 1} of {total}: continue "
-                        f"it with `python main.py train --resume={_quoted(path)}{beside}`, or "
+                        f"it with `python main.py train --resume={quoted(path)}{beside}`, or "
                         f"start a new run with another --checkpoint-dir and --save-path (its "
                         f"loss log and grids are there), or over it with --fresh")
     else:  # the book's way: a new run there writes over it; said, so that it is a choice
@@ -432,7 +426,7 @@ def _train(opt):
                     raise Interrupted(f"stopped in epoch {epoch + 1} after batch {ii + 1} (as "
                                       f"the progress bar counts): state saved "
                                       f"to {path}; continue with `python main.py train "
-                                      f"--resume={_quoted(path)}`")
+                                      f"--resume={quoted(path)}`")
             _check_finite(meters.flush(), epoch, opt, run.saved)
             bar.set_postfix(_format(meters.means()))
             bar.close()
