@@ -157,6 +157,16 @@ def train_small(toy_dir, ckpt, **flags):
     train(parse("train", base))
 
 
+def stopped_run(toy_dir, ckpt, of):
+    """A run in ``ckpt`` that stopped after the first of ``of`` epochs: train_small for one
+    epoch, its state then saying ``of`` were planned."""
+    import torch
+    train_small(toy_dir, ckpt, max_epoch=1)
+    state = torch.load(ckpt / "last.pth", weights_only=True)
+    state["options"]["max_epoch"] = of
+    torch.save(state, ckpt / "last.pth")
+
+
 def same_weights(a, b):
     """Whether two saved state dicts hold the very same tensors."""
     import torch

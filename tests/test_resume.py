@@ -13,7 +13,7 @@ from config import parse
 from errors import UserError
 
 from conftest import (ROOT, assert_clean_error, cli, draw_grid, read_until, run_cli,
-                      same_weights, train_args, train_small, within)
+                      same_weights, stopped_run, train_args, train_small, within)
 
 
 @pytest.mark.parametrize("extra", [{}, {"cache": False, "num_workers": 2}, {"ema": 0.99}],
@@ -214,10 +214,7 @@ def test_a_finished_run_resumed_says_there_is_nothing_to_do(toy_dir, tmp_path):
 def test_fresh_starts_a_new_run_over_a_stopped_one(toy_dir, tmp_path):
     """The refusal above names --fresh for a user who wants the stopped run gone (make demo
     run again after a Ctrl-C): the new run trains, says what it replaces, and replaces it."""
-    train_small(toy_dir, tmp_path, max_epoch=1)
-    state = torch.load(tmp_path / "last.pth", weights_only=True)
-    state["options"]["max_epoch"] = 3  # as a run of 3 epochs stopped after its first
-    torch.save(state, tmp_path / "last.pth")
+    stopped_run(toy_dir, tmp_path, of=3)
     again = [f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--batch-size=16", "--ngf=8",
              "--ndf=8", f"--checkpoint-dir={tmp_path}", f"--save-path={tmp_path / 'imgs'}"]
     assert_clean_error(run_cli("train", *again, "--max-epoch=3"), "or over it with --fresh")
@@ -237,10 +234,7 @@ def test_fresh_starts_a_new_run_over_a_stopped_one(toy_dir, tmp_path):
 def test_the_same_command_again_after_a_stop_keeps_the_stopped_run(toy_dir, tmp_path):
     """Ctrl-C, then the up arrow instead of --resume: the new run's first save went over the
     stopped run's last.pth, and with it everything it had trained."""
-    train_small(toy_dir, tmp_path, max_epoch=1)
-    state = torch.load(tmp_path / "last.pth", weights_only=True)
-    state["options"]["max_epoch"] = 3  # as a run of 3 epochs stopped after its first
-    torch.save(state, tmp_path / "last.pth")
+    stopped_run(toy_dir, tmp_path, of=3)
     before = {p.name: p.read_bytes() for p in tmp_path.glob("*.pth")}
     again = [f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--batch-size=16", "--ngf=8",
              "--ndf=8", f"--checkpoint-dir={tmp_path}", f"--save-path={tmp_path / 'imgs'}",
@@ -423,10 +417,7 @@ def test_the_resume_command_it_prints_can_be_pasted_with_a_space_in_the_path(tmp
     """`--resume=ck sp/last.pth`, pasted, was two arguments and an error."""
     import shlex
     ckpt = tmp_path / "ck sp"
-    train_small(toy_dir, ckpt, max_epoch=1)
-    state = torch.load(ckpt / "last.pth", weights_only=True)
-    state["options"]["max_epoch"] = 2  # as a run of 2 epochs stopped after its first
-    torch.save(state, ckpt / "last.pth")
+    stopped_run(toy_dir, ckpt, of=2)
     line = assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
                                   "--batch-size=16", "--ngf=8", "--ndf=8", "--max-epoch=2",
                                   f"--checkpoint-dir={ckpt}", f"--save-path={ckpt / 'imgs'}"),
@@ -444,10 +435,7 @@ def test_resuming_a_copied_run_does_not_write_into_the_original(tmp_path, toy_di
     import shlex
     import shutil
     original = tmp_path / "ck1"
-    train_small(toy_dir, original, max_epoch=1)
-    state = torch.load(original / "last.pth", weights_only=True)
-    state["options"]["max_epoch"] = 2  # a run of 2 epochs, stopped after its first
-    torch.save(state, original / "last.pth")
+    stopped_run(toy_dir, original, of=2)
     shutil.copytree(original, tmp_path / "ck2")
     copy = tmp_path / "ck2"
     before = {p: p.read_bytes() for p in original.rglob("*") if p.is_file()}

@@ -26,12 +26,9 @@ def test_a_setting_stopped_by_a_ctrl_c_of_the_sweep_trains_again(toy_dir, tmp_pa
     """A sweep stopped by Ctrl-C left the setting's last.pth unfinished, and train refuses a
     new run over it: the rerun of the sweep stopped at that setting."""
     import torch
-    from conftest import run_cli, train_small
+    from conftest import run_cli, stopped_run
     run = tmp_path / "demo_seed0"
-    train_small(toy_dir, run, max_epoch=1)
-    state = torch.load(run / "last.pth", weights_only=True)
-    state["options"]["max_epoch"] = 2  # stopped after its first epoch of two
-    torch.save(state, run / "last.pth")
+    stopped_run(toy_dir, run, of=2)
     calls = []
     monkeypatch.setattr(settings, "_cli", lambda *a, log: calls.append(a))
     monkeypatch.setattr(settings, "_epochs", lambda name, args: 2)
