@@ -282,6 +282,9 @@ def main():
             except OSError as e:
                 sys.exit(f"error: --scratch: cannot use {args.scratch} ({e.strerror})")
         return cache_sizes(args)
+    if Path(args.data_path).exists() and not Path(args.data_path).is_dir():
+        sys.exit(f"error: --data-path: {args.data_path} is a file, not a folder: pass the "
+                 f"folder that holds the images")
     if not Path(args.data_path).is_dir():
         sys.exit(f"error: no folder {args.data_path}: pass --data-path (`python main.py "
                  f"toyfaces` makes a synthetic set)")

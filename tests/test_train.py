@@ -302,6 +302,8 @@ def test_bench_reads_paths_from_where_it_is_run_and_refuses_bad_values(toy_dir, 
     line = assert_clean_error(bench("--data-path=mine", "--batch-size=100"), "lower --batch-size")
     assert f"{tmp_path / 'mine'} has 64 images" in line
     assert_clean_error(bench("--data-path=nowhere"), str(tmp_path / "nowhere"))
+    assert "is a file, not a folder" in assert_clean_error(
+        bench("--data-path=mine/attributes.csv"), "--data-path")
     assert_clean_error(bench("--data-path=mine", "--repeats=0"), "--repeats")
     assert_clean_error(bench("--data-path=mine", "--json=mine/attributes.csv/b.json"), "--json")
     # each was a traceback, a hang (a cache smaller than a batch) or a silent CPU run (--gpu)
