@@ -16,9 +16,12 @@ import checkpoint
 from config import resolve_device
 from data import build_cache, decode_in_order, list_images, say_folders
 from generate import Faces, say_source, to_uint8
-from errors import UserError
+from errors import UserError, counted
 from metrics import (attribute_classifier, classifier_path, frechet_distance, inception_path,
                      kernel_inception_distance, load_extractor, modes, predict, swd)
+
+
+FEW = 256  # faces a side below which evaluate says its figures are rough
 
 
 def _real_images(opt, seed):
@@ -75,6 +78,9 @@ def evaluate(opt):
                        batch_size=opt.batch_size)
     say_source(faces, opt.netg_path)
     real, other, num = _real_images(opt, seed)
+    if num < FEW:
+        print(f"note: {counted(num, 'face')} a side is a small sample, and the figures below "
+              f"move by chance at that size (the README's use --num=2048)")
     if inception and num < 2:
         raise UserError(f"FID and KID need at least two images a side, and {opt.data_path} "
                         f"gives {num}: use a larger folder or ask for swd")

@@ -208,6 +208,8 @@ def test_evaluate_on_a_small_folder_halves_num_and_says_so(toy_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"note: {toy_dir} has 64 images; comparing 32 (the floor needs two disjoint " \
            f"real sets)" in r.stdout
+    assert "note: 32 faces a side is a small sample, and the figures below move by chance" \
+        in r.stdout  # --num=1 printed SWDs and a 100% clear share without a word
     assert json.loads(out.read_text())["num"] == 32
 
 
