@@ -329,7 +329,7 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
             decoded = pool.imap(_decode, jobs, chunksize=64) if pool else map(_decode, jobs)
             if progress:
                 decoded = progress(decoded, total=len(jobs))
-            for path, arr in zip(files, decoded):
+            for arr, path in zip(decoded, files):  # decoded first: its bar reaches the end
                 if arr is None:
                     skipped.append(str(path))
                 else:

@@ -82,6 +82,22 @@ def test_cache_gives_the_same_pixels_as_the_folder_path(toy_dir):
         assert torch.equal(normalise(torch.from_numpy(np.array(array[i:i + 1])))[0], image)
 
 
+def test_the_decoding_bar_ends_at_the_number_of_files(tmp_path, toy_dir):
+    """It stopped one short (199/200 on screen): the loop ended before the bar counted the
+    last image."""
+    import io
+    from tqdm import tqdm
+    root = tmp_path / "data"
+    shutil.copytree(toy_dir / "faces", root / "faces")
+    bars = []
+
+    def progress(iterable, total):
+        bars.append(tqdm(iterable, total=total, file=io.StringIO()))
+        return bars[-1]
+    build_cache(root, 96, progress, workers=1)
+    assert (bars[0].n, bars[0].total) == (64, 64)
+
+
 def test_cache_is_reused_and_rebuilt_when_the_folder_changes(tmp_path, toy_dir):
     root = tmp_path / "data"
     (root / "faces").mkdir(parents=True)
