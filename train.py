@@ -229,11 +229,18 @@ def _say_earlier_files(opt):
     """A new run in a folder of an earlier one replaces the files it saves under the same
     names and leaves the others (an earlier run's averages, later epochs): those are named
     once, as a netg_ema_4.pth of one run beside a netd_4.pth of another would pass for a
-    pair."""
+    pair. Files it replaces are named too where no last.pth tells of their run (the book's
+    files, copied in): _keep_unfinished_run speaks for a run that has one."""
     folder = Path(opt.checkpoint_dir)
-    earlier = sorted(p.name for p in folder.glob("net*_*.pth")
-                     if p.stem.split("_")[-1].isascii() and p.stem.split("_")[-1].isdigit()
-                     and not _saves(p.name, opt))
+    found = sorted(p.name for p in folder.glob("net*_*.pth")
+                   if p.stem.split("_")[-1].isascii() and p.stem.split("_")[-1].isdigit())
+    earlier = [name for name in found if not _saves(name, opt)]
+    replaced = [name for name in found if _saves(name, opt)]
+    if replaced and not (folder / "last.pth").is_file():
+        say(f"note: {folder} holds {counted(len(replaced), 'checkpoint file')} of an earlier "
+            f"run that this run writes over when it saves the same epochs (e.g. "
+            f"{replaced[-1]}): to keep them, move them away first or pass another "
+            f"--checkpoint-dir")
     if earlier:
         say(f"note: {folder} holds {counted(len(earlier), 'checkpoint file')} of an earlier run "
             f"that this run will not replace (e.g. {earlier[-1]}); they stay beside its own "

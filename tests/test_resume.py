@@ -409,8 +409,14 @@ def test_a_huge_max_epoch_starts_at_once_and_still_names_earlier_files(tmp_path,
                               max_epoch=10**18, save_every=2))
     with within(10, "listing the earlier files"):
         _say_earlier_files(opt)  # no --ema: netg_ema_7 is an earlier run's; no save after 2
+    out = capsys.readouterr().out
     assert (f"note: {tmp_path} holds 2 checkpoint files of an earlier run that this run will "
-            f"not replace (e.g. netg_ema_7.pth)") in capsys.readouterr().out
+            f"not replace (e.g. netg_ema_7.pth)") in out
+    # and those it replaces, with no last.pth to speak for their run (the book's files,
+    # copied in, were written over without a word)
+    assert (f"note: {tmp_path} holds 2 checkpoint files of an earlier run that this run writes "
+            f"over when it saves the same epochs (e.g. netg_1.pth): to keep them, move them "
+            f"away first or pass another --checkpoint-dir") in out
 
 
 def test_the_resume_command_it_prints_can_be_pasted_with_a_space_in_the_path(tmp_path, toy_dir):
