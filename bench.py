@@ -92,9 +92,9 @@ def run_ours(args, device, cold):
     import data
 
     if cold:
-        folder, prefix = data.cache_location(args.data_path, 96)
-        for old in folder.glob(f"{prefix}*"):
-            old.unlink()
+        for folder, prefix in data.cache_places(args.data_path, 96):
+            for old in folder.glob(f"{prefix}*"):
+                old.unlink()
     started = time.perf_counter()
     array, _ = data.build_cache(args.data_path, 96)
     return _ours(args, device, data.CachedBatches(array, args.batch_size, device), started)

@@ -7,9 +7,11 @@ transform: Resize(96), CenterCrop(96), ToTensor, Normalize(0.5, 0.5) -> [-1, 1].
 Crawled folders hold broken files: anything that cannot be decoded is skipped and reported,
 and images of any mode (grayscale, palette, RGBA, CMYK, 16-bit) become RGB.
 """
+import atexit
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import tempfile
@@ -269,6 +271,18 @@ def cache_location(root, image_size):
     return root.parent, f".{root.name}.faces{image_size}-"
 
 
+def cache_places(root, image_size):
+    """Where the cache of ``root`` may be, in the order tried: beside the folder, then, where
+    its parent takes no files (a shared, read-only data set), the user's cache folder
+    (~/.cache/animegan/faces/), under a name made of the folder's full path, so that later
+    runs find it there and a rebuild replaces it."""
+    resolved = Path(root).resolve()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "animegan"
+    tag = hashlib.sha1(str(resolved).encode()).hexdigest()[:8]
+    return [cache_location(root, image_size),
+            (base / "faces", f"{resolved.name}-{tag}.faces{image_size}-")]
+
+
 def cache_key(root, files, image_size):
     """A digest of the file list, sizes and mtimes: any change gives another key."""
     h = hashlib.sha1(f"v{CACHE_VERSION} {image_size}".encode())
@@ -289,36 +303,48 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
     paths). The file is hidden beside the folder (``data/toy`` -> ``data/.toy.faces96-KEY.npy``),
     not in it: the book's ImageFolder would take a subfolder for a class. Images are written
     one by one as they are decoded, so building needs no more memory for a million images
-    than for a hundred. Where the folder's parent is read-only, the file goes to the system's
-    temporary folder for this run.
+    than for a hundred. Where the folder's parent takes no files, it goes to the user's cache
+    folder (``cache_places``), and where that takes none either, to a temporary folder
+    removed when the process ends.
     """
     root = Path(root)
     files = files or list_images(root)
-    cache_dir, prefix = cache_location(root, image_size)
-    stem = f"{prefix}{cache_key(root, files, image_size)}"
-    array_path, meta_path = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
-    if array_path.is_file() and meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-            found = np.load(array_path, mmap_mode="r")[:meta["count"]], meta["skipped"]
-        except (ValueError, OSError, KeyError):
-            found = None  # a damaged cache is rebuilt below
-        if found is not None:
-            _drop(p for p in cache_dir.glob(f"{prefix}*.tmp") if not _in_progress(p))
-            return found
+    key = cache_key(root, files, image_size)
+    for cache_dir, prefix in cache_places(root, image_size):
+        stem = f"{prefix}{key}"
+        array_path, meta_path = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
+        if array_path.is_file() and meta_path.is_file():
+            try:
+                meta = json.loads(meta_path.read_text())
+                found = np.load(array_path, mmap_mode="r")[:meta["count"]], meta["skipped"]
+            except (ValueError, OSError, KeyError):
+                found = None  # a damaged cache is rebuilt below
+            if found is not None:
+                _drop(p for p in cache_dir.glob(f"{prefix}*.tmp") if not _in_progress(p))
+                return found
 
     shape = (len(files), 3, image_size, image_size)
-    # this process's own file: another process building the same cache writes its own
-    tmp = array_path.with_name(f"{array_path.name}.{_builder()}.tmp")
-    try:
-        offset = _create_npy(tmp, shape)
-    except OSError as e:
-        cache_dir = Path(tempfile.mkdtemp(prefix="facecache-"))
+    refused, lasting = None, "later runs reuse it"
+    for cache_dir, prefix in cache_places(root, image_size):
+        stem = f"{prefix}{key}"
+        array_path, meta_path = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
+        # this process's own file: another process building the same cache writes its own
+        tmp = array_path.with_name(f"{array_path.name}.{_builder()}.tmp")
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            offset = _create_npy(tmp, shape)
+            break
+        except OSError as e:
+            refused = refused or e
+    else:  # nowhere that lasts: a folder of its own, removed when this process ends
+        cache_dir, lasting = Path(tempfile.mkdtemp(prefix="facecache-")), "for this run only"
+        atexit.register(shutil.rmtree, cache_dir, ignore_errors=True)
         array_path, meta_path = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
         tmp = array_path.with_name(f"{array_path.name}.{_builder()}.tmp")
-        print(f"note: cannot write the decoded-image cache beside {root} ({e.strerror}); "
-              f"using {cache_dir} for this run", flush=True)
         offset = _create_npy(tmp, shape)
+    if refused:
+        print(f"note: cannot write the decoded-image cache beside {root} ({refused.strerror}); "
+              f"using {cache_dir} ({lasting})", flush=True)
     row = 3 * image_size * image_size
     count, skipped = 0, []
     jobs = [(p, image_size) for p in files]

@@ -204,27 +204,46 @@ def test_a_damaged_cache_is_rebuilt(tmp_path, toy_dir):
     assert json.loads(meta_file.read_text())["count"] == 12
 
 
-def test_a_read_only_data_folder_caches_in_a_temporary_folder(tmp_path, toy_dir, monkeypatch,
-                                                              capsys):
+def test_a_read_only_data_folder_caches_in_the_users_cache_folder(tmp_path, toy_dir,
+                                                                 monkeypatch, capsys):
+    """A shared, read-only data set: the cache went to a new /tmp/facecache-* folder on
+    every run and was never removed (1.4 GB a run for the article's set). Now it goes to
+    ~/.cache/animegan/faces/ and later runs reuse it."""
     import data
-    root = _copy(toy_dir, tmp_path / "data")
+    root = _copy(toy_dir, tmp_path / "shared" / "data")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
     create = data._create_npy
+    refused = {tmp_path / "shared"}
 
     def read_only(path, shape):  # root may write anywhere, so the refusal is simulated
-        if Path(path).parent == tmp_path:
+        if Path(path).parent in refused:
             raise OSError(errno.EROFS, "Read-only file system", str(path))
         return create(path, shape)
     monkeypatch.setattr(data, "_create_npy", read_only)
     array, _ = build_cache(root, 96, workers=1)
-    note = capsys.readouterr().out
-    assert f"note: cannot write the decoded-image cache beside {root} (Read-only file " \
-           f"system); using " in note
-    assert array.shape == (12, 3, 96, 96)
-    assert Path(array.filename).parent != tmp_path and Path(array.filename).is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # nothing written beside
+    kept = tmp_path / "home-cache" / "animegan" / "faces"
+    assert (f"note: cannot write the decoded-image cache beside {root} (Read-only file "
+            f"system); using {kept} (later runs reuse it)") in capsys.readouterr().out
+    assert array.shape == (12, 3, 96, 96) and Path(array.filename).parent == kept
+    assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == ["data"]
+    again, _ = build_cache(root, 96, workers=1)  # found there: no note, no second file
+    assert again.filename == array.filename and capsys.readouterr().out == ""
+    assert len(list(kept.glob("*.npy"))) == 1
     monkeypatch.undo()
     assert np.array_equal(array, build_cache(root, 96, workers=1)[0])  # the same pixels
-    shutil.rmtree(Path(array.filename).parent)
+    # a folder of the same name elsewhere gets its own file there, not this one's
+    other = _copy(toy_dir, tmp_path / "elsewhere" / "data")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+    monkeypatch.setattr(data, "_create_npy", read_only)
+    refused.add(tmp_path / "elsewhere")
+    build_cache(other, 96, workers=1)
+    assert len(list(kept.glob("*.npy"))) == 2
+    # with the cache folder refused too, a temporary one serves this run
+    refused.add(kept)
+    (root / "faces" / sorted(os.listdir(root / "faces"))[0]).unlink()  # a new key
+    array, _ = build_cache(root, 96, workers=1)
+    assert "(for this run only)" in capsys.readouterr().out
+    assert Path(array.filename).parent.name.startswith("facecache-")
 
 
 def test_decoding_in_order_shows_progress_and_passes_over_broken_files(tmp_path, toy_dir):
