@@ -181,6 +181,9 @@ def _help(command):
 # what the system answers when a place cannot take a file, as opposed to a bug
 REFUSALS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
             errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+PATH_FAULTS = {errno.ELOOP: "it is a loop of symbolic links: point it at a real file or folder",
+               errno.ENAMETOOLONG: "a name in it is too long for the file system: choose a "
+                                   "shorter one"}
 
 
 def _say_once(line):
@@ -221,6 +224,9 @@ def main(argv):
         _say_once(f"error: {e}")
         return 2
     except OSError as e:  # the system refused a file: no space, no permission, read-only, ...
+        if e.errno in PATH_FAULTS:  # a path no file can have, found wherever it was first used
+            _say_once(f"error: cannot use {e.filename or 'a path'}: {PATH_FAULTS[e.errno]}")
+            return 2
         if e.errno not in REFUSALS:
             raise  # anything else is a bug and keeps its traceback
         where = f" {e.filename}" if e.filename else ""
@@ -228,6 +234,10 @@ def main(argv):
                   f"permissions and the free space")
         return 2
     except RuntimeError as e:  # torch's out-of-memory errors, on the GPU or the CPU
+        loop = re.fullmatch(r"Symlink loop from '(.*)'", str(e))  # pathlib's resolve()
+        if loop:
+            _say_once(f"error: cannot use {loop.group(1)}: {PATH_FAULTS[errno.ELOOP]}")
+            return 2
         wanted = re.search(r"[Tt]ried to allocate ([\d.]+ ?\w+)", str(e))
         if not ("out of memory" in str(e) or "can't allocate memory" in str(e)) or not wanted:
             raise  # anything else is a bug and keeps its traceback

@@ -529,3 +529,21 @@ def test_the_training_data_note_names_only_what_train_would_read(tmp_path):
     assert r.returncode == 0, r.stderr
     notes = [line for line in r.stdout.splitlines() if "training images" in line]
     assert len(notes) == 1 and "row.png" in notes[0]  # train leaves .gif files alone
+
+
+def test_a_symlink_loop_or_an_overlong_name_is_one_line_in_every_command(tmp_path, toy_dir):
+    """Each was a traceback (RuntimeError: Symlink loop, OSError: File name too long)."""
+    loop = tmp_path / "loop"
+    loop.symlink_to("loop")
+    long = tmp_path / ("a" * 300 + ".pth")
+    train = ("train", "--nogpu", "--vis=False")
+    for args, culprit in [
+            ((*train, f"--data-path={loop}"), loop),
+            ((*train, f"--data-path={toy_dir}", f"--checkpoint-dir={loop}"), loop),
+            (("train", f"--resume={loop}"), loop),
+            (("toyfaces", f"--out-dir={loop}", "--num=2"), loop),
+            (("generate", "--nogpu", "--vis=False", f"--netg-path={long}", "--netd-path=x"),
+             long)]:
+        line = assert_clean_error(cli(*args), str(culprit))
+        assert ("loop of symbolic links" if culprit == loop else "too long") in line
+    assert [p.name for p in tmp_path.iterdir()] == ["loop"]  # nothing written
