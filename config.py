@@ -7,6 +7,7 @@ before any work starts. ``resolve_device`` turns ``--gpu``/``--nogpu`` into a to
 """
 import dataclasses
 import difflib
+import errno
 import math
 import os
 import re
@@ -395,7 +396,27 @@ def _require(ok, message):
 
 def _missing(folder):
     """Why a folder that is needed is not there."""
+    broken = broken_link(folder)
+    if broken:
+        return f"is not there: {broken}"
     return "is a file, not a folder" if folder.exists() else "does not exist"
+
+
+def broken_link(path):
+    """What is wrong with the first of ``path`` and the folders above it that is a symbolic
+    link leading nowhere (data/faces linked to a disk that is not mounted, or to itself), as
+    words, or None."""
+    path = Path(path)
+    for part in (path, *path.parents):
+        if part.is_symlink() and not part.exists():
+            try:
+                os.stat(part)
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    return f"{str(part)!r} is a loop of symbolic links"
+            return (f"{str(part)!r} is a link to {os.readlink(part)}, which does not exist (a "
+                    f"disk not mounted?)")
+    return None
 
 
 MAX_SCALE, MAX_STEPS = 32, 256  # beyond them an image or a morph outgrows any memory
@@ -429,6 +450,8 @@ def writable(path, flag, folder, image=False, example=None, suffix=None):
     if suffix:
         _require(path.suffix.lower() == suffix, f"--{flag}: {str(path)!r} would hold "
                  f"{suffix[1:].upper()}: name it with {suffix}, e.g. {example!r}")
+    broken = broken_link(path if folder else path.parent)
+    _require(broken is None, f"--{flag}: cannot write {str(path)!r}: {broken}")
     parent = path if folder else path.parent
     while not parent.exists():
         parent = parent.parent
@@ -537,7 +560,8 @@ def validate(command, opt):
                      f"{opt.env!r}")
         data = Path(opt.data_path)
         _require(data.is_dir(), f"data folder {opt.data_path!r} {_missing(data)}: "
-                 + (f"put the images in {data / 'faces'}/ or pass" if not data.exists() else
+                 + (f"put the images in {data / 'faces'}/ or pass"
+                    if not data.exists() and not broken_link(data) else
                     "pass the folder that holds the images with")
                  + " --data-path (`python main.py toyfaces` makes a synthetic set)")
     if command == "evaluate":

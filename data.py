@@ -39,7 +39,7 @@ def list_images(root):
     to a disk with room), but each real folder is read once (ImageFolder reads a folder
     reached two ways twice, and loops on a link back up the tree)."""
     root = Path(root)
-    files, seen = [], set()
+    files, seen, gone = [], set(), []
     for folder, subfolders, names in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
         if real in seen:  # a link back up the tree, or a second link to one folder
@@ -53,10 +53,22 @@ def list_images(root):
                                key=lambda d: (os.path.islink(os.path.join(folder, d)), d))
         files += [Path(folder) / name for name in names  # (a folder named x.jpg is not here)
                   if Path(name).suffix.lower() in EXTENSIONS and not name.startswith(".")]
+        # a link to nothing without an image's name: most likely a folder on a disk that is
+        # not mounted (a linked image file is counted, and skipped as unreadable)
+        gone += [Path(folder) / name for name in names if Path(name).suffix.lower() not in
+                 EXTENSIONS and not name.startswith(".") and os.path.islink(Path(folder) / name)
+                 and not os.path.exists(Path(folder) / name)]
     files.sort()
+    links = "; ".join(f"{p} is a link to {os.readlink(p)}, which does not exist"
+                      for p in sorted(gone)[:2]) + (f" (and {len(gone) - 2} more)"
+                                                    if len(gone) > 2 else "")
     if not files:
+        if gone:
+            raise UserError(f"no images in {root}: {links} (a disk not mounted?)")
         raise UserError(f"no images in {root}: put the faces in {root / 'faces'}/ (jpg or png), "
                         f"or make a synthetic set with `python main.py toyfaces`")
+    if gone and is_main_process():
+        print(f"note: {links}: what it held is not used", flush=True)
     return files
 
 

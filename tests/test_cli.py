@@ -545,5 +545,33 @@ def test_a_symlink_loop_or_an_overlong_name_is_one_line_in_every_command(tmp_pat
             (("generate", "--nogpu", "--vis=False", f"--netg-path={long}", "--netd-path=x"),
              long)]:
         line = assert_clean_error(cli(*args), str(culprit))
-        assert ("loop of symbolic links" if culprit == loop else "too long") in line
+        assert ("is a loop of symbolic links" if culprit == loop else "too long") in line
     assert [p.name for p in tmp_path.iterdir()] == ["loop"]  # nothing written
+
+
+def test_a_link_to_a_disk_that_is_not_mounted_is_named(tmp_path, toy_dir, capsys):
+    """The README suggests data/faces as a link to another disk; with that disk gone the
+    answers were "put the faces in data/faces/" (they are there), "put the images in
+    data/faces/faces/" and, for an output folder, "File exists"."""
+    import shutil
+    from data import list_images
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "faces").symlink_to(tmp_path / "unmounted")
+    gone = f"{data / 'faces'} is a link to {tmp_path / 'unmounted'}, which does not exist"
+    train = ("train", "--nogpu", "--vis=False")
+    assert gone in assert_clean_error(cli(*train, f"--data-path={data}"), f"no images in {data}")
+    line = assert_clean_error(cli(*train, f"--data-path={data / 'faces'}"), "is not there")
+    assert f"{str(data / 'faces')!r} is a link to {tmp_path / 'unmounted'}, which does not " \
+           f"exist" in line and "faces/faces" not in line
+    (tmp_path / "out").symlink_to(tmp_path / "unmounted")
+    for flag in ("--checkpoint-dir", "--save-path"):
+        line = assert_clean_error(cli(*train, f"--data-path={toy_dir}",
+                                      f"{flag}={tmp_path / 'out' / 'run'}"), flag)
+        assert f"{str(tmp_path / 'out')!r} is a link to {tmp_path / 'unmounted'}, which does " \
+               f"not exist" in line
+    # beside readable images, the missing ones are named: the run would train on part
+    shutil.copytree(toy_dir / "faces", data / "toy")
+    capsys.readouterr()
+    assert len(list_images(data)) == 64
+    assert f"note: {gone}: what it held is not used" in capsys.readouterr().out
