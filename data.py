@@ -30,6 +30,7 @@ from torchvision import transforms
 from distributed import is_main_process
 from errors import UserError, counted
 
+UNREAD_KINDS = {".gif", ".avif", ".heic", ".jxl"}  # image files ImageFolder passes over
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
 
 
@@ -39,8 +40,8 @@ def list_images(root):
     to a disk with room), but each real folder is read once (ImageFolder reads a folder
     reached two ways twice, and loops on a link back up the tree)."""
     root = Path(root)
-    files, seen, gone = [], set(), []
-    for folder, subfolders, names in os.walk(root, followlinks=True):
+    files, seen, gone, unread, other = [], set(), [], [], 0
+    for folder, subfolders, names in os.walk(root, followlinks=True, onerror=unread.append):
         real = os.path.realpath(folder)
         if real in seen:  # a link back up the tree, or a second link to one folder
             subfolders[:] = []
@@ -53,6 +54,7 @@ def list_images(root):
                                key=lambda d: (os.path.islink(os.path.join(folder, d)), d))
         files += [Path(folder) / name for name in names  # (a folder named x.jpg is not here)
                   if Path(name).suffix.lower() in EXTENSIONS and not name.startswith(".")]
+        other += sum(Path(name).suffix.lower() in UNREAD_KINDS for name in names)
         # a link to nothing without an image's name: most likely a folder on a disk that is
         # not mounted (a linked image file is counted, and skipped as unreadable)
         gone += [Path(folder) / name for name in names if Path(name).suffix.lower() not in
@@ -67,8 +69,19 @@ def list_images(root):
             raise UserError(f"no images in {root}: {links} (a disk not mounted?)")
         raise UserError(f"no images in {root}: put the faces in {root / 'faces'}/ (jpg or png), "
                         f"or make a synthetic set with `python main.py toyfaces`")
-    if gone and is_main_process():
+    if not is_main_process():
+        return files
+    if gone:
         print(f"note: {links}: what it held is not used", flush=True)
+    unread = [e for e in unread if Path(e.filename) != root]  # root itself: the error above
+    if unread:
+        print(f"note: cannot read {counted(len(unread), 'folder')} under {root} (e.g. "
+              f"{unread[0].filename}: {unread[0].strerror}): their images are not used",
+              flush=True)
+    if other:
+        print(f"note: {counted(other, 'image file')} of a kind the book's ImageFolder does not "
+              f"read ({', '.join(sorted(UNREAD_KINDS))}) {'is' if other == 1 else 'are'} not "
+              f"used: convert them to png to use them", flush=True)
     return files
 
 

@@ -417,3 +417,28 @@ def test_a_bug_while_decoding_workers_run_ends_the_run_with_its_traceback(tmp_pa
         proc.communicate()
         pytest.fail("train hung at exit after an error, its workers never ended")
     assert proc.returncode == 1 and "ValueError: a planted bug" in err, err[-2000:]
+
+
+def test_images_left_out_are_named_gifs_and_folders_that_cannot_be_read(tmp_path, toy_dir,
+                                                                        monkeypatch, capsys):
+    """A .gif (ImageFolder's kinds leave it out) and a folder without read permission were
+    passed over without a word, where the README says every image is used."""
+    root = _copy(toy_dir, tmp_path / "data")
+    Image.new("RGB", (96, 96)).save(root / "faces" / "extra.gif")
+    (root / "locked").mkdir()
+    Image.new("RGB", (96, 96)).save(root / "locked" / "a.png")
+    scandir = os.scandir
+
+    def refusing(path="."):  # root reads every folder, so the refusal is simulated
+        if Path(path) == root / "locked":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return scandir(path)
+    monkeypatch.setattr(os, "scandir", refusing)
+    assert len(list_images(root)) == 12
+    out = capsys.readouterr().out
+    assert f"note: cannot read 1 folder under {root} (e.g. {root / 'locked'}: Permission " \
+           f"denied): their images are not used" in out
+    assert "note: 1 image file of a kind the book's ImageFolder does not read (.avif, .gif, " \
+           ".heic, .jxl) is not used: convert them to png to use them" in out
+    monkeypatch.undo()
+    assert len(list_images(root)) == 13 and "cannot read" not in capsys.readouterr().out
