@@ -670,12 +670,18 @@ def use_bf16(amp, device):
     return bool(native) and not capped
 
 
+# what an unset option means in one command: shown by --help in place of [unset]
+UNSET_MEANS = {("interpolate", "out"): "interp.png", ("evaluate", "out"): "metrics.json",
+               ("evaluate", "seed"): 0}
+
+
 def help_text(command, doc):
     """The --help page of a command: its docstring, then its options with defaults."""
     lines = [doc.strip(), "", "Options (default in brackets):"]
     for name in USED[command]:
         f = FIELDS[name]
-        default = "unset" if f.default is None else repr(f.default)  # the help says what then
+        default = repr(UNSET_MEANS[command, name]) if (command, name) in UNSET_MEANS else \
+            "unset" if f.default is None else repr(f.default)  # the help says what then
         lines.append(f"  --{name.replace('_', '-'):<17} {f.metadata['help']} [{default}]")
     others = [n for n in FIELDS if n not in USED[command]] + list(BOOK_ONLY)
     lines += ["", "Accepted for the book's command lines, unused here: "

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 import checkpoint
-from config import resolve_device
+from config import UNSET_MEANS, resolve_device
 from data import build_cache, decode_in_order, list_images, say_folders
 from generate import Faces, say_source, to_uint8
 from errors import UserError, counted
@@ -61,7 +61,7 @@ def _real_images(opt, seed):
 
 def evaluate(opt):
     device = resolve_device(opt.gpu)
-    seed = opt.seed if opt.seed is not None else 0
+    seed = opt.seed if opt.seed is not None else UNSET_MEANS["evaluate", "seed"]
     wanted = [m.strip() for m in opt.metrics.split(",") if m.strip()]
     if "modes" in wanted and not (Path(opt.data_path) / "attributes.csv").is_file():
         wanted.remove("modes")
@@ -116,7 +116,7 @@ def evaluate(opt):
             report["kid"] = kernel_inception_distance(feats["real"], feats["fake"], seed=seed)
             report["kid_floor"] = kernel_inception_distance(feats["real"], feats["other"],
                                                             seed=seed)
-    out = opt.out or "metrics.json"
+    out = opt.out or UNSET_MEANS["evaluate", "out"]
     checkpoint.save_text(json.dumps(report, indent=2), out)
 
     print(f"{num} generated vs {num} real images ({opt.data_path}):")

@@ -97,6 +97,12 @@ def test_help_lists_flags_with_defaults():
     seeds = next(line for line in result.stdout.splitlines()
                  if line.lstrip().startswith("--seed "))
     assert seeds.endswith("[unset]") and "None" not in result.stdout
+    # where a command gives an unset option a value of its own, the help shows that value
+    for command, flag, value in (("interpolate", "--out ", "['interp.png']"),
+                                 ("evaluate", "--out ", "['metrics.json']"),
+                                 ("evaluate", "--seed ", "[0]")):
+        page = cli(command, "--help").stdout.splitlines()
+        assert next(line for line in page if line.lstrip().startswith(flag)).endswith(value)
 
 
 def test_every_field_of_the_books_config_is_taken(toy_dir):
