@@ -154,11 +154,28 @@ def toyfaces(*args, **flags):
                  f"(e.g. {others[0]})")
         raise UserError(f"--out-dir: {out} already holds a face set ({found}): delete it "
                         f"first, or pick another --out-dir")
+    elsewhere = _an_image_besides(out, out / "faces")
+    if elsewhere:  # a folder of real faces: training on it would mix in the toy set
+        raise UserError(f"--out-dir: {out} already holds images (e.g. {elsewhere}), and a "
+                        f"training on it would mix the toy faces with them: pick a new or "
+                        f"empty --out-dir")
     from tqdm import tqdm
     from toyfaces import make_toyfaces
     csv_path = make_toyfaces(values["out_dir"], values["num"], values["seed"],
                              progress=lambda it, total: tqdm(it, total=total, unit="face"))
     print(f"wrote {values['num']} faces to {values['out_dir']}/faces/ and {csv_path}")
+
+
+def _an_image_besides(out, faces):
+    """The first image file found under ``out`` outside ``faces`` (the toy set's own
+    folder), or None."""
+    from data import EXTENSIONS
+    for folder, subfolders, names in os.walk(out):
+        subfolders[:] = [d for d in subfolders if Path(folder) / d != faces]
+        for name in names:
+            if Path(name).suffix.lower() in EXTENSIONS and not name.startswith("."):
+                return Path(folder) / name
+    return None
 
 
 COMMANDS = {"train": train, "generate": generate, "interpolate": interpolate,

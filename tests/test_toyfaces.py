@@ -1,6 +1,7 @@
 """The synthetic face set: deterministic, described by its CSV, every attribute in range."""
 import csv
 import hashlib
+import shutil
 
 import numpy as np
 import pytest
@@ -115,6 +116,13 @@ def test_the_command_writes_the_set_and_says_where(tmp_path):
     result = run_cli("toyfaces", f"--out-dir={out}", "--num=12", "--seed=5")
     assert result.returncode == 0, result.stderr
     assert (out / "attributes.csv").read_bytes() == csv_before
+    # a folder of real faces (--out-dir=data/faces by mistake) took a toy set beside them,
+    # and the next training mixed the two
+    real = tmp_path / "real"
+    shutil.copytree(out / "faces", real / "crawl")
+    assert_clean_error(run_cli("toyfaces", f"--out-dir={real}", "--num=4"),
+                       "already holds images", "mix the toy faces")
+    assert sorted(p.name for p in real.iterdir()) == ["crawl"]
 
 
 def test_ctrl_c_while_drawing_is_one_line(tmp_path):
