@@ -6,6 +6,9 @@
   into place: a crash or a full disk never leaves a half-written file or destroys the previous
   good one.
 - Every load uses ``weights_only=True``: a file that would run code when unpickled is refused.
+- Wherever G or D is loaded, weights holding NaN or inf (saved by a run that diverged) are
+  refused, and the ``module.``/``_orig_mod.`` before every key of a file saved from
+  DataParallel, DistributedDataParallel or torch.compile is dropped.
 """
 import errno
 import functools
@@ -22,7 +25,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from ema import measure_batchnorm
-from errors import UserError
+from errors import UserError, counted
 from model import NetD, NetG
 
 
@@ -35,11 +38,26 @@ def _umask():
 FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's files are private (0600)
 
 
+NAME_MAX = 255  # the most bytes a file name may have (Linux's file systems, macOS)
+RANDOM_LETTERS = 8  # what mkstemp puts between its prefix and suffix
+
+
+def _temporary_prefix(name):
+    """``.NAME.``, how the temporary file of ``name`` begins. A name so long that the
+    temporary one would pass NAME_MAX loses letters from its start: it keeps its end, the
+    suffix (``.pth``, ``.png``) that train's globs for stale temporaries look for."""
+    room = NAME_MAX - len("..") - RANDOM_LETTERS - len(".tmp")
+    while len(os.fsencode(name)) > room:
+        name = name[1:]
+    return f".{name}."
+
+
 def _atomic_write(path, write):
     """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path.name), suffix=".tmp",
+                               dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
@@ -131,6 +149,73 @@ def load(path, device="cpu"):
 
 G_KEYS = {"main.0.weight", "main.1.running_mean", "main.12.weight"}
 D_KEYS = {"main.0.weight", "main.3.running_mean", "main.11.weight"}
+# what DataParallel / DistributedDataParallel and torch.compile put before every key
+WRAPPERS = ("module.", "_orig_mod.")
+
+
+@functools.lru_cache(maxsize=None)
+def _book_keys(kind):
+    """Every key of the article's ``kind`` ('netg'/'netd'): the same at any width."""
+    return frozenset((NetG(1, 1) if kind == "netg" else NetD(1)).state_dict())
+
+
+def _unwrapped(state):
+    """``state`` without the prefix a wrapper put before every one of its keys."""
+    while state:
+        prefix = next((p for p in WRAPPERS
+                       if all(isinstance(k, str) and k.startswith(p) for k in state)), None)
+        if prefix is None:
+            break
+        state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+FIELDS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def _some(keys):
+    """A few of ``keys`` in the book's order, then how many more: "main.3.weight and 4
+    more"."""
+    def order(key):
+        return [(int(part), 0, "") if part.isdigit() else
+                (-1, FIELDS.index(part) if part in FIELDS else len(FIELDS), part)
+                for part in str(key).split(".")]
+    keys = sorted(keys, key=order)
+    few = ", ".join(map(str, keys[:3]))
+    return f"{few} and {len(keys) - 3} more" if len(keys) > 3 else few
+
+
+def _wrong_keys(path, kind, missing, unexpected):
+    """The UserError for a file of the book's layout with keys missing or too many."""
+    said = [f"lacks {counted(len(missing), 'key')} ({_some(missing)})"] if missing else []
+    if unexpected:
+        said.append(f"has {counted(len(unexpected), 'key')} the article's {kind} has not "
+                    f"({_some(unexpected)})")
+        them = "that key" if len(unexpected) == 1 else "those keys"
+        fix = (f"it was saved from a changed network: delete {them} from it, or use a "
+               f"checkpoint of the article's {kind}")
+    else:
+        fix = "it was saved incomplete or edited: use a checkpoint of the whole network"
+    return UserError(f"{path} does not fit the article's {kind}: it {' and '.join(said)}; {fix}")
+
+
+def _tensors(obj, name=""):
+    """(name, tensor) of every tensor in ``obj`` and the dicts inside it."""
+    if isinstance(obj, torch.Tensor):
+        yield name, obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _tensors(value, f"{name}.{key}" if name else str(key))
+
+
+def _refuse_non_finite(obj, path, fix="use an earlier checkpoint"):
+    """A UserError when a floating-point tensor in ``obj`` holds NaN or inf: G would draw
+    black squares and training would diverge at once, blamed on the learning rates."""
+    floats = [(name, t) for name, t in _tensors(obj) if t.is_floating_point()]
+    if floats and not torch.stack([torch.isfinite(t).all() for _, t in floats]).all():
+        bad = [name for name, t in floats if not torch.isfinite(t).all()]
+        raise UserError(f"{path} holds NaN or infinite values ({_some(bad)}), as a run that "
+                        f"diverged saves them: {fix}")
 
 
 def _state_dict(obj, path, kind):
@@ -139,16 +224,24 @@ def _state_dict(obj, path, kind):
         obj = obj[kind]  # a full training state (last.pth)
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"{path} holds no {kind} weights")
+    obj = _unwrapped(obj)
     keys = set(obj)
     other = "netd" if kind == "netg" else "netg"
     mine, theirs = (G_KEYS, D_KEYS) if kind == "netg" else (D_KEYS, G_KEYS)
-    if not mine <= keys:
-        if theirs <= keys:
-            role = "discriminator" if other == "netd" else "generator"
-            raise UserError(f"{path} holds a {other} ({role}), not a {kind}: did you swap "
-                            f"--netg-path and --netd-path?")
+    if not mine <= keys and theirs <= keys:
+        role = "discriminator" if other == "netd" else "generator"
+        raise UserError(f"{path} holds a {other} ({role}), not a {kind}: did you swap "
+                        f"--netg-path and --netd-path?")
+    if not keys & _book_keys(kind):
         raise UserError(f"{path} holds no {kind} weights (its keys are not the book's "
                         f"main.N.* layout)")
+    # files from before torch 0.4.1 lack BatchNorm's num_batches_tracked: load_state_dict
+    # fills it in (and names it missing from newer files, see _build)
+    missing = {k for k in _book_keys(kind) - keys if not k.endswith(".num_batches_tracked")}
+    unexpected = keys - _book_keys(kind)
+    if missing or unexpected:
+        raise _wrong_keys(path, kind, missing, unexpected)
+    _refuse_non_finite(obj, path)
     return obj
 
 
@@ -196,10 +289,12 @@ def _build(state, path, kind, device, expect=None):
         raise UserError(f"{path} was trained with {have}, not {want}: pass those flags")
     net = NetG(**found) if kind == "netg" else NetD(**found)
     try:
-        net.load_state_dict(state)
+        missing = net.load_state_dict(state, strict=False).missing_keys
     except RuntimeError:
         raise UserError(f"{path} does not fit the article's {kind} (some layers have other "
                         f"shapes)") from None
+    if missing:  # num_batches_tracked, in a file whose version says it has them
+        raise _wrong_keys(path, kind, missing, [])
     return net.to(device), found
 
 
@@ -216,6 +311,7 @@ def save_bytes(data, path):
 STATE_FORMAT = 1
 STATE_KEYS = {"format", "epoch", "batch", "step", "netg", "netd", "optimizer_g", "optimizer_d",
               "fixed_noise", "meters", "rng", "options"}
+NETS = ("netg", "netd", "netd_own", "netd_low", "ema")  # the weights in a training state
 
 
 def load_state(path, device="cpu"):
@@ -235,4 +331,7 @@ def load_state(path, device="cpu"):
     if wrong:
         raise UserError(f"{path} is a damaged training state (its {', '.join(wrong)} "
                         f"{'is' if len(wrong) == 1 else 'are'} not what train saved)")
+    _refuse_non_finite({k: state[k] for k in NETS if k in state}, path,
+                       "it cannot be resumed; start again from an earlier netg_N.pth and "
+                       "netd_N.pth with --netg-path and --netd-path")
     return state

@@ -1,6 +1,8 @@
 """Saves are atomic; loads are safe and say clearly what is wrong with a file."""
 import errno
 import io
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -175,3 +177,169 @@ def test_damaged_states_and_weights_are_one_line(tmp_path, toy_dir):
                                f"--save-path={tmp_path / 'c'}"), f"{name}.pth", why)
     assert not (tmp_path / "c").exists()  # not even the folder
     assert checkpoint.load_state(tmp_path / "run" / "last.pth")["options"]["ngf"] == 8
+
+
+def _poisoned(state, keys, value=float("nan")):
+    """``state`` with the tensors of ``keys`` (all floating-point ones: None) set to
+    ``value``."""
+    return {k: torch.full_like(v, value) if v.is_floating_point() and (keys is None or k in keys)
+            else v for k, v in state.items()}
+
+
+def test_weights_holding_nan_or_inf_are_refused_wherever_they_load(tmp_path, toy_dir):
+    """The book's code saves on through a divergence. Such a G drew an all-black grid and
+    exited 0, and training from it stopped at once blaming --lr1/--lr2."""
+    from conftest import train_small
+    from explore import Explorer
+    from generate import Faces
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "g.pth")
+    torch.save(NetD(8).state_dict(), tmp_path / "d.pth")
+    torch.save(_poisoned(NetG(100, 8).state_dict(), None), tmp_path / "nan.pth")
+    # only one BatchNorm statistic of D infinite
+    torch.save(_poisoned(NetD(8).state_dict(), {"main.6.running_var"}, float("inf")),
+               tmp_path / "inf.pth")
+    out = tmp_path / "out"
+    for args, name in (
+            (("generate", f"--netg-path={tmp_path / 'nan.pth'}",
+              f"--netd-path={tmp_path / 'd.pth'}", f"--gen-img={out / 'r.png'}"), "nan.pth"),
+            (("generate", f"--netg-path={tmp_path / 'g.pth'}",
+              f"--netd-path={tmp_path / 'inf.pth'}", f"--gen-img={out / 'r.png'}"), "inf.pth"),
+            (("interpolate", f"--netg-path={tmp_path / 'nan.pth'}", f"--out={out / 'i.png'}"),
+             "nan.pth"),
+            (("evaluate", f"--netg-path={tmp_path / 'nan.pth'}", f"--data-path={toy_dir}",
+              "--metrics=swd", f"--out={out / 'e.json'}"), "nan.pth"),
+            (("train", f"--data-path={toy_dir}", "--vis=False", f"--checkpoint-dir={out}",
+              f"--save-path={out}", f"--netg-path={tmp_path / 'nan.pth'}"), "nan.pth"),
+            (("train", f"--data-path={toy_dir}", "--vis=False", f"--checkpoint-dir={out}",
+              f"--save-path={out}", "--ndf=8", f"--netd-path={tmp_path / 'inf.pth'}"),
+             "inf.pth")):
+        line = assert_clean_error(cli(*args, "--nogpu"), name, "NaN or infinite",
+                                  "earlier checkpoint")
+        assert "diverged" in line and "--lr" not in line
+    assert not out.exists()
+    for load in (lambda: Faces.load(tmp_path / "nan.pth", device="cpu"),
+                 lambda: Faces.load(tmp_path / "g.pth", tmp_path / "inf.pth", device="cpu"),
+                 lambda: Explorer(tmp_path / "nan.pth")):
+        with pytest.raises(UserError, match="inf.pth|nan.pth"):
+            load()
+    # a training state (last.pth): resumed, or drawn from (its moving average of G)
+    train_small(toy_dir, tmp_path / "run", max_epoch=1)
+    good = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
+    torch.save({**good, "netd": _poisoned(good["netd"], {"main.3.running_mean"})},
+               tmp_path / "run" / "nan_d.pth")
+    torch.save({**good, "ema": {"decay": 0.999, "updates": 1, "measured": True,
+                                "netg": _poisoned(good["netg"], None)}},
+               tmp_path / "run" / "nan_ema.pth")
+    for name in ("nan_d.pth", "nan_ema.pth"):
+        assert_clean_error(cli("train", "--nogpu", f"--resume={tmp_path / 'run' / name}",
+                               "--max-epoch=2"), name, "NaN or infinite", "--netg-path")
+    assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'run/nan_ema.pth'}",
+                           f"--gen-img={out / 'r.png'}"), "nan_ema.pth", "NaN or infinite")
+    assert not out.exists()
+
+
+def test_weights_saved_from_a_wrapped_network_load_as_the_plain_ones(tmp_path):
+    """DataParallel and DistributedDataParallel put ``module.`` before every key,
+    torch.compile ``_orig_mod.``; such files were "not the book's main.N.* layout"."""
+    from conftest import drawing_nets
+    netg, netd = drawing_nets()
+    torch.save(netg.state_dict(), tmp_path / "g.pth")
+    torch.save(netd.state_dict(), tmp_path / "d.pth")
+    torch.save(torch.nn.DataParallel(netg).state_dict(), tmp_path / "dp_g.pth")
+    torch.save({f"module._orig_mod.{k}": v for k, v in netg.state_dict().items()},
+               tmp_path / "ddp_compiled_g.pth")
+    torch.save({f"_orig_mod.{k}": v for k, v in netd.state_dict().items()},
+               tmp_path / "compiled_d.pth")
+    grids = []
+    for g, d in (("g", "d"), ("dp_g", "compiled_d"), ("ddp_compiled_g", "d")):
+        out = tmp_path / f"{g}.png"
+        result = cli("generate", "--nogpu", f"--netg-path={tmp_path / g}.pth",
+                     f"--netd-path={tmp_path / d}.pth", f"--gen-img={out}", "--seed=3",
+                     "--gen-num=8", "--gen-search-num=16")
+        assert result.returncode == 0, result.stderr
+        grids.append(out.read_bytes())
+    assert grids[1] == grids[0] and grids[2] == grids[0]  # the same faces, the same ranking
+    for name, kind, net in (("dp_g.pth", "netg", netg), ("compiled_d.pth", "netd", netd)):
+        loaded = checkpoint.load_net(tmp_path / name, kind, expect=None)[0]  # as train does
+        assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
+                                                      net.state_dict().values()))
+    # a prefix on some keys only is no wrapper's: those keys are named
+    torch.save({**netg.state_dict(), "module.main.0.weight": netg.main[0].weight},
+               tmp_path / "half.pth")
+    assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'half.pth'}"),
+                       "half.pth", "module.main.0.weight")
+
+
+def test_a_missing_or_extra_key_is_named(tmp_path):
+    """One key missing was "not the book's main.N.* layout", one key too many "some layers
+    have other shapes": both false."""
+    good = NetG(100, 8).state_dict()
+    cases = (
+        ("no_first.pth", {k: v for k, v in good.items() if k != "main.0.weight"},
+         ("lacks 1 key (main.0.weight)",)),
+        ("no_var.pth", {k: v for k, v in good.items() if k != "main.4.running_var"},
+         ("lacks 1 key (main.4.running_var)",)),
+        ("no_bn.pth", {k: v for k, v in good.items() if not k.startswith(("main.7", "main.10"))},
+         ("lacks 8 keys (main.7.weight, main.7.bias, main.7.running_mean and 5 more)",)),
+        ("extra.pth", {**good, "main.13.weight": torch.zeros(3)},
+         ("has 1 key the article's netg has not (main.13.weight)", "delete that key")),
+        ("both.pth", {**{k: v for k, v in good.items() if k != "main.12.weight"},
+                      "main.15.weight": torch.zeros(3)},
+         ("lacks 1 key (main.12.weight)", "main.15.weight")))
+    for name, state, needles in cases:
+        torch.save(state, tmp_path / name)
+        line = assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / name}"),
+                                  name, *needles)
+        assert "layout" not in line and "shapes" not in line
+    # a file from this torch without BatchNorm's counters: named too (it said "shapes")
+    state = NetG(100, 8).state_dict()
+    for key in [k for k in state if k.endswith("num_batches_tracked")]:
+        del state[key]
+    torch.save(state, tmp_path / "counters.pth")
+    assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'counters.pth'}"),
+                       "counters.pth", "lacks 4 keys (main.1.num_batches_tracked")
+    # ... and the same file from torch before 0.4.1, which had no counters, still loads
+    torch.save(dict(state), tmp_path / "old.pth")
+    net, _ = checkpoint.load_net(tmp_path / "old.pth", "netg")
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in state.items())
+    # D's keys are checked too; a foreign layout and a swapped file keep their lines
+    torch.save({**NetD(8).state_dict(), "main.1.weight": torch.zeros(3)}, tmp_path / "d.pth")
+    assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'no_var.pth'}",
+                           f"--netd-path={tmp_path / 'd.pth'}"), "no_var.pth")
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "g.pth")
+    assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
+                           f"--netd-path={tmp_path / 'd.pth'}"), "d.pth",
+                       "the article's netd has not (main.1.weight)")
+    torch.save({f"gen.{k}": v for k, v in good.items()}, tmp_path / "foreign.pth")
+    assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'foreign.pth'}"),
+                       "foreign.pth", "not the book's main.N.* layout")
+
+
+def test_a_file_name_of_249_characters_is_saved(tmp_path):
+    """The temporary file of an atomic save, ``.NAME.XXXXXXXX.tmp``, passed the 255 bytes a
+    file name may have: File name too long."""
+    from train import STALE
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "g.pth")
+    out = tmp_path / "w" / ("a" * 245 + ".png")
+    assert len(out.name) == 249
+    result = cli("generate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}", f"--gen-img={out}",
+                 "--gen-num=8", "--gen-search-num=8")
+    assert result.returncode == 0, result.stderr
+    assert Image.open(out).size == (8 * 98 + 2, 98 + 2)
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary left
+    # the temporary names still match train's globs for stale ones; short names stay whole
+    for name, glob in (("b" * 245 + ".pth", ".*.pth.*.tmp"), ("é" * 125 + ".png", ".*.png.*.tmp"),
+                       ("netg_3.pth", ".*.pth.*.tmp"), ("losses.csv", ".losses.csv.*.tmp")):
+        assert glob in STALE
+        seen = {}
+
+        def write(tmp):
+            seen["tmp"] = Path(tmp).name
+            seen["stale"] = [p.name for p in tmp_path.glob(glob)]  # what train would clean
+            Path(tmp).write_bytes(b"x")
+
+        checkpoint._atomic_write(tmp_path / name, write)
+        assert seen["stale"] == [seen["tmp"]] and len(os.fsencode(seen["tmp"])) <= 255
+        assert (tmp_path / name).read_bytes() == b"x"
+        if len(name) < 20:
+            assert seen["tmp"].startswith(f".{name}.")
