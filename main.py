@@ -232,7 +232,7 @@ def main(argv):
         print(f"error: unexpected '--': {command} takes options as --name=value (see python "
               f"main.py {command} --help)", file=sys.stderr)
         return 2
-    if "-h" in argv[2:] or "--help" in argv[2:]:
+    if any(a in ("-h", "--help") or a.startswith("--help=") for a in argv[2:]):
         print(_help(command))
         return 0
     try:

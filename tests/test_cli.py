@@ -97,6 +97,8 @@ def test_help_lists_flags_with_defaults():
     seeds = next(line for line in result.stdout.splitlines()
                  if line.lstrip().startswith("--seed "))
     assert seeds.endswith("[unset]") and "None" not in result.stdout
+    asked = cli("train", "--help=yes")  # was "unknown option --help; see --help"
+    assert asked.returncode == 0 and "Options (default in brackets):" in asked.stdout
     # where a command gives an unset option a value of its own, the help shows that value
     for command, flag, value in (("interpolate", "--out ", "['interp.png']"),
                                  ("evaluate", "--out ", "['metrics.json']"),
