@@ -175,7 +175,8 @@ def _coerce(name, value, kind, nullable=True):
     if kind == "seeds":  # fire reads 17,42 as a tuple and 17 as an int
         items = value if isinstance(value, (tuple, list)) else str(value).split(",")
         try:
-            seeds = tuple(int(str(v).strip()) for v in items if str(v).strip())
+            seeds = tuple(int(v) if isinstance(v, float) and v.is_integer()  # 1e3, as --seed
+                          else int(str(v).strip()) for v in items if str(v).strip())
         except ValueError:
             shown = ",".join(map(str, items))
             raise UserError(f"{flag} takes whole numbers separated by commas, e.g. 17,42, "
@@ -204,7 +205,8 @@ def _coerce(name, value, kind, nullable=True):
         if text in ("false", "no", "0"):
             return False
         raise UserError(f"{flag} takes True or False, not {value!r}")
-    shown = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else value  # as typed
+    shown = ",".join(map(str, value)) if isinstance(value, tuple) else \
+        f"[{','.join(map(str, value))}]" if isinstance(value, list) else value  # as typed
     if kind is int:
         if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value.strip()):
             return int(value)  # 0012, which fire leaves as text

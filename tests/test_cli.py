@@ -44,6 +44,7 @@ def test_gpu_without_cuda(toy_dir):
                                           # as typed, not as the tuple fire reads
                                           ("--lr1=1e-4,2e-4", "not '0.0001,0.0002'"),
                                           ("--ngf=8,16", "not '8,16'"),
+                                          ("--ngf=[8]", "not '[8]'"),  # was "not '8'"
                                           ("--vis-server=http://localhost:9999",
                                            "--vis-port=9999"),
                                           ("--vis-server=http://::1", "brackets"),
@@ -583,3 +584,14 @@ def test_a_link_to_a_disk_that_is_not_mounted_is_named(tmp_path, toy_dir, capsys
     capsys.readouterr()
     assert len(list_images(data)) == 64
     assert f"note: {gone}: what it held is not used" in capsys.readouterr().out
+
+
+def test_seeds_written_in_exponent_form_are_taken_as_seed_takes_them(tmp_path):
+    """--seed=1e3 was taken and --seeds=1e3 refused, quoting '1000.0'."""
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    g = f"--netg-path={tmp_path / 'netg.pth'}"
+    for seeds, name in (("1e3,5", "e.png"), ("1000,5", "plain.png")):
+        r = cli("generate", "--nogpu", g, f"--seeds={seeds}", f"--gen-img={tmp_path / name}")
+        assert r.returncode == 0, r.stderr
+    assert (tmp_path / "e.png").read_bytes() == (tmp_path / "plain.png").read_bytes()
+    assert_clean_error(cli("generate", "--nogpu", g, "--seeds=1.5"), "--seeds", "not '1.5'")
