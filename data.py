@@ -65,6 +65,10 @@ def list_images(root):
                       for p in sorted(gone)[:2]) + (f" (and {len(gone) - 2} more)"
                                                     if len(gone) > 2 else "")
     if not files:
+        at_root = [e for e in unread if Path(e.filename) == root]
+        if at_root:
+            raise UserError(f"cannot read {root} ({at_root[0].strerror}): check its "
+                            f"permissions, or pass another --data-path")
         if gone:
             raise UserError(f"no images in {root}: {links} (a disk not mounted?)")
         raise UserError(f"no images in {root}: put the faces in {root / 'faces'}/ (jpg or png), "

@@ -15,6 +15,7 @@ import torch
 from data import CachedBatches, FaceFolder, build_cache, list_images, normalise
 
 from conftest import read_until, run_cli
+from errors import UserError
 
 
 def test_both_layouts(toy_dir, tmp_path):
@@ -440,5 +441,9 @@ def test_images_left_out_are_named_gifs_and_folders_that_cannot_be_read(tmp_path
            f"denied): their images are not used" in out
     assert "note: 1 image file of a kind the book's ImageFolder does not read (.avif, .gif, " \
            ".heic, .jxl) is not used: convert them to png to use them" in out
+    # the folder itself unreadable: "no images in it: put the faces in it/faces/" was wrong
+    with pytest.raises(UserError, match=f"cannot read {root / 'locked'} \\(Permission denied\\): "
+                       "check its permissions"):
+        list_images(root / "locked")
     monkeypatch.undo()
     assert len(list_images(root)) == 13 and "cannot read" not in capsys.readouterr().out
