@@ -26,11 +26,18 @@ from PIL import Image
 
 import checkpoint
 from checkpoint import to_uint8
-from config import refuse_earlier_faces, resolve_device
-from errors import counted
+from config import UNSET_MEANS, refuse_earlier_faces, resolve_device
+from errors import UserError, counted
 
 SEARCH_BAR = 4096  # generate shows a progress bar when D ranks more faces than this
 PAD = 16  # on the CPU, G draws batches of a multiple of this many latents (Faces._draw)
+# The largest pictures PIL 12 saves, found by saving ever larger ones there: beyond them the
+# save fails, after all the drawing. Pixels a side (PCX takes 65535 tall, but no grid is that
+# tall), and 4 GiB for BMP's file, DIB's and TIFF's pixels: sizes they keep in 32 bits. The
+# other formats (PNG, PPM, QOI, JPEG 2000, ...) took every size tried.
+MAX_SIDE = {"WEBP": 16383, "JPEG": 65500, "MPO": 65500, "PDF": 65500, "GIF": 65535,
+            "TGA": 65535, "SGI": 65535, "PCX": 65534, "AVIF": 65536}
+MAX_BYTES = 2**32 - 1
 
 
 def noise(seeds, nz, mean=0.0, std=1.0):
@@ -160,24 +167,108 @@ def to_pil(face, scale=1, resample="nearest"):
     return img
 
 
+def grid_size(count, nrow=8):
+    """(width, height) in pixels of checkpoint.save_grid's grid of ``count`` faces, ``nrow``
+    a row: make_grid's 2-pixel gaps around and between the faces, none for a single face."""
+    if count == 1:
+        return 96, 96
+    across = min(nrow, count)
+    return across * 98 + 2, -(-count // across) * 98 + 2
+
+
+def too_large(path, width, height):
+    """The limit of the image format of ``path`` that a picture of ``width`` x ``height``
+    pixels exceeds, in words; None when the format takes it."""
+    fmt = checkpoint.image_format(path)
+    suffix = Path(path).suffix.lower() or ".png"
+    if max(width, height) > MAX_SIDE.get(fmt, max(width, height)):
+        return f"a {suffix} image takes at most {MAX_SIDE[fmt]} pixels a side"
+    row = (3 * width + 3) // 4 * 4  # BMP and DIB pad each row of pixels to 4 bytes
+    size = {"BMP": 54 + height * row, "DIB": height * row, "TIFF": 3 * width * height}
+    if size.get(fmt, 0) > MAX_BYTES:
+        return f"a {suffix} image takes at most 4 GiB"
+    return None
+
+
+def _most(fits, below):
+    """The largest n below ``below`` for which fits(n), where fits holds up to some n and
+    not after; 0 when it holds for none."""
+    low, high = 0, below
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
+def _refuse_large_grid(opt):
+    """Before any work: a grid larger than the format of --gen-img takes failed only as it
+    was saved, after all the drawing and ranking."""
+    count = len(opt.seeds) if opt.seeds else opt.gen_num
+    limit = too_large(opt.gen_img, *grid_size(count))
+    if limit:
+        most = _most(lambda n: not too_large(opt.gen_img, *grid_size(n)), count)
+        width, height = grid_size(count)
+        raise UserError(f"--gen-img: a grid of {count} faces is {width}x{height} pixels, and "
+                        f"{limit}: draw at most {most} faces "
+                        f"({'fewer --seeds' if opt.seeds else 'a lower --gen-num'}), or name "
+                        f"a format without that limit, such as .png")
+
+
+def _refuse_large_sheet(opt, out, rows):
+    """interpolate's _refuse_large_grid, for ``rows`` rows of --steps faces."""
+    def fits(rows, steps):
+        return not too_large(out, *grid_size(rows * steps, steps))
+    if fits(rows, opt.steps):
+        return
+    width, height = grid_size(rows * opt.steps, opt.steps)
+    steps = _most(lambda n: fits(rows, n), opt.steps)
+    seeds = _most(lambda n: fits(n, opt.steps), rows) + 1
+    fewer = " or ".join(([f"lower --steps (to {steps} at most)"] if steps >= 2 else [])
+                        + ([f"give fewer --seeds ({seeds} at most)"] if seeds >= 2 else []))
+    if not fewer:  # too wide and too tall
+        steps = _most(lambda n: fits(1, n), opt.steps)
+        seeds = _most(lambda n: fits(n, steps), rows) + 1
+        fewer = f"lower --steps to {steps} and give {seeds} --seeds at most"
+    raise UserError(f"--out: a grid of {counted(rows, 'row')} of {opt.steps} faces is "
+                    f"{width}x{height} pixels, and {too_large(out, width, height)}: {fewer}, "
+                    f"or name a format without that limit, such as .png")
+
+
 def _face_names(seeds):
     """The files of --out-dir, best first: the rank by D and the seed that draws the face."""
     return [f"face_{rank:03d}_seed{seed}.png" for rank, seed in enumerate(seeds)]
 
 
 def _write_faces(out_dir, faces, scores, seeds, scale, resample):
-    """Each face as its own PNG, and manifest.csv: file, rank, D score, seed."""
+    """Each face as its own PNG, and manifest.csv: file, rank, D score, seed. Stopped half
+    way (Ctrl-C, SIGTERM, a full disk), it leaves the faces written so far and their
+    manifest (the same command again writes them all)."""
     out = Path(out_dir)
-    # a rerun replaces an earlier set: its manifest goes first, so that a rerun stopped half
-    # way leaves no manifest naming faces it has replaced (the same command again repairs it)
-    (out / "manifest.csv").unlink(missing_ok=True)
-    rows = []
-    for rank, (face, score, seed, name) in enumerate(zip(faces, scores.tolist(), seeds,
-                                                         _face_names(seeds))):
-        buf = io.BytesIO()
-        to_pil(face, scale, resample).save(buf, format="PNG")
-        checkpoint.save_bytes(buf.getvalue(), out / name)
-        rows.append((name, rank, "" if score != score else f"{score:.6f}", seed))
+    names, rows = _face_names(seeds), []
+    try:
+        # a rerun replaces an earlier set: its manifest goes first, so that none names faces
+        # this run has replaced
+        (out / "manifest.csv").unlink(missing_ok=True)
+        for rank, (face, score, seed, name) in enumerate(zip(faces, scores.tolist(), seeds,
+                                                             names)):
+            buf = io.BytesIO()
+            to_pil(face, scale, resample).save(buf, format="PNG")
+            checkpoint.save_bytes(buf.getvalue(), out / name)
+            rows.append((name, rank, "" if score != score else f"{score:.6f}", seed))
+        _write_manifest(out, rows)
+    except BaseException:
+        # stopped: the face being written (it may be in place already) and the earlier set's
+        # faces not yet replaced go too, so that the manifest lists every face beside it
+        for name in names[len(rows):]:
+            (out / name).unlink(missing_ok=True)
+        if rows:
+            _write_manifest(out, rows)
+        else:
+            (out / "manifest.csv").unlink(missing_ok=True)
+        raise
+
+
+def _write_manifest(out, rows):
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(("file", "rank", "d_score", "seed"))
@@ -194,6 +285,7 @@ def _first_seed(opt):
 
 
 def generate(opt):
+    _refuse_large_grid(opt)
     device = resolve_device(opt.gpu)
     faces = Faces.load(opt.netg_path, opt.netd_path, device, mean=opt.gen_mean,
                        std=opt.gen_std, batch_size=opt.batch_size)
@@ -262,6 +354,8 @@ def _say_widths(opt, faces):
 
 def interpolate(opt):
     """Rows of faces morphing from each seed to the next; optionally an animated GIF."""
+    out = opt.out or UNSET_MEANS["interpolate", "out"]
+    _refuse_large_sheet(opt, out, len(opt.seeds) - 1 if opt.seeds else 1)
     device = resolve_device(opt.gpu)
     faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
                        batch_size=opt.batch_size)
@@ -272,7 +366,6 @@ def interpolate(opt):
         first = _first_seed(opt)
         seeds = [first, first + 1]
     rows = faces.morph(seeds, opt.steps)
-    out = opt.out or "interp.png"
     checkpoint.save_grid(rows.flatten(0, 1), out, nrow=opt.steps)
     plural = "s" if len(rows) > 1 else ""
     print(f"wrote {out}: {len(rows)} row{plural} of {opt.steps} faces, seeds "

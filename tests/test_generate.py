@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from generate import Faces, noise
+from generate import Faces, grid_size, noise
 
-from conftest import assert_clean_error, cli, drawing_nets
+from conftest import ROOT, assert_clean_error, cli, drawing_nets, kill_group
 
 
 @torch.no_grad()
@@ -70,9 +70,11 @@ def test_widths_come_from_the_files_and_a_differing_flag_is_named(tmp_path):
     assert "--ngf" in page.split("unused here:")[1]
 
 
-def test_a_rerun_stopped_half_way_leaves_no_manifest_of_replaced_faces(tmp_path, monkeypatch):
+def test_a_rerun_stopped_half_way_leaves_only_its_faces_and_their_manifest(tmp_path,
+                                                                          monkeypatch):
     """The same --out-dir command again replaces the faces one by one: stopped half way, the
-    old manifest named faces of which some were already the new run's."""
+    old manifest named faces of which some were already the new run's, and then no manifest
+    was left at all. Now the faces it wrote stay, listed, and the earlier ones go."""
     import checkpoint
     import generate
     g, _ = _save_nets(tmp_path)
@@ -92,12 +94,56 @@ def test_a_rerun_stopped_half_way_leaves_no_manifest_of_replaced_faces(tmp_path,
     monkeypatch.setattr(checkpoint, "save_bytes", stopped_after_one)
     with pytest.raises(KeyboardInterrupt):
         generate._write_faces(tmp_path / "out", faces, torch.zeros(3), [3, 4, 5], 2, "nearest")
-    assert len(written) == 1 and not (tmp_path / "out" / "manifest.csv").exists()
+    assert len(written) == 1
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"manifest.csv",
+                                                               "face_000_seed3.png"}
+    with open(tmp_path / "out" / "manifest.csv") as f:
+        assert [row["file"] for row in csv.DictReader(f)] == ["face_000_seed3.png"]
     monkeypatch.undo()
     assert cli(*args).returncode == 0  # the same command again repairs the folder
-    assert (tmp_path / "out" / "manifest.csv").is_file()
     assert {p.name for p in (tmp_path / "out").iterdir()} == {
         "manifest.csv", "face_000_seed3.png", "face_001_seed4.png", "face_002_seed5.png"}
+    with open(tmp_path / "out" / "manifest.csv") as f:
+        assert len(list(csv.DictReader(f))) == 3
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_stop_while_faces_are_written_leaves_a_manifest_of_them(tmp_path, signame):
+    """Ctrl-C while --out-dir's faces were written left those written so far and no
+    manifest.csv: faces without their seeds and scores."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    g, _ = _save_nets(tmp_path)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "generate", "--nogpu",
+                             f"--netg-path={g}", "--gen-num=1000", "--gen-search-num=1000",
+                             "--seed=0", "--scale=4", f"--out-dir={out}",
+                             f"--gen-img={tmp_path / 'grid.png'}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("face_*.png")):  # the first faces are written
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "no face written in 120 s"
+            time.sleep(0.05)
+        os.killpg(proc.pid, getattr(signal, signame))  # as a terminal or a scheduler sends it
+        _, err = proc.communicate(timeout=60)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143}[signame], err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == {"SIGINT": "interrupted",
+                                            "SIGTERM": "terminated"}[signame]
+    with open(out / "manifest.csv") as f:
+        listed = [row["file"] for row in csv.DictReader(f)]
+    assert 0 < len(listed) < 1000  # stopped half way
+    assert sorted(p.name for p in out.glob("face_*.png")) == listed  # all there, all listed
+    assert listed == [f"face_{rank:03d}_seed{rank}.png" for rank in range(len(listed))]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary file
 
 
 def _pixels(path):
@@ -157,6 +203,75 @@ def test_manifest_seeds_draw_the_same_faces_again(tmp_path):
                            "face_*.png", "manifest.csv")
         assert {p.name: p.read_bytes() for p in again.iterdir()} == before
         assert not (tmp_path / "more.png").exists()
+
+
+TOO_LARGE = [  # a grid a format cannot hold: the command's flags, what its error names
+    pytest.param(("generate", "--gen-num=1400", "--gen-search-num=1400", "--gen-img=big.webp"),
+                 ("a grid of 1400 faces is 786x17152 pixels",
+                  "a .webp image takes at most 16383 pixels",
+                  "at most 1336 faces (a lower --gen-num)", ".png"), id="webp"),
+    pytest.param(("generate", "--gen-num=5400", "--gen-search-num=5400", "--gen-img=big.jpg"),
+                 ("786x66152 pixels", "a .jpg image takes at most 65500 pixels",
+                  "at most 5344 faces"), id="jpg"),
+    pytest.param(("generate", "--gen-num=5400", "--gen-search-num=5400", "--gen-img=big.gif"),
+                 ("786x66152 pixels", "a .gif image takes at most 65535 pixels",
+                  "at most 5344 faces"), id="gif"),
+    pytest.param(("generate", "--gen-num=150000", "--gen-search-num=150000",
+                  "--gen-img=big.bmp"),
+                 ("786x1837502 pixels", "a .bmp image takes at most 4 GiB",
+                  "at most 148560 faces"), id="bmp"),
+    pytest.param(("generate", "--gen-num=150000", "--gen-search-num=150000",
+                  "--gen-img=big.tif"),
+                 ("a .tif image takes at most 4 GiB", "at most 148688 faces"), id="tif"),
+    pytest.param(("generate", f"--seeds={','.join(map(str, range(1400)))}",
+                  "--gen-img=big.webp"),
+                 ("a grid of 1400 faces", "at most 1336 faces (fewer --seeds)"),
+                 id="seeds-webp"),
+    pytest.param(("interpolate", "--seeds=1,2", "--steps=200", "--out=big.webp"),
+                 ("a grid of 1 row of 200 faces is 19602x100 pixels", "16383 pixels",
+                  "lower --steps (to 167 at most)", ".png"), id="interpolate-webp"),
+    pytest.param(("interpolate", f"--seeds={','.join(map(str, range(701)))}", "--steps=2",
+                  "--out=big.jpg"),
+                 ("a grid of 700 rows of 2 faces is 198x68602 pixels", "65500 pixels",
+                  "give fewer --seeds (669 at most)"), id="interpolate-jpg"),
+]
+
+
+@pytest.mark.parametrize("flags, said", TOO_LARGE)
+def test_a_grid_too_large_for_its_format_is_refused_before_any_drawing(tmp_path, monkeypatch,
+                                                                       flags, said):
+    """Such a grid ended in a traceback from PIL (WebP's 16383 pixels a side, JPEG's 65500,
+    GIF's 65535, BMP's 4 GiB) as it was saved, after all the drawing and ranking."""
+    import generate
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the weights were loaded before the size was checked")
+    monkeypatch.setattr(generate.Faces, "load", loaded)
+    for name in ("g.pth", "d.pth"):  # never read
+        (tmp_path / name).write_bytes(b"")
+    command, *rest = flags
+    nets = [f"--netg-path={tmp_path / 'g.pth'}"] + (
+        [f"--netd-path={tmp_path / 'd.pth'}", f"--out-dir={tmp_path / 'faces'}"]
+        if command == "generate" else [])
+    r = cli(command, "--nogpu", *nets, *[f.replace("=big", f"={tmp_path}/big") for f in rest])
+    assert_clean_error(r, "--gen-img: " if command == "generate" else "--out: ", *said)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.pth", "g.pth"]  # nothing written
+
+
+def test_the_limit_is_the_saved_grids_size(tmp_path):
+    """The widest morph a .webp takes is written; one face more a row is refused."""
+    g, _ = _save_nets(tmp_path)
+    r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=5,9", "--steps=167",
+            f"--out={tmp_path / 'wide.webp'}")
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "wide.webp").size == (16368, 100) == grid_size(167, 167)
+    assert_clean_error(cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=5,9",
+                           "--steps=168", f"--out={tmp_path / 'wider.webp'}"), "16466x100")
+    # generate's grids, 8 a row: as save_grid lays them out, a single face without gaps
+    import checkpoint
+    for count in (1, 2, 8, 9, 17):
+        checkpoint.save_grid(torch.zeros(count, 3, 96, 96), tmp_path / "grid.png")
+        assert Image.open(tmp_path / "grid.png").size == grid_size(count)
 
 
 def test_interpolation_ends_on_the_seeds_faces_and_the_gif_loops(tmp_path):
