@@ -5,6 +5,7 @@
 # make eval   - also install the optional FID/KID network (requirements-eval.txt)
 # make app    - also install the optional explorer page (requirements-app.txt)
 # make visdom - start a visdom server on 127.0.0.1:8097 that needs no network
+# make clean  - remove what the demos wrote (result*.png, checkpoints/demo*, imgs/demo*)
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -111,6 +112,7 @@ demo-long: $(STAMP) data/toy/attributes.csv
 visdom: $(STAMP)
 	$(BIN)/python visualize.py serve --port 8097
 
+# only what the demos wrote: checkpoints/ and imgs/ are train's default folders, where a
+# run of your own (or the book's netg_199.pth) lives, so they are left alone
 clean:
-	rm -rf checkpoints/*.pth checkpoints/*.json checkpoints/*.txt imgs/*.png imgs/*.csv result.png \
-		$(DEMO_CK) imgs/demo result-long.png $(DEMO_LONG_CK) imgs/demo-long
+	rm -rf result.png $(DEMO_CK) imgs/demo result-long.png $(DEMO_LONG_CK) imgs/demo-long

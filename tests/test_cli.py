@@ -595,3 +595,23 @@ def test_seeds_written_in_exponent_form_are_taken_as_seed_takes_them(tmp_path):
         assert r.returncode == 0, r.stderr
     assert (tmp_path / "e.png").read_bytes() == (tmp_path / "plain.png").read_bytes()
     assert_clean_error(cli("generate", "--nogpu", g, "--seeds=1.5"), "--seeds", "not '1.5'")
+
+
+def test_make_clean_removes_the_demos_and_keeps_your_runs(tmp_path):
+    """It removed checkpoints/*.pth: train's default folder, where a night of training (or
+    the book's netg_199.pth) lives."""
+    import shutil
+    import subprocess
+    from conftest import ROOT
+    shutil.copy(ROOT / "Makefile", tmp_path)
+    yours = ["checkpoints/netg_199.pth", "checkpoints/last.pth", "checkpoints/options.json",
+             "imgs/199.png", "imgs/losses.csv"]
+    demos = ["result.png", "result-long.png", "checkpoints/demo/last.pth", "imgs/demo/4.png",
+             "checkpoints/demo-long/last.pth", "imgs/demo-long/15.png"]
+    for name in yours + demos:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    r = subprocess.run(["make", "clean"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert [n for n in yours if not (tmp_path / n).exists()] == []
+    assert [n for n in demos if (tmp_path / n).exists()] == []
