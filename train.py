@@ -179,21 +179,22 @@ def _keep_unfinished_run(opt):
     """A new run would write its first save over the ``last.pth`` of a run that Ctrl-C, a
     scheduler or a divergence stopped: the same command again (the up arrow) instead of
     --resume would lose all of it. Refused, saying how to go on or start afresh, unless
-    --fresh asks for a new run there."""
+    --fresh asks for a new run there. Returns what --fresh is to delete once every check of
+    the new run has passed (a new run refused, for a data folder without images, say, took
+    the stopped run with it), or None."""
     path = Path(opt.checkpoint_dir) / "last.pth"
     if not path.is_file():
-        return
+        return None
     try:
         state = checkpoint.load_state(path)
         done, total = state["epoch"], state["options"]["max_epoch"]
     except (UserError, KeyError, TypeError):  # not a state this version could resume
         say(f"note: {path} is not a training state this version can resume (damaged, or from "
             f"another version): this run writes its own over it")
-        return
-    if done < total and opt.fresh:  # gone now, under the lock: were this run to die before
-        path.unlink()  # its first save, the folder would hold its records beside that run
-        say(f"note: --fresh: deleted {path}, a run stopped in epoch {done + 1} of {total}")
-    elif done < total:
+        return None
+    if done < total and opt.fresh:
+        return path, f"note: --fresh: deleted {path}, a run stopped in epoch {done + 1} of {total}"
+    if done < total:
         saved = saved_options(state)
         beside = " " + " ".join(beside_flags(path, saved)) if lies_elsewhere(path, saved) \
             else ""  # a copied run: refused without them
@@ -205,6 +206,7 @@ def _keep_unfinished_run(opt):
         say(f"note: {path.parent} holds a finished run of {counted(total, 'epoch')}: this run "
             f"writes its own last.pth and checkpoints over that run's as it saves (another "
             f"--checkpoint-dir keeps both; raise --max-epoch with --resume to train it on)")
+    return None
 
 
 def _saves_after(epoch, opt):
@@ -273,8 +275,9 @@ def _train(opt):
             f"do; raise --max-epoch to go on")
         return None, None
     _refuse_folders_in_the_way(opt)
+    fresh = None
     if not state:
-        _keep_unfinished_run(opt)
+        fresh = _keep_unfinished_run(opt)
         _say_earlier_files(opt)
     seed = opt.seed if opt.seed is not None else random.SystemRandom().randrange(2**31)
     opt.seed = seed
@@ -378,6 +381,9 @@ def _train(opt):
 
     reported = _report_skipped(data.skipped, 0, opt, world, write=False)
     eta_said = None  # when the time left was last printed
+    if fresh and world.main:  # every check passed: gone now, under the lock, before the
+        fresh[0].unlink(missing_ok=True)  # first save (were this run to die before it, the
+        say(fresh[1])  # folder would hold its records beside the stopped run)
     global began
     began = True
     with StopSignal() as stop:

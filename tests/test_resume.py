@@ -221,6 +221,13 @@ def test_fresh_starts_a_new_run_over_a_stopped_one(toy_dir, tmp_path):
     for folder in (tmp_path, tmp_path / "empty"):  # the two flags clash, last.pth or not
         assert_clean_error(run_cli("train", "--resume", "--fresh", f"--checkpoint-dir={folder}"),
                            "--fresh starts a new run and --resume continues one")
+    # a new run refused after the first checks leaves the stopped run as it was (--fresh
+    # deleted its last.pth first, so it could no longer be resumed)
+    (tmp_path / "empty").mkdir()
+    before = (tmp_path / "last.pth").read_bytes()
+    assert_clean_error(run_cli("train", *again[1:], f"--data-path={tmp_path / 'empty'}",
+                               "--max-epoch=2", "--fresh"), "no images")
+    assert (tmp_path / "last.pth").read_bytes() == before
     result = run_cli("train", *again, "--max-epoch=2", "--fresh")
     assert result.returncode == 0, result.stderr
     assert (f"note: --fresh: deleted {tmp_path / 'last.pth'}, a run stopped in epoch 2 of 3"
