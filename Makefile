@@ -5,6 +5,7 @@
 # make eval   - also install the optional FID/KID network (requirements-eval.txt)
 # make app    - also install the optional explorer page (requirements-app.txt)
 # make visdom - start a visdom server on 127.0.0.1:8097 that needs no network
+#               (make visdom VISDOM_PORT=8098: on another port)
 # make clean  - remove what the demos wrote (result*.png, checkpoints/demo*, imgs/demo*)
 PY ?= python3
 VENV := .venv
@@ -109,8 +110,9 @@ demo: $(STAMP) data/toy/attributes.csv
 demo-long: $(STAMP) data/toy/attributes.csv
 	$(call demo_run,$(DEMO_LONG_FLAGS),$(DEMO_LONG_CK),$(DEMO_LONG_LAST),result-long.png)
 
+VISDOM_PORT ?= 8097
 visdom: $(STAMP)
-	$(BIN)/python visualize.py serve --port 8097
+	$(BIN)/python visualize.py serve --port $(VISDOM_PORT)
 
 # only what the demos wrote: checkpoints/ and imgs/ are train's default folders, where a
 # run of your own (or the book's netg_199.pth) lives, so they are left alone

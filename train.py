@@ -455,6 +455,8 @@ def _train(opt):
                 say(f"{counted(left, 'epoch')} left: "
                     + (f"about {minutes:.0f} min" if minutes >= 1 else "under a minute"))
             reported = _report_skipped(data.skipped, reported, opt, world)
+            if vis is not None and vis.ready():
+                vis.keep()  # the epoch's windows, on the server's disk
             run.epoch, run.batch = epoch + 1, 0
             if _saves_after(epoch, opt):
                 meters.reset()

@@ -107,6 +107,12 @@ class Visualizer:
     def text(self, win, html, title):
         self._send(lambda c: c.text(html, win=win, opts=dict(title=title)))
 
+    def keep(self):
+        """Have the server write this run's env to its folder (ENV.json in ~/.visdom, or its
+        --env-path): visdom keeps envs in memory only, so a restarted server showed nothing
+        of the run."""
+        self._send(lambda c: c.save([self.env]))
+
     def step(self, step, epoch, means, speed, fake, real):
         """Everything the training loop shows every ``plot_every`` batches."""
         self.images("fixfake", fake, "G(fixed noise)")
@@ -150,7 +156,8 @@ def serve(port=8097, host="127.0.0.1", env_path=None):
     try:
         app.listen(port, address=host, max_buffer_size=1024**3)
     except OSError as e:  # socket.gaierror (an unknown host) is one too
-        hint = ("is a visdom server already running there? Open it, or pick another --port"
+        hint = (f"is a visdom server already running there? Open it, or pick another port "
+                f"(make visdom VISDOM_PORT={port + 1}, then train with --vis-port={port + 1})"
                 if e.errno == errno.EADDRINUSE else "check --host and --port")
         raise UserError(f"cannot listen on {host}:{port} ({e.strerror}): {hint}") from None
     shown = "localhost" if host == "127.0.0.1" else host

@@ -113,6 +113,8 @@ def test_a_second_server_on_a_taken_port_says_so_in_one_line(visdom_server, tmp_
                              f"--port={visdom_server.port}", f"--env-path={tmp_path / 'e2'}"],
                             capture_output=True, text=True, timeout=60)
     line = assert_clean_error(second, "already running", str(visdom_server.port))
+    other = visdom_server.port + 1  # a port `make visdom` can be given, named as such
+    assert f"make visdom VISDOM_PORT={other}, then train with --vis-port={other}" in line
     assert "Address already in use" in line
     assert visdom_server.poll() is None  # the first one still serves
     for flags, culprit in ((["--port=70000"], "--port"),
@@ -164,6 +166,10 @@ def test_training_fills_the_book_windows(visdom_server, toy_dir, tmp_path):
     # the progress window counts epochs from 1, as the progress bar does
     progress = json.loads(vis.get_window_data("log", env))["content"]
     assert progress.startswith("epoch 2, step 8,"), progress
+    # and the server has the env on its disk: a restarted one shows the run (it kept envs in
+    # memory only, though its first line says "envs saved in ...")
+    saved = json.loads((tmp_path / "envs" / f"{env}.json").read_text())
+    assert {"errord", "errorg", "fixfake", "scores"} <= set(saved["jsons"])
 
 
 def _warnings(stderr):
