@@ -7,6 +7,7 @@ disjoint ``num`` for the floor (two real samples also differ by chance: a genera
 do better than the floor), and prints and saves each metric next to its floor.
 """
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,11 @@ def evaluate(opt):
                         f"gives {num}: use a larger folder or ask for swd")
     fake = to_uint8(faces.tensors(range(seed, seed + num)))
 
-    report = {"netg_path": str(opt.netg_path), "averaged": faces.averaged,  # last.pth: the EMA
+    # the moving average of G: a last.pth's (Faces.load found it there), or a file train
+    # saved it in (netg_ema_N.pth, plain weights that cannot say so themselves)
+    averaged = faces.averaged or re.fullmatch(r"netg_ema_\d+\.pth", Path(opt.netg_path).name) \
+        is not None
+    report = {"netg_path": str(opt.netg_path), "averaged": averaged,
               "data_path": str(opt.data_path), "num": num, "seed": seed}
     if "swd" in wanted:
         report["swd"] = swd(real, fake, seed)

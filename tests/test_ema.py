@@ -1,4 +1,6 @@
 """--ema: the averaged generator that draws the samples, saved beside G."""
+import json
+
 import pytest
 import torch
 from PIL import Image
@@ -151,3 +153,15 @@ def test_average_of_a_sync_batchnorm_g_draws_alone():
     ema.update(synced)
     faces = ema.sampler()(torch.randn(4, netg.nz, 1, 1))  # re-measures in training mode
     assert faces.shape == (4, 3, 96, 96)
+
+
+def test_evaluate_says_a_netg_ema_file_is_the_average(toy_dir, tmp_path):
+    """Its JSON said "averaged": false for netg_ema_4.pth, the very file of the average."""
+    netg, _ = tiny_nets(nz=100)
+    for name in ("netg_ema_4.pth", "netg_4.pth"):
+        torch.save(netg.state_dict(), tmp_path / name)
+        out = tmp_path / f"{name}.json"
+        r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / name}", f"--data-path={toy_dir}",
+                "--metrics=swd", "--num=8", f"--out={out}")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(out.read_text())["averaged"] == (name == "netg_ema_4.pth")
