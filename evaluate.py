@@ -81,7 +81,7 @@ def evaluate(opt):
     real, other, num = _real_images(opt, seed)
     if num < FEW:
         print(f"note: {counted(num, 'face')} a side is a small sample, and the figures below "
-              f"move by chance at that size (the README's use --num=2048)")
+              f"move by chance at that size (the README's figures use --num=2048)")
     if inception and num < 2:
         raise UserError(f"FID and KID need at least two images a side, and {opt.data_path} "
                         f"gives {num}: use a larger folder or ask for swd")

@@ -595,6 +595,7 @@ def test_seeds_written_in_exponent_form_are_taken_as_seed_takes_them(tmp_path):
         assert r.returncode == 0, r.stderr
     assert (tmp_path / "e.png").read_bytes() == (tmp_path / "plain.png").read_bytes()
     assert_clean_error(cli("generate", "--nogpu", g, "--seeds=1.5"), "--seeds", "not '1.5'")
+    assert_clean_error(cli("generate", "--nogpu", g, "--seeds="), "--seeds= names no seed")
 
 
 def test_make_clean_removes_the_demos_and_keeps_your_runs(tmp_path):
