@@ -27,6 +27,7 @@ minutes for the budget.
 """
 import argparse
 import json
+import os
 import signal
 import statistics
 import subprocess
@@ -34,8 +35,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+TOY = str(ROOT / "data" / "toy")  # the default --data, made if it is missing
 sys.path.insert(0, str(ROOT))
-from errors import Terminated, outlive_reader, stop_signals  # noqa: E402
+from errors import Terminated, UserError, outlive_reader, stop_signals  # noqa: E402
 
 AUG = "color,translation,cutout"
 MODERN = dict(g_every=1, lr1=2e-4, lr2=2e-4, loss="hinge", sn=True, diffaug=AUG, beta1=0.0,
@@ -162,7 +164,6 @@ def _stopped_with_this_script():
     if not sys.platform.startswith("linux"):
         return None
     import ctypes
-    import os
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     prctl.argtypes = (ctypes.c_int, ctypes.c_ulong)  # PR_SET_PDEATHSIG's one argument
     parent = os.getpid()
@@ -332,34 +333,104 @@ def grids(args, faces=8):
     print(f"wrote {path}")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=6)
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, as every command's mistakes: the usage is in --help
+        self.exit(2, f"error: {message}; see --help\n")
+
+
+def _parser():
+    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=6,
+                        help="passes over the data for each setting (default: %(default)s)")
     parser.add_argument("--minutes", type=float, default=None,
                         help="equal time instead of equal images: each setting trains the "
-                        "epochs its speed (--time) fits into this many minutes")
+                        "epochs its speed (--time) fits into this many minutes (default: "
+                        "unset, --epochs)")
     parser.add_argument("--amp", default=None, choices=("True", "False"),
-                        help="bf16 autocast on or off (False: the fp32 path of AVX2 CPUs)")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--only", default=",".join(SETTINGS))
-    parser.add_argument("--num", type=int, default=1024)
-    parser.add_argument("--data", default="data/toy")
-    parser.add_argument("--gpu", action="store_true", help="train and evaluate on CUDA")
-    parser.add_argument("--width", type=int, default=32, help="ngf and ndf")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--ema", type=float, default=0.995)
-    parser.add_argument("--out", default="runs/settings")
-    parser.add_argument("--time", action="store_true", help="only the speed pass")
-    parser.add_argument("--report", action="store_true", help="only the table and the grids")
-    args = parser.parse_args()
-    if args.data == "data/toy" and not (ROOT / args.data / "attributes.csv").is_file():
+                        help="bf16 autocast on or off (False: the fp32 path of AVX2 CPUs; "
+                        "default: unset, train's own choice)")
+    parser.add_argument("--seeds", default="0,1,2",
+                        help="seeds to train each setting with (default: %(default)s)")
+    parser.add_argument("--only", default=",".join(SETTINGS), metavar="NAMES",
+                        help="settings to train, separated by commas (default: all of them: "
+                        f"{', '.join(SETTINGS)})")
+    parser.add_argument("--num", type=int, default=1024,
+                        help="images generated and real ones compared by evaluate (default: "
+                        "%(default)s)")
+    parser.add_argument("--data", default=TOY,
+                        help="image folder, DIR/faces/*.jpg (default: %(default)s, the toy "
+                        "set, made if it is missing)")
+    parser.add_argument("--gpu", action="store_true",
+                        help="train and evaluate on CUDA (default: the CPU)")
+    parser.add_argument("--width", type=int, default=32,
+                        help="ngf and ndf (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="batch size, where the setting has none of its own (default: "
+                        "%(default)s)")
+    parser.add_argument("--ema", type=float, default=0.995,
+                        help="moving average of G, evaluated beside the last G (default: "
+                        "%(default)s)")
+    parser.add_argument("--out", default=str(ROOT / "runs" / "settings"),
+                        help="folder for the runs, the speeds and the grids (default: "
+                        "%(default)s)")
+    parser.add_argument("--time", action="store_true",
+                        help="only the speed pass (default: train, evaluate and report)")
+    parser.add_argument("--report", action="store_true",
+                        help="only the table and the grids (default: train, evaluate and "
+                        "report)")
+    return parser
+
+
+def _check(args):
+    """Refuse what cannot work before any run starts (a mistake found later cost the runs
+    before it), and make the paths absolute: the commands run in the project's folder, while
+    the user meant them from the folder they ran this script in."""
+    args.data, args.out = (os.path.abspath(os.path.expanduser(p)) for p in (args.data, args.out))
+    unknown = [name for name in args.only.split(",") if name not in SETTINGS]
+    if unknown:
+        raise UserError(f"--only: no setting named {', '.join(map(repr, unknown))}; the "
+                        f"settings are {', '.join(SETTINGS)}")
+    seeds = [s.strip() for s in args.seeds.split(",")]
+    if not all(s.isdecimal() for s in seeds):
+        raise UserError(f"--seeds takes whole numbers from 0 separated by commas, e.g. 0,1,2, "
+                        f"not {args.seeds!r}")
+    for name in ("epochs", "num", "width", "batch_size"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, not "
+                            f"{getattr(args, name)}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out: {args.out} is a file, not a folder: name a folder")
+    if not Path(args.data).is_dir() and args.data != TOY:
+        raise UserError(f"--data: no folder {args.data}: pass the folder of the images "
+                        f"(DIR/faces/*.jpg)")
+    if args.minutes is not None and not (args.time or args.report):
+        if args.minutes <= 0:
+            raise UserError(f"--minutes must be more than 0, not {args.minutes}")
+        speed_file = Path(args.out) / "speed.json"
+        if not speed_file.is_file():
+            raise UserError(f"--minutes needs the settings' speeds, and there is no {speed_file}: "
+                            f"measure them first with the same command, --time in place of "
+                            f"--minutes")
+        speeds = json.loads(speed_file.read_text())
+        missing = [name for name in args.only.split(",") if name not in speeds]
+        if missing:
+            raise UserError(f"--minutes needs each setting's speed, and {speed_file} has none "
+                            f"for {', '.join(missing)}: measure it first, the same command "
+                            f"with --time in place of --minutes and --only={','.join(missing)}")
+    return [int(s) for s in seeds]
+
+
+def main():
+    args = _parser().parse_args()
+    seeds = _check(args)
+    if args.data == TOY and not (Path(TOY) / "attributes.csv").is_file():
         Path(args.out).mkdir(parents=True, exist_ok=True)
         _cli("toyfaces", f"--out-dir={args.data}", "--num=10000", "--seed=0",
              log=Path(args.out) / "toyfaces.log")
     if args.time:
         return time_settings(args)
     if not args.report:
-        for seed in map(int, args.seeds.split(",")):
+        for seed in seeds:
             for name in args.only.split(","):
                 train_and_evaluate(name, seed, args)
     report(args)
@@ -381,6 +452,9 @@ if __name__ == "__main__":
         print(f"\n{what}: run the same command again to go on with the settings not yet done",
               file=sys.stderr)
         sys.exit(143 if isinstance(stop, Terminated) else 130)
+    except UserError as e:  # a mistake in the flags: nothing was run
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     except CommandFailed as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -160,3 +160,82 @@ def test_a_setting_that_fails_is_one_line_naming_its_log(tmp_path):
     assert err.strip().splitlines() == [
         f"error: `main.py train` failed (exit status 2); its output is at the end of {log}"]
     assert "error:" in log.read_text()
+
+
+def _settings(*flags, cwd):
+    """settings.py run as a user runs it, from ``cwd``; its completed process."""
+    import subprocess
+    from conftest import ROOT
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / "settings.py"), *flags],
+                          cwd=cwd, text=True, capture_output=True, timeout=300)
+
+
+def test_paths_are_taken_from_the_folder_the_sweep_is_run_in(toy_dir, tmp_path):
+    """Run from another folder than the project's, the commands took --data and --out from
+    the project's folder and the script from its own: a relative --data was not found, the
+    runs went to one folder, the logs to another, the table came out empty and a rerun
+    trained everything again."""
+    here = tmp_path / "here"
+    here.mkdir()
+    flags = ("--only=demo", "--seeds=0", "--epochs=1", "--width=8", "--num=64",
+             f"--data={os.path.relpath(toy_dir, here)}", "--out=../sweep")
+    first = _settings(*flags, cwd=here)
+    assert first.returncode == 0, first.stderr
+    run = tmp_path / "sweep" / "demo_seed0"
+    assert (run / "metrics_ema.json").is_file() and (run / "log.txt").is_file()
+    assert "| demo: " in first.stdout  # the table has the run
+    again = _settings(*flags, cwd=here)
+    assert again.returncode == 0, again.stderr
+    assert "done" not in again.stdout  # nothing trained twice
+    assert "| demo: " in again.stdout
+
+
+@pytest.mark.parametrize("flag, said", [
+    ("--only=book,nosuch", ["'nosuch'", "book, base, g2"]),  # book is not trained first
+    ("--seeds=0,a", ["--seeds", "'0,a'"]),
+    ("--minutes=1", ["speed.json", "--time"]),  # no speed pass yet
+    ("--epochs=0", ["--epochs", "at least 1"]),
+    ("--epochs=a", ["--epochs", "'a'"]),
+    ("--data=nosuch", ["--data", "nosuch"]),
+])
+def test_a_mistake_in_the_flags_is_one_line_before_any_run(toy_dir, tmp_path, flag, said):
+    """A KeyError, ValueError or FileNotFoundError traceback, some after the settings before
+    the unknown name had trained; a usage block before argparse's own line."""
+    result = _settings("--only=book", "--seeds=0", "--epochs=1", "--width=8", "--num=64",
+                       f"--data={toy_dir}", f"--out={tmp_path / 'sweep'}", flag, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert all(words in lines[0] for words in said), lines[0]
+    assert not (tmp_path / "sweep" / "book_seed0").exists()
+
+
+def test_minutes_names_the_settings_with_no_measured_speed(toy_dir, tmp_path):
+    """speed.json without one of the settings: a KeyError once the ones before it trained."""
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "speed.json").write_text('{"book": 500.0}')
+    result = _settings("--only=book,base", "--seeds=0", "--width=8", "--num=64", "--minutes=1",
+                       f"--data={toy_dir}", f"--out={out}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: --minutes needs each setting's speed, and {out / 'speed.json'} has none for "
+        f"base: measure it first, the same command with --time in place of --minutes and "
+        f"--only=base"]
+    assert not (out / "book_seed0").exists()
+
+
+def test_the_help_says_what_the_script_does_and_every_flag_with_its_default(tmp_path):
+    """The description stopped mid-sentence ("which settings give the"), and --epochs,
+    --seeds, --only, --num, --data and --out said nothing, not even their defaults."""
+    import re
+    result = _settings("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "which settings give the\nbest faces for a budget." in result.stdout
+    assert "minutes for the budget." in result.stdout  # to the docstring's end
+    options = result.stdout.split("\noptions:\n")[1]
+    flags = {block.split()[0]: " ".join(block.split()[1:])
+             for block in re.split(r"\n  (?=--)", options) if block.startswith("--")}
+    assert {"--epochs", "--seeds", "--only", "--num", "--data", "--out"} <= set(flags)
+    for flag, said in flags.items():
+        assert "default: " in said, flag
