@@ -110,7 +110,8 @@ class Config:
     gen_mean: float = _opt(0.0, "mean of the noise generate draws from")
     gen_std: float = _opt(1.0, "standard deviation of the noise generate draws from")
     out_dir: str = _opt(None, "also write every face as its own PNG, with manifest.csv "
-                        "(file, rank, D score, seed), to this folder", kind="path")
+                        "(file, rank, D score, seed, gen_mean, gen_std), to this folder",
+                        kind="path")
     scale: int = _opt(1, "upscale single faces and GIF frames by this factor for display "
                       "(up to 32)")
     resample: str = _opt("nearest", "upscaling filter: nearest or lanczos")
@@ -615,10 +616,23 @@ def validate(command, opt):
 def refuse_earlier_faces(out_dir, names):
     """generate's --out-dir: refuse a folder holding face PNGs of an earlier generate that
     ``names`` (the files this run writes) would not replace: the two sets would mix, out of
-    step with manifest.csv. A rerun of the same command replaces its own files."""
+    step with manifest.csv. A rerun of the same command replaces its own files. A
+    manifest.csv generate did not write (its header says) is someone's own file: refused."""
     out = Path(out_dir)
     if not out.is_dir():
         return
+    manifest = out / "manifest.csv"
+    if manifest.is_file():
+        try:
+            with open(manifest, encoding="utf-8-sig", errors="replace") as f:
+                header = f.readline(200)
+        except OSError:  # unreadable: not known to be ours, so not written over
+            header = ""
+        # ours since the first: file,rank,d_score,seed; later ones add columns after those
+        _require(header.startswith("file,rank,d_score,seed"),
+                 f"--out-dir: {manifest} is not a manifest generate wrote (its first line is "
+                 f"not file,rank,d_score,seed...), and generate writes its own there: pick "
+                 f"another folder, or move that file")
     left = sorted(set(p.name for p in out.glob("face_*.png")) - set(names))
     if not left and names:
         return

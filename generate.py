@@ -26,7 +26,7 @@ from PIL import Image
 
 import checkpoint
 from checkpoint import to_uint8
-from config import UNSET_MEANS, refuse_earlier_faces, resolve_device
+from config import UNSET_MEANS, Config, refuse_earlier_faces, resolve_device
 from errors import UserError, counted
 
 SEARCH_BAR = 4096  # generate shows a progress bar when D ranks more faces than this
@@ -38,6 +38,14 @@ PAD = 16  # on the CPU, G draws batches of a multiple of this many latents (Face
 MAX_SIDE = {"WEBP": 16383, "JPEG": 65500, "MPO": 65500, "PDF": 65500, "GIF": 65535,
             "TGA": 65535, "SGI": 65535, "PCX": 65534, "AVIF": 65536}
 MAX_BYTES = 2**32 - 1
+# The memory --gif takes, per byte of its frames in RGB: PIL 12 keeps every frame, turned to
+# a palette (1 byte a pixel), until it has the last, and the encoded GIF is held twice. Peak
+# RSS over a 2-frame run's (850 MB), the frames upscaled as PIL asks for them, on a 2-core
+# CPU with AVX512-BF16 and AMX: 0.42 (126 frames of 1536x1536), 0.45 (254 of 1536x1536),
+# 0.41 (126 of 2304x2304), 0.43 (510 of 3072x3072: --steps=256 --scale=32, 6.9 GB in all);
+# rounded up. Upscaling them all before encoding, as it was done first, took 1.71 to 1.77.
+GIF_MEMORY = 0.5
+MEMINFO = "/proc/meminfo"
 
 
 def noise(seeds, nz, mean=0.0, std=1.0):
@@ -239,9 +247,10 @@ def _face_names(seeds):
     return [f"face_{rank:03d}_seed{seed}.png" for rank, seed in enumerate(seeds)]
 
 
-def _write_faces(out_dir, faces, scores, seeds, scale, resample):
-    """Each face as its own PNG, and manifest.csv: file, rank, D score, seed. Stopped half
-    way (Ctrl-C, SIGTERM, a full disk), it leaves the faces written so far and their
+def _write_faces(out_dir, faces, scores, seeds, scale, resample, mean=0.0, std=1.0):
+    """Each face as its own PNG, and manifest.csv: file, rank, D score, seed, and the noise's
+    mean and std (--gen-mean, --gen-std), without which a seed draws another face. Stopped
+    half way (Ctrl-C, SIGTERM, a full disk), it leaves the faces written so far and their
     manifest (the same command again writes them all)."""
     out = Path(out_dir)
     names, rows = _face_names(seeds), []
@@ -254,7 +263,8 @@ def _write_faces(out_dir, faces, scores, seeds, scale, resample):
             buf = io.BytesIO()
             to_pil(face, scale, resample).save(buf, format="PNG")
             checkpoint.save_bytes(buf.getvalue(), out / name)
-            rows.append((name, rank, "" if score != score else f"{score:.6f}", seed))
+            rows.append((name, rank, "" if score != score else f"{score:.6f}", seed,
+                         float(mean), float(std)))
         _write_manifest(out, rows)
     except BaseException:
         # stopped: the face being written (it may be in place already) and the earlier set's
@@ -271,7 +281,8 @@ def _write_faces(out_dir, faces, scores, seeds, scale, resample):
 def _write_manifest(out, rows):
     text = io.StringIO()
     writer = csv.writer(text)
-    writer.writerow(("file", "rank", "d_score", "seed"))
+    # gen_mean and gen_std last: readers of the first four columns read them as before
+    writer.writerow(("file", "rank", "d_score", "seed", "gen_mean", "gen_std"))
     writer.writerows(rows)
     checkpoint.save_text(text.getvalue(), out / "manifest.csv")
 
@@ -280,12 +291,29 @@ def _first_seed(opt):
     if opt.seed is not None:
         return opt.seed
     seed = random.SystemRandom().randrange(2**31)
-    print(f"seeds from {seed} (pass --seed={seed} to draw the same faces again)")
+    print(f"seeds from {seed} (pass --seed={seed}{_noise_flags(opt)} to draw the same faces "
+          f"again)")
     return seed
+
+
+def _noise_flags(opt):
+    """--gen-mean and --gen-std as given, where they are not the defaults: with other noise a
+    seed draws another face."""
+    return "".join(f" --{name.replace('_', '-')}={getattr(opt, name)}"
+                   for name in ("gen_mean", "gen_std")
+                   if getattr(opt, name) != getattr(Config, name))
+
+
+def _say_scale_unused(opt, outputs):
+    """--scale upscales single faces only; the grid stays 96 pixels a face."""
+    if opt.scale != 1 and not any(getattr(opt, name) for name, _ in outputs):
+        print(f"note: --scale applies to {' and '.join(what for _, what in outputs)}, not the "
+              f"grid: it is drawn 96 pixels a face")
 
 
 def generate(opt):
     _refuse_large_grid(opt)
+    _say_scale_unused(opt, [("out_dir", "--out-dir's faces")])
     device = resolve_device(opt.gpu)
     faces = Faces.load(opt.netg_path, opt.netd_path, device, mean=opt.gen_mean,
                        std=opt.gen_std, batch_size=opt.batch_size)
@@ -307,8 +335,9 @@ def generate(opt):
     checkpoint.save_grid(images, opt.gen_img)
     print(f"wrote {opt.gen_img}: {counted(len(images), 'face')}{picked}")
     if opt.out_dir:
-        _write_faces(opt.out_dir, images, scores, seeds, opt.scale, opt.resample)
-        print(f"wrote {len(images)} faces and manifest.csv to {opt.out_dir}")
+        _write_faces(opt.out_dir, images, scores, seeds, opt.scale, opt.resample,
+                     opt.gen_mean, opt.gen_std)
+        print(f"wrote {counted(len(images), 'face')} and manifest.csv to {opt.out_dir}")
     _say_if_training_data(opt, opt.gen_img, opt.out_dir)
     return images, scores, seeds
 
@@ -356,6 +385,9 @@ def interpolate(opt):
     """Rows of faces morphing from each seed to the next; optionally an animated GIF."""
     out = opt.out or UNSET_MEANS["interpolate", "out"]
     _refuse_large_sheet(opt, out, len(opt.seeds) - 1 if opt.seeds else 1)
+    if opt.gif:
+        _refuse_large_gif(opt)
+    _say_scale_unused(opt, [("gif", "--gif's frames")])
     device = resolve_device(opt.gpu)
     faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
                        batch_size=opt.batch_size)
@@ -367,23 +399,58 @@ def interpolate(opt):
         seeds = [first, first + 1]
     rows = faces.morph(seeds, opt.steps)
     checkpoint.save_grid(rows.flatten(0, 1), out, nrow=opt.steps)
-    plural = "s" if len(rows) > 1 else ""
-    print(f"wrote {out}: {len(rows)} row{plural} of {opt.steps} faces, seeds "
+    print(f"wrote {out}: {counted(len(rows), 'row')} of {opt.steps} faces, seeds "
           f"{' -> '.join(map(str, seeds))}")
     if opt.gif:
         # the path through every seed and back to the first, without repeated frames
         z = noise(seeds, faces.netg.nz, opt.gen_mean, opt.gen_std)
         loop = slerp_path(z, opt.steps, closed=True)
-        frames = [to_pil(face, opt.scale, opt.resample) for face in faces._draw(loop)]
+        # each frame upscaled as PIL takes it: all of them, upscaled, at once took 4 times the
+        # memory (see GIF_MEMORY)
+        frames = (to_pil(face, opt.scale, opt.resample) for face in faces._draw(loop))
         checkpoint.save_bytes(gif_bytes(frames), opt.gif)
-        print(f"wrote {opt.gif}: {len(frames)} frames")
+        print(f"wrote {opt.gif}: {counted(len(loop), 'frame')}")
     _say_if_training_data(opt, out, opt.gif)
     return rows.flatten(0, 1)
 
 
 def gif_bytes(frames, duration=80):
-    """PIL images as an endlessly looping animated GIF, ``duration`` ms a frame."""
+    """PIL images (a list, or an iterator that makes each as it is asked for) as an endlessly
+    looping animated GIF, ``duration`` ms a frame."""
+    frames = iter(frames)
     buf = io.BytesIO()
-    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:],
-                   duration=duration, loop=0)
+    next(frames).save(buf, format="GIF", save_all=True, append_images=frames,
+                      duration=duration, loop=0)
     return buf.getvalue()
+
+
+def _available_memory():
+    """The bytes this machine can still give (MemAvailable); None where that cannot be read
+    (not Linux)."""
+    try:
+        with open(MEMINFO) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # in KiB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _refuse_large_gif(opt):
+    """Before any drawing: a GIF too large for the memory left ended in the OOM killer (or a
+    machine swapping to a standstill), after all the drawing."""
+    frames = len(opt.seeds or (0, 1)) * (opt.steps - 1)  # the loop, without repeated frames
+
+    def need(scale):
+        return frames * (96 * scale) ** 2 * 3 * GIF_MEMORY
+    free = _available_memory()
+    if free is None or need(opt.scale) <= free:
+        return
+    scale = _most(lambda n: need(n) <= free, opt.scale)
+    side = 96 * opt.scale
+    raise UserError(f"--gif: {counted(frames, 'frame')} of {side}x{side} pixels need about "
+                    f"{need(opt.scale) / 2**30:.1f} GiB of memory to encode, and this machine "
+                    f"has {free / 2**30:.1f} GiB available: lower "
+                    + (f"--scale (to {scale} at most), " if scale else "")
+                    + "--steps, or give fewer --seeds")

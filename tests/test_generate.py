@@ -329,3 +329,118 @@ def test_api_loads_both_checkpoint_formats(tmp_path, toy_dir):
     assert images[0].size == (192, 192) and images[0].mode == "RGB"
     faces, scores, seeds = book.best(2, 8, first_seed=0)
     assert len(seeds) == 2 and scores[0] >= scores[1]
+
+
+def test_a_gif_too_large_for_the_free_memory_is_refused_before_any_drawing(tmp_path,
+                                                                           monkeypatch):
+    """interpolate held every --gif frame in memory, upscaled: --steps=256 --scale=32 needed
+    some 25 GB and ended in the OOM killer, after all the drawing."""
+    import generate
+    g, _ = _save_nets(tmp_path)
+    small = ("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=1,2", "--steps=3",
+             "--scale=2", f"--out={tmp_path / 'small.png'}", f"--gif={tmp_path / 'small.gif'}")
+    monkeypatch.setattr(generate, "MEMINFO", str(tmp_path / "none"))  # not Linux: no check
+    r = cli(*small)
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "small.gif").n_frames == 4
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("")
+    monkeypatch.setattr(generate, "MEMINFO", str(meminfo))
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the weights were loaded before the memory was checked")
+    monkeypatch.setattr(generate.Faces, "load", loaded)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for available, said in ((2**21, ("510 frames of 3072x3072 pixels", "about 6.7 GiB",
+                                     "2.0 GiB available", "lower --scale (to 17 at most), "
+                                     "--steps, or give fewer --seeds")),
+                            (4, ("0.0 GiB available: lower --steps, or give fewer "
+                                 "--seeds",))):  # too large at --scale=1
+        meminfo.write_text(f"MemTotal:       24684084 kB\nMemAvailable:   {available} kB\n")
+        assert_clean_error(cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=1,2",
+                               "--steps=256", "--scale=32", f"--out={tmp_path / 'big.png'}",
+                               f"--gif={tmp_path / 'big.gif'}"), "--gif: ", *said)
+        assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_the_seed_line_and_the_manifest_name_the_noise_that_draws_the_faces_again(tmp_path):
+    """--gen-mean and --gen-std change every seed's face, but neither the line naming the
+    seed nor manifest.csv said them: the command as printed drew other faces."""
+    g, d = _save_nets(tmp_path)
+    nets = (f"--netg-path={g}", f"--netd-path={d}", "--gen-num=3", "--gen-search-num=20")
+    r = cli("generate", "--nogpu", *nets, "--gen-mean=0.3", "--gen-std=0.6",
+            f"--out-dir={tmp_path / 'first'}", f"--gen-img={tmp_path / 'first.png'}")
+    assert r.returncode == 0, r.stderr
+    told = [line for line in r.stdout.splitlines() if "pass --seed=" in line]
+    assert len(told) == 1, r.stdout
+    flags = told[0].split("(pass ")[1].split(" to draw")[0].split()
+    r = cli("generate", "--nogpu", *nets, *flags, f"--gen-img={tmp_path / 'again.png'}")
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(_pixels(tmp_path / "again.png"), _pixels(tmp_path / "first.png"))
+    assert flags[1:] == ["--gen-mean=0.3", "--gen-std=0.6"]
+
+    with open(tmp_path / "first" / "manifest.csv") as f:
+        assert f.readline().startswith("file,rank,d_score,seed,")  # as before, then the noise
+        f.seek(0)
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        r = cli("generate", "--nogpu", f"--netg-path={g}", f"--seeds={row['seed']}",
+                f"--gen-mean={row['gen_mean']}", f"--gen-std={row['gen_std']}",
+                f"--gen-img={tmp_path / 'one.png'}")
+        assert r.returncode == 0, r.stderr
+        assert np.array_equal(_pixels(tmp_path / "one.png"),
+                              _pixels(tmp_path / "first" / row["file"]))
+    # with the default noise nothing more is said
+    r = cli("generate", "--nogpu", *nets, f"--gen-img={tmp_path / 'plain.png'}")
+    assert r.returncode == 0, r.stderr
+    assert "to draw the same faces again)" in r.stdout and "--gen-" not in r.stdout
+
+
+def test_a_manifest_csv_generate_did_not_write_is_refused(tmp_path):
+    """--out-dir wrote over any manifest.csv in the folder, a user's own file too."""
+    g, _ = _save_nets(tmp_path)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "manifest.csv").write_text("name,amount\nrent,900\n")
+    for seeds in (["--seeds=1"], []):  # refused after drawing, or before any work
+        assert_clean_error(cli("generate", "--nogpu", f"--netg-path={g}", *seeds,
+                               f"--out-dir={mine}", f"--gen-img={tmp_path / 'grid.png'}"),
+                           f"--out-dir: {mine / 'manifest.csv'} is not a manifest generate "
+                           f"wrote", "pick another folder")
+        assert (mine / "manifest.csv").read_text() == "name,amount\nrent,900\n"
+        assert [p.name for p in mine.iterdir()] == ["manifest.csv"]
+        assert not (tmp_path / "grid.png").exists()
+    # a manifest of an earlier version (without the noise's columns) is ours: replaced
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    (ours / "manifest.csv").write_text("file,rank,d_score,seed\nface_000_seed1.png,0,,1\n")
+    (ours / "face_000_seed1.png").write_bytes(b"")
+    r = cli("generate", "--nogpu", f"--netg-path={g}", "--seeds=1", f"--out-dir={ours}",
+            f"--gen-img={tmp_path / 'grid.png'}")
+    assert r.returncode == 0, r.stderr
+    assert f"wrote 1 face and manifest.csv to {ours}" in r.stdout
+    assert _pixels(ours / "face_000_seed1.png").shape == (96, 96, 3)
+
+
+def test_scale_without_faces_or_frames_to_apply_to_says_so(tmp_path):
+    """--scale upscales --out-dir's faces and --gif's frames; the grid alone it left as it
+    was, without a word."""
+    g, _ = _save_nets(tmp_path)
+    r = cli("generate", "--nogpu", f"--netg-path={g}", "--seeds=1,2", "--scale=4",
+            f"--gen-img={tmp_path / 'grid.png'}")
+    assert r.returncode == 0, r.stderr
+    assert "note: --scale applies to --out-dir's faces, not the grid" in r.stdout
+    assert _pixels(tmp_path / "grid.png").shape == (100, 198, 3)  # the grid as it was
+    r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=1,2", "--steps=2",
+            "--scale=4", f"--out={tmp_path / 'interp.png'}")
+    assert r.returncode == 0, r.stderr
+    assert "note: --scale applies to --gif's frames, not the grid" in r.stdout
+    for given in ((f"--out-dir={tmp_path / 'faces'}",), ()):  # where it applies, or unset
+        r = cli("generate", "--nogpu", f"--netg-path={g}", "--seeds=1,2", *given,
+                *(["--scale=4"] if given else []), f"--gen-img={tmp_path / 'grid.png'}")
+        assert r.returncode == 0, r.stderr
+        assert "--scale" not in r.stdout
+    r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=1,2", "--steps=2",
+            "--scale=4", f"--out={tmp_path / 'interp.png'}", f"--gif={tmp_path / 'i.gif'}")
+    assert r.returncode == 0, r.stderr
+    assert "--scale" not in r.stdout
