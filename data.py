@@ -306,10 +306,16 @@ def cache_places(root, image_size):
     (~/.cache/animegan/faces/), under a name made of the folder's full path, so that later
     runs find it there and a rebuild replaces it."""
     resolved = Path(root).resolve()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "animegan"
+    places = [cache_location(root, image_size)]
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):  # unset, or relative, which XDG says to ignore
+        try:
+            base = Path.home() / ".cache"
+        except RuntimeError:  # no HOME and no passwd entry (a bare container): no such place
+            return places
     tag = hashlib.sha1(str(resolved).encode()).hexdigest()[:8]
-    return [cache_location(root, image_size),
-            (base / "faces", f"{resolved.name}-{tag}.faces{image_size}-")]
+    return places + [(Path(base) / "animegan" / "faces",
+                      f"{resolved.name}-{tag}.faces{image_size}-")]
 
 
 def cache_key(root, files, image_size):

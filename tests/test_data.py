@@ -447,3 +447,19 @@ def test_images_left_out_are_named_gifs_and_folders_that_cannot_be_read(tmp_path
         list_images(root / "locked")
     monkeypatch.undo()
     assert len(list_images(root)) == 13 and "cannot read" not in capsys.readouterr().out
+
+
+def test_no_home_folder_leaves_the_cache_beside_the_data(tmp_path, toy_dir, monkeypatch):
+    """A bare container (no HOME, a uid without a passwd entry): looking up the fallback
+    place raised RuntimeError, a traceback for every cached run."""
+    import data
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(Path, "home", no_home)
+    root = _copy(toy_dir, tmp_path / "data")
+    array, _ = build_cache(root, 96, workers=1)
+    assert Path(array.filename).parent == tmp_path and array.shape == (12, 3, 96, 96)
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative")  # ignored, as XDG says
+    assert [place for place, _ in data.cache_places(root, 96)] == [tmp_path]
