@@ -597,6 +597,8 @@ def validate(command, opt):
                  f"{MAX_STEPS}, not {opt.steps}")
         _require(opt.seeds is None or len(opt.seeds) >= 2,
                  "--seeds needs at least two seeds to morph between, e.g. --seeds=17,42")
+    if command == "generate" and opt.out_dir:
+        refuse_foreign_manifest(opt.out_dir)  # whatever the seeds, before any drawing
     if command == "generate" and opt.out_dir and opt.seed is None and not opt.seeds:
         # fresh random seeds name other files: the earlier faces would stay beside them.
         # With --seed or --seeds the same command names the same files, and generate itself
@@ -613,26 +615,32 @@ def validate(command, opt):
                  f"file" if path and Path(path).is_dir() else f"no file {path!r}"))
 
 
+def refuse_foreign_manifest(out_dir):
+    """A manifest.csv in generate's --out-dir that generate did not write (its header says)
+    is someone's own file: refused, not written over."""
+    manifest = Path(out_dir) / "manifest.csv"
+    if not manifest.is_file():
+        return
+    try:
+        with open(manifest, encoding="utf-8-sig", errors="replace") as f:
+            header = f.readline(200)
+    except OSError:  # unreadable: not known to be ours, so not written over
+        header = ""
+    # ours since the first: file,rank,d_score,seed; later ones add columns after those
+    _require(header.startswith("file,rank,d_score,seed"),
+             f"--out-dir: {manifest} is not a manifest generate wrote (its first line is "
+             f"not file,rank,d_score,seed...), and generate writes its own there: pick "
+             f"another folder, or move that file")
+
+
 def refuse_earlier_faces(out_dir, names):
     """generate's --out-dir: refuse a folder holding face PNGs of an earlier generate that
     ``names`` (the files this run writes) would not replace: the two sets would mix, out of
-    step with manifest.csv. A rerun of the same command replaces its own files. A
-    manifest.csv generate did not write (its header says) is someone's own file: refused."""
+    step with manifest.csv. A rerun of the same command replaces its own files."""
     out = Path(out_dir)
     if not out.is_dir():
         return
-    manifest = out / "manifest.csv"
-    if manifest.is_file():
-        try:
-            with open(manifest, encoding="utf-8-sig", errors="replace") as f:
-                header = f.readline(200)
-        except OSError:  # unreadable: not known to be ours, so not written over
-            header = ""
-        # ours since the first: file,rank,d_score,seed; later ones add columns after those
-        _require(header.startswith("file,rank,d_score,seed"),
-                 f"--out-dir: {manifest} is not a manifest generate wrote (its first line is "
-                 f"not file,rank,d_score,seed...), and generate writes its own there: pick "
-                 f"another folder, or move that file")
+    refuse_foreign_manifest(out)
     left = sorted(set(p.name for p in out.glob("face_*.png")) - set(names))
     if not left and names:
         return

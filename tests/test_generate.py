@@ -402,8 +402,10 @@ def test_a_manifest_csv_generate_did_not_write_is_refused(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "manifest.csv").write_text("name,amount\nrent,900\n")
-    for seeds in (["--seeds=1"], []):  # refused after drawing, or before any work
-        assert_clean_error(cli("generate", "--nogpu", f"--netg-path={g}", *seeds,
+    (tmp_path / "junk.pth").write_bytes(b"not weights")  # read only if the check came late
+    for seeds in (["--seeds=1"], ["--seed=3"], []):  # refused before any work, seeds or not
+        assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'junk.pth'}",
+                               *seeds,
                                f"--out-dir={mine}", f"--gen-img={tmp_path / 'grid.png'}"),
                            f"--out-dir: {mine / 'manifest.csv'} is not a manifest generate "
                            f"wrote", "pick another folder")
