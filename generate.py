@@ -46,6 +46,7 @@ MAX_BYTES = 2**32 - 1
 # rounded up. Upscaling them all before encoding, as it was done first, took 1.71 to 1.77.
 GIF_MEMORY = 0.5
 MEMINFO = "/proc/meminfo"
+PROC_CGROUP, CGROUP = "/proc/self/cgroup", "/sys/fs/cgroup"
 
 
 def noise(seeds, nz, mean=0.0, std=1.0):
@@ -425,15 +426,45 @@ def gif_bytes(frames, duration=80):
 
 
 def _available_memory():
-    """The bytes this machine can still give (MemAvailable); None where that cannot be read
-    (not Linux)."""
+    """The bytes this process can still take: the machine's MemAvailable, or less where its
+    cgroup (a container, a batch job's --mem) holds it to less; None where neither can be
+    read (not Linux)."""
+    free = None
     try:
         with open(MEMINFO) as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024  # in KiB
+                    free = int(line.split()[1]) * 1024  # in KiB
     except (OSError, ValueError, IndexError):
         pass
+    room = _cgroup_room()
+    return room if free is None else free if room is None else min(free, room)
+
+
+def _cgroup_room():
+    """What this process's memory cgroup still allows, in bytes: its limit less its use
+    (cgroup v2's memory.max and memory.current, v1's limit_in_bytes and usage_in_bytes), in
+    its own folder or at the root a container mounts it as; None where there is no limit."""
+    try:
+        lines = Path(PROC_CGROUP).read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            top, files = Path(CGROUP), ("memory.max", "memory.current")
+        elif "memory" in controllers.split(","):
+            top, files = Path(CGROUP) / "memory", ("memory.limit_in_bytes",
+                                                    "memory.usage_in_bytes")
+        else:
+            continue
+        for folder in (top / path.lstrip("/"), top):
+            try:
+                limit, used = ((folder / name).read_text().strip() for name in files)
+                if limit != "max" and int(limit) < 2**60:  # v1 writes "none" as about 2**63
+                    return max(int(limit) - int(used), 0)
+            except (OSError, ValueError):
+                continue
     return None
 
 

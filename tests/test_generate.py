@@ -340,6 +340,7 @@ def test_a_gif_too_large_for_the_free_memory_is_refused_before_any_drawing(tmp_p
     small = ("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=1,2", "--steps=3",
              "--scale=2", f"--out={tmp_path / 'small.png'}", f"--gif={tmp_path / 'small.gif'}")
     monkeypatch.setattr(generate, "MEMINFO", str(tmp_path / "none"))  # not Linux: no check
+    monkeypatch.setattr(generate, "PROC_CGROUP", str(tmp_path / "none"))
     r = cli(*small)
     assert r.returncode == 0, r.stderr
     assert Image.open(tmp_path / "small.gif").n_frames == 4
@@ -446,3 +447,29 @@ def test_scale_without_faces_or_frames_to_apply_to_says_so(tmp_path):
             "--scale=4", f"--out={tmp_path / 'interp.png'}", f"--gif={tmp_path / 'i.gif'}")
     assert r.returncode == 0, r.stderr
     assert "--scale" not in r.stdout
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_the_memory_left_is_the_containers_where_it_holds_less(tmp_path, monkeypatch, version):
+    """Inside a container or a batch job with --mem the machine's MemAvailable is not the
+    limit: the OOM killer still ended a GIF the check had let through."""
+    import generate
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemAvailable:   20971520 kB\n")  # 20 GiB on the machine
+    cgroup = tmp_path / "cgroup"
+    if version == "v2":
+        (tmp_path / "self").write_text("0::/job/42\n")
+        folder, files = cgroup / "job" / "42", ("memory.max", "memory.current")
+    else:
+        (tmp_path / "self").write_text("5:memory:/job/42\n4:cpu:/job/42\n")
+        folder, files = cgroup / "memory" / "job" / "42", ("memory.limit_in_bytes",
+                                                            "memory.usage_in_bytes")
+    folder.mkdir(parents=True)
+    (folder / files[0]).write_text(f"{4 * 2**30}\n")  # 4 GiB allowed, 1 used
+    (folder / files[1]).write_text(f"{2**30}\n")
+    monkeypatch.setattr(generate, "MEMINFO", str(meminfo))
+    monkeypatch.setattr(generate, "PROC_CGROUP", str(tmp_path / "self"))
+    monkeypatch.setattr(generate, "CGROUP", str(cgroup))
+    assert generate._available_memory() == 3 * 2**30
+    (folder / files[0]).write_text("max\n" if version == "v2" else f"{2**63 - 4096}\n")
+    assert generate._available_memory() == 20 * 2**30  # no limit: the machine's
