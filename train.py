@@ -459,6 +459,11 @@ def _train(opt):
                 vis.keep()  # the epoch's windows, on the server's disk
             run.epoch, run.batch = epoch + 1, 0
             if _saves_after(epoch, opt):
+                # the losses were finite, but the step after them may not have left the
+                # weights so: a file of NaN weights is one no command loads
+                nets = (("G's weights", netg), ("D's weights", netd))
+                _check_finite([name for name, net in nets if not all(
+                    torch.isfinite(p).all() for p in net.parameters())], epoch, opt, run.saved)
                 meters.reset()
                 if world.main:
                     log = log or start_records()  # a resumed epoch with no batch left

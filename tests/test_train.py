@@ -164,6 +164,25 @@ def test_nan_stops_training_with_one_line_and_saves_nothing(toy_dir, tmp_path):
     assert not list((tmp_path / "C").glob("*.pth"))  # no NaN weights written as a save point
 
 
+def test_weights_that_turn_nan_in_the_last_step_are_not_saved(toy_dir, tmp_path, monkeypatch):
+    """The losses are read before each step: a last step that left G's weights NaN was saved,
+    a file no command loads (they refuse NaN weights)."""
+    from errors import UserError
+    calls, g_step = [], train_module.g_step
+
+    def last_step_blows_up(netg, *args, **kwargs):
+        loss = g_step(netg, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 4:  # the epoch's last batch (64 faces, 16 a batch)
+            with torch.no_grad():
+                netg.main[0].weight.fill_(float("nan"))
+        return loss
+    monkeypatch.setattr(train_module, "g_step", last_step_blows_up)
+    with pytest.raises(UserError, match="G's weights became NaN or infinite in epoch 1"):
+        train_module.train(_opt(toy_dir, tmp_path, g_every=1))
+    assert not list((tmp_path / "C").glob("*.pth"))
+
+
 def test_label_smooth_sets_the_target_d_learns_for_real_faces(toy_dir, tmp_path, monkeypatch):
     targets = []
 
