@@ -6,7 +6,8 @@
 # make app    - also install the optional explorer page (requirements-app.txt)
 # make visdom - start a visdom server on 127.0.0.1:8097 that needs no network
 #               (make visdom VISDOM_PORT=8098: on another port)
-# make clean  - remove what the demos wrote (result*.png, checkpoints/demo*, imgs/demo*)
+# make clean  - remove what the demos wrote: result.png, result-long.png (also generate's
+#               default --gen-img), checkpoints/demo*, imgs/demo*; your runs stay
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

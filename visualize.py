@@ -156,8 +156,9 @@ def serve(port=8097, host="127.0.0.1", env_path=None):
     try:
         app.listen(port, address=host, max_buffer_size=1024**3)
     except OSError as e:  # socket.gaierror (an unknown host) is one too
+        other = port + 1 if port < 65535 else port - 1
         hint = (f"is a visdom server already running there? Open it, or pick another port "
-                f"(make visdom VISDOM_PORT={port + 1}, then train with --vis-port={port + 1})"
+                f"(make visdom VISDOM_PORT={other}, then train with --vis-port={other})"
                 if e.errno == errno.EADDRINUSE else "check --host and --port")
         raise UserError(f"cannot listen on {host}:{port} ({e.strerror}): {hint}") from None
     shown = "localhost" if host == "127.0.0.1" else host
