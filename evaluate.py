@@ -79,12 +79,12 @@ def evaluate(opt):
                        batch_size=opt.batch_size)
     say_source(faces, opt.netg_path)
     real, other, num = _real_images(opt, seed)
-    if num < FEW:
-        print(f"note: {counted(num, 'face')} a side is a small sample, and the figures below "
-              f"move by chance at that size (the README's figures use --num=2048)")
     if inception and num < 2:
         raise UserError(f"FID and KID need at least two images a side, and {opt.data_path} "
                         f"gives {num}: use a larger folder or ask for swd")
+    if num < FEW:
+        print(f"note: {counted(num, 'face')} a side is a small sample, and the figures below "
+              f"move by chance at that size (the README's figures use --num=2048)")
     fake = to_uint8(faces.tensors(range(seed, seed + num)))
 
     # the moving average of G: a last.pth's (Faces.load found it there), or a file train

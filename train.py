@@ -189,8 +189,8 @@ def _keep_unfinished_run(opt):
         state = checkpoint.load_state(path)
         done, total = state["epoch"], state["options"]["max_epoch"]
     except (UserError, KeyError, TypeError):  # not a state this version could resume
-        say(f"note: {path} is not a training state this version can resume (damaged, or from "
-            f"another version): this run writes its own over it")
+        say(f"note: {path} is not a training state this version can resume (damaged, from "
+            f"another version, or holding NaN weights): this run writes its own over it")
         return None
     if done < total and opt.fresh:
         return path, f"note: --fresh: deleted {path}, a run stopped in epoch {done + 1} of {total}"
