@@ -640,7 +640,6 @@ def refuse_earlier_faces(out_dir, names):
     out = Path(out_dir)
     if not out.is_dir():
         return
-    refuse_foreign_manifest(out)
     left = sorted(set(p.name for p in out.glob("face_*.png")) - set(names))
     if not left and names:
         return
