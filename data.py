@@ -34,6 +34,11 @@ UNREAD_KINDS = {".gif", ".avif", ".heic", ".jxl"}  # image files ImageFolder pas
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
 
 
+def is_image_name(name):
+    """Whether train reads a file of this name: ImageFolder's kinds, hidden files left out."""
+    return Path(name).suffix.lower() in EXTENSIONS and not str(name).startswith(".")
+
+
 def list_images(root):
     """Image files under ``root``, sorted by path; hidden files and folders are skipped.
     Linked folders are followed, as ImageFolder follows them (``data/faces`` is often a link
@@ -53,12 +58,13 @@ def list_images(root):
         subfolders[:] = sorted((d for d in subfolders if not d.startswith(".")),
                                key=lambda d: (os.path.islink(os.path.join(folder, d)), d))
         files += [Path(folder) / name for name in names  # (a folder named x.jpg is not here)
-                  if Path(name).suffix.lower() in EXTENSIONS and not name.startswith(".")]
+                  if is_image_name(name)]
         other += sum(Path(name).suffix.lower() in UNREAD_KINDS for name in names)
         # a link to nothing without an image's name: most likely a folder on a disk that is
         # not mounted (a linked image file is counted, and skipped as unreadable)
-        gone += [Path(folder) / name for name in names if Path(name).suffix.lower() not in
-                 EXTENSIONS and not name.startswith(".") and os.path.islink(Path(folder) / name)
+        gone += [Path(folder) / name for name in names
+                 if not is_image_name(name) and not name.startswith(".")
+                 and os.path.islink(Path(folder) / name)
                  and not os.path.exists(Path(folder) / name)]
     files.sort()
     links = "; ".join(f"{p} is a link to {os.readlink(p)}, which does not exist"

@@ -346,11 +346,10 @@ def generate(opt):
 def _say_if_training_data(opt, *paths):
     """A note for each output that lies in the training images' folder (--data-path, data/
     by default), where train reads every image, in every subfolder."""
-    from data import EXTENSIONS  # what train reads: a .gif or a hidden file it leaves alone
+    from data import is_image_name  # what train reads (not a .gif, not a hidden file)
     data = Path(opt.data_path).resolve()
     for path in paths:
-        read = path and (Path(path).is_dir() or Path(path).suffix.lower() in EXTENSIONS
-                         and not Path(path).name.startswith("."))
+        read = path and (Path(path).is_dir() or is_image_name(Path(path).name))
         if read and data.is_dir() and Path(path).resolve().is_relative_to(data):
             print(f"note: {path} lies inside {opt.data_path}, the training images' folder "
                   f"(--data-path): train would read these faces as training images; move them "

@@ -169,11 +169,11 @@ def toyfaces(*args, **flags):
 def _an_image_besides(out, faces):
     """The first image file found under ``out`` outside ``faces`` (the toy set's own
     folder), or None."""
-    from data import EXTENSIONS
+    from data import is_image_name
     for folder, subfolders, names in os.walk(out):
         subfolders[:] = [d for d in subfolders if Path(folder) / d != faces]
         for name in names:
-            if Path(name).suffix.lower() in EXTENSIONS and not name.startswith("."):
+            if is_image_name(name):
                 return Path(folder) / name
     return None
 
