@@ -144,9 +144,25 @@ def _epochs(name, args):
     speed fits into that many minutes (at least one)."""
     if args.minutes is None:
         return args.epochs
-    speeds = json.loads((Path(args.out) / "speed.json").read_text())
+    speeds = read_speeds(Path(args.out) / "speed.json")
     from data import list_images
     return max(1, round(args.minutes * 60 * speeds[name] / len(list_images(args.data))))
+
+
+def read_speeds(path):
+    """The speeds of the settings' speed pass (images a second by name), {} before the first.
+    A file cut short or edited by hand is refused in one line, not a JSONDecodeError."""
+    if not path.is_file():
+        return {}
+    try:
+        speeds = json.loads(path.read_text())
+        if isinstance(speeds, dict) and all(isinstance(v, (int, float)) and v > 0
+                                            for v in speeds.values()):
+            return speeds
+    except (ValueError, OSError):
+        pass
+    raise UserError(f"{path} is not a file of the speed pass's speeds (damaged or edited): "
+                    f"delete it and measure again with --time")
 
 
 def _device(args):
@@ -256,7 +272,7 @@ def time_settings(args):
         speeds[name] = read_rows(run / "losses.csv")[-1]["images_per_s"]
         print(f"{name}: {speeds[name]:.0f} images/s", flush=True)
     speed_file = Path(args.out) / "speed.json"
-    known = json.loads(speed_file.read_text()) if speed_file.is_file() else {}
+    known = read_speeds(speed_file)
     speed_file.write_text(json.dumps({**known, **speeds}, indent=2))
 
 
@@ -273,7 +289,7 @@ def _run_epochs(run):
 def report(args):
     out = Path(args.out)
     speed_file = out / "speed.json"
-    speeds = json.loads(speed_file.read_text()) if speed_file.is_file() else {}
+    speeds = read_speeds(speed_file)
     from data import list_images
     count = len(list_images(args.data))
     floor = None
@@ -398,8 +414,12 @@ def _check(args):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, not "
                             f"{getattr(args, name)}")
+    if not 0 < args.ema < 1:  # the sweep evaluates the average beside the last G
+        raise UserError(f"--ema is the decay of G's moving average, more than 0 and less than "
+                        f"1, e.g. 0.995, not {args.ema}")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out: {args.out} is a file, not a folder: name a folder")
+    speeds = read_speeds(Path(args.out) / "speed.json")  # damaged: refused before any run
     if not Path(args.data).is_dir() and args.data != TOY:
         raise UserError(f"--data: no folder {args.data}: pass the folder of the images "
                         f"(DIR/faces/*.jpg)")
@@ -411,7 +431,6 @@ def _check(args):
             raise UserError(f"--minutes needs the settings' speeds, and there is no {speed_file}: "
                             f"measure them first with the same command, --time in place of "
                             f"--minutes")
-        speeds = json.loads(speed_file.read_text())
         missing = [name for name in args.only.split(",") if name not in speeds]
         if missing:
             raise UserError(f"--minutes needs each setting's speed, and {speed_file} has none "

@@ -197,6 +197,8 @@ def test_paths_are_taken_from_the_folder_the_sweep_is_run_in(toy_dir, tmp_path):
     ("--epochs=0", ["--epochs", "at least 1"]),
     ("--epochs=a", ["--epochs", "'a'"]),
     ("--data=nosuch", ["--data", "nosuch"]),
+    ("--ema=0", ["--ema", "less than 1", "not 0.0"]),  # no average: no metrics_ema.json
+    ("--ema=1", ["--ema", "not 1.0"]),
 ])
 def test_a_mistake_in_the_flags_is_one_line_before_any_run(toy_dir, tmp_path, flag, said):
     """A KeyError, ValueError or FileNotFoundError traceback, some after the settings before
@@ -223,6 +225,24 @@ def test_minutes_names_the_settings_with_no_measured_speed(toy_dir, tmp_path):
         f"base: measure it first, the same command with --time in place of --minutes and "
         f"--only=base"]
     assert not (out / "book_seed0").exists()
+
+
+@pytest.mark.parametrize("text", ['{"book": 500', '[500]', '{"book": "fast"}'])
+@pytest.mark.parametrize("flag", ["--minutes=1", "--epochs=1", "--report"])
+def test_a_damaged_speed_file_is_one_line_before_any_run(toy_dir, tmp_path, text, flag):
+    """A speed.json cut short (a full disk) or edited by hand: a JSONDecodeError or TypeError
+    traceback, with --epochs too once the settings trained (the table reads the speeds)."""
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "speed.json").write_text(text)
+    result = _settings("--only=book", "--seeds=0", "--width=8", "--num=64", flag,
+                       f"--data={toy_dir}", f"--out={out}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {out / 'speed.json'} is not a file of the speed pass's speeds (damaged or "
+        f"edited): delete it and measure again with --time"]
+    assert not (out / "book_seed0").exists()
+    assert (out / "speed.json").read_text() == text  # left for the user to look at
 
 
 def test_the_help_says_what_the_script_does_and_every_flag_with_its_default(tmp_path):
