@@ -7,7 +7,6 @@ before any work starts. ``resolve_device`` turns ``--gpu``/``--nogpu`` into a to
 """
 import dataclasses
 import difflib
-import errno
 import math
 import os
 import re
@@ -20,7 +19,7 @@ from urllib.parse import urlsplit
 import torch
 
 import augment
-from errors import UserError
+from errors import UserError, link_fault
 
 
 def _opt(default, help, kind=None):
@@ -414,13 +413,8 @@ def broken_link(path):
     path = Path(path)
     for part in (path, *path.parents):
         if part.is_symlink() and not part.exists():
-            try:
-                os.stat(part)
-            except OSError as e:
-                if e.errno == errno.ELOOP:
-                    return f"{str(part)!r} is a loop of symbolic links"
-            return (f"{str(part)!r} is a link to {os.readlink(part)}, which does not exist (a "
-                    f"disk not mounted?)")
+            fault = link_fault(part, repr(str(part)))
+            return fault if "loop" in fault else f"{fault} (a disk not mounted?)"
     return None
 
 

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from distributed import is_main_process
-from errors import UserError, counted
+from errors import UserError, counted, link_fault
 
 UNREAD_KINDS = {".gif", ".avif", ".heic", ".jxl"}  # image files ImageFolder passes over
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
@@ -67,9 +67,8 @@ def list_images(root):
                  and os.path.islink(Path(folder) / name)
                  and not os.path.exists(Path(folder) / name)]
     files.sort()
-    links = "; ".join(f"{p} is a link to {os.readlink(p)}, which does not exist"
-                      for p in sorted(gone)[:2]) + (f" (and {len(gone) - 2} more)"
-                                                    if len(gone) > 2 else "")
+    links = "; ".join(link_fault(p) for p in sorted(gone)[:2]) + (
+        f" (and {len(gone) - 2} more)" if len(gone) > 2 else "")
     if not files:
         at_root = [e for e in unread if Path(e.filename) == root]
         if at_root:

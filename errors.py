@@ -1,6 +1,6 @@
 """The one exception type for mistakes a person can fix (bad flag, missing data, wrong file),
 how the commands stop on Ctrl-C, SIGTERM and a hang-up and outlive a terminal or pipe that is
-gone, and ``counted`` for the counts messages name.
+gone, and ``counted`` and ``link_fault`` for the words messages use.
 
 ``main.py`` prints a UserError's message as a single ``error:`` line and exits non-zero, with
 no traceback. Everything else is a bug and keeps its traceback.
@@ -14,6 +14,19 @@ import sys
 def counted(n, noun, plural=None):
     """``n`` and its noun, in the plural unless ``n`` is 1: "1 epoch", "3 batches"."""
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def link_fault(link, name=None):
+    """What is wrong with ``link``, a symbolic link that leads nowhere, as words that call it
+    ``name`` (default: its path): a loop of links (one that leads back to itself), or a link
+    to a path that does not exist."""
+    name = link if name is None else name
+    try:
+        os.stat(link)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"{name} is a loop of symbolic links"
+    return f"{name} is a link to {os.readlink(link)}, which does not exist"
 
 
 class UserError(Exception):

@@ -584,6 +584,12 @@ def test_a_link_to_a_disk_that_is_not_mounted_is_named(tmp_path, toy_dir, capsys
     capsys.readouterr()
     assert len(list_images(data)) == 64
     assert f"note: {gone}: what it held is not used" in capsys.readouterr().out
+    # a link that leads back to itself is a loop, not a path that "does not exist"
+    (data / "faces").unlink()
+    (data / "faces").symlink_to("faces")
+    assert len(list_images(data)) == 64
+    assert f"note: {data / 'faces'} is a loop of symbolic links: what it held is not used" \
+        in capsys.readouterr().out
 
 
 def test_seeds_written_in_exponent_form_are_taken_as_seed_takes_them(tmp_path):
