@@ -278,6 +278,37 @@ RECIPES = {
 # command lines run unchanged, and dropped (debug_file: creating that file dropped the
 # book's training into ipdb, which the SPEC does not want)
 BOOK_ONLY = ("debug_file",)
+# the book's Config: one set of options for train and generate alike, so its command lines
+# pass any of them to either, and every command takes them (unused ones are ignored)
+BOOK_FIELDS = ("data_path", "num_workers", "image_size", "batch_size", "max_epoch", "lr1",
+               "lr2", "beta1", "gpu", "nz", "ngf", "ndf", "save_path", "vis", "env",
+               "plot_every", "d_every", "g_every", "save_every", "netd_path", "netg_path",
+               "gen_img", "gen_num", "gen_search_num", "gen_mean", "gen_std", *BOOK_ONLY)
+# ... but where a book option names what another command writes or draws, it is refused
+# with what to pass instead, and so is any of our own options that the command does not use
+# (--out to generate wrote result.png: the file the user asked for was not there)
+INSTEAD = {("generate", "out"): "generate writes its grid to --gen-img and single faces to "
+                                "--out-dir",
+           ("generate", "num"): "generate draws --gen-num faces",
+           ("interpolate", "gen_img"): "interpolate writes its grid to --out (a GIF to --gif)",
+           ("interpolate", "gen_num"): "interpolate draws a row for each of --seeds",
+           ("evaluate", "gen_img"): "evaluate writes its figures to --out",
+           ("evaluate", "gen_num"): "evaluate compares --num faces",
+           ("explore", "gen_img"): "explore saves faces from its page",
+           ("explore", "gen_num"): "explore draws the faces its page asks for"}
+
+
+def _refuse_foreign(command, given):
+    """A flag of another command, not the book's, or a book one named in INSTEAD: a UserError
+    that says whose it is (and what to pass instead)."""
+    for name in given:
+        if name in USED[command] or (name in BOOK_FIELDS and (command, name) not in INSTEAD):
+            continue
+        owners = [c for c in USED if name in USED[c]]
+        whose = f" (it is {' and '.join(owners)}'s)" if owners else ""
+        instead = f": {INSTEAD[command, name]}" if (command, name) in INSTEAD else ""
+        raise UserError(f"--{name.replace('_', '-')} is not an option of {command}{whose}"
+                        f"{instead}; see python main.py {command} --help")
 
 
 def parse(command, flags):
@@ -286,6 +317,7 @@ def parse(command, flags):
     kinds = {name: f.metadata["kind"] for name, f in FIELDS.items()}
     unset = {name for name, f in FIELDS.items() if f.default is None}
     values = coerce_flags(flags, kinds, unset)
+    _refuse_foreign(command, values)
     if command == "train" and values.get("resume"):
         values = _resumed(values)
     elif values.get("recipe"):
@@ -702,7 +734,7 @@ def help_text(command, doc):
         default = repr(UNSET_MEANS[command, name]) if (command, name) in UNSET_MEANS else \
             "unset" if f.default is None else repr(f.default)  # the help says what then
         lines.append(f"  --{name.replace('_', '-'):<17} {f.metadata['help']} [{default}]")
-    others = [n for n in FIELDS if n not in USED[command]] + list(BOOK_ONLY)
+    others = [n for n in BOOK_FIELDS if n not in USED[command] and (command, n) not in INSTEAD]
     lines += ["", "Accepted for the book's command lines, unused here: "
               + ", ".join("--" + n.replace("_", "-") for n in others)]
     return "\n".join(lines)

@@ -123,6 +123,28 @@ def test_every_field_of_the_books_config_is_taken(toy_dir):
     assert "--debug-file" in page.split("unused here:")[1]
 
 
+@pytest.mark.parametrize("command, flag, said", [
+    ("generate", "--out=mine.png", ["--out is not an option of generate (it is interpolate and "
+                                    "evaluate's)", "--gen-img", "--out-dir"]),
+    ("generate", "--num=5", ["--num", "evaluate's", "--gen-num faces"]),
+    ("generate", "--recipe=modern", ["--recipe", "train's"]),
+    ("interpolate", "--gen-img=morph.png", ["--gen-img is not an option of interpolate",
+                                            "--out"]),
+    ("evaluate", "--gen-num=8", ["--gen-num", "--num faces"]),
+    ("train", "--steps=4", ["--steps is not an option of train", "interpolate and explore's"]),
+])
+def test_a_flag_of_another_command_is_refused_not_ignored(tmp_path, monkeypatch, command, flag,
+                                                          said):
+    """generate --out=mine.png wrote result.png and said so, leaving no mine.png; evaluate
+    --gen-num=8 compared 2,048 faces."""
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    monkeypatch.chdir(tmp_path)  # where result.png, interp.png or metrics.json would go
+    r = cli(command, "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}", flag)
+    line = assert_clean_error(r, *said)
+    assert f"see python main.py {command} --help" in line
+    assert list(tmp_path.iterdir()) == [tmp_path / "netg.pth"]  # nothing drawn or written
+
+
 def test_readme_documents_every_flag():
     from config import BOOK_ONLY, FIELDS
     from conftest import ROOT
