@@ -450,6 +450,7 @@ def broken_link(path):
     return None
 
 
+MAX_NOISE = 1000  # --gen-mean, --gen-std
 MAX_SCALE, MAX_STEPS = 32, 256  # beyond them an image or a morph outgrows any memory
 MAX_SEED = 2**62  # faces are drawn from seeds SEED, SEED+1, ...: all stay below 2**63
 # each command's output paths: (option, whether it names a folder, a file name for it)
@@ -611,6 +612,12 @@ def validate(command, opt):
                  "--netg-path=checkpoints/netg_N.pth"
                  + (" (or a checkpoint folder)" if command == "explore" else ""))
         _require(opt.gen_std > 0, f"--gen-std must be positive, not {opt.gen_std}")
+        # beyond that every face is the same saturated colours, and near 1e308 the noise is
+        # infinite: black squares, ranked by NaN scores, and "wrote result.png"
+        _require(opt.gen_std <= MAX_NOISE and abs(opt.gen_mean) <= MAX_NOISE,
+                 f"--gen-mean and --gen-std go up to {MAX_NOISE:g} (the book draws N(0, 1); "
+                 f"beyond a few units G draws saturated colours), not "
+                 f"{opt.gen_std if opt.gen_std > MAX_NOISE else opt.gen_mean:g}")
         _require(opt.resample in ("nearest", "lanczos"),
                  f"--resample takes nearest or lanczos, not {opt.resample!r}")
     if command == "explore":
@@ -630,9 +637,9 @@ def validate(command, opt):
         # With --seed or --seeds the same command names the same files, and generate itself
         # checks that it replaces every one
         refuse_earlier_faces(opt.out_dir, [])
-    if command == "generate":
+    if command == "generate" and opt.netd_path and not opt.seeds:  # D ranks the faces
         _require(opt.gen_num <= opt.gen_search_num, f"--gen-num ({opt.gen_num}) cannot exceed "
-                 f"--gen-search-num ({opt.gen_search_num}): it picks the best of those")
+                 f"--gen-search-num ({opt.gen_search_num}): D picks the best of those")
     for name in ("netg_path", "netd_path"):
         path = getattr(opt, name)
         folder_too = command == "explore"  # a checkpoint folder: its newest file

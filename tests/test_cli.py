@@ -1,7 +1,9 @@
 """What a user sees when something is wrong: one line, a non-zero exit, no traceback."""
 import pytest
 import torch
+from PIL import Image
 
+from generate import grid_size
 from model import NetD, NetG
 
 from conftest import assert_clean_error, cli, read_until, run_cli
@@ -70,7 +72,22 @@ def test_generate_errors(tmp_path):
     assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'x.pth'}"),
                        "x.pth")
     assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}",
-                           "--gen-num=100", "--gen-search-num=50"), "--gen-num")
+                           f"--netd-path={tmp_path / 'netd.pth'}", "--gen-num=100",
+                           "--gen-search-num=50"), "--gen-num")
+    # nothing to rank (no D, or --seeds): --gen-search-num plays no part, so is no obstacle
+    for flags in (("--gen-num=3", "--gen-search-num=1", f"--gen-img={tmp_path / 'a.png'}"),
+                  (f"--netd-path={tmp_path / 'netd.pth'}", "--seeds=1,2", "--gen-search-num=1",
+                   f"--gen-img={tmp_path / 'b.png'}")):
+        r = cli("generate", "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}", *flags)
+        assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "a.png").size == grid_size(3)
+    assert Image.open(tmp_path / "b.png").size == grid_size(2)
+    # noise so wide it overflows: black squares ranked by NaN scores, and "wrote result.png"
+    for flag in ("--gen-std=1e308", "--gen-mean=-1e300"):
+        assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}",
+                               f"--netd-path={tmp_path / 'netd.pth'}", flag,
+                               f"--gen-img={tmp_path / 'c.png'}"), flag.split("=")[0], "1000")
+    assert not (tmp_path / "c.png").exists()
     line = assert_clean_error(cli("generate", "--nogpu",
                                   f"--netg-path={tmp_path / 'netd.pth'}",
                                   f"--netd-path={tmp_path / 'netg.pth'}"), "netd.pth")
