@@ -239,6 +239,18 @@ def unknown_flag(name, valid):
     return UserError(f"unknown option {flag}{hint}")
 
 
+def refuse_both_ways(args):
+    """``--gpu`` and ``--nogpu`` on one command line (fire keeps the last and drops the other,
+    so the message blamed the flag the user had taken back): a UserError. ``args`` are the
+    command line's words after the command."""
+    names = {a[2:].split("=", 1)[0].replace("-", "_") for a in args if a.startswith("--")}
+    kinds = {name: f.metadata["kind"] for name, f in FIELDS.items()}
+    for name in sorted(names):
+        if name.startswith("no") and kinds.get(name[2:]) is bool and name[2:] in names:
+            raise UserError(f"--{name[2:].replace('_', '-')} and --{name.replace('_', '-')} "
+                            f"were both given: pass one of them")
+
+
 def coerce_flags(flags, fields, nullable=()):
     """Fire's keyword arguments -> {field name: typed value}; fields maps name -> kind, and
     ``nullable`` names the options that may be None (unset)."""

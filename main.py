@@ -236,6 +236,7 @@ def main(argv):
         print(_help(command))
         return 0
     try:
+        config.refuse_both_ways(argv[2:])
         fire.Fire({command: COMMANDS[command]}, command=argv[1:], name="main.py")
     except UserError as e:
         _say_once(f"error: {e}")

@@ -309,6 +309,8 @@ def test_flag_values_that_are_no_value_are_refused(tmp_path, toy_dir):
         (("generate", g, "--gen-std=1e999"), "--gen-std", "finite"),
         (("generate", g, "--gen-mean=-1e999"), "--gen-mean", "finite"),
         (("generate", g, "--gen-img"), "--gen-img", "needs a path"),
+        (("train", data, "--nogpu", "--gpu"), "--gpu and --nogpu were both given"),
+        (("train", data, "--amp=False", "--noamp"), "--amp and --noamp were both given"),
         (("generate", g, "--gen-img="), "--gen-img", "names no path"),
         (("generate", g, "--out-dir"), "--out-dir", "needs a path"),
         (("train", data, "--loss"), "--loss", "needs a value"),
