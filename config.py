@@ -745,6 +745,23 @@ UNSET_MEANS = {("interpolate", "out"): "interp.png", ("evaluate", "out"): "metri
                ("evaluate", "seed"): 0}
 
 
+# an option's words in one command's --help, where the shared ones name other commands
+HELP_IN = {("train", "netg_path"): "generator weights to start from",
+           ("train", "netd_path"): "discriminator weights to start from",
+           ("train", "batch_size"): "images per batch",
+           ("generate", "netg_path"): "generator weights to draw with",
+           ("generate", "netd_path"): "discriminator weights to rank the faces with (unset: "
+                                      "the first gen_num are kept)",
+           ("interpolate", "netg_path"): "generator weights to draw with",
+           ("evaluate", "netg_path"): "generator weights to measure",
+           ("explore", "netg_path"): "generator weights to draw with, or a checkpoint folder "
+                                     "(its newest generator)",
+           ("explore", "netd_path"): "discriminator weights to rank the faces with, or a "
+                                     "checkpoint folder (its newest discriminator)",
+           **{(c, "batch_size"): "noises per forward pass"
+              for c in ("generate", "interpolate", "evaluate", "explore")}}
+
+
 def help_text(command, doc):
     """The --help page of a command: its docstring, then its options with defaults."""
     lines = [doc.strip(), "", "Options (default in brackets):"]
@@ -752,7 +769,8 @@ def help_text(command, doc):
         f = FIELDS[name]
         default = repr(UNSET_MEANS[command, name]) if (command, name) in UNSET_MEANS else \
             "unset" if f.default is None else repr(f.default)  # the help says what then
-        lines.append(f"  --{name.replace('_', '-'):<17} {f.metadata['help']} [{default}]")
+        words = HELP_IN.get((command, name), f.metadata["help"])
+        lines.append(f"  --{name.replace('_', '-'):<17} {words} [{default}]")
     others = [n for n in BOOK_FIELDS if n not in USED[command] and (command, n) not in INSTEAD]
     lines += ["", "Accepted for the book's command lines, unused here: "
               + ", ".join("--" + n.replace("_", "-") for n in others)]

@@ -39,8 +39,9 @@ def _real_images(opt, seed):
     num = opt.num
     if total < 2 * num:
         num = total // 2
-        print(f"note: {opt.data_path} has {total} images; comparing {num} (the floor needs "
-              f"two disjoint real sets)")
+        if num:  # none: refused below, without a note before it
+            print(f"note: {opt.data_path} has {counted(total, 'image')}; comparing {num} (the "
+                  f"floor needs two disjoint real sets)")
     if not opt.cache:
         from tqdm import tqdm
         rows, picked = decode_in_order(
@@ -64,7 +65,10 @@ def evaluate(opt):
     device = resolve_device(opt.gpu)
     seed = opt.seed if opt.seed is not None else UNSET_MEANS["evaluate", "seed"]
     wanted = [m.strip() for m in opt.metrics.split(",") if m.strip()]
-    if "modes" in wanted and not (Path(opt.data_path) / "attributes.csv").is_file():
+    # a toy set: attributes.csv beside faces/, in --data-path or above it (data/toy/faces)
+    toy = any((folder / "attributes.csv").is_file()
+              for folder in (Path(opt.data_path), Path(opt.data_path).parent))
+    if "modes" in wanted and not toy:
         wanted.remove("modes")
         if not wanted:
             raise UserError(f"--metrics=modes counts the toy set's attributes, and "
@@ -105,7 +109,9 @@ def evaluate(opt):
                             f"delete {classifier_path()} to retrain it")
         read = predict(net, real, with_confidence=True)  # the real images, read once
         report["modes"] = modes(net, fake, read[0])
-        report["modes_real"] = modes(net, real, read[0], predicted=read)
+        # the floor: the other real sample against the first, as for SWD (the first against
+        # itself gave a KL of 0.000 however few the faces, where chance alone gives more)
+        report["modes_real"] = modes(net, other, read[0])
         k = report["modes"]["of"]
         report["modes_uniform_expected"] = k * (1 - (1 - 1 / k) ** num)
         report["classifier_accuracy"] = accuracy
@@ -155,8 +161,9 @@ def evaluate(opt):
         print(f"| attribute furthest from the real mix (KL {m['kl_per_attribute'][worst]:.3f}): "
               f"faces with {worst} {value} | {m['value_shares'][worst][value]:.1%} | "
               f"{r['value_shares'][worst][value]:.1%} |")
-        print(f"(a perfect generator covers about {report['modes_uniform_expected']:.0f} modes "
-              f"with {num} faces; use --num near {10 * m['of']} for a full count)")
+        covers = round(report["modes_uniform_expected"])
+        print(f"(a perfect generator covers about {counted(covers, 'mode')} with "
+              f"{counted(num, 'face')}; use --num near {10 * m['of']} for a full count)")
     print(f"wrote {out}")
     return report
 

@@ -198,6 +198,15 @@ def test_evaluate_untrained_generator_is_far_above_the_floor(toy_dir, tmp_path, 
     assert (f"| attribute read with certainty least often: {least} | {sure[least]:.1%} | "
             f"{real_sure[least]:.1%} |" in r.stdout)
     assert report["modes"]["confident_share"] < report["modes_real"]["confident_share"]
+    # the floor is a second real sample read against the first, not the first against itself
+    # (a KL of 0.000 however few the faces)
+    assert 0 < report["modes_real"]["kl"] < report["modes"]["kl"]
+    # --data-path at the images themselves, attributes.csv one folder up: still the toy set
+    r = run_cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
+                f"--data-path={toy_dir / 'faces'}", "--num=32", "--metrics=modes",
+                f"--out={out}")
+    assert r.returncode == 0 and "toy set only" not in r.stdout, r.stdout + r.stderr
+    assert json.loads(out.read_text())["modes"] == report["modes"]
 
 
 def test_evaluate_on_a_small_folder_halves_num_and_says_so(toy_dir, tmp_path):
