@@ -76,9 +76,10 @@ def evaluate(opt):
                             f"toy set, or ask for swd")
         print(f"note: modes are counted on the toy set only, and {opt.data_path} has no "
               f"attributes.csv: skipping them")
-    inception = None
-    if "fid" in wanted or "kid" in wanted:  # found before any work, or one line why not
-        inception = inception_path(opt.inception_weights)
+    inception = extract = None
+    if "fid" in wanted or "kid" in wanted:  # found and loaded before any work, or one line why
+        inception = inception_path(opt.inception_weights)  # not (a file that is no network
+        extract = load_extractor(inception, device)  # was refused after minutes of SWD)
     faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
                        batch_size=opt.batch_size)
     say_source(faces, opt.netg_path)
@@ -116,7 +117,6 @@ def evaluate(opt):
         report["modes_uniform_expected"] = k * (1 - (1 - 1 / k) ** num)
         report["classifier_accuracy"] = accuracy
     if inception:
-        extract = load_extractor(inception, device)
         feats = {name: extract(images) for name, images in
                  (("fake", fake), ("real", real), ("other", other))}
         report["inception_weights"] = str(inception)

@@ -300,8 +300,9 @@ def load_extractor(path, device="cpu"):
         try:
             net = torch.jit.load(str(path), map_location=device).eval()
         except RuntimeError as e:
-            raise UserError(f"{path} is not a TorchScript feature network ({str(e)[:80]}...)") \
-                from None
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"{path} is not a TorchScript feature network ({first}): pass the "
+                            f"FID Inception network's file") from None
 
     @torch.no_grad()
     def extract(images, batch_size=32):

@@ -123,5 +123,7 @@ def test_without_the_package_or_with_a_wrong_file_one_line(toy_dir, tmp_path):
     r = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True, cwd=ROOT)
     assert_clean_error(r, "requirements-eval.txt", "--inception-weights")
     assert_clean_error(cli(*args, f"--inception-weights={tmp_path / 'none.pt'}"), "none.pt")
-    assert_clean_error(cli(*args, f"--inception-weights={g}"), "not a TorchScript")
+    wrong = cli(*args, f"--inception-weights={g}")  # refused before any face is drawn or
+    assert_clean_error(wrong, "not a TorchScript", "pass the FID Inception")  # compared: it
+    assert wrong.stdout == ""  # came after the notes and the SWD, minutes of work thrown away
     assert_clean_error(cli(*args, f"--inception-weights={tmp_path}"), "is a folder")
