@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from errors import Terminated, outlive_reader, stop_signals
+from errors import Terminated, counted, outlive_reader, stop_signals
 
 
 def _sync(device):
@@ -96,8 +96,10 @@ def run_ours(args, device, cold):
             for old in folder.glob(f"{prefix}*"):
                 old.unlink()
     started = time.perf_counter()
-    array, _ = data.build_cache(args.data_path, 96)
-    return _ours(args, device, data.CachedBatches(array, args.batch_size, device), started)
+    array, skipped = data.build_cache(args.data_path, 96)
+    result = _ours(args, device, data.CachedBatches(array, args.batch_size, device), started)
+    result["unreadable"] = [str(p) for p in skipped[:1]] + [len(skipped)]
+    return result
 
 
 def run_cache_size(args, device, size):
@@ -246,6 +248,13 @@ def main():
     args = parser.parse_args()
     if args.one:
         return one(args)
+    for name in ("data_path", "json", "scratch", "cache_sizes"):  # --json= wrote nothing, and
+        if getattr(args, name) is not None and not getattr(args, name).strip():  # --cache-sizes=
+            sys.exit(f"error: --{name.replace('_', '-')}= names nothing: give it a value, or "
+                     f"leave the flag out")  # ran the whole benchmark on data/toy instead
+    if args.json and args.json.endswith(("/", os.sep)):  # abspath would drop the slash
+        sys.exit(f"error: --json: {args.json!r} is a folder: name a file in it, e.g. "
+                 f"{os.path.join(args.json, 'bench.json')!r}")
     # the runs start in the project's folder: paths as the user meant them, from here
     for name in ("data_path", "json", "scratch"):
         if getattr(args, name):
@@ -288,7 +297,7 @@ def main():
     if not Path(args.data_path).is_dir():
         sys.exit(f"error: no folder {args.data_path}: pass --data-path (`python main.py "
                  f"toyfaces` makes a synthetic set)")
-    from data import list_images
+    from data import is_image_name, list_images
     try:
         count = len(list_images(args.data_path))
     except UserError as e:
@@ -296,10 +305,16 @@ def main():
     if count < args.batch_size:
         sys.exit(f"error: {args.data_path} has {count} images, fewer than one batch of "
                  f"{args.batch_size}: lower --batch-size")
-    if not (Path(args.data_path) / "faces").is_dir() and not any(
-            p.is_dir() and not p.name.startswith(".") for p in Path(args.data_path).iterdir()):
+    classes = [p for p in Path(args.data_path).iterdir() if p.is_dir()
+               and not p.name.startswith(".")]  # the article's ImageFolder: a class a folder
+    if not classes:
         sys.exit(f"error: {args.data_path} needs the ImageFolder layout (DIR/faces/*.jpg) for "
                  f"the article's pipeline")
+    empty = [p for p in classes if not any(is_image_name(name) for _, _, names in
+                                           os.walk(p, followlinks=True) for name in names)]
+    if empty:  # ImageFolder refuses the whole folder (FileNotFoundError) for one of them
+        sys.exit(f"error: {empty[0]} holds no images, and the article's ImageFolder refuses "
+                 f"{args.data_path} for it (each folder in it must hold images): move it out")
 
     import torch
     from config import isa_cap
@@ -322,6 +337,12 @@ def main():
           f"{args.measure} batches timed after {args.warmup}, {args.repeats} alternating "
           f"repeats", flush=True)
     cold = measure("ours-cold")  # builds the cache
+    *example, unreadable = cold["unreadable"]
+    if unreadable:  # the article's ImageFolder stops at the first with a traceback
+        sys.exit(f"error: {counted(unreadable, 'image file')} in {args.data_path} cannot be "
+                 f"read (e.g. {example[0]}), and the article's pipeline stops at the first: "
+                 f"move {'it' if unreadable == 1 else 'them'} out to compare the two (train "
+                 f"skips them)")
     runs = {"article": [], "ours": []}
     for r in range(args.repeats):
         for variant in ("article", "ours") if r % 2 == 0 else ("ours", "article"):

@@ -331,6 +331,21 @@ def test_bench_reads_paths_from_where_it_is_run_and_refuses_bad_values(toy_dir, 
         assert_clean_error(bench(f"--cache-sizes={sizes}", "--batch-size=16"), "--cache-sizes")
     assert_clean_error(bench("--cache-sizes=16", "--batch-size=16", "--scratch=/proc/x"),
                        "--scratch")
+    # --cache-sizes= ran the whole benchmark on the project's data/toy, --json= wrote
+    # nothing, and --json=new/ a file named new
+    assert_clean_error(bench("--cache-sizes=", "--batch-size=16"), "--cache-sizes= names nothing")
+    assert_clean_error(bench("--data-path=mine", "--json="), "--json= names nothing")
+    assert_clean_error(bench("--data-path=mine", "--json=new/"), "is a folder")
+    # ImageFolder refuses a folder with an empty class folder, and stops at an unreadable
+    # image: each was a torchvision traceback, the second after our cache was built
+    (tmp_path / "mine" / "empty").mkdir()
+    assert_clean_error(bench("--data-path=mine"), f"{tmp_path / 'mine' / 'empty'} holds no images")
+    (tmp_path / "mine" / "empty").rmdir()
+    (tmp_path / "mine" / "faces" / "zz.jpg").write_text("not an image")
+    assert_clean_error(bench("--data-path=mine", "--batch-size=8", "--warmup=0", "--measure=1"),
+                       "1 image file in", "cannot be read (e.g. ", "zz.jpg)")
+    (tmp_path / "mine" / "faces" / "zz.jpg").unlink()
+    assert not (tmp_path / "new").exists()
     r = bench("--data-path=mine", "--gpu=ture")
     assert r.returncode == 2 and "--gpu: takes true or false, not 'ture'" in r.stderr
     # --cache-sizes reads no data folder (there is none here), and makes its scratch folder
