@@ -336,10 +336,18 @@ def _train(opt):
     meters = Meters(world)
     ema = EMA(netg, opt.ema) if opt.ema else None
     run = Run(opt, netg, netd, optimizer_g, optimizer_d, fixed_noise, meters, order, ema, low)
-    run.images = data.count
+    run.images, run.processes = data.count, world.size
     if state:
         run.restore(state, device)
-        say(f"resuming {opt.resume} in epoch {run.epoch + 1} after batch {run.batch}")
+        sharded = state.get("processes", 1)  # states saved before it was kept: one process
+        if run.batch and sharded != world.size:
+            say(f"note: {opt.resume} stopped after batch {run.batch} of epoch {run.epoch + 1} "
+                f"in {counted(sharded, 'process', 'processes')}, and this run has "
+                f"{world.size}: the epoch's shards of images differ, so it starts again from "
+                f"its first batch (none skipped; the batches done stay in the weights)")
+            run.batch = 0
+        say(f"resuming {opt.resume} in epoch {run.epoch + 1} after batch {run.batch}"
+            if run.batch else f"resuming {opt.resume} at the start of epoch {run.epoch + 1}")
         if "ema" in state and not ema:
             say(f"note: --ema=0: the moving average of G that {opt.resume} carries is left "
                 f"behind; this run draws its grids with G itself and saves no netg_ema files")
@@ -436,10 +444,13 @@ def _train(opt):
                     bar.close()
                     _check_finite(meters.flush(), epoch, opt, run.saved)
                     path = run.save() if world.main else Path(opt.checkpoint_dir) / "last.pth"
+                    how = f"`python main.py train --resume={quoted(path)}`"
+                    if world.size > 1:  # in as many processes, or the epoch starts again
+                        how = (f"`torchrun --standalone --nproc_per_node={world.size} "
+                               f"{how[8:]} (as many processes as now)")
                     raise Interrupted(f"stopped in epoch {epoch + 1} after batch {ii + 1} (as "
                                       f"the progress bar counts): state saved "
-                                      f"to {path}; continue with `python main.py train "
-                                      f"--resume={quoted(path)}`")
+                                      f"to {path}; continue with {how}")
             _check_finite(meters.flush(), epoch, opt, run.saved)
             bar.set_postfix(_format(meters.means()))
             bar.close()
@@ -488,7 +499,7 @@ class Run:
         self.epoch = self.batch = self.step = 0
         self.order_state = order.get_state()
         self.saved = False  # whether there is a last.pth of this run (or the resumed one's)
-        self.images = None
+        self.images, self.processes = None, 1
 
     def _load(self, net, weights, name):
         """load_state_dict, where weights that do not fit are a damaged file's fault."""
@@ -517,6 +528,7 @@ class Run:
             "options": self.opt.to_dict(),
             "cwd": os.getcwd(),  # where the options' relative folders lie
             "images": self.images,  # the folder's image count, whose order "rng" continues
+            "processes": self.processes,  # how the epoch's order is split ("batch" counts one)
         }
         if self.ema:
             state["ema"] = self.ema.state_dict()

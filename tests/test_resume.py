@@ -1,5 +1,6 @@
 """Never lose a night: exact resume, Ctrl-C, and the full state in last.pth."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,10 +64,27 @@ def test_sigint_mid_epoch_saves_and_resume_continues_exactly(toy_dir, tmp_path):
     state = torch.load(split / "last.pth", weights_only=True)
     assert state["epoch"] == 1 and 0 < state["batch"] < 16  # stopped inside epoch 2
 
+    assert state["processes"] == 1
+    other = tmp_path / "other"  # the same state as a run in 2 processes would have left it
+    shutil.copytree(split, other)
+    state["processes"] = 2
+    torch.save(state, other / "last.pth")
+
     result = run_cli("train", "--resume", f"--checkpoint-dir={split}")
     assert result.returncode == 0, result.stderr
     assert same_weights(straight / "netg_2.pth", split / "netg_2.pth")
     assert same_weights(straight / "netd_2.pth", split / "netd_2.pth")
+    assert "shards" not in result.stdout
+
+    # another number of processes shards the epoch otherwise: its batch count no longer says
+    # which images are done, so the epoch starts again (1 -> 2 processes skipped the rest of
+    # it, 2 -> 1 trained some of its images twice, both without a word)
+    result = run_cli("train", "--resume", f"--checkpoint-dir={other}", f"--save-path={other}")
+    assert result.returncode == 0, result.stderr
+    assert (f"stopped after batch {state['batch']} of epoch 2 in 2 processes, and this run has "
+            f"1: the epoch's shards of images differ, so it starts again from its first batch"
+            in result.stdout)
+    assert torch.load(other / "last.pth", weights_only=True)["step"] == 48 + state["batch"]
 
 
 def test_last_state_holds_everything(toy_dir, tmp_path):
@@ -469,6 +487,25 @@ def test_resuming_a_copied_run_does_not_write_into_the_original(tmp_path, toy_di
     assert torch.load(copy / "last.pth", weights_only=True)["epoch"] == 2
     assert (copy / "imgs" / "1.png").is_file()
     assert {p: p.read_bytes() for p in original.rglob("*") if p.is_file()} == before
+
+
+def test_a_copied_run_with_its_grids_beside_its_checkpoints_is_named_with_both(tmp_path,
+                                                                              toy_dir):
+    """run/ck and run/imgs copied as run2/: the command it gave to go on with named run2/ck/imgs
+    for the grids, so the pasted resume began a second loss log there."""
+    import shutil
+    first = tmp_path / "run"
+    train_small(toy_dir, first / "ck", save_path=str(first / "imgs"), max_epoch=1)
+    state = torch.load(first / "ck" / "last.pth", weights_only=True)
+    state["options"]["max_epoch"] = 2  # stopped after its first epoch of two
+    torch.save(state, first / "ck" / "last.pth")
+    shutil.copytree(first, tmp_path / "run2")
+    copy = tmp_path / "run2"
+    line = assert_clean_error(cli("train", f"--data-path={toy_dir}", "--batch-size=16",
+                                  "--ngf=8", "--ndf=8", "--nogpu", "--vis=False",
+                                  f"--checkpoint-dir={copy / 'ck'}",
+                                  f"--save-path={copy / 'imgs'}"), "stopped in epoch 2 of 2")
+    assert f"--checkpoint-dir={copy / 'ck'} --save-path={copy / 'imgs'}`" in line
 
 
 def test_a_run_started_with_relative_folders_resumes_from_any_working_folder(tmp_path, toy_dir,
