@@ -426,15 +426,18 @@ def _keep_to_its_own_folders(resume, saved, given):
 
 def beside_flags(resume, saved):
     """--checkpoint-dir and --save-path for going on with ``resume`` in the folder it lies in,
-    its grids where the run kept them relative to its checkpoints (the same folder, or a
-    folder inside it), else in imgs/ beside the file."""
-    here, stored = Path(resume).parent, Path(saved["checkpoint_dir"])
-    grids = Path(saved["save_path"])
-    try:
-        inside = grids.resolve().relative_to(stored.resolve())
-    except ValueError:
-        inside = Path("imgs")
-    return [f"--checkpoint-dir={quoted(here)}", f"--save-path={quoted(here / inside)}"]
+    its grids where the run kept them relative to its checkpoints (the same folder, a folder
+    inside it, or one beside it: run/ck and run/imgs copied as run2/ck and run2/imgs), else in
+    imgs/ beside the file."""
+    here, stored = Path(resume).parent, Path(saved["checkpoint_dir"]).resolve()
+    grids = Path(saved["save_path"]).resolve()
+    if grids.is_relative_to(stored):
+        return [f"--checkpoint-dir={quoted(here)}",
+                f"--save-path={quoted(here / grids.relative_to(stored))}"]
+    if grids.parent == stored.parent:  # side by side
+        return [f"--checkpoint-dir={quoted(here)}",
+                f"--save-path={quoted(here.parent / grids.name)}"]
+    return [f"--checkpoint-dir={quoted(here)}", f"--save-path={quoted(here / 'imgs')}"]
 
 
 def _require(ok, message):
