@@ -312,9 +312,21 @@ def _say_scale_unused(opt, outputs):
               f"grid: it is drawn 96 pixels a face")
 
 
+def _say_unused_with_seeds(opt):
+    """--seeds names the faces: the flags that choose them otherwise play no part."""
+    unused = [name for name in ("gen_num", "gen_search_num", "seed")
+              if opt.seeds and name in getattr(opt, "given", ())]
+    if unused:
+        flags = " and ".join("--" + name.replace("_", "-") for name in unused)
+        print(f"note: {flags} {'is' if len(unused) == 1 else 'are'} not used with --seeds: "
+              f"it draws the {counted(len(opt.seeds), 'face')} of the seeds it names, in that "
+              f"order")
+
+
 def generate(opt):
     _refuse_large_grid(opt)
     _say_scale_unused(opt, [("out_dir", "--out-dir's faces")])
+    _say_unused_with_seeds(opt)
     device = resolve_device(opt.gpu)
     faces = Faces.load(opt.netg_path, opt.netd_path, device, mean=opt.gen_mean,
                        std=opt.gen_std, batch_size=opt.batch_size)
