@@ -121,7 +121,9 @@ def load(path, device="cpu"):
     try:
         with open(path, "rb") as f:
             head = f.read(4)
-        if head and not head.startswith(CHECKPOINT_MAGIC):  # text, an image, ...
+        if not head:  # a save that never wrote a byte (a full disk, a copy cut short)
+            raise UserError(f"{path} is empty (0 bytes), not a checkpoint: use another file")
+        if not head.startswith(CHECKPOINT_MAGIC):  # text, an image, ...
             raise UserError(f"{path} is not a PyTorch checkpoint (it does not begin like one)")
         with warnings.catch_warnings():  # torch's notes on odd pickle protocols: ours below
             warnings.simplefilter("ignore")
@@ -286,7 +288,8 @@ def _build(state, path, kind, device, expect=None):
     if expect is not None and expect != found:
         want = ", ".join(f"{k}={v}" for k, v in expect.items())
         have = ", ".join(f"{k}={v}" for k, v in found.items())
-        raise UserError(f"{path} was trained with {have}, not {want}: pass those flags")
+        flags = " ".join(f"--{k}={v}" for k, v in found.items() if expect.get(k) != v)
+        raise UserError(f"{path} was trained with {have}, not {want}: pass {flags}")
     net = NetG(**found) if kind == "netg" else NetD(**found)
     try:
         missing = net.load_state_dict(state, strict=False).missing_keys

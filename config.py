@@ -660,7 +660,8 @@ def validate(command, opt):
         folder_too = command == "explore"  # a checkpoint folder: its newest file
         _require(path is None or Path(path).is_file() or (folder_too and Path(path).is_dir()),
                  f"--{name.replace('_', '-')}: " + (f"{path!r} is a folder, not a checkpoint "
-                 f"file" if path and Path(path).is_dir() else f"no file {path!r}"))
+                 f"file" if path and Path(path).is_dir() else f"no file {path!r}"
+                 + (f" ({broken_link(path)})" if path and broken_link(path) else "")))
 
 
 def refuse_foreign_manifest(out_dir):

@@ -69,6 +69,12 @@ def test_truncated_and_foreign_files(tmp_path):
     (tmp_path / "empty.pth").write_bytes(b"")
     for name in ("cut.pth", "text.pth", "empty.pth"):
         assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / name}"), name)
+    assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'empty.pth'}"),
+                       "is empty (0 bytes)")  # not "truncated": nothing was written at all
+    # a link to a file that is not there is named as a link, not as a file that is missing
+    (tmp_path / "link.pth").symlink_to(tmp_path / "gone" / "g.pth")
+    assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'link.pth'}"),
+                       f"is a link to {tmp_path / 'gone' / 'g.pth'}, which does not exist")
     # short texts that torch's unpickler used to fail on with KeyError or IndexError, and
     # files that are plainly something else, which it called code that would run
     (tmp_path / "hello.pth").write_text("hello\n")

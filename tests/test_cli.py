@@ -162,6 +162,16 @@ def test_a_flag_of_another_command_is_refused_not_ignored(tmp_path, monkeypatch,
     assert list(tmp_path.iterdir()) == [tmp_path / "netg.pth"]  # nothing drawn or written
 
 
+def test_train_from_weights_of_other_widths_names_the_flags_to_pass(tmp_path, toy_dir):
+    """It said "pass those flags" after listing nz and ngf both, without the flags."""
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    line = assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+                                  f"--netg-path={tmp_path / 'netg.pth'}",
+                                  f"--checkpoint-dir={tmp_path / 'ck'}"),
+                              "was trained with nz=100, ngf=8, not nz=100, ngf=64")
+    assert line.endswith(": pass --ngf=8")
+
+
 def test_readme_documents_every_flag():
     from config import BOOK_ONLY, FIELDS
     from conftest import ROOT
