@@ -260,8 +260,10 @@ def main(argv):
         if not ("out of memory" in str(e) or "can't allocate memory" in str(e)) or not wanted:
             raise  # anything else is a bug and keeps its traceback
         size = wanted.group(1)
-        if size.endswith("bytes"):  # the CPU allocator counts bytes
-            size = f"{float(size.split()[0]) / 2**30:,.1f} GiB"
+        if size.endswith("bytes"):  # the CPU allocator counts bytes ("0.0 GiB" said nothing)
+            count = float(size.split()[0])
+            size = f"{count / 2**30:,.1f} GiB" if count >= 2**30 / 10 else \
+                f"{max(count / 2**20, 0.1):,.1f} MiB"
         where = "the GPU" if "CUDA" in str(e) else "this machine"
         rank = os.environ.get("RANK", "0")  # under torchrun it strikes one process, not all
         where += f" (process {rank})" if rank != "0" else ""

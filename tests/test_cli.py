@@ -505,8 +505,11 @@ def test_out_of_memory_is_one_line_and_other_runtime_errors_keep_their_traceback
                        "code 12 (Cannot allocate memory)")
     gpu = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a "
                                  "total capacity of 79.10 GiB of which 1.2 GiB is free.")
+    small = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+                         "37748736 bytes. Error code 12 (Cannot allocate memory)")
     for error, needles in ((cpu, ("this machine", "19,073.5 GiB")), (gpu, ("the GPU",
-                                                                            "2.00 GiB"))):
+                                                                            "2.00 GiB")),
+                           (small, ("asked for 36.0 MiB more",))):  # not "0.0 GiB"
         monkeypatch.setitem(main.COMMANDS, "train", raiser(error))
         assert main.main(["main.py", "train"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
