@@ -351,6 +351,18 @@ def _train(opt):
         if "ema" in state and not ema:
             say(f"note: --ema=0: the moving average of G that {opt.resume} carries is left "
                 f"behind; this run draws its grids with G itself and saves no netg_ema files")
+        saved = saved_options(state)
+        before = Path(saved["save_path"])
+        if (before.resolve() != Path(opt.save_path).resolve()
+                and (before / "losses.csv").is_file()
+                and not (Path(opt.save_path) / "losses.csv").is_file()):
+            say(f"note: the run kept its loss log and grids in {before}; from here they go to "
+                f"{opt.save_path}, whose losses.csv begins after step {run.step} (the rows "
+                f"before stay in {before / 'losses.csv'})")
+        if saved["loss"] != opt.loss:
+            say(f"note: the run trained with --loss={saved['loss']} until step {run.step}: the "
+                f"loss log's rows up to there are {saved['loss']} losses, its plot's label "
+                f"names {opt.loss}")
         if state.get("images", data.count) != data.count:
             say(f"note: {opt.data_path} now has {data.count} images, and the run began with "
                 f"{state['images']}: it goes on, but not in the order it would have taken, and "

@@ -291,6 +291,26 @@ def test_the_same_command_again_after_a_stop_keeps_the_stopped_run(toy_dir, tmp_
     assert "checkpoint file" not in result.stdout
 
 
+def test_resuming_with_another_save_path_or_loss_says_where_the_log_went(toy_dir, tmp_path,
+                                                                        capsys):
+    """A new --save-path began a losses.csv of the later rows only, and a new --loss drew the
+    whole log under the new loss's name, both without a word."""
+    ckpt = tmp_path / "ck"
+    train_small(toy_dir, ckpt, max_epoch=1, loss="bce")
+    capsys.readouterr()
+    train_small(toy_dir, ckpt, max_epoch=2, resume=str(ckpt / "last.pth"),
+                save_path=str(tmp_path / "later"), loss="hinge")
+    out = capsys.readouterr().out
+    assert (f"note: the run kept its loss log and grids in {ckpt / 'imgs'}; from here they go "
+            f"to {tmp_path / 'later'}, whose losses.csv begins after step 4 (the rows before "
+            f"stay in {ckpt / 'imgs' / 'losses.csv'})") in out
+    assert "note: the run trained with --loss=bce until step 4" in out
+    # the same folders and loss again: nothing to say
+    train_small(toy_dir, ckpt, max_epoch=3, resume=str(ckpt / "last.pth"),
+                save_path=str(tmp_path / "later"), loss="hinge")
+    assert "note: the run" not in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_ema_switched_on_at_resume_saves_the_average_from_then_on(toy_dir, tmp_path, capsys):
     train_small(toy_dir, tmp_path, max_epoch=1, g_every=1)
