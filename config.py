@@ -317,7 +317,9 @@ def _refuse_foreign(command, given):
         if name in USED[command] or (name in BOOK_FIELDS and (command, name) not in INSTEAD):
             continue
         owners = [c for c in USED if name in USED[c]]
-        whose = f" (it is {' and '.join(owners)}'s)" if owners else ""
+        named = ", ".join(owners[:-1]) + " and " + owners[-1] if len(owners) > 1 else \
+            "".join(owners)
+        whose = f" (it is {named}'s)" if owners else ""
         instead = f": {INSTEAD[command, name]}" if (command, name) in INSTEAD else ""
         raise UserError(f"--{name.replace('_', '-')} is not an option of {command}{whose}"
                         f"{instead}; see python main.py {command} --help")
