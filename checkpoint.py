@@ -232,8 +232,8 @@ def _state_dict(obj, path, kind):
     mine, theirs = (G_KEYS, D_KEYS) if kind == "netg" else (D_KEYS, G_KEYS)
     if not mine <= keys and theirs <= keys:
         role = "discriminator" if other == "netd" else "generator"
-        raise UserError(f"{path} holds a {other} ({role}), not a {kind}: did you swap "
-                        f"--netg-path and --netd-path?")
+        raise UserError(f"{path} holds a {other} ({role}), not a {kind}: --{kind}-path takes "
+                        f"a {kind} file such as {kind}_4.pth (were the two swapped?)")
     if not keys & _book_keys(kind):
         raise UserError(f"{path} holds no {kind} weights (its keys are not the book's "
                         f"main.N.* layout)")
