@@ -400,6 +400,10 @@ def interpolate(opt):
     if opt.gif:
         _refuse_large_gif(opt)
     _say_scale_unused(opt, [("gif", "--gif's frames")])
+    same = [a for a, b in zip(opt.seeds or (), (opt.seeds or ())[1:]) if a == b]
+    if same:  # a row of one face repeated: no morph at all
+        print(f"note: --seeds names {same[0]} twice in a row: that row is {opt.steps} copies "
+              f"of one face")
     device = resolve_device(opt.gpu)
     faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
                        batch_size=opt.batch_size)

@@ -313,6 +313,14 @@ def test_interpolation_ends_on_the_seeds_faces_and_the_gif_loops(tmp_path):
     assert gif.n_frames == 3 * 5  # 5 new frames per leg, 3 legs: 5 -> 9 -> 13 -> 5
     assert gif.info.get("loop") == 0
 
+    # a seed twice in a row (a typo for 5,9 say) draws a row of one face: said
+    r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=5,5,9", "--steps=6",
+            f"--out={tmp_path / 'twice.png'}")
+    assert r.returncode == 0, r.stderr
+    assert "note: --seeds names 5 twice in a row: that row is 6 copies of one face" in r.stdout
+    twice = _pixels(tmp_path / "twice.png")
+    assert all(np.array_equal(twice[2:98, 2 + k * 98:98 + k * 98], cell(0, 0)) for k in range(6))
+
 
 def test_interpolation_without_seeds_names_the_seed_that_draws_it_again(tmp_path):
     g, _ = _save_nets(tmp_path)
