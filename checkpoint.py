@@ -302,8 +302,10 @@ def _build(state, path, kind, device, expect=None):
 
 
 def save_text(text, path):
-    """Write a small text file atomically."""
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    """Write a small text file atomically, in UTF-8; a file name in another encoding (in
+    skipped_files.txt, say) is written as the bytes it has on disk."""
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8",
+                                                         errors="surrogateescape"))
 
 
 def save_bytes(data, path):

@@ -318,7 +318,7 @@ def cache_places(root, image_size):
             base = Path.home() / ".cache"
         except RuntimeError:  # no HOME and no passwd entry (a bare container): no such place
             return places
-    tag = hashlib.sha1(str(resolved).encode()).hexdigest()[:8]
+    tag = hashlib.sha1(os.fsencode(resolved)).hexdigest()[:8]
     return places + [(Path(base) / "animegan" / "faces",
                       f"{resolved.name}-{tag}.faces{image_size}-")]
 
@@ -332,7 +332,9 @@ def cache_key(root, files, image_size):
             mark = f"{st.st_size}\0{st.st_mtime_ns}"
         except OSError:  # a link to nothing: skipped as unreadable, like a broken image
             mark = "missing"
-        h.update(f"{p.relative_to(root)}\0{mark}\n".encode())
+        # a name in another encoding (a Shift-JIS zip unpacked here) as its bytes: encoding it
+        # as UTF-8 was a UnicodeEncodeError traceback before any training
+        h.update(os.fsencode(p.relative_to(root)) + f"\0{mark}\n".encode())
     return h.hexdigest()[:16]
 
 

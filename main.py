@@ -285,6 +285,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    for stream in (sys.stdout, sys.stderr):  # a file name in another encoding, printed in a
+        if hasattr(stream, "reconfigure"):  # note, was a UnicodeEncodeError traceback
+            stream.reconfigure(errors="backslashreplace")
     code = main(sys.argv)
     # the work is over and saved: a Ctrl-C while Python shuts down (joining workers, running
     # exit hooks) ends it at once, not with a KeyboardInterrupt traceback from an exit hook

@@ -386,6 +386,8 @@ def _train(opt):
                              Path(opt.checkpoint_dir) / "options.json")
         if data.skipped:  # those the cache found, reported before the first batch
             _write_skipped(data.skipped, opt)
+        elif resumed_step is None:  # an earlier run's list, of files this run does not skip
+            (Path(opt.checkpoint_dir) / "skipped_files.txt").unlink(missing_ok=True)
         return LossLog(opt.save_path, resume_step=resumed_step, loss=opt.loss)
 
     log, resumed_step = None, run.step if state else None

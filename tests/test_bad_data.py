@@ -70,6 +70,39 @@ def test_training_skips_and_reports_broken_files(messy_dir, tmp_path, cache, cap
     assert (ckpt / "netg_0.pth").is_file()
 
 
+@pytest.mark.parametrize("cache", [True, False])
+def test_names_in_another_encoding_train_and_are_listed_as_they_are(toy_dir, tmp_path, cache):
+    """A zip from Windows or Japan unpacked here has names that are not UTF-8 (Shift-JIS): the
+    cache's key and the list of skipped files encoded them as UTF-8, a UnicodeEncodeError
+    traceback before the first batch (with --cache=False only once a broken one was met)."""
+    import os
+    faces = tmp_path / "sjis" / "faces"
+    faces.mkdir(parents=True)
+    for p in sorted((toy_dir / "faces").iterdir())[:16]:
+        (faces / p.name).write_bytes(p.read_bytes())
+    good, broken = os.fsdecode(b"\x8a\xe7.jpg"), os.fsdecode(b"broken_\xe9t\xe9.jpg")
+    (faces / good).write_bytes((toy_dir / "faces" / "000000.jpg").read_bytes())
+    (faces / broken).write_text("not an image")
+    ckpt = tmp_path / "ck"
+    ckpt.mkdir()
+    (ckpt / "skipped_files.txt").write_text("an/earlier/run.jpg\n")
+    r = run_cli("train", f"--data-path={tmp_path / 'sjis'}", "--nogpu", "--vis=False",
+                "--batch-size=6", "--ngf=8", "--ndf=8", "--max-epoch=1", f"--cache={cache}",
+                "--num-workers=0", f"--checkpoint-dir={ckpt}", f"--save-path={ckpt}")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "skipped 1 unreadable image file" in r.stdout
+    listed = (ckpt / "skipped_files.txt").read_bytes().splitlines()
+    assert listed == [os.fsencode(faces / broken)]  # the name's own bytes, ready for rm
+    assert f"{17 if cache else 18} images" in r.stdout
+    # a later run with nothing to skip leaves no list of the files this one skipped
+    (faces / broken).unlink()
+    r = run_cli("train", f"--data-path={tmp_path / 'sjis'}", "--nogpu", "--vis=False",
+                "--batch-size=6", "--ngf=8", "--ndf=8", "--max-epoch=1", f"--cache={cache}",
+                "--num-workers=0", f"--checkpoint-dir={ckpt}", f"--save-path={ckpt}", "--fresh")
+    assert r.returncode == 0, r.stderr
+    assert not (ckpt / "skipped_files.txt").exists()
+
+
 def test_every_mode_becomes_upright_rgb(messy_dir):
     faces = messy_dir / "faces"
     for name in ("gray.png", "rgba.png", "palette.png", "cmyk.jpg", "deep16.png", "tiny.png",
