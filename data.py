@@ -8,6 +8,7 @@ Crawled folders hold broken files: anything that cannot be decoded is skipped an
 and images of any mode (grayscale, palette, RGBA, CMYK, 16-bit) become RGB.
 """
 import atexit
+import errno
 import hashlib
 import json
 import os
@@ -30,7 +31,8 @@ from torchvision import transforms
 from distributed import is_main_process
 from errors import UserError, counted, link_fault
 
-UNREAD_KINDS = {".gif", ".avif", ".heic", ".jxl"}  # image files ImageFolder passes over
+# image files ImageFolder passes over (.jfif and .jpe: JPEGs under the names some browsers save)
+UNREAD_KINDS = {".gif", ".avif", ".heic", ".jxl", ".jfif", ".jpe"}
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
 
 
@@ -76,6 +78,9 @@ def list_images(root):
                             f"permissions, or pass another --data-path")
         if gone:
             raise UserError(f"no images in {root}: {links} (a disk not mounted?)")
+        if other:  # the note below would never be printed
+            raise UserError(f"no images in {root} that the book's ImageFolder reads: "
+                            f"{_unread_kinds(other)}")
         raise UserError(f"no images in {root}: put the faces in {root / 'faces'}/ (jpg or png), "
                         f"or make a synthetic set with `python main.py toyfaces`")
     if not is_main_process():
@@ -88,10 +93,16 @@ def list_images(root):
               f"{unread[0].filename}: {unread[0].strerror}): their images are not used",
               flush=True)
     if other:
-        print(f"note: {counted(other, 'image file')} of a kind the book's ImageFolder does not "
-              f"read ({', '.join(sorted(UNREAD_KINDS))}) {'is' if other == 1 else 'are'} not "
-              f"used: convert them to png to use them", flush=True)
+        print(f"note: {_unread_kinds(other)}", flush=True)
     return files
+
+
+def _unread_kinds(count):
+    """What to do about ``count`` image files of the kinds in UNREAD_KINDS, as words."""
+    return (f"{counted(count, 'image file')} of a kind the book's ImageFolder does not read "
+            f"({', '.join(sorted(UNREAD_KINDS))}) {'is' if count == 1 else 'are'} not used: "
+            f"convert them to png to use them (.jfif and .jpe are JPEGs: renaming them .jpg "
+            f"is enough)")
 
 
 def say_folders(root, files):
@@ -405,8 +416,13 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
                     count += 1
             out.flush()
             os.fsync(out.fileno())
-    except BaseException:  # Ctrl-C, a full disk, ...: no half-built cache stays behind
+    except BaseException as e:  # Ctrl-C, a full disk, ...: no half-built cache stays behind
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:  # named, with the way out
+            raise UserError(f"no space left on the disk for the decoded-image cache "
+                            f"{array_path} ({len(files) * row / 1e9:.2g} GB for "
+                            f"{counted(len(files), 'image')}): free some there, or train with "
+                            f"--cache=False (decodes the images as it goes)") from None
         raise
     if count == 0:
         tmp.unlink()

@@ -188,6 +188,23 @@ def _copy(toy_dir, root, count=12):
     return root
 
 
+def test_a_full_disk_while_decoding_names_the_cache_and_the_way_out(tmp_path, toy_dir,
+                                                                   monkeypatch):
+    """It was "cannot write or read: No space left on device", naming no file or size."""
+    import data
+    shutil.copytree(toy_dir, tmp_path / "set")
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(data.os, "pwrite", full)
+    with pytest.raises(UserError) as caught:
+        build_cache(tmp_path / "set", workers=1)
+    words = str(caught.value)
+    assert words.startswith(f"no space left on the disk for the decoded-image cache {tmp_path}/")
+    assert "(0.0018 GB for 64 images)" in words and "--cache=False" in words
+    assert not list(tmp_path.glob(".set*"))  # nothing half-built left
+
+
 def test_a_damaged_cache_is_rebuilt(tmp_path, toy_dir):
     root = _copy(toy_dir, tmp_path / "data")
     first, _ = build_cache(root, 96, workers=1)
@@ -440,13 +457,25 @@ def test_images_left_out_are_named_gifs_and_folders_that_cannot_be_read(tmp_path
     assert f"note: cannot read 1 folder under {root} (e.g. {root / 'locked'}: Permission " \
            f"denied): their images are not used" in out
     assert "note: 1 image file of a kind the book's ImageFolder does not read (.avif, .gif, " \
-           ".heic, .jxl) is not used: convert them to png to use them" in out
+           ".heic, .jfif, .jpe, .jxl) is not used: convert them to png to use them" in out
     # the folder itself unreadable: "no images in it: put the faces in it/faces/" was wrong
     with pytest.raises(UserError, match=f"cannot read {root / 'locked'} \\(Permission denied\\): "
                        "check its permissions"):
         list_images(root / "locked")
     monkeypatch.undo()
     assert len(list_images(root)) == 13 and "cannot read" not in capsys.readouterr().out
+    # JPEGs under the names some browsers save them with; and a folder of nothing else, where
+    # the note was never printed and the error said to put the faces there
+    only = tmp_path / "saved" / "faces"
+    only.mkdir(parents=True)
+    for name in ("a.jfif", "b.jpe", "c.gif"):
+        Image.new("RGB", (96, 96)).save(only / name, format="GIF" if name.endswith("gif")
+                                        else "JPEG")
+    with pytest.raises(UserError) as caught:
+        list_images(tmp_path / "saved")
+    assert str(caught.value).startswith(f"no images in {tmp_path / 'saved'} that the book's "
+                                        f"ImageFolder reads: 3 image files of a kind")
+    assert "renaming them .jpg is enough" in str(caught.value)
 
 
 def test_no_home_folder_leaves_the_cache_beside_the_data(tmp_path, toy_dir, monkeypatch):
