@@ -132,6 +132,8 @@ def toyfaces(*args, **flags):
     Options: --out-dir (data/toy), --num (10000), --seed (0)
     """
     _no_positional("toyfaces", args)
+    import shutil
+    from toyfaces import FACE_BYTES, make_toyfaces
     values = {"out_dir": "data/toy", "num": 10000, "seed": 0}
     values.update(config.coerce_flags(flags, TOYFACES_FLAGS))
     if values["num"] < 1:
@@ -146,8 +148,9 @@ def toyfaces(*args, **flags):
         stem = name.removesuffix(".jpg")
         return name.endswith(".jpg") and stem.isascii() and stem.isdigit() and \
             f"{int(stem):06d}" == stem and int(stem) < values["num"]
-    others = sorted(p.name for p in (out / "faces").iterdir() if not ours(p.name)) \
-        if (out / "faces").is_dir() else []
+    others = sorted(p.name for p in (out / "faces").iterdir() if not ours(p.name)
+                    and not (p.name.startswith(".") and p.name.endswith(".tmp"))) \
+        if (out / "faces").is_dir() else []  # (a face a kill -9 cut short: drawn again)
     if (out / "attributes.csv").exists() or others:
         found = (f"{out / 'attributes.csv'}" if (out / "attributes.csv").exists() else
                  f"{counted(len(others), 'other file')} in {out / 'faces'}/ "
@@ -159,11 +162,29 @@ def toyfaces(*args, **flags):
         raise UserError(f"--out-dir: {out} already holds images (e.g. {elsewhere}), and a "
                         f"training on it would mix the toy faces with them: pick a new or "
                         f"empty --out-dir")
+    need = values["num"] * FACE_BYTES
+    free = shutil.disk_usage(_existing(out)).free
+    if need > free:  # 1e8 faces filled memory with jobs, then the disk
+        raise UserError(f"--num={values['num']} faces need about {need / 1e9:,.1f} GB, and "
+                        f"the disk of {out} has {free / 1e9:,.1f} GB free: lower --num or pick "
+                        f"another --out-dir")
     from tqdm import tqdm
-    from toyfaces import make_toyfaces
-    csv_path = make_toyfaces(values["out_dir"], values["num"], values["seed"],
-                             progress=lambda it, total: tqdm(it, total=total, unit="face"))
+    try:
+        csv_path = make_toyfaces(values["out_dir"], values["num"], values["seed"],
+                                 progress=lambda it, total: tqdm(it, total=total, unit="face"))
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        raise UserError(f"no space left on the disk of {out} after some of the faces: free "
+                        f"some, and the same command again draws the set whole") from None
     print(f"wrote {values['num']} faces to {values['out_dir']}/faces/ and {csv_path}")
+
+
+def _existing(path):
+    """``path``, or the nearest folder above it that exists (where it would be made)."""
+    while not path.exists():
+        path = path.parent
+    return path
 
 
 def _an_image_besides(out, faces):

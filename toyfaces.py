@@ -11,10 +11,12 @@ whatever the number of worker processes.
     python main.py toyfaces --out-dir=data/toy --num=10000 --seed=0
 """
 import csv
+import itertools
 import math
 import os
 import random
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -246,21 +248,21 @@ def face(seed, index):
     return attrs, draw_face(attrs, rng)
 
 
+FACE_BYTES = 5400  # a face's JPEG on disk, on average (the 10,000 of the default set)
+BLOCK = 4096  # faces handed to the workers at a time: memory does not grow with --num
+
+
 def _write_one(job):
     out, seed, index = job
     attrs, img = face(seed, index)
     name = f"{index:06d}.jpg"
-    img.save(out / name, quality=95)
+    tmp = out / f".{name}.{os.getpid()}.tmp"  # a full disk leaves no cut-short face behind
+    try:
+        img.save(tmp, format="JPEG", quality=95)
+        os.replace(tmp, out / name)
+    finally:
+        tmp.unlink(missing_ok=True)
     return name, attrs
-
-
-def _collect(rows):
-    """The rows as a list; a Ctrl-C whose exception was lost stops it (``raise_if_stopped``)."""
-    collected = []
-    for row in rows:
-        raise_if_stopped()
-        collected.append(row)
-    return collected
 
 
 def make_toyfaces(out_dir="data/toy", num=10000, seed=0, workers=None, progress=None):
@@ -271,24 +273,29 @@ def make_toyfaces(out_dir="data/toy", num=10000, seed=0, workers=None, progress=
     out = Path(out_dir)
     faces = out / "faces"
     faces.mkdir(parents=True, exist_ok=True)
-    jobs = [(faces, seed, i) for i in range(num)]
     workers = workers or os.cpu_count() or 1
-    if workers > 1 and num >= 64:
-        from data import start_pool
-        with start_pool(workers) as pool:
-            rows = pool.imap(_write_one, jobs, chunksize=64)
-            rows = _collect(progress(rows, total=num) if progress else rows)
-    else:
-        rows = map(_write_one, jobs)
-        rows = _collect(progress(rows, total=num) if progress else rows)
+    from data import start_pool  # torch with it: not loaded for drawing a single face
+
+    def blocks(write):  # each block's jobs made when the one before is done
+        for start in range(0, num, BLOCK):
+            yield write(_write_one, ((faces, seed, i) for i in range(start, min(num,
+                                                                                start + BLOCK))))
+
     csv_path = out / "attributes.csv"
     tmp = csv_path.with_name(csv_path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(("file",) + ATTRIBUTES)
-        for name, attrs in rows:
-            writer.writerow((name,) + tuple(attrs[a] for a in ATTRIBUTES))
-    os.replace(tmp, csv_path)
+    try:
+        with open(tmp, "w", newline="") as f, \
+                (start_pool(workers) if workers > 1 and num >= 64 else nullcontext()) as pool:
+            write = (lambda fn, jobs: pool.imap(fn, jobs, chunksize=64)) if pool else map
+            rows = itertools.chain.from_iterable(blocks(write))
+            writer = csv.writer(f)
+            writer.writerow(("file",) + ATTRIBUTES)
+            for name, attrs in progress(rows, total=num) if progress else rows:
+                raise_if_stopped()  # a Ctrl-C whose exception was lost stops it
+                writer.writerow((name,) + tuple(attrs[a] for a in ATTRIBUTES))
+        os.replace(tmp, csv_path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return csv_path
 
 

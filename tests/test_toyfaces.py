@@ -206,3 +206,37 @@ def test_seeds_out_of_range_and_a_huge_num_are_answered_at_once(tmp_path):
         line = assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'big'}",
                                       f"--num={10**15}"), "1 other file", "notes.txt")
     assert "000003.jpg" not in line
+
+
+def test_more_faces_than_the_disk_holds_are_refused_before_drawing(tmp_path):
+    """--num=10**8 built a list of every face's job first (memory growing by 100 MB a second,
+    no bar), then would have filled the disk with 540 GB of faces."""
+    with within(10, "toyfaces checking the free space"):
+        assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", f"--num={10**12}"),
+                           f"--num={10**12} faces need about 5,400,000.0 GB",
+                           f"the disk of {tmp_path / 'toy'} has")
+    assert not (tmp_path / "toy").exists()
+
+
+def test_a_disk_that_fills_up_leaves_whole_faces_and_says_how_to_go_on(tmp_path, monkeypatch):
+    """The error named no path, and the face being written was left cut short under its
+    final name, where the next run took it for drawn."""
+    import errno
+    import os
+    from PIL import Image
+    save, written = Image.Image.save, []
+
+    def filling(img, fp, *args, **kwargs):
+        if len(written) == 5:  # the disk is full from the sixth face on, halfway through it
+            open(fp, "wb").write(b"\xff\xd8 half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written.append(fp)
+        return save(img, fp, *args, **kwargs)
+    monkeypatch.setattr(Image.Image, "save", filling)
+    r = cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", "--num=20")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"error: no space left on the disk of {tmp_path / 'toy'} after some of the faces: free "
+        f"some, and the same command again draws the set whole")
+    assert sorted(os.listdir(tmp_path / "toy" / "faces")) == [f"{i:06d}.jpg" for i in range(5)]
+    assert sorted(os.listdir(tmp_path / "toy")) == ["faces"]  # no CSV, no temporary one
