@@ -65,9 +65,10 @@ class Visualizer:
                 if getattr(cause, "response", None) is not None:
                     why = f"HTTP {cause.response.status_code}: not a visdom server"
                 cause = cause.__cause__ or cause.__context__
+            start = "make visdom" + (f" VISDOM_PORT={self.port}" if self.port != 8097 else "")
             tqdm.write(f"warning: no visdom server answers at {self.server}:{self.port} "
                        f"({why}); training goes on without plots "
-                       f"(start one with `make visdom`, or pass --vis=False)", file=sys.stderr)
+                       f"(start one with `{start}`, or pass --vis=False)", file=sys.stderr)
 
     def ready(self):
         """Whether a server is connected (reconnecting at most once a minute)."""
@@ -162,6 +163,11 @@ def serve(port=8097, host="127.0.0.1", env_path=None):
                 if e.errno == errno.EADDRINUSE else "check --host and --port")
         raise UserError(f"cannot listen on {host}:{port} ({e.strerror}): {hint}") from None
     shown = "localhost" if host == "127.0.0.1" else host
+    scripts = Path(visdom.__file__).parent / "static" / "js" / "react-react.min.js"
+    if not scripts.is_file():  # the page would be blank, its server logging 14 lines a load
+        print("note: visdom's page scripts are not installed, so its page stays blank: run "
+              "`make visdom-assets` once (npm, no root), then reload the page", file=sys.stderr,
+              flush=True)
     print(f"visdom server at http://{shown}:{port} (listening on {host} only; envs saved in "
           f"{env_path}); Ctrl-C stops it", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
