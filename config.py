@@ -506,6 +506,12 @@ def writable(path, flag, folder, image=False, example=None, suffix=None):
         parent = parent.parent
     _require(parent.is_dir(), f"--{flag}: cannot write {str(path)!r}: {str(parent)!r} is a "
              f"file, not a folder")
+    try:  # a disk mounted read-only refuses root too; "no permission" sent users to chmod
+        read_only = bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    _require(not read_only, f"--{flag}: cannot write {str(path)!r}: {str(parent)!r} is on a "
+             f"read-only file system: pick a folder on a disk you can write to")
     _require(os.access(parent, os.W_OK | os.X_OK),
              f"--{flag}: cannot write {str(path)!r}: no permission to write in {str(parent)!r}")
     try:  # what permissions do not tell: /proc and /sys take no files, not even root's

@@ -172,6 +172,22 @@ def test_train_from_weights_of_other_widths_names_the_flags_to_pass(tmp_path, to
     assert line.endswith(": pass --ngf=8")
 
 
+def test_an_output_on_a_read_only_disk_is_named_as_such(tmp_path, monkeypatch):
+    """A disk mounted read-only was "no permission to write in", which sent users to chmod
+    (and root is refused as well). Mounting one needs root, so statvfs says it here."""
+    import os
+    from collections import namedtuple
+    import config
+    from errors import UserError
+    stat = namedtuple("stat", "f_flag")
+    monkeypatch.setattr(config.os, "statvfs", lambda path: stat(os.ST_RDONLY))
+    with pytest.raises(UserError, match=f"'{tmp_path}' is on a read-only file system: pick a "
+                       "folder on a disk you can write to"):
+        config.writable(tmp_path / "toy", "out-dir", folder=True)
+    monkeypatch.setattr(config.os, "statvfs", lambda path: stat(0))
+    config.writable(tmp_path / "toy", "out-dir", folder=True)  # a disk that takes files
+
+
 def test_readme_documents_every_flag():
     from config import BOOK_ONLY, FIELDS
     from conftest import ROOT
