@@ -274,7 +274,12 @@ def make_toyfaces(out_dir="data/toy", num=10000, seed=0, workers=None, progress=
     faces = out / "faces"
     faces.mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 1
-    from data import start_pool  # torch with it: not loaded for drawing a single face
+
+    def pooling():  # started once the CSV's file is open, so that nothing leaks if it is not
+        if workers > 1 and num >= 64:
+            from data import start_pool  # torch with it: not loaded for a handful of faces
+            return start_pool(workers)
+        return nullcontext()
 
     def blocks(write):  # each block's jobs made when the one before is done
         for start in range(0, num, BLOCK):
@@ -284,8 +289,7 @@ def make_toyfaces(out_dir="data/toy", num=10000, seed=0, workers=None, progress=
     csv_path = out / "attributes.csv"
     tmp = csv_path.with_name(csv_path.name + ".tmp")
     try:
-        with open(tmp, "w", newline="") as f, \
-                (start_pool(workers) if workers > 1 and num >= 64 else nullcontext()) as pool:
+        with open(tmp, "w", newline="") as f, pooling() as pool:
             write = (lambda fn, jobs: pool.imap(fn, jobs, chunksize=64)) if pool else map
             rows = itertools.chain.from_iterable(blocks(write))
             writer = csv.writer(f)
