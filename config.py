@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import torch
 
 import augment
-from errors import UserError, link_fault
+from errors import UserError, link_fault, listed
 
 
 def _opt(default, help, kind=None):
@@ -310,16 +310,20 @@ INSTEAD = {("generate", "out"): "generate writes its grid to --gen-img and singl
            ("explore", "gen_num"): "explore draws the faces its page asks for"}
 
 
+def _book_only_here(command, name):
+    """Whether ``command`` takes the option ``name`` only because the book's command lines
+    pass it (and ignores it): a book option it does not use and INSTEAD does not refuse."""
+    return name in BOOK_FIELDS and name not in USED[command] and (command, name) not in INSTEAD
+
+
 def _refuse_foreign(command, given):
     """A flag of another command, not the book's, or a book one named in INSTEAD: a UserError
     that says whose it is (and what to pass instead)."""
     for name in given:
-        if name in USED[command] or (name in BOOK_FIELDS and (command, name) not in INSTEAD):
+        if name in USED[command] or _book_only_here(command, name):
             continue
         owners = [c for c in USED if name in USED[c]]
-        named = ", ".join(owners[:-1]) + " and " + owners[-1] if len(owners) > 1 else \
-            "".join(owners)
-        whose = f" (it is {named}'s)" if owners else ""
+        whose = f" (it is {listed(owners)}'s)" if owners else ""
         instead = f": {INSTEAD[command, name]}" if (command, name) in INSTEAD else ""
         raise UserError(f"--{name.replace('_', '-')} is not an option of {command}{whose}"
                         f"{instead}; see python main.py {command} --help")
@@ -434,12 +438,12 @@ def beside_flags(resume, saved):
     here, stored = Path(resume).parent, Path(saved["checkpoint_dir"]).resolve()
     grids = Path(saved["save_path"]).resolve()
     if grids.is_relative_to(stored):
-        return [f"--checkpoint-dir={quoted(here)}",
-                f"--save-path={quoted(here / grids.relative_to(stored))}"]
-    if grids.parent == stored.parent:  # side by side
-        return [f"--checkpoint-dir={quoted(here)}",
-                f"--save-path={quoted(here.parent / grids.name)}"]
-    return [f"--checkpoint-dir={quoted(here)}", f"--save-path={quoted(here / 'imgs')}"]
+        copied = here / grids.relative_to(stored)
+    elif grids.parent == stored.parent:  # side by side
+        copied = here.parent / grids.name
+    else:
+        copied = here / "imgs"
+    return [f"--checkpoint-dir={quoted(here)}", f"--save-path={quoted(copied)}"]
 
 
 def _require(ok, message):
@@ -666,10 +670,12 @@ def validate(command, opt):
     for name in ("netg_path", "netd_path"):
         path = getattr(opt, name)
         folder_too = command == "explore"  # a checkpoint folder: its newest file
-        _require(path is None or Path(path).is_file() or (folder_too and Path(path).is_dir()),
-                 f"--{name.replace('_', '-')}: " + (f"{path!r} is a folder, not a checkpoint "
-                 f"file" if path and Path(path).is_dir() else f"no file {path!r}"
-                 + (f" ({broken_link(path)})" if path and broken_link(path) else "")))
+        if path is None or Path(path).is_file() or (folder_too and Path(path).is_dir()):
+            continue
+        broken = broken_link(path)  # asked once, and only of a path that is refused
+        raise UserError(f"--{name.replace('_', '-')}: " + (
+            f"{path!r} is a folder, not a checkpoint file" if Path(path).is_dir() else
+            f"no file {path!r}" + (f" ({broken})" if broken else "")))
 
 
 def refuse_foreign_manifest(out_dir):
@@ -783,7 +789,7 @@ def help_text(command, doc):
             "unset" if f.default is None else repr(f.default)  # the help says what then
         words = HELP_IN.get((command, name), f.metadata["help"])
         lines.append(f"  --{name.replace('_', '-'):<17} {words} [{default}]")
-    others = [n for n in BOOK_FIELDS if n not in USED[command] and (command, n) not in INSTEAD]
+    others = [n for n in BOOK_FIELDS if _book_only_here(command, n)]
     lines += ["", "Accepted for the book's command lines, unused here: "
               + ", ".join("--" + n.replace("_", "-") for n in others)]
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """The one exception type for mistakes a person can fix (bad flag, missing data, wrong file),
 how the commands stop on Ctrl-C, SIGTERM and a hang-up and outlive a terminal or pipe that is
-gone, and ``counted`` and ``link_fault`` for the words messages use.
+gone, and ``counted``, ``listed`` and ``link_fault`` for the words messages use.
 
 ``main.py`` prints a UserError's message as a single ``error:`` line and exits non-zero, with
 no traceback. Everything else is a bug and keeps its traceback.
@@ -14,6 +14,12 @@ import sys
 def counted(n, noun, plural=None):
     """``n`` and its noun, in the plural unless ``n`` is 1: "1 epoch", "3 batches"."""
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def listed(words):
+    """Words as a sentence lists them: "a", "a and b", "a, b and c"."""
+    words = list(words)
+    return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else "".join(words)
 
 
 def link_fault(link, name=None):

@@ -32,7 +32,7 @@ from config import beside_flags, lies_elsewhere, quoted, saved_options, use_bf16
 from curves import LossLog
 from data import cached_batches, folder_batches
 from ema import EMA
-from errors import Interrupted, UserError, counted, stop_signals, stop_under_way
+from errors import Interrupted, UserError, counted, listed, stop_signals, stop_under_way
 from model import (LowJudge, NetD, NetG, add_spectral_norm, book_state_dict, remove_batchnorm,
                    weights_init)
 from steps import R1_EVERY, Objective, d_step, g_step
@@ -458,10 +458,10 @@ def _train(opt):
                     bar.close()
                     _check_finite(meters.flush(), epoch, opt, run.saved)
                     path = run.save() if world.main else Path(opt.checkpoint_dir) / "last.pth"
-                    how = f"`python main.py train --resume={quoted(path)}`"
-                    if world.size > 1:  # in as many processes, or the epoch starts again
-                        how = (f"`torchrun --standalone --nproc_per_node={world.size} "
-                               f"{how[8:]} (as many processes as now)")
+                    again = f"main.py train --resume={quoted(path)}"
+                    how = f"`python {again}`" if world.size == 1 else (  # as many processes,
+                        f"`torchrun --standalone --nproc_per_node={world.size} {again}` (as "
+                        f"many processes as now)")  # or the stopped epoch starts again
                     raise Interrupted(f"stopped in epoch {epoch + 1} after batch {ii + 1} (as "
                                       f"the progress bar counts): state saved "
                                       f"to {path}; continue with {how}")
@@ -647,8 +647,7 @@ def say(message):
 def _check_finite(diverged, epoch, opt, saved):
     """``saved``: this run has a save point to start again from (its own, or the resumed)."""
     if diverged:
-        names = list(diverged)
-        names = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+        names = listed(diverged)
         where = f" from the last save in {opt.checkpoint_dir}" if saved else \
             " (this run saved no checkpoint)"
         raise UserError(f"{names} became NaN or infinite in epoch {epoch + 1}: training "
