@@ -98,7 +98,8 @@ def run_ours(args, device, cold):
     started = time.perf_counter()
     array, skipped = data.build_cache(args.data_path, 96)
     result = _ours(args, device, data.CachedBatches(array, args.batch_size, device), started)
-    result["unreadable"] = [str(p) for p in skipped[:1]] + [len(skipped)]
+    result["unreadable"] = len(skipped)  # the article's pipeline stops at the first of them
+    result["an_unreadable"] = str(skipped[0]) if skipped else None
     return result
 
 
@@ -337,12 +338,12 @@ def main():
           f"{args.measure} batches timed after {args.warmup}, {args.repeats} alternating "
           f"repeats", flush=True)
     cold = measure("ours-cold")  # builds the cache
-    *example, unreadable = cold["unreadable"]
+    unreadable = cold["unreadable"]
     if unreadable:  # the article's ImageFolder stops at the first with a traceback
         sys.exit(f"error: {counted(unreadable, 'image file')} in {args.data_path} cannot be "
-                 f"read (e.g. {example[0]}), and the article's pipeline stops at the first: "
-                 f"move {'it' if unreadable == 1 else 'them'} out to compare the two (train "
-                 f"skips them)")
+                 f"read (e.g. {cold['an_unreadable']}), and the article's pipeline stops at "
+                 f"the first: move {'it' if unreadable == 1 else 'them'} out to compare the "
+                 f"two (train skips them)")
     runs = {"article": [], "ours": []}
     for r in range(args.repeats):
         for variant in ("article", "ours") if r % 2 == 0 else ("ours", "article"):
