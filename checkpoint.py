@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
 from ema import measure_batchnorm
 from errors import UserError, counted
@@ -102,12 +101,28 @@ def _writes_rgb(fmt):
         return False
 
 
+def tile(pixels, nrow=8, gap=2):
+    """uint8 faces (N, 3, H, W) laid out ``nrow`` to a row on black, with ``gap`` pixels
+    around and between them, as the article's save_image lays its grids (a single face
+    alone, with no border). Returns (3, height, width)."""
+    count, channels, h, w = pixels.shape
+    if count == 1:
+        return pixels[0]
+    across = min(nrow, count)
+    rows = -(-count // across)
+    grid = pixels.new_zeros(channels, rows * (h + gap) + gap, across * (w + gap) + gap)
+    for k, face in enumerate(pixels):
+        top, left = gap + (k // across) * (h + gap), gap + (k % across) * (w + gap)
+        grid[:, top:top + h, left:left + w] = face
+    return grid
+
+
 def save_grid(images, path, nrow=8):
     """Save images in [-1, 1] as one grid image (2-pixel black gaps, as torchvision's
     save_image), atomically; the format follows the suffix. Rounded as each face's own PNG
     is, so a face in a grid has the very pixels of the same face saved alone."""
     fmt = image_format(path)
-    grid = make_grid(to_uint8(images.detach().float().cpu()), nrow=nrow, padding=2)
+    grid = tile(to_uint8(images.detach().float().cpu()), nrow=nrow)
     picture = Image.fromarray(grid.permute(1, 2, 0).numpy(), "RGB")
     _atomic_write(path, lambda tmp: picture.save(tmp, format=fmt))
 

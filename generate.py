@@ -178,7 +178,7 @@ def to_pil(face, scale=1, resample="nearest"):
 
 def grid_size(count, nrow=8):
     """(width, height) in pixels of checkpoint.save_grid's grid of ``count`` faces, ``nrow``
-    a row: make_grid's 2-pixel gaps around and between the faces, none for a single face."""
+    a row: 2-pixel gaps around and between the faces, none for a single face."""
     if count == 1:
         return 96, 96
     across = min(nrow, count)
