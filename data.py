@@ -124,8 +124,9 @@ def crop(img, image_size):
     """The article's geometry, pixel for pixel what its torchvision Resize(image_size) then
     CenterCrop(image_size) make of a PIL image: the shorter side scaled to image_size
     (bilinear; the longer one to the whole pixels below its share), then the centre square,
-    its offsets rounded. Our own few lines: importing torchvision for them cost every
-    command 1.6 s of start-up (it loads torch's compiler)."""
+    its offsets rounded. Our own few lines: importing torchvision for them cost generate,
+    evaluate and every refusal about 2.5 s of start-up on 2 cores (it loads torch's
+    compiler, which train's Adam loads anyway)."""
     w, h = img.size
     size = ((image_size, int(image_size * h / w)) if w <= h
             else (int(image_size * w / h), image_size))

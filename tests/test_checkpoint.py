@@ -16,7 +16,7 @@ from conftest import assert_clean_error, cli, run_cli
 
 
 def test_grids_are_laid_out_as_the_articles_make_grid_lays_them(tmp_path):
-    """Our own tiling (torchvision cost each command 1.6 s to import): the same picture as
+    """Our own tiling (torchvision cost generate about 2.5 s to import): the same picture as
     make_grid with its 2-pixel black gaps, for a full row, rows left part empty, one face."""
     import numpy as np
     from torchvision.utils import make_grid

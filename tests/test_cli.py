@@ -695,9 +695,10 @@ def test_make_clean_removes_the_demos_and_keeps_your_runs(tmp_path):
 
 
 def test_the_commands_start_without_importing_torchvision():
-    """Importing torchvision loads torch's compiler too: 1.6 s more before every command
-    (3.6 s instead of 2.0 s on our 2-core CPU). The article's transform and grid are our own
-    few lines, so no command needs it (bench.py still runs the article's pipeline with it)."""
+    """Importing torchvision loads torch's compiler too: generate and evaluate took about
+    2.5 s longer to start on our 2-core Intel Xeon (5.6-5.9 s against 2.9-3.4 s for their
+    modules). The article's transform and grid are our own few lines, so no command needs it
+    (bench.py still runs the article's pipeline with it)."""
     import subprocess
     import sys
     from conftest import ROOT

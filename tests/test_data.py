@@ -85,7 +85,7 @@ def test_cache_gives_the_same_pixels_as_the_folder_path(toy_dir):
 
 def test_every_image_gets_the_pixels_of_the_articles_torchvision_transform(tmp_path):
     """The article's Resize(96), CenterCrop(96), ToTensor and Normalize are our own lines now
-    (torchvision cost each command 1.6 s to import): the same floats for any size, shrunk or
+    (torchvision cost generate and evaluate about 2.5 s to import): the same floats for any size, shrunk or
     enlarged, square or not, with an odd margin to split (where rounding decides)."""
     import pickle
     from torchvision import transforms
