@@ -202,9 +202,9 @@ def cli(*args):
 
 def draw_grid(netg_path, netd_path, out, gen_num, gen_search_num):
     """``generate`` from these files as a user runs it; asserts it wrote its grid to ``out``."""
-    result = run_cli("generate", "--nogpu", f"--netg-path={netg_path}",
-                     f"--netd-path={netd_path}", f"--gen-img={out}", f"--gen-num={gen_num}",
-                     f"--gen-search-num={gen_search_num}")
+    result = cli("generate", "--nogpu", f"--netg-path={netg_path}",
+                 f"--netd-path={netd_path}", f"--gen-img={out}", f"--gen-num={gen_num}",
+                 f"--gen-search-num={gen_search_num}")
     assert result.returncode == 0, result.stderr
     assert Path(out).is_file()
     return result

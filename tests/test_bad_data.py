@@ -9,7 +9,7 @@ import train as train_module
 from config import parse
 from data import open_rgb
 
-from conftest import assert_clean_error, run_cli, train_small
+from conftest import assert_clean_error, cli, run_cli, train_small
 
 BROKEN = ("empty.jpg", "truncated.jpg", "notes.png", "gone.jpg")
 
@@ -135,19 +135,19 @@ def test_all_bad_folder_is_a_clear_error(tmp_path, cache):
     (tmp_path / "c" / "options.json").write_text('{"data_path": "data/faces"}')
     (tmp_path / "c" / "skipped_files.txt").write_text("data/faces/old.jpg\n")
     (tmp_path / "i" / "losses.csv").write_text("step,epoch\n20,0\n")
-    assert_clean_error(run_cli("train", f"--data-path={tmp_path / 'bad'}", "--nogpu",
-                               "--vis=False", "--batch-size=1", "--num-workers=0",
-                               f"--cache={cache}", f"--checkpoint-dir={tmp_path / 'c'}",
-                               f"--save-path={tmp_path / 'i'}"), "could be read")
+    assert_clean_error(cli("train", f"--data-path={tmp_path / 'bad'}", "--nogpu",
+                           "--vis=False", "--batch-size=1", "--num-workers=0",
+                           f"--cache={cache}", f"--checkpoint-dir={tmp_path / 'c'}",
+                           f"--save-path={tmp_path / 'i'}"), "could be read")
     assert not list((tmp_path / "c").glob("*.pth"))  # no weights of untrained nets
     assert (tmp_path / "c" / "options.json").read_text() == '{"data_path": "data/faces"}'
     assert (tmp_path / "i" / "losses.csv").read_text() == "step,epoch\n20,0\n"
     assert (tmp_path / "c" / "skipped_files.txt").read_text() == "data/faces/old.jpg\n"
     if cache:  # decoded first, so the batch size is not blamed for files that are all broken
-        assert_clean_error(run_cli("train", f"--data-path={tmp_path / 'bad'}", "--nogpu",
-                                   "--vis=False", "--batch-size=16",
-                                   f"--checkpoint-dir={tmp_path / 'c'}",
-                                   f"--save-path={tmp_path / 'i'}"), "could be read")
+        assert_clean_error(cli("train", f"--data-path={tmp_path / 'bad'}", "--nogpu",
+                               "--vis=False", "--batch-size=16",
+                               f"--checkpoint-dir={tmp_path / 'c'}",
+                               f"--save-path={tmp_path / 'i'}"), "could be read")
 
 
 def test_a_resumed_run_whose_images_became_unreadable_is_a_clear_error(toy_dir, tmp_path):
@@ -160,6 +160,6 @@ def test_a_resumed_run_whose_images_became_unreadable_is_a_clear_error(toy_dir, 
     before = {p.name: p.stat().st_mtime_ns for p in ckpt.glob("*.pth")}
     for path in (data / "faces").glob("*.jpg"):
         path.write_text("overwritten")
-    assert_clean_error(run_cli("train", f"--resume={ckpt / 'last.pth'}", "--max-epoch=2",
-                               "--num-workers=0", f"--checkpoint-dir={ckpt}"), "could be read")
+    assert_clean_error(cli("train", f"--resume={ckpt / 'last.pth'}", "--max-epoch=2",
+                           "--num-workers=0", f"--checkpoint-dir={ckpt}"), "could be read")
     assert {p.name: p.stat().st_mtime_ns for p in ckpt.glob("*.pth")} == before

@@ -123,9 +123,9 @@ def test_truncated_and_foreign_files(tmp_path):
 @pytest.mark.slow
 def test_widths_are_inferred_for_generate_and_checked_for_train(tmp_path, toy_dir):
     torch.save(NetG(100, 32).state_dict(), tmp_path / "g32.pth")
-    result = run_cli("generate", "--nogpu", f"--netg-path={tmp_path / 'g32.pth'}",
-                     f"--gen-img={tmp_path / 'r.png'}", "--gen-num=8", "--gen-search-num=8",
-                     "--ngf=64")  # the book's default, given: the file's width wins, said so
+    result = cli("generate", "--nogpu", f"--netg-path={tmp_path / 'g32.pth'}",
+                 f"--gen-img={tmp_path / 'r.png'}", "--gen-num=8", "--gen-search-num=8",
+                 "--ngf=64")  # the book's default, given: the file's width wins, said so
     assert result.returncode == 0 and "using the file's ngf=32" in result.stdout
     assert (tmp_path / "r.png").is_file()
     assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",

@@ -14,7 +14,7 @@ import torch
 
 from data import CachedBatches, FaceFolder, build_cache, list_images, normalise
 
-from conftest import read_until, run_cli
+from conftest import cli, read_until
 from errors import UserError
 
 
@@ -67,9 +67,9 @@ def test_a_linked_faces_folder_is_read_once_and_hidden_folders_are_not(toy_dir, 
     # file names (so the cache key and the data order) never depend on the listing's order
     (disk / "a").symlink_to(disk / "faces", target_is_directory=True)
     assert {p.parent for p in list_images(disk)} == {disk / "faces"}
-    result = run_cli("train", f"--data-path={data}", "--nogpu", "--vis=False", "--max-epoch=1",
-                     "--batch-size=16", "--ngf=8", "--ndf=8", f"--checkpoint-dir={tmp_path / 'c'}",
-                     f"--save-path={tmp_path / 'i'}")
+    result = cli("train", f"--data-path={data}", "--nogpu", "--vis=False", "--max-epoch=1",
+                 "--batch-size=16", "--ngf=8", "--ndf=8", f"--checkpoint-dir={tmp_path / 'c'}",
+                 f"--save-path={tmp_path / 'i'}")
     assert result.returncode == 0, result.stderr
     assert "4 batches of 16 per epoch" in result.stdout
 

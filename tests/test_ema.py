@@ -7,7 +7,7 @@ from PIL import Image
 
 from ema import EMA
 
-from conftest import assert_clean_error, cli, run_cli, tiny_nets
+from conftest import assert_clean_error, cli, tiny_nets
 
 
 def _fill(net, value):
@@ -113,9 +113,9 @@ def test_a_last_pth_draws_its_average_with_statistics_measured_for_it(tmp_path):
 @pytest.mark.slow
 def test_train_with_ema_saves_the_average_beside_g_and_generate_draws_with_it(toy_dir, tmp_path):
     ckpt = tmp_path / "ckpt"
-    result = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--seed=0",
-                     "--batch-size=16", "--ngf=8", "--ndf=8", "--max-epoch=2", "--ema=0.9",
-                     f"--checkpoint-dir={ckpt}", f"--save-path={tmp_path / 'imgs'}")
+    result = cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--seed=0",
+                 "--batch-size=16", "--ngf=8", "--ndf=8", "--max-epoch=2", "--ema=0.9",
+                 f"--checkpoint-dir={ckpt}", f"--save-path={tmp_path / 'imgs'}")
     assert result.returncode == 0, result.stderr
     g = torch.load(ckpt / "netg_1.pth", weights_only=True)
     average = torch.load(ckpt / "netg_ema_1.pth", weights_only=True)

@@ -27,8 +27,8 @@ def _pixels(source):
 def _generated(tmp_path, name, *flags):
     """``generate`` as a user runs it, with --out-dir: {seed: (pixels, D score)}."""
     out = tmp_path / name
-    r = run_cli("generate", "--nogpu", *flags, f"--out-dir={out}",
-                f"--gen-img={tmp_path / (name + '.png')}")
+    r = cli("generate", "--nogpu", *flags, f"--out-dir={out}",
+            f"--gen-img={tmp_path / (name + '.png')}")
     assert r.returncode == 0, r.stderr
     with open(out / "manifest.csv") as f:
         return {int(row["seed"]): (_pixels(out / row["file"]), row["d_score"])
@@ -149,8 +149,8 @@ def test_the_page_draws_the_generators_faces_more_morphs_and_stays_local(page, n
     page.locator("#faces img").nth(5).click()
     page.wait_for_function("document.querySelector('#picked').innerText.includes('seed 5')")
     assert "seed 2 → seed 5" in page.locator("#picked").inner_text()
-    r = run_cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=2,5", "--steps=5",
-                f"--out={tmp_path / 'interp.png'}")
+    r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=2,5", "--steps=5",
+            f"--out={tmp_path / 'interp.png'}")
     assert r.returncode == 0, r.stderr
     row = _pixels(tmp_path / "interp.png")
     cells = [row[2:98, 2 + k * 98:98 + k * 98] for k in range(5)]

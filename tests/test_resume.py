@@ -13,7 +13,7 @@ import train as train_module
 from config import parse
 from errors import UserError
 
-from conftest import (ROOT, assert_clean_error, cli, draw_grid, read_until, run_cli,
+from conftest import (ROOT, assert_clean_error, cli, draw_grid, read_until,
                       same_weights, stopped_run, train_args, train_small, within)
 
 
@@ -36,9 +36,9 @@ def test_resume_takes_the_saved_options_and_refuses_changes(toy_dir, tmp_path):
     assert (opt.g_every, opt.batch_size, opt.ngf, opt.data_path) == (2, 16, 8, str(toy_dir))
     with pytest.raises(UserError, match="--ngf=16 differs"):
         parse("train", dict(resume=True, checkpoint_dir=str(tmp_path), ngf=16))
-    assert_clean_error(run_cli("train", "--resume", f"--checkpoint-dir={tmp_path / 'none'}"),
+    assert_clean_error(cli("train", "--resume", f"--checkpoint-dir={tmp_path / 'none'}"),
                        "last.pth")
-    assert_clean_error(run_cli("train", f"--resume={tmp_path / 'netg_0.pth'}"),
+    assert_clean_error(cli("train", f"--resume={tmp_path / 'netg_0.pth'}"),
                        "not a full training state")
 
 
@@ -47,8 +47,8 @@ def test_sigint_mid_epoch_saves_and_resume_continues_exactly(toy_dir, tmp_path):
     common = [f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--batch-size=4",
               "--ngf=32", "--ndf=32", "--seed=1", "--max-epoch=3"]
     straight = tmp_path / "straight"
-    assert run_cli("train", *common, f"--checkpoint-dir={straight}",
-                   f"--save-path={straight}").returncode == 0
+    assert cli("train", *common, f"--checkpoint-dir={straight}",
+               f"--save-path={straight}").returncode == 0
 
     split = tmp_path / "split"
     proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "train", *common,
@@ -70,7 +70,7 @@ def test_sigint_mid_epoch_saves_and_resume_continues_exactly(toy_dir, tmp_path):
     state["processes"] = 2
     torch.save(state, other / "last.pth")
 
-    result = run_cli("train", "--resume", f"--checkpoint-dir={split}")
+    result = cli("train", "--resume", f"--checkpoint-dir={split}")
     assert result.returncode == 0, result.stderr
     assert same_weights(straight / "netg_2.pth", split / "netg_2.pth")
     assert same_weights(straight / "netd_2.pth", split / "netd_2.pth")
@@ -79,7 +79,7 @@ def test_sigint_mid_epoch_saves_and_resume_continues_exactly(toy_dir, tmp_path):
     # another number of processes shards the epoch otherwise: its batch count no longer says
     # which images are done, so the epoch starts again (1 -> 2 processes skipped the rest of
     # it, 2 -> 1 trained some of its images twice, both without a word)
-    result = run_cli("train", "--resume", f"--checkpoint-dir={other}", f"--save-path={other}")
+    result = cli("train", "--resume", f"--checkpoint-dir={other}", f"--save-path={other}")
     assert result.returncode == 0, result.stderr
     assert (f"stopped after batch {state['batch']} of epoch 2 in 2 processes, and this run has "
             f"1: the epoch's shards of images differ, so it starts again from its first batch"
@@ -187,7 +187,7 @@ def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path, group,
     # counted as the bar counts: epoch 2 of 3 is state epoch 1, and batches from 1
     assert f"stopped in epoch {state['epoch'] + 1} after batch {state['batch']} " in err
     assert state["epoch"] >= 1 and state["step"] > 16  # saved past the first epoch
-    result = run_cli("train", f"--resume={tmp_path / 'last.pth'}")
+    result = cli("train", f"--resume={tmp_path / 'last.pth'}")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "netg_2.pth").is_file()
 
@@ -221,7 +221,7 @@ def test_a_second_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
 def test_a_finished_run_resumed_says_there_is_nothing_to_do(toy_dir, tmp_path):
     train_small(toy_dir, tmp_path, max_epoch=1)
     before = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.pth")}
-    result = run_cli("train", "--resume", f"--checkpoint-dir={tmp_path}")
+    result = cli("train", "--resume", f"--checkpoint-dir={tmp_path}")
     assert result.returncode == 0, result.stderr
     assert "has already trained 1 epoch: nothing to do; raise --max-epoch" in result.stdout
     assert "training on" not in result.stdout and "done:" not in result.stdout  # no run
@@ -235,18 +235,18 @@ def test_fresh_starts_a_new_run_over_a_stopped_one(toy_dir, tmp_path):
     stopped_run(toy_dir, tmp_path, of=3)
     again = [f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--batch-size=16", "--ngf=8",
              "--ndf=8", f"--checkpoint-dir={tmp_path}", f"--save-path={tmp_path / 'imgs'}"]
-    assert_clean_error(run_cli("train", *again, "--max-epoch=3"), "or over it with --fresh")
+    assert_clean_error(cli("train", *again, "--max-epoch=3"), "or over it with --fresh")
     for folder in (tmp_path, tmp_path / "empty"):  # the two flags clash, last.pth or not
-        assert_clean_error(run_cli("train", "--resume", "--fresh", f"--checkpoint-dir={folder}"),
+        assert_clean_error(cli("train", "--resume", "--fresh", f"--checkpoint-dir={folder}"),
                            "--fresh starts a new run and --resume continues one")
     # a new run refused after the first checks leaves the stopped run as it was (--fresh
     # deleted its last.pth first, so it could no longer be resumed)
     (tmp_path / "empty").mkdir()
     before = (tmp_path / "last.pth").read_bytes()
-    assert_clean_error(run_cli("train", *again[1:], f"--data-path={tmp_path / 'empty'}",
-                               "--max-epoch=2", "--fresh"), "no images")
+    assert_clean_error(cli("train", *again[1:], f"--data-path={tmp_path / 'empty'}",
+                           "--max-epoch=2", "--fresh"), "no images")
     assert (tmp_path / "last.pth").read_bytes() == before
-    result = run_cli("train", *again, "--max-epoch=2", "--fresh")
+    result = cli("train", *again, "--max-epoch=2", "--fresh")
     assert result.returncode == 0, result.stderr
     assert (f"note: --fresh: deleted {tmp_path / 'last.pth'}, a run stopped in epoch 2 of 3"
             in result.stdout)
@@ -264,15 +264,15 @@ def test_the_same_command_again_after_a_stop_keeps_the_stopped_run(toy_dir, tmp_
     again = [f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--batch-size=16", "--ngf=8",
              "--ndf=8", f"--checkpoint-dir={tmp_path}", f"--save-path={tmp_path / 'imgs'}",
              "--max-epoch=3"]
-    assert_clean_error(run_cli("train", *again), "stopped in epoch 2 of 3",
+    assert_clean_error(cli("train", *again), "stopped in epoch 2 of 3",
                        f"--resume={tmp_path / 'last.pth'}", "another --checkpoint-dir and "
                        "--save-path")
     assert {p.name: p.read_bytes() for p in tmp_path.glob("*.pth")} == before
-    result = run_cli("train", "--resume", f"--checkpoint-dir={tmp_path}")  # as it says
+    result = cli("train", "--resume", f"--checkpoint-dir={tmp_path}")  # as it says
     assert result.returncode == 0, result.stderr
     assert torch.load(tmp_path / "last.pth", weights_only=True)["epoch"] == 3
     # a finished run's folder takes a new run, as the book's does, naming what it leaves
-    result = run_cli("train", *again[:-1], "--max-epoch=1")
+    result = cli("train", *again[:-1], "--max-epoch=1")
     assert result.returncode == 0, result.stderr
     assert (f"note: {tmp_path} holds a finished run of 3 epochs: this run writes its own "
             f"last.pth and checkpoints over that run's") in result.stdout
@@ -280,13 +280,13 @@ def test_the_same_command_again_after_a_stop_keeps_the_stopped_run(toy_dir, tmp_
             f"not replace (e.g. netg_2.pth)") in result.stdout  # netd_2, netg_2; not *_0
     # a last.pth that cannot be resumed is nothing to keep: the new run says it replaces it
     (tmp_path / "last.pth").write_bytes(b"not a state")
-    result = run_cli("train", *again[:-1], "--max-epoch=1")
+    result = cli("train", *again[:-1], "--max-epoch=1")
     assert result.returncode == 0, result.stderr
     assert f"note: {tmp_path / 'last.pth'} is not a training state" in result.stdout
     # the same run again (the book's `python main.py train` twice) replaces every file
     (tmp_path / "netd_2.pth").unlink()
     (tmp_path / "netg_2.pth").unlink()
-    result = run_cli("train", *again[:-1], "--max-epoch=1")
+    result = cli("train", *again[:-1], "--max-epoch=1")
     assert result.returncode == 0, result.stderr
     assert "checkpoint file" not in result.stdout
 
@@ -390,14 +390,14 @@ def test_a_second_run_on_the_same_checkpoint_folder_is_refused(toy_dir, tmp_path
     first = _start(toy_dir, ckpt, "--max-epoch=100000", "--batch-size=4", "--ngf=8", "--ndf=8")
     try:
         read_until(first, "epoch 1/100000")
-        second = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
-                         f"--checkpoint-dir={ckpt}", f"--save-path={tmp_path / 'i2'}")
+        second = cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+                     f"--checkpoint-dir={ckpt}", f"--save-path={tmp_path / 'i2'}")
         line = assert_clean_error(second, "another training run", f"process {first.pid}",
                                   "--checkpoint-dir")
         assert str(ckpt) in line and not (tmp_path / "i2").exists()
         # its sample grids and loss log are its own too (the first writes both into ckpt)
-        third = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
-                        f"--checkpoint-dir={tmp_path / 'c3'}", f"--save-path={ckpt}")
+        third = cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+                    f"--checkpoint-dir={tmp_path / 'c3'}", f"--save-path={ckpt}")
         assert_clean_error(third, "another training run", "--save-path")
         assert not (tmp_path / "c3").exists()
     finally:

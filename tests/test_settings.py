@@ -26,7 +26,7 @@ def test_a_setting_stopped_by_a_ctrl_c_of_the_sweep_trains_again(toy_dir, tmp_pa
     """A sweep stopped by Ctrl-C left the setting's last.pth unfinished, and train refuses a
     new run over it: the rerun of the sweep stopped at that setting."""
     import torch
-    from conftest import run_cli, stopped_run
+    from conftest import cli, stopped_run
     run = tmp_path / "demo_seed0"
     stopped_run(toy_dir, run, of=2)
     calls = []
@@ -36,7 +36,7 @@ def test_a_setting_stopped_by_a_ctrl_c_of_the_sweep_trains_again(toy_dir, tmp_pa
                               data=str(toy_dir), out=str(tmp_path), num=64)
     settings.train_and_evaluate("demo", 0, args)
     assert calls[0][0] == "train"
-    result = run_cli(*calls[0])  # the sweep's train command, over the stopped run: it trains
+    result = cli(*calls[0])  # the sweep's train command, over the stopped run: it trains
     assert result.returncode == 0, result.stderr
     assert torch.load(run / "last.pth", weights_only=True)["epoch"] == 2
 

@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, kill_group, run_cli, train_args
+from conftest import ROOT, cli, kill_group, train_args
 
 
 def _in_a_terminal(args, ignore_hangup=False):
@@ -66,7 +66,7 @@ def test_a_closed_terminal_saves_and_the_run_resumes(toy_dir, tmp_path):
     state = torch.load(tmp_path / "last.pth", weights_only=True)
     assert 1 <= state["epoch"] < 500 and state["step"] > 16  # saved past the first epoch
     end = state["epoch"] + 1
-    result = run_cli("train", f"--resume={tmp_path / 'last.pth'}", f"--max-epoch={end}")
+    result = cli("train", f"--resume={tmp_path / 'last.pth'}", f"--max-epoch={end}")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / f"netg_{end - 1}.pth").is_file()
 

@@ -104,23 +104,23 @@ def test_the_command_writes_the_set_and_says_where(tmp_path):
     before = {p.name: p.read_bytes() for p in (out / "faces").iterdir()}
     csv_before = (out / "attributes.csv").read_bytes()
     from conftest import assert_clean_error
-    assert_clean_error(run_cli("toyfaces", f"--out-dir={out}", "--num=4", "--seed=7"),
+    assert_clean_error(cli("toyfaces", f"--out-dir={out}", "--num=4", "--seed=7"),
                        "already holds a face set")
     assert {p.name: p.read_bytes() for p in (out / "faces").iterdir()} == before
     assert (out / "attributes.csv").read_bytes() == csv_before
     # what an interrupted run leaves (faces, no CSV yet) is written again, so `make demo`
     # can be run again; faces a smaller set would not overwrite are refused
     (out / "attributes.csv").unlink()
-    assert_clean_error(run_cli("toyfaces", f"--out-dir={out}", "--num=4", "--seed=5"),
+    assert_clean_error(cli("toyfaces", f"--out-dir={out}", "--num=4", "--seed=5"),
                        "8 other files", "000004.jpg")
-    result = run_cli("toyfaces", f"--out-dir={out}", "--num=12", "--seed=5")
+    result = cli("toyfaces", f"--out-dir={out}", "--num=12", "--seed=5")
     assert result.returncode == 0, result.stderr
     assert (out / "attributes.csv").read_bytes() == csv_before
     # a folder of real faces (--out-dir=data/faces by mistake) took a toy set beside them,
     # and the next training mixed the two
     real = tmp_path / "real"
     shutil.copytree(out / "faces", real / "crawl")
-    assert_clean_error(run_cli("toyfaces", f"--out-dir={real}", "--num=4"),
+    assert_clean_error(cli("toyfaces", f"--out-dir={real}", "--num=4"),
                        "already holds images", "mix the toy faces")
     assert sorted(p.name for p in real.iterdir()) == ["crawl"]
 

@@ -154,10 +154,10 @@ def test_nan_stops_training_with_one_line_and_saves_nothing(toy_dir, tmp_path):
     with torch.no_grad():  # finite, so the file loads (NaN in a file is refused), but its
         netd.main[0].weight.fill_(1e38)  # first layer overflows: as after a step that blew up
     torch.save(netd.state_dict(), tmp_path / "huge.pth")
-    result = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--ngf=8",
-                     "--ndf=8", "--batch-size=16", "--max-epoch=3", "--save-every=1",
-                     f"--netd-path={tmp_path / 'huge.pth'}", f"--checkpoint-dir={tmp_path / 'C'}",
-                     f"--save-path={tmp_path / 'I'}")
+    result = cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--ngf=8",
+                 "--ndf=8", "--batch-size=16", "--max-epoch=3", "--save-every=1",
+                 f"--netd-path={tmp_path / 'huge.pth'}", f"--checkpoint-dir={tmp_path / 'C'}",
+                 f"--save-path={tmp_path / 'I'}")
     line = assert_clean_error(result, "became NaN or infinite in epoch 1:",
                               "lower --lr1/--lr2")
     assert "loss_d" in line

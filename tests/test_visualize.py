@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, assert_clean_error, ctrl_c_to_group, free_port, kill_group, run_cli
+from conftest import (ROOT, assert_clean_error, cli, ctrl_c_to_group, free_port, kill_group,
+                      run_cli)
 
 
 def _wait_for(port, seconds):
@@ -140,10 +141,10 @@ def _png_size(window):
 @pytest.mark.slow
 def test_training_fills_the_book_windows(visdom_server, toy_dir, tmp_path):
     env = "test_run"
-    result = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True", f"--env={env}",
-                     "--vis-server=http://127.0.0.1", f"--vis-port={visdom_server.port}",
-                     "--max-epoch=2", "--batch-size=16", "--plot-every=2", "--ngf=8", "--ndf=8",
-                     f"--save-path={tmp_path}", f"--checkpoint-dir={tmp_path}", "--seed=0")
+    result = cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True", f"--env={env}",
+                 "--vis-server=http://127.0.0.1", f"--vis-port={visdom_server.port}",
+                 "--max-epoch=2", "--batch-size=16", "--plot-every=2", "--ngf=8", "--ndf=8",
+                 f"--save-path={tmp_path}", f"--checkpoint-dir={tmp_path}", "--seed=0")
     assert result.returncode == 0, result.stderr
     assert "warning" not in result.stderr
 
@@ -180,10 +181,10 @@ def _warnings(stderr):
 @pytest.mark.slow
 def test_no_server_one_warning_and_training_finishes(toy_dir, tmp_path):
     port = free_port()
-    result = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True",
-                     f"--vis-port={port}", "--vis-server=http://127.0.0.1",
-                     "--max-epoch=2", "--batch-size=16", "--plot-every=1", "--ngf=8", "--ndf=8",
-                     f"--save-path={tmp_path}", f"--checkpoint-dir={tmp_path}")
+    result = cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True",
+                 f"--vis-port={port}", "--vis-server=http://127.0.0.1",
+                 "--max-epoch=2", "--batch-size=16", "--plot-every=1", "--ngf=8", "--ndf=8",
+                 f"--save-path={tmp_path}", f"--checkpoint-dir={tmp_path}")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert len(_warnings(result.stderr)) == 1
@@ -207,11 +208,11 @@ def test_another_web_server_on_the_port_is_one_warning(toy_dir, tmp_path):
                 if probe.connect_ex(("127.0.0.1", port)) == 0:
                     break
             time.sleep(0.1)
-        result = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True",
-                         f"--vis-port={port}", "--vis-server=http://127.0.0.1",
-                         "--max-epoch=1", "--batch-size=16", "--plot-every=1", "--ngf=8",
-                         "--ndf=8", f"--save-path={tmp_path / 'i'}",
-                         f"--checkpoint-dir={tmp_path / 'c'}")
+        result = cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True",
+                     f"--vis-port={port}", "--vis-server=http://127.0.0.1",
+                     "--max-epoch=1", "--batch-size=16", "--plot-every=1", "--ngf=8",
+                     "--ndf=8", f"--save-path={tmp_path / 'i'}",
+                     f"--checkpoint-dir={tmp_path / 'c'}")
     finally:
         web.terminate()
         web.wait(timeout=10)
