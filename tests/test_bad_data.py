@@ -96,9 +96,9 @@ def test_names_in_another_encoding_train_and_are_listed_as_they_are(toy_dir, tmp
     assert f"{17 if cache else 18} images" in r.stdout
     # a later run with nothing to skip leaves no list of the files this one skipped
     (faces / broken).unlink()
-    r = run_cli("train", f"--data-path={tmp_path / 'sjis'}", "--nogpu", "--vis=False",
-                "--batch-size=6", "--ngf=8", "--ndf=8", "--max-epoch=1", f"--cache={cache}",
-                "--num-workers=0", f"--checkpoint-dir={ckpt}", f"--save-path={ckpt}", "--fresh")
+    r = cli("train", f"--data-path={tmp_path / 'sjis'}", "--nogpu", "--vis=False",
+            "--batch-size=6", "--ngf=8", "--ndf=8", "--max-epoch=1", f"--cache={cache}",
+            "--num-workers=0", f"--checkpoint-dir={ckpt}", f"--save-path={ckpt}", "--fresh")
     assert r.returncode == 0, r.stderr
     assert not (ckpt / "skipped_files.txt").exists()
 
