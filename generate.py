@@ -244,13 +244,16 @@ def _refuse_large_sheet(opt, out, rows):
 
 
 def _face_names(seeds):
-    """The files of --out-dir, best first: the rank by D and the seed that draws the face."""
+    """The files of --out-dir: the place of the face (best first by D; with --seeds, the
+    order typed) and the seed that draws it."""
     return [f"face_{rank:03d}_seed{seed}.png" for rank, seed in enumerate(seeds)]
 
 
-def _write_faces(out_dir, faces, scores, seeds, scale, resample, mean=0.0, std=1.0):
-    """Each face as its own PNG, and manifest.csv: file, rank, D score, seed, and the noise's
-    mean and std (--gen-mean, --gen-std), without which a seed draws another face. Stopped
+def _write_faces(out_dir, faces, scores, seeds, scale, resample, mean=0.0, std=1.0,
+                 ranks=None):
+    """Each face as its own PNG, and manifest.csv: file, rank (``ranks``, or the faces' order,
+    best first), D score, seed, and the noise's mean and std (--gen-mean, --gen-std), without
+    which a seed draws another face. Stopped
     half way (Ctrl-C, SIGTERM, a full disk), it leaves the faces written so far and their
     manifest (the same command again writes them all)."""
     out = Path(out_dir)
@@ -259,8 +262,8 @@ def _write_faces(out_dir, faces, scores, seeds, scale, resample, mean=0.0, std=1
         # a rerun replaces an earlier set: its manifest goes first, so that none names faces
         # this run has replaced
         (out / "manifest.csv").unlink(missing_ok=True)
-        for rank, (face, score, seed, name) in enumerate(zip(faces, scores.tolist(), seeds,
-                                                             names)):
+        ranks = range(len(seeds)) if ranks is None else ranks
+        for rank, face, score, seed, name in zip(ranks, faces, scores.tolist(), seeds, names):
             buf = io.BytesIO()
             to_pil(face, scale, resample).save(buf, format="PNG")
             checkpoint.save_bytes(buf.getvalue(), out / name)
@@ -337,19 +340,23 @@ def generate(opt):
         images = faces.tensors(seeds)
         scores = faces.scores(images)
         picked = f" for seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}"
+        # in the order typed; the manifest's rank is D's among them (0: its favourite)
+        ranks = (None if faces.netd is None else
+                 torch.argsort(torch.argsort(scores, descending=True, stable=True)).tolist())
     else:
         progress = _ranking_bar if faces.netd is not None and \
             opt.gen_search_num > SEARCH_BAR else None
         images, scores, seeds = faces.best(opt.gen_num, opt.gen_search_num, _first_seed(opt),
                                            progress)
         picked = f", the best of {opt.gen_search_num} by D" if faces.netd is not None else ""
+        ranks = None  # best first
     if opt.out_dir:  # before anything is written
         refuse_earlier_faces(opt.out_dir, _face_names(seeds))
     checkpoint.save_grid(images, opt.gen_img)
     print(f"wrote {opt.gen_img}: {counted(len(images), 'face')}{picked}")
     if opt.out_dir:
         _write_faces(opt.out_dir, images, scores, seeds, opt.scale, opt.resample,
-                     opt.gen_mean, opt.gen_std)
+                     opt.gen_mean, opt.gen_std, ranks)
         print(f"wrote {counted(len(images), 'face')} and manifest.csv to {opt.out_dir}")
     _say_if_training_data(opt, opt.gen_img, opt.out_dir)
     return images, scores, seeds

@@ -85,8 +85,9 @@ def test_cache_gives_the_same_pixels_as_the_folder_path(toy_dir):
 
 def test_every_image_gets_the_pixels_of_the_articles_torchvision_transform(tmp_path):
     """The article's Resize(96), CenterCrop(96), ToTensor and Normalize are our own lines now
-    (torchvision cost generate and evaluate about 2.5 s to import): the same floats for any size, shrunk or
-    enlarged, square or not, with an odd margin to split (where rounding decides)."""
+    (torchvision cost generate and evaluate about 2.5 s to import): the same floats for any
+    size, shrunk or enlarged, square or not, with an odd margin to split (where rounding
+    decides)."""
     import pickle
     from torchvision import transforms
     article = transforms.Compose([
@@ -98,7 +99,7 @@ def test_every_image_gets_the_pixels_of_the_articles_torchvision_transform(tmp_p
     for i, (w, h) in enumerate(sizes):
         Image.fromarray(make.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
             tmp_path / f"{i:02d}.png")
-    folder = pickle.loads(pickle.dumps(FaceFolder(tmp_path, 96)))  # as a spawned worker gets it
+    folder = pickle.loads(pickle.dumps(FaceFolder(tmp_path, 96)))  # as a spawned worker has it
     for i, size in enumerate(sizes):
         ours, _ = folder[i]
         with Image.open(tmp_path / f"{i:02d}.png") as img:

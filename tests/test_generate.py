@@ -182,6 +182,18 @@ def test_manifest_seeds_draw_the_same_faces_again(tmp_path):
     assert r.returncode == 0, r.stderr
     assert ("note: --gen-num and --seed are not used with --seeds: it draws the 6 faces of the "
             "seeds it names, in that order") in r.stdout
+    # with a D, the seeds keep the order typed and the rank column is D's among them (it was
+    # the order typed, so a list given worst first read as best first)
+    worst_first = ",".join(row["seed"] for row in rows[::-1])
+    r = cli("generate", "--nogpu", f"--netg-path={g}", f"--netd-path={d}",
+            f"--seeds={worst_first}", f"--out-dir={tmp_path / 'r'}",
+            f"--gen-img={tmp_path / 'r.png'}")
+    assert r.returncode == 0, r.stderr
+    with open(tmp_path / "r" / "manifest.csv") as f:
+        typed = list(csv.DictReader(f))
+    assert [row["seed"] for row in typed] == [row["seed"] for row in rows[::-1]]
+    assert [int(row["rank"]) for row in typed] == [5, 4, 3, 2, 1, 0]
+    assert typed[0]["file"] == f"face_000_seed{rows[-1]['seed']}.png"
     with open(again / "manifest.csv") as f:
         redrawn = list(csv.DictReader(f))
     for old, new in zip(rows, redrawn):
