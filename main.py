@@ -151,6 +151,15 @@ def toyfaces(*args, **flags):
     others = sorted(p.name for p in (out / "faces").iterdir() if not ours(p.name)
                     and not (p.name.startswith(".") and p.name.endswith(".tmp"))) \
         if (out / "faces").is_dir() else []  # (a face a kill -9 cut short: drawn again)
+    def face_name(name):  # a face of any toyfaces run: 000123.jpg
+        stem = name.removesuffix(".jpg")
+        return name.endswith(".jpg") and stem.isascii() and stem.isdigit() and len(stem) >= 6
+    if not (out / "attributes.csv").exists() and others and all(map(face_name, others)):
+        drawn = max(int(name[:-4]) for name in others) + 1  # a stopped run of a larger set
+        raise UserError(f"--out-dir: {out} holds a set a stopped toyfaces left unfinished "
+                        f"(no attributes.csv yet; faces up to {drawn - 1:06d}.jpg), larger than "
+                        f"--num={values['num']}: run it again with the --num it had (at least "
+                        f"{drawn}) to finish it, or delete {out / 'faces'} first")
     if (out / "attributes.csv").exists() or others:
         found = (f"{out / 'attributes.csv'}" if (out / "attributes.csv").exists() else
                  f"{counted(len(others), 'other file')} in {out / 'faces'}/ "

@@ -111,8 +111,13 @@ def test_the_command_writes_the_set_and_says_where(tmp_path):
     # what an interrupted run leaves (faces, no CSV yet) is written again, so `make demo`
     # can be run again; faces a smaller set would not overwrite are refused
     (out / "attributes.csv").unlink()
+    line = assert_clean_error(cli("toyfaces", f"--out-dir={out}", "--num=4", "--seed=5"),
+                              "left unfinished", "up to 000011.jpg", "at least 12")
+    assert "already holds a face set" not in line  # as it said: a set, 8 other files
+    (out / "faces" / "notes.txt").write_text("mine")  # not a face: a folder of other files
     assert_clean_error(cli("toyfaces", f"--out-dir={out}", "--num=4", "--seed=5"),
-                       "8 other files", "000004.jpg")
+                       "9 other files", "000004.jpg")
+    (out / "faces" / "notes.txt").unlink()
     result = cli("toyfaces", f"--out-dir={out}", "--num=12", "--seed=5")
     assert result.returncode == 0, result.stderr
     assert (out / "attributes.csv").read_bytes() == csv_before
