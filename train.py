@@ -313,6 +313,8 @@ def _train(opt):
             world.wait_for_main()
     else:
         data = folder_batches(opt)
+        if state:  # files found as it goes: the list kept those the run found before it
+            data.skipped.update(_skipped_before(opt, data.dataset.files))  # stopped
     per_epoch = data.count // world.size // opt.batch_size  # batches per epoch and process
     if per_epoch == 0:
         raise UserError(f"{data.count} images cannot give each of {world.size} processes a "
@@ -631,6 +633,18 @@ def _report_skipped(skipped, reported, opt, world, write=True):
         print(f"skipped {counted(len(skipped), 'unreadable image file')} (e.g. {names}); "
               f"full list in {listing}", flush=True)
     return len(skipped)
+
+
+def _skipped_before(opt, files):
+    """The files of ``files`` that the resumed run's skipped_files.txt lists: with --cache=False
+    the unreadable ones are only found as the epochs reach them, and the list written at the
+    first epoch's end held just those found since the resume."""
+    listing = Path(opt.checkpoint_dir) / "skipped_files.txt"
+    try:
+        listed = {os.fsdecode(line) for line in listing.read_bytes().splitlines()}
+    except OSError:
+        return set()
+    return {str(p) for p in files} & listed
 
 
 def _write_skipped(skipped, opt):

@@ -70,6 +70,28 @@ def test_training_skips_and_reports_broken_files(messy_dir, tmp_path, cache, cap
     assert (ckpt / "netg_0.pth").is_file()
 
 
+def test_a_run_resumed_in_mid_epoch_without_the_cache_keeps_its_list_of_skipped_files(
+        messy_dir, tmp_path, capsys):
+    """With --cache=False the broken files are found as the batches reach them: resumed in
+    mid-epoch, the run rewrote skipped_files.txt with only those of the batches after the
+    stop, and the ones found before it were no longer listed."""
+    import torch
+    ckpt = tmp_path / "ck"
+    flags = dict(data_path=str(messy_dir), gpu=False, vis=False, batch_size=4, ngf=8, ndf=8,
+                 seed=0, cache=False, num_workers=0, checkpoint_dir=str(ckpt),
+                 save_path=str(ckpt), max_epoch=1)
+    train_module.train(parse("train", flags))
+    listed = (ckpt / "skipped_files.txt").read_text().split()
+    assert len(listed) == 4
+    state = torch.load(ckpt / "last.pth", weights_only=True)  # as if stopped after batch 2
+    state.update(epoch=0, batch=2, step=2)  # of 9: the rest of the epoch holds some of them
+    torch.save(state, ckpt / "last.pth")
+    capsys.readouterr()
+    train_module.train(parse("train", dict(resume=str(ckpt / "last.pth"))))
+    assert sorted((ckpt / "skipped_files.txt").read_text().split()) == sorted(listed)
+    assert "skipped 4 unreadable image files" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("cache", [True, False])
 def test_names_in_another_encoding_train_and_are_listed_as_they_are(toy_dir, tmp_path, cache):
     """A zip from Windows or Japan unpacked here has names that are not UTF-8 (Shift-JIS): the
