@@ -3,7 +3,7 @@
 ``Visualizer`` sends the book's windows (``errord``, ``errorg``, ``fixfake``, ``real``) plus the
 mean D(x)/D(G(z)) and a text log. It never blocks or breaks training: every request has a
 timeout, a missing or dead server gives one warning line, and reconnecting is tried at most
-once a minute.
+once a minute; a server that answers again is sent the curves and texts so far, whole.
 """
 import errno
 import logging
@@ -42,6 +42,8 @@ class Visualizer:
         self.down_since = None
         self.warned = False
         self.windows = set()
+        self.curves = {}  # win: (legend, title, steps, rows): every point sent, to send again
+        self.texts = {}  # win: (html, title), the last of each
         self._connect()
 
     def _connect(self):
@@ -53,6 +55,28 @@ class Visualizer:
             self.down_since = None
         except Exception as e:  # noqa: BLE001 - any failure means "no server"; training goes on
             self._down(e)
+
+    def _send_again(self):
+        """After an outage: the curves whole, in place of what the server has of them (the
+        env it kept on disk at the last epoch's end, or nothing), and the texts."""
+        from tqdm import tqdm
+        try:
+            for win, (names, title, steps, rows) in self.curves.items():
+                y = np.array(rows, dtype=np.float64)
+                x = np.repeat(np.array(steps, dtype=np.float64)[:, None], len(names), axis=1)
+                if len(names) == 1:
+                    y, x = y[:, 0], x[:, 0]
+                self.client.line(Y=y, X=x, win=win, opts=dict(title=title, legend=names,
+                                                              xlabel="step"))
+            for win, (html, title) in self.texts.items():
+                self.client.text(html, win=win, opts=dict(title=title))
+        except Exception as e:  # noqa: BLE001 - down again: one more try in a minute
+            self._down(e)
+            return
+        self.windows = set(self.curves)
+        self.warned = False  # a later outage is said too
+        tqdm.write(f"visdom: the server at {self.server}:{self.port} answers now; the "
+                   f"curves so far are sent to it", file=sys.stderr)
 
     def _down(self, error):
         self.client = None
@@ -75,6 +99,8 @@ class Visualizer:
         if self.client is None and self.down_since is not None \
                 and time.monotonic() - self.down_since >= RETRY_SECONDS:
             self._connect()
+            if self.client is not None:
+                self._send_again()
         return self.client is not None
 
     def _send(self, fn, *args, **kwargs):
@@ -88,6 +114,9 @@ class Visualizer:
     def plot(self, win, step, values, title):
         """Append one point per curve (``values``: {legend: y}) at x = ``step``."""
         names = list(values)
+        kept = self.curves.setdefault(win, (names, title, [], []))
+        kept[2].append(step)
+        kept[3].append([values[n] for n in names])
         y = np.array([[values[n] for n in names]], dtype=np.float64)
         x = np.array([[step] * len(names)], dtype=np.float64)
         if len(names) == 1:
@@ -106,6 +135,7 @@ class Visualizer:
         self._send(lambda c: c.images(array, win=win, nrow=nrow, opts=dict(title=title)))
 
     def text(self, win, html, title):
+        self.texts[win] = (html, title)
         self._send(lambda c: c.text(html, win=win, opts=dict(title=title)))
 
     def keep(self):

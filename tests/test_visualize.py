@@ -243,9 +243,10 @@ def test_a_port_that_never_answers_does_not_hang(toy_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_server_killed_mid_run(visdom_server, capsys):
+def test_server_killed_mid_run(visdom_server, capsys, monkeypatch, tmp_path):
     import torch
     from tqdm import tqdm
+    import visualize
     from model import NetG
     from visualize import Visualizer
 
@@ -253,6 +254,7 @@ def test_server_killed_mid_run(visdom_server, capsys):
     netg = NetG(100, 8)
     noise = torch.randn(4, 100, 1, 1)
     means = {"loss_d": 1.0, "loss_g": 2.0, "d_real": 0.6, "d_fake": 0.4}
+    vis.text("options", "lr1 = 0.0002", "options of this run")
     vis.step(1, 0, means, 10.0, netg(noise), torch.zeros(4, 3, 96, 96))
     assert vis.client is not None and _client(visdom_server.port).win_exists("errord", "killed")
     visdom_server.terminate()
@@ -269,6 +271,30 @@ def test_server_killed_mid_run(visdom_server, capsys):
     lines = capsys.readouterr().err.replace("\r", "\n").splitlines()
     assert [line for line in lines if "warning" in line] == _warnings("\n".join(lines))
     assert len(_warnings("\n".join(lines))) == 1
+
+    # a server started again (here with none of the run's env): at the next try it gets every
+    # point so far and the options window; it got only the points after it came back, and
+    # nothing said it was back
+    again = subprocess.Popen([sys.executable, str(ROOT / "visualize.py"), "serve",
+                              f"--port={visdom_server.port}", f"--env-path={tmp_path / 'new'}"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert _wait_for(visdom_server.port, 30), "the visdom server did not start again"
+        monkeypatch.setattr(visualize, "RETRY_SECONDS", 0.0)  # the minute between tries
+        vis.step(12, 0, dict(means, loss_d=0.5), 10.0, netg(noise), torch.zeros(4, 3, 96, 96))
+        assert vis.client is not None
+        client = _client(visdom_server.port)
+        trace = json.loads(client.get_window_data("errord", "killed"))["content"]["data"][0]
+        assert [int(x) for x in trace["x"]] == list(range(1, 13))
+        assert trace["y"] == [1.0] * 11 + [0.5]
+        scores = json.loads(client.get_window_data("scores", "killed"))["content"]["data"]
+        assert [len(t["x"]) for t in scores] == [12, 12]
+        assert "lr1 = 0.0002" in json.loads(client.get_window_data("options", "killed"))["content"]
+        said = capsys.readouterr().err
+        assert said.count("answers now; the curves so far are sent to it") == 1, said
+    finally:
+        again.terminate()
+        again.wait(timeout=10)
 
 
 def _chromium():
