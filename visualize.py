@@ -7,6 +7,7 @@ once a minute; a server that answers again is sent the curves and texts so far, 
 """
 import errno
 import logging
+import socket
 import sys
 import time
 from pathlib import Path
@@ -84,15 +85,37 @@ class Visualizer:
         if not self.warned:
             self.warned = True
             from tqdm import tqdm  # on a line of its own, not after the progress bar's
-            why, cause = type(error).__name__, error
-            while cause is not None:  # visdom re-raises a refused request as a ConnectionError
-                if getattr(cause, "response", None) is not None:
-                    why = f"HTTP {cause.response.status_code}: not a visdom server"
-                cause = cause.__cause__ or cause.__context__
             start = "make visdom" + (f" VISDOM_PORT={self.port}" if self.port != 8097 else "")
             tqdm.write(f"warning: no visdom server answers at {self.server}:{self.port} "
-                       f"({why}); training goes on without plots "
+                       f"({self._why(error)}); training goes on without plots "
                        f"(start one with `{start}`, or pass --vis=False)", file=sys.stderr)
+
+    def _why(self, error):
+        """What the request met, in words. visdom re-raises every failure as a
+        ConnectionError: the cause is further down, in its causes, contexts, arguments and
+        urllib3's ``reason``."""
+        causes, seen, stack = [], set(), [error]
+        while stack:
+            cause = stack.pop(0)
+            if not isinstance(cause, BaseException) or id(cause) in seen:
+                continue
+            seen.add(id(cause))
+            causes.append(cause)
+            stack += [cause.__cause__, cause.__context__, getattr(cause, "reason", None),
+                      *getattr(cause, "args", ())]
+        names = {type(c).__name__ for c in causes}
+        for cause in causes:
+            if getattr(cause, "response", None) is not None:
+                return f"HTTP {cause.response.status_code}: not a visdom server"
+        if any(isinstance(c, ConnectionRefusedError) for c in causes):
+            return "connection refused: nothing listens on that port"
+        if "NameResolutionError" in names or any(isinstance(c, socket.gaierror) for c in causes):
+            return "unknown host: check --vis-server"
+        if any(isinstance(c, TimeoutError) or "Timeout" in type(c).__name__ for c in causes):
+            return f"no answer within {self.timeout:g} s"
+        if any("SSL" in type(c).__name__ for c in causes):
+            return "TLS failed: check http:// or https:// in --vis-server"
+        return type(error).__name__
 
     def ready(self):
         """Whether a server is connected (reconnecting at most once a minute)."""

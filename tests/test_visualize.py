@@ -188,6 +188,8 @@ def test_no_server_one_warning_and_training_finishes(toy_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert len(_warnings(result.stderr)) == 1
+    assert "(connection refused: nothing listens on that port)" in result.stderr  # each cause
+    # read "(ConnectionError)", visdom's name for them all
     # the server to start is one on the port asked for (`make visdom` alone serves 8097)
     assert f"(start one with `make visdom VISDOM_PORT={port}`, or pass --vis=False)" \
         in result.stderr
@@ -239,10 +241,18 @@ def test_a_port_that_never_answers_does_not_hang(toy_dir, tmp_path):
         silent.close()
     assert result.returncode == 0, result.stderr
     assert len(_warnings(result.stderr)) == 1 and "Traceback" not in result.stderr
+    assert "(no answer within 2 s)" in result.stderr
     assert elapsed < 60
 
 
 @pytest.mark.slow
+def test_an_unknown_host_is_named_as_such(capsys):
+    from visualize import Visualizer
+    vis = Visualizer("x", "http://no-such-host.invalid", 8097, timeout=2.0)
+    assert vis.client is None
+    assert "(unknown host: check --vis-server)" in _warnings(capsys.readouterr().err)[0]
+
+
 def test_server_killed_mid_run(visdom_server, capsys, monkeypatch, tmp_path):
     import torch
     from tqdm import tqdm
