@@ -253,17 +253,32 @@ def _check_listen(host, port):
     """Bind the page's address for a moment: a taken port or a foreign address is refused
     before anything is printed (uvicorn would log an ERROR line of its own first)."""
     import socket
+    import errno
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1]
     try:
         addresses = socket.getaddrinfo(bare, port, type=socket.SOCK_STREAM)
     except OSError:
-        addresses = []
+        raise UserError(f"cannot serve on {host}:{port}: {host!r} is not a name or address "
+                        f"this machine knows; pass --host=127.0.0.1 (this machine only) or "
+                        f"--host=0.0.0.0 (every address)") from None
+    errors = set()
     for family, kind, proto, _, address in addresses:  # one that binds is enough
         try:
             with socket.socket(family, kind, proto) as sock:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(address)
             return
-        except OSError:
-            continue
+        except OSError as e:
+            errors.add(e.errno)
+    if errno.EADDRINUSE in errors:
+        raise UserError(f"cannot serve on {host}:{port}: the port is taken (another explore "
+                        f"page or server is on it): pass another --port, e.g. --port={port + 1}"
+                        if port < 65535 else f"cannot serve on {host}:{port}: the port is "
+                        f"taken: pass another --port")
+    if errno.EACCES in errors:
+        raise UserError(f"cannot serve on {host}:{port}: ports below 1024 need root: pass "
+                        f"--port=7860 or another above 1023")
+    if errno.EADDRNOTAVAIL in errors:
+        raise UserError(f"cannot serve on {host}:{port}: {host} is not an address of this "
+                        f"machine: pass --host=127.0.0.1 (this machine only) or --host=0.0.0.0")
     raise UserError(_CANNOT_SERVE.format(host=host, port=port))

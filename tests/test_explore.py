@@ -236,5 +236,15 @@ def test_a_taken_port_is_one_line_before_any_address_is_printed(nets):
         port = taken.getsockname()[1]
         result = run_cli("explore", "--nogpu", f"--netg-path={nets}", f"--port={port}",
                          timeout=180)
-    assert_clean_error(result, "cannot serve", str(port), "--port")
+    line = assert_clean_error(result, "cannot serve", str(port), "--port")
     assert "open http" not in result.stdout and "ERROR" not in result.stderr
+    assert "the port is taken" in line and "address" not in line  # it named both causes
+
+
+def test_an_address_of_another_machine_or_an_unknown_name_is_named_as_such():
+    from errors import UserError
+    from explore import _check_listen
+    with pytest.raises(UserError, match="192.0.2.1 is not an address of this machine"):
+        _check_listen("192.0.2.1", 7860)  # TEST-NET-1: never this machine's
+    with pytest.raises(UserError, match="'no-such-host.invalid' is not a name or address"):
+        _check_listen("no-such-host.invalid", 7860)
