@@ -252,8 +252,8 @@ _CANNOT_SERVE = ("cannot serve on {host}:{port} (the port is taken, or the addre
 def _check_listen(host, port):
     """Bind the page's address for a moment: a taken port or a foreign address is refused
     before anything is printed (uvicorn would log an ERROR line of its own first)."""
-    import socket
     import errno
+    import socket
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1]
     try:
         addresses = socket.getaddrinfo(bare, port, type=socket.SOCK_STREAM)

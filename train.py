@@ -29,7 +29,7 @@ import checkpoint
 import distributed
 from augment import DiffAugment, parse as parse_augment
 from config import beside_flags, lies_elsewhere, quoted, saved_options, use_bf16
-from curves import LossLog
+from curves import LossLog, read_rows
 from data import cached_batches, folder_batches
 from ema import EMA
 from errors import Interrupted, UserError, counted, listed, stop_signals, stop_under_way
@@ -375,6 +375,12 @@ def _train(opt):
     if opt.vis and world.main:
         from visualize import Visualizer
         vis = Visualizer(opt.env, opt.vis_server, opt.vis_port)
+        if state:  # the curves go on from the run's loss log (a damaged one: from here)
+            try:
+                vis.earlier([r for r in read_rows(Path(opt.save_path) / "losses.csv")
+                             if r["step"] <= run.step])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
         vis.text("options", "<br>".join(f"{k} = {v}" for k, v in opt.to_dict().items()),
                  "options of this run")
 

@@ -17,6 +17,10 @@ import numpy as np
 from errors import UserError
 
 RETRY_SECONDS = 60.0
+# the curve windows: title, and each curve's legend with the loss log's column it plots
+CURVES = {"errord": ("D loss (running mean)", {"loss_d": "loss_d"}),
+          "errorg": ("G loss (running mean)", {"loss_g": "loss_g"}),
+          "scores": ("mean D output on real and fake", {"D(x)": "d_real", "D(G(z))": "d_fake"})}
 
 
 def _client_class():
@@ -57,18 +61,29 @@ class Visualizer:
         except Exception as e:  # noqa: BLE001 - any failure means "no server"; training goes on
             self._down(e)
 
+    def earlier(self, rows):
+        """The loss log's rows of a resumed run up to its stop: the curve windows start with
+        them (the first points of this process replaced the run's curves)."""
+        for win, (title, columns) in CURVES.items():
+            self.curves[win] = (list(columns), title, [r["step"] for r in rows],
+                                [[r[c] for c in columns.values()] for r in rows])
+
+    def _line_whole(self, client, win):
+        """Every point of ``win`` this run has, in place of what the server shows in it."""
+        names, title, steps, rows = self.curves[win]
+        y = np.array(rows, dtype=np.float64)
+        x = np.repeat(np.array(steps, dtype=np.float64)[:, None], len(names), axis=1)
+        if len(names) == 1:
+            y, x = y[:, 0], x[:, 0]
+        client.line(Y=y, X=x, win=win, opts=dict(title=title, legend=names, xlabel="step"))
+
     def _send_again(self):
         """After an outage: the curves whole, in place of what the server has of them (the
         env it kept on disk at the last epoch's end, or nothing), and the texts."""
         from tqdm import tqdm
         try:
-            for win, (names, title, steps, rows) in self.curves.items():
-                y = np.array(rows, dtype=np.float64)
-                x = np.repeat(np.array(steps, dtype=np.float64)[:, None], len(names), axis=1)
-                if len(names) == 1:
-                    y, x = y[:, 0], x[:, 0]
-                self.client.line(Y=y, X=x, win=win, opts=dict(title=title, legend=names,
-                                                              xlabel="step"))
+            for win in self.curves:
+                self._line_whole(self.client, win)
             for win, (html, title) in self.texts.items():
                 self.client.text(html, win=win, opts=dict(title=title))
         except Exception as e:  # noqa: BLE001 - down again: one more try in a minute
@@ -146,9 +161,11 @@ class Visualizer:
             y, x = y[:, 0], x[:, 0]
 
         def send(client):
-            update = "append" if win in self.windows else None
-            client.line(Y=y, X=x, win=win, update=update,
-                        opts=dict(title=title, legend=names, xlabel="step"))
+            if win in self.windows:
+                client.line(Y=y, X=x, win=win, update="append",
+                            opts=dict(title=title, legend=names, xlabel="step"))
+            else:  # this process's first point: the window holds what came before it too
+                self._line_whole(client, win)
             self.windows.add(win)
         self._send(send)
 
@@ -171,10 +188,8 @@ class Visualizer:
         """Everything the training loop shows every ``plot_every`` batches."""
         self.images("fixfake", fake, "G(fixed noise)")
         self.images("real", real[:64], "a real batch")
-        self.plot("errord", step, {"loss_d": means["loss_d"]}, "D loss (running mean)")
-        self.plot("errorg", step, {"loss_g": means["loss_g"]}, "G loss (running mean)")
-        self.plot("scores", step, {"D(x)": means["d_real"], "D(G(z))": means["d_fake"]},
-                  "mean D output on real and fake")
+        for win, (title, columns) in CURVES.items():
+            self.plot(win, step, {name: means[c] for name, c in columns.items()}, title)
         self.text("log", f"epoch {epoch + 1}, step {step}, {speed:.0f} images/s",  # as the bar
                   "progress")
 

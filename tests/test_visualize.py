@@ -173,6 +173,19 @@ def test_training_fills_the_book_windows(visdom_server, toy_dir, tmp_path):
     saved = json.loads((tmp_path / "envs" / f"{env}.json").read_text())
     assert {"errord", "errorg", "fixfake", "scores"} <= set(saved["jsons"])
 
+    # resumed, the run's curves go on: its first point replaced the windows' earlier ones
+    result = cli("train", f"--resume={tmp_path / 'last.pth'}", "--max-epoch=3")
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "losses.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6
+    for win, column in (("errord", "loss_d"), ("errorg", "loss_g")):
+        trace = json.loads(vis.get_window_data(win, env))["content"]["data"][0]
+        assert [int(x) for x in trace["x"]] == [int(r["step"]) for r in rows]
+        assert trace["y"] == pytest.approx([float(r[column]) for r in rows], rel=1e-5)
+    scores = json.loads(vis.get_window_data("scores", env))["content"]["data"]
+    assert [len(t["x"]) for t in scores] == [6, 6]
+
 
 def _warnings(stderr):
     return [line for line in stderr.splitlines() if line.startswith("warning")]
