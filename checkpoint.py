@@ -15,7 +15,9 @@ import functools
 import io
 import os
 import pickle
+import signal
 import tempfile
+import threading
 import warnings
 import zipfile
 from pathlib import Path
@@ -24,7 +26,7 @@ import torch
 from PIL import Image
 
 from ema import measure_batchnorm
-from errors import UserError, counted
+from errors import UserError, counted, stop_signals
 from model import NetD, NetG
 
 
@@ -51,14 +53,34 @@ def _temporary_prefix(name):
     return f".{name}."
 
 
+def _hold_stops():
+    """Hold back Ctrl-C, SIGTERM and a hang-up in the main thread (the one their handlers run
+    in); returns what ``_release_stops`` needs, None where there is nothing to hold."""
+    if not hasattr(signal, "pthread_sigmask") or \
+            threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals())
+
+
+def _release_stops(held):
+    """Let the held signals through: one that came meanwhile acts now."""
+    if held is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def _atomic_write(path, write):
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``. A stop (Ctrl-C,
+    SIGTERM) while the temporary file is made waits until the clean-up below would remove
+    it: between its creation and the ``try``, it was left behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path.name), suffix=".tmp",
-                               dir=path.parent)
-    os.close(fd)
+    tmp, held = None, _hold_stops()
     try:
+        fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path.name), suffix=".tmp",
+                                   dir=path.parent)
+        os.close(fd)
+        _release_stops(held)
+        held = None
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -70,7 +92,8 @@ def _atomic_write(path, write):
                             f"with --resume (the previous files are intact)") from None
         raise
     finally:
-        if os.path.exists(tmp):
+        _release_stops(held)  # (mkstemp failed)
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
