@@ -53,19 +53,35 @@ def _temporary_prefix(name):
     return f".{name}."
 
 
-def _hold_stops():
-    """Hold back Ctrl-C, SIGTERM and a hang-up in the main thread (the one their handlers run
-    in); returns what ``_release_stops`` needs, None where there is nothing to hold."""
-    if not hasattr(signal, "pthread_sigmask") or \
-            threading.current_thread() is not threading.main_thread():
+def _defer_stops():
+    """Put off Ctrl-C, SIGTERM and a hang-up: each that comes is noted, not acted on, until
+    ``_resume_stops``. (Blocking them would not do: a process-directed signal then goes to
+    another of the process's threads, torch's among them, and still interrupts this one.)
+    Returns what ``_resume_stops`` needs; None outside the main thread, where no handler
+    runs."""
+    if threading.current_thread() is not threading.main_thread():
         return None
-    return signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals())
+    came = []
+    kept = {sig: signal.signal(sig, lambda signum, frame: came.append(signum))
+            for sig in stop_signals()}
+    return kept, came
 
 
-def _release_stops(held):
-    """Let the held signals through: one that came meanwhile acts now."""
-    if held is not None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+def _resume_stops(deferred):
+    """Put the handlers back and act on the stops that came meanwhile, in their order."""
+    if deferred is None:
+        return
+    kept, came = deferred
+    left = list(kept.items())
+    try:
+        while left:
+            signal.signal(*left[0])
+            left.pop(0)
+    finally:  # a stop that acted on a handler already back: the others go back too
+        for sig, handler in left:
+            signal.signal(sig, handler)
+    for sig in came:
+        signal.raise_signal(sig)
 
 
 def _atomic_write(path, write):
@@ -74,13 +90,13 @@ def _atomic_write(path, write):
     it: between its creation and the ``try``, it was left behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp, held = None, _hold_stops()
+    tmp, deferred = None, _defer_stops()
     try:
         fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path.name), suffix=".tmp",
                                    dir=path.parent)
         os.close(fd)
-        _release_stops(held)
-        held = None
+        deferred, now = None, deferred
+        _resume_stops(now)  # a stop that came meanwhile acts here, where the file is removed
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -92,7 +108,7 @@ def _atomic_write(path, write):
                             f"with --resume (the previous files are intact)") from None
         raise
     finally:
-        _release_stops(held)  # (mkstemp failed)
+        _resume_stops(deferred)  # (mkstemp failed)
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
