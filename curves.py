@@ -12,11 +12,13 @@ import checkpoint
 COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake", "images_per_s")
 
 
-def read_rows(path):
-    """The rows of a losses.csv, as dicts of numbers."""
+def read_rows(path, up_to=None):
+    """The rows of a losses.csv, as dicts of numbers; with ``up_to``, those of the steps up
+    to it (a resumed run's: the rows past its step belong to a run that no longer exists)."""
     with open(path, newline="") as f:
-        return [{k: (int(v) if k in ("step", "epoch") else float(v)) for k, v in row.items()}
+        rows = [{k: (int(v) if k in ("step", "epoch") else float(v)) for k, v in row.items()}
                 for row in csv.DictReader(f)]
+    return rows if up_to is None else [r for r in rows if r["step"] <= up_to]
 
 
 class LossLog:
@@ -24,12 +26,9 @@ class LossLog:
         self.loss = loss  # names the curves' unit on the plot
         self.csv = Path(folder) / "losses.csv"
         self.png = Path(folder) / "losses.png"
-        rows = self.rows() if self.csv.is_file() else []
-        if resume_step is None:
-            rows = []  # a fresh run starts a fresh log
-        else:  # rows past the resumed step belong to a run that no longer exists
-            rows = [r for r in rows if r["step"] <= resume_step]
-        self._write(rows)
+        # a fresh run starts a fresh log; a resumed one keeps the rows up to its step
+        resumed = resume_step is not None and self.csv.is_file()
+        self._write(read_rows(self.csv, up_to=resume_step) if resumed else [])
 
     def rows(self):
         return read_rows(self.csv)

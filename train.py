@@ -377,8 +377,7 @@ def _train(opt):
         vis = Visualizer(opt.env, opt.vis_server, opt.vis_port)
         if state:  # the curves go on from the run's loss log (a damaged one: from here)
             try:
-                vis.earlier([r for r in read_rows(Path(opt.save_path) / "losses.csv")
-                             if r["step"] <= run.step])
+                vis.earlier(read_rows(Path(opt.save_path) / "losses.csv", up_to=run.step))
             except (OSError, ValueError, KeyError, TypeError):
                 pass
         vis.text("options", "<br>".join(f"{k} = {v}" for k, v in opt.to_dict().items()),
@@ -647,10 +646,10 @@ def _skipped_before(opt, files):
     first epoch's end held just those found since the resume."""
     listing = Path(opt.checkpoint_dir) / "skipped_files.txt"
     try:
-        listed = {os.fsdecode(line) for line in listing.read_bytes().splitlines()}
+        names = {os.fsdecode(line) for line in listing.read_bytes().splitlines()}
     except OSError:
         return set()
-    return {str(p) for p in files} & listed
+    return {str(p) for p in files} & names
 
 
 def _write_skipped(skipped, opt):
