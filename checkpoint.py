@@ -10,6 +10,7 @@
   refused, and the ``module.``/``_orig_mod.`` before every key of a file saved from
   DataParallel, DistributedDataParallel or torch.compile is dropped.
 """
+import contextlib
 import errno
 import functools
 import io
@@ -82,6 +83,17 @@ def _resume_stops(deferred):
             signal.signal(sig, handler)
     for sig in came:
         signal.raise_signal(sig)
+
+
+@contextlib.contextmanager
+def stops_put_off():
+    """Ctrl-C, SIGTERM and a hang-up that come inside the ``with`` act at its end: a file
+    written inside it and the note of it (a manifest's row) are both done, or neither."""
+    deferred = _defer_stops()
+    try:
+        yield
+    finally:
+        _resume_stops(deferred)
 
 
 def _atomic_write(path, write):

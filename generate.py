@@ -266,13 +266,15 @@ def _write_faces(out_dir, faces, scores, seeds, scale, resample, mean=0.0, std=1
         for rank, face, score, seed, name in zip(ranks, faces, scores.tolist(), seeds, names):
             buf = io.BytesIO()
             to_pil(face, scale, resample).save(buf, format="PNG")
-            checkpoint.save_bytes(buf.getvalue(), out / name)
-            rows.append((name, rank, "" if score != score else f"{score:.6f}", seed,
-                         float(mean), float(std)))
+            row = (name, rank, "" if score != score else f"{score:.6f}", seed, float(mean),
+                   float(std))
+            with checkpoint.stops_put_off():  # a face in place is in the manifest's rows
+                checkpoint.save_bytes(buf.getvalue(), out / name)
+                rows.append(row)
         _write_manifest(out, rows)
     except BaseException:
-        # stopped: the face being written (it may be in place already) and the earlier set's
-        # faces not yet replaced go too, so that the manifest lists every face beside it
+        # stopped: the face being written (not yet in place) and the earlier set's faces not
+        # yet replaced go too, so that the manifest lists every face beside it
         for name in names[len(rows):]:
             (out / name).unlink(missing_ok=True)
         if rows:

@@ -107,6 +107,37 @@ def test_a_rerun_stopped_half_way_leaves_only_its_faces_and_their_manifest(tmp_p
         assert len(list(csv.DictReader(f))) == 3
 
 
+def test_a_stop_just_after_a_face_is_in_place_keeps_it_listed(tmp_path, monkeypatch):
+    """A Ctrl-C that came between a face's rename into place and the note of its row (a
+    busy machine's CI hit it) removed that face, and with the first face no manifest was left
+    though a face had been seen written. The face in place now stays, in the manifest."""
+    import signal
+    import checkpoint
+    import generate
+    netg, _ = drawing_nets()
+    faces = netg(noise([3, 4, 5], 100)).detach()
+    real_save, written = checkpoint.save_bytes, []
+
+    def stopped_once_in_place(data, path):
+        real_save(data, path)
+        written.append(path.name)
+        if len(written) == 2:
+            signal.raise_signal(signal.SIGINT)  # Python acts on it at its next step
+    monkeypatch.setattr(checkpoint, "save_bytes", stopped_once_in_place)
+    kept = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            generate._write_faces(tmp_path / "out", faces, torch.zeros(3), [3, 4, 5], 2,
+                                  "nearest")
+    finally:
+        signal.signal(signal.SIGINT, kept)
+    assert written == ["face_000_seed3.png", "face_001_seed4.png"]  # stopped after the second
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "manifest.csv", "face_000_seed3.png", "face_001_seed4.png"}
+    with open(tmp_path / "out" / "manifest.csv") as f:
+        assert [row["file"] for row in csv.DictReader(f)] == written
+
+
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
 def test_a_stop_while_faces_are_written_leaves_a_manifest_of_them(tmp_path, signame):
     """Ctrl-C while --out-dir's faces were written left those written so far and no
