@@ -227,11 +227,15 @@ def explore(opt):
     if "GRADIO_TEMP_DIR" not in os.environ:
         os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="explore-gradio-")
         atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
+    import importlib.util
+    if importlib.util.find_spec("gradio") is None:
+        raise UserError(INSTALL)
+    # the address before gradio's import (about 5 s) and before it is printed as the one to open
+    _check_listen(opt.host, opt.port)
     try:
         import gradio as gr
     except ImportError:
         raise UserError(INSTALL) from None
-    _check_listen(opt.host, opt.port)  # before the address is printed as the one to open
     page = build_page(explorer, gr)
     # SIGTERM (kill, a service manager) ends the page like Ctrl-C: the temporary folders go
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

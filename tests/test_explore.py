@@ -35,11 +35,9 @@ def _generated(tmp_path, name, *flags):
                 for row in csv.DictReader(f)}
 
 
-@pytest.fixture
-def nets(tmp_path):
+def _checkpoints(folder):
     """A checkpoint folder as a training leaves it (netg_0, netg_ema_1, netd_1), the newest
     being netg_ema_1.pth."""
-    folder = tmp_path / "ckpt"
     folder.mkdir()
     netg, netd = drawing_nets()
     torch.save(netg.state_dict(), folder / "netg_ema_1.pth")
@@ -53,17 +51,26 @@ def nets(tmp_path):
 
 
 @pytest.fixture
-def page(nets, tmp_path):
-    """The explore page served on a free loopback port, opened in headless Chromium; every
-    URL the page asks for is recorded. The server is stopped at the end."""
+def nets(tmp_path):
+    return _checkpoints(tmp_path / "ckpt")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The explore page of a checkpoint folder, served on a free loopback port, and a headless
+    Chromium: (folder, port, browser). One server for the page's tests (it takes about 9 s
+    to start); each test that changes the folder puts it back. The server is stopped at the
+    end."""
     from playwright.sync_api import sync_playwright
     import browser
     chromium = browser.find()
     assert chromium, browser.HOW
+    base = tmp_path_factory.mktemp("explore")
+    folder = _checkpoints(base / "ckpt")
     port = free_port()
-    log = open(tmp_path / "server.log", "w")  # a file: a pipe nobody reads could fill up
+    log = open(base / "server.log", "w")  # a file: a pipe nobody reads could fill up
     server = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "explore", "--nogpu",
-                               f"--netg-path={nets}", f"--netd-path={nets / 'netd_1.pth'}",
+                               f"--netg-path={folder}", f"--netd-path={folder / 'netd_1.pth'}",
                                f"--port={port}", "--steps=5"],
                               stdout=log, stderr=subprocess.STDOUT,
                               env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -75,18 +82,13 @@ def page(nets, tmp_path):
                 break
             except OSError:
                 time.sleep(0.2)
-        assert server.poll() is None, (tmp_path / "server.log").read_text()
+        assert server.poll() is None, (base / "server.log").read_text()
         with sync_playwright() as p:
             chrome = p.chromium.launch(executable_path=chromium, args=[
                 "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update",
                 "--disable-sync"])
-            tab = chrome.new_page(viewport={"width": 1280, "height": 1400})
-            tab.requests = []
-            tab.on("request", lambda request: tab.requests.append(request.url))
-            tab.goto(f"http://127.0.0.1:{port}/")
-            tab.port = port
-            yield tab
+            yield folder, port, chrome
             chrome.close()
     finally:
         server.terminate()  # SIGTERM: the page ends as on Ctrl-C, its temporary files go
@@ -96,6 +98,20 @@ def page(nets, tmp_path):
             server.kill()
             server.wait()
         log.close()
+
+
+@pytest.fixture
+def page(served):
+    """The page opened in a new tab of ``served``'s Chromium; every URL it asks for is
+    recorded."""
+    _, port, chrome = served
+    tab = chrome.new_page(viewport={"width": 1280, "height": 1400})
+    tab.requests = []
+    tab.on("request", lambda request: tab.requests.append(request.url))
+    tab.goto(f"http://127.0.0.1:{port}/")
+    tab.port = port
+    yield tab
+    tab.close()
 
 
 def _grid(tab, count):
@@ -117,7 +133,9 @@ def _shown(tab, selector, before=None):
 
 
 @pytest.mark.slow
-def test_the_page_draws_the_generators_faces_more_morphs_and_stays_local(page, nets, tmp_path):
+def test_the_page_draws_the_generators_faces_more_morphs_and_stays_local(page, served,
+                                                                         tmp_path):
+    nets = served[0]
     g, d = nets / "netg_ema_1.pth", nets / "netd_1.pth"
     generated = _generated(tmp_path, "seeds", f"--netg-path={g}", f"--netd-path={d}",
                            f"--seeds={','.join(map(str, range(32)))}")
@@ -176,7 +194,8 @@ def test_the_page_draws_the_generators_faces_more_morphs_and_stays_local(page, n
 
 
 @pytest.mark.slow
-def test_ds_best_only_and_reloading_the_newest_g(page, nets, tmp_path):
+def test_ds_best_only_and_reloading_the_newest_g(page, served, tmp_path):
+    nets = served[0]
     g, d = nets / "netg_ema_1.pth", nets / "netd_1.pth"
     best = _generated(tmp_path, "best", f"--netg-path={g}", f"--netd-path={d}",
                       "--gen-num=16", "--gen-search-num=64", "--seed=0")
@@ -208,6 +227,18 @@ def test_ds_best_only_and_reloading_the_newest_g(page, nets, tmp_path):
     sources, captions = _grid(page, 16)
     assert [int(c.split()[0]) for c in captions] == seeds  # the same seeds, the new weights
     assert np.array_equal(_pixels(sources[0]), after[seeds[0]][0])
+
+    # that file gone, "reload G" goes back to the newest left (and the folder is as the
+    # other tests of the page found it)
+    (nets / "netg_2.pth").unlink()
+    page.click("#reload")
+    page.wait_for_function(
+        "document.querySelector('#source').innerText.includes('netg_ema_1')", timeout=60000)
+    page.wait_for_function(f"document.querySelector('#faces img').src !== {sources[0]!r}",
+                           timeout=60000)
+    sources, captions = _grid(page, 16)
+    assert [int(c.split()[0]) for c in captions] == seeds
+    assert np.array_equal(_pixels(sources[0]), best[seeds[0]][0])
 
 
 def test_without_gradio_one_line_says_how_to_install(nets, tmp_path):
