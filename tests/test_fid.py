@@ -32,6 +32,23 @@ def test_frechet_distance_matches_the_closed_form():
     assert frechet_distance(fa, fa.copy()) == pytest.approx(0, abs=1e-6)
 
 
+def test_fewer_faces_than_features_give_the_distance_of_the_covariances():
+    """With fewer faces than features the distance comes from a faces-by-faces matrix: it
+    must be the one the covariances give, as with more faces."""
+    rng = np.random.default_rng(2)
+    rotation, _ = np.linalg.qr(rng.standard_normal((64, 64)))
+    fa = _gaussian(np.zeros(64), np.linspace(0.1, 4, 64), rotation, 40, rng)
+    fb = _gaussian(np.full(64, 0.3), np.linspace(2, 0.5, 64), rotation, 30, rng)
+    s_a, s_b = np.cov(fa, rowvar=False), np.cov(fb, rowvar=False)
+    vals, vecs = np.linalg.eigh(s_a)
+    root_a = (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
+    roots = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ s_b @ root_a), 0, None))
+    exact = (((fa.mean(0) - fb.mean(0)) ** 2).sum() + np.trace(s_a) + np.trace(s_b)
+             - 2 * roots.sum())
+    assert frechet_distance(fa, fb) == pytest.approx(exact, rel=1e-6)
+    assert frechet_distance(fa, fa.copy()) == pytest.approx(0, abs=1e-9)
+
+
 def test_kid_is_zero_on_average_for_one_distribution_and_grows_with_the_shift():
     rng = np.random.default_rng(1)
     same = [rng.standard_normal((400, 16)) for _ in range(2)]

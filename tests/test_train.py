@@ -306,21 +306,41 @@ def test_bench_counts_zen4_and_zen5_laptop_avx512_at_half_rate_and_zen5_at_full(
 
 
 @pytest.mark.slow
-def test_bench_reads_paths_from_where_it_is_run_and_refuses_bad_values(toy_dir, tmp_path):
+def test_bench_reads_paths_from_where_it_is_run_and_refuses_bad_values(toy_dir, tmp_path,
+                                                                        monkeypatch):
     """Its runs start in the project's folder, so a relative --data-path used to name a
     folder there (the project's own data/toy, or nothing and a traceback)."""
+    import contextlib
+    import io
     import shutil
     import subprocess
     import sys
+    import bench as tool
     from conftest import ROOT
     shutil.copytree(toy_dir, tmp_path / "mine")
 
-    def bench(*flags):
+    def process(*flags):
         return subprocess.run([sys.executable, str(ROOT / "bench.py"), *flags], cwd=tmp_path,
                               capture_output=True, text=True, timeout=120)
+
+    def bench(*flags):
+        """bench.py FLAGS run from tmp_path in this process (no Python and torch to start
+        for each): its exit status and stderr as Python gives them for sys.exit(line)."""
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setattr(sys, "argv", ["bench.py", *flags])
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                tool.main()
+                code = 0
+            except SystemExit as e:
+                if isinstance(e.code, str):
+                    print(e.code, file=sys.stderr)
+                code = 1 if isinstance(e.code, str) else e.code or 0
+        return subprocess.CompletedProcess(flags, code, out.getvalue(), err.getvalue())
     line = assert_clean_error(bench("--data-path=mine", "--batch-size=100"), "lower --batch-size")
     assert f"{tmp_path / 'mine'} has 64 images" in line
-    assert_clean_error(bench("--data-path=nowhere"), str(tmp_path / "nowhere"))
+    assert_clean_error(process("--data-path=nowhere"), str(tmp_path / "nowhere"))
     assert "is a file, not a folder" in assert_clean_error(
         bench("--data-path=mine/attributes.csv"), "--data-path")
     assert_clean_error(bench("--data-path=mine", "--repeats=0"), "--repeats")
@@ -346,7 +366,7 @@ def test_bench_reads_paths_from_where_it_is_run_and_refuses_bad_values(toy_dir, 
                        "1 image file in", "cannot be read (e.g. ", "zz.jpg)")
     (tmp_path / "mine" / "faces" / "zz.jpg").unlink()
     assert not (tmp_path / "new").exists()
-    r = bench("--data-path=mine", "--gpu=ture")
+    r = process("--data-path=mine", "--gpu=ture")
     assert r.returncode == 2 and "--gpu: takes true or false, not 'ture'" in r.stderr
     # --cache-sizes reads no data folder (there is none here), and makes its scratch folder
     r = bench("--cache-sizes=32", "--batch-size=16", "--measure=1", "--warmup=0",
