@@ -22,12 +22,15 @@ from toyfaces import make_toyfaces  # noqa: E402
 def _signal_handlers_kept():
     """Every test leaves this process's Ctrl-C, SIGTERM and hang-up handlers as it found them:
     an ignored SIGTERM left behind (by main() run in this process) was inherited by the servers
-    later tests started, which then outlived their test's terminate()."""
+    later tests started, which then outlived their test's terminate(). So with the signals
+    blocked: a process started later inherits the block, and a Ctrl-C would never reach it."""
     import signal
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     yield
     for sig, handler in before.items():
         assert signal.getsignal(sig) == handler, f"the test left {sig.name} handled otherwise"
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == blocked, "the test left signals blocked"
 
 
 @pytest.fixture(scope="session")
