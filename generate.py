@@ -27,7 +27,7 @@ from PIL import Image
 import checkpoint
 from checkpoint import to_uint8
 from config import UNSET_MEANS, Config, refuse_earlier_faces, resolve_device
-from errors import UserError, counted
+from errors import UserError, counted, listed
 
 SEARCH_BAR = 4096  # generate shows a progress bar when D ranks more faces than this
 PAD = 16  # on the CPU, G draws batches of a multiple of this many latents (Faces._draw)
@@ -322,7 +322,7 @@ def _say_unused_with_seeds(opt):
     unused = [name for name in ("gen_num", "gen_search_num", "seed")
               if opt.seeds and name in getattr(opt, "given", ())]
     if unused:
-        flags = " and ".join("--" + name.replace("_", "-") for name in unused)
+        flags = listed("--" + name.replace("_", "-") for name in unused)
         print(f"note: {flags} {'is' if len(unused) == 1 else 'are'} not used with --seeds: "
               f"it draws the {counted(len(opt.seeds), 'face')} of the seeds it names, in that "
               f"order")

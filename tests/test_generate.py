@@ -209,10 +209,10 @@ def test_manifest_seeds_draw_the_same_faces_again(tmp_path):
     assert "note:" not in r.stdout
     # the first command's choosing flags, kept while --seeds was added: said to play no part
     r = cli("generate", "--nogpu", f"--netg-path={g}", f"--seeds={seeds}", "--gen-num=10",
-            "--seed=5", f"--gen-img={tmp_path / 'again2.png'}")
+            "--gen-search-num=40", "--seed=5", f"--gen-img={tmp_path / 'again2.png'}")
     assert r.returncode == 0, r.stderr
-    assert ("note: --gen-num and --seed are not used with --seeds: it draws the 6 faces of the "
-            "seeds it names, in that order") in r.stdout
+    assert ("note: --gen-num, --gen-search-num and --seed are not used with --seeds: it draws "
+            "the 6 faces of the seeds it names, in that order") in r.stdout
     # with a D, the seeds keep the order typed and the rank column is D's among them (it was
     # the order typed, so a list given worst first read as best first)
     worst_first = ",".join(row["seed"] for row in rows[::-1])
