@@ -62,9 +62,14 @@ def _defer_stops():
     runs."""
     if threading.current_thread() is not threading.main_thread():
         return None
-    came = []
-    kept = {sig: signal.signal(sig, lambda signum, frame: came.append(signum))
-            for sig in stop_signals()}
+    came, kept = [], {}
+    try:
+        for sig in stop_signals():
+            kept[sig] = signal.getsignal(sig)  # noted first: put back below whatever comes
+            signal.signal(sig, lambda signum, frame: came.append(signum))
+    except BaseException:  # a stop that came while they were swapped: all go back as they were
+        _resume_stops((kept, []))
+        raise
     return kept, came
 
 

@@ -60,6 +60,32 @@ def test_a_stop_as_the_temporary_file_is_made_leaves_none_behind(tmp_path, monke
     assert signal.getsignal(signal.SIGINT) is before  # put back
 
 
+def test_a_stop_while_the_stops_are_put_off_leaves_no_handler_of_ours(tmp_path, monkeypatch):
+    """A SIGTERM that came after Ctrl-C's handler had been swapped for the one that puts it off,
+    before SIGTERM's was, left that handler in place: every later Ctrl-C only noted."""
+    import signal
+    real, swaps = signal.signal, []
+
+    def stopped_at_the_second(sig, handler):
+        swaps.append(sig)
+        previous = real(sig, handler)
+        if len(swaps) == 2:
+            raise KeyboardInterrupt  # as the original handler of the stop that came raises
+        return previous
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(signal, "signal", stopped_at_the_second)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            checkpoint.save_bytes(b"a face", tmp_path / "face.png")
+    finally:
+        monkeypatch.undo()
+        now = {sig: signal.getsignal(sig) for sig in before}
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    assert now == before  # both as they were
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "netg_9.pth"
     good = NetG(100, 8).state_dict()
