@@ -33,6 +33,29 @@ def _signal_handlers_kept():
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == blocked, "the test left signals blocked"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache_folder_of_its_own(tmp_path_factory):
+    """The user's cache folder (~/.cache) stays out of the tests: one that read the attribute
+    classifier cached there by an earlier evaluate passed in seconds, and on a machine without
+    it trained the classifier for minutes, into the user's folder. The tests, and the
+    processes they start, use a folder of their own (test_metrics.py's classifier fixture,
+    another)."""
+    folder = tmp_path_factory.mktemp("cache")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _no_classifier_trained_unasked(_cache_folder_of_its_own):
+    """The attribute classifier is trained once, by test_metrics.py's fixture (minutes): a test
+    whose evaluate trained it again in the tests' cache folder fails, naming the way out."""
+    yield
+    trained = list(_cache_folder_of_its_own.glob("animegan/attributes-*"))
+    assert not trained, (f"the test trained the attribute classifier ({trained[0].name}): use "
+                         f"test_metrics.py's classifier fixture, data without attributes.csv, or "
+                         f"--metrics without modes")
+
+
 @pytest.fixture(scope="session")
 def toy_dir(tmp_path_factory):
     """64 toy faces in the book's layout: DIR/faces/*.jpg."""
