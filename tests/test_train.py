@@ -38,8 +38,8 @@ def test_book_command_writes_checkpoints_and_grids_then_generate_uses_them(toy_d
         assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == ["4", "8"]
     assert (imgs / "losses.png").is_file()
 
-    out = tmp_path / "result.png"
-    result = run_cli("generate", "--nogpu", f"--netg-path={ckpt / 'netg_1.pth'}",
+    out = tmp_path / "result.png"  # (generate as a process of its own: test_generate.py)
+    result = cli("generate", "--nogpu", f"--netg-path={ckpt / 'netg_1.pth'}",
                      f"--netd-path={ckpt / 'netd_1.pth'}", "--gen-num=16",
                      "--gen-search-num=64", f"--gen-img={out}")
     assert result.returncode == 0, result.stderr
