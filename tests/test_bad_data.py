@@ -92,6 +92,7 @@ def test_a_run_resumed_in_mid_epoch_without_the_cache_keeps_its_list_of_skipped_
     assert "skipped 4 unreadable image files" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cache", [True, False])
 def test_names_in_another_encoding_train_and_are_listed_as_they_are(toy_dir, tmp_path, cache):
     """A zip from Windows or Japan unpacked here has names that are not UTF-8 (Shift-JIS): the

@@ -9,12 +9,14 @@ from model import NetD, NetG
 from conftest import assert_clean_error, cli, read_until, run_cli
 
 
+@pytest.mark.slow
 def test_misspelt_flag_names_it_and_suggests(toy_dir):
     line = assert_clean_error(run_cli("train", f"--data-path={toy_dir}", "--bach-size=3"),
                               "--bach-size")
     assert "did you mean --batch-size" in line
 
 
+@pytest.mark.slow
 def test_unknown_command_suggests():
     line = assert_clean_error(run_cli("genrate"), "genrate")
     assert "generate" in line
@@ -104,6 +106,7 @@ def test_no_command_is_a_usage_error_and_help_is_not():
         assert page.returncode == 0 and "Commands: train" in page.stdout and not page.stderr
 
 
+@pytest.mark.slow
 def test_help_lists_flags_with_defaults():
     result = run_cli("train", "--help")
     assert result.returncode == 0
@@ -415,6 +418,7 @@ def test_modes_alone_on_a_folder_without_attributes_is_refused_before_work(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["netg.pth", "photos"]  # no cache
 
 
+@pytest.mark.slow
 def test_sizes_that_outgrow_memory_are_refused_and_a_long_search_shows_progress(tmp_path):
     """--scale=1e9 ended in PIL's OverflowError after the grid was written, --steps=1e7 ran
     out of memory slowly, and a large --gen-search-num ranked in silence."""
@@ -493,6 +497,7 @@ def test_a_stop_while_torch_loads_is_one_line(tmp_path, signame):
     assert not (tmp_path / "toy").exists()
 
 
+@pytest.mark.slow
 def test_a_ctrl_c_that_torch_loading_swallowed_still_stops_the_command(tmp_path):
     """CPython loses a KeyboardInterrupt raised inside a finaliser, or under C code that
     clears errors: 3 of 60 Ctrl-Cs sent in toyfaces' first 3 seconds were forgotten, and it
@@ -694,6 +699,7 @@ def test_make_clean_removes_the_demos_and_keeps_your_runs(tmp_path):
     assert [n for n in demos if (tmp_path / n).exists()] == []
 
 
+@pytest.mark.slow
 def test_the_commands_start_without_importing_torchvision():
     """Importing torchvision loads torch's compiler too: generate and evaluate took about
     2.5 s longer to start on our 2-core Intel Xeon (5.6-5.9 s against 2.9-3.4 s for their

@@ -378,6 +378,7 @@ def test_ctrl_c_while_decoding_stops_at_once_and_leaves_no_half_built_cache(tmp_
     assert not list(tmp_path.glob(".set.faces96-*"))  # neither a cache nor its temporary file
 
 
+@pytest.mark.slow
 def test_a_pool_stopped_while_its_workers_start_ends(tmp_path):
     """A Ctrl-C just as a pool began (toyfaces' first faces, a cache's first images, on a
     busy machine) stopped it while a worker was still starting: the worker dropped the

@@ -138,6 +138,7 @@ def test_a_stop_just_after_a_face_is_in_place_keeps_it_listed(tmp_path, monkeypa
         assert [row["file"] for row in csv.DictReader(f)] == written
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
 def test_a_stop_while_faces_are_written_leaves_a_manifest_of_them(tmp_path, signame):
     """Ctrl-C while --out-dir's faces were written left those written so far and no

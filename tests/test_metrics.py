@@ -90,6 +90,7 @@ def classifier(tmp_path_factory):
             os.environ["XDG_CACHE_HOME"] = old
 
 
+@pytest.mark.slow
 def test_every_training_of_the_classifier_gives_the_same_classifier(tmp_path, monkeypatch):
     """Its starting weights were not seeded: each machine, each first evaluate, drew its own
     classifier, and two of them read one generator's faces 5.7% and 8.1% clear."""
@@ -104,6 +105,7 @@ def test_every_training_of_the_classifier_gives_the_same_classifier(tmp_path, mo
     assert all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])
 
 
+@pytest.mark.slow
 def test_the_classifiers_first_training_shows_its_progress(tmp_path, monkeypatch):
     """Three minutes without a sign of life looked like a hang: every face drawn for it and
     every batch it trains on passes through the progress bar evaluate shows."""

@@ -22,6 +22,7 @@ def test_every_setting_is_a_train_command_with_its_own_values(toy_dir):
             assert getattr(opt, key) == value, (name, key)
 
 
+@pytest.mark.slow
 def test_a_setting_stopped_by_a_ctrl_c_of_the_sweep_trains_again(toy_dir, tmp_path, monkeypatch):
     """A sweep stopped by Ctrl-C left the setting's last.pth unfinished, and train refuses a
     new run over it: the rerun of the sweep stopped at that setting."""
@@ -78,6 +79,7 @@ def _training_sweep(toy_dir, tmp_path, **popen):
                 pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, to_group, status, word", [
     (signal.SIGINT, True, 130, "interrupted"),  # Ctrl-C in a terminal
     (signal.SIGINT, False, 130, "interrupted"),  # kill -INT to the sweep alone
@@ -110,6 +112,7 @@ def test_a_stopped_sweep_stops_its_training_after_it_saved(toy_dir, tmp_path, si
     assert not list(run.glob("*.tmp"))  # no half-written file
 
 
+@pytest.mark.slow
 def test_a_sweep_under_nohup_trains_on_after_a_hang_up(toy_dir, tmp_path):
     """nohup leaves the hang-up ignored, for the work to outlive the terminal; the sweep put
     its own handler in its place and stopped on it."""
@@ -128,6 +131,7 @@ def _ignore_hangups():
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup leaves it
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_killed_sweep_leaves_no_training_behind(toy_dir, tmp_path):
     """The sweep's training runs in a session of its own: a SIGKILL to the sweep (or the
@@ -170,6 +174,7 @@ def _settings(*flags, cwd):
                           cwd=cwd, text=True, capture_output=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_paths_are_taken_from_the_folder_the_sweep_is_run_in(toy_dir, tmp_path):
     """Run from another folder than the project's, the commands took --data and --out from
     the project's folder and the script from its own: a relative --data was not found, the
