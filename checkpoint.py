@@ -107,13 +107,12 @@ def _atomic_write(path, write):
     it: between its creation and the ``try``, it was left behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp, deferred = None, _defer_stops()
+    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path.name), suffix=".tmp",
-                                   dir=path.parent)
-        os.close(fd)
-        deferred, now = None, deferred
-        _resume_stops(now)  # a stop that came meanwhile acts here, where the file is removed
+        with stops_put_off():  # a stop that comes meanwhile acts here, where the file is removed
+            fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path.name), suffix=".tmp",
+                                       dir=path.parent)
+            os.close(fd)
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -125,7 +124,6 @@ def _atomic_write(path, write):
                             f"with --resume (the previous files are intact)") from None
         raise
     finally:
-        _resume_stops(deferred)  # (mkstemp failed)
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
