@@ -155,19 +155,28 @@ def _writes_rgb(fmt):
         return False
 
 
+def grid_size(count, nrow=8, side=96, gap=2):
+    """(width, height) in pixels of ``tile``'s grid of ``count`` square faces of ``side``
+    pixels, ``nrow`` a row: ``gap`` pixels around and between them, none for a single face."""
+    if count == 1:
+        return side, side
+    across = min(nrow, count)
+    return across * (side + gap) + gap, -(-count // across) * (side + gap) + gap
+
+
 def tile(pixels, nrow=8, gap=2):
-    """uint8 faces (N, 3, H, W) laid out ``nrow`` to a row on black, with ``gap`` pixels
-    around and between them, as the article's save_image lays its grids (a single face
-    alone, with no border). Returns (3, height, width)."""
-    count, channels, h, w = pixels.shape
+    """uint8 square faces (N, 3, S, S) laid out ``nrow`` to a row on black, with ``gap``
+    pixels around and between them, as the article's save_image lays its grids (a single
+    face alone, with no border). Returns (3, height, width)."""
+    count, channels, side, _ = pixels.shape
     if count == 1:
         return pixels[0]
+    width, height = grid_size(count, nrow, side, gap)
     across = min(nrow, count)
-    rows = -(-count // across)
-    grid = pixels.new_zeros(channels, rows * (h + gap) + gap, across * (w + gap) + gap)
+    grid = pixels.new_zeros(channels, height, width)
     for k, face in enumerate(pixels):
-        top, left = gap + (k // across) * (h + gap), gap + (k % across) * (w + gap)
-        grid[:, top:top + h, left:left + w] = face
+        top, left = gap + (k // across) * (side + gap), gap + (k % across) * (side + gap)
+        grid[:, top:top + side, left:left + side] = face
     return grid
 
 

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 import checkpoint
-from checkpoint import to_uint8
+from checkpoint import grid_size, to_uint8
 from config import UNSET_MEANS, Config, refuse_earlier_faces, resolve_device
 from errors import UserError, counted, listed
 
@@ -174,15 +174,6 @@ def to_pil(face, scale=1, resample="nearest"):
         method = Image.NEAREST if resample == "nearest" else Image.LANCZOS
         img = img.resize((img.width * scale, img.height * scale), method)
     return img
-
-
-def grid_size(count, nrow=8):
-    """(width, height) in pixels of checkpoint.save_grid's grid of ``count`` faces, ``nrow``
-    a row: 2-pixel gaps around and between the faces, none for a single face."""
-    if count == 1:
-        return 96, 96
-    across = min(nrow, count)
-    return across * 98 + 2, -(-count // across) * 98 + 2
 
 
 def too_large(path, width, height):
