@@ -23,6 +23,14 @@ CURVES = {"errord": ("D loss (running mean)", {"loss_d": "loss_d"}),
           "scores": ("mean D output on real and fake", {"D(x)": "d_real", "D(G(z))": "d_fake"})}
 
 
+def _points(steps, rows, curves):
+    """visdom's Y and X for ``rows`` of ``curves`` values at ``steps``: one column per curve,
+    flat for a single curve."""
+    y = np.array(rows, dtype=np.float64)
+    x = np.repeat(np.array(steps, dtype=np.float64)[:, None], curves, axis=1)
+    return (y[:, 0], x[:, 0]) if curves == 1 else (y, x)
+
+
 def _client_class():
     import visdom
 
@@ -71,10 +79,7 @@ class Visualizer:
     def _line_whole(self, client, win):
         """Every point of ``win`` this run has, in place of what the server shows in it."""
         names, title, steps, rows = self.curves[win]
-        y = np.array(rows, dtype=np.float64)
-        x = np.repeat(np.array(steps, dtype=np.float64)[:, None], len(names), axis=1)
-        if len(names) == 1:
-            y, x = y[:, 0], x[:, 0]
+        y, x = _points(steps, rows, len(names))
         client.line(Y=y, X=x, win=win, opts=dict(title=title, legend=names, xlabel="step"))
 
     def _send_again(self):
@@ -153,12 +158,10 @@ class Visualizer:
         """Append one point per curve (``values``: {legend: y}) at x = ``step``."""
         names = list(values)
         kept = self.curves.setdefault(win, (names, title, [], []))
+        row = [values[n] for n in names]
         kept[2].append(step)
-        kept[3].append([values[n] for n in names])
-        y = np.array([[values[n] for n in names]], dtype=np.float64)
-        x = np.array([[step] * len(names)], dtype=np.float64)
-        if len(names) == 1:
-            y, x = y[:, 0], x[:, 0]
+        kept[3].append(row)
+        y, x = _points([step], [row], len(names))
 
         def send(client):
             if win in self.windows:
