@@ -11,6 +11,7 @@ whatever the number of worker processes.
     python main.py toyfaces --out-dir=data/toy --num=10000 --seed=0
 """
 import csv
+import functools
 import itertools
 import math
 import os
@@ -69,10 +70,13 @@ def sample_attributes(rng):
     return {name: rng.choice(CHOICES[name]) for name in ATTRIBUTES}
 
 
+@functools.lru_cache(maxsize=None)
 def _arc_points(cx, cy, rx, ry, a0, a1, n):
-    """n+1 points on an elliptic arc, angles in degrees (0 = right, 90 = down)."""
-    return [(cx + rx * math.cos(math.radians(a0 + (a1 - a0) * i / n)),
-             cy + ry * math.sin(math.radians(a0 + (a1 - a0) * i / n))) for i in range(n + 1)]
+    """n+1 points on an elliptic arc, angles in degrees (0 = right, 90 = down). The shapes'
+    arcs are the same for every face (the pen tilts and moves them): each is computed once."""
+    return tuple((cx + rx * math.cos(math.radians(a0 + (a1 - a0) * i / n)),
+                  cy + ry * math.sin(math.radians(a0 + (a1 - a0) * i / n)))
+                 for i in range(n + 1))
 
 
 class _Pen:
@@ -86,9 +90,10 @@ class _Pen:
         self.draw, self.cx, self.cy, self.k = draw, cx, cy, scale * SUPER
         self.cos, self.sin = math.cos(math.radians(tilt)), math.sin(math.radians(tilt))
 
-    def p(self, x, y):
-        return (self.cx + (x * self.cos - y * self.sin) * self.k,
-                self.cy + (x * self.sin + y * self.cos) * self.k)
+    def _all(self, points):
+        """The points in the image's coordinates: turned by the tilt, scaled, moved."""
+        cx, cy, k, c, s = self.cx, self.cy, self.k, self.cos, self.sin
+        return [(cx + (x * c - y * s) * k, cy + (x * s + y * c) * k) for x, y in points]
 
     def w(self, width):
         return max(1, round(width * self.k))
@@ -98,11 +103,11 @@ class _Pen:
         self.polygon(points[:-1], fill=fill, outline=outline, width=width)
 
     def polygon(self, points, fill=None, outline=None, width=1.0):
-        self.draw.polygon([self.p(x, y) for x, y in points], fill=fill, outline=outline,
+        self.draw.polygon(self._all(points), fill=fill, outline=outline,
                           width=self.w(width))
 
     def line(self, points, fill, width=1.0):
-        self.draw.line([self.p(x, y) for x, y in points], fill=fill, width=self.w(width),
+        self.draw.line(self._all(points), fill=fill, width=self.w(width),
                        joint="curve")
 
     def arc(self, x0, y0, x1, y1, start, end, fill, width=1.0):
@@ -201,7 +206,7 @@ def _bangs(pen, style, hair, dark, light):
     else:  # twintails: swept to one side
         tips = [(26, -2), (20, -20), (16, -12), (8, -22), (2, -10), (-4, -20), (-12, -8),
                 (-17, -20), (-26, -6)]
-    fringe = top + [(30, -14)] + tips + [(-30, -14)]
+    fringe = [*top, (30, -14), *tips, (-30, -14)]
     pen.polygon(fringe, fill=hair, outline=dark, width=0.8)
     # side locks hanging in front of the cheeks
     for s in (-1, 1):
