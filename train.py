@@ -181,17 +181,17 @@ def _keep_unfinished_run(opt):
     --resume would lose all of it. Refused, saying how to go on or start afresh, unless
     --fresh asks for a new run there. Returns what --fresh is to delete once every check of
     the new run has passed (a new run refused, for a data folder without images, say, took
-    the stopped run with it), or None."""
+    the stopped run with it), or None, and the note to print then, or None."""
     path = Path(opt.checkpoint_dir) / "last.pth"
     if not path.is_file():
-        return None
+        return None, None
     try:
         state = checkpoint.load_state(path)
         done, total = state["epoch"], state["options"]["max_epoch"]
     except (UserError, KeyError, TypeError):  # not a state this version could resume
-        say(f"note: {path} is not a training state this version can resume (damaged, from "
-            f"another version, or holding NaN weights): this run writes its own over it")
-        return None
+        note = (f"note: {path} is not a training state this version can resume (damaged, from "
+                f"another version, or holding NaN weights): this run writes its own over it")
+        return None, note
     if done < total and opt.fresh:
         return path, f"note: --fresh: deleted {path}, a run stopped in epoch {done + 1} of {total}"
     if done < total:
@@ -202,11 +202,11 @@ def _keep_unfinished_run(opt):
                         f"it with `python main.py train --resume={quoted(path)}{beside}`, or "
                         f"start a new run with another --checkpoint-dir and --save-path (its "
                         f"loss log and grids are there), or over it with --fresh")
-    else:  # the book's way: a new run there writes over it; said, so that it is a choice
-        say(f"note: {path.parent} holds a finished run of {counted(total, 'epoch')}: this run "
-            f"writes its own last.pth and checkpoints over that run's as it saves (another "
-            f"--checkpoint-dir keeps both; raise --max-epoch with --resume to train it on)")
-    return None
+    # the book's way: a new run there writes over it; said, so that it is a choice
+    return None, (f"note: {path.parent} holds a finished run of {counted(total, 'epoch')}: this "
+                  f"run writes its own last.pth and checkpoints over that run's as it saves "
+                  f"(another --checkpoint-dir keeps both; raise --max-epoch with --resume to "
+                  f"train it on)")
 
 
 def _saves_after(epoch, opt):
@@ -227,26 +227,29 @@ def _saves(name, opt):
         _saves_after(int(epoch), opt)
 
 
-def _say_earlier_files(opt):
+def _earlier_files(opt):
     """A new run in a folder of an earlier one replaces the files it saves under the same
     names and leaves the others (an earlier run's averages, later epochs): those are named
     once, as a netg_ema_4.pth of one run beside a netd_4.pth of another would pass for a
     pair. Files it replaces are named too where no last.pth tells of their run (the book's
-    files, copied in): _keep_unfinished_run speaks for a run that has one."""
+    files, copied in): _keep_unfinished_run speaks for a run that has one. Returns the
+    notes, to print once every check of the run has passed."""
     folder = Path(opt.checkpoint_dir)
     found = sorted(p.name for p in folder.glob("net*_*.pth")
                    if p.stem.split("_")[-1].isascii() and p.stem.split("_")[-1].isdigit())
     earlier = [name for name in found if not _saves(name, opt)]
     replaced = [name for name in found if _saves(name, opt)]
+    notes = []
     if replaced and not (folder / "last.pth").is_file():
-        say(f"note: {folder} holds {counted(len(replaced), 'checkpoint file')} of an earlier "
+        notes.append(f"note: {folder} holds {counted(len(replaced), 'checkpoint file')} of an earlier "
             f"run that this run writes over when it saves the same epochs (e.g. "
             f"{replaced[-1]}): to keep them, move them away first or pass another "
             f"--checkpoint-dir")
     if earlier:
-        say(f"note: {folder} holds {counted(len(earlier), 'checkpoint file')} of an earlier run "
-            f"that this run will not replace (e.g. {earlier[-1]}); they stay beside its own "
-            f"(another --checkpoint-dir keeps runs apart)")
+        notes.append(f"note: {folder} holds {counted(len(earlier), 'checkpoint file')} of an "
+                     f"earlier run that this run will not replace (e.g. {earlier[-1]}); they "
+                     f"stay beside its own (another --checkpoint-dir keeps runs apart)")
+    return notes
 
 
 def _refuse_folders_in_the_way(opt):
@@ -275,10 +278,10 @@ def _train(opt):
             f"do; raise --max-epoch to go on")
         return None, None
     _refuse_folders_in_the_way(opt)
-    fresh = None
+    fresh, notes = None, []  # the notes said once every check has passed
     if not state:
-        fresh = _keep_unfinished_run(opt)
-        _say_earlier_files(opt)
+        fresh, note = _keep_unfinished_run(opt)
+        notes = [note] * bool(note) + _earlier_files(opt)
     seed = opt.seed if opt.seed is not None else random.SystemRandom().randrange(2**31)
     opt.seed = seed
     random.seed(seed)
@@ -397,6 +400,14 @@ def _train(opt):
             (Path(opt.checkpoint_dir) / "skipped_files.txt").unlink(missing_ok=True)
         return LossLog(opt.save_path, resume_step=resumed_step, loss=opt.loss)
 
+    # every check has passed: --fresh's stopped run goes now, under the lock, before the first
+    # save (were this run to die before that, the folder would hold its records beside the
+    # stopped run); the notes on the folder come now too (above a refusal they read as if the
+    # run had begun)
+    if fresh and world.main:
+        fresh.unlink(missing_ok=True)
+    for note in notes:
+        say(note)
     log, resumed_step = None, run.step if state else None
     processes = f" in each of {world.size} processes" if world.size > 1 else ""
     say(f"training on {device.type}{' with bf16 autocast' if bf16 else ''}, seed {seed}: "
@@ -410,9 +421,6 @@ def _train(opt):
 
     reported = _report_skipped(data.skipped, 0, opt, world, write=False)
     eta_said = None  # when the time left was last printed
-    if fresh and world.main:  # every check passed: gone now, under the lock, before the
-        fresh[0].unlink(missing_ok=True)  # first save (were this run to die before it, the
-        say(fresh[1])  # folder would hold its records beside the stopped run)
     global began
     began = True
     with StopSignal() as stop:

@@ -291,6 +291,29 @@ def test_the_same_command_again_after_a_stop_keeps_the_stopped_run(toy_dir, tmp_
     assert "checkpoint file" not in result.stdout
 
 
+def test_a_refused_run_says_nothing_of_the_folder_it_did_not_train_in(toy_dir, tmp_path):
+    """A new run in a finished run's folder, refused for its data or its G file, printed the
+    folder's notes ("this run writes its own last.pth ... over that run's") above the error,
+    as if it had begun."""
+    train_small(toy_dir, tmp_path, max_epoch=1)  # a finished run, and its netg_0.pth
+    (tmp_path / "netg_5.pth").write_bytes(b"")  # an earlier run's, that a new one keeps
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    flags = [f"--checkpoint-dir={tmp_path}", f"--save-path={tmp_path / 'imgs'}", "--nogpu",
+             "--vis=False", "--batch-size=16", "--ngf=8", "--ndf=8", "--max-epoch=2"]
+    for refused, culprit in ((f"--data-path={empty}", str(empty)),
+                             (f"--netg-path={tmp_path / 'netg_5.pth'}", "netg_5.pth")):
+        result = cli("train", f"--data-path={toy_dir}", *flags, refused)
+        assert_clean_error(result, culprit)
+        assert result.stdout == ""
+    result = cli("train", f"--data-path={toy_dir}", *flags)  # trained: the notes, as before
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stdout.splitlines() if line.startswith("note: ")]
+    assert notes[0].startswith(f"note: {tmp_path} holds a finished run of 1 epoch: ")
+    assert notes[1].startswith(f"note: {tmp_path} holds 3 checkpoint files of an earlier run "
+                               f"that this run will not replace (e.g. netg_5.pth)")  # and *_0
+
+
 def test_resuming_with_another_save_path_or_loss_says_where_the_log_went(toy_dir, tmp_path,
                                                                         capsys):
     """A new --save-path began a losses.csv of the later rows only, and a new --loss drew the
@@ -442,19 +465,17 @@ def test_a_folder_that_cannot_be_locked_still_trains(toy_dir, tmp_path, monkeypa
     assert (tmp_path / "last.pth").is_file()
 
 
-def test_a_huge_max_epoch_starts_at_once_and_still_names_earlier_files(tmp_path, toy_dir,
-                                                                      capsys):
+def test_a_huge_max_epoch_starts_at_once_and_still_names_earlier_files(tmp_path, toy_dir):
     """--max-epoch=1000000000 ("until I stop it") froze the start for minutes, listing every
     epoch's file names, and ran out of memory; the earlier run's files are still named."""
     from config import parse
-    from train import _say_earlier_files
+    from train import _earlier_files
     for name in ("netg_1.pth", "netd_1.pth", "netg_ema_7.pth", "netg_2.pth"):
         (tmp_path / name).write_bytes(b"")
     opt = parse("train", dict(data_path=str(toy_dir), checkpoint_dir=str(tmp_path),
                               max_epoch=10**18, save_every=2))
-    with within(10, "listing the earlier files"):
-        _say_earlier_files(opt)  # no --ema: netg_ema_7 is an earlier run's; no save after 2
-    out = capsys.readouterr().out
+    with within(10, "listing the earlier files"):  # no --ema: netg_ema_7 is an earlier
+        out = "\n".join(_earlier_files(opt))  # run's; no save after 2
     assert (f"note: {tmp_path} holds 2 checkpoint files of an earlier run that this run will "
             f"not replace (e.g. netg_ema_7.pth)") in out
     # and those it replaces, with no last.pth to speak for their run (the book's files,
