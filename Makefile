@@ -78,8 +78,8 @@ XDIST := -n 2 --dist loadfile
 test: $(STAMP) $(EVAL) $(APP) $(ASSETS) browser
 	$(BIN)/python -m pytest -q $(XDIST) --durations=15 tests
 
-# the edit-test loop: all but the tests marked slow (about 2.5 min); run make test before
-# a commit
+# the edit-test loop: all but the tests marked slow (about a minute on 2 cores); run make
+# test before a commit
 test-fast: $(STAMP) $(EVAL) $(APP) $(ASSETS)
 	$(BIN)/python -m pytest -q $(XDIST) -m "not slow" tests
 
