@@ -211,6 +211,37 @@ def _copy(toy_dir, root, count=12):
     return root
 
 
+def test_the_cache_of_a_renamed_or_deleted_folder_is_removed_when_another_is_built(
+        tmp_path, toy_dir, capsys):
+    """data/faces renamed data/anime, or deleted to make room: its cache (hidden, 1.4 GB for
+    the article's set) stayed beside for good, and the next one was built beside it."""
+    from data import CACHE_NAME
+    parent = tmp_path / "data"
+    _copy(toy_dir, parent)  # data/faces: 12 images
+    for name in ("gone", "kept", "unplugged"):
+        shutil.copytree(parent / "faces", parent / name)
+    for name in ("faces", "gone", "kept", "unplugged"):
+        build_cache(parent / name, 96, workers=1)
+    (parent / "faces").rename(parent / "anime")
+    shutil.rmtree(parent / "gone")
+    shutil.rmtree(parent / "unplugged")  # now a link to a disk that is not plugged in
+    (parent / "unplugged").symlink_to(tmp_path / "usb" / "faces")
+    capsys.readouterr()
+
+    def caches():
+        return sorted(CACHE_NAME.fullmatch(p.name)[1] for p in parent.glob(".*"))
+    assert caches() == ["faces"] * 2 + ["gone"] * 2 + ["kept"] * 2 + ["unplugged"] * 2
+    array, _ = build_cache(parent / "anime", 96, workers=1)
+    said = capsys.readouterr().out
+    assert said.startswith(f"note: removed the decoded-image caches of {parent / 'faces'} and "
+                           f"{parent / 'gone'} (") and said.endswith(" MB): those folders are "
+                                                                     "gone\n"), said
+    assert caches() == ["anime"] * 2 + ["kept"] * 2 + ["unplugged"] * 2
+    assert len(array) == 12
+    build_cache(parent / "anime", 96, workers=1)  # found: nothing to say
+    assert capsys.readouterr().out == ""
+
+
 def test_a_full_disk_while_decoding_names_the_cache_and_the_way_out(tmp_path, toy_dir,
                                                                    monkeypatch):
     """It was "cannot write or read: No space left on device", naming no file or size."""
