@@ -222,7 +222,9 @@ def load(path, device="cpu"):
                         f"torch.save's defaults)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, IndexError,
             OSError) as e:
-        if isinstance(e, OSError) and e.errno:  # a real I/O error, not a damaged file
+        # a real I/O error, not a damaged file; but EINVAL is torch's reader seeking before
+        # the file's start, where the end of a file cut short (5-50 KB of a 600 KB one) sends it
+        if isinstance(e, OSError) and e.errno and e.errno != errno.EINVAL:
             raise
         raise UserError(f"{path} is truncated or not a PyTorch checkpoint") from None
 
