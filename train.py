@@ -241,10 +241,10 @@ def _earlier_files(opt):
     replaced = [name for name in found if _saves(name, opt)]
     notes = []
     if replaced and not (folder / "last.pth").is_file():
-        notes.append(f"note: {folder} holds {counted(len(replaced), 'checkpoint file')} of an earlier "
-            f"run that this run writes over when it saves the same epochs (e.g. "
-            f"{replaced[-1]}): to keep them, move them away first or pass another "
-            f"--checkpoint-dir")
+        notes.append(f"note: {folder} holds {counted(len(replaced), 'checkpoint file')} of an "
+                     f"earlier run that this run writes over when it saves the same epochs "
+                     f"(e.g. {replaced[-1]}): to keep them, move them away first or pass "
+                     f"another --checkpoint-dir")
     if earlier:
         notes.append(f"note: {folder} holds {counted(len(earlier), 'checkpoint file')} of an "
                      f"earlier run that this run will not replace (e.g. {earlier[-1]}); they "
