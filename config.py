@@ -86,7 +86,8 @@ class Config:
     resume: str = _opt(None, "--resume: continue from CHECKPOINT_DIR/last.pth; --resume=PATH: "
                        "from that full state", kind="resume")
     fresh: bool = _opt(False, "start a new run even where CHECKPOINT_DIR/last.pth holds an "
-                       "unfinished one (refused without it), deleting that file")
+                       "unfinished one, deleting that file, or SAVE_PATH holds the loss log of "
+                       "another stopped run, starting it over (refused without it)")
     sync_bn: bool = _opt(False, "under torchrun: BatchNorm statistics over all processes' "
                          "batches (SyncBatchNorm, GPUs only) instead of each process's own")
     # speed

@@ -209,6 +209,80 @@ def _keep_unfinished_run(opt):
                   f"train it on)")
 
 
+def _keep_other_runs(opt, state):
+    """--resume with --checkpoint-dir and --save-path of another run's (a typo, a copied
+    command): the resumed run wrote its saves over that run's last.pth and went on in its
+    losses.csv, without a word. Refused where the folder holds another run's stopped state,
+    or another run's loss log (its rows up to the resumed step differ from the resumed run's
+    own, where that is still there to compare: a copied run's log is its own). A finished
+    run's last.pth is written over as by a new run there, and said (the notes returned)."""
+    saved = saved_options(state)
+    last = Path(opt.checkpoint_dir) / "last.pth"
+    own = {Path(opt.resume).resolve(), (Path(saved["checkpoint_dir"]) / "last.pth").resolve()}
+    notes = []
+    if last.is_file() and last.resolve() not in own:  # a rollback into its own folder is fine
+        try:
+            other = checkpoint.load_state(last)
+            done, total = other["epoch"], other["options"]["max_epoch"]
+        except (UserError, KeyError, TypeError):  # no run to keep
+            done = total = None
+        if done is not None and done < total:
+            raise UserError(f"{last} holds another run, stopped in epoch {done + 1} of "
+                            f"{total}: resumed in {opt.checkpoint_dir}, {opt.resume} would "
+                            f"write over it; pass another --checkpoint-dir (and --save-path)")
+        if done is not None:
+            notes.append(f"note: {opt.checkpoint_dir} holds a finished run of "
+                         f"{counted(total, 'epoch')}: this run writes its own last.pth and "
+                         f"checkpoints over that run's as it saves")
+    log, before = Path(opt.save_path) / "losses.csv", Path(saved["save_path"]) / "losses.csv"
+    if log.is_file() and before.is_file() and log.resolve() != before.resolve():
+        try:
+            same = read_rows(log, up_to=state["step"]) == read_rows(before, up_to=state["step"])
+        except (OSError, ValueError, KeyError, TypeError):  # a damaged log: whose, unknown
+            same = True
+        if not same:
+            raise UserError(f"{log} is another run's loss log ({opt.resume} keeps its own in "
+                            f"{before}): resumed there, it would go on in that log and write "
+                            f"its grids over that run's; pass another --save-path")
+    return notes
+
+
+OWNER = ".checkpoint-dir"  # in --save-path: the checkpoint folder of the run that logs there
+
+
+def _another_runs_log(opt):
+    """A new run starts its own losses.csv in --save-path and writes its grids there. Where
+    that folder holds the log of a run whose checkpoints are in another folder (a new
+    --checkpoint-dir with the default imgs/), that run's log and grids were wiped, and, were
+    it stopped, its resume went on in the new run's log. Refused where that run is stopped
+    (unless --fresh); said where it is finished (the note returned)."""
+    if opt.fresh or not (Path(opt.save_path) / "losses.csv").is_file():
+        return None
+    try:
+        owner = Path((Path(opt.save_path) / OWNER).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):  # logged by an older version, or no run says it is its own
+        return None
+    if owner == Path(opt.checkpoint_dir).resolve():
+        return None  # the run in --checkpoint-dir: _keep_unfinished_run speaks for it
+    try:
+        state = checkpoint.load_state(owner / "last.pth")
+        done, total = state["epoch"], state["options"]["max_epoch"]
+        logs_here = Path(saved_options(state)["save_path"]).resolve() == \
+            Path(opt.save_path).resolve()
+    except (UserError, KeyError, TypeError):  # gone, or nothing this version resumes
+        return None
+    if not logs_here:
+        return None
+    if done < total:
+        raise UserError(f"{opt.save_path} holds the loss log and grids of the run stopped in "
+                        f"{owner} (epoch {done + 1} of {total}): a new run there would start "
+                        f"its own log over that run's and write its grids over them; pass "
+                        f"another --save-path, or --fresh to start over it")
+    return (f"note: {opt.save_path} holds the loss log and grids of the finished run in "
+            f"{owner}: this run starts its own losses.csv there and writes its grids over "
+            f"that run's as it saves (another --save-path keeps both)")
+
+
 def _saves_after(epoch, opt):
     """Whether the run saves its checkpoints after ``epoch`` (0-based): every save_every
     epochs, and after the last."""
@@ -281,7 +355,9 @@ def _train(opt):
     fresh, notes = None, []  # the notes said once every check has passed
     if not state:
         fresh, note = _keep_unfinished_run(opt)
-        notes = [note] * bool(note) + _earlier_files(opt)
+        notes = [n for n in (note, _another_runs_log(opt)) if n] + _earlier_files(opt)
+    else:
+        notes = _keep_other_runs(opt, state)
     seed = opt.seed if opt.seed is not None else random.SystemRandom().randrange(2**31)
     opt.seed = seed
     random.seed(seed)
@@ -394,6 +470,8 @@ def _train(opt):
         Path(opt.save_path).mkdir(parents=True, exist_ok=True)
         checkpoint.save_text(json.dumps(opt.to_dict(), indent=2),
                              Path(opt.checkpoint_dir) / "options.json")
+        checkpoint.save_text(f"{Path(opt.checkpoint_dir).resolve()}\n",
+                             Path(opt.save_path) / OWNER)
         if data.skipped:  # those the cache found, reported before the first batch
             _write_skipped(data.skipped, opt)
         elif resumed_step is None:  # an earlier run's list, of files this run does not skip

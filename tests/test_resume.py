@@ -11,6 +11,7 @@ import torch
 
 import train as train_module
 from config import parse
+from curves import read_rows
 from errors import UserError
 
 from conftest import (ROOT, assert_clean_error, cli, draw_grid, read_until,
@@ -312,6 +313,66 @@ def test_a_refused_run_says_nothing_of_the_folder_it_did_not_train_in(toy_dir, t
     assert notes[0].startswith(f"note: {tmp_path} holds a finished run of 1 epoch: ")
     assert notes[1].startswith(f"note: {tmp_path} holds 3 checkpoint files of an earlier run "
                                f"that this run will not replace (e.g. netg_5.pth)")  # and *_0
+
+
+def test_a_new_run_keeps_off_the_loss_log_of_a_stopped_run_in_another_folder(toy_dir,
+                                                                             tmp_path):
+    """A new --checkpoint-dir with the save path left as it was (the default imgs/): the
+    stopped run's loss log was started over and its grids written over, and its resume then
+    went on in the new run's log."""
+    stopped_run(toy_dir, tmp_path / "ck", of=3)  # its grids and log in ck/imgs
+    imgs = tmp_path / "ck" / "imgs"
+    before = {p.name: p.read_bytes() for p in imgs.iterdir()}
+    again = ["train", f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--batch-size=16",
+             "--ngf=8", "--ndf=8", f"--checkpoint-dir={tmp_path / 'ck2'}",
+             f"--save-path={imgs}", "--max-epoch=1"]
+    line = assert_clean_error(cli(*again), f"{imgs} holds the loss log and grids of the run "
+                              f"stopped in {tmp_path / 'ck'} (epoch 2 of 3)",
+                              "another --save-path", "--fresh")
+    assert {p.name: p.read_bytes() for p in imgs.iterdir()} == before, line
+    assert not (tmp_path / "ck2").exists()
+    # the stopped run finished: a new run there is said, as in a finished run's folder
+    assert cli("train", f"--resume={tmp_path / 'ck' / 'last.pth'}").returncode == 0
+    result = cli(*again)
+    assert result.returncode == 0, result.stderr
+    assert (f"note: {imgs} holds the loss log and grids of the finished run in "
+            f"{tmp_path / 'ck'}: this run starts its own losses.csv there") in result.stdout
+    # and --fresh starts over a stopped run's log, as asked
+    stopped_run(toy_dir, tmp_path / "ck3", of=3)
+    imgs = tmp_path / "ck3" / "imgs"
+    result = cli(*again[:-3], f"--checkpoint-dir={tmp_path / 'ck4'}", f"--save-path={imgs}",
+                 "--max-epoch=1", "--fresh")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "ck3" / "last.pth").is_file()  # that run's state: not its to delete
+    assert len(read_rows(imgs / "losses.csv")) == 1  # the new run's own row
+
+
+def test_resuming_into_another_runs_folders_is_refused(toy_dir, tmp_path):
+    """--resume=ck/b/last.pth --checkpoint-dir=ck/a --save-path=im/a (a copied command):
+    run a's last.pth was replaced and its loss log continued with b's rows, without a word."""
+    for name, seed in (("a", 1), ("b", 2)):
+        stopped_run(toy_dir, tmp_path / name, of=3) if name == "a" else \
+            train_small(toy_dir, tmp_path / name, max_epoch=1, seed=seed)
+    kept = {p: p.read_bytes() for p in (tmp_path / "a").rglob("*") if p.is_file()}
+    resume = ["train", f"--resume={tmp_path / 'b' / 'last.pth'}", "--max-epoch=2"]
+    line = assert_clean_error(cli(*resume, f"--checkpoint-dir={tmp_path / 'a'}",
+                                  f"--save-path={tmp_path / 'a' / 'imgs'}"),
+                              f"{tmp_path / 'a' / 'last.pth'} holds another run, stopped in "
+                              f"epoch 2 of 3", "another --checkpoint-dir")
+    # its own checkpoint folder, a's grids and log
+    line = assert_clean_error(cli(*resume, f"--checkpoint-dir={tmp_path / 'b2'}",
+                                  f"--save-path={tmp_path / 'a' / 'imgs'}"),
+                              f"{tmp_path / 'a' / 'imgs' / 'losses.csv'} is another run's loss "
+                              f"log", str(tmp_path / "b" / "imgs"), "another --save-path")
+    assert {p: p.read_bytes() for p in (tmp_path / "a").rglob("*") if p.is_file()} == kept
+    assert not (tmp_path / "b2").exists()
+    # a copy of b resumed beside itself keeps its copied log: its own
+    shutil.copytree(tmp_path / "b", tmp_path / "copy")
+    result = cli(*resume[:1], f"--resume={tmp_path / 'copy' / 'last.pth'}", "--max-epoch=2",
+                 f"--checkpoint-dir={tmp_path / 'copy'}",
+                 f"--save-path={tmp_path / 'copy' / 'imgs'}")
+    assert result.returncode == 0, result.stderr
+    assert [r["epoch"] for r in read_rows(tmp_path / "copy" / "imgs" / "losses.csv")] == [0, 1]
 
 
 def test_resuming_with_another_save_path_or_loss_says_where_the_log_went(toy_dir, tmp_path,
