@@ -133,7 +133,7 @@ def toyfaces(*args, **flags):
     """
     _no_positional("toyfaces", args)
     import shutil
-    from toyfaces import FACE_BYTES, make_toyfaces
+    from toyfaces import FACE_BYTES, drawn_here, make_toyfaces
     values = {"out_dir": "data/toy", "num": 10000, "seed": 0}
     values.update(config.coerce_flags(flags, TOYFACES_FLAGS))
     if values["num"] < 1:
@@ -166,6 +166,14 @@ def toyfaces(*args, **flags):
                  f"(e.g. {others[0]})")
         raise UserError(f"--out-dir: {out} already holds a face set ({found}): delete it "
                         f"first, or pick another --out-dir")
+    # the faces a stopped run drew are drawn again over themselves; files of those names that
+    # this seed does not draw are someone's own images (a set named 000000.jpg, ...)
+    first = min((p for p in (out / "faces").iterdir() if ours(p.name)), default=None) \
+        if (out / "faces").is_dir() else None
+    if first and not drawn_here(first, values["seed"]):
+        raise UserError(f"--out-dir: {out / 'faces'} holds images that toyfaces did not draw "
+                        f"with --seed={values['seed']} (e.g. {first.name}), which it would "
+                        f"write over: pick a new or empty --out-dir, or delete them first")
     elsewhere = _an_image_besides(out, out / "faces")
     if elsewhere:  # a folder of real faces: training on it would mix in the toy set
         raise UserError(f"--out-dir: {out} already holds images (e.g. {elsewhere}), and a "

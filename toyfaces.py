@@ -254,6 +254,7 @@ def face(seed, index):
 
 
 FACE_BYTES = 5400  # a face's JPEG on disk, on average (the 10,000 of the default set)
+QUALITY = 95  # the faces' JPEG quality
 BLOCK = 4096  # faces handed to the workers at a time: memory does not grow with --num
 
 
@@ -263,11 +264,24 @@ def _write_one(job):
     name = f"{index:06d}.jpg"
     tmp = out / f".{name}.{os.getpid()}.tmp"  # a full disk leaves no cut-short face behind
     try:
-        img.save(tmp, format="JPEG", quality=95)
+        img.save(tmp, format="JPEG", quality=QUALITY)
         os.replace(tmp, out / name)
     finally:
         tmp.unlink(missing_ok=True)
     return name, attrs
+
+
+def drawn_here(path, seed):
+    """Whether the file ``path`` (``000123.jpg``) is the face this module writes under that
+    name for ``seed``, byte for byte: a stopped run's, not someone's own image of that name."""
+    import io
+    _, img = face(seed, int(Path(path).stem))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=QUALITY)
+    try:
+        return Path(path).read_bytes() == buf.getvalue()
+    except OSError:
+        return False
 
 
 def make_toyfaces(out_dir="data/toy", num=10000, seed=0, workers=None, progress=None):

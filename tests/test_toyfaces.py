@@ -181,6 +181,30 @@ def test_a_ctrl_c_lost_while_the_faces_come_in_still_stops_before_the_csv(tmp_pa
     assert not (tmp_path / "toy" / "attributes.csv").exists()
 
 
+def test_images_of_its_names_that_it_did_not_draw_are_not_written_over(tmp_path):
+    """A folder of the user's own images named 000000.jpg, 000001.jpg, ... (no
+    attributes.csv) was taken for a set a stopped run had left, and written over."""
+    faces = tmp_path / "mine" / "faces"
+    faces.mkdir(parents=True)
+    for i in range(5):
+        Image.new("RGB", (96, 96), (40 * i, 90, 200)).save(faces / f"{i:06d}.jpg")
+    before = {p.name: p.read_bytes() for p in faces.iterdir()}
+    line = assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'mine'}", "--num=10"),
+                              f"{faces} holds images that toyfaces did not draw with --seed=0",
+                              "000000.jpg", "new or empty --out-dir")
+    assert {p.name: p.read_bytes() for p in faces.iterdir()} == before, line
+    assert not (tmp_path / "mine" / "attributes.csv").exists()
+    # a stopped run's faces are its own: drawn again, and the set finished (another seed
+    # would mix two sets' faces under one CSV: refused the same way)
+    make_toyfaces(tmp_path / "toy", num=6, seed=3, workers=1)
+    (tmp_path / "toy" / "attributes.csv").unlink()
+    assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", "--num=6", "--seed=4"),
+                       "did not draw with --seed=4")
+    result = cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", "--num=6", "--seed=3")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "toy" / "attributes.csv").is_file()
+
+
 def test_num_zero_is_one_line(tmp_path):
     assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", "--num=0"), "--num")
     assert not (tmp_path / "toy").exists()
