@@ -138,12 +138,16 @@ def to_uint8(faces):
     return ((faces.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
+ICONS = {"ICO", "ICNS"}  # saved at the icon sizes of their own: a 4-face grid came out 64x16
+
+
 def image_format(path):
     """PIL's format for an image file named ``path`` (PNG when it has no suffix), or None
-    when PIL cannot write an RGB picture under that suffix (some formats it knows cannot)."""
+    when PIL cannot write an RGB picture under that suffix (some formats it knows cannot),
+    or not at its own size (icons)."""
     suffix = Path(path).suffix.lower() or ".png"
     fmt = Image.registered_extensions().get(suffix)
-    return fmt if fmt in Image.SAVE and _writes_rgb(fmt) else None
+    return fmt if fmt in Image.SAVE and fmt not in ICONS and _writes_rgb(fmt) else None
 
 
 @functools.lru_cache(maxsize=None)

@@ -235,6 +235,9 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, to
         (("generate", g, f"--gen-img={tmp_path}"), "--gen-img", "is a folder"),
         (("generate", g, f"--gen-img={tmp_path / 'out.txt'}"), "--gen-img", ".png"),
         (("generate", g, f"--gen-img={tmp_path / 'out.xbm'}"), "--gen-img", ".png"),  # 1-bit
+        # icons, saved at icon sizes: 4 faces came out 64x16 pixels, "wrote out.ico"
+        (("generate", g, f"--gen-img={tmp_path / 'out.ico'}"), "--gen-img", ".png"),
+        (("interpolate", g, f"--out={tmp_path / 'x.icns'}"), "--out", ".png"),
         (("evaluate", g, f"--data-path={toy_dir}", f"--out={tmp_path}"), "--out",
          "metrics.json"),
         (("generate", g, f"--gen-img={grid}", f"--out-dir={afile / 'o'}"), "--out-dir",
