@@ -185,13 +185,12 @@ def _keep_unfinished_run(opt):
     path = Path(opt.checkpoint_dir) / "last.pth"
     if not path.is_file():
         return None, None
-    try:
-        state = checkpoint.load_state(path)
-        done, total = state["epoch"], state["options"]["max_epoch"]
-    except (UserError, KeyError, TypeError):  # not a state this version could resume
-        note = (f"note: {path} is not a training state this version can resume (damaged, from "
-                f"another version, or holding NaN weights): this run writes its own over it")
-        return None, note
+    found = _progress(path)
+    if found is None:
+        return None, (f"note: {path} is not a training state this version can resume "
+                      f"(damaged, from another version, or holding NaN weights): this run "
+                      f"writes its own over it")
+    done, total, state = found
     if done < total and opt.fresh:
         return path, f"note: --fresh: deleted {path}, a run stopped in epoch {done + 1} of {total}"
     if done < total:
@@ -209,6 +208,16 @@ def _keep_unfinished_run(opt):
                   f"train it on)")
 
 
+def _progress(path):
+    """(epochs done, epochs planned, the state) of the training state at ``path``; None where
+    there is none this version can resume (no file, damaged, another version's, NaN)."""
+    try:
+        state = checkpoint.load_state(path)
+        return state["epoch"], state["options"]["max_epoch"], state
+    except (UserError, KeyError, TypeError):
+        return None
+
+
 def _keep_other_runs(opt, state):
     """--resume with --checkpoint-dir and --save-path of another run's (a typo, a copied
     command): the resumed run wrote its saves over that run's last.pth and went on in its
@@ -220,20 +229,16 @@ def _keep_other_runs(opt, state):
     last = Path(opt.checkpoint_dir) / "last.pth"
     own = {Path(opt.resume).resolve(), (Path(saved["checkpoint_dir"]) / "last.pth").resolve()}
     notes = []
-    if last.is_file() and last.resolve() not in own:  # a rollback into its own folder is fine
-        try:
-            other = checkpoint.load_state(last)
-            done, total = other["epoch"], other["options"]["max_epoch"]
-        except (UserError, KeyError, TypeError):  # no run to keep
-            done = total = None
-        if done is not None and done < total:
+    other = _progress(last) if last.resolve() not in own else None  # a rollback is its own
+    if other:
+        done, total, _ = other
+        if done < total:
             raise UserError(f"{last} holds another run, stopped in epoch {done + 1} of "
                             f"{total}: resumed in {opt.checkpoint_dir}, {opt.resume} would "
                             f"write over it; pass another --checkpoint-dir (and --save-path)")
-        if done is not None:
-            notes.append(f"note: {opt.checkpoint_dir} holds a finished run of "
-                         f"{counted(total, 'epoch')}: this run writes its own last.pth and "
-                         f"checkpoints over that run's as it saves")
+        notes.append(f"note: {opt.checkpoint_dir} holds a finished run of "
+                     f"{counted(total, 'epoch')}: this run writes its own last.pth and "
+                     f"checkpoints over that run's as it saves")
     log, before = Path(opt.save_path) / "losses.csv", Path(saved["save_path"]) / "losses.csv"
     if log.is_file() and before.is_file() and log.resolve() != before.resolve():
         try:
@@ -264,15 +269,12 @@ def _another_runs_log(opt):
         return None
     if owner == Path(opt.checkpoint_dir).resolve():
         return None  # the run in --checkpoint-dir: _keep_unfinished_run speaks for it
-    try:
-        state = checkpoint.load_state(owner / "last.pth")
-        done, total = state["epoch"], state["options"]["max_epoch"]
-        logs_here = Path(saved_options(state)["save_path"]).resolve() == \
-            Path(opt.save_path).resolve()
-    except (UserError, KeyError, TypeError):  # gone, or nothing this version resumes
+    found = _progress(owner / "last.pth")
+    if found is None:  # gone, or nothing this version resumes
         return None
-    if not logs_here:
-        return None
+    done, total, state = found
+    if Path(saved_options(state)["save_path"]).resolve() != Path(opt.save_path).resolve():
+        return None  # it has gone on logging elsewhere
     if done < total:
         raise UserError(f"{opt.save_path} holds the loss log and grids of the run stopped in "
                         f"{owner} (epoch {done + 1} of {total}): a new run there would start "
