@@ -15,8 +15,8 @@ STAMP := $(VENV)/.installed-stamp
 
 # The demo: the narrow nets (ngf=ndf=32) at batch 16 with the modern recipe (hinge loss,
 # spectral norm, DiffAugment, R1, Adam 0/0.9, a moving average of G), lr 4e-4, and
-# DiffAugment without cutout: the most clear faces and the lowest SWD over three seeds
-# (README, "Beyond the article"). fp32 on every CPU: about 3.5 min of training on a 2-core
+# DiffAugment without cutout: the most clear faces over three seeds and an SWD among the
+# lowest (README, "Beyond the article"). fp32 on every CPU: about 3.5 min of training on a 2-core
 # EPYC with AVX512-BF16, about 5 computing as AVX2-only there, up to about 9.5 on a slower
 # AVX2 laptop.
 # Its own folders, so that it neither writes over a run of yours in checkpoints/ nor is
@@ -69,7 +69,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/pip install -q --no-build-isolation "setuptools<81" -r requirements.txt -r requirements-dev.txt
 	touch $@
 
-# the whole suite (5.5-6 min of pytest on a 2-core Intel Xeon), its 15 slowest listed.
+# the whole suite (4.5-5.5 min of pytest on a 2-core Intel Xeon), its 15 slowest listed.
 # Two workers (pytest-xdist), each with torch on one thread: in one process the suite kept
 # two cores only about 60% busy (many tests wait on a subprocess or a server). A test file
 # runs in one worker (--dist loadfile), so module fixtures such as the attribute classifier
