@@ -277,7 +277,10 @@ def coerce_flags(flags, fields, nullable=()):
 D_LOW_SIZES = (0, 8, 12, 16, 24, 32, 48)  # --d-low: sides that divide 96 and halve twice
 
 # options a resumed run cannot change: they shape the networks or the data order
-FIXED_ON_RESUME = ("nz", "ngf", "ndf", "image_size", "batch_size", "sn", "d_bn", "d_low")
+# the state fixes these (the seed too: its random state goes on, and a --seed given was printed
+# and saved in options.json as if it counted)
+FIXED_ON_RESUME = ("nz", "ngf", "ndf", "image_size", "batch_size", "sn", "d_bn", "d_low",
+                   "seed")
 
 
 # --recipe=NAME: options that work together, measured in the README ("Beyond the article")

@@ -431,6 +431,11 @@ def _train(opt):
             run.batch = 0
         say(f"resuming {opt.resume} in epoch {run.epoch + 1} after batch {run.batch}"
             if run.batch else f"resuming {opt.resume} at the start of epoch {run.epoch + 1}")
+        for net, was, now in run.changed:
+            notes.append(f"note: {net}'s Adam goes on with lr {now['lr']:g} and betas "
+                         f"({now['betas'][0]:g}, {now['betas'][1]:g}) from step {run.step} (it "
+                         f"had lr {was['lr']:g} and betas ({was['betas'][0]:g}, "
+                         f"{was['betas'][1]:g}))")
         if "ema" in state and not ema:
             say(f"note: --ema=0: the moving average of G that {opt.resume} carries is left "
                 f"behind; this run draws its grids with G itself and saves no netg_ema files")
@@ -660,12 +665,20 @@ class Run:
             self._load(self.ema, state["ema"], "the average of G")
         elif self.ema:  # --ema turned on at resume: the average starts from G as it is
             self._load(self.ema.netg, state["netg"], "G")
-        for optimizer, key in ((self.optimizer_g, "optimizer_g"),
-                               (self.optimizer_d, "optimizer_d")):
-            fused = optimizer.param_groups[0]["fused"]  # what suits the device we run on
+        self.changed = []  # (net, what it was, what it is now) of the rates and betas given
+        for optimizer, key, net in ((self.optimizer_g, "optimizer_g", "G"),
+                                    (self.optimizer_d, "optimizer_d", "D")):
+            # the device we run on, not the one the state was saved on; the rates and betas of
+            # this run's options (the state's own, or what --lr1/--lr2/--beta1/--beta2 give
+            # now: the state's put them back, without a word, while options.json said these)
+            wanted = {k: optimizer.param_groups[0][k] for k in ("fused", "lr", "betas")}
             optimizer.load_state_dict(state[key])
-            for group in optimizer.param_groups:  # not the device the state was saved on
-                group["fused"] = fused
+            group = optimizer.param_groups[0]
+            was = {"lr": group["lr"], "betas": tuple(group["betas"])}
+            for group in optimizer.param_groups:
+                group.update(wanted)
+            if was != {"lr": wanted["lr"], "betas": tuple(wanted["betas"])}:
+                self.changed.append((net, was, wanted))
         self.fixed_noise.copy_(state["fixed_noise"].to(device))
         for name, values in state["meters"].items():
             vars(self.meters.meters[name]).update(values)
@@ -755,8 +768,8 @@ def _check_finite(diverged, epoch, opt, saved):
     """``saved``: this run has a save point to start again from (its own, or the resumed)."""
     if diverged:
         names = listed(diverged)
-        where = f" from the last save in {opt.checkpoint_dir}" if saved else \
-            " (this run saved no checkpoint)"
+        where = (f" from the last save: --resume={quoted(Path(opt.checkpoint_dir) / 'last.pth')}"
+                 f" with the lower rates") if saved else " (this run saved no checkpoint)"
         raise UserError(f"{names} became NaN or infinite in epoch {epoch + 1}: training "
                         f"diverged; lower --lr1/--lr2 (or a weight you raised, such as --r1) "
                         f"and start again{where}")

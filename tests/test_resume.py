@@ -347,6 +347,29 @@ def test_a_new_run_keeps_off_the_loss_log_of_a_stopped_run_in_another_folder(toy
     assert len(read_rows(imgs / "losses.csv")) == 1  # the new run's own row
 
 
+def test_rates_and_betas_given_on_resume_are_the_ones_it_goes_on_with(toy_dir, tmp_path):
+    """--lr1/--lr2/--beta1/--beta2 on --resume were saved in options.json, and the optimiser's
+    state put the old ones back without a word (the README's advice after a divergence:
+    lower the rates and resume); --seed was printed and saved, and changed nothing."""
+    train_small(toy_dir, tmp_path, max_epoch=1)
+    resume = ["train", f"--resume={tmp_path / 'last.pth'}", "--max-epoch=2"]
+    assert_clean_error(cli(*resume, "--seed=7"), "--seed=7 differs from the 0")
+    result = cli(*resume, "--lr1=1e-3", "--beta1=0", "--beta2=0.9")
+    assert result.returncode == 0, result.stderr
+    assert ("note: G's Adam goes on with lr 0.001 and betas (0, 0.9) from step 4 (it had lr "
+            "0.0002 and betas (0.5, 0.999))") in result.stdout
+    assert "note: D's Adam goes on with lr 0.0002 and betas (0, 0.9) from step 4" in result.stdout
+    state = torch.load(tmp_path / "last.pth", weights_only=True)
+    groups = {key: state[key]["param_groups"][0] for key in ("optimizer_g", "optimizer_d")}
+    assert groups["optimizer_g"]["lr"] == 1e-3 and groups["optimizer_d"]["lr"] == 2e-4
+    assert all(tuple(g["betas"]) == (0.0, 0.9) for g in groups.values())
+    # resumed as saved (no flag): nothing said, the same rates on
+    again = cli(*resume[:2], "--max-epoch=3")
+    assert again.returncode == 0 and "Adam" not in again.stdout, again.stderr
+    state = torch.load(tmp_path / "last.pth", weights_only=True)
+    assert state["optimizer_g"]["param_groups"][0]["lr"] == 1e-3
+
+
 def test_resuming_into_another_runs_folders_is_refused(toy_dir, tmp_path):
     """--resume=ck/b/last.pth --checkpoint-dir=ck/a --save-path=im/a (a copied command):
     run a's last.pth was replaced and its loss log continued with b's rows, without a word."""

@@ -164,6 +164,19 @@ def test_nan_stops_training_with_one_line_and_saves_nothing(toy_dir, tmp_path):
     assert not list((tmp_path / "C").glob("*.pth"))  # no NaN weights written as a save point
 
 
+def test_a_divergence_after_a_save_says_how_to_go_on_from_it(tmp_path):
+    """It said "start again from the last save" with no command, and a resume took back the
+    rates of the run that diverged."""
+    from config import parse
+    from errors import UserError
+    opt = parse("train", dict(checkpoint_dir=str(tmp_path / "ck sp")))
+    with pytest.raises(UserError) as refused:
+        train_module._check_finite(["G's weights"], 2, opt, saved=True)
+    assert str(refused.value).endswith(
+        f"start again from the last save: --resume='{tmp_path / 'ck sp' / 'last.pth'}' with "
+        f"the lower rates")
+
+
 def test_weights_that_turn_nan_in_the_last_step_are_not_saved(toy_dir, tmp_path, monkeypatch):
     """The losses are read before each step: a last step that left G's weights NaN was saved,
     a file no command loads (they refuse NaN weights)."""
