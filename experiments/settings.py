@@ -439,9 +439,37 @@ def _check(args):
     return [int(s) for s in seeds]
 
 
+def _refuse_runs_of_other_flags(args, seeds):
+    """A run already done is kept, not trained again; one made with another --width,
+    --batch-size, --epochs, --ema or --data was kept too, and its figures reported as this
+    sweep's. Refused before any run, naming the first difference. (--num is not compared:
+    evaluate halves it on a small folder, and its JSON keeps only the number it compared.)"""
+    ours = {"ngf": "--width", "ndf": "--width", "batch_size": "--batch-size",
+            "max_epoch": "--epochs", "ema": "--ema", "data_path": "--data"}
+    for seed in seeds:
+        for name in args.only.split(","):
+            run = Path(args.out) / f"{name}_seed{seed}"
+            if not (run / "metrics_ema.json").is_file():
+                continue  # not done: it is trained (again) as asked
+            try:
+                trained = json.loads((run / "options.json").read_text())
+            except (OSError, ValueError):
+                continue
+            wanted = {**_options(name, args), "max_epoch": _epochs(name, args),
+                      "data_path": args.data}
+            differ = [f"{ours[k]}={trained.get(k)}, not {wanted[k]}" for k in ours
+                      if trained.get(k) != wanted[k]]
+            if differ:
+                raise UserError(f"{run} was made with {differ[0]}: its figures are not this "
+                                f"sweep's; pass another --out for these flags, or delete "
+                                f"{run} to make it again")
+
+
 def main():
     args = _parser().parse_args()
     seeds = _check(args)
+    if not args.time:
+        _refuse_runs_of_other_flags(args, seeds)
     if args.data == TOY and not (Path(TOY) / "attributes.csv").is_file():
         Path(args.out).mkdir(parents=True, exist_ok=True)
         _cli("toyfaces", f"--out-dir={args.data}", "--num=10000", "--seed=0",

@@ -198,6 +198,11 @@ def test_paths_are_taken_from_the_folder_the_sweep_is_run_in(toy_dir, tmp_path):
     assert again.returncode == 0, again.stderr
     assert "done" not in again.stdout  # nothing trained twice
     assert "| demo: " in again.stdout
+    # the same runs with other flags were kept and reported as that sweep's
+    wider = _settings(*flags, "--width=16", cwd=here)
+    assert wider.returncode == 2 and wider.stderr.strip().splitlines() == [
+        f"error: {run} was made with --width=8, not 16: its figures are not this sweep's; "
+        f"pass another --out for these flags, or delete {run} to make it again"]
 
 
 @pytest.mark.parametrize("flag, said", [
