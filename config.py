@@ -676,10 +676,25 @@ def validate(command, opt):
         folder_too = command == "explore"  # a checkpoint folder: its newest file
         if path is None or Path(path).is_file() or (folder_too and Path(path).is_dir()):
             continue
+        flag = f"--{name.replace('_', '-')}"
+        if Path(path).is_dir():
+            inside = _a_checkpoint_in(path, name[:4])
+            raise UserError(f"{flag}: {path!r} is a folder, not a checkpoint file: " + (
+                f"name one in it, e.g. {flag}={quoted(inside)}" if inside else
+                f"it holds no {name[:4]}_N.pth" + (" or last.pth" if name == "netg_path" else "")))
         broken = broken_link(path)  # asked once, and only of a path that is refused
-        raise UserError(f"--{name.replace('_', '-')}: " + (
-            f"{path!r} is a folder, not a checkpoint file" if Path(path).is_dir() else
-            f"no file {path!r}" + (f" ({broken})" if broken else "")))
+        raise UserError(f"{flag}: no file {path!r}" + (f" ({broken})" if broken else ""))
+
+
+def _a_checkpoint_in(folder, kind):
+    """The file of a checkpoint ``folder`` meant, most likely, for --netg-path or --netd-path
+    (``kind`` netg or netd): its newest ``kind``_N.pth, else (G only) its last.pth, or None."""
+    nets = [p for p in Path(folder).glob(f"{kind}_*.pth")
+            if p.stem[5:].isascii() and p.stem[5:].isdigit()]
+    if nets:
+        return max(nets, key=lambda p: int(p.stem[5:]))
+    last = Path(folder) / "last.pth"
+    return last if kind == "netg" and last.is_file() else None
 
 
 def refuse_foreign_manifest(out_dir):

@@ -324,7 +324,15 @@ def test_a_file_given_for_a_folder_and_the_reverse_is_named_as_such(tmp_path, to
     assert_clean_error(cli("evaluate", "--nogpu", g, f"--data-path={afile}"),
                        "is a file, not a folder")
     assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path}"),
-                       "is a folder, not a checkpoint file")
+                       "is a folder, not a checkpoint file: it holds no netg_N.pth or last.pth")
+    # a run's folder: the file it most likely meant, to paste
+    for name in ("netg_2.pth", "netg_10.pth", "netg_ema_12.pth", "netd_10.pth"):
+        (tmp_path / "run" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "run" / name).write_bytes(b"")
+    assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'run'}/"),
+                       f"name one in it, e.g. --netg-path={tmp_path / 'run' / 'netg_10.pth'}")
+    assert_clean_error(cli("generate", "--nogpu", g, f"--netd-path={tmp_path / 'run'}"),
+                       f"e.g. --netd-path={tmp_path / 'run' / 'netd_10.pth'}")
 
 
 def test_flag_values_that_are_no_value_are_refused(tmp_path, toy_dir):
