@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from errors import Terminated, counted, outlive_reader, stop_signals
+from errors import OneLineParser, Terminated, counted, outlive_reader, stop_signals
 
 
 def _sync(device):
@@ -224,8 +224,8 @@ def _device(gpu):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__.split("\n\n")[0],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-path", default="data/toy",
                         help="ImageFolder layout: DIR/faces/*.jpg")
     parser.add_argument("--batch-size", type=int, default=64)

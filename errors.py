@@ -1,14 +1,24 @@
 """The one exception type for mistakes a person can fix (bad flag, missing data, wrong file),
 how the commands stop on Ctrl-C, SIGTERM and a hang-up and outlive a terminal or pipe that is
-gone, and ``counted``, ``listed`` and ``link_fault`` for the words messages use.
+gone, ``counted``, ``listed`` and ``link_fault`` for the words messages use, and
+``OneLineParser`` for the scripts beside main.py.
 
 ``main.py`` prints a UserError's message as a single ``error:`` line and exits non-zero, with
 no traceback. Everything else is a bug and keeps its traceback.
 """
+import argparse
 import errno
 import os
 import signal
 import sys
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse for bench.py, visualize.py and experiments/settings.py: a mistake in the flags
+    is one line, as every command's (argparse printed its usage above its own line)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}; see --help\n")
 
 
 def counted(n, noun, plural=None):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from errors import UserError
+from errors import OneLineParser, UserError
 
 RETRY_SECONDS = 60.0
 # the curve windows: title, and each curve's legend with the loss log's column it plots
@@ -251,9 +251,7 @@ def serve(port=8097, host="127.0.0.1", env_path=None):
 
 
 if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Start a visdom server for watching training.")
+    parser = OneLineParser(description="Start a visdom server for watching training.")
     parser.add_argument("command", choices=["serve"])
     parser.add_argument("--port", type=int, default=8097)
     parser.add_argument("--host", default="127.0.0.1",

@@ -37,7 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TOY = str(ROOT / "data" / "toy")  # the default --data, made if it is missing
 sys.path.insert(0, str(ROOT))
-from errors import Terminated, UserError, outlive_reader, stop_signals  # noqa: E402
+from errors import (OneLineParser, Terminated, UserError, outlive_reader,  # noqa: E402
+                    stop_signals)
 
 AUG = "color,translation,cutout"
 MODERN = dict(g_every=1, lr1=2e-4, lr2=2e-4, loss="hinge", sn=True, diffaug=AUG, beta1=0.0,
@@ -349,13 +350,9 @@ def grids(args, faces=8):
     print(f"wrote {path}")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, as every command's mistakes: the usage is in --help
-        self.exit(2, f"error: {message}; see --help\n")
-
-
 def _parser():
-    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=6,
                         help="passes over the data for each setting (default: %(default)s)")
     parser.add_argument("--minutes", type=float, default=None,

@@ -360,6 +360,8 @@ def test_bench_reads_paths_from_where_it_is_run_and_refuses_bad_values(toy_dir, 
     assert_clean_error(bench("--data-path=mine", "--json=mine/attributes.csv/b.json"), "--json")
     # each was a traceback, a hang (a cache smaller than a batch) or a silent CPU run (--gpu)
     assert_clean_error(bench("--data-path=mine", "--g-every=0"), "--g-every")
+    # argparse's own refusals: its usage block stood above the line
+    assert_clean_error(bench("--data-path=mine", "--batch-size=abc"), "--batch-size", "'abc'")
     for sizes in ("abc", "0", "8"):
         assert_clean_error(bench(f"--cache-sizes={sizes}", "--batch-size=16"), "--cache-sizes")
     assert_clean_error(bench("--cache-sizes=16", "--batch-size=16", "--scratch=/proc/x"),

@@ -120,6 +120,7 @@ def test_a_second_server_on_a_taken_port_says_so_in_one_line(visdom_server, tmp_
     assert "Address already in use" in line
     assert visdom_server.poll() is None  # the first one still serves
     for flags, culprit in ((["--port=70000"], "--port"),
+                           (["--port=abc"], "--port"),  # argparse's usage block stood above
                            ([f"--env-path={ROOT / 'Makefile'}", f"--port={free_port()}"],
                             "--env-path")):
         assert_clean_error(subprocess.run([sys.executable, str(ROOT / "visualize.py"), "serve",
