@@ -451,7 +451,10 @@ def _train(opt):
             say(f"note: the run trained with --loss={saved['loss']} until step {run.step}: the "
                 f"loss log's rows up to there are {saved['loss']} losses, its plot's label "
                 f"names {opt.loss}")
-        if state.get("images", data.count) != data.count:
+        if Path(saved["data_path"]).resolve() != Path(opt.data_path).resolve():
+            say(f"note: the run trained on {saved['data_path']} until step {run.step}; from "
+                f"here it trains on {opt.data_path}")
+        elif state.get("images", data.count) != data.count:
             say(f"note: {opt.data_path} now has {data.count} images, and the run began with "
                 f"{state['images']}: it goes on, but not in the order it would have taken, and "
                 f"this epoch may end early")

@@ -370,6 +370,19 @@ def test_rates_and_betas_given_on_resume_are_the_ones_it_goes_on_with(toy_dir, t
     assert state["optimizer_g"]["param_groups"][0]["lr"] == 1e-3
 
 
+def test_resuming_on_another_data_folder_says_so(toy_dir, tmp_path):
+    """--data-path changed on --resume trained on other images without a word (a change in
+    the count alone was said)."""
+    train_small(toy_dir, tmp_path, max_epoch=1)
+    other = tmp_path / "other"
+    shutil.copytree(toy_dir, other)
+    result = cli("train", f"--resume={tmp_path / 'last.pth'}", "--max-epoch=2",
+                 f"--data-path={other}")
+    assert result.returncode == 0, result.stderr
+    assert (f"note: the run trained on {toy_dir} until step 4; from here it trains on "
+            f"{other}") in result.stdout
+
+
 def test_resuming_into_another_runs_folders_is_refused(toy_dir, tmp_path):
     """--resume=ck/b/last.pth --checkpoint-dir=ck/a --save-path=im/a (a copied command):
     run a's last.pth was replaced and its loss log continued with b's rows, without a word."""
