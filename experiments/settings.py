@@ -236,10 +236,32 @@ def _cli(*args, log):
         raise CommandFailed(f"`main.py {args[0]}` {how}; its output is at the end of {log}")
 
 
+def _difference(trained, name, args, epochs):
+    """The first of this script's flags that the options ``trained`` (a run's) differ in,
+    as words ("--width=8, not 16"); None where they agree."""
+    wanted = {**_options(name, args), "max_epoch": epochs, "data_path": args.data}
+    return next((f"{flag}={trained.get(k)}, not {wanted[k]}" for k, flag in OURS.items()
+                 if trained.get(k) != wanted[k]), None)
+
+
+OURS = {"ngf": "--width", "ndf": "--width", "batch_size": "--batch-size",
+        "max_epoch": "--epochs", "ema": "--ema", "data_path": "--data"}
+
+
 def _train(name, seed, epochs, run, args, log):
-    """``epochs`` of setting ``name`` with this script's nets and average, into ``run``."""
-    # --fresh: a run the sweep's Ctrl-C stopped starts again (its minutes are what is
-    # measured), where train would refuse a new run over its last.pth
+    """``epochs`` of setting ``name`` with this script's nets and average, into ``run``. A
+    training the sweep's Ctrl-C stopped goes on from its last.pth (the same weights as one
+    not stopped; it was trained again from the start), and one that finished before its
+    evaluation was stopped is done ("nothing to do"); with other flags, it starts afresh."""
+    import checkpoint
+    try:
+        saved = checkpoint.load_state(run / "last.pth")["options"]
+    except (UserError, KeyError, TypeError):  # none, or nothing to go on from
+        saved = None
+    if saved and _difference(saved, name, args, epochs) is None:
+        _cli("train", f"--resume={run / 'last.pth'}", _device(args), "--vis=False", log=log)
+        return
+    # --fresh: train would refuse a new run over a stopped one's last.pth
     _cli("train", f"--data-path={args.data}", _device(args), "--vis=False", f"--seed={seed}",
          f"--max-epoch={epochs}", f"--save-every={epochs}", f"--checkpoint-dir={run}",
          f"--save-path={run}", "--fresh", *_flags(_options(name, args)), log=log)
@@ -441,8 +463,6 @@ def _refuse_runs_of_other_flags(args, seeds):
     --batch-size, --epochs, --ema or --data was kept too, and its figures reported as this
     sweep's. Refused before any run, naming the first difference. (--num is not compared:
     evaluate halves it on a small folder, and its JSON keeps only the number it compared.)"""
-    ours = {"ngf": "--width", "ndf": "--width", "batch_size": "--batch-size",
-            "max_epoch": "--epochs", "ema": "--ema", "data_path": "--data"}
     for seed in seeds:
         for name in args.only.split(","):
             run = Path(args.out) / f"{name}_seed{seed}"
@@ -452,12 +472,9 @@ def _refuse_runs_of_other_flags(args, seeds):
                 trained = json.loads((run / "options.json").read_text())
             except (OSError, ValueError):
                 continue
-            wanted = {**_options(name, args), "max_epoch": _epochs(name, args),
-                      "data_path": args.data}
-            differ = [f"{ours[k]}={trained.get(k)}, not {wanted[k]}" for k in ours
-                      if trained.get(k) != wanted[k]]
+            differ = _difference(trained, name, args, _epochs(name, args))
             if differ:
-                raise UserError(f"{run} was made with {differ[0]}: its figures are not this "
+                raise UserError(f"{run} was made with {differ}: its figures are not this "
                                 f"sweep's; pass another --out for these flags, or delete "
                                 f"{run} to make it again")
 
@@ -491,8 +508,8 @@ if __name__ == "__main__":
         signal.signal(sig, _terminate)
     try:
         main()
-    except (KeyboardInterrupt, Terminated) as stop:  # a run stopped halfway is trained
-        what = "terminated" if isinstance(stop, Terminated) else "interrupted"  # again next time
+    except (KeyboardInterrupt, Terminated) as stop:  # a run stopped halfway goes on from its
+        what = "terminated" if isinstance(stop, Terminated) else "interrupted"  # save next time
         print(f"\n{what}: run the same command again to go on with the settings not yet done",
               file=sys.stderr)
         sys.exit(143 if isinstance(stop, Terminated) else 130)

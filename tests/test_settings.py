@@ -2,6 +2,7 @@
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -23,21 +24,52 @@ def test_every_setting_is_a_train_command_with_its_own_values(toy_dir):
 
 
 @pytest.mark.slow
-def test_a_setting_stopped_by_a_ctrl_c_of_the_sweep_trains_again(toy_dir, tmp_path, monkeypatch):
-    """A sweep stopped by Ctrl-C left the setting's last.pth unfinished, and train refuses a
-    new run over it: the rerun of the sweep stopped at that setting."""
+def test_a_setting_stopped_by_a_ctrl_c_of_the_sweep_goes_on_from_where_it_stopped(
+        toy_dir, tmp_path, monkeypatch):
+    """A sweep stopped by Ctrl-C left the setting's last.pth unfinished: train refused a new
+    run over it (the rerun stopped at that setting), then, with --fresh, the setting was
+    trained again from the start, also where only its evaluation had been stopped."""
     import torch
-    from conftest import cli, stopped_run
+    from conftest import cli, same_weights, stopped_run
     run = tmp_path / "demo_seed0"
-    stopped_run(toy_dir, run, of=2)
     calls = []
     monkeypatch.setattr(settings, "_cli", lambda *a, log: calls.append(a))
     monkeypatch.setattr(settings, "_epochs", lambda name, args: 2)
     args = argparse.Namespace(width=8, batch_size=16, ema=0.995, amp=False, gpu=False,
                               data=str(toy_dir), out=str(tmp_path), num=64)
+    # the sweep's training of two epochs, whole (saved after each, as a stop after the
+    # first saves: a save draws from the random state, for the average's BatchNorm)
     settings.train_and_evaluate("demo", 0, args)
-    assert calls[0][0] == "train"
-    result = cli(*calls[0])  # the sweep's train command, over the stopped run: it trains
+    fresh = calls[0]
+    assert fresh[0] == "train" and "--fresh" in fresh
+    assert cli(*fresh, "--save-every=1").returncode == 0  # the last of a flag counts
+    whole = tmp_path / "whole"
+    shutil.copytree(run, whole)
+    # the same, stopped after its first epoch: it goes on from there, to the same weights
+    shutil.rmtree(run)
+    assert cli(*fresh, "--save-every=1", "--max-epoch=1").returncode == 0
+    state = torch.load(run / "last.pth", weights_only=True)
+    state["options"]["max_epoch"] = 2  # as a stop in epoch 2 of 2 leaves it
+    torch.save(state, run / "last.pth")
+    calls.clear()
+    settings.train_and_evaluate("demo", 0, args)
+    assert calls[0][:2] == ("train", f"--resume={run / 'last.pth'}")
+    assert cli(*calls[0]).returncode == 0
+    for name in ("netg_1.pth", "netg_ema_1.pth", "netd_1.pth"):
+        assert same_weights(run / name, whole / name), name
+    # trained, its evaluation stopped: nothing to train, then the evaluations
+    calls.clear()
+    settings.train_and_evaluate("demo", 0, args)
+    assert calls[0][:2] == ("train", f"--resume={run / 'last.pth'}")
+    assert "nothing to do" in cli(*calls[0]).stdout
+    assert [c[0] for c in calls[1:]] == ["evaluate", "evaluate"]
+    # a stopped run of other flags (the book's defaults, no average): trained afresh
+    shutil.rmtree(run)
+    stopped_run(toy_dir, run, of=2)
+    calls.clear()
+    settings.train_and_evaluate("demo", 0, args)
+    assert calls[0] == fresh
+    result = cli(*calls[0])  # over the stopped run: it trains
     assert result.returncode == 0, result.stderr
     assert torch.load(run / "last.pth", weights_only=True)["epoch"] == 2
 
