@@ -253,12 +253,11 @@ def _train(name, seed, epochs, run, args, log):
     training the sweep's Ctrl-C stopped goes on from its last.pth (the same weights as one
     not stopped; it was trained again from the start), and one that finished before its
     evaluation was stopped is done ("nothing to do"); with other flags, it starts afresh."""
-    import checkpoint
-    try:
-        saved = checkpoint.load_state(run / "last.pth")["options"]
-    except (UserError, KeyError, TypeError):  # none, or nothing to go on from
+    try:  # the options the stopped run wrote at its start (no torch to load for last.pth)
+        saved = json.loads((run / "options.json").read_text())
+    except (OSError, ValueError):
         saved = None
-    if saved and _difference(saved, name, args, epochs) is None:
+    if (run / "last.pth").is_file() and saved and _difference(saved, name, args, epochs) is None:
         _cli("train", f"--resume={run / 'last.pth'}", _device(args), "--vis=False", log=log)
         return
     # --fresh: train would refuse a new run over a stopped one's last.pth

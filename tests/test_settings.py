@@ -1,6 +1,7 @@
 """experiments/settings.py: every setting it trains is a command line train accepts."""
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -51,6 +52,8 @@ def test_a_setting_stopped_by_a_ctrl_c_of_the_sweep_goes_on_from_where_it_stoppe
     state = torch.load(run / "last.pth", weights_only=True)
     state["options"]["max_epoch"] = 2  # as a stop in epoch 2 of 2 leaves it
     torch.save(state, run / "last.pth")
+    options = json.loads((run / "options.json").read_text())
+    (run / "options.json").write_text(json.dumps({**options, "max_epoch": 2}))
     calls.clear()
     settings.train_and_evaluate("demo", 0, args)
     assert calls[0][:2] == ("train", f"--resume={run / 'last.pth'}")
