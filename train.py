@@ -616,6 +616,7 @@ class Run:
         self.epoch = self.batch = self.step = 0
         self.order_state = order.get_state()
         self.saved = False  # whether there is a last.pth of this run (or the resumed one's)
+        self.changed = []  # resumed: the nets whose rates or betas the flags changed
         self.images, self.processes = None, 1
 
     def _load(self, net, weights, name):
@@ -771,8 +772,10 @@ def _check_finite(diverged, epoch, opt, saved):
     """``saved``: this run has a save point to start again from (its own, or the resumed)."""
     if diverged:
         names = listed(diverged)
-        where = (f" from the last save: --resume={quoted(Path(opt.checkpoint_dir) / 'last.pth')}"
-                 f" with the lower rates") if saved else " (this run saved no checkpoint)"
+        last = Path(opt.checkpoint_dir) / "last.pth"  # else the state it resumed from
+        last = last if last.is_file() or not opt.resume else opt.resume
+        where = (f" from the last save: --resume={quoted(last)} with the lower rates" if saved
+                 else " (this run saved no checkpoint)")
         raise UserError(f"{names} became NaN or infinite in epoch {epoch + 1}: training "
                         f"diverged; lower --lr1/--lr2 (or a weight you raised, such as --r1) "
                         f"and start again{where}")
