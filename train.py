@@ -218,14 +218,14 @@ def _progress(path):
         return None
 
 
-def _keep_other_runs(opt, state):
+def _keep_other_runs(opt, state, saved):
     """--resume with --checkpoint-dir and --save-path of another run's (a typo, a copied
     command): the resumed run wrote its saves over that run's last.pth and went on in its
     losses.csv, without a word. Refused where the folder holds another run's stopped state,
     or another run's loss log (its rows up to the resumed step differ from the resumed run's
     own, where that is still there to compare: a copied run's log is its own). A finished
-    run's last.pth is written over as by a new run there, and said (the notes returned)."""
-    saved = saved_options(state)
+    run's last.pth is written over as by a new run there, and said (the notes returned).
+    ``saved``: the state's options."""
     last = Path(opt.checkpoint_dir) / "last.pth"
     own = {Path(opt.resume).resolve(), (Path(saved["checkpoint_dir"]) / "last.pth").resolve()}
     notes = []
@@ -355,11 +355,12 @@ def _train(opt):
         return None, None
     _refuse_folders_in_the_way(opt)
     fresh, notes = None, []  # the notes said once every check has passed
+    saved = saved_options(state) if state else None  # the resumed run's own options
     if not state:
         fresh, note = _keep_unfinished_run(opt)
         notes = [n for n in (note, _another_runs_log(opt)) if n] + _earlier_files(opt)
     else:
-        notes = _keep_other_runs(opt, state)
+        notes = _keep_other_runs(opt, state, saved)
     seed = opt.seed if opt.seed is not None else random.SystemRandom().randrange(2**31)
     opt.seed = seed
     random.seed(seed)
@@ -439,7 +440,6 @@ def _train(opt):
         if "ema" in state and not ema:
             say(f"note: --ema=0: the moving average of G that {opt.resume} carries is left "
                 f"behind; this run draws its grids with G itself and saves no netg_ema files")
-        saved = saved_options(state)
         before = Path(saved["save_path"])
         if (before.resolve() != Path(opt.save_path).resolve()
                 and (before / "losses.csv").is_file()
