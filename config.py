@@ -362,11 +362,10 @@ def _resumed(given):
     if resume is True:
         resume = str(Path(given.get("checkpoint_dir", Config.checkpoint_dir)) / "last.pth")
         if not Path(resume).is_file():
-            nets = sorted((p for p in Path(resume).parent.glob("netg_*.pth")
-                           if p.stem[5:].isdigit()), key=lambda p: int(p.stem[5:]))
+            newest = _a_checkpoint_in(Path(resume).parent, "netg")  # no last.pth to name
             hint = (f"; the run there has weights but no full state: start again without "
-                    f"--resume, or from {nets[-1].name} and its netd with --netg-path and "
-                    f"--netd-path" if nets else "")
+                    f"--resume, or from {newest.name} and its netd with --netg-path and "
+                    f"--netd-path" if newest else "")
             raise UserError(f"--resume: no {resume} to continue from (it is written at every "
                             f"save); pass --resume=PATH or --checkpoint-dir{hint}")
     for name in ("recipe", "netg_path", "netd_path"):
@@ -689,10 +688,12 @@ def validate(command, opt):
 def _a_checkpoint_in(folder, kind):
     """The file of a checkpoint ``folder`` meant, most likely, for --netg-path or --netd-path
     (``kind`` netg or netd): its newest ``kind``_N.pth, else (G only) its last.pth, or None."""
+    def epoch(path):  # netg_12.pth -> "12"
+        return path.stem[len(kind) + 1:]
     nets = [p for p in Path(folder).glob(f"{kind}_*.pth")
-            if p.stem[5:].isascii() and p.stem[5:].isdigit()]
+            if epoch(p).isascii() and epoch(p).isdigit()]
     if nets:
-        return max(nets, key=lambda p: int(p.stem[5:]))
+        return max(nets, key=lambda p: int(epoch(p)))
     last = Path(folder) / "last.pth"
     return last if kind == "netg" and last.is_file() else None
 

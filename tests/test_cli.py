@@ -333,6 +333,9 @@ def test_a_file_given_for_a_folder_and_the_reverse_is_named_as_such(tmp_path, to
                        f"name one in it, e.g. --netg-path={tmp_path / 'run' / 'netg_10.pth'}")
     assert_clean_error(cli("generate", "--nogpu", g, f"--netd-path={tmp_path / 'run'}"),
                        f"e.g. --netd-path={tmp_path / 'run' / 'netd_10.pth'}")
+    # and --resume there, with no last.pth, names the same newest G to start again from
+    assert_clean_error(cli("train", "--nogpu", "--resume", f"--checkpoint-dir={tmp_path / 'run'}"),
+                       "no full state", "or from netg_10.pth and its netd")
 
 
 def test_flag_values_that_are_no_value_are_refused(tmp_path, toy_dir):
