@@ -148,9 +148,9 @@ def toyfaces(*args, **flags):
         stem = name.removesuffix(".jpg")
         return name.endswith(".jpg") and stem.isascii() and stem.isdigit() and \
             f"{int(stem):06d}" == stem and int(stem) < values["num"]
-    others = sorted(p.name for p in (out / "faces").iterdir() if not ours(p.name)
-                    and not (p.name.startswith(".") and p.name.endswith(".tmp"))) \
-        if (out / "faces").is_dir() else []  # (a face a kill -9 cut short: drawn again)
+    names = [p.name for p in (out / "faces").iterdir()] if (out / "faces").is_dir() else []
+    others = sorted(name for name in names if not ours(name)  # (a face a kill -9 cut short:
+                    and not (name.startswith(".") and name.endswith(".tmp")))  # drawn again)
     def face_name(name):  # a face of any toyfaces run: 000123.jpg
         stem = name.removesuffix(".jpg")
         return name.endswith(".jpg") and stem.isascii() and stem.isdigit() and len(stem) >= 6
@@ -168,11 +168,10 @@ def toyfaces(*args, **flags):
                         f"first, or pick another --out-dir")
     # the faces a stopped run drew are drawn again over themselves; files of those names that
     # this seed does not draw are someone's own images (a set named 000000.jpg, ...)
-    first = min((p for p in (out / "faces").iterdir() if ours(p.name)), default=None) \
-        if (out / "faces").is_dir() else None
-    if first and not drawn_here(first, values["seed"]):
+    first = min((name for name in names if ours(name)), default=None)
+    if first and not drawn_here(out / "faces" / first, values["seed"]):
         raise UserError(f"--out-dir: {out / 'faces'} holds images that toyfaces did not draw "
-                        f"with --seed={values['seed']} (e.g. {first.name}), which it would "
+                        f"with --seed={values['seed']} (e.g. {first}), which it would "
                         f"write over: pick a new or empty --out-dir, or delete them first")
     elsewhere = _an_image_besides(out, out / "faces")
     if elsewhere:  # a folder of real faces: training on it would mix in the toy set
