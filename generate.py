@@ -241,10 +241,10 @@ def _face_names(seeds):
 
 
 def _write_faces(out_dir, faces, scores, seeds, scale, resample, mean=0.0, std=1.0,
-                 ranks=None):
+                 ranks=None, netg=""):
     """Each face as its own PNG, and manifest.csv: file, rank (``ranks``, or the faces' order,
-    best first), D score, seed, and the noise's mean and std (--gen-mean, --gen-std), without
-    which a seed draws another face. Stopped half way (Ctrl-C, SIGTERM, a full disk), it
+    best first), D score, seed, the noise's mean and std (--gen-mean, --gen-std), and the
+    generator's file (``netg``, absolute), without which a seed draws another face. Stopped half way (Ctrl-C, SIGTERM, a full disk), it
     leaves the faces written so far and their manifest (the same command again writes them
     all)."""
     out = Path(out_dir)
@@ -258,7 +258,7 @@ def _write_faces(out_dir, faces, scores, seeds, scale, resample, mean=0.0, std=1
             buf = io.BytesIO()
             to_pil(face, scale, resample).save(buf, format="PNG")
             row = (name, rank, "" if score != score else f"{score:.6f}", seed, float(mean),
-                   float(std))
+                   float(std), netg)
             with checkpoint.stops_put_off():  # a face in place is in the manifest's rows
                 checkpoint.save_bytes(buf.getvalue(), out / name)
                 rows.append(row)
@@ -278,8 +278,8 @@ def _write_faces(out_dir, faces, scores, seeds, scale, resample, mean=0.0, std=1
 def _write_manifest(out, rows):
     text = io.StringIO()
     writer = csv.writer(text)
-    # gen_mean and gen_std last: readers of the first four columns read them as before
-    writer.writerow(("file", "rank", "d_score", "seed", "gen_mean", "gen_std"))
+    # the columns added later come last: readers of the first four read them as before
+    writer.writerow(("file", "rank", "d_score", "seed", "gen_mean", "gen_std", "netg"))
     writer.writerows(rows)
     checkpoint.save_text(text.getvalue(), out / "manifest.csv")
 
@@ -349,7 +349,7 @@ def generate(opt):
     print(f"wrote {opt.gen_img}: {counted(len(images), 'face')}{picked}")
     if opt.out_dir:
         _write_faces(opt.out_dir, images, scores, seeds, opt.scale, opt.resample,
-                     opt.gen_mean, opt.gen_std, ranks)
+                     opt.gen_mean, opt.gen_std, ranks, str(Path(opt.netg_path).resolve()))
         print(f"wrote {counted(len(images), 'face')} and manifest.csv to {opt.out_dir}")
     _say_if_training_data(opt, opt.gen_img, opt.out_dir)
     return images, scores, seeds

@@ -192,6 +192,8 @@ def test_manifest_seeds_draw_the_same_faces_again(tmp_path):
     with open(first / "manifest.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(row["rank"]) for row in rows] == list(range(6))
+    # the generator that draws these seeds' faces, found from any folder
+    assert {row["netg"] for row in rows} == {str(g.resolve())}
     # D's best six of seeds 1000..1049, best first, scored here on their own, one by one
     netg, netd = drawing_nets()
     with torch.no_grad():
