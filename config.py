@@ -420,11 +420,14 @@ def _keep_to_its_own_folders(resume, saved, given):
     stored, grids = saved["checkpoint_dir"], saved["save_path"]
     if "checkpoint_dir" not in given and lies_elsewhere(resume, saved):
         flags = " ".join(beside_flags(resume, saved))
+        # a rollback into the run's own folders, where they still are (a moved run's are gone)
+        rollback = (f", or --checkpoint-dir={quoted(stored)} alone to go on in that run's "
+                    f"folders (a rollback)" if Path(stored).is_dir() else
+                    " (that folder is no longer there)")
         raise UserError(f"{resume} was saved by a run with --checkpoint-dir={stored} (from here: "
                         f"{Path(stored).resolve()}) and --save-path={grids}; resumed, it would "
                         f"write there: pass both for this run, e.g. {flags} to go on beside "
-                        f"the file, or --checkpoint-dir={quoted(stored)} alone to go "
-                        f"on in that run's folders (a rollback)")
+                        f"the file{rollback}")
     moved = "checkpoint_dir" in given and \
         Path(given["checkpoint_dir"]).resolve() != Path(stored).resolve()
     if moved and "save_path" not in given:

@@ -612,6 +612,7 @@ def test_resuming_a_copied_run_does_not_write_into_the_original(tmp_path, toy_di
     line = assert_clean_error(cli("train", f"--resume={copy / 'last.pth'}", *more),
                               f"--checkpoint-dir={original}", f"--checkpoint-dir={copy}")
     assert f"--save-path={copy / 'imgs'}" in line  # where the run kept its grids: imgs/
+    assert f"--checkpoint-dir={original} alone to go on in that run's folders" in line
     assert_clean_error(cli("train", f"--resume={copy / 'last.pth'}", f"--checkpoint-dir={copy}",
                            *more), "--save-path")
     # a new run in the copy's folder names the command that goes on there; pasted, it does
@@ -625,6 +626,11 @@ def test_resuming_a_copied_run_does_not_write_into_the_original(tmp_path, toy_di
     assert torch.load(copy / "last.pth", weights_only=True)["epoch"] == 2
     assert (copy / "imgs" / "1.png").is_file()
     assert {p: p.read_bytes() for p in original.rglob("*") if p.is_file()} == before
+    # moved away, the run's own folders are gone: no rollback into them is offered
+    moved = original.rename(tmp_path / "moved")
+    line = assert_clean_error(cli("train", f"--resume={moved / 'last.pth'}", *more),
+                              f"--checkpoint-dir={moved}", "that folder is no longer there")
+    assert "rollback" not in line
 
 
 def test_a_copied_run_with_its_grids_beside_its_checkpoints_is_named_with_both(tmp_path,
