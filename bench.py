@@ -227,14 +227,22 @@ def main():
     parser = OneLineParser(description=__doc__.split("\n\n")[0],
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-path", default="data/toy",
-                        help="ImageFolder layout: DIR/faces/*.jpg")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--num-workers", type=int, default=4, help="the article's DataLoader")
-    parser.add_argument("--g-every", type=int, default=5)
-    parser.add_argument("--plot-every", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=5, help="batches before timing")
-    parser.add_argument("--measure", type=int, default=20, help="batches timed")
-    parser.add_argument("--repeats", type=int, default=3, help="alternating runs per variant")
+                        help="ImageFolder layout: DIR/faces/*.jpg (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="images a batch (default: %(default)s)")
+    parser.add_argument("--num-workers", type=int, default=4,
+                        help="the article's DataLoader's workers (default: %(default)s)")
+    parser.add_argument("--g-every", type=int, default=5,
+                        help="G learns every this many batches (default: %(default)s)")
+    parser.add_argument("--plot-every", type=int, default=20,
+                        help="losses read back every this many batches (default: "
+                             "%(default)s)")
+    parser.add_argument("--warmup", type=int, default=5,
+                        help="batches before timing (default: %(default)s)")
+    parser.add_argument("--measure", type=int, default=20,
+                        help="batches timed (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="alternating runs per variant (default: %(default)s)")
     parser.add_argument("--gpu", default=None, type=_true_or_false,
                         help="true: CUDA, false: CPU; unset: CUDA when available")
     parser.add_argument("--json", default=None, help="also write the results to this file")
@@ -242,7 +250,9 @@ def main():
                         help="instead: our loop on synthetic caches of these many images, e.g. "
                              "10000,1000000 (sparse files, so no disk space is used), to show "
                              "that memory does not grow with the data set")
-    parser.add_argument("--scratch", default=None, help="folder for --cache-sizes files")
+    parser.add_argument("--scratch", default=None,
+                        help="folder for --cache-sizes files (default: the system's temporary "
+                             "folder)")
     parser.add_argument("--one", choices=["article", "ours", "ours-cold", "cache-size"],
                         help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)

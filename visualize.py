@@ -253,7 +253,8 @@ def serve(port=8097, host="127.0.0.1", env_path=None):
 if __name__ == "__main__":
     parser = OneLineParser(description="Start a visdom server for watching training.")
     parser.add_argument("command", choices=["serve"])
-    parser.add_argument("--port", type=int, default=8097)
+    parser.add_argument("--port", type=int, default=8097,
+                        help="port to listen on (default: %(default)s)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: loopback only)")
     parser.add_argument("--env-path", default=None, help="where saved envs live (~/.visdom)")

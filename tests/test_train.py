@@ -318,6 +318,23 @@ def test_bench_counts_zen4_and_zen5_laptop_avx512_at_half_rate_and_zen5_at_full(
     assert bench.flops_per_cycle(halo, "avx512_bf16") == {"fp32": 64, "bf16": 128}
 
 
+def test_bench_help_gives_each_flags_default(monkeypatch, capsys):
+    """bench.py --help listed --batch-size, --g-every and --plot-every without their values,
+    so the figures it printed could not be read against the flags they came from."""
+    import sys
+    import bench
+    monkeypatch.setattr(sys, "argv", ["bench.py", "--help"])
+    with pytest.raises(SystemExit) as stop:
+        bench.main()
+    assert stop.value.code == 0
+    page = " ".join(capsys.readouterr().out.split("options:")[1].split())
+    for flag, value in [("--data-path", "data/toy"), ("--batch-size", 64),
+                        ("--num-workers", 4), ("--g-every", 5), ("--plot-every", 20),
+                        ("--warmup", 5), ("--measure", 20), ("--repeats", 3)]:
+        help_line = page.split(f"{flag} {flag[2:].upper().replace('-', '_')}")[1]
+        assert help_line.split(" --")[0].endswith(f"(default: {value})"), flag
+
+
 @pytest.mark.slow
 def test_bench_reads_paths_from_where_it_is_run_and_refuses_bad_values(toy_dir, tmp_path,
                                                                         monkeypatch):
