@@ -390,7 +390,8 @@ def _say_widths(opt, faces):
         nets.append((opt.netd_path, "ndf", faces.netd.ndf))
     for path, name, value in nets:
         if name in given and getattr(opt, name) != value:
-            print(f"{path}: using the file's {name}={value}, not --{name}={getattr(opt, name)}")
+            print(f"note: {path}: using the file's {name}={value}, not --{name}="
+                  f"{getattr(opt, name)}")
 
 
 def interpolate(opt):

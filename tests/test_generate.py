@@ -61,7 +61,7 @@ def test_widths_come_from_the_files_and_a_differing_flag_is_named(tmp_path):
     assert "using the file" not in quiet.stdout  # nothing was asked that the file overrides
     told = cli(*common, "--ngf=64", "--ndf=8")  # the book's command line, one width wrong
     assert told.returncode == 0, told.stderr
-    assert f"{g}: using the file's ngf=8, not --ngf=64" in told.stdout
+    assert f"note: {g}: using the file's ngf=8, not --ngf=64" in told.stdout
     assert "ndf" not in told.stdout and "nz" not in told.stdout
     assert _pixels(tmp_path / "grid.png").shape[:2] == (98 + 2, 4 * 98 + 2)  # 4 faces drawn
     # --help lists them with the book's flags it takes but does not read
