@@ -321,11 +321,12 @@ def _say_unused_with_seeds(opt):
 
 def generate(opt):
     _refuse_large_grid(opt)
-    _say_scale_unused(opt, [("out_dir", "--out-dir's faces")])
-    _say_unused_with_seeds(opt)
     device = resolve_device(opt.gpu)
     faces = Faces.load(opt.netg_path, opt.netd_path, device, mean=opt.gen_mean,
                        std=opt.gen_std, batch_size=opt.batch_size)
+    # the notes once the files are known to be good: none above a refusal of them
+    _say_scale_unused(opt, [("out_dir", "--out-dir's faces")])
+    _say_unused_with_seeds(opt)
     say_source(faces, opt.netg_path)
     _say_widths(opt, faces)
     if opt.seeds:
@@ -400,14 +401,14 @@ def interpolate(opt):
     _refuse_large_sheet(opt, out, len(opt.seeds) - 1 if opt.seeds else 1)
     if opt.gif:
         _refuse_large_gif(opt)
-    _say_scale_unused(opt, [("gif", "--gif's frames")])
+    device = resolve_device(opt.gpu)
+    faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
+                       batch_size=opt.batch_size)
+    _say_scale_unused(opt, [("gif", "--gif's frames")])  # as generate's: once G loaded
     same = [a for a, b in zip(opt.seeds or (), (opt.seeds or ())[1:]) if a == b]
     if same:  # a row of one face repeated: no morph at all
         print(f"note: --seeds names {same[0]} twice in a row: that row is {opt.steps} copies "
               f"of one face")
-    device = resolve_device(opt.gpu)
-    faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
-                       batch_size=opt.batch_size)
     say_source(faces, opt.netg_path)
     if opt.seeds:
         seeds = list(opt.seeds)

@@ -508,6 +508,13 @@ def test_scale_without_faces_or_frames_to_apply_to_says_so(tmp_path):
             "--scale=4", f"--out={tmp_path / 'interp.png'}", f"--gif={tmp_path / 'i.gif'}")
     assert r.returncode == 0, r.stderr
     assert "--scale" not in r.stdout
+    # a G that cannot be loaded is refused without a note above the refusal
+    (tmp_path / "broken.pth").write_bytes(g.read_bytes()[:1000])
+    for command, flags in [("generate", ["--gen-num=5"]), ("interpolate", ["--seeds=3,3"])]:
+        r = cli(command, "--nogpu", f"--netg-path={tmp_path / 'broken.pth'}", "--seeds=3,3",
+                "--scale=4", *flags)
+        assert_clean_error(r, "broken.pth")
+        assert "note:" not in r.stdout, command
 
 
 @pytest.mark.parametrize("version", ["v2", "v1"])
