@@ -440,7 +440,8 @@ def beside_flags(resume, saved):
     """--checkpoint-dir and --save-path for going on with ``resume`` in the folder it lies in,
     its grids where the run kept them relative to its checkpoints (the same folder, a folder
     inside it, or one beside it: run/ck and run/imgs copied as run2/ck and run2/imgs), else in
-    imgs/ beside the file."""
+    imgs/ beside the file. Never the run's own grids: checkpoints/ copied as ck_bak/ beside it
+    would have gone on in imgs/, writing over that run's grids and loss log."""
     here, stored = Path(resume).parent, Path(saved["checkpoint_dir"]).resolve()
     grids = Path(saved["save_path"]).resolve()
     if grids.is_relative_to(stored):
@@ -448,6 +449,8 @@ def beside_flags(resume, saved):
     elif grids.parent == stored.parent:  # side by side
         copied = here.parent / grids.name
     else:
+        copied = here / "imgs"
+    if copied.resolve() == grids and here.resolve() != stored:
         copied = here / "imgs"
     return [f"--checkpoint-dir={quoted(here)}", f"--save-path={quoted(copied)}"]
 

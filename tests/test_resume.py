@@ -650,6 +650,14 @@ def test_a_copied_run_with_its_grids_beside_its_checkpoints_is_named_with_both(t
                                   f"--checkpoint-dir={copy / 'ck'}",
                                   f"--save-path={copy / 'imgs'}"), "stopped in epoch 2 of 2")
     assert f"--checkpoint-dir={copy / 'ck'} --save-path={copy / 'imgs'}`" in line
+    # a backup of the checkpoints beside them (run/ck_bak): its grids go inside it, where the
+    # side-by-side rule named run/imgs, the original run's grids and loss log
+    shutil.copytree(first / "ck", first / "ck_bak")
+    line = assert_clean_error(cli("train", f"--resume={first / 'ck_bak' / 'last.pth'}",
+                                  "--nogpu", "--vis=False"), "--checkpoint-dir=")
+    assert f"--checkpoint-dir={first / 'ck_bak'} --save-path={first / 'ck_bak' / 'imgs'} " \
+        in line
+    assert f"--save-path={first / 'imgs'}" not in line.split("it would write there")[1]
 
 
 def test_a_run_started_with_relative_folders_resumes_from_any_working_folder(tmp_path, toy_dir,
