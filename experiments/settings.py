@@ -248,16 +248,18 @@ OURS = {"ngf": "--width", "ndf": "--width", "batch_size": "--batch-size",
         "max_epoch": "--epochs", "ema": "--ema", "data_path": "--data"}
 
 
-def _train(name, seed, epochs, run, args, log):
+def _train(name, seed, epochs, run, args, log, go_on=True):
     """``epochs`` of setting ``name`` with this script's nets and average, into ``run``. A
     training the sweep's Ctrl-C stopped goes on from its last.pth (the same weights as one
     not stopped; it was trained again from the start), and one that finished before its
-    evaluation was stopped is done ("nothing to do"); with other flags, it starts afresh."""
+    evaluation was stopped is done ("nothing to do"); with other flags, or ``go_on=False``
+    (a timing, which measures this run's speed), it starts afresh."""
     try:  # the options the stopped run wrote at its start (no torch to load for last.pth)
         saved = json.loads((run / "options.json").read_text())
     except (OSError, ValueError):
         saved = None
-    if (run / "last.pth").is_file() and saved and _difference(saved, name, args, epochs) is None:
+    if go_on and (run / "last.pth").is_file() and saved and \
+            _difference(saved, name, args, epochs) is None:
         _cli("train", f"--resume={run / 'last.pth'}", _device(args), "--vis=False", log=log)
         return
     # --fresh: train would refuse a new run over a stopped one's last.pth
@@ -288,7 +290,8 @@ def time_settings(args):
     Path(args.out).mkdir(parents=True, exist_ok=True)
     for name in args.only.split(","):
         run = Path(args.out) / "timing" / name
-        _train(name, 0, 1, run, args, Path(args.out) / "timing.log")
+        # afresh each time: a rerun (on another device, say) read the speed of the last one
+        _train(name, 0, 1, run, args, Path(args.out) / "timing.log", go_on=False)
         from curves import read_rows  # torch with it: not loaded for a plain sweep's start
         # the last row: the whole epoch's images per second, start-up excluded
         speeds[name] = read_rows(run / "losses.csv")[-1]["images_per_s"]

@@ -262,6 +262,22 @@ def test_a_mistake_in_the_flags_is_one_line_before_any_run(toy_dir, tmp_path, fl
     assert not (tmp_path / "sweep" / "book_seed0").exists()
 
 
+@pytest.mark.slow
+def test_time_measures_again_when_run_again(toy_dir, tmp_path):
+    """The timing's run stayed in timing/NAME, so --time a second time (after a change, or on
+    another device) resumed it, "nothing to do", and wrote the first run's speed again."""
+    flags = ("--time", "--only=book", "--width=8", f"--data={toy_dir}",
+             f"--out={tmp_path / 'sweep'}")
+    losses = tmp_path / "sweep" / "timing" / "book" / "losses.csv"
+    first = _settings(*flags, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = losses.read_text()
+    again = _settings(*flags, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "nothing to do" not in (tmp_path / "sweep" / "timing.log").read_text()
+    assert losses.read_text() != before  # trained again: its own speed, its own times
+
+
 def test_minutes_names_the_settings_with_no_measured_speed(toy_dir, tmp_path):
     """speed.json without one of the settings: a KeyError once the ones before it trained."""
     out = tmp_path / "sweep"
