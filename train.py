@@ -121,9 +121,9 @@ def train(opt):
         return _train(opt)
 
 
-# the temporary files of a run's atomic saves (checkpoint.py), in its folders
+# the temporary files of a run's atomic saves (checkpoint.py), in its folders (OWNER's too)
 STALE = (".*.pth.*.tmp", ".*.png.*.tmp", ".losses.csv.*.tmp", ".options.json.*.tmp",
-         ".skipped_files.txt.*.tmp")
+         ".skipped_files.txt.*.tmp", "..checkpoint-dir.*.tmp")
 NO_LOCKS = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}  # NFS, Lustre, ...
 
 
@@ -132,7 +132,7 @@ def _only_run_in(folder, flag):
     """Hold a lock on ``folder`` while training: a second run there would interleave its
     checkpoints, options.json, loss log, grids and last.pth with this one's. The system drops
     the lock when the process ends, however it ends. Under torchrun rank 0 holds it. A folder
-    this run made stays only if the run wrote something there."""
+    this run made stays only if the run wrote something there (not after "nothing to do")."""
     if not distributed.is_main_process():
         yield
         return
@@ -144,7 +144,6 @@ def _only_run_in(folder, flag):
         lock = open(path, "a+")
     except PermissionError:  # a colleague's lock file in a shared folder: flock reads too
         lock = open(path)
-    ok = False
     try:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -167,11 +166,10 @@ def _only_run_in(folder, flag):
             for stale in folder.glob(pattern):
                 stale.unlink(missing_ok=True)
         yield
-        ok = True
     finally:
         lock.close()  # and with it the lock
-        if made and not ok and [p.name for p in folder.iterdir()] == [path.name]:
-            path.unlink(missing_ok=True)  # a run that failed before writing: no trace
+        if made and [p.name for p in folder.iterdir()] == [path.name]:
+            path.unlink(missing_ok=True)  # a run that wrote nothing there: no trace
             folder.rmdir()
 
 

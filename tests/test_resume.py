@@ -228,6 +228,11 @@ def test_a_finished_run_resumed_says_there_is_nothing_to_do(toy_dir, tmp_path):
     assert "training on" not in result.stdout and "done:" not in result.stdout  # no run
     assert "resuming" not in result.stdout  # it does not say it resumes, then that it will not
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.pth")} == before
+    # asked to go on in new folders, it made them, wrote nothing there, and left them behind
+    result = cli("train", f"--resume={tmp_path / 'last.pth'}", "--nogpu", "--vis=False",
+                 f"--checkpoint-dir={tmp_path / 'ck2'}", f"--save-path={tmp_path / 'im2'}")
+    assert result.returncode == 0 and "nothing to do" in result.stdout, result.stderr
+    assert not (tmp_path / "ck2").exists() and not (tmp_path / "im2").exists()
 
 
 def test_fresh_starts_a_new_run_over_a_stopped_one(toy_dir, tmp_path):
@@ -527,8 +532,11 @@ def test_a_second_run_on_the_same_checkpoint_folder_is_refused(toy_dir, tmp_path
     # again, and what a save cut short left behind is cleared. --fresh: on a slow or busy
     # machine the first run has saved its own last.pth by now, which a new run keeps
     (ckpt / ".last.pth.abc123.tmp").write_bytes(b"half a checkpoint")
+    (ckpt / "imgs").mkdir(exist_ok=True)
+    (ckpt / "imgs" / "..checkpoint-dir.abc123.tmp").write_bytes(b"half a name")
     train_small(toy_dir, ckpt, max_epoch=1, fresh=True)
     assert not list(ckpt.glob("*.tmp")) and (ckpt / "last.pth").is_file()
+    assert not list((ckpt / "imgs").glob("*.tmp"))
 
 
 def test_resume_where_a_run_left_weights_but_no_state_says_how_to_go_on(toy_dir, tmp_path):
