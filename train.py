@@ -558,6 +558,7 @@ def _train(opt):
                 if due and world.any(stop.requested, device):
                     bar.close()
                     _check_finite(meters.flush(), epoch, opt, run.saved)
+                    _check_weights(netg, netd, epoch, opt, run.saved)
                     path = run.save() if world.main else Path(opt.checkpoint_dir) / "last.pth"
                     again = f"main.py train --resume={quoted(path)}"
                     how = f"`python {again}`" if world.size == 1 else (  # as many processes,
@@ -585,11 +586,7 @@ def _train(opt):
                 vis.keep()  # the epoch's windows, on the server's disk
             run.epoch, run.batch = epoch + 1, 0
             if _saves_after(epoch, opt):
-                # the losses were finite, but the step after them may not have left the
-                # weights so: a file of NaN weights is one no command loads
-                nets = (("G's weights", netg), ("D's weights", netd))
-                _check_finite([name for name, net in nets if not all(
-                    torch.isfinite(p).all() for p in net.parameters())], epoch, opt, run.saved)
+                _check_weights(netg, netd, epoch, opt, run.saved)
                 meters.reset()
                 if world.main:
                     log = log or start_records()  # a resumed epoch with no batch left
@@ -764,6 +761,15 @@ def say(message):
     """Print on rank 0 only (every process would repeat it under torchrun)."""
     if distributed.is_main_process():
         print(message, flush=True)
+
+
+def _check_weights(netg, netd, epoch, opt, saved):
+    """Before a save: the losses were finite, but the step after them may not have left the
+    weights so (a D step of the book's four without a G step), and a file of NaN weights is
+    one no command loads, written over the last good last.pth."""
+    nets = (("G's weights", netg), ("D's weights", netd))
+    _check_finite([name for name, net in nets if not all(
+        torch.isfinite(p).all() for p in net.parameters())], epoch, opt, saved)
 
 
 def _check_finite(diverged, epoch, opt, saved):

@@ -196,6 +196,31 @@ def test_weights_that_turn_nan_in_the_last_step_are_not_saved(toy_dir, tmp_path,
     assert not list((tmp_path / "C").glob("*.pth"))
 
 
+def test_weights_that_turn_nan_before_a_ctrl_c_are_not_saved_over_the_last_good_state(
+        toy_dir, tmp_path, monkeypatch):
+    """The save a Ctrl-C asks for checked the losses only: weights the last step left NaN
+    replaced the last good last.pth with a file no command loads, and its line said to
+    continue with --resume from it."""
+    import os
+    import signal
+    from errors import UserError
+    train_module.train(_opt(toy_dir, tmp_path, g_every=1, max_epoch=1))
+    last = tmp_path / "C" / "last.pth"
+    good = last.read_bytes()
+    g_step = train_module.g_step
+
+    def blows_up_then_ctrl_c(netg, *args, **kwargs):
+        loss = g_step(netg, *args, **kwargs)
+        with torch.no_grad():
+            netg.main[0].weight.fill_(float("nan"))
+        os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C: a save after this step
+        return loss
+    monkeypatch.setattr(train_module, "g_step", blows_up_then_ctrl_c)
+    with pytest.raises(UserError, match="G's weights became NaN or infinite in epoch 2"):
+        train_module.train(_opt(toy_dir, tmp_path, g_every=1, max_epoch=2, resume=str(last)))
+    assert last.read_bytes() == good
+
+
 def test_label_smooth_sets_the_target_d_learns_for_real_faces(toy_dir, tmp_path, monkeypatch):
     targets = []
 
