@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from ema import measure_batchnorm
-from errors import UserError, counted, stop_signals
+from errors import DiskFull, UserError, counted, stop_signals
 from model import NetD, NetG
 
 
@@ -120,8 +120,7 @@ def _atomic_write(path, write):
         os.replace(tmp, path)
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise UserError(f"disk full while writing {path}: free some space, then continue "
-                            f"with --resume (the previous files are intact)") from None
+            raise DiskFull(path) from None
         raise
     finally:
         if tmp is not None and os.path.exists(tmp):

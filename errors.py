@@ -49,6 +49,16 @@ class UserError(Exception):
     """A mistake in the input; the message says what is wrong and what to do."""
 
 
+class DiskFull(UserError):
+    """A file could not be written for lack of space; ``path`` names it. The files before it
+    are intact (every save is atomic)."""
+
+    def __init__(self, path):
+        self.path = path
+        super().__init__(f"disk full while writing {path}: free some space, then run the "
+                         f"command again (the files written before it are intact)")
+
+
 class Interrupted(Exception):
     """Training stopped on Ctrl-C or SIGTERM after saving; the message says how to resume."""
 

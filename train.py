@@ -32,7 +32,8 @@ from config import beside_flags, lies_elsewhere, quoted, saved_options, use_bf16
 from curves import LossLog, read_rows
 from data import cached_batches, folder_batches
 from ema import EMA
-from errors import Interrupted, UserError, counted, listed, stop_signals, stop_under_way
+from errors import (DiskFull, Interrupted, UserError, counted, listed, stop_signals,
+                    stop_under_way)
 from model import (LowJudge, NetD, NetG, add_spectral_norm, book_state_dict, remove_batchnorm,
                    weights_init)
 from steps import R1_EVERY, Objective, d_step, g_step
@@ -111,6 +112,7 @@ began = False  # whether training has begun in this process (main's line for a s
 
 
 def train(opt):
+    started = time.time()
     with ExitStack() as locks:
         seen = set()
         for folder, flag in ((opt.checkpoint_dir, "--checkpoint-dir"),
@@ -118,7 +120,17 @@ def train(opt):
             if Path(folder).resolve() not in seen:
                 seen.add(Path(folder).resolve())
                 locks.enter_context(_only_run_in(folder, flag))
-        return _train(opt)
+        try:
+            return _train(opt)
+        except DiskFull as e:  # the command that goes on from this run's last save, if any
+            last = Path(opt.checkpoint_dir) / "last.pth"
+            ours = last.is_file() and (last.stat().st_mtime >= started or bool(
+                opt.resume) and Path(opt.resume).resolve() == last.resolve())
+            if not distributed.is_main_process() or not ours:
+                raise
+            raise UserError(f"disk full while writing {e.path}: free some space, then continue "
+                            f"with `python main.py train --resume={quoted(last)}` (the files "
+                            f"written before it are intact)") from None
 
 
 # the temporary files of a run's atomic saves (checkpoint.py), in its folders (OWNER's too)

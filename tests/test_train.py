@@ -221,6 +221,30 @@ def test_weights_that_turn_nan_before_a_ctrl_c_are_not_saved_over_the_last_good_
     assert last.read_bytes() == good
 
 
+def test_a_full_disk_says_how_to_go_on(toy_dir, tmp_path, monkeypatch):
+    """Every save's full disk said "continue with --resume": generate's and evaluate's too,
+    which have none, and a run with no save yet, which has nothing to resume."""
+    import errno
+    import checkpoint
+    from errors import UserError
+    train_module.train(_opt(toy_dir, tmp_path, max_epoch=1))
+    last = tmp_path / "C" / "last.pth"
+    good = last.read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+    with pytest.raises(UserError) as refused:
+        train_module.train(_opt(toy_dir, tmp_path, max_epoch=2, resume=str(last)))
+    assert str(refused.value).startswith(f"disk full while writing {tmp_path / 'C'}")
+    assert f"then continue with `python main.py train --resume={last}`" in str(refused.value)
+    assert last.read_bytes() == good
+    with pytest.raises(UserError) as refused:  # a new run: nothing of its own to go on from
+        train_module.train(_opt(toy_dir, tmp_path / "new", max_epoch=1))
+    assert "free some space, then run the command again" in str(refused.value)
+    assert "--resume" not in str(refused.value)
+
+
 def test_label_smooth_sets_the_target_d_learns_for_real_faces(toy_dir, tmp_path, monkeypatch):
     targets = []
 
