@@ -363,9 +363,11 @@ def _resumed(given):
         resume = str(Path(given.get("checkpoint_dir", Config.checkpoint_dir)) / "last.pth")
         if not Path(resume).is_file():
             newest = _a_checkpoint_in(Path(resume).parent, "netg")  # no last.pth to name
+            netd = newest and newest.with_name(newest.name.replace("netg_", "netd_", 1))
+            weights = f"--netg-path={quoted(newest)}" + (
+                f" --netd-path={quoted(netd)}" if netd and netd.is_file() else "")
             hint = (f"; the run there has weights but no full state: start again without "
-                    f"--resume, or from {newest.name} and its netd with --netg-path and "
-                    f"--netd-path" if newest else "")
+                    f"--resume, or from its newest weights with {weights}" if newest else "")
             raise UserError(f"--resume: no {resume} to continue from (it is written at every "
                             f"save); pass --resume=PATH or --checkpoint-dir{hint}")
     for name in ("recipe", "netg_path", "netd_path"):

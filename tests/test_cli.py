@@ -335,7 +335,9 @@ def test_a_file_given_for_a_folder_and_the_reverse_is_named_as_such(tmp_path, to
                        f"e.g. --netd-path={tmp_path / 'run' / 'netd_10.pth'}")
     # and --resume there, with no last.pth, names the same newest G to start again from
     assert_clean_error(cli("train", "--nogpu", "--resume", f"--checkpoint-dir={tmp_path / 'run'}"),
-                       "no full state", "or from netg_10.pth and its netd")
+                       "no full state", f"or from its newest weights with --netg-path="
+                       f"{tmp_path / 'run' / 'netg_10.pth'} --netd-path="
+                       f"{tmp_path / 'run' / 'netd_10.pth'}")
 
 
 def test_flag_values_that_are_no_value_are_refused(tmp_path, toy_dir):
