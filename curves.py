@@ -14,10 +14,17 @@ COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake", "images_per_
 
 def read_rows(path, up_to=None):
     """The rows of a losses.csv, as dicts of numbers; with ``up_to``, those of the steps up
-    to it (a resumed run's: the rows past its step belong to a run that no longer exists)."""
+    to it (a resumed run's: the rows past its step belong to a run that no longer exists).
+    A row cut short (a run killed, or a full disk, while it appended the row) is left out:
+    it stopped the resumed run, and the plot at every save, with a traceback."""
+    rows = []
     with open(path, newline="") as f:
-        rows = [{k: (int(v) if k in ("step", "epoch") else float(v)) for k, v in row.items()}
-                for row in csv.DictReader(f)]
+        for row in csv.DictReader(f):
+            try:
+                rows.append({k: (int(v) if k in ("step", "epoch") else float(v))
+                             for k, v in row.items()})
+            except (TypeError, ValueError):
+                continue
     return rows if up_to is None else [r for r in rows if r["step"] <= up_to]
 
 

@@ -30,6 +30,24 @@ def test_three_epochs_equal_one_then_resume(toy_dir, tmp_path, extra):
         assert same_weights(tmp_path / "straight" / name, tmp_path / "split" / name), name
 
 
+def test_a_loss_log_row_cut_short_is_left_out_on_resume(toy_dir, tmp_path):
+    """A run killed (or a disk full) while it appended a row leaves half a row: the resumed
+    run stopped with a TypeError traceback after its first batch."""
+    import csv
+    train_small(toy_dir, tmp_path, max_epoch=1, plot_every=1)
+    log = tmp_path / "imgs" / "losses.csv"
+    rows = log.read_text().splitlines()
+    with open(log, "a") as f:
+        f.write("5,1,1.1,0.")  # the next row, cut short
+    train_small(toy_dir, tmp_path, max_epoch=2, resume=True)
+    with open(log, newline="") as f:
+        after = list(csv.reader(f))
+    assert [",".join(r) for r in after[:len(rows)]] == rows  # the first epoch's rows kept
+    assert [int(r[0]) for r in after[1:]] == list(range(1, 9))  # then the second's, whole
+    assert all(len(r) == 7 for r in after)
+    assert (tmp_path / "imgs" / "losses.png").is_file()
+
+
 @pytest.mark.slow
 def test_resume_takes_the_saved_options_and_refuses_changes(toy_dir, tmp_path):
     train_small(toy_dir, tmp_path, max_epoch=1, g_every=2)
