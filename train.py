@@ -622,7 +622,7 @@ class Run:
         self.fixed_noise, self.meters, self.order = fixed_noise, meters, order
         self.epoch = self.batch = self.step = 0
         self.order_state = order.get_state()
-        self.saved = False  # whether there is a last.pth of this run (or the resumed one's)
+        self.saved = None  # the last.pth of this run's last save (or the one it resumed)
         self.changed = []  # resumed: the nets whose rates or betas the flags changed
         self.images, self.processes = None, 1
 
@@ -663,11 +663,11 @@ class Run:
             state["netd_low"] = self.low.state_dict()
         path = Path(self.opt.checkpoint_dir) / "last.pth"
         checkpoint.save(state, path)
-        self.saved = True
+        self.saved = path
         return path
 
     def restore(self, state, device):
-        self.saved = True
+        self.saved = Path(self.opt.resume)
         self._load(self.netg, state["netg"], "G")
         self._load(self.netd, state.get("netd_own", state["netd"]), "D")
         if self.low:
@@ -785,12 +785,11 @@ def _check_weights(netg, netd, epoch, opt, saved):
 
 
 def _check_finite(diverged, epoch, opt, saved):
-    """``saved``: this run has a save point to start again from (its own, or the resumed)."""
+    """``saved``: the save point to start again from (this run's last.pth, or the one it
+    resumed; not a last.pth of another run in its folder), or None."""
     if diverged:
         names = listed(diverged)
-        last = Path(opt.checkpoint_dir) / "last.pth"  # else the state it resumed from
-        last = last if last.is_file() or not opt.resume else opt.resume
-        where = (f" from the last save: --resume={quoted(last)} with the lower rates" if saved
+        where = (f" from the last save: --resume={quoted(saved)} with the lower rates" if saved
                  else " (this run saved no checkpoint)")
         raise UserError(f"{names} became NaN or infinite in epoch {epoch + 1}: training "
                         f"diverged; lower --lr1/--lr2 (or a weight you raised, such as --r1) "

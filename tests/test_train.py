@@ -171,10 +171,35 @@ def test_a_divergence_after_a_save_says_how_to_go_on_from_it(tmp_path):
     from errors import UserError
     opt = parse("train", dict(checkpoint_dir=str(tmp_path / "ck sp")))
     with pytest.raises(UserError) as refused:
-        train_module._check_finite(["G's weights"], 2, opt, saved=True)
+        train_module._check_finite(["G's weights"], 2, opt,
+                                   saved=tmp_path / "ck sp" / "last.pth")
     assert str(refused.value).endswith(
         f"start again from the last save: --resume='{tmp_path / 'ck sp' / 'last.pth'}' with "
         f"the lower rates")
+
+
+def test_a_divergence_names_the_state_this_run_resumed_not_another_runs(toy_dir, tmp_path,
+                                                                        monkeypatch):
+    """Resumed from A's last.pth into folder B, which holds a finished run, a divergence
+    before the first save named B's last.pth, the other run's, to start again from."""
+    from errors import UserError
+    a, b = tmp_path / "A", tmp_path / "B"
+    train_module.train(_opt(toy_dir, a, max_epoch=1))
+    train_module.train(_opt(toy_dir, b, max_epoch=1))
+    g_step = train_module.g_step
+
+    def blows_up(netg, *args, **kwargs):
+        loss = g_step(netg, *args, **kwargs)
+        with torch.no_grad():
+            netg.main[0].weight.fill_(float("nan"))
+        return loss
+    monkeypatch.setattr(train_module, "g_step", blows_up)
+    resumed = a / "C" / "last.pth"
+    with pytest.raises(UserError) as refused:
+        train_module.train(_opt(toy_dir, tmp_path, max_epoch=2, resume=str(resumed),
+                                g_every=1, checkpoint_dir=str(b / "C"),
+                                save_path=str(b / "new")))
+    assert f"start again from the last save: --resume={resumed} with" in str(refused.value)
 
 
 def test_weights_that_turn_nan_in_the_last_step_are_not_saved(toy_dir, tmp_path, monkeypatch):
