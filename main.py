@@ -154,8 +154,18 @@ def toyfaces(*args, **flags):
     def face_name(name):  # a face of any toyfaces run: 000123.jpg
         stem = name.removesuffix(".jpg")
         return name.endswith(".jpg") and stem.isascii() and stem.isdigit() and len(stem) >= 6
+    def refuse_if_not_drawn_here(first):
+        # files of the faces' names that this seed does not draw are someone's own images
+        # (a set named 000000.jpg, ...), not faces of a stopped run to draw again
+        if first and not drawn_here(out / "faces" / first, values["seed"]):
+            raise UserError(f"--out-dir: {out / 'faces'} holds images that toyfaces did not "
+                            f"draw with --seed={values['seed']} (e.g. {first}), which it "
+                            f"would write over: pick a new or empty --out-dir, or delete them "
+                            f"first")
     if not (out / "attributes.csv").exists() and others and all(map(face_name, others)):
-        drawn = max(int(name[:-4]) for name in others) + 1  # a stopped run of a larger set
+        # a stopped run of a larger set, or more of the user's own images than --num
+        refuse_if_not_drawn_here(min(others, key=lambda name: int(name[:-4])))
+        drawn = max(int(name[:-4]) for name in others) + 1
         raise UserError(f"--out-dir: {out} holds a set a stopped toyfaces left unfinished "
                         f"(no attributes.csv yet; faces up to {drawn - 1:06d}.jpg), larger than "
                         f"--num={values['num']}: run it again with the --num it had (at least "
@@ -166,13 +176,8 @@ def toyfaces(*args, **flags):
                  f"(e.g. {others[0]})")
         raise UserError(f"--out-dir: {out} already holds a face set ({found}): delete it "
                         f"first, or pick another --out-dir")
-    # the faces a stopped run drew are drawn again over themselves; files of those names that
-    # this seed does not draw are someone's own images (a set named 000000.jpg, ...)
-    first = min((name for name in names if ours(name)), default=None)
-    if first and not drawn_here(out / "faces" / first, values["seed"]):
-        raise UserError(f"--out-dir: {out / 'faces'} holds images that toyfaces did not draw "
-                        f"with --seed={values['seed']} (e.g. {first}), which it would "
-                        f"write over: pick a new or empty --out-dir, or delete them first")
+    # the faces a stopped run drew are drawn again over themselves
+    refuse_if_not_drawn_here(min((name for name in names if ours(name)), default=None))
     elsewhere = _an_image_besides(out, out / "faces")
     if elsewhere:  # a folder of real faces: training on it would mix in the toy set
         raise UserError(f"--out-dir: {out} already holds images (e.g. {elsewhere}), and a "

@@ -194,6 +194,10 @@ def test_images_of_its_names_that_it_did_not_draw_are_not_written_over(tmp_path)
                               "000000.jpg", "new or empty --out-dir")
     assert {p.name: p.read_bytes() for p in faces.iterdir()} == before, line
     assert not (tmp_path / "mine" / "attributes.csv").exists()
+    # more of them than --num: they were taken for a stopped run of a larger set, and the
+    # user told to draw that many to finish it
+    assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'mine'}", "--num=2"),
+                       "did not draw with --seed=0", "000002.jpg")
     # a stopped run's faces are its own: drawn again, and the set finished (another seed
     # would mix two sets' faces under one CSV: refused the same way)
     make_toyfaces(tmp_path / "toy", num=6, seed=3, workers=1)
