@@ -26,6 +26,7 @@ as on two cores any other busy process distorts the figure. The report turns tha
 minutes for the budget.
 """
 import argparse
+import functools
 import json
 import os
 import signal
@@ -146,8 +147,14 @@ def _epochs(name, args):
     if args.minutes is None:
         return args.epochs
     speeds = read_speeds(Path(args.out) / "speed.json")
+    return max(1, round(args.minutes * 60 * speeds[name] / _image_count(args.data)))
+
+
+@functools.lru_cache
+def _image_count(folder):
+    """The images in ``folder``: listed once, not for every setting and seed."""
     from data import list_images
-    return max(1, round(args.minutes * 60 * speeds[name] / len(list_images(args.data))))
+    return len(list_images(folder))
 
 
 def read_speeds(path):
@@ -484,12 +491,12 @@ def _refuse_runs_of_other_flags(args, seeds):
 def main():
     args = _parser().parse_args()
     seeds = _check(args)
-    if not args.time:
-        _refuse_runs_of_other_flags(args, seeds)
     if args.data == TOY and not (Path(TOY) / "attributes.csv").is_file():
         Path(args.out).mkdir(parents=True, exist_ok=True)
         _cli("toyfaces", f"--out-dir={args.data}", "--num=10000", "--seed=0",
              log=Path(args.out) / "toyfaces.log")
+    if not args.time:  # (--minutes counts the toy set's images, made above where missing)
+        _refuse_runs_of_other_flags(args, seeds)
     if args.time:
         return time_settings(args)
     if not args.report:
