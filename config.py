@@ -362,7 +362,7 @@ def _resumed(given):
     if resume is True:
         resume = str(Path(given.get("checkpoint_dir", Config.checkpoint_dir)) / "last.pth")
         if not Path(resume).is_file():
-            newest = _a_checkpoint_in(Path(resume).parent, "netg")  # no last.pth to name
+            newest = newest_checkpoint(Path(resume).parent, "netg")  # no last.pth to name
             netd = newest and newest.with_name(newest.name.replace("netg_", "netd_", 1))
             weights = f"--netg-path={quoted(newest)}" + (
                 f" --netd-path={quoted(netd)}" if netd and netd.is_file() else "")
@@ -685,7 +685,7 @@ def validate(command, opt):
             continue
         flag = f"--{name.replace('_', '-')}"
         if Path(path).is_dir():
-            inside = _a_checkpoint_in(path, name[:4])
+            inside = newest_checkpoint(path, name[:4], average=True)
             raise UserError(f"{flag}: {path!r} is a folder, not a checkpoint file: " + (
                 f"name one in it, e.g. {flag}={quoted(inside)}" if inside else
                 f"it holds no {name[:4]}_N.pth" + (" or last.pth" if name == "netg_path" else "")))
@@ -693,15 +693,18 @@ def validate(command, opt):
         raise UserError(f"{flag}: no file {path!r}" + (f" ({broken})" if broken else ""))
 
 
-def _a_checkpoint_in(folder, kind):
+def newest_checkpoint(folder, kind, average=False):
     """The file of a checkpoint ``folder`` meant, most likely, for --netg-path or --netd-path
-    (``kind`` netg or netd): its newest ``kind``_N.pth, else (G only) its last.pth, or None."""
-    def epoch(path):  # netg_12.pth -> "12"
-        return path.stem[len(kind) + 1:]
-    nets = [p for p in Path(folder).glob(f"{kind}_*.pth")
-            if epoch(p).isascii() and epoch(p).isdigit()]
-    if nets:
-        return max(nets, key=lambda p: int(epoch(p)))
+    (``kind`` netg or netd): its newest ``kind``_N.pth (the highest N; with ``average``, also
+    ``kind``_ema_N.pth, chosen at the same N: the moving average draws the samples), else
+    (G only) its last.pth, or None."""
+    found = []
+    for p in Path(folder).glob(f"{kind}_*.pth"):
+        m = re.fullmatch(rf"{kind}_(ema_)?([0-9]+)\.pth", p.name)
+        if m and (average or not m.group(1)):
+            found.append((int(m.group(2)), bool(m.group(1)), p))
+    if found:
+        return max(found)[2]
     last = Path(folder) / "last.pth"
     return last if kind == "netg" and last.is_file() else None
 

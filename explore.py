@@ -17,7 +17,6 @@ Gradio is an optional extra: ``make app`` (requirements-app.txt).
 """
 import atexit
 import os
-import re
 import shutil
 import signal
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 import torch
 
 import config
-from config import resolve_device
+from config import newest_checkpoint, resolve_device
 from errors import UserError
 from generate import Faces, gif_bytes, to_pil
 
@@ -40,19 +39,16 @@ INSTALL = ("the explorer page needs Gradio, an optional extra: run `make app` (o
 
 def newest(path, kind):
     """``path`` itself, or the newest ``{kind}_N.pth`` / ``{kind}_ema_N.pth`` in a folder
-    (the highest N; at the same N the moving average, which draws the samples)."""
+    (the highest N; at the same N the moving average, which draws the samples; a G's folder
+    without either: its last.pth)."""
     path = Path(path)
     if not path.is_dir():
         return path
-    found = []
-    for p in path.glob(f"{kind}_*.pth"):
-        m = re.fullmatch(rf"{kind}_(ema_)?(\d+)\.pth", p.name)
-        if m:
-            found.append((int(m.group(2)), bool(m.group(1)), p))
-    if not found:
+    found = newest_checkpoint(path, kind, average=True)
+    if found is None:
         raise UserError(f"no {kind}_N.pth in {path}: pass a file, or the checkpoint folder of "
                         f"a training that has saved once")
-    return max(found)[2]
+    return found
 
 
 class Explorer:

@@ -329,8 +329,9 @@ def test_a_file_given_for_a_folder_and_the_reverse_is_named_as_such(tmp_path, to
     for name in ("netg_2.pth", "netg_10.pth", "netg_ema_12.pth", "netd_10.pth"):
         (tmp_path / "run" / name).parent.mkdir(exist_ok=True)
         (tmp_path / "run" / name).write_bytes(b"")
+    # the newest G, its moving average where that is the newest (it draws the samples)
     assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'run'}/"),
-                       f"name one in it, e.g. --netg-path={tmp_path / 'run' / 'netg_10.pth'}")
+                       f"name one in it, e.g. --netg-path={tmp_path / 'run' / 'netg_ema_12.pth'}")
     assert_clean_error(cli("generate", "--nogpu", g, f"--netd-path={tmp_path / 'run'}"),
                        f"e.g. --netd-path={tmp_path / 'run' / 'netd_10.pth'}")
     # and --resume there, with no last.pth, names the same newest G to start again from
