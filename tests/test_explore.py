@@ -259,6 +259,19 @@ def test_a_folder_without_generators_is_one_line(tmp_path):
                        "no netg_N.pth", "empty")
 
 
+def test_the_newest_file_of_a_folder_is_the_one_generate_is_told_of(nets):
+    """explore's scan of a folder and the one behind generate's hint had drifted apart: one
+    preferred the average at the same epoch, the other alone fell back to last.pth."""
+    from explore import newest
+    assert newest(nets, "netg") == nets / "netg_ema_1.pth"
+    assert newest(nets, "netd") == nets / "netd_1.pth"
+    line = assert_clean_error(cli("generate", "--nogpu", f"--netg-path={nets}"), "e.g.")
+    assert line.endswith(f"--netg-path={nets / 'netg_ema_1.pth'}")
+    (nets / "netg_0.pth").unlink()  # a folder with the state only (a stand-in here)
+    (nets / "netg_ema_1.pth").rename(nets / "last.pth")
+    assert newest(nets, "netg") == nets / "last.pth"
+
+
 @pytest.mark.slow
 def test_a_taken_port_is_one_line_before_any_address_is_printed(nets):
     with socket.socket() as taken:
