@@ -142,7 +142,7 @@ def to_unit_range(img):
     """An RGB PIL image as a float tensor (3, H, W) in [-1, 1], by the article's ToTensor
     and Normalize(0.5, 0.5) arithmetic: x / 255, then (x - 0.5) / 0.5."""
     pixels = torch.from_numpy(np.array(img, np.uint8, copy=True)).permute(2, 0, 1)
-    return pixels.contiguous().float().div(255).sub_(0.5).div_(0.5)
+    return normalise(pixels.contiguous())
 
 
 def open_rgb(path):
