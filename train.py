@@ -212,10 +212,14 @@ def _keep_unfinished_run(opt):
                         f"start a new run with another --checkpoint-dir and --save-path (its "
                         f"loss log and grids are there), or over it with --fresh")
     # the book's way: a new run there writes over it; said, so that it is a choice
-    return None, (f"note: {path.parent} holds a finished run of {counted(total, 'epoch')}: this "
-                  f"run writes its own last.pth and checkpoints over that run's as it saves "
-                  f"(another --checkpoint-dir keeps both; raise --max-epoch with --resume to "
-                  f"train it on)")
+    return None, (_over_a_finished_run(path.parent, total) + " (another --checkpoint-dir "
+                  "keeps both; raise --max-epoch with --resume to train it on)")
+
+
+def _over_a_finished_run(folder, epochs):
+    """The note of a run that saves into ``folder``, where a finished run of ``epochs`` is."""
+    return (f"note: {folder} holds a finished run of {counted(epochs, 'epoch')}: this run "
+            f"writes its own last.pth and checkpoints over that run's as it saves")
 
 
 def _progress(path):
@@ -246,9 +250,7 @@ def _keep_other_runs(opt, state, saved):
             raise UserError(f"{last} holds another run, stopped in epoch {done + 1} of "
                             f"{total}: resumed in {opt.checkpoint_dir}, {opt.resume} would "
                             f"write over it; pass another --checkpoint-dir (and --save-path)")
-        notes.append(f"note: {opt.checkpoint_dir} holds a finished run of "
-                     f"{counted(total, 'epoch')}: this run writes its own last.pth and "
-                     f"checkpoints over that run's as it saves")
+        notes.append(_over_a_finished_run(opt.checkpoint_dir, total))
     log, before = Path(opt.save_path) / "losses.csv", Path(saved["save_path"]) / "losses.csv"
     if log.is_file() and before.is_file() and log.resolve() != before.resolve():
         try:
