@@ -189,8 +189,8 @@ def _keep_unfinished_run(opt):
     """A new run would write its first save over the ``last.pth`` of a run that Ctrl-C, a
     scheduler or a divergence stopped: the same command again (the up arrow) instead of
     --resume would lose all of it. Refused, saying how to go on or start afresh, unless
-    --fresh asks for a new run there. Returns what --fresh is to delete once every check of
-    the new run has passed (a new run refused, for a data folder without images, say, took
+    --fresh asks for a new run there. Returns what --fresh is to delete once the new run has
+    trained its first batch (a new run refused, for a data folder without images, say, took
     the stopped run with it), or None, and the note to print then, or None."""
     path = Path(opt.checkpoint_dir) / "last.pth"
     if not path.is_file():
@@ -366,10 +366,13 @@ def _train(opt):
             f"do; raise --max-epoch to go on")
         return None, None
     _refuse_folders_in_the_way(opt)
-    fresh, notes = None, []  # the notes said once every check has passed
+    notes = []  # the notes said once every check has passed
+    stopped = deleted = None  # --fresh's stopped run, and the note said as it goes
     saved = saved_options(state) if state else None  # the resumed run's own options
     if not state:
-        fresh, note = _keep_unfinished_run(opt)
+        stopped, note = _keep_unfinished_run(opt)
+        if stopped:
+            deleted, note = note, None
         notes = [n for n in (note, _another_runs_log(opt)) if n] + _earlier_files(opt)
     else:
         notes = _keep_other_runs(opt, state, saved)
@@ -487,7 +490,11 @@ def _train(opt):
     def start_records():
         """losses.csv (a fresh run starts it anew), options.json and skipped_files.txt:
         written once the first batch has trained, so a run that fails before that leaves an
-        earlier run's as they were."""
+        earlier run's as they were. --fresh's stopped run goes now too, not before: a run that
+        found no readable image (--cache=False) took it with it."""
+        if stopped:
+            stopped.unlink(missing_ok=True)
+            say(deleted)
         Path(opt.checkpoint_dir).mkdir(parents=True, exist_ok=True)
         Path(opt.save_path).mkdir(parents=True, exist_ok=True)
         checkpoint.save_text(json.dumps(opt.to_dict(), indent=2),
@@ -500,12 +507,8 @@ def _train(opt):
             (Path(opt.checkpoint_dir) / "skipped_files.txt").unlink(missing_ok=True)
         return LossLog(opt.save_path, resume_step=resumed_step, loss=opt.loss)
 
-    # every check has passed: --fresh's stopped run goes now, under the lock, before the first
-    # save (were this run to die before that, the folder would hold its records beside the
-    # stopped run); the notes on the folder come now too (above a refusal they read as if the
-    # run had begun)
-    if fresh and world.main:
-        fresh.unlink(missing_ok=True)
+    # every check has passed: the notes on the folder come now (above a refusal they read as
+    # if the run had begun)
     for note in notes:
         say(note)
     log, resumed_step = None, run.step if state else None

@@ -270,6 +270,18 @@ def test_fresh_starts_a_new_run_over_a_stopped_one(toy_dir, tmp_path):
     assert_clean_error(cli("train", *again[1:], f"--data-path={tmp_path / 'empty'}",
                            "--max-epoch=2", "--fresh"), "no images")
     assert (tmp_path / "last.pth").read_bytes() == before
+    # without the cache, unreadable files are found only as the epoch reaches them: the
+    # stopped run went before the first of them, though nothing was trained
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for i in range(3):
+        (broken / f"{i}.jpg").write_text("not an image")
+    result = cli("train", *[f for f in again[1:] if not f.startswith("--batch-size")],
+                 f"--data-path={broken}", "--batch-size=2", "--cache=False", "--max-epoch=2",
+                 "--fresh")
+    assert_clean_error(result, "none of its 3 image files could be read")
+    assert "deleted" not in result.stdout
+    assert (tmp_path / "last.pth").read_bytes() == before
     result = cli("train", *again, "--max-epoch=2", "--fresh")
     assert result.returncode == 0, result.stderr
     assert (f"note: --fresh: deleted {tmp_path / 'last.pth'}, a run stopped in epoch 2 of 3"
