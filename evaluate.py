@@ -68,22 +68,25 @@ def evaluate(opt):
     # a toy set: attributes.csv beside faces/, in --data-path or above it (data/toy/faces)
     toy = any((folder / "attributes.csv").is_file()
               for folder in (Path(opt.data_path), Path(opt.data_path).parent))
-    if "modes" in wanted and not toy:
+    no_modes = "modes" in wanted and not toy
+    if no_modes:
         wanted.remove("modes")
         if not wanted:
             raise UserError(f"--metrics=modes counts the toy set's attributes, and "
                             f"{opt.data_path} has no attributes.csv: point --data-path at a "
                             f"toy set, or ask for swd")
-        print(f"note: modes are counted on the toy set only, and {opt.data_path} has no "
-              f"attributes.csv: skipping them")
     inception = extract = None
     if "fid" in wanted or "kid" in wanted:  # found and loaded before any work, or one line why
         inception = inception_path(opt.inception_weights)  # not (a file that is no network
         extract = load_extractor(inception, device)  # was refused after minutes of SWD)
     faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
                        batch_size=opt.batch_size)
-    say_source(faces, opt.netg_path)
     real, other, num = _real_images(opt, seed)
+    # the notes once G and the images are known to be good: none above a refusal of them
+    if no_modes:
+        print(f"note: modes are counted on the toy set only, and {opt.data_path} has no "
+              f"attributes.csv: skipping them")
+    say_source(faces, opt.netg_path)
     if inception and num < 2:
         raise UserError(f"FID and KID need at least two images a side, and {opt.data_path} "
                         f"gives {num}: use a larger folder or ask for swd")

@@ -270,3 +270,9 @@ def test_evaluate_skips_modes_where_there_is_no_attributes_csv(toy_dir, tmp_path
     report = json.loads(out.read_text())
     assert "swd" in report and "modes" not in report
     assert "SWD x1e3, mean" in r.stdout and "modes covered" not in r.stdout
+    # a folder with no images at all: the refusal alone, no note above it
+    (tmp_path / "empty").mkdir()
+    r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
+            f"--data-path={tmp_path / 'empty'}", "--num=32", f"--out={out}")
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: no images in")
+    assert r.stdout == "", r.stdout
