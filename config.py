@@ -210,6 +210,8 @@ def _coerce(name, value, kind, nullable=True):
         raise UserError(f"{flag} takes True or False, not {value!r}")
     shown = ",".join(map(str, value)) if isinstance(value, tuple) else \
         f"[{','.join(map(str, value))}]" if isinstance(value, list) else value  # as typed
+    if isinstance(value, bool) and kind in (int, float):  # a bare --batch-size: True to fire
+        raise UserError(f"{flag} needs a number: {flag}=N (see --help)")
     if kind is int:
         if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value.strip()):
             return int(value)  # 0012, which fire leaves as text
@@ -241,13 +243,27 @@ def unknown_flag(name, valid):
 
 
 def refuse_both_ways(args):
-    """``--gpu`` and ``--nogpu`` on one command line (fire keeps the last and drops the other,
-    so the message blamed the flag the user had taken back): a UserError. ``args`` are the
-    command line's words after the command."""
-    names = {a[2:].split("=", 1)[0].replace("-", "_") for a in args if a.startswith("--")}
+    """``--gpu`` and ``--nogpu`` on one command line, or one flag twice with two values
+    (``--batch-size=16 --batch_size=32``): fire keeps the last and drops the other, so the
+    message blamed the flag the user had taken back, or the run silently took one of the two.
+    A UserError. ``args`` are the command line's words after the command."""
+    given = {}
+    for i, arg in enumerate(args):
+        if not arg.startswith("--") or arg == "--":
+            continue
+        name, eq, value = arg[2:].partition("=")
+        if not eq:  # --flag VALUE, or a bare --flag
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            value = nxt if nxt is not None and not nxt.startswith("--") else None
+        name = name.replace("-", "_")
+        if name in given and given[name] != value:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} was given twice, with two values ({given[name] or 'bare'} "
+                            f"and {value or 'bare'}): pass it once")
+        given[name] = value
     kinds = {name: f.metadata["kind"] for name, f in FIELDS.items()}
-    for name in sorted(names):
-        if name.startswith("no") and kinds.get(name[2:]) is bool and name[2:] in names:
+    for name in sorted(given):
+        if name.startswith("no") and kinds.get(name[2:]) is bool and name[2:] in given:
             raise UserError(f"--{name[2:].replace('_', '-')} and --{name.replace('_', '-')} "
                             f"were both given: pass one of them")
 

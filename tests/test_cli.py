@@ -360,6 +360,11 @@ def test_flag_values_that_are_no_value_are_refused(tmp_path, toy_dir):
         (("generate", g, "--gen-img="), "--gen-img", "names no path"),
         (("generate", g, "--out-dir"), "--out-dir", "needs a path"),
         (("train", data, "--loss"), "--loss", "needs a value"),
+        (("train", data, "--batch-size"), "--batch-size needs a number"),  # was "not True"
+        # both spellings, two values: fire kept the last without a word
+        (("train", data, "--batch-size=16", "--batch_size=32"),
+         "--batch-size was given twice, with two values (16 and 32)"),
+        (("generate", g, "--seed", "3", "--seed=4"), "--seed was given twice", "3 and 4"),
         (("train", data, "--checkpoint-dir="), "--checkpoint-dir", "names no path"),
         (("train", data, "--resume="), "--resume", "--resume alone"),
         (("evaluate", g, data, "--metrics="), "--metrics", "names none"),
