@@ -836,7 +836,17 @@ def help_text(command, doc):
             "unset" if f.default is None else repr(f.default)  # the help says what then
         words = HELP_IN.get((command, name), f.metadata["help"])
         lines.append(f"  --{name.replace('_', '-'):<17} {words} [{default}]")
-    others = [n for n in BOOK_FIELDS if _book_only_here(command, n)]
+    read = FROM_FILES.get(command, ())
+    if read:
+        lines += ["", "Taken from the weight files instead (the book's command lines pass them; "
+                  "a value that differs from a file's is noted): "
+                  + ", ".join("--" + n.replace("_", "-") for n in read)]
+    others = [n for n in BOOK_FIELDS if _book_only_here(command, n) and n not in read]
     lines += ["", "Accepted for the book's command lines, unused here: "
               + ", ".join("--" + n.replace("_", "-") for n in others)]
     return "\n".join(lines)
+
+
+# the widths a drawing command takes from its weight files (generate.say_widths)
+FROM_FILES = {"generate": ("nz", "ngf", "ndf"), "interpolate": ("nz", "ngf"),
+              "evaluate": ("nz", "ngf")}

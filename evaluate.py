@@ -16,7 +16,7 @@ import torch
 import checkpoint
 from config import UNSET_MEANS, resolve_device
 from data import build_cache, decode_in_order, list_images, say_folders
-from generate import Faces, say_source, to_uint8
+from generate import Faces, say_source, say_widths, to_uint8
 from errors import UserError, counted
 from metrics import (attribute_classifier, classifier_path, frechet_distance, inception_path,
                      kernel_inception_distance, load_extractor, modes, predict, swd)
@@ -87,6 +87,7 @@ def evaluate(opt):
         print(f"note: modes are counted on the toy set only, and {opt.data_path} has no "
               f"attributes.csv: skipping them")
     say_source(faces, opt.netg_path)
+    say_widths(opt, faces)
     if inception and num < 2:
         raise UserError(f"FID and KID need at least two images a side, and {opt.data_path} "
                         f"gives {num}: use a larger folder or ask for swd")

@@ -328,7 +328,7 @@ def generate(opt):
     _say_scale_unused(opt, [("out_dir", "--out-dir's faces")])
     _say_unused_with_seeds(opt)
     say_source(faces, opt.netg_path)
-    _say_widths(opt, faces)
+    say_widths(opt, faces)
     if opt.seeds:
         seeds = list(opt.seeds)
         images = faces.tensors(seeds)
@@ -382,7 +382,7 @@ def say_source(faces, path):
         print(line)
 
 
-def _say_widths(opt, faces):
+def say_widths(opt, faces):
     """The book's generate takes --nz/--ngf/--ndf; here the files say, and where a value given
     differs from a file's, a line says which is used."""
     given = getattr(opt, "given", frozenset())
@@ -410,6 +410,7 @@ def interpolate(opt):
         print(f"note: --seeds names {same[0]} twice in a row: that row is {opt.steps} copies "
               f"of one face")
     say_source(faces, opt.netg_path)
+    say_widths(opt, faces)
     if opt.seeds:
         seeds = list(opt.seeds)
     else:

@@ -52,7 +52,7 @@ def test_seed_repeats_the_grid(tmp_path):
     assert outs[0] == outs[1]
 
 
-def test_widths_come_from_the_files_and_a_differing_flag_is_named(tmp_path):
+def test_widths_come_from_the_files_and_a_differing_flag_is_named(tmp_path, toy_dir):
     g, d = _save_nets(tmp_path)  # width 8: neither the book's 64 nor anything given
     common = ("generate", "--nogpu", f"--netg-path={g}", f"--netd-path={d}", "--gen-num=4",
               "--gen-search-num=8", f"--gen-img={tmp_path / 'grid.png'}", "--seed=1")
@@ -64,10 +64,19 @@ def test_widths_come_from_the_files_and_a_differing_flag_is_named(tmp_path):
     assert f"note: {g}: using the file's ngf=8, not --ngf=64" in told.stdout
     assert "ndf" not in told.stdout and "nz" not in told.stdout
     assert _pixels(tmp_path / "grid.png").shape[:2] == (98 + 2, 4 * 98 + 2)  # 4 faces drawn
-    # --help lists them with the book's flags it takes but does not read
+    # interpolate and evaluate read them from G's file too, and say so the same way
+    for command, *flags in (("interpolate", "--seeds=1,2", f"--out={tmp_path / 'i.png'}"),
+                            ("evaluate", "--metrics=swd", f"--data-path={toy_dir}", "--num=8",
+                             f"--out={tmp_path / 'm.json'}")):
+        told = cli(command, "--nogpu", f"--netg-path={g}", "--ngf=64", *flags)
+        assert told.returncode == 0, told.stderr
+        assert f"note: {g}: using the file's ngf=8, not --ngf=64" in told.stdout, command
+    # --help says they are taken from the files, not that they go unused
     page = cli("generate", "--help").stdout
     assert not [line for line in page.splitlines() if line.startswith("  --ngf")]
-    assert "--ngf" in page.split("unused here:")[1]
+    taken = page.split("Taken from the weight files")[1].split("\n\n")[0]
+    assert "--nz, --ngf, --ndf" in taken
+    assert "--ngf" not in page.split("unused here:")[1]
 
 
 def test_a_rerun_stopped_half_way_leaves_only_its_faces_and_their_manifest(tmp_path,
