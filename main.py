@@ -24,9 +24,10 @@ def _stopped(stop, command):
     """The line and exit status for a KeyboardInterrupt or Terminated that ends ``command``."""
     what = "terminated" if isinstance(stop, Terminated) else "interrupted"
     if command == "train":  # a second Ctrl-C, or either before training (building the cache)
-        began = getattr(sys.modules.get("train"), "began", False)
-        what += (" at once: nothing saved since the last save point" if began else
-                 " before training began: nothing was trained")
+        run = getattr(sys.modules.get("train"), "training", None)
+        what += (" before training began: nothing was trained" if run is None else
+                 " at once: nothing saved since the last save point" if run.saved else
+                 " at once: the run had reached no save point, so none of it was saved")
     elif command == "toyfaces":  # what it drew stays, and is drawn again, not mixed
         what += ": the set is not finished; the same command again draws it whole"
     return f"\n{what}", 143 if isinstance(stop, Terminated) else 130

@@ -108,7 +108,8 @@ def _format(means):
             "D(x)": f"{means['d_real']:.2f}", "D(G(z))": f"{means['d_fake']:.2f}"}
 
 
-began = False  # whether training has begun in this process (main's line for a stop says so)
+training = None  # the Run training in this process, once begun (main's line for a stop: what
+# is saved)
 
 
 def train(opt):
@@ -524,8 +525,8 @@ def _train(opt):
 
     reported = _report_skipped(data.skipped, 0, opt, world, write=False)
     eta_said = None  # when the time left was last printed
-    global began
-    began = True
+    global training
+    training = run
     with StopSignal() as stop:
         for epoch in range(run.epoch, opt.max_epoch):
             run.epoch, run.order_state = epoch, order.get_state()

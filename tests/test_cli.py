@@ -472,11 +472,12 @@ def test_ctrl_c_outside_training_does_not_speak_of_save_points(monkeypatch, caps
     assert capsys.readouterr().err.strip() == "interrupted"
     import train
     monkeypatch.setitem(main.COMMANDS, "train", stopped)
-    monkeypatch.setattr(train, "began", False)  # building the cache, say
+    monkeypatch.setattr(train, "training", None)  # building the cache, say
     assert main.main(["main.py", "train"]) == 130
     assert capsys.readouterr().err.strip() == "interrupted before training began: nothing " \
                                               "was trained"
-    monkeypatch.setattr(train, "began", True)
+    from types import SimpleNamespace
+    monkeypatch.setattr(train, "training", SimpleNamespace(saved="ck/last.pth"))
     assert main.main(["main.py", "train"]) == 130
     assert "save point" in capsys.readouterr().err
 

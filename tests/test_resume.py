@@ -231,10 +231,17 @@ def test_a_second_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
     def interrupted(*args, **flags):
         raise KeyboardInterrupt
     monkeypatch.setitem(main.COMMANDS, "train", interrupted)
-    monkeypatch.setattr(train_module, "began", True)  # the second Ctrl-C comes in training
+    from types import SimpleNamespace
+    # the second Ctrl-C comes in training, after a save
+    monkeypatch.setattr(train_module, "training", SimpleNamespace(saved="ck/last.pth"))
     assert main.main(["main.py", "train"]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["interrupted at once: nothing saved since the last save point"]
+    # ... or in the first epoch of a new run, which has no save point to speak of
+    monkeypatch.setattr(train_module, "training", SimpleNamespace(saved=None))
+    assert main.main(["main.py", "train"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "interrupted at once: the run had reached no save point, so none of it was saved"]
 
 
 def test_a_finished_run_resumed_says_there_is_nothing_to_do(toy_dir, tmp_path):
