@@ -116,7 +116,8 @@ class Config:
                       "(up to 32)")
     resample: str = _opt("nearest", "upscaling filter: nearest or lanczos")
     seeds: tuple = _opt(None, "faces to draw by seed, e.g. --seeds=17,42 (generate: exactly "
-                        "these; interpolate: the faces to morph through)", kind="seeds")
+                        "these; interpolate: the faces to morph through, unset: --seed and the "
+                        "one after it)", kind="seeds")
     # interpolate
     steps: int = _opt(8, "faces per morph, both ends included (2 to 256)")
     out: str = _opt(None, "interpolate: its grid, a row per pair of seeds (interp.png); "
