@@ -376,8 +376,14 @@ def _resumed(given):
     if given.get("fresh"):
         raise UserError("--fresh starts a new run and --resume continues one: pass one of them")
     resume = given["resume"]
-    if resume is True:
-        resume = str(Path(given.get("checkpoint_dir", Config.checkpoint_dir)) / "last.pth")
+    if resume is not True and Path(resume).is_dir():  # a run's folder: its last.pth meant
+        last = Path(resume) / "last.pth"
+        if last.is_file():
+            raise UserError(f"--resume: {resume} is a folder, not a checkpoint file: pass "
+                            f"--resume={quoted(last)}, the training state in it")
+    if resume is True or Path(resume).is_dir():
+        folder = given.get("checkpoint_dir", Config.checkpoint_dir) if resume is True else resume
+        resume = str(Path(folder) / "last.pth")
         if not Path(resume).is_file():
             newest = newest_checkpoint(Path(resume).parent, "netg")  # no last.pth to name
             netd = newest and newest.with_name(newest.name.replace("netg_", "netd_", 1))

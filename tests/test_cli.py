@@ -339,6 +339,13 @@ def test_a_file_given_for_a_folder_and_the_reverse_is_named_as_such(tmp_path, to
                        "no full state", f"or from its newest weights with --netg-path="
                        f"{tmp_path / 'run' / 'netg_10.pth'} --netd-path="
                        f"{tmp_path / 'run' / 'netd_10.pth'}")
+    # the folder given as --resume: the same, and once it holds a last.pth, that file
+    assert_clean_error(cli("train", "--nogpu", f"--resume={tmp_path / 'run'}"),
+                       f"no {tmp_path / 'run' / 'last.pth'}", "no full state")
+    (tmp_path / "run" / "last.pth").write_bytes(b"")
+    assert_clean_error(cli("train", "--nogpu", f"--resume={tmp_path / 'run'}"),
+                       "is a folder, not a checkpoint file",
+                       f"pass --resume={tmp_path / 'run' / 'last.pth'}")
 
 
 def test_flag_values_that_are_no_value_are_refused(tmp_path, toy_dir):
