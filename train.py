@@ -113,7 +113,8 @@ training = None  # the Run training in this process, once begun (main's line for
 
 
 def train(opt):
-    started = time.time()
+    global training
+    training = None  # (a run before it in this process, the tests' say, is over)
     with ExitStack() as locks:
         seen = set()
         for folder, flag in ((opt.checkpoint_dir, "--checkpoint-dir"),
@@ -124,14 +125,11 @@ def train(opt):
         try:
             return _train(opt)
         except DiskFull as e:  # the command that goes on from this run's last save, if any
-            last = Path(opt.checkpoint_dir) / "last.pth"
-            ours = last.is_file() and (last.stat().st_mtime >= started or bool(
-                opt.resume) and Path(opt.resume).resolve() == last.resolve())
-            if not distributed.is_main_process() or not ours:
+            if training is None or not training.saved or not distributed.is_main_process():
                 raise
             raise UserError(f"disk full while writing {e.path}: free some space, then continue "
-                            f"with `python main.py train --resume={quoted(last)}` (the files "
-                            f"written before it are intact)") from None
+                            f"with `python main.py train --resume={quoted(training.saved)}` "
+                            f"(the files written before it are intact)") from None
 
 
 # the temporary files of a run's atomic saves (checkpoint.py), in its folders (OWNER's too)
