@@ -244,9 +244,9 @@ def _write_faces(out_dir, faces, scores, seeds, scale, resample, mean=0.0, std=1
                  ranks=None, netg=""):
     """Each face as its own PNG, and manifest.csv: file, rank (``ranks``, or the faces' order,
     best first), D score, seed, the noise's mean and std (--gen-mean, --gen-std), and the
-    generator's file (``netg``, absolute), without which a seed draws another face. Stopped half way (Ctrl-C, SIGTERM, a full disk), it
-    leaves the faces written so far and their manifest (the same command again writes them
-    all)."""
+    generator's file (``netg``, absolute), without which a seed draws another face. Stopped
+    half way (Ctrl-C, SIGTERM, a full disk), it leaves the faces written so far and their
+    manifest (the same command again writes them all)."""
     out = Path(out_dir)
     names, rows = _face_names(seeds), []
     try:
