@@ -564,10 +564,10 @@ def _train(opt):
                     bar.set_postfix(_format(means))
                     if log is not None:
                         log.append(run.step, epoch, means, speed * world.size)
-                    if vis is not None and vis.ready():
+                    if vis is not None:  # (its curves keep the points of an outage too)
                         vis.step(run.step, epoch, means, speed * world.size,
-                                 fixed_samples(ema.sampler() if ema else netg, fixed_noise),
-                                 real)
+                                 lambda: fixed_samples(ema.sampler() if ema else netg,
+                                                       fixed_noise), real)
                 # every process stops at the same step; under torchrun asking the others is a
                 # synchronisation, so only at the plot_every read-backs (alone it is free)
                 due = world.size == 1 or (ii + 1) % plot_every == 0

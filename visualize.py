@@ -187,10 +187,13 @@ class Visualizer:
         of the run."""
         self._send(lambda c: c.save([self.env]))
 
-    def step(self, step, epoch, means, speed, fake, real):
-        """Everything the training loop shows every ``plot_every`` batches."""
-        self.images("fixfake", fake, "G(fixed noise)")
-        self.images("real", real[:64], "a real batch")
+    def step(self, step, epoch, means, speed, draw_fake, real):
+        """Everything the training loop shows every ``plot_every`` batches. ``draw_fake``:
+        G's faces of the fixed noise, drawn only while a server answers; the curves' points
+        are kept either way, so a server that answers later gets them from the first."""
+        if self.ready():
+            self.images("fixfake", draw_fake(), "G(fixed noise)")
+            self.images("real", real[:64], "a real batch")
         for win, (title, columns) in CURVES.items():
             self.plot(win, step, {name: means[c] for name, c in columns.items()}, title)
         self.text("log", f"epoch {epoch + 1}, step {step}, {speed:.0f} images/s",  # as the bar

@@ -267,6 +267,32 @@ def test_an_unknown_host_is_named_as_such(capsys):
     assert "(unknown host: check --vis-server)" in _warnings(capsys.readouterr().err)[0]
 
 
+def test_a_training_keeps_the_curves_of_an_outage_for_the_server(toy_dir, tmp_path,
+                                                                  monkeypatch):
+    """Training handed its points to the visualizer only while a server answered, so one
+    that answered again (or was started after the training) never got those of the outage,
+    though the line said "the curves so far are sent to it"."""
+    import visualize
+    from conftest import free_port, train_small
+    made = []
+
+    class Kept(visualize.Visualizer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+    monkeypatch.setattr(visualize, "Visualizer", Kept)
+    # no server on this port for the whole run
+    train_small(toy_dir, tmp_path, max_epoch=2, vis=True, vis_server="http://127.0.0.1",
+                vis_port=free_port(), plot_every=1)
+    with open(tmp_path / "imgs" / "losses.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert made[0].client is None
+    _, _, steps, points = made[0].curves["errord"]
+    assert steps == [int(r["step"]) for r in rows] and len(steps) == 8
+    assert [p[0] for p in points] == pytest.approx([float(r["loss_d"]) for r in rows],
+                                                    rel=1e-5)
+
+
 def test_server_killed_mid_run(visdom_server, capsys, monkeypatch, tmp_path):
     import torch
     from tqdm import tqdm
@@ -279,14 +305,14 @@ def test_server_killed_mid_run(visdom_server, capsys, monkeypatch, tmp_path):
     noise = torch.randn(4, 100, 1, 1)
     means = {"loss_d": 1.0, "loss_g": 2.0, "d_real": 0.6, "d_fake": 0.4}
     vis.text("options", "lr1 = 0.0002", "options of this run")
-    vis.step(1, 0, means, 10.0, netg(noise), torch.zeros(4, 3, 96, 96))
+    vis.step(1, 0, means, 10.0, lambda: netg(noise), torch.zeros(4, 3, 96, 96))
     assert vis.client is not None and _client(visdom_server.port).win_exists("errord", "killed")
     visdom_server.terminate()
     visdom_server.wait(timeout=10)
     started = time.monotonic()
     bar = tqdm(total=12, initial=1, desc="epoch 1/1", file=sys.stderr)  # as training draws it
     for step in range(2, 12):
-        vis.step(step, 0, means, 10.0, netg(noise), torch.zeros(4, 3, 96, 96))
+        vis.step(step, 0, means, 10.0, lambda: netg(noise), torch.zeros(4, 3, 96, 96))
         bar.update(1)
     bar.close()
     assert vis.client is None and vis.warned  # gave up after one failure, until a retry
@@ -305,7 +331,8 @@ def test_server_killed_mid_run(visdom_server, capsys, monkeypatch, tmp_path):
     try:
         assert _wait_for(visdom_server.port, 30), "the visdom server did not start again"
         monkeypatch.setattr(visualize, "RETRY_SECONDS", 0.0)  # the minute between tries
-        vis.step(12, 0, dict(means, loss_d=0.5), 10.0, netg(noise), torch.zeros(4, 3, 96, 96))
+        vis.step(12, 0, dict(means, loss_d=0.5), 10.0, lambda: netg(noise),
+                 torch.zeros(4, 3, 96, 96))
         assert vis.client is not None
         client = _client(visdom_server.port)
         trace = json.loads(client.get_window_data("errord", "killed"))["content"]["data"][0]
