@@ -94,6 +94,12 @@ class Faces:
         last.pth of a run with --ema, G is its moving average (``averaged`` says so), as
         netg_ema_N.pth would give: the copy that drew the run's sample grids."""
         device = torch.device(device) if device else resolve_device(None)
+        # said of the machine, not blamed on the file (torch's error on loading)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"device={str(device)!r}: no CUDA device is available here; use "
+                            f"device='cpu'")
+        if device.type not in ("cpu", "cuda"):
+            raise UserError(f"device={str(device)!r}: Faces draws on 'cpu' or 'cuda'")
         netg, averaged = checkpoint.load_drawing_netg(netg_path, device)
         netd = checkpoint.load_net(netd_path, "netd", device)[0] if netd_path else None
         faces = cls(netg, netd, device, **kwargs)

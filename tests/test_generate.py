@@ -385,6 +385,19 @@ def test_interpolation_without_seeds_names_the_seed_that_draws_it_again(tmp_path
     assert np.array_equal(_pixels(tmp_path / "fresh.png"), _pixels(tmp_path / "again.png"))
 
 
+def test_api_on_a_device_the_machine_lacks_says_so(tmp_path, monkeypatch):
+    """Faces.load(..., device="cuda") on a machine without CUDA said the file was truncated or
+    not a PyTorch checkpoint."""
+    from errors import UserError
+    g, _ = _save_nets(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="device='cuda': no CUDA device is available here"):
+        Faces.load(g, device="cuda")
+    with pytest.raises(UserError, match="'cpu' or 'cuda'"):
+        Faces.load(g, device="mps")
+    assert Faces.load(g, device="cpu").tensors([1]).shape == (1, 3, 96, 96)
+
+
 def test_api_loads_both_checkpoint_formats(tmp_path, toy_dir):
     from config import parse
     from train import train
