@@ -101,7 +101,7 @@ def evaluate(opt):
     averaged = faces.averaged or re.fullmatch(r"netg_ema_\d+\.pth", Path(opt.netg_path).name) \
         is not None
     report = {"netg_path": str(opt.netg_path), "averaged": averaged,
-              "data_path": str(opt.data_path), "num": num, "seed": seed}
+              "data_path": str(opt.data_path), "num": num, "num_asked": opt.num, "seed": seed}
     if "swd" in wanted:
         report["swd"] = swd(real, fake, seed)
         report["swd_floor"] = swd(real, other, seed)

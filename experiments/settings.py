@@ -279,8 +279,8 @@ def train_and_evaluate(name, seed, args):
     run = Path(args.out) / f"{name}_seed{seed}"
     epochs = _epochs(name, args)
     last = epochs - 1
-    if (run / "metrics_ema.json").is_file():
-        return
+    if _evaluated_at(run / "metrics_ema.json") == args.num:
+        return  # (at another --num its figures are measured again: SWD moves with it)
     run.mkdir(parents=True, exist_ok=True)
     log = run / "log.txt"
     _train(name, seed, epochs, run, args, log)
@@ -289,6 +289,16 @@ def train_and_evaluate(name, seed, args):
         _cli("evaluate", _device(args), f"--netg-path={run / g}", f"--data-path={args.data}",
              f"--num={args.num}", f"--out={run / out}", log=log)
     print(f"{run}: done", flush=True)
+
+
+def _evaluated_at(path):
+    """The --num a run's metrics file was measured at (before evaluate kept it: the faces it
+    compared, the same where the folder holds twice as many), or None without the file."""
+    try:
+        report = json.loads(path.read_text())
+        return report.get("num_asked", report["num"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def time_settings(args):

@@ -235,6 +235,13 @@ def test_paths_are_taken_from_the_folder_the_sweep_is_run_in(toy_dir, tmp_path):
     assert again.returncode == 0, again.stderr
     assert "done" not in again.stdout  # nothing trained twice
     assert "| demo: " in again.stdout
+    # at another --num the runs are measured again (the table showed the other num's
+    # figures, and the floor at that num), not trained again
+    before = (run / "last.pth").read_bytes()
+    fewer = _settings(*[f for f in flags if f != "--num=64"], "--num=32", cwd=here)
+    assert fewer.returncode == 0, fewer.stderr
+    assert json.loads((run / "metrics_ema.json").read_text())["num"] == 32
+    assert (run / "last.pth").read_bytes() == before
     # the same runs with other flags were kept and reported as that sweep's
     wider = _settings(*flags, "--width=16", cwd=here)
     assert wider.returncode == 2 and wider.stderr.strip().splitlines() == [
