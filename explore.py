@@ -16,6 +16,7 @@ share link and no analytics; its scripts, styles and fonts come from the install
 Gradio is an optional extra: ``make app`` (requirements-app.txt).
 """
 import atexit
+import math
 import os
 import shutil
 import signal
@@ -130,8 +131,9 @@ def build_page(explorer, gr):
         state = gr.State({"next": 0, "seeds": [], "items": [], "picked": [], "frames": []})
         header = gr.Markdown(explorer.source(), elem_id="source")
         with gr.Row():
-            first = gr.Number(0, precision=0, minimum=0, maximum=config.MAX_SEED,
-                              label="first seed", elem_id="first")
+            # checked by draw, in its own words: Gradio's range check printed a traceback in
+            # the terminal for each number out of range, and its rounding took 2.5 for 2
+            first = gr.Number(0, label="first seed", elem_id="first")
             best = gr.Checkbox(False, label=f"D's best only (of {SEARCH}x as many)",
                                interactive=has_d, elem_id="best")
             show = gr.Button("show", elem_id="show")
@@ -160,9 +162,12 @@ def build_page(explorer, gr):
                            buttons=["download"], elem_id="gif")
 
         def draw(start, only_best, st):
-            start = int(start or 0)
-            if not 0 <= start <= config.MAX_SEED:
-                raise gr.Error(f"the first seed must be from 0 to 2**62, not {start}")
+            start = start or 0
+            if not (math.isfinite(start) and start == int(start)
+                    and 0 <= start <= config.MAX_SEED):
+                raise gr.Error(f"the first seed must be a whole number from 0 to 2**62, not "
+                               f"{start:g}", print_exception=False)  # the page says it
+            start = int(start)
             items, seeds, after = explorer.page(start, only_best)
             st = dict(st, next=after, seeds=seeds, items=items)
             return items, st
@@ -192,7 +197,7 @@ def build_page(explorer, gr):
 
         def make_morph(st):
             if len(st["picked"]) < 2:
-                raise gr.Error("click two faces first")
+                raise gr.Error("click two faces first", print_exception=False)
             frames, path = explorer.morph(*st["picked"])
             st = dict(st, frames=frames)
             return frames[0], gr.Slider(value=0), path, st

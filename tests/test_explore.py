@@ -241,6 +241,21 @@ def test_ds_best_only_and_reloading_the_newest_g(page, served, tmp_path):
     assert np.array_equal(_pixels(sources[0]), best[seeds[0]][0])
 
 
+@pytest.mark.slow
+def test_a_first_seed_out_of_range_is_said_on_the_page_alone(page, served):
+    """Gradio's own range check refused it first: "Error" on the page, and a traceback of
+    some 30 lines in the terminal for each try; 2.5 was taken as 2 without a word."""
+    log = served[0].parent / "server.log"
+    for typed, shown in (("-5", "not -5"), ("2.5", "not 2.5"), ("1e30", "not 1e+30")):
+        page.fill("#first input", typed)
+        page.click("#show")
+        page.wait_for_function(
+            "document.body.innerText.includes('the first seed must be a whole number from 0 "
+            f"to 2**62, {shown}')", timeout=60000)
+        page.reload()
+    assert "Traceback" not in log.read_text()
+
+
 def test_without_gradio_one_line_says_how_to_install(nets, tmp_path):
     hidden = tmp_path / "nogradio" / "gradio"
     hidden.mkdir(parents=True)  # a gradio that cannot be imported, as when it is missing
