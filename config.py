@@ -711,7 +711,7 @@ def validate(command, opt):
             inside = newest_checkpoint(path, name[:4], average=True)
             raise UserError(f"{flag}: {path!r} is a folder, not a checkpoint file: " + (
                 f"name one in it, e.g. {flag}={quoted(inside)}" if inside else
-                f"it holds no {name[:4]}_N.pth" + (" or last.pth" if name == "netg_path" else "")))
+                f"it holds no {name[:4]}_N.pth or last.pth"))
         broken = broken_link(path)  # asked once, and only of a path that is refused
         raise UserError(f"{flag}: no file {path!r}" + (f" ({broken})" if broken else ""))
 
@@ -720,7 +720,7 @@ def newest_checkpoint(folder, kind, average=False):
     """The file of a checkpoint ``folder`` meant, most likely, for --netg-path or --netd-path
     (``kind`` netg or netd): its newest ``kind``_N.pth (the highest N; with ``average``, also
     ``kind``_ema_N.pth, chosen at the same N: the moving average draws the samples), else
-    (G only) its last.pth, or None."""
+    its last.pth (which holds both nets), or None."""
     found = []
     for p in Path(folder).glob(f"{kind}_*.pth"):
         m = re.fullmatch(rf"{kind}_(ema_)?([0-9]+)\.pth", p.name)
@@ -729,7 +729,7 @@ def newest_checkpoint(folder, kind, average=False):
     if found:
         return max(found)[2]
     last = Path(folder) / "last.pth"
-    return last if kind == "netg" and last.is_file() else None
+    return last if last.is_file() else None
 
 
 def refuse_foreign_manifest(out_dir):

@@ -40,8 +40,8 @@ INSTALL = ("the explorer page needs Gradio, an optional extra: run `make app` (o
 
 def newest(path, kind):
     """``path`` itself, or the newest ``{kind}_N.pth`` / ``{kind}_ema_N.pth`` in a folder
-    (the highest N; at the same N the moving average, which draws the samples; a G's folder
-    without either: its last.pth)."""
+    (the highest N; at the same N the moving average, which draws the samples; a folder
+    without either: its last.pth, which holds both nets)."""
     path = Path(path)
     if not path.is_dir():
         return path

@@ -283,8 +283,9 @@ def test_the_newest_file_of_a_folder_is_the_one_generate_is_told_of(nets):
     line = assert_clean_error(cli("generate", "--nogpu", f"--netg-path={nets}"), "e.g.")
     assert line.endswith(f"--netg-path={nets / 'netg_ema_1.pth'}")
     (nets / "netg_0.pth").unlink()  # a folder with the state only (a stand-in here)
+    (nets / "netd_1.pth").unlink()
     (nets / "netg_ema_1.pth").rename(nets / "last.pth")
-    assert newest(nets, "netg") == nets / "last.pth"
+    assert newest(nets, "netg") == newest(nets, "netd") == nets / "last.pth"  # both nets in it
 
 
 @pytest.mark.slow
