@@ -231,6 +231,7 @@ def test_paths_are_taken_from_the_folder_the_sweep_is_run_in(toy_dir, tmp_path):
     run = tmp_path / "sweep" / "demo_seed0"
     assert (run / "metrics_ema.json").is_file() and (run / "log.txt").is_file()
     assert "| demo: " in first.stdout  # the table has the run
+    assert "nan" not in first.stdout  # no modes on a folder of plain faces: "-", not nan
     again = _settings(*flags, cwd=here)
     assert again.returncode == 0, again.stderr
     assert "done" not in again.stdout  # nothing trained twice
