@@ -50,7 +50,12 @@ PROC_CGROUP, CGROUP = "/proc/self/cgroup", "/sys/fs/cgroup"
 
 
 def noise(seeds, nz, mean=0.0, std=1.0):
-    """One latent (nz, 1, 1) per seed, from N(mean, std), on the CPU."""
+    """One latent (nz, 1, 1) per seed, from N(mean, std), on the CPU. A seed is a whole
+    number from 0 to 2**63-1, as --seeds takes (torch took -1 as another seed's, and 2**64
+    as an overflow deep inside it)."""
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**63:
+            raise ValueError(f"a seed is a whole number from 0 to 2**63-1, not {s!r}")
     return torch.stack([torch.randn(nz, 1, 1, generator=torch.Generator().manual_seed(s))
                         for s in seeds]) * std + mean
 
@@ -146,6 +151,10 @@ class Faces:
 
     def images(self, seeds, scale=1, resample="nearest"):
         """The faces of ``seeds`` as PIL images, ``scale`` times 96 pixels wide."""
+        if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+            raise ValueError(f"scale is a whole number of at least 1, not {scale!r}")
+        if resample not in ("nearest", "lanczos"):
+            raise ValueError(f"resample is 'nearest' or 'lanczos', not {resample!r}")
         return [to_pil(face, scale, resample) for face in self.tensors(seeds)]
 
     @torch.no_grad()
@@ -155,6 +164,9 @@ class Faces:
         Returns (faces, scores, seeds), best first. Without a D, the first ``num`` seeds.
         ``progress`` wraps the batches' iterator (e.g. tqdm) and is given their count.
         """
+        if num < 1 or self.netd is not None and num > search_num:  # (it returned fewer)
+            raise ValueError(f"best keeps num of search_num faces D ranks: 1 <= num <= "
+                             f"search_num, not num={num} and search_num={search_num}")
         if self.netd is None:
             seeds = list(range(first_seed, first_seed + num))
             return self.tensors(seeds), torch.full((num,), float("nan")), seeds

@@ -398,6 +398,26 @@ def test_api_on_a_device_the_machine_lacks_says_so(tmp_path, monkeypatch):
     assert Faces.load(g, device="cpu").tensors([1]).shape == (1, 3, 96, 96)
 
 
+def test_api_refuses_what_the_command_line_refuses(tmp_path):
+    """The command line checks seeds, scales and counts; from Python, -1 drew another seed's
+    face, 2**64 overflowed deep in torch, scale=0 and 2.5 failed in PIL, and best() returned
+    fewer faces than asked without a word."""
+    g, d = _save_nets(tmp_path)
+    faces = Faces.load(g, d, device="cpu")
+    for seeds in ([-1], [2**64], [1.5], [True]):
+        with pytest.raises(ValueError, match="a seed is a whole number from 0 to 2"):
+            faces.tensors(seeds)
+    for scale in (0, 2.5):
+        with pytest.raises(ValueError, match="scale is a whole number of at least 1"):
+            faces.images([1], scale=scale)
+    with pytest.raises(ValueError, match="resample is 'nearest' or 'lanczos'"):
+        faces.images([1], resample="bicubic")
+    with pytest.raises(ValueError, match="num=20 and search_num=10"):
+        faces.best(20, 10)
+    assert len(faces.best(3, 10)[2]) == 3
+    assert len(Faces.load(g, device="cpu").best(20, 10)[2]) == 20  # no D: the first 20 seeds
+
+
 def test_api_loads_both_checkpoint_formats(tmp_path, toy_dir):
     from config import parse
     from train import train
