@@ -90,6 +90,9 @@ def run_article(args, device):
 
 def run_ours(args, device, cold):
     import data
+    # what Adam's constructor imports on first use (torch's compiler, about 1.7 s): the
+    # article's process has it before its clock starts, with torchvision
+    import torch._dynamo  # noqa: F401
 
     if cold:
         for folder, prefix in data.cache_places(args.data_path, 96):
