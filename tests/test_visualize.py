@@ -267,6 +267,21 @@ def test_an_unknown_host_is_named_as_such(capsys):
     assert "(unknown host: check --vis-server)" in _warnings(capsys.readouterr().err)[0]
 
 
+def test_https_to_the_plain_server_and_a_closed_connection_are_named(visdom_server, capsys):
+    """https:// to visdom's plain server read "no answer within 2 s" (a handshake that never
+    comes), and a server stopped in the middle of a request "(ConnectionError)"."""
+    import http.client
+    import requests
+    from visualize import Visualizer
+    Visualizer("x", "https://127.0.0.1", visdom_server.port, timeout=1.0)
+    warning, = _warnings(capsys.readouterr().err)
+    assert "visdom's own server speaks plain http://: check --vis-server" in warning
+    closed = requests.exceptions.ConnectionError("visdom's request failed")
+    closed.__context__ = http.client.RemoteDisconnected("Remote end closed connection")
+    vis = Visualizer("x", "http://127.0.0.1", visdom_server.port)
+    assert vis._why(closed) == "the server closed the connection: was it stopped?"
+
+
 def test_a_training_keeps_the_curves_of_an_outage_for_the_server(toy_dir, tmp_path,
                                                                   monkeypatch):
     """Training handed its points to the visualizer only while a server answered, so one
