@@ -16,6 +16,7 @@ import functools
 import io
 import os
 import pickle
+import shutil
 import signal
 import tempfile
 import threading
@@ -113,7 +114,12 @@ def _atomic_write(path, write):
             fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path.name), suffix=".tmp",
                                        dir=path.parent)
             os.close(fd)
-        write(tmp)
+        try:
+            write(tmp)
+        except RuntimeError:  # torch.save's writer says "unexpected pos", not ENOSPC
+            if _nearly_full(path.parent):
+                raise DiskFull(path) from None
+            raise
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, FILE_MODE)
@@ -125,6 +131,14 @@ def _atomic_write(path, write):
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _nearly_full(folder, room=1 << 20):
+    """Whether the disk of ``folder`` has less than ``room`` bytes left (a write failed)."""
+    try:
+        return shutil.disk_usage(folder).free < room
+    except OSError:
+        return False
 
 
 def save(obj, path):

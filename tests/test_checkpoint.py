@@ -106,6 +106,7 @@ def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
 
 
 def test_full_disk_is_a_clear_error(tmp_path, monkeypatch):
+    from types import SimpleNamespace
     def full(obj, f):
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -113,6 +114,21 @@ def test_full_disk_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="disk full"):
         checkpoint.save({"x": torch.zeros(1)}, tmp_path / "a.pth")
     assert list(tmp_path.iterdir()) == []
+    # torch's writer says a full disk as a RuntimeError ("unexpected pos"): a traceback
+
+    def cut_short(obj, f):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 652096")
+    monkeypatch.setattr(checkpoint.torch, "save", cut_short)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage",
+                        lambda folder: SimpleNamespace(free=0))
+    with pytest.raises(UserError, match="disk full while writing"):
+        checkpoint.save({"x": torch.zeros(1)}, tmp_path / "a.pth")
+    assert list(tmp_path.iterdir()) == []
+    # with room on the disk it is some other fault, and stays one
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage",
+                        lambda folder: SimpleNamespace(free=10**9))
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        checkpoint.save({"x": torch.zeros(1)}, tmp_path / "a.pth")
 
 
 class Payload:
