@@ -428,8 +428,16 @@ def saved_options(state):
 
 
 def quoted(path):
-    """``path`` as a shell reads it back: a printed command to paste works with spaces too."""
-    return shlex.quote(str(path))
+    """``path`` as a shell reads it back: a printed command to paste works with spaces too,
+    and with bytes that are not UTF-8 (bash's $'...' with \\xNN: the name as Python holds
+    it, with surrogates, named no file)."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "$'" + "".join(chr(b) if 32 <= b < 127 and chr(b) not in "'\\" else f"\\x{b:02x}"
+                              for b in os.fsencode(text)) + "'"
+    return shlex.quote(text)
 
 
 def lies_elsewhere(resume, saved):

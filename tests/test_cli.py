@@ -746,3 +746,17 @@ def test_the_commands_start_without_importing_torchvision():
                             cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_a_printed_path_with_bytes_that_are_not_utf8_pastes_back_to_that_file():
+    """A checkpoint folder named with bytes that are not UTF-8: the resume command printed
+    'runs/r\\udcfe x/last.pth', which named no file when pasted."""
+    import os
+    import subprocess
+    from config import quoted
+    for name in (b"runs/r\xfe x/last.pth", b"it's \xff\\.pth", b"plain name.pth"):
+        # as the terminal shows it (the lines are written with backslashreplace) and a user
+        # pastes it
+        shown = quoted(os.fsdecode(name)).encode("utf-8", "backslashreplace").decode()
+        back = subprocess.run(["bash", "-c", f"printf %s {shown}"], capture_output=True)
+        assert back.stdout == name, shown
