@@ -63,6 +63,14 @@ class World:
         dist.all_reduce(t)
         return bool(t.item() > 0)
 
+    def agree(self, number, device):
+        """Whether every rank has the same ``number`` (a world of one always does)."""
+        if self.size == 1:
+            return True
+        t = torch.tensor([number, -number], dtype=torch.float64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t[0].item() == -t[1].item()
+
     def barrier(self):
         if self.size > 1:
             dist.barrier()

@@ -411,6 +411,12 @@ def _train(opt):
         data = folder_batches(opt)
         if state:  # files found as it goes: the list kept those the run found before it
             data.skipped.update(_skipped_before(opt, data.dataset.files))  # stopped
+    # each process lists the folder itself: one that changed meanwhile (an unpack still
+    # running) gave them different counts, and training hung at the first epoch's end
+    if not world.agree(data.count, device):
+        raise UserError(f"{opt.data_path} changed while the processes read it: they found "
+                        f"different numbers of images ({data.count:,} in process "
+                        f"{world.rank}); run again once it no longer changes")
     per_epoch = data.count // world.size // opt.batch_size  # batches per epoch and process
     if per_epoch == 0:
         raise UserError(f"{data.count} images cannot give each of {world.size} processes a "

@@ -78,6 +78,27 @@ def _ddp_d_step(rank, size, store, out, with_low=False):
     os._exit(0)  # the work is saved; gloo's threads can abort the interpreter's own teardown
 
 
+def _agree(rank, size, store, out):
+    import distributed
+    dist.init_process_group("gloo", rank=rank, world_size=size,
+                            init_method=f"file://{store}")
+    world = distributed.World(rank, size)
+    cpu = torch.device("cpu")
+    said = [world.agree(105, cpu), world.agree(64 if rank == 0 else 105, cpu),
+            world.agree(2**40 + rank, cpu)]
+    (out / f"agree.{rank}").write_text(repr(said))
+    dist.destroy_process_group()
+    os._exit(0)
+
+
+def test_the_processes_tell_whether_they_found_the_same_number_of_images(tmp_path):
+    """Each process lists the data folder itself; a folder that changed meanwhile gave them
+    different image counts, and training hung for good at the first epoch's end."""
+    mp.spawn(_agree, args=(2, tmp_path / "store", tmp_path), nprocs=2)
+    for rank in (0, 1):
+        assert (tmp_path / f"agree.{rank}").read_text() == "[True, False, False]"
+
+
 @pytest.mark.slow
 def test_the_low_judge_learns_the_same_in_every_process(tmp_path):
     """--d-low under torchrun: its gradients are averaged over the processes, so its copies
@@ -150,6 +171,9 @@ def test_stop_flag_is_shared_only_at_the_plot_every_read_backs(toy_dir, tmp_path
         def any(self, flag, device):
             Counting.checks += 1
             return flag
+
+        def agree(self, number, device):
+            return True
 
         def barrier(self):
             pass
