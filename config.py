@@ -525,6 +525,14 @@ IMAGE_OUTPUTS = {("generate", "gen-img"), ("interpolate", "out")}
 SUFFIXES = {("evaluate", "out"): ".json", ("interpolate", "gif"): ".gif"}  # what they write
 
 
+def nearest_existing(path):
+    """``path``, or the nearest folder above it that exists (where it would be made)."""
+    path = Path(path)
+    while not path.exists():
+        path = path.parent
+    return path
+
+
 def writable(path, flag, folder, image=False, example=None, suffix=None):
     """Refuse an output path that cannot be written, before any work is done: a file where a
     folder must be or the reverse, a suffix no image format has (or not ``suffix``), or a
@@ -547,9 +555,7 @@ def writable(path, flag, folder, image=False, example=None, suffix=None):
                  f"{suffix[1:].upper()}: name it with {suffix}, e.g. {example!r}")
     broken = broken_link(path if folder else path.parent)
     _require(broken is None, f"--{flag}: cannot write {str(path)!r}: {broken}")
-    parent = path if folder else path.parent
-    while not parent.exists():
-        parent = parent.parent
+    parent = nearest_existing(path if folder else path.parent)
     _require(parent.is_dir(), f"--{flag}: cannot write {str(path)!r}: {str(parent)!r} is a "
              f"file, not a folder")
     try:  # a disk mounted read-only refuses root too; "no permission" sent users to chmod

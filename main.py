@@ -145,16 +145,16 @@ def toyfaces(*args, **flags):
     out = Path(values["out_dir"])
     # a finished set, or files this one would not overwrite: new faces would mix with the old,
     # out of step with the CSV (what an interrupted run left is simply written again)
-    def ours(name):  # asked of each file there, not of every face (--num may be huge)
-        stem = name.removesuffix(".jpg")
-        return name.endswith(".jpg") and stem.isascii() and stem.isdigit() and \
-            f"{int(stem):06d}" == stem and int(stem) < values["num"]
-    names = [p.name for p in (out / "faces").iterdir()] if (out / "faces").is_dir() else []
-    others = sorted(name for name in names if not ours(name)  # (a face a kill -9 cut short:
-                    and not (name.startswith(".") and name.endswith(".tmp")))  # drawn again)
     def face_name(name):  # a face of any toyfaces run: 000123.jpg
         stem = name.removesuffix(".jpg")
         return name.endswith(".jpg") and stem.isascii() and stem.isdigit() and len(stem) >= 6
+
+    def ours(name):  # asked of each file there, not of every face (--num may be huge)
+        return face_name(name) and f"{int(name[:-4]):06d}" == name[:-4] and \
+            int(name[:-4]) < values["num"]
+    names = [p.name for p in (out / "faces").iterdir()] if (out / "faces").is_dir() else []
+    others = sorted(name for name in names if not ours(name)  # (a face a kill -9 cut short:
+                    and not (name.startswith(".") and name.endswith(".tmp")))  # drawn again)
     def refuse_if_not_drawn_here(first):
         # files of the faces' names that this seed does not draw are someone's own images
         # (a set named 000000.jpg, ...), not faces of a stopped run to draw again
@@ -185,7 +185,7 @@ def toyfaces(*args, **flags):
                         f"training on it would mix the toy faces with them: pick a new or "
                         f"empty --out-dir")
     need = values["num"] * FACE_BYTES
-    free = shutil.disk_usage(_existing(out)).free
+    free = shutil.disk_usage(config.nearest_existing(out)).free
     if need > free:  # 1e8 faces filled memory with jobs, then the disk
         raise UserError(f"--num={values['num']} faces need about {need / 1e9:,.1f} GB, and "
                         f"the disk of {out} has {free / 1e9:,.1f} GB free: lower --num or pick "
@@ -200,13 +200,6 @@ def toyfaces(*args, **flags):
         raise UserError(f"no space left on the disk of {out} after some of the faces: free "
                         f"some, and the same command again draws the set whole") from None
     print(f"wrote {values['num']} faces to {values['out_dir']}/faces/ and {csv_path}")
-
-
-def _existing(path):
-    """``path``, or the nearest folder above it that exists (where it would be made)."""
-    while not path.exists():
-        path = path.parent
-    return path
 
 
 def _an_image_besides(out, faces):
