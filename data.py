@@ -153,7 +153,8 @@ def open_rgb(path):
             img = ImageOps.exif_transpose(img)
             if img.mode.startswith("I"):  # 16/32-bit grey: scale to 8 bits, not clip
                 arr = np.asarray(img, dtype=np.float64)
-                top = 65535.0 if arr.max() > 255 else 255.0
+                # a 16-bit file is out of 65535 even when dark; 32-bit "I" says no range
+                top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
                 img = Image.fromarray(np.clip(arr * 255.0 / top, 0, 255).astype(np.uint8), "L")
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 img = img.convert("RGBA")

@@ -134,6 +134,9 @@ def test_every_mode_becomes_upright_rgb(messy_dir):
         assert img.mode == "RGB", name
     deep = np.asarray(open_rgb(faces / "deep16.png"))
     assert deep.min() < 10 and deep.max() > 245 and 100 < deep.mean() < 155  # scaled, not clipped
+    dark = faces.parent / "dark16.png"  # a 16-bit photo of a dark scene: all under 256
+    Image.fromarray(np.full((96, 96), 200, np.uint16)).save(dark)
+    assert np.asarray(open_rgb(dark)).max() <= 1  # 200 of 65535: black, not 200 of 255
     rgba = np.asarray(open_rgb(faces / "rgba.png")).astype(int)
     assert (rgba[:, :48] == 255).all()  # transparent pixels put on white, not their black
     opaque = np.asarray(Image.open(faces / "rgba.png").convert("RGB"))[:, 48:]
