@@ -75,12 +75,16 @@ class World:
         if self.size > 1:
             dist.barrier()
 
-    def wait_for_main(self):
-        """A barrier that waits as long as rank 0's slow work takes (up to DECODE_WAIT),
-        through a CPU group of its own: the training's group keeps its short timeout, so
-        a real hang there is still reported."""
-        if self.size > 1:
-            dist.barrier(group=self.waiting)
+    def wait_for_main(self, ok=True):
+        """Rank 0: tell the others its slow work is over, and whether it succeeded (``ok``);
+        the others: wait for that as long as it takes (up to DECODE_WAIT), and return it.
+        Through a CPU group of its own: the training's group keeps its short timeout, so a
+        real hang there is still reported."""
+        if self.size == 1:
+            return ok
+        outcome = torch.tensor([1 if ok else 0])
+        dist.broadcast(outcome, src=0, group=self.waiting)
+        return bool(outcome.item())
 
     def close(self):
         if self.size > 1 and dist.is_initialized():

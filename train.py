@@ -400,11 +400,19 @@ def _train(opt):
         add_spectral_norm(netd)
     low = LowJudge(opt.d_low, opt.ndf) if opt.d_low else None
     if opt.cache:
-        if not world.main:  # rank 0 decodes the images once (for as long as that takes);
-            world.wait_for_main()  # the others then read its cache
-        data = cached_batches(opt, device, progress=lambda it, total: tqdm(
-            it, total=total, desc="decoding images once", unit="image", dynamic_ncols=True,
-            disable=not world.main))
+        # rank 0 decodes the images once (for as long as that takes), the others then read
+        # its cache; when it cannot (a folder of broken files), its error line is the one
+        # said, and the others stop without a word (they waited, and had a traceback)
+        if not world.main and not world.wait_for_main():
+            raise UserError("process 0 could not decode the images")  # said by rank 0 only
+        try:
+            data = cached_batches(opt, device, progress=lambda it, total: tqdm(
+                it, total=total, desc="decoding images once", unit="image",
+                dynamic_ncols=True, disable=not world.main))
+        except BaseException:
+            if world.main:
+                world.wait_for_main(ok=False)
+            raise
         if world.main:
             world.wait_for_main()
     else:

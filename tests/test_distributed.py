@@ -43,6 +43,28 @@ def test_torchrun_two_processes_write_one_set_of_book_checkpoints(toy_dir, tmp_p
               tmp_path / "result.png", 8, 16)
 
 
+@pytest.mark.slow
+def test_a_folder_rank_0_cannot_decode_is_its_one_error_line(tmp_path):
+    """Rank 0 decodes the images while the others wait; a folder of broken files stopped it
+    with its error line, and the others then failed in their wait with a gloo traceback."""
+    faces = tmp_path / "data" / "faces"
+    faces.mkdir(parents=True)
+    for i in range(3):
+        (faces / f"{i}.jpg").write_text("not an image")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(ROOT / "main.py"), "train", f"--data-path={tmp_path / 'data'}", "--nogpu",
+         "--vis=False", "--batch-size=1", "--ngf=8", "--ndf=8",
+         f"--save-path={tmp_path / 'I'}", f"--checkpoint-dir={tmp_path / 'C'}"],
+        capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: none of the 3 image files in {tmp_path / 'data'} could be read: "
+                      f"check that they are real images (e.g. 0.jpg)"]
+    assert "[rank1]" not in result.stderr, result.stderr[-3000:]
+
+
 def _real(rank):
     return torch.rand(4, 3, 96, 96, generator=torch.Generator().manual_seed(100 + rank)) * 2 - 1
 
