@@ -71,6 +71,14 @@ class World:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return t[0].item() == -t[1].item()
 
+    def union(self, items):
+        """The union of every rank's set ``items`` (``items`` itself in a world of one)."""
+        if self.size == 1:
+            return items
+        every = [None] * self.size
+        dist.all_gather_object(every, sorted(items))
+        return set().union(*every)
+
     def barrier(self):
         if self.size > 1:
             dist.barrier()

@@ -611,6 +611,8 @@ def _train(opt):
                 minutes = left * (time.perf_counter() - tic) / done * per_epoch / 60
                 say(f"{counted(left, 'epoch')} left: "
                     + (f"about {minutes:.0f} min" if minutes >= 1 else "under a minute"))
+            if not opt.cache:  # each process met the broken files of its own shard
+                data.skipped = world.union(data.skipped)
             reported = _report_skipped(data.skipped, reported, opt, world)
             if vis is not None and vis.ready():
                 vis.keep()  # the epoch's windows, on the server's disk

@@ -65,6 +65,31 @@ def test_a_folder_rank_0_cannot_decode_is_its_one_error_line(tmp_path):
     assert "[rank1]" not in result.stderr, result.stderr[-3000:]
 
 
+@pytest.mark.slow
+def test_without_the_cache_every_process_lists_the_broken_files_it_met(toy_dir, tmp_path):
+    """With --cache=False each process decodes its own shard of an epoch, and only rank 0's
+    broken files were counted and listed in skipped_files.txt."""
+    faces = tmp_path / "data" / "faces"
+    faces.mkdir(parents=True)
+    for p in sorted((toy_dir / "faces").iterdir())[:18]:
+        shutil.copy(p, faces / p.name)
+    broken = [f"broken{i}.jpg" for i in range(6)]
+    for name in broken:
+        (faces / name).write_text("not an image")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(ROOT / "main.py"), "train", f"--data-path={tmp_path / 'data'}", "--nogpu",
+         "--vis=False", "--cache=False", "--num-workers=0", "--max-epoch=1", "--batch-size=2",
+         "--ngf=8", "--ndf=8", "--seed=0", f"--save-path={tmp_path / 'I'}",
+         f"--checkpoint-dir={tmp_path / 'C'}"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    listed = (tmp_path / "C" / "skipped_files.txt").read_text().split()
+    assert sorted(p.rsplit("/", 1)[-1] for p in listed) == broken  # 24 files: 6 batches of 2 each
+    assert result.stdout.count("skipped 6 unreadable image files") == 1
+
+
 def _real(rank):
     return torch.rand(4, 3, 96, 96, generator=torch.Generator().manual_seed(100 + rank)) * 2 - 1
 
