@@ -633,7 +633,7 @@ def validate(command, opt):
                  f"--save-path {opt.save_path!r} "
                  f"{'is' if grids == data else 'lies inside'} --data-path {opt.data_path!r}: "
                  f"its sample grids would be read as training images; name a folder outside "
-                 f"it (e.g. imgs/)")
+                 f"it (e.g. {_beside(data, 'imgs')}/)")
         _require(opt.num_workers >= 0, f"--num-workers must be 0 or more, not {opt.num_workers}")
         for name in ("lr1", "lr2"):
             _require(getattr(opt, name) > 0, f"--{name} must be positive, not {getattr(opt, name)}")
@@ -728,6 +728,14 @@ def validate(command, opt):
                 f"it holds no {name[:4]}_N.pth or last.pth"))
         broken = broken_link(path)  # asked once, and only of a path that is refused
         raise UserError(f"{flag}: no file {path!r}" + (f" ({broken})" if broken else ""))
+
+
+def _beside(data, name):
+    """A folder ``name`` outside the folder ``data``: in the working folder, or beside
+    ``data`` when the command runs inside it."""
+    if not Path.cwd().resolve().is_relative_to(data):
+        return name
+    return os.path.relpath(data.parent / name)
 
 
 def newest_checkpoint(folder, kind, average=False):

@@ -1,4 +1,7 @@
 """What a user sees when something is wrong: one line, a non-zero exit, no traceback."""
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -589,14 +592,20 @@ def test_visdom_addresses_that_work_are_taken(toy_dir):
                                    vis_server="http://localhost:9999")).vis
 
 
-def test_outputs_inside_the_training_data_are_refused_or_named(tmp_path, toy_dir):
+def test_outputs_inside_the_training_data_are_refused_or_named(tmp_path, toy_dir,
+                                                               monkeypatch):
     """A run's grids in its own data folder were read as training images by the next run
-    (200 faces became 202); generate's faces there would be too."""
+    (200 faces became 202); generate's faces there would be too. The folder the error
+    suggests instead lies outside the data (run from inside it, it was that same imgs/)."""
     before = sorted(p.relative_to(toy_dir) for p in toy_dir.rglob("*"))
-    for inside in (toy_dir / "faces", toy_dir, toy_dir / "grids"):
-        assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
-                               f"--save-path={inside}", f"--checkpoint-dir={tmp_path / 'ck'}"),
-                           "--save-path", "training images")
+    monkeypatch.chdir(toy_dir / "faces")
+    for data, inside in ((toy_dir, toy_dir / "faces"), (toy_dir, toy_dir), (toy_dir, "grids"),
+                         (".", "imgs/")):  # the last: train --data-path=. from the faces
+        r = cli("train", f"--data-path={data}", "--nogpu", "--vis=False",
+                f"--save-path={inside}", f"--checkpoint-dir={tmp_path / 'ck'}")
+        assert_clean_error(r, "--save-path", "training images")
+        suggested = Path(re.search(r"\(e\.g\. (.+)\)$", r.stderr.strip()).group(1)).resolve()
+        assert not suggested.is_relative_to(Path(data).resolve()), r.stderr
     assert sorted(p.relative_to(toy_dir) for p in toy_dir.rglob("*")) == before
     assert not (tmp_path / "ck").exists()
     torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
