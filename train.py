@@ -482,6 +482,12 @@ def _train(opt):
         if Path(saved["data_path"]).resolve() != Path(opt.data_path).resolve():
             say(f"note: the run trained on {saved['data_path']} until step {run.step}; from "
                 f"here it trains on {opt.data_path}")
+        elif state.get("images", data.count) != data.count and saved["cache"] != opt.cache:
+            say(f"note: the run trained with --cache={saved['cache']}, which counted "
+                f"{state['images']} images in {opt.data_path}, and --cache={opt.cache} counts "
+                f"{data.count} (the cache leaves out the unreadable files; without it they "
+                f"count until read): it goes on, but not in the order it would have taken, and "
+                f"this epoch may end early")
         elif state.get("images", data.count) != data.count:
             say(f"note: {opt.data_path} now has {data.count} images, and the run began with "
                 f"{state['images']}: it goes on, but not in the order it would have taken, and "

@@ -541,6 +541,17 @@ def test_resuming_on_a_folder_with_another_image_count_says_so(toy_dir, tmp_path
     out = capsys.readouterr().out
     assert "now has 48 images, and the run began with 32" in out
     assert torch.load(ckpt / "last.pth", weights_only=False)["images"] == 48
+    # a broken file is left out by the cache and counted without it: the folder has not
+    # changed since, and the note says the switch is why the count differs
+    (data / "faces" / "broken.jpg").write_text("not an image")
+    train_module.train(parse("train", dict(resume=str(ckpt / "last.pth"), max_epoch=4)))
+    assert "now has" not in capsys.readouterr().out
+    train_module.train(parse("train", dict(resume=str(ckpt / "last.pth"), max_epoch=5,
+                                           cache=False, num_workers=0)))
+    out = capsys.readouterr().out
+    assert "now has" not in out
+    assert (f"the run trained with --cache=True, which counted 48 images in {data}, and "
+            f"--cache=False counts 49") in out
 
 
 @pytest.mark.slow
