@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from ema import measure_batchnorm
-from errors import DiskFull, UserError, counted, stop_signals
+from errors import DiskFull, UserError, counted, link_fault, special_kind, stop_signals
 from model import NetD, NetG
 
 
@@ -102,11 +102,29 @@ def stops_put_off():
         _resume_stops(deferred)
 
 
-def _atomic_write(path, write):
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``. A stop (Ctrl-C,
-    SIGTERM) while the temporary file is made waits until the clean-up below would remove
-    it: between its creation and the ``try``, it was left behind."""
+def write_target(path):
+    """The file that writing ``path`` replaces: the one a symbolic link leads to (the link
+    stays; renaming onto it replaced the link with a file). A device, a named pipe or a
+    socket there is refused: renaming onto it replaced it (``/dev/null`` became a PNG)."""
     path = Path(path)
+    if path.is_symlink():
+        if not path.exists():
+            fault = link_fault(path, repr(str(path)))
+            if "loop" in fault:
+                raise UserError(f"{fault}: point it at a file, or name another path")
+        path = Path(os.path.realpath(path))
+    kind = special_kind(path)
+    if kind:
+        raise UserError(f"cannot write {str(path)!r}: it is {kind}, not a file: name a file")
+    return path
+
+
+def _atomic_write(path, write):
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path`` (or the file it
+    links to). A stop (Ctrl-C, SIGTERM) while the temporary file is made waits until the
+    clean-up below would remove it: between its creation and the ``try``, it was left
+    behind."""
+    path = write_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = None
     try:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import torch
 
 import augment
-from errors import UserError, link_fault, listed
+from errors import UserError, link_fault, listed, special_kind
 
 
 def _opt(default, help, kind=None):
@@ -539,12 +539,22 @@ def writable(path, flag, folder, image=False, example=None, suffix=None):
     folder without write permission."""
     named_folder = str(path).endswith(("/", os.sep))
     path = Path(path)
+    if not folder and not named_folder and path.is_symlink():  # written through, to its file
+        import checkpoint
+        try:
+            path = checkpoint.write_target(path)
+        except UserError as e:
+            raise UserError(f"--{flag}: {e}") from None
     if folder:
         _require(not path.exists() or path.is_dir(),
                  f"--{flag}: {str(path)!r} is a file, not a folder: name a folder")
     else:
         _require(not path.is_dir() and not named_folder, f"--{flag}: {str(path)!r} is a folder: "
                  f"name a file in it, e.g. {str(path / example)!r}")
+    if not folder:
+        kind = special_kind(path)
+        _require(kind is None, f"--{flag}: cannot write {str(path)!r}: it is {kind}, not a "
+                 f"file: name a file, e.g. {example!r}")
     if image:
         import checkpoint
         _require(checkpoint.image_format(path) is not None,

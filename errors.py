@@ -45,6 +45,23 @@ def link_fault(link, name=None):
     return f"{name} is a link to {os.readlink(link)}, which does not exist"
 
 
+def special_kind(path):
+    """What ``path`` is when it exists but is neither a regular file nor a folder ("a device",
+    "a named pipe", "a socket"), as words; None otherwise (a link is followed)."""
+    import stat
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return None
+
+
 class UserError(Exception):
     """A mistake in the input; the message says what is wrong and what to do."""
 

@@ -442,3 +442,35 @@ def test_a_file_name_of_249_characters_is_saved(tmp_path):
         assert (tmp_path / name).read_bytes() == b"x"
         if len(name) < 20:
             assert seen["tmp"].startswith(f".{name}.")
+
+
+def test_a_link_is_written_through_and_a_pipe_or_a_loop_is_refused(tmp_path):
+    """Every file is renamed into place: onto a link, that replaced the link with a file (its
+    target kept the old picture); onto a device or named pipe, it replaced them (as root,
+    --gen-img=/dev/null turned /dev/null into a PNG). generate refuses before drawing."""
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "link.png").symlink_to(tmp_path / "kept" / "result.png")
+    checkpoint.save_bytes(b"first", tmp_path / "link.png")
+    checkpoint.save_bytes(b"second", tmp_path / "link.png")
+    assert (tmp_path / "link.png").is_symlink()
+    assert (tmp_path / "kept" / "result.png").read_bytes() == b"second"
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "loop1.png").symlink_to(tmp_path / "loop2.png")
+    (tmp_path / "loop2.png").symlink_to(tmp_path / "loop1.png")
+    for name, fault in (("pipe.png", "is a named pipe"), ("loop1.png", "loop of symbolic links")):
+        with pytest.raises(UserError, match=fault):
+            checkpoint.save_bytes(b"x", tmp_path / name)
+    assert (tmp_path / "pipe.png").is_fifo() and (tmp_path / "loop1.png").is_symlink()
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    for name, fault in (("pipe.png", "is a named pipe"), ("loop1.png", "loop of symbolic links")):
+        r = cli("generate", "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}", "--gen-num=4",
+                "--seed=1", f"--gen-img={tmp_path / name}")
+        assert_clean_error(r, "--gen-img", fault)
+        assert "wrote" not in r.stdout
+    r = cli("generate", "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}", "--gen-num=4",
+            "--seed=1", f"--gen-img={tmp_path / 'link.png'}")
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "kept" / "result.png").size == checkpoint.grid_size(4)
+    assert (tmp_path / "link.png").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "kept", "link.png", "loop1.png", "loop2.png", "netg.pth", "pipe.png"]
