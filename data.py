@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
 from distributed import is_main_process
-from errors import UserError, counted, link_fault, listed
+from errors import UserError, counted, link_fault, listed, special_kind
 
 # image files ImageFolder passes over (.jfif and .jpe: JPEGs under the names some browsers save)
 UNREAD_KINDS = {".gif", ".avif", ".heic", ".jxl", ".jfif", ".jpe"}
@@ -147,6 +147,9 @@ def to_unit_range(img):
 
 def open_rgb(path):
     """Decode any image file to an upright RGB PIL image; raises on unreadable files."""
+    kind = special_kind(path)
+    if kind:  # a named pipe called x.jpg: opening it waited for a writer, for ever
+        raise OSError(f"{path} is {kind}, not an image file")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PIL's palette/EXIF chatter
         with Image.open(path) as img:

@@ -149,6 +149,28 @@ def test_every_mode_becomes_upright_rgb(messy_dir):
     assert np.abs(upright.mean(2) - original.mean(2)).mean() < 12
 
 
+def test_a_named_pipe_among_the_images_is_skipped_not_waited_on(tmp_path):
+    """A named pipe called x.jpg: opening it waits for a writer, so decoding the folder hung
+    at its last image, without a word."""
+    import os
+    import threading
+    pipe = tmp_path / "pipe.jpg"
+    os.mkfifo(pipe)
+    failed = []
+
+    def decode():
+        try:
+            open_rgb(pipe)
+        except OSError as e:
+            failed.append(str(e))
+    reader = threading.Thread(target=decode, daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():  # let it go: a writer that opens and closes the pipe
+        os.close(os.open(pipe, os.O_WRONLY))
+    assert failed and "named pipe" in failed[0]
+
+
 @pytest.mark.parametrize("cache", [True, False])
 def test_all_bad_folder_is_a_clear_error(tmp_path, cache):
     faces = tmp_path / "bad" / "faces"
