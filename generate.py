@@ -364,6 +364,12 @@ def generate(opt):
         ranks = None  # best first
     if opt.out_dir:  # before anything is written
         refuse_earlier_faces(opt.out_dir, _face_names(seeds))
+        grid = Path(opt.gen_img).resolve()
+        if grid.parent == Path(opt.out_dir).resolve() and \
+                grid.name in _face_names(seeds):  # the face would replace the grid
+            raise UserError(f"--gen-img {opt.gen_img!r} is the name of one of --out-dir's "
+                            f"files: name the grid otherwise, e.g. "
+                            f"{str(Path(opt.out_dir) / 'grid.png')!r}")
     checkpoint.save_grid(images, opt.gen_img)
     print(f"wrote {opt.gen_img}: {counted(len(images), 'face')}{picked}")
     if opt.out_dir:

@@ -191,6 +191,21 @@ def _pixels(path):
     return np.asarray(Image.open(path).convert("RGB"))
 
 
+def test_a_grid_named_like_one_of_the_faces_is_refused(tmp_path):
+    """--gen-img=od/face_000_seed1.png with --out-dir=od: the face was written over the grid,
+    and generate said it had written the grid."""
+    g, _ = _save_nets(tmp_path)
+    od = tmp_path / "od"
+    r = cli("generate", "--nogpu", f"--netg-path={g}", "--seed=1", "--gen-num=4",
+            f"--out-dir={od}", f"--gen-img={od / 'face_000_seed1.png'}")
+    assert_clean_error(r, "--gen-img", "--out-dir", str(od / "grid.png"))
+    assert not od.exists()
+    r = cli("generate", "--nogpu", f"--netg-path={g}", "--seed=1", "--gen-num=4",
+            f"--out-dir={od}", f"--gen-img={od / 'grid.png'}")  # another name there is fine
+    assert r.returncode == 0, r.stderr
+    assert Image.open(od / "grid.png").size == grid_size(4)
+
+
 def test_manifest_seeds_draw_the_same_faces_again(tmp_path):
     g, d = _save_nets(tmp_path)
     first = tmp_path / "first"
