@@ -339,6 +339,7 @@ def _say_unused_with_seeds(opt):
 
 def generate(opt):
     _refuse_large_grid(opt)
+    _refuse_training_images(opt, ("--gen-img", opt.gen_img))
     device = resolve_device(opt.gpu)
     faces = Faces.load(opt.netg_path, opt.netd_path, device, mean=opt.gen_mean,
                        std=opt.gen_std, batch_size=opt.batch_size)
@@ -380,14 +381,28 @@ def generate(opt):
     return images, scores, seeds
 
 
-def _say_if_training_data(opt, *paths):
-    """A note for each output that lies in the training images' folder (--data-path, data/
-    by default), where train reads every image, in every subfolder."""
+def _in_training_data(opt, path):
+    """Whether train would read ``path`` (a folder, or a file of an image's name) as one of
+    the training images of --data-path (data/ by default), which takes every subfolder's."""
     from data import is_image_name  # what train reads (not a .gif, not a hidden file)
     data = Path(opt.data_path).resolve()
+    read = path and (Path(path).is_dir() or is_image_name(Path(path).name))
+    return bool(read and data.is_dir() and Path(path).resolve().is_relative_to(data))
+
+
+def _refuse_training_images(opt, *files):
+    """Before any work: an output file that exists among the training images is one of
+    them (or an earlier output the note below asked to move out); writing replaced it."""
+    for flag, path in files:
+        if path and Path(path).is_file() and _in_training_data(opt, path):
+            raise UserError(f"{flag} {path!r} is one of the training images in "
+                            f"{opt.data_path} (--data-path): name a path outside it")
+
+
+def _say_if_training_data(opt, *paths):
+    """A note for each output that lies in the training images' folder."""
     for path in paths:
-        read = path and (Path(path).is_dir() or is_image_name(Path(path).name))
-        if read and data.is_dir() and Path(path).resolve().is_relative_to(data):
+        if _in_training_data(opt, path):
             print(f"note: {path} lies inside {opt.data_path}, the training images' folder "
                   f"(--data-path): train would read these faces as training images; move them "
                   f"out before training there")
@@ -425,6 +440,7 @@ def interpolate(opt):
     _refuse_large_sheet(opt, out, len(opt.seeds) - 1 if opt.seeds else 1)
     if opt.gif:
         _refuse_large_gif(opt)
+    _refuse_training_images(opt, ("--out", out))
     device = resolve_device(opt.gpu)
     faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
                        batch_size=opt.batch_size)

@@ -618,6 +618,17 @@ def test_outputs_inside_the_training_data_are_refused_or_named(tmp_path, toy_dir
     assert "wrote" in r.stdout and "1 face for seed 1" in r.stdout
     notes = [line for line in r.stdout.splitlines() if "training images" in line]
     assert len(notes) == 1 and str(inside / "grid.png") in notes[0]  # not the kept faces
+    # an image that is already there is a training image (or that grid, asked to be moved
+    # out): writing over it lost it, and the note came after
+    face = inside / "000001.jpg"
+    face.write_bytes((toy_dir / "faces" / "000001.jpg").read_bytes())
+    for command, flag in (("generate", "--gen-img"), ("interpolate", "--out")):
+        for path in (face, inside / "grid.png"):
+            before = path.read_bytes()
+            r = cli(command, "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}", "--seeds=1,2",
+                    f"--data-path={tmp_path / 'data'}", f"{flag}={path}")
+            assert_clean_error(r, flag, "one of the training images", "outside it")
+            assert path.read_bytes() == before
 
 
 def test_a_no_flag_takes_a_value_too(toy_dir):
