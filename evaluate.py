@@ -61,7 +61,23 @@ def _real_images(opt, seed):
     return real, other, num
 
 
+def _refuse_other_json(out):
+    """An existing --out that evaluate did not write (a run's options.json, say) is kept:
+    the figures replaced it."""
+    try:
+        earlier = json.loads(Path(out).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError):
+        earlier = None
+    if not (isinstance(earlier, dict) and {"netg_path", "num"} <= earlier.keys()):
+        raise UserError(f"--out {str(out)!r} holds something other than evaluate's figures: "
+                        f"name another file, e.g. metrics.json")
+
+
 def evaluate(opt):
+    out = opt.out or UNSET_MEANS["evaluate", "out"]
+    _refuse_other_json(out)
     device = resolve_device(opt.gpu)
     seed = opt.seed if opt.seed is not None else UNSET_MEANS["evaluate", "seed"]
     wanted = [m.strip() for m in opt.metrics.split(",") if m.strip()]
@@ -131,7 +147,6 @@ def evaluate(opt):
             report["kid"] = kernel_inception_distance(feats["real"], feats["fake"], seed=seed)
             report["kid_floor"] = kernel_inception_distance(feats["real"], feats["other"],
                                                             seed=seed)
-    out = opt.out or UNSET_MEANS["evaluate", "out"]
     checkpoint.save_text(json.dumps(report, indent=2), out)
 
     print(f"{num} generated vs {num} real images ({opt.data_path}):")

@@ -10,7 +10,7 @@ import torch
 from metrics import laplacian_pyramid, swd
 from toyfaces import face
 
-from conftest import cli, tiny_nets
+from conftest import assert_clean_error, cli, tiny_nets
 
 
 def _faces(seed, count, keep=None):
@@ -223,6 +223,17 @@ def test_evaluate_on_a_small_folder_halves_num_and_says_so(toy_dir, tmp_path):
     assert "note: 32 faces a side is a small sample, and the figures below move by chance" \
         in r.stdout  # --num=1 printed SWDs and a 100% clear share without a word
     assert json.loads(out.read_text())["num"] == 32
+    # its own figures are written over; another file's JSON (a run's options.json) is kept
+    r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
+            f"--data-path={toy_dir}", "--num=8", "--metrics=swd", f"--out={out}")
+    assert r.returncode == 0 and json.loads(out.read_text())["num"] == 8, r.stderr
+    options = tmp_path / "options.json"
+    for text in ('{"batch_size": 16, "ngf": 32}', "not json"):
+        options.write_text(text)
+        r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
+                f"--data-path={toy_dir}", "--num=8", "--metrics=swd", f"--out={options}")
+        assert_clean_error(r, "--out", "other than evaluate's figures")
+        assert options.read_text() == text
 
 
 def test_evaluate_without_the_cache_compares_the_same_images_and_writes_nothing(tmp_path):
