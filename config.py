@@ -185,8 +185,9 @@ def _coerce(name, value, kind, nullable=True):
                             f"not {shown!r}") from None
         if not seeds:
             raise UserError(f"{flag}= names no seed: give some, e.g. {flag}=17,42")
-        if any(not 0 <= s < 2**63 for s in seeds):
-            raise UserError(f"{flag} takes seeds from 0 to 2**63-1, e.g. 17,42")
+        wrong = [s for s in seeds if not 0 <= s < 2**63]
+        if wrong:
+            raise UserError(f"{flag} takes seeds from 0 to 2**63-1, e.g. 17,42, not {wrong[0]}")
         return seeds
     if kind == "resume" and isinstance(value, bool):  # a bare --resume
         return value or None

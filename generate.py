@@ -326,15 +326,17 @@ def _say_scale_unused(opt, outputs):
               f"grid: it is drawn 96 pixels a face")
 
 
-def _say_unused_with_seeds(opt):
-    """--seeds names the faces: the flags that choose them otherwise play no part."""
+def _say_unused_with_seeds(opt, does=None):
+    """--seeds names the faces: the flags that choose them otherwise play no part.
+    ``does``: what the command does with the seeds (generate's: draws their faces)."""
     unused = [name for name in ("gen_num", "gen_search_num", "seed")
               if opt.seeds and name in getattr(opt, "given", ())]
     if unused:
         flags = listed("--" + name.replace("_", "-") for name in unused)
+        does = does or (f"draws the {counted(len(opt.seeds), 'face')} of the seeds it names, "
+                        f"in that order")
         print(f"note: {flags} {'is' if len(unused) == 1 else 'are'} not used with --seeds: "
-              f"it draws the {counted(len(opt.seeds), 'face')} of the seeds it names, in that "
-              f"order")
+              f"it {does}")
 
 
 def generate(opt):
@@ -445,6 +447,7 @@ def interpolate(opt):
     faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
                        batch_size=opt.batch_size)
     _say_scale_unused(opt, [("gif", "--gif's frames")])  # as generate's: once G loaded
+    _say_unused_with_seeds(opt, "morphs between the seeds it names")
     same = [a for a, b in zip(opt.seeds or (), (opt.seeds or ())[1:]) if a == b]
     if same:  # a row of one face repeated: no morph at all
         print(f"note: --seeds names {same[0]} twice in a row: that row is {opt.steps} copies "

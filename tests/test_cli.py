@@ -727,6 +727,7 @@ def test_seeds_written_in_exponent_form_are_taken_as_seed_takes_them(tmp_path):
     assert (tmp_path / "e.png").read_bytes() == (tmp_path / "plain.png").read_bytes()
     assert_clean_error(cli("generate", "--nogpu", g, "--seeds=1.5"), "--seeds", "not '1.5'")
     assert_clean_error(cli("generate", "--nogpu", g, "--seeds="), "--seeds= names no seed")
+    assert_clean_error(cli("generate", "--nogpu", g, "--seeds=7,-1"), "--seeds", "not -1")
 
 
 def test_make_clean_removes_the_demos_and_keeps_your_runs(tmp_path):

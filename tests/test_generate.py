@@ -396,8 +396,14 @@ def test_interpolation_without_seeds_names_the_seed_that_draws_it_again(tmp_path
     r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--steps=3", f"--seed={seed}",
             f"--out={tmp_path / 'again.png'}")
     assert r.returncode == 0, r.stderr
-    assert f"seeds {seed} -> {seed + 1}" in r.stdout
+    assert f"seeds {seed} -> {seed + 1}" in r.stdout and "note:" not in r.stdout
     assert np.array_equal(_pixels(tmp_path / "fresh.png"), _pixels(tmp_path / "again.png"))
+    # --seed beside --seeds plays no part, as in generate: said, not passed over in silence
+    r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--steps=3", f"--seed={seed}",
+            "--seeds=1,2", f"--out={tmp_path / 'named.png'}")
+    assert r.returncode == 0, r.stderr
+    assert "note: --seed is not used with --seeds: it morphs between the seeds it names" \
+        in r.stdout and "seeds 1 -> 2" in r.stdout
 
 
 def test_api_on_a_device_the_machine_lacks_says_so(tmp_path, monkeypatch):
