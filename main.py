@@ -246,6 +246,8 @@ def _say_once(line):
 
 
 def main(argv):
+    if len(argv) > 2 and argv[1] == "help" and argv[2] in COMMANDS:  # help generate
+        argv = [argv[0], argv[2], "--help"]
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         # asked for, the help is the answer; with no command at all it is a usage error (a
         # script that forgot its command must not pass for one that ran)

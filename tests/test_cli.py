@@ -107,6 +107,10 @@ def test_no_command_is_a_usage_error_and_help_is_not():
     for asked in ("help", "--help", "-h"):
         page = cli(asked)
         assert page.returncode == 0 and "Commands: train" in page.stdout and not page.stderr
+    # git's and pip's way: `help generate` is generate's page, as `generate --help` is
+    page = cli("help", "generate")
+    assert page.returncode == 0 and page.stdout == cli("generate", "--help").stdout
+    assert "--gen-search-num" in page.stdout
 
 
 @pytest.mark.slow
