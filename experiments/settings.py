@@ -506,6 +506,9 @@ def _refuse_runs_of_other_flags(args, seeds):
 def main():
     args = _parser().parse_args()
     seeds = _check(args)
+    if args.report and not any(Path(args.out).glob("*_seed*/metrics_ema.json")):
+        raise UserError(f"--report: nothing is measured in {args.out} yet: run the sweep "
+                        f"first (the same command without --report)")
     if args.data == TOY and not (Path(TOY) / "attributes.csv").is_file():
         Path(args.out).mkdir(parents=True, exist_ok=True)
         _cli("toyfaces", f"--out-dir={args.data}", "--num=10000", "--seed=0",

@@ -259,6 +259,7 @@ def test_paths_are_taken_from_the_folder_the_sweep_is_run_in(toy_dir, tmp_path):
     ("--data=nosuch", ["--data", "nosuch"]),
     ("--ema=0", ["--ema", "less than 1", "not 0.0"]),  # no average: no metrics_ema.json
     ("--ema=1", ["--ema", "not 1.0"]),
+    ("--report", ["--report", "nothing is measured", "without --report"]),  # was an empty table
 ])
 def test_a_mistake_in_the_flags_is_one_line_before_any_run(toy_dir, tmp_path, flag, said):
     """A KeyError, ValueError or FileNotFoundError traceback, some after the settings before
