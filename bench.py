@@ -206,24 +206,14 @@ def one(args):
     print(json.dumps(result))
 
 
-def _true_or_false(text):
-    """--gpu's value: a typo is an error, not the CPU."""
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"takes true or false, not {text!r}")
-
-
 def _device(gpu):
-    """The device --gpu asks for, or one error line (bench.py's flag is --gpu=false, not the
-    --nogpu that main.py's message names)."""
+    """The device --gpu asks for, or one error line."""
     from config import resolve_device
     from errors import UserError
     try:
         return resolve_device(gpu)
     except UserError as e:
-        sys.exit(f"error: {str(e).replace('--nogpu', '--gpu=false')}")
+        sys.exit(f"error: {e}")
 
 
 def main():
@@ -246,8 +236,7 @@ def main():
                         help="batches timed (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="alternating runs per variant (default: %(default)s)")
-    parser.add_argument("--gpu", default=None, type=_true_or_false,
-                        help="true: CUDA, false: CPU; unset: CUDA when available")
+    parser.add_gpu_flags(None, "true: CUDA, false: CPU; unset: CUDA when available")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--cache-sizes", default=None,
                         help="instead: our loop on synthetic caches of these many images, e.g. "

@@ -15,10 +15,39 @@ import sys
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse for bench.py, visualize.py and experiments/settings.py: a mistake in the flags
-    is one line, as every command's (argparse printed its usage above its own line)."""
+    is one line, as every command's (argparse printed its usage above its own line); a flag
+    may be spelt with underscores (--batch_size), as main.py takes it."""
 
     def error(self, message):
         self.exit(2, f"error: {message}; see --help\n")
+
+    def parse_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        return super().parse_args([_dashed(a) for a in args], namespace)
+
+    def add_gpu_flags(self, default, help):
+        """--gpu, --gpu=true/false and --nogpu, as main.py takes them."""
+        self.add_argument("--gpu", nargs="?", const=True, default=default, type=true_or_false,
+                          help=help)
+        self.add_argument("--nogpu", dest="gpu", action="store_const", const=False,
+                          help="the same as --gpu=false (default: not given)")
+
+
+def _dashed(arg):
+    """``--batch_size=4`` as ``--batch-size=4``; anything else as it is."""
+    if not arg.startswith("--"):
+        return arg
+    name, equals, value = arg.partition("=")
+    return name.replace("_", "-") + equals + value
+
+
+def true_or_false(text):
+    """A yes-or-no flag's value, in any case: a typo is an error, not a silent no."""
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"takes true or false, not {text!r}")
 
 
 def counted(n, noun, plural=None):

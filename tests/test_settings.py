@@ -273,6 +273,24 @@ def test_a_mistake_in_the_flags_is_one_line_before_any_run(toy_dir, tmp_path, fl
     assert not (tmp_path / "sweep" / "book_seed0").exists()
 
 
+def test_the_scripts_take_main_pys_spellings_of_their_flags(toy_dir, tmp_path):
+    """--batch_size (the book's spelling, which main.py takes), --nogpu and --amp=false were
+    refused by settings.py and bench.py ('unrecognized arguments', 'invalid choice')."""
+    import subprocess
+    from conftest import ROOT
+    r = _settings("--batch_size=8", "--nogpu", "--amp=false", "--report", f"--data={toy_dir}",
+                  f"--out={tmp_path / 'none'}", cwd=tmp_path)
+    assert r.stderr.strip().splitlines() == [  # the flags were read: the next check speaks
+        f"error: --report: nothing is measured in {tmp_path / 'none'} yet: run the sweep "
+        f"first (the same command without --report)"]
+    for device in ("--nogpu", "--gpu=False"):
+        r = subprocess.run([sys.executable, str(ROOT / "bench.py"), "--batch_size=4", device,
+                            "--measure=0"], cwd=tmp_path, text=True, capture_output=True)
+        assert r.stderr.strip() == "error: --measure must be at least 1, not 0", r.stderr
+    r = _settings("--amp=maybe", cwd=tmp_path)
+    assert r.returncode == 2 and "--amp: takes true or false, not 'maybe'" in r.stderr
+
+
 @pytest.mark.slow
 def test_time_measures_again_when_run_again(toy_dir, tmp_path):
     """The timing's run stayed in timing/NAME, so --time a second time (after a change, or on
