@@ -299,7 +299,7 @@ def folder_batches(opt):
 # ---------------------------------------------------------------------------------------------
 # The fast path: decode every image once into a uint8 array cached beside the data.
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the key holds each file's change time; 16-bit grey read out of 65535
 
 
 def _decode(job):
@@ -382,12 +382,15 @@ def cache_places(root, image_size):
 
 
 def cache_key(root, files, image_size):
-    """A digest of the file list, sizes and mtimes: any change gives another key."""
+    """A digest of the file list, sizes, modification and change times: any change gives
+    another key. (A file replaced by one of the same size with its old modification time
+    kept, as cp -p, rsync -t or an unzip do, changes only the change time: the old
+    pixels were reused without a word.)"""
     h = hashlib.sha1(f"v{CACHE_VERSION} {image_size}".encode())
     for p in files:
         try:
             st = p.stat()
-            mark = f"{st.st_size}\0{st.st_mtime_ns}"
+            mark = f"{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}"
         except OSError:  # a link to nothing: skipped as unreadable, like a broken image
             mark = "missing"
         # a name in another encoding (a Shift-JIS zip unpacked here) as its bytes: encoding it

@@ -146,6 +146,17 @@ def test_cache_is_reused_and_rebuilt_when_the_folder_changes(tmp_path, toy_dir):
     (root / "faces" / "extra.png").write_bytes(
         sorted((toy_dir / "faces").iterdir())[40].read_bytes())
     assert len(build_cache(root, 96, workers=1)[0]) == 21
+    # replaced by a file of the same size with the old date kept (cp -p, rsync -t, an
+    # unzip): the old pixels were reused without a word
+    bmp = root / "faces" / "zz.bmp"  # sorted last; a BMP's size is its side's alone
+    faces = sorted((toy_dir / "faces").iterdir())
+    Image.open(faces[50]).save(bmp)
+    before, dated = build_cache(root, 96, workers=1)[0], bmp.stat()
+    Image.open(faces[51]).save(bmp)
+    assert bmp.stat().st_size == dated.st_size
+    os.utime(bmp, ns=(dated.st_atime_ns, dated.st_mtime_ns))
+    after = build_cache(root, 96, workers=1)[0]
+    assert not np.array_equal(after[-1], before[-1]) and np.array_equal(after[:-1], before[:-1])
 
 
 def test_the_books_imagefolder_still_reads_a_cached_folder(toy_dir):
