@@ -5,7 +5,7 @@ folder that holds the images directly works too. Every image goes through the ar
 transform: Resize(96), CenterCrop(96), ToTensor, Normalize(0.5, 0.5) -> [-1, 1].
 
 Crawled folders hold broken files: anything that cannot be decoded is skipped and reported,
-and images of any mode (grayscale, palette, RGBA, CMYK, 16-bit) become RGB.
+and images of any mode (grayscale, palette, RGBA, CMYK, 16-bit, float) become RGB.
 """
 import atexit
 import errno
@@ -154,10 +154,14 @@ def open_rgb(path):
         warnings.simplefilter("ignore")  # PIL's palette/EXIF chatter
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)
-            if img.mode.startswith("I"):  # 16/32-bit grey: scale to 8 bits, not clip
-                arr = np.asarray(img, dtype=np.float64)
-                # a 16-bit file is out of 65535 even when dark; 32-bit "I" says no range
-                top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+            if img.mode.startswith("I") or img.mode == "F":  # 16/32-bit or float grey: scale
+                arr = np.nan_to_num(np.asarray(img, dtype=np.float64))  # to 8 bits, not clip
+                # a 16-bit file is out of 65535 even when dark; 32-bit "I" says no range, and
+                # a float one is most often out of 1 (it became black)
+                if img.mode.startswith("I;16") or arr.max() > 255:
+                    top = 65535.0
+                else:
+                    top = 1.0 if img.mode == "F" and arr.max() <= 1 else 255.0
                 img = Image.fromarray(np.clip(arr * 255.0 / top, 0, 255).astype(np.uint8), "L")
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 img = img.convert("RGBA")

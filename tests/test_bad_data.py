@@ -137,6 +137,9 @@ def test_every_mode_becomes_upright_rgb(messy_dir):
     dark = faces.parent / "dark16.png"  # a 16-bit photo of a dark scene: all under 256
     Image.fromarray(np.full((96, 96), 200, np.uint16)).save(dark)
     assert np.asarray(open_rgb(dark)).max() <= 1  # 200 of 65535: black, not 200 of 255
+    floats = faces.parent / "float.tif"  # 32-bit float grey from 0 to 1: it became black
+    Image.fromarray(np.linspace(0, 1, 96 * 96, dtype=np.float32).reshape(96, 96)).save(floats)
+    assert np.array_equal(np.asarray(open_rgb(floats)), deep)
     rgba = np.asarray(open_rgb(faces / "rgba.png")).astype(int)
     assert (rgba[:, :48] == 255).all()  # transparent pixels put on white, not their black
     opaque = np.asarray(Image.open(faces / "rgba.png").convert("RGB"))[:, 48:]
