@@ -36,12 +36,11 @@ def _real_images(opt, seed):
         array, _ = build_cache(opt.data_path, opt.image_size, files=files)
     total = len(array) if opt.cache else len(files)
     order = torch.randperm(total, generator=torch.Generator().manual_seed(seed)).numpy()
-    num = opt.num
+    num, notes = opt.num, []  # the notes once the images are known to be enough
     if total < 2 * num:
         num = total // 2
-        if num:  # none: refused below, without a note before it
-            print(f"note: {opt.data_path} has {counted(total, 'image')}; comparing {num} (the "
-                  f"floor needs two disjoint real sets)")
+        notes.append(f"note: {opt.data_path} has {counted(total, 'image')}; comparing {num} "
+                     f"(the floor needs two disjoint real sets)")
     if not opt.cache:
         from tqdm import tqdm
         rows, picked = decode_in_order(
@@ -50,12 +49,14 @@ def _real_images(opt, seed):
                 dynamic_ncols=True, leave=False))
         if len(rows) < 2 * num:
             num = len(rows) // 2
-            print(f"note: only {len(rows)} of its {total} images could be read; comparing "
-                  f"{num}")
+            notes.append(f"note: only {len(rows)} of its {total} images could be read; "
+                         f"comparing {num}")
         array, order = dict(zip(picked, rows)), np.array(picked, dtype=np.int64)
     if num < 1:
         raise UserError(f"{opt.data_path} has fewer than two readable images: evaluate compares "
                         f"two disjoint real sets, so it needs at least two (ideally 2 x --num)")
+    for note in notes:
+        print(note)
     real = torch.from_numpy(np.stack([array[i] for i in np.sort(order[:num])]))
     other = torch.from_numpy(np.stack([array[i] for i in np.sort(order[num:2 * num])]))
     return real, other, num

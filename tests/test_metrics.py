@@ -266,6 +266,13 @@ def test_evaluate_on_a_folder_with_one_readable_image_says_so(tmp_path, cache):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "fewer than two readable images" in r.stderr and not (tmp_path / "m.json").exists()
+    assert "note:" not in r.stdout  # "comparing 0" above the refusal (without the cache)
+    (folder / "faces" / "good2.png").write_bytes((folder / "faces" / "good.png").read_bytes())
+    (folder / "faces" / "bad2.png").write_text("not an image")
+    r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}", f"--data-path={folder}",
+            "--num=8", "--metrics=swd", f"--cache={cache}", f"--out={tmp_path / 'm.json'}")
+    assert r.returncode == 0, r.stderr  # two readable: one a side, with the notes that say so
+    assert "comparing 1" in r.stdout and json.loads((tmp_path / "m.json").read_text())["num"] == 1
 
 
 def test_evaluate_skips_modes_where_there_is_no_attributes_csv(toy_dir, tmp_path):
