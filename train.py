@@ -28,7 +28,7 @@ from tqdm import tqdm
 import checkpoint
 import distributed
 from augment import DiffAugment, parse as parse_augment
-from config import beside_flags, lies_elsewhere, quoted, saved_options, use_bf16
+from config import beside_flags, lies_elsewhere, quoted, saved_options, shown, use_bf16
 from curves import LossLog, read_rows
 from data import cached_batches, folder_batches
 from ema import EMA
@@ -772,7 +772,7 @@ def _report_skipped(skipped, reported, opt, world, write=True):
             _write_skipped(skipped, opt)
         else:
             listing = f"{listing} once training starts"
-        names = ", ".join(Path(p).name for p in sorted(skipped)[:3])
+        names = ", ".join(shown(Path(p).name) for p in sorted(skipped)[:3])
         print(f"skipped {counted(len(skipped), 'unreadable image file')} (e.g. {names}); "
               f"full list in {listing}", flush=True)
     return len(skipped)
@@ -787,11 +787,17 @@ def _skipped_before(opt, files):
         names = {os.fsdecode(line) for line in listing.read_bytes().splitlines()}
     except OSError:
         return set()
-    return {str(p) for p in files} & names
+    return {str(p) for p in files if _listed(p) in names}
+
+
+def _listed(path):
+    """``path`` as skipped_files.txt lists it: one to a line (a name with a newline in it
+    quoted, as the shell reads it back; it took two lines)."""
+    return str(path) if "\n" not in str(path) and "\r" not in str(path) else quoted(path)
 
 
 def _write_skipped(skipped, opt):
-    checkpoint.save_text("".join(f"{p}\n" for p in sorted(skipped)),
+    checkpoint.save_text("".join(f"{_listed(p)}\n" for p in sorted(skipped)),
                          Path(opt.checkpoint_dir) / "skipped_files.txt")
 
 

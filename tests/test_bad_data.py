@@ -126,6 +126,26 @@ def test_names_in_another_encoding_train_and_are_listed_as_they_are(toy_dir, tmp
     assert not (ckpt / "skipped_files.txt").exists()
 
 
+def test_a_name_with_a_newline_keeps_the_message_and_the_list_one_line_a_file(toy_dir,
+                                                                           tmp_path, capsys):
+    """A broken file named with a newline split the one-line message in two, and took two
+    lines of skipped_files.txt (neither of them its name)."""
+    faces = tmp_path / "set" / "faces"
+    faces.mkdir(parents=True)
+    for p in sorted((toy_dir / "faces").iterdir())[:8]:
+        (faces / p.name).write_bytes(p.read_bytes())
+    (faces / "two\nlines.jpg").write_text("not an image")
+    (faces / "zz.jpg").write_text("not an image")
+    ckpt = tmp_path / "ck"
+    train_module.train(parse("train", dict(
+        data_path=str(tmp_path / "set"), gpu=False, vis=False, max_epoch=1, batch_size=4,
+        ngf=8, ndf=8, seed=0, checkpoint_dir=str(ckpt), save_path=str(ckpt))))
+    said = [line for line in capsys.readouterr().out.splitlines() if "skipped" in line]
+    assert len(said) == 1 and "(e.g. $'two\\x0alines.jpg', zz.jpg)" in said[0], said
+    assert (ckpt / "skipped_files.txt").read_text().splitlines() == [
+        f"$'{faces}/two\\x0alines.jpg'", f"{faces}/zz.jpg"]  # as the shell reads it back
+
+
 def test_every_mode_becomes_upright_rgb(messy_dir):
     faces = messy_dir / "faces"
     for name in ("gray.png", "rgba.png", "palette.png", "cmyk.jpg", "deep16.png", "tiny.png",
