@@ -108,11 +108,17 @@ def write_target(path):
     socket there is refused: renaming onto it replaced it (``/dev/null`` became a PNG)."""
     path = Path(path)
     if path.is_symlink():
-        if not path.exists():
+        target = Path(os.path.realpath(path))
+        if not path.exists():  # a link to a file to be made is fine where its folder is
             fault = link_fault(path, repr(str(path)))
-            if "loop" in fault:
+            # a link into a disk not mounted made the folders and hid the file under them
+            if "loop" not in fault and not target.parent.is_dir():
+                fault += " (a disk not mounted?)"
+            elif "loop" not in fault:
+                fault = None
+            if fault:
                 raise UserError(f"{fault}: point it at a file, or name another path")
-        path = Path(os.path.realpath(path))
+        path = target
     kind = special_kind(path)
     if kind:
         raise UserError(f"cannot write {str(path)!r}: it is {kind}, not a file: name a file")

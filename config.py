@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import torch
 
 import augment
-from errors import UserError, link_fault, listed, special_kind
+from errors import UserError, link_fault, listed
 
 
 def _opt(default, help, kind=None):
@@ -553,7 +553,7 @@ def writable(path, flag, folder, image=False, example=None, suffix=None):
     folder without write permission."""
     named_folder = str(path).endswith(("/", os.sep))
     path = Path(path)
-    if not folder and not named_folder and path.is_symlink():  # written through, to its file
+    if not folder and not named_folder:  # a link is written through, to its file
         import checkpoint
         try:
             path = checkpoint.write_target(path)
@@ -565,10 +565,6 @@ def writable(path, flag, folder, image=False, example=None, suffix=None):
     else:
         _require(not path.is_dir() and not named_folder, f"--{flag}: {str(path)!r} is a folder: "
                  f"name a file in it, e.g. {str(path / example)!r}")
-    if not folder:
-        kind = special_kind(path)
-        _require(kind is None, f"--{flag}: cannot write {str(path)!r}: it is {kind}, not a "
-                 f"file: name a file, e.g. {example!r}")
     if image:
         import checkpoint
         _require(checkpoint.image_format(path) is not None,

@@ -457,12 +457,16 @@ def test_a_link_is_written_through_and_a_pipe_or_a_loop_is_refused(tmp_path):
     os.mkfifo(tmp_path / "pipe.png")
     (tmp_path / "loop1.png").symlink_to(tmp_path / "loop2.png")
     (tmp_path / "loop2.png").symlink_to(tmp_path / "loop1.png")
-    for name, fault in (("pipe.png", "is a named pipe"), ("loop1.png", "loop of symbolic links")):
+    # a link into a disk not mounted: writing through made its folders, the file hidden
+    (tmp_path / "usb.png").symlink_to(tmp_path / "mnt" / "usb" / "result.png")
+    refused = (("pipe.png", "is a named pipe"), ("loop1.png", "loop of symbolic links"),
+               ("usb.png", "a disk not mounted"))
+    for name, fault in refused:
         with pytest.raises(UserError, match=fault):
             checkpoint.save_bytes(b"x", tmp_path / name)
     assert (tmp_path / "pipe.png").is_fifo() and (tmp_path / "loop1.png").is_symlink()
     torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
-    for name, fault in (("pipe.png", "is a named pipe"), ("loop1.png", "loop of symbolic links")):
+    for name, fault in refused:
         r = cli("generate", "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}", "--gen-num=4",
                 "--seed=1", f"--gen-img={tmp_path / name}")
         assert_clean_error(r, "--gen-img", fault)
@@ -473,4 +477,7 @@ def test_a_link_is_written_through_and_a_pipe_or_a_loop_is_refused(tmp_path):
     assert Image.open(tmp_path / "kept" / "result.png").size == checkpoint.grid_size(4)
     assert (tmp_path / "link.png").is_symlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "kept", "link.png", "loop1.png", "loop2.png", "netg.pth", "pipe.png"]
+        "kept", "link.png", "loop1.png", "loop2.png", "netg.pth", "pipe.png", "usb.png"]
+    (tmp_path / "kept" / "result.png").unlink()  # a link to a file not yet made: made there
+    checkpoint.save_bytes(b"third", tmp_path / "link.png")
+    assert (tmp_path / "kept" / "result.png").read_bytes() == b"third"
