@@ -66,10 +66,14 @@ def _refuse_other_json(out):
     """An existing --out that evaluate did not write (a run's options.json, say) is kept:
     the figures replaced it."""
     try:
-        earlier = json.loads(Path(out).read_text(encoding="utf-8"))
+        text = Path(out).read_text(encoding="utf-8")
     except FileNotFoundError:
         return
-    except (OSError, ValueError):
+    if not text.strip():  # an empty file (touch metrics.json, mktemp) holds nothing to keep
+        return
+    try:
+        earlier = json.loads(text)
+    except ValueError:
         earlier = None
     if not (isinstance(earlier, dict) and {"netg_path", "num"} <= earlier.keys()):
         raise UserError(f"--out {str(out)!r} holds something other than evaluate's figures: "

@@ -234,6 +234,11 @@ def test_evaluate_on_a_small_folder_halves_num_and_says_so(toy_dir, tmp_path):
                 f"--data-path={toy_dir}", "--num=8", "--metrics=swd", f"--out={options}")
         assert_clean_error(r, "--out", "other than evaluate's figures")
         assert options.read_text() == text
+    empty = tmp_path / "made.json"  # touch made.json, or mktemp: nothing to keep
+    empty.write_text("")
+    r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
+            f"--data-path={toy_dir}", "--num=8", "--metrics=swd", f"--out={empty}")
+    assert r.returncode == 0 and json.loads(empty.read_text())["num"] == 8, r.stderr
 
 
 def test_evaluate_without_the_cache_compares_the_same_images_and_writes_nothing(tmp_path):
