@@ -19,6 +19,7 @@ its seed to a manifest; ``--seeds`` draws chosen faces again.
 import csv
 import io
 import random
+import re
 from pathlib import Path
 
 import torch
@@ -252,6 +253,9 @@ def _refuse_large_sheet(opt, out, rows):
                     f"or name a format without that limit, such as .png")
 
 
+FACE_NAME = re.compile(r"face_\d+_seed\d+\.png")  # --out-dir's faces (_face_names)
+
+
 def _face_names(seeds):
     """The files of --out-dir: the place of the face (best first by D; with --seeds, the
     order typed) and the seed that draws it."""
@@ -342,6 +346,11 @@ def _say_unused_with_seeds(opt, does=None):
 def generate(opt):
     _refuse_large_grid(opt)
     _refuse_training_images(opt, ("--gen-img", opt.gen_img))
+    grid = Path(opt.gen_img).resolve()
+    if opt.out_dir and grid.parent == Path(opt.out_dir).resolve() and \
+            FACE_NAME.fullmatch(grid.name):  # a face would be written over the grid
+        raise UserError(f"--gen-img {opt.gen_img!r} is named as --out-dir's faces are: name "
+                        f"the grid otherwise, e.g. {str(Path(opt.out_dir) / 'grid.png')!r}")
     device = resolve_device(opt.gpu)
     faces = Faces.load(opt.netg_path, opt.netd_path, device, mean=opt.gen_mean,
                        std=opt.gen_std, batch_size=opt.batch_size)
@@ -367,12 +376,6 @@ def generate(opt):
         ranks = None  # best first
     if opt.out_dir:  # before anything is written
         refuse_earlier_faces(opt.out_dir, _face_names(seeds))
-        grid = Path(opt.gen_img).resolve()
-        if grid.parent == Path(opt.out_dir).resolve() and \
-                grid.name in _face_names(seeds):  # the face would replace the grid
-            raise UserError(f"--gen-img {opt.gen_img!r} is the name of one of --out-dir's "
-                            f"files: name the grid otherwise, e.g. "
-                            f"{str(Path(opt.out_dir) / 'grid.png')!r}")
     checkpoint.save_grid(images, opt.gen_img)
     print(f"wrote {opt.gen_img}: {counted(len(images), 'face')}{picked}")
     if opt.out_dir:
@@ -397,8 +400,9 @@ def _refuse_training_images(opt, *files):
     them (or an earlier output the note below asked to move out); writing replaced it."""
     for flag, path in files:
         if path and Path(path).is_file() and _in_training_data(opt, path):
-            raise UserError(f"{flag} {path!r} is one of the training images in "
-                            f"{opt.data_path} (--data-path): name a path outside it")
+            raise UserError(f"{flag} {path!r} already lies among the training images in "
+                            f"{opt.data_path} (--data-path), which train reads as one of them: "
+                            f"name a path outside it")
 
 
 def _say_if_training_data(opt, *paths):

@@ -631,7 +631,7 @@ def test_outputs_inside_the_training_data_are_refused_or_named(tmp_path, toy_dir
             before = path.read_bytes()
             r = cli(command, "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}", "--seeds=1,2",
                     f"--data-path={tmp_path / 'data'}", f"{flag}={path}")
-            assert_clean_error(r, flag, "one of the training images", "outside it")
+            assert_clean_error(r, flag, "already lies among the training images", "outside it")
             assert path.read_bytes() == before
 
 

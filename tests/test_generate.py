@@ -201,6 +201,9 @@ def test_a_grid_named_like_one_of_the_faces_is_refused(tmp_path):
     assert_clean_error(r, "--gen-img", "--out-dir", str(od / "grid.png"))
     assert not od.exists()
     r = cli("generate", "--nogpu", f"--netg-path={g}", "--seed=1", "--gen-num=4",
+            f"--out-dir={od}", f"--gen-img={od / 'face_002_seed9.png'}")  # before any drawing
+    assert_clean_error(r, "--gen-img", "named as --out-dir's faces are")
+    r = cli("generate", "--nogpu", f"--netg-path={g}", "--seed=1", "--gen-num=4",
             f"--out-dir={od}", f"--gen-img={od / 'grid.png'}")  # another name there is fine
     assert r.returncode == 0, r.stderr
     assert Image.open(od / "grid.png").size == grid_size(4)
