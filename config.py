@@ -751,11 +751,11 @@ def validate(command, opt):
 
 
 def _beside(data, name):
-    """A folder ``name`` outside the folder ``data``: in the working folder, or beside
-    ``data`` when the command runs inside it."""
-    if not Path.cwd().resolve().is_relative_to(data):
-        return name
-    return os.path.relpath(data.parent / name)
+    """A folder outside the folder ``data``, as a path from here: ``name`` in the working
+    folder, or beside ``data`` (with ``data``'s name before it where ``name`` is ``data``)."""
+    for place in (Path(name), data.parent / name, data.parent / f"{data.name}-{name}"):
+        if not place.resolve().is_relative_to(data):
+            return str(place) if place == Path(name) else os.path.relpath(place)
 
 
 def newest_checkpoint(folder, kind, average=False):

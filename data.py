@@ -155,7 +155,8 @@ def open_rgb(path):
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)
             if img.mode.startswith("I") or img.mode == "F":  # 16/32-bit or float grey: scale
-                arr = np.nan_to_num(np.asarray(img, dtype=np.float64))  # to 8 bits, not clip
+                arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0,
+                                    neginf=0.0)  # to 8 bits, not clip
                 # a 16-bit file is out of 65535 even when dark; 32-bit "I" says no range, and
                 # a float one is most often out of 1 (it became black)
                 if img.mode.startswith("I;16") or arr.max() > 255:

@@ -160,6 +160,10 @@ def test_every_mode_becomes_upright_rgb(messy_dir):
     floats = faces.parent / "float.tif"  # 32-bit float grey from 0 to 1: it became black
     Image.fromarray(np.linspace(0, 1, 96 * 96, dtype=np.float32).reshape(96, 96)).save(floats)
     assert np.array_equal(np.asarray(open_rgb(floats)), deep)
+    spotted = np.linspace(0, 1, 96 * 96, dtype=np.float32).reshape(96, 96)
+    spotted[0, :3] = np.inf, -np.inf, np.nan  # a few bad pixels: black, the rest as before
+    Image.fromarray(spotted).save(floats)
+    assert np.array_equal(np.asarray(open_rgb(floats))[1:], deep[1:])
     rgba = np.asarray(open_rgb(faces / "rgba.png")).astype(int)
     assert (rgba[:, :48] == 255).all()  # transparent pixels put on white, not their black
     opaque = np.asarray(Image.open(faces / "rgba.png").convert("RGB"))[:, 48:]

@@ -603,13 +603,16 @@ def test_outputs_inside_the_training_data_are_refused_or_named(tmp_path, toy_dir
     suggests instead lies outside the data (run from inside it, it was that same imgs/)."""
     before = sorted(p.relative_to(toy_dir) for p in toy_dir.rglob("*"))
     monkeypatch.chdir(toy_dir / "faces")
+    (toy_dir / "faces" / "imgs").mkdir()  # a data folder named imgs, inside the faces
     for data, inside in ((toy_dir, toy_dir / "faces"), (toy_dir, toy_dir), (toy_dir, "grids"),
-                         (".", "imgs/")):  # the last: train --data-path=. from the faces
+                         (".", "imgs/"),  # train --data-path=. from the faces
+                         ("imgs", "imgs/grids"), ("..", "x")):
         r = cli("train", f"--data-path={data}", "--nogpu", "--vis=False",
                 f"--save-path={inside}", f"--checkpoint-dir={tmp_path / 'ck'}")
         assert_clean_error(r, "--save-path", "training images")
         suggested = Path(re.search(r"\(e\.g\. (.+)\)$", r.stderr.strip()).group(1)).resolve()
         assert not suggested.is_relative_to(Path(data).resolve()), r.stderr
+    (toy_dir / "faces" / "imgs").rmdir()
     assert sorted(p.relative_to(toy_dir) for p in toy_dir.rglob("*")) == before
     assert not (tmp_path / "ck").exists()
     torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
