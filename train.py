@@ -482,7 +482,9 @@ def _train(opt):
         if Path(saved["data_path"]).resolve() != Path(opt.data_path).resolve():
             say(f"note: the run trained on {saved['data_path']} until step {run.step}; from "
                 f"here it trains on {opt.data_path}")
-        elif state.get("images", data.count) != data.count and saved["cache"] != opt.cache:
+        elif saved["cache"] != opt.cache and state.get("images", data.count) != data.count \
+                and abs(data.count - state["images"]) == len(data.skipped):
+            # the counts differ by the unreadable files alone: the cache leaves them out
             say(f"note: the run trained with --cache={saved['cache']}, which counted "
                 f"{state['images']} images in {opt.data_path}, and --cache={opt.cache} counts "
                 f"{data.count} (the cache leaves out the unreadable files; without it they "

@@ -552,6 +552,13 @@ def test_resuming_on_a_folder_with_another_image_count_says_so(toy_dir, tmp_path
     assert "now has" not in out
     assert (f"the run trained with --cache=True, which counted 48 images in {data}, and "
             f"--cache=False counts 49") in out
+    # switched back with images added meanwhile: the folder's change is what the note names
+    for path in sorted((toy_dir / "faces").glob("*.jpg"))[48:51]:
+        (data / "faces" / path.name).write_bytes(path.read_bytes())
+    train_module.train(parse("train", dict(resume=str(ckpt / "last.pth"), max_epoch=6,
+                                           cache=True)))
+    out = capsys.readouterr().out
+    assert "now has 51 images, and the run began with 49" in out and "--cache=" not in out
 
 
 @pytest.mark.slow
