@@ -236,7 +236,7 @@ def main():
                         help="batches timed (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="alternating runs per variant (default: %(default)s)")
-    parser.add_gpu_flags(None, "true: CUDA, false: CPU; unset: CUDA when available")
+    parser.add_switch("gpu", None, "true: CUDA, false: CPU; unset: CUDA when available")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--cache-sizes", default=None,
                         help="instead: our loop on synthetic caches of these many images, e.g. "

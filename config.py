@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import torch
 
 import augment
-from errors import UserError, link_fault, listed
+from errors import UserError, link_fault, listed, yes_or_no
 
 
 def _opt(default, help, kind=None):
@@ -202,14 +202,10 @@ def _coerce(name, value, kind, nullable=True):
                                if kind == "resume" else ""))
         return os.path.expanduser(str(value))  # the shell leaves ~ after = alone
     if kind is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("true", "yes", "1"):
-            return True
-        if text in ("false", "no", "0"):
-            return False
-        raise UserError(f"{flag} takes True or False, not {value!r}")
+        answer = value if isinstance(value, bool) else yes_or_no(value)
+        if answer is None:
+            raise UserError(f"{flag} takes True or False, not {value!r}")
+        return answer
     shown = ",".join(map(str, value)) if isinstance(value, tuple) else \
         f"[{','.join(map(str, value))}]" if isinstance(value, list) else value  # as typed
     if isinstance(value, bool) and kind in (int, float):  # a bare --batch-size: True to fire

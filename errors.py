@@ -25,12 +25,12 @@ class OneLineParser(argparse.ArgumentParser):
         args = sys.argv[1:] if args is None else list(args)
         return super().parse_args([_dashed(a) for a in args], namespace)
 
-    def add_gpu_flags(self, default, help):
-        """--gpu, --gpu=true/false and --nogpu, as main.py takes them."""
-        self.add_argument("--gpu", nargs="?", const=True, default=default, type=true_or_false,
-                          help=help)
-        self.add_argument("--nogpu", dest="gpu", action="store_const", const=False,
-                          help="the same as --gpu=false (default: not given)")
+    def add_switch(self, name, default, help):
+        """--NAME, --NAME=true/false and --noNAME, as main.py takes a yes-or-no flag."""
+        self.add_argument(f"--{name}", nargs="?", const=True, default=default,
+                          type=true_or_false, metavar="{True,False}", help=help)
+        self.add_argument(f"--no{name}", dest=name, action="store_const", const=False,
+                          help=f"the same as --{name}=false (default: not given)")
 
 
 def _dashed(arg):
@@ -41,13 +41,20 @@ def _dashed(arg):
     return name.replace("_", "-") + equals + value
 
 
+def yes_or_no(text):
+    """A yes-or-no flag's value as written (true, False, yes, 0, ...): True, False, or None
+    for anything else (a typo must be an error, not a silent no)."""
+    text = str(text).strip().lower()
+    return True if text in ("true", "yes", "1") else False if text in ("false", "no", "0") \
+        else None
+
+
 def true_or_false(text):
-    """A yes-or-no flag's value, in any case: a typo is an error, not a silent no."""
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"takes true or false, not {text!r}")
+    """argparse's type for a yes-or-no flag."""
+    answer = yes_or_no(text)
+    if answer is None:
+        raise argparse.ArgumentTypeError(f"takes true or false, not {text!r}")
+    return answer
 
 
 def counted(n, noun, plural=None):

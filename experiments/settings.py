@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TOY = str(ROOT / "data" / "toy")  # the default --data, made if it is missing
 sys.path.insert(0, str(ROOT))
 from errors import (OneLineParser, Terminated, UserError, outlive_reader,  # noqa: E402
-                    stop_signals, true_or_false)
+                    stop_signals)
 
 AUG = "color,translation,cutout"
 MODERN = dict(g_every=1, lr1=2e-4, lr2=2e-4, loss="hinge", sn=True, diffaug=AUG, beta1=0.0,
@@ -405,9 +405,8 @@ def _parser():
                         help="equal time instead of equal images: each setting trains the "
                         "epochs its speed (--time) fits into this many minutes (default: "
                         "unset, --epochs)")
-    parser.add_argument("--amp", default=None, type=true_or_false, metavar="{True,False}",
-                        help="bf16 autocast on or off (False: the fp32 path of AVX2 CPUs; "
-                        "default: unset, train's own choice)")
+    parser.add_switch("amp", None, "bf16 autocast on or off (False: the fp32 path of AVX2 "
+                      "CPUs; default: unset, train's own choice)")
     parser.add_argument("--seeds", default="0,1,2",
                         help="seeds to train each setting with (default: %(default)s)")
     parser.add_argument("--only", default=",".join(SETTINGS), metavar="NAMES",
@@ -419,7 +418,7 @@ def _parser():
     parser.add_argument("--data", default=TOY,
                         help="image folder, DIR/faces/*.jpg (default: %(default)s, the toy "
                         "set, made if it is missing)")
-    parser.add_gpu_flags(False, "train and evaluate on CUDA (default: the CPU)")
+    parser.add_switch("gpu", False, "train and evaluate on CUDA (default: the CPU)")
     parser.add_argument("--width", type=int, default=32,
                         help="ngf and ndf (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=64,

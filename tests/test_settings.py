@@ -287,6 +287,9 @@ def test_the_scripts_take_main_pys_spellings_of_their_flags(toy_dir, tmp_path):
         r = subprocess.run([sys.executable, str(ROOT / "bench.py"), "--batch_size=4", device,
                             "--measure=0"], cwd=tmp_path, text=True, capture_output=True)
         assert r.stderr.strip() == "error: --measure must be at least 1, not 0", r.stderr
+    r = _settings("--batch_size=8", "--gpu=false", "--noamp", "--report", f"--data={toy_dir}",
+                  f"--out={tmp_path / 'none'}", cwd=tmp_path)
+    assert "nothing is measured" in r.stderr, r.stderr
     r = _settings("--amp=maybe", cwd=tmp_path)
     assert r.returncode == 2 and "--amp: takes true or false, not 'maybe'" in r.stderr
 
