@@ -1,5 +1,5 @@
 # make demo   - install, draw the toy face set, train on it on the CPU, generate result.png
-# make demo-long - the same with a recipe that draws clearer faces in 2.5 times the minutes
+# make demo-long - the same with a recipe that draws clearer faces in 2-2.5 times the minutes
 # make test   - install, run the tests
 # make test-fast - all tests but the slow ones, for the edit-test loop
 # make eval   - also install the optional FID/KID network (requirements-eval.txt)
@@ -7,7 +7,7 @@
 # make visdom - start a visdom server on 127.0.0.1:8097 that needs no network
 #               (make visdom VISDOM_PORT=8098: on another port)
 # make clean  - remove what the demos wrote: result.png, result-long.png (also generate's
-#               default --gen-img), checkpoints/demo*, imgs/demo*; your runs stay
+#               default --gen-img), checkpoints/demo{,-long}, imgs/demo{,-long}; your runs stay
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -32,7 +32,7 @@ DEMO_LAST := 4
 
 # The longer demo, for a faster machine or more patience: the second judge of each face pooled
 # to 12x12 with DiffAugment translation only (no colour changes), D and that judge trained
-# every second batch, 16 epochs. About 2.5 times the demo's minutes (computing as AVX2-only),
+# every second batch, 16 epochs. About 2.5 times the demo's training minutes (as AVX2-only),
 # for clearer faces in the set's own colours (four seeds: 19% clear, SWD 25, against the
 # demo's 9-13% and 31-35; docs/EXPERIMENTS.md). Its own folders and result-long.png.
 DEMO_LONG_CK := checkpoints/demo-long
