@@ -81,7 +81,7 @@ class Config:
                           "(generate; explore: also a checkpoint folder, its newest)", kind="path")
     netd_path: str = _opt(None, "discriminator weights to start from (train) or rank the "
                           "samples with (generate; explore: also a folder)", kind="path")
-    seed: int = _opt(None, "random seed, 0 to 2**62; unset: a fresh one, printed (train: "
+    seed: int = _opt(None, "random seed, 0 to 2**31; unset: a fresh one, printed (train: "
                      "and saved in options.json; evaluate: 0)", kind=int)
     resume: str = _opt(None, "--resume: continue from CHECKPOINT_DIR/last.pth; --resume=PATH: "
                        "from that full state", kind="resume")
@@ -185,9 +185,9 @@ def _coerce(name, value, kind, nullable=True):
                             f"not {shown!r}") from None
         if not seeds:
             raise UserError(f"{flag}= names no seed: give some, e.g. {flag}=17,42")
-        wrong = [s for s in seeds if not 0 <= s < 2**63]
+        wrong = [s for s in seeds if not 0 <= s < SEEDS]
         if wrong:
-            raise UserError(f"{flag} takes seeds from 0 to 2**63-1, e.g. 17,42, not {wrong[0]}")
+            raise UserError(f"{flag} takes seeds from 0 to 2**32-1, e.g. 17,42, not {wrong[0]}")
         return seeds
     if kind == "resume" and isinstance(value, bool):  # a bare --resume
         return value or None
@@ -525,7 +525,10 @@ def broken_link(path):
 
 MAX_NOISE = 1000  # --gen-mean, --gen-std
 MAX_SCALE, MAX_STEPS = 32, 256  # beyond them an image or a morph outgrows any memory
-MAX_SEED = 2**62  # faces are drawn from seeds SEED, SEED+1, ...: all stay below 2**63
+# torch's CPU generator reads the low 32 bits of a seed: seeds 2**32 apart drew one face (and
+# trained one run), so a seed is below SEEDS, and a first seed at most MAX_SEED: the faces of
+# SEED, SEED+1, ... stay below SEEDS for any count a machine can draw
+SEEDS, MAX_SEED = 2**32, 2**31
 # each command's output paths: (option, whether it names a folder, a file name for it)
 OUTPUTS = {"train": (("save_path", True, None), ("checkpoint_dir", True, None)),
            "generate": (("gen_img", False, "result.png"), ("out_dir", True, None)),
@@ -628,7 +631,7 @@ def validate(command, opt):
         value = getattr(opt, name)
         _require(value >= 1, f"--{name.replace('_', '-')} must be at least 1, not {value}")
     _require(opt.seed is None or 0 <= opt.seed <= MAX_SEED,
-             f"--seed takes a number from 0 to 2**62, not {opt.seed}")
+             f"--seed takes a number from 0 to 2**31, not {opt.seed}")
     if command in ("train", "evaluate"):
         _require(opt.image_size == 96, f"--image-size must be 96 (the networks draw 96x96 "
                  f"images), not {opt.image_size}")

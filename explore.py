@@ -165,7 +165,7 @@ def build_page(explorer, gr):
             start = start or 0
             if not (math.isfinite(start) and start == int(start)
                     and 0 <= start <= config.MAX_SEED):
-                raise gr.Error(f"the first seed must be a whole number from 0 to 2**62, not "
+                raise gr.Error(f"the first seed must be a whole number from 0 to 2**31, not "
                                f"{start:g}", print_exception=False)  # the page says it
             start = int(start)
             items, seeds, after = explorer.page(start, only_best)

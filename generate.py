@@ -18,6 +18,7 @@ its seed to a manifest; ``--seeds`` draws chosen faces again.
 """
 import csv
 import io
+import operator
 import random
 import re
 from pathlib import Path
@@ -27,7 +28,8 @@ from PIL import Image
 
 import checkpoint
 from checkpoint import grid_size, to_uint8
-from config import UNSET_MEANS, Config, refuse_earlier_faces, resolve_device
+from config import (MAX_SCALE, MAX_STEPS, SEEDS, UNSET_MEANS, Config, refuse_earlier_faces,
+                    resolve_device)
 from errors import UserError, counted, listed
 
 SEARCH_BAR = 4096  # generate shows a progress bar when D ranks more faces than this
@@ -50,13 +52,37 @@ MEMINFO = "/proc/meminfo"
 PROC_CGROUP, CGROUP = "/proc/self/cgroup", "/sys/fs/cgroup"
 
 
+def whole(value, what, low, high, high_text=None):
+    """``value`` as an int (numpy's and torch's integers too), or a ValueError that says
+    ``what`` takes a whole number from ``low`` to ``high`` (written ``high_text``)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or not low <= number <= high:
+        raise ValueError(f"{what} is a whole number from {low} to {high_text or high}, not "
+                         f"{value!r}")
+    return number
+
+
+def _listed_seeds(seeds):
+    """``seeds`` (any iterable of seeds) as a list; one seed alone is a mistake said so."""
+    try:
+        return list(seeds)
+    except TypeError:
+        raise ValueError(f"seeds is a list of seeds, e.g. [17, 42], not {seeds!r}") from None
+
+
 def noise(seeds, nz, mean=0.0, std=1.0):
     """One latent (nz, 1, 1) per seed, from N(mean, std), on the CPU. A seed is a whole
-    number from 0 to 2**63-1, as --seeds takes (torch took -1 as another seed's, and 2**64
-    as an overflow deep inside it)."""
-    for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**63:
-            raise ValueError(f"a seed is a whole number from 0 to 2**63-1, not {s!r}")
+    number from 0 to 2**32-1, as --seeds takes: torch took -1 as another seed's, 2**64 as an
+    overflow deep inside it, and reads only a seed's low 32 bits (seeds 17 and 2**32 + 17
+    drew one face)."""
+    seeds = [whole(s, "a seed", 0, SEEDS - 1, "2**32-1") for s in seeds]
+    if not seeds:
+        raise ValueError("no seeds: name at least one")
     return torch.stack([torch.randn(nz, 1, 1, generator=torch.Generator().manual_seed(s))
                         for s in seeds]) * std + mean
 
@@ -92,14 +118,20 @@ class Faces:
         self.device = torch.device(device)
         self.netg = netg.to(self.device).eval()
         self.netd = netd.to(self.device).eval() if netd is not None else None
-        self.mean, self.std, self.batch_size = mean, std, batch_size
+        self.mean, self.std = mean, std
+        self.batch_size = whole(batch_size, "batch_size", 1, 2**20)
 
     @classmethod
     def load(cls, netg_path, netd_path=None, device=None, **kwargs):
         """From book-format files (netg_N.pth) or a full training state (last.pth). From a
         last.pth of a run with --ema, G is its moving average (``averaged`` says so), as
         netg_ema_N.pth would give: the copy that drew the run's sample grids."""
-        device = torch.device(device) if device else resolve_device(None)
+        try:
+            device = torch.device(device) if device else resolve_device(None)
+        except RuntimeError:  # "gpu", "CPU": torch's list of every device type it knows
+            raise UserError(f"device={device!r}: Faces draws on 'cpu' or 'cuda'") from None
+        if device.type == "cpu":
+            device = torch.device("cpu")  # "cpu:0" is the CPU too (torch.load refused it)
         # said of the machine, not blamed on the file (torch's error on loading)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise UserError(f"device={str(device)!r}: no CUDA device is available here; use "
@@ -133,27 +165,34 @@ class Faces:
         return torch.cat(out)
 
     def tensors(self, seeds):
-        """The faces of ``seeds``: a tensor (N, 3, 96, 96) in [-1, 1]."""
-        return self._draw(noise(list(seeds), self.netg.nz, self.mean, self.std))
+        """The faces of ``seeds`` (a list of seeds): a tensor (N, 3, 96, 96) in [-1, 1]."""
+        return self._draw(noise(_listed_seeds(seeds), self.netg.nz, self.mean, self.std))
 
     def morph(self, seeds, steps):
         """Faces morphing from each seed to the next: a tensor (len(seeds) - 1, steps, 3, 96,
         96), both ends of each row included, the ends the seeds' own faces."""
-        z = noise(list(seeds), self.netg.nz, self.mean, self.std)
+        steps, seeds = whole(steps, "steps", 2, MAX_STEPS), _listed_seeds(seeds)
+        if len(seeds) < 2:
+            raise ValueError(f"a morph goes from seed to seed: name at least two, not {seeds!r}")
+        z = noise(seeds, self.netg.nz, self.mean, self.std)
         faces = self._draw(slerp_path(z, steps))
         return faces.view(len(z) - 1, steps, *faces.shape[1:])
 
     @torch.no_grad()
     def scores(self, faces):
         """D's scores of ``faces`` (N, 3, 96, 96) on the CPU; NaN without a D."""
+        if not (isinstance(faces, torch.Tensor) and faces.dim() == 4
+                and tuple(faces.shape[1:]) == (3, 96, 96)):
+            given = tuple(faces.shape) if isinstance(faces, torch.Tensor) else type(faces)
+            raise ValueError(f"faces is a tensor (N, 3, 96, 96), as tensors() gives, not "
+                             f"{given!r}")
         if self.netd is None:
             return torch.full((len(faces),), float("nan"))
         return self.netd(faces.to(self.device)).float().cpu()
 
     def images(self, seeds, scale=1, resample="nearest"):
         """The faces of ``seeds`` as PIL images, ``scale`` times 96 pixels wide."""
-        if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-            raise ValueError(f"scale is a whole number of at least 1, not {scale!r}")
+        scale = whole(scale, "scale", 1, MAX_SCALE)
         if resample not in ("nearest", "lanczos"):
             raise ValueError(f"resample is 'nearest' or 'lanczos', not {resample!r}")
         return [to_pil(face, scale, resample) for face in self.tensors(seeds)]
@@ -165,7 +204,10 @@ class Faces:
         Returns (faces, scores, seeds), best first. Without a D, the first ``num`` seeds.
         ``progress`` wraps the batches' iterator (e.g. tqdm) and is given their count.
         """
-        if num < 1 or self.netd is not None and num > search_num:  # (it returned fewer)
+        num, search_num = whole(num, "num", 1, 2**31), whole(search_num, "search_num", 1, 2**31)
+        first_seed = whole(first_seed, "first_seed", 0, SEEDS - max(num, search_num),
+                           f"2**32 less the faces drawn, {SEEDS - max(num, search_num)}")
+        if self.netd is not None and num > search_num:  # (it returned fewer)
             raise ValueError(f"best keeps num of search_num faces D ranks: 1 <= num <= "
                              f"search_num, not num={num} and search_num={search_num}")
         if self.netd is None:

@@ -140,7 +140,7 @@ def toyfaces(*args, **flags):
     if values["num"] < 1:
         raise UserError(f"--num must be at least 1, not {values['num']}")
     if not 0 <= values["seed"] <= config.MAX_SEED:  # as every other command's --seed
-        raise UserError(f"--seed takes a number from 0 to 2**62, not {values['seed']}")
+        raise UserError(f"--seed takes a number from 0 to 2**31, not {values['seed']}")
     config.writable(values["out_dir"], "out-dir", folder=True)
     out = Path(values["out_dir"])
     # a finished set, or files this one would not overwrite: new faces would mix with the old,

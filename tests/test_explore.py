@@ -251,7 +251,7 @@ def test_a_first_seed_out_of_range_is_said_on_the_page_alone(page, served):
         page.click("#show")
         page.wait_for_function(
             "document.body.innerText.includes('the first seed must be a whole number from 0 "
-            f"to 2**62, {shown}')", timeout=60000)
+            f"to 2**31, {shown}')", timeout=60000)
         page.reload()
     assert "Traceback" not in log.read_text()
 

@@ -1,5 +1,6 @@
 """generate and interpolate: the best faces by D, seeds that draw a face again, morphs, API."""
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -417,9 +418,13 @@ def test_api_on_a_device_the_machine_lacks_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match="device='cuda': no CUDA device is available here"):
         Faces.load(g, device="cuda")
-    with pytest.raises(UserError, match="'cpu' or 'cuda'"):
-        Faces.load(g, device="mps")
+    for device in ("mps", "gpu"):  # "gpu": torch's own error listing its device types
+        with pytest.raises(UserError, match="'cpu' or 'cuda'"):
+            Faces.load(g, device=device)
     assert Faces.load(g, device="cpu").tensors([1]).shape == (1, 3, 96, 96)
+    # "cpu:0" is the CPU (it was blamed on the file: "truncated or not a PyTorch checkpoint")
+    assert torch.equal(Faces.load(g, device="cpu:0").tensors([1]),
+                       Faces.load(g, device="cpu").tensors([1]))
 
 
 def test_api_refuses_what_the_command_line_refuses(tmp_path):
@@ -428,12 +433,28 @@ def test_api_refuses_what_the_command_line_refuses(tmp_path):
     fewer faces than asked without a word."""
     g, d = _save_nets(tmp_path)
     faces = Faces.load(g, d, device="cpu")
-    for seeds in ([-1], [2**64], [1.5], [True]):
-        with pytest.raises(ValueError, match="a seed is a whole number from 0 to 2"):
+    # 2**32 + 17: torch reads a seed's low 32 bits, so it drew seed 17's face
+    for seeds in ([-1], [2**64], [2**32 + 17], [1.5], [True]):
+        with pytest.raises(ValueError, match="a seed is a whole number from 0 to 2\\*\\*32-1"):
             faces.tensors(seeds)
-    for scale in (0, 2.5):
-        with pytest.raises(ValueError, match="scale is a whole number of at least 1"):
+    for scale in (0, 2.5, 1000):
+        with pytest.raises(ValueError, match="scale is a whole number from 1 to 32"):
             faces.images([1], scale=scale)
+    # numpy's and torch's integers are seeds too (they were refused as not whole numbers)
+    assert torch.equal(faces.tensors(np.arange(3)), faces.tensors([0, 1, 2]))
+    assert torch.equal(faces.tensors(torch.arange(3)), faces.tensors([0, 1, 2]))
+    # each mistake said as such, not a torch error from deep inside (an empty stack, a
+    # division by zero, an overflow)
+    for call, said in ((lambda: faces.tensors([]), "no seeds"),
+                       (lambda: faces.tensors(17), "a list of seeds"),
+                       (lambda: faces.morph([0], 8), "at least two"),
+                       (lambda: faces.morph([0, 23], 1), "steps is a whole number from 2"),
+                       (lambda: faces.best(4, 8, first_seed=2**32 - 4), "first_seed"),
+                       (lambda: faces.best(16.0, 64), "num is a whole number"),
+                       (lambda: faces.scores(faces.tensors([1])[0]), "(N, 3, 96, 96)"),
+                       (lambda: Faces.load(g, device="cpu", batch_size=0), "batch_size")):
+        with pytest.raises(ValueError, match=re.escape(said)):
+            call()
     with pytest.raises(ValueError, match="resample is 'nearest' or 'lanczos'"):
         faces.images([1], resample="bicubic")
     with pytest.raises(ValueError, match="num=20 and search_num=10"):

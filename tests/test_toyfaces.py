@@ -226,7 +226,7 @@ def test_running_the_module_says_where_the_command_is():
 def test_seeds_out_of_range_and_a_huge_num_are_answered_at_once(tmp_path):
     """--seed=-1 drew the faces of seed 1, where every other command refuses it; and
     --num=10**15 listed every face's name before looking at the folder."""
-    for seed in ("-1", str(2**62 + 1)):
+    for seed in ("-1", str(2**31 + 1)):
         assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 's'}", "--num=2",
                                f"--seed={seed}"), "--seed", seed)
     assert not (tmp_path / "s").exists()
