@@ -75,7 +75,9 @@ def _refuse_other_json(out):
         earlier = json.loads(text)
     except ValueError:
         earlier = None
-    if not (isinstance(earlier, dict) and {"netg_path", "num"} <= earlier.keys()):
+    figures = ("swd", "modes", "fid", "kid")  # a run's options.json has netg_path and num too
+    if not (isinstance(earlier, dict) and "netg_path" in earlier
+            and any(name in earlier for name in figures)):
         raise UserError(f"--out {str(out)!r} holds something other than evaluate's figures: "
                         f"name another file, e.g. metrics.json")
 

@@ -228,7 +228,8 @@ def test_evaluate_on_a_small_folder_halves_num_and_says_so(toy_dir, tmp_path):
             f"--data-path={toy_dir}", "--num=8", "--metrics=swd", f"--out={out}")
     assert r.returncode == 0 and json.loads(out.read_text())["num"] == 8, r.stderr
     options = tmp_path / "options.json"
-    for text in ('{"batch_size": 16, "ngf": 32}', "not json"):
+    for text in ('{"batch_size": 16, "ngf": 32}', "not json",
+                 '{"netg_path": null, "num": 1024, "metrics": "swd"}'):  # a run's options.json
         options.write_text(text)
         r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
                 f"--data-path={toy_dir}", "--num=8", "--metrics=swd", f"--out={options}")
