@@ -163,10 +163,12 @@ def build_page(explorer, gr):
 
         def draw(start, only_best, st):
             start = start or 0
-            if not (math.isfinite(start) and start == int(start)
-                    and 0 <= start <= config.MAX_SEED):
+            number = isinstance(start, (int, float)) and not isinstance(start, bool)
+            if not (number and math.isfinite(start) and start == int(start)
+                    and 0 <= start <= config.MAX_SEED):  # (text: from a script's call)
                 raise gr.Error(f"the first seed must be a whole number from 0 to 2**31, not "
-                               f"{start:g}", print_exception=False)  # the page says it
+                               f"{f'{start:g}' if number else repr(start)}",
+                               print_exception=False)  # the page says it
             start = int(start)
             items, seeds, after = explorer.page(start, only_best)
             st = dict(st, next=after, seeds=seeds, items=items)
@@ -178,7 +180,10 @@ def build_page(explorer, gr):
             return st["items"], st
 
         def again(start, only_best, st):
-            line = explorer.reload()
+            try:
+                line = explorer.reload()
+            except UserError as e:  # a file cut short, a folder emptied: the page says it
+                raise gr.Error(str(e), print_exception=False) from None
             seeds = st["seeds"]
             if not seeds:
                 items, st = draw(start, only_best, st)

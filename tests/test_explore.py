@@ -228,6 +228,15 @@ def test_ds_best_only_and_reloading_the_newest_g(page, served, tmp_path):
     assert [int(c.split()[0]) for c in captions] == seeds  # the same seeds, the new weights
     assert np.array_equal(_pixels(sources[0]), after[seeds[0]][0])
 
+    # a newer file cut short (a copy still under way): the page says so, in one line, and
+    # the terminal had a traceback of it
+    (nets / "netg_3.pth").write_bytes((nets / "netg_2.pth").read_bytes()[:1000])
+    page.click("#reload")
+    page.wait_for_function("document.body.innerText.includes('netg_3.pth is truncated')",
+                           timeout=60000)
+    assert "Traceback" not in (nets.parent / "server.log").read_text()
+    (nets / "netg_3.pth").unlink()
+
     # that file gone, "reload G" goes back to the newest left (and the folder is as the
     # other tests of the page found it)
     (nets / "netg_2.pth").unlink()
