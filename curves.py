@@ -4,10 +4,13 @@ Every ``plot_every`` batches train appends one row (the running means since the 
 point, as the book plots them); at every save point the CSV is drawn to ``losses.png``.
 """
 import csv
+import errno
 import io
+import os
 from pathlib import Path
 
 import checkpoint
+from errors import DiskFull
 
 COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake", "images_per_s")
 
@@ -48,10 +51,26 @@ class LossLog:
         checkpoint.save_text(out.getvalue(), self.csv)
 
     def append(self, step, epoch, means, speed):
-        with open(self.csv, "a", newline="") as f:
-            csv.writer(f).writerow([step, epoch] + [f"{means[k]:.6g}" for k in
-                                                     ("loss_d", "loss_g", "d_real", "d_fake")]
-                                   + [f"{speed:.1f}"])
+        """One row, whole or not at all: on a full disk the file is cut back to the rows
+        before it (it kept half a row) and DiskFull names it."""
+        row = io.StringIO()
+        csv.writer(row).writerow([step, epoch] + [f"{means[k]:.6g}" for k in
+                                                  ("loss_d", "loss_g", "d_real", "d_fake")]
+                                 + [f"{speed:.1f}"])
+        data = row.getvalue().encode()
+        fd = os.open(self.csv, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                if os.write(fd, data) < len(data):  # the disk took only part of it
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                os.ftruncate(fd, start)
+                raise DiskFull(self.csv) from None
+        finally:
+            os.close(fd)
 
     def plot(self):
         """Draw losses.png: the D and G losses, and D's mean outputs, against the step."""

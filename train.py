@@ -125,11 +125,20 @@ def train(opt):
         try:
             return _train(opt)
         except DiskFull as e:  # the command that goes on from this run's last save, if any
-            if training is None or not training.saved or not distributed.is_main_process():
+            if training is None or not distributed.is_main_process():
+                raise
+            kept = ""
+            try:  # a full disk of the loss log or the grids: the checkpoints' may have room,
+                if training.step:  # and the steps since the last save point are kept
+                    training.save()
+                    kept = f" (its state at step {training.step} is saved there)"
+            except DiskFull:
+                pass
+            if not training.saved:
                 raise
             raise UserError(f"disk full while writing {e.path}: free some space, then continue "
-                            f"with `python main.py train --resume={quoted(training.saved)}` "
-                            f"(the files written before it are intact)") from None
+                            f"with `python main.py train --resume={quoted(training.saved)}`"
+                            f"{kept} (the files written before it are intact)") from None
 
 
 # the temporary files of a run's atomic saves (checkpoint.py), in its folders (OWNER's too)
@@ -168,11 +177,13 @@ def _only_run_in(folder, flag):
                 raise
             say(f"note: {folder} cannot be locked ({e.strerror}); nothing stops a second run "
                 f"from writing there at the same time")
-        if lock.writable():
-            lock.seek(0)
-            lock.truncate()
-            lock.write(f"process {os.getpid()}")
-            lock.flush()
+        if lock.writable():  # who holds it, for the message above (unbuffered: a full disk
+            os.ftruncate(lock.fileno(), 0)  # refuses it here, not again as the file closes)
+            try:
+                os.write(lock.fileno(), f"process {os.getpid()}".encode())
+            except OSError as e:  # the run's first file says the disk is full, naming it
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
         for pattern in STALE:  # a save cut short by kill -9: no writer of them now
             for stale in folder.glob(pattern):
                 stale.unlink(missing_ok=True)

@@ -270,6 +270,36 @@ def test_a_full_disk_says_how_to_go_on(toy_dir, tmp_path, monkeypatch):
     assert "--resume" not in str(refused.value)
 
 
+def test_a_full_disk_under_the_loss_log_keeps_the_steps_and_no_half_row(toy_dir, tmp_path,
+                                                                         monkeypatch):
+    """The loss log on a disk that filled mid-epoch: a bare "cannot write or read: No space
+    left" naming no file, the steps since the last save lost, and half a row in losses.csv."""
+    import csv
+    import os
+    import curves
+    from errors import UserError
+    train_module.train(_opt(toy_dir, tmp_path, max_epoch=1, batch_size=8, plot_every=2))
+    real_write, rows = os.write, {"left": 2}  # two more rows fit, then the disk is full
+
+    def filling(fd, data):
+        if not os.readlink(f"/proc/self/fd/{fd}").endswith("losses.csv"):
+            return real_write(fd, data)
+        rows["left"] -= 1
+        return real_write(fd, data if rows["left"] >= 0 else data[:9])  # part of a row
+    monkeypatch.setattr(curves.os, "write", filling)
+    last = tmp_path / "C" / "last.pth"
+    with pytest.raises(UserError) as refused:
+        train_module.train(_opt(toy_dir, tmp_path, max_epoch=2, batch_size=8, plot_every=2,
+                                resume=str(last)))
+    said = str(refused.value)
+    assert said.startswith(f"disk full while writing {tmp_path / 'I' / 'losses.csv'}: ")
+    assert f"--resume={last}` (its state at step 14 is saved there)" in said
+    assert torch.load(last, weights_only=False)["step"] == 14  # 8 + the 3 read-backs' 6
+    with open(tmp_path / "I" / "losses.csv", newline="") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f)]
+    assert steps == [2, 4, 6, 8, 10, 12]  # whole rows only, up to the last that fitted
+
+
 def test_label_smooth_sets_the_target_d_learns_for_real_faces(toy_dir, tmp_path, monkeypatch):
     targets = []
 
