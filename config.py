@@ -403,6 +403,10 @@ def _resumed(given):
                             f"{saved[name]} that {resume} was trained with; a resumed run "
                             f"cannot change it")
     _keep_to_its_own_folders(resume, saved, given)
+    if not saved["vis"] and "vis" not in given and given.keys() & {"env", "vis_port",
+                                                                    "vis_server"}:
+        given = {**given, "vis": True}  # visdom named: its plots asked for (the run's
+        # --vis=False kept them off without a word)
     values = {k: v for k, v in saved.items() if k in FIELDS}
     values.update(netg_path=None, netd_path=None)  # the state holds the weights
     values.update(fresh=False)  # how that run began, not how this one goes on

@@ -523,6 +523,17 @@ def test_a_run_that_diverges_before_saving_does_not_point_at_an_older_save(toy_d
     assert "this run saved no checkpoint" in line and "last save" not in line
 
 
+def test_naming_visdom_on_resume_turns_its_plots_on(toy_dir, tmp_path):
+    """A run trained with --vis=False and resumed with --vis-port and --env plotted nothing,
+    without a word: the saved --vis=False held."""
+    ckpt = tmp_path / "c"
+    train_small(toy_dir, ckpt, max_epoch=1)  # vis=False
+    last = str(ckpt / "last.pth")
+    assert not parse("train", dict(resume=last, max_epoch=2)).vis
+    assert parse("train", dict(resume=last, max_epoch=2, vis_port=8431, env="e")).vis
+    assert not parse("train", dict(resume=last, vis_port=8431, vis=False)).vis
+
+
 def test_resuming_on_a_folder_with_another_image_count_says_so(toy_dir, tmp_path, capsys):
     """The saved data order is for the images the run began with: the run goes on, and says
     that it no longer follows that order (an epoch could otherwise end early in silence)."""
