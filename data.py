@@ -19,8 +19,10 @@ import socket
 import tempfile
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager, nullcontext
-from multiprocessing import Pool
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
 from distributed import is_main_process
-from errors import UserError, counted, link_fault, listed, special_kind
+from errors import UserError, counted, link_fault, listed, raise_if_stopped, special_kind
 
 # image files ImageFolder passes over (.jfif and .jpe: JPEGs under the names some browsers save)
 UNREAD_KINDS = {".gif", ".avif", ".heic", ".jxl", ".jfif", ".jpe"}
@@ -274,21 +276,49 @@ def _own_process_group(drop_term=True):
 
 
 def _pool_worker_signals():
-    """A Pool's ``initializer``: see ``_own_process_group``. SIGTERM stays as it is by default,
-    which the pool's own terminate() relies on, and one that came while the worker was forked
-    ends it here: the main process, stopped by a Ctrl-C in that moment, may have sent it to
-    stop the pool (dropped, it left the worker waiting for tasks and the main process joining
-    it for ever), or one sent to the whole group is stopping the main process as well. Either
-    way the worker has taken no task yet, and a pool that goes on replaces it."""
+    """``start_pool``'s ``initializer``: see ``_own_process_group``. SIGTERM stays as it is by
+    default, and one that came while the worker was forked ends it here: one sent to the
+    whole group is stopping the main process as well (a worker that dropped it waited for
+    tasks, and the main process for it, for ever). A worker that a SIGTERM ends is noticed by
+    the pool, which stops with a line, or with the main process's own stop."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the Terminated the parent raises
     _own_process_group(drop_term=False)
 
 
 def start_pool(workers):
-    """A multiprocessing Pool whose workers leave Ctrl-C and SIGTERM to this process, which
-    stops them (killed under the pool's feet, a worker can leave it waiting for ever)."""
-    with workers_starting():
-        return Pool(workers, initializer=_pool_worker_signals)
+    """Worker processes that leave Ctrl-C and SIGTERM to this process, which stops them; use
+    it as ``with start_pool(n) as pool: pool.imap(fn, jobs, chunksize)``."""
+    return _Workers(workers)
+
+
+class _Workers:
+    """``start_pool``'s processes: a ProcessPoolExecutor, which notices a worker killed under
+    it (a SIGTERM sent to every process of the job, the OOM killer). multiprocessing's Pool
+    waited for ever for the dead worker's results, or its terminate() for a lock the worker
+    died holding: 1 SIGTERM of 6 sent to a job building the cache hung it."""
+
+    def __init__(self, workers):
+        self.executor = ProcessPoolExecutor(workers, mp_context=get_context("fork"),
+                                            initializer=_pool_worker_signals)
+
+    def imap(self, fn, jobs, chunksize=1):
+        """``fn`` of each job, in order, as the results come."""
+        try:
+            with workers_starting():  # the processes are forked at the first job
+                results = self.executor.map(fn, jobs, chunksize=chunksize)
+            yield from results
+        except BrokenProcessPool:
+            time.sleep(0.5)  # a stop sent to every process: this one's own acts here
+            raise_if_stopped()
+            raise UserError("one of the worker processes ended without a word (killed, or "
+                            "out of memory?): run the command again") from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        return False
 
 
 def loader_worker_signals(_):

@@ -425,17 +425,23 @@ def test_a_pool_stopped_while_its_workers_start_ends(tmp_path):
     """A Ctrl-C just as a pool began (toyfaces' first faces, a cache's first images, on a
     busy machine) stopped it while a worker was still starting: the worker dropped the
     pool's SIGTERM as one meant for the main process, then waited for tasks, and the main
-    process waited for it for ever. Here each worker takes a second to start."""
+    process waited for it for ever. Here each worker takes a second to start, and the
+    Ctrl-C comes 0.3 s after the first job."""
     import subprocess
     import sys
     from conftest import ROOT
-    script = ("import sys, time; sys.path.insert(0, sys.argv[1]); import data\n"
+    script = ("import os, signal, sys, threading, time; sys.path.insert(0, sys.argv[1])\n"
+              "import data\n"
               "start = data._pool_worker_signals\n\n"
-              "def slow():\n    time.sleep(1)\n    start()\n\n"
+              "def slow():\n    print(os.getpid(), flush=True)\n    time.sleep(1)\n"
+              "    start()\n\n"
               "data._pool_worker_signals = slow\n"
-              "pool = data.start_pool(2)\n"
-              "print(*[p.pid for p in pool._pool], flush=True)\n"
-              "pool.terminate()\nprint('stopped')\n")
+              "threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
+              "try:\n"
+              "    with data.start_pool(2) as pool:\n"
+              "        print(list(pool.imap(abs, range(-8, 0), 2)))\n"
+              "except KeyboardInterrupt:\n"
+              "    print('stopped')\n")
     out = tmp_path / "out.txt"
     with open(out, "w") as f:  # a file, not a pipe: a worker left behind would hold a pipe
         proc = subprocess.Popen([sys.executable, "-c", script, str(ROOT)], stdout=f,
@@ -447,8 +453,32 @@ def test_a_pool_stopped_while_its_workers_start_ends(tmp_path):
         proc.wait()
         for pid in out.read_text().split()[:2]:  # the workers left their process group
             os.kill(int(pid), signal.SIGKILL)
-        pytest.fail("the pool's terminate() waited for ever for a worker that was starting")
+        pytest.fail("the pool's stop waited for ever for a worker that was starting")
     assert proc.returncode == 0 and out.read_text().split()[-1] == "stopped", out.read_text()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_under_the_pool_is_one_line_not_a_hang(tmp_path, toy_dir):
+    """A SIGTERM sent to every process of a job building the cache (a scheduler's), or to a
+    decoding worker alone: the pool waited for ever for the dead worker's results, or its
+    terminate() for a lock the worker died holding (1 try of 6 hung)."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    script = ("import os, signal, sys; sys.path.insert(0, sys.argv[1]); import data\n"
+              "def job(n):\n"
+              "    if n == 5:\n        os.kill(os.getpid(), signal.SIGTERM)\n"
+              "    return n\n"
+              "try:\n"
+              "    with data.start_pool(2) as pool:\n"
+              "        print(list(pool.imap(job, range(64), 4)))\n"
+              "except data.UserError as e:\n"
+              "    print(e)\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(ROOT)], capture_output=True,
+                          text=True, timeout=60, start_new_session=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ("one of the worker processes ended without a word (killed, "
+                                   "or out of memory?): run the command again")
 
 
 @pytest.mark.slow
