@@ -346,6 +346,23 @@ def _decode(job):
         return None
 
 
+def _decode_into(job):
+    """One image of a cache build: its pixels written into the cache file at byte ``at``;
+    returns whether it could be read. Only that word goes back to the main process: a
+    worker killed while it sent a whole chunk of pixels left part of them in the pipe, and
+    the pool waiting for the rest for ever."""
+    path, image_size, cache, at = job
+    arr = _decode((path, image_size))
+    if arr is None:
+        return False
+    fd = os.open(cache, os.O_WRONLY)
+    try:
+        os.pwrite(fd, arr.tobytes(), at)
+    finally:
+        os.close(fd)
+    return True
+
+
 def decode_in_order(files, image_size, order, count, progress=None):
     """Decode ``files[i]`` for the indices ``i`` of ``order`` until ``count`` are readable, in
     memory, writing nothing. Returns (a list of uint8 arrays (3, S, S), their indices).
@@ -486,20 +503,25 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
               f"using {cache_dir} ({lasting})", flush=True)
     row = 3 * image_size * image_size
     count, skipped = 0, []
-    jobs = [(p, image_size) for p in files]
+    # each image written at its own row by whoever decodes it; a row after a broken file
+    # moves up here, in order, to where it belongs (the rows before it are done)
+    jobs = [(p, image_size, str(tmp), offset + i * row) for i, p in enumerate(files)]
     workers = workers or os.cpu_count() or 1
     try:
         start = start_pool(workers) if workers > 1 and len(jobs) > 256 else nullcontext()
         with open(tmp, "r+b") as out, start as pool:
-            decoded = pool.imap(_decode, jobs, chunksize=64) if pool else map(_decode, jobs)
+            decoded = pool.imap(_decode_into, jobs, chunksize=64) if pool else \
+                map(_decode_into, jobs)
             if progress:
                 decoded = progress(decoded, total=len(jobs))
-            for arr, path in zip(decoded, files):  # decoded first: its bar reaches the end
-                if arr is None:
+            for i, (readable, path) in enumerate(zip(decoded, files)):  # decoded first: its
+                if not readable:  # bar reaches the end
                     skipped.append(str(path))
-                else:
-                    os.pwrite(out.fileno(), arr.tobytes(), offset + count * row)
-                    count += 1
+                    continue
+                if count < i:
+                    os.pwrite(out.fileno(), os.pread(out.fileno(), row, offset + i * row),
+                              offset + count * row)
+                count += 1
             out.flush()
             os.fsync(out.fileno())
     except BaseException as e:  # Ctrl-C, a full disk, ...: no half-built cache stays behind

@@ -457,6 +457,27 @@ def test_a_pool_stopped_while_its_workers_start_ends(tmp_path):
     assert proc.returncode == 0 and out.read_text().split()[-1] == "stopped", out.read_text()
 
 
+def test_workers_write_each_image_to_its_row_and_rows_after_a_broken_file_move_up(
+        tmp_path, toy_dir):
+    """The workers write the pixels into the cache themselves (only a word goes back through
+    the pool's pipe); the rows after each broken file move up in order, so the cache holds
+    exactly the readable images, in the folder's order."""
+    from data import _decode
+    faces = tmp_path / "set" / "faces"
+    faces.mkdir(parents=True)
+    toy = sorted((toy_dir / "faces").iterdir())
+    for i in range(300):  # over 256 images: decoded by a pool of workers
+        target = faces / f"{i:04d}.jpg"
+        if i in (0, 5, 100, 101, 299):
+            target.write_text("not an image")
+        else:
+            target.write_bytes(toy[i % len(toy)].read_bytes())
+    array, skipped = build_cache(tmp_path / "set", 96, workers=2)
+    good = [p for p in list_images(tmp_path / "set") if str(p) not in skipped]
+    assert len(skipped) == 5 and len(array) == len(good) == 295
+    assert all(np.array_equal(array[k], _decode((p, 96))) for k, p in enumerate(good))
+
+
 @pytest.mark.slow
 def test_a_worker_killed_under_the_pool_is_one_line_not_a_hang(tmp_path, toy_dir):
     """A SIGTERM sent to every process of a job building the cache (a scheduler's), or to a
