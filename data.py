@@ -155,13 +155,16 @@ def open_rgb(path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PIL's palette/EXIF chatter
         with Image.open(path) as img:
+            # 16 bits a pixel in the file: Pillow before 11 opens such a PNG as 32-bit "I"
+            # (its raw mode, "I;16B", still says so)
+            sixteen = img.mode.startswith("I;16") or any("16" in str(t[3]) for t in img.tile)
             img = ImageOps.exif_transpose(img)
             if img.mode.startswith("I") or img.mode == "F":  # 16/32-bit or float grey: scale
                 arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0,
                                     neginf=0.0)  # to 8 bits, not clip
                 # a 16-bit file is out of 65535 even when dark; 32-bit "I" says no range, and
                 # a float one is most often out of 1 (it became black)
-                if img.mode.startswith("I;16") or arr.max() > 255:
+                if sixteen or arr.max() > 255:
                     top = 65535.0
                 else:
                     top = 1.0 if img.mode == "F" and arr.max() <= 1 else 255.0
