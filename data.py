@@ -155,7 +155,7 @@ def open_rgb(path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PIL's palette/EXIF chatter
         with Image.open(path) as img:
-            # 16 bits a pixel in the file: Pillow before 11 opens such a PNG as 32-bit "I"
+            # 16 bits a pixel in the file: an older Pillow opens such a PNG as 32-bit "I"
             # (its raw mode, "I;16B", still says so)
             sixteen = img.mode.startswith("I;16") or any("16" in str(t[3]) for t in img.tile)
             img = ImageOps.exif_transpose(img)
