@@ -28,7 +28,8 @@ import torch
 from PIL import Image
 
 from ema import measure_batchnorm
-from errors import DiskFull, UserError, counted, link_fault, special_kind, stop_signals
+from errors import (DiskFull, UserError, counted, is_loop, link_fault, special_kind,
+                    stop_signals)
 from model import NetD, NetG
 
 
@@ -109,15 +110,11 @@ def write_target(path):
     path = Path(path)
     if path.is_symlink():
         target = Path(os.path.realpath(path))
-        if not path.exists():  # a link to a file to be made is fine where its folder is
-            fault = link_fault(path, repr(str(path)))
-            # a link into a disk not mounted made the folders and hid the file under them
-            if "loop" not in fault and not target.parent.is_dir():
-                fault += " (a disk not mounted?)"
-            elif "loop" not in fault:
-                fault = None
-            if fault:
-                raise UserError(f"{fault}: point it at a file, or name another path")
+        # a link to a file to be made is fine where its folder is; one into a disk not
+        # mounted made the folders and hid the file under them
+        if not path.exists() and (is_loop(path) or not target.parent.is_dir()):
+            raise UserError(f"{link_fault(path, repr(str(path)), unmounted=True)}: point it "
+                            f"at a file, or name another path")
         path = target
     kind = special_kind(path)
     if kind:

@@ -522,8 +522,7 @@ def broken_link(path):
     path = Path(path)
     for part in (path, *path.parents):
         if part.is_symlink() and not part.exists():
-            fault = link_fault(part, repr(str(part)))
-            return fault if "loop" in fault else f"{fault} (a disk not mounted?)"
+            return link_fault(part, repr(str(part)), unmounted=True)
     return None
 
 

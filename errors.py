@@ -68,17 +68,24 @@ def listed(words):
     return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else "".join(words)
 
 
-def link_fault(link, name=None):
-    """What is wrong with ``link``, a symbolic link that leads nowhere, as words that call it
-    ``name`` (default: its path): a loop of links (one that leads back to itself), or a link
-    to a path that does not exist."""
-    name = link if name is None else name
+def is_loop(link):
+    """Whether ``link`` is a loop of symbolic links (one that leads back to itself)."""
     try:
         os.stat(link)
     except OSError as e:
-        if e.errno == errno.ELOOP:
-            return f"{name} is a loop of symbolic links"
-    return f"{name} is a link to {os.readlink(link)}, which does not exist"
+        return e.errno == errno.ELOOP
+    return False
+
+
+def link_fault(link, name=None, unmounted=False):
+    """What is wrong with ``link``, a symbolic link that leads nowhere, as words that call it
+    ``name`` (default: its path): a loop of links, or a link to a path that does not exist
+    (with ``unmounted``, asking whether that is a disk not mounted)."""
+    name = link if name is None else name
+    if is_loop(link):
+        return f"{name} is a loop of symbolic links"
+    return (f"{name} is a link to {os.readlink(link)}, which does not exist"
+            + (" (a disk not mounted?)" if unmounted else ""))
 
 
 def special_kind(path):
