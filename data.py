@@ -303,13 +303,16 @@ class _Workers:
     def __init__(self, workers):
         self.executor = ProcessPoolExecutor(workers, mp_context=get_context("fork"),
                                             initializer=_pool_worker_signals)
+        # forked now, as the pool begins (a first job forks them all), before a progress
+        # bar's thread exists: forked later, that thread took a Ctrl-C meant for this
+        # process, whose handler then ran inside the fork ("Exception ignored" tracebacks)
+        with workers_starting():
+            self.executor.submit(int)
 
     def imap(self, fn, jobs, chunksize=1):
         """``fn`` of each job, in order, as the results come."""
         try:
-            with workers_starting():  # the processes are forked at the first job
-                results = self.executor.map(fn, jobs, chunksize=chunksize)
-            yield from results
+            yield from self.executor.map(fn, jobs, chunksize=chunksize)
         except BrokenProcessPool:
             time.sleep(0.5)  # a stop sent to every process: this one's own acts here
             raise_if_stopped()
