@@ -163,8 +163,13 @@ def _nearly_full(folder, room=1 << 20):
 
 
 def save(obj, path):
-    """torch.save ``obj`` to ``path`` atomically."""
-    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """torch.save ``obj`` to ``path`` atomically. Written through an open file: given a
+    path, torch names the records inside after the file (the temporary one here, a random
+    name), so the same weights saved twice made two different files."""
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+    _atomic_write(path, write)
 
 
 def to_uint8(faces):

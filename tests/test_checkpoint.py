@@ -29,6 +29,19 @@ def test_grids_are_laid_out_as_the_articles_make_grid_lays_them(tmp_path):
         assert torch.equal(saved, article), count
 
 
+def test_the_same_weights_make_the_same_file(tmp_path):
+    """Resumed and straight runs with equal weights wrote files that differed: torch named
+    the records inside after the temporary file's random name. A checksum tells equal
+    checkpoints apart from unequal ones now."""
+    weights = NetG(100, 8).state_dict()
+    checkpoint.save(weights, tmp_path / "netg_1.pth")
+    checkpoint.save(weights, tmp_path / "netg_2.pth")
+    first = (tmp_path / "netg_1.pth").read_bytes()
+    assert first == (tmp_path / "netg_2.pth").read_bytes()
+    loaded = torch.load(tmp_path / "netg_1.pth")
+    assert all(torch.equal(loaded[k], weights[k]) for k in weights)
+
+
 def test_a_stop_as_the_temporary_file_is_made_leaves_none_behind(tmp_path, monkeypatch):
     """Ctrl-C between the temporary file's creation and the clean-up that removes it left
     a .face_002_seed2.png.XXXX.tmp beside generate's faces (seen in a CI run). Holding the
@@ -91,9 +104,8 @@ def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
     good = NetG(100, 8).state_dict()
     checkpoint.save(good, path)
 
-    def crash(obj, f):
-        with open(f, "wb") as out:
-            out.write(b"PK\x03\x04 half a checkpoint")
+    def crash(obj, f):  # f: the temporary file, open
+        f.write(b"PK\x03\x04 half a checkpoint")
         raise RuntimeError("killed mid-write")
 
     monkeypatch.setattr(checkpoint.torch, "save", crash)
