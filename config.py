@@ -240,6 +240,29 @@ def unknown_flag(name, valid):
     return UserError(f"unknown option {flag}{hint}")
 
 
+def keep_text(args):
+    """``args`` (the command line's words after the command) with the values of the path and
+    text options quoted as Python literals: fire reads every value as one, so
+    ``--checkpoint-dir=2e-4`` trained into a folder named 0.0002 and ``--env=1.10`` plotted
+    into env 1.1. True, False and None stay as fire reads them (a bare ``--resume``, a
+    nullable option's None). ``--name VALUE`` becomes ``--name='VALUE'``."""
+    out, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        field = FIELDS.get(name.replace("-", "_"))
+        text = field is not None and field.metadata["kind"] in ("path", "resume", str)
+        if text and not eq and i + 1 < len(args) and not args[i + 1].startswith("--"):
+            i += 1
+            value, eq = args[i], "="
+            arg = f"--{name}={value}"
+        if text and eq and value not in ("True", "False", "None"):
+            arg = f"--{name}={value!r}"
+        out.append(arg)
+        i += 1
+    return out
+
+
 def refuse_both_ways(args):
     """``--gpu`` and ``--nogpu`` on one command line, or one flag twice with two values
     (``--batch-size=16 --batch_size=32``): fire keeps the last and drops the other, so the

@@ -246,8 +246,8 @@ def _say_once(line):
 
 
 def main(argv):
-    if len(argv) > 2 and argv[1] == "help" and argv[2] in COMMANDS:  # help generate
-        argv = [argv[0], argv[2], "--help"]
+    if len(argv) > 2 and argv[1] == "help" and not argv[2].startswith("-"):  # help generate
+        argv = [argv[0], argv[2], "--help"]  # (help foo: unknown command, below)
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
         # asked for, the help is the answer; with no command at all it is a usage error (a
         # script that forgot its command must not pass for one that ran)
@@ -267,6 +267,10 @@ def main(argv):
               file=sys.stderr)
         return 2
     if "--" in argv[2:]:  # fire's own flags (--interactive, --trace, ...) would follow
+        after = argv[argv.index("--", 2) + 1:]
+        if any(a in ("-h", "--help") for a in after):  # fire's way to ask: train -- --help
+            print(_help(command))
+            return 0
         print(f"error: unexpected '--': {command} takes options as --name=value (see python "
               f"main.py {command} --help)", file=sys.stderr)
         return 2
@@ -275,7 +279,8 @@ def main(argv):
         return 0
     try:
         config.refuse_both_ways(argv[2:])
-        fire.Fire({command: COMMANDS[command]}, command=argv[1:], name="main.py")
+        fire.Fire({command: COMMANDS[command]}, command=[command, *config.keep_text(argv[2:])],
+                  name="main.py")
     except UserError as e:
         _say_once(f"error: {e}")
         return 2

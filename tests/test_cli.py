@@ -111,6 +111,10 @@ def test_no_command_is_a_usage_error_and_help_is_not():
     page = cli("help", "generate")
     assert page.returncode == 0 and page.stdout == cli("generate", "--help").stdout
     assert "--gen-search-num" in page.stdout
+    # fire's way to ask for a command's page; `help foo` was the general page, exit 0
+    page = cli("train", "--", "--help")
+    assert page.returncode == 0 and page.stdout == cli("train", "--help").stdout
+    assert_clean_error(cli("help", "genrate"), "unknown command 'genrate'", "generate")
 
 
 @pytest.mark.slow
@@ -663,6 +667,22 @@ def test_a_no_flag_takes_a_value_too(toy_dir):
 def test_a_whole_number_with_leading_zeros_is_a_whole_number(toy_dir):
     from config import parse
     assert parse("train", {"data_path": str(toy_dir), "d_low": "0012"}).d_low == 12
+
+
+def test_folder_and_env_names_that_read_as_numbers_stay_as_typed(tmp_path, toy_dir):
+    """fire reads every value as a Python literal: --checkpoint-dir=2e-4 (a folder named
+    after its learning rate) trained into 0.0002, --data-path=007 read the folder 7,
+    --env=1.10 plotted into env 1.1."""
+    assert_clean_error(cli("train", "--data-path=1e3", "--nogpu"), "'1e3' does not exist")
+    assert_clean_error(cli("train", "--data-path", "007", "--nogpu"), "'007' does not exist")
+    from config import keep_text, parse
+    import ast
+    given = (a[2:].split("=", 1) for a in keep_text(
+        ["--checkpoint-dir=2e-4", "--env", "1.10", "--data-path=" + str(toy_dir)]))
+    opt = parse("train", {k.replace("-", "_"): ast.literal_eval(v) for k, v in given})
+    assert (opt.checkpoint_dir, opt.env) == ("2e-4", "1.10")
+    r = cli("train", f"--data-path={toy_dir}", "--nogpu", "--resume", "--checkpoint-dir=2e-4")
+    assert_clean_error(r, "no 2e-4/last.pth")
 
 
 def test_the_training_data_note_names_only_what_train_would_read(tmp_path):
