@@ -227,6 +227,9 @@ class FolderBatches:
                 print(f"note: --num-workers={opt.num_workers} on {counted(cpus, 'CPU')}: "
                       f"decoding with {cpus}", flush=True)
         self.count, self.skipped = len(self.dataset), set()
+        # under torchrun: given whether this process's batch holds an image, whether every
+        # process's does (a batch is dropped in all of them or none)
+        self.every_process_has = lambda has: has
 
     def __len__(self):
         return self.count // self.batch_size
@@ -241,7 +244,7 @@ class FolderBatches:
             batches = iter(loader)  # the workers are forked here
         for images, bad in batches:
             self.skipped.update(bad)
-            if len(images):
+            if self.every_process_has(len(images) > 0):
                 yield images
 
 

@@ -430,6 +430,9 @@ def _train(opt):
         data = folder_batches(opt)
         if state:  # files found as it goes: the list kept those the run found before it
             data.skipped.update(_skipped_before(opt, data.dataset.files))  # stopped
+        if world.size > 1:  # a batch of broken files alone, dropped in one process only,
+            # left the others waiting in its training step for ever
+            data.every_process_has = lambda has: not world.any(not has, device)
     # each process lists the folder itself: one that changed meanwhile (an unpack still
     # running) gave them different counts, and training hung at the first epoch's end
     if not world.agree(data.count, device):

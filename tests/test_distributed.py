@@ -90,6 +90,34 @@ def test_without_the_cache_every_process_lists_the_broken_files_it_met(toy_dir, 
     assert result.stdout.count("skipped 6 unreadable image files") == 1
 
 
+@pytest.mark.slow
+def test_without_the_cache_a_batch_of_broken_files_in_one_process_does_not_hang(toy_dir,
+                                                                                tmp_path):
+    """A batch whose files were all broken was dropped in its process alone, and the other
+    process waited in that step's collectives for ever (gloo's 30 minutes). Batches of one
+    image, 4 good and 4 broken: with --seed=3 each epoch gives one process one broken file
+    and the other three."""
+    faces = tmp_path / "data" / "faces"
+    faces.mkdir(parents=True)
+    for p in sorted((toy_dir / "faces").iterdir())[:4]:
+        shutil.copy(p, faces / p.name)
+    broken = [f"zbroken{i}.jpg" for i in range(4)]  # after the faces: files 4 to 7
+    for name in broken:
+        (faces / name).write_text("not an image")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(ROOT / "main.py"), "train", f"--data-path={tmp_path / 'data'}", "--nogpu",
+         "--vis=False", "--cache=False", "--num-workers=0", "--max-epoch=2", "--batch-size=1",
+         "--ngf=8", "--ndf=8", "--seed=3", f"--save-path={tmp_path / 'I'}",
+         f"--checkpoint-dir={tmp_path / 'C'}"],
+        capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    listed = (tmp_path / "C" / "skipped_files.txt").read_text().split()
+    assert sorted(p.rsplit("/", 1)[-1] for p in listed) == broken
+    assert (tmp_path / "C" / "netg_1.pth").is_file()
+
+
 def _real(rank):
     return torch.rand(4, 3, 96, 96, generator=torch.Generator().manual_seed(100 + rank)) * 2 - 1
 
