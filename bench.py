@@ -308,16 +308,22 @@ def main():
     if count < args.batch_size:
         sys.exit(f"error: {args.data_path} has {count} images, fewer than one batch of "
                  f"{args.batch_size}: lower --batch-size")
-    classes = [p for p in Path(args.data_path).iterdir() if p.is_dir()
-               and not p.name.startswith(".")]  # the article's ImageFolder: a class a folder
+    # the article's ImageFolder: a class a folder, hidden ones (.ipynb_checkpoints) too, and
+    # only the images inside them
+    classes = {p: sum(is_image_name(name) for _, _, names in os.walk(p, followlinks=True)
+                      for name in names)
+               for p in Path(args.data_path).iterdir() if p.is_dir()}
     if not classes:
         sys.exit(f"error: {args.data_path} needs the ImageFolder layout (DIR/faces/*.jpg) for "
                  f"the article's pipeline")
-    empty = [p for p in classes if not any(is_image_name(name) for _, _, names in
-                                           os.walk(p, followlinks=True) for name in names)]
+    empty = [p for p, images in classes.items() if not images]
     if empty:  # ImageFolder refuses the whole folder (FileNotFoundError) for one of them
         sys.exit(f"error: {empty[0]} holds no images, and the article's ImageFolder refuses "
                  f"{args.data_path} for it (each folder in it must hold images): move it out")
+    if sum(classes.values()) < args.batch_size:  # its loader then gave no batch: a busy loop
+        sys.exit(f"error: the article's ImageFolder reads only the images in {args.data_path}'s "
+                 f"folders, {sum(classes.values())} of them, fewer than one batch of "
+                 f"{args.batch_size}: move the others into DIR/faces/ or lower --batch-size")
 
     import torch
     from config import isa_cap

@@ -1,6 +1,7 @@
 """Training end to end, the D/G schedule, and what each update step may touch."""
 import json
 import os
+import shutil
 import signal
 
 import pytest
@@ -497,6 +498,16 @@ def test_bench_reads_paths_from_where_it_is_run_and_refuses_bad_values(toy_dir, 
     (tmp_path / "mine" / "empty").mkdir()
     assert_clean_error(bench("--data-path=mine"), f"{tmp_path / 'mine' / 'empty'} holds no images")
     (tmp_path / "mine" / "empty").rmdir()
+    (tmp_path / "mine" / ".ipynb_checkpoints").mkdir()  # a class to ImageFolder, hidden or not
+    assert_clean_error(bench("--data-path=mine"), ".ipynb_checkpoints holds no images")
+    (tmp_path / "mine" / ".ipynb_checkpoints").rmdir()
+    # images beside the class folder, which ImageFolder leaves out: its loader gave no batch,
+    # and the benchmark spun for ever
+    (tmp_path / "top" / "faces").mkdir(parents=True)
+    for i, p in enumerate(sorted((tmp_path / "mine" / "faces").iterdir())[:16]):
+        shutil.copy(p, tmp_path / "top" / ("faces" if i < 4 else "") / p.name)
+    assert_clean_error(bench("--data-path=top", "--batch-size=8"),
+                       "reads only the images in", "4 of them, fewer than one batch of 8")
     (tmp_path / "mine" / "faces" / "zz.jpg").write_text("not an image")
     assert_clean_error(bench("--data-path=mine", "--batch-size=8", "--warmup=0", "--measure=1"),
                        "1 image file in", "cannot be read (e.g. ", "zz.jpg)")
