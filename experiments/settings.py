@@ -148,7 +148,8 @@ def _epochs(name, args):
     if args.minutes is None:
         return args.epochs
     speeds = read_speeds(Path(args.out) / "speed.json")
-    return max(1, round(args.minutes * 60 * speeds[name] / _image_count(args.data)))
+    return max(1, round(args.minutes * 60 * speeds[name]["images_per_s"]
+                        / _image_count(args.data)))
 
 
 @functools.lru_cache
@@ -158,17 +159,30 @@ def _image_count(folder):
     return len(list_images(folder))
 
 
+SPEED_FLAGS = ("ngf", "ndf", "batch_size", "amp", "gpu")  # train's options that set the pace
+
+
+def _speed_flags(name, args):
+    """The options of setting ``name`` that its speed depends on, as its run records them."""
+    return {**{k: v for k, v in _options(name, args).items() if k in SPEED_FLAGS},
+            "amp": args.amp, "gpu": bool(args.gpu)}
+
+
 def read_speeds(path):
-    """The speeds of the settings' speed pass (images a second by name), {} before the first.
-    A file cut short or edited by hand is refused in one line, not a JSONDecodeError."""
+    """The speeds of the settings' speed pass by name, {} before the first: each entry's
+    images a second and the options it was measured with (``with``; None in a file of an
+    earlier version, which kept the speeds alone). A file cut short or edited by hand is
+    refused in one line, not a JSONDecodeError."""
     if not path.is_file():
         return {}
     try:
         speeds = json.loads(path.read_text())
-        if isinstance(speeds, dict) and all(isinstance(v, (int, float)) and v > 0
-                                            for v in speeds.values()):
+        speeds = {name: entry if isinstance(entry, dict) else
+                  {"images_per_s": entry, "with": None} for name, entry in speeds.items()}
+        if all(isinstance(e.get("images_per_s"), (int, float)) and e["images_per_s"] > 0
+               and isinstance(e.get("with"), (dict, type(None))) for e in speeds.values()):
             return speeds
-    except (ValueError, OSError):
+    except (ValueError, OSError, AttributeError):
         pass
     raise UserError(f"{path} is not a file of the speed pass's speeds (damaged or edited): "
                     f"delete it and measure again with --time")
@@ -241,19 +255,33 @@ def _cli(*args, log):
     status = child.returncode
     if status:
         how = f"was killed by signal {-status}" if status < 0 else f"failed (exit status {status})"
-        raise CommandFailed(f"`main.py {args[0]}` {how}; its output is at the end of {log}")
+        said = _error_line(log)
+        raise CommandFailed(f"`main.py {args[0]}` {how}{': ' + said if said else ''}; its "
+                            f"output is at the end of {log}")
+
+
+def _error_line(log):
+    """The last ``error:`` line of ``log`` without its word (a command's own refusal), or
+    None."""
+    try:
+        lines = Path(log).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    return next((line[len("error: "):] for line in reversed(lines)
+                 if line.startswith("error: ")), None)
 
 
 def _difference(trained, name, args, epochs):
     """The first of this script's flags that the options ``trained`` (a run's) differ in,
     as words ("--width=8, not 16"); None where they agree."""
-    wanted = {**_options(name, args), "max_epoch": epochs, "data_path": args.data}
+    wanted = {**_options(name, args), "max_epoch": epochs, "data_path": args.data,
+              "amp": args.amp}
     return next((f"{flag}={trained.get(k)}, not {wanted[k]}" for k, flag in OURS.items()
                  if trained.get(k) != wanted[k]), None)
 
 
 OURS = {"ngf": "--width", "ndf": "--width", "batch_size": "--batch-size",
-        "max_epoch": "--epochs", "ema": "--ema", "data_path": "--data"}
+        "max_epoch": "--epochs", "ema": "--ema", "data_path": "--data", "amp": "--amp"}
 
 
 def _train(name, seed, epochs, run, args, log, go_on=True):
@@ -303,20 +331,22 @@ def _evaluated_at(path):
 
 
 def time_settings(args):
-    """Images per second for each setting, one epoch each."""
-    speeds = {}
+    """Images per second for each setting, one epoch each, written as each is measured (a
+    stop kept none of the ones before it)."""
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    speed_file = Path(args.out) / "speed.json"
     for name in args.only.split(","):
         run = Path(args.out) / "timing" / name
         # afresh each time: a rerun (on another device, say) read the speed of the last one
         _train(name, 0, 1, run, args, Path(args.out) / "timing.log", go_on=False)
         from curves import read_rows  # torch with it: not loaded for a plain sweep's start
         # the last row: the whole epoch's images per second, start-up excluded
-        speeds[name] = read_rows(run / "losses.csv")[-1]["images_per_s"]
-        print(f"{name}: {speeds[name]:.0f} images/s", flush=True)
-    speed_file = Path(args.out) / "speed.json"
-    known = read_speeds(speed_file)
-    speed_file.write_text(json.dumps({**known, **speeds}, indent=2))
+        speed = read_rows(run / "losses.csv")[-1]["images_per_s"]
+        speeds = {**read_speeds(speed_file),
+                  name: {"images_per_s": speed, "with": _speed_flags(name, args)}}
+        from checkpoint import save_text
+        save_text(json.dumps(speeds, indent=2), speed_file)
+        print(f"{name}: {speed:.0f} images/s", flush=True)
 
 
 def _mean_sd(values, unit=""):
@@ -334,16 +364,18 @@ def _run_epochs(run):
 
 
 def report(args):
+    """The table of the runs done in --out (of the --only settings), each as it was trained:
+    the flags of this command take no part in it."""
     out = Path(args.out)
     speed_file = out / "speed.json"
     speeds = read_speeds(speed_file)
-    from data import list_images
-    count = len(list_images(args.data))
-    floor = None
+    floors = {}  # SWD's floor at each --num the runs were measured at
     print("| setting | seeds | epochs | minutes | SWD x1e3, G | SWD x1e3, average | KL, average "
           "| confident, average | attribute values, average | modes, average |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, (what, _) in SETTINGS.items():
+        if name not in args.only.split(","):
+            continue
         runs = sorted(p for p in out.glob(f"{name}_seed*") if (p / "metrics_ema.json").is_file())
         if not runs:
             continue
@@ -353,9 +385,14 @@ def report(args):
             for m in g + e:
                 m["modes"] = {k: float("nan") for k in ("modes", "kl", "confident_share",
                                                         "values_covered")}
-        floor = g[0]["swd_floor"]["mean"]
-        epochs = _run_epochs(runs[0])
-        minutes = f"{epochs * count / speeds[name] / 60:.1f}" if name in speeds else "-"
+        for run, m in zip(runs, g):
+            floors[_evaluated_at(run / "metrics.json")] = m["swd_floor"]["mean"]
+        trained = json.loads((runs[0] / "options.json").read_text())
+        epochs = trained["max_epoch"]
+        speed = speeds.get(name)  # measured with this run's options (or not said: older)
+        minutes = "-" if speed is None or speed["with"] not in (
+            None, {k: trained.get(k) for k in speed["with"]}) else \
+            f"{epochs * _image_count(trained['data_path']) / speed['images_per_s'] / 60:.1f}"
         print(f"| {name}: {what} | {len(runs)} | {epochs} | {minutes} "
               f"| {_mean_sd([m['swd']['mean'] for m in g])} "
               f"| {_mean_sd([m['swd']['mean'] for m in e])} "
@@ -363,8 +400,8 @@ def report(args):
               f"| {_mean_sd([100 * m['modes']['confident_share'] for m in e], '%')} "
               f"| {_mean_sd([m['modes'].get('values_covered', float('nan')) for m in e])} "
               f"| {_mean_sd([m['modes']['modes'] for m in e])} |")
-    if floor is not None:
-        print(f"\nSWD floor (real vs real at this num): {floor:.1f}")
+    for num, floor in sorted(floors.items(), key=lambda item: item[0] or 0):
+        print(f"\nSWD floor (real vs real, {num} faces): {floor:.1f}")
     grids(args)
 
 
@@ -378,11 +415,14 @@ def grids(args, faces=8):
             if (out / f"{n}_seed0" / "metrics_ema.json").is_file()]
     if not rows:
         return
-    label, gap = 90, 8
+    gap = 8
+    label = 8 + max(int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(name))
+                    for name, _ in rows)  # the longest name was cut by the faces
     sheet = Image.new("RGB", (label + 2 * faces * 96 + gap, 20 + 96 * len(rows)), "white")
     draw = ImageDraw.Draw(sheet)
     draw.text((label, 4), "G (last step)", fill="black")
-    draw.text((label + faces * 96 + gap, 4), f"G, moving average {args.ema}", fill="black")
+    draw.text((label + faces * 96 + gap, 4), "G's moving average", fill="black")  # (a
+    # setting may have its own decay)
     for i, (name, run) in enumerate(rows):
         y = 20 + 96 * i
         draw.text((4, y + 40), name, fill="black")
@@ -460,6 +500,13 @@ def _check(args):
                         f"1, e.g. 0.995, not {args.ema}")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out: {args.out} is a file, not a folder: name a folder")
+    above = next(p for p in Path(args.out).parents if p.exists())
+    if not above.is_dir():
+        raise UserError(f"--out: {above} is a file, so no folder can be made inside it: name "
+                        f"another --out")
+    if args.time and args.report:
+        raise UserError("--time measures the speeds and --report tables what is done: pass "
+                        "one of them")
     speeds = read_speeds(Path(args.out) / "speed.json")  # damaged: refused before any run
     if not Path(args.data).is_dir() and args.data != TOY:
         raise UserError(f"--data: no folder {args.data}: pass the folder of the images "
@@ -477,6 +524,15 @@ def _check(args):
             raise UserError(f"--minutes needs each setting's speed, and {speed_file} has none "
                             f"for {', '.join(missing)}: measure it first, the same command "
                             f"with --time in place of --minutes and --only={','.join(missing)}")
+        for name in args.only.split(","):  # the epochs of another width, batch or precision
+            measured, now = speeds[name]["with"], _speed_flags(name, args)
+            differ = next((k for k in now if measured and measured.get(k) != now[k]), None)
+            if differ:
+                flag = {"ngf": "--width", "ndf": "--width"}.get(differ, "--" + differ.replace(
+                    "_", "-"))
+                raise UserError(f"--minutes: {speed_file} has the speed of {name} with "
+                                f"{flag}={measured.get(differ)}, not {now[differ]}: measure it "
+                                f"again, the same command with --time in place of --minutes")
     return [int(s) for s in seeds]
 
 
@@ -507,11 +563,11 @@ def main():
     if args.report and not any(Path(args.out).glob("*_seed*/metrics_ema.json")):
         raise UserError(f"--report: nothing is measured in {args.out} yet: run the sweep "
                         f"first (the same command without --report)")
-    if args.data == TOY and not (Path(TOY) / "attributes.csv").is_file():
+    if args.data == TOY and not (Path(TOY) / "attributes.csv").is_file() and not args.report:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         _cli("toyfaces", f"--out-dir={args.data}", "--num=10000", "--seed=0",
              log=Path(args.out) / "toyfaces.log")
-    if not args.time:  # (--minutes counts the toy set's images, made above where missing)
+    if not (args.time or args.report):  # (--minutes counts the toy set's images, made above)
         _refuse_runs_of_other_flags(args, seeds)
     if args.time:
         return time_settings(args)

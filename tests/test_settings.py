@@ -198,8 +198,10 @@ def test_a_setting_that_fails_is_one_line_naming_its_log(tmp_path):
     _, err = sweep.communicate(timeout=120)
     assert sweep.returncode == 1
     log = tmp_path / "sweep" / "demo_seed0" / "log.txt"
-    assert err.strip().splitlines() == [
-        f"error: `main.py train` failed (exit status 2); its output is at the end of {log}"]
+    said = f"no images in {empty}"  # train's own line, quoted
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: `main.py train` failed (exit status 2): ") and said in err
+    assert err.strip().endswith(f"; its output is at the end of {log}")
     assert "error:" in log.read_text()
 
 
@@ -248,6 +250,16 @@ def test_paths_are_taken_from_the_folder_the_sweep_is_run_in(toy_dir, tmp_path):
     assert wider.returncode == 2 and wider.stderr.strip().splitlines() == [
         f"error: {run} was made with --width=8, not 16: its figures are not this sweep's; "
         f"pass another --out for these flags, or delete {run} to make it again"]
+    # trained in bf16 where the machine has it (--amp unset), kept for an fp32 sweep
+    fp32 = _settings(*flags, "--amp=False", cwd=here)
+    assert fp32.returncode == 2 and "was made with --amp=None, not False" in fp32.stderr
+    # the report tables the runs as they were trained: it wanted this sweep's flags again
+    # (or told the user to delete the runs), and drew the 10,000 toy faces of the default
+    # --data first
+    alone = _settings("--report", "--out=../sweep", "--only=demo", cwd=here)
+    assert alone.returncode == 0, alone.stderr
+    assert "| demo: " in alone.stdout and "SWD floor (real vs real, 32 faces)" in alone.stdout
+    assert not (tmp_path / "sweep" / "toyfaces.log").exists()
 
 
 @pytest.mark.parametrize("flag, said", [
@@ -341,6 +353,61 @@ def test_a_damaged_speed_file_is_one_line_before_any_run(toy_dir, tmp_path, text
         f"edited): delete it and measure again with --time"]
     assert not (out / "book_seed0").exists()
     assert (out / "speed.json").read_text() == text  # left for the user to look at
+
+
+def test_minutes_refuses_speeds_measured_with_other_flags(toy_dir, tmp_path):
+    """speed.json kept only the speeds: one measured at --width=8 gave a --width=32 sweep its
+    epochs without a word. A file of the earlier kind (speeds alone) is still read."""
+    out = tmp_path / "sweep"
+    out.mkdir()
+    measured = {"ngf": 16, "ndf": 16, "batch_size": 64, "amp": None, "gpu": False}
+    (out / "speed.json").write_text(json.dumps({"book": {"images_per_s": 500.0,
+                                                         "with": measured}}))
+    flags = ("--only=book", "--seeds=0", "--num=64", "--minutes=1", f"--data={toy_dir}",
+             f"--out={out}")
+    result = _settings(*flags, "--width=8", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: --minutes: {out / 'speed.json'} has the speed of book with --width=16, not "
+        f"8: measure it again, the same command with --time in place of --minutes"]
+    result = _settings(*flags, "--width=16", "--amp=False", cwd=tmp_path)
+    assert "with --amp=None, not False" in result.stderr
+    assert not (out / "book_seed0").exists()
+
+
+def test_out_inside_a_file_and_time_with_report_are_one_line(toy_dir, tmp_path):
+    (tmp_path / "afile").write_text("")
+    r = _settings("--only=book", f"--data={toy_dir}", f"--out={tmp_path / 'afile' / 'sub'}",
+                  cwd=tmp_path)  # was a NotADirectoryError traceback
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"error: --out: {tmp_path / 'afile'} is a file, so no folder can be made inside it: "
+        f"name another --out"]
+    r = _settings("--time", "--report", f"--data={toy_dir}", f"--out={tmp_path / 'o'}",
+                  cwd=tmp_path)  # only the speeds were measured, the --report left out
+    assert r.returncode == 2 and "pass one of them" in r.stderr
+
+
+@pytest.mark.slow
+def test_a_stopped_speed_pass_keeps_the_speeds_it_measured(toy_dir, tmp_path):
+    """speed.json was written at the end only: a Ctrl-C after the first setting's speed lost
+    it, and the next --time measured it again."""
+    import subprocess
+    from conftest import ROOT
+    out = tmp_path / "sweep"
+    sweep = subprocess.Popen(
+        [sys.executable, "-u", str(ROOT / "experiments" / "settings.py"), "--time",
+         "--only=book,g2", "--width=8", "--batch-size=16", f"--data={toy_dir}", f"--out={out}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert any(line.startswith("book: ") for line in sweep.stdout)  # (the first setting)
+        sweep.send_signal(signal.SIGINT)
+        sweep.wait(timeout=120)
+    finally:
+        sweep.kill()
+    speeds = json.loads((out / "speed.json").read_text())
+    assert list(speeds) == ["book"] and speeds["book"]["images_per_s"] > 0
+    assert speeds["book"]["with"] == {"ngf": 8, "ndf": 8, "batch_size": 16, "amp": None,
+                                      "gpu": False}
 
 
 def test_the_help_says_what_the_script_does_and_every_flag_with_its_default(tmp_path):
