@@ -60,7 +60,8 @@ except (KeyboardInterrupt, Terminated) as stop:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second one: at once, without a traceback
     line, status = _stopped(stop, sys.argv[1] if len(sys.argv) > 1 else None)
     _ignore_late_stops()
-    print(line, file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every process met the stop
+        print(line, file=sys.stderr)
     sys.exit(status)
 
 
@@ -265,6 +266,10 @@ def main(argv):
         hint = f"; did you mean {close[0]}?" if close else ""
         print(f"error: unknown command {command!r}{hint} (commands: {', '.join(COMMANDS)})",
               file=sys.stderr)
+        return 2
+    if command != "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _say_once(f"error: {command} runs in one process: start it with python, not torchrun "
+                  f"(each process drew the same grid into the same file)")
         return 2
     if "--" in argv[2:]:  # fire's own flags (--interactive, --trace, ...) would follow
         after = argv[argv.index("--", 2) + 1:]

@@ -217,13 +217,23 @@ def _keep_unfinished_run(opt):
         saved = saved_options(state)
         beside = " " + " ".join(beside_flags(path, saved)) if lies_elsewhere(path, saved) \
             else ""  # a copied run: refused without them
+        again = _resume_command(f"--resume={quoted(path)}{beside}", state.get("processes", 1))
         raise UserError(f"{path} holds a run stopped in epoch {done + 1} of {total}: continue "
-                        f"it with `python main.py train --resume={quoted(path)}{beside}`, or "
+                        f"it with {again}, or "
                         f"start a new run with another --checkpoint-dir and --save-path (its "
                         f"loss log and grids are there), or over it with --fresh")
     # the book's way: a new run there writes over it; said, so that it is a choice
     return None, (_over_a_finished_run(path.parent, total) + " (another --checkpoint-dir "
                   "keeps both; raise --max-epoch with --resume to train it on)")
+
+
+def _resume_command(flags, processes):
+    """The command that continues a run saved by ``processes`` processes, with ``flags``; a
+    torchrun run in as many processes (in another count its stopped epoch starts again)."""
+    if processes == 1:
+        return f"`python main.py train {flags}`"
+    return (f"`torchrun --standalone --nproc_per_node={processes} main.py train {flags}` (as "
+            f"many processes as it had)")
 
 
 def _over_a_finished_run(folder, epochs):
@@ -612,10 +622,7 @@ def _train(opt):
                     _check_finite(meters.flush(), epoch, opt, run.saved)
                     _check_weights(netg, netd, epoch, opt, run.saved)
                     path = run.save() if world.main else Path(opt.checkpoint_dir) / "last.pth"
-                    again = f"main.py train --resume={quoted(path)}"
-                    how = f"`python {again}`" if world.size == 1 else (  # as many processes,
-                        f"`torchrun --standalone --nproc_per_node={world.size} {again}` (as "
-                        f"many processes as now)")  # or the stopped epoch starts again
+                    how = _resume_command(f"--resume={quoted(path)}", world.size)
                     raise Interrupted(f"stopped in epoch {epoch + 1} after batch {ii + 1} (as "
                                       f"the progress bar counts): state saved "
                                       f"to {path}; continue with {how}")

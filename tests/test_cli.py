@@ -505,6 +505,30 @@ def test_ctrl_c_outside_training_does_not_speak_of_save_points(monkeypatch, caps
     assert "save point" in capsys.readouterr().err
 
 
+def test_the_commands_that_draw_refuse_torchrun(tmp_path, monkeypatch):
+    """generate under torchrun drew in every process, into the same file, each process
+    naming its own seeds."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.chdir(tmp_path)
+    for command in ("generate", "interpolate", "evaluate", "explore", "toyfaces"):
+        assert_clean_error(cli(command, "--nogpu"), f"error: {command} runs in one process",
+                           "not torchrun")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stop_while_torch_loads_is_said_by_the_first_process_alone(tmp_path, monkeypatch):
+    """Ctrl-C under torchrun as the processes started printed its line once per process."""
+    import os
+    import signal
+    monkeypatch.setenv("RANK", "1")
+    proc = _main_while_loading(tmp_path, ["print('loading', file=sys.stderr, flush=True)",
+                                          "time.sleep(60)"])
+    read_until(proc, "loading")
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip() == "", err
+
+
 def _main_while_loading(tmp_path, when_loading):
     """main.py run as a user runs it, with ``when_loading`` done as its first heavy import
     (fire, then torch) begins: the first second or two of every command."""

@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 
+import checkpoint
 import train as train_module
 from config import parse
 from curves import read_rows
@@ -311,6 +312,13 @@ def test_the_same_command_again_after_a_stop_keeps_the_stopped_run(toy_dir, tmp_
                        f"--resume={tmp_path / 'last.pth'}", "another --checkpoint-dir and "
                        "--save-path")
     assert {p.name: p.read_bytes() for p in tmp_path.glob("*.pth")} == before
+    # a torchrun run's stop is continued under torchrun in as many processes (the one-process
+    # command it named starts the stopped epoch again)
+    state = torch.load(tmp_path / "last.pth", weights_only=True)
+    checkpoint.save({**state, "processes": 2}, tmp_path / "last.pth")
+    assert_clean_error(cli("train", *again), "continue it with `torchrun --standalone "
+                       f"--nproc_per_node=2 main.py train --resume={tmp_path / 'last.pth'}`")
+    (tmp_path / "last.pth").write_bytes(before["last.pth"])
     result = cli("train", "--resume", f"--checkpoint-dir={tmp_path}")  # as it says
     assert result.returncode == 0, result.stderr
     assert torch.load(tmp_path / "last.pth", weights_only=True)["epoch"] == 3
