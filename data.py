@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 import warnings
@@ -281,7 +282,7 @@ def _own_process_group(drop_term=True):
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
 
 
-def _pool_worker_signals():
+def _pool_worker_signals(parent):
     """``start_pool``'s ``initializer``: see ``_own_process_group``. SIGTERM stays as it is by
     default, and one that came while the worker was forked ends it here: one sent to the
     whole group is stopping the main process as well (a worker that dropped it waited for
@@ -289,6 +290,22 @@ def _pool_worker_signals():
     the pool, which stops with a line, or with the main process's own stop."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the Terminated the parent raises
     _own_process_group(drop_term=False)
+    _end_with_parent(parent)
+
+
+def _end_with_parent(parent):
+    """On Linux, the system kills this worker when ``parent``, the process that forked it,
+    ends: a run killed outright (kill -9, the OOM killer) left its decoding workers waiting
+    for jobs for ever, in process groups of their own."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PDEATHSIG
+    except (OSError, AttributeError):
+        return  # no prctl here (another libc): the worker waits as before
+    if os.getppid() != parent:  # the parent died before that
+        os._exit(1)
 
 
 def start_pool(workers):
@@ -305,7 +322,8 @@ class _Workers:
 
     def __init__(self, workers):
         self.executor = ProcessPoolExecutor(workers, mp_context=get_context("fork"),
-                                            initializer=_pool_worker_signals)
+                                            initializer=_pool_worker_signals,
+                                            initargs=(os.getpid(),))
         # forked now, as the pool begins (a first job forks them all), before a progress
         # bar's thread exists: forked later, that thread took a Ctrl-C meant for this
         # process, whose handler then ran inside the fork ("Exception ignored" tracebacks)
@@ -488,6 +506,8 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
                 return found
 
     drop_caches_of_gone_folders(cache_location(root, image_size)[0])  # room for this one
+    for cache_dir, prefix in cache_places(root, image_size):  # and builds killed outright
+        _drop(p for p in cache_dir.glob(f"{prefix}*.tmp") if not _in_progress(p))
     shape = (len(files), 3, image_size, image_size)
     refused, lasting = None, "later runs reuse it"
     for cache_dir, prefix in cache_places(root, image_size):

@@ -147,6 +147,26 @@ STALE = (".*.pth.*.tmp", ".*.png.*.tmp", ".losses.csv.*.tmp", ".options.json.*.t
 NO_LOCKS = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}  # NFS, Lustre, ...
 
 
+_HELD_LOCKS = set()  # the descriptors of the folder locks this process holds
+
+
+def _locks_stay_with_the_parent():
+    """In a forked child (a decoding worker, a DataLoader's): the folder locks' descriptors
+    point at /dev/null. A flock belongs to the open file, which the fork shared: a worker that
+    outlived a killed run (kill -9 during the cache build) held its folders, and every new
+    run and --resume there was refused, naming the dead process."""
+    if not _HELD_LOCKS:
+        return
+    null = os.open(os.devnull, os.O_RDONLY)
+    for fd in _HELD_LOCKS:
+        os.dup2(null, fd)  # (the number stays open: the file object's close is harmless)
+    os.close(null)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_locks_stay_with_the_parent)
+
+
 @contextmanager
 def _only_run_in(folder, flag):
     """Hold a lock on ``folder`` while training: a second run there would interleave its
@@ -177,6 +197,7 @@ def _only_run_in(folder, flag):
                 raise
             say(f"note: {folder} cannot be locked ({e.strerror}); nothing stops a second run "
                 f"from writing there at the same time")
+        _HELD_LOCKS.add(lock.fileno())
         if lock.writable():  # who holds it, for the message above (unbuffered: a full disk
             os.ftruncate(lock.fileno(), 0)  # refuses it here, not again as the file closes)
             try:
@@ -189,6 +210,7 @@ def _only_run_in(folder, flag):
                 stale.unlink(missing_ok=True)
         yield
     finally:
+        _HELD_LOCKS.discard(lock.fileno())
         lock.close()  # and with it the lock
         if made and [p.name for p in folder.iterdir()] == [path.name]:
             path.unlink(missing_ok=True)  # a run that wrote nothing there: no trace

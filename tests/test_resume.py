@@ -15,8 +15,9 @@ from config import parse
 from curves import read_rows
 from errors import UserError
 
-from conftest import (ROOT, assert_clean_error, cli, draw_grid, read_until,
-                      same_weights, stopped_run, train_args, train_small, within)
+from conftest import (ROOT, assert_clean_error, children, cli, draw_grid, kill_group,
+                      read_until, running, same_weights, stopped_run, train_args, train_small,
+                      within)
 
 
 @pytest.mark.parametrize("extra", [{}, {"cache": False, "num_workers": 2}, {"ema": 0.99}],
@@ -578,6 +579,76 @@ def test_resuming_on_a_folder_with_another_image_count_says_so(toy_dir, tmp_path
                                            cache=True)))
     out = capsys.readouterr().out
     assert "now has 51 images, and the run began with 49" in out and "--cache=" not in out
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_its_cache_is_built_leaves_no_worker_and_no_lock(tmp_path):
+    """kill -9 (the OOM killer) as a pool decoded the images: its workers waited for jobs
+    for ever, each in a process group of its own, holding the run's folder locks they had
+    inherited, so the same command and --resume were refused, naming the dead process; and
+    each killed build's temporary cache file stayed until a build finished."""
+    import numpy as np
+    from PIL import Image
+    data = tmp_path / "big"
+    (data / "faces").mkdir(parents=True)
+    noise = np.random.default_rng(0).integers(0, 256, (1200, 1200, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(data / "faces" / "0.png")  # slow to decode: a window to kill
+    for i in range(1, 320):  # more than 256: a pool decodes them
+        shutil.copy(data / "faces" / "0.png", data / "faces" / f"{i}.png")
+    flags = [f"--data-path={data}", "--nogpu", "--vis=False", "--ngf=8", "--ndf=8",
+             "--batch-size=64", "--max-epoch=1", f"--checkpoint-dir={tmp_path / 'c'}",
+             f"--save-path={tmp_path / 'i'}"]
+    run = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "train", *flags],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    workers = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2:  # the pool's processes
+            assert run.poll() is None and time.monotonic() < deadline, "no pool was started"
+            workers = children(run.pid)
+            time.sleep(0.01)
+        time.sleep(0.5)
+        assert list(tmp_path.glob(".big.*.tmp")), "the cache was built before the kill"
+        run.kill()
+        run.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while any(running(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(running(pid) for pid in workers)
+    finally:
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    again = cli("train", *flags)  # the same command: trained, not refused
+    assert again.returncode == 0, again.stderr
+    assert not list(tmp_path.glob(".big.*.tmp"))
+
+
+@pytest.mark.slow
+def test_the_folder_lock_goes_with_a_killed_run_not_with_its_loader_workers(toy_dir, tmp_path):
+    """With --cache=False the DataLoader's workers had inherited the lock, and held it for
+    about 5 s after a kill -9 of the run, until torch's watchdog ended them: a scheduler's
+    retry at once was refused, naming the dead process."""
+    import fcntl
+    ckpt = tmp_path / "c"
+    run = _start(toy_dir, ckpt, "--max-epoch=100000", "--batch-size=4", "--cache=False",
+                 "--num-workers=2")
+    try:
+        read_until(run, "epoch 1/100000")
+        deadline = time.monotonic() + 60
+        while len(children(run.pid)) < 2:  # its loader's workers
+            assert run.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.5)
+        run.kill()
+        run.wait(timeout=30)
+        with open(ckpt / ".train.lock") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: still held
+    finally:
+        kill_group(run)
 
 
 @pytest.mark.slow
