@@ -676,6 +676,10 @@ def _train(opt):
                     save_point(epoch, netg, netd, fixed_noise, opt, ema)
                     log.plot()
                     run.save()
+            else:  # the state alone: a kill -9 or a power cut loses this epoch at most, not
+                _check_weights(netg, netd, epoch, opt, run.saved)  # the ones since the save
+                if world.main:  # point (--save-every=10 by default)
+                    run.save()
     say(f"done: weights in {opt.checkpoint_dir}, sample grids in {opt.save_path}")
     world.close()
     return netg, netd

@@ -238,12 +238,12 @@ def test_a_second_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
     monkeypatch.setattr(train_module, "training", SimpleNamespace(saved="ck/last.pth"))
     assert main.main(["main.py", "train"]) == 130
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["interrupted at once: nothing saved since the last save point"]
+    assert err == ["interrupted at once: nothing saved since its last save"]
     # ... or in the first epoch of a new run, which has no save point to speak of
     monkeypatch.setattr(train_module, "training", SimpleNamespace(saved=None))
     assert main.main(["main.py", "train"]) == 130
     assert capsys.readouterr().err.strip().splitlines() == [
-        "interrupted at once: the run had reached no save point, so none of it was saved"]
+        "interrupted at once: the run had finished no epoch, so none of it was saved"]
 
 
 def test_a_finished_run_resumed_says_there_is_nothing_to_do(toy_dir, tmp_path):
@@ -579,6 +579,28 @@ def test_resuming_on_a_folder_with_another_image_count_says_so(toy_dir, tmp_path
                                            cache=True)))
     out = capsys.readouterr().out
     assert "now has 51 images, and the run began with 49" in out and "--cache=" not in out
+
+
+@pytest.mark.slow
+def test_a_run_killed_outright_loses_one_epoch_at_most(toy_dir, tmp_path):
+    """last.pth was written at the save points only (every 10 epochs by default): a kill -9,
+    the OOM killer or a power cut lost every epoch since the last one."""
+    ckpt = tmp_path / "c"
+    run = _start(toy_dir, ckpt, "--max-epoch=100000", "--save-every=1000", "--batch-size=8",
+                 "--ngf=8", "--ndf=8")
+    try:
+        read_until(run, "epoch 3/100000")  # two epochs done, no save point reached
+        run.kill()
+        run.wait(timeout=30)
+    finally:
+        kill_group(run)
+    state = torch.load(ckpt / "last.pth", weights_only=False)
+    assert state["epoch"] >= 2 and state["batch"] == 0
+    assert not list(ckpt.glob("netg_*.pth"))  # the book's files stay at the save points
+    again = cli("train", "--resume", f"--checkpoint-dir={ckpt}",
+                f"--max-epoch={state['epoch'] + 1}")
+    assert again.returncode == 0, again.stderr
+    assert torch.load(ckpt / "last.pth", weights_only=False)["epoch"] == state["epoch"] + 1
 
 
 @pytest.mark.slow
