@@ -65,28 +65,36 @@ def test_a_folder_rank_0_cannot_decode_is_its_one_error_line(tmp_path):
     assert "[rank1]" not in result.stderr, result.stderr[-3000:]
 
 
-@pytest.mark.slow
-def test_without_the_cache_every_process_lists_the_broken_files_it_met(toy_dir, tmp_path):
-    """With --cache=False each process decodes its own shard of an epoch, and only rank 0's
-    broken files were counted and listed in skipped_files.txt."""
+def _two_processes_without_the_cache(toy_dir, tmp_path, good, broken, *flags):
+    """torchrun's 2 processes training with --cache=False on ``good`` toy faces and files
+    named ``broken`` that are no images; the completed process, after checking that every
+    broken file is listed in skipped_files.txt."""
     faces = tmp_path / "data" / "faces"
     faces.mkdir(parents=True)
-    for p in sorted((toy_dir / "faces").iterdir())[:18]:
+    for p in sorted((toy_dir / "faces").iterdir())[:good]:
         shutil.copy(p, faces / p.name)
-    broken = [f"broken{i}.jpg" for i in range(6)]
     for name in broken:
         (faces / name).write_text("not an image")
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(ROOT / "main.py"), "train", f"--data-path={tmp_path / 'data'}", "--nogpu",
-         "--vis=False", "--cache=False", "--num-workers=0", "--max-epoch=1", "--batch-size=2",
-         "--ngf=8", "--ndf=8", "--seed=0", f"--save-path={tmp_path / 'I'}",
-         f"--checkpoint-dir={tmp_path / 'C'}"],
-        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+         "--vis=False", "--cache=False", "--num-workers=0", "--ngf=8", "--ndf=8",
+         f"--save-path={tmp_path / 'I'}", f"--checkpoint-dir={tmp_path / 'C'}", *flags],
+        capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     listed = (tmp_path / "C" / "skipped_files.txt").read_text().split()
-    assert sorted(p.rsplit("/", 1)[-1] for p in listed) == broken  # 24 files: 6 batches of 2 each
+    assert sorted(p.rsplit("/", 1)[-1] for p in listed) == broken
+    return result
+
+
+@pytest.mark.slow
+def test_without_the_cache_every_process_lists_the_broken_files_it_met(toy_dir, tmp_path):
+    """With --cache=False each process decodes its own shard of an epoch, and only rank 0's
+    broken files were counted and listed in skipped_files.txt."""
+    result = _two_processes_without_the_cache(  # 24 files: 6 batches of 2 each
+        toy_dir, tmp_path, 18, [f"broken{i}.jpg" for i in range(6)], "--max-epoch=1",
+        "--batch-size=2", "--seed=0")
     assert result.stdout.count("skipped 6 unreadable image files") == 1
 
 
@@ -97,24 +105,9 @@ def test_without_the_cache_a_batch_of_broken_files_in_one_process_does_not_hang(
     process waited in that step's collectives for ever (gloo's 30 minutes). Batches of one
     image, 4 good and 4 broken: with --seed=3 each epoch gives one process one broken file
     and the other three."""
-    faces = tmp_path / "data" / "faces"
-    faces.mkdir(parents=True)
-    for p in sorted((toy_dir / "faces").iterdir())[:4]:
-        shutil.copy(p, faces / p.name)
-    broken = [f"zbroken{i}.jpg" for i in range(4)]  # after the faces: files 4 to 7
-    for name in broken:
-        (faces / name).write_text("not an image")
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(ROOT / "main.py"), "train", f"--data-path={tmp_path / 'data'}", "--nogpu",
-         "--vis=False", "--cache=False", "--num-workers=0", "--max-epoch=2", "--batch-size=1",
-         "--ngf=8", "--ndf=8", "--seed=3", f"--save-path={tmp_path / 'I'}",
-         f"--checkpoint-dir={tmp_path / 'C'}"],
-        capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    listed = (tmp_path / "C" / "skipped_files.txt").read_text().split()
-    assert sorted(p.rsplit("/", 1)[-1] for p in listed) == broken
+    _two_processes_without_the_cache(  # the broken ones after the faces: files 4 to 7
+        toy_dir, tmp_path, 4, [f"zbroken{i}.jpg" for i in range(4)], "--max-epoch=2",
+        "--batch-size=1", "--seed=3")
     assert (tmp_path / "C" / "netg_1.pth").is_file()
 
 
