@@ -163,10 +163,10 @@ def attribute_classifier(progress=print, train_num=16384, test_num=2048, epochs=
     counts = [len(CHOICES[a]) for a in ATTRIBUTES]
     path = classifier_path()
     if path.is_file():
-        saved = checkpoint.load(path)
-        net = AttributeNet(counts)
-        net.load_state_dict(saved["net"])
-        return net.eval(), saved["accuracy"]
+        found = _cached_classifier(path, counts)
+        if isinstance(found, tuple):
+            return found
+        progress(f"note: the cached toy-attribute classifier {path} is {found}: trained again")
     progress(f"training the toy-attribute classifier once ({train_num} faces, about 3 minutes "
              f"on 2 cores; cached in {path})")
     torch.manual_seed(0)
@@ -195,9 +195,33 @@ def attribute_classifier(progress=print, train_num=16384, test_num=2048, epochs=
     predicted = predict(net, test_images)
     accuracy = {a: float((predicted[:, j] == test_labels[:, j]).float().mean())
                 for j, a in enumerate(ATTRIBUTES)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.save({"net": net.state_dict(), "accuracy": accuracy}, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.save({"net": net.state_dict(), "accuracy": accuracy}, path)
+    except (OSError, UserError) as e:  # the trained classifier, measured with all the same
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        progress(f"note: cannot keep the toy-attribute classifier in {path} ({why}): it is "
+                 f"trained again next time; set XDG_CACHE_HOME to a folder you can write to")
     return net, accuracy
+
+
+def _cached_classifier(path, counts):
+    """(net in eval mode, accuracy) from the cache at ``path``, or what is wrong with the file
+    (cut short, another file, other shapes, NaN weights), in words: evaluate refused it, or
+    ended in a KeyError traceback, and no command could replace it."""
+    import checkpoint
+    try:
+        saved = checkpoint.load(path)
+        net = AttributeNet(counts)
+        net.load_state_dict(saved["net"])
+        accuracy = saved["accuracy"]
+    except UserError:
+        return "damaged (cut short, or not a checkpoint)"
+    except (KeyError, TypeError, RuntimeError):
+        return "not one this version made"
+    if not all(torch.isfinite(p).all() for p in net.parameters()):
+        return "damaged (weights that are not numbers)"
+    return net.eval(), accuracy
 
 
 @torch.no_grad()

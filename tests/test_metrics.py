@@ -106,6 +106,47 @@ def test_every_training_of_the_classifier_gives_the_same_classifier(tmp_path, mo
 
 
 @pytest.mark.slow
+def test_a_damaged_or_unwritable_classifier_cache_is_trained_again_and_said(tmp_path,
+                                                                           monkeypatch):
+    """A cache cut short was refused with "use another file" (there is none to use), one of
+    other contents ended in a KeyError traceback, one of NaN weights read every face as
+    unclear without a word, and one that could not be written threw away minutes of
+    training and the SWD measured before it, naming a temporary file."""
+    from metrics import _cached_classifier, attribute_classifier, classifier_path
+    from toyfaces import ATTRIBUTES, CHOICES
+    counts = [len(CHOICES[a]) for a in ATTRIBUTES]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path, small = classifier_path(), dict(train_num=256, test_num=64, epochs=1)
+    said = []
+    net, _ = attribute_classifier(progress=said.append, **small)
+    good = path.read_bytes()
+    state = torch.load(path, weights_only=True)
+    state["net"]["heads.0.weight"][:] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    torch.save({"x": torch.zeros(1)}, tmp_path / "other.pt")
+    for damage, words in ((b"", "damaged (cut short"), (good[:len(good) // 2], "damaged (cut"),
+                          ((tmp_path / "other.pt").read_bytes(), "not one this version made"),
+                          ((tmp_path / "nan.pt").read_bytes(), "damaged (weights that are not")):
+        path.write_bytes(damage)
+        said = []
+        again, _ = attribute_classifier(progress=said.append, **small)
+        assert said[0].startswith(f"note: the cached toy-attribute classifier {path} is "
+                                  f"{words}") and said[0].endswith(": trained again"), said
+        assert isinstance(_cached_classifier(path, counts), tuple)  # a good one kept now
+        assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
+                                                      again.state_dict().values()))
+    path.unlink()
+    path.mkdir()  # a folder where the file goes: nothing can be written there
+    said = []
+    again, accuracy = attribute_classifier(progress=said.append, **small)
+    assert said[-1] == f"note: cannot keep the toy-attribute classifier in {path} (Is a " \
+        f"directory): it is trained again next time; set XDG_CACHE_HOME to a folder you can " \
+        f"write to"
+    assert set(accuracy) and all(torch.equal(a, b) for a, b in zip(
+        net.state_dict().values(), again.state_dict().values()))
+
+
+@pytest.mark.slow
 def test_the_classifiers_first_training_shows_its_progress(tmp_path, monkeypatch):
     """Three minutes without a sign of life looked like a hang: every face drawn for it and
     every batch it trains on passes through the progress bar evaluate shows."""
