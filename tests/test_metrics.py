@@ -335,6 +335,17 @@ def test_evaluate_skips_modes_where_there_is_no_attributes_csv(toy_dir, tmp_path
     report = json.loads(out.read_text())
     assert "swd" in report and "modes" not in report
     assert "SWD x1e3, mean" in r.stdout and "modes covered" not in r.stdout
+    # what moves the figures is in the file: the noise's spread and the metrics measured
+    assert (report["gen_mean"], report["gen_std"], report["metrics"]) == (0.0, 1.0, ["swd"])
+    # a CSV of that name with columns of its own is some other set's: the toy classifier's
+    # figures were given for it without a word
+    (folder / "attributes.csv").write_text("file,smiling,glasses\n000000.jpg,yes,no\n")
+    r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
+            f"--data-path={folder}", "--num=32", f"--out={out}")
+    assert r.returncode == 0, r.stderr
+    assert f"note: modes are counted on the toy set only, and {folder / 'attributes.csv'} is " \
+           f"not the toy set's (its columns differ): skipping them" in r.stdout
+    assert "modes" not in json.loads(out.read_text())
     # a folder with no images at all: the refusal alone, no note above it
     (tmp_path / "empty").mkdir()
     r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
