@@ -155,7 +155,7 @@ def classifier_path():
 
 
 def attribute_classifier(progress=print, train_num=16384, test_num=2048, epochs=6, bar=None):
-    """The cached classifier, or a new one trained on fresh toy faces (about 3 minutes on
+    """The cached classifier, or a new one trained on fresh toy faces (3 to 4 minutes on
     2 cores). Returns (net in eval mode, held-out accuracy per attribute). ``bar(iterable,
     what, unit)`` wraps the faces drawn and the batches trained on (a progress bar)."""
     import checkpoint
@@ -167,8 +167,8 @@ def attribute_classifier(progress=print, train_num=16384, test_num=2048, epochs=
         if isinstance(found, tuple):
             return found
         progress(f"note: the cached toy-attribute classifier {path} is {found}: trained again")
-    progress(f"training the toy-attribute classifier once ({train_num} faces, about 3 minutes "
-             f"on 2 cores; cached in {path})")
+    progress(f"training the toy-attribute classifier once ({train_num} faces, 3 to 4 minutes "
+             f"on 2 idle cores; cached in {path})")
     torch.manual_seed(0)
     net = AttributeNet(counts)  # its starting weights from the seed too
     bar = bar or (lambda iterable, what, unit: iterable)
@@ -198,7 +198,7 @@ def attribute_classifier(progress=print, train_num=16384, test_num=2048, epochs=
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         checkpoint.save({"net": net.state_dict(), "accuracy": accuracy}, path)
-    except (OSError, UserError) as e:  # the trained classifier, measured with all the same
+    except (OSError, UserError) as e:  # used unsaved: this run's figures need it, not the file
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         progress(f"note: cannot keep the toy-attribute classifier in {path} ({why}): it is "
                  f"trained again next time; set XDG_CACHE_HOME to a folder you can write to")
@@ -215,6 +215,8 @@ def _cached_classifier(path, counts):
         net = AttributeNet(counts)
         net.load_state_dict(saved["net"])
         accuracy = saved["accuracy"]
+        if not isinstance(accuracy, dict):
+            raise TypeError
     except UserError:
         return "damaged (cut short, or not a checkpoint)"
     except (KeyError, TypeError, RuntimeError):
