@@ -136,9 +136,10 @@ def train(opt):
                 pass
             if not training.saved:
                 raise
+            again = _resume_command(f"--resume={quoted(training.saved)}", training.processes)
             raise UserError(f"disk full while writing {e.path}: free some space, then continue "
-                            f"with `python main.py train --resume={quoted(training.saved)}`"
-                            f"{kept} (the files written before it are intact)") from None
+                            f"with {again}{kept} (the files written before it are "
+                            f"intact)") from None
 
 
 # the temporary files of a run's atomic saves (checkpoint.py), in its folders (OWNER's too)

@@ -528,8 +528,7 @@ def _check(args):
             measured, now = speeds[name]["with"], _speed_flags(name, args)
             differ = next((k for k in now if measured and measured.get(k) != now[k]), None)
             if differ:
-                flag = {"ngf": "--width", "ndf": "--width"}.get(differ, "--" + differ.replace(
-                    "_", "-"))
+                flag = OURS.get(differ, f"--{differ}")  # (--gpu, the one not among them)
                 raise UserError(f"--minutes: {speed_file} has the speed of {name} with "
                                 f"{flag}={measured.get(differ)}, not {now[differ]}: measure it "
                                 f"again, the same command with --time in place of --minutes")
