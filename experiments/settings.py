@@ -363,6 +363,29 @@ def _run_epochs(run):
     return json.loads((run / "options.json").read_text())["max_epoch"]
 
 
+def _results(run):
+    """A finished run's evaluate reports (G's and its average's) and the options it was
+    trained with; a file damaged or edited by hand is refused in one line naming it, not a
+    JSONDecodeError or KeyError."""
+    found = []
+    for name in ("metrics.json", "metrics_ema.json", "options.json"):
+        try:
+            found.append(json.loads((run / name).read_text()))
+            if name == "options.json":
+                int(found[-1]["max_epoch"]), str(found[-1]["data_path"])
+                continue
+            found[-1].setdefault("modes", dict.fromkeys(  # not the toy set
+                ("modes", "kl", "confident_share", "values_covered"), float("nan")))
+            for figure in (found[-1]["swd"], found[-1]["swd_floor"]):
+                float(figure["mean"])
+            for key in ("kl", "confident_share", "modes"):
+                float(found[-1]["modes"][key])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise UserError(f"{run / name} is damaged or not this script's: delete {run} "
+                            f"and run the sweep again to make it again") from None
+    return found
+
+
 def report(args):
     """The table of the runs done in --out (of the --only settings), each as it was trained:
     the flags of this command take no part in it."""
@@ -379,15 +402,10 @@ def report(args):
         runs = sorted(p for p in out.glob(f"{name}_seed*") if (p / "metrics_ema.json").is_file())
         if not runs:
             continue
-        g = [json.loads((r / "metrics.json").read_text()) for r in runs]
-        e = [json.loads((r / "metrics_ema.json").read_text()) for r in runs]
-        if "modes" not in g[0]:  # not the toy set
-            for m in g + e:
-                m["modes"] = {k: float("nan") for k in ("modes", "kl", "confident_share",
-                                                        "values_covered")}
+        g, e, trained = zip(*map(_results, runs))
         for run, m in zip(runs, g):
             floors[_evaluated_at(run / "metrics.json")] = m["swd_floor"]["mean"]
-        trained = json.loads((runs[0] / "options.json").read_text())
+        trained = trained[0]
         epochs = trained["max_epoch"]
         speed = speeds.get(name)  # measured with this run's options (or not said: older)
         minutes = "-" if speed is None or speed["with"] not in (

@@ -355,6 +355,31 @@ def test_a_damaged_speed_file_is_one_line_before_any_run(toy_dir, tmp_path, text
     assert (out / "speed.json").read_text() == text  # left for the user to look at
 
 
+@pytest.mark.parametrize("damaged, text", [
+    ("metrics.json", '{"swd": {"mean": 0.03'),  # cut short by a full disk
+    ("metrics_ema.json", '{"swd": 31.0}'),  # edited by hand
+    ("options.json", '{"data_path": "data/toy"}'),
+])
+def test_damaged_results_of_a_run_are_one_line_in_the_report(toy_dir, tmp_path, damaged,
+                                                              text):
+    """A run's metrics or options file damaged or edited by hand: a JSONDecodeError,
+    TypeError or KeyError traceback from --report (and from the sweep's own table)."""
+    run = tmp_path / "sweep" / "book_seed0"
+    run.mkdir(parents=True)
+    figures = {"num": 64, "swd": {"mean": 0.031}, "swd_floor": {"mean": 0.005},
+               "modes": {"kl": 2.0, "confident_share": 0.1, "modes": 12, "values_covered": 30}}
+    for name in ("metrics.json", "metrics_ema.json"):
+        (run / name).write_text(json.dumps(figures))
+    (run / "options.json").write_text(json.dumps({"max_epoch": 1, "data_path": str(toy_dir)}))
+    (run / damaged).write_text(text)
+    result = _settings("--only=book", "--report", f"--out={run.parent}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {run / damaged} is damaged or not this script's: delete {run} and run the "
+        f"sweep again to make it again"]
+    assert (run / damaged).read_text() == text  # left for the user to look at
+
+
 def test_minutes_refuses_speeds_measured_with_other_flags(toy_dir, tmp_path):
     """speed.json kept only the speeds: one measured at --width=8 gave a --width=32 sweep its
     epochs without a word. A file of the earlier kind (speeds alone) is still read."""
