@@ -419,7 +419,8 @@ def generate(opt):
     if opt.out_dir:  # before anything is written
         refuse_earlier_faces(opt.out_dir, _face_names(seeds))
     checkpoint.save_grid(images, opt.gen_img)
-    print(f"wrote {opt.gen_img}: {counted(len(images), 'face')}{picked}")
+    print(f"wrote {opt.gen_img}{_png_note(opt.gen_img)}: {counted(len(images), 'face')}"
+          f"{picked}")
     if opt.out_dir:
         _write_faces(opt.out_dir, images, scores, seeds, opt.scale, opt.resample,
                      opt.gen_mean, opt.gen_std, ranks, str(Path(opt.netg_path).resolve()))
@@ -445,6 +446,12 @@ def _refuse_training_images(opt, *files):
             raise UserError(f"{flag} {path!r} already lies among the training images in "
                             f"{opt.data_path} (--data-path), which train reads as one of them: "
                             f"name a path outside it")
+
+
+def _png_note(path):
+    """Said after a grid's name that has no suffix: it holds a PNG, which the name does not
+    tell (an image viewer or a web page may not open it)."""
+    return "" if Path(path).suffix else " (a PNG: the name has no suffix)"
 
 
 def _say_if_training_data(opt, *paths):
@@ -507,8 +514,8 @@ def interpolate(opt):
         seeds = [first, first + 1]
     rows = faces.morph(seeds, opt.steps)
     checkpoint.save_grid(rows.flatten(0, 1), out, nrow=opt.steps)
-    print(f"wrote {out}: {counted(len(rows), 'row')} of {opt.steps} faces, seeds "
-          f"{' -> '.join(map(str, seeds))}")
+    print(f"wrote {out}{_png_note(out)}: {counted(len(rows), 'row')} of {opt.steps} faces, "
+          f"seeds {' -> '.join(map(str, seeds))}")
     if opt.gif:
         # the path through every seed and back to the first, without repeated frames
         z = noise(seeds, faces.netg.nz, opt.gen_mean, opt.gen_std)

@@ -53,6 +53,24 @@ def test_seed_repeats_the_grid(tmp_path):
     assert outs[0] == outs[1]
 
 
+def test_a_grid_named_without_a_suffix_is_a_png_and_said_to_be(tmp_path):
+    """--gen-img=result wrote a PNG named result without a word: a viewer or a web page
+    going by the name may not open it."""
+    g, _ = _save_nets(tmp_path)
+    r = cli("generate", "--nogpu", f"--netg-path={g}", f"--gen-img={tmp_path / 'result'}",
+            "--gen-num=8", "--seed=1")
+    assert r.returncode == 0, r.stderr
+    assert f"wrote {tmp_path / 'result'} (a PNG: the name has no suffix): 8 faces" in r.stdout
+    assert Image.open(tmp_path / "result").format == "PNG"
+    r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--steps=3", "--seeds=1,2",
+            f"--out={tmp_path / 'morph'}")
+    assert r.returncode == 0, r.stderr
+    assert f"wrote {tmp_path / 'morph'} (a PNG: the name has no suffix): 1 row" in r.stdout
+    r = cli("generate", "--nogpu", f"--netg-path={g}", f"--gen-img={tmp_path / 'named.png'}",
+            "--gen-num=8", "--seed=1")
+    assert f"wrote {tmp_path / 'named.png'}: 8 faces" in r.stdout and "no suffix" not in r.stdout
+
+
 def test_widths_come_from_the_files_and_a_differing_flag_is_named(tmp_path, toy_dir):
     g, d = _save_nets(tmp_path)  # width 8: neither the book's 64 nor anything given
     common = ("generate", "--nogpu", f"--netg-path={g}", f"--netd-path={d}", "--gen-num=4",
