@@ -681,7 +681,8 @@ def validate(command, opt):
                  f"it (e.g. {_beside(data, 'imgs')}/)")
         _require(opt.num_workers >= 0, f"--num-workers must be 0 or more, not {opt.num_workers}")
         for name in ("lr1", "lr2"):
-            _require(getattr(opt, name) > 0, f"--{name} must be positive, not {getattr(opt, name)}")
+            _require(getattr(opt, name) >= 0, f"--{name} must be 0 or more (0: that net does "
+                     f"not learn), not {getattr(opt, name)}")
         for name in ("beta1", "beta2"):
             _require(0 <= getattr(opt, name) < 1,
                      f"--{name} must be in [0, 1), not {getattr(opt, name)}")

@@ -438,6 +438,10 @@ def _train(opt):
         if opt.d_low:  # a book-format D file has no judge; a last.pth's is not read either
             say(f"note: D starts from {opt.netd_path}, and the low-resolution judge of "
                 f"--d-low={opt.d_low} starts afresh (--resume restores it)")
+    for flag, net, rate in (("lr1", "G", opt.lr1), ("lr2", "D", opt.lr2)):
+        if rate == 0:  # the book takes it, to study one net against a fixed other
+            say(f"note: --{flag}=0: {net}'s weights stay as they start; only its BatchNorm "
+                f"statistics follow the batches")
     if not opt.d_bn:
         remove_batchnorm(netd)
     if opt.sn:

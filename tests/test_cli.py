@@ -45,7 +45,7 @@ def test_gpu_without_cuda(toy_dir):
                                           ("--d-every=0", "--d-every"),
                                           ("--g-every=-1", "--g-every"),
                                           ("--image-size=64", "--image-size"),
-                                          ("--lr1=0", "--lr1"),
+                                          ("--lr1=-1e-4", "--lr1"),
                                           ("--vis=maybe", "--vis"),
                                           ("--max-epoch=ten", "--max-epoch"),
                                           # as typed, not as the tuple fire reads

@@ -129,6 +129,25 @@ def test_start_from_existing_weights(toy_dir, tmp_path):
                           atol=1e-6)
 
 
+def test_a_learning_rate_of_0_keeps_that_nets_weights(toy_dir, tmp_path):
+    """--lr1=0 was refused ("must be positive"); the book takes it, to train D against a
+    fixed G. G's weights stay those it was given; D, at its own rate, learns."""
+    from conftest import train_args
+    netg, netd = tiny_nets(nz=100)
+    torch.save(netg.state_dict(), tmp_path / "g.pth")
+    torch.save(netd.state_dict(), tmp_path / "d.pth")
+    r = cli(*train_args(toy_dir, tmp_path / "C", "--lr1=0", "--max-epoch=1", "--batch-size=16",
+                        "--ngf=8", "--ndf=8", "--g-every=1", f"--netg-path={tmp_path / 'g.pth'}",
+                        f"--netd-path={tmp_path / 'd.pth'}"))
+    assert r.returncode == 0, r.stderr
+    assert "note: --lr1=0: G's weights stay as they start" in r.stdout
+    g = torch.load(tmp_path / "C" / "netg_0.pth", weights_only=True)
+    d = torch.load(tmp_path / "C" / "netd_0.pth", weights_only=True)
+    assert all(torch.equal(g[k], v) for k, v in netg.state_dict().items()
+               if k.endswith(("weight", "bias")))
+    assert not torch.equal(d["main.0.weight"], netd.state_dict()["main.0.weight"])
+
+
 def test_bf16_only_where_the_gpu_does_it_natively(monkeypatch):
     from config import use_bf16
     # a pre-Ampere card: bf16 only through emulation
@@ -460,22 +479,22 @@ def test_bench_reads_paths_from_where_it_is_run_and_refuses_bad_values(toy_dir, 
 
     def bench(*flags):
         """bench.py FLAGS run from tmp_path in this process (no Python and torch to start
-        for each): its exit status and stderr as Python gives them for sys.exit(line)."""
+        for each): its exit status and stderr."""
         monkeypatch.chdir(tmp_path)
         monkeypatch.setattr(sys, "argv", ["bench.py", *flags])
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                tool.main()
+                tool.command()
                 code = 0
             except SystemExit as e:
-                if isinstance(e.code, str):
-                    print(e.code, file=sys.stderr)
-                code = 1 if isinstance(e.code, str) else e.code or 0
+                code = e.code
         return subprocess.CompletedProcess(flags, code, out.getvalue(), err.getvalue())
     line = assert_clean_error(bench("--data-path=mine", "--batch-size=100"), "lower --batch-size")
     assert f"{tmp_path / 'mine'} has 64 images" in line
-    assert_clean_error(process("--data-path=nowhere"), str(tmp_path / "nowhere"))
+    r = process("--data-path=nowhere")  # exit 1 where argparse's own refusals were 2
+    assert_clean_error(r, str(tmp_path / "nowhere"))
+    assert r.returncode == 2
     assert "is a file, not a folder" in assert_clean_error(
         bench("--data-path=mine/attributes.csv"), "--data-path")
     assert_clean_error(bench("--data-path=mine", "--repeats=0"), "--repeats")
