@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from errors import OneLineParser, Terminated, counted, outlive_reader, stop_signals
+from errors import OneLineParser, Terminated, UserError, counted, outlive_reader, stop_signals
 
 
 def _sync(device):
@@ -209,11 +209,18 @@ def one(args):
 def _device(gpu):
     """The device --gpu asks for, or one error line."""
     from config import resolve_device
-    from errors import UserError
+    return resolve_device(gpu)
+
+
+def command():
+    """main() as the command line runs it: a mistake in the flags or the data, found before
+    anything is measured, is one line and exit status 2, as argparse's, settings.py's and
+    main.py's refusals are (a run that failed is 1)."""
     try:
-        return resolve_device(gpu)
+        main()
     except UserError as e:
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def main():
@@ -253,10 +260,10 @@ def main():
         return one(args)
     for name in ("data_path", "json", "scratch", "cache_sizes"):  # --json= wrote nothing, and
         if getattr(args, name) is not None and not getattr(args, name).strip():  # --cache-sizes=
-            sys.exit(f"error: --{name.replace('_', '-')}= names nothing: give it a value, or "
+            raise UserError(f"--{name.replace('_', '-')}= names nothing: give it a value, or "
                      f"leave the flag out")  # ran the whole benchmark on data/toy instead
     if args.json and args.json.endswith(("/", os.sep)):  # abspath would drop the slash
-        sys.exit(f"error: --json: {args.json!r} is a folder: name a file in it, e.g. "
+        raise UserError(f"--json: {args.json!r} is a folder: name a file in it, e.g. "
                  f"{os.path.join(args.json, 'bench.json')!r}")
     # the runs start in the project's folder: paths as the user meant them, from here
     for name in ("data_path", "json", "scratch"):
@@ -264,49 +271,40 @@ def main():
             setattr(args, name, os.path.abspath(os.path.expanduser(getattr(args, name))))
     for name in ("batch_size", "measure", "repeats", "g_every", "plot_every"):
         if getattr(args, name) < 1:
-            sys.exit(f"error: --{name.replace('_', '-')} must be at least 1, not "
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, not "
                      f"{getattr(args, name)}")
     if args.warmup < 0 or args.num_workers < 0:
-        sys.exit("error: --warmup and --num-workers must be 0 or more")
-    from errors import UserError
+        raise UserError("--warmup and --num-workers must be 0 or more")
     if args.json:
         from config import writable
-        try:
-            writable(args.json, "json", folder=False, example="bench.json")
-        except UserError as e:
-            sys.exit(f"error: {e}")
+        writable(args.json, "json", folder=False, example="bench.json")
     if args.cache_sizes:  # synthetic caches: no data folder read
         try:
             args.cache_sizes = [int(s) for s in args.cache_sizes.split(",")]
         except ValueError:
-            sys.exit(f"error: --cache-sizes takes image counts separated by commas, e.g. "
+            raise UserError(f"--cache-sizes takes image counts separated by commas, e.g. "
                      f"10000,1000000, not {args.cache_sizes!r}")
         if min(args.cache_sizes) < args.batch_size:
-            sys.exit(f"error: --cache-sizes: each cache must hold at least one batch "
+            raise UserError(f"--cache-sizes: each cache must hold at least one batch "
                      f"({args.batch_size} images), not {min(args.cache_sizes)}")
         if args.scratch:
             from config import writable
             try:
                 writable(args.scratch, "scratch", folder=True)
                 Path(args.scratch).mkdir(parents=True, exist_ok=True)
-            except UserError as e:
-                sys.exit(f"error: {e}")
             except OSError as e:
-                sys.exit(f"error: --scratch: cannot use {args.scratch} ({e.strerror})")
+                raise UserError(f"--scratch: cannot use {args.scratch} ({e.strerror})")
         return cache_sizes(args)
     if Path(args.data_path).exists() and not Path(args.data_path).is_dir():
-        sys.exit(f"error: --data-path: {args.data_path} is a file, not a folder: pass the "
+        raise UserError(f"--data-path: {args.data_path} is a file, not a folder: pass the "
                  f"folder that holds the images")
     if not Path(args.data_path).is_dir():
-        sys.exit(f"error: no folder {args.data_path}: pass --data-path (`python main.py "
+        raise UserError(f"no folder {args.data_path}: pass --data-path (`python main.py "
                  f"toyfaces` makes a synthetic set)")
     from data import is_image_name, list_images
-    try:
-        count = len(list_images(args.data_path))
-    except UserError as e:
-        sys.exit(f"error: {e}")
+    count = len(list_images(args.data_path))
     if count < args.batch_size:
-        sys.exit(f"error: {args.data_path} has {count} images, fewer than one batch of "
+        raise UserError(f"{args.data_path} has {count} images, fewer than one batch of "
                  f"{args.batch_size}: lower --batch-size")
     # the article's ImageFolder: a class a folder, hidden ones (.ipynb_checkpoints) too, and
     # only the images inside them
@@ -314,14 +312,14 @@ def main():
                       for name in names)
                for p in Path(args.data_path).iterdir() if p.is_dir()}
     if not classes:
-        sys.exit(f"error: {args.data_path} needs the ImageFolder layout (DIR/faces/*.jpg) for "
+        raise UserError(f"{args.data_path} needs the ImageFolder layout (DIR/faces/*.jpg) for "
                  f"the article's pipeline")
     empty = [p for p, images in classes.items() if not images]
     if empty:  # ImageFolder refuses the whole folder (FileNotFoundError) for one of them
-        sys.exit(f"error: {empty[0]} holds no images, and the article's ImageFolder refuses "
+        raise UserError(f"{empty[0]} holds no images, and the article's ImageFolder refuses "
                  f"{args.data_path} for it (each folder in it must hold images): move it out")
     if sum(classes.values()) < args.batch_size:  # its loader then gave no batch: a busy loop
-        sys.exit(f"error: the article's ImageFolder reads only the images in {args.data_path}'s "
+        raise UserError(f"the article's ImageFolder reads only the images in {args.data_path}'s "
                  f"folders, {sum(classes.values())} of them, fewer than one batch of "
                  f"{args.batch_size}: move the others into DIR/faces/ or lower --batch-size")
 
@@ -348,7 +346,7 @@ def main():
     cold = measure("ours-cold")  # builds the cache
     unreadable = cold["unreadable"]
     if unreadable:  # the article's ImageFolder stops at the first with a traceback
-        sys.exit(f"error: {counted(unreadable, 'image file')} in {args.data_path} cannot be "
+        raise UserError(f"{counted(unreadable, 'image file')} in {args.data_path} cannot be "
                  f"read (e.g. {cold['an_unreadable']}), and the article's pipeline stops at "
                  f"the first: move {'it' if unreadable == 1 else 'them'} out to compare the "
                  f"two (train skips them)")
@@ -598,7 +596,7 @@ if __name__ == "__main__":
     for sig in stop_signals():
         signal.signal(sig, _stop)
     try:
-        main()
+        command()
     except (KeyboardInterrupt, Terminated) as stop:
         what = "terminated" if isinstance(stop, Terminated) else "interrupted"
         print(f"\n{what}: nothing measured was written", file=sys.stderr)
