@@ -27,8 +27,8 @@ FEW = 256  # faces a side below which evaluate says its figures are rough
 
 
 def _real_images(opt, seed):
-    """Two disjoint sets of ``num`` real images (uint8), drawn by ``seed``, and ``num`` (fewer
-    where the folder is small). With the cache, from the decoded folder; with --cache=False,
+    """Two disjoint sets of ``num`` real images (uint8), drawn by ``seed``, ``num`` (fewer
+    where the folder is small) and the number of images in the folder. With the cache, from the decoded folder; with --cache=False,
     only the images drawn are decoded, and nothing is written (the same images as with the
     cache on a folder without broken files; with broken ones the draws differ)."""
     files = list_images(opt.data_path)
@@ -60,7 +60,7 @@ def _real_images(opt, seed):
         print(note)
     real = torch.from_numpy(np.stack([array[i] for i in np.sort(order[:num])]))
     other = torch.from_numpy(np.stack([array[i] for i in np.sort(order[num:2 * num])]))
-    return real, other, num
+    return real, other, num, total
 
 
 def _refuse_other_json(out):
@@ -120,7 +120,7 @@ def evaluate(opt):
         extract = load_extractor(inception, device)  # was refused after minutes of SWD)
     faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
                        batch_size=opt.batch_size)
-    real, other, num = _real_images(opt, seed)
+    real, other, num, total = _real_images(opt, seed)
     # the notes once G and the images are known to be good: none above a refusal of them
     if no_modes:
         print(f"note: modes are counted on the toy set only, and {lacks}: skipping them")
@@ -204,9 +204,12 @@ def evaluate(opt):
         print(f"| attribute furthest from the real mix (KL {m['kl_per_attribute'][worst]:.3f}): "
               f"faces with {worst} {value} | {m['value_shares'][worst][value]:.1%} | "
               f"{r['value_shares'][worst][value]:.1%} |")
-        covers = round(report["modes_uniform_expected"])
+        covers, full = round(report["modes_uniform_expected"]), 10 * m["of"]
+        more = f"use --num near {full} for a full count" if full <= total // 2 else \
+            f"a full count needs about {full:,} faces a side, more than {opt.data_path}'s " \
+            f"{total:,} images give"  # each side is at most half the folder
         print(f"(a perfect generator covers about {counted(covers, 'mode')} with "
-              f"{counted(num, 'face')}; use --num near {10 * m['of']} for a full count)")
+              f"{counted(num, 'face')}; {more})")
     print(f"wrote {out}")
     return report
 

@@ -242,6 +242,10 @@ def test_evaluate_untrained_generator_is_far_above_the_floor(toy_dir, tmp_path, 
     assert (f"| attribute read with certainty least often: {least} | {sure[least]:.1%} | "
             f"{real_sure[least]:.1%} |" in r.stdout)
     assert report["modes"]["confident_share"] < report["modes_real"]["confident_share"]
+    # the full count's --num was advised where the folder could never give it (each side is
+    # at most half the folder: 5,000 of the 10,000 toy faces)
+    assert (f"a full count needs about {10 * report['modes']['of']:,} faces a side, more than "
+            f"{toy_dir}'s 64 images give)" in r.stdout), r.stdout
     # the floor is a second real sample read against the first, not the first against itself
     # (a KL of 0.000 however few the faces)
     assert 0 < report["modes_real"]["kl"] < report["modes"]["kl"]
