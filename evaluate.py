@@ -118,6 +118,9 @@ def evaluate(opt):
     if "fid" in wanted or "kid" in wanted:  # found and loaded before any work, or one line why
         inception = inception_path(opt.inception_weights)  # not (a file that is no network
         extract = load_extractor(inception, device)  # was refused after minutes of SWD)
+    elif opt.inception_weights:  # passed over in silence: the user may think FID was measured
+        print(f"note: --inception-weights is for FID and KID, and --metrics={opt.metrics} "
+              f"asks for neither: add fid to --metrics to measure it")
     faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
                        batch_size=opt.batch_size)
     real, other, num, total = _real_images(opt, seed)

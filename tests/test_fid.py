@@ -116,6 +116,20 @@ def test_evaluate_with_an_injected_network(toy_dir, tmp_path, tiny_net):
     assert "| FID |" in r.stdout and "| KID x1e3 |" in r.stdout and "swd" not in report
 
 
+def test_inception_weights_without_fid_or_kid_is_said_to_do_nothing(toy_dir, tmp_path,
+                                                                   tiny_net):
+    """--inception-weights with --metrics=swd was passed over in silence: the user could take
+    the table for one with FID."""
+    out = tmp_path / "m.json"
+    r = cli("evaluate", "--nogpu", f"--netg-path={_untrained(tmp_path)}",
+            f"--data-path={toy_dir}", "--num=16", "--metrics=swd",
+            f"--inception-weights={tiny_net}", f"--out={out}")
+    assert r.returncode == 0, r.stderr
+    assert ("note: --inception-weights is for FID and KID, and --metrics=swd asks for neither: "
+            "add fid to --metrics to measure it") in r.stdout
+    assert "fid" not in json.loads(out.read_text())
+
+
 @pytest.mark.slow
 def test_evaluate_with_the_installed_inception_network(toy_dir, tmp_path):
     """requirements-eval.txt is installed by `make test`: the real 2048-feature network."""
