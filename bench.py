@@ -207,7 +207,7 @@ def one(args):
 
 
 def _device(gpu):
-    """The device --gpu asks for, or one error line."""
+    """The device --gpu asks for (a UserError where the machine has none)."""
     from config import resolve_device
     return resolve_device(gpu)
 
@@ -261,10 +261,10 @@ def main():
     for name in ("data_path", "json", "scratch", "cache_sizes"):  # --json= wrote nothing, and
         if getattr(args, name) is not None and not getattr(args, name).strip():  # --cache-sizes=
             raise UserError(f"--{name.replace('_', '-')}= names nothing: give it a value, or "
-                     f"leave the flag out")  # ran the whole benchmark on data/toy instead
+                            f"leave the flag out")  # ran the whole benchmark on data/toy instead
     if args.json and args.json.endswith(("/", os.sep)):  # abspath would drop the slash
         raise UserError(f"--json: {args.json!r} is a folder: name a file in it, e.g. "
-                 f"{os.path.join(args.json, 'bench.json')!r}")
+                        f"{os.path.join(args.json, 'bench.json')!r}")
     # the runs start in the project's folder: paths as the user meant them, from here
     for name in ("data_path", "json", "scratch"):
         if getattr(args, name):
@@ -272,7 +272,7 @@ def main():
     for name in ("batch_size", "measure", "repeats", "g_every", "plot_every"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, not "
-                     f"{getattr(args, name)}")
+                            f"{getattr(args, name)}")
     if args.warmup < 0 or args.num_workers < 0:
         raise UserError("--warmup and --num-workers must be 0 or more")
     if args.json:
@@ -283,29 +283,30 @@ def main():
             args.cache_sizes = [int(s) for s in args.cache_sizes.split(",")]
         except ValueError:
             raise UserError(f"--cache-sizes takes image counts separated by commas, e.g. "
-                     f"10000,1000000, not {args.cache_sizes!r}")
+                            f"10000,1000000, not {args.cache_sizes!r}") from None
         if min(args.cache_sizes) < args.batch_size:
             raise UserError(f"--cache-sizes: each cache must hold at least one batch "
-                     f"({args.batch_size} images), not {min(args.cache_sizes)}")
+                            f"({args.batch_size} images), not {min(args.cache_sizes)}")
         if args.scratch:
             from config import writable
             try:
                 writable(args.scratch, "scratch", folder=True)
                 Path(args.scratch).mkdir(parents=True, exist_ok=True)
             except OSError as e:
-                raise UserError(f"--scratch: cannot use {args.scratch} ({e.strerror})")
+                raise UserError(f"--scratch: cannot use {args.scratch} ({e.strerror})") \
+                    from None
         return cache_sizes(args)
     if Path(args.data_path).exists() and not Path(args.data_path).is_dir():
         raise UserError(f"--data-path: {args.data_path} is a file, not a folder: pass the "
-                 f"folder that holds the images")
+                        f"folder that holds the images")
     if not Path(args.data_path).is_dir():
         raise UserError(f"no folder {args.data_path}: pass --data-path (`python main.py "
-                 f"toyfaces` makes a synthetic set)")
+                        f"toyfaces` makes a synthetic set)")
     from data import is_image_name, list_images
     count = len(list_images(args.data_path))
     if count < args.batch_size:
         raise UserError(f"{args.data_path} has {count} images, fewer than one batch of "
-                 f"{args.batch_size}: lower --batch-size")
+                        f"{args.batch_size}: lower --batch-size")
     # the article's ImageFolder: a class a folder, hidden ones (.ipynb_checkpoints) too, and
     # only the images inside them
     classes = {p: sum(is_image_name(name) for _, _, names in os.walk(p, followlinks=True)
@@ -313,15 +314,17 @@ def main():
                for p in Path(args.data_path).iterdir() if p.is_dir()}
     if not classes:
         raise UserError(f"{args.data_path} needs the ImageFolder layout (DIR/faces/*.jpg) for "
-                 f"the article's pipeline")
+                        f"the article's pipeline")
     empty = [p for p, images in classes.items() if not images]
     if empty:  # ImageFolder refuses the whole folder (FileNotFoundError) for one of them
         raise UserError(f"{empty[0]} holds no images, and the article's ImageFolder refuses "
-                 f"{args.data_path} for it (each folder in it must hold images): move it out")
+                        f"{args.data_path} for it (each folder in it must hold images): move "
+                        f"it out")
     if sum(classes.values()) < args.batch_size:  # its loader then gave no batch: a busy loop
-        raise UserError(f"the article's ImageFolder reads only the images in {args.data_path}'s "
-                 f"folders, {sum(classes.values())} of them, fewer than one batch of "
-                 f"{args.batch_size}: move the others into DIR/faces/ or lower --batch-size")
+        raise UserError(f"the article's ImageFolder reads only the images in "
+                        f"{args.data_path}'s folders, {sum(classes.values())} of them, fewer "
+                        f"than one batch of {args.batch_size}: move the others into "
+                        f"DIR/faces/ or lower --batch-size")
 
     import torch
     from config import isa_cap
@@ -347,9 +350,9 @@ def main():
     unreadable = cold["unreadable"]
     if unreadable:  # the article's ImageFolder stops at the first with a traceback
         raise UserError(f"{counted(unreadable, 'image file')} in {args.data_path} cannot be "
-                 f"read (e.g. {cold['an_unreadable']}), and the article's pipeline stops at "
-                 f"the first: move {'it' if unreadable == 1 else 'them'} out to compare the "
-                 f"two (train skips them)")
+                        f"read (e.g. {cold['an_unreadable']}), and the article's pipeline "
+                        f"stops at the first: move {'it' if unreadable == 1 else 'them'} out "
+                        f"to compare the two (train skips them)")
     runs = {"article": [], "ours": []}
     for r in range(args.repeats):
         for variant in ("article", "ours") if r % 2 == 0 else ("ours", "article"):
