@@ -314,6 +314,22 @@ def inception_path(path=None):
     return found
 
 
+def _not_torchscript(path):
+    """What a file that is no TorchScript network is, in a few words: weights saved by
+    torch.save (a zip archive without TorchScript's code), or something else."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return f"{path} is not a TorchScript feature network (not a zip archive, as those are)"
+    if any(n.endswith("/data.pkl") for n in names) and \
+            not any(n.endswith("/constants.pkl") for n in names):
+        return f"{path} holds weights saved by torch.save, not a TorchScript feature network"
+    return (f"{path} is not a TorchScript feature network torch {torch.__version__} can read "
+            f"(damaged, or saved by a newer torch)")
+
+
 def load_extractor(path, device="cpu"):
     """A TorchScript feature network from ``path``, as a function uint8 images -> features.
 
@@ -325,10 +341,9 @@ def load_extractor(path, device="cpu"):
         warnings.simplefilter("ignore")  # TorchScript's own deprecation notice
         try:
             net = torch.jit.load(str(path), map_location=device).eval()
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"{path} is not a TorchScript feature network ({first}): pass the "
-                            f"FID Inception network's file") from None
+        except RuntimeError:  # torch's own text spoke of miniz and corrupted files
+            raise UserError(f"{_not_torchscript(path)}: pass the FID Inception network's "
+                            f"file") from None
 
     @torch.no_grad()
     def extract(images, batch_size=32):

@@ -157,4 +157,13 @@ def test_without_the_package_or_with_a_wrong_file_one_line(toy_dir, tmp_path):
     wrong = cli(*args, f"--inception-weights={g}")  # refused before any face is drawn or
     assert_clean_error(wrong, "not a TorchScript", "pass the FID Inception")  # compared: it
     assert wrong.stdout == ""  # came after the notes and the SWD, minutes of work thrown away
+    # what the file is, without torch's own text of miniz and corrupted checkpoints
+    assert wrong.stderr.strip() == (f"error: {g} holds weights saved by torch.save, not a "
+                                    f"TorchScript feature network: pass the FID Inception "
+                                    f"network's file")
+    (tmp_path / "notes.pt").write_text("not a network")
+    text = cli(*args, f"--inception-weights={tmp_path / 'notes.pt'}")
+    assert text.stderr.strip() == (f"error: {tmp_path / 'notes.pt'} is not a TorchScript "
+                                   f"feature network (not a zip archive, as those are): pass "
+                                   f"the FID Inception network's file")
     assert_clean_error(cli(*args, f"--inception-weights={tmp_path}"), "is a folder")
