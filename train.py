@@ -679,8 +679,8 @@ def _train(opt):
                 if world.main:
                     log = log or start_records()  # a resumed epoch with no batch left
                     save_point(epoch, netg, netd, fixed_noise, opt, ema)
-                    log.plot()
-                    run.save()
+                    run.save()  # before the plot's second or so: a kill -9 in it lost the
+                    log.plot()  # state of the epoch whose checkpoints it had just saved
             else:  # the state alone: a kill -9 or a power cut loses this epoch at most, not
                 _check_weights(netg, netd, epoch, opt, run.saved)  # the ones since the save
                 if world.main:  # point (--save-every=10 by default)

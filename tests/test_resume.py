@@ -603,6 +603,29 @@ def test_a_run_killed_outright_loses_one_epoch_at_most(toy_dir, tmp_path):
     assert torch.load(ckpt / "last.pth", weights_only=False)["epoch"] == state["epoch"] + 1
 
 
+def test_a_run_killed_while_it_draws_the_loss_plot_resumes_after_its_saved_epoch(toy_dir,
+                                                                                  tmp_path):
+    """At a save point the checkpoints were written, then losses.png (a second or so of
+    matplotlib), then last.pth: a kill -9 in the plot left netg_0.pth saved and last.pth an
+    epoch behind, so the resume trained epoch 1 again and wrote its files once more."""
+    from conftest import train_args
+    ckpt = tmp_path / "c"
+    args = train_args(toy_dir, ckpt, "--max-epoch=3", "--save-every=1", "--batch-size=16",
+                      "--ngf=8", "--ndf=8")
+    script = ("import os, runpy, sys\n"
+              f"sys.path.insert(0, {str(ROOT)!r})\n"
+              "import curves\n"
+              "curves.LossLog.plot = lambda self: os._exit(137)  # killed in the plot\n"
+              f"sys.argv = ['main.py'] + {args!r}\n"
+              f"runpy.run_path({str(ROOT / 'main.py')!r}, run_name='__main__')\n")
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=300)
+    assert killed.returncode == 137, killed.stderr
+    assert (ckpt / "netg_0.pth").is_file() and not (ckpt / "netg_1.pth").exists()
+    state = torch.load(ckpt / "last.pth", weights_only=False)
+    assert (state["epoch"], state["batch"]) == (1, 0)  # after the epoch it had saved
+
+
 @pytest.mark.slow
 def test_a_run_killed_while_its_cache_is_built_leaves_no_worker_and_no_lock(tmp_path):
     """kill -9 (the OOM killer) as a pool decoded the images: its workers waited for jobs
