@@ -232,11 +232,14 @@ def _coerce(name, value, kind, nullable=True):
 
 
 def unknown_flag(name, valid):
-    """The error for a flag no command knows, with the closest valid spelling."""
-    flag = "--" + name.replace("_", "-")
-    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
-    hint = f"; did you mean --{close[0].replace('_', '-')}?" if close else \
-        "; see --help for the list"
+    """The error for a flag no command knows, with the closest valid spellings (all that are
+    as close: --lr named only --lr2, D's rate, for a user after G's)."""
+    # fire reads --no-such as an option named -such
+    flag = ("--no-" + name[1:] if name.startswith("_") else "--" + name).replace("_", "-")
+    close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.6)
+    ratio = [difflib.SequenceMatcher(None, name, c).ratio() for c in close]
+    close = sorted(f"--{c.replace('_', '-')}" for c, r in zip(close, ratio) if r == ratio[0])
+    hint = f"; did you mean {' or '.join(close)}?" if close else "; see --help for the list"
     return UserError(f"unknown option {flag}{hint}")
 
 
@@ -260,6 +263,22 @@ def keep_text(args):
             arg = f"--{name}={value!r}"
         out.append(arg)
         i += 1
+    return out
+
+
+def no_as_fire_spells_it(args):
+    """``args`` with ``--no-gpu`` and ``--no_gpu`` (and ``=VALUE`` after them) spelt
+    ``--nogpu``, as fire takes a yes-or-no flag's negation: it read --no-gpu as an option
+    named -gpu, and the line said "unknown option ---gpu; did you mean --gpu?", the very
+    opposite. Any other word stays as it is."""
+    out = []
+    for arg in args:
+        if arg.startswith(("--no-", "--no_")):
+            name = arg[5:].partition("=")[0].replace("-", "_")
+            field = FIELDS.get(name)
+            if field is not None and field.metadata["kind"] is bool:
+                arg = "--no" + arg[5:]
+        out.append(arg)
     return out
 
 

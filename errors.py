@@ -29,8 +29,8 @@ class OneLineParser(argparse.ArgumentParser):
         """--NAME, --NAME=true/false and --noNAME, as main.py takes a yes-or-no flag."""
         self.add_argument(f"--{name}", nargs="?", const=True, default=default,
                           type=true_or_false, metavar="{True,False}", help=help)
-        self.add_argument(f"--no{name}", dest=name, action="store_const", const=False,
-                          help=f"the same as --{name}=false (default: not given)")
+        self.add_argument(f"--no{name}", f"--no-{name}", dest=name, action="store_const",
+                          const=False, help=f"the same as --{name}=false (default: not given)")
 
 
 def _dashed(arg):

@@ -283,8 +283,9 @@ def main(argv):
         print(_help(command))
         return 0
     try:
-        config.refuse_both_ways(argv[2:])
-        fire.Fire({command: COMMANDS[command]}, command=[command, *config.keep_text(argv[2:])],
+        args = config.no_as_fire_spells_it(argv[2:])
+        config.refuse_both_ways(args)
+        fire.Fire({command: COMMANDS[command]}, command=[command, *config.keep_text(args)],
                   name="main.py")
     except UserError as e:
         _say_once(f"error: {e}")

@@ -688,6 +688,25 @@ def test_a_no_flag_takes_a_value_too(toy_dir):
     assert_clean_error(cli("train", f"--data-path={toy_dir}", "--seed=+-3"), "--seed")
 
 
+def test_no_dash_flag_is_the_no_flag_and_close_names_are_all_offered(tmp_path):
+    """--no-gpu said "unknown option ---gpu; did you mean --gpu?", the very opposite of what
+    the user asked; --lr offered --lr2 alone (D's rate), not --lr1 (G's)."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    for flag in ("--no-gpu", "--no_gpu", "--no-gpu=True"):  # read: the data folder speaks
+        assert_clean_error(cli("train", "--data-path=nowhere", flag), "'nowhere' does not exist")
+    assert_clean_error(cli("train", "--data-path=nowhere", "--no-vis", "--vis"),
+                       "--vis and --novis were both given")
+    assert_clean_error(cli("train", "--data-path=nowhere", "--no-such"),
+                       "unknown option --no-such; see --help")
+    assert_clean_error(cli("train", "--data-path=nowhere", "--lr=1e-4"),
+                       "unknown option --lr; did you mean --lr1 or --lr2?")
+    r = subprocess.run([sys.executable, str(ROOT / "bench.py"), "--no-gpu", "--measure=0"],
+                       cwd=tmp_path, text=True, capture_output=True)
+    assert r.stderr.strip() == "error: --measure must be at least 1, not 0", r.stderr
+
+
 def test_a_whole_number_with_leading_zeros_is_a_whole_number(toy_dir):
     from config import parse
     assert parse("train", {"data_path": str(toy_dir), "d_low": "0012"}).d_low == 12
