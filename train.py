@@ -253,10 +253,23 @@ def _keep_unfinished_run(opt):
 def _resume_command(flags, processes):
     """The command that continues a run saved by ``processes`` processes, with ``flags``; a
     torchrun run in as many processes (in another count its stopped epoch starts again)."""
+    main = _main_py()
     if processes == 1:
-        return f"`python main.py train {flags}`"
-    return (f"`torchrun --standalone --nproc_per_node={processes} main.py train {flags}` (as "
+        return f"`python {main} train {flags}`"
+    return (f"`torchrun --standalone --nproc_per_node={processes} {main} train {flags}` (as "
             f"many processes as it had)")
+
+
+def _main_py():
+    """main.py as the resume command names it from the folder the run was started in: there
+    (main.py), above it (../main.py), or by its whole path (from a subfolder it said main.py,
+    which was not there)."""
+    main = Path(__file__).resolve().parent / "main.py"
+    try:
+        relative = os.path.relpath(main)
+    except (OSError, ValueError):  # the folder is gone, or on another drive (Windows)
+        return quoted(main)
+    return quoted(relative if relative.count("..") <= 2 else main)
 
 
 def _over_a_finished_run(folder, epochs):

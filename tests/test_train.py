@@ -148,6 +148,25 @@ def test_a_learning_rate_of_0_keeps_that_nets_weights(toy_dir, tmp_path):
     assert not torch.equal(d["main.0.weight"], netd.state_dict()["main.0.weight"])
 
 
+def test_the_resume_command_names_main_py_from_where_the_run_was_started(tmp_path,
+                                                                         monkeypatch):
+    """Started from a subfolder (../main.py train ...), a stopped run said `python main.py
+    train --resume=...`, and there was no main.py there to run."""
+    from conftest import ROOT
+    monkeypatch.chdir(ROOT)
+    assert train_module._resume_command("--resume=x", 1) == "`python main.py train --resume=x`"
+    monkeypatch.chdir(ROOT / "docs")
+    assert train_module._resume_command("--resume=x", 1) == \
+        "`python ../main.py train --resume=x`"
+    assert train_module._resume_command("--resume=x", 2).startswith(
+        "`torchrun --standalone --nproc_per_node=2 ../main.py train --resume=x`")
+    far = tmp_path / "a" / "b" / "c"
+    far.mkdir(parents=True)
+    monkeypatch.chdir(far)
+    assert train_module._resume_command("--resume=x", 1) == \
+        f"`python {ROOT / 'main.py'} train --resume=x`"
+
+
 def test_bf16_only_where_the_gpu_does_it_natively(monkeypatch):
     from config import use_bf16
     # a pre-Ampere card: bf16 only through emulation
