@@ -630,6 +630,11 @@ def writable(path, flag, folder, image=False, example=None, suffix=None):
              f"read-only file system: pick a folder on a disk you can write to")
     _require(os.access(parent, os.W_OK | os.X_OK),
              f"--{flag}: cannot write {str(path)!r}: no permission to write in {str(parent)!r}")
+    # the file is replaced by a rename, which its own permissions do not stop: a file made
+    # read-only to keep it was written over
+    _require(folder or not path.is_file() or os.access(path, os.W_OK),
+             f"--{flag}: {str(path)!r} is read-only: make it writable (chmod u+w) to replace "
+             f"it, or name another file")
     try:  # what permissions do not tell: /proc and /sys take no files, not even root's
         with tempfile.TemporaryFile(dir=parent):
             pass

@@ -186,6 +186,31 @@ def test_train_from_weights_of_other_widths_names_the_flags_to_pass(tmp_path, to
     assert line.endswith(": pass --ngf=8")
 
 
+def test_a_read_only_output_file_is_not_written_over(tmp_path, monkeypatch):
+    """generate replaced a grid the user had made read-only (chmod 444) to keep it: the
+    atomic rename is stopped by the folder's permissions, not the file's. Root may write
+    anything, so os.access says it here, as it does for any other user."""
+    import os
+    import config
+    from conftest import tiny_nets
+    torch.save(tiny_nets(nz=100)[0].state_dict(), tmp_path / "g.pth")
+    kept = tmp_path / "kept.png"
+    kept.write_bytes(b"the user's own grid")
+    kept.chmod(0o444)
+    access = os.access
+    monkeypatch.setattr(config.os, "access", lambda path, mode: access(path, mode) and not (
+        Path(path) == kept and mode & os.W_OK))
+    r = cli("generate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}", f"--gen-img={kept}")
+    assert_clean_error(r, f"--gen-img: '{kept}' is read-only: make it writable (chmod u+w) "
+                       f"to replace it, or name another file")
+    assert kept.read_bytes() == b"the user's own grid" and r.stdout == ""
+    monkeypatch.undo()
+    kept.chmod(0o644)  # made writable: replaced, as any output
+    assert cli("generate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
+               f"--gen-img={kept}", "--gen-num=8").returncode == 0
+    assert kept.read_bytes().startswith(b"\x89PNG")
+
+
 def test_an_output_on_a_read_only_disk_is_named_as_such(tmp_path, monkeypatch):
     """A disk mounted read-only was "no permission to write in", which sent users to chmod
     (and root is refused as well). Mounting one needs root, so statvfs says it here."""
