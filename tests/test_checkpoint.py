@@ -493,3 +493,22 @@ def test_a_link_is_written_through_and_a_pipe_or_a_loop_is_refused(tmp_path):
     (tmp_path / "kept" / "result.png").unlink()  # a link to a file not yet made: made there
     checkpoint.save_bytes(b"third", tmp_path / "link.png")
     assert (tmp_path / "kept" / "result.png").read_bytes() == b"third"
+
+
+def test_a_refused_replace_names_the_file_asked_for_not_the_temporary_one(tmp_path,
+                                                                          monkeypatch):
+    """A grid that could not be replaced (an immutable file, chattr +i) said "cannot write or
+    read .../.imm.png.lc2qwwue.tmp", a name the user never gave, and left nothing of it."""
+    from conftest import tiny_nets
+    torch.save(tiny_nets(nz=100)[0].state_dict(), tmp_path / "g.pth")
+    grid = tmp_path / "imm.png"
+    grid.write_bytes(b"kept")
+
+    def refused(src, dst):
+        raise PermissionError(errno.EPERM, "Operation not permitted", src, dst)
+    monkeypatch.setattr(checkpoint.os, "replace", refused)
+    r = cli("generate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}", f"--gen-img={grid}",
+            "--gen-num=8")
+    assert_clean_error(r, f"error: cannot write or read {grid}: Operation not permitted")
+    assert grid.read_bytes() == b"kept" and sorted(tmp_path.iterdir()) == [tmp_path / "g.pth",
+                                                                          grid]
