@@ -31,6 +31,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
+from config import shown
 from distributed import is_main_process
 from errors import UserError, counted, link_fault, listed, raise_if_stopped, special_kind
 
@@ -50,7 +51,7 @@ def list_images(root):
     to a disk with room), but each real folder is read once (ImageFolder reads a folder
     reached two ways twice, and loops on a link back up the tree)."""
     root = Path(root)
-    files, seen, gone, unread, other = [], set(), [], [], 0
+    files, seen, gone, unread, other = [], set(), [], [], []
     for folder, subfolders, names in os.walk(root, followlinks=True, onerror=unread.append):
         real = os.path.realpath(folder)
         if real in seen:  # a link back up the tree, or a second link to one folder
@@ -64,7 +65,8 @@ def list_images(root):
                                key=lambda d: (os.path.islink(os.path.join(folder, d)), d))
         files += [Path(folder) / name for name in names  # (a folder named x.jpg is not here)
                   if is_image_name(name)]
-        other += sum(Path(name).suffix.lower() in UNREAD_KINDS for name in names)
+        other += [Path(folder) / name for name in names
+                  if Path(name).suffix.lower() in UNREAD_KINDS]
         # a link to nothing without an image's name: most likely a folder on a disk that is
         # not mounted (a linked image file is counted, and skipped as unreadable)
         gone += [Path(folder) / name for name in names
@@ -83,7 +85,7 @@ def list_images(root):
             raise UserError(f"no images in {root}: {links} (a disk not mounted?)")
         if other:  # the note below would never be printed
             raise UserError(f"no images in {root} that the book's ImageFolder reads: "
-                            f"{_unread_kinds(other)}")
+                            f"{_unread_kinds(other, root)}")
         raise UserError(f"no images in {root}: put the faces in {root / 'faces'}/ (jpg or png), "
                         f"or make a synthetic set with `python main.py toyfaces`")
     if not is_main_process():
@@ -96,14 +98,19 @@ def list_images(root):
               f"{unread[0].filename}: {unread[0].strerror}): their images are not used",
               flush=True)
     if other:
-        print(f"note: {_unread_kinds(other)}", flush=True)
+        print(f"note: {_unread_kinds(other, root)}", flush=True)
     return files
 
 
-def _unread_kinds(count):
-    """What to do about ``count`` image files of the kinds in UNREAD_KINDS, as words."""
+def _unread_kinds(paths, root):
+    """What to do about the image files of the kinds in UNREAD_KINDS under ``root``, as words,
+    naming the first two (the user had to search the folder for them)."""
+    count = len(paths)
+    names = ", ".join(shown(p.relative_to(root)) for p in sorted(paths)[:2]) + (
+        ", ..." if count > 2 else "")
     return (f"{counted(count, 'image file')} of a kind the book's ImageFolder does not read "
-            f"({', '.join(sorted(UNREAD_KINDS))}) {'is' if count == 1 else 'are'} not used: "
+            f"({', '.join(sorted(UNREAD_KINDS))}; here {names}) "
+            f"{'is' if count == 1 else 'are'} not used: "
             f"convert them to png to use them (.jfif and .jpe are JPEGs: renaming them .jpg "
             f"is enough)")
 

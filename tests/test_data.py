@@ -574,7 +574,8 @@ def test_images_left_out_are_named_gifs_and_folders_that_cannot_be_read(tmp_path
     assert f"note: cannot read 1 folder under {root} (e.g. {root / 'locked'}: Permission " \
            f"denied): their images are not used" in out
     assert "note: 1 image file of a kind the book's ImageFolder does not read (.avif, .gif, " \
-           ".heic, .jfif, .jpe, .jxl) is not used: convert them to png to use them" in out
+           ".heic, .jfif, .jpe, .jxl; here faces/extra.gif) is not used: convert them to png " \
+           "to use them" in out  # named: the user had to search the folder for it
     # the folder itself unreadable: "no images in it: put the faces in it/faces/" was wrong
     with pytest.raises(UserError, match=f"cannot read {root / 'locked'} \\(Permission denied\\): "
                        "check its permissions"):
@@ -592,6 +593,7 @@ def test_images_left_out_are_named_gifs_and_folders_that_cannot_be_read(tmp_path
         list_images(tmp_path / "saved")
     assert str(caught.value).startswith(f"no images in {tmp_path / 'saved'} that the book's "
                                         f"ImageFolder reads: 3 image files of a kind")
+    assert "; here faces/a.jfif, faces/b.jpe, ...) are not used" in str(caught.value)
     assert "renaming them .jpg is enough" in str(caught.value)
 
 
