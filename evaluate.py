@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import checkpoint
-from config import UNSET_MEANS, resolve_device
+from config import UNSET_MEANS, resolve_device, shown
 from data import build_cache, decode_in_order, list_images, say_folders
 from generate import Faces, say_source, say_widths, to_uint8
 from errors import UserError, counted
@@ -33,11 +33,15 @@ def _real_images(opt, seed):
     cache on a folder without broken files; with broken ones the draws differ)."""
     files = list_images(opt.data_path)
     say_folders(opt.data_path, files)
+    num, notes = opt.num, []  # the notes once the images are known to be enough
     if opt.cache:
-        array, _ = build_cache(opt.data_path, opt.image_size, files=files)
+        array, skipped = build_cache(opt.data_path, opt.image_size, files=files)
+        if skipped:  # as --cache=False says it, and train
+            notes.append(f"note: {counted(len(skipped), 'image file')} of {len(files)} cannot "
+                         f"be read (e.g. {shown(Path(sorted(skipped)[0]).name)}) and "
+                         f"{'is' if len(skipped) == 1 else 'are'} left out")
     total = len(array) if opt.cache else len(files)
     order = torch.randperm(total, generator=torch.Generator().manual_seed(seed)).numpy()
-    num, notes = opt.num, []  # the notes once the images are known to be enough
     if total < 2 * num:
         num = total // 2
         notes.append(f"note: {opt.data_path} has {counted(total, 'image')}; comparing {num} "
