@@ -105,10 +105,16 @@ class Visualizer:
         if not self.warned:
             self.warned = True
             from tqdm import tqdm  # on a line of its own, not after the progress bar's
+            why = self._why(error)
             start = "make visdom" + (f" VISDOM_PORT={self.port}" if self.port != 8097 else "")
+            advice = f"start one with `{start}`"
+            if why.startswith("HTTP"):  # another program holds the port: make visdom fails
+                other = self.port + 1 if self.port < 65535 else self.port - 1
+                advice = (f"another program answers on that port: start visdom on another, "
+                          f"`make visdom VISDOM_PORT={other}`, and train with --vis-port={other}")
             tqdm.write(f"warning: no visdom server answers at {self.server}:{self.port} "
-                       f"({self._why(error)}); training goes on without plots "
-                       f"(start one with `{start}`, or pass --vis=False)", file=sys.stderr)
+                       f"({why}); training goes on without plots ({advice}, or pass "
+                       f"--vis=False)", file=sys.stderr)
 
     def _why(self, error):
         """What the request met, in words. visdom re-raises every failure as a

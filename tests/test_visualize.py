@@ -235,6 +235,10 @@ def test_another_web_server_on_the_port_is_one_warning(toy_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     warnings = _warnings(result.stderr)
     assert len(warnings) == 1 and "not a visdom server" in warnings[0], result.stderr
+    # not `make visdom VISDOM_PORT=<this port>`, which cannot listen where the other server does
+    assert (f"(another program answers on that port: start visdom on another, `make visdom "
+            f"VISDOM_PORT={port + 1}`, and train with --vis-port={port + 1}, or pass "
+            f"--vis=False)") in warnings[0]
     assert "Traceback" not in result.stderr
 
 
