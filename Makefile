@@ -7,7 +7,9 @@
 # make visdom - start a visdom server on 127.0.0.1:8097 that needs no network
 #               (make visdom VISDOM_PORT=8098: on another port)
 # make clean  - remove what the demos wrote: result.png, result-long.png (also generate's
-#               default --gen-img), checkpoints/demo{,-long}, imgs/demo{,-long}; your runs stay
+#               default --gen-img: move a grid of your own first), checkpoints/demo{,-long},
+#               imgs/demo{,-long}; your runs stay
+# make help   - this list
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -44,7 +46,11 @@ ASSETS := $(VENV)/.visdom-assets-stamp
 EVAL := $(VENV)/.eval-stamp
 APP := $(VENV)/.app-stamp
 
-.PHONY: venv eval app test test-fast demo demo-long visdom visdom-assets browser clean
+.PHONY: venv eval app test test-fast demo demo-long visdom visdom-assets browser clean help
+
+# the comment that opens this file, without its hashes
+help:
+	@awk '/^#/ { sub(/^# ?/, ""); print; next } { exit }' Makefile
 
 venv: $(STAMP)
 

@@ -850,6 +850,20 @@ def test_make_clean_removes_the_demos_and_keeps_your_runs(tmp_path):
     assert [n for n in demos if (tmp_path / n).exists()] == []
 
 
+def test_make_help_lists_every_target_a_user_runs():
+    """`make help` was "No rule to make target 'help'": the list was a comment in the
+    Makefile only."""
+    import re
+    import subprocess
+    from conftest import ROOT
+    r = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    listed = set(re.findall(r"^make ([\w-]+)", r.stdout, re.M))
+    assert listed == {"demo", "demo-long", "test", "test-fast", "eval", "app", "visdom", "clean",
+                      "help"}, r.stdout
+    assert "#" not in r.stdout and "PY ?=" not in r.stdout  # the comment alone, as words
+
+
 @pytest.mark.slow
 def test_the_commands_start_without_importing_torchvision():
     """Importing torchvision loads torch's compiler too: generate and evaluate took about
