@@ -20,13 +20,21 @@ import torch
 KINDS = ("color", "translation", "cutout")
 
 
+SPELLINGS = {"colour": "color"}  # the paper's names are the flag's; our docs write colour
+
+
 def parse(text):
-    """'color,cutout' -> ('color', 'cutout') in the order given; '' -> (). ValueError names
-    an unknown kind."""
-    kinds = tuple(k.strip() for k in str(text or "").split(",") if k.strip())
+    """'color,cutout' -> ('color', 'cutout') in the order given; '' -> (). Upper case and
+    'colour' are read as the kinds they name. ValueError names an unknown kind, and the kind
+    it is closest to."""
+    import difflib
+    kinds = tuple(SPELLINGS.get(k.strip().lower(), k.strip().lower())
+                  for k in str(text or "").split(",") if k.strip())
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
-        raise ValueError(f"unknown {', '.join(unknown)}")
+        close = difflib.get_close_matches(unknown[0], KINDS, n=1, cutoff=0.6)
+        raise ValueError(f"unknown {', '.join(unknown)}"
+                         + (f" (did you mean {close[0]}?)" if close else ""))
     return kinds
 
 

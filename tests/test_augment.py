@@ -66,6 +66,10 @@ def test_parse_and_no_augmentation_by_default():
     assert augment.parse("") == ()
     with pytest.raises(ValueError, match="flip"):
         augment.parse("color,flip")
+    # our own docs write colour: refused as "unknown colour" without a word of color
+    assert augment.parse("colour, Translation") == ("color", "translation")
+    with pytest.raises(ValueError, match=r"unknown cutot \(did you mean cutout\?\)"):
+        augment.parse("cutot")
     x = _faces()
     assert augment.DiffAugment(()) (x) is x
     assert augment.DiffAugment(("cutout", "color")).kinds == ("color", "cutout")
