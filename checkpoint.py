@@ -350,8 +350,19 @@ def _state_dict(obj, path, kind):
     """The state_dict of network ``kind`` ('netg'/'netd') from a bare or full checkpoint."""
     if isinstance(obj, dict) and kind in obj and isinstance(obj[kind], dict):
         obj = obj[kind]  # a full training state (last.pth)
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserError(f"{path} holds no {kind} weights")
+    elif isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        # saved wrapped, as many scripts do: {"state_dict": weights, "epoch": 5}
+        inside = [v for v in obj.values() if _all_tensors(v)
+                  and set(_unwrapped(v)) & _book_keys(kind)]
+        if len(inside) != 1:
+            keys = ", ".join(map(str, list(obj)[:5])) + (", ..." if len(obj) > 5 else "")
+            raise UserError(f"{path} holds no {kind} weights (its keys: {keys}): save "
+                            f"{kind}.state_dict() itself, as train does")
+        obj = inside[0]
+    if not _all_tensors(obj):
+        raise UserError(f"{path} holds no {kind} weights (it holds a "
+                        f"{type(obj).__name__}, not a state_dict): save {kind}.state_dict(), "
+                        f"as train does")
     obj = _unwrapped(obj)
     keys = set(obj)
     other = "netd" if kind == "netg" else "netg"
@@ -373,12 +384,17 @@ def _state_dict(obj, path, kind):
     return obj
 
 
-def widths(state, kind):
+def _all_tensors(obj):
+    return isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def widths(state, kind, path):
     """The widths a book-format state_dict was trained with: {'nz', 'ngf'} or {'ndf'}."""
     w = state["main.0.weight"].shape
     if len(w) != 4:
-        raise UserError(f"the {kind} weights' first layer has shape {tuple(w)}, not a "
-                        f"convolution's four dimensions: not the article's {kind}")
+        raise UserError(f"{path}: the {kind} weights' first layer has shape {tuple(w)}, not a "
+                        f"convolution's four dimensions: not the article's {kind}; use a "
+                        f"checkpoint train saved")
     if kind == "netg":  # ConvTranspose2d(nz, ngf*8, 4, 1, 0): weight (nz, ngf*8, 4, 4)
         return {"nz": w[0], "ngf": w[1] // 8}
     return {"ndf": w[0]}  # Conv2d(3, ndf, 5, 3, 1): weight (ndf, 3, 5, 5)
@@ -410,7 +426,7 @@ def load_drawing_netg(path, device="cpu"):
 
 
 def _build(state, path, kind, device, expect=None):
-    found = widths(state, kind)
+    found = widths(state, kind, path)
     if expect is not None and expect != found:
         want = ", ".join(f"{k}={v}" for k, v in expect.items())
         have = ", ".join(f"{k}={v}" for k, v in found.items())

@@ -276,7 +276,7 @@ def test_damaged_states_and_weights_are_one_line(tmp_path, toy_dir):
     flat["main.0.weight"] = flat["main.0.weight"].flatten()
     torch.save(flat, tmp_path / "flat.pth")
     assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'flat.pth'}"),
-                       "four dimensions")
+                       f"{tmp_path / 'flat.pth'}: ", "four dimensions", "use a checkpoint")
     train_small(toy_dir, tmp_path / "run", max_epoch=1)
     good = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
     for name, change, why in (("empty", {"netg": {}}, "damaged"),
@@ -288,6 +288,29 @@ def test_damaged_states_and_weights_are_one_line(tmp_path, toy_dir):
                                f"--save-path={tmp_path / 'c'}"), f"{name}.pth", why)
     assert not (tmp_path / "c").exists()  # not even the folder
     assert checkpoint.load_state(tmp_path / "run" / "last.pth")["options"]["ngf"] == 8
+
+
+def test_weights_saved_inside_a_dict_load_and_other_dicts_are_named(tmp_path):
+    """{"state_dict": weights, "epoch": 5}, as many training scripts save G, was "holds no
+    netg weights", with nothing on what the file held or what to do."""
+    from conftest import drawing_nets
+    netg = drawing_nets()[0]
+    torch.save(netg.state_dict(), tmp_path / "bare.pth")
+    torch.save({"state_dict": netg.state_dict(), "epoch": 5}, tmp_path / "wrapped.pth")
+    grids = []
+    for name in ("bare", "wrapped"):
+        r = cli("generate", "--nogpu", f"--netg-path={tmp_path / name}.pth", "--gen-num=8",
+                "--seed=3", f"--gen-img={tmp_path / name}.png")
+        assert r.returncode == 0, r.stderr
+        grids.append((tmp_path / f"{name}.png").read_bytes())
+    assert grids[0] == grids[1]  # the same weights: the same faces
+    torch.save({"epoch": 5, "note": "no weights"}, tmp_path / "none.pth")
+    assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'none.pth'}"),
+                       "holds no netg weights (its keys: epoch, note): save "
+                       "netg.state_dict() itself, as train does")
+    torch.save([1, 2], tmp_path / "list.pth")
+    assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'list.pth'}"),
+                       "holds no netg weights (it holds a list, not a state_dict)")
 
 
 def _poisoned(state, keys, value=float("nan")):
