@@ -19,9 +19,8 @@ import atexit
 import math
 import os
 import shutil
-import signal
-import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -166,9 +165,11 @@ def build_page(explorer, gr):
             number = isinstance(start, (int, float)) and not isinstance(start, bool)
             if not (number and math.isfinite(start) and start == int(start)
                     and 0 <= start <= config.MAX_SEED):  # (text: from a script's call)
+                whole = number and math.isfinite(start) and start == int(start) \
+                    and abs(start) < 1e15  # as typed: 2147483649 was shown as 2.14748e+09
+                typed = int(start) if whole else f"{start:g}" if number else repr(start)
                 raise gr.Error(f"the first seed must be a whole number from 0 to 2**31, not "
-                               f"{f'{start:g}' if number else repr(start)}",
-                               print_exception=False)  # the page says it
+                               f"{typed}", print_exception=False)  # the page says it
             start = int(start)
             items, seeds, after = explorer.page(start, only_best)
             st = dict(st, next=after, seeds=seeds, items=items)
@@ -243,16 +244,22 @@ def explore(opt):
     except ImportError:
         raise UserError(INSTALL) from None
     page = build_page(explorer, gr)
-    # SIGTERM (kill, a service manager) ends the page like Ctrl-C: the temporary folders go
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     where = (f"http://127.0.0.1:{opt.port}/ (or this machine's address, from elsewhere)"
              if opt.host == "0.0.0.0" else f"http://{opt.host}:{opt.port}/")
     print(f"{explorer.source()}; open {where} (Ctrl-C to stop)", flush=True)
     try:
         page.launch(server_name=opt.host, server_port=opt.port, share=False,
-                    inbrowser=False, quiet=True, show_error=True)
+                    inbrowser=False, quiet=True, show_error=True, prevent_thread_lock=True)
     except OSError:
         raise UserError(_CANNOT_SERVE.format(host=opt.host, port=opt.port)) from None
+    # served until Ctrl-C or SIGTERM, which end it as every command's do (a line, status 130
+    # or 143, the temporary folders removed): Gradio's own wait printed "Keyboard
+    # interruption in main thread... closing server." and ended with status 0
+    try:
+        while page.is_running:
+            time.sleep(0.1)
+    finally:
+        page.close()
 
 
 _CANNOT_SERVE = ("cannot serve on {host}:{port} (the port is taken, or the address is not this "

@@ -2,6 +2,7 @@
 import csv
 import io
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -255,7 +256,8 @@ def test_a_first_seed_out_of_range_is_said_on_the_page_alone(page, served):
     """Gradio's own range check refused it first: "Error" on the page, and a traceback of
     some 30 lines in the terminal for each try; 2.5 was taken as 2 without a word."""
     log = served[0].parent / "server.log"
-    for typed, shown in (("-5", "not -5"), ("2.5", "not 2.5"), ("1e30", "not 1e+30")):
+    for typed, shown in (("-5", "not -5"), ("2.5", "not 2.5"), ("1e30", "not 1e+30"),
+                         ("2147483649", "not 2147483649")):  # was "not 2.14748e+09"
         page.fill("#first input", typed)
         page.click("#show")
         page.wait_for_function(
@@ -275,6 +277,38 @@ def test_without_gradio_one_line_says_how_to_install(nets, tmp_path):
                             env=env, timeout=120)
     line = assert_clean_error(result, "make app", "requirements-app.txt")
     assert "Gradio" in line
+
+
+@pytest.mark.parametrize("signum, status, word", [(signal.SIGINT, 130, "interrupted"),
+                                                  (signal.SIGTERM, 143, "terminated")])
+def test_a_stop_ends_the_page_as_every_commands_stop(nets, tmp_path, signum, status, word):
+    """Ctrl-C printed Gradio's "Keyboard interruption in main thread... closing server." and
+    ended with status 0 (SIGTERM: 0 too); every other command says "interrupted" and ends
+    with 130 (143), so a script could not tell a stopped page from one that never ran."""
+    port = free_port()
+    page = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "explore", "--nogpu",
+                             f"--netg-path={nets}", f"--port={port}"], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, TMPDIR=str(tmp_path), PYTHONUNBUFFERED="1"))
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # until the page answers
+            assert page.poll() is None and time.monotonic() < deadline
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        page.send_signal(signum)
+        out, err = page.communicate(timeout=60)
+    finally:
+        if page.poll() is None:
+            page.kill()
+            page.communicate()
+    assert page.returncode == status, err
+    assert err.strip().splitlines()[-1] == word and "Traceback" not in err, err
+    assert "Keyboard interruption" not in out + err
+    assert not list(tmp_path.glob("explore-gradio-*"))  # its temporary folder is gone
 
 
 def test_a_folder_without_generators_is_one_line(tmp_path):
