@@ -698,6 +698,8 @@ def _train(opt):
                 _check_weights(netg, netd, epoch, opt, run.saved)  # the ones since the save
                 if world.main:  # point (--save-every=10 by default)
                     run.save()
+    if vis is not None:
+        vis.finish()
     say(f"done: weights in {opt.checkpoint_dir}, sample grids in {opt.save_path}")
     world.close()
     return netg, netd

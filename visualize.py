@@ -193,6 +193,15 @@ class Visualizer:
         self.texts[win] = (html, title)
         self._send(lambda c: c.text(html, win=win, opts=dict(title=title)))
 
+    def finish(self):
+        """The run's end: a server that did not answer is tried once more, whatever the
+        minute, and is sent the curves and texts whole, its env kept on its disk (one started
+        on the warning of a run shorter than a minute got nothing: the next try never came)."""
+        if self.client is None and self.down_since is not None:
+            self.down_since -= RETRY_SECONDS  # due now
+        if self.ready():
+            self.keep()
+
     def keep(self):
         """Have the server write this run's env to its folder (ENV.json in ~/.visdom, or its
         --env-path): visdom keeps envs in memory only, so a restarted server showed nothing

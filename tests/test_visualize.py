@@ -299,13 +299,17 @@ def test_a_training_keeps_the_curves_of_an_outage_for_the_server(toy_dir, tmp_pa
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             made.append(self)
+
+        def finish(self):
+            made.append("finished")  # the last try, at the run's end
+            super().finish()
     monkeypatch.setattr(visualize, "Visualizer", Kept)
     # no server on this port for the whole run
     train_small(toy_dir, tmp_path, max_epoch=2, vis=True, vis_server="http://127.0.0.1",
                 vis_port=free_port(), plot_every=1)
     with open(tmp_path / "imgs" / "losses.csv") as f:
         rows = list(csv.DictReader(f))
-    assert made[0].client is None
+    assert made[0].client is None and made[1:] == ["finished"]
     _, _, steps, points = made[0].curves["errord"]
     assert steps == [int(r["step"]) for r in rows] and len(steps) == 8
     assert [p[0] for p in points] == pytest.approx([float(r["loss_d"]) for r in rows],
@@ -365,6 +369,30 @@ def test_server_killed_mid_run(visdom_server, capsys, monkeypatch, tmp_path):
     finally:
         again.terminate()
         again.wait(timeout=10)
+
+
+def test_a_server_started_after_the_warning_of_a_short_run_gets_its_curves(tmp_path):
+    """A server started on the warning, a few seconds into a run shorter than a minute, got
+    nothing: the next try was a minute after the first, and the run had ended."""
+    from visualize import Visualizer
+    port = free_port()
+    vis = Visualizer("short", "http://127.0.0.1", port, timeout=2.0)  # nothing there yet
+    means = {"loss_d": 1.0, "loss_g": 2.0, "d_real": 0.6, "d_fake": 0.4}
+    for step in range(1, 4):
+        vis.step(step, 0, means, 10.0, None, None)  # (no faces drawn while none answers)
+    assert vis.client is None and vis.warned
+    server = subprocess.Popen([sys.executable, str(ROOT / "visualize.py"), "serve",
+                               f"--port={port}", f"--env-path={tmp_path / 'envs'}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert _wait_for(port, 30), "the visdom server did not start"
+        vis.finish()  # seconds after the warning, not a minute
+        trace = json.loads(_client(port).get_window_data("errord", "short"))["content"]
+        assert [int(x) for x in trace["data"][0]["x"]] == [1, 2, 3]
+        assert (tmp_path / "envs" / "short.json").is_file()  # kept on the server's disk
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def _chromium():
