@@ -742,6 +742,7 @@ def validate(command, opt):
                     "pass the folder that holds the images with")
                  + " --data-path (`python main.py toyfaces` makes a synthetic set)")
     if command == "evaluate":
+        opt.metrics = opt.metrics.lower()  # SWD and FID, as the papers and tables write them
         _require(opt.metrics.strip(", "), "--metrics names none: choose any of swd, modes, "
                  "fid, kid, e.g. --metrics=swd,modes")
         asked = {m.strip() for m in opt.metrics.split(",")}

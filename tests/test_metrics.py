@@ -270,8 +270,9 @@ def test_evaluate_on_a_small_folder_halves_num_and_says_so(toy_dir, tmp_path):
     assert json.loads(out.read_text())["num"] == 32
     # its own figures are written over; another file's JSON (a run's options.json) is kept
     r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
-            f"--data-path={toy_dir}", "--num=8", "--metrics=swd", f"--out={out}")
+            f"--data-path={toy_dir}", "--num=8", "--metrics=SWD", f"--out={out}")
     assert r.returncode == 0 and json.loads(out.read_text())["num"] == 8, r.stderr
+    assert "swd" in json.loads(out.read_text())  # SWD, as tables write it, was "unknown SWD"
     options = tmp_path / "options.json"
     for text in ('{"batch_size": 16, "ngf": 32}', "not json",
                  '{"netg_path": null, "num": 1024, "metrics": "swd"}'):  # a run's options.json
