@@ -366,10 +366,15 @@ def _noise_flags(opt):
 
 
 def _say_scale_unused(opt, outputs):
-    """--scale upscales single faces only; the grid stays 96 pixels a face."""
+    """--scale upscales single faces only; the grid stays 96 pixels a face. --resample is
+    the filter of that upscaling: nothing without it."""
     if opt.scale != 1 and not any(getattr(opt, name) for name, _ in outputs):
         print(f"note: --scale applies to {' and '.join(what for _, what in outputs)}, not the "
               f"grid: it is drawn 96 pixels a face")
+    elif opt.scale == 1 and "resample" in getattr(opt, "given", ()):
+        flags = " or ".join("--" + name.replace("_", "-") for name, _ in outputs)
+        print(f"note: --resample is the filter of --scale's upscaling, and --scale is 1: it "
+              f"changes nothing (e.g. --scale=4 with {flags})")
 
 
 def _say_unused_with_seeds(opt, does=None):
@@ -399,6 +404,9 @@ def generate(opt):
     # the notes once the files are known to be good: none above a refusal of them
     _say_scale_unused(opt, [("out_dir", "--out-dir's faces")])
     _say_unused_with_seeds(opt)
+    if faces.netd is None and not opt.seeds and "gen_search_num" in getattr(opt, "given", ()):
+        print(f"note: --gen-search-num is how many faces D ranks, and no --netd-path is given: "
+              f"the first {opt.gen_num} seeds are drawn")
     say_source(faces, opt.netg_path)
     say_widths(opt, faces)
     if opt.seeds:

@@ -613,6 +613,19 @@ def test_scale_without_faces_or_frames_to_apply_to_says_so(tmp_path):
             "--scale=4", f"--out={tmp_path / 'interp.png'}", f"--gif={tmp_path / 'i.gif'}")
     assert r.returncode == 0, r.stderr
     assert "--scale" not in r.stdout
+    # --resample without --scale, and --gen-search-num without a D: each passed over without
+    # a word, though neither changed a pixel
+    r = cli("generate", "--nogpu", f"--netg-path={g}", "--gen-num=4", "--gen-search-num=40",
+            "--resample=lanczos", f"--out-dir={tmp_path / 'plain'}",
+            f"--gen-img={tmp_path / 'plain.png'}")
+    assert r.returncode == 0, r.stderr
+    assert ("note: --resample is the filter of --scale's upscaling, and --scale is 1: it "
+            "changes nothing (e.g. --scale=4 with --out-dir)") in r.stdout
+    assert ("note: --gen-search-num is how many faces D ranks, and no --netd-path is given: "
+            "the first 4 seeds are drawn") in r.stdout
+    r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=1,2", "--steps=2",
+            "--resample=lanczos", f"--out={tmp_path / 'interp.png'}")
+    assert "(e.g. --scale=4 with --gif)" in r.stdout
     # a G that cannot be loaded is refused without a note above the refusal
     (tmp_path / "broken.pth").write_bytes(g.read_bytes()[:1000])
     for command, flags in [("generate", ["--gen-num=5"]), ("interpolate", ["--seeds=3,3"])]:
