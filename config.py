@@ -686,9 +686,12 @@ def validate(command, opt):
         _require(opt.image_size == 96, f"--image-size must be 96 (the networks draw 96x96 "
                  f"images), not {opt.image_size}")
     for name, folder, example in OUTPUTS.get(command, ()):
-        if getattr(opt, name) is not None:
+        # an unset --out is checked as the file it writes (interp.png, metrics.json)
+        path = getattr(opt, name) if getattr(opt, name) is not None else \
+            UNSET_MEANS.get((command, name))
+        if path is not None:
             flag = name.replace("_", "-")
-            writable(getattr(opt, name), flag, folder, (command, flag) in IMAGE_OUTPUTS, example,
+            writable(path, flag, folder, (command, flag) in IMAGE_OUTPUTS, example,
                      SUFFIXES.get((command, flag)))
     for a, b in (("gen_img", "out_dir"), ("out", "gif")):  # one would overwrite the other
         if command in ("generate", "interpolate") and None not in (getattr(opt, a),
@@ -707,6 +710,8 @@ def validate(command, opt):
         for name in ("lr1", "lr2"):
             _require(getattr(opt, name) >= 0, f"--{name} must be 0 or more (0: that net does "
                      f"not learn), not {getattr(opt, name)}")
+        _require(opt.lr1 or opt.lr2, "--lr1 and --lr2 are both 0: neither net would learn, "
+                 "and the run would train nothing; give one of them a rate")
         for name in ("beta1", "beta2"):
             _require(0 <= getattr(opt, name) < 1,
                      f"--{name} must be in [0, 1), not {getattr(opt, name)}")
@@ -714,8 +719,8 @@ def validate(command, opt):
         _require(opt.label_smooth == 0 or opt.loss == "bce",
                  "--label-smooth works with --loss=bce only (hinge has no labels to smooth): "
                  "drop one")
-        try:
-            augment.parse(opt.diffaug)
+        try:  # kept as read (colour, Translation: color,translation), in options.json too
+            opt.diffaug = ",".join(augment.parse(opt.diffaug))
         except ValueError as e:
             raise UserError(f"--diffaug: {e}; choose any of {','.join(augment.KINDS)}") from None
         _require(opt.r1 >= 0, f"--r1 is a penalty weight, 0 or more (e.g. 1), not {opt.r1}")

@@ -453,8 +453,7 @@ def _train(opt):
                 f"--d-low={opt.d_low} starts afresh (--resume restores it)")
     for flag, net, rate in (("lr1", "G", opt.lr1), ("lr2", "D", opt.lr2)):
         if rate == 0:  # the book takes it, to study one net against a fixed other
-            say(f"note: --{flag}=0: {net}'s weights stay as they start; only its BatchNorm "
-                f"statistics follow the batches")
+            say(f"note: --{flag}=0: {net}'s weights stay as they start")
     if not opt.d_bn:
         remove_batchnorm(netd)
     if opt.sn:

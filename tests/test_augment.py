@@ -68,6 +68,9 @@ def test_parse_and_no_augmentation_by_default():
         augment.parse("color,flip")
     # our own docs write colour: refused as "unknown colour" without a word of color
     assert augment.parse("colour, Translation") == ("color", "translation")
+    from config import parse
+    assert parse("train", {"data_path": "data", "diffaug": "Colour,cutout"}).diffaug == \
+        "color,cutout"  # as train reads it, in options.json too
     with pytest.raises(ValueError, match=r"unknown cutot \(did you mean cutout\?\)"):
         augment.parse("cutot")
     x = _faces()

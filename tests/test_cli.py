@@ -199,11 +199,20 @@ def test_a_read_only_output_file_is_not_written_over(tmp_path, monkeypatch):
     kept.chmod(0o444)
     access = os.access
     monkeypatch.setattr(config.os, "access", lambda path, mode: access(path, mode) and not (
-        Path(path) == kept and mode & os.W_OK))
+        Path(path).resolve() == kept and mode & os.W_OK))  # (kept: the file of each check)
     r = cli("generate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}", f"--gen-img={kept}")
     assert_clean_error(r, f"--gen-img: '{kept}' is read-only: make it writable (chmod u+w) "
                        f"to replace it, or name another file")
     assert kept.read_bytes() == b"the user's own grid" and r.stdout == ""
+    # the files of an unset --out as well (interpolate's interp.png, evaluate's metrics.json)
+    monkeypatch.chdir(tmp_path)
+    for command, name in (("interpolate", "interp.png"), ("evaluate", "metrics.json")):
+        kept = tmp_path / name
+        kept.write_bytes(b"the user's own")
+        r = cli(command, "--nogpu", f"--netg-path={tmp_path / 'g.pth'}", "--data-path=.")
+        assert_clean_error(r, f"--out: '{name}' is read-only")
+        assert kept.read_bytes() == b"the user's own"
+    kept = tmp_path / "kept.png"
     monkeypatch.undo()
     kept.chmod(0o644)  # made writable: replaced, as any output
     assert cli("generate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",

@@ -146,6 +146,9 @@ def test_a_learning_rate_of_0_keeps_that_nets_weights(toy_dir, tmp_path):
     assert all(torch.equal(g[k], v) for k, v in netg.state_dict().items()
                if k.endswith(("weight", "bias")))
     assert not torch.equal(d["main.0.weight"], netd.state_dict()["main.0.weight"])
+    assert_clean_error(cli(*train_args(toy_dir, tmp_path / "N", "--lr1=0", "--lr2=0")),
+                       "--lr1 and --lr2 are both 0: neither net would learn")
+    assert not (tmp_path / "N").exists()
 
 
 def test_the_resume_command_names_main_py_from_where_the_run_was_started(tmp_path,
