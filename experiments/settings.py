@@ -380,9 +380,15 @@ def _results(run):
                 float(figure["mean"])
             for key in ("kl", "confident_share", "modes"):
                 float(found[-1]["modes"][key])
+            float(found[-1]["modes"].get("values_covered", float("nan")))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            raise UserError(f"{run / name} is damaged or not this script's: delete {run} "
-                            f"and run the sweep again to make it again") from None
+            # a report is measured again from the run's last.pth (its training is kept); the
+            # options say what was trained, so without them the run is made again
+            fix = (f"delete {run} and run the sweep again to make it again"
+                   if name == "options.json" else
+                   f"delete {run / 'metrics.json'} and {run / 'metrics_ema.json'} and run the "
+                   f"sweep again to measure them again (the training is kept)")
+            raise UserError(f"{run / name} is damaged or not this script's: {fix}") from None
     return found
 
 

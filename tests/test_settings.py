@@ -374,9 +374,11 @@ def test_damaged_results_of_a_run_are_one_line_in_the_report(toy_dir, tmp_path, 
     (run / damaged).write_text(text)
     result = _settings("--only=book", "--report", f"--out={run.parent}", cwd=tmp_path)
     assert result.returncode == 2
+    fix = (f"delete {run} and run the sweep again to make it again" if damaged == "options.json"
+           else f"delete {run / 'metrics.json'} and {run / 'metrics_ema.json'} and run the "
+                f"sweep again to measure them again (the training is kept)")
     assert result.stderr.strip().splitlines() == [
-        f"error: {run / damaged} is damaged or not this script's: delete {run} and run the "
-        f"sweep again to make it again"]
+        f"error: {run / damaged} is damaged or not this script's: {fix}"]
     assert (run / damaged).read_text() == text  # left for the user to look at
 
 
