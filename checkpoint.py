@@ -352,10 +352,13 @@ def _state_dict(obj, path, kind):
         obj = obj[kind]  # a full training state (last.pth)
     elif isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
         # saved wrapped, as many scripts do: {"state_dict": weights, "epoch": 5}
-        inside = [v for v in obj.values() if _all_tensors(v)
-                  and set(_unwrapped(v)) & _book_keys(kind)]
-        if len(inside) != 1:
-            keys = ", ".join(map(str, list(obj)[:5])) + (", ..." if len(obj) > 5 else "")
+        mine = G_KEYS if kind == "netg" else D_KEYS
+        inside = [v for v in obj.values() if _all_tensors(v) and mine <= set(_unwrapped(v))]
+        keys = ", ".join(map(str, list(obj)[:5])) + (", ..." if len(obj) > 5 else "")
+        if len(inside) > 1:
+            raise UserError(f"{path} holds {len(inside)} sets of {kind} weights (its keys: "
+                            f"{keys}): save the one to use alone, {kind}.state_dict()")
+        if not inside:
             raise UserError(f"{path} holds no {kind} weights (its keys: {keys}): save "
                             f"{kind}.state_dict() itself, as train does")
         obj = inside[0]

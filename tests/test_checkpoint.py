@@ -308,6 +308,15 @@ def test_weights_saved_inside_a_dict_load_and_other_dicts_are_named(tmp_path):
     assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'none.pth'}"),
                        "holds no netg weights (its keys: epoch, note): save "
                        "netg.state_dict() itself, as train does")
+    nets = drawing_nets()  # both nets in one file, as DCGAN scripts save them
+    torch.save({"G": nets[0].state_dict(), "D": nets[1].state_dict()}, tmp_path / "both.pth")
+    r = cli("generate", "--nogpu", f"--netg-path={tmp_path / 'both.pth'}", "--gen-num=8",
+            "--seed=3", f"--gen-img={tmp_path / 'both.png'}")  # D's weights are no G's
+    assert r.returncode == 0 and (tmp_path / "both.png").read_bytes() == grids[0], r.stderr
+    torch.save({"G": netg.state_dict(), "G_ema": netg.state_dict()}, tmp_path / "two.pth")
+    assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'two.pth'}"),
+                       "holds 2 sets of netg weights (its keys: G, G_ema): save the one to "
+                       "use alone")
     torch.save([1, 2], tmp_path / "list.pth")
     assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'list.pth'}"),
                        "holds no netg weights (it holds a list, not a state_dict)")
