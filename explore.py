@@ -259,7 +259,7 @@ def explore(opt):
         while page.is_running:
             time.sleep(0.1)
     finally:
-        page.close()
+        page.close(verbose=False)  # (it printed "Closing server running on port: N")
 
 
 _CANNOT_SERVE = ("cannot serve on {host}:{port} (the port is taken, or the address is not this "
