@@ -28,18 +28,19 @@ FEW = 256  # faces a side below which evaluate says its figures are rough
 
 def _real_images(opt, seed):
     """Two disjoint sets of ``num`` real images (uint8), drawn by ``seed``, ``num`` (fewer
-    where the folder is small) and the number of images in the folder. With the cache, from the decoded folder; with --cache=False,
-    only the images drawn are decoded, and nothing is written (the same images as with the
-    cache on a folder without broken files; with broken ones the draws differ)."""
+    where the folder is small) and the number of images in the folder. With the cache, from
+    the decoded folder; with --cache=False, only the images drawn are decoded, and nothing is
+    written (the same images as with the cache on a folder without broken files; with broken
+    ones the draws differ)."""
     files = list_images(opt.data_path)
     say_folders(opt.data_path, files)
     num, notes = opt.num, []  # the notes once the images are known to be enough
     if opt.cache:
         array, skipped = build_cache(opt.data_path, opt.image_size, files=files)
-        if skipped:  # as --cache=False says it, and train
-            notes.append(f"note: {counted(len(skipped), 'image file')} of {len(files)} cannot "
-                         f"be read (e.g. {shown(Path(sorted(skipped)[0]).name)}) and "
-                         f"{'is' if len(skipped) == 1 else 'are'} left out")
+        if skipped:  # in train's words (it was said with --cache=False only)
+            names = ", ".join(shown(Path(p).name) for p in sorted(skipped)[:3])
+            notes.append(f"note: skipped {counted(len(skipped), 'unreadable image file')} of "
+                         f"{len(files)} (e.g. {names})")
     total = len(array) if opt.cache else len(files)
     order = torch.randperm(total, generator=torch.Generator().manual_seed(seed)).numpy()
     if total < 2 * num:
@@ -122,15 +123,15 @@ def evaluate(opt):
     if "fid" in wanted or "kid" in wanted:  # found and loaded before any work, or one line why
         inception = inception_path(opt.inception_weights)  # not (a file that is no network
         extract = load_extractor(inception, device)  # was refused after minutes of SWD)
-    elif opt.inception_weights:  # passed over in silence: the user may think FID was measured
-        print(f"note: --inception-weights is for FID and KID, and --metrics={opt.metrics} "
-              f"asks for neither: add fid to --metrics to measure it")
     faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
                        batch_size=opt.batch_size)
     real, other, num, total = _real_images(opt, seed)
     # the notes once G and the images are known to be good: none above a refusal of them
     if no_modes:
         print(f"note: modes are counted on the toy set only, and {lacks}: skipping them")
+    if opt.inception_weights and not inception:  # passed over in silence: FID was not measured
+        print(f"note: --inception-weights is for FID and KID, and --metrics={opt.metrics} "
+              f"asks for neither: add fid to --metrics to measure it")
     say_source(faces, opt.netg_path)
     say_widths(opt, faces)
     if inception and num < 2:

@@ -314,20 +314,25 @@ def inception_path(path=None):
     return found
 
 
-def _not_torchscript(path):
+def _not_torchscript(path, error):
     """What a file that is no TorchScript network is, in a few words: weights saved by
-    torch.save (a zip archive without TorchScript's code), or something else."""
+    torch.save (a zip archive without TorchScript's code), no zip archive, or a network
+    torch cannot read (its own first line of ``error``, which spoke of miniz and corrupted
+    files for the other two)."""
     import zipfile
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (OSError, zipfile.BadZipFile):
-        return f"{path} is not a TorchScript feature network (not a zip archive, as those are)"
+    except zipfile.BadZipFile:
+        return (f"{path} is not a TorchScript feature network (not a whole zip archive, as "
+                f"those are: cut short, or another kind of file)")
+    except OSError as e:
+        return f"cannot read {path} ({e.strerror})"
     if any(n.endswith("/data.pkl") for n in names) and \
             not any(n.endswith("/constants.pkl") for n in names):
         return f"{path} holds weights saved by torch.save, not a TorchScript feature network"
-    return (f"{path} is not a TorchScript feature network torch {torch.__version__} can read "
-            f"(damaged, or saved by a newer torch)")
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"{path} is not a TorchScript feature network torch can run ({first})"
 
 
 def load_extractor(path, device="cpu"):
@@ -341,8 +346,8 @@ def load_extractor(path, device="cpu"):
         warnings.simplefilter("ignore")  # TorchScript's own deprecation notice
         try:
             net = torch.jit.load(str(path), map_location=device).eval()
-        except RuntimeError:  # torch's own text spoke of miniz and corrupted files
-            raise UserError(f"{_not_torchscript(path)}: pass the FID Inception network's "
+        except RuntimeError as e:
+            raise UserError(f"{_not_torchscript(path, e)}: pass the FID Inception network's "
                             f"file") from None
 
     @torch.no_grad()

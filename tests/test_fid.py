@@ -164,6 +164,7 @@ def test_without_the_package_or_with_a_wrong_file_one_line(toy_dir, tmp_path):
     (tmp_path / "notes.pt").write_text("not a network")
     text = cli(*args, f"--inception-weights={tmp_path / 'notes.pt'}")
     assert text.stderr.strip() == (f"error: {tmp_path / 'notes.pt'} is not a TorchScript "
-                                   f"feature network (not a zip archive, as those are): pass "
-                                   f"the FID Inception network's file")
+                                   f"feature network (not a whole zip archive, as those are: "
+                                   f"cut short, or another kind of file): pass the FID "
+                                   f"Inception network's file")
     assert_clean_error(cli(*args, f"--inception-weights={tmp_path}"), "is a folder")

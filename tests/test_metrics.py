@@ -326,7 +326,7 @@ def test_evaluate_on_a_folder_with_one_readable_image_says_so(tmp_path, cache):
     assert r.returncode == 0, r.stderr  # two readable: one a side, with the notes that say so
     assert "comparing 1" in r.stdout and json.loads((tmp_path / "m.json").read_text())["num"] == 1
     # the files left out are said with the cache as without it (it said nothing of them)
-    assert ("note: 2 image files of 4 cannot be read (e.g. bad.png) and are left out" if cache
+    assert ("note: skipped 2 unreadable image files of 4 (e.g. bad.png, bad2.png)" if cache
             else "note: only 2 of its 4 images could be read") in r.stdout, r.stdout
 
 
