@@ -48,9 +48,11 @@ APP := $(VENV)/.app-stamp
 
 .PHONY: venv eval app test test-fast demo demo-long visdom visdom-assets browser clean help
 
+.DEFAULT_GOAL := venv  # a bare `make`: the venv and its installs, as before help came first
+
 # the comment that opens this file, without its hashes
 help:
-	@awk '/^#/ { sub(/^# ?/, ""); print; next } { exit }' Makefile
+	@awk '/^#/ { sub(/^# ?/, ""); print; next } { exit }' $(firstword $(MAKEFILE_LIST))
 
 venv: $(STAMP)
 

@@ -206,16 +206,10 @@ def one(args):
     print(json.dumps(result))
 
 
-def _device(gpu):
-    """The device --gpu asks for (a UserError where the machine has none)."""
-    from config import resolve_device
-    return resolve_device(gpu)
-
-
 def command():
-    """main() as the command line runs it: a mistake in the flags or the data, found before
-    anything is measured, is one line and exit status 2, as argparse's, settings.py's and
-    main.py's refusals are (a run that failed is 1)."""
+    """main() as the command line runs it: a mistake in the flags or the data is one line
+    and exit status 2, as argparse's, settings.py's and main.py's refusals are (a run that
+    failed is 1)."""
     try:
         main()
     except UserError as e:
@@ -327,8 +321,8 @@ def main():
                         f"DIR/faces/ or lower --batch-size")
 
     import torch
-    from config import isa_cap
-    device = _device(args.gpu)
+    from config import isa_cap, resolve_device
+    device = resolve_device(args.gpu)
     base = [sys.executable, __file__, f"--data-path={args.data_path}",
             f"--batch-size={args.batch_size}", f"--num-workers={args.num_workers}",
             f"--g-every={args.g_every}", f"--plot-every={args.plot_every}",
@@ -405,7 +399,8 @@ def main():
 def cache_sizes(args):
     """Peak RSS and images/s of our loop on caches of several sizes, one process each."""
     import torch
-    device = _device(args.gpu)
+    from config import resolve_device
+    device = resolve_device(args.gpu)
     results = []
     print(f"device {device} ({_device_name(device)}), torch {torch.__version__}, batch "
           f"{args.batch_size}, {args.measure} batches timed after {args.warmup}")

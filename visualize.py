@@ -197,8 +197,9 @@ class Visualizer:
         """The run's end: a server that did not answer is tried once more, whatever the
         minute, and is sent the curves and texts whole, its env kept on its disk (one started
         on the warning of a run shorter than a minute got nothing: the next try never came)."""
-        if self.client is None and self.down_since is not None:
-            self.down_since -= RETRY_SECONDS  # due now
+        if self.client is not None or self.down_since is None:
+            return  # answering all along: the last epoch's end kept its env already
+        self.down_since -= RETRY_SECONDS  # due now
         if self.ready():
             self.keep()
 
