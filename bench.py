@@ -232,7 +232,8 @@ def main():
                         help="losses read back every this many batches (default: "
                              "%(default)s)")
     parser.add_argument("--warmup", type=int, default=5,
-                        help="batches before timing (default: %(default)s)")
+                        help="batches before timing; the first batch always goes untimed, "
+                             "as the start-up's (default: %(default)s)")
     parser.add_argument("--measure", type=int, default=20,
                         help="batches timed (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3,
@@ -259,6 +260,16 @@ def main():
     if args.json and args.json.endswith(("/", os.sep)):  # abspath would drop the slash
         raise UserError(f"--json: {args.json!r} is a folder: name a file in it, e.g. "
                         f"{os.path.join(args.json, 'bench.json')!r}")
+    # a flag the chosen measurement does not read: said, not passed over (the user may
+    # think the figures used it)
+    unused = [f"--{name.replace('_', '-')}" for name in (
+        ("data_path", "repeats", "num_workers") if args.cache_sizes else ("scratch",))
+        if getattr(args, name) != parser.get_default(name)]
+    if unused:
+        why = ("with --cache-sizes (synthetic caches, one run each)" if args.cache_sizes else
+               "without --cache-sizes (it is where their files go)")
+        print(f"note: {', '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used {why}",
+              flush=True)
     # the runs start in the project's folder: paths as the user meant them, from here
     for name in ("data_path", "json", "scratch"):
         if getattr(args, name):

@@ -558,9 +558,13 @@ def test_bench_reads_paths_from_where_it_is_run_and_refuses_bad_values(toy_dir, 
     assert r.returncode == 2 and "--gpu: takes true or false, not 'ture'" in r.stderr
     # --cache-sizes reads no data folder (there is none here), and makes its scratch folder
     r = bench("--cache-sizes=32", "--batch-size=16", "--measure=1", "--warmup=0",
-              "--scratch=scratch", "--json=out/sizes.json")
+              "--scratch=scratch", "--json=out/sizes.json", "--repeats=5")
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "out" / "sizes.json").read_text())[0]["images"] == 32
+    # flags the measurement does not read were passed over without a word
+    assert "note: --repeats is not used with --cache-sizes" in r.stdout
+    r = bench("--data-path=mine", "--batch-size=100", "--scratch=scratch")  # refused after it
+    assert "note: --scratch is not used without --cache-sizes" in r.stdout
 
 
 @pytest.mark.parametrize("signum, to_group, status, word", [
