@@ -79,6 +79,14 @@ class World:
         dist.all_gather_object(every, sorted(items))
         return set().union(*every)
 
+    def from_main(self, number):
+        """Rank 0's whole ``number``, on every rank (``number`` itself in a world of one)."""
+        if self.size == 1:
+            return number
+        t = torch.tensor([number], dtype=torch.int64)
+        dist.broadcast(t, src=0, group=self.waiting)  # a CPU (gloo) group, NCCL or not
+        return int(t.item())
+
     def barrier(self):
         if self.size > 1:
             dist.barrier()

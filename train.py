@@ -250,6 +250,16 @@ def _keep_unfinished_run(opt):
                   "keeps both; raise --max-epoch with --resume to train it on)")
 
 
+def run_seed(given, world):
+    """The run's seed: ``given``, or one drawn by rank 0 for every process. Each drawing its
+    own (torchrun without --seed) gave each its share of a different shuffle of the data,
+    so an epoch trained some images twice and others never, and the seed printed and saved
+    was rank 0's alone. (Each process's noise differs all the same: see the loop.)"""
+    if given is not None:
+        return given
+    return world.from_main(random.SystemRandom().randrange(2**31))
+
+
 def _resume_command(flags, processes):
     """The command that continues a run saved by ``processes`` processes, with ``flags``; a
     torchrun run in as many processes (in another count its stopped epoch starts again)."""
@@ -432,11 +442,10 @@ def _train(opt):
         notes = [n for n in (note, _another_runs_log(opt)) if n] + _earlier_files(opt)
     else:
         notes = _keep_other_runs(opt, state, saved)
-    seed = opt.seed if opt.seed is not None else random.SystemRandom().randrange(2**31)
-    opt.seed = seed
+    world, device = distributed.setup(opt.gpu)
+    seed = opt.seed = run_seed(opt.seed, world)
     random.seed(seed)
     torch.manual_seed(seed)
-    world, device = distributed.setup(opt.gpu)
     bf16 = use_bf16(opt.amp, device)
     autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=bf16)
     if device.type == "cuda":

@@ -273,6 +273,34 @@ def _slow_main(rank, port, out):
     os._exit(0)  # as above: nothing is left to do but gloo's teardown
 
 
+def _seeds(rank, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE="2")
+    import distributed
+    import train
+    world, _ = distributed.setup(False)
+    seeds = [train.run_seed(None, world), train.run_seed(None, world), train.run_seed(5, world)]
+    perm = torch.randperm(64, generator=torch.Generator().manual_seed(seeds[0]))
+    (out / f"{rank}.seeds").write_text(repr(seeds))
+    (out / f"{rank}.share").write_text(repr(sorted(world.shard(perm).tolist())))
+    world.close()
+    os._exit(0)
+
+
+def test_without_a_seed_every_process_takes_rank_0s_and_a_share_of_one_shuffle(tmp_path):
+    """torchrun without --seed: each process drew a seed of its own, so each took its share
+    of a different shuffle of the data (two processes on 300 images: 66 twice in an
+    epoch, 66 never), and the seed said and saved was rank 0's alone."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_seeds, args=(port, tmp_path), nprocs=2)
+    seeds = [eval((tmp_path / f"{rank}.seeds").read_text()) for rank in (0, 1)]
+    assert seeds[0] == seeds[1] and seeds[0][0] != seeds[0][1] and seeds[0][2] == 5
+    shares = [set(eval((tmp_path / f"{rank}.share").read_text())) for rank in (0, 1)]
+    assert not shares[0] & shares[1] and len(shares[0] | shares[1]) == 64
+
+
 @pytest.mark.slow
 def test_the_others_wait_while_rank_0_decodes_past_the_collectives_timeout(tmp_path):
     """Rank 0 decodes the whole folder before anyone trains. The wait must outlast the
