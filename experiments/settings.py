@@ -276,12 +276,27 @@ def _difference(trained, name, args, epochs):
     as words ("--width=8, not 16"); None where they agree."""
     wanted = {**_options(name, args), "max_epoch": epochs, "data_path": args.data,
               "amp": args.amp}
-    return next((f"{flag}={trained.get(k)}, not {wanted[k]}" for k, flag in OURS.items()
-                 if trained.get(k) != wanted[k]), None)
+    key = next((k for k in OURS if trained.get(k) != wanted[k]), None)
+    if key is None:
+        return None
+    if key == "max_epoch" and args.minutes is not None:  # the epochs were not typed
+        return (f"{trained.get(key)} epochs, not the {epochs} that --minutes={args.minutes:g} "
+                f"gives it")
+    return f"{_as_flag(key, trained.get(key))}, not {_as_flag(key, wanted[key], bare=True)}"
 
 
-OURS = {"ngf": "--width", "ndf": "--width", "batch_size": "--batch-size",
-        "max_epoch": "--epochs", "ema": "--ema", "data_path": "--data", "amp": "--amp"}
+def _as_flag(key, value, bare=False):
+    """A recorded option as the flag that gives it: --amp left unset for amp None (no
+    --amp=None can be typed); with ``bare``, the value alone."""
+    if key == "amp" and value is None:
+        return "--amp left unset"
+    return f"{value}" if bare else f"{OURS.get(key, '--' + key)}={value}"
+
+
+# this script's flags for the options they set, the epochs last: a difference in the flags
+# typed is named before the epochs that --minutes works out from them
+OURS = {"ngf": "--width", "ndf": "--width", "batch_size": "--batch-size", "ema": "--ema",
+        "data_path": "--data", "amp": "--amp", "max_epoch": "--epochs"}
 
 
 def _train(name, seed, epochs, run, args, log, go_on=True):
@@ -296,7 +311,10 @@ def _train(name, seed, epochs, run, args, log, go_on=True):
         saved = None
     if go_on and (run / "last.pth").is_file() and saved and \
             _difference(saved, name, args, epochs) is None:
-        _cli("train", f"--resume={run / 'last.pth'}", _device(args), "--vis=False", log=log)
+        # its folders named: a sweep's --out moved or copied held a last.pth that named the
+        # old ones, and train refused it, asking for flags this script does not have
+        _cli("train", f"--resume={run / 'last.pth'}", f"--checkpoint-dir={run}",
+             f"--save-path={run}", _device(args), "--vis=False", log=log)
         return
     # --fresh: train would refuse a new run over a stopped one's last.pth
     _cli("train", f"--data-path={args.data}", _device(args), "--vis=False", f"--seed={seed}",
@@ -335,7 +353,12 @@ def time_settings(args):
     stop kept none of the ones before it)."""
     Path(args.out).mkdir(parents=True, exist_ok=True)
     speed_file = Path(args.out) / "speed.json"
-    for name in args.only.split(","):
+    names = args.only.split(",")
+    global AFTER_STOP  # a rerun measures every setting it names again: --only the rest
+    for i, name in enumerate(names):
+        AFTER_STOP = (f"the speeds measured so far are kept in {speed_file}; measure the "
+                      f"others with the same command and --only={','.join(names[i:])}"
+                      if i else None)
         run = Path(args.out) / "timing" / name
         # afresh each time: a rerun (on another device, say) read the speed of the last one
         _train(name, 0, 1, run, args, Path(args.out) / "timing.log", go_on=False)
@@ -349,13 +372,13 @@ def time_settings(args):
         print(f"{name}: {speed:.0f} images/s", flush=True)
 
 
-def _mean_sd(values, unit=""):
+def _mean_sd(values, unit="", whole=False):
     """The mean and spread of one column's figures; "-" where they are not measured (the
-    toy set's modes on another folder)."""
+    toy set's modes on another folder); a count of one run (``whole``) as a whole number."""
     if any(math.isnan(v) for v in values):
         return "-"
     if len(values) == 1:
-        return f"{values[0]:.1f}{unit}"
+        return f"{values[0]:.0f}{unit}" if whole else f"{values[0]:.1f}{unit}"
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}{unit}"
 
 
@@ -398,7 +421,7 @@ def report(args):
     out = Path(args.out)
     speed_file = out / "speed.json"
     speeds = read_speeds(speed_file)
-    floors = {}  # SWD's floor at each --num the runs were measured at
+    floors = {}  # SWD's floor at each number of faces the runs compared
     print("| setting | seeds | epochs | minutes | SWD x1e3, G | SWD x1e3, average | KL, average "
           "| confident, average | attribute values, average | modes, average |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -409,24 +432,34 @@ def report(args):
         if not runs:
             continue
         g, e, trained = zip(*map(_results, runs))
-        for run, m in zip(runs, g):
-            floors[_evaluated_at(run / "metrics.json")] = m["swd_floor"]["mean"]
+        for run, m in zip(runs, g):  # the faces compared: --num, or half a smaller folder
+            floors[m.get("num", _evaluated_at(run / "metrics.json"))] = m["swd_floor"]["mean"]
         trained = trained[0]
         epochs = trained["max_epoch"]
         speed = speeds.get(name)  # measured with this run's options (or not said: older)
-        minutes = "-" if speed is None or speed["with"] not in (
-            None, {k: trained.get(k) for k in speed["with"]}) else \
-            f"{epochs * _image_count(trained['data_path']) / speed['images_per_s'] / 60:.1f}"
+        minutes = "-" if speed is None or speed["with"] is not None and speed["with"] != {
+            k: trained.get(k) for k in speed["with"]} else \
+            _minutes(epochs, trained["data_path"], speed["images_per_s"])  # (None: an older
+        # file's speed, which kept no flags)
         print(f"| {name}: {what} | {len(runs)} | {epochs} | {minutes} "
               f"| {_mean_sd([m['swd']['mean'] for m in g])} "
               f"| {_mean_sd([m['swd']['mean'] for m in e])} "
               f"| {_mean_sd([m['modes']['kl'] for m in e])} "
               f"| {_mean_sd([100 * m['modes']['confident_share'] for m in e], '%')} "
-              f"| {_mean_sd([m['modes'].get('values_covered', float('nan')) for m in e])} "
-              f"| {_mean_sd([m['modes']['modes'] for m in e])} |")
+              f"| {_mean_sd([m['modes'].get('values_covered', math.nan) for m in e], '', True)} "
+              f"| {_mean_sd([m['modes']['modes'] for m in e], whole=True)} |")
     for num, floor in sorted(floors.items(), key=lambda item: item[0] or 0):
-        print(f"\nSWD floor (real vs real, {num} faces): {floor:.1f}")
+        print(f"\nSWD floor (real vs real, {num} faces compared): {floor:.1f}")
     grids(args)
+
+
+def _minutes(epochs, folder, images_per_s):
+    """A run's training minutes at its measured speed, "-" where its image folder is gone
+    (the table stopped there, asking for a --data-path this script does not have)."""
+    try:
+        return f"{epochs * _image_count(folder) / images_per_s / 60:.1f}"
+    except UserError:
+        return "-"
 
 
 def grids(args, faces=8):
@@ -435,8 +468,8 @@ def grids(args, faces=8):
     from PIL import Image, ImageDraw
     from generate import Faces, to_pil
     out = Path(args.out)
-    rows = [(n, out / f"{n}_seed0") for n in SETTINGS
-            if (out / f"{n}_seed0" / "metrics_ema.json").is_file()]
+    rows = [(n, out / f"{n}_seed0") for n in SETTINGS  # the table's: --only's, done
+            if n in args.only.split(",") and (out / f"{n}_seed0" / "metrics_ema.json").is_file()]
     if not rows:
         return
     gap = 8
@@ -506,6 +539,9 @@ def _check(args):
     """Refuse what cannot work before any run starts (a mistake found later cost the runs
     before it), and make the paths absolute: the commands run in the project's folder, while
     the user meant them from the folder they ran this script in."""
+    for flag, value in (("--data", args.data), ("--out", args.out)):  # "" was the folder the
+        if not value.strip():  # sweep was run in: its runs and grids.jpg went there
+            raise UserError(f"{flag}= names no folder: give one, or leave the flag out")
     args.data, args.out = (os.path.abspath(os.path.expanduser(p)) for p in (args.data, args.out))
     unknown = [name for name in args.only.split(",") if name not in SETTINGS]
     if unknown:
@@ -528,6 +564,11 @@ def _check(args):
     if not above.is_dir():
         raise UserError(f"--out: {above} is a file, so no folder can be made inside it: name "
                         f"another --out")
+    if args.gpu:  # (train refused it only after the run's folder was made)
+        import torch
+        if not torch.cuda.is_available():
+            raise UserError("--gpu asks for CUDA, but no CUDA device is available here: leave "
+                            "it out (the CPU is the default)")
     if args.time and args.report:
         raise UserError("--time measures the speeds and --report tables what is done: pass "
                         "one of them")
@@ -548,14 +589,17 @@ def _check(args):
             raise UserError(f"--minutes needs each setting's speed, and {speed_file} has none "
                             f"for {', '.join(missing)}: measure it first, the same command "
                             f"with --time in place of --minutes and --only={','.join(missing)}")
+        if Path(args.data).is_dir():  # runs of other flags first: their line names the flag
+            _refuse_runs_of_other_flags(args, [int(s) for s in seeds])  # typed, and a new
+            # speed pass (as the speed's line below asks) would not have let them be
         for name in args.only.split(","):  # the epochs of another width, batch or precision
             measured, now = speeds[name]["with"], _speed_flags(name, args)
             differ = next((k for k in now if measured and measured.get(k) != now[k]), None)
-            if differ:
-                flag = OURS.get(differ, f"--{differ}")  # (--gpu, the one not among them)
+            if differ:  # (--gpu is the one not among OURS)
                 raise UserError(f"--minutes: {speed_file} has the speed of {name} with "
-                                f"{flag}={measured.get(differ)}, not {now[differ]}: measure it "
-                                f"again, the same command with --time in place of --minutes")
+                                f"{_as_flag(differ, measured.get(differ))}, not "
+                                f"{now[differ]}: measure it again, the same command with "
+                                f"--time in place of --minutes")
     return [int(s) for s in seeds]
 
 
@@ -567,24 +611,33 @@ def _refuse_runs_of_other_flags(args, seeds):
     for seed in seeds:
         for name in args.only.split(","):
             run = Path(args.out) / f"{name}_seed{seed}"
-            if not (run / "metrics_ema.json").is_file():
-                continue  # not done: it is trained (again) as asked
+            done = (run / "metrics_ema.json").is_file()
+            if not (done or (run / "last.pth").is_file()):
+                continue  # not begun: it is trained as asked
             try:
                 trained = json.loads((run / "options.json").read_text())
             except (OSError, ValueError):
                 continue
             differ = _difference(trained, name, args, _epochs(name, args))
-            if differ:
+            if differ and done:
                 raise UserError(f"{run} was made with {differ}: its figures are not this "
                                 f"sweep's; pass another --out for these flags, or delete "
                                 f"{run} to make it again")
+            if differ:  # it was deleted with a note in its log.txt alone (--fresh)
+                raise UserError(f"{run} holds a run stopped halfway, begun with {differ}: "
+                                f"these flags would train it again from the start; pass "
+                                f"another --out for them, the run's own flags to go on with "
+                                f"it, or delete {run}")
 
 
 def main():
     args = _parser().parse_args()
     seeds = _check(args)
-    if args.report and not any(Path(args.out).glob("*_seed*/metrics_ema.json")):
-        raise UserError(f"--report: nothing is measured in {args.out} yet: run the sweep "
+    only = args.only.split(",")
+    if args.report and not any(any(Path(args.out).glob(f"{name}_seed*/metrics_ema.json"))
+                               for name in only):
+        of = "" if only == list(SETTINGS) else f" of {', '.join(only)}"  # an empty table
+        raise UserError(f"--report: nothing{of} is measured in {args.out} yet: run the sweep "
                         f"first (the same command without --report)")
     if args.data == TOY and not (Path(TOY) / "attributes.csv").is_file() and not args.report:
         Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -601,6 +654,9 @@ def main():
     report(args)
 
 
+AFTER_STOP = None  # what to do after a stop, where it is not the same command again
+
+
 def _terminate(signum, frame):
     raise Terminated
 
@@ -614,8 +670,9 @@ if __name__ == "__main__":
         main()
     except (KeyboardInterrupt, Terminated) as stop:  # a run stopped halfway goes on from its
         what = "terminated" if isinstance(stop, Terminated) else "interrupted"  # save next time
-        print(f"\n{what}: run the same command again to go on with the settings not yet done",
-              file=sys.stderr)
+        print(f"\n{what}: "
+              + (AFTER_STOP or "run the same command again to go on with the settings not yet "
+                 "done"), file=sys.stderr)
         sys.exit(143 if isinstance(stop, Terminated) else 130)
     except UserError as e:  # a mistake in the flags: nothing was run
         print(f"error: {e}", file=sys.stderr)

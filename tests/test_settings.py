@@ -59,6 +59,9 @@ def test_a_setting_stopped_by_a_ctrl_c_of_the_sweep_goes_on_from_where_it_stoppe
     calls.clear()
     settings.train_and_evaluate("demo", 0, args)
     assert calls[0][:2] == ("train", f"--resume={run / 'last.pth'}")
+    # in its own folders, wherever it began: an --out moved since held a last.pth naming
+    # the old ones, and train refused it, asking for flags this script does not have
+    assert {f"--checkpoint-dir={run}", f"--save-path={run}"} <= set(calls[0])
     assert cli(*calls[0]).returncode == 0
     for name in ("netg_1.pth", "netg_ema_1.pth", "netd_1.pth"):
         assert same_weights(run / name, whole / name), name
@@ -252,13 +255,14 @@ def test_paths_are_taken_from_the_folder_the_sweep_is_run_in(toy_dir, tmp_path):
         f"pass another --out for these flags, or delete {run} to make it again"]
     # trained in bf16 where the machine has it (--amp unset), kept for an fp32 sweep
     fp32 = _settings(*flags, "--amp=False", cwd=here)
-    assert fp32.returncode == 2 and "was made with --amp=None, not False" in fp32.stderr
+    assert fp32.returncode == 2 and "was made with --amp left unset, not False" in fp32.stderr
     # the report tables the runs as they were trained: it wanted this sweep's flags again
     # (or told the user to delete the runs), and drew the 10,000 toy faces of the default
     # --data first
     alone = _settings("--report", "--out=../sweep", "--only=demo", cwd=here)
     assert alone.returncode == 0, alone.stderr
-    assert "| demo: " in alone.stdout and "SWD floor (real vs real, 32 faces)" in alone.stdout
+    assert "| demo: " in alone.stdout
+    assert "SWD floor (real vs real, 32 faces compared)" in alone.stdout
     assert not (tmp_path / "sweep" / "toyfaces.log").exists()
 
 
@@ -271,7 +275,11 @@ def test_paths_are_taken_from_the_folder_the_sweep_is_run_in(toy_dir, tmp_path):
     ("--data=nosuch", ["--data", "nosuch"]),
     ("--ema=0", ["--ema", "less than 1", "not 0.0"]),  # no average: no metrics_ema.json
     ("--ema=1", ["--ema", "not 1.0"]),
-    ("--report", ["--report", "nothing is measured", "without --report"]),  # was an empty table
+    ("--out=", ["--out= names no folder"]),  # the folder it was run in took the runs
+    ("--data=", ["--data= names no folder"]),
+    ("--gpu", ["--gpu asks for CUDA", "leave it out"]),  # after the run's folder was made
+    ("--report", ["--report", "nothing of book is measured", "without --report"]),  # was an
+    # empty table
 ])
 def test_a_mistake_in_the_flags_is_one_line_before_any_run(toy_dir, tmp_path, flag, said):
     """A KeyError, ValueError or FileNotFoundError traceback, some after the settings before
@@ -382,6 +390,53 @@ def test_damaged_results_of_a_run_are_one_line_in_the_report(toy_dir, tmp_path, 
     assert (run / damaged).read_text() == text  # left for the user to look at
 
 
+def test_the_report_of_a_run_whose_images_are_gone_and_of_one_seed(toy_dir, tmp_path):
+    """The table stopped at a run whose training folder was deleted, asking for a
+    --data-path this script does not have (only its minutes need the folder); one seed's
+    counts read 12.0 modes; the floor's line named --num, not the faces compared."""
+    import torch
+    from conftest import tiny_nets
+    run = tmp_path / "sweep" / "book_seed0"
+    run.mkdir(parents=True)
+    figures = {"num": 32, "num_asked": 1024, "swd": {"mean": 31.0},
+               "swd_floor": {"mean": 5.0}, "modes": {"kl": 2.0, "confident_share": 0.1,
+                                                     "modes": 12, "values_covered": 30}}
+    for name in ("metrics.json", "metrics_ema.json"):
+        (run / name).write_text(json.dumps(figures))
+    (run / "options.json").write_text(json.dumps({"max_epoch": 1, "ngf": 8, "ndf": 8,
+                                                  "data_path": str(tmp_path / "gone")}))
+    for name in ("netg_0.pth", "netg_ema_0.pth"):
+        torch.save(tiny_nets(nz=100)[0].state_dict(), run / name)
+    (run.parent / "speed.json").write_text(json.dumps({"book": {"images_per_s": 100.0,
+                                                                "with": None}}))
+    result = _settings("--only=book", "--report", f"--out={run.parent}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| book: "))
+    assert row.split(" | ")[2:4] == ["1", "-"]  # its epochs, and no minutes
+    assert row.endswith("| 30 | 12 |")
+    assert "SWD floor (real vs real, 32 faces compared): 5.0" in result.stdout
+    assert (run.parent / "grids.jpg").is_file()
+
+
+def test_a_stopped_run_of_other_flags_is_refused_not_deleted(toy_dir, tmp_path):
+    """A sweep stopped halfway, run again with another flag (a forgotten --width): the
+    stopped run was deleted (train's --fresh) with a note in its log.txt alone, and trained
+    again from the start, where a finished run of other flags is refused."""
+    from conftest import stopped_run
+    run = tmp_path / "sweep" / "book_seed0"
+    stopped_run(toy_dir, run, of=3)
+    before = (run / "last.pth").read_bytes()
+    result = _settings("--only=book", "--seeds=0", "--width=16", "--epochs=3",
+                       "--batch-size=16", "--num=32", f"--data={toy_dir}",
+                       f"--out={run.parent}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {run} holds a run stopped halfway, begun with --width=8, not 16: these flags "
+        f"would train it again from the start; pass another --out for them, the run's own "
+        f"flags to go on with it, or delete {run}"]
+    assert (run / "last.pth").read_bytes() == before
+
+
 def test_minutes_refuses_speeds_measured_with_other_flags(toy_dir, tmp_path):
     """speed.json kept only the speeds: one measured at --width=8 gave a --width=32 sweep its
     epochs without a word. A file of the earlier kind (speeds alone) is still read."""
@@ -398,7 +453,7 @@ def test_minutes_refuses_speeds_measured_with_other_flags(toy_dir, tmp_path):
         f"error: --minutes: {out / 'speed.json'} has the speed of book with --width=16, not "
         f"8: measure it again, the same command with --time in place of --minutes"]
     result = _settings(*flags, "--width=16", "--amp=False", cwd=tmp_path)
-    assert "with --amp=None, not False" in result.stderr
+    assert "with --amp left unset, not False" in result.stderr
     assert not (out / "book_seed0").exists()
 
 
@@ -424,13 +479,18 @@ def test_a_stopped_speed_pass_keeps_the_speeds_it_measured(toy_dir, tmp_path):
     sweep = subprocess.Popen(
         [sys.executable, "-u", str(ROOT / "experiments" / "settings.py"), "--time",
          "--only=book,g2", "--width=8", "--batch-size=16", f"--data={toy_dir}", f"--out={out}"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert any(line.startswith("book: ") for line in sweep.stdout)  # (the first setting)
         sweep.send_signal(signal.SIGINT)
-        sweep.wait(timeout=120)
+        _, err = sweep.communicate(timeout=120)
     finally:
         sweep.kill()
+    # "run the same command again to go on" measured book again: --time measures every
+    # setting it names
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted: the speeds measured so far are kept in {out / 'speed.json'}; measure "
+        f"the others with the same command and --only=g2")
     speeds = json.loads((out / "speed.json").read_text())
     assert list(speeds) == ["book"] and speeds["book"]["images_per_s"] > 0
     assert speeds["book"]["with"] == {"ngf": 8, "ndf": 8, "batch_size": 16, "amp": None,
