@@ -14,6 +14,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -262,24 +263,39 @@ def run_seed(given, world):
 
 def _resume_command(flags, processes):
     """The command that continues a run saved by ``processes`` processes, with ``flags``; a
-    torchrun run in as many processes (in another count its stopped epoch starts again)."""
-    main = _main_py()
+    torchrun run in as many processes (in another count its stopped epoch starts again).
+    Named as it runs from the folder the run was started in: the Python (and torchrun) of
+    this run, and main.py from there (a bare `python` was another Python than the venv's,
+    without the project's packages, where the venv was not activated)."""
+    main = _from_here(Path(__file__).resolve().parent / "main.py")
+    python = _program(sys.executable, "python")
     if processes == 1:
-        return f"`python {main} train {flags}`"
-    return (f"`torchrun --standalone --nproc_per_node={processes} {main} train {flags}` (as "
+        return f"`{python} {main} train {flags}`"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    launcher = _program(torchrun, "torchrun") if torchrun.is_file() else \
+        f"{python} -m torch.distributed.run"
+    return (f"`{launcher} --standalone --nproc_per_node={processes} {main} train {flags}` (as "
             f"many processes as it had)")
 
 
-def _main_py():
-    """main.py as the resume command names it from the folder the run was started in: there
-    (main.py), above it (../main.py), or by its whole path (from a subfolder it said main.py,
-    which was not there)."""
-    main = Path(__file__).resolve().parent / "main.py"
+def _program(path, name):
+    """``name`` where the shell finds this very program by it (a venv activated), else its
+    path from here (.venv/bin/python). Paths compared as they are, links not followed: a
+    venv's python is a link to the system's, which lacks the venv's packages."""
+    found = shutil.which(name)
+    if found and os.path.abspath(found) == os.path.abspath(path):
+        return name
+    return _from_here(path)
+
+
+def _from_here(path):
+    """``path`` from the folder the run was started in (main.py, ../main.py), or whole
+    where that climbs more than two folders."""
     try:
-        relative = os.path.relpath(main)
+        relative = os.path.relpath(path)
     except (OSError, ValueError):  # the folder is gone, or on another drive (Windows)
-        return quoted(main)
-    return quoted(relative if relative.count("..") <= 2 else main)
+        return quoted(path)
+    return quoted(relative if relative.count("..") <= 2 else os.path.abspath(path))
 
 
 def _over_a_finished_run(folder, epochs):

@@ -317,7 +317,7 @@ def test_the_same_command_again_after_a_stop_keeps_the_stopped_run(toy_dir, tmp_
     # command it named starts the stopped epoch again)
     state = torch.load(tmp_path / "last.pth", weights_only=True)
     checkpoint.save({**state, "processes": 2}, tmp_path / "last.pth")
-    assert_clean_error(cli("train", *again), "continue it with `torchrun --standalone "
+    assert_clean_error(cli("train", *again), "continue it with `", "torchrun --standalone "
                        f"--nproc_per_node=2 main.py train --resume={tmp_path / 'last.pth'}`")
     (tmp_path / "last.pth").write_bytes(before["last.pth"])
     result = cli("train", "--resume", f"--checkpoint-dir={tmp_path}")  # as it says

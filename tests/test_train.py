@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 
 import pytest
 import torch
@@ -154,20 +155,31 @@ def test_a_learning_rate_of_0_keeps_that_nets_weights(toy_dir, tmp_path):
 def test_the_resume_command_names_main_py_from_where_the_run_was_started(tmp_path,
                                                                          monkeypatch):
     """Started from a subfolder (../main.py train ...), a stopped run said `python main.py
-    train --resume=...`, and there was no main.py there to run."""
+    train --resume=...`, and there was no main.py there to run; and started as the README
+    does (.venv/bin/python), it said `python` and `torchrun`, which the shell found elsewhere
+    or not at all (a pyenv Python without the packages: ModuleNotFoundError)."""
     from conftest import ROOT
+    venv = ROOT / ".venv" / "bin"  # `make test`'s: the venv the README's commands run
+    monkeypatch.setattr(sys, "executable", str(venv / "python"))
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # not activated
     monkeypatch.chdir(ROOT)
-    assert train_module._resume_command("--resume=x", 1) == "`python main.py train --resume=x`"
+    assert train_module._resume_command("--resume=x", 1) == \
+        "`.venv/bin/python main.py train --resume=x`"
     monkeypatch.chdir(ROOT / "docs")
     assert train_module._resume_command("--resume=x", 1) == \
-        "`python ../main.py train --resume=x`"
+        "`../.venv/bin/python ../main.py train --resume=x`"
     assert train_module._resume_command("--resume=x", 2).startswith(
-        "`torchrun --standalone --nproc_per_node=2 ../main.py train --resume=x`")
+        "`../.venv/bin/torchrun --standalone --nproc_per_node=2 ../main.py train --resume=x`")
     far = tmp_path / "a" / "b" / "c"
     far.mkdir(parents=True)
     monkeypatch.chdir(far)
     assert train_module._resume_command("--resume=x", 1) == \
-        f"`python {ROOT / 'main.py'} train --resume=x`"
+        f"`{venv / 'python'} {ROOT / 'main.py'} train --resume=x`"
+    monkeypatch.setenv("PATH", f"{venv}:/usr/bin:/bin")  # activated: the names as typed
+    monkeypatch.chdir(ROOT)
+    assert train_module._resume_command("--resume=x", 1) == "`python main.py train --resume=x`"
+    assert train_module._resume_command("--resume=x", 2).startswith(
+        "`torchrun --standalone --nproc_per_node=2 main.py train --resume=x`")
 
 
 def test_bf16_only_where_the_gpu_does_it_natively(monkeypatch):
@@ -304,7 +316,8 @@ def test_a_full_disk_says_how_to_go_on(toy_dir, tmp_path, monkeypatch):
     with pytest.raises(UserError) as refused:
         train_module.train(_opt(toy_dir, tmp_path, max_epoch=2, resume=str(last)))
     assert str(refused.value).startswith(f"disk full while writing {tmp_path / 'C'}")
-    assert f"then continue with `python main.py train --resume={last}`" in str(refused.value)
+    assert f"then continue with `{train_module._resume_command(f'--resume={last}', 1)[1:]}" \
+        in str(refused.value)  # (the command's words: the test above)
     assert last.read_bytes() == good
     with pytest.raises(UserError) as refused:  # a new run: nothing of its own to go on from
         train_module.train(_opt(toy_dir, tmp_path / "new", max_epoch=1))
