@@ -311,7 +311,7 @@ def main():
     count = len(list_images(args.data_path))
     if count < args.batch_size:
         raise UserError(f"{args.data_path} has {count} images, fewer than one batch of "
-                        f"{args.batch_size}: lower --batch-size")
+                        f"{args.batch_size}: lower --batch-size to {count} or less")
     # the article's ImageFolder: a class a folder, hidden ones (.ipynb_checkpoints) too, and
     # only the images inside them
     classes = {p: sum(is_image_name(name) for _, _, names in os.walk(p, followlinks=True)

@@ -704,7 +704,7 @@ class CachedBatches:
 def _enough(count, opt, what="image files"):
     if count < opt.batch_size:
         raise UserError(f"{opt.data_path} has {count} {what}, fewer than one batch: "
-                        f"lower --batch-size (now {opt.batch_size})")
+                        f"lower --batch-size (now {opt.batch_size}) to {count} or less")
 
 
 def cached_batches(opt, device, progress=None):

@@ -516,7 +516,9 @@ def _train(opt):
     per_epoch = data.count // world.size // opt.batch_size  # batches per epoch and process
     if per_epoch == 0:
         raise UserError(f"{data.count} images cannot give each of {world.size} processes a "
-                        f"batch of {opt.batch_size}: lower --batch-size")
+                        f"batch of {opt.batch_size}: "
+                        + (f"lower --batch-size to {data.count // world.size} or less"
+                           if data.count >= world.size else "start fewer processes"))
     order = torch.Generator().manual_seed(seed)  # the data order, apart from the model's RNG
 
     netg.to(device, memory_format=torch.channels_last).train()

@@ -67,7 +67,7 @@ def test_bad_values(toy_dir, flag, culprit):
 def test_batch_larger_than_data_set(toy_dir, tmp_path):
     assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
                            "--batch-size=1000", f"--checkpoint-dir={tmp_path}"),
-                       "--batch-size")
+                       "lower --batch-size (now 1000) to 64 or less")  # (how far: unsaid)
 
 
 def test_generate_errors(tmp_path):

@@ -525,7 +525,8 @@ def test_bench_reads_paths_from_where_it_is_run_and_refuses_bad_values(toy_dir, 
             except SystemExit as e:
                 code = e.code
         return subprocess.CompletedProcess(flags, code, out.getvalue(), err.getvalue())
-    line = assert_clean_error(bench("--data-path=mine", "--batch-size=100"), "lower --batch-size")
+    line = assert_clean_error(bench("--data-path=mine", "--batch-size=100"),
+                              "lower --batch-size to 64 or less")  # (named the flag alone)
     assert f"{tmp_path / 'mine'} has 64 images" in line
     r = process("--data-path=nowhere")  # exit 1 where argparse's own refusals were 2
     assert_clean_error(r, str(tmp_path / "nowhere"))
