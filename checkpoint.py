@@ -240,6 +240,21 @@ def save_grid(images, path, nrow=8):
 CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
 
 
+def _what_is_there(path):
+    """What the folder of a missing checkpoint holds instead, in a few words: the user can
+    pick one (or see that the folder itself is not there)."""
+    folder = Path(path).parent
+    if not folder.is_dir():
+        return f": there is no folder {folder}"
+    try:
+        found = sorted(p.name for p in folder.iterdir() if p.suffix == ".pth")
+    except OSError:
+        return ""
+    if not found:
+        return f": {folder} holds no .pth file"
+    return f"; {folder} holds {', '.join(found[:4])}{', ...' if len(found) > 4 else ''}"
+
+
 def load(path, device="cpu"):
     """torch.load with weights_only=True, mapping every failure to one clear UserError."""
     try:
@@ -253,7 +268,7 @@ def load(path, device="cpu"):
             warnings.simplefilter("ignore")
             return torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
-        raise UserError(f"no checkpoint at {path}") from None
+        raise UserError(f"no checkpoint at {path}{_what_is_there(path)}") from None
     except IsADirectoryError:
         raise UserError(f"{path} is a folder, not a checkpoint file") from None
     except PermissionError:

@@ -544,3 +544,15 @@ def test_a_refused_replace_names_the_file_asked_for_not_the_temporary_one(tmp_pa
     assert_clean_error(r, f"error: cannot write or read {grid}: Operation not permitted")
     assert grid.read_bytes() == b"kept" and sorted(tmp_path.iterdir()) == [tmp_path / "g.pth",
                                                                           grid]
+
+
+def test_a_missing_checkpoint_says_what_its_folder_holds(tmp_path):
+    """`--resume=ck/nothere/last.pth` said "no checkpoint at ..." and no more: a typo in the
+    folder and a file of another name looked the same."""
+    assert_clean_error(cli("train", "--nogpu", f"--resume={tmp_path / 'nope' / 'last.pth'}"),
+                       f"no checkpoint at {tmp_path / 'nope' / 'last.pth'}: there is no "
+                       f"folder {tmp_path / 'nope'}")
+    (tmp_path / "netg_4.pth").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("")
+    assert_clean_error(cli("train", "--nogpu", f"--resume={tmp_path / 'last.pth'}"),
+                       f"no checkpoint at {tmp_path / 'last.pth'}; {tmp_path} holds netg_4.pth")
