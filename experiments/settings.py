@@ -606,8 +606,9 @@ def _check(args):
 def _refuse_runs_of_other_flags(args, seeds):
     """A run already done is kept, not trained again; one made with another --width,
     --batch-size, --epochs, --ema or --data was kept too, and its figures reported as this
-    sweep's. Refused before any run, naming the first difference. (--num is not compared: a
-    run measured at another --num is measured again, by train_and_evaluate.)"""
+    sweep's, and one stopped halfway with other flags was deleted and trained afresh. Both
+    refused before any run, naming the first difference. (--num is not compared: a run
+    measured at another --num is measured again, by train_and_evaluate.)"""
     for seed in seeds:
         for name in args.only.split(","):
             run = Path(args.out) / f"{name}_seed{seed}"
