@@ -356,9 +356,6 @@ def time_settings(args):
     names = args.only.split(",")
     global AFTER_STOP  # a rerun measures every setting it names again: --only the rest
     for i, name in enumerate(names):
-        AFTER_STOP = (f"the speeds measured so far are kept in {speed_file}; measure the "
-                      f"others with the same command and --only={','.join(names[i:])}"
-                      if i else None)
         run = Path(args.out) / "timing" / name
         # afresh each time: a rerun (on another device, say) read the speed of the last one
         _train(name, 0, 1, run, args, Path(args.out) / "timing.log", go_on=False)
@@ -369,6 +366,10 @@ def time_settings(args):
                   name: {"images_per_s": speed, "with": _speed_flags(name, args)}}
         from checkpoint import save_text
         save_text(json.dumps(speeds, indent=2), speed_file)
+        # as soon as it is saved (a stop between this setting and the next said to rerun all)
+        AFTER_STOP = (f"the speeds measured so far are kept in {speed_file}; measure the "
+                      f"others with the same command and --only={','.join(names[i + 1:])}"
+                      if names[i + 1:] else None)
         print(f"{name}: {speed:.0f} images/s", flush=True)
 
 
