@@ -363,11 +363,11 @@ def _refuse_non_finite(obj, path, fix="use an earlier checkpoint"):
 
 def _state_dict(obj, path, kind):
     """The state_dict of network ``kind`` ('netg'/'netd') from a bare or full checkpoint."""
+    mine, theirs = (G_KEYS, D_KEYS) if kind == "netg" else (D_KEYS, G_KEYS)
     if isinstance(obj, dict) and kind in obj and isinstance(obj[kind], dict):
         obj = obj[kind]  # a full training state (last.pth)
-    elif isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    elif isinstance(obj, dict) and not _all_tensors(obj):
         # saved wrapped, as many scripts do: {"state_dict": weights, "epoch": 5}
-        mine = G_KEYS if kind == "netg" else D_KEYS
         inside = [v for v in obj.values() if _all_tensors(v) and mine <= set(_unwrapped(v))]
         keys = ", ".join(map(str, list(obj)[:5])) + (", ..." if len(obj) > 5 else "")
         if len(inside) > 1:
@@ -384,7 +384,6 @@ def _state_dict(obj, path, kind):
     obj = _unwrapped(obj)
     keys = set(obj)
     other = "netd" if kind == "netg" else "netg"
-    mine, theirs = (G_KEYS, D_KEYS) if kind == "netg" else (D_KEYS, G_KEYS)
     if not mine <= keys and theirs <= keys:
         role = "discriminator" if other == "netd" else "generator"
         raise UserError(f"{path} holds a {other} ({role}), not a {kind}: --{kind}-path takes "
