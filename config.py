@@ -6,7 +6,6 @@ article's command lines work unchanged. ``parse`` turns the flags fire hands us 
 before any work starts. ``resolve_device`` turns ``--gpu``/``--nogpu`` into a torch device.
 """
 import dataclasses
-import difflib
 import math
 import os
 import re
@@ -19,7 +18,7 @@ from urllib.parse import urlsplit
 import torch
 
 import augment
-from errors import UserError, link_fault, listed, yes_or_no
+from errors import UserError, did_you_mean, link_fault, listed, yes_or_no
 
 
 def _opt(default, help, kind=None):
@@ -232,13 +231,11 @@ def _coerce(name, value, kind, nullable=True):
 
 
 def unknown_flag(name, valid):
-    """The error for a flag no command knows, with the closest valid spellings (all that are
-    as close: --lr named only --lr2, D's rate, for a user after G's)."""
+    """The error for a flag no command knows, with the closest valid spellings."""
     # fire reads --no-such as an option named -such
     flag = ("--no-" + name[1:] if name.startswith("_") else "--" + name).replace("_", "-")
-    close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.6)
-    ratio = [difflib.SequenceMatcher(None, name, c).ratio() for c in close]
-    close = sorted(f"--{c.replace('_', '-')}" for c, r in zip(close, ratio) if r == ratio[0])
+    negated = ["no" + n for n, kind in valid.items() if kind is bool]  # --NOVIS: --novis
+    close = did_you_mean("no" + name[1:] if name.startswith("_") else name, valid, negated)
     hint = f"; did you mean {' or '.join(close)}?" if close else "; see --help for the list"
     return UserError(f"unknown option {flag}{hint}")
 

@@ -7,6 +7,7 @@ gone, ``counted``, ``listed`` and ``link_fault`` for the words messages use, and
 no traceback. Everything else is a bug and keeps its traceback.
 """
 import argparse
+import difflib
 import errno
 import os
 import signal
@@ -23,7 +24,19 @@ class OneLineParser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         args = sys.argv[1:] if args is None else list(args)
-        return super().parse_args([_dashed(a) for a in args], namespace)
+        known, extra = self.parse_known_args([_dashed(a) for a in args], namespace)
+        flags = [a for a in extra if a.startswith("--")]
+        if flags:  # argparse named them all, and no close spelling
+            name = flags[0][2:].partition("=")[0].replace("-", "_")
+            valid = [o[2:].replace("-", "_") for o in self._option_string_actions
+                     if o.startswith("--")]
+            close = did_you_mean(name, valid)
+            if close:
+                self.exit(2, f"error: unknown option {flags[0].partition('=')[0]}; did you "
+                             f"mean {' or '.join(close)}?\n")
+        if extra:
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return known
 
     def add_switch(self, name, default, help):
         """--NAME, --NAME=true/false and --noNAME, as main.py takes a yes-or-no flag."""
@@ -31,6 +44,25 @@ class OneLineParser(argparse.ArgumentParser):
                           type=true_or_false, metavar="{True,False}", help=help)
         self.add_argument(f"--no{name}", f"--no-{name}", dest=name, action="store_const",
                           const=False, help=f"the same as --{name}=false (default: not given)")
+
+
+# words users type for a yes-or-no flag of another name (and their no- forms): --cpu was
+# offered --gpu, the very opposite
+MEANT = {"cpu": "nogpu", "nocpu": "gpu", "cuda": "gpu", "nocuda": "nogpu"}
+
+
+def did_you_mean(name, valid, also=()):
+    """The flags (``--x-y`` texts) of ``valid`` (names, ``_`` for ``-``) closest to the unknown
+    ``name``: the same name in other capitals, or the flag a word like ``cpu`` means, among
+    ``valid`` and ``also`` (names only taken exactly); else all that are equally close (--lr
+    named only --lr2, D's rate, for a user after G's); else none."""
+    typed = name.lower()
+    meant = MEANT.get(typed, typed)
+    if meant in valid or meant in also:
+        return [f"--{meant.replace('_', '-')}"]
+    close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.6)
+    ratio = [difflib.SequenceMatcher(None, name, c).ratio() for c in close]
+    return sorted(f"--{c.replace('_', '-')}" for c, r in zip(close, ratio) if r == ratio[0])
 
 
 def _dashed(arg):

@@ -741,6 +741,26 @@ def test_no_dash_flag_is_the_no_flag_and_close_names_are_all_offered(tmp_path):
     assert r.stderr.strip() == "error: --measure must be at least 1, not 0", r.stderr
 
 
+def test_a_flag_in_capitals_or_cpu_for_the_cpu_is_pointed_to_the_flag_meant(capsys):
+    """--cpu was offered --gpu, the very opposite of what the user asked, and --BATCH-SIZE no
+    flag at all; bench.py and settings.py said only 'unrecognized arguments'."""
+    for typed, meant in (("--cpu", "--nogpu"), ("--CPU", "--nogpu"), ("--cuda", "--gpu"),
+                         ("--BATCH-SIZE=3", "--batch-size"), ("--NOVIS", "--novis")):
+        assert_clean_error(cli("train", "--data-path=nowhere", typed),
+                           f"unknown option {typed.partition('=')[0]}; did you mean {meant}?")
+    from errors import OneLineParser
+    parser = OneLineParser()
+    parser.add_switch("gpu", None, "CUDA")
+    parser.add_argument("--measure", type=int)
+    for typed, line in (("--cpu", "unknown option --cpu; did you mean --nogpu?"),
+                        ("--MEASURE=2", "unknown option --MEASURE; did you mean --measure?"),
+                        ("--xyz", "unrecognized arguments: --xyz; see --help")):
+        with pytest.raises(SystemExit) as stop:
+            parser.parse_args([typed])
+        assert (stop.value.code, capsys.readouterr().err) == (2, f"error: {line}\n")
+    assert parser.parse_args(["--nogpu", "--measure=2"]).gpu is False
+
+
 def test_a_whole_number_with_leading_zeros_is_a_whole_number(toy_dir):
     from config import parse
     assert parse("train", {"data_path": str(toy_dir), "d_low": "0012"}).d_low == 12
