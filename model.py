@@ -135,6 +135,22 @@ def remove_batchnorm(netd):
     return netd
 
 
+def batchnorm_is_identity(netd):
+    """Whether D's BatchNorm layers are the identities ``book_state_dict`` writes for a D
+    trained without them (``--d-bn=False``), as a D file loaded into NetD has them."""
+    for i in D_BATCHNORM:
+        bn = netd.main[i]
+        if isinstance(bn, nn.Identity):
+            continue
+        if bn.num_batches_tracked.item() != 0 or not (
+                torch.equal(bn.weight, torch.ones_like(bn.weight))
+                and torch.equal(bn.bias, torch.zeros_like(bn.bias))
+                and torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+                and torch.equal(bn.running_var, torch.full_like(bn.running_var, 1 - bn.eps))):
+            return False
+    return True
+
+
 def book_state_dict(net):
     """The book's state_dict of ``net``: spectrally normalised weights folded into plain ones,
     and removed BatchNorm layers written as identities (weight 1, bias 0, mean 0, variance

@@ -35,7 +35,8 @@ from data import cached_batches, folder_batches
 from ema import EMA
 from errors import (DiskFull, Interrupted, UserError, counted, listed, stop_signals,
                     stop_under_way)
-from model import (LowJudge, NetD, NetG, add_spectral_norm, book_state_dict, remove_batchnorm,
+from model import (LowJudge, NetD, NetG, add_spectral_norm, batchnorm_is_identity,
+                   book_state_dict, remove_batchnorm,
                    weights_init)
 from steps import R1_EVERY, Objective, d_step, g_step
 
@@ -473,6 +474,12 @@ def _train(opt):
         netg = checkpoint.load_net(opt.netg_path, "netg", expect={"nz": opt.nz, "ngf": opt.ngf})[0]
     if opt.netd_path and not state:
         netd = checkpoint.load_net(opt.netd_path, "netd", expect={"ndf": opt.ndf})[0]
+        without = batchnorm_is_identity(netd)  # trained with --d-bn=False
+        if without == opt.d_bn:  # its scores would change: the new layers or none at all
+            say(f"note: D starts from {opt.netd_path}, trained "
+                f"{'without' if without else 'with'} BatchNorm, "
+                f"{'with' if opt.d_bn else 'without'} it now, so it judges differently at "
+                f"first; pass --d-bn={not opt.d_bn} to keep it as it was")
         if opt.d_low:  # a book-format D file has no judge; a last.pth's is not read either
             say(f"note: D starts from {opt.netd_path}, and the low-resolution judge of "
                 f"--d-low={opt.d_low} starts afresh (--resume restores it)")

@@ -152,6 +152,30 @@ def test_a_learning_rate_of_0_keeps_that_nets_weights(toy_dir, tmp_path):
     assert not (tmp_path / "N").exists()
 
 
+def test_a_d_file_started_from_with_its_batchnorm_taken_away_or_added_is_said(toy_dir,
+                                                                            tmp_path):
+    """--netd-path with --d-bn=False dropped the file's BatchNorm without a word, though D's
+    scores change with it; a D trained without BatchNorm is written with identities there,
+    which the default (with it) would start to train as BatchNorm."""
+    from conftest import train_args
+    from model import NetD, batchnorm_is_identity, book_state_dict, remove_batchnorm
+    _, netd = tiny_nets(nz=100)
+    torch.save(netd.state_dict(), tmp_path / "d.pth")
+    without = NetD(8)
+    without.load_state_dict(book_state_dict(remove_batchnorm(tiny_nets(nz=100)[1])))
+    assert batchnorm_is_identity(without) and not batchnorm_is_identity(netd)
+    r = cli(*train_args(toy_dir, tmp_path / "C", "--d-bn=False", "--max-epoch=1",
+                        "--batch-size=16", "--ngf=8", "--ndf=8", f"--netd-path={tmp_path / 'd.pth'}"))
+    assert r.returncode == 0, r.stderr
+    assert f"note: D starts from {tmp_path / 'd.pth'}, trained with BatchNorm, without it " \
+           f"now, so it judges differently at first; pass --d-bn=True to keep it as it was" \
+           in r.stdout
+    # the file this run saved is one without BatchNorm, and it says so with the default
+    saved = NetD(8)
+    saved.load_state_dict(torch.load(tmp_path / "C" / "netd_0.pth", weights_only=True))
+    assert batchnorm_is_identity(saved)
+
+
 def test_the_resume_command_names_main_py_from_where_the_run_was_started(tmp_path,
                                                                          monkeypatch):
     """Started from a subfolder (../main.py train ...), a stopped run said `python main.py
