@@ -475,7 +475,11 @@ def save_bytes(data, path):
 STATE_FORMAT = 1
 STATE_KEYS = {"format", "epoch", "batch", "step", "netg", "netd", "optimizer_g", "optimizer_d",
               "fixed_noise", "meters", "rng", "options"}
-NETS = ("netg", "netd", "netd_own", "netd_low", "ema")  # the weights in a training state
+# the tensors of a training state that must be finite: the weights, and Adam's averages (a
+# NaN there passed, was saved again at the first save, and the run "diverged" at once with
+# any learning rate the message advised)
+FINITE = ("netg", "netd", "netd_own", "netd_low", "ema", "optimizer_g", "optimizer_d",
+          "fixed_noise")
 
 
 def load_state(path, device="cpu"):
@@ -495,7 +499,7 @@ def load_state(path, device="cpu"):
     if wrong:
         raise UserError(f"{path} is a damaged training state (its {', '.join(wrong)} "
                         f"{'is' if len(wrong) == 1 else 'are'} not what train saved)")
-    _refuse_non_finite({k: state[k] for k in NETS if k in state}, path,
+    _refuse_non_finite({k: state[k] for k in FINITE if k in state}, path,
                        "it cannot be resumed; start again from an earlier netg_N.pth and "
                        "netd_N.pth with --netg-path and --netd-path")
     return state

@@ -373,7 +373,13 @@ def test_weights_holding_nan_or_inf_are_refused_wherever_they_load(tmp_path, toy
     torch.save({**good, "ema": {"decay": 0.999, "updates": 1, "measured": True,
                                 "netg": _poisoned(good["netg"], None)}},
                tmp_path / "run" / "nan_ema.pth")
-    for name in ("nan_d.pth", "nan_ema.pth"):
+    # one of Adam's averages (a flipped byte): the weights are fine, and the resumed run
+    # diverged at once, whatever rates the message then advised
+    adam = good["optimizer_g"]
+    first = next(iter(adam["state"]))
+    torch.save({**good, "optimizer_g": {**adam, "state": {**adam["state"], first: _poisoned(
+        adam["state"][first], {"exp_avg"})}}}, tmp_path / "run" / "nan_adam.pth")
+    for name in ("nan_d.pth", "nan_ema.pth", "nan_adam.pth"):
         assert_clean_error(cli("train", "--nogpu", f"--resume={tmp_path / 'run' / name}",
                                "--max-epoch=2"), name, "NaN or infinite", "--netg-path")
     assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'run/nan_ema.pth'}",
