@@ -421,12 +421,9 @@ def _resumed(given):
         folder = given.get("checkpoint_dir", Config.checkpoint_dir) if resume is True else resume
         resume = str(Path(folder) / "last.pth")
         if not Path(resume).is_file():
-            newest = newest_checkpoint(Path(resume).parent, "netg")  # no last.pth to name
-            netd = newest and newest.with_name(newest.name.replace("netg_", "netd_", 1))
-            weights = f"--netg-path={quoted(newest)}" + (
-                f" --netd-path={quoted(netd)}" if netd and netd.is_file() else "")
+            weights = newest_weights(Path(resume).parent)
             hint = (f"; the run there has weights but no full state: start again without "
-                    f"--resume, or from its newest weights with {weights}" if newest else "")
+                    f"--resume, or from its newest weights with {weights}" if weights else "")
             raise UserError(f"--resume: no {resume} to continue from (it is written at every "
                             f"save); pass --resume=PATH or --checkpoint-dir{hint}")
     for name in ("recipe", "netg_path", "netd_path"):
@@ -435,7 +432,15 @@ def _resumed(given):
             raise UserError(f"{flag} cannot be given with --resume: the run continues with the "
                             + ("weights its state holds" if name != "recipe" else
                                "options it was trained with (change single ones, e.g. --lr1)"))
-    saved = saved_options(checkpoint.load_state(resume))
+    try:
+        saved = saved_options(checkpoint.load_state(resume))
+    except UserError as e:  # cut short, another version's: the weights beside it are named
+        weights = newest_weights(Path(resume).parent)
+        if not weights or "--netg-path" in str(e):
+            raise
+        raise UserError(f"{e}: it cannot be resumed; start a new run from the newest weights "
+                        f"beside it, {weights}, with another --checkpoint-dir and "
+                        f"--save-path") from None
     for name in FIXED_ON_RESUME:
         if name in given and given[name] != saved[name]:
             raise UserError(f"--{name.replace('_', '-')}={given[name]} differs from the "
@@ -825,6 +830,18 @@ def newest_checkpoint(folder, kind, average=False):
         return max(found)[2]
     last = Path(folder) / "last.pth"
     return last if last.is_file() else None
+
+
+def newest_weights(folder):
+    """``--netg-path=F --netd-path=F`` of the newest netg_N.pth in ``folder`` (and its
+    netd_N.pth, where there is one), to start a run from where a state cannot go on; or
+    None where the folder holds no netg_N.pth."""
+    newest = newest_checkpoint(folder, "netg")
+    if newest is None or newest.name == "last.pth":
+        return None
+    netd = newest.with_name(newest.name.replace("netg_", "netd_", 1))
+    return f"--netg-path={quoted(newest)}" + (f" --netd-path={quoted(netd)}" if netd.is_file()
+                                              else "")
 
 
 def refuse_foreign_manifest(out_dir):

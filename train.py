@@ -29,7 +29,8 @@ from tqdm import tqdm
 import checkpoint
 import distributed
 from augment import DiffAugment, parse as parse_augment
-from config import beside_flags, lies_elsewhere, quoted, saved_options, shown, use_bf16
+from config import (beside_flags, lies_elsewhere, newest_weights, quoted, saved_options, shown,
+                    use_bf16)
 from curves import LossLog, read_rows
 from data import cached_batches, folder_batches
 from ema import EMA
@@ -232,9 +233,19 @@ def _keep_unfinished_run(opt):
         return None, None
     found = _progress(path)
     if found is None:
-        return None, (f"note: {path} is not a training state this version can resume "
-                      f"(damaged, from another version, or holding NaN weights): this run "
-                      f"writes its own over it")
+        why = "not a training state this version can resume (damaged, from another " \
+              "version, or holding NaN values)"
+        if opt.fresh:
+            return path, f"note: --fresh: deleted {path}, which was {why}"
+        replaced = _checkpoint_files(opt)[0]
+        if replaced:  # its run's weights: the only work of it left, and this run's first save
+            weights = newest_weights(path.parent)  # would replace them without a word
+            keep = (f"start from them with {weights} and another --checkpoint-dir and "
+                    f"--save-path" if weights else "move them away first")
+            raise UserError(f"{path} is {why}, and this run would write over the checkpoints "
+                            f"beside it (e.g. {replaced[-1]}): {keep}, or write over them with "
+                            f"--fresh")
+        return None, f"note: {path} is {why}: this run writes its own over it"
     done, total, state = found
     if done < total and opt.fresh:
         return path, f"note: --fresh: deleted {path}, a run stopped in epoch {done + 1} of {total}"
@@ -398,6 +409,15 @@ def _saves(name, opt):
         _saves_after(int(epoch), opt)
 
 
+def _checkpoint_files(opt):
+    """The netg_N.pth, netd_N.pth, ... in --checkpoint-dir: (those this run writes over as it
+    saves, those it leaves), each sorted by name."""
+    found = sorted(p.name for p in Path(opt.checkpoint_dir).glob("net*_*.pth")
+                   if p.stem.split("_")[-1].isascii() and p.stem.split("_")[-1].isdigit())
+    return ([name for name in found if _saves(name, opt)],
+            [name for name in found if not _saves(name, opt)])
+
+
 def _earlier_files(opt):
     """A new run in a folder of an earlier one replaces the files it saves under the same
     names and leaves the others (an earlier run's averages, later epochs): those are named
@@ -406,10 +426,7 @@ def _earlier_files(opt):
     files, copied in): _keep_unfinished_run speaks for a run that has one. Returns the
     notes, to print once every check of the run has passed."""
     folder = Path(opt.checkpoint_dir)
-    found = sorted(p.name for p in folder.glob("net*_*.pth")
-                   if p.stem.split("_")[-1].isascii() and p.stem.split("_")[-1].isdigit())
-    earlier = [name for name in found if not _saves(name, opt)]
-    replaced = [name for name in found if _saves(name, opt)]
+    replaced, earlier = _checkpoint_files(opt)
     notes = []
     if replaced and not (folder / "last.pth").is_file():
         notes.append(f"note: {folder} holds {counted(len(replaced), 'checkpoint file')} of an "

@@ -301,6 +301,32 @@ def test_fresh_starts_a_new_run_over_a_stopped_one(toy_dir, tmp_path):
     assert not parse("train", dict(resume=True, checkpoint_dir=str(tmp_path))).fresh
 
 
+def test_a_damaged_last_pth_keeps_the_weights_beside_it_and_names_them(toy_dir, tmp_path):
+    """A last.pth cut short (a full disk, a bad copy): the same command again trained a new
+    run whose saves replaced the stopped run's netg_N/netd_N, the only work of it left, with
+    a note; --resume said the file was truncated and not what to do."""
+    stopped_run(toy_dir, tmp_path, of=3)
+    (tmp_path / "last.pth").write_bytes((tmp_path / "last.pth").read_bytes()[:100])
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("net*.pth")}
+    again = [f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--batch-size=16", "--ngf=8",
+             "--ndf=8", f"--checkpoint-dir={tmp_path}", f"--save-path={tmp_path / 'imgs'}",
+             "--max-epoch=1"]
+    weights = f"--netg-path={tmp_path / 'netg_0.pth'} --netd-path={tmp_path / 'netd_0.pth'}"
+    assert_clean_error(cli("train", *again), "is not a training state this version can resume",
+                       "would write over the checkpoints beside it (e.g. netg_0.pth)",
+                       f"start from them with {weights} and another --checkpoint-dir",
+                       "or write over them with --fresh")
+    assert_clean_error(cli("train", "--nogpu", f"--resume={tmp_path / 'last.pth'}"),
+                       "truncated", f"start a new run from the newest weights beside it, "
+                       f"{weights}, with another --checkpoint-dir")
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("net*.pth")} == before
+    result = cli("train", *again, "--fresh")
+    assert result.returncode == 0, result.stderr
+    assert f"note: --fresh: deleted {tmp_path / 'last.pth'}, which was not a training " \
+           f"state" in result.stdout
+    assert torch.load(tmp_path / "last.pth", weights_only=True)["epoch"] == 1
+
+
 def test_the_same_command_again_after_a_stop_keeps_the_stopped_run(toy_dir, tmp_path):
     """Ctrl-C, then the up arrow instead of --resume: the new run's first save went over the
     stopped run's last.pth, and with it everything it had trained."""
@@ -330,8 +356,11 @@ def test_the_same_command_again_after_a_stop_keeps_the_stopped_run(toy_dir, tmp_
             f"last.pth and checkpoints over that run's") in result.stdout
     assert (f"note: {tmp_path} holds 2 checkpoint files of an earlier run that this run will "
             f"not replace (e.g. netg_2.pth)") in result.stdout  # netd_2, netg_2; not *_0
-    # a last.pth that cannot be resumed is nothing to keep: the new run says it replaces it
+    # a last.pth that cannot be resumed: the weights beside it are all that is left of its
+    # run, kept unless --fresh (the test above); a run with none to replace says it replaces it
     (tmp_path / "last.pth").write_bytes(b"not a state")
+    for name in ("netg_0.pth", "netd_0.pth"):  # (netg_2.pth and netd_2.pth stay: not its)
+        (tmp_path / name).unlink()
     result = cli("train", *again[:-1], "--max-epoch=1")
     assert result.returncode == 0, result.stderr
     assert f"note: {tmp_path / 'last.pth'} is not a training state" in result.stdout
