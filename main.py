@@ -26,7 +26,8 @@ def _stopped(stop, command):
     if command == "train":  # a second Ctrl-C, or either before training (building the cache)
         run = getattr(sys.modules.get("train"), "training", None)
         what += (" before training began: nothing was trained" if run is None else
-                 " at once: nothing saved since its last save" if run.saved else
+                 f" at once: nothing saved since its last save; continue from it with "
+                 f"{run.resume_command()}" if run.saved else
                  " at once: the run had finished no epoch, so none of it was saved")
     elif command == "toyfaces":  # what it drew stays, and is drawn again, not mixed
         what += ": the set is not finished; the same command again draws it whole"

@@ -139,7 +139,7 @@ def train(opt):
                 pass
             if not training.saved:
                 raise
-            again = _resume_command(f"--resume={quoted(training.saved)}", training.processes)
+            again = training.resume_command()
             raise UserError(f"disk full while writing {e.path}: free some space, then continue "
                             f"with {again}{kept} (the files written before it are "
                             f"intact)") from None
@@ -770,6 +770,10 @@ class Run:
         self.saved = None  # the last.pth of this run's last save (or the one it resumed)
         self.changed = []  # resumed: the nets whose rates or betas the flags changed
         self.images, self.processes = None, 1
+
+    def resume_command(self):
+        """The command that continues from this run's last save; None before its first."""
+        return self.saved and _resume_command(f"--resume={quoted(self.saved)}", self.processes)
 
     def _load(self, net, weights, name):
         """load_state_dict, where weights that do not fit are a damaged file's fault."""

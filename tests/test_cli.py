@@ -534,9 +534,11 @@ def test_ctrl_c_outside_training_does_not_speak_of_save_points(monkeypatch, caps
     assert capsys.readouterr().err.strip() == "interrupted before training began: nothing " \
                                               "was trained"
     from types import SimpleNamespace
-    monkeypatch.setattr(train, "training", SimpleNamespace(saved="ck/last.pth"))
+    monkeypatch.setattr(train, "training", SimpleNamespace(
+        saved="ck/last.pth", resume_command=lambda: "`python main.py train --resume=ck/...`"))
     assert main.main(["main.py", "train"]) == 130
-    assert "nothing saved since its last save" in capsys.readouterr().err
+    assert "nothing saved since its last save; continue from it with `python main.py" in \
+        capsys.readouterr().err
 
 
 def test_the_commands_that_draw_refuse_torchrun(tmp_path, monkeypatch):

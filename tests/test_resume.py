@@ -234,11 +234,15 @@ def test_a_second_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
         raise KeyboardInterrupt
     monkeypatch.setitem(main.COMMANDS, "train", interrupted)
     from types import SimpleNamespace
-    # the second Ctrl-C comes in training, after a save
-    monkeypatch.setattr(train_module, "training", SimpleNamespace(saved="ck/last.pth"))
+    # the second Ctrl-C comes in training, after a save: the line said nothing of going on
+    run = object.__new__(train_module.Run)
+    run.saved, run.processes = "ck/last.pth", 1
+    monkeypatch.setattr(train_module, "training", run)
     assert main.main(["main.py", "train"]) == 130
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["interrupted at once: nothing saved since its last save"]
+    assert len(err) == 1 and err[0].startswith(
+        "interrupted at once: nothing saved since its last save; continue from it with `")
+    assert err[0].endswith(f"main.py train --resume=ck/last.pth`"), err
     # ... or in the first epoch of a new run, which has no save point to speak of
     monkeypatch.setattr(train_module, "training", SimpleNamespace(saved=None))
     assert main.main(["main.py", "train"]) == 130
