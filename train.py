@@ -140,8 +140,9 @@ def train(opt):
             if not training.saved:
                 raise
             again = training.resume_command()
-            raise UserError(f"disk full while writing {e.path}: free some space, then continue "
-                            f"with {again}{kept} (the files written before it are "
+            raise UserError(f"disk full while writing {e.path}: free some space (an epoch's "
+                            f"save writes about {training.save_size() / 1e6:,.0f} MB), then "
+                            f"continue with {again}{kept} (the files written before it are "
                             f"intact)") from None
 
 
@@ -770,6 +771,16 @@ class Run:
         self.saved = None  # the last.pth of this run's last save (or the one it resumed)
         self.changed = []  # resumed: the nets whose rates or betas the flags changed
         self.images, self.processes = None, 1
+
+    def save_size(self):
+        """About how many bytes an epoch's save writes: a last.pth as large as the last one,
+        and the epoch's weights (its grid is small)."""
+        nets = [self.netg, self.netd] + ([self.ema.netg] if self.ema else [])
+        try:
+            state = Path(self.saved).stat().st_size
+        except OSError:  # (gone meanwhile): the weights and Adam's two averages of each
+            state = 3 * sum(t.nbytes for net in nets[:2] for t in net.state_dict().values())
+        return state + sum(t.nbytes for net in nets for t in net.state_dict().values())
 
     def resume_command(self):
         """The command that continues from this run's last save; None before its first."""

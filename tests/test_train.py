@@ -340,6 +340,10 @@ def test_a_full_disk_says_how_to_go_on(toy_dir, tmp_path, monkeypatch):
     with pytest.raises(UserError) as refused:
         train_module.train(_opt(toy_dir, tmp_path, max_epoch=2, resume=str(last)))
     assert str(refused.value).startswith(f"disk full while writing {tmp_path / 'C'}")
+    # how much room to make: the size of a last.pth, and of the epoch's netg and netd files
+    need = last.stat().st_size + sum(p.stat().st_size for p in (tmp_path / "C").glob("net?_0.pth"))
+    assert f"free some space (an epoch's save writes about {need / 1e6:,.0f} MB)" in \
+        str(refused.value)
     assert f"then continue with `{train_module._resume_command(f'--resume={last}', 1)[1:]}" \
         in str(refused.value)  # (the command's words: the test above)
     assert last.read_bytes() == good
