@@ -168,8 +168,10 @@ def build_page(explorer, gr):
                 whole = number and math.isfinite(start) and start == int(start) \
                     and abs(start) < 1e15  # as typed: 2147483649 was shown as 2.14748e+09
                 typed = int(start) if whole else f"{start:g}" if number else repr(start)
-                raise gr.Error(f"the first seed must be a whole number from 0 to 2**31, not "
-                               f"{typed}", print_exception=False)  # the page says it
+                # said on the page, the faces shown kept (an error emptied the grid)
+                gr.Warning(f"the first seed must be a whole number from 0 to 2**31, not "
+                           f"{typed}")
+                return gr.skip(), st
             start = int(start)
             items, seeds, after = explorer.page(start, only_best)
             st = dict(st, next=after, seeds=seeds, items=items)
@@ -183,8 +185,9 @@ def build_page(explorer, gr):
         def again(start, only_best, st):
             try:
                 line = explorer.reload()
-            except UserError as e:  # a file cut short, a folder emptied: the page says it
-                raise gr.Error(str(e), print_exception=False) from None
+            except UserError as e:  # a file cut short, a folder emptied: the page says it,
+                gr.Warning(str(e))  # and the faces of the G loaded before stay
+                return gr.skip(), gr.skip(), st
             seeds = st["seeds"]
             if not seeds:
                 items, st = draw(start, only_best, st)
@@ -203,7 +206,8 @@ def build_page(explorer, gr):
 
         def make_morph(st):
             if len(st["picked"]) < 2:
-                raise gr.Error("click two faces first", print_exception=False)
+                gr.Warning("click two faces first")
+                return gr.skip(), gr.skip(), gr.skip(), st
             frames, path = explorer.morph(*st["picked"])
             st = dict(st, frames=frames)
             return frames[0], gr.Slider(value=0), path, st

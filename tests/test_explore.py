@@ -155,6 +155,11 @@ def test_the_page_draws_the_generators_faces_more_morphs_and_stays_local(page, s
     for seed in (16, 31):
         assert np.array_equal(_pixels(sources[seed]), generated[seed][0]), seed
 
+    # morph before two faces are picked: said, and nothing greyed out under an "Error" mark
+    page.click("#morph")
+    page.wait_for_function("document.body.innerText.includes('click two faces first')")
+    assert "Error" not in page.inner_text("#frame") + page.inner_text("#gif")
+
     # a click shows the face large, with its seed and score; the PNG to download is the face
     page.locator("#faces img").nth(2).click()
     _, big = _shown(page, "#face")
@@ -235,6 +240,7 @@ def test_ds_best_only_and_reloading_the_newest_g(page, served, tmp_path):
     page.click("#reload")
     page.wait_for_function("document.body.innerText.includes('netg_3.pth is truncated')",
                            timeout=60000)
+    assert _grid(page, 16)[0] == sources and "Error" not in page.inner_text("#faces")  # kept
     assert "Traceback" not in (nets.parent / "server.log").read_text()
     (nets / "netg_3.pth").unlink()
 
@@ -254,16 +260,19 @@ def test_ds_best_only_and_reloading_the_newest_g(page, served, tmp_path):
 @pytest.mark.slow
 def test_a_first_seed_out_of_range_is_said_on_the_page_alone(page, served):
     """Gradio's own range check refused it first: "Error" on the page, and a traceback of
-    some 30 lines in the terminal for each try; 2.5 was taken as 2 without a word."""
+    some 30 lines in the terminal for each try; 2.5 was taken as 2 without a word. Said as
+    an error, it then emptied the grid of the faces the user was looking at."""
     log = served[0].parent / "server.log"
     for typed, shown in (("-5", "not -5"), ("2.5", "not 2.5"), ("1e30", "not 1e+30"),
                          ("2147483649", "not 2147483649")):  # was "not 2.14748e+09"
+        sources, _ = _grid(page, 16)
         page.fill("#first input", typed)
         page.click("#show")
         page.wait_for_function(
             "document.body.innerText.includes('the first seed must be a whole number from 0 "
             f"to 2**31, {shown}')", timeout=60000)
-        page.reload()
+        # the faces shown stay, not greyed out under an "Error" mark
+        assert _grid(page, 16)[0] == sources and "Error" not in page.inner_text("#faces")
     assert "Traceback" not in log.read_text()
 
 
