@@ -9,19 +9,17 @@ from PIL import Image
 from generate import grid_size
 from model import NetD, NetG
 
-from conftest import assert_clean_error, cli, read_until, run_cli
+from conftest import assert_clean_error, cli, read_until
 
 
-@pytest.mark.slow
 def test_misspelt_flag_names_it_and_suggests(toy_dir):
-    line = assert_clean_error(run_cli("train", f"--data-path={toy_dir}", "--bach-size=3"),
+    line = assert_clean_error(cli("train", f"--data-path={toy_dir}", "--bach-size=3"),
                               "--bach-size")
     assert "did you mean --batch-size" in line
 
 
-@pytest.mark.slow
 def test_unknown_command_suggests():
-    line = assert_clean_error(run_cli("genrate"), "genrate")
+    line = assert_clean_error(cli("genrate"), "genrate")
     assert "generate" in line
 
 
@@ -117,13 +115,12 @@ def test_no_command_is_a_usage_error_and_help_is_not():
     assert_clean_error(cli("help", "genrate"), "unknown command 'genrate'", "generate")
 
 
-@pytest.mark.slow
 def test_help_lists_flags_with_defaults():
-    result = run_cli("train", "--help")
+    result = cli("train", "--help")
     assert result.returncode == 0
     for text in ("--batch-size", "[256]", "--g-every", "[5]", "--lr1", "--netg-path"):
         assert text in result.stdout
-    result = run_cli("generate", "--help")
+    result = cli("generate", "--help")
     assert "--gen-search-num" in result.stdout and "[512]" in result.stdout
     # an option without a default reads as unset (its help says what happens then), not None
     seeds = next(line for line in result.stdout.splitlines()

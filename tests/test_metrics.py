@@ -99,7 +99,7 @@ def test_every_training_of_the_classifier_gives_the_same_classifier(tmp_path, mo
     for run in ("a", "b"):
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / run))
         torch.rand(7)  # whatever ran before moves the global generator on
-        net, _ = attribute_classifier(progress=lambda *_: None, train_num=256, test_num=64,
+        net, _ = attribute_classifier(progress=lambda *_: None, train_num=128, test_num=8,
                                       epochs=1)
         nets.append(net.state_dict())
     assert all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])
@@ -116,7 +116,7 @@ def test_a_damaged_or_unwritable_classifier_cache_is_trained_again_and_said(tmp_
     from toyfaces import ATTRIBUTES, CHOICES
     counts = [len(CHOICES[a]) for a in ATTRIBUTES]
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    path, small = classifier_path(), dict(train_num=256, test_num=64, epochs=1)
+    path, small = classifier_path(), dict(train_num=128, test_num=8, epochs=1)
     said = []
     net, _ = attribute_classifier(progress=said.append, **small)
     good = path.read_bytes()
@@ -158,9 +158,9 @@ def test_the_classifiers_first_training_shows_its_progress(tmp_path, monkeypatch
         for item in iterable:
             counted[unit] = counted.get(unit, 0) + 1
             yield item
-    attribute_classifier(progress=lambda *_: None, train_num=256, test_num=64, epochs=2,
+    attribute_classifier(progress=lambda *_: None, train_num=128, test_num=8, epochs=2,
                          bar=bar)
-    assert counted == {"face": 256, "batch": 2 * 256 // 128}
+    assert counted == {"face": 128, "batch": 2 * 128 // 128}
 
 
 @pytest.mark.slow
