@@ -201,6 +201,10 @@ def _coerce(name, value, kind, nullable=True):
                                if kind == "resume" else ""))
         return os.path.expanduser(str(value))  # the shell leaves ~ after = alone
     if kind is bool:
+        if name == "gpu" and str(value).strip().isdigit():  # --gpu=0: device 0, or off?
+            raise UserError(f"--gpu takes True or False, not a device number ({value}): to "
+                            f"use GPU {value}, set CUDA_VISIBLE_DEVICES={value} and pass "
+                            f"--gpu; --nogpu for the CPU")
         answer = value if isinstance(value, bool) else yes_or_no(value)
         if answer is None:
             raise UserError(f"{flag} takes True or False, not {value!r}")

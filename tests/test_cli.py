@@ -719,6 +719,11 @@ def test_a_no_flag_takes_a_value_too(toy_dir):
         assert_clean_error(cli("train", f"--data-path={toy_dir}", f"--nogpu={value}"),
                            "--nogpu")
     assert_clean_error(cli("train", f"--data-path={toy_dir}", "--seed=+-3"), "--seed")
+    # the book's --gpu is yes or no; --gpu=0 trained on the CPU for a user after device 0
+    for value in ("0", "1"):
+        assert_clean_error(cli("generate", "--netg-path=g.pth", f"--gpu={value}"),
+                           f"--gpu takes True or False, not a device number ({value}): to use "
+                           f"GPU {value}, set CUDA_VISIBLE_DEVICES={value} and pass --gpu")
 
 
 def test_no_dash_flag_is_the_no_flag_and_close_names_are_all_offered(tmp_path):
