@@ -660,10 +660,12 @@ def _train(opt):
 
     reported = _report_skipped(data.skipped, 0, opt, world, write=False)
     eta_said = None  # when the time left was last printed
+    pace = None  # the seconds of the last whole epoch, its saves included
     global training
     training = run
     with StopSignal() as stop:
         for epoch in range(run.epoch, opt.max_epoch):
+            started = time.perf_counter()
             run.epoch, run.order_state = epoch, order.get_state()
             perm = world.shard(torch.randperm(data.count, generator=order))
             first, run.batch = run.batch, 0
@@ -728,7 +730,10 @@ def _train(opt):
             # then at most once a minute (epochs of a second would give a line each)
             if left and done > 0 and (eta_said is None or time.perf_counter() - eta_said >= 60):
                 eta_said = time.perf_counter()
-                minutes = left * (time.perf_counter() - tic) / done * per_epoch / 60
+                # (the batches' pace alone left out the saves: 76 MB of last.pth each epoch
+                # of the book's nets, and an epoch of one batch said 15 minutes for 11)
+                each = pace or (time.perf_counter() - tic) / done * per_epoch
+                minutes = left * each / 60
                 say(f"{counted(left, 'epoch')} left: "
                     + (f"about {minutes:.0f} min" if minutes >= 1 else "under a minute"))
             if not opt.cache:  # each process met the broken files of its own shard
@@ -749,6 +754,8 @@ def _train(opt):
                 _check_weights(netg, netd, epoch, opt, run.saved)  # the ones since the save
                 if world.main:  # point (--save-every=10 by default)
                     run.save()
+            if first == 0:  # a whole epoch (not the rest of a resumed one)
+                pace = time.perf_counter() - started
     if vis is not None:
         vis.finish()
     say(f"done: weights in {opt.checkpoint_dir}, sample grids in {opt.save_path}")
