@@ -534,10 +534,15 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
         array_path, meta_path = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
         tmp = array_path.with_name(f"{array_path.name}.{_builder()}.tmp")
         offset = _create_npy(tmp, shape)
+    row = 3 * image_size * image_size
     if refused:
         print(f"note: cannot write the decoded-image cache beside {root} ({refused.strerror}); "
               f"using {cache_dir} ({lasting})", flush=True)
-    row = 3 * image_size * image_size
+    else:  # a hidden file of up to 1.4 GB: where the disk space went, said
+        size = len(files) * row
+        shown = f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+        print(f"decoding {counted(len(files), 'image')} once into {array_path} ({shown}), "
+              f"which later runs reuse", flush=True)
     count, skipped = 0, []
     # each image written at its own row by whoever decodes it; a row after a broken file
     # moves up here, in order, to where it belongs (the rows before it are done)
