@@ -17,11 +17,12 @@ sys.path.insert(0, str(ROOT / "scripts"))  # scripts/browser.py, for the browser
 
 from toyfaces import make_toyfaces  # noqa: E402
 
-# The slowest files first (pytest --durations): make test's workers each take a whole file
+# The slowest file first (pytest --durations): make test's workers each take a whole file
 # (--dist loadfile) in the order collected, and the attribute classifier's file, about two
-# minutes, started late and then ran on alone after the other worker had finished.
-SLOW_FIRST = ("test_metrics.py", "test_settings.py", "test_resume.py", "test_distributed.py",
-              "test_explore.py", "test_data.py")
+# minutes, started late and then ran on alone after the other worker had finished. (The
+# next slowest first too put the heaviest files, each with processes of its own, side by
+# side, and the classifier took a quarter longer.)
+SLOW_FIRST = ("test_metrics.py",)
 
 
 def pytest_collection_modifyitems(items):
