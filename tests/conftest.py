@@ -21,7 +21,7 @@ from toyfaces import make_toyfaces  # noqa: E402
 # (--dist loadfile) in the order collected, and the attribute classifier's file, about two
 # minutes, started late and then ran on alone after the other worker had finished. (The
 # next slowest first too put the heaviest files, each with processes of its own, side by
-# side, and the classifier took a quarter longer.)
+# side: in the one run measured so, the classifier took a quarter longer.)
 SLOW_FIRST = ("test_metrics.py",)
 
 
