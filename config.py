@@ -136,8 +136,12 @@ class Config:
     host: str = _opt("127.0.0.1", "explore: the interface the page listens on (0.0.0.0: "
                      "every one, so other machines can open it)")
 
-    def to_dict(self):
-        return dataclasses.asdict(self)
+    def to_dict(self, command=None):
+        """The options as a dict; with ``command``, only those it reads (a run's options.json
+        listed explore's port and evaluate's metrics beside the training's own)."""
+        options = dataclasses.asdict(self)
+        return options if command is None else {k: v for k, v in options.items()
+                                                if k in USED[command]}
 
 
 # which options each command reads; the others are accepted (the book's commands share one

@@ -620,8 +620,8 @@ def _train(opt):
                 vis.earlier(read_rows(Path(opt.save_path) / "losses.csv", up_to=run.step))
             except (OSError, ValueError, KeyError, TypeError):
                 pass
-        vis.text("options", "<br>".join(f"{k} = {v}" for k, v in opt.to_dict().items()),
-                 "options of this run")
+        shown = opt.to_dict("train").items()
+        vis.text("options", "<br>".join(f"{k} = {v}" for k, v in shown), "options of this run")
 
     def start_records():
         """losses.csv (a fresh run starts it anew), options.json and skipped_files.txt:
@@ -633,7 +633,7 @@ def _train(opt):
             say(deleted)
         Path(opt.checkpoint_dir).mkdir(parents=True, exist_ok=True)
         Path(opt.save_path).mkdir(parents=True, exist_ok=True)
-        checkpoint.save_text(json.dumps(opt.to_dict(), indent=2),
+        checkpoint.save_text(json.dumps(opt.to_dict("train"), indent=2),
                              Path(opt.checkpoint_dir) / "options.json")
         checkpoint.save_text(f"{Path(opt.checkpoint_dir).resolve()}\n",
                              Path(opt.save_path) / OWNER)

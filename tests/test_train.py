@@ -31,6 +31,8 @@ def test_book_command_writes_checkpoints_and_grids_then_generate_uses_them(toy_d
         grid = Image.open(imgs / name)
         assert grid.size == (8 * 96 + 9 * 2, 8 * 96 + 9 * 2)  # 64 faces, 8 per row
     options = json.loads((ckpt / "options.json").read_text())
+    from config import USED  # train's options, not explore's port or evaluate's metrics
+    assert set(options) == set(USED["train"]) and "port" not in options
     assert options["batch_size"] == 16 and options["seed"] == 0
     assert "64 images, 4 batches of 16 per epoch" in result.stdout
     # an epoch shorter than the book's --plot-every=20: the loss log and curves were empty,
