@@ -661,6 +661,7 @@ def _train(opt):
     reported = _report_skipped(data.skipped, 0, opt, world, write=False)
     eta_said = None  # when the time left was last printed
     pace = None  # the seconds of the last whole epoch, its saves included
+    real = None  # the last real batch (visdom's window of them, at the end)
     global training
     training = run
     with StopSignal() as stop:
@@ -757,7 +758,7 @@ def _train(opt):
             if first == 0:  # a whole epoch (not the rest of a resumed one)
                 pace = time.perf_counter() - started
     if vis is not None:
-        vis.finish()
+        vis.finish(lambda: fixed_samples(ema.sampler() if ema else netg, fixed_noise), real)
     say(f"done: weights in {opt.checkpoint_dir}, sample grids in {opt.save_path}")
     world.close()
     return netg, netd

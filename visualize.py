@@ -193,14 +193,19 @@ class Visualizer:
         self.texts[win] = (html, title)
         self._send(lambda c: c.text(html, win=win, opts=dict(title=title)))
 
-    def finish(self):
+    def finish(self, draw_fake=None, real=None):
         """The run's end: a server that did not answer is tried once more, whatever the
-        minute, and is sent the curves and texts whole, its env kept on its disk (one started
-        on the warning of a run shorter than a minute got nothing: the next try never came)."""
+        minute, and is sent the curves and texts whole, and the faces (``draw_fake`` and
+        ``real``, as for ``step``), its env kept on its disk (one started on the warning of a
+        run shorter than a minute got nothing: the next try never came)."""
         if self.client is not None or self.down_since is None:
             return  # answering all along: the last epoch's end kept its env already
         self.down_since -= RETRY_SECONDS  # due now
         if self.ready():
+            if draw_fake is not None:  # the book's image windows, which only a step drew
+                self.images("fixfake", draw_fake(), "G(fixed noise)")
+            if real is not None:
+                self.images("real", real[:64], "a real batch")
             self.keep()
 
     def keep(self):

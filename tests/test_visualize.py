@@ -386,9 +386,13 @@ def test_a_server_started_after_the_warning_of_a_short_run_gets_its_curves(tmp_p
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert _wait_for(port, 30), "the visdom server did not start"
-        vis.finish()  # seconds after the warning, not a minute
+        import torch
+        vis.finish(lambda: torch.zeros(4, 3, 96, 96), torch.ones(4, 3, 96, 96))  # seconds
         trace = json.loads(_client(port).get_window_data("errord", "short"))["content"]
-        assert [int(x) for x in trace["data"][0]["x"]] == [1, 2, 3]
+        assert [int(x) for x in trace["data"][0]["x"]] == [1, 2, 3]  # after the warning
+        # the book's image windows too (a step drew them only while a server answered)
+        windows = json.loads(_client(port).get_window_data(env="short"))
+        assert {"fixfake", "real"} <= set(windows), set(windows)
         assert (tmp_path / "envs" / "short.json").is_file()  # kept on the server's disk
     finally:
         server.terminate()
