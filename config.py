@@ -179,6 +179,9 @@ def _coerce(name, value, kind, nullable=True):
         raise UserError(f"{flag} needs a value, not None (leave the flag out for its default)")
     if kind == "seeds":  # fire reads 17,42 as a tuple and 17 as an int
         items = value if isinstance(value, (tuple, list)) else str(value).split(",")
+        if any(not str(v).strip() for v in items[:-1]) and any(str(v).strip() for v in items):
+            raise UserError(f"{flag}={value} has an empty place in its list: a seed left "
+                            f"out? e.g. {flag}=17,42")  # 1,,2 was read as 1,2
         try:
             seeds = tuple(int(v) if isinstance(v, float) and v.is_integer()  # 1e3, as --seed
                           else int(str(v).strip()) for v in items if str(v).strip())

@@ -860,6 +860,9 @@ def test_seeds_written_in_exponent_form_are_taken_as_seed_takes_them(tmp_path):
     assert (tmp_path / "e.png").read_bytes() == (tmp_path / "plain.png").read_bytes()
     assert_clean_error(cli("generate", "--nogpu", g, "--seeds=1.5"), "--seeds", "not '1.5'")
     assert_clean_error(cli("generate", "--nogpu", g, "--seeds="), "--seeds= names no seed")
+    for typed in ("1,,2", ",17"):  # 1,,2 drew the faces of 1 and 2: a seed left out?
+        assert_clean_error(cli("generate", "--nogpu", g, f"--seeds={typed}"),
+                           f"--seeds={typed} has an empty place in its list")
     assert_clean_error(cli("generate", "--nogpu", g, "--seeds=7,-1"), "--seeds", "not -1")
 
 
