@@ -255,15 +255,26 @@ def _what_is_there(path):
     return f"; {folder} holds {', '.join(found[:4])}{', ...' if len(found) > 4 else ''}"
 
 
+class Damaged(UserError):
+    """A checkpoint file that is there but cannot be used (empty, cut short, another kind of
+    file, NaN values). ``what`` says so without the way out, for a caller that knows a
+    better one: --resume names the weights saved beside its last.pth."""
+
+    def __init__(self, message, what=None):
+        self.what = what or message
+        super().__init__(message)
+
+
 def load(path, device="cpu"):
     """torch.load with weights_only=True, mapping every failure to one clear UserError."""
     try:
         with open(path, "rb") as f:
             head = f.read(4)
         if not head:  # a save that never wrote a byte (a full disk, a copy cut short)
-            raise UserError(f"{path} is empty (0 bytes), not a checkpoint: use another file")
+            raise Damaged(f"{path} is empty (0 bytes), not a checkpoint: use another file",
+                          f"{path} is empty (0 bytes), not a checkpoint")
         if not head.startswith(CHECKPOINT_MAGIC):  # text, an image, ...
-            raise UserError(f"{path} is not a PyTorch checkpoint (it does not begin like one)")
+            raise Damaged(f"{path} is not a PyTorch checkpoint (it does not begin like one)")
         with warnings.catch_warnings():  # torch's notes on odd pickle protocols: ours below
             warnings.simplefilter("ignore")
             return torch.load(path, map_location=device, weights_only=True)
@@ -278,16 +289,16 @@ def load(path, device="cpu"):
             raise UserError(f"{path} was refused: it holds Python objects that would run code "
                             f"when loaded, not plain weights; only load checkpoints you trust, "
                             f"re-saved as state_dicts") from None
-        raise UserError(f"{path} is damaged, not a PyTorch checkpoint, or saved with a pickle "
-                        f"protocol torch's safe loader cannot read (re-save it with "
-                        f"torch.save's defaults)") from None
+        what = (f"{path} is damaged, not a PyTorch checkpoint, or saved with a pickle protocol "
+                f"torch's safe loader cannot read")
+        raise Damaged(f"{what} (re-save it with torch.save's defaults)", what) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, IndexError,
             OSError) as e:
         # a real I/O error, not a damaged file; but EINVAL is torch's reader seeking before
         # the file's start, where the end of a file cut short (5-50 KB of a 600 KB one) sends it
         if isinstance(e, OSError) and e.errno and e.errno != errno.EINVAL:
             raise
-        raise UserError(f"{path} is truncated or not a PyTorch checkpoint") from None
+        raise Damaged(f"{path} is truncated or not a PyTorch checkpoint") from None
 
 
 G_KEYS = {"main.0.weight", "main.1.running_mean", "main.12.weight"}
@@ -357,8 +368,9 @@ def _refuse_non_finite(obj, path, fix="use an earlier checkpoint"):
     floats = [(name, t) for name, t in _tensors(obj) if t.is_floating_point()]
     if floats and not torch.stack([torch.isfinite(t).all() for _, t in floats]).all():
         bad = [name for name, t in floats if not torch.isfinite(t).all()]
-        raise UserError(f"{path} holds NaN or infinite values ({_some(bad)}), as a run that "
-                        f"diverged saves them: {fix}")
+        what = (f"{path} holds NaN or infinite values ({_some(bad)}), as a run that diverged "
+                f"saves them")
+        raise Damaged(f"{what}: {fix}", what)
 
 
 def _state_dict(obj, path, kind):
@@ -486,19 +498,21 @@ def load_state(path, device="cpu"):
     """A full training state (``last.pth``) written by train, checked for completeness."""
     state = load(path, device)
     if not isinstance(state, dict) or "format" not in state:
-        raise UserError(f"{path} is not a full training state (like checkpoints/last.pth); "
-                        f"to start from book-format weights use --netg-path/--netd-path")
+        what = f"{path} is not a full training state (like checkpoints/last.pth)"
+        raise Damaged(f"{what}; to start from book-format weights use --netg-path/--netd-path",
+                      what)
     if state["format"] != STATE_FORMAT:
-        raise UserError(f"{path} has state format {state['format']}; this version reads "
-                        f"format {STATE_FORMAT}")
+        raise Damaged(f"{path} has state format {state['format']}; this version reads format "
+                      f"{STATE_FORMAT}")
     missing = STATE_KEYS - set(state)
     if missing:
-        raise UserError(f"{path} is an incomplete training state (no {', '.join(sorted(missing))})")
+        raise Damaged(f"{path} is an incomplete training state (no "
+                      f"{', '.join(sorted(missing))})")
     wrong = [k for k in ("netg", "netd", "options") if not isinstance(state[k], dict)
              or not state[k]]
     if wrong:
-        raise UserError(f"{path} is a damaged training state (its {', '.join(wrong)} "
-                        f"{'is' if len(wrong) == 1 else 'are'} not what train saved)")
+        raise Damaged(f"{path} is a damaged training state (its {', '.join(wrong)} "
+                      f"{'is' if len(wrong) == 1 else 'are'} not what train saved)")
     _refuse_non_finite({k: state[k] for k in FINITE if k in state}, path,
                        "it cannot be resumed; start again from an earlier netg_N.pth and "
                        "netd_N.pth with --netg-path and --netd-path")

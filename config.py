@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import torch
 
 import augment
-from errors import UserError, did_you_mean, link_fault, listed, yes_or_no
+from errors import UserError, did_you_mean, link_fault, listed, not_a_device, yes_or_no
 
 
 def _opt(default, help, kind=None):
@@ -208,10 +208,8 @@ def _coerce(name, value, kind, nullable=True):
                                if kind == "resume" else ""))
         return os.path.expanduser(str(value))  # the shell leaves ~ after = alone
     if kind is bool:
-        if name == "gpu" and str(value).strip().isdigit():  # --gpu=0: device 0, or off?
-            raise UserError(f"--gpu takes True or False, not a device number ({value}): to "
-                            f"use GPU {value}, set CUDA_VISIBLE_DEVICES={value} and pass "
-                            f"--gpu; --nogpu for the CPU")
+        if name == "gpu" and not_a_device(value):  # --gpu=0: device 0, or off?
+            raise UserError(f"--gpu {not_a_device(value)}")
         answer = value if isinstance(value, bool) else yes_or_no(value)
         if answer is None:
             raise UserError(f"{flag} takes True or False, not {value!r}")
@@ -445,13 +443,11 @@ def _resumed(given):
                                "options it was trained with (change single ones, e.g. --lr1)"))
     try:
         saved = saved_options(checkpoint.load_state(resume))
-    except UserError as e:  # cut short, another version's: the weights beside it are named
-        weights = newest_weights(Path(resume).parent)
-        if not weights or "--netg-path" in str(e):
+    except checkpoint.Damaged as e:  # cut short, another version's: the weights beside it
+        start = start_from_weights(Path(resume).parent)
+        if not start:
             raise
-        raise UserError(f"{e}: it cannot be resumed; start a new run from the newest weights "
-                        f"beside it, {weights}, with another --checkpoint-dir and "
-                        f"--save-path") from None
+        raise UserError(f"{e.what}: it cannot be resumed; {start}") from None
     for name in FIXED_ON_RESUME:
         if name in given and given[name] != saved[name]:
             raise UserError(f"--{name.replace('_', '-')}={given[name]} differs from the "
@@ -853,6 +849,15 @@ def newest_weights(folder):
     netd = newest.with_name(newest.name.replace("netg_", "netd_", 1))
     return f"--netg-path={quoted(newest)}" + (f" --netd-path={quoted(netd)}" if netd.is_file()
                                               else "")
+
+
+def start_from_weights(folder):
+    """The way on where the training state in ``folder`` cannot be resumed: a new run from
+    the newest weights beside it, in folders of its own (there it would be refused, or write
+    over them); None where the folder holds no netg_N.pth."""
+    weights = newest_weights(folder)
+    return weights and (f"start a new run from the newest weights beside it, {weights}, with "
+                        f"another --checkpoint-dir and --save-path")
 
 
 def refuse_foreign_manifest(out_dir):

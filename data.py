@@ -535,13 +535,13 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
         tmp = array_path.with_name(f"{array_path.name}.{_builder()}.tmp")
         offset = _create_npy(tmp, shape)
     row = 3 * image_size * image_size
+    size = len(files) * row  # a hidden file of up to 1.4 GB: where the disk space went, said
+    size = f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
     if refused:
         print(f"note: cannot write the decoded-image cache beside {root} ({refused.strerror}); "
-              f"using {cache_dir} ({lasting})", flush=True)
-    else:  # a hidden file of up to 1.4 GB: where the disk space went, said
-        size = len(files) * row
-        shown = f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
-        print(f"decoding {counted(len(files), 'image')} once into {array_path} ({shown}), "
+              f"using {cache_dir} ({lasting}, {size})", flush=True)
+    else:
+        print(f"decoding {counted(len(files), 'image')} once into {array_path} ({size}), "
               f"which later runs reuse", flush=True)
     count, skipped = 0, []
     # each image written at its own row by whoever decodes it; a row after a broken file
@@ -569,8 +569,8 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:  # named, with the way out
             raise UserError(f"no space left on the disk for the decoded-image cache "
-                            f"{array_path} ({len(files) * row / 1e9:.2g} GB for "
-                            f"{counted(len(files), 'image')}): free some there, or train with "
+                            f"{array_path} ({size} for {counted(len(files), 'image')}): "
+                            f"free some there, or train with "
                             f"--cache=False (decodes the images as it goes)") from None
         raise
     if count == 0:

@@ -28,8 +28,8 @@ class OneLineParser(argparse.ArgumentParser):
         flags = [a for a in extra if a.startswith("--")]
         if flags:  # argparse named them all, and no close spelling
             name = flags[0][2:].partition("=")[0].replace("-", "_")
-            valid = [o[2:].replace("-", "_") for o in self._option_string_actions
-                     if o.startswith("--")]
+            valid = [o[2:].replace("-", "_") for o, action in self._option_string_actions.items()
+                     if o.startswith("--") and action.help is not argparse.SUPPRESS]
             close = did_you_mean(name, valid)
             if close:
                 self.exit(2, f"error: unknown option {flags[0].partition('=')[0]}; did you "
@@ -41,7 +41,8 @@ class OneLineParser(argparse.ArgumentParser):
     def add_switch(self, name, default, help):
         """--NAME, --NAME=true/false and --noNAME, as main.py takes a yes-or-no flag."""
         self.add_argument(f"--{name}", nargs="?", const=True, default=default,
-                          type=true_or_false, metavar="{True,False}", help=help)
+                          type=gpu_or_not if name == "gpu" else true_or_false,
+                          metavar="{True,False}", help=help)
         self.add_argument(f"--no{name}", f"--no-{name}", dest=name, action="store_const",
                           const=False, help=f"the same as --{name}=false (default: not given)")
 
@@ -60,8 +61,8 @@ def did_you_mean(name, valid, also=()):
     meant = MEANT.get(typed, typed)
     if meant in valid or meant in also:
         return [f"--{meant.replace('_', '-')}"]
-    close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.6)
-    ratio = [difflib.SequenceMatcher(None, name, c).ratio() for c in close]
+    close = difflib.get_close_matches(typed, list(valid), n=3, cutoff=0.6)
+    ratio = [difflib.SequenceMatcher(None, typed, c).ratio() for c in close]
     return sorted(f"--{c.replace('_', '-')}" for c, r in zip(close, ratio) if r == ratio[0])
 
 
@@ -79,6 +80,22 @@ def yes_or_no(text):
     text = str(text).strip().lower()
     return True if text in ("true", "yes", "1") else False if text in ("false", "no", "0") \
         else None
+
+
+def not_a_device(value):
+    """Why --gpu=VALUE is refused, or None: the book's --gpu is yes or no, and --gpu=0 read as
+    "no" trained on the CPU for a user after GPU 0."""
+    if str(value).strip().isdigit():
+        return (f"takes True or False, not a device number ({value}): pass --gpu for CUDA "
+                f"(CUDA_VISIBLE_DEVICES=N picks the device), or --nogpu for the CPU")
+    return None
+
+
+def gpu_or_not(text):
+    """argparse's type for --gpu: true_or_false, a device number refused."""
+    if not_a_device(text):
+        raise argparse.ArgumentTypeError(not_a_device(text))
+    return true_or_false(text)
 
 
 def true_or_false(text):

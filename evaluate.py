@@ -81,7 +81,7 @@ def _refuse_other_json(out):
         earlier = json.loads(text)
     except ValueError:
         earlier = None
-    figures = ("swd", "modes", "fid", "kid")  # a run's options.json has netg_path and num too
+    figures = ("swd", "modes", "fid", "kid")  # a run's options.json has netg_path too
     if not (isinstance(earlier, dict) and "netg_path" in earlier
             and any(name in earlier for name in figures)):
         raise UserError(f"--out {str(out)!r} holds something other than evaluate's figures: "

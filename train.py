@@ -29,8 +29,8 @@ from tqdm import tqdm
 import checkpoint
 import distributed
 from augment import DiffAugment, parse as parse_augment
-from config import (beside_flags, lies_elsewhere, newest_weights, quoted, saved_options, shown,
-                    use_bf16)
+from config import (beside_flags, lies_elsewhere, quoted, saved_options, shown,
+                    start_from_weights, use_bf16)
 from curves import LossLog, read_rows
 from data import cached_batches, folder_batches
 from ema import EMA
@@ -140,8 +140,9 @@ def train(opt):
             if not training.saved:
                 raise
             again = training.resume_command()
+            need = training.save_size() / 1e6
             raise UserError(f"disk full while writing {e.path}: free some space (an epoch's "
-                            f"save writes about {training.save_size() / 1e6:,.0f} MB), then "
+                            f"save writes about {need:,.{0 if need >= 10 else 1}f} MB), then "
                             f"continue with {again}{kept} (the files written before it are "
                             f"intact)") from None
 
@@ -240,12 +241,10 @@ def _keep_unfinished_run(opt):
             return path, f"note: --fresh: deleted {path}, which was {why}"
         replaced = _checkpoint_files(opt)[0]
         if replaced:  # its run's weights: the only work of it left, and this run's first save
-            weights = newest_weights(path.parent)  # would replace them without a word
-            keep = (f"start from them with {weights} and another --checkpoint-dir and "
-                    f"--save-path" if weights else "move them away first")
+            keep = start_from_weights(path.parent) or "move them away first"  # would replace
             raise UserError(f"{path} is {why}, and this run would write over the checkpoints "
                             f"beside it (e.g. {replaced[-1]}): {keep}, or write over them with "
-                            f"--fresh")
+                            f"--fresh")  # them without a word
         return None, f"note: {path} is {why}: this run writes its own over it"
     done, total, state = found
     if done < total and opt.fresh:
@@ -412,9 +411,10 @@ def _saves(name, opt):
 
 def _checkpoint_files(opt):
     """The netg_N.pth, netd_N.pth, ... in --checkpoint-dir: (those this run writes over as it
-    saves, those it leaves), each sorted by name."""
-    found = sorted(p.name for p in Path(opt.checkpoint_dir).glob("net*_*.pth")
-                   if p.stem.split("_")[-1].isascii() and p.stem.split("_")[-1].isdigit())
+    saves, those it leaves), each in the order of their epochs."""
+    found = sorted((p.name for p in Path(opt.checkpoint_dir).glob("net*_*.pth")
+                    if p.stem.split("_")[-1].isascii() and p.stem.split("_")[-1].isdigit()),
+                   key=lambda name: (int(name[:-4].rpartition("_")[2]), name))  # by epoch
     return ([name for name in found if _saves(name, opt)],
             [name for name in found if not _saves(name, opt)])
 
@@ -620,8 +620,8 @@ def _train(opt):
                 vis.earlier(read_rows(Path(opt.save_path) / "losses.csv", up_to=run.step))
             except (OSError, ValueError, KeyError, TypeError):
                 pass
-        shown = opt.to_dict("train").items()
-        vis.text("options", "<br>".join(f"{k} = {v}" for k, v in shown), "options of this run")
+        options = opt.to_dict("train").items()
+        vis.text("options", "<br>".join(f"{k} = {v}" for k, v in options), "options of this run")
 
     def start_records():
         """losses.csv (a fresh run starts it anew), options.json and skipped_files.txt:
@@ -660,7 +660,6 @@ def _train(opt):
 
     reported = _report_skipped(data.skipped, 0, opt, world, write=False)
     eta_said = None  # when the time left was last printed
-    pace = None  # the seconds of the last whole epoch, its saves included
     real = None  # the last real batch (visdom's window of them, at the end)
     global training
     training = run
@@ -727,16 +726,6 @@ def _train(opt):
                 raise UserError(f"{opt.data_path}: none of its {data.count} image files could "
                                 f"be read, so nothing was trained: put JPEG or PNG faces there")
             left, done = opt.max_epoch - epoch - 1, run.batch - first
-            # the whole run's remaining time, from this epoch's pace: after the first epoch,
-            # then at most once a minute (epochs of a second would give a line each)
-            if left and done > 0 and (eta_said is None or time.perf_counter() - eta_said >= 60):
-                eta_said = time.perf_counter()
-                # (the batches' pace alone left out the saves: 76 MB of last.pth each epoch
-                # of the book's nets, and an epoch of one batch said 15 minutes for 11)
-                each = pace or (time.perf_counter() - tic) / done * per_epoch
-                minutes = left * each / 60
-                say(f"{counted(left, 'epoch')} left: "
-                    + (f"about {minutes:.0f} min" if minutes >= 1 else "under a minute"))
             if not opt.cache:  # each process met the broken files of its own shard
                 data.skipped = world.union(data.skipped)
             reported = _report_skipped(data.skipped, reported, opt, world)
@@ -755,8 +744,15 @@ def _train(opt):
                 _check_weights(netg, netd, epoch, opt, run.saved)  # the ones since the save
                 if world.main:  # point (--save-every=10 by default)
                     run.save()
-            if first == 0:  # a whole epoch (not the rest of a resumed one)
-                pace = time.perf_counter() - started
+            # the whole run's remaining time, from this epoch's pace with its saves (the
+            # batches' alone left them out: 76 MB of last.pth each epoch of the book's nets,
+            # and with one batch an epoch it said 5 minutes for 11): after the first epoch,
+            # then at most once a minute (epochs of a second would give a line each)
+            if left and done > 0 and (eta_said is None or time.perf_counter() - eta_said >= 60):
+                eta_said = time.perf_counter()
+                minutes = left * (eta_said - started) / done * per_epoch / 60
+                say(f"{counted(left, 'epoch')} left: "
+                    + (f"about {minutes:.0f} min" if minutes >= 1 else "under a minute"))
     if vis is not None:
         vis.finish(lambda: fixed_samples(ema.sampler() if ema else netg, fixed_noise), real)
     say(f"done: weights in {opt.checkpoint_dir}, sample grids in {opt.save_path}")

@@ -722,8 +722,9 @@ def test_a_no_flag_takes_a_value_too(toy_dir):
     # the book's --gpu is yes or no; --gpu=0 trained on the CPU for a user after device 0
     for value in ("0", "1"):
         assert_clean_error(cli("generate", "--netg-path=g.pth", f"--gpu={value}"),
-                           f"--gpu takes True or False, not a device number ({value}): to use "
-                           f"GPU {value}, set CUDA_VISIBLE_DEVICES={value} and pass --gpu")
+                           f"--gpu takes True or False, not a device number ({value}): pass "
+                           f"--gpu for CUDA (CUDA_VISIBLE_DEVICES=N picks the device), or "
+                           f"--nogpu for the CPU")
 
 
 def test_no_dash_flag_is_the_no_flag_and_close_names_are_all_offered(tmp_path):
@@ -758,7 +759,10 @@ def test_a_flag_in_capitals_or_cpu_for_the_cpu_is_pointed_to_the_flag_meant(caps
     parser.add_argument("--measure", type=int)
     for typed, line in (("--cpu", "unknown option --cpu; did you mean --nogpu?"),
                         ("--MEASURE=2", "unknown option --MEASURE; did you mean --measure?"),
-                        ("--xyz", "unrecognized arguments: --xyz; see --help")):
+                        ("--xyz", "unrecognized arguments: --xyz; see --help"),
+                        ("--gpu=0", "argument --gpu: takes True or False, not a device number "
+                                    "(0): pass --gpu for CUDA (CUDA_VISIBLE_DEVICES=N picks the "
+                                    "device), or --nogpu for the CPU; see --help")):
         with pytest.raises(SystemExit) as stop:
             parser.parse_args([typed])
         assert (stop.value.code, capsys.readouterr().err) == (2, f"error: {line}\n")

@@ -270,7 +270,7 @@ def test_a_full_disk_while_decoding_names_the_cache_and_the_way_out(tmp_path, to
         build_cache(tmp_path / "set", workers=1)
     words = str(caught.value)
     assert words.startswith(f"no space left on the disk for the decoded-image cache {tmp_path}/")
-    assert "(0.0018 GB for 64 images)" in words and "--cache=False" in words
+    assert "(1.8 MB for 64 images)" in words and "--cache=False" in words
     assert not list(tmp_path.glob(".set*"))  # nothing half-built left
 
 

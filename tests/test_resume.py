@@ -318,7 +318,8 @@ def test_a_damaged_last_pth_keeps_the_weights_beside_it_and_names_them(toy_dir, 
     weights = f"--netg-path={tmp_path / 'netg_0.pth'} --netd-path={tmp_path / 'netd_0.pth'}"
     assert_clean_error(cli("train", *again), "is not a training state this version can resume",
                        "would write over the checkpoints beside it (e.g. netg_0.pth)",
-                       f"start from them with {weights} and another --checkpoint-dir",
+                       f"start a new run from the newest weights beside it, {weights}, with "
+                       f"another --checkpoint-dir and --save-path",
                        "or write over them with --fresh")
     assert_clean_error(cli("train", "--nogpu", f"--resume={tmp_path / 'last.pth'}"),
                        "truncated", f"start a new run from the newest weights beside it, "
