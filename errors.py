@@ -26,7 +26,7 @@ class OneLineParser(argparse.ArgumentParser):
         args = sys.argv[1:] if args is None else list(args)
         known, extra = self.parse_known_args([_dashed(a) for a in args], namespace)
         flags = [a for a in extra if a.startswith("--")]
-        if flags:  # argparse named them all, and no close spelling
+        if flags:  # the closest spelling, as main.py offers it (argparse listed them bare)
             name = flags[0][2:].partition("=")[0].replace("-", "_")
             valid = [o[2:].replace("-", "_") for o, action in self._option_string_actions.items()
                      if o.startswith("--") and action.help is not argparse.SUPPRESS]

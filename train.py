@@ -37,8 +37,7 @@ from ema import EMA
 from errors import (DiskFull, Interrupted, UserError, counted, listed, stop_signals,
                     stop_under_way)
 from model import (LowJudge, NetD, NetG, add_spectral_norm, batchnorm_is_identity,
-                   book_state_dict, remove_batchnorm,
-                   weights_init)
+                   book_state_dict, remove_batchnorm, weights_init)
 from steps import R1_EVERY, Objective, d_step, g_step
 
 GRID = 64  # faces in the fixed-noise sample grid, 8 per row
@@ -240,11 +239,13 @@ def _keep_unfinished_run(opt):
         if opt.fresh:
             return path, f"note: --fresh: deleted {path}, which was {why}"
         replaced = _checkpoint_files(opt)[0]
-        if replaced:  # its run's weights: the only work of it left, and this run's first save
-            keep = start_from_weights(path.parent) or "move them away first"  # would replace
+        # its run's weights, the only work of it left, which this run's saves would replace
+        # without a word (whether that run had finished, the state cannot say)
+        if replaced:
+            keep = start_from_weights(path.parent) or "move them away first"
             raise UserError(f"{path} is {why}, and this run would write over the checkpoints "
                             f"beside it (e.g. {replaced[-1]}): {keep}, or write over them with "
-                            f"--fresh")  # them without a word
+                            f"--fresh")
         return None, f"note: {path} is {why}: this run writes its own over it"
     done, total, state = found
     if done < total and opt.fresh:
