@@ -310,7 +310,7 @@ def test_a_read_only_data_folder_caches_in_the_users_cache_folder(tmp_path, toy_
     array, _ = build_cache(root, 96, workers=1)
     kept = tmp_path / "home-cache" / "animegan" / "faces"
     assert (f"note: cannot write the decoded-image cache beside {root} (Read-only file "
-            f"system); using {kept} (later runs reuse it)") in capsys.readouterr().out
+            f"system); using {kept} (later runs reuse it, 0.3 MB)") in capsys.readouterr().out
     assert array.shape == (12, 3, 96, 96) and Path(array.filename).parent == kept
     assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == ["data"]
     again, _ = build_cache(root, 96, workers=1)  # found there: no note, no second file
@@ -329,7 +329,7 @@ def test_a_read_only_data_folder_caches_in_the_users_cache_folder(tmp_path, toy_
     refused.add(kept)
     (root / "faces" / sorted(os.listdir(root / "faces"))[0]).unlink()  # a new key
     array, _ = build_cache(root, 96, workers=1)
-    assert "(for this run only)" in capsys.readouterr().out
+    assert "(for this run only, 0.3 MB)" in capsys.readouterr().out
     assert Path(array.filename).parent.name.startswith("facecache-")
 
 
