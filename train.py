@@ -413,9 +413,10 @@ def _saves(name, opt):
 def _checkpoint_files(opt):
     """The netg_N.pth, netd_N.pth, ... in --checkpoint-dir: (those this run writes over as it
     saves, those it leaves), each in the order of their epochs."""
-    found = sorted((p.name for p in Path(opt.checkpoint_dir).glob("net*_*.pth")
-                    if p.stem.split("_")[-1].isascii() and p.stem.split("_")[-1].isdigit()),
-                   key=lambda name: (int(name[:-4].rpartition("_")[2]), name))  # by epoch
+    epochs = {p.name: p.stem.rpartition("_")[2]
+              for p in Path(opt.checkpoint_dir).glob("net*_*.pth")}
+    found = sorted((name for name, epoch in epochs.items() if epoch.isascii() and epoch.isdigit()),
+                   key=lambda name: (int(epochs[name]), name))  # by epoch
     return ([name for name in found if _saves(name, opt)],
             [name for name in found if not _saves(name, opt)])
 
