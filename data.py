@@ -8,8 +8,10 @@ Crawled folders hold broken files: anything that cannot be decoded is skipped an
 and images of any mode (grayscale, palette, RGBA, CMYK, 16-bit, float) become RGB.
 """
 import atexit
+import collections
 import errno
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -21,6 +23,7 @@ import tempfile
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as NotYet
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager, nullcontext
 from multiprocessing import get_context
@@ -33,7 +36,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from config import shown
 from distributed import is_main_process
-from errors import UserError, counted, link_fault, listed, raise_if_stopped, special_kind
+from errors import (UserError, counted, held_stops, link_fault, listed, raise_if_stopped,
+                    special_kind)
 
 # image files ImageFolder passes over (.jfif and .jpe: JPEGs under the names some browsers save)
 UNREAD_KINDS = {".gif", ".avif", ".heic", ".jxl", ".jfif", ".jpe"}
@@ -325,34 +329,68 @@ class _Workers:
     """``start_pool``'s processes: a ProcessPoolExecutor, which notices a worker killed under
     it (a SIGTERM sent to every process of the job, the OOM killer). multiprocessing's Pool
     waited for ever for the dead worker's results, or its terminate() for a lock the worker
-    died holding: 1 SIGTERM of 6 sent to a job building the cache hung it."""
+    died holding: 1 SIGTERM of 6 sent to a job building the cache hung it. Everything that
+    touches the executor runs under ``held_stops``: its threads share locks with this one."""
 
     def __init__(self, workers):
-        self.executor = ProcessPoolExecutor(workers, mp_context=get_context("fork"),
-                                            initializer=_pool_worker_signals,
-                                            initargs=(os.getpid(),))
-        # forked now, as the pool begins (a first job forks them all), before a progress
-        # bar's thread exists: forked later, that thread took a Ctrl-C meant for this
-        # process, whose handler then ran inside the fork ("Exception ignored" tracebacks)
-        with workers_starting():
-            self.executor.submit(int)
+        self.workers = workers
+        self.executor = None
+
+    def __enter__(self):
+        try:
+            with held_stops():
+                self.executor = ProcessPoolExecutor(self.workers, mp_context=get_context("fork"),
+                                                    initializer=_pool_worker_signals,
+                                                    initargs=(os.getpid(),))
+                # forked now, as the pool begins (a first job forks them all), before a
+                # progress bar's thread exists: forked later, that thread took a Ctrl-C meant
+                # for this process, whose handler then ran inside the fork ("Exception
+                # ignored" tracebacks)
+                with workers_starting():
+                    self.executor.submit(int)
+        except BaseException:
+            self.__exit__(True)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        if self.executor is not None:
+            with held_stops(raise_after=not exc or exc[0] is None):
+                self.executor.shutdown(wait=True, cancel_futures=True)
+        return False
 
     def imap(self, fn, jobs, chunksize=1):
-        """``fn`` of each job, in order, as the results come."""
+        """``fn`` of each job, in order, as the results come; a stop is raised within a
+        fifth of a second, between two waits."""
+        jobs = iter(jobs)
         try:
-            yield from self.executor.map(fn, jobs, chunksize=chunksize)
+            with held_stops():
+                chunks = iter(lambda: list(itertools.islice(jobs, chunksize)), [])
+                pending = collections.deque(self.executor.submit(_each, fn, chunk)
+                                            for chunk in chunks)
+            while pending:
+                yield from _result(pending.popleft())
         except BrokenProcessPool:
             time.sleep(0.5)  # a stop sent to every process: this one's own acts here
             raise_if_stopped()
             raise UserError("one of the worker processes ended without a word (killed, or "
                             "out of memory?): run the command again") from None
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        self.executor.shutdown(wait=True, cancel_futures=True)
-        return False
+def _each(fn, chunk):
+    """A worker's part of ``_Workers.imap``: ``fn`` of each job of ``chunk``."""
+    return [fn(job) for job in chunk]
+
+
+def _result(future):
+    """``future``'s result, waited for in spans of a fifth of a second with stops held: one
+    that came is raised between two spans."""
+    while True:
+        with held_stops():
+            try:
+                return future.result(timeout=0.2)
+            except NotYet:
+                pass
 
 
 def loader_worker_signals(_):

@@ -461,6 +461,49 @@ def test_a_pool_stopped_while_its_workers_start_ends(tmp_path):
     assert proc.returncode == 0 and out.read_text().split()[-1] == "stopped", out.read_text()
 
 
+@pytest.mark.parametrize("where", ["submit", "result"])
+def test_a_ctrl_c_inside_the_pools_own_code_waits_until_it_is_done(where, monkeypatch):
+    """A Ctrl-C raised inside the pool's own code, between a lock's taking and the ``with``
+    that gives it back, left the lock taken: the pool's thread waited for it for ever, and
+    toyfaces with it (1 Ctrl-C in 30 sent as it began). Here the Ctrl-C comes in the middle
+    of handing the pool its first jobs, or of waiting for the first result: it is raised once
+    that call is over, and nothing after it is handed on."""
+    import concurrent.futures
+    import data
+    import errors
+    monkeypatch.setattr(errors, "_seen", [])  # this stop stays this test's
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    calls, done = [], []
+    real = {"submit": concurrent.futures.ProcessPoolExecutor.submit,
+            "result": concurrent.futures.Future.result}
+
+    def ctrl_c_inside(name):
+        def call(self, *args, **kwargs):
+            calls.append(name)
+            if name == where and calls.count(name) == (2 if name == "submit" else 1):
+                os.kill(os.getpid(), signal.SIGINT)  # the pool's first jobs, first result
+                sum(range(10000))  # Python code, where the handler runs
+            out = real[name](self, *args, **kwargs)
+            done.append(name)
+            return out
+        return call
+    monkeypatch.setattr(concurrent.futures.ProcessPoolExecutor, "submit",
+                        ctrl_c_inside("submit"))
+    monkeypatch.setattr(concurrent.futures.Future, "result", ctrl_c_inside("result"))
+    errors.stop_on_signals()
+    got = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with data.start_pool(2) as pool:
+                for x in pool.imap(abs, range(-256, 0), 64):
+                    got.append(x)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert done == calls  # every call the pool began, it finished
+    assert got == []
+
+
 def test_workers_write_each_image_to_its_row_and_rows_after_a_broken_file_move_up(
         tmp_path, toy_dir):
     """The workers write the pixels into the cache themselves (only a word goes back through
