@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from generate import Faces, grid_size, noise
+from generate import Faces, grid_size, noise, slerp_path
 
 from conftest import ROOT, assert_clean_error, cli, drawing_nets, kill_group
 
@@ -405,6 +405,19 @@ def test_interpolation_ends_on_the_seeds_faces_and_the_gif_loops(tmp_path):
     assert "note: --seeds names 5 twice in a row: that row is 6 copies of one face" in r.stdout
     twice = _pixels(tmp_path / "twice.png")
     assert all(np.array_equal(twice[2:98, 2 + k * 98:98 + k * 98], cell(0, 0)) for k in range(6))
+
+
+def test_a_morph_between_one_seed_and_itself_keeps_its_noise_exactly():
+    # the pixel check above compares faces: a latent one float step off moved a pixel by a
+    # level on some CPUs only (a failed CI run); the latents themselves must be the seed's
+    z = noise([5, 5, 9], 100)
+    path = slerp_path(z, 6)
+    assert all(torch.equal(path[k], z[0]) for k in range(6))
+    assert torch.equal(path[6], z[1]) and torch.equal(path[11], z[2])
+    # two seeds whose noise nearly points one way still morph smoothly, without NaN
+    near = torch.stack([z[0], z[0] * (1 + 1e-7) + 1e-7])
+    steps = slerp_path(near, 5)
+    assert torch.isfinite(steps).all() and (steps - z[0]).abs().max() < 1e-5
 
 
 def test_interpolation_without_seeds_names_the_seed_that_draws_it_again(tmp_path):
