@@ -181,6 +181,32 @@ def test_a_ctrl_c_lost_while_the_faces_come_in_still_stops_before_the_csv(tmp_pa
     assert not (tmp_path / "toy" / "attributes.csv").exists()
 
 
+def test_a_stop_closes_the_progress_bar_before_it_leaves(tmp_path):
+    """The stop's line must be the last the user sees: a bar that a Ctrl-C caught before its
+    own clean-up (just as it first showed) was closed only when Python freed it, after
+    main.py had said the line, and drew itself again under it."""
+    events = []
+
+    class Bar:  # a bar whose iteration is stopped before it takes its first face
+        def __init__(self, rows, total):
+            self.rows = rows
+
+        def __iter__(self):
+            raise KeyboardInterrupt
+            yield  # a generator, as tqdm's
+
+        def close(self):
+            events.append("closed")
+
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            make_toyfaces(tmp_path / "toy", num=10, workers=1, progress=Bar)
+        finally:
+            events.append("left")
+    assert events == ["closed", "left"]
+    assert not (tmp_path / "toy" / "attributes.csv").exists()
+
+
 def test_images_of_its_names_that_it_did_not_draw_are_not_written_over(tmp_path):
     """A folder of the user's own images named 000000.jpg, 000001.jpg, ... (no
     attributes.csv) was taken for a set a stopped run had left, and written over."""
