@@ -36,8 +36,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from config import shown
 from distributed import is_main_process
-from errors import (UserError, counted, held_stops, link_fault, listed, raise_if_stopped,
-                    special_kind)
+from errors import (UserError, counted, held_stops, link_fault, listed, progress_bar,
+                    raise_if_stopped, special_kind)
 
 # image files ImageFolder passes over (.jfif and .jpe: JPEGs under the names some browsers save)
 UNREAD_KINDS = {".gif", ".avif", ".heic", ".jxl", ".jfif", ".jpe"}
@@ -440,18 +440,16 @@ def decode_in_order(files, image_size, order, count, progress=None):
     memory, writing nothing. Returns (a list of uint8 arrays (3, S, S), their indices).
     ``progress(total)`` makes a bar (e.g. tqdm) that is advanced by each readable image."""
     rows, picked = [], []
-    bar = progress(count) if progress else None
-    for i in order:
-        arr = _decode((files[i], image_size))
-        if arr is not None:
-            rows.append(arr)
-            picked.append(int(i))
-            if bar is not None:
-                bar.update(1)
-            if len(rows) == count:
-                break
-    if bar is not None:
-        bar.close()
+    with progress_bar(progress, count) as bar:
+        for i in order:
+            arr = _decode((files[i], image_size))
+            if arr is not None:
+                rows.append(arr)
+                picked.append(int(i))
+                if bar is not None:
+                    bar.update(1)
+                if len(rows) == count:
+                    break
     return rows, picked
 
 
@@ -591,16 +589,16 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
         with open(tmp, "r+b") as out, start as pool:
             decoded = pool.imap(_decode_into, jobs, chunksize=64) if pool else \
                 map(_decode_into, jobs)
-            if progress:
-                decoded = progress(decoded, total=len(jobs))
-            for i, (readable, path) in enumerate(zip(decoded, files)):  # decoded first: its
-                if not readable:  # bar reaches the end
-                    skipped.append(str(path))
-                    continue
-                if count < i:
-                    os.pwrite(out.fileno(), os.pread(out.fileno(), row, offset + i * row),
-                              offset + count * row)
-                count += 1
+            with progress_bar(progress, decoded, total=len(jobs)) as bar:
+                decoded = decoded if bar is None else bar
+                for i, (readable, path) in enumerate(zip(decoded, files)):  # decoded first:
+                    if not readable:  # its bar reaches the end
+                        skipped.append(str(path))
+                        continue
+                    if count < i:
+                        os.pwrite(out.fileno(), os.pread(out.fileno(), row, offset + i * row),
+                                  offset + count * row)
+                    count += 1
             out.flush()
             os.fsync(out.fileno())
     except BaseException as e:  # Ctrl-C, a full disk, ...: no half-built cache stays behind

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from errors import held_stops, raise_if_stopped
+from errors import progress_bar, raise_if_stopped
 
 VERSION = 1  # bump when the drawing changes: caches keyed on the toy set depend on it
 
@@ -313,19 +313,10 @@ def make_toyfaces(out_dir="data/toy", num=10000, seed=0, workers=None, progress=
             rows = itertools.chain.from_iterable(blocks(write))
             writer = csv.writer(f)
             writer.writerow(("file",) + ATTRIBUTES)
-            # the bar made whole, and closed here however the loop ends: one a stop left
-            # half made, or that a stop caught before its own clean-up, was closed only as
-            # Python freed it, and drew itself again under the stop's last line (1 Ctrl-C
-            # in 150 sent just as the bar first showed)
-            shown = rows
-            try:
-                with held_stops():
-                    shown = progress(rows, total=num) if progress else rows
-                for name, attrs in shown:
+            with progress_bar(progress, rows, total=num) as bar:
+                for name, attrs in rows if bar is None else bar:
                     raise_if_stopped()  # a Ctrl-C whose exception was lost stops it
                     writer.writerow((name,) + tuple(attrs[a] for a in ATTRIBUTES))
-            finally:
-                getattr(shown, "close", lambda: None)()
         os.replace(tmp, csv_path)
     finally:
         tmp.unlink(missing_ok=True)

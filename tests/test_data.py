@@ -122,6 +122,33 @@ def test_the_decoding_bar_ends_at_the_number_of_files(tmp_path, toy_dir):
     assert (bars[0].n, bars[0].total) == (64, 64)
 
 
+def test_a_stop_while_decoding_closes_the_bar_before_it_leaves(tmp_path, toy_dir):
+    """main.py's stop line must be the last: a bar a Ctrl-C caught before its own clean-up
+    was closed only when Python freed it, and drew itself again under that line."""
+    root = tmp_path / "data"
+    shutil.copytree(toy_dir / "faces", root / "faces")
+    events = []
+
+    class Bar:  # stopped before it takes its first image
+        def __init__(self, iterable, total):
+            pass
+
+        def __iter__(self):
+            raise KeyboardInterrupt
+            yield
+
+        def close(self):
+            events.append("closed")
+
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            build_cache(root, 96, Bar, workers=1)
+        finally:
+            events.append("left")
+    assert events == ["closed", "left"]
+    assert not any(p.name.startswith(".data.faces") for p in tmp_path.iterdir())  # no cache
+
+
 def test_cache_is_reused_and_rebuilt_when_the_folder_changes(tmp_path, toy_dir):
     root = tmp_path / "data"
     (root / "faces").mkdir(parents=True)
