@@ -226,10 +226,10 @@ def held_stops(raise_after=True):
 @contextmanager
 def progress_bar(make, *args, **kwargs):
     """``make(*args, **kwargs)`` (a progress bar, tqdm's say), made whole and closed however
-    the block ends; None with no ``make``. A bar a stop
-    left half made, or caught before its own clean-up, was closed only as Python freed it:
-    after main.py's last line, which it then drew itself again under (1 Ctrl-C in 150 sent
-    to toyfaces just as its bar first showed)."""
+    the block ends; None with no ``make``. A bar a stop left half made, or caught before its
+    own clean-up, was closed only as Python freed it: after main.py's last line, under which
+    it then drew itself again (1 Ctrl-C in 150 sent to toyfaces just as its bar first
+    showed)."""
     bar = None
     try:
         with held_stops():

@@ -189,7 +189,7 @@ def test_a_stop_closes_the_progress_bar_before_it_leaves(tmp_path):
 
     class Bar:  # a bar whose iteration is stopped before it takes its first face
         def __init__(self, rows, total):
-            self.rows = rows
+            pass
 
         def __iter__(self):
             raise KeyboardInterrupt
