@@ -1,5 +1,5 @@
 # make demo   - install, draw the toy face set, train on it on the CPU, generate result.png
-# make demo-long - the same with a recipe that draws clearer faces in 2-2.5 times the minutes
+# make demo-long - the same with a recipe that draws clearer faces in 2-3 times the minutes
 # make test   - install, run the tests
 # make test-fast - all tests but the slow ones, for the edit-test loop
 # make eval   - also install the optional FID/KID network (requirements-eval.txt)
