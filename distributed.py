@@ -103,7 +103,11 @@ class World:
         return bool(outcome.item())
 
     def close(self):
+        """The end of a finished run: every rank leaves together. Rank 1 tore its groups down
+        while rank 0 was still saving the last epoch, and once (a CI run under load) died
+        there with "terminate called without an active exception" (SIGABRT)."""
         if self.size > 1 and dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
 
 
