@@ -30,7 +30,7 @@ import checkpoint
 from checkpoint import grid_size, to_uint8
 from config import (MAX_SCALE, MAX_STEPS, SEEDS, UNSET_MEANS, Config, refuse_earlier_faces,
                     resolve_device)
-from errors import UserError, counted, listed
+from errors import UserError, counted, listed, progress_bar
 
 SEARCH_BAR = 4096  # generate shows a progress bar when D ranks more faces than this
 PAD = 16  # on the CPU, G draws batches of a multiple of this many latents (Faces._draw)
@@ -215,15 +215,17 @@ class Faces:
             return self.tensors(seeds), torch.full((num,), float("nan")), seeds
         best, best_scores, best_seeds = None, None, None
         starts = range(first_seed, first_seed + search_num, self.batch_size)
-        for start in progress(starts, len(starts)) if progress else starts:
-            seeds = torch.arange(start, min(start + self.batch_size, first_seed + search_num))
-            fake = self._draw(noise(seeds.tolist(), self.netg.nz, self.mean, self.std))
-            scores = self.netd(fake.to(self.device)).float().cpu()
-            if best is not None:
-                fake, scores = torch.cat([best, fake]), torch.cat([best_scores, scores])
-                seeds = torch.cat([best_seeds, seeds])
-            keep = scores.topk(min(num, len(scores))).indices
-            best, best_scores, best_seeds = fake[keep], scores[keep], seeds[keep]
+        with progress_bar(progress, starts, len(starts)) as bar:  # closed before a stop's line
+            for start in starts if bar is None else bar:
+                seeds = torch.arange(start, min(start + self.batch_size,
+                                                first_seed + search_num))
+                fake = self._draw(noise(seeds.tolist(), self.netg.nz, self.mean, self.std))
+                scores = self.netd(fake.to(self.device)).float().cpu()
+                if best is not None:
+                    fake, scores = torch.cat([best, fake]), torch.cat([best_scores, scores])
+                    seeds = torch.cat([best_seeds, seeds])
+                keep = scores.topk(min(num, len(scores))).indices
+                best, best_scores, best_seeds = fake[keep], scores[keep], seeds[keep]
         return best, best_scores, best_seeds.tolist()
 
 

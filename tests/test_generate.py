@@ -26,6 +26,31 @@ def test_batched_search_keeps_the_top_scores():
     assert torch.allclose(netd(faces), scores, atol=1e-5)
 
 
+def test_a_stop_while_ranking_closes_the_bar_before_it_leaves():
+    """The stop's line must be the last on screen: a ranking bar a Ctrl-C caught before its
+    own clean-up was closed only when Python freed it, and drew itself again under it."""
+    events = []
+
+    class Bar:  # stopped before it takes its first batch
+        def __init__(self, batches, total):
+            pass
+
+        def __iter__(self):
+            raise KeyboardInterrupt
+            yield
+
+        def close(self):
+            events.append("closed")
+
+    netg, netd = drawing_nets()
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            Faces(netg, netd, batch_size=16).best(10, 70, progress=Bar)
+        finally:
+            events.append("left")
+    assert events == ["closed", "left"]
+
+
 @torch.no_grad()
 def test_without_d_the_first_seeds_are_kept():
     netg, _ = drawing_nets()
