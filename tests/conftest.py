@@ -113,6 +113,32 @@ def group_ends(pgid, seconds=10):
     return False
 
 
+def stop_in_a_bar(call):
+    """``call(Bar)``, Bar making a progress bar (tqdm's arguments: what it wraps, its total)
+    whose iteration a Ctrl-C stops before its first item. Returns what happened, in order:
+    "closed" when the bar was closed, "left" when the KeyboardInterrupt left ``call``. A bar
+    closed only as Python freed it drew itself again under main.py's stop line."""
+    events = []
+
+    class Bar:
+        def __init__(self, iterable, total):
+            pass
+
+        def __iter__(self):
+            raise KeyboardInterrupt
+            yield  # a generator, as tqdm's
+
+        def close(self):
+            events.append("closed")
+
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            call(Bar)
+        finally:
+            events.append("left")
+    return events
+
+
 def ctrl_c_to_group(proc, timeout):
     """Ctrl-C as a terminal sends it: to every process of ``proc``'s group (started with
     ``start_new_session=True``). Returns its stderr once it has ended, checking that no other

@@ -14,7 +14,7 @@ import torch
 
 from data import CachedBatches, FaceFolder, build_cache, list_images, normalise
 
-from conftest import cli, read_until
+from conftest import cli, read_until, stop_in_a_bar
 from errors import UserError
 
 
@@ -127,25 +127,7 @@ def test_a_stop_while_decoding_closes_the_bar_before_it_leaves(tmp_path, toy_dir
     was closed only when Python freed it, and drew itself again under that line."""
     root = tmp_path / "data"
     shutil.copytree(toy_dir / "faces", root / "faces")
-    events = []
-
-    class Bar:  # stopped before it takes its first image
-        def __init__(self, iterable, total):
-            pass
-
-        def __iter__(self):
-            raise KeyboardInterrupt
-            yield
-
-        def close(self):
-            events.append("closed")
-
-    with pytest.raises(KeyboardInterrupt):
-        try:
-            build_cache(root, 96, Bar, workers=1)
-        finally:
-            events.append("left")
-    assert events == ["closed", "left"]
+    assert stop_in_a_bar(lambda bar: build_cache(root, 96, bar, workers=1)) == ["closed", "left"]
     assert not any(p.name.startswith(".data.faces") for p in tmp_path.iterdir())  # no cache
 
 

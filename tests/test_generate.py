@@ -9,7 +9,8 @@ from PIL import Image
 
 from generate import Faces, grid_size, noise, slerp_path
 
-from conftest import ROOT, assert_clean_error, cli, drawing_nets, kill_group
+from conftest import (ROOT, assert_clean_error, cli, drawing_nets, kill_group,
+                      stop_in_a_bar)
 
 
 @torch.no_grad()
@@ -29,26 +30,8 @@ def test_batched_search_keeps_the_top_scores():
 def test_a_stop_while_ranking_closes_the_bar_before_it_leaves():
     """The stop's line must be the last on screen: a ranking bar a Ctrl-C caught before its
     own clean-up was closed only when Python freed it, and drew itself again under it."""
-    events = []
-
-    class Bar:  # stopped before it takes its first batch
-        def __init__(self, batches, total):
-            pass
-
-        def __iter__(self):
-            raise KeyboardInterrupt
-            yield
-
-        def close(self):
-            events.append("closed")
-
-    netg, netd = drawing_nets()
-    with pytest.raises(KeyboardInterrupt):
-        try:
-            Faces(netg, netd, batch_size=16).best(10, 70, progress=Bar)
-        finally:
-            events.append("left")
-    assert events == ["closed", "left"]
+    faces = Faces(*drawing_nets(), batch_size=16)
+    assert stop_in_a_bar(lambda bar: faces.best(10, 70, progress=bar)) == ["closed", "left"]
 
 
 @torch.no_grad()

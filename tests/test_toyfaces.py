@@ -10,7 +10,8 @@ from PIL import Image
 import toyfaces
 from toyfaces import ATTRIBUTES, CHOICES, face, make_toyfaces
 
-from conftest import ROOT, assert_clean_error, cli, read_until, run_cli, within
+from conftest import (ROOT, assert_clean_error, cli, read_until, run_cli, stop_in_a_bar,
+                      within)
 
 
 def _digest(folder):
@@ -185,25 +186,8 @@ def test_a_stop_closes_the_progress_bar_before_it_leaves(tmp_path):
     """The stop's line must be the last the user sees: a bar that a Ctrl-C caught before its
     own clean-up (just as it first showed) was closed only when Python freed it, after
     main.py had said the line, and drew itself again under it."""
-    events = []
-
-    class Bar:  # a bar whose iteration is stopped before it takes its first face
-        def __init__(self, rows, total):
-            pass
-
-        def __iter__(self):
-            raise KeyboardInterrupt
-            yield  # a generator, as tqdm's
-
-        def close(self):
-            events.append("closed")
-
-    with pytest.raises(KeyboardInterrupt):
-        try:
-            make_toyfaces(tmp_path / "toy", num=10, workers=1, progress=Bar)
-        finally:
-            events.append("left")
-    assert events == ["closed", "left"]
+    assert stop_in_a_bar(lambda bar: make_toyfaces(tmp_path / "toy", num=10, workers=1,
+                                                   progress=bar)) == ["closed", "left"]
     assert not (tmp_path / "toy" / "attributes.csv").exists()
 
 
