@@ -77,7 +77,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/pip install -q --no-build-isolation "setuptools<81" -r requirements.txt -r requirements-dev.txt
 	touch $@
 
-# the whole suite (5.5-7 min of pytest on a 2-core Intel Xeon, 7.5 on an AVX2-only Zen 3),
+# the whole suite (5.5-7 min of pytest on a 2-core Intel Xeon, 7.5-10.5 on an AVX2-only Zen 3),
 # its 15 slowest listed.
 # Two workers (pytest-xdist), each with torch on one thread: in one process the suite kept
 # two cores only about 60% busy (many tests wait on a subprocess or a server). A test file
