@@ -19,8 +19,9 @@ STAMP := $(VENV)/.installed-stamp
 # spectral norm, DiffAugment, R1, Adam 0/0.9, a moving average of G), lr 4e-4, and
 # DiffAugment without cutout: the most clear faces over three seeds and an SWD among the
 # lowest (README, "Beyond the article"). fp32 on every CPU: about 3.5 min of training on a 2-core
-# EPYC with AVX512-BF16, about 5 computing as AVX2-only there, up to about 9.5 on a slower
-# AVX2 laptop.
+# EPYC with AVX512-BF16, about 5 computing as AVX2-only there, 7 on an AVX2-only Zen 3. Slower
+# CPUs stop early: --max-minutes=9.5 ends the run after the last epoch that fits (a 2-core
+# Zen 1, 170 s an epoch: 3 of the 5), and result.png is drawn from last.pth, that epoch's.
 # Its own folders, so that it neither writes over a run of yours in checkpoints/ nor is
 # mixed with one. Run again, it starts afresh (--fresh), also over a demo stopped halfway,
 # whose last.pth would make train refuse a new run there.
@@ -28,9 +29,8 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_BASE := --data-path=data/toy --nogpu --vis=False --seed=0 --ngf=32 --ndf=32 \
 	--batch-size=16 --recipe=modern --lr1=4e-4 --lr2=4e-4 --amp=False --save-every=1 --fresh
 DEMO_CK := checkpoints/demo
-DEMO_FLAGS := $(DEMO_BASE) --diffaug=color,translation --max-epoch=5 \
+DEMO_FLAGS := $(DEMO_BASE) --diffaug=color,translation --max-epoch=5 --max-minutes=9.5 \
 	--checkpoint-dir=$(DEMO_CK) --save-path=imgs/demo
-DEMO_LAST := 4
 
 # The longer demo, for a faster machine or more patience: the second judge of each face pooled
 # to 12x12 with DiffAugment translation only (no colour changes), D and that judge trained
@@ -40,7 +40,6 @@ DEMO_LAST := 4
 DEMO_LONG_CK := checkpoints/demo-long
 DEMO_LONG_FLAGS := $(DEMO_BASE) --diffaug=translation --d-low=12 --d-every=2 --max-epoch=16 \
 	--checkpoint-dir=$(DEMO_LONG_CK) --save-path=imgs/demo-long
-DEMO_LONG_LAST := 15
 
 ASSETS := $(VENV)/.visdom-assets-stamp
 EVAL := $(VENV)/.eval-stamp
@@ -107,18 +106,19 @@ browser: $(STAMP)
 data/toy/attributes.csv: | $(STAMP)
 	$(BIN)/python main.py toyfaces --out-dir=data/toy --num=10000 --seed=0
 
-# $(call demo_run,FLAGS,CHECKPOINT_DIR,LAST_EPOCH,RESULT): train, then the best 64 by D
+# $(call demo_run,FLAGS,CHECKPOINT_DIR,RESULT): train, then the best 64 by D, from the state
+# of the run's last epoch (last.pth: the average of G, and D), whichever epoch that was
 define demo_run
 	$(BIN)/python main.py train $(1)
-	$(BIN)/python main.py generate --nogpu --seed=0 --netg-path=$(2)/netg_ema_$(3).pth \
-		--netd-path=$(2)/netd_$(3).pth --gen-img=$(4)
+	$(BIN)/python main.py generate --nogpu --seed=0 --netg-path=$(2)/last.pth \
+		--netd-path=$(2)/last.pth --gen-img=$(3)
 endef
 
 demo: $(STAMP) data/toy/attributes.csv
-	$(call demo_run,$(DEMO_FLAGS),$(DEMO_CK),$(DEMO_LAST),result.png)
+	$(call demo_run,$(DEMO_FLAGS),$(DEMO_CK),result.png)
 
 demo-long: $(STAMP) data/toy/attributes.csv
-	$(call demo_run,$(DEMO_LONG_FLAGS),$(DEMO_LONG_CK),$(DEMO_LONG_LAST),result-long.png)
+	$(call demo_run,$(DEMO_LONG_FLAGS),$(DEMO_LONG_CK),result-long.png)
 
 VISDOM_PORT ?= 8097
 visdom: $(STAMP)

@@ -37,6 +37,10 @@ class Config:
     batch_size: int = _opt(256, "images per batch (train); noises per forward pass (generate)")
     max_epoch: int = _opt(200, "number of epochs in the whole run (a resumed run counts the "
                           "epochs already done)")
+    max_minutes: float = _opt(0.0, "a time budget: stop after the last epoch that ends within "
+                              "this many minutes of training (the next one's length judged "
+                              "from the last), its checkpoints saved; --resume goes on (0: "
+                              "none, the book)")
     lr1: float = _opt(2e-4, "Adam learning rate of the generator")
     lr2: float = _opt(2e-4, "Adam learning rate of the discriminator")
     beta1: float = _opt(0.5, "Adam beta1 of both optimisers")
@@ -147,11 +151,11 @@ class Config:
 # which options each command reads; the others are accepted (the book's commands share one
 # Config, so `generate --vis False` from the article must keep working) but do nothing there
 USED = {
-    "train": ("data_path", "num_workers", "image_size", "batch_size", "max_epoch", "lr1", "lr2",
-              "beta1", "beta2", "gpu", "nz", "ngf", "ndf", "save_path", "checkpoint_dir",
-              "d_every", "g_every", "label_smooth", "recipe", "loss", "sn", "d_bn", "d_low",
-              "diffaug", "r1", "ema", "save_every", "netg_path", "netd_path", "seed",
-              "resume", "fresh", "sync_bn", "cache", "amp", "vis", "env",
+    "train": ("data_path", "num_workers", "image_size", "batch_size", "max_epoch",
+              "max_minutes", "lr1", "lr2", "beta1", "beta2", "gpu", "nz", "ngf", "ndf",
+              "save_path", "checkpoint_dir", "d_every", "g_every", "label_smooth", "recipe",
+              "loss", "sn", "d_bn", "d_low", "diffaug", "r1", "ema", "save_every", "netg_path",
+              "netd_path", "seed", "resume", "fresh", "sync_bn", "cache", "amp", "vis", "env",
               "plot_every", "vis_server", "vis_port"),
     "generate": ("netg_path", "netd_path", "gen_img", "gen_num", "gen_search_num", "gen_mean",
                  "gen_std", "out_dir", "scale", "resample", "seeds", "batch_size", "gpu",
@@ -460,7 +464,8 @@ def _resumed(given):
         # --vis=False kept them off without a word)
     values = {k: v for k, v in saved.items() if k in FIELDS}
     values.update(netg_path=None, netd_path=None)  # the state holds the weights
-    values.update(fresh=False)  # how that run began, not how this one goes on
+    values.update(fresh=False, max_minutes=0.0)  # how that run began, not how this one goes
+    # on: a budget is for the minutes of the process it was given to
     values.update(given)
     values["resume"] = resume
     return values
@@ -716,6 +721,8 @@ def validate(command, opt):
                  f"its sample grids would be read as training images; name a folder outside "
                  f"it (e.g. {_beside(data, 'imgs')}/)")
         _require(opt.num_workers >= 0, f"--num-workers must be 0 or more, not {opt.num_workers}")
+        _require(math.isfinite(opt.max_minutes) and opt.max_minutes >= 0,
+                 f"--max-minutes must be 0 (no budget) or more, not {opt.max_minutes}")
         for name in ("lr1", "lr2"):
             _require(getattr(opt, name) >= 0, f"--{name} must be 0 or more (0: that net does "
                      f"not learn), not {getattr(opt, name)}")

@@ -665,6 +665,7 @@ def _train(opt):
     real = None  # the last real batch (visdom's window of them, at the end)
     global training
     training = run
+    began = time.perf_counter()  # --max-minutes counts from here: this process's training
     with StopSignal() as stop:
         for epoch in range(run.epoch, opt.max_epoch):
             started = time.perf_counter()
@@ -734,7 +735,13 @@ def _train(opt):
             if vis is not None and vis.ready():
                 vis.keep()  # the epoch's windows, on the server's disk
             run.epoch, run.batch = epoch + 1, 0
-            if _saves_after(epoch, opt):
+            # --max-minutes: this epoch is the last in this process when the next one, as long
+            # as this one, would end past the budget
+            ends = _next_epoch_ends(began, started, done, per_epoch)
+            out_of_time = bool(opt.max_minutes and left and done
+                               and ends > opt.max_minutes * 60)
+            out_of_time = world.any(out_of_time, device) if opt.max_minutes else False
+            if _saves_after(epoch, opt) or out_of_time:  # the last epoch in the budget saves
                 _check_weights(netg, netd, epoch, opt, run.saved)
                 meters.reset()
                 if world.main:
@@ -746,6 +753,13 @@ def _train(opt):
                 _check_weights(netg, netd, epoch, opt, run.saved)  # the ones since the save
                 if world.main:  # point (--save-every=10 by default)
                     run.save()
+            if out_of_time:
+                how = _resume_command(f"--resume={quoted(Path(opt.checkpoint_dir) / 'last.pth')}",
+                                      world.size)
+                say(f"--max-minutes={opt.max_minutes:g}: epoch {epoch + 2} would end after about "
+                    f"{ends / 60:.1f} min of training, so the run stops after epoch {epoch + 1} "
+                    f"of {opt.max_epoch}; continue it with {how}")
+                break
             # the whole run's remaining time, from this epoch's pace with its saves (the
             # batches' alone left them out: 76 MB of last.pth each epoch of the book's nets,
             # and with one batch an epoch it said 5 minutes for 11): after the first epoch,
@@ -939,6 +953,14 @@ def _listed(path):
 def _write_skipped(skipped, opt):
     checkpoint.save_text("".join(f"{_listed(p)}\n" for p in sorted(skipped)),
                          Path(opt.checkpoint_dir) / "skipped_files.txt")
+
+
+def _next_epoch_ends(began, started, done, per_epoch):
+    """Seconds of training since ``began`` at which the next epoch would end, its length
+    judged from the epoch that began at ``started`` and ran ``done`` of ``per_epoch``
+    batches (a resumed epoch's rest)."""
+    now = time.perf_counter()
+    return now - began + (now - started) / max(done, 1) * per_epoch
 
 
 def say(message):

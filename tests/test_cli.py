@@ -46,6 +46,8 @@ def test_gpu_without_cuda(toy_dir):
                                           ("--lr1=-1e-4", "--lr1"),
                                           ("--vis=maybe", "--vis"),
                                           ("--max-epoch=ten", "--max-epoch"),
+                                          ("--max-minutes=-5", "not -5"),
+                                          ("--max-minutes=nan", "--max-minutes"),
                                           # as typed, not as the tuple fire reads
                                           ("--lr1=1e-4,2e-4", "not '0.0001,0.0002'"),
                                           ("--ngf=8,16", "not '8,16'"),

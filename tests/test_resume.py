@@ -32,6 +32,29 @@ def test_three_epochs_equal_one_then_resume(toy_dir, tmp_path, extra):
         assert same_weights(tmp_path / "straight" / name, tmp_path / "split" / name), name
 
 
+def test_a_time_budget_ends_the_run_after_the_last_epoch_in_it_and_resume_goes_on(
+        toy_dir, tmp_path, capsys):
+    """--max-minutes (make demo's 9.5): a budget no epoch fits in stops the run after its
+    first, that epoch saved although --save-every would not save it; --resume, given no
+    budget, trains the rest, to the weights of a run that had time for all three (a budget
+    of an hour changes nothing)."""
+    train_small(toy_dir, tmp_path / "straight", max_epoch=3, max_minutes=60)
+    assert "--max-minutes" not in capsys.readouterr().out
+    split = tmp_path / "split"
+    train_small(toy_dir, split, max_epoch=3, max_minutes=1e-4)  # 6 ms: less than an epoch
+    said = capsys.readouterr().out
+    assert "--max-minutes=0.0001: epoch 2 would end after about" in said, said
+    assert "the run stops after epoch 1 of 3; continue it with" in said, said
+    assert f"--resume={split / 'last.pth'}" in said, said
+    assert sorted(p.name for p in split.glob("net*.pth")) == ["netd_0.pth", "netg_0.pth"]
+    assert (split / "imgs" / "0.png").is_file()
+    assert torch.load(split / "last.pth", weights_only=True)["epoch"] == 1
+    train_small(toy_dir, split, max_epoch=3, resume=True)
+    assert "--max-minutes" not in capsys.readouterr().out
+    for name in ("netg_2.pth", "netd_2.pth"):
+        assert same_weights(tmp_path / "straight" / name, split / name), name
+
+
 def test_a_loss_log_row_cut_short_is_left_out_on_resume(toy_dir, tmp_path):
     """A run killed (or a disk full) while it appended a row leaves half a row: the resumed
     run stopped with a TypeError traceback after its first batch."""
