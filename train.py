@@ -736,11 +736,10 @@ def _train(opt):
                 vis.keep()  # the epoch's windows, on the server's disk
             run.epoch, run.batch = epoch + 1, 0
             # --max-minutes: this epoch is the last in this process when the next one, as long
-            # as this one, would end past the budget
-            ends = _next_epoch_ends(began, started, done, per_epoch)
-            out_of_time = bool(opt.max_minutes and left and done
-                               and ends > opt.max_minutes * 60)
-            out_of_time = world.any(out_of_time, device) if opt.max_minutes else False
+            # as this one, would end past the budget (under torchrun: past any process's)
+            ends = _next_epoch_ends(began, started, done, per_epoch) if opt.max_minutes else 0.0
+            out_of_time = bool(opt.max_minutes) and world.any(
+                bool(left and done and ends > opt.max_minutes * 60), device)
             if _saves_after(epoch, opt) or out_of_time:  # the last epoch in the budget saves
                 _check_weights(netg, netd, epoch, opt, run.saved)
                 meters.reset()
