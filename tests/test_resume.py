@@ -34,7 +34,7 @@ def test_three_epochs_equal_one_then_resume(toy_dir, tmp_path, extra):
 
 def test_a_time_budget_ends_the_run_after_the_last_epoch_in_it_and_resume_goes_on(
         toy_dir, tmp_path, capsys):
-    """--max-minutes (make demo's 9.5): a budget no epoch fits in stops the run after its
+    """--max-minutes (make demo's 10): a budget no epoch fits in stops the run after its
     first, that epoch saved although --save-every would not save it; --resume, given no
     budget, trains the rest, to the weights of a run that had time for all three (a budget
     of an hour changes nothing)."""
