@@ -125,6 +125,7 @@ def classifier(tmp_path_factory, request):
             os.environ["XDG_CACHE_HOME"] = old
 
 
+@pytest.mark.slow
 def test_every_training_of_the_classifier_gives_the_same_classifier(tmp_path, monkeypatch):
     """Its starting weights were not seeded: each machine, each first evaluate, drew its own
     classifier, and two of them read one generator's faces 5.7% and 8.1% clear."""
