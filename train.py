@@ -765,7 +765,7 @@ def _train(opt):
             # then at most once a minute (epochs of a second would give a line each)
             if left and done > 0 and (eta_said is None or time.perf_counter() - eta_said >= 60):
                 eta_said = time.perf_counter()
-                minutes = left * (eta_said - started) / done * per_epoch / 60
+                minutes = left * _epoch_seconds(started, done, per_epoch, eta_said) / 60
                 say(f"{counted(left, 'epoch')} left: "
                     + (f"about {minutes:.0f} min" if minutes >= 1 else "under a minute"))
     if vis is not None:
@@ -955,11 +955,17 @@ def _write_skipped(skipped, opt):
 
 
 def _next_epoch_ends(began, started, done, per_epoch):
-    """Seconds of training since ``began`` at which the next epoch would end, its length
-    judged from the epoch that began at ``started`` and ran ``done`` of ``per_epoch``
-    batches (a resumed epoch's rest)."""
+    """Seconds of training since ``began`` at which the next epoch would end, as long as the
+    one that began at ``started``."""
     now = time.perf_counter()
-    return now - began + (now - started) / max(done, 1) * per_epoch
+    return now - began + _epoch_seconds(started, done, per_epoch, now)
+
+
+def _epoch_seconds(started, done, per_epoch, now):
+    """The length of a whole epoch at the pace of the one that began at ``started`` and by
+    ``now`` ran ``done`` of ``per_epoch`` batches (a resumed epoch's rest): the time left
+    that training prints and --max-minutes's next epoch both go by it."""
+    return (now - started) / max(done, 1) * per_epoch
 
 
 def say(message):
