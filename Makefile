@@ -20,9 +20,9 @@ STAMP := $(VENV)/.installed-stamp
 # DiffAugment without cutout: the most clear faces over three seeds and an SWD among the
 # lowest (README, "Beyond the article"). fp32 on every CPU: about 3.5 min of training on a 2-core
 # EPYC with AVX512-BF16, about 5 computing as AVX2-only there, 7 on an AVX2-only Zen 3. Slower
-# CPUs stop early: --max-minutes=10 ends the run after the last epoch that fits (a 2-core
-# Zen 1, 145-170 s an epoch: 4 or 3 of the 5), and result.png is drawn from last.pth, that
-# epoch's.
+# CPUs stop early: --max-minutes=10 ends the run at the step that ends the 10 minutes (a 2-core
+# Zen 1, 145-170 s an epoch, stops in the 4th of the 5), and result.png is drawn from
+# last.pth, the state there.
 # Its own folders, so that it neither writes over a run of yours in checkpoints/ nor is
 # mixed with one. Run again, it starts afresh (--fresh), also over a demo stopped halfway,
 # whose last.pth would make train refuse a new run there.

@@ -37,10 +37,10 @@ class Config:
     batch_size: int = _opt(256, "images per batch (train); noises per forward pass (generate)")
     max_epoch: int = _opt(200, "number of epochs in the whole run (a resumed run counts the "
                           "epochs already done)")
-    max_minutes: float = _opt(0.0, "a time budget: stop after the last epoch that ends within "
-                              "this many minutes of training (the next one's length judged "
-                              "from the last), its checkpoints saved; --resume goes on (0: "
-                              "none, the book)")
+    max_minutes: float = _opt(0.0, "a time budget: stop after this many minutes of training, "
+                              "at the step that ends them, the state saved to last.pth (at an "
+                              "epoch's end, its checkpoints too); --resume goes on (0: none, "
+                              "the book)")
     lr1: float = _opt(2e-4, "Adam learning rate of the generator")
     lr2: float = _opt(2e-4, "Adam learning rate of the discriminator")
     beta1: float = _opt(0.5, "Adam beta1 of both optimisers")

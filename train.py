@@ -666,6 +666,13 @@ def _train(opt):
     global training
     training = run
     began = time.perf_counter()  # --max-minutes counts from here: this process's training
+    budget = opt.max_minutes * 60
+    time_up = False  # --max-minutes ran out within an epoch
+
+    def out_of_time():
+        """Whether --max-minutes has run out (under torchrun: in any process)."""
+        return world.any(time.perf_counter() - began >= budget, device)
+
     with StopSignal() as stop:
         for epoch in range(run.epoch, opt.max_epoch):
             started = time.perf_counter()
@@ -722,6 +729,24 @@ def _train(opt):
                     raise Interrupted(f"stopped in epoch {epoch + 1} after batch {ii + 1} (as "
                                       f"the progress bar counts): state saved "
                                       f"to {path}; continue with {how}")
+                # --max-minutes: the step that ends the budget is the run's last, wherever it
+                # falls (with an epoch's last, that epoch saves below, as a last epoch does):
+                # decided per epoch, a CPU just too slow for one more lost up to an epoch of
+                # the minutes given
+                if due and budget and ii + 1 < per_epoch and out_of_time():
+                    bar.close()
+                    _check_finite(meters.flush(), epoch, opt, run.saved)
+                    _check_weights(netg, netd, epoch, opt, run.saved)
+                    path = run.save() if world.main else Path(opt.checkpoint_dir) / "last.pth"
+                    how = _resume_command(f"--resume={quoted(path)}", world.size)
+                    say(f"--max-minutes={opt.max_minutes:g}: the time is up in epoch {epoch + 1} "
+                        f"of {opt.max_epoch}, after batch {ii + 1} of {per_epoch}: the run's "
+                        f"state is saved to {path}, which generate also draws from; continue "
+                        f"it with {how}")
+                    time_up = True
+                    break
+            if time_up:
+                break
             _check_finite(meters.flush(), epoch, opt, run.saved)
             bar.set_postfix(_format(meters.means()))
             bar.close()
@@ -735,12 +760,8 @@ def _train(opt):
             if vis is not None and vis.ready():
                 vis.keep()  # the epoch's windows, on the server's disk
             run.epoch, run.batch = epoch + 1, 0
-            # --max-minutes: this epoch is the last in this process when the next one, as long
-            # as this one, would end past the budget (under torchrun: past any process's)
-            ends = _next_epoch_ends(began, started, done, per_epoch) if opt.max_minutes else 0.0
-            out_of_time = bool(opt.max_minutes) and world.any(
-                bool(left and done and ends > opt.max_minutes * 60), device)
-            if _saves_after(epoch, opt) or out_of_time:  # the last epoch in the budget saves
+            last_in_time = bool(budget and left) and out_of_time()  # with the epoch's last step
+            if _saves_after(epoch, opt) or last_in_time:  # the last epoch in the budget saves
                 _check_weights(netg, netd, epoch, opt, run.saved)
                 meters.reset()
                 if world.main:
@@ -752,12 +773,11 @@ def _train(opt):
                 _check_weights(netg, netd, epoch, opt, run.saved)  # the ones since the save
                 if world.main:  # point (--save-every=10 by default)
                     run.save()
-            if out_of_time:
+            if last_in_time:
                 how = _resume_command(f"--resume={quoted(Path(opt.checkpoint_dir) / 'last.pth')}",
                                       world.size)
-                say(f"--max-minutes={opt.max_minutes:g}: epoch {epoch + 2} would end after about "
-                    f"{ends / 60:.1f} min of training, so the run stops after epoch {epoch + 1} "
-                    f"of {opt.max_epoch}; continue it with {how}")
+                say(f"--max-minutes={opt.max_minutes:g}: the time is up with the end of epoch "
+                    f"{epoch + 1} of {opt.max_epoch}; continue the run with {how}")
                 break
             # the whole run's remaining time, from this epoch's pace with its saves (the
             # batches' alone left them out: 76 MB of last.pth each epoch of the book's nets,
@@ -766,8 +786,12 @@ def _train(opt):
             if left and done > 0 and (eta_said is None or time.perf_counter() - eta_said >= 60):
                 eta_said = time.perf_counter()
                 minutes = left * _epoch_seconds(started, done, per_epoch, eta_said) / 60
+                budget_left = (budget - (eta_said - began)) / 60
                 say(f"{counted(left, 'epoch')} left: "
-                    + (f"about {minutes:.0f} min" if minutes >= 1 else "under a minute"))
+                    + (f"about {minutes:.0f} min" if minutes >= 1 else "under a minute")
+                    + (f"; --max-minutes={opt.max_minutes:g} ends the run in about "
+                       f"{max(budget_left, 0):.0f} min" if budget and budget_left < minutes
+                       else ""))
     if vis is not None:
         vis.finish(lambda: fixed_samples(ema.sampler() if ema else netg, fixed_noise), real)
     say(f"done: weights in {opt.checkpoint_dir}, sample grids in {opt.save_path}")
@@ -954,17 +978,10 @@ def _write_skipped(skipped, opt):
                          Path(opt.checkpoint_dir) / "skipped_files.txt")
 
 
-def _next_epoch_ends(began, started, done, per_epoch):
-    """Seconds of training since ``began`` at which the next epoch would end, as long as the
-    one that began at ``started``."""
-    now = time.perf_counter()
-    return now - began + _epoch_seconds(started, done, per_epoch, now)
-
-
 def _epoch_seconds(started, done, per_epoch, now):
     """The length of a whole epoch at the pace of the one that began at ``started`` and by
     ``now`` ran ``done`` of ``per_epoch`` batches (a resumed epoch's rest): the time left
-    that training prints and --max-minutes's next epoch both go by it."""
+    that training prints goes by it."""
     return (now - started) / max(done, 1) * per_epoch
 
 

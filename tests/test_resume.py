@@ -32,27 +32,72 @@ def test_three_epochs_equal_one_then_resume(toy_dir, tmp_path, extra):
         assert same_weights(tmp_path / "straight" / name, tmp_path / "split" / name), name
 
 
-def test_a_time_budget_ends_the_run_after_the_last_epoch_in_it_and_resume_goes_on(
-        toy_dir, tmp_path, capsys):
-    """--max-minutes (make demo's 10): a budget no epoch fits in stops the run after its
-    first, that epoch saved although --save-every would not save it; --resume, given no
-    budget, trains the rest, to the weights of a run that had time for all three (a budget
-    of an hour changes nothing)."""
-    train_small(toy_dir, tmp_path / "straight", max_epoch=3, max_minutes=60)
+class _StepClock:
+    """train's clock, in which each step of the run takes a second: a budget then ends at a
+    known step, however fast the machine."""
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+    @staticmethod
+    def perf_counter():
+        return float(train_module.training.step) if train_module.training else 0.0
+
+
+def test_a_time_budget_ends_the_run_at_the_step_that_ends_it_and_resume_goes_on(
+        toy_dir, tmp_path, capsys, monkeypatch):
+    """--max-minutes (make demo's 10) ends the run at the step that ends the budget, its state
+    saved to last.pth (which generate draws from); at an epoch's end, that epoch's checkpoints
+    and grid too, although --save-every would not save them. It decided per epoch, by the
+    last one's length, and a CPU just too slow for one more epoch lost up to an epoch of the
+    minutes given. --resume, given no budget, trains the rest, to the weights of a run that
+    had time for all three epochs (a budget of an hour changes nothing)."""
+    monkeypatch.setattr(train_module, "time", _StepClock())
+    straight = tmp_path / "straight"
+    train_small(toy_dir, straight, max_epoch=3, max_minutes=60)
     assert "--max-minutes" not in capsys.readouterr().out
-    split = tmp_path / "split"
-    train_small(toy_dir, split, max_epoch=3, max_minutes=1e-4)  # 6 ms: less than an epoch
+    within, ending = tmp_path / "within", tmp_path / "ending"
+    # 4 batches an epoch: 6 steps end in the second epoch, after its second batch
+    train_small(toy_dir, within, max_epoch=3, max_minutes=6 / 60)
     said = capsys.readouterr().out
-    assert "--max-minutes=0.0001: epoch 2 would end after about" in said, said
-    assert "the run stops after epoch 1 of 3; continue it with" in said, said
-    assert f"--resume={split / 'last.pth'}" in said, said
-    assert sorted(p.name for p in split.glob("net*.pth")) == ["netd_0.pth", "netg_0.pth"]
-    assert (split / "imgs" / "0.png").is_file()
-    assert torch.load(split / "last.pth", weights_only=True)["epoch"] == 1
-    train_small(toy_dir, split, max_epoch=3, resume=True)
-    assert "--max-minutes" not in capsys.readouterr().out
-    for name in ("netg_2.pth", "netd_2.pth"):
-        assert same_weights(tmp_path / "straight" / name, split / name), name
+    assert (f"--max-minutes=0.1: the time is up in epoch 2 of 3, after batch 2 of 4: the run's "
+            f"state is saved to {within / 'last.pth'}, which generate also draws from; "
+            f"continue it with") in said, said
+    assert f"--resume={within / 'last.pth'}" in said, said
+    state = torch.load(within / "last.pth", weights_only=True)
+    assert (state["epoch"], state["batch"], state["step"]) == (1, 2, 6)
+    assert not list(within.glob("net*.pth"))  # --save-every=10: no epoch's files yet
+    # 4 steps end with the first epoch, which saves as a last epoch does
+    train_small(toy_dir, ending, max_epoch=3, max_minutes=4 / 60)
+    said = capsys.readouterr().out
+    assert (f"--max-minutes={4 / 60:g}: the time is up with the end of epoch 1 of 3; continue "
+            f"the run with") in said, said
+    assert sorted(p.name for p in ending.glob("net*.pth")) == ["netd_0.pth", "netg_0.pth"]
+    assert (ending / "imgs" / "0.png").is_file()
+    assert torch.load(ending / "last.pth", weights_only=True)["epoch"] == 1
+    for run in (within, ending):
+        train_small(toy_dir, run, max_epoch=3, resume=True)
+        assert "--max-minutes" not in capsys.readouterr().out
+        for name in ("netg_2.pth", "netd_2.pth"):
+            assert same_weights(straight / name, run / name), (run, name)
+
+
+def test_the_time_left_names_the_budget_that_ends_the_run_sooner(toy_dir, tmp_path, capsys,
+                                                                  monkeypatch):
+    """The time left that training prints after its first epoch is the whole run's; with a
+    budget that ends the run sooner, it says so and when (make demo on a slow CPU)."""
+    class Slow(_StepClock):  # a minute a step: 4 minutes an epoch
+        @staticmethod
+        def perf_counter():
+            return 60 * _StepClock.perf_counter()
+
+    monkeypatch.setattr(train_module, "time", Slow())
+    train_small(toy_dir, tmp_path / "a", max_epoch=4, max_minutes=10)
+    said = capsys.readouterr().out
+    assert "3 epochs left: about 12 min; --max-minutes=10 ends the run in about 6 min" in said
+    assert "the time is up in epoch 3 of 4, after batch 2 of 4" in said, said
+    train_small(toy_dir, tmp_path / "b", max_epoch=3, max_minutes=60)
+    assert "2 epochs left: about 8 min\n" in capsys.readouterr().out
 
 
 def test_a_loss_log_row_cut_short_is_left_out_on_resume(toy_dir, tmp_path):
