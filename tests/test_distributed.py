@@ -44,6 +44,26 @@ def test_torchrun_two_processes_write_one_set_of_book_checkpoints(toy_dir, tmp_p
 
 
 @pytest.mark.slow
+def test_under_torchrun_a_time_budget_stops_every_process_at_the_same_step(toy_dir, tmp_path):
+    """--max-minutes under torchrun: the processes agree at the plot_every read-backs that the
+    time is up (one process alone would stop while the others wait in their next step's
+    collectives), rank 0 saves the state and says so once, and the run ends with status 0."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(ROOT / "main.py"), "train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+         "--max-epoch=2", "--batch-size=8", "--ngf=8", "--ndf=8", "--plot-every=2", "--seed=0",
+         "--max-minutes=0.0001", f"--save-path={tmp_path / 'I'}",
+         f"--checkpoint-dir={tmp_path / 'C'}"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("the time is up in epoch 1 of 2, after batch 2 of 4") == 1, \
+        result.stdout
+    state = torch.load(tmp_path / "C" / "last.pth", weights_only=True)
+    assert (state["epoch"], state["batch"], state["step"]) == (0, 2, 2)
+
+
+@pytest.mark.slow
 def test_a_folder_rank_0_cannot_decode_is_its_one_error_line(tmp_path):
     """Rank 0 decodes the images while the others wait; a folder of broken files stopped it
     with its error line, and the others then failed in their wait with a gloo traceback."""
