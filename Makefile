@@ -108,7 +108,8 @@ data/toy/attributes.csv: | $(STAMP)
 	$(BIN)/python main.py toyfaces --out-dir=data/toy --num=10000 --seed=0
 
 # $(call demo_run,FLAGS,CHECKPOINT_DIR,RESULT): train, then the best 64 by D, from the state
-# of the run's last epoch (last.pth: the average of G, and D), whichever epoch that was
+# where the run ended (last.pth: the average of G, and D), at its last epoch's end or where
+# --max-minutes stopped it
 define demo_run
 	$(BIN)/python main.py train $(1)
 	$(BIN)/python main.py generate --nogpu --seed=0 --netg-path=$(2)/last.pth \

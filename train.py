@@ -738,6 +738,8 @@ def _train(opt):
                     _check_finite(meters.flush(), epoch, opt, run.saved)
                     _check_weights(netg, netd, epoch, opt, run.saved)
                     path = run.save() if world.main else Path(opt.checkpoint_dir) / "last.pth"
+                    if world.main:
+                        log.plot()  # the loss curves up to here (a stop is not a save point)
                     how = _resume_command(f"--resume={quoted(path)}", world.size)
                     say(f"--max-minutes={opt.max_minutes:g}: the time is up in epoch {epoch + 1} "
                         f"of {opt.max_epoch}, after batch {ii + 1} of {per_epoch}: the run's "
@@ -773,6 +775,8 @@ def _train(opt):
                 _check_weights(netg, netd, epoch, opt, run.saved)  # the ones since the save
                 if world.main:  # point (--save-every=10 by default)
                     run.save()
+            # ended while the epoch saved: stopped here, not after one more step
+            last_in_time = last_in_time or bool(budget and left) and out_of_time()
             if last_in_time:
                 how = _resume_command(f"--resume={quoted(Path(opt.checkpoint_dir) / 'last.pth')}",
                                       world.size)
@@ -789,9 +793,9 @@ def _train(opt):
                 budget_left = (budget - (eta_said - began)) / 60
                 say(f"{counted(left, 'epoch')} left: "
                     + (f"about {minutes:.0f} min" if minutes >= 1 else "under a minute")
-                    + (f"; --max-minutes={opt.max_minutes:g} ends the run in about "
-                       f"{max(budget_left, 0):.0f} min" if budget and budget_left < minutes
-                       else ""))
+                    + (f"; --max-minutes={opt.max_minutes:g} ends the run "
+                       + (f"in about {budget_left:.0f} min" if budget_left >= 1 else
+                          "within a minute") if budget and budget_left < minutes else ""))
     if vis is not None:
         vis.finish(lambda: fixed_samples(ema.sampler() if ema else netg, fixed_noise), real)
     say(f"done: weights in {opt.checkpoint_dir}, sample grids in {opt.save_path}")

@@ -67,6 +67,7 @@ def test_a_time_budget_ends_the_run_at_the_step_that_ends_it_and_resume_goes_on(
     state = torch.load(within / "last.pth", weights_only=True)
     assert (state["epoch"], state["batch"], state["step"]) == (1, 2, 6)
     assert not list(within.glob("net*.pth"))  # --save-every=10: no epoch's files yet
+    assert (within / "imgs" / "losses.png").is_file()  # the curves up to the stop
     # 4 steps end with the first epoch, which saves as a last epoch does
     train_small(toy_dir, ending, max_epoch=3, max_minutes=4 / 60)
     said = capsys.readouterr().out
