@@ -21,7 +21,7 @@ STAMP := $(VENV)/.installed-stamp
 # lowest (README, "Beyond the article"). fp32 on every CPU: about 3.5 min of training on a 2-core
 # EPYC with AVX512-BF16, about 5 computing as AVX2-only there, 7 on an AVX2-only Zen 3. Slower
 # CPUs stop early: --max-minutes=10 ends the run at the step that ends the 10 minutes (a 2-core
-# Zen 1, 145-170 s an epoch, stops in the 4th of the 5), and result.png is drawn from
+# Zen 1, 145-170 s an epoch, stops in the 4th or 5th of the 5), and result.png is drawn from
 # last.pth, the state there.
 # Its own folders, so that it neither writes over a run of yours in checkpoints/ nor is
 # mixed with one. Run again, it starts afresh (--fresh), also over a demo stopped halfway,
