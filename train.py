@@ -673,6 +673,16 @@ def _train(opt):
         """Whether --max-minutes has run out (under torchrun: in any process)."""
         return world.any(time.perf_counter() - began >= budget, device)
 
+    def save_within(epoch, bar):
+        """A stop within an epoch (Ctrl-C, a scheduler's SIGTERM, --max-minutes): the bar
+        closed, the losses and weights checked, the state saved to last.pth. Returns its path
+        and the command that goes on from it."""
+        bar.close()
+        _check_finite(meters.flush(), epoch, opt, run.saved)
+        _check_weights(netg, netd, epoch, opt, run.saved)
+        path = run.save() if world.main else Path(opt.checkpoint_dir) / "last.pth"
+        return path, _resume_command(f"--resume={quoted(path)}", world.size)
+
     with StopSignal() as stop:
         for epoch in range(run.epoch, opt.max_epoch):
             started = time.perf_counter()
@@ -721,11 +731,7 @@ def _train(opt):
                 # synchronisation, so only at the plot_every read-backs (alone it is free)
                 due = world.size == 1 or (ii + 1) % plot_every == 0
                 if due and world.any(stop.requested, device):
-                    bar.close()
-                    _check_finite(meters.flush(), epoch, opt, run.saved)
-                    _check_weights(netg, netd, epoch, opt, run.saved)
-                    path = run.save() if world.main else Path(opt.checkpoint_dir) / "last.pth"
-                    how = _resume_command(f"--resume={quoted(path)}", world.size)
+                    path, how = save_within(epoch, bar)
                     raise Interrupted(f"stopped in epoch {epoch + 1} after batch {ii + 1} (as "
                                       f"the progress bar counts): state saved "
                                       f"to {path}; continue with {how}")
@@ -734,13 +740,9 @@ def _train(opt):
                 # decided per epoch, a CPU just too slow for one more lost up to an epoch of
                 # the minutes given
                 if due and budget and ii + 1 < per_epoch and out_of_time():
-                    bar.close()
-                    _check_finite(meters.flush(), epoch, opt, run.saved)
-                    _check_weights(netg, netd, epoch, opt, run.saved)
-                    path = run.save() if world.main else Path(opt.checkpoint_dir) / "last.pth"
+                    path, how = save_within(epoch, bar)
                     if world.main:
                         log.plot()  # the loss curves up to here (a stop is not a save point)
-                    how = _resume_command(f"--resume={quoted(path)}", world.size)
                     say(f"--max-minutes={opt.max_minutes:g}: the time is up in epoch {epoch + 1} "
                         f"of {opt.max_epoch}, after batch {ii + 1} of {per_epoch}: the run's "
                         f"state is saved to {path}, which generate also draws from; continue "
