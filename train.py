@@ -791,7 +791,7 @@ def _train(opt):
             # then at most once a minute (epochs of a second would give a line each)
             if left and done > 0 and (eta_said is None or time.perf_counter() - eta_said >= 60):
                 eta_said = time.perf_counter()
-                minutes = left * _epoch_seconds(started, done, per_epoch, eta_said) / 60
+                minutes = left * (eta_said - started) / done * per_epoch / 60
                 budget_left = (budget - (eta_said - began)) / 60
                 say(f"{counted(left, 'epoch')} left: "
                     + (f"about {minutes:.0f} min" if minutes >= 1 else "under a minute")
@@ -982,13 +982,6 @@ def _listed(path):
 def _write_skipped(skipped, opt):
     checkpoint.save_text("".join(f"{_listed(p)}\n" for p in sorted(skipped)),
                          Path(opt.checkpoint_dir) / "skipped_files.txt")
-
-
-def _epoch_seconds(started, done, per_epoch, now):
-    """The length of a whole epoch at the pace of the one that began at ``started`` and by
-    ``now`` ran ``done`` of ``per_epoch`` batches (a resumed epoch's rest): the time left
-    that training prints goes by it."""
-    return (now - started) / max(done, 1) * per_epoch
 
 
 def say(message):
