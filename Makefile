@@ -35,7 +35,8 @@ DEMO_FLAGS := $(DEMO_BASE) --diffaug=color,translation --max-epoch=5 --max-minut
 
 # The longer demo, for a faster machine or more patience: the second judge of each face pooled
 # to 12x12 with DiffAugment translation only (no colour changes), D and that judge trained
-# every second batch, 16 epochs. About 2.5 times the demo's training minutes (as AVX2-only),
+# every second batch, 16 epochs. About 2.5 times the minutes of the demo's 5 epochs (as
+# AVX2-only; a 2-core Zen 1, whose demo the 10 minutes stop short of them: 32 in all),
 # for clearer faces in the set's own colours (four seeds: 19% clear, SWD 25, against the
 # demo's 9-13% and 31-35; docs/EXPERIMENTS.md). Its own folders and result-long.png.
 DEMO_LONG_CK := checkpoints/demo-long
