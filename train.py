@@ -670,8 +670,9 @@ def _train(opt):
     time_up = False  # --max-minutes ran out within an epoch
 
     def out_of_time():
-        """Whether --max-minutes has run out (under torchrun: in any process)."""
-        return world.any(time.perf_counter() - began >= budget, device)
+        """Whether --max-minutes has run out (under torchrun: in any process); never without
+        a budget (0: the book's run, which never asks the other processes)."""
+        return bool(budget) and world.any(time.perf_counter() - began >= budget, device)
 
     def save_within(epoch, bar):
         """A stop within an epoch (Ctrl-C, a scheduler's SIGTERM, --max-minutes): the bar
@@ -739,7 +740,7 @@ def _train(opt):
                 # falls (with an epoch's last, that epoch saves below, as a last epoch does):
                 # decided per epoch, a CPU just too slow for one more lost up to an epoch of
                 # the minutes given
-                if due and budget and ii + 1 < per_epoch and out_of_time():
+                if due and ii + 1 < per_epoch and out_of_time():
                     path, how = save_within(epoch, bar)
                     if world.main:
                         log.plot()  # the loss curves up to here (a stop is not a save point)
@@ -764,7 +765,7 @@ def _train(opt):
             if vis is not None and vis.ready():
                 vis.keep()  # the epoch's windows, on the server's disk
             run.epoch, run.batch = epoch + 1, 0
-            last_in_time = bool(budget and left) and out_of_time()  # with the epoch's last step
+            last_in_time = bool(left) and out_of_time()  # with the epoch's last step
             if _saves_after(epoch, opt) or last_in_time:  # the last epoch in the budget saves
                 _check_weights(netg, netd, epoch, opt, run.saved)
                 meters.reset()
@@ -778,7 +779,7 @@ def _train(opt):
                 if world.main:  # point (--save-every=10 by default)
                     run.save()
             # ended while the epoch saved: stopped here, not after one more step
-            last_in_time = last_in_time or bool(budget and left) and out_of_time()
+            last_in_time = last_in_time or bool(left) and out_of_time()
             if last_in_time:
                 how = _resume_command(f"--resume={quoted(Path(opt.checkpoint_dir) / 'last.pth')}",
                                       world.size)
@@ -792,12 +793,14 @@ def _train(opt):
             if left and done > 0 and (eta_said is None or time.perf_counter() - eta_said >= 60):
                 eta_said = time.perf_counter()
                 minutes = left * (eta_said - started) / done * per_epoch / 60
+                line = f"{counted(left, 'epoch')} left: " + \
+                    (f"about {minutes:.0f} min" if minutes >= 1 else "under a minute")
                 budget_left = (budget - (eta_said - began)) / 60
-                say(f"{counted(left, 'epoch')} left: "
-                    + (f"about {minutes:.0f} min" if minutes >= 1 else "under a minute")
-                    + (f"; --max-minutes={opt.max_minutes:g} ends the run "
-                       + (f"in about {budget_left:.0f} min" if budget_left >= 1 else
-                          "within a minute") if budget and budget_left < minutes else ""))
+                if budget and budget_left < minutes:  # a budget that ends the run sooner
+                    line += f"; --max-minutes={opt.max_minutes:g} ends the run " + \
+                        (f"in about {budget_left:.0f} min" if budget_left >= 1 else
+                         "within a minute")
+                say(line)
     if vis is not None:
         vis.finish(lambda: fixed_samples(ema.sampler() if ema else netg, fixed_noise), real)
     say(f"done: weights in {opt.checkpoint_dir}, sample grids in {opt.save_path}")
