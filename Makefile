@@ -1,5 +1,6 @@
 # make demo   - install, draw the toy face set, train on it on the CPU, generate result.png
 # make demo-long - the same with a recipe that draws clearer faces in 2-3 times the minutes
+#               (about 3 on the slowest CPU we measured)
 # make test   - install, run the tests
 # make test-fast - all tests but the slow ones, for the edit-test loop
 # make eval   - also install the optional FID/KID network (requirements-eval.txt)
@@ -38,7 +39,7 @@ DEMO_FLAGS := $(DEMO_BASE) --diffaug=color,translation --max-epoch=5 --max-minut
 # every second batch, 16 epochs. About 2.5 times the minutes of the demo's 5 epochs (as
 # AVX2-only; a 2-core Zen 1, whose demo the 10 minutes stop short of them: 32 in all),
 # for clearer faces in the set's own colours (four seeds: 19% clear, SWD 25, against the
-# demo's 9-13% and 31-35; docs/EXPERIMENTS.md). Its own folders and result-long.png.
+# demo's 9-13% and 31-35, one thread each; docs/EXPERIMENTS.md). Its own folders and result-long.png.
 DEMO_LONG_CK := checkpoints/demo-long
 DEMO_LONG_FLAGS := $(DEMO_BASE) --diffaug=translation --d-low=12 --d-every=2 --max-epoch=16 \
 	--checkpoint-dir=$(DEMO_LONG_CK) --save-path=imgs/demo-long
@@ -78,7 +79,8 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/pip install -q --no-build-isolation "setuptools<81" -r requirements.txt -r requirements-dev.txt
 	touch $@
 
-# the whole suite (5.5-7 min of pytest on a 2-core Intel Xeon, 7.5-10.5 on an AVX2-only Zen 3),
+# the whole suite (5.5-7.5 min of pytest on a 2-core Intel Xeon, 7.5-10.5 on an AVX2-only Zen 3,
+# 6.5-10 on an AVX2-only Zen 1),
 # its 15 slowest listed.
 # Two workers (pytest-xdist), each with torch on one thread: in one process the suite kept
 # two cores only about 60% busy (many tests wait on a subprocess or a server). A test file
