@@ -271,8 +271,8 @@ def load(path, device="cpu"):
         with open(path, "rb") as f:
             head = f.read(4)
         if not head:  # a save that never wrote a byte (a full disk, a copy cut short)
-            raise Damaged(f"{path} is empty (0 bytes), not a checkpoint: use another file",
-                          f"{path} is empty (0 bytes), not a checkpoint")
+            what = f"{path} is empty (0 bytes), not a checkpoint"
+            raise Damaged(f"{what}: use another file", what)
         if not head.startswith(CHECKPOINT_MAGIC):  # text, an image, ...
             raise Damaged(f"{path} is not a PyTorch checkpoint (it does not begin like one)")
         with warnings.catch_warnings():  # torch's notes on odd pickle protocols: ours below
