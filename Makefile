@@ -39,7 +39,8 @@ DEMO_FLAGS := $(DEMO_BASE) --diffaug=color,translation --max-epoch=5 --max-minut
 # every second batch, 16 epochs. About 2.5 times the minutes of the demo's 5 epochs (as
 # AVX2-only; a 2-core Zen 1, whose demo the 10 minutes stop short of them: 32 in all),
 # for clearer faces in the set's own colours (four seeds: 19% clear, SWD 25, against the
-# demo's 9-13% and 31-35, one thread each; docs/EXPERIMENTS.md). Its own folders and result-long.png.
+# demo's 9-13% and 31-35, one thread each; docs/EXPERIMENTS.md). Its own folders and
+# result-long.png.
 DEMO_LONG_CK := checkpoints/demo-long
 DEMO_LONG_FLAGS := $(DEMO_BASE) --diffaug=translation --d-low=12 --d-every=2 --max-epoch=16 \
 	--checkpoint-dir=$(DEMO_LONG_CK) --save-path=imgs/demo-long
