@@ -27,8 +27,9 @@ STAMP := $(VENV)/.installed-stamp
 # Its own folders, so that it neither writes over a run of yours in checkpoints/ nor is
 # mixed with one. Run again, it starts afresh (--fresh), also over a demo stopped halfway,
 # whose last.pth would make train refuse a new run there.
-# DEMO_BASE: what both demos share.
-DEMO_BASE := --data-path=data/toy --nogpu --vis=False --seed=0 --ngf=32 --ndf=32 \
+# DEMO_BASE: what both demos share. TOY: the toy set's folder.
+TOY := data-toy
+DEMO_BASE := --data-path=$(TOY) --nogpu --vis=False --seed=0 --ngf=32 --ndf=32 \
 	--batch-size=16 --recipe=modern --lr1=4e-4 --lr2=4e-4 --amp=False --save-every=1 --fresh
 DEMO_CK := checkpoints/demo
 DEMO_FLAGS := $(DEMO_BASE) --diffaug=color,translation --max-epoch=5 --max-minutes=10 \
@@ -108,8 +109,19 @@ $(ASSETS): scripts/visdom-assets.sh $(STAMP)
 browser: $(STAMP)
 	@$(BIN)/python scripts/browser.py > /dev/null
 
-data/toy/attributes.csv: | $(STAMP)
-	$(BIN)/python main.py toyfaces --out-dir=data/toy --num=10000 --seed=0
+# The toy set lives outside data/: data/ is the book's --data-path, which trains on every
+# folder in it, so a toy set there was mixed into a run on the real faces. A clone that made
+# it in data/toy before has it moved (its decoded cache there is dropped: it names the old
+# folder).
+$(TOY)/attributes.csv: | $(STAMP)
+	@if [ -f data/toy/attributes.csv ] && [ ! -e $(TOY) ]; then \
+		mv data/toy $(TOY) && rm -f data/.toy.faces[0-9]*-* && \
+		echo "moved the toy set from data/toy to $(TOY): data/ is the book's" \
+			"--data-path, and a run there trained on the toy faces too"; \
+	else \
+		echo "$(BIN)/python main.py toyfaces --out-dir=$(TOY) --num=10000 --seed=0"; \
+		$(BIN)/python main.py toyfaces --out-dir=$(TOY) --num=10000 --seed=0; \
+	fi
 
 # $(call demo_run,FLAGS,CHECKPOINT_DIR,RESULT): train, then the best 64 by D, from the state
 # where the run ended (last.pth: the average of G, and D), at its last epoch's end or where
@@ -120,10 +132,10 @@ define demo_run
 		--netd-path=$(2)/last.pth --gen-img=$(3)
 endef
 
-demo: $(STAMP) data/toy/attributes.csv
+demo: $(STAMP) $(TOY)/attributes.csv
 	$(call demo_run,$(DEMO_FLAGS),$(DEMO_CK),result.png)
 
-demo-long: $(STAMP) data/toy/attributes.csv
+demo-long: $(STAMP) $(TOY)/attributes.csv
 	$(call demo_run,$(DEMO_LONG_FLAGS),$(DEMO_LONG_CK),result-long.png)
 
 VISDOM_PORT ?= 8097

@@ -1,6 +1,6 @@
 """The speed benchmark: the article's training pipeline against ours, in one run.
 
-    python bench.py --data-path=data/toy --batch-size=64
+    python bench.py --data-path=data-toy --batch-size=64
     python bench.py --data-path=data/faces --batch-size=256 --json=bench-256.json
 
 (a) "article": torchvision ImageFolder + DataLoader workers decoding every JPEG every epoch,
@@ -220,8 +220,8 @@ def command():
 def main():
     parser = OneLineParser(description=__doc__.split("\n\n")[0],
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-path", default="data/toy",
-                        help="ImageFolder layout: DIR/faces/*.jpg (default: %(default)s)")
+    parser.add_argument("--data-path", default="data-toy",
+                        help="the faces, DIR/faces/*.jpg (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="images a batch (default: %(default)s)")
     parser.add_argument("--num-workers", type=int, default=4,
@@ -256,7 +256,7 @@ def main():
     for name in ("data_path", "json", "scratch", "cache_sizes"):  # --json= wrote nothing, and
         if getattr(args, name) is not None and not getattr(args, name).strip():  # --cache-sizes=
             raise UserError(f"--{name.replace('_', '-')}= names nothing: give it a value, or "
-                            f"leave the flag out")  # ran the whole benchmark on data/toy instead
+                            f"leave the flag out")  # ran the whole benchmark on data-toy instead
     if args.json and args.json.endswith(("/", os.sep)):  # abspath would drop the slash
         raise UserError(f"--json: {args.json!r} is a folder: name a file in it, e.g. "
                         f"{os.path.join(args.json, 'bench.json')!r}")

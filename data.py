@@ -525,7 +525,7 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
     """Decode, Resize and CenterCrop every image under ``root`` once, into a .npy file.
 
     Returns (uint8 array (N, 3, S, S) memory-mapped from that file, list of unreadable
-    paths). The file is hidden beside the folder (``data/toy`` -> ``data/.toy.faces96-KEY.npy``),
+    paths). The file is hidden beside the folder (``data-toy`` -> ``.data-toy.faces96-KEY.npy``),
     not in it: the book's ImageFolder would take a subfolder for a class. Images are written
     one by one as they are decoded, so building needs no more memory for a million images
     than for a hundred. Where the folder's parent takes no files, it goes to the user's cache

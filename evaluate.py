@@ -1,6 +1,6 @@
 """The evaluate command: how close a generator's faces are to the real ones, with its floor.
 
-    python main.py evaluate --netg-path=checkpoints/netg_15.pth --data-path=data/toy --num=2048
+    python main.py evaluate --netg-path=checkpoints/netg_15.pth --data-path=data-toy --num=2048
 
 Draws ``num`` faces (seeds ``seed`` .. ``seed+num-1``), takes ``num`` real images and another,
 disjoint ``num`` for the floor (two real samples also differ by chance: a generator cannot
@@ -106,7 +106,7 @@ def evaluate(opt):
     seed = opt.seed if opt.seed is not None else UNSET_MEANS["evaluate", "seed"]
     wanted = [m.strip() for m in opt.metrics.split(",") if m.strip()]
     # a toy set: the toy set's attributes.csv beside faces/, in --data-path or above it
-    # (data/toy/faces); a file of that name with other columns is some other set's
+    # (data-toy/faces); a file of that name with other columns is some other set's
     found = [folder / "attributes.csv" for folder in (Path(opt.data_path),
                                                       Path(opt.data_path).parent)
              if (folder / "attributes.csv").is_file()]

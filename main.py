@@ -1,6 +1,6 @@
 """The command line: ``python main.py COMMAND [--flag=value ...]``.
 
-    python main.py toyfaces                       # a synthetic face set in data/toy/
+    python main.py toyfaces                       # a synthetic face set in data-toy/
     python main.py train --gpu                    # the book's command: data/faces/*.jpg
     python main.py generate --netg-path=checkpoints/netg_199.pth --netd-path=checkpoints/netd_199.pth
     python main.py interpolate --netg-path=checkpoints/netg_199.pth --seeds=17,42 --gif=morph.gif
@@ -69,7 +69,7 @@ except (KeyboardInterrupt, Terminated) as stop:
 def train(*args, **flags):
     """Train the DCGAN on a folder of faces, saving checkpoints and sample grids.
 
-    Example: python main.py train --data-path=data/toy --nogpu --max-epoch=20 --save-every=5
+    Example: python main.py train --data-path=data-toy --nogpu --max-epoch=20 --save-every=5
     """
     _no_positional("train", args)
     opt = config.parse("train", flags)
@@ -104,7 +104,7 @@ def interpolate(*args, **flags):
 def evaluate(*args, **flags):
     """Compare a generator's faces with real images (SWD, modes, FID, KID), each with its floor.
 
-    Example: python main.py evaluate --netg-path=checkpoints/netg_15.pth --data-path=data/toy \\
+    Example: python main.py evaluate --netg-path=checkpoints/netg_15.pth --data-path=data-toy \\
                  --num=2048 --out=metrics.json
     """
     _no_positional("evaluate", args)
@@ -130,14 +130,14 @@ TOYFACES_FLAGS = {"out_dir": "path", "num": int, "seed": int}
 def toyfaces(*args, **flags):
     """Draw a synthetic anime-face set: OUT_DIR/faces/*.jpg and OUT_DIR/attributes.csv.
 
-    Example: python main.py toyfaces --out-dir=data/toy --num=10000 --seed=0
+    Example: python main.py toyfaces --out-dir=data-toy --num=10000 --seed=0
 
-    Options: --out-dir (data/toy), --num (10000), --seed (0)
+    Options: --out-dir (data-toy), --num (10000), --seed (0)
     """
     _no_positional("toyfaces", args)
     import shutil
     from toyfaces import FACE_BYTES, drawn_here, make_toyfaces
-    values = {"out_dir": "data/toy", "num": 10000, "seed": 0}
+    values = {"out_dir": "data-toy", "num": 10000, "seed": 0}
     values.update(config.coerce_flags(flags, TOYFACES_FLAGS))
     if values["num"] < 1:
         raise UserError(f"--num must be at least 1, not {values['num']}")

@@ -8,7 +8,7 @@ from being a handful of templates. Each image is drawn at 4x and box-downsampled
 are anti-aliased. Image ``i`` depends only on ``(seed, i)``: the set is the same for a seed
 whatever the number of worker processes.
 
-    python main.py toyfaces --out-dir=data/toy --num=10000 --seed=0
+    python main.py toyfaces --out-dir=data-toy --num=10000 --seed=0
 """
 import csv
 import functools
@@ -284,7 +284,7 @@ def drawn_here(path, seed):
         return False
 
 
-def make_toyfaces(out_dir="data/toy", num=10000, seed=0, workers=None, progress=None):
+def make_toyfaces(out_dir="data-toy", num=10000, seed=0, workers=None, progress=None):
     """Write ``num`` faces to ``out_dir/faces/`` and their attributes to ``out_dir/attributes.csv``.
 
     Returns the path of the CSV. ``progress`` wraps the result iterator (e.g. tqdm).
@@ -324,5 +324,5 @@ def make_toyfaces(out_dir="data/toy", num=10000, seed=0, workers=None, progress=
 
 
 if __name__ == "__main__":  # the command lives in main.py, with the others
-    sys.exit("error: toyfaces.py is a module: run `python main.py toyfaces --out-dir=data/toy "
+    sys.exit("error: toyfaces.py is a module: run `python main.py toyfaces --out-dir=data-toy "
              "--num=10000 --seed=0`")

@@ -1,7 +1,7 @@
 """Training: the article's adversarial loop, read top to bottom.
 
     python main.py train --gpu                      # the book's command
-    python main.py train --data-path=data/toy --nogpu --max-epoch=5
+    python main.py train --data-path=data-toy --nogpu --max-epoch=5
 
 Each batch: (1) every ``d_every`` batches, D learns real -> 1 then fake -> 0 with two backward
 passes (the article found this better than one mixed batch), the fakes made without a graph

@@ -37,7 +37,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TOY = str(ROOT / "data" / "toy")  # the default --data, made if it is missing
+TOY = str(ROOT / "data-toy")  # the default --data, made if it is missing
 sys.path.insert(0, str(ROOT))
 from errors import (OneLineParser, Terminated, UserError, outlive_reader,  # noqa: E402
                     stop_signals)

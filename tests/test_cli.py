@@ -892,6 +892,48 @@ def test_make_clean_removes_the_demos_and_keeps_your_runs(tmp_path):
     assert [n for n in demos if (tmp_path / n).exists()] == []
 
 
+def test_make_demo_keeps_the_toy_set_out_of_the_books_data_folder(tmp_path):
+    """make demo drew the toy set in data/toy, where the book's `train --gpu` (default
+    --data-path=data/) trained on its 10,000 faces along with the user's data/faces. It now
+    goes to data-toy/, and a clone that has one in data/toy gets it moved, not drawn again."""
+    import shutil
+    import subprocess
+    from conftest import ROOT
+    shutil.copy(ROOT / "Makefile", tmp_path)
+    for name in ["requirements.txt", "requirements-dev.txt", ".venv/.installed-stamp"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")  # the venv in place: make installs nothing
+    python = tmp_path / ".venv" / "bin" / "python"  # records what make asks of it
+    python.parent.mkdir()
+    python.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "asked"}\n')
+    python.chmod(0o755)
+    target = ["make", "data-toy/attributes.csv"]
+
+    r = subprocess.run(target, cwd=tmp_path, capture_output=True, text=True)  # a fresh clone
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "asked").read_text() == (
+        "main.py toyfaces --out-dir=data-toy --num=10000 --seed=0\n")
+    assert not (tmp_path / "data").exists()
+
+    (tmp_path / "asked").unlink()
+    old = tmp_path / "data" / "toy"
+    (old / "faces").mkdir(parents=True)
+    (old / "faces" / "000000.jpg").write_bytes(b"jpg")
+    (old / "attributes.csv").write_text("file,hair\n")
+    (tmp_path / "data" / ".toy.faces96-0123456789abcdef.npy").write_bytes(b"cache")
+    (tmp_path / "data" / "faces").mkdir()  # the user's own faces stay
+    (tmp_path / "data" / "faces" / "mine.jpg").write_bytes(b"mine")
+    r = subprocess.run(target, cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "moved the toy set from data/toy to data-toy" in r.stdout
+    assert not (tmp_path / "asked").exists()  # nothing drawn again
+    assert (tmp_path / "data-toy" / "faces" / "000000.jpg").read_bytes() == b"jpg"
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["faces"]
+    assert (tmp_path / "data" / "faces" / "mine.jpg").read_bytes() == b"mine"
+    r = subprocess.run(target, cwd=tmp_path, capture_output=True, text=True)  # then: done
+    assert r.returncode == 0 and "is up to date" in r.stdout, r.stdout + r.stderr
+
+
 def test_make_help_lists_every_target_a_user_runs():
     """`make help` was "No rule to make target 'help'": the list was a comment in the
     Makefile only."""

@@ -25,8 +25,9 @@ def test_both_layouts(toy_dir, tmp_path):
 
 
 def test_images_from_several_folders_are_named_before_they_mix(toy_dir, tmp_path, capsys):
-    """The book's default --data-path=data/ takes a toy set in data/toy/faces as well as the
-    real faces in data/faces, without a word."""
+    """The book's default --data-path=data/ takes any other set in it (a toy set an older
+    version made in data/toy/faces, say) as well as the real faces in data/faces, without a
+    word."""
     from data import say_folders
     data = tmp_path / "data"
     shutil.copytree(toy_dir / "faces", data / "faces")

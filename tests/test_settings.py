@@ -366,7 +366,7 @@ def test_a_damaged_speed_file_is_one_line_before_any_run(toy_dir, tmp_path, text
 @pytest.mark.parametrize("damaged, text", [
     ("metrics.json", '{"swd": {"mean": 0.03'),  # cut short by a full disk
     ("metrics_ema.json", '{"swd": 31.0}'),  # edited by hand
-    ("options.json", '{"data_path": "data/toy"}'),
+    ("options.json", '{"data_path": "data-toy"}'),
 ])
 def test_damaged_results_of_a_run_are_one_line_in_the_report(toy_dir, tmp_path, damaged,
                                                               text):

@@ -550,7 +550,7 @@ def test_bench_help_gives_each_flags_default(monkeypatch, capsys):
         bench.main()
     assert stop.value.code == 0
     page = " ".join(capsys.readouterr().out.split("options:")[1].split())
-    for flag, value in [("--data-path", "data/toy"), ("--batch-size", 64),
+    for flag, value in [("--data-path", "data-toy"), ("--batch-size", 64),
                         ("--num-workers", 4), ("--g-every", 5), ("--plot-every", 20),
                         ("--warmup", 5), ("--measure", 20), ("--repeats", 3)]:
         help_line = page.split(f"{flag} {flag[2:].upper().replace('-', '_')}")[1]
@@ -561,7 +561,7 @@ def test_bench_help_gives_each_flags_default(monkeypatch, capsys):
 def test_bench_reads_paths_from_where_it_is_run_and_refuses_bad_values(toy_dir, tmp_path,
                                                                         monkeypatch):
     """Its runs start in the project's folder, so a relative --data-path used to name a
-    folder there (the project's own data/toy, or nothing and a traceback)."""
+    folder there (the project's own data-toy, or nothing and a traceback)."""
     import contextlib
     import io
     import shutil
@@ -606,7 +606,7 @@ def test_bench_reads_paths_from_where_it_is_run_and_refuses_bad_values(toy_dir, 
         assert_clean_error(bench(f"--cache-sizes={sizes}", "--batch-size=16"), "--cache-sizes")
     assert_clean_error(bench("--cache-sizes=16", "--batch-size=16", "--scratch=/proc/x"),
                        "--scratch")
-    # --cache-sizes= ran the whole benchmark on the project's data/toy, --json= wrote
+    # --cache-sizes= ran the whole benchmark on the project's data-toy, --json= wrote
     # nothing, and --json=new/ a file named new
     assert_clean_error(bench("--cache-sizes=", "--batch-size=16"), "--cache-sizes= names nothing")
     assert_clean_error(bench("--data-path=mine", "--json="), "--json= names nothing")
