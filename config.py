@@ -588,6 +588,7 @@ MAX_SCALE, MAX_STEPS = 32, 256  # beyond them an image or a morph outgrows any m
 # trained one run), so a seed is below SEEDS, and a first seed at most MAX_SEED: the faces of
 # SEED, SEED+1, ... stay below SEEDS for any count a machine can draw
 SEEDS, MAX_SEED = 2**32, 2**31
+MAX_BATCH, MAX_FACES = 2**20, 2**31  # noises a forward pass; faces generate draws
 # each command's output paths: (option, whether it names a folder, a file name for it)
 OUTPUTS = {"train": (("save_path", True, None), ("checkpoint_dir", True, None)),
            "generate": (("gen_img", False, "result.png"), ("out_dir", True, None)),
@@ -694,6 +695,14 @@ def validate(command, opt):
     for name in at_least_one:
         value = getattr(opt, name)
         _require(value >= 1, f"--{name.replace('_', '-')} must be at least 1, not {value}")
+    # the drawing commands' own limits (generate.whole), said here as a line, not a traceback
+    most = {"batch_size": MAX_BATCH} if command != "train" else {}
+    if command == "generate":
+        most.update(gen_num=MAX_FACES, gen_search_num=MAX_FACES)
+    for name, high in most.items():
+        value = getattr(opt, name)
+        _require(value <= high, f"--{name.replace('_', '-')} goes up to "
+                 f"{'2**%d' % (high.bit_length() - 1)}, not {value}")
     _require(opt.seed is None or 0 <= opt.seed <= MAX_SEED,
              f"--seed takes a number from 0 to 2**31, not {opt.seed}")
     if command in ("train", "evaluate"):

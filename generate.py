@@ -28,8 +28,8 @@ from PIL import Image
 
 import checkpoint
 from checkpoint import grid_size, to_uint8
-from config import (MAX_SCALE, MAX_STEPS, SEEDS, UNSET_MEANS, Config, refuse_earlier_faces,
-                    resolve_device)
+from config import (MAX_BATCH, MAX_FACES, MAX_SCALE, MAX_STEPS, SEEDS, UNSET_MEANS, Config,
+                    refuse_earlier_faces, resolve_device)
 from errors import UserError, counted, listed, progress_bar
 
 SEARCH_BAR = 4096  # generate shows a progress bar when D ranks more faces than this
@@ -119,7 +119,7 @@ class Faces:
         self.netg = netg.to(self.device).eval()
         self.netd = netd.to(self.device).eval() if netd is not None else None
         self.mean, self.std = mean, std
-        self.batch_size = whole(batch_size, "batch_size", 1, 2**20)
+        self.batch_size = whole(batch_size, "batch_size", 1, MAX_BATCH)
 
     @classmethod
     def load(cls, netg_path, netd_path=None, device=None, **kwargs):
@@ -204,7 +204,8 @@ class Faces:
         Returns (faces, scores, seeds), best first. Without a D, the first ``num`` seeds.
         ``progress`` wraps the batches' iterator (e.g. tqdm) and is given their count.
         """
-        num, search_num = whole(num, "num", 1, 2**31), whole(search_num, "search_num", 1, 2**31)
+        num, search_num = (whole(num, "num", 1, MAX_FACES),
+                           whole(search_num, "search_num", 1, MAX_FACES))
         first_seed = whole(first_seed, "first_seed", 0, SEEDS - max(num, search_num),
                            f"2**32 less the faces drawn, {SEEDS - max(num, search_num)}")
         if self.netd is not None and num > search_num:  # (it returned fewer)

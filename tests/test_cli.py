@@ -99,6 +99,30 @@ def test_generate_errors(tmp_path):
     assert "swap" in line
 
 
+def test_sizes_past_the_drawing_commands_limits_are_one_line(tmp_path, toy_dir):
+    """generate, interpolate, evaluate and explore took --batch-size past 2**20, and generate
+    --gen-num or --gen-search-num past 2**31, to a ValueError traceback from generate's own
+    check (exit 1), where train's --batch-size of the same size gets its line."""
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    g = f"--netg-path={tmp_path / 'netg.pth'}"
+    big = str(2**20 + 1)
+    for command, flags in (("generate", [g, f"--batch-size={big}"]),
+                           ("interpolate", [g, "--seeds=1,2", f"--batch-size={big}"]),
+                           ("evaluate", [g, f"--data-path={toy_dir}", f"--batch-size={big}"]),
+                           ("explore", [g, f"--batch-size={big}"])):
+        r = cli(command, "--nogpu", *flags)
+        assert_clean_error(r, "--batch-size", "2**20", big)
+        assert r.returncode == 2  # a usage error, as train's
+    for flags in (["--gen-num=3000000000", "--gen-search-num=3000000000"],
+                  ["--gen-search-num=3000000000"]):  # no D: the search still sets the seeds
+        assert_clean_error(cli("generate", "--nogpu", g, *flags, f"--gen-img={tmp_path / 'x.png'}"),
+                           "2**31", "3000000000")
+    assert not (tmp_path / "x.png").exists()
+    r = cli("generate", "--nogpu", g, f"--batch-size={2**20}", "--gen-num=2",
+            "--gen-search-num=2", f"--gen-img={tmp_path / 'top.png'}")  # the limit itself
+    assert r.returncode == 0, r.stderr
+
+
 def test_no_command_is_a_usage_error_and_help_is_not():
     bare = cli()
     assert bare.returncode == 2 and bare.stdout == ""
