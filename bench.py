@@ -305,8 +305,8 @@ def main():
         raise UserError(f"--data-path: {args.data_path} is a file, not a folder: pass the "
                         f"folder that holds the images")
     if not Path(args.data_path).is_dir():
-        raise UserError(f"no folder {args.data_path}: pass --data-path (`python main.py "
-                        f"toyfaces` makes a synthetic set)")
+        from config import toy_hint
+        raise UserError(f"no folder {args.data_path}: pass --data-path ({toy_hint()})")
     from data import is_image_name, list_images
     count = len(list_images(args.data_path))
     if count < args.batch_size:

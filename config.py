@@ -589,6 +589,19 @@ MAX_SCALE, MAX_STEPS = 32, 256  # beyond them an image or a morph outgrows any m
 # SEED, SEED+1, ... stay below SEEDS for any count a machine can draw
 SEEDS, MAX_SEED = 2**32, 2**31
 MAX_BATCH, MAX_FACES = 2**20, 2**31  # noises a forward pass; faces generate draws
+# toyfaces' --out-dir and make demo's set: outside data/, whose every folder the book's
+# --data-path=data/ trains on
+TOY_DIR = "data-toy"
+
+
+def toy_hint():
+    """The way to the toy set, for a line that found no images: the set where it already
+    is (the folder is relative to where the command runs, as --data-path is), or how to
+    draw it there."""
+    if (Path(TOY_DIR) / "attributes.csv").is_file():
+        return f"--data-path={TOY_DIR} trains on the toy set there"
+    return (f"`python main.py toyfaces` draws a toy set into {TOY_DIR}/, then pass "
+            f"--data-path={TOY_DIR}")
 # each command's output paths: (option, whether it names a folder, a file name for it)
 OUTPUTS = {"train": (("save_path", True, None), ("checkpoint_dir", True, None)),
            "generate": (("gen_img", False, "result.png"), ("out_dir", True, None)),
@@ -770,7 +783,7 @@ def validate(command, opt):
                  + (f"put the images in {data / 'faces'}/ or pass"
                     if not data.exists() and not broken_link(data) else
                     "pass the folder that holds the images with")
-                 + " --data-path (`python main.py toyfaces` makes a synthetic set)")
+                 + f" --data-path ({toy_hint()})")
     if command == "evaluate":
         opt.metrics = opt.metrics.lower()  # SWD and FID, as the papers and tables write them
         _require(opt.metrics.strip(", "), "--metrics names none: choose any of swd, modes, "

@@ -34,7 +34,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from config import shown
+from config import shown, toy_hint
 from distributed import is_main_process
 from errors import (UserError, counted, held_stops, link_fault, listed, progress_bar,
                     raise_if_stopped, special_kind)
@@ -91,7 +91,7 @@ def list_images(root):
             raise UserError(f"no images in {root} that the book's ImageFolder reads: "
                             f"{_unread_kinds(other, root)}")
         raise UserError(f"no images in {root}: put the faces in {root / 'faces'}/ (jpg or png), "
-                        f"or make a synthetic set with `python main.py toyfaces`")
+                        f"or {toy_hint()}")
     if not is_main_process():
         return files
     if gone:

@@ -137,7 +137,7 @@ def toyfaces(*args, **flags):
     _no_positional("toyfaces", args)
     import shutil
     from toyfaces import FACE_BYTES, drawn_here, make_toyfaces
-    values = {"out_dir": "data-toy", "num": 10000, "seed": 0}
+    values = {"out_dir": config.TOY_DIR, "num": 10000, "seed": 0}
     values.update(config.coerce_flags(flags, TOYFACES_FLAGS))
     if values["num"] < 1:
         raise UserError(f"--num must be at least 1, not {values['num']}")
@@ -201,7 +201,8 @@ def toyfaces(*args, **flags):
             raise
         raise UserError(f"no space left on the disk of {out} after some of the faces: free "
                         f"some, and the same command again draws the set whole") from None
-    print(f"wrote {values['num']} faces to {values['out_dir']}/faces/ and {csv_path}")
+    print(f"wrote {values['num']} faces to {values['out_dir']}/faces/ and {csv_path}: "
+          f"train on them with --data-path={values['out_dir']}")
 
 
 def _an_image_besides(out, faces):

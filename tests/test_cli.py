@@ -34,6 +34,28 @@ def test_empty_data_folder(tmp_path):
                        "no images")
 
 
+def test_no_images_points_to_the_toy_set_where_toyfaces_puts_it(tmp_path, monkeypatch):
+    """With the toy set moved out of data/, "no images in data: ... `python main.py
+    toyfaces`" sent a user round in a circle: toyfaces drew into data-toy/, and the book's
+    default --data-path=data/ found nothing again. The line now names the folder to pass."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    for command in (("train", "--vis=False"), ("evaluate", "--netg-path=netg.pth")):
+        line = assert_clean_error(cli(*command, "--nogpu"), "no images in data")
+        assert "`python main.py toyfaces` draws a toy set into data-toy/, then pass " \
+               "--data-path=data-toy" in line, line
+    r = cli("toyfaces", "--num=4")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("train on them with --data-path=data-toy")
+    assert len(list((tmp_path / "data-toy" / "faces").glob("*.jpg"))) == 4
+    line = assert_clean_error(cli("train", "--nogpu", "--vis=False"), "no images in data")
+    assert line.endswith("or --data-path=data-toy trains on the toy set there")
+    (tmp_path / "data").rmdir()
+    line = assert_clean_error(cli("train", "--nogpu", "--vis=False"), "'data/' does not exist")
+    assert line.endswith("--data-path (--data-path=data-toy trains on the toy set there)")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
 def test_gpu_without_cuda(toy_dir):
     assert_clean_error(cli("train", f"--data-path={toy_dir}", "--gpu"), "--gpu", "--nogpu")
