@@ -112,7 +112,7 @@ browser: $(STAMP)
 # The toy set lives outside data/: data/ is the book's --data-path, which trains on every
 # folder in it, so a toy set there was mixed into a run on the real faces. A clone that made
 # it in data/toy before has it moved (its decoded cache there is dropped: it names the old
-# folder).
+# folder); where $(TOY) is there too, each demo says to remove data/toy.
 $(TOY)/attributes.csv: | $(STAMP)
 	@if [ -f data/toy/attributes.csv ] && [ ! -e $(TOY) ]; then \
 		mv data/toy $(TOY) && rm -f data/.toy.faces[0-9]*-* && \
@@ -127,6 +127,9 @@ $(TOY)/attributes.csv: | $(STAMP)
 # where the run ended (last.pth: the average of G, and D), at its last epoch's end or where
 # --max-minutes stopped it
 define demo_run
+	@if [ -f data/toy/attributes.csv ]; then echo "note: data/toy holds an older toy set, which" \
+		"the book's --data-path=data/ trains on with your faces: remove it (rm -r data/toy);" \
+		"the demo's is $(TOY)/"; fi
 	$(BIN)/python main.py train $(1)
 	$(BIN)/python main.py generate --nogpu --seed=0 --netg-path=$(2)/last.pth \
 		--netd-path=$(2)/last.pth --gen-img=$(3)

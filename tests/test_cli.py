@@ -979,6 +979,15 @@ def test_make_demo_keeps_the_toy_set_out_of_the_books_data_folder(tmp_path):
     r = subprocess.run(target, cwd=tmp_path, capture_output=True, text=True)  # then: done
     assert r.returncode == 0 and "is up to date" in r.stdout, r.stdout + r.stderr
 
+    (old / "faces").mkdir(parents=True)  # drawn again there, beside data-toy: not moved,
+    (old / "attributes.csv").write_text("file,hair\n")  # and each demo says to remove it
+    r = subprocess.run(["make", "demo"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "note: data/toy holds an older toy set" in r.stdout and "rm -r data/toy" in r.stdout
+    train, generate = (tmp_path / "asked").read_text().splitlines()
+    assert train.startswith("main.py train --data-path=data-toy ") and generate.startswith(
+        "main.py generate "), (train, generate)
+
 
 def test_make_help_lists_every_target_a_user_runs():
     """`make help` was "No rule to make target 'help'": the list was a comment in the
