@@ -448,6 +448,16 @@ def _resumed(given):
     try:
         saved = saved_options(checkpoint.load_state(resume))
     except checkpoint.Damaged as e:  # cut short, another version's: the weights beside it
+        beside = Path(resume).parent / "last.pth"  # or the run's state, a netg_N.pth given
+        if Path(resume).name != "last.pth" and beside.is_file():
+            try:
+                checkpoint.load_state(beside)
+            except checkpoint.Damaged:
+                pass
+            else:
+                raise UserError(f"{e.what}: it cannot be resumed; pass "
+                                f"--resume={quoted(beside)}, the training state of the run "
+                                f"beside it") from None
         start = start_from_weights(Path(resume).parent)
         if not start:
             raise

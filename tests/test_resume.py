@@ -128,8 +128,13 @@ def test_resume_takes_the_saved_options_and_refuses_changes(toy_dir, tmp_path):
         parse("train", dict(resume=True, checkpoint_dir=str(tmp_path), ngf=16))
     assert_clean_error(cli("train", "--resume", f"--checkpoint-dir={tmp_path / 'none'}"),
                        "last.pth")
-    assert_clean_error(cli("train", f"--resume={tmp_path / 'netg_0.pth'}"),
-                       "not a full training state")
+    # a run's other file given: its state beside it is named, not a new run from its weights
+    # (which lost the epoch's steps and Adam's averages)
+    for wrong, why in (("netg_0.pth", "not a full training state"),
+                       ("options.json", "not a PyTorch checkpoint")):
+        line = assert_clean_error(cli("train", f"--resume={tmp_path / wrong}"), why,
+                                  f"pass --resume={tmp_path / 'last.pth'}, the training state")
+        assert "new run" not in line
 
 
 @pytest.mark.slow
