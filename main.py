@@ -322,7 +322,7 @@ def main(argv):
                  "evaluate": "--num or --batch-size",
                  "interpolate": "--steps, the seeds or --batch-size"}
         print(f"error: out of memory on {where}: {command} asked for {size} more; lower "
-              f"{lower.get(command, '--batch-size (or --ngf/--ndf)')}", file=sys.stderr)
+              f"{lower.get(command, '--batch-size (or --nz, --ngf, --ndf)')}", file=sys.stderr)
         return 2
     except Interrupted as e:
         _say_once(f"interrupted: {e}")
