@@ -243,13 +243,18 @@ def _coerce(name, value, kind, nullable=True):
     return str(value)
 
 
-def unknown_flag(name, valid):
-    """The error for a flag no command knows, with the closest valid spellings."""
+def unknown_flag(name, valid, value=None):
+    """The error for a flag no command knows, with the closest valid spellings; where the
+    command has only a few, all of them."""
     # fire reads --no-such as an option named -such
     flag = ("--no-" + name[1:] if name.startswith("_") else "--" + name).replace("_", "-")
+    if value is False and not name.startswith("_"):  # fire reads --nogpu as gpu=False:
+        flag = f"{flag}/--no{flag[2:]}"  # "unknown option --gpu" named a flag not typed
     negated = ["no" + n for n, kind in valid.items() if kind is bool]  # --NOVIS: --novis
     close = did_you_mean("no" + name[1:] if name.startswith("_") else name, valid, negated)
-    hint = f"; did you mean {' or '.join(close)}?" if close else "; see --help for the list"
+    few = [f"--{n.replace('_', '-')}" for n in valid] if len(valid) <= 4 else []
+    hint = (f"; did you mean {' or '.join(close)}?" if close else
+            f"; the options are {', '.join(few)}" if few else "; see --help for the list")
     return UserError(f"unknown option {flag}{hint}")
 
 
@@ -335,7 +340,7 @@ def coerce_flags(flags, fields, nullable=()):
                 values[name[2:]] = True
             continue
         if name not in fields:
-            raise unknown_flag(name, fields)
+            raise unknown_flag(name, fields, value)
         values[name] = _coerce(name, value, fields[name], name in nullable)
     return values
 

@@ -687,6 +687,7 @@ def test_out_of_memory_is_one_line_and_other_runtime_errors_keep_their_traceback
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: out of memory"), err
         assert all(n in err[0] for n in needles) and "--batch-size" in err[0]
+        assert "--nz" in err[0]  # at batch 1, --nz=10000000 asked for 305 GiB of weights
     monkeypatch.setitem(main.COMMANDS, "generate", raiser(cpu))  # its faces kept in memory
     assert main.main(["main.py", "generate"]) == 2
     assert "lower --gen-num (or the seeds, --scale) or --batch-size" in capsys.readouterr().err
@@ -789,6 +790,13 @@ def test_no_dash_flag_is_the_no_flag_and_close_names_are_all_offered(tmp_path):
                        "unknown option --no-such; see --help")
     assert_clean_error(cli("train", "--data-path=nowhere", "--lr=1e-4"),
                        "unknown option --lr; did you mean --lr1 or --lr2?")
+    # fire reads --nogpu as gpu=False: toyfaces, which has no such flag, named --gpu alone,
+    # the flag the user did not type, and sent them to --help for its three options
+    for flag in ("--nogpu", "--no-gpu", "--gpu=False"):
+        assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", flag),
+                           "unknown option --gpu/--nogpu; the options are --out-dir, --num, "
+                           "--seed")
+    assert not (tmp_path / "toy").exists()
     r = subprocess.run([sys.executable, str(ROOT / "bench.py"), "--no-gpu", "--measure=0"],
                        cwd=tmp_path, text=True, capture_output=True)
     assert r.stderr.strip() == "error: --measure must be at least 1, not 0", r.stderr
