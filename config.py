@@ -243,6 +243,10 @@ def _coerce(name, value, kind, nullable=True):
     return str(value)
 
 
+# the files of a run other than its last.pth, which --resume may be given by mistake
+RUN_FILE = re.compile(r"net[gd]_(ema_)?[0-9]+\.pth|options\.json")
+
+
 def unknown_flag(name, valid, value=None):
     """The error for a flag no command knows, with the closest valid spellings; where the
     command has only a few, all of them."""
@@ -453,8 +457,8 @@ def _resumed(given):
     try:
         saved = saved_options(checkpoint.load_state(resume))
     except checkpoint.Damaged as e:  # cut short, another version's: the weights beside it
-        beside = Path(resume).parent / "last.pth"  # or the run's state, a netg_N.pth given
-        if Path(resume).name != "last.pth" and beside.is_file():
+        beside = Path(resume).parent / "last.pth"  # the run's state, another of its files given
+        if RUN_FILE.fullmatch(Path(resume).name) and beside.is_file():
             try:
                 checkpoint.load_state(beside)
             except checkpoint.Damaged:
@@ -854,9 +858,13 @@ def validate(command, opt):
             inside = newest_checkpoint(path, name[:4], average=True)
             raise UserError(f"{flag}: {path!r} is a folder, not a checkpoint file: " + (
                 f"name one in it, e.g. {flag}={quoted(inside)}" if inside else
-                f"it holds no {name[:4]}_N.pth or last.pth"))
+                f"it holds no {name[:4]}_N.pth or last.pth{runs_below(path, name[:4])}"))
         broken = broken_link(path)  # asked once, and only of a path that is refused
-        raise UserError(f"{flag}: no file {path!r}" + (f" ({broken})" if broken else ""))
+        # the book's netg_200.pth where its run saved netg_199.pth: the newest there, named
+        newest = not broken and Path(path).parent.is_dir() and newest_checkpoint(
+            Path(path).parent, name[:4], average=True)
+        raise UserError(f"{flag}: no file {path!r}" + (f" ({broken})" if broken else "") + (
+            f"; the newest beside it: {flag}={quoted(newest)}" if newest else ""))
 
 
 def _beside(data, name):
@@ -881,6 +889,19 @@ def newest_checkpoint(folder, kind, average=False):
         return max(found)[2]
     last = Path(folder) / "last.pth"
     return last if last.is_file() else None
+
+
+def runs_below(folder, kind):
+    """The folders just below ``folder`` that hold a ``kind`` (netg or netd) checkpoint, as
+    words for a line that found none in ``folder`` itself (make demo's run is
+    checkpoints/demo, below train's default checkpoints/), or ''."""
+    try:
+        runs = sorted(p for p in Path(folder).iterdir()
+                      if p.is_dir() and newest_checkpoint(p, kind, average=True))
+    except OSError:
+        return ""
+    names = ", ".join(f"{p}/" for p in runs[:3]) + (", ..." if len(runs) > 3 else "")
+    return f" (the runs in folders below it: {names})" if runs else ""
 
 
 def newest_weights(folder):

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 import config
-from config import newest_checkpoint, resolve_device
+from config import newest_checkpoint, resolve_device, runs_below
 from errors import UserError
 from generate import Faces, gif_bytes, to_pil
 
@@ -46,8 +46,8 @@ def newest(path, kind):
         return path
     found = newest_checkpoint(path, kind, average=True)
     if found is None:
-        raise UserError(f"no {kind}_N.pth in {path}: pass a file, or the checkpoint folder of "
-                        f"a training that has saved once")
+        raise UserError(f"no {kind}_N.pth in {path}{runs_below(path, kind)}: pass a file, or "
+                        f"the checkpoint folder of a training that has saved once")
     return found
 
 

@@ -121,6 +121,24 @@ def test_generate_errors(tmp_path):
     assert "swap" in line
 
 
+def test_a_checkpoint_not_found_names_the_newest_beside_it_or_the_runs_below(tmp_path):
+    """The article's generate names netg_200.pth, where its 200 epochs saved netg_199.pth; and
+    after make demo, explore --netg-path=checkpoints/ found no netg_N.pth there, its run being
+    in checkpoints/demo/. Both lines said what was missing, not where to look."""
+    run = tmp_path / "checkpoints" / "demo"
+    run.mkdir(parents=True)
+    for epoch in (9, 199, 19):
+        torch.save(NetG(100, 8).state_dict(), run / f"netg_{epoch}.pth")
+    assert_clean_error(cli("generate", "--nogpu", f"--netg-path={run / 'netg_200.pth'}"),
+                       f"no file '{run / 'netg_200.pth'}'; the newest beside it: "
+                       f"--netg-path={run / 'netg_199.pth'}")
+    assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'no' / 'g.pth'}"),
+                       "no file")  # nothing beside it: nothing more said
+    for command in ("generate", "explore"):
+        assert_clean_error(cli(command, "--nogpu", f"--netg-path={run.parent}"),
+                           f"(the runs in folders below it: {run}/)")
+
+
 def test_sizes_past_the_drawing_commands_limits_are_one_line(tmp_path, toy_dir):
     """generate, interpolate, evaluate and explore took --batch-size past 2**20, and generate
     --gen-num or --gen-search-num past 2**31, to a ValueError traceback from generate's own
