@@ -110,8 +110,8 @@ class Config:
                         kind="path")
     gen_num: int = _opt(64, "faces in the grid: the best-scored of gen_search_num")
     gen_search_num: int = _opt(512, "faces drawn and ranked by the discriminator")
-    gen_mean: float = _opt(0.0, "mean of the noise generate draws from")
-    gen_std: float = _opt(1.0, "standard deviation of the noise generate draws from")
+    gen_mean: float = _opt(0.0, "mean of the noise the faces are drawn from")
+    gen_std: float = _opt(1.0, "standard deviation of the noise the faces are drawn from")
     out_dir: str = _opt(None, "also write every face as its own PNG, with manifest.csv "
                         "(file, rank, D score, seed, gen_mean, gen_std), to this folder",
                         kind="path")
