@@ -621,6 +621,8 @@ def toy_hint():
         return f"--data-path={TOY_DIR} trains on the toy set there"
     return (f"`python main.py toyfaces` draws a toy set into {TOY_DIR}/, then pass "
             f"--data-path={TOY_DIR}")
+
+
 # each command's output paths: (option, whether it names a folder, a file name for it)
 OUTPUTS = {"train": (("save_path", True, None), ("checkpoint_dir", True, None)),
            "generate": (("gen_img", False, "result.png"), ("out_dir", True, None)),
