@@ -255,10 +255,14 @@ def _keep_unfinished_run(opt):
         beside = " " + " ".join(beside_flags(path, saved)) if lies_elsewhere(path, saved) \
             else ""  # a copied run: refused without them
         again = _resume_command(f"--resume={quoted(path)}{beside}", state.get("processes", 1))
+        grids = saved["save_path"]  # the stopped run's loss log and grids: kept apart too,
+        # unless this run's --save-path already is another folder
+        apart = ("another --checkpoint-dir" if Path(opt.save_path).resolve() !=
+                 Path(grids).resolve() else f"another --checkpoint-dir and --save-path (its "
+                 f"loss log and grids are in {grids})")
         raise UserError(f"{path} holds a run stopped in epoch {done + 1} of {total}: continue "
-                        f"it with {again}, or "
-                        f"start a new run with another --checkpoint-dir and --save-path (its "
-                        f"loss log and grids are there), or over it with --fresh")
+                        f"it with {again}, or start a new run with {apart}, or over it with "
+                        f"--fresh")
     # the book's way: a new run there writes over it; said, so that it is a choice
     return None, (_over_a_finished_run(path.parent, total) + " (another --checkpoint-dir "
                   "keeps both; raise --max-epoch with --resume to train it on)")

@@ -416,7 +416,11 @@ def test_the_same_command_again_after_a_stop_keeps_the_stopped_run(toy_dir, tmp_
              "--max-epoch=3"]
     assert_clean_error(cli("train", *again), "stopped in epoch 2 of 3",
                        f"--resume={tmp_path / 'last.pth'}", "another --checkpoint-dir and "
-                       "--save-path")
+                       f"--save-path (its loss log and grids are in {tmp_path / 'imgs'})")
+    # its grids kept apart already: the folder of checkpoints is what is left to change
+    assert_clean_error(cli("train", *[f for f in again if not f.startswith("--save-path")],
+                           f"--save-path={tmp_path / 'other'}"),
+                       "start a new run with another --checkpoint-dir, or over it with --fresh")
     assert {p.name: p.read_bytes() for p in tmp_path.glob("*.pth")} == before
     # a torchrun run's stop is continued under torchrun in as many processes (the one-process
     # command it named starts the stopped epoch again)
