@@ -600,6 +600,17 @@ def _train(opt):
             say(f"note: the run trained with --loss={saved['loss']} until step {run.step}: the "
                 f"loss log's rows up to there are {saved['loss']} losses, its plot's label "
                 f"names {opt.loss}")
+        # the step's other options a resumed run may change: said, as the rates and the loss
+        # are (--ema=0 has its own line above)
+        for name in ("d_every", "g_every", "label_smooth", "diffaug", "r1", "ema", "amp"):
+            was, now = saved.get(name), getattr(opt, name)
+            if name in saved and was != now and not (name == "ema" and not now):
+                flag = f"--{name.replace('_', '-')}"
+                before, after = (f"with {flag}={v}" if v != "" else f"without {flag}"
+                                 for v in (was, now))  # --diffaug= : none
+                say(f"note: the run trained {before} until step {run.step}; from here {after}"
+                    + (" (its moving average of G starts here)" if name == "ema" and not was
+                       else ""))
         if Path(saved["data_path"]).resolve() != Path(opt.data_path).resolve():
             say(f"note: the run trained on {saved['data_path']} until step {run.step}; from "
                 f"here it trains on {opt.data_path}")

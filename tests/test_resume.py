@@ -995,3 +995,23 @@ def test_a_run_started_with_relative_folders_resumes_from_any_working_folder(tmp
     assert result.returncode == 0, result.stderr
     assert torch.load(start / "ck" / "last.pth", weights_only=True)["epoch"] == 2
     assert (start / "im" / "1.png").is_file() and not list(elsewhere.iterdir())
+
+
+def test_a_resumed_run_says_which_of_the_steps_options_it_changes(toy_dir, tmp_path):
+    """--lr1 and --loss changed on --resume got a line; --ema (an average of G begun in mid
+    run), --diffaug, --r1 and the D/G ratio changed without a word."""
+    train_small(toy_dir, tmp_path, max_epoch=1, ema=0.9, r1=0.1)
+    r = cli("train", "--nogpu", f"--resume={tmp_path / 'last.pth'}", "--max-epoch=2",
+            "--diffaug=translation", "--r1=1", "--g-every=2", "--ema=0.99")
+    assert r.returncode == 0, r.stderr
+    notes = [line for line in r.stdout.splitlines() if line.startswith("note: the run trained")]
+    assert notes == ["note: the run trained with --g-every=5 until step 4; from here with "
+                     "--g-every=2",
+                     "note: the run trained without --diffaug until step 4; from here with "
+                     "--diffaug=translation",
+                     "note: the run trained with --r1=0.1 until step 4; from here with --r1=1.0",
+                     "note: the run trained with --ema=0.9 until step 4; from here with "
+                     "--ema=0.99"], r.stdout
+    again = cli("train", "--nogpu", f"--resume={tmp_path / 'last.pth'}", "--max-epoch=3")
+    assert again.returncode == 0, again.stderr
+    assert "note: the run trained" not in again.stdout  # nothing changed: nothing said
