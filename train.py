@@ -683,6 +683,7 @@ def _train(opt):
     began = time.perf_counter()  # --max-minutes counts from here: this process's training
     budget = opt.max_minutes * 60
     time_up = False  # --max-minutes ran out within an epoch
+    points = 0  # the save points (netg_N.pth, N.png) this process wrote
 
     def out_of_time():
         """Whether --max-minutes has run out (under torchrun: in any process); never without
@@ -787,6 +788,7 @@ def _train(opt):
                 if world.main:
                     log = log or start_records()  # a resumed epoch with no batch left
                     save_point(epoch, netg, netd, fixed_noise, opt, ema)
+                    points += 1
                     run.save()  # before the plot's second or so: a kill -9 in it lost the
                     log.plot()  # state of the epoch whose checkpoints it had just saved
             else:  # the state alone: a kill -9 or a power cut loses this epoch at most, not
@@ -818,7 +820,12 @@ def _train(opt):
                 say(line)
     if vis is not None:
         vis.finish(lambda: fixed_samples(ema.sampler() if ema else netg, fixed_noise), real)
-    say(f"done: weights in {opt.checkpoint_dir}, sample grids in {opt.save_path}")
+    if points or not world.main:
+        say(f"done: weights in {opt.checkpoint_dir}, sample grids in {opt.save_path}")
+    else:  # stopped by --max-minutes before a save point: the folders hold no new weights
+        say(f"done: no epoch reached a save point this time (--save-every={opt.save_every}), "
+            f"so no netg_N.pth and no grid were written: generate draws from "
+            f"{Path(opt.checkpoint_dir) / 'last.pth'}")
     world.close()
     return netg, netd
 

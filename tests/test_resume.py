@@ -68,6 +68,10 @@ def test_a_time_budget_ends_the_run_at_the_step_that_ends_it_and_resume_goes_on(
     assert (state["epoch"], state["batch"], state["step"]) == (1, 2, 6)
     assert not list(within.glob("net*.pth"))  # --save-every=10: no epoch's files yet
     assert (within / "imgs" / "losses.png").is_file()  # the curves up to the stop
+    # its last line said "weights in ..., sample grids in ...", where it wrote neither
+    assert said.rstrip().splitlines()[-1] == (
+        f"done: no epoch reached a save point this time (--save-every=10), so no netg_N.pth "
+        f"and no grid were written: generate draws from {within / 'last.pth'}")
     # 4 steps end with the first epoch, which saves as a last epoch does
     train_small(toy_dir, ending, max_epoch=3, max_minutes=4 / 60)
     said = capsys.readouterr().out
@@ -75,6 +79,7 @@ def test_a_time_budget_ends_the_run_at_the_step_that_ends_it_and_resume_goes_on(
             f"the run with") in said, said
     assert sorted(p.name for p in ending.glob("net*.pth")) == ["netd_0.pth", "netg_0.pth"]
     assert (ending / "imgs" / "0.png").is_file()
+    assert said.rstrip().splitlines()[-1].startswith(f"done: weights in {ending}")
     assert torch.load(ending / "last.pth", weights_only=True)["epoch"] == 1
     for run in (within, ending):
         train_small(toy_dir, run, max_epoch=3, resume=True)
