@@ -284,15 +284,21 @@ def _resume_command(flags, processes):
     Named as it runs from the folder the run was started in: the Python (and torchrun) of
     this run, and main.py from there (a bare `python` was another Python than the venv's,
     without the project's packages, where the venv was not activated)."""
+    if processes == 1:
+        return _command(f"train {flags}")
     main = _from_here(Path(__file__).resolve().parent / "main.py")
     python = _program(sys.executable, "python")
-    if processes == 1:
-        return f"`{python} {main} train {flags}`"
     torchrun = Path(sys.executable).parent / "torchrun"
     launcher = _program(torchrun, "torchrun") if torchrun.is_file() else \
         f"{python} -m torch.distributed.run"
     return (f"`{launcher} --standalone --nproc_per_node={processes} {main} train {flags}` (as "
             f"many processes as it had)")
+
+
+def _command(args):
+    """`python main.py ARGS` as the user can paste it where the run was started."""
+    return (f"`{_program(sys.executable, 'python')} "
+            f"{_from_here(Path(__file__).resolve().parent / 'main.py')} {args}`")
 
 
 def _program(path, name):
@@ -683,7 +689,7 @@ def _train(opt):
     began = time.perf_counter()  # --max-minutes counts from here: this process's training
     budget = opt.max_minutes * 60
     time_up = False  # --max-minutes ran out within an epoch
-    points = 0  # the save points (netg_N.pth, N.png) this process wrote
+    last_point = None  # the epoch of the newest save point (netg_N.pth, N.png) written here
 
     def out_of_time():
         """Whether --max-minutes has run out (under torchrun: in any process); never without
@@ -788,7 +794,7 @@ def _train(opt):
                 if world.main:
                     log = log or start_records()  # a resumed epoch with no batch left
                     save_point(epoch, netg, netd, fixed_noise, opt, ema)
-                    points += 1
+                    last_point = epoch
                     run.save()  # before the plot's second or so: a kill -9 in it lost the
                     log.plot()  # state of the epoch whose checkpoints it had just saved
             else:  # the state alone: a kill -9 or a power cut loses this epoch at most, not
@@ -820,12 +826,19 @@ def _train(opt):
                 say(line)
     if vis is not None:
         vis.finish(lambda: fixed_samples(ema.sampler() if ema else netg, fixed_noise), real)
-    if points or not world.main:
-        say(f"done: weights in {opt.checkpoint_dir}, sample grids in {opt.save_path}")
-    else:  # stopped by --max-minutes before a save point: the folders hold no new weights
+    folder = Path(opt.checkpoint_dir)
+    if last_point is None:  # stopped by --max-minutes before a save point (or not rank 0)
         say(f"done: no epoch reached a save point this time (--save-every={opt.save_every}), "
             f"so no netg_N.pth and no grid were written: generate draws from "
-            f"{Path(opt.checkpoint_dir) / 'last.pth'}")
+            f"{folder / 'last.pth'}")
+    else:  # the files to draw from, named: the article's netg_200.pth was not one of them
+        if time_up:  # the state where the budget stopped it, newer than its last save point
+            g = d = folder / "last.pth"
+        else:
+            g = folder / f"netg{'_ema' if ema else ''}_{last_point}.pth"
+            d = folder / f"netd_{last_point}.pth"
+        say(f"done: weights in {opt.checkpoint_dir}, sample grids in {opt.save_path}; draw "
+            f"faces with {_command(f'generate --netg-path={quoted(g)} --netd-path={quoted(d)}')}")
     world.close()
     return netg, netd
 

@@ -79,7 +79,16 @@ def test_a_time_budget_ends_the_run_at_the_step_that_ends_it_and_resume_goes_on(
             f"the run with") in said, said
     assert sorted(p.name for p in ending.glob("net*.pth")) == ["netd_0.pth", "netg_0.pth"]
     assert (ending / "imgs" / "0.png").is_file()
-    assert said.rstrip().splitlines()[-1].startswith(f"done: weights in {ending}")
+    assert said.rstrip().splitlines()[-1].endswith(
+        f"generate --netg-path={ending / 'netg_0.pth'} --netd-path={ending / 'netd_0.pth'}`")
+    # stopped within an epoch after a save point (make demo on a slow CPU): the files to draw
+    # from are the state where it stopped, not the older save point's
+    later = tmp_path / "later"
+    train_small(toy_dir, later, max_epoch=3, max_minutes=6 / 60, save_every=1, ema=0.9)
+    said = capsys.readouterr().out
+    assert (later / "netg_ema_0.pth").is_file()
+    assert said.rstrip().splitlines()[-1].endswith(
+        f"generate --netg-path={later / 'last.pth'} --netd-path={later / 'last.pth'}`")
     assert torch.load(ending / "last.pth", weights_only=True)["epoch"] == 1
     for run in (within, ending):
         train_small(toy_dir, run, max_epoch=3, resume=True)

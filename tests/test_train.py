@@ -2,9 +2,11 @@
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +17,7 @@ import train as train_module
 from config import parse
 from model import NetG
 
-from conftest import assert_clean_error, cli, run_cli, tiny_nets
+from conftest import ROOT, assert_clean_error, cli, run_cli, tiny_nets
 
 
 @pytest.mark.slow
@@ -43,10 +45,18 @@ def test_book_command_writes_checkpoints_and_grids_then_generate_uses_them(toy_d
         assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == ["4", "8"]
     assert (imgs / "losses.png").is_file()
 
+    # its last line names the pair to draw from (the article's netg_200.pth was none of
+    # them), as a command to paste where train ran
+    last = result.stdout.rstrip().splitlines()[-1]
+    assert last.startswith(f"done: weights in {ckpt}, sample grids in {imgs}; draw faces "
+                           f"with `"), last
+    python, main, *args = shlex.split(last.split("`")[1])
+    assert os.path.abspath(shutil.which(python) or python) == os.path.abspath(sys.executable)
+    assert Path(main).resolve() == ROOT / "main.py"
+    assert args == ["generate", f"--netg-path={ckpt / 'netg_1.pth'}",
+                    f"--netd-path={ckpt / 'netd_1.pth'}"]
     out = tmp_path / "result.png"  # (generate as a process of its own: test_generate.py)
-    result = cli("generate", "--nogpu", f"--netg-path={ckpt / 'netg_1.pth'}",
-                     f"--netd-path={ckpt / 'netd_1.pth'}", "--gen-num=16",
-                     "--gen-search-num=64", f"--gen-img={out}")
+    result = cli(*args, "--nogpu", "--gen-num=16", "--gen-search-num=64", f"--gen-img={out}")
     assert result.returncode == 0, result.stderr
     assert Image.open(out).size == (786, 198)
 
@@ -216,7 +226,6 @@ def test_the_resume_command_names_main_py_from_where_the_run_was_started(tmp_pat
     train --resume=...`, and there was no main.py there to run; and started as the README
     does (.venv/bin/python), it said `python` and `torchrun`, which the shell found elsewhere
     or not at all (a pyenv Python without the packages: ModuleNotFoundError)."""
-    from conftest import ROOT
     venv = ROOT / ".venv" / "bin"  # `make test`'s: the venv the README's commands run
     monkeypatch.setattr(sys, "executable", str(venv / "python"))
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # not activated
