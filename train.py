@@ -826,19 +826,21 @@ def _train(opt):
                 say(line)
     if vis is not None:
         vis.finish(lambda: fixed_samples(ema.sampler() if ema else netg, fixed_noise), real)
+    # the files to draw from, named: the article's netg_200.pth was not one of them; where
+    # --max-minutes stopped it within an epoch, the state there, newer than any save point
     folder = Path(opt.checkpoint_dir)
+    g = d = folder / "last.pth"
+    if last_point is not None and not time_up:
+        g = folder / f"netg{'_ema' if ema else ''}_{last_point}.pth"
+        d = folder / f"netd_{last_point}.pth"
+    draw = _command(f"generate --netg-path={quoted(g)} --netd-path={quoted(d)}")
     if last_point is None:  # stopped by --max-minutes before a save point (or not rank 0)
         say(f"done: no epoch reached a save point this time (--save-every={opt.save_every}), "
-            f"so no netg_N.pth and no grid were written: generate draws from "
-            f"{folder / 'last.pth'}")
-    else:  # the files to draw from, named: the article's netg_200.pth was not one of them
-        if time_up:  # the state where the budget stopped it, newer than its last save point
-            g = d = folder / "last.pth"
-        else:
-            g = folder / f"netg{'_ema' if ema else ''}_{last_point}.pth"
-            d = folder / f"netd_{last_point}.pth"
+            f"so no netg_N.pth and no grid were written; draw faces from the state where it "
+            f"stopped with {draw}")
+    else:
         say(f"done: weights in {opt.checkpoint_dir}, sample grids in {opt.save_path}; draw "
-            f"faces with {_command(f'generate --netg-path={quoted(g)} --netd-path={quoted(d)}')}")
+            f"faces with {draw}")
     world.close()
     return netg, netd
 
