@@ -203,6 +203,12 @@ def toyfaces(*args, **flags):
                         f"some, and the same command again draws the set whole") from None
     print(f"wrote {values['num']} faces to {values['out_dir']}/faces/ and {csv_path}: "
           f"train on them with --data-path={values['out_dir']}")
+    data = config.FIELDS["data_path"].default  # what train reads, with every subfolder
+    if out.resolve().is_relative_to(Path(data).resolve()):  # --out-dir=data/toy, say
+        print(f"note: {values['out_dir']} lies inside {data}, the folder train reads when "
+              f"--data-path is not given: a training there without --data-path would mix "
+              f"these faces with any others in {data} (your own in {data}faces/, say); move "
+              f"them out, or always pass --data-path={values['out_dir']}")
 
 
 def _an_image_besides(out, faces):

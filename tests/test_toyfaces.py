@@ -283,3 +283,22 @@ def test_a_disk_that_fills_up_leaves_whole_faces_and_says_how_to_go_on(tmp_path,
         f"some, and the same command again draws the set whole")
     assert sorted(os.listdir(tmp_path / "toy" / "faces")) == [f"{i:06d}.jpg" for i in range(5)]
     assert sorted(os.listdir(tmp_path / "toy")) == ["faces"]  # no CSV, no temporary one
+
+
+def test_a_set_inside_the_default_data_folder_is_said_to_mix_with_its_other_images(
+        tmp_path, monkeypatch):
+    """--out-dir=data/toy (where the older demo drew its set): a later `train --gpu` with the
+    book's data/faces/ beside it read both sets, without a word."""
+    from data import list_images
+    monkeypatch.chdir(tmp_path)
+    result = cli("toyfaces", "--out-dir=data/toy", "--num=4")
+    assert result.returncode == 0, result.stderr
+    note = result.stdout.strip().splitlines()[-1]
+    assert note.startswith("note: data/toy lies inside data/, the folder train reads when "
+                           "--data-path is not given"), note
+    assert "--data-path=data/toy" in note
+    assert len(list_images("data")) == 4  # as it says: train's default reads them
+    # a set beside data/, as the demo's data-toy, is not mixed in: nothing to say
+    result = cli("toyfaces", "--out-dir=data-toy", "--num=4")
+    assert result.returncode == 0, result.stderr
+    assert "note:" not in result.stdout
