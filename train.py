@@ -342,14 +342,21 @@ def _keep_other_runs(opt, state, saved):
     command): the resumed run wrote its saves over that run's last.pth and went on in its
     losses.csv, without a word. Refused where the folder holds another run's stopped state,
     or another run's loss log (its rows up to the resumed step differ from the resumed run's
-    own, where that is still there to compare: a copied run's log is its own). A finished
-    run's last.pth is written over as by a new run there, and said (the notes returned).
+    own, where that is still there to compare: a copied run's log is its own). A rollback (an
+    older copy resumed into the run's own folders) is refused likewise where a new run has
+    since started there (another seed), whose log it would have gone on in. A finished run's
+    last.pth is written over as by a new run there, and said (the notes returned).
     ``saved``: the state's options."""
     last = Path(opt.checkpoint_dir) / "last.pth"
-    own = {Path(opt.resume).resolve(), (Path(saved["checkpoint_dir"]) / "last.pth").resolve()}
     notes = []
-    other = _progress(last) if last.resolve() not in own else None  # a rollback is its own
-    if other:
+    other = _progress(last) if last.resolve() != Path(opt.resume).resolve() else None
+    rollback = last.resolve() == (Path(saved["checkpoint_dir"]) / "last.pth").resolve()
+    # the same seed: a later state of this very run, or a copy of one (resumed, a run keeps
+    # its seed); another seed: another run
+    same_run = other is not None and other[2]["options"].get("seed") == saved["seed"]
+    if rollback and same_run:
+        other = None
+    if other:  # (a rollback too, where a new run has since started in the run's folders)
         done, total, _ = other
         if done < total:
             raise UserError(f"{last} holds another run, stopped in epoch {done + 1} of "
@@ -357,6 +364,15 @@ def _keep_other_runs(opt, state, saved):
                             f"write over it; pass another --checkpoint-dir (and --save-path)")
         notes.append(_over_a_finished_run(opt.checkpoint_dir, total))
     log, before = Path(opt.save_path) / "losses.csv", Path(saved["save_path"]) / "losses.csv"
+    if other and not same_run and log.is_file() and \
+            Path(saved_options(other[2])["save_path"]).resolve() == log.parent.resolve():
+        # that run began its own log there: the rows up to the resumed step are its, and a
+        # rollback's rows would follow them (the log of two runs in one)
+        raise UserError(f"{log} is the loss log of another run, the one now in "
+                        f"{opt.checkpoint_dir} (seed {other[2]['options'].get('seed')}; "
+                        f"{opt.resume} is of seed {saved['seed']}): resumed there, it would go "
+                        f"on in that run's log and write its grids over that run's; pass "
+                        f"another --checkpoint-dir and --save-path")
     if log.is_file() and before.is_file() and log.resolve() != before.resolve():
         try:
             same = read_rows(log, up_to=state["step"]) == read_rows(before, up_to=state["step"])

@@ -591,6 +591,35 @@ def test_resuming_into_another_runs_folders_is_refused(toy_dir, tmp_path):
     assert [r["epoch"] for r in read_rows(tmp_path / "copy" / "imgs" / "losses.csv")] == [0, 1]
 
 
+def test_a_rollback_goes_on_in_its_own_run_but_not_in_a_new_run_started_there(toy_dir,
+                                                                               tmp_path):
+    """cp ck/last.pth bak/; a new run in ck/ (another seed); train --resume=bak/last.pth
+    --checkpoint-dir=ck, as the refusal of a bare resume of the copy suggests: it wrote over the
+    new run's last.pth without a word and went on in its losses.csv, one log of two runs."""
+    ck, bak = tmp_path / "ck", tmp_path / "bak"
+    train_small(toy_dir, ck, max_epoch=1, seed=1)
+    bak.mkdir()
+    shutil.copy(ck / "last.pth", bak / "last.pth")
+    rollback = ["train", f"--resume={bak / 'last.pth'}", "--max-epoch=2",
+                f"--checkpoint-dir={ck}"]
+    # the same run trained on in ck/, then rolled back to the copy: its own folders
+    train_small(toy_dir, ck, max_epoch=2, resume=str(ck / "last.pth"), seed=1)
+    result = cli(*rollback)
+    assert result.returncode == 0, result.stderr
+    assert [r["epoch"] for r in read_rows(ck / "imgs" / "losses.csv")] == [0, 1]
+    # a new run there since: refused, and nothing of it touched
+    train_small(toy_dir, ck, max_epoch=1, seed=2, fresh=True)
+    kept = {p: p.read_bytes() for p in ck.rglob("*") if p.is_file()}
+    assert_clean_error(cli(*rollback), f"{ck / 'imgs' / 'losses.csv'} is the loss log of "
+                       f"another run, the one now in {ck} (seed 2; {bak / 'last.pth'} is of "
+                       f"seed 1)", "another --checkpoint-dir and --save-path")
+    assert {p: p.read_bytes() for p in ck.rglob("*") if p.is_file()} == kept
+    # stopped, that run is refused as any other stopped run in the folder
+    stopped_run(toy_dir, ck, of=3)
+    assert_clean_error(cli(*rollback), f"{ck / 'last.pth'} holds another run, stopped in "
+                       f"epoch 2 of 3")
+
+
 def test_resuming_with_another_save_path_or_loss_says_where_the_log_went(toy_dir, tmp_path,
                                                                         capsys):
     """A new --save-path began a losses.csv of the later rows only, and a new --loss drew the
