@@ -249,7 +249,7 @@ def _keep_unfinished_run(opt):
         return None, f"note: {path} is {why}: this run writes its own over it"
     done, total, state = found
     if done < total and opt.fresh:
-        return path, f"note: --fresh: deleted {path}, a run stopped in epoch {done + 1} of {total}"
+        return path, f"note: --fresh: deleted {path}, a run stopped {_stopped_at(state, total)}"
     if done < total:
         saved = saved_options(state)
         beside = " " + " ".join(beside_flags(path, saved)) if lies_elsewhere(path, saved) \
@@ -260,7 +260,7 @@ def _keep_unfinished_run(opt):
         apart = ("another --checkpoint-dir" if Path(opt.save_path).resolve() !=
                  Path(grids).resolve() else f"another --checkpoint-dir and --save-path (its "
                  f"loss log and grids are in {grids})")
-        raise UserError(f"{path} holds a run stopped in epoch {done + 1} of {total}: continue "
+        raise UserError(f"{path} holds a run stopped {_stopped_at(state, total)}: continue "
                         f"it with {again}, or start a new run with {apart}, or over it with "
                         f"--fresh")
     # the book's way: a new run there writes over it; said, so that it is a choice
@@ -327,6 +327,15 @@ def _over_a_finished_run(folder, epochs):
             f"writes its own last.pth and checkpoints over that run's as it saves")
 
 
+def _stopped_at(state, epochs):
+    """Where the training state ``state`` of a run of ``epochs`` stopped: "in epoch N of T",
+    or "after epoch N of T" at an epoch's end, as the time-up line says it (where it said
+    "the time is up with the end of epoch 1", the next refusal said "stopped in epoch 2")."""
+    if state["epoch"] and not state.get("batch"):
+        return f"after epoch {state['epoch']} of {epochs}"
+    return f"in epoch {state['epoch'] + 1} of {epochs}"
+
+
 def _progress(path):
     """(epochs done, epochs planned, the state) of the training state at ``path``; None where
     there is none this version can resume (no file, damaged, another version's, NaN)."""
@@ -357,11 +366,11 @@ def _keep_other_runs(opt, state, saved):
     if rollback and same_run:
         other = None
     if other:  # (a rollback too, where a new run has since started in the run's folders)
-        done, total, _ = other
+        done, total, stopped = other
         if done < total:
-            raise UserError(f"{last} holds another run, stopped in epoch {done + 1} of "
-                            f"{total}: resumed in {opt.checkpoint_dir}, {opt.resume} would "
-                            f"write over it; pass another --checkpoint-dir (and --save-path)")
+            raise UserError(f"{last} holds another run, stopped {_stopped_at(stopped, total)}: "
+                            f"resumed in {opt.checkpoint_dir}, {opt.resume} would write over "
+                            f"it; pass another --checkpoint-dir (and --save-path)")
         notes.append(_over_a_finished_run(opt.checkpoint_dir, total))
     log, before = Path(opt.save_path) / "losses.csv", Path(saved["save_path"]) / "losses.csv"
     if other and not same_run and log.is_file() and \
@@ -410,7 +419,7 @@ def _another_runs_log(opt):
         return None  # it has gone on logging elsewhere
     if done < total:
         raise UserError(f"{opt.save_path} holds the loss log and grids of the run stopped in "
-                        f"{owner} (epoch {done + 1} of {total}): a new run there would start "
+                        f"{owner} ({_stopped_at(state, total)}): a new run there would start "
                         f"its own log over that run's and write its grids over them; pass "
                         f"another --save-path, or --fresh to start over it")
     return (f"note: {opt.save_path} holds the loss log and grids of the finished run in "

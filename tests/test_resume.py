@@ -93,6 +93,11 @@ def test_a_time_budget_ends_the_run_at_the_step_that_ends_it_and_resume_goes_on(
     assert said.rstrip().splitlines()[-1].endswith(
         f"generate --netg-path={later / 'last.pth'} --netd-path={later / 'last.pth'}`")
     assert torch.load(ending / "last.pth", weights_only=True)["epoch"] == 1
+    # the same command again (without --resume) is refused, naming the stop as the time-up
+    # line did: "the end of epoch 1" was "a run stopped in epoch 2" there
+    for run, where in ((within, "in epoch 2 of 3"), (ending, "after epoch 1 of 3")):
+        with pytest.raises(UserError, match=f"holds a run stopped {where}: continue"):
+            train_small(toy_dir, run, max_epoch=3)
     for run in (within, ending):
         train_small(toy_dir, run, max_epoch=3, resume=True)
         assert "--max-minutes" not in capsys.readouterr().out
@@ -388,7 +393,7 @@ def test_fresh_starts_a_new_run_over_a_stopped_one(toy_dir, tmp_path):
     assert (tmp_path / "last.pth").read_bytes() == before
     result = cli("train", *again, "--max-epoch=2", "--fresh")
     assert result.returncode == 0, result.stderr
-    assert (f"note: --fresh: deleted {tmp_path / 'last.pth'}, a run stopped in epoch 2 of 3"
+    assert (f"note: --fresh: deleted {tmp_path / 'last.pth'}, a run stopped after epoch 1 of 3"
             in result.stdout)
     state = torch.load(tmp_path / "last.pth", weights_only=True)
     assert (state["epoch"], state["options"]["max_epoch"]) == (2, 2)  # the new run's
@@ -431,7 +436,7 @@ def test_the_same_command_again_after_a_stop_keeps_the_stopped_run(toy_dir, tmp_
     again = [f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--batch-size=16", "--ngf=8",
              "--ndf=8", f"--checkpoint-dir={tmp_path}", f"--save-path={tmp_path / 'imgs'}",
              "--max-epoch=3"]
-    assert_clean_error(cli("train", *again), "stopped in epoch 2 of 3",
+    assert_clean_error(cli("train", *again), "stopped after epoch 1 of 3",
                        f"--resume={tmp_path / 'last.pth'}", "another --checkpoint-dir and "
                        f"--save-path (its loss log and grids are in {tmp_path / 'imgs'})")
     # its grids kept apart already: the folder of checkpoints is what is left to change
@@ -507,7 +512,7 @@ def test_a_new_run_keeps_off_the_loss_log_of_a_stopped_run_in_another_folder(toy
              "--ngf=8", "--ndf=8", f"--checkpoint-dir={tmp_path / 'ck2'}",
              f"--save-path={imgs}", "--max-epoch=1"]
     line = assert_clean_error(cli(*again), f"{imgs} holds the loss log and grids of the run "
-                              f"stopped in {tmp_path / 'ck'} (epoch 2 of 3)",
+                              f"stopped in {tmp_path / 'ck'} (after epoch 1 of 3)",
                               "another --save-path", "--fresh")
     assert {p.name: p.read_bytes() for p in imgs.iterdir()} == before, line
     assert not (tmp_path / "ck2").exists()
@@ -573,8 +578,8 @@ def test_resuming_into_another_runs_folders_is_refused(toy_dir, tmp_path):
     resume = ["train", f"--resume={tmp_path / 'b' / 'last.pth'}", "--max-epoch=2"]
     line = assert_clean_error(cli(*resume, f"--checkpoint-dir={tmp_path / 'a'}",
                                   f"--save-path={tmp_path / 'a' / 'imgs'}"),
-                              f"{tmp_path / 'a' / 'last.pth'} holds another run, stopped in "
-                              f"epoch 2 of 3", "another --checkpoint-dir")
+                              f"{tmp_path / 'a' / 'last.pth'} holds another run, stopped after "
+                              f"epoch 1 of 3", "another --checkpoint-dir")
     # its own checkpoint folder, a's grids and log
     line = assert_clean_error(cli(*resume, f"--checkpoint-dir={tmp_path / 'b2'}",
                                   f"--save-path={tmp_path / 'a' / 'imgs'}"),
@@ -616,8 +621,8 @@ def test_a_rollback_goes_on_in_its_own_run_but_not_in_a_new_run_started_there(to
     assert {p: p.read_bytes() for p in ck.rglob("*") if p.is_file()} == kept
     # stopped, that run is refused as any other stopped run in the folder
     stopped_run(toy_dir, ck, of=3)
-    assert_clean_error(cli(*rollback), f"{ck / 'last.pth'} holds another run, stopped in "
-                       f"epoch 2 of 3")
+    assert_clean_error(cli(*rollback), f"{ck / 'last.pth'} holds another run, stopped after "
+                       f"epoch 1 of 3")
 
 
 def test_resuming_with_another_save_path_or_loss_says_where_the_log_went(toy_dir, tmp_path,
@@ -951,7 +956,7 @@ def test_the_resume_command_it_prints_can_be_pasted_with_a_space_in_the_path(tmp
     line = assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
                                   "--batch-size=16", "--ngf=8", "--ndf=8", "--max-epoch=2",
                                   f"--checkpoint-dir={ckpt}", f"--save-path={ckpt / 'imgs'}"),
-                              "stopped in epoch 2 of 2")
+                              "stopped after epoch 1 of 2")
     pasted = shlex.split(line.split("`")[1])
     assert pasted[1:3] == ["main.py", "train"]  # and the Python this run ran with:
     assert pasted[0] == "python" or os.path.abspath(pasted[0]) == os.path.abspath(sys.executable)
@@ -981,7 +986,7 @@ def test_resuming_a_copied_run_does_not_write_into_the_original(tmp_path, toy_di
     line = assert_clean_error(cli("train", f"--data-path={toy_dir}", "--batch-size=16",
                                   "--ngf=8", "--ndf=8", f"--checkpoint-dir={copy}",
                                   f"--save-path={tmp_path / 'other'}", *more),
-                              "stopped in epoch 2 of 2")
+                              "stopped after epoch 1 of 2")
     pasted = shlex.split(line.split("`")[1])
     result = cli(*pasted[2:], *more)
     assert result.returncode == 0, result.stderr
@@ -1010,7 +1015,7 @@ def test_a_copied_run_with_its_grids_beside_its_checkpoints_is_named_with_both(t
     line = assert_clean_error(cli("train", f"--data-path={toy_dir}", "--batch-size=16",
                                   "--ngf=8", "--ndf=8", "--nogpu", "--vis=False",
                                   f"--checkpoint-dir={copy / 'ck'}",
-                                  f"--save-path={copy / 'imgs'}"), "stopped in epoch 2 of 2")
+                                  f"--save-path={copy / 'imgs'}"), "stopped after epoch 1 of 2")
     assert f"--checkpoint-dir={copy / 'ck'} --save-path={copy / 'imgs'}`" in line
     # a backup of the checkpoints beside them (run/ck_bak): its grids go inside it, where the
     # side-by-side rule named run/imgs, the original run's grids and loss log
