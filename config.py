@@ -317,8 +317,10 @@ def refuse_both_ways(args):
         name = name.replace("-", "_")
         if name in given and given[name] != value:
             flag = "--" + name.replace("_", "-")
-            raise UserError(f"{flag} was given twice, with two values ({given[name] or 'bare'} "
-                            f"and {value or 'bare'}): pass it once")
+            def said(v):  # --flag alone, --flag= with nothing after it, or a value
+                return "bare" if v is None else "empty" if v == "" else v
+            raise UserError(f"{flag} was given twice, with two values ({said(given[name])} "
+                            f"and {said(value)}): pass it once")
         given[name] = value
     kinds = {name: f.metadata["kind"] for name, f in FIELDS.items()}
     for name in sorted(given):

@@ -485,6 +485,10 @@ def test_flag_values_that_are_no_value_are_refused(tmp_path, toy_dir):
         (("train", data, "--batch-size=16", "--batch_size=32"),
          "--batch-size was given twice, with two values (16 and 32)"),
         (("generate", g, "--seed", "3", "--seed=4"), "--seed was given twice", "3 and 4"),
+        # an empty second one was called "bare", as a flag with no = at all is
+        (("generate", g, "--gen-img=a.png", "--gen-img="), "--gen-img was given twice",
+         "(a.png and empty)"),
+        (("generate", g, "--gen-img=a.png", "--gen-img"), "(a.png and bare)"),
         (("train", data, "--checkpoint-dir="), "--checkpoint-dir", "names no path"),
         (("train", data, "--resume="), "--resume", "--resume alone"),
         (("evaluate", g, data, "--metrics="), "--metrics", "names none"),
