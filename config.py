@@ -909,15 +909,26 @@ def runs_below(folder, kind):
 
 
 def newest_weights(folder):
-    """``--netg-path=F --netd-path=F`` of the newest netg_N.pth in ``folder`` (and its
-    netd_N.pth, where there is one), to start a run from where a state cannot go on; or
-    None where the folder holds no netg_N.pth."""
-    newest = newest_checkpoint(folder, "netg")
-    if newest is None or newest.name == "last.pth":
-        return None
-    netd = newest.with_name(newest.name.replace("netg_", "netd_", 1))
-    return f"--netg-path={quoted(newest)}" + (f" --netd-path={quoted(netd)}" if netd.is_file()
-                                              else "")
+    """``--netg-path=F --netd-path=F`` of the newest netg_N.pth in ``folder`` that loads (and
+    its netd_N.pth, where there is one), to start a run from where a state cannot go on; or
+    None where the folder holds no such netg_N.pth. A pair with a damaged file is passed
+    over: the kill or full disk that cut last.pth short may have cut the newest pair too."""
+    import checkpoint
+
+    def loads(path, kind):
+        try:
+            checkpoint.load_net(path, kind)
+        except UserError:
+            return False
+        return True
+    numbered = [(int(m.group(1)), p) for p in Path(folder).glob("netg_*.pth")
+                if (m := re.fullmatch(r"netg_([0-9]+)\.pth", p.name))]
+    for _, netg in sorted(numbered, reverse=True):
+        netd = netg.with_name(netg.name.replace("netg_", "netd_", 1))
+        if loads(netg, "netg") and (not netd.is_file() or loads(netd, "netd")):
+            return f"--netg-path={quoted(netg)}" + (f" --netd-path={quoted(netd)}"
+                                                    if netd.is_file() else "")
+    return None
 
 
 def start_from_weights(folder):

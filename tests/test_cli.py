@@ -441,7 +441,8 @@ def test_a_file_given_for_a_folder_and_the_reverse_is_named_as_such(tmp_path, to
     # a run's folder: the file it most likely meant, to paste
     for name in ("netg_2.pth", "netg_10.pth", "netg_ema_12.pth", "netd_10.pth"):
         (tmp_path / "run" / name).parent.mkdir(exist_ok=True)
-        (tmp_path / "run" / name).write_bytes(b"")
+        net = NetD(8) if name.startswith("netd") else NetG(100, 8)
+        torch.save(net.state_dict(), tmp_path / "run" / name)
     # the newest G, its moving average where that is the newest (it draws the samples)
     assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'run'}/"),
                        f"name one in it, e.g. --netg-path={tmp_path / 'run' / 'netg_ema_12.pth'}")

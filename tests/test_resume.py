@@ -421,6 +421,18 @@ def test_a_damaged_last_pth_keeps_the_weights_beside_it_and_names_them(toy_dir, 
                        "truncated", f"start a new run from the newest weights beside it, "
                        f"{weights}, with another --checkpoint-dir")
     assert {p.name: p.read_bytes() for p in tmp_path.glob("net*.pth")} == before
+    # the newest pair cut short too (by the same kill or full disk): the pair named is the
+    # newest that loads, where it named netg_1.pth, which a run from it refused in turn
+    for cut in ("netg_1.pth", "netd_1.pth"):
+        for kind in ("netg", "netd"):
+            whole = before[f"{kind}_0.pth"]
+            (tmp_path / f"{kind}_1.pth").write_bytes(whole[:100] if cut.startswith(kind)
+                                                     else whole)
+        assert_clean_error(cli("train", "--nogpu", f"--resume={tmp_path / 'last.pth'}"),
+                           "truncated", f"start a new run from the newest weights beside it, "
+                           f"{weights}, with another --checkpoint-dir")
+    for kind in ("netg", "netd"):
+        (tmp_path / f"{kind}_1.pth").unlink()
     result = cli("train", *again, "--fresh")
     assert result.returncode == 0, result.stderr
     assert f"note: --fresh: deleted {tmp_path / 'last.pth'}, which was not a training " \
