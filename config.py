@@ -536,6 +536,17 @@ def lies_elsewhere(resume, saved):
     return Path(resume).parent.resolve() != Path(saved["checkpoint_dir"]).resolve()
 
 
+def _seed_of_the_run_in(folder):
+    """The seed of the training state in ``folder``/last.pth, or None where there is none
+    that loads."""
+    import checkpoint
+    try:
+        state = checkpoint.load_state(Path(folder) / "last.pth")
+    except UserError:
+        return None
+    return state["options"].get("seed")
+
+
 def _keep_to_its_own_folders(resume, saved, given):
     """A resumed run writes to the folders its state names. Resumed from a copy or a moved
     folder (or from another working folder, as they are saved as given), that would write into
@@ -545,9 +556,13 @@ def _keep_to_its_own_folders(resume, saved, given):
     if "checkpoint_dir" not in given and lies_elsewhere(resume, saved):
         flags = " ".join(beside_flags(resume, saved))
         # a rollback into the run's own folders, where they still are (a moved run's are gone)
+        # and hold no new run (train refuses to go on in another run's loss log)
         rollback = (f", or --checkpoint-dir={quoted(stored)} alone to go on in that run's "
                     f"folders (a rollback)" if Path(stored).is_dir() else
                     " (that folder is no longer there)")
+        there = _seed_of_the_run_in(stored)
+        if there is not None and there != saved["seed"]:
+            rollback = f" (a run of another seed, {there}, has since started in {stored})"
         raise UserError(f"{resume} was saved by a run with --checkpoint-dir={stored} (from here: "
                         f"{Path(stored).resolve()}) and --save-path={grids}; resumed, it would "
                         f"write there: pass both for this run, e.g. {flags} to go on beside "

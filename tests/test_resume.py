@@ -619,6 +619,8 @@ def test_a_rollback_goes_on_in_its_own_run_but_not_in_a_new_run_started_there(to
     shutil.copy(ck / "last.pth", bak / "last.pth")
     rollback = ["train", f"--resume={bak / 'last.pth'}", "--max-epoch=2",
                 f"--checkpoint-dir={ck}"]
+    line = assert_clean_error(cli(*rollback[:3]), f"--checkpoint-dir={ck} alone to go on in "
+                              f"that run's folders (a rollback)")  # the same run there
     # the same run trained on in ck/, then rolled back to the copy: its own folders
     train_small(toy_dir, ck, max_epoch=2, resume=str(ck / "last.pth"), seed=1)
     result = cli(*rollback)
@@ -631,6 +633,11 @@ def test_a_rollback_goes_on_in_its_own_run_but_not_in_a_new_run_started_there(to
                        f"another run, the one now in {ck} (seed 2; {bak / 'last.pth'} is of "
                        f"seed 1)", "another --checkpoint-dir and --save-path")
     assert {p: p.read_bytes() for p in ck.rglob("*") if p.is_file()} == kept
+    # nor does the refusal of a bare resume of the copy offer that rollback any more
+    line = assert_clean_error(cli("train", f"--resume={bak / 'last.pth'}", "--max-epoch=2"),
+                              f"--checkpoint-dir={bak}",
+                              f"(a run of another seed, 2, has since started in {ck})")
+    assert "(a rollback)" not in line
     # stopped, that run is refused as any other stopped run in the folder
     stopped_run(toy_dir, ck, of=3)
     assert_clean_error(cli(*rollback), f"{ck / 'last.pth'} holds another run, stopped after "
