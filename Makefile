@@ -7,6 +7,9 @@
 # make app    - also install the optional explorer page (requirements-app.txt)
 # make visdom - start a visdom server on 127.0.0.1:8097 that needs no network
 #               (make visdom VISDOM_PORT=8098: on another port)
+# make visdom-assets - the scripts and fonts visdom's page loads, from npm, where the page at
+#               127.0.0.1:8097 stays empty (make test does it too)
+# make venv   - install into .venv only (what a bare make does)
 # make clean  - remove what the demos wrote: result.png, result-long.png (also generate's
 #               default --gen-img: move a grid of your own first), checkpoints/demo{,-long},
 #               imgs/demo{,-long}; your runs stay

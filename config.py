@@ -113,7 +113,7 @@ class Config:
     gen_mean: float = _opt(0.0, "mean of the noise the faces are drawn from")
     gen_std: float = _opt(1.0, "standard deviation of the noise the faces are drawn from")
     out_dir: str = _opt(None, "also write every face as its own PNG, with manifest.csv "
-                        "(file, rank, D score, seed, gen_mean, gen_std), to this folder",
+                        "(file, rank, D score, seed, gen_mean, gen_std, netg), to this folder",
                         kind="path")
     scale: int = _opt(1, "upscale single faces and GIF frames by this factor for display "
                       "(up to 32)")

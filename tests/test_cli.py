@@ -1029,8 +1029,8 @@ def test_make_help_lists_every_target_a_user_runs():
     r = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     listed = set(re.findall(r"^make ([\w-]+)", r.stdout, re.M))
-    assert listed == {"demo", "demo-long", "test", "test-fast", "eval", "app", "visdom", "clean",
-                      "help"}, r.stdout
+    assert listed == {"demo", "demo-long", "test", "test-fast", "eval", "app", "visdom",
+                      "visdom-assets", "venv", "clean", "help"}, r.stdout
     assert "#" not in r.stdout and "PY ?=" not in r.stdout  # the comment alone, as words
     plain = subprocess.run(["make", "-n"], cwd=ROOT, capture_output=True, text=True)
     assert "awk" not in plain.stdout  # a bare make builds the venv, as before help came first
