@@ -350,4 +350,18 @@ if __name__ == "__main__":
     # exit hooks) ends it at once, not with a KeyboardInterrupt traceback from an exit hook
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     _ignore_late_stops()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # under torchrun: a finished rank 1 died now and then (in two of our CI runs) in the
+        # C++ teardown of torch's gloo threads ("terminate called without an active
+        # exception", SIGABRT), after its work was saved, and torchrun then failed the whole
+        # run. The exit hooks (worker pools, a temporary image cache) run, then the process
+        # ends without that teardown.
+        import atexit
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a reader gone: nothing more to say to it
+                pass
+        os._exit(code)
     sys.exit(code)
