@@ -899,15 +899,22 @@ def newest_checkpoint(folder, kind, average=False):
     (``kind`` netg or netd): its newest ``kind``_N.pth (the highest N; with ``average``, also
     ``kind``_ema_N.pth, chosen at the same N: the moving average draws the samples), else
     its last.pth (which holds both nets), or None."""
+    found = numbered_checkpoints(folder, kind, average)
+    if found:
+        return max(found)[2]
+    last = Path(folder) / "last.pth"
+    return last if last.is_file() else None
+
+
+def numbered_checkpoints(folder, kind, average=False):
+    """(N, whether a moving average, path) of each ``kind``_N.pth in ``folder`` (with
+    ``average``, ``kind``_ema_N.pth too), in no particular order."""
     found = []
     for p in Path(folder).glob(f"{kind}_*.pth"):
         m = re.fullmatch(rf"{kind}_(ema_)?([0-9]+)\.pth", p.name)
         if m and (average or not m.group(1)):
             found.append((int(m.group(2)), bool(m.group(1)), p))
-    if found:
-        return max(found)[2]
-    last = Path(folder) / "last.pth"
-    return last if last.is_file() else None
+    return found
 
 
 def runs_below(folder, kind):
@@ -936,9 +943,7 @@ def newest_weights(folder):
         except UserError:
             return False
         return True
-    numbered = [(int(m.group(1)), p) for p in Path(folder).glob("netg_*.pth")
-                if (m := re.fullmatch(r"netg_([0-9]+)\.pth", p.name))]
-    for _, netg in sorted(numbered, reverse=True):
+    for _, _, netg in sorted(numbered_checkpoints(folder, "netg"), reverse=True):
         netd = netg.with_name(netg.name.replace("netg_", "netd_", 1))
         if loads(netg, "netg") and (not netd.is_file() or loads(netd, "netd")):
             return f"--netg-path={quoted(netg)}" + (f" --netd-path={quoted(netd)}"
