@@ -286,8 +286,7 @@ def _resume_command(flags, processes):
     without the project's packages, where the venv was not activated)."""
     if processes == 1:
         return _command(f"train {flags}")
-    main = _from_here(Path(__file__).resolve().parent / "main.py")
-    python = _program(sys.executable, "python")
+    python, main = _python_and_main()
     torchrun = Path(sys.executable).parent / "torchrun"
     launcher = _program(torchrun, "torchrun") if torchrun.is_file() else \
         f"{python} -m torch.distributed.run"
@@ -297,8 +296,14 @@ def _resume_command(flags, processes):
 
 def _command(args):
     """`python main.py ARGS` as the user can paste it where the run was started."""
-    return (f"`{_program(sys.executable, 'python')} "
-            f"{_from_here(Path(__file__).resolve().parent / 'main.py')} {args}`")
+    python, main = _python_and_main()
+    return f"`{python} {main} {args}`"
+
+
+def _python_and_main():
+    """This run's Python and main.py, as named from the folder the run was started in."""
+    return (_program(sys.executable, "python"),
+            _from_here(Path(__file__).resolve().parent / "main.py"))
 
 
 def _program(path, name):
@@ -359,26 +364,26 @@ def _keep_other_runs(opt, state, saved):
     last = Path(opt.checkpoint_dir) / "last.pth"
     notes = []
     other = _progress(last) if last.resolve() != Path(opt.resume).resolve() else None
+    done, total, there = other or (None, None, None)
     rollback = last.resolve() == (Path(saved["checkpoint_dir"]) / "last.pth").resolve()
     # the same seed: a later state of this very run, or a copy of one (resumed, a run keeps
     # its seed); another seed: another run
-    same_run = other is not None and other[2]["options"].get("seed") == saved["seed"]
+    same_run = other is not None and there["options"].get("seed") == saved["seed"]
     if rollback and same_run:
         other = None
     if other:  # (a rollback too, where a new run has since started in the run's folders)
-        done, total, stopped = other
         if done < total:
-            raise UserError(f"{last} holds another run, stopped {_stopped_at(stopped, total)}: "
+            raise UserError(f"{last} holds another run, stopped {_stopped_at(there, total)}: "
                             f"resumed in {opt.checkpoint_dir}, {opt.resume} would write over "
                             f"it; pass another --checkpoint-dir (and --save-path)")
         notes.append(_over_a_finished_run(opt.checkpoint_dir, total))
     log, before = Path(opt.save_path) / "losses.csv", Path(saved["save_path"]) / "losses.csv"
     if other and not same_run and log.is_file() and \
-            Path(saved_options(other[2])["save_path"]).resolve() == log.parent.resolve():
+            Path(saved_options(there)["save_path"]).resolve() == log.parent.resolve():
         # that run began its own log there: the rows up to the resumed step are its, and a
         # rollback's rows would follow them (the log of two runs in one)
         raise UserError(f"{log} is the loss log of another run, the one now in "
-                        f"{opt.checkpoint_dir} (seed {other[2]['options'].get('seed')}; "
+                        f"{opt.checkpoint_dir} (seed {there['options'].get('seed')}; "
                         f"{opt.resume} is of seed {saved['seed']}): resumed there, it would go "
                         f"on in that run's log and write its grids over that run's; pass "
                         f"another --checkpoint-dir and --save-path")
