@@ -48,6 +48,13 @@ MAX_BYTES = 2**32 - 1
 # 0.41 (126 of 2304x2304), 0.43 (510 of 3072x3072: --steps=256 --scale=32, 6.9 GB in all);
 # rounded up. Upscaling them all before encoding, as it was done first, took 1.71 to 1.77.
 GIF_MEMORY = 0.5
+# The memory generate and interpolate take for the faces they draw, at its peak: every face
+# as floats (4 bytes a value) and as bytes (1), then the grid's pixels three times (laid out,
+# in the order PIL reads, and PIL's own image). Peak RSS over the run's start, without D and
+# with it, on a 2-core CPU with AVX512-BF16 and AMX: 201 and 208 KB a face (4,000 to 16,000
+# faces), where this counts 224. Before the faces were rounded to bytes a thousand at a time
+# and D's ranking held them once, 427 and 321.
+FACE_BYTES, GRID_COPIES = 5 * 3 * 96 * 96, 3
 MEMINFO = "/proc/meminfo"
 PROC_CGROUP, CGROUP = "/proc/self/cgroup", "/sys/fs/cgroup"
 
@@ -156,13 +163,18 @@ class Faces:
         On the CPU each batch is padded to a multiple of PAD latents: its convolutions take
         another path for some batch sizes (odd ones, here), which moves a few pixels by one
         level, and a seed must draw the same face in a grid, alone, or in a morph."""
-        out = []
-        for i in range(0, len(z), self.batch_size):
+        if not len(z):
+            raise ValueError("no latents to draw")
+        out = None  # filled batch by batch: a list of batches joined at the end held each
+        for i in range(0, len(z), self.batch_size):  # face twice at once
             chunk = z[i:i + self.batch_size]
             extra = -len(chunk) % PAD if self.device.type == "cpu" else 0
             padded = torch.cat([chunk, chunk[-1:].expand(extra, *chunk.shape[1:])])
-            out.append(self.netg(padded.to(self.device))[:len(chunk)].float().cpu())
-        return torch.cat(out)
+            faces = self.netg(padded.to(self.device))[:len(chunk)].float().cpu()
+            if out is None:
+                out = faces.new_empty(len(z), *faces.shape[1:])
+            out[i:i + len(chunk)] = faces
+        return out
 
     def tensors(self, seeds):
         """The faces of ``seeds`` (a list of seeds): a tensor (N, 3, 96, 96) in [-1, 1]."""
@@ -214,20 +226,35 @@ class Faces:
         if self.netd is None:
             seeds = list(range(first_seed, first_seed + num))
             return self.tensors(seeds), torch.full((num,), float("nan")), seeds
-        best, best_scores, best_seeds = None, None, None
+        # the best so far in pool[:kept], each batch after them; the batch's winners take the
+        # places of the faces they beat, so the faces are held once and a batch more (joining
+        # the best and the batch, then picking, held them three times)
+        pool = scores = seeds = None
+        kept = 0
         starts = range(first_seed, first_seed + search_num, self.batch_size)
         with progress_bar(progress, starts, len(starts)) as bar:  # closed before a stop's line
             for start in starts if bar is None else bar:
-                seeds = torch.arange(start, min(start + self.batch_size,
+                batch = torch.arange(start, min(start + self.batch_size,
                                                 first_seed + search_num))
-                fake = self._draw(noise(seeds.tolist(), self.netg.nz, self.mean, self.std))
-                scores = self.netd(fake.to(self.device)).float().cpu()
-                if best is not None:
-                    fake, scores = torch.cat([best, fake]), torch.cat([best_scores, scores])
-                    seeds = torch.cat([best_seeds, seeds])
-                keep = scores.topk(min(num, len(scores))).indices
-                best, best_scores, best_seeds = fake[keep], scores[keep], seeds[keep]
-        return best, best_scores, best_seeds.tolist()
+                fake = self._draw(noise(batch.tolist(), self.netg.nz, self.mean, self.std))
+                if pool is None:
+                    room = min(num, search_num) + len(batch)
+                    pool = fake.new_empty(room, *fake.shape[1:])
+                    scores, seeds = torch.empty(room), torch.empty(room, dtype=torch.long)
+                end = kept + len(batch)
+                pool[kept:end], seeds[kept:end] = fake, batch
+                scores[kept:end] = self.netd(fake.to(self.device)).float().cpu()
+                if end <= num:
+                    kept = end
+                    continue
+                winners = torch.zeros(end, dtype=torch.bool)
+                winners[scores[:end].topk(num).indices] = True
+                beaten = (~winners[:num]).nonzero().squeeze(1)
+                new = winners[num:].nonzero().squeeze(1) + num
+                pool[beaten], scores[beaten], seeds[beaten] = pool[new], scores[new], seeds[new]
+                kept = num
+        order = scores[:kept].topk(kept).indices  # best first
+        return pool[order], scores[order], seeds[order].tolist()
 
 
 def to_pil(face, scale=1, resample="nearest"):
@@ -276,6 +303,27 @@ def _refuse_large_grid(opt):
                         f"{limit}: draw at most {most} faces "
                         f"({'fewer --seeds' if opt.seeds else 'a lower --gen-num'}), or name "
                         f"a format without that limit, such as .png")
+
+
+def grid_memory(count, nrow=8):
+    """The bytes that drawing ``count`` faces and saving them as a grid ``nrow`` faces wide
+    take at the peak (see FACE_BYTES)."""
+    width, height = grid_size(count, nrow)
+    return count * FACE_BYTES + width * height * 3 * GRID_COPIES
+
+
+def _refuse_short_memory(count, nrow, what, fewer):
+    """Before any drawing: faces too many for the memory left ended in the OOM killer (a
+    bare 'Killed', or a machine swapping to a standstill) after minutes of drawing. ``fewer``
+    says how to draw at most the given count."""
+    free = _available_memory()
+    if free is None or grid_memory(count, nrow) <= free:
+        return
+    most = _most(lambda n: grid_memory(n, nrow) <= free, count)
+    raise UserError(f"{what}: {counted(count, 'face')} need about "
+                    f"{grid_memory(count, nrow) / 2**30:.1f} GiB of memory, and this machine "
+                    f"has {free / 2**30:.1f} GiB available: "
+                    + (fewer(most) if most else "free some memory (other programs hold it)"))
 
 
 def _refuse_large_sheet(opt, out, rows):
@@ -395,6 +443,12 @@ def _say_unused_with_seeds(opt, does=None):
 
 def generate(opt):
     _refuse_large_grid(opt)
+    if opt.seeds:
+        _refuse_short_memory(len(opt.seeds), 8, "--seeds",
+                             lambda most: f"give fewer --seeds ({most} at most)")
+    else:
+        _refuse_short_memory(opt.gen_num, 8, "--gen-num",
+                             lambda most: f"lower --gen-num (to {most} at most)")
     _refuse_training_images(opt, ("--gen-img", opt.gen_img))
     grid = Path(opt.gen_img).resolve()
     if opt.out_dir and grid.parent == Path(opt.out_dir).resolve() and \
@@ -503,9 +557,13 @@ def say_widths(opt, faces):
 def interpolate(opt):
     """Rows of faces morphing from each seed to the next; optionally an animated GIF."""
     out = opt.out or UNSET_MEANS["interpolate", "out"]
-    _refuse_large_sheet(opt, out, len(opt.seeds) - 1 if opt.seeds else 1)
-    if opt.gif:
+    rows = len(opt.seeds) - 1 if opt.seeds else 1
+    _refuse_large_sheet(opt, out, rows)
+    if opt.gif:  # the larger of the two, where both are too large for the memory
         _refuse_large_gif(opt)
+    _refuse_short_memory(rows * opt.steps, opt.steps, "--steps and --seeds",
+                         lambda most: f"lower --steps or give fewer --seeds ({most} faces "
+                                      f"at most)")
     _refuse_training_images(opt, ("--out", out))
     device = resolve_device(opt.gpu)
     faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,

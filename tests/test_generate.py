@@ -13,18 +13,20 @@ from conftest import (ROOT, assert_clean_error, cli, drawing_nets, kill_group,
                       stop_in_a_bar)
 
 
+@pytest.mark.parametrize("num", [10, 20, 70])  # fewer than a batch, more, every face
 @torch.no_grad()
-def test_batched_search_keeps_the_top_scores():
+def test_batched_search_keeps_the_top_scores(num):
     netg, netd = drawing_nets()
-    faces, scores, seeds = Faces(netg, netd, batch_size=16).best(10, 70, first_seed=100)
+    faces, scores, seeds = Faces(netg, netd, batch_size=16).best(num, 70, first_seed=100)
     every = netd(netg(noise(range(100, 170), 100)))  # all 70 at once
-    top = every.topk(10)
-    assert faces.shape == (10, 3, 96, 96)
+    top = every.topk(num)
+    assert faces.shape == (num, 3, 96, 96)
     assert torch.allclose(scores, top.values, atol=1e-5)
-    # each kept seed's own score is one of the top ten (equal scores may swap places)
+    # each kept seed's own score is one of the top ones (equal scores may swap places)
     assert torch.allclose(every[[s - 100 for s in seeds]], top.values, atol=1e-5)
-    assert len(set(seeds)) == 10
+    assert len(set(seeds)) == num
     assert torch.allclose(netd(faces), scores, atol=1e-5)
+    assert torch.allclose(faces, netg(noise(seeds, 100)), atol=1e-6)  # each its seed's face
 
 
 def test_a_stop_while_ranking_closes_the_bar_before_it_leaves():
@@ -549,6 +551,48 @@ def test_a_gif_too_large_for_the_free_memory_is_refused_before_any_drawing(tmp_p
                                "--steps=256", "--scale=32", f"--out={tmp_path / 'big.png'}",
                                f"--gif={tmp_path / 'big.gif'}"), "--gif: ", *said)
         assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_more_faces_than_the_free_memory_holds_are_refused_before_any_drawing(tmp_path,
+                                                                          monkeypatch):
+    """generate held every face drawn, and its grid, in memory: --gen-num=200000 needed some
+    40 GB and ended in the OOM killer's bare 'Killed' after minutes of drawing. The count it
+    names instead is one that draws."""
+    import generate
+    g, d = _save_nets(tmp_path)
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24684084 kB\nMemAvailable:      51200 kB\n")  # 50 MiB
+    monkeypatch.setattr(generate, "MEMINFO", str(meminfo))
+    monkeypatch.setattr(generate, "PROC_CGROUP", str(tmp_path / "none"))
+    nets = (f"--netg-path={g}", f"--netd-path={d}")
+    load = generate.Faces.load
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the weights were loaded before the memory was checked")
+    monkeypatch.setattr(generate.Faces, "load", loaded)
+    before, refusals = sorted(p.name for p in tmp_path.iterdir()), []
+    for flags, said in ((("--gen-num=1000", "--gen-search-num=2000"),
+                         ("--gen-num: 1000 faces need about 0.2 GiB of memory, and this machine"
+                          " has 0.0 GiB available: lower --gen-num (to ",)),
+                        ((f"--seeds={','.join(map(str, range(300)))}",),
+                         ("--seeds: 300 faces need about 0.1 GiB", "give fewer --seeds (",))):
+        r = cli("generate", "--nogpu", "--seed=0", *nets, *flags,
+                f"--gen-img={tmp_path / 'big.png'}", f"--out-dir={tmp_path / 'big'}")
+        assert_clean_error(r, *said)
+        assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+        refusals.append(r.stderr)
+    most = int(re.search(r"to (\d+) at most", refusals[0]).group(1))
+    assert 100 < most < 1000
+    monkeypatch.setattr(generate.Faces, "load", load)
+    r = cli("generate", "--nogpu", "--seed=0", *nets, f"--gen-num={most}",
+            "--gen-search-num=2000", f"--gen-img={tmp_path / 'most.png'}")
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "most.png").size == grid_size(most)
+    r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=1,2,3", "--steps=256",
+            f"--out={tmp_path / 'morph.png'}")
+    assert_clean_error(r, "--steps and --seeds: 512 faces need about 0.1 GiB",
+                       "lower --steps or give fewer --seeds (")
+    assert not (tmp_path / "morph.png").exists()
 
 
 def test_the_seed_line_and_the_manifest_name_the_noise_that_draws_the_faces_again(tmp_path):
