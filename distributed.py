@@ -105,7 +105,10 @@ class World:
     def close(self):
         """The end of a finished run: every rank leaves together. Rank 1 tore its groups down
         while rank 0 was still saving the last epoch, and once (a CI run under load) died
-        there with "terminate called without an active exception" (SIGABRT)."""
+        there with "terminate called without an active exception" (SIGABRT). The barrier
+        made that rarer, not impossible: the C++ teardown of the gloo threads as Python exits
+        did it again once, so main.py ends each torchrun process with os._exit once its exit
+        hooks have run."""
         if self.size > 1 and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
