@@ -165,8 +165,9 @@ class Faces:
         level, and a seed must draw the same face in a grid, alone, or in a morph."""
         if not len(z):
             raise ValueError("no latents to draw")
-        out = None  # filled batch by batch: a list of batches joined at the end held each
-        for i in range(0, len(z), self.batch_size):  # face twice at once
+        # filled batch by batch: a list of batches joined at the end held each face twice
+        out = None
+        for i in range(0, len(z), self.batch_size):
             chunk = z[i:i + self.batch_size]
             extra = -len(chunk) % PAD if self.device.type == "cpu" else 0
             padded = torch.cat([chunk, chunk[-1:].expand(extra, *chunk.shape[1:])])
