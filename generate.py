@@ -215,7 +215,8 @@ class Faces:
         """The ``num`` faces D scores highest among seeds first_seed.. first_seed+search_num-1.
 
         Returns (faces, scores, seeds), best first. Without a D, the first ``num`` seeds.
-        ``progress`` wraps the batches' iterator (e.g. tqdm) and is given their count.
+        ``progress`` wraps the batches' iterator, called as ``progress(batches, total=count)``:
+        tqdm itself, say.
         """
         num, search_num = (whole(num, "num", 1, MAX_FACES),
                            whole(search_num, "search_num", 1, MAX_FACES))
@@ -233,7 +234,8 @@ class Faces:
         pool = scores = seeds = None
         kept = 0
         starts = range(first_seed, first_seed + search_num, self.batch_size)
-        with progress_bar(progress, starts, len(starts)) as bar:  # closed before a stop's line
+        # total by name: tqdm's second place is its description, where a count failed in it
+        with progress_bar(progress, starts, total=len(starts)) as bar:  # closed before a stop
             for start in starts if bar is None else bar:
                 batch = torch.arange(start, min(start + self.batch_size,
                                                 first_seed + search_num))

@@ -29,6 +29,18 @@ def test_batched_search_keeps_the_top_scores(num):
     assert torch.allclose(faces, netg(noise(seeds, 100)), atol=1e-6)  # each its seed's face
 
 
+@torch.no_grad()
+def test_tqdm_itself_shows_the_ranking(capsys):
+    """best's docstring names tqdm as its progress bar, and best(progress=tqdm) failed deep in
+    tqdm: the count of batches reached it as its description."""
+    from tqdm import tqdm
+    faces = Faces(*drawing_nets(), batch_size=16)
+    shown = faces.best(10, 70, first_seed=3, progress=tqdm)
+    assert "5/5" in capsys.readouterr().err  # 70 faces in 5 batches
+    plain = faces.best(10, 70, first_seed=3)
+    assert torch.equal(shown[0], plain[0]) and shown[2] == plain[2]
+
+
 def test_a_stop_while_ranking_closes_the_bar_before_it_leaves():
     """The stop's line must be the last on screen: a ranking bar a Ctrl-C caught before its
     own clean-up was closed only when Python freed it, and drew itself again under it."""
