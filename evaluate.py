@@ -104,7 +104,9 @@ def evaluate(opt):
     _refuse_other_json(out)
     device = resolve_device(opt.gpu)
     seed = opt.seed if opt.seed is not None else UNSET_MEANS["evaluate", "seed"]
-    wanted = [m.strip() for m in opt.metrics.split(",") if m.strip()]
+    # each once, in the order asked: "modes,modes" skipped one of the two where it had to
+    # skip both, and the report listed each as often as it was typed
+    wanted = list(dict.fromkeys(m.strip() for m in opt.metrics.split(",") if m.strip()))
     # a toy set: the toy set's attributes.csv beside faces/, in --data-path or above it
     # (data-toy/faces); a file of that name with other columns is some other set's
     found = [folder / "attributes.csv" for folder in (Path(opt.data_path),

@@ -383,12 +383,16 @@ def test_evaluate_skips_modes_where_there_is_no_attributes_csv(toy_dir, tmp_path
     # a CSV of that name with columns of its own is some other set's: the toy classifier's
     # figures were given for it without a word
     (folder / "attributes.csv").write_text("file,smiling,glasses\n000000.jpg,yes,no\n")
+    # a metric named twice is measured once (the second "modes" was measured after the note
+    # that skipped the first)
     r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
-            f"--data-path={folder}", "--num=32", f"--out={out}")
+            f"--data-path={folder}", "--num=32", f"--out={out}", "--metrics=modes,swd,modes,swd")
     assert r.returncode == 0, r.stderr
     assert f"note: modes are counted on the toy set only, and {folder / 'attributes.csv'} is " \
            f"not the toy set's (its columns differ): skipping them" in r.stdout
-    assert "modes" not in json.loads(out.read_text())
+    assert "modes" not in json.loads(out.read_text()) and "modes covered" not in r.stdout
+    assert json.loads(out.read_text())["metrics"] == ["swd"]
+    assert r.stdout.count("SWD x1e3, mean") == 1
     # a folder with no images at all: the refusal alone, no note above it
     (tmp_path / "empty").mkdir()
     r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
