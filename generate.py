@@ -110,9 +110,16 @@ def slerp(a, b, t):
 def slerp_path(z, steps, closed=False):
     """Latents walking from each of ``z`` to the next, ``steps`` a leg with both ends: one
     leg fewer than ``z`` has. ``closed``: back to the first too, each leg without its end (the
-    next leg starts there), for a loop without repeated frames."""
+    next leg starts there), for a loop without repeated frames: a leg from a latent to the
+    same one (a seed twice in a row, or the last seed the first) is left out, where it was
+    a pause that GIF writers merge into one frame, and a loop of one seed is its one face."""
     ts = [i / (steps - 1) for i in range(steps - 1 if closed else steps)]
-    legs = zip(z, torch.cat([z[1:], z[:1]])) if closed else zip(z[:-1], z[1:])
+    if not closed:
+        return torch.cat([torch.stack([slerp(a, b, t) for t in ts])
+                          for a, b in zip(z[:-1], z[1:])])
+    legs = [(a, b) for a, b in zip(z, torch.cat([z[1:], z[:1]])) if not torch.equal(a, b)]
+    if not legs:
+        return z[:1].clone()
     return torch.cat([torch.stack([slerp(a, b, t) for t in ts]) for a, b in legs])
 
 

@@ -427,6 +427,15 @@ def test_interpolation_ends_on_the_seeds_faces_and_the_gif_loops(tmp_path):
     assert "note: --seeds names 5 twice in a row: that row is 6 copies of one face" in r.stdout
     twice = _pixels(tmp_path / "twice.png")
     assert all(np.array_equal(twice[2:98, 2 + k * 98:98 + k * 98], cell(0, 0)) for k in range(6))
+    # the GIF's loop leaves out a leg from a seed to itself (here the last seed back to the
+    # first): it was a pause, which PIL wrote as one frame, so the file held fewer frames than
+    # the line said (11 of 15 here; with --seeds=5,5, 1 of 10)
+    for seeds, frames in (("5,9,5", 10), ("5,5", 1)):
+        r = cli("interpolate", "--nogpu", f"--netg-path={g}", f"--seeds={seeds}", "--steps=6",
+                f"--out={tmp_path / 'back.png'}", f"--gif={tmp_path / 'back.gif'}")
+        assert r.returncode == 0, r.stderr
+        assert f"wrote {tmp_path / 'back.gif'}: {frames} frame" in r.stdout
+        assert Image.open(tmp_path / "back.gif").n_frames == frames
 
 
 def test_a_morph_between_one_seed_and_itself_keeps_its_noise_exactly():
