@@ -18,6 +18,7 @@ its seed to a manifest; ``--seeds`` draws chosen faces again.
 """
 import csv
 import io
+import math
 import operator
 import random
 import re
@@ -28,8 +29,8 @@ from PIL import Image
 
 import checkpoint
 from checkpoint import grid_size, to_uint8
-from config import (MAX_BATCH, MAX_FACES, MAX_SCALE, MAX_STEPS, SEEDS, UNSET_MEANS, Config,
-                    refuse_earlier_faces, resolve_device)
+from config import (MAX_BATCH, MAX_FACES, MAX_NOISE, MAX_SCALE, MAX_STEPS, SEEDS, UNSET_MEANS,
+                    Config, refuse_earlier_faces, resolve_device)
 from errors import UserError, counted, listed, progress_bar
 
 SEARCH_BAR = 4096  # generate shows a progress bar when D ranks more faces than this
@@ -74,8 +75,27 @@ def whole(value, what, low, high, high_text=None):
     return number
 
 
+def spread(value, what, positive=False):
+    """The noise's ``mean`` or ``std`` (``positive``) as a float, or a ValueError in the words
+    of the command line's --gen-mean and --gen-std: the API took std=0 (every seed one face),
+    a NaN (every face NaN) and std="1" (an error deep in torch)."""
+    try:
+        if isinstance(value, (bool, str, bytes)):
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of many values
+        number = math.nan
+    span = (f"above 0 and at most {MAX_NOISE:g}" if positive else
+            f"from {-MAX_NOISE:g} to {MAX_NOISE:g}")
+    if not (math.isfinite(number) and abs(number) <= MAX_NOISE and (number > 0 or not positive)):
+        raise ValueError(f"{what} is a number {span} (the book draws N(0, 1)), not {value!r}")
+    return number
+
+
 def _listed_seeds(seeds):
     """``seeds`` (any iterable of seeds) as a list; one seed alone is a mistake said so."""
+    if isinstance(seeds, (str, bytes)):  # read a character at a time, "17" was seeds 1 and 7
+        raise ValueError(f"seeds is a list of seeds, e.g. [17, 42], not {seeds!r}")
     try:
         return list(seeds)
     except TypeError:
@@ -132,7 +152,7 @@ class Faces:
         self.device = torch.device(device)
         self.netg = netg.to(self.device).eval()
         self.netd = netd.to(self.device).eval() if netd is not None else None
-        self.mean, self.std = mean, std
+        self.mean, self.std = spread(mean, "mean"), spread(std, "std", positive=True)
         self.batch_size = whole(batch_size, "batch_size", 1, MAX_BATCH)
 
     @classmethod
@@ -206,9 +226,13 @@ class Faces:
             given = tuple(faces.shape) if isinstance(faces, torch.Tensor) else type(faces)
             raise ValueError(f"faces is a tensor (N, 3, 96, 96), as tensors() gives, not "
                              f"{given!r}")
+        if not faces.is_floating_point():  # uint8 pixels, say: D would score 0..255 as -1..1
+            raise ValueError(f"faces holds values in [-1, 1] as floats, as tensors() gives, "
+                             f"not {faces.dtype}")
         if self.netd is None:
             return torch.full((len(faces),), float("nan"))
-        return self.netd(faces.to(self.device)).float().cpu()
+        # float64 (numpy's default) or half: D's own float32 (torch refused the first)
+        return self.netd(faces.to(self.device, torch.float32)).float().cpu()
 
     def images(self, seeds, scale=1, resample="nearest"):
         """The faces of ``seeds`` as PIL images, ``scale`` times 96 pixels wide."""

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from generate import Faces, grid_size, noise, slerp_path
+from generate import Faces, grid_size, noise, slerp_path, to_uint8
 
 from conftest import (ROOT, assert_clean_error, cli, drawing_nets, kill_group,
                       stop_in_a_bar)
@@ -514,9 +514,24 @@ def test_api_refuses_what_the_command_line_refuses(tmp_path):
                        (lambda: faces.best(4, 8, first_seed=2**32 - 4), "first_seed"),
                        (lambda: faces.best(16.0, 64), "num is a whole number"),
                        (lambda: faces.scores(faces.tensors([1])[0]), "(N, 3, 96, 96)"),
-                       (lambda: Faces.load(g, device="cpu", batch_size=0), "batch_size")):
+                       (lambda: Faces.load(g, device="cpu", batch_size=0), "batch_size"),
+                       # a string was read a character at a time: "17" as seeds 1 and 7
+                       (lambda: faces.tensors("17"), "a list of seeds, e.g. [17, 42], not '17'"),
+                       # uint8 pixels would be scored as if 0..255 were -1..1
+                       (lambda: faces.scores(to_uint8(faces.tensors([1]))), "not torch.uint8"),
+                       # the noise as --gen-mean and --gen-std take it: std=0 drew one face
+                       # for every seed, NaN faces of NaN, std="1" an error deep in torch
+                       (lambda: Faces.load(g, std=0), "std is a number above 0 and at most"),
+                       (lambda: Faces.load(g, std=-1), "std is a number above 0"),
+                       (lambda: Faces.load(g, std="1"), "std is a number above 0"),
+                       (lambda: Faces.load(g, mean=float("nan")), "mean is a number from -1000"),
+                       (lambda: Faces.load(g, mean=1e6), "mean is a number from -1000 to 1000")):
         with pytest.raises(ValueError, match=re.escape(said)):
             call()
+    # float64 faces (numpy's default) are scored as D's float32 (torch refused them)
+    one = faces.tensors([1])
+    assert torch.allclose(faces.scores(one.double()), faces.scores(one))
+    assert Faces.load(g, mean=np.float32(0.5), std=torch.tensor(0.5)).std == 0.5
     with pytest.raises(ValueError, match="resample is 'nearest' or 'lanczos'"):
         faces.images([1], resample="bicubic")
     with pytest.raises(ValueError, match="num=20 and search_num=10"):
