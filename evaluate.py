@@ -43,25 +43,29 @@ def _real_images(opt, seed):
                          f"{len(files)} (e.g. {names})")
     total = len(array) if opt.cache else len(files)
     order = torch.randperm(total, generator=torch.Generator().manual_seed(seed)).numpy()
+    floor = "(the floor needs two disjoint real sets)"
+    few = None  # the note on a folder too small for --num, said once it is known
     if total < 2 * num:
         num = total // 2
-        notes.append(f"note: {opt.data_path} has {counted(total, 'image')}; comparing {num} "
-                     f"(the floor needs two disjoint real sets)")
+        few = f"note: {opt.data_path} has {counted(total, 'image')}; comparing {num} {floor}"
     if not opt.cache:
         from tqdm import tqdm
         rows, picked = decode_in_order(
             files, opt.image_size, order, 2 * num, progress=lambda total: tqdm(
                 total=total, desc="decoding the images compared", unit="image",
                 dynamic_ncols=True, leave=False))
-        if len(rows) < 2 * num:
+        if len(rows) < 2 * num:  # every file was tried: the ones not read are all unreadable
             num = len(rows) // 2
-            notes.append(f"note: only {len(rows)} of its {total} images could be read; "
-                         f"comparing {num}")
+            unread = sorted(Path(files[i]).name for i in set(range(total)) - set(picked))
+            names = ", ".join(shown(name) for name in unread[:3])
+            # in place of the note above, which counted the unreadable files as images
+            few = (f"note: only {len(rows)} of the {total} image files in {opt.data_path} "
+                   f"could be read (e.g. {names}); comparing {num} {floor}")
         array, order = dict(zip(picked, rows)), np.array(picked, dtype=np.int64)
     if num < 1:
         raise UserError(f"{opt.data_path} has fewer than two readable images: evaluate compares "
                         f"two disjoint real sets, so it needs at least two (ideally 2 x --num)")
-    for note in notes:
+    for note in notes + [few] * (few is not None):
         print(note)
     real = torch.from_numpy(np.stack([array[i] for i in np.sort(order[:num])]))
     other = torch.from_numpy(np.stack([array[i] for i in np.sort(order[num:2 * num])]))

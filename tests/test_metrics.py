@@ -362,7 +362,11 @@ def test_evaluate_on_a_folder_with_one_readable_image_says_so(tmp_path, cache):
     assert "comparing 1" in r.stdout and json.loads((tmp_path / "m.json").read_text())["num"] == 1
     # the files left out are said with the cache as without it (it said nothing of them)
     assert ("note: skipped 2 unreadable image files of 4 (e.g. bad.png, bad2.png)" if cache
-            else "note: only 2 of its 4 images could be read") in r.stdout, r.stdout
+            else f"note: only 2 of the 4 image files in {folder} could be read (e.g. bad.png, "
+                 f"bad2.png); comparing 1") in r.stdout, r.stdout
+    # one note of the count compared: without the cache a first one counted the unreadable
+    # files as images ("has 4 images; comparing 2", then "comparing 1")
+    assert r.stdout.count("comparing") == 1, r.stdout
 
 
 def test_evaluate_skips_modes_where_there_is_no_attributes_csv(toy_dir, tmp_path):
