@@ -21,13 +21,19 @@ def read_rows(path, up_to=None):
     A row cut short (a run killed, or a full disk, while it appended the row) is left out:
     it stopped the resumed run, and the plot at every save, with a traceback."""
     rows = []
-    with open(path, newline="") as f:
+    # utf-8-sig: a log saved again by a spreadsheet begins with a byte-order mark, which
+    # named the first column "\ufeffstep" and failed the resume with a KeyError traceback; a
+    # byte that is not UTF-8 (a hand edit) failed it with a UnicodeDecodeError, where it now
+    # spoils its row alone
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
         for row in csv.DictReader(f):
             try:
-                rows.append({k: (int(v) if k in ("step", "epoch") else float(v))
-                             for k, v in row.items()})
-            except (TypeError, ValueError):
+                parsed = {k: (int(v) if k in ("step", "epoch") else float(v))
+                          for k, v in row.items()}
+                parsed["step"]  # a file with no step column holds no rows of ours
+            except (TypeError, ValueError, KeyError):
                 continue
+            rows.append(parsed)
     return rows if up_to is None else [r for r in rows if r["step"] <= up_to]
 
 

@@ -785,6 +785,8 @@ def _train(opt):
                 due = world.size == 1 or (ii + 1) % plot_every == 0
                 if due and world.any(stop.requested, device):
                     path, how = save_within(epoch, bar)
+                    if world.main:  # the curves up to here: a run stopped before its first
+                        log.plot()  # save point (--save-every=10) had no losses.png at all
                     raise Interrupted(f"stopped in epoch {epoch + 1} after batch {ii + 1} (as "
                                       f"the progress bar counts): state saved "
                                       f"to {path}; continue with {how}")

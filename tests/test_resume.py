@@ -139,6 +139,15 @@ def test_a_loss_log_row_cut_short_is_left_out_on_resume(toy_dir, tmp_path):
     assert [int(r[0]) for r in after[1:]] == list(range(1, 9))  # then the second's, whole
     assert all(len(r) == 7 for r in after)
     assert (tmp_path / "imgs" / "losses.png").is_file()
+    # saved again by a spreadsheet (a byte-order mark first) with a hand edit that is not
+    # UTF-8: the resume failed with a KeyError, then a UnicodeDecodeError, as tracebacks
+    kept = log.read_bytes()
+    log.write_bytes(b"\xef\xbb\xbf" + kept + b"16,2,0.5,0.5,0.5,0.5,\xe9\n")
+    train_small(toy_dir, tmp_path, max_epoch=3, resume=True)
+    with open(log, newline="") as f:
+        again = list(csv.reader(f))
+    assert again[:len(after)] == after  # every row kept, the spoilt one left out
+    assert [int(r[0]) for r in again[1:]] == list(range(1, 13))
 
 
 @pytest.mark.slow
@@ -180,6 +189,9 @@ def test_sigint_mid_epoch_saves_and_resume_continues_exactly(toy_dir, tmp_path):
     assert "--resume" in err.splitlines()[-1]
     state = torch.load(split / "last.pth", weights_only=True)
     assert state["epoch"] == 1 and 0 < state["batch"] < 16  # stopped inside epoch 2
+    # the curves up to the stop, as a time budget draws them: before any save point
+    # (--save-every=10) a Ctrl-C left losses.csv alone, with no plot
+    assert (split / "losses.png").is_file()
 
     assert state["processes"] == 1
     other = tmp_path / "other"  # the same state as a run in 2 processes would have left it
