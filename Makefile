@@ -1,6 +1,6 @@
 # make demo   - install, draw the toy face set, train on it on the CPU, generate result.png
 # make demo-long - the same with a recipe that draws clearer faces in 2-3 times the minutes
-#               (about 3 on the slowest CPU we measured)
+#               (about 3 times on the slowest CPU we measured)
 # make test   - install, run the tests
 # make test-fast - all tests but the slow ones, for the edit-test loop
 # make eval   - also install the optional FID/KID network (requirements-eval.txt)
@@ -12,7 +12,9 @@
 # make venv   - install into .venv only (what a bare make does)
 # make clean  - remove what the demos wrote: result.png, result-long.png (also generate's
 #               default --gen-img: move a grid of your own first), checkpoints/demo{,-long},
-#               imgs/demo{,-long}; your runs stay
+#               imgs/demo{,-long}, the toy set's decoded cache (.data-toy.faces96-*, 264 MB);
+#               the toy set data-toy/ stays (rm -r data-toy: the next demo draws it again in
+#               seconds), and your runs stay
 # make help   - this list
 PY ?= python3
 VENV := .venv
@@ -151,4 +153,5 @@ visdom: $(STAMP)
 # only what the demos wrote: checkpoints/ and imgs/ are train's default folders, where a
 # run of your own (or the book's netg_199.pth) lives, so they are left alone
 clean:
-	rm -rf result.png $(DEMO_CK) imgs/demo result-long.png $(DEMO_LONG_CK) imgs/demo-long
+	rm -rf result.png $(DEMO_CK) imgs/demo result-long.png $(DEMO_LONG_CK) imgs/demo-long \
+		.$(TOY).faces96-*
