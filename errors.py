@@ -24,8 +24,14 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}; see --help\n")
 
     def parse_args(self, args=None, namespace=None):
-        args = sys.argv[1:] if args is None else list(args)
-        known, extra = self.parse_known_args([_dashed(a) for a in args], namespace)
+        args = [_dashed(a) for a in (sys.argv[1:] if args is None else list(args))]
+        # --gpu with --nogpu: main.py refuses the pair, where argparse took the last given
+        for name in getattr(self, "_switches", ()):
+            yes = any(a == f"--{name}" or a.startswith(f"--{name}=") for a in args)
+            if yes and any(a in (f"--no{name}", f"--no-{name}") for a in args):
+                self.exit(2, f"error: --{name} and --no{name} were both given: pass one of "
+                             f"them\n")
+        known, extra = self.parse_known_args(args, namespace)
         flags = [a for a in extra if a.startswith("--")]
         if flags:  # the closest spelling, as main.py offers it (argparse listed them bare)
             name = flags[0][2:].partition("=")[0].replace("-", "_")
@@ -41,6 +47,7 @@ class OneLineParser(argparse.ArgumentParser):
 
     def add_switch(self, name, default, help):
         """--NAME, --NAME=true/false and --noNAME, as main.py takes a yes-or-no flag."""
+        self._switches = [*getattr(self, "_switches", ()), name]
         self.add_argument(f"--{name}", nargs="?", const=True, default=default,
                           type=gpu_or_not if name == "gpu" else true_or_false,
                           metavar="{True,False}", help=help)

@@ -846,6 +846,12 @@ def test_a_flag_in_capitals_or_cpu_for_the_cpu_is_pointed_to_the_flag_meant(caps
             parser.parse_args([typed])
         assert (stop.value.code, capsys.readouterr().err) == (2, f"error: {line}\n")
     assert parser.parse_args(["--nogpu", "--measure=2"]).gpu is False
+    # both, as train refuses them: bench.py --gpu --nogpu benchmarked the CPU without a word
+    for pair in (["--gpu", "--nogpu"], ["--no-gpu", "--gpu=true"], ["--gpu=false", "--nogpu"]):
+        with pytest.raises(SystemExit) as stop:
+            parser.parse_args(pair)
+        assert (stop.value.code, capsys.readouterr().err) == (
+            2, "error: --gpu and --nogpu were both given: pass one of them\n")
 
 
 def test_a_whole_number_with_leading_zeros_is_a_whole_number(toy_dir):
