@@ -405,6 +405,7 @@ def main():
     if args.json:
         from checkpoint import save_text  # atomic, and makes the folder
         save_text(json.dumps(report, indent=2), args.json)
+        print(f"wrote {args.json}")
 
 
 def cache_sizes(args):
@@ -432,6 +433,7 @@ def cache_sizes(args):
     if args.json:
         from checkpoint import save_text  # atomic, and makes the folder
         save_text(json.dumps(results, indent=2), args.json)
+        print(f"wrote {args.json}")
 
 
 def cpuinfo_lines():

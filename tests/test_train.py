@@ -688,6 +688,32 @@ def test_a_stopped_benchmark_ends_in_one_line_with_its_measuring(toy_dir, tmp_pa
     assert not out.exists()
 
 
+def test_the_benchmark_reports_both_pipelines_side_by_side_and_says_where_it_wrote(toy_dir,
+                                                                                 tmp_path):
+    """bench.py end to end, tiny: the article's pipeline and ours on the same images, their
+    ratio, and the JSON it wrote named (it wrote it, into folders it made, without a word)."""
+    import shutil
+    import subprocess
+    import sys
+    from conftest import ROOT
+    data = shutil.copytree(toy_dir, tmp_path / "toy")  # bench removes the folder's cache
+    out = tmp_path / "new" / "bench.json"
+    r = subprocess.run([sys.executable, str(ROOT / "bench.py"), f"--data-path={data}",
+                        "--batch-size=16", "--measure=1", "--warmup=0", "--repeats=1",
+                        f"--json={out}"], cwd=tmp_path, text=True, capture_output=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    rows = {line.split("|")[1].strip(): line for line in r.stdout.splitlines()
+            if line.startswith("| ")}
+    assert {"article", "ours"} <= set(rows), r.stdout
+    assert report["article"]["images_per_s"] > 0 and report["ours"]["images_per_s"] > 0
+    ratio = report["ours"]["images_per_s"] / report["article"]["images_per_s"]
+    assert report["speedup"] == pytest.approx(ratio)
+    assert f"speed-up ours/article: {report['speedup']:.2f}x" in r.stdout
+    assert r.stdout.rstrip().splitlines()[-1] == f"wrote {out}"
+
+
 def test_a_folder_named_as_a_file_train_writes_is_refused_before_any_work(tmp_path, toy_dir):
     """A folder ck/last.pth/ (or imgs/0.png/) failed the first save, an epoch later, with a
     line naming a hidden temporary file, and netd_0.pth saved without its netg_0.pth."""
