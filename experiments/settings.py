@@ -128,6 +128,9 @@ SETTINGS.update({
 })
 
 
+EPOCHS = 6  # --epochs unset: the article's question's budget, 60,000 images of the toy set
+
+
 def _flags(d):
     return [f"--{k.replace('_', '-')}={v}" for k, v in d.items()]
 
@@ -497,8 +500,8 @@ def grids(args, faces=8):
 def _parser():
     parser = OneLineParser(description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=6,
-                        help="passes over the data for each setting (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"passes over the data for each setting (default: {EPOCHS})")
     parser.add_argument("--minutes", type=float, default=None,
                         help="equal time instead of equal images: each setting trains the "
                         "epochs its speed (--time) fits into this many minutes (default: "
@@ -544,6 +547,10 @@ def _check(args):
         if not value.strip():  # sweep was run in: its runs and grids.jpg went there
             raise UserError(f"{flag}= names no folder: give one, or leave the flag out")
     args.data, args.out = (os.path.abspath(os.path.expanduser(p)) for p in (args.data, args.out))
+    typed_epochs = args.epochs is not None
+    args.epochs = EPOCHS if args.epochs is None else args.epochs
+    # each setting once, in the order named (--only=book,book trained and tabled it twice)
+    args.only = ",".join(dict.fromkeys(args.only.split(",")))
     unknown = [name for name in args.only.split(",") if name not in SETTINGS]
     if unknown:
         raise UserError(f"--only: no setting named {', '.join(map(repr, unknown))}; the "
@@ -590,6 +597,9 @@ def _check(args):
             raise UserError(f"--minutes needs each setting's speed, and {speed_file} has none "
                             f"for {', '.join(missing)}: measure it first, the same command "
                             f"with --time in place of --minutes and --only={','.join(missing)}")
+        if typed_epochs:  # it was passed over without a word
+            raise UserError("--epochs and --minutes were both given: --minutes trains each "
+                            "setting the epochs its speed fits into them; pass one of them")
         if Path(args.data).is_dir():  # runs of other flags first: their line names the flag
             _refuse_runs_of_other_flags(args, [int(s) for s in seeds])  # typed, and a new
             # speed pass (as the speed's line below asks) would not have let them be

@@ -293,6 +293,22 @@ def test_a_mistake_in_the_flags_is_one_line_before_any_run(toy_dir, tmp_path, fl
     assert not (tmp_path / "sweep" / "book_seed0").exists()
 
 
+def test_epochs_beside_minutes_and_a_setting_named_twice(toy_dir, tmp_path):
+    """--minutes sets each setting's epochs, and --epochs beside it was passed over without a
+    word; --only=book,book named (and would train) book twice."""
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "speed.json").write_text(
+        json.dumps({"book": {"images_per_s": 100.0, "with": {}}}))
+    common = ("--seeds=0", "--width=8", f"--data={toy_dir}", f"--out={tmp_path / 'sweep'}")
+    r = _settings("--only=book", "--epochs=1", "--minutes=1", *common, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "error: --epochs and --minutes were both given: --minutes trains each setting the "
+        "epochs its speed fits into them; pass one of them"), r.stderr
+    assert not (tmp_path / "sweep" / "book_seed0").exists()
+    r = _settings("--only=book,book", "--report", *common, cwd=tmp_path)
+    assert r.returncode == 2 and "nothing of book is measured" in r.stderr, r.stderr
+
+
 def test_the_scripts_take_main_pys_spellings_of_their_flags(toy_dir, tmp_path):
     """--batch_size (the book's spelling, which main.py takes), --nogpu and --amp=false were
     refused by settings.py and bench.py ('unrecognized arguments', 'invalid choice')."""
