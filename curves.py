@@ -27,13 +27,13 @@ def read_rows(path, up_to=None):
     # spoils its row alone
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
         for row in csv.DictReader(f):
-            try:
-                parsed = {k: (int(v) if k in ("step", "epoch") else float(v))
-                          for k, v in row.items()}
-                parsed["step"]  # a file with no step column holds no rows of ours
-            except (TypeError, ValueError, KeyError):
+            if "step" not in row:  # a file with no step column holds no rows of ours
                 continue
-            rows.append(parsed)
+            try:
+                rows.append({k: (int(v) if k in ("step", "epoch") else float(v))
+                             for k, v in row.items()})
+            except (TypeError, ValueError):
+                continue
     return rows if up_to is None else [r for r in rows if r["step"] <= up_to]
 
 

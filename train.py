@@ -728,12 +728,15 @@ def _train(opt):
 
     def save_within(epoch, bar):
         """A stop within an epoch (Ctrl-C, a scheduler's SIGTERM, --max-minutes): the bar
-        closed, the losses and weights checked, the state saved to last.pth. Returns its path
-        and the command that goes on from it."""
+        closed, the losses and weights checked, the state saved to last.pth, then the loss
+        curves drawn up to here (a stop is not a save point: a run stopped before its first
+        had no losses.png at all). Returns its path and the command that goes on from it."""
         bar.close()
         _check_finite(meters.flush(), epoch, opt, run.saved)
         _check_weights(netg, netd, epoch, opt, run.saved)
         path = run.save() if world.main else Path(opt.checkpoint_dir) / "last.pth"
+        if world.main:
+            log.plot()
         return path, _resume_command(f"--resume={quoted(path)}", world.size)
 
     with StopSignal() as stop:
@@ -785,8 +788,6 @@ def _train(opt):
                 due = world.size == 1 or (ii + 1) % plot_every == 0
                 if due and world.any(stop.requested, device):
                     path, how = save_within(epoch, bar)
-                    if world.main:  # the curves up to here: a run stopped before its first
-                        log.plot()  # save point (--save-every=10) had no losses.png at all
                     raise Interrupted(f"stopped in epoch {epoch + 1} after batch {ii + 1} (as "
                                       f"the progress bar counts): state saved "
                                       f"to {path}; continue with {how}")
@@ -796,8 +797,6 @@ def _train(opt):
                 # the minutes given
                 if due and ii + 1 < per_epoch and out_of_time():
                     path, how = save_within(epoch, bar)
-                    if world.main:
-                        log.plot()  # the loss curves up to here (a stop is not a save point)
                     say(f"--max-minutes={opt.max_minutes:g}: the time is up in epoch {epoch + 1} "
                         f"of {opt.max_epoch}, after batch {ii + 1} of {per_epoch}: the run's "
                         f"state is saved to {path}, which generate also draws from; continue "
