@@ -20,13 +20,17 @@ class OneLineParser(argparse.ArgumentParser):
     is one line, as every command's (argparse printed its usage above its own line); a flag
     may be spelt with underscores (--batch_size), as main.py takes it."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._switches = []  # add_switch's names: --NAME with --noNAME is refused
+
     def error(self, message):
         self.exit(2, f"error: {message}; see --help\n")
 
     def parse_args(self, args=None, namespace=None):
         args = [_dashed(a) for a in (sys.argv[1:] if args is None else list(args))]
         # --gpu with --nogpu: main.py refuses the pair, where argparse took the last given
-        for name in getattr(self, "_switches", ()):
+        for name in self._switches:
             yes = any(a == f"--{name}" or a.startswith(f"--{name}=") for a in args)
             if yes and any(a in (f"--no{name}", f"--no-{name}") for a in args):
                 self.exit(2, f"error: --{name} and --no{name} were both given: pass one of "
@@ -47,7 +51,7 @@ class OneLineParser(argparse.ArgumentParser):
 
     def add_switch(self, name, default, help):
         """--NAME, --NAME=true/false and --noNAME, as main.py takes a yes-or-no flag."""
-        self._switches = [*getattr(self, "_switches", ()), name]
+        self._switches.append(name)
         self.add_argument(f"--{name}", nargs="?", const=True, default=default,
                           type=gpu_or_not if name == "gpu" else true_or_false,
                           metavar="{True,False}", help=help)
