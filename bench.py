@@ -349,8 +349,10 @@ def main():
     print(f"device {device} ({device_name}), kind {kind}"
           f"{' (capped by ONEDNN_MAX_CPU_ISA/ATEN_CPU_CAPABILITY)' if isa_cap() else ''}, "
           f"torch {torch.__version__}, batch {args.batch_size}, g_every {args.g_every}, "
-          f"{args.measure} batches timed after {args.warmup}, {args.repeats} alternating "
-          f"repeats", flush=True)
+          f"{counted(args.measure, 'batch', 'batches')} timed after {args.warmup}, "
+          f"{counted(args.repeats, 'alternating repeat')}", flush=True)
+    print(f"the decoded cache of {args.data_path}, which train builds on its first run and "
+          f"reuses, is removed and built again: its build is timed", flush=True)
     cold = measure("ours-cold")  # builds the cache
     unreadable = cold["unreadable"]
     if unreadable:  # the article's ImageFolder stops at the first with a traceback
@@ -395,7 +397,7 @@ def main():
         gpu = f" {r['peak_gpu_mb']:.0f} MB |" if "peak_gpu_mb" in r else ""
         first = f"{r['first_batch_s']:.1f} s" + (
             f" (cache build: {cold['first_batch_s']:.1f} s)" if name == "ours" else "")
-        share = (f"{r['fraction_of_peak']:.1%} of {r['peak_gflop_per_s']:.0f}"
+        share = (f"{r['fraction_of_peak']:.1%} of {r['peak_gflop_per_s']:.0f} GFLOP/s"
                  if r["fraction_of_peak"] else "n/a")
         print(f"| {name} | {r['images_per_s']:.1f} | {r['gflop_per_s']:.0f} | {share} | "
               f"{first} | {r['peak_rss_mb']:.0f} MB |{gpu}")
@@ -415,7 +417,8 @@ def cache_sizes(args):
     device = resolve_device(args.gpu)
     results = []
     print(f"device {device} ({_device_name(device)}), torch {torch.__version__}, batch "
-          f"{args.batch_size}, {args.measure} batches timed after {args.warmup}")
+          f"{args.batch_size}, {counted(args.measure, 'batch', 'batches')} timed after "
+          f"{args.warmup}")
     print("\n| images in the cache | cache file | images/s | peak RSS |\n| --- | --- | --- | --- |")
     for size in args.cache_sizes:
         cmd = [sys.executable, __file__, "--one=cache-size", f"--size={size}",
@@ -428,7 +431,7 @@ def cache_sizes(args):
             cmd.append(f"--gpu={args.gpu}")
         r = _run_one(cmd, f"the run with {size} images")
         results.append(r)
-        print(f"| {size:,} | {r['cache_gb']:.1f} GB | {r['images_per_s']:.1f} | "
+        print(f"| {size:,} | {_size(r['cache_gb'])} | {r['images_per_s']:.1f} | "
               f"{r['peak_rss_mb']:.0f} MB |", flush=True)
     if args.json:
         from checkpoint import save_text  # atomic, and makes the folder
@@ -579,6 +582,11 @@ def _run_one(cmd, what):
     if child.returncode != 0:
         sys.exit(f"error: {what} failed:\n{stderr[-2000:]}")
     return json.loads(stdout.strip().splitlines()[-1])
+
+
+def _size(gb):
+    """A file's size for the table: in GB from 1 GB up, in MB below (64 images: 1.8 MB)."""
+    return f"{gb:.1f} GB" if gb >= 1 else f"{gb * 1000:.1f} MB"
 
 
 def _device_name(device):

@@ -647,6 +647,7 @@ def test_bench_reads_paths_from_where_it_is_run_and_refuses_bad_values(toy_dir, 
               "--scratch=scratch", "--json=out/sizes.json", "--repeats=5")
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "out" / "sizes.json").read_text())[0]["images"] == 32
+    assert "| 32 | 0.9 MB |" in r.stdout  # it said 0.0 GB
     # flags the measurement does not read were passed over without a word
     assert "note: --repeats is not used with --cache-sizes" in r.stdout
     r = bench("--data-path=mine", "--batch-size=100", "--scratch=scratch")  # refused after it
@@ -712,6 +713,11 @@ def test_the_benchmark_reports_both_pipelines_side_by_side_and_says_where_it_wro
     assert report["speedup"] == pytest.approx(ratio)
     assert f"speed-up ours/article: {report['speedup']:.2f}x" in r.stdout
     assert r.stdout.rstrip().splitlines()[-1] == f"wrote {out}"
+    # it says that it rebuilds the folder's cache (1.4 GB for 50,000 faces), the peak's unit,
+    # and counts in English ("1 batches")
+    assert f"the decoded cache of {data}, which train builds" in r.stdout
+    assert "1 batch timed after 0, 1 alternating repeat" in r.stdout
+    assert re.search(r"\| ours \| [^|]+ \| [^|]+ \| [0-9.]+% of [0-9]+ GFLOP/s \|", rows["ours"])
 
 
 def test_a_folder_named_as_a_file_train_writes_is_refused_before_any_work(tmp_path, toy_dir):
