@@ -427,7 +427,7 @@ def report(args):
     speeds = read_speeds(speed_file)
     floors = {}  # SWD's floor at each number of faces the runs compared
     print("| setting | seeds | epochs | minutes | SWD x1e3, G | SWD x1e3, average | KL, average "
-          "| confident, average | attribute values, average | modes, average |")
+          "| clear faces, average | attribute values, average | modes, average |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, (what, _) in SETTINGS.items():
         if name not in args.only.split(","):

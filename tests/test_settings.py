@@ -411,7 +411,7 @@ def test_the_report_of_a_run_whose_images_are_gone_and_of_one_seed(toy_dir, tmp_
     --data-path this script does not have (only its minutes need the folder); one seed's
     counts read 12.0 modes; the floor's line named --num, not the faces compared."""
     import torch
-    from conftest import tiny_nets
+    from conftest import ROOT, tiny_nets
     run = tmp_path / "sweep" / "book_seed0"
     run.mkdir(parents=True)
     figures = {"num": 32, "num_asked": 1024, "swd": {"mean": 31.0},
@@ -429,6 +429,9 @@ def test_the_report_of_a_run_whose_images_are_gone_and_of_one_seed(toy_dir, tmp_
     assert result.returncode == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if line.startswith("| book: "))
     assert row.split(" | ")[2:4] == ["1", "-"]  # its epochs, and no minutes
+    # its header is the README's table's, where the report's said "confident"
+    header = result.stdout.splitlines()[0]
+    assert header.startswith("| setting |") and header in (ROOT / "README.md").read_text()
     assert row.endswith("| 30 | 12 |")
     assert "SWD floor (real vs real, 32 faces compared): 5.0" in result.stdout
     assert (run.parent / "grids.jpg").is_file()
