@@ -27,12 +27,11 @@ def read_rows(path, up_to=None):
     # spoils its row alone
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
         for row in csv.DictReader(f):
-            if "step" not in row:  # a file with no step column holds no rows of ours
-                continue
-            try:
-                rows.append({k: (int(v) if k in ("step", "epoch") else float(v))
-                             for k, v in row.items()})
-            except (TypeError, ValueError):
+            try:  # only our columns: one added by hand failed the resume's rewrite of the
+                # file with a ValueError traceback; a row short of one of ours is left out
+                rows.append({k: (int(row[k]) if k in ("step", "epoch") else float(row[k]))
+                             for k in COLUMNS})
+            except (KeyError, TypeError, ValueError):
                 continue
     return rows if up_to is None else [r for r in rows if r["step"] <= up_to]
 

@@ -148,6 +148,15 @@ def test_a_loss_log_row_cut_short_is_left_out_on_resume(toy_dir, tmp_path):
         again = list(csv.reader(f))
     assert again[:len(after)] == after  # every row kept, the spoilt one left out
     assert [int(r[0]) for r in again[1:]] == list(range(1, 13))
+    # a column added by hand in a spreadsheet: the resume's rewrite of the file failed with
+    # a ValueError traceback; the column is left out, every row of ours kept
+    with open(log, "w", newline="") as f:
+        csv.writer(f).writerows([again[0] + ["note"]] + [r + ["1"] for r in again[1:]])
+    train_small(toy_dir, tmp_path, max_epoch=4, resume=True)
+    with open(log, newline="") as f:
+        last = list(csv.reader(f))
+    assert last[:len(again)] == again
+    assert [int(r[0]) for r in last[1:]] == list(range(1, 17))
 
 
 @pytest.mark.slow
