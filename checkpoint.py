@@ -29,7 +29,7 @@ from PIL import Image
 
 from ema import measure_batchnorm
 from errors import (DiskFull, UserError, counted, is_loop, link_fault, special_kind,
-                    stop_signals)
+                    stop_signals, stop_wins)
 from model import NetD, NetG
 
 
@@ -136,7 +136,8 @@ def _atomic_write(path, write):
                                        dir=path.parent)
             os.close(fd)
         try:
-            write(tmp)
+            with stop_wins():  # a Ctrl-C in torch's writer is the Ctrl-C, not its error
+                write(tmp)
         except RuntimeError:  # torch.save's writer says "unexpected pos", not ENOSPC
             if _nearly_full(path.parent):
                 raise DiskFull(path) from None

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import checkpoint
-from errors import DiskFull
+from errors import DiskFull, stop_wins
 
 COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake", "images_per_s")
 
@@ -79,6 +79,10 @@ class LossLog:
 
     def plot(self):
         """Draw losses.png: the D and G losses, and D's mean outputs, against the step."""
+        with stop_wins():  # a second Ctrl-C in the renderer: the Ctrl-C, not a ValueError
+            self._plot()
+
+    def _plot(self):
         rows = self.rows()
         if not rows:
             return

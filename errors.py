@@ -325,6 +325,29 @@ def outlive_reader():
             setattr(sys, name, _Outliving(stream))
 
 
+def again_interrupts():
+    """Ctrl-C from now on raises KeyboardInterrupt at once, remembered as the others are (for
+    ``stop_wins``): a second Ctrl-C while training's first is acted on."""
+    signal.signal(signal.SIGINT, _raise_interrupt)
+
+
+@contextmanager
+def stop_wins():
+    """A Ctrl-C or SIGTERM that C code inside turned into an error of its own is raised as
+    the stop it was: torch's writer makes it "RuntimeError: unexpected pos", matplotlib's
+    renderer "ValueError: Invalid bounding box" (a second Ctrl-C in a save, 1 in 6, ended in
+    that traceback and status 1, where a stop's line and 130 were due)."""
+    before = len(_seen)
+    try:
+        yield
+    except Exception as e:
+        if isinstance(e.__context__, (KeyboardInterrupt, Terminated)):
+            raise e.__context__ from None
+        if len(_seen) > before:  # the renderer kept no trace of it but our handler's note
+            raise (Terminated if _seen[-1] == signal.SIGTERM else KeyboardInterrupt)() from None
+        raise
+
+
 def raise_if_stopped():
     """Raise again a Ctrl-C or SIGTERM whose exception was lost. CPython drops an exception
     raised inside a finaliser, or inside Python code called from C code that clears its errors

@@ -34,8 +34,8 @@ from config import (beside_flags, lies_elsewhere, quoted, saved_options, shown,
 from curves import LossLog, read_rows
 from data import cached_batches, folder_batches
 from ema import EMA
-from errors import (DiskFull, Interrupted, UserError, counted, listed, stop_signals,
-                    stop_under_way)
+from errors import (DiskFull, Interrupted, UserError, again_interrupts, counted, listed,
+                    stop_signals, stop_under_way)
 from model import (LowJudge, NetD, NetG, add_spectral_norm, batchnorm_is_identity,
                    book_state_dict, remove_batchnorm, weights_init)
 from steps import R1_EVERY, Objective, d_step, g_step
@@ -1006,7 +1006,7 @@ class StopSignal:
             return
         self.requested = True
         stop_under_way(signum)  # and after the save, until the process ends
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        again_interrupts()  # a second Ctrl-C stops at once
         if distributed.is_main_process():
             print(f"\n{signal.Signals(signum).name}: saving after this step (Ctrl-C again to "
                   f"stop at once)", file=sys.stderr, flush=True)

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 import checkpoint
+import errors
 from errors import UserError
 from model import NetD, NetG
 
@@ -115,6 +116,33 @@ def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
     loaded = torch.load(path, weights_only=True)
     assert all(torch.equal(loaded[k], good[k]) for k in good)
     assert [p.name for p in tmp_path.iterdir()] == ["netg_9.pth"]  # no temporary left
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, errors.Terminated])
+def test_a_stop_while_torch_writes_is_the_stop_not_its_error(tmp_path, monkeypatch, stop):
+    """A second Ctrl-C in the middle of a save reached torch's writer, which turned it into
+    "RuntimeError: ... unexpected pos": a traceback and status 1, where train stops at once
+    with its line and 130."""
+    import builtins
+    path = tmp_path / "last.pth"
+    checkpoint.save({"w": torch.ones(3)}, path)
+
+    class Stopping(io.FileIO):  # the signal's handler raises in the middle of the writing
+        writes = 0
+
+        def write(self, b):
+            Stopping.writes += 1
+            if Stopping.writes == 3:
+                raise stop
+            return super().write(b)
+
+    monkeypatch.setattr(checkpoint, "open", lambda p, mode: Stopping(p, mode), raising=False)
+    with pytest.raises(stop):
+        checkpoint.save({"w": torch.zeros(100_000)}, path)
+    assert Stopping.writes == 3
+    monkeypatch.setattr(checkpoint, "open", builtins.open, raising=False)
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]  # no temporary left
 
 
 def test_full_disk_is_a_clear_error(tmp_path, monkeypatch):

@@ -159,6 +159,49 @@ def test_a_loss_log_row_cut_short_is_left_out_on_resume(toy_dir, tmp_path):
     assert [int(r[0]) for r in last[1:]] == list(range(1, 17))
 
 
+def test_a_second_ctrl_c_in_the_loss_plot_is_the_ctrl_c(tmp_path, monkeypatch):
+    """A second Ctrl-C while the save point drew losses.png landed in matplotlib's renderer,
+    which made it "ValueError: Invalid bounding box": a traceback and status 1 where train
+    stops at once with its line and 130 (1 double Ctrl-C in 12)."""
+    import signal
+    import time
+    from matplotlib.backends import backend_agg
+    import curves
+    import errors
+    log = curves.LossLog(tmp_path)
+    for step in range(1, 4):
+        log.append(step, 0, dict(loss_d=1.0, loss_g=2.0, d_real=0.6, d_fake=0.4), 10.0)
+    drawn = backend_agg.RendererAgg.draw_path
+
+    def renderer(*args):  # as the renderer does: the Ctrl-C lost, an error of its own raised
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            pass
+        raise ValueError("Invalid bounding box")
+
+    monkeypatch.setattr(errors, "_seen", [])
+    monkeypatch.setattr(errors, "_under_way", [])
+    with train_module.StopSignal() as stop:
+        stop._handle(signal.SIGINT, None)  # training's first Ctrl-C
+        assert signal.getsignal(signal.SIGINT) is errors._raise_interrupt  # then the second's
+        monkeypatch.setattr(backend_agg.RendererAgg, "draw_path", renderer)
+        with pytest.raises(KeyboardInterrupt):
+            log.plot()
+        assert not (tmp_path / "losses.png").exists()
+        monkeypatch.setattr(backend_agg.RendererAgg, "draw_path", drawn)
+        log.plot()
+        png = (tmp_path / "losses.png").read_bytes()
+        assert png.startswith(b"\x89PNG")
+        # an error of the renderer's own, with no Ctrl-C, is not taken for one
+        monkeypatch.setattr(backend_agg.RendererAgg, "draw_path",
+                            lambda *a: (_ for _ in ()).throw(ValueError("its own")))
+        with pytest.raises(ValueError, match="its own"):
+            log.plot()
+    assert (tmp_path / "losses.png").read_bytes() == png  # left whole
+
+
 @pytest.mark.slow
 def test_resume_takes_the_saved_options_and_refuses_changes(toy_dir, tmp_path):
     train_small(toy_dir, tmp_path, max_epoch=1, g_every=2)
@@ -330,8 +373,11 @@ def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path, group,
     assert (tmp_path / "netg_2.pth").is_file()
 
 
-def test_a_second_ctrl_c_stops_at_once():
+def test_a_second_ctrl_c_stops_at_once(monkeypatch):
     """The first Ctrl-C asks for a save after the step; the second does not wait for it."""
+    import errors
+    monkeypatch.setattr(errors, "_seen", [])  # these stops stay this test's
+    monkeypatch.setattr(errors, "_under_way", [])
     before = signal.getsignal(signal.SIGINT)
     with train_module.StopSignal() as stop:
         assert not stop.requested
