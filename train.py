@@ -690,9 +690,11 @@ def _train(opt):
                              Path(opt.checkpoint_dir) / "options.json")
         checkpoint.save_text(f"{Path(opt.checkpoint_dir).resolve()}\n",
                              Path(opt.save_path) / OWNER)
-        if data.skipped:  # those the cache found, reported before the first batch
+        if data.skipped:  # those the cache found, reported before the first batch (without
+            # it, a resumed run's also holds those its list named in the folder it reads)
             _write_skipped(data.skipped, opt)
-        elif resumed_step is None:  # an earlier run's list, of files this run does not skip
+        else:  # an earlier run's list, or this one's of the folder it left (resumed with
+            # another --data-path), of files this run does not skip
             (Path(opt.checkpoint_dir) / "skipped_files.txt").unlink(missing_ok=True)
         return LossLog(opt.save_path, resume_step=resumed_step, loss=opt.loss)
 

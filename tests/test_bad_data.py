@@ -92,6 +92,23 @@ def test_a_run_resumed_in_mid_epoch_without_the_cache_keeps_its_list_of_skipped_
     assert "skipped 4 unreadable image files" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("cache", [True, False])
+def test_a_run_resumed_on_another_folder_lists_only_that_folders_skipped_files(
+        messy_dir, toy_dir, tmp_path, cache):
+    """Resumed with --data-path naming a clean folder, the run kept the skipped_files.txt of
+    the folder it had left, naming four broken files it no longer reads."""
+    ckpt = tmp_path / "ck"
+    train_module.train(parse("train", dict(
+        data_path=str(messy_dir), gpu=False, vis=False, batch_size=4, ngf=8, ndf=8, seed=0,
+        cache=cache, num_workers=0, checkpoint_dir=str(ckpt), save_path=str(ckpt),
+        max_epoch=1)))
+    assert len((ckpt / "skipped_files.txt").read_text().split()) == 4
+    train_module.train(parse("train", dict(resume=str(ckpt / "last.pth"),
+                                           data_path=str(toy_dir), max_epoch=2)))
+    assert (ckpt / "netg_1.pth").is_file()
+    assert not (ckpt / "skipped_files.txt").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("cache", [True, False])
 def test_names_in_another_encoding_train_and_are_listed_as_they_are(toy_dir, tmp_path, cache):
