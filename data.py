@@ -228,7 +228,15 @@ class FolderBatches:
 
     def __init__(self, opt):
         self.dataset = FaceFolder(opt.data_path, opt.image_size)
-        _enough(len(self.dataset), opt)
+        files = self.dataset.files
+        if len(files) < opt.batch_size:  # fewer than a batch: read them now (as the cache
+            # does), not send the user to lower --batch-size for files that are all broken
+            readable = sum(_decode((p, opt.image_size)) is not None for p in files)
+            if files and not readable:
+                raise UserError(f"none of the {len(files)} image files in {opt.data_path} "
+                                f"could be read: check that they are real images (e.g. "
+                                f"{files[0].name})")
+            _enough(readable, opt, "usable images")
         self.batch_size, self.num_workers = opt.batch_size, opt.num_workers
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
             os.cpu_count() or 1

@@ -235,11 +235,21 @@ def test_all_bad_folder_is_a_clear_error(tmp_path, cache):
     assert (tmp_path / "c" / "options.json").read_text() == '{"data_path": "data/faces"}'
     assert (tmp_path / "i" / "losses.csv").read_text() == "step,epoch\n20,0\n"
     assert (tmp_path / "c" / "skipped_files.txt").read_text() == "data/faces/old.jpg\n"
-    if cache:  # decoded first, so the batch size is not blamed for files that are all broken
-        assert_clean_error(cli("train", f"--data-path={tmp_path / 'bad'}", "--nogpu",
-                               "--vis=False", "--batch-size=16",
-                               f"--checkpoint-dir={tmp_path / 'c'}",
-                               f"--save-path={tmp_path / 'i'}"), "could be read")
+    # decoded first, so the batch size is not blamed for files that are all broken (without
+    # the cache it was: "lower --batch-size (now 16) to 3", then "none ... could be read")
+    assert_clean_error(cli("train", f"--data-path={tmp_path / 'bad'}", "--nogpu",
+                           "--vis=False", "--batch-size=16", f"--cache={cache}",
+                           f"--checkpoint-dir={tmp_path / 'c'}",
+                           f"--save-path={tmp_path / 'i'}"), "could be read")
+    # and where some can be read, the count that can is the one given
+    for i in range(2):
+        Image.new("RGB", (96, 96), (200, 100, 50)).save(faces / f"good{i}.png")
+    assert_clean_error(cli("train", f"--data-path={tmp_path / 'bad'}", "--nogpu",
+                           "--vis=False", "--batch-size=8", f"--cache={cache}",
+                           f"--checkpoint-dir={tmp_path / 'c'}",
+                           f"--save-path={tmp_path / 'i'}"),
+                       "has 2 usable images, fewer than one batch: lower --batch-size (now 8) "
+                       "to 2 or less")
 
 
 def test_a_resumed_run_whose_images_became_unreadable_is_a_clear_error(toy_dir, tmp_path):
