@@ -233,9 +233,7 @@ class FolderBatches:
             # does), not send the user to lower --batch-size for files that are all broken
             readable = sum(_decode((p, opt.image_size)) is not None for p in files)
             if files and not readable:
-                raise UserError(f"none of the {len(files)} image files in {opt.data_path} "
-                                f"could be read: check that they are real images (e.g. "
-                                f"{files[0].name})")
+                raise _none_readable(files, opt.data_path)
             _enough(readable, opt, "usable images")
         self.batch_size, self.num_workers = opt.batch_size, opt.num_workers
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
@@ -619,8 +617,7 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
         raise
     if count == 0:
         tmp.unlink()
-        raise UserError(f"none of the {len(files)} image files in {root} could be read: "
-                        f"check that they are real images (e.g. {files[0].name})")
+        raise _none_readable(files, root)
     meta_tmp = meta_path.with_name(f"{meta_path.name}.{_builder()}.tmp")
     meta_tmp.write_text(json.dumps({"count": count, "skipped": skipped}))
     os.replace(tmp, array_path)
@@ -748,6 +745,11 @@ class CachedBatches:
             else:
                 batch = torch.from_numpy(self.rows[idx.numpy()]).to(self.device, non_blocking=True)
             yield normalise(batch)
+
+
+def _none_readable(files, root):
+    return UserError(f"none of the {len(files)} image files in {root} could be read: check "
+                     f"that they are real images (e.g. {files[0].name})")
 
 
 def _enough(count, opt, what="image files"):
