@@ -27,7 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from errors import OneLineParser, Terminated, UserError, counted, outlive_reader, stop_signals
+from errors import (OneLineParser, Terminated, UserError, counted, outlive_reader, sized,
+                    stop_signals)
 
 
 def _sync(device):
@@ -431,7 +432,7 @@ def cache_sizes(args):
             cmd.append(f"--gpu={args.gpu}")
         r = _run_one(cmd, f"the run with {size} images")
         results.append(r)
-        print(f"| {size:,} | {_size(r['cache_gb'])} | {r['images_per_s']:.1f} | "
+        print(f"| {size:,} | {sized(r['cache_gb'] * 1e9)} | {r['images_per_s']:.1f} | "
               f"{r['peak_rss_mb']:.0f} MB |", flush=True)
     if args.json:
         from checkpoint import save_text  # atomic, and makes the folder
@@ -582,11 +583,6 @@ def _run_one(cmd, what):
     if child.returncode != 0:
         sys.exit(f"error: {what} failed:\n{stderr[-2000:]}")
     return json.loads(stdout.strip().splitlines()[-1])
-
-
-def _size(gb):
-    """A file's size for the table: in GB from 1 GB up, in MB below (64 images: 1.8 MB)."""
-    return f"{gb:.1f} GB" if gb >= 1 else f"{gb * 1000:.1f} MB"
 
 
 def _device_name(device):

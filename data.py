@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from config import shown, toy_hint
 from distributed import is_main_process
 from errors import (UserError, counted, held_stops, link_fault, listed, progress_bar,
-                    raise_if_stopped, special_kind)
+                    raise_if_stopped, sized, special_kind)
 
 # image files ImageFolder passes over (.jfif and .jpe: JPEGs under the names some browsers save)
 UNREAD_KINDS = {".gif", ".avif", ".heic", ".jxl", ".jfif", ".jpe"}
@@ -577,8 +577,7 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
         tmp = array_path.with_name(f"{array_path.name}.{_builder()}.tmp")
         offset = _create_npy(tmp, shape)
     row = 3 * image_size * image_size
-    size = len(files) * row  # a hidden file of up to 1.4 GB: where the disk space went, said
-    size = f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+    size = sized(len(files) * row)  # a hidden file of up to 1.4 GB: where the disk space went
     if refused:
         print(f"note: cannot write the decoded-image cache beside {root} ({refused.strerror}); "
               f"using {cache_dir} ({lasting}, {size})", flush=True)

@@ -123,6 +123,11 @@ def counted(n, noun, plural=None):
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
+def sized(nbytes):
+    """A file's size as a line says it: in GB from 1 GB up, in MB below ("1.8 MB")."""
+    return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
+
+
 def listed(words):
     """Words as a sentence lists them: "a", "a and b", "a, b and c"."""
     words = list(words)
