@@ -349,8 +349,14 @@ def stop_wins():
         if isinstance(e.__context__, (KeyboardInterrupt, Terminated)):
             raise e.__context__ from None
         if len(_seen) > before:  # the renderer kept no trace of it but our handler's note
-            raise (Terminated if _seen[-1] == signal.SIGTERM else KeyboardInterrupt)() from None
+            raise _last_stop() from None
         raise
+
+
+def _last_stop():
+    """The exception of the last stop the handlers noted: Terminated for a SIGTERM (a hang-up
+    is noted as one), KeyboardInterrupt for a Ctrl-C."""
+    return Terminated() if _seen[-1] == signal.SIGTERM else KeyboardInterrupt()
 
 
 def raise_if_stopped():
@@ -360,4 +366,4 @@ def raise_if_stopped():
     end (3 of 60 Ctrl-Cs sent in toyfaces' first 3 seconds). Called where the work can stop
     cleanly: after the imports, and in long loops."""
     if _seen:
-        raise Terminated if _seen[-1] == signal.SIGTERM else KeyboardInterrupt
+        raise _last_stop()
