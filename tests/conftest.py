@@ -47,6 +47,16 @@ def _signal_handlers_kept():
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == blocked, "the test left signals blocked"
 
 
+@pytest.fixture(autouse=True)
+def _stops_of_its_own(monkeypatch):
+    """The stops a test's handlers note (errors' lists, which tell a Ctrl-C that C code turned
+    into another error) stay that test's: left behind, they made a later test's error read as
+    a stop."""
+    import errors
+    monkeypatch.setattr(errors, "_seen", [])
+    monkeypatch.setattr(errors, "_under_way", [])
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cache_folder_of_its_own(tmp_path_factory):
     """The user's cache folder (~/.cache) stays out of the tests: one that read the attribute

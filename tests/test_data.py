@@ -481,7 +481,6 @@ def test_a_ctrl_c_inside_the_pools_own_code_waits_until_it_is_done(where, monkey
     import concurrent.futures
     import data
     import errors
-    monkeypatch.setattr(errors, "_seen", [])  # this stop stays this test's
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     calls, done = [], []
     real = {"submit": concurrent.futures.ProcessPoolExecutor.submit,

@@ -181,8 +181,6 @@ def test_a_second_ctrl_c_in_the_loss_plot_is_the_ctrl_c(tmp_path, monkeypatch):
             pass
         raise ValueError("Invalid bounding box")
 
-    monkeypatch.setattr(errors, "_seen", [])
-    monkeypatch.setattr(errors, "_under_way", [])
     with train_module.StopSignal() as stop:
         stop._handle(signal.SIGINT, None)  # training's first Ctrl-C
         assert signal.getsignal(signal.SIGINT) is errors._raise_interrupt  # then the second's
@@ -373,11 +371,8 @@ def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path, group,
     assert (tmp_path / "netg_2.pth").is_file()
 
 
-def test_a_second_ctrl_c_stops_at_once(monkeypatch):
+def test_a_second_ctrl_c_stops_at_once():
     """The first Ctrl-C asks for a save after the step; the second does not wait for it."""
-    import errors
-    monkeypatch.setattr(errors, "_seen", [])  # these stops stay this test's
-    monkeypatch.setattr(errors, "_under_way", [])
     before = signal.getsignal(signal.SIGINT)
     with train_module.StopSignal() as stop:
         assert not stop.requested
