@@ -122,9 +122,10 @@ def test_generate_errors(tmp_path):
 
 
 def test_a_checkpoint_not_found_names_the_newest_beside_it_or_the_runs_below(tmp_path):
-    """The article's generate names netg_200.pth, where its 200 epochs saved netg_199.pth; and
-    after make demo, explore --netg-path=checkpoints/ found no netg_N.pth there, its run being
-    in checkpoints/demo/. Both lines said what was missing, not where to look."""
+    """After 200 epochs a user asks for netg_200.pth, where epochs count from 0 and the last
+    saved is netg_199.pth (the file the article's generate names); and after make demo,
+    explore --netg-path=checkpoints/ found no netg_N.pth there, its run being in
+    checkpoints/demo/. Both lines said what was missing, not where to look."""
     run = tmp_path / "checkpoints" / "demo"
     run.mkdir(parents=True)
     for epoch in (9, 199, 19):

@@ -45,8 +45,8 @@ def test_book_command_writes_checkpoints_and_grids_then_generate_uses_them(toy_d
         assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == ["4", "8"]
     assert (imgs / "losses.png").is_file()
 
-    # its last line names the pair to draw from (the article's netg_200.pth was none of
-    # them), as a command to paste where train ran
+    # its last line names the pair to draw from (a netg_200.pth after 200 epochs would be
+    # none of them), as a command to paste where train ran
     last = result.stdout.rstrip().splitlines()[-1]
     assert last.startswith(f"done: weights in {ckpt}, sample grids in {imgs}; draw faces "
                            f"with `"), last
