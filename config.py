@@ -734,6 +734,8 @@ def _check_vis_server(address, port):
 
 def validate(command, opt):
     """Refuse values that cannot work, naming the flag, before any work starts."""
+    if getattr(opt, "gpu", None) is True:  # first: the user on a CPU alone fixes it before
+        resolve_device(True)  # any other line (a missing file) and would meet it next
     at_least_one = ["batch_size", "nz", "ngf", "ndf"]
     if command == "train":
         at_least_one += ["max_epoch", "d_every", "g_every", "save_every", "plot_every"]

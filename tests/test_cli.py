@@ -57,8 +57,14 @@ def test_no_images_points_to_the_toy_set_where_toyfaces_puts_it(tmp_path, monkey
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
-def test_gpu_without_cuda(toy_dir):
+def test_gpu_without_cuda(toy_dir, tmp_path):
     assert_clean_error(cli("train", f"--data-path={toy_dir}", "--gpu"), "--gpu", "--nogpu")
+    # the article's generate, before any training: the machine's line came only after the
+    # user had fixed the paths, a second try for one thing to change
+    assert_clean_error(cli("generate", "--gpu", "--vis", "False",
+                           "--netd-path", str(tmp_path / "netd_199.pth"),
+                           "--netg-path", str(tmp_path / "netg_199.pth")),
+                       "--gpu asks for CUDA", "--nogpu")
 
 
 @pytest.mark.parametrize("flag,culprit", [("--batch-size=0", "--batch-size"),
