@@ -290,9 +290,13 @@ def load(path, device="cpu"):
         raise UserError(f"cannot read {path}: permission denied") from None
     except pickle.UnpicklingError as e:
         if "unsupported global" in str(e).lower():  # something to import and run, no tensor
+            weights = Path(path).with_name(f"{Path(path).stem}_weights.pth")
             raise UserError(f"{path} was refused: it holds Python objects that would run code "
-                            f"when loaded, not plain weights; only load checkpoints you trust, "
-                            f"re-saved as state_dicts") from None
+                            f"when loaded, not plain weights (a whole net saved with "
+                            f"torch.save(net, ...)?); if you trust it, save its weights alone "
+                            f"where its code imports: python -c \"import torch; torch.save("
+                            f"torch.load({str(path)!r}, weights_only=False).state_dict(), "
+                            f"{str(weights)!r})\"") from None
         what = (f"{path} is damaged, not a PyTorch checkpoint, or saved with a pickle protocol "
                 f"torch's safe loader cannot read")
         raise Damaged(f"{what} (re-save it with torch.save's defaults)", what) from None

@@ -13,7 +13,7 @@ import errors
 from errors import UserError
 from model import NetD, NetG
 
-from conftest import assert_clean_error, cli, run_cli
+from conftest import ROOT, assert_clean_error, cli, run_cli
 
 
 def test_grids_are_laid_out_as_the_articles_make_grid_lays_them(tmp_path):
@@ -186,6 +186,24 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
         run_cli("generate", "--nogpu", f"--netg-path={tmp_path / 'evil.pth'}"), "evil.pth")
     assert "refused" in line
     assert not marker.exists()
+
+
+def test_a_whole_net_saved_is_refused_with_the_line_that_saves_its_weights(tmp_path):
+    """A book reader who saved the net itself (torch.save(netg, ...)) was told to re-save it
+    "as state_dicts", not how; the line's own command now gives a file generate draws from."""
+    import shlex
+    import subprocess
+    import sys
+    torch.save(NetG(100, 8), tmp_path / "netg_9.pth")
+    line = assert_clean_error(
+        run_cli("generate", "--nogpu", f"--netg-path={tmp_path / 'netg_9.pth'}"), "refused")
+    command = shlex.split(line.split("where its code imports: ", 1)[1])
+    assert command[:2] == ["python", "-c"], line
+    subprocess.run([sys.executable, "-c", command[2]], cwd=ROOT, check=True)
+    result = run_cli("generate", "--nogpu", f"--netg-path={tmp_path / 'netg_9_weights.pth'}",
+                     f"--gen-img={tmp_path / 'r.png'}")
+    assert result.returncode == 0, result.stderr
+    assert "64 faces" in result.stdout and Image.open(tmp_path / "r.png").width > 8 * 96
 
 
 def test_truncated_and_foreign_files(tmp_path):
