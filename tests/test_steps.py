@@ -16,25 +16,34 @@ def test_default_steps_are_the_articles_two_pass_bce_bit_for_bit():
     bce = nn.BCEWithLogitsLoss()
 
     torch.manual_seed(3)
-    steps.d_step(ours_g, ours_d.logits, opts[1], steps.Objective(), real, 16)
-    steps.g_step(ours_g, ours_d, opts[0], steps.Objective(), 6, 16, "cpu")
+    said_d = steps.d_step(ours_g, ours_d.logits, opts[1], steps.Objective(), real, 16)
+    said_g = steps.g_step(ours_g, ours_d, opts[0], steps.Objective(), 6, 16, "cpu")
 
     torch.manual_seed(3)
     opts[3].zero_grad()
-    out = ref_d.logits(real)
-    bce(out, torch.ones_like(out)).backward()  # (1) real -> 1
+    out_real = ref_d.logits(real)
+    error_real = bce(out_real, torch.ones_like(out_real))
+    error_real.backward()  # (1) real -> 1
     fake = ref_g(torch.randn(6, 16, 1, 1)).detach()
-    out = ref_d.logits(fake)
-    bce(out, torch.zeros_like(out)).backward()  # fake -> 0, a second backward
+    out_fake = ref_d.logits(fake)
+    error_fake = bce(out_fake, torch.zeros_like(out_fake))
+    error_fake.backward()  # fake -> 0, a second backward
     opts[3].step()
     opts[2].zero_grad()
     out = ref_d.logits(ref_g(torch.randn(6, 16, 1, 1)))
-    bce(out, torch.ones_like(out)).backward()  # (2) G: D(G(z)) -> 1
+    error_g = bce(out, torch.ones_like(out))
+    error_g.backward()  # (2) G: D(G(z)) -> 1
     opts[2].step()
 
     for ours, ref in ((ours_g, ref_g), (ours_d, ref_d)):
         for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
             assert torch.equal(a, b), name
+    # and what the bar, losses.csv and visdom show: the losses, D(x) and D(G(z))
+    loss_d, d_real, d_fake = said_d
+    assert torch.equal(loss_d, (error_real + error_fake).detach())
+    assert torch.equal(d_real, torch.sigmoid(out_real).mean().detach())
+    assert torch.equal(d_fake, torch.sigmoid(out_fake).mean().detach())
+    assert torch.equal(said_g, error_g.detach())
 
 
 def test_hinge_values_on_known_logits():
