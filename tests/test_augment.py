@@ -56,9 +56,19 @@ def test_color_changes_brightness_saturation_and_contrast_per_face():
         assert 0.5 <= slope[0] <= 1.5
     brightness = out.mean((1, 2, 3)) - grey.mean((1, 2, 3))
     assert brightness.abs().max() <= 0.5 + 1e-5 and brightness.std() > 0.01
-    colourful = _faces(n=6)
-    chroma = (augment.color(colourful) - augment.color(colourful).mean(1, keepdim=True))
-    assert chroma.abs().sum() > 0
+    # on colourful faces: each face's contrast c scales its grey level about the mean, and
+    # its saturation s times c scales its colour away from grey; s spans 0 (grey) to 2
+    colourful = _faces(n=400, size=8)
+    out = augment.color(colourful)
+    level, level_out = colourful.mean(1, keepdim=True), out.mean(1, keepdim=True)
+    tint, tint_out = (colourful - level).flatten(1), (out - level_out).flatten(1)
+    centred = (level - level.mean((2, 3), keepdim=True)).flatten(1)
+    c = ((level_out - level_out.mean((2, 3), keepdim=True)).flatten(1) * centred).sum(1) \
+        / (centred * centred).sum(1)
+    s = (tint_out * tint).sum(1) / (tint * tint).sum(1) / c
+    assert torch.allclose(tint_out, (s * c)[:, None] * tint, atol=1e-4)  # one factor a face
+    assert 0.5 - 1e-4 <= c.min() and c.max() <= 1.5 + 1e-4
+    assert -1e-4 <= s.min() < 0.1 and 1.9 < s.max() <= 2 + 1e-4, (s.min(), s.max())
 
 
 def test_parse_and_no_augmentation_by_default():
