@@ -9,7 +9,7 @@ from PIL import Image
 from generate import grid_size
 from model import NetD, NetG
 
-from conftest import assert_clean_error, cli, read_until
+from conftest import ROOT, assert_clean_error, cli, read_until
 
 
 def test_misspelt_flag_names_it_and_suggests(toy_dir):
@@ -336,6 +336,22 @@ def test_recipe_expands_to_its_flags_and_given_flags_win(toy_dir):
     book = parse("train", dict(data_path=str(toy_dir)))
     assert (book.loss, book.sn, book.diffaug, book.r1, book.beta2, book.g_every) == \
         ("bce", False, "", 0.0, 0.999, 5)
+    # the recipe is the flags the README spells out for it (a weight changed in the code
+    # alone, --r1=1 for 0.1, went unnoticed), and those flags train as the recipe does
+    import ast
+    readme = (ROOT / "README.md").read_text()
+    spelt = re.search(r"- `--recipe=modern` = `([^`]+)`", readme.replace("\n  ", " "))[1]
+    flags = {}
+    for token in spelt.split():
+        name, _, value = token[2:].partition("=")
+        try:
+            flags[name.replace("-", "_")] = ast.literal_eval(value) if value else True
+        except (ValueError, SyntaxError):
+            flags[name.replace("-", "_")] = value
+    assert flags == RECIPES["modern"], spelt
+    by_hand = parse("train", dict(data_path=str(toy_dir), **flags))
+    recipe = parse("train", dict(data_path=str(toy_dir), recipe="modern"))
+    assert {**vars(by_hand), "given": None} == {**vars(recipe), "recipe": "", "given": None}
 
 
 def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, toy_dir):
