@@ -265,6 +265,10 @@ def test_the_cache_of_a_renamed_or_deleted_folder_is_removed_when_another_is_bui
     assert len(array) == 12
     build_cache(parent / "anime", 96, workers=1)  # found: nothing to say
     assert capsys.readouterr().out == ""
+    # the article's 50,000 faces: in GB (bench.py's table says its caches the same way)
+    from errors import sized
+    assert [sized(n) for n in (50_000 * 96 * 96 * 3, 999_900_000, 300_000)] == \
+        ["1.4 GB", "999.9 MB", "0.3 MB"]
 
 
 def test_a_full_disk_while_decoding_names_the_cache_and_the_way_out(tmp_path, toy_dir,
