@@ -22,6 +22,13 @@ def test_both_layouts(toy_dir, tmp_path):
     book = list_images(toy_dir)  # DIR/faces/*.jpg
     flat = list_images(toy_dir / "faces")  # the images directly
     assert len(book) == len(flat) == 64
+    # names in capitals, as cameras and some scrapers save them, are images too (ImageFolder
+    # reads any case); a hidden file is not
+    mixed = tmp_path / "mixed" / "faces"
+    mixed.mkdir(parents=True)
+    for name in ("A.JPG", "b.Png", "c.jpeg", ".d.jpg"):
+        shutil.copy(flat[0], mixed / name)
+    assert [p.name for p in list_images(mixed.parent)] == ["A.JPG", "b.Png", "c.jpeg"]
 
 
 def test_images_from_several_folders_are_named_before_they_mix(toy_dir, tmp_path, capsys):
