@@ -166,7 +166,9 @@ def _agree(rank, size, store, out):
     world = distributed.World(rank, size)
     cpu = torch.device("cpu")
     said = [world.agree(105, cpu), world.agree(64 if rank == 0 else 105, cpu),
-            world.agree(2**40 + rank, cpu)]
+            world.agree(2**40 + rank, cpu),
+            # the losses and D's outputs the log and visdom show: the processes' mean
+            world.mean(torch.tensor(1.0 + 2 * rank)).item(), world.any(rank == 1, cpu)]
     (out / f"agree.{rank}").write_text(repr(said))
     dist.destroy_process_group()
     os._exit(0)
@@ -174,10 +176,11 @@ def _agree(rank, size, store, out):
 
 def test_the_processes_tell_whether_they_found_the_same_number_of_images(tmp_path):
     """Each process lists the data folder itself; a folder that changed meanwhile gave them
-    different image counts, and training hung for good at the first epoch's end."""
+    different image counts, and training hung for good at the first epoch's end. They also
+    average what they report (summed, D(x) read above 1) and share a stop."""
     mp.spawn(_agree, args=(2, tmp_path / "store", tmp_path), nprocs=2)
     for rank in (0, 1):
-        assert (tmp_path / f"agree.{rank}").read_text() == "[True, False, False]"
+        assert (tmp_path / f"agree.{rank}").read_text() == "[True, False, False, 2.0, True]"
 
 
 @pytest.mark.slow
