@@ -265,6 +265,9 @@ def test_evaluate_untrained_generator_is_far_above_the_floor(toy_dir, tmp_path, 
     report = json.loads(out.read_text())
     assert report["num"] == 32 and "SWD x1e3, mean" in r.stdout
     assert report["swd"]["mean"] > 5 * report["swd_floor"]["mean"]
+    # the floor likewise: a second real sample against the first, above 0 at every scale
+    # (the first against itself gave 0, and every G read as far above it)
+    assert all(level > 0 for level in report["swd_floor"]["levels"])
     assert "attribute modes covered" in r.stdout
     kl = report["modes"]["kl_per_attribute"]
     worst = max(kl, key=kl.get)
