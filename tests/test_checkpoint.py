@@ -110,7 +110,7 @@ def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
         raise RuntimeError("killed mid-write")
 
     monkeypatch.setattr(checkpoint.torch, "save", crash)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="killed mid-write"):  # the crash's own
         checkpoint.save(NetG(100, 8).state_dict(), path)
     monkeypatch.undo()
     loaded = torch.load(path, weights_only=True)

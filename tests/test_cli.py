@@ -742,19 +742,23 @@ def test_out_of_memory_is_one_line_and_other_runtime_errors_keep_their_traceback
     assert main.main(["main.py", "train"]) == 2
     assert "(process 3)" in capsys.readouterr().err
     monkeypatch.setitem(main.COMMANDS, "train", raiser(RuntimeError("shapes do not match")))
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="shapes do not match"):  # not memory: kept as it is
         main.main(["main.py", "train"])
 
 
 def test_visdom_addresses_that_work_are_taken(toy_dir):
     from config import parse
+    from errors import UserError
     for address in ("http://localhost", "http://[::1]", "https://vis.example.org/",
                     "127.0.0.1"):
         assert parse("train", dict(data_path=str(toy_dir), vis_server=address)).vis_server \
             == address
-    # not checked where visdom is off
-    assert not parse("train", dict(data_path=str(toy_dir), vis=False,
-                                   vis_server="http://localhost:9999")).vis
+    # an address with its port is refused where visdom is on, and not checked where it is off
+    with pytest.raises(UserError, match="--vis-server"):
+        parse("train", dict(data_path=str(toy_dir), vis_server="http://localhost:9999"))
+    assert parse("train", dict(data_path=str(toy_dir), vis=False,
+                               vis_server="http://localhost:9999")).vis_server == \
+        "http://localhost:9999"
 
 
 def test_outputs_inside_the_training_data_are_refused_or_named(tmp_path, toy_dir,
