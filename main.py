@@ -45,6 +45,26 @@ def _ignore_late_stops():
         signal.signal(sig, signal.SIG_IGN)
 
 
+def _no_package(name):
+    """The line for a package main.py needs that this Python lacks: the article's `python
+    main.py ...` typed with a Python other than the venv's was a ModuleNotFoundError
+    traceback."""
+    venv = Path(__file__).resolve().parent / ".venv"
+    if Path(sys.prefix).resolve() == venv.resolve():  # the venv itself, half installed
+        return (f"error: the project's venv ({venv}) has no {name}: install its packages "
+                f"again with `{venv / 'bin' / 'pip'} install -r requirements.txt` (in "
+                f"{venv.parent})")
+    bin_ = os.path.relpath(venv / "bin")  # relative where the venv is here or at most two
+    if set(Path(bin_).parts[:-2]) - {".."} or bin_.startswith(os.path.join(*[".."] * 3)):
+        bin_ = str(venv / "bin")  # folders up, as train's last line names it; else in full
+    command = f"{os.path.join(bin_, 'python')} {sys.argv[0]} ..."
+    how = (f"run it with the project's venv: `{command}`" if venv.is_dir() else
+           f"make the project's venv with `make venv` in {venv.parent}, then run `{command}`")
+    return (f"error: this Python ({sys.executable}) has no {name}, which main.py needs; {how} "
+            f"(or `source {os.path.join(bin_, 'activate')}` once, then `python {sys.argv[0]} "
+            f"...` as in the article)")
+
+
 if __name__ == "__main__":  # before torch loads (a second or more): a stop then is one line too
     outlive_reader()  # a closed terminal or pipe silences the lines, not the work
     stop_on_signals()  # training saves first (its own handler); elsewhere: clean up and stop
@@ -55,6 +75,12 @@ try:
     from distributed import is_main_process
     if __name__ == "__main__":
         raise_if_stopped()  # one that a library swallowed while it loaded
+except ModuleNotFoundError as missing:  # a package, not one of ours: this Python lacks it
+    top = (missing.name or "").split(".")[0]
+    if __name__ != "__main__" or not top or (Path(__file__).parent / f"{top}.py").exists():
+        raise
+    print(_no_package(top), file=sys.stderr)
+    sys.exit(2)
 except (KeyboardInterrupt, Terminated) as stop:
     if __name__ != "__main__":
         raise

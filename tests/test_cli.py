@@ -18,6 +18,36 @@ def test_misspelt_flag_names_it_and_suggests(toy_dir):
     assert "did you mean --batch-size" in line
 
 
+WITHOUT_FIRE = """import os, runpy, sys
+class Missing:  # this Python as if it had no fire
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "fire":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Missing())
+sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(sys.argv[0]))
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_a_python_without_the_packages_is_told_to_use_the_venv(tmp_path):
+    """The article's `python main.py train --gpu`, typed with a Python other than the venv's,
+    was a ModuleNotFoundError traceback."""
+    import subprocess
+    import sys
+    base = Path(sys.base_prefix) / "bin" / "python3"  # the Python the venv was made from
+    for python in (base, Path(sys.executable)):
+        result = subprocess.run([str(python), "-c", WITHOUT_FIRE, "main.py",
+                                 "train", "--gpu"], cwd=ROOT, capture_output=True, text=True)
+        line = assert_clean_error(result, "has no fire")
+        if python == base:
+            assert line.endswith("which main.py needs; run it with the project's venv: "
+                                 "`.venv/bin/python main.py ...` (or `source .venv/bin/activate`"
+                                 " once, then `python main.py ...` as in the article)"), line
+        elif Path(sys.prefix).resolve() == (ROOT / ".venv").resolve():  # make test's venv
+            assert "install its packages again with" in line, line
+
+
 def test_unknown_command_suggests():
     line = assert_clean_error(cli("genrate"), "genrate")
     assert "generate" in line
