@@ -134,9 +134,13 @@ def _client(port):
                          use_incoming_socket=False)
 
 
-def _png_size(window):
+def _png(window):
     src = window["content"]["src"]
-    return Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).size
+    return Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+
+
+def _png_size(window):
+    return _png(window).size
 
 
 @pytest.mark.slow
@@ -162,10 +166,26 @@ def test_training_fills_the_book_windows(visdom_server, toy_dir, tmp_path):
         assert trace["y"] == pytest.approx([float(r[column]) for r in rows], rel=1e-5)
     scores = json.loads(vis.get_window_data("scores", env))["content"]["data"]
     assert [t["name"] for t in scores] == ["D(x)", "D(G(z))"]
+    assert scores[0]["y"] == pytest.approx([float(r["d_real"]) for r in rows], rel=1e-5)
     assert scores[1]["y"] == pytest.approx([float(r["d_fake"]) for r in rows], rel=1e-5)
     # visdom's grid: 8 per row, each 96x96 image padded by 2 on every side
     assert _png_size(json.loads(vis.get_window_data("fixfake", env))) == (8 * 100, 8 * 100)
-    assert _png_size(json.loads(vis.get_window_data("real", env))) == (8 * 100, 2 * 100)
+    real = np.asarray(_png(json.loads(vis.get_window_data("real", env))).convert("RGB"),
+                      dtype=np.int16)
+    assert real.shape == (2 * 100, 8 * 100, 3)
+    # each cell one of the set's faces with its colours as they are (not darkened, clipped),
+    # wherever in its 100x100 visdom puts it
+    faces = np.stack([np.asarray(Image.open(p).convert("RGB"), dtype=np.int16)
+                      for p in sorted((toy_dir / "faces").iterdir())])
+    for top in (0, 100):
+        for left in range(0, 800, 100):
+            assert min(np.abs(real[top + dy:top + dy + 96, left + dx:left + dx + 96] - faces)
+                       .mean((1, 2, 3)).min() for dy in range(5) for dx in range(5)) < 1, \
+                (top, left)
+    # the options window lists this run's training options (not every command's)
+    shown = json.loads(vis.get_window_data("options", env))["content"].split("<br>")
+    assert {"max_epoch = 2", "batch_size = 16", "lr1 = 0.0002", "d_every = 1"} <= set(shown)
+    assert not {line.split(" = ")[0] for line in shown} & {"port", "metrics", "gen_img"}
     # the progress window counts epochs from 1, as the progress bar does
     progress = json.loads(vis.get_window_data("log", env))["content"]
     assert progress.startswith("epoch 2, step 8,"), progress
