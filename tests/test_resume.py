@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import checkpoint
+import curves
 import train as train_module
 from config import parse
 from curves import read_rows
@@ -123,6 +124,39 @@ def test_the_time_left_names_the_budget_that_ends_the_run_sooner(toy_dir, tmp_pa
     assert "2 epochs left: about 8 min\n" in capsys.readouterr().out
 
 
+def test_the_loss_plot_draws_each_curve_from_its_column_in_the_runs_loss(tmp_path,
+                                                                          monkeypatch):
+    """losses.png is the curves of a user without visdom: each line is its own column of
+    losses.csv, and the losses' axis names the loss the run trains with."""
+    from matplotlib.axes import Axes
+    drawn, named = {}, []
+    plot, ylabel = Axes.plot, Axes.set_ylabel
+
+    def recorded(self, x, y, *args, label=None, **kwargs):
+        drawn[label] = (list(x), list(y))
+        return plot(self, x, y, *args, label=label, **kwargs)
+
+    def said(self, text, *args, **kwargs):
+        named.append(text)
+        return ylabel(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", recorded)
+    monkeypatch.setattr(Axes, "set_ylabel", said)
+    for loss, word in (("bce", "BCE"), ("hinge", "hinge")):
+        (tmp_path / loss).mkdir()
+        log = curves.LossLog(tmp_path / loss, loss=loss)
+        log.append(4, 0, dict(loss_d=1.5, loss_g=0.7, d_real=0.9, d_fake=0.1), 50.0)
+        log.append(8, 1, dict(loss_d=1.25, loss_g=0.75, d_real=0.8, d_fake=0.2), 51.0)
+        drawn.clear()
+        named.clear()
+        log.plot()
+        assert drawn == {"D loss": ([4, 8], [1.5, 1.25]), "G loss": ([4, 8], [0.7, 0.75]),
+                         "D(x), real": ([4, 8], [0.9, 0.8]),
+                         "D(G(z)), fake": ([4, 8], [0.1, 0.2])}
+        assert named[0].startswith(f"{word} loss"), named
+        assert (tmp_path / loss / "losses.png").stat().st_size > 0
+
+
 def test_a_loss_log_row_cut_short_is_left_out_on_resume(toy_dir, tmp_path):
     """A run killed (or a disk full) while it appended a row leaves half a row: the resumed
     run stopped with a TypeError traceback after its first batch."""
@@ -166,7 +200,6 @@ def test_a_second_ctrl_c_in_the_loss_plot_is_the_ctrl_c(tmp_path, monkeypatch):
     import signal
     import time
     from matplotlib.backends import backend_agg
-    import curves
     import errors
     log = curves.LossLog(tmp_path)
     for step in range(1, 4):
