@@ -859,7 +859,7 @@ def _train(opt):
                 say(line)
     if vis is not None:
         vis.finish(lambda: fixed_samples(ema.sampler() if ema else netg, fixed_noise), real)
-    # the files to draw from, named: the article's netg_200.pth was not one of them; where
+    # the files to draw from, named (a netg_200.pth after 200 epochs is not one of them); where
     # --max-minutes stopped it within an epoch, the state there, newer than any save point
     folder = Path(opt.checkpoint_dir)
     g = d = folder / "last.pth"

@@ -117,6 +117,9 @@ def test_train_with_ema_saves_the_average_beside_g_and_generate_draws_with_it(to
                  "--batch-size=16", "--ngf=8", "--ndf=8", "--max-epoch=2", "--ema=0.9",
                  f"--checkpoint-dir={ckpt}", f"--save-path={tmp_path / 'imgs'}")
     assert result.returncode == 0, result.stderr
+    # the command train's last line gives to paste draws with the average, as the grids did
+    assert (f"generate --netg-path={ckpt / 'netg_ema_1.pth'} --netd-path={ckpt / 'netd_1.pth'}`"
+            in result.stdout.rstrip().splitlines()[-1]), result.stdout
     g = torch.load(ckpt / "netg_1.pth", weights_only=True)
     average = torch.load(ckpt / "netg_ema_1.pth", weights_only=True)
     assert g.keys() == average.keys()
