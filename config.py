@@ -881,7 +881,7 @@ def validate(command, opt):
                 f"name one in it, e.g. {flag}={quoted(inside)}" if inside else
                 f"it holds no {name[:4]}_N.pth or last.pth{runs_below(path, name[:4])}"))
         broken = broken_link(path)  # asked once, and only of a path that is refused
-        # the book's netg_200.pth where its run saved netg_199.pth: the newest there, named
+        # netg_200.pth asked for where a 200-epoch run saved netg_199.pth: the newest, named
         newest = not broken and Path(path).parent.is_dir() and newest_checkpoint(
             Path(path).parent, name[:4], average=True)
         raise UserError(f"{flag}: no file {path!r}" + (f" ({broken})" if broken else "") + (
