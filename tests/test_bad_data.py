@@ -68,6 +68,12 @@ def test_training_skips_and_reports_broken_files(messy_dir, tmp_path, cache, cap
     listed = (ckpt / "skipped_files.txt").read_text().split()
     assert sorted(p.rsplit("/", 1)[-1] for p in listed) == sorted(BROKEN)
     assert (ckpt / "netg_0.pth").is_file()
+    # a second run on the same folder (the cache found, not built): the same report and list
+    again = tmp_path / f"again{cache}"
+    train_module.train(parse("train", {**opt.to_dict("train"), "checkpoint_dir": str(again),
+                                       "save_path": str(again)}))
+    assert "skipped 4 unreadable image files" in capsys.readouterr().out
+    assert sorted((again / "skipped_files.txt").read_text().split()) == sorted(listed)
 
 
 def test_a_run_resumed_in_mid_epoch_without_the_cache_keeps_its_list_of_skipped_files(
