@@ -275,7 +275,12 @@ def test_swapped_files_in_train(tmp_path, toy_dir):
     line = assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu",
                                   f"--netg-path={tmp_path / 'd.pth'}", "--vis=False",
                                   f"--checkpoint-dir={tmp_path}"), "d.pth")
-    assert "swap" in line
+    assert "holds a netd (discriminator), not a netg" in line and "swap" in line
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "g.pth")  # and the other way round
+    line = assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu",
+                                  f"--netd-path={tmp_path / 'g.pth'}", "--vis=False",
+                                  f"--checkpoint-dir={tmp_path}"), "g.pth")
+    assert "holds a netg (generator), not a netd" in line and "swap" in line
 
 
 def test_gpu_saved_checkpoint_loads_on_the_cpu(tmp_path):

@@ -51,6 +51,8 @@ def test_a_python_without_the_packages_is_told_to_use_the_venv(tmp_path):
 def test_unknown_command_suggests():
     line = assert_clean_error(cli("genrate"), "genrate")
     assert "generate" in line
+    # toyfaces too, which takes none of the book's flags
+    assert_clean_error(cli("toyface"), "unknown command 'toyface'", "did you mean toyfaces?")
 
 
 def test_missing_data_folder(tmp_path):
