@@ -817,6 +817,8 @@ def test_naming_visdom_on_resume_turns_its_plots_on(toy_dir, tmp_path):
     last = str(ckpt / "last.pth")
     assert not parse("train", dict(resume=last, max_epoch=2)).vis
     assert parse("train", dict(resume=last, max_epoch=2, vis_port=8431, env="e")).vis
+    for named in (dict(env="e"), dict(vis_port=8431), dict(vis_server="http://127.0.0.1")):
+        assert parse("train", dict(resume=last, **named)).vis, named  # each one alone too
     assert not parse("train", dict(resume=last, vis_port=8431, vis=False)).vis
 
 
