@@ -1169,11 +1169,16 @@ def test_a_resumed_run_says_which_of_the_steps_options_it_changes(toy_dir, tmp_p
     run), --diffaug, --r1 and the D/G ratio changed without a word."""
     train_small(toy_dir, tmp_path, max_epoch=1, ema=0.9, r1=0.1)
     r = cli("train", "--nogpu", f"--resume={tmp_path / 'last.pth'}", "--max-epoch=2",
-            "--diffaug=translation", "--r1=1", "--g-every=2", "--ema=0.99")
+            "--diffaug=translation", "--r1=1", "--g-every=2", "--ema=0.99", "--d-every=2",
+            "--label-smooth=0.1")
     assert r.returncode == 0, r.stderr
     notes = [line for line in r.stdout.splitlines() if line.startswith("note: the run trained")]
-    assert notes == ["note: the run trained with --g-every=5 until step 4; from here with "
+    assert notes == ["note: the run trained with --d-every=1 until step 4; from here with "
+                     "--d-every=2",
+                     "note: the run trained with --g-every=5 until step 4; from here with "
                      "--g-every=2",
+                     "note: the run trained with --label-smooth=0.0 until step 4; from here "
+                     "with --label-smooth=0.1",
                      "note: the run trained without --diffaug until step 4; from here with "
                      "--diffaug=translation",
                      "note: the run trained with --r1=0.1 until step 4; from here with --r1=1.0",
