@@ -53,6 +53,14 @@ def test_images_from_several_folders_are_named_before_they_mix(toy_dir, tmp_path
     say_folders(shard, list_images(shard))
     say_folders(toy_dir, list_images(toy_dir))
     assert capsys.readouterr().out == ""
+    many = tmp_path / "many"  # six sets side by side: four named, the others counted
+    for i, p in enumerate(sorted((toy_dir / "faces").iterdir())[:6]):
+        (many / f"set{i}").mkdir(parents=True)
+        shutil.copy(p, many / f"set{i}" / p.name)
+    say_folders(many, list_images(many))
+    assert capsys.readouterr().out.strip() == (
+        f"note: {many} holds images in 6 folders, all used: set0/ (1), set1/ (1), set2/ (1), "
+        f"set3/ (1) and 2 more; --data-path naming one of them uses just that one")
 
 
 def test_a_linked_faces_folder_is_read_once_and_hidden_folders_are_not(toy_dir, tmp_path):
