@@ -419,6 +419,19 @@ def test_interpolation_ends_on_the_seeds_faces_and_the_gif_loops(tmp_path):
     gif = Image.open(tmp_path / "interp.gif")
     assert gif.n_frames == 3 * 5  # 5 new frames per leg, 3 legs: 5 -> 9 -> 13 -> 5
     assert gif.info.get("loop") == 0
+    # the GIF draws from the noise asked for, as the grid does: its first frame is seed 5's
+    # face at --gen-mean=20 (give or take the GIF's 256 colours), not the default's
+    r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=5,9", "--steps=3",
+            "--gen-mean=20", f"--out={tmp_path / 'shifted.png'}",
+            f"--gif={tmp_path / 'shifted.gif'}")
+    assert r.returncode == 0, r.stderr
+    r = cli("generate", "--nogpu", f"--netg-path={g}", "--seeds=5", "--gen-mean=20",
+            f"--out-dir={tmp_path / 'shifted'}", f"--gen-img={tmp_path / 'shifted-grid.png'}")
+    assert r.returncode == 0, r.stderr
+    frame = np.asarray(Image.open(tmp_path / "shifted.gif").convert("RGB"), dtype=np.int16)
+    shifted = _pixels(next((tmp_path / "shifted").glob("face_*.png"))).astype(np.int16)
+    plain = _pixels(ends[0]).astype(np.int16)
+    assert np.abs(frame - shifted).mean() < np.abs(frame - plain).mean() / 3
 
     # a seed twice in a row (a typo for 5,9 say) draws a row of one face: said
     r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=5,5,9", "--steps=6",
