@@ -250,7 +250,7 @@ def test_a_grid_named_like_one_of_the_faces_is_refused(tmp_path):
     assert Image.open(od / "grid.png").size == grid_size(4)
 
 
-def test_manifest_seeds_draw_the_same_faces_again(tmp_path):
+def test_manifest_seeds_draw_the_same_faces_again(tmp_path, monkeypatch):
     g, d = _save_nets(tmp_path)
     first = tmp_path / "first"
     r = cli("generate", "--nogpu", f"--netg-path={g}", f"--netd-path={d}", "--gen-num=6",
@@ -303,6 +303,23 @@ def test_manifest_seeds_draw_the_same_faces_again(tmp_path):
         big = _pixels(again / new["file"])
         assert big.shape == (288, 288, 3)
         assert np.array_equal(big[::3, ::3], _pixels(first / old["file"]))  # same face, 3x
+    # --resample=lanczos: the same faces scaled up smoothly (PIL's Lanczos), not in blocks
+    r = cli("generate", "--nogpu", f"--netg-path={g}", f"--seeds={seeds}", "--scale=3",
+            "--resample=lanczos", f"--out-dir={tmp_path / 'smooth'}",
+            f"--gen-img={tmp_path / 'smooth.png'}")
+    assert r.returncode == 0, r.stderr
+    for old in rows:
+        small = Image.open(first / old["file"]).convert("RGB")
+        assert np.array_equal(_pixels(tmp_path / "smooth" / old["file"]),
+                              np.asarray(small.resize((288, 288), Image.LANCZOS)))
+    # a generator named from the folder the command ran in is written down in full: the
+    # manifest's seeds draw again from anywhere
+    monkeypatch.chdir(tmp_path)
+    r = cli("generate", "--nogpu", f"--netg-path={g.name}", "--seeds=5", "--out-dir=here",
+            "--gen-img=here.png")
+    assert r.returncode == 0, r.stderr
+    with open(tmp_path / "here" / "manifest.csv") as f:
+        assert next(csv.DictReader(f))["netg"] == str(g.resolve())
 
     # the same command again replaces its own files: the folder holds one set, as before
     before = {p.name: p.read_bytes() for p in again.iterdir()}
