@@ -276,6 +276,39 @@ def test_a_first_seed_out_of_range_is_said_on_the_page_alone(page, served):
     assert "Traceback" not in log.read_text()
 
 
+def test_ds_best_only_pages_go_on_after_the_seeds_they_searched(nets, tmp_path):
+    """"more" with D's best only: each page is the best of the seeds after those the page
+    before searched, as generate --gen-search-num --seed picks them; no seed shown twice."""
+    from explore import PAGE, SEARCH, Explorer
+    explorer = Explorer(nets, nets / "netd_1.pth")
+    _, first, after = explorer.page(0, best=True)
+    _, second, _ = explorer.page(after, best=True)  # what "more" draws next
+    assert after == PAGE * SEARCH and not set(first) & set(second)
+    best = _generated(tmp_path, "next", f"--netg-path={nets / 'netg_ema_1.pth'}",
+                      f"--netd-path={nets / 'netd_1.pth'}", f"--gen-num={PAGE}",
+                      f"--gen-search-num={PAGE * SEARCH}", f"--seed={after}")
+    assert second == list(best)
+
+
+def test_the_page_draws_from_the_noise_of_its_flags(nets, tmp_path, monkeypatch):
+    """explore --gen-mean/--gen-std: a seed's face on the page is generate's with the same
+    flags (a page drawing from the default noise showed other faces for the same seed)."""
+    import explore
+    from errors import UserError
+    built, real = [], explore.Explorer
+
+    def explorer(*args, **kwargs):  # the page's explorer, kept; no server started
+        built.append(real(*args, **kwargs))
+        raise UserError("built")
+    monkeypatch.setattr(explore, "Explorer", explorer)
+    noise = ("--gen-mean=0.5", "--gen-std=0.8")
+    assert_clean_error(cli("explore", "--nogpu", f"--netg-path={nets}", *noise), "built")
+    drawn = _generated(tmp_path, "noise", f"--netg-path={nets / 'netg_ema_1.pth'}",
+                       "--seeds=3", *noise)
+    _, _, png = built[0].face(3)
+    assert np.array_equal(_pixels(png), drawn[3][0])
+
+
 def test_without_gradio_one_line_says_how_to_install(nets, tmp_path):
     hidden = tmp_path / "nogradio" / "gradio"
     hidden.mkdir(parents=True)  # a gradio that cannot be imported, as when it is missing

@@ -571,6 +571,16 @@ def test_bench_counts_zen4_and_zen5_laptop_avx512_at_half_rate_and_zen5_at_full(
     assert bench.flops_per_cycle(halo, "avx512_bf16") == {"fp32": 64, "bf16": 128}
 
 
+def test_bench_counts_gs_step_once_every_g_every_batches():
+    """bench.py's GFLOP/s and share of peak: D steps every batch, G once every --g-every
+    batches, so a higher --g-every costs fewer FLOPs per image, by G's step's share."""
+    from bench import train_flops_per_image as flops
+    every, second = flops(1), flops(2)
+    g_step = 2 * (every - second)  # G's step, per image, when it comes every batch
+    assert 0 < g_step < every
+    assert flops(5) == pytest.approx(every - 4 / 5 * g_step)
+
+
 def test_bench_help_gives_each_flags_default(monkeypatch, capsys):
     """bench.py --help listed --batch-size, --g-every and --plot-every without their values,
     so the figures it printed could not be read against the flags they came from."""
