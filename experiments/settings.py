@@ -39,8 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TOY = str(ROOT / "data-toy")  # the default --data, made if it is missing
 sys.path.insert(0, str(ROOT))
-from errors import (OneLineParser, Terminated, UserError, outlive_reader,  # noqa: E402
-                    stop_signals)
+from errors import (OneLineParser, Terminated, UserError, counted,  # noqa: E402
+                    outlive_reader, stop_signals)
 
 AUG = "color,translation,cutout"
 MODERN = dict(g_every=1, lr1=2e-4, lr2=2e-4, loss="hinge", sn=True, diffaug=AUG, beta1=0.0,
@@ -283,8 +283,8 @@ def _difference(trained, name, args, epochs):
     if key is None:
         return None
     if key == "max_epoch" and args.minutes is not None:  # the epochs were not typed
-        return (f"{trained.get(key)} epochs, not the {epochs} that --minutes={args.minutes:g} "
-                f"gives it")
+        return (f"{counted(trained.get(key), 'epoch')}, not the {epochs} that "
+                f"--minutes={args.minutes:g} gives it")
     return f"{_as_flag(key, trained.get(key))}, not {_as_flag(key, wanted[key], bare=True)}"
 
 

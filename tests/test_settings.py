@@ -417,8 +417,9 @@ def test_the_report_of_a_run_whose_images_are_gone_and_of_one_seed(toy_dir, tmp_
     figures = {"num": 32, "num_asked": 1024, "swd": {"mean": 31.0},
                "swd_floor": {"mean": 5.0}, "modes": {"kl": 2.0, "confident_share": 0.1,
                                                      "modes": 12, "values_covered": 30}}
+    swd = {"metrics.json": 31.0, "metrics_ema.json": 24.0}  # G's, its average's
     for name in ("metrics.json", "metrics_ema.json"):
-        (run / name).write_text(json.dumps(figures))
+        (run / name).write_text(json.dumps({**figures, "swd": {"mean": swd[name]}}))
     (run / "options.json").write_text(json.dumps({"max_epoch": 1, "ngf": 8, "ndf": 8,
                                                   "data_path": str(tmp_path / "gone")}))
     for name in ("netg_0.pth", "netg_ema_0.pth"):
@@ -433,6 +434,10 @@ def test_the_report_of_a_run_whose_images_are_gone_and_of_one_seed(toy_dir, tmp_
     header = result.stdout.splitlines()[0]
     assert header.startswith("| setting |") and header in (ROOT / "README.md").read_text()
     assert row.endswith("| 30 | 12 |")
+    # each SWD column reads its own file: G's, then its average's
+    assert header.split(" | ")[4:6] == ["SWD x1e3, G", "SWD x1e3, average"]
+    assert row.split(" | ")[4:6] == [f"{swd['metrics.json']:.1f}",
+                                     f"{swd['metrics_ema.json']:.1f}"]
     assert "SWD floor (real vs real, 32 faces compared): 5.0" in result.stdout
     assert (run.parent / "grids.jpg").is_file()
 
@@ -474,6 +479,30 @@ def test_minutes_refuses_speeds_measured_with_other_flags(toy_dir, tmp_path):
     result = _settings(*flags, "--width=16", "--amp=False", cwd=tmp_path)
     assert "with --amp left unset, not False" in result.stderr
     assert not (out / "book_seed0").exists()
+
+
+def test_minutes_gives_a_setting_the_epochs_its_speed_fits_into_them(toy_dir, tmp_path):
+    """--minutes is minutes of training: a run done at other epochs is refused, naming the
+    epochs the minutes give, minutes x 60 x the measured images/s over the folder's images
+    (read as seconds, a 90-minute budget trained 1.5 minutes' epochs)."""
+    out = tmp_path / "sweep"
+    run = out / "book_seed0"
+    run.mkdir(parents=True)
+    (out / "speed.json").write_text(json.dumps({"book": {"images_per_s": 500.0,
+                                                         "with": None}}))
+    (run / "metrics_ema.json").write_text("{}")  # done, at one epoch
+    (run / "options.json").write_text(json.dumps({
+        "max_epoch": 1, "ngf": 8, "ndf": 8, "batch_size": 64, "ema": 0.995, "amp": None,
+        "data_path": str(toy_dir)}))
+    result = _settings("--only=book", "--seeds=0", "--width=8", "--minutes=1.5",
+                       f"--data={toy_dir}", f"--out={out}", cwd=tmp_path)
+    faces = len(list((toy_dir / "faces").glob("*.jpg")))
+    epochs = round(1.5 * 60 * 500.0 / faces)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {run} was made with 1 epoch, not the {epochs} that --minutes=1.5 gives it: "
+        f"its figures are not this sweep's; pass another --out for these flags, or delete "
+        f"{run} to make it again"]
 
 
 def test_out_inside_a_file_and_time_with_report_are_one_line(toy_dir, tmp_path):
