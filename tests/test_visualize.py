@@ -386,6 +386,12 @@ def test_server_killed_mid_run(visdom_server, capsys, monkeypatch, tmp_path):
         assert "lr1 = 0.0002" in json.loads(client.get_window_data("options", "killed"))["content"]
         said = capsys.readouterr().err
         assert said.count("answers now; the curves so far are sent to it") == 1, said
+        # down a second time: said again, once (the first warning does not silence it)
+        again.terminate()
+        again.wait(timeout=10)
+        for step in range(13, 16):
+            vis.step(step, 0, means, 10.0, lambda: netg(noise), torch.zeros(4, 3, 96, 96))
+        assert len(_warnings(capsys.readouterr().err)) == 1
     finally:
         again.terminate()
         again.wait(timeout=10)
