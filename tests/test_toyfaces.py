@@ -27,6 +27,19 @@ def test_same_seed_same_files_whatever_the_workers(tmp_path):
     assert (tmp_path / "a" / "attributes.csv").read_text() == \
         (tmp_path / "b" / "attributes.csv").read_text()
     assert sum(a[k] != c[k] for k in a) > 70  # another seed, other faces
+    assert not set(a.values()) & set(c.values())  # not the same faces under other names
+
+
+def test_a_set_larger_than_a_block_is_written_whole(tmp_path, monkeypatch):
+    """The faces go to the workers a block at a time (4,096): every block is drawn and
+    listed, not the first alone under a line that says all were written."""
+    monkeypatch.setattr(toyfaces, "BLOCK", 16)
+    listed = make_toyfaces(tmp_path / "t", num=40, seed=0, workers=1)
+    with open(listed) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 40
+    assert sorted(p.name for p in (tmp_path / "t" / "faces").glob("*.jpg")) == \
+        sorted(r["file"] for r in rows)
 
 
 def test_csv_names_every_file_and_attribute(toy_dir):
