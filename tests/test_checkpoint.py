@@ -28,6 +28,13 @@ def test_grids_are_laid_out_as_the_articles_make_grid_lays_them(tmp_path):
         article = make_grid(checkpoint.to_uint8(faces), nrow=8, padding=2)
         saved = torch.from_numpy(np.array(Image.open(tmp_path / "grid.png"))).permute(2, 0, 1)
         assert torch.equal(saved, article), count
+    # and the pixels are the article's save_image's, rounded to the nearest level (levels
+    # cut down, each face a shade darker, passed: the reference above is ours); they may
+    # differ where a value lies a float's rounding from halfway
+    pixels = make_grid(faces, nrow=8, padding=2, normalize=True, value_range=(-1, 1))
+    pixels = pixels.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    assert (saved.int() - pixels.int()).abs().max() <= 1
+    assert (saved != pixels).float().mean() < 1e-4
 
 
 def test_the_same_weights_make_the_same_file(tmp_path):
