@@ -189,6 +189,9 @@ def test_every_mode_becomes_upright_rgb(messy_dir):
     assert np.array_equal(np.asarray(open_rgb(floats))[1:], deep[1:])
     rgba = np.asarray(open_rgb(faces / "rgba.png")).astype(int)
     assert (rgba[:, :48] == 255).all()  # transparent pixels put on white, not their black
+    grey_alpha = faces.parent / "la.png"  # grey with transparency: on white too
+    Image.new("LA", (8, 8), (0, 0)).save(grey_alpha)
+    assert (np.asarray(open_rgb(grey_alpha)) == 255).all()
     opaque = np.asarray(Image.open(faces / "rgba.png").convert("RGB"))[:, 48:]
     assert np.array_equal(rgba[:, 48:], opaque)  # the opaque half keeps its colours
     palette = np.asarray(open_rgb(faces / "palette.png")).astype(int)

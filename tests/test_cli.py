@@ -286,6 +286,12 @@ def test_train_from_weights_of_other_widths_names_the_flags_to_pass(tmp_path, to
                                   f"--checkpoint-dir={tmp_path / 'ck'}"),
                               "was trained with nz=100, ngf=8, not nz=100, ngf=64")
     assert line.endswith(": pass --ngf=8")
+    torch.save(NetG(128, 64).state_dict(), tmp_path / "netg.pth")  # the noise's width alone
+    line = assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+                                  f"--netg-path={tmp_path / 'netg.pth'}",
+                                  f"--checkpoint-dir={tmp_path / 'ck'}"),
+                              "was trained with nz=128, ngf=64, not nz=100, ngf=64")
+    assert line.endswith(": pass --nz=128")
 
 
 def test_a_read_only_output_file_is_not_written_over(tmp_path, monkeypatch):
@@ -845,6 +851,11 @@ def test_a_no_flag_takes_a_value_too(toy_dir):
             if given == "nogpu" else False
         assert parse("train", {"data_path": str(toy_dir), given: gpu}).gpu is expected
     assert parse("train", {"data_path": str(toy_dir), "novis": "True"}).vis is False
+    for said, vis in (("yes", True), ("no", False), ("true", True), ("0", False)):
+        assert parse("train", {"data_path": str(toy_dir), "vis": said}).vis is vis, said
+    from errors import UserError
+    with pytest.raises(UserError, match="--num-workers must be 0 or more, not -1"):
+        parse("train", {"data_path": str(toy_dir), "num_workers": -1})
     assert parse("train", {"data_path": str(toy_dir), "novis": "False"}).vis is True
     for value in ("maybe", None):  # fire hands --nogpu=None over as None
         assert_clean_error(cli("train", f"--data-path={toy_dir}", f"--nogpu={value}"),
