@@ -252,6 +252,14 @@ def test_mode_counter_finds_exactly_the_modes_of_a_hand_made_sample(classifier):
     sure = modes(net, painted)["confident_per_attribute"]
     assert result["confident_per_attribute"]["eye_color"] >= 0.8 and sure["eye_color"] <= 0.7
     assert sure["hair_color"] >= 0.8 and sure["background"] >= 0.8
+    # each attribute's shares are of every face, clear or not: they sum to 1 for the painted
+    # faces too, of which fewer are clear
+    shares = modes(net, painted)["value_shares"]
+    assert all(sum(v.values()) == pytest.approx(1.0) for v in shares.values())
+    # modes and values are counted over the clear faces alone: at a bar no reading meets,
+    # there are none (every face's best guess counted, the modes were 3 and the values 20)
+    none = modes(net, images, confident=1.01)
+    assert (none["modes"], none["values_covered"], none["confident_share"]) == (0, 0, 0.0)
     assert min(sure, key=sure.get) == "eye_color"
 
 
@@ -268,6 +276,21 @@ def test_evaluate_untrained_generator_is_far_above_the_floor(toy_dir, tmp_path, 
     # the floor likewise: a second real sample against the first, above 0 at every scale
     # (the first against itself gave 0, and every G read as far above it)
     assert all(level > 0 for level in report["swd_floor"]["levels"])
+    # the table: each row G's figure, then the floor's
+    for size, fake, floor in zip(report["swd"]["sizes"], report["swd"]["levels"],
+                                 report["swd_floor"]["levels"]):
+        assert f"| SWD x1e3, {size} px | {fake:.2f} | {floor:.2f} |" in r.stdout
+    m, floor = report["modes"], report["modes_real"]
+    assert f"| attribute modes covered (of {m['of']}) | {m['modes']} | {floor['modes']} |" \
+        in r.stdout
+    assert f"| KL to the real attribute distribution | {m['kl']:.3f} | {floor['kl']:.3f} |" \
+        in r.stdout
+    # what 32 faces of a perfect generator cover: each of the `of` combinations is missed by
+    # all 32 draws with chance (1 - 1/of)^32
+    expected = m["of"] * (1 - (1 - 1 / m["of"]) ** 32)
+    assert report["modes_uniform_expected"] == pytest.approx(expected)
+    assert f"(a perfect generator covers about {round(expected)} modes with 32 faces;" \
+        in r.stdout
     assert "attribute modes covered" in r.stdout
     kl = report["modes"]["kl_per_attribute"]
     worst = max(kl, key=kl.get)
