@@ -461,6 +461,7 @@ def test_the_largest_seed_draws_faces_that_can_be_drawn_again(tmp_path):
 
 def test_a_refused_file_is_one_line_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
     import errno
+    import os
     import main
 
     def full(*args, **flags):
@@ -470,6 +471,15 @@ def test_a_refused_file_is_one_line_and_a_bug_keeps_its_traceback(monkeypatch, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "netg_3.pth" in err[0]
     assert "No space left on device" in err[0] and "free space" in err[0]
+    # the other refusals of a disk or a folder a night's run can meet: one line each too
+    for code in (errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT, errno.EFBIG,
+                 errno.ENOTDIR, errno.EISDIR, errno.EEXIST):
+        def refused(*args, _code=code, **flags):
+            raise OSError(_code, os.strerror(_code), "checkpoints/netg_3.pth")
+        monkeypatch.setitem(main.COMMANDS, "train", refused)
+        assert main.main(["main.py", "train"]) == 2, errno.errorcode[code]
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and os.strerror(code) in err[0], err
 
     def bug(*args, **flags):
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", "nowhere.pth")
