@@ -229,6 +229,9 @@ def test_more_workers_than_cpus_decode_with_one_per_cpu_and_say_so_once(toy_dir,
     batches = folder_batches(opt)
     assert batches.num_workers == 2
     assert capsys.readouterr().out.count("--num-workers=4 on 2 CPUs: decoding with 2") == 1
+    equal = folder_batches(parse("train", dict(data_path=str(toy_dir), batch_size=16,
+                                               num_workers=2)))
+    assert equal.num_workers == 2 and "--num-workers" not in capsys.readouterr().out  # as asked
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun, 2 processes on this machine
     assert folder_batches(opt).num_workers == 1
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
