@@ -175,6 +175,11 @@ def test_every_mode_becomes_upright_rgb(messy_dir):
                  "huge.jpg", "exif.jpg"):
         img = open_rgb(faces / name)
         assert img.mode == "RGB", name
+    face = np.asarray(Image.open(sorted(faces.glob("*.jpg"))[0]).convert("RGB")).astype(int)
+    grey = np.asarray(open_rgb(faces / "gray.png")).astype(int)  # its grey in all three
+    assert (grey == np.asarray(Image.open(faces / "gray.png"))[..., None]).all()
+    cmyk = np.asarray(open_rgb(faces / "cmyk.jpg")).astype(int)  # the face's own colours
+    assert np.abs(cmyk - face).mean() < 8 < np.abs(255 - cmyk - face).mean()
     deep = np.asarray(open_rgb(faces / "deep16.png"))
     assert deep.min() < 10 and deep.max() > 245 and 100 < deep.mean() < 155  # scaled, not clipped
     dark = faces.parent / "dark16.png"  # a 16-bit photo of a dark scene: all under 256
