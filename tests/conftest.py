@@ -96,6 +96,26 @@ def free_port():
         return s.getsockname()[1]
 
 
+def listening_addresses(port):
+    """The local addresses with a socket listening on ``port``, from /proc/net/tcp{,6}: a
+    server a test starts must listen on 127.0.0.1 alone."""
+    import socket
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.split(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    raw = bytes.fromhex(address)
+                    if len(raw) == 4:
+                        found.append(socket.inet_ntop(socket.AF_INET, raw[::-1]))
+                    else:  # IPv6: four little-endian 32-bit words
+                        words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                        found.append(socket.inet_ntop(socket.AF_INET6, words))
+    return found
+
+
 def read_until(proc, text, seconds=120):
     """``proc``'s stderr (a text pipe) read as it comes until ``text`` shows; fails if it
     closes first or ``seconds`` pass. Returns what was read."""

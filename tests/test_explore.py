@@ -14,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, assert_clean_error, cli, drawing_nets, free_port, run_cli
+from conftest import (ROOT, assert_clean_error, cli, drawing_nets, free_port, listening_addresses,
+                      run_cli)
 
 
 def _pixels(source):
@@ -261,6 +262,12 @@ def test_ds_best_only_and_reloading_the_newest_g(page, served, tmp_path):
 
 
 @pytest.mark.slow
+def test_the_page_listens_on_this_machine_alone(served):
+    """explore's page answers on 127.0.0.1 only, as the README says: not on every address
+    of the machine, where anyone on the network could draw from the user's generator."""
+    assert listening_addresses(served[1]) == ["127.0.0.1"]
+
+
 def test_a_first_seed_out_of_range_is_said_on_the_page_alone(page, served):
     """Gradio's own range check refused it first: "Error" on the page, and a traceback of
     some 30 lines in the terminal for each try; 2.5 was taken as 2 without a word. Said as

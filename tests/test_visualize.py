@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import (ROOT, assert_clean_error, cli, ctrl_c_to_group, free_port, kill_group,
-                      run_cli)
+                      listening_addresses, run_cli)
 
 
 def _wait_for(port, seconds):
@@ -25,24 +25,6 @@ def _wait_for(port, seconds):
         except OSError:
             time.sleep(0.05)
     return False
-
-
-def _listening_addresses(port):
-    """The local addresses with a socket listening on ``port``, from /proc/net/tcp{,6}."""
-    found = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            for line in f.readlines()[1:]:
-                local, state = line.split()[1], line.split()[3]
-                address, hex_port = local.split(":")
-                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
-                    raw = bytes.fromhex(address)
-                    if len(raw) == 4:
-                        found.append(socket.inet_ntop(socket.AF_INET, raw[::-1]))
-                    else:  # IPv6: four little-endian 32-bit words
-                        words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
-                        found.append(socket.inet_ntop(socket.AF_INET6, words))
-    return found
 
 
 @pytest.fixture
@@ -94,7 +76,7 @@ def test_ctrl_c_while_the_server_loads_is_one_line(tmp_path):
 @pytest.mark.slow
 def test_server_starts_offline_on_loopback_only(visdom_server):
     assert visdom_server.startup_seconds < 5
-    assert _listening_addresses(visdom_server.port) == ["127.0.0.1"]
+    assert listening_addresses(visdom_server.port) == ["127.0.0.1"]
     import urllib.request
     with urllib.request.urlopen(f"http://127.0.0.1:{visdom_server.port}/", timeout=5) as r:
         page = r.read().decode()
