@@ -1157,3 +1157,36 @@ def test_a_printed_path_with_bytes_that_are_not_utf8_pastes_back_to_that_file():
         shown = quoted(os.fsdecode(name)).encode("utf-8", "backslashreplace").decode()
         back = subprocess.run(["bash", "-c", f"printf %s {shown}"], capture_output=True)
         assert back.stdout == name, shown
+
+
+def test_make_demo_trains_as_the_readme_says_and_draws_from_where_it_stopped(tmp_path):
+    """The demo's flags are its promise (10 minutes at most, started afresh over a demo
+    stopped halfway): dropping --max-minutes=10 or --fresh from the Makefile passed. They
+    are held to the README's "like the demo" command and the extras it names."""
+    import shutil
+    import subprocess
+    import time
+    shutil.copy(ROOT / "Makefile", tmp_path)
+    for name in ["requirements.txt", "requirements-dev.txt", ".venv/.installed-stamp",
+                 "data-toy/attributes.csv"]:  # written in this order: nothing to make
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+        time.sleep(0.05)
+    python = tmp_path / ".venv" / "bin" / "python"  # records what make asks of it
+    python.parent.mkdir()
+    python.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "asked"}\n')
+    python.chmod(0o755)
+    r = subprocess.run(["make", "demo"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    train, generate = (tmp_path / "asked").read_text().splitlines()
+    readme = (ROOT / "README.md").read_text().replace("\\\n    ", "")
+    typed = re.search(r"main\.py (train --data-path=data-toy [^#\n]*?)\s+# like the demo",
+                      readme)[1].split()
+    folders = {"--checkpoint-dir=checkpoints/demo", "--save-path=imgs/demo"}
+    assert set(train.split()[1:]) == ({flag for flag in typed if not flag.startswith(
+        ("--checkpoint-dir", "--save-path"))} | folders
+        | {"--seed=0", "--amp=False", "--vis=False", "--fresh"}), train
+    assert "--max-minutes=10" in typed and "--fresh" in train.split()
+    assert generate.split() == ["main.py", "generate", "--nogpu", "--seed=0",
+                                "--netg-path=checkpoints/demo/last.pth",
+                                "--netd-path=checkpoints/demo/last.pth", "--gen-img=result.png"]
