@@ -17,11 +17,15 @@ import settings  # noqa: E402
 
 
 def test_every_setting_is_a_train_command_with_its_own_values(toy_dir):
-    args = argparse.Namespace(width=32, batch_size=64, ema=0.995, amp=False)
+    args = argparse.Namespace(width=24, batch_size=48, ema=0.99, amp=False)
     for name, (_, flags) in settings.SETTINGS.items():
         opt = config.parse("train", dict(data_path=str(toy_dir), **settings._options(name, args)))
         for key, value in flags.items():  # the setting's own values win over the script's
             assert getattr(opt, key) == value, (name, key)
+        # and the script's --width (both nets), --batch-size and --ema where it sets none
+        for key, value in dict(ngf=24, ndf=24, batch_size=48, ema=0.99).items():
+            if key not in flags:
+                assert getattr(opt, key) == value, (name, key)
 
 
 @pytest.mark.slow
