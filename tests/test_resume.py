@@ -404,6 +404,19 @@ def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path, group,
     assert (tmp_path / "netg_2.pth").is_file()
 
 
+def test_a_sigterm_while_a_stop_is_acted_on_changes_nothing():
+    """A scheduler's SIGTERM and a sweep's both reach train: the second, while the first's
+    save is under way, must not break into it (and is not noted as a stop of its own)."""
+    import errors
+    with pytest.raises(errors.Terminated):  # the handler itself, with no stop under way
+        errors._raise_terminated(signal.SIGTERM, None)
+    assert errors._seen == [signal.SIGTERM]
+    errors._seen.clear()
+    errors.stop_under_way(signal.SIGTERM)
+    errors._raise_terminated(signal.SIGTERM, None)  # would raise Terminated into the save
+    assert errors._seen == []
+
+
 def test_a_second_ctrl_c_stops_at_once():
     """The first Ctrl-C asks for a save after the step; the second does not wait for it."""
     before = signal.getsignal(signal.SIGINT)
