@@ -1,5 +1,6 @@
 """Never lose a night: exact resume, Ctrl-C, and the full state in last.pth."""
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -363,7 +364,8 @@ def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path, group,
     the second printed the line again, or, after the save, ended the process by the signal
     or with a traceback."""
     workers = ["--cache=False", "--num-workers=2"] if group else []
-    proc = _start(toy_dir, tmp_path, "--batch-size=4", "--ngf=32", "--ndf=32", "--max-epoch=3",
+    ckpt = tmp_path / "a run"  # a name with a space: the command to paste quotes it
+    proc = _start(toy_dir, ckpt, "--batch-size=4", "--ngf=32", "--ndf=32", "--max-epoch=3",
                   *workers)
     read_until(proc, "epoch 2/3")
     said = ""
@@ -394,14 +396,15 @@ def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path, group,
     assert proc.returncode == 130
     assert err.count("SIGTERM: saving after this step") == 1 and "Traceback" not in err, err
     assert err.splitlines()[-1].startswith("interrupted: stopped in epoch ")
-    assert f"--resume={tmp_path / 'last.pth'}" in err.splitlines()[-1]
-    state = torch.load(tmp_path / "last.pth", weights_only=True)
+    pasted = shlex.split(err.splitlines()[-1].split("`")[1])
+    assert pasted[-2:] == ["train", f"--resume={ckpt / 'last.pth'}"], err.splitlines()[-1]
+    state = torch.load(ckpt / "last.pth", weights_only=True)
     # counted as the bar counts: epoch 2 of 3 is state epoch 1, and batches from 1
     assert f"stopped in epoch {state['epoch'] + 1} after batch {state['batch']} " in err
     assert state["epoch"] >= 1 and state["step"] > 16  # saved past the first epoch
-    result = cli("train", f"--resume={tmp_path / 'last.pth'}")
+    result = cli("train", *pasted[pasted.index("train") + 1:])
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "netg_2.pth").is_file()
+    assert (ckpt / "netg_2.pth").is_file()
 
 
 def test_a_sigterm_while_a_stop_is_acted_on_changes_nothing():
