@@ -3,6 +3,7 @@ import base64
 import csv
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -443,3 +444,22 @@ def test_browser_shows_the_loss_plot_offline(visdom_server, tmp_path):
     shot = _screenshot(f"{base}/env/browser", tmp_path / "plot.png", tmp_path / "p2")
     assert _blue_pixels(empty) < 50
     assert _blue_pixels(shot) > 300, "no loss curve on the page"
+
+
+def test_the_server_keeps_its_envs_in_the_users_home_wherever_it_starts(tmp_path):
+    """make visdom, started from another folder, kept the runs' windows in ~/.visdom, where
+    the README says to find GAN.json: the same server started anywhere shows them again."""
+    port = free_port()
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "visualize.py"), "serve",
+                             f"--port={port}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True,
+                            env=dict(os.environ, HOME=str(home)), cwd=tmp_path)
+    try:
+        line = proc.stdout.readline()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert f"envs saved in {home / '.visdom'})" in line, line
+    assert (home / ".visdom").is_dir() and not (tmp_path / ".visdom").exists()
