@@ -9,7 +9,6 @@ import dataclasses
 import math
 import os
 import re
-import shlex
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,8 @@ from urllib.parse import urlsplit
 import torch
 
 import augment
-from errors import UserError, did_you_mean, link_fault, listed, not_a_device, yes_or_no
+from errors import (UserError, did_you_mean, link_fault, listed, not_a_device, quoted,
+                    yes_or_no)
 
 
 def _opt(default, help, kind=None):
@@ -503,32 +503,6 @@ def saved_options(state):
             if name in saved and not Path(saved[name]).is_absolute():
                 saved[name] = str(Path(started) / saved[name])
     return {**Config().to_dict(), **saved}
-
-
-def quoted(path):
-    """``path`` as a shell reads it back: a printed command to paste works with spaces too,
-    and with bytes that are not UTF-8 or a newline (bash's $'...' with \\xNN: the name as
-    Python holds it, with surrogates, named no file; a newline split the line)."""
-    text = str(path)
-    if not _plain(text):
-        return "$'" + "".join(chr(b) if 32 <= b < 127 and chr(b) not in "'\\" else f"\\x{b:02x}"
-                              for b in os.fsencode(text)) + "'"
-    return shlex.quote(text)
-
-
-def shown(path):
-    """``path`` as a line shows it: as it is, or quoted as the shell reads it back where it
-    holds a newline or bytes that are not UTF-8."""
-    return str(path) if _plain(str(path)) else quoted(path)
-
-
-def _plain(text):
-    """Whether ``text`` prints as itself on one line: UTF-8, no control characters."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return text.isprintable()
 
 
 def lies_elsewhere(resume, saved):

@@ -34,10 +34,10 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from config import shown, toy_hint
+from config import toy_hint
 from distributed import is_main_process
 from errors import (UserError, counted, held_stops, link_fault, listed, progress_bar,
-                    raise_if_stopped, sized, special_kind)
+                    raise_if_stopped, shown, sized, special_kind)
 
 # image files ImageFolder passes over (.jfif and .jpe: JPEGs under the names some browsers save)
 UNREAD_KINDS = {".gif", ".avif", ".heic", ".jxl", ".jfif", ".jpe"}

@@ -10,6 +10,7 @@ import argparse
 import difflib
 import errno
 import os
+import shlex
 import signal
 import sys
 from contextlib import contextmanager
@@ -126,6 +127,42 @@ def counted(n, noun, plural=None):
 def sized(nbytes):
     """A file's size as a line says it: in GB from 1 GB up, in MB below ("1.8 MB")."""
     return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
+
+
+def quoted(path):
+    """``path`` as a shell reads it back: a printed command to paste works with spaces too,
+    and with bytes that are not UTF-8 or a newline (bash's $'...' with \\xNN: the name as
+    Python holds it, with surrogates, named no file; a newline split the line)."""
+    text = str(path)
+    if not _plain(text):
+        return "$'" + "".join(chr(b) if 32 <= b < 127 and chr(b) not in "'\\" else f"\\x{b:02x}"
+                              for b in os.fsencode(text)) + "'"
+    return shlex.quote(text)
+
+
+def shown(path):
+    """``path`` as a line shows it: as it is, or quoted as the shell reads it back where it
+    holds a newline or bytes that are not UTF-8."""
+    return str(path) if _plain(str(path)) else quoted(path)
+
+
+def _plain(text):
+    """Whether ``text`` prints as itself on one line: UTF-8, no control characters."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return text.isprintable()
+
+
+def from_here(path):
+    """``path`` from the folder this process was started in (main.py, ../main.py), quoted as
+    the shell reads it back, or whole where that climbs more than two folders."""
+    try:
+        relative = os.path.relpath(path)
+    except (OSError, ValueError):  # the folder is gone, or on another drive (Windows)
+        return quoted(path)
+    return quoted(relative if relative.count("..") <= 2 else os.path.abspath(path))
 
 
 def listed(words):

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 import checkpoint
-from config import UNSET_MEANS, resolve_device, shown
+from config import UNSET_MEANS, resolve_device
 from data import build_cache, decode_in_order, list_images, say_folders
 from generate import Faces, say_source, say_widths, to_uint8
-from errors import UserError, counted
+from errors import UserError, counted, shown
 from metrics import (attribute_classifier, classifier_path, frechet_distance, inception_path,
                      kernel_inception_distance, load_extractor, modes, predict, swd)
 

@@ -16,7 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
-from errors import (Interrupted, Terminated, UserError, counted, outlive_reader,
+from errors import (Interrupted, Terminated, UserError, counted, from_here, outlive_reader,
                     raise_if_stopped, stop_on_signals, stop_signals, stop_under_way)
 
 
@@ -54,14 +54,12 @@ def _no_package(name):
         return (f"error: the project's venv ({venv}) has no {name}: install its packages "
                 f"again with `{venv / 'bin' / 'pip'} install -r requirements.txt` (in "
                 f"{venv.parent})")
-    bin_ = os.path.relpath(venv / "bin")  # relative where the venv is here or at most two
-    if set(Path(bin_).parts[:-2]) - {".."} or bin_.startswith(os.path.join(*[".."] * 3)):
-        bin_ = str(venv / "bin")  # folders up, as train's last line names it; else in full
-    command = f"{os.path.join(bin_, 'python')} {sys.argv[0]} ..."
+    main = from_here(Path(__file__).resolve())  # named as train's last line names them
+    command = f"{from_here(venv / 'bin' / 'python')} {main} ..."
     how = (f"run it with the project's venv: `{command}`" if venv.is_dir() else
            f"make the project's venv with `make venv` in {venv.parent}, then run `{command}`")
     return (f"error: this Python ({sys.executable}) has no {name}, which main.py needs; {how} "
-            f"(or `source {os.path.join(bin_, 'activate')}` once, then `python {sys.argv[0]} "
+            f"(or `source {from_here(venv / 'bin' / 'activate')}` once, then `python {main} "
             f"...` as in the article)")
 
 

@@ -29,13 +29,13 @@ from tqdm import tqdm
 import checkpoint
 import distributed
 from augment import DiffAugment, parse as parse_augment
-from config import (beside_flags, lies_elsewhere, quoted, saved_options, shown,
-                    start_from_weights, use_bf16)
+from config import (beside_flags, lies_elsewhere, saved_options, start_from_weights,
+                    use_bf16)
 from curves import LossLog, read_rows
 from data import cached_batches, folder_batches
 from ema import EMA
-from errors import (DiskFull, Interrupted, UserError, again_interrupts, counted, listed,
-                    stop_signals, stop_under_way)
+from errors import (DiskFull, Interrupted, UserError, again_interrupts, counted, from_here,
+                    listed, quoted, shown, stop_signals, stop_under_way)
 from model import (LowJudge, NetD, NetG, add_spectral_norm, batchnorm_is_identity,
                    book_state_dict, remove_batchnorm, weights_init)
 from steps import R1_EVERY, Objective, d_step, g_step
@@ -303,7 +303,7 @@ def _command(args):
 def _python_and_main():
     """This run's Python and main.py, as named from the folder the run was started in."""
     return (_program(sys.executable, "python"),
-            _from_here(Path(__file__).resolve().parent / "main.py"))
+            from_here(Path(__file__).resolve().parent / "main.py"))
 
 
 def _program(path, name):
@@ -313,17 +313,7 @@ def _program(path, name):
     found = shutil.which(name)
     if found and os.path.abspath(found) == os.path.abspath(path):
         return name
-    return _from_here(path)
-
-
-def _from_here(path):
-    """``path`` from the folder the run was started in (main.py, ../main.py), or whole
-    where that climbs more than two folders."""
-    try:
-        relative = os.path.relpath(path)
-    except (OSError, ValueError):  # the folder is gone, or on another drive (Windows)
-        return quoted(path)
-    return quoted(relative if relative.count("..") <= 2 else os.path.abspath(path))
+    return from_here(path)
 
 
 def _over_a_finished_run(folder, epochs):

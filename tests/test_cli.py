@@ -1150,7 +1150,7 @@ def test_a_printed_path_with_bytes_that_are_not_utf8_pastes_back_to_that_file():
     'runs/r\\udcfe x/last.pth', which named no file when pasted."""
     import os
     import subprocess
-    from config import quoted
+    from errors import quoted
     for name in (b"runs/r\xfe x/last.pth", b"it's \xff\\.pth", b"plain name.pth"):
         # as the terminal shows it (the lines are written with backslashreplace) and a user
         # pastes it
