@@ -1059,21 +1059,29 @@ def test_make_clean_removes_the_demos_and_keeps_your_runs(tmp_path):
     assert [n for n in demos if (tmp_path / n).exists()] == []
 
 
+def _makefile_with_a_recording_python(folder, *made):
+    """The Makefile in ``folder`` with its venv in place (make installs nothing) and the
+    files ``made`` newer than it, and a venv Python that records in ``folder/asked`` what
+    make asks of it."""
+    import shutil
+    import time
+    shutil.copy(ROOT / "Makefile", folder)
+    for name in ["requirements.txt", "requirements-dev.txt", ".venv/.installed-stamp", *made]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("")
+        time.sleep(0.05)  # each newer than the one before
+    python = folder / ".venv" / "bin" / "python"
+    python.parent.mkdir()
+    python.write_text(f'#!/bin/sh\necho "$@" >> {folder / "asked"}\n')
+    python.chmod(0o755)
+
+
 def test_make_demo_keeps_the_toy_set_out_of_the_books_data_folder(tmp_path):
     """make demo drew the toy set in data/toy, where the book's `train --gpu` (default
     --data-path=data/) trained on its 10,000 faces along with the user's data/faces. It now
     goes to data-toy/, and a clone that has one in data/toy gets it moved, not drawn again."""
-    import shutil
     import subprocess
-    from conftest import ROOT
-    shutil.copy(ROOT / "Makefile", tmp_path)
-    for name in ["requirements.txt", "requirements-dev.txt", ".venv/.installed-stamp"]:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("")  # the venv in place: make installs nothing
-    python = tmp_path / ".venv" / "bin" / "python"  # records what make asks of it
-    python.parent.mkdir()
-    python.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "asked"}\n')
-    python.chmod(0o755)
+    _makefile_with_a_recording_python(tmp_path)
     target = ["make", "data-toy/attributes.csv"]
 
     r = subprocess.run(target, cwd=tmp_path, capture_output=True, text=True)  # a fresh clone
@@ -1163,19 +1171,8 @@ def test_make_demo_trains_as_the_readme_says_and_draws_from_where_it_stopped(tmp
     """The demo's flags are its promise (10 minutes at most, started afresh over a demo
     stopped halfway): dropping --max-minutes=10 or --fresh from the Makefile passed. They
     are held to the README's "like the demo" command and the extras it names."""
-    import shutil
     import subprocess
-    import time
-    shutil.copy(ROOT / "Makefile", tmp_path)
-    for name in ["requirements.txt", "requirements-dev.txt", ".venv/.installed-stamp",
-                 "data-toy/attributes.csv"]:  # written in this order: nothing to make
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("")
-        time.sleep(0.05)
-    python = tmp_path / ".venv" / "bin" / "python"  # records what make asks of it
-    python.parent.mkdir()
-    python.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "asked"}\n')
-    python.chmod(0o755)
+    _makefile_with_a_recording_python(tmp_path, "data-toy/attributes.csv")
     r = subprocess.run(["make", "demo"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     train, generate = (tmp_path / "asked").read_text().splitlines()
