@@ -69,21 +69,23 @@ venv: $(STAMP)
 # the tests use it, the default install does not need it
 eval: $(EVAL)
 $(EVAL): requirements-eval.txt $(STAMP)
-	$(BIN)/pip install -q -r requirements-eval.txt -c requirements.txt
+	$(BIN)/python -m pip install -q -r requirements-eval.txt -c requirements.txt
 	touch $@
 
 # optional: the explorer page, python main.py explore (Gradio); the tests use it
 app: $(APP)
 $(APP): requirements-app.txt $(STAMP)
-	$(BIN)/pip install -q -r requirements-app.txt -c requirements.txt
+	$(BIN)/python -m pip install -q -r requirements-app.txt -c requirements.txt
 	touch $@
 
 # visdom 0.2.4 and torchnet 0.0.4 build from source with a setup.py that needs pkg_resources,
 # which setuptools 81 removed: build them with an older setuptools, without isolation.
+# scripts/make-venv.sh: the venv with its pip, also where a Python left it without one
 $(STAMP): requirements.txt requirements-dev.txt
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q "setuptools<81" wheel
-	$(BIN)/pip install -q --no-build-isolation "setuptools<81" -r requirements.txt -r requirements-dev.txt
+	@bash scripts/make-venv.sh $(PY) $(VENV)
+	$(BIN)/python -m pip install -q "setuptools<81" wheel
+	$(BIN)/python -m pip install -q --no-build-isolation "setuptools<81" \
+		-r requirements.txt -r requirements-dev.txt
 	touch $@
 
 # the whole suite (5.5-7.5 min of pytest on a 2-core Intel Xeon, 7.5-10.5 on an AVX2-only Zen 3,

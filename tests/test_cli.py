@@ -1118,6 +1118,66 @@ def test_make_demo_keeps_the_toy_set_out_of_the_books_data_folder(tmp_path):
         "main.py generate "), (train, generate)
 
 
+def test_make_makes_its_venv_again_after_a_python_without_ensurepip(tmp_path):
+    """Debian's and Ubuntu's python3 without their python3.X-venv package makes the venv's
+    Python and then stops, ensurepip missing. After `apt install python3.11-venv` the next
+    make skipped the venv (its Python was there) and stopped at `.venv/bin/pip: not found`;
+    the first said nothing of what to do without root."""
+    import shutil
+    import subprocess
+    import sys
+    for name in ["Makefile", "scripts/make-venv.sh"]:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy(ROOT / name, tmp_path / name)
+    for name in ["requirements.txt", "requirements-dev.txt"]:
+        (tmp_path / name).write_text("")
+    asked, package = tmp_path / "asked", tmp_path / "python3.11-venv"
+    # the venv's Python: pip once ensurepip ran, and ensurepip once the package is in
+    (tmp_path / "venv-python").write_text(f"""#!/bin/sh
+echo "$@" >> {asked}
+case "$1 $2" in
+"-m pip") [ "$3" = install ] || [ -f {tmp_path}/pip-in ] ;;
+"-m ensurepip") [ -f {package} ] && touch {tmp_path}/pip-in ||
+    {{ echo "/usr/bin/python3: No module named ensurepip" >&2; exit 1; }} ;;
+*) exec {sys.executable} "$@" ;;
+esac
+""")
+    debian = tmp_path / "python3"  # its venv stops halfway, its own lines on several lines
+    debian.write_text(f"""#!/bin/sh
+[ "$1 $2" = "-m venv" ] || exit 3
+eval "dir=\\${{$#}}"
+mkdir -p "$dir/bin" && cp {tmp_path}/venv-python "$dir/bin/python" && chmod +x "$dir/bin/python"
+[ "$3" = --without-pip ] && exit 0
+echo "The virtual environment was not created successfully because ensurepip is not"
+echo "available.  On Debian/Ubuntu systems, you need to install the python3-venv"
+exit 1
+""")
+    debian.chmod(0o755)
+
+    def make(python):
+        r = subprocess.run(["make", "venv", f"PY={python}"], cwd=tmp_path,
+                           capture_output=True, text=True)
+        r.stderr = "".join(line for line in r.stderr.splitlines(True)
+                           if not line.startswith("make: ***"))  # make's own: where it stopped
+        return r
+
+    assert_clean_error(make("python3.99"), "no python3.99", "make PY=")
+    assert not (tmp_path / ".venv").exists()
+    version = "%d.%d" % sys.version_info[:2]
+    line = assert_clean_error(make(debian), f"sudo apt install python{version}-venv",
+                              "without root", "No module named ensurepip")
+    assert not (tmp_path / ".venv" / ".installed-stamp").exists(), line
+
+    package.touch()  # the package in: the same venv gets its pip, and the installs follow
+    asked.unlink()
+    r = make(debian)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = asked.read_text().splitlines()
+    assert lines[1].startswith("-m ensurepip"), lines
+    assert "-r requirements.txt -r requirements-dev.txt" in lines[-1], lines
+    assert (tmp_path / ".venv" / ".installed-stamp").exists()
+
+
 def test_make_help_lists_every_target_a_user_runs():
     """`make help` was "No rule to make target 'help'": the list was a comment in the
     Makefile only."""
