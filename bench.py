@@ -27,8 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from errors import (OneLineParser, Terminated, UserError, counted, outlive_reader, sized,
-                    stop_signals)
+from errors import (OneLineParser, Terminated, UserError, counted, lacking, outlive_reader,
+                    sized, stop_signals)
 
 
 def _sync(device):
@@ -607,6 +607,10 @@ def _stop(signum, frame):
 
 
 if __name__ == "__main__":
+    missing = lacking(__file__, "torch", "numpy")  # imported only once at work
+    if missing:
+        print(missing, file=sys.stderr)
+        sys.exit(2)
     outlive_reader()  # a closed terminal or pipe silences the lines, not the measuring
     for sig in stop_signals():
         signal.signal(sig, _stop)

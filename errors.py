@@ -1,7 +1,8 @@
 """The one exception type for mistakes a person can fix (bad flag, missing data, wrong file),
 how the commands stop on Ctrl-C, SIGTERM and a hang-up and outlive a terminal or pipe that is
-gone, ``counted``, ``listed`` and ``link_fault`` for the words messages use, and
-``OneLineParser`` for the scripts beside main.py.
+gone, ``counted``, ``listed`` and ``link_fault`` for the words messages use,
+``OneLineParser`` for the scripts beside main.py, and ``no_package`` for a Python without
+the project's packages.
 
 ``main.py`` prints a UserError's message as a single ``error:`` line and exits non-zero, with
 no traceback. Everything else is a bug and keeps its traceback.
@@ -164,6 +165,36 @@ def from_here(path):
         return quoted(path)
     return quoted(relative if relative.count("..") <= 2 else os.path.abspath(path))
 
+
+
+def no_package(name, script):
+    """The line for a package ``name`` that ``script`` (main.py, bench.py, ...) needs and this
+    Python lacks: the article's `python main.py ...`, typed with a Python other than the
+    venv's, was a ModuleNotFoundError traceback."""
+    from pathlib import Path
+    venv = Path(__file__).resolve().parent / ".venv"
+    if Path(sys.prefix).resolve() == venv.resolve():  # the venv itself, half installed
+        return (f"error: the project's venv ({venv}) has no {name}: install its packages "
+                f"again with `{venv / 'bin' / 'pip'} install -r requirements.txt` (in "
+                f"{venv.parent})")
+    named = Path(script).name
+    script = from_here(Path(script).resolve())  # named as train's last line names them
+    command = f"{from_here(venv / 'bin' / 'python')} {script} ..."
+    how = (f"run it with the project's venv: `{command}`" if venv.is_dir() else
+           f"make the project's venv with `make venv` in {venv.parent}, then run `{command}`")
+    return (f"error: this Python ({sys.executable}) has no {name}, which {named} needs; "
+            f"{how} (or `source {from_here(venv / 'bin' / 'activate')}` once, then `python "
+            f"{script} ...`" + (" as in the article)" if named == "main.py" else ")"))
+
+
+def lacking(script, *names):
+    """``no_package``'s line for the first of the packages ``names`` that this Python cannot
+    import, or None: for the scripts that import them only once at work."""
+    import importlib.util
+    for name in names:
+        if importlib.util.find_spec(name) is None:
+            return no_package(name, script)
+    return None
 
 def listed(words):
     """Words as a sentence lists them: "a", "a and b", "a, b and c"."""

@@ -16,7 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
-from errors import (Interrupted, Terminated, UserError, counted, from_here, outlive_reader,
+from errors import (Interrupted, Terminated, UserError, counted, no_package, outlive_reader,
                     raise_if_stopped, stop_on_signals, stop_signals, stop_under_way)
 
 
@@ -45,24 +45,6 @@ def _ignore_late_stops():
         signal.signal(sig, signal.SIG_IGN)
 
 
-def _no_package(name):
-    """The line for a package main.py needs that this Python lacks: the article's `python
-    main.py ...` typed with a Python other than the venv's was a ModuleNotFoundError
-    traceback."""
-    venv = Path(__file__).resolve().parent / ".venv"
-    if Path(sys.prefix).resolve() == venv.resolve():  # the venv itself, half installed
-        return (f"error: the project's venv ({venv}) has no {name}: install its packages "
-                f"again with `{venv / 'bin' / 'pip'} install -r requirements.txt` (in "
-                f"{venv.parent})")
-    main = from_here(Path(__file__).resolve())  # named as train's last line names them
-    command = f"{from_here(venv / 'bin' / 'python')} {main} ..."
-    how = (f"run it with the project's venv: `{command}`" if venv.is_dir() else
-           f"make the project's venv with `make venv` in {venv.parent}, then run `{command}`")
-    return (f"error: this Python ({sys.executable}) has no {name}, which main.py needs; {how} "
-            f"(or `source {from_here(venv / 'bin' / 'activate')}` once, then `python {main} "
-            f"...` as in the article)")
-
-
 if __name__ == "__main__":  # before torch loads (a second or more): a stop then is one line too
     outlive_reader()  # a closed terminal or pipe silences the lines, not the work
     stop_on_signals()  # training saves first (its own handler); elsewhere: clean up and stop
@@ -77,7 +59,7 @@ except ModuleNotFoundError as missing:  # a package, not one of ours: this Pytho
     top = (missing.name or "").split(".")[0]
     if __name__ != "__main__" or not top or (Path(__file__).parent / f"{top}.py").exists():
         raise
-    print(_no_package(top), file=sys.stderr)
+    print(no_package(top, __file__), file=sys.stderr)
     sys.exit(2)
 except (KeyboardInterrupt, Terminated) as stop:
     if __name__ != "__main__":

@@ -12,9 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-from errors import OneLineParser, UserError
+from errors import OneLineParser, UserError, lacking
 
 RETRY_SECONDS = 60.0
 # the curve windows: title, and each curve's legend with the loss log's column it plots
@@ -26,6 +24,7 @@ CURVES = {"errord": ("D loss (running mean)", {"loss_d": "loss_d"}),
 def _points(steps, rows, curves):
     """visdom's Y and X for ``rows`` of ``curves`` values at ``steps``: one column per curve,
     flat for a single curve."""
+    import numpy as np  # here: `visualize.py serve` run by a Python without it says so in a line
     y = np.array(rows, dtype=np.float64)
     x = np.repeat(np.array(steps, dtype=np.float64)[:, None], curves, axis=1)
     return (y[:, 0], x[:, 0]) if curves == 1 else (y, x)
@@ -281,6 +280,10 @@ def serve(port=8097, host="127.0.0.1", env_path=None):
 
 
 if __name__ == "__main__":
+    missing = lacking(__file__, "numpy", "visdom")
+    if missing:
+        print(missing, file=sys.stderr)
+        sys.exit(2)
     parser = OneLineParser(description="Start a visdom server for watching training.")
     parser.add_argument("command", choices=["serve"])
     parser.add_argument("--port", type=int, default=8097,

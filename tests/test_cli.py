@@ -48,6 +48,38 @@ def test_a_python_without_the_packages_is_told_to_use_the_venv(tmp_path):
             assert "install its packages again with" in line, line
 
 
+WITHOUT_PACKAGES = """import os, runpy, sys
+# this Python as if it had no packages installed at all
+sys.path[:] = [p for p in sys.path if not p.endswith(("site-packages", "dist-packages"))]
+sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(sys.argv[0]))
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("script,args,package", [
+    ("visualize.py", ["serve"], "numpy"), ("bench.py", [], "torch"),
+    ("experiments/settings.py", ["--epochs=1"], "torch")])
+def test_the_scripts_beside_main_py_tell_a_python_without_packages_to_use_the_venv(
+        script, args, package):
+    """The README's `python bench.py ...` and `make visdom`'s `visualize.py serve`, typed with
+    a Python other than the venv's, were a ModuleNotFoundError traceback where main.py
+    said in one line which Python to use."""
+    import subprocess
+    import sys
+    base = Path(sys.base_prefix) / "bin" / "python3"
+    for python in (base, Path(sys.executable)):
+        result = subprocess.run([str(python), "-c", WITHOUT_PACKAGES, script, *args],
+                                cwd=ROOT, capture_output=True, text=True, timeout=60)
+        line = assert_clean_error(result, f"has no {package}")
+        if python == base:
+            assert line.endswith(f"which {Path(script).name} needs; run it with the project's "
+                                 f"venv: `.venv/bin/python {script} ...` (or `source "
+                                 f".venv/bin/activate` once, then `python {script} ...`)"), line
+        elif Path(sys.prefix).resolve() == (ROOT / ".venv").resolve():  # make test's venv
+            assert "install its packages again with" in line, line
+
+
 def test_unknown_command_suggests():
     line = assert_clean_error(cli("genrate"), "genrate")
     assert "generate" in line
