@@ -1176,6 +1176,7 @@ esac
 """)
     debian = tmp_path / "python3"  # its venv stops halfway, its own lines on several lines
     debian.write_text(f"""#!/bin/sh
+[ "$1" = -c ] && exec {sys.executable} "$@"
 [ "$1 $2" = "-m venv" ] || exit 3
 eval "dir=\\${{$#}}"
 mkdir -p "$dir/bin" && cp {tmp_path}/venv-python "$dir/bin/python" && chmod +x "$dir/bin/python"
@@ -1194,9 +1195,14 @@ exit 1
         return r
 
     assert_clean_error(make("python3.99"), "no python3.99", "make PY=")
+    assert_clean_error(make(""), "PY names no Python")
+    other = tmp_path / "python3.12"  # another version: pip would spend minutes on torch
+    other.write_text("#!/bin/sh\necho 3.12\n")
+    other.chmod(0o755)
+    assert_clean_error(make(other), "is Python 3.12, and the project needs Python 3.11",
+                       "make PY=python3.11")
     assert not (tmp_path / ".venv").exists()
-    version = "%d.%d" % sys.version_info[:2]
-    line = assert_clean_error(make(debian), f"sudo apt install python{version}-venv",
+    line = assert_clean_error(make(debian), "sudo apt install python3.11-venv",
                               "without root", "No module named ensurepip")
     assert not (tmp_path / ".venv" / ".installed-stamp").exists(), line
 
@@ -1205,9 +1211,45 @@ exit 1
     r = make(debian)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = asked.read_text().splitlines()
-    assert lines[1].startswith("-m ensurepip"), lines
+    assert [line for line in lines if line.startswith("-m ensurepip")] == [
+        "-m ensurepip --upgrade --default-pip"], lines
     assert "-r requirements.txt -r requirements-dev.txt" in lines[-1], lines
     assert (tmp_path / ".venv" / ".installed-stamp").exists()
+
+
+def test_make_refuses_a_venv_it_cannot_use_in_one_line(tmp_path):
+    """A venv of another Python version was kept by the next make (it had its pip), which
+    installed into it; one whose Python was removed (pyenv, Homebrew) got a line naming an
+    apt package `python-venv`; a file named .venv got venv's own words."""
+    import shutil
+    import subprocess
+    for name in ["Makefile", "scripts/make-venv.sh"]:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy(ROOT / name, tmp_path / name)
+    for name in ["requirements.txt", "requirements-dev.txt"]:
+        (tmp_path / name).write_text("")
+
+    def make():
+        r = subprocess.run(["make", "venv"], cwd=tmp_path, capture_output=True, text=True)
+        r.stderr = "".join(line for line in r.stderr.splitlines(True)
+                           if not line.startswith("make: ***"))
+        return r
+
+    venv = tmp_path / ".venv"
+    venv.write_text("notes")
+    assert_clean_error(make(), ".venv is a file, where the venv goes")
+    assert venv.read_text() == "notes"
+    venv.unlink()
+    (venv / "bin").mkdir(parents=True)
+    python = venv / "bin" / "python"
+    python.write_text("#!/bin/sh\n[ \"$1\" = -c ] && echo 3.12\nexit 0\n")  # with its pip
+    python.chmod(0o755)
+    assert_clean_error(make(), ".venv holds Python 3.12", "rm -r .venv")
+    python.unlink()
+    python.symlink_to(tmp_path / "removed" / "python3.11")
+    assert_clean_error(make(), "the venv's Python is gone", "removed/python3.11",
+                       "rm -r .venv")
+    assert not (venv / ".installed-stamp").exists()
 
 
 def test_make_help_lists_every_target_a_user_runs():
