@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 import torch
 
 import augment
-from errors import (UserError, did_you_mean, link_fault, listed, not_a_device, quoted,
-                    yes_or_no)
+from errors import (UserError, did_you_mean, link_fault, listed, not_a_device, pasted,
+                    quoted, yes_or_no)
 
 
 def _opt(default, help, kind=None):
@@ -610,7 +610,7 @@ def toy_hint():
     draw it there."""
     if (Path(TOY_DIR) / "attributes.csv").is_file():
         return f"--data-path={TOY_DIR} trains on the toy set there"
-    return (f"`python main.py toyfaces` draws a toy set into {TOY_DIR}/, then pass "
+    return (f"{pasted('toyfaces')} draws a toy set into {TOY_DIR}/, then pass "
             f"--data-path={TOY_DIR}")
 
 

@@ -15,6 +15,7 @@ import shlex
 import signal
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -167,11 +168,32 @@ def from_here(path):
 
 
 
+def pasted(args):
+    """`python main.py ARGS` as the user can paste it where the command was started."""
+    python, main = python_and_main()
+    return f"`{python} {main} {args}`"
+
+
+def python_and_main():
+    """This process's Python and main.py, as named from the folder it was started in."""
+    return (program(sys.executable, "python"),
+            from_here(Path(__file__).resolve().parent / "main.py"))
+
+
+def program(path, name):
+    """``name`` where the shell finds this very program by it (a venv activated), else its
+    path from here (.venv/bin/python). Paths compared as they are, links not followed: a
+    venv's python is a link to the system's, which lacks the venv's packages."""
+    import shutil
+    found = shutil.which(name)
+    if found and os.path.abspath(found) == os.path.abspath(path):
+        return name
+    return from_here(path)
+
 def no_package(name, script):
     """The line for a package ``name`` that ``script`` (main.py, bench.py, ...) needs and this
     Python lacks: the article's `python main.py ...`, typed with a Python other than the
     venv's, was a ModuleNotFoundError traceback."""
-    from pathlib import Path
     venv = Path(__file__).resolve().parent / ".venv"
     if Path(sys.prefix).resolve() == venv.resolve():  # the venv itself, half installed
         return (f"error: the project's venv ({venv}) has no {name}: install its packages "

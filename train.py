@@ -14,7 +14,6 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import sys
 import time
@@ -34,8 +33,8 @@ from config import (beside_flags, lies_elsewhere, saved_options, start_from_weig
 from curves import LossLog, read_rows
 from data import cached_batches, folder_batches
 from ema import EMA
-from errors import (DiskFull, Interrupted, UserError, again_interrupts, counted, from_here,
-                    listed, quoted, shown, stop_signals, stop_under_way)
+from errors import (DiskFull, Interrupted, UserError, again_interrupts, counted, listed, pasted,
+                    program, python_and_main, quoted, shown, stop_signals, stop_under_way)
 from model import (LowJudge, NetD, NetG, add_spectral_norm, batchnorm_is_identity,
                    book_state_dict, remove_batchnorm, weights_init)
 from steps import R1_EVERY, Objective, d_step, g_step
@@ -285,35 +284,13 @@ def _resume_command(flags, processes):
     this run, and main.py from there (a bare `python` was another Python than the venv's,
     without the project's packages, where the venv was not activated)."""
     if processes == 1:
-        return _command(f"train {flags}")
-    python, main = _python_and_main()
+        return pasted(f"train {flags}")
+    python, main = python_and_main()
     torchrun = Path(sys.executable).parent / "torchrun"
-    launcher = _program(torchrun, "torchrun") if torchrun.is_file() else \
+    launcher = program(torchrun, "torchrun") if torchrun.is_file() else \
         f"{python} -m torch.distributed.run"
     return (f"`{launcher} --standalone --nproc_per_node={processes} {main} train {flags}` (as "
             f"many processes as it had)")
-
-
-def _command(args):
-    """`python main.py ARGS` as the user can paste it where the run was started."""
-    python, main = _python_and_main()
-    return f"`{python} {main} {args}`"
-
-
-def _python_and_main():
-    """This run's Python and main.py, as named from the folder the run was started in."""
-    return (_program(sys.executable, "python"),
-            from_here(Path(__file__).resolve().parent / "main.py"))
-
-
-def _program(path, name):
-    """``name`` where the shell finds this very program by it (a venv activated), else its
-    path from here (.venv/bin/python). Paths compared as they are, links not followed: a
-    venv's python is a link to the system's, which lacks the venv's packages."""
-    found = shutil.which(name)
-    if found and os.path.abspath(found) == os.path.abspath(path):
-        return name
-    return from_here(path)
 
 
 def _over_a_finished_run(folder, epochs):
@@ -856,7 +833,7 @@ def _train(opt):
     if last_point is not None and not time_up:
         g = folder / f"netg{'_ema' if ema else ''}_{last_point}.pth"
         d = folder / f"netd_{last_point}.pth"
-    draw = _command(f"generate --netg-path={quoted(g)} --netd-path={quoted(d)}")
+    draw = pasted(f"generate --netg-path={quoted(g)} --netd-path={quoted(d)}")
     if last_point is None:  # stopped by --max-minutes before a save point (or not rank 0)
         say(f"done: no epoch reached a save point this time (--save-every={opt.save_every}), "
             f"so no netg_N.pth and no grid were written; draw faces from the state where it "

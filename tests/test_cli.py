@@ -102,12 +102,15 @@ def test_no_images_points_to_the_toy_set_where_toyfaces_puts_it(tmp_path, monkey
     """With the toy set moved out of data/, "no images in data: ... `python main.py
     toyfaces`" sent a user round in a circle: toyfaces drew into data-toy/, and the book's
     default --data-path=data/ found nothing again. The line now names the folder to pass."""
+    from errors import pasted
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
     torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
     for command in (("train", "--vis=False"), ("evaluate", "--netg-path=netg.pth")):
         line = assert_clean_error(cli(*command, "--nogpu"), "no images in data")
-        assert "`python main.py toyfaces` draws a toy set into data-toy/, then pass " \
+        # the command as this Python can paste it (.venv/bin/python where not activated,
+        # as every pasted command names it): plain `python` ran another Python, without fire
+        assert f"{pasted('toyfaces')} draws a toy set into data-toy/, then pass " \
                "--data-path=data-toy" in line, line
     r = cli("toyfaces", "--num=4")
     assert r.returncode == 0, r.stderr
