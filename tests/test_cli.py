@@ -1111,6 +1111,43 @@ def _makefile_with_a_recording_python(folder, *made):
     python.chmod(0o755)
 
 
+
+def test_make_demo_long_visdom_and_test_fast_run_what_the_readme_says(tmp_path):
+    """make demo-long writing result.png (the demo's) over the other, make visdom
+    VISDOM_PORT=8098 serving on 8097 (the line visdom's warning suggests), and make test-fast
+    running the slow tests too all passed."""
+    import subprocess
+    _makefile_with_a_recording_python(
+        tmp_path, "data-toy/attributes.csv", "requirements-eval.txt", "requirements-app.txt",
+        "scripts/visdom-assets.sh", ".venv/.eval-stamp", ".venv/.app-stamp",
+        ".venv/.visdom-assets-stamp")
+    asked = tmp_path / "asked"
+
+    def run(*target):
+        asked.unlink(missing_ok=True)
+        r = subprocess.run(["make", *target], cwd=tmp_path, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return asked.read_text().splitlines()
+
+    demo, _ = run("demo")
+    train, generate = run("demo-long")
+    readme = (ROOT / "README.md").read_text()
+    spelt = re.search(r"given 16 epochs: `([^`]+)` at batch 16", readme.replace("\n", " "))[1]
+    long = {"--diffaug=translation", "--d-low=12", "--d-every=2", "--max-epoch=16",
+            "--checkpoint-dir=checkpoints/demo-long", "--save-path=imgs/demo-long"}
+    assert set(spelt.split()) <= set(train.split()), (spelt, train)
+    assert set(train.split()) == {flag for flag in demo.split() if not flag.startswith(
+        ("--diffaug", "--max-epoch", "--max-minutes", "--checkpoint-dir", "--save-path"))
+    } | long, train
+    assert generate.split() == ["main.py", "generate", "--nogpu", "--seed=0",
+                                "--netg-path=checkpoints/demo-long/last.pth",
+                                "--netd-path=checkpoints/demo-long/last.pth",
+                                "--gen-img=result-long.png"]
+    assert run("visdom", "VISDOM_PORT=8098") == ["visualize.py serve --port 8098"]
+    fast, = run("test-fast")
+    assert fast.startswith("-m pytest ") and " -m not slow " in fast and \
+        " -n 2 --dist loadfile " in fast, fast
+
 def test_make_demo_keeps_the_toy_set_out_of_the_books_data_folder(tmp_path):
     """make demo drew the toy set in data/toy, where the book's `train --gpu` (default
     --data-path=data/) trained on its 10,000 faces along with the user's data/faces. It now
@@ -1173,7 +1210,8 @@ echo "$@" >> {asked}
 case "$1 $2" in
 "-m pip") [ "$3" = install ] || [ -f {tmp_path}/pip-in ] ;;
 "-m ensurepip") [ -f {package} ] && touch {tmp_path}/pip-in ||
-    {{ echo "/usr/bin/python3: No module named ensurepip" >&2; exit 1; }} ;;
+    {{ echo "looking for pip's wheel" >&2; echo "/usr/bin/python3: No module named ensurepip" >&2
+       exit 1; }} ;;
 *) exec {sys.executable} "$@" ;;
 esac
 """)
@@ -1207,6 +1245,7 @@ exit 1
     assert not (tmp_path / ".venv").exists()
     line = assert_clean_error(make(debian), "sudo apt install python3.11-venv",
                               "without root", "No module named ensurepip")
+    assert "looking for" not in line  # ensurepip's last line says why, not its first
     assert not (tmp_path / ".venv" / ".installed-stamp").exists(), line
 
     package.touch()  # the package in: the same venv gets its pip, and the installs follow
@@ -1216,7 +1255,10 @@ exit 1
     lines = asked.read_text().splitlines()
     assert [line for line in lines if line.startswith("-m ensurepip")] == [
         "-m ensurepip --upgrade --default-pip"], lines
-    assert "-r requirements.txt -r requirements-dev.txt" in lines[-1], lines
+    # visdom and torchnet build with a setuptools that still has pkg_resources (81 has not)
+    assert lines[-2:] == ["-m pip install -q setuptools<81 wheel", "-m pip install -q "
+                          "--no-build-isolation setuptools<81 -r requirements.txt -r "
+                          "requirements-dev.txt"], lines
     assert (tmp_path / ".venv" / ".installed-stamp").exists()
 
 
@@ -1232,12 +1274,19 @@ def test_make_refuses_a_venv_it_cannot_use_in_one_line(tmp_path):
     for name in ["requirements.txt", "requirements-dev.txt"]:
         (tmp_path / name).write_text("")
 
-    def make():
-        r = subprocess.run(["make", "venv"], cwd=tmp_path, capture_output=True, text=True)
+    def make(*python):
+        r = subprocess.run(["make", "venv", *python], cwd=tmp_path, capture_output=True,
+                           text=True)
         r.stderr = "".join(line for line in r.stderr.splitlines(True)
                            if not line.startswith("make: ***"))
         return r
 
+    python3 = tmp_path / "python3"  # its venv cannot write there: venv's last line says so
+    python3.write_text("#!/bin/sh\n[ \"$1\" = -c ] && echo 3.11 && exit 0\necho Traceback:\n"
+                       "echo \"Error: [Errno 13] Permission denied: '.venv'\"\nexit 1\n")
+    python3.chmod(0o755)
+    assert_clean_error(make(f"PY={python3}"), "could not make the venv .venv",
+                       "Permission denied")
     venv = tmp_path / ".venv"
     venv.write_text("notes")
     assert_clean_error(make(), ".venv is a file, where the venv goes")
