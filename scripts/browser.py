@@ -42,11 +42,18 @@ def find():
         path = shutil.which(name)
         if path:
             return path
-    for pattern in PLAYWRIGHT_BUILDS:
-        found = sorted(glob.glob(str(_playwright_cache() / pattern)))
+    for pattern in PLAYWRIGHT_BUILDS:  # the newest build: chromium-1200 after chromium-999
+        found = sorted(glob.glob(str(_playwright_cache() / pattern)), key=_build_number)
         if found and os.access(found[-1], os.X_OK):
             return found[-1]
     return None
+
+
+def _build_number(path):
+    """Playwright's build number in ``path`` (its folder chromium-1200/...), as a number."""
+    folder = Path(path).relative_to(_playwright_cache()).parts[0]
+    number = folder.rpartition("-")[2]
+    return int(number) if number.isdigit() else -1
 
 
 def _run(*command):

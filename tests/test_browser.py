@@ -32,11 +32,16 @@ def test_a_chromium_on_path_is_used(tmp_path):
 
 
 def test_a_chromium_playwright_installed_for_the_user_is_used(tmp_path):
-    chrome = _executable(tmp_path / "home" / ".cache" / "ms-playwright" / "chromium-1234" /
-                         "chrome-linux" / "chrome")
-    result = _find(tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == str(chrome)
+    """The newest of its builds (a build 999 was taken over 1200: names sorted as text),
+    also from the folder PLAYWRIGHT_BROWSERS_PATH names, where Playwright puts them then."""
+    for cache, env in ((tmp_path / "home" / ".cache" / "ms-playwright", {}),
+                       (tmp_path / "pw", {"PLAYWRIGHT_BROWSERS_PATH": str(tmp_path / "pw")})):
+        for build in ("chromium-999", "chromium-1200", "chromium-1100"):
+            _executable(cache / build / "chrome-linux" / "chrome")
+        result = _find(tmp_path, **env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == str(cache / "chromium-1200" / "chrome-linux" /
+                                             "chrome")
 
 
 def test_no_browser_is_one_line_saying_how_to_get_one(tmp_path):
