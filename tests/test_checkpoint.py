@@ -154,13 +154,14 @@ def test_a_stop_while_torch_writes_is_the_stop_not_its_error(tmp_path, monkeypat
 
 def test_full_disk_is_a_clear_error(tmp_path, monkeypatch):
     from types import SimpleNamespace
-    def full(obj, f):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    for fault in (errno.ENOSPC, errno.EDQUOT):  # the disk full, or the user's quota of it
+        def full(obj, f):
+            raise OSError(fault, os.strerror(fault))
 
-    monkeypatch.setattr(checkpoint.torch, "save", full)
-    with pytest.raises(UserError, match="disk full"):
-        checkpoint.save({"x": torch.zeros(1)}, tmp_path / "a.pth")
-    assert list(tmp_path.iterdir()) == []
+        monkeypatch.setattr(checkpoint.torch, "save", full)
+        with pytest.raises(UserError, match="disk full"):
+            checkpoint.save({"x": torch.zeros(1)}, tmp_path / "a.pth")
+        assert list(tmp_path.iterdir()) == []
     # torch's writer says a full disk as a RuntimeError ("unexpected pos"): a traceback
 
     def cut_short(obj, f):
@@ -337,9 +338,14 @@ def test_damaged_states_and_weights_are_one_line(tmp_path, toy_dir):
                        f"{tmp_path / 'flat.pth'}: ", "four dimensions", "use a checkpoint")
     train_small(toy_dir, tmp_path / "run", max_epoch=1)
     good = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
-    for name, change, why in (("empty", {"netg": {}}, "damaged"),
-                              ("text", {"options": "ngf=8"}, "damaged"),
-                              ("shapes", {"netg": NetG(100, 16).state_dict()}, "do not fit")):
+    d_adam = {**good["optimizer_d"], "state": {  # D's Adam averages, one of them NaN
+        k: {**v, "exp_avg": v["exp_avg"] * float("nan") if k == 0 else v["exp_avg"]}
+        for k, v in good["optimizer_d"]["state"].items()}}
+    for name, change, why in (
+            ("empty", {"netg": {}}, "damaged training state (its netg is not what train"),
+            ("text", {"options": "ngf=8"}, "damaged training state (its options is not"),
+            ("shapes", {"netg": NetG(100, 16).state_dict()}, "do not fit"),
+            ("adam", {"optimizer_d": d_adam}, "NaN or infinite")):
         torch.save({**good, **change}, tmp_path / f"{name}.pth")
         assert_clean_error(cli("train", "--nogpu", f"--resume={tmp_path / name}.pth",
                                "--max-epoch=2", f"--checkpoint-dir={tmp_path / 'c'}",

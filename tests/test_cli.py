@@ -80,6 +80,16 @@ def test_the_scripts_beside_main_py_tell_a_python_without_packages_to_use_the_ve
             assert "install its packages again with" in line, line
 
 
+
+def test_the_lines_count_and_list_as_a_sentence_does():
+    """Every count in a line goes through counted, and every list through listed: "0 image
+    file", "1 batches" or "a, and b" would stand in many messages at once."""
+    from errors import counted, listed
+    assert [counted(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
+    assert [counted(n, "batch", "batches") for n in (1, 3)] == ["1 batch", "3 batches"]
+    assert [listed(words) for words in ([], ["a"], ["a", "b"], ["a", "b", "c"])] == [
+        "", "a", "a and b", "a, b and c"]
+
 def test_unknown_command_suggests():
     line = assert_clean_error(cli("genrate"), "genrate")
     assert "generate" in line

@@ -326,3 +326,31 @@ def test_the_others_wait_while_rank_0_decodes_past_the_collectives_timeout(tmp_p
         port = s.getsockname()[1]
     mp.spawn(_slow_main, args=(port, tmp_path), nprocs=2)
     assert (tmp_path / "0.waited").is_file() and (tmp_path / "1.waited").is_file()
+
+
+def test_every_process_gets_the_same_count_of_an_epochs_images():
+    """Shares of unequal length (5 images in 2 processes: 3 and 2) make the processes run
+    different numbers of batches, and the one with more waits in DDP's collectives until
+    its timeout; the torchrun tests' sets divide evenly, so dropping the cut passed."""
+    from distributed import World
+    for count, size in ((5, 2), (7, 3), (6, 3), (2, 3)):
+        perm = torch.randperm(count)
+        shares = [World(rank, size).shard(perm) for rank in range(size)]
+        assert {len(share) for share in shares} == {count // size}, (count, size)
+        together = torch.cat(shares)
+        assert len(set(together.tolist())) == len(together)  # none twice
+
+
+def test_torchrun_with_more_processes_than_gpus_says_to_lower_nproc(monkeypatch):
+    """Process 2 of 3 on a node with 2 GPUs asked for cuda:2, an "invalid device ordinal"
+    traceback; only the GPU path reaches this, so no torchrun test on the CPU did."""
+    import distributed
+    from errors import UserError
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    monkeypatch.setattr(distributed, "resolve_device", lambda gpu: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(UserError, match="3 processes on this node but there are 2 GPUs: "
+                                        "lower --nproc_per_node"):
+        distributed.setup(gpu=True)

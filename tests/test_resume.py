@@ -239,8 +239,12 @@ def test_resume_takes_the_saved_options_and_refuses_changes(toy_dir, tmp_path):
     train_small(toy_dir, tmp_path, max_epoch=1, g_every=2)
     opt = parse("train", dict(resume=True, checkpoint_dir=str(tmp_path), max_epoch=2))
     assert (opt.g_every, opt.batch_size, opt.ngf, opt.data_path) == (2, 16, 8, str(toy_dir))
-    with pytest.raises(UserError, match="--ngf=16 differs"):
-        parse("train", dict(resume=True, checkpoint_dir=str(tmp_path), ngf=16))
+    # what shapes the nets or the data's order: changing it would not be the same run (a
+    # second judge added on resume, --d-low=12, passed when d_low left the list)
+    for flag, value in (("ngf", 16), ("ndf", 16), ("nz", 50), ("batch_size", 8),
+                        ("sn", True), ("d_low", 12), ("seed", 7)):
+        with pytest.raises(UserError, match=f"--{flag.replace('_', '-')}=.* differs"):
+            parse("train", {"resume": True, "checkpoint_dir": str(tmp_path), flag: value})
     assert_clean_error(cli("train", "--resume", f"--checkpoint-dir={tmp_path / 'none'}"),
                        "last.pth")
     # a run's other file given: its state beside it is named, not a new run from its weights
@@ -1203,3 +1207,23 @@ def test_a_resumed_run_says_which_of_the_steps_options_it_changes(toy_dir, tmp_p
     again = cli("train", "--nogpu", f"--resume={tmp_path / 'last.pth'}", "--max-epoch=3")
     assert again.returncode == 0, again.stderr
     assert "note: the run trained" not in again.stdout  # nothing changed: nothing said
+
+
+def test_a_loss_row_over_the_users_disk_quota_is_disk_full_and_no_half_row(tmp_path,
+                                                                            monkeypatch):
+    """A quota reached (EDQUOT) is a full disk to the user as ENOSPC is: the disk-full line
+    and no part of the row left, not an OSError traceback."""
+    import errno
+    from errors import DiskFull
+    log = curves.LossLog(tmp_path)
+    log.append(1, 0, dict(loss_d=1.0, loss_g=2.0, d_real=0.6, d_fake=0.4), 10.0)
+    before = (tmp_path / "losses.csv").read_bytes()
+    real_write = os.write
+
+    def over_quota(fd, data):
+        real_write(fd, data[:5])  # part of it went in before the quota stopped it
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+    monkeypatch.setattr(curves.os, "write", over_quota)
+    with pytest.raises(DiskFull):
+        log.append(2, 0, dict(loss_d=1.0, loss_g=2.0, d_real=0.6, d_fake=0.4), 10.0)
+    assert (tmp_path / "losses.csv").read_bytes() == before

@@ -519,6 +519,8 @@ def test_an_isa_capped_cpu_trains_in_fp32_like_an_avx2_one(monkeypatch):
     assert use_bf16(None, cpu) is True
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN's convolutions capped alone
     assert use_bf16(None, cpu) is False
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")  # AVX512 without its bf16
+    assert use_bf16(None, cpu) is False
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
     assert use_bf16(None, cpu) is True
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
