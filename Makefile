@@ -12,7 +12,7 @@
 # make venv   - install into .venv only (what a bare make does)
 # make clean  - remove what the demos wrote: result.png, result-long.png (also generate's
 #               default --gen-img: move a grid of your own first), checkpoints/demo{,-long},
-#               imgs/demo{,-long}, the toy set's decoded cache (.data-toy.faces96-*, 264 MB);
+#               imgs/demo{,-long}, the toy set's decoded cache (.data-toy.faces96-*, 276 MB);
 #               the toy set data-toy/ stays (rm -r data-toy: the next demo draws it again in
 #               seconds), and your runs stay
 # make help   - this list
