@@ -1,8 +1,8 @@
 """The one exception type for mistakes a person can fix (bad flag, missing data, wrong file),
 how the commands stop on Ctrl-C, SIGTERM and a hang-up and outlive a terminal or pipe that is
 gone, ``counted``, ``listed`` and ``link_fault`` for the words messages use,
-``OneLineParser`` for the scripts beside main.py, and ``no_package`` for a Python without
-the project's packages.
+``OneLineParser`` for the scripts beside main.py, ``pasted`` for a command a line gives to
+paste, and ``no_package`` for a Python without the project's packages.
 
 ``main.py`` prints a UserError's message as a single ``error:`` line and exits non-zero, with
 no traceback. Everything else is a bug and keeps its traceback.
@@ -12,6 +12,7 @@ import difflib
 import errno
 import os
 import shlex
+import shutil
 import signal
 import sys
 from contextlib import contextmanager
@@ -167,7 +168,6 @@ def from_here(path):
     return quoted(relative if relative.count("..") <= 2 else os.path.abspath(path))
 
 
-
 def pasted(args):
     """`python main.py ARGS` as the user can paste it where the command was started."""
     python, main = python_and_main()
@@ -184,11 +184,11 @@ def program(path, name):
     """``name`` where the shell finds this very program by it (a venv activated), else its
     path from here (.venv/bin/python). Paths compared as they are, links not followed: a
     venv's python is a link to the system's, which lacks the venv's packages."""
-    import shutil
     found = shutil.which(name)
     if found and os.path.abspath(found) == os.path.abspath(path):
         return name
     return from_here(path)
+
 
 def no_package(name, script):
     """The line for a package ``name`` that ``script`` (main.py, bench.py, ...) needs and this
@@ -217,6 +217,7 @@ def lacking(script, *names):
         if importlib.util.find_spec(name) is None:
             return no_package(name, script)
     return None
+
 
 def listed(words):
     """Words as a sentence lists them: "a", "a and b", "a, b and c"."""
