@@ -82,7 +82,7 @@ $(APP): requirements-app.txt $(STAMP)
 # which setuptools 81 removed: build them with an older setuptools, without isolation.
 # scripts/make-venv.sh: the venv with its pip, also where a Python left it without one
 $(STAMP): requirements.txt requirements-dev.txt
-	@bash scripts/make-venv.sh $(PY) $(VENV)
+	@bash scripts/make-venv.sh "$(PY)" "$(VENV)"
 	$(BIN)/python -m pip install -q "setuptools<81" wheel
 	$(BIN)/python -m pip install -q --no-build-isolation "setuptools<81" \
 		-r requirements.txt -r requirements-dev.txt

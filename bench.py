@@ -607,7 +607,8 @@ def _stop(signum, frame):
 
 
 if __name__ == "__main__":
-    missing = lacking(__file__, "torch", "numpy")  # imported only once at work
+    # imported only once at work
+    missing = lacking(__file__, "torch", "torchvision", "numpy", "PIL")
     if missing:
         print(missing, file=sys.stderr)
         sys.exit(2)

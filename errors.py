@@ -196,9 +196,10 @@ def no_package(name, script):
     venv's, was a ModuleNotFoundError traceback."""
     venv = Path(__file__).resolve().parent / ".venv"
     if Path(sys.prefix).resolve() == venv.resolve():  # the venv itself, half installed
+        # as the Makefile installs them (visdom builds only with its setuptools and flags)
         return (f"error: the project's venv ({venv}) has no {name}: install its packages "
-                f"again with `{venv / 'bin' / 'pip'} install -r requirements.txt` (in "
-                f"{venv.parent})")
+                f"again with `rm -f {quoted(venv / '.installed-stamp')} && make venv` in "
+                f"{quoted(venv.parent)}")
     named = Path(script).name
     script = from_here(Path(script).resolve())  # named as train's last line names them
     command = f"{from_here(venv / 'bin' / 'python')} {script} ..."

@@ -674,7 +674,7 @@ def _terminate(signum, frame):
 
 
 if __name__ == "__main__":
-    missing = lacking(__file__, "torch", "numpy")  # its runs' Python is this one
+    missing = lacking(__file__, "torch", "numpy", "PIL")  # its runs' Python is this one
     if missing:
         print(missing, file=sys.stderr)
         sys.exit(2)

@@ -10,26 +10,47 @@
 # with the right PY. Whatever stops it is one line.
 set -uo pipefail
 NEED=3.11  # as the README says; torch 2.14.1 is pinned for it (requirements.txt)
-if [ $# -ne 2 ] || [ -z "$1" ]; then
-    echo "error: PY names no Python: leave it out, or name one, e.g. make PY=python$NEED" >&2
+if [ $# -ne 2 ]; then
+    echo "error: scripts/make-venv.sh takes a Python and the venv's folder, e.g." \
+        "scripts/make-venv.sh python$NEED .venv" >&2
     exit 1
 fi
 PY=$1
 VENV=$2
-version() {  # "3.11", or what the Python said where it did not run
-    "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>&1
+AGAIN="run your make again with PY=python$NEED (make demo PY=python$NEED, say) or the path of one"
+if [ -z "$PY" ]; then
+    echo "error: PY names no Python: leave it out, or $AGAIN" >&2
+    exit 1
+fi
+# "3.11"; where the Python does not run, the first line it said, and a failure. Isolated
+# (-I) and stdout alone: PYTHONWARNINGS, PYTHONVERBOSE and the like write on stderr
+version() {
+    local probe='import sys; print("%d.%d" % sys.version_info[:2])'
+    "$1" -I -c "$probe" 2> /dev/null && return 0
+    "$1" -I -c "$probe" 2>&1 > /dev/null | grep -m 1 .
+    return 1
 }
+if [ -L "$VENV" ] && [ ! -e "$VENV" ]; then
+    echo "error: $VENV links to $(readlink "$VENV"), which is not there (a disk not" \
+        "mounted?): mount it, or remove the link to make a venv here, then make again" >&2
+    exit 1
+fi
 if [ -L "$VENV/bin/python" ] && [ ! -e "$VENV/bin/python" ]; then
-    echo "error: the venv's Python is gone ($VENV/bin/python links to" \
-        "$(readlink "$VENV/bin/python"), which is no more): \`rm -r $VENV\`, then make" \
-        "again" >&2
+    home=$(sed -n 's/^home *= *//p' "$VENV/pyvenv.cfg" 2> /dev/null)
+    echo "error: the venv's Python is gone (it was made from the one in" \
+        "${home:-$(readlink "$VENV/bin/python")}, which is no more): \`rm -r $VENV\`, then" \
+        "make again" >&2
     exit 1
 fi
 if [ -x "$VENV/bin/python" ]; then
-    have=$(version "$VENV/bin/python")
+    if ! have=$(version "$VENV/bin/python"); then
+        echo "error: the venv's Python ($VENV/bin/python) does not run ($have):" \
+            "\`rm -r $VENV\`, then make again" >&2
+        exit 1
+    fi
     if [ "$have" != "$NEED" ]; then
         echo "error: $VENV holds Python $have, and the project needs Python $NEED:" \
-            "\`rm -r $VENV\`, then make PY=python$NEED (or the path of one)" >&2
+            "\`rm -r $VENV\`, then $AGAIN" >&2
         exit 1
     fi
     "$VENV/bin/python" -m pip --version > /dev/null 2>&1 && exit 0
@@ -44,13 +65,12 @@ else
         exit 1
     fi
     if ! have=$(version "$PY"); then  # a pyenv shim of a version not selected, say
-        echo "error: $PY does not run here: $(head -n 1 <<< "$have")" >&2
+        echo "error: $PY does not run here: $have" >&2
         exit 1
     fi
     if [ "$have" != "$NEED" ]; then
         echo "error: $PY is Python $have, and the project needs Python $NEED (its pinned" \
-            "torch is installed and tested with it): make PY=python$NEED (or the path of" \
-            "one)" >&2
+            "torch is installed and tested with it): $AGAIN" >&2
         exit 1
     fi
     if ! said=$("$PY" -m venv --without-pip "$VENV" 2>&1); then
@@ -61,7 +81,8 @@ fi
 if ! said=$("$VENV/bin/python" -m ensurepip --upgrade --default-pip 2>&1); then
     echo "error: the venv's Python $NEED ($VENV/bin/python) cannot install pip (Debian and" \
         "Ubuntu keep ensurepip in python$NEED-venv): run \`sudo apt install" \
-        "python$NEED-venv\` and make again; without root, \`rm -r $VENV\`, then make" \
-        "PY= a Python $NEED that has pip (ensurepip said: $(tail -n 1 <<< "$said"))" >&2
+        "python$NEED-venv\` and make again; without root, \`rm -r $VENV\`, then run your" \
+        "make again with PY= the path of a Python $NEED whose ensurepip works (pyenv's," \
+        "conda's, python.org's) (ensurepip said: $(tail -n 1 <<< "$said"))" >&2
     exit 1
 fi

@@ -45,7 +45,8 @@ def test_a_python_without_the_packages_is_told_to_use_the_venv(tmp_path):
                                  "`.venv/bin/python main.py ...` (or `source .venv/bin/activate`"
                                  " once, then `python main.py ...` as in the article)"), line
         elif Path(sys.prefix).resolve() == (ROOT / ".venv").resolve():  # make test's venv
-            assert "install its packages again with" in line, line
+            assert "install its packages again with `rm -f " in line and \
+                ".installed-stamp && make venv` in " in line, line  # as make installs them
 
 
 WITHOUT_PACKAGES = """import os, runpy, sys
@@ -77,8 +78,8 @@ def test_the_scripts_beside_main_py_tell_a_python_without_packages_to_use_the_ve
                                  f"venv: `.venv/bin/python {script} ...` (or `source "
                                  f".venv/bin/activate` once, then `python {script} ...`)"), line
         elif Path(sys.prefix).resolve() == (ROOT / ".venv").resolve():  # make test's venv
-            assert "install its packages again with" in line, line
-
+            assert "install its packages again with `rm -f " in line and \
+                ".installed-stamp && make venv` in " in line, line  # as make installs them
 
 
 def test_the_lines_count_and_list_as_a_sentence_does():
@@ -89,6 +90,7 @@ def test_the_lines_count_and_list_as_a_sentence_does():
     assert [counted(n, "batch", "batches") for n in (1, 3)] == ["1 batch", "3 batches"]
     assert [listed(words) for words in ([], ["a"], ["a", "b"], ["a", "b", "c"])] == [
         "", "a", "a and b", "a, b and c"]
+
 
 def test_unknown_command_suggests():
     line = assert_clean_error(cli("genrate"), "genrate")
@@ -112,16 +114,19 @@ def test_no_images_points_to_the_toy_set_where_toyfaces_puts_it(tmp_path, monkey
     """With the toy set moved out of data/, "no images in data: ... `python main.py
     toyfaces`" sent a user round in a circle: toyfaces drew into data-toy/, and the book's
     default --data-path=data/ found nothing again. The line now names the folder to pass."""
-    from errors import pasted
+    import subprocess
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
     torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
     for command in (("train", "--vis=False"), ("evaluate", "--netg-path=netg.pth")):
         line = assert_clean_error(cli(*command, "--nogpu"), "no images in data")
-        # the command as this Python can paste it (.venv/bin/python where not activated,
-        # as every pasted command names it): plain `python` ran another Python, without fire
-        assert f"{pasted('toyfaces')} draws a toy set into data-toy/, then pass " \
-               "--data-path=data-toy" in line, line
+        # a command that runs as pasted here (.venv/bin/python where the venv is not
+        # activated): plain `python` ran another Python, without fire
+        command = re.search(r"or `([^`]+main\.py toyfaces)` draws a toy set into "
+                            r"data-toy/, then pass --data-path=data-toy", line)[1]
+        pasted = subprocess.run(["bash", "-c", f"{command} --help"], capture_output=True,
+                                text=True)
+        assert pasted.returncode == 0 and "--out-dir" in pasted.stdout, pasted.stderr
     r = cli("toyfaces", "--num=4")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().endswith("train on them with --data-path=data-toy")
@@ -1091,7 +1096,7 @@ def test_make_clean_removes_the_demos_and_keeps_your_runs(tmp_path):
              "imgs/199.png", "imgs/losses.csv",
              # the book's data folder's decoded cache, and the toy set (seconds to draw)
              ".data.faces96-0123456789abcdef.npy", "data-toy/attributes.csv"]
-    # the toy set's decoded cache too: 264 MB, hidden, that make clean left
+    # the toy set's decoded cache too: 276 MB, hidden, that make clean left
     demos = ["result.png", "result-long.png", "checkpoints/demo/last.pth", "imgs/demo/4.png",
              "checkpoints/demo-long/last.pth", "imgs/demo-long/15.png",
              ".data-toy.faces96-fce38176d7f62056.npy", ".data-toy.faces96-fce38176d7f62056.json"]
@@ -1119,7 +1124,6 @@ def _makefile_with_a_recording_python(folder, *made):
     python.parent.mkdir()
     python.write_text(f'#!/bin/sh\necho "$@" >> {folder / "asked"}\n')
     python.chmod(0o755)
-
 
 
 def test_make_demo_long_visdom_and_test_fast_run_what_the_readme_says(tmp_path):
@@ -1157,6 +1161,7 @@ def test_make_demo_long_visdom_and_test_fast_run_what_the_readme_says(tmp_path):
     fast, = run("test-fast")
     assert fast.startswith("-m pytest ") and " -m not slow " in fast and \
         " -n 2 --dist loadfile " in fast, fast
+
 
 def test_make_demo_keeps_the_toy_set_out_of_the_books_data_folder(tmp_path):
     """make demo drew the toy set in data/toy, where the book's `train --gpu` (default
@@ -1225,9 +1230,10 @@ case "$1 $2" in
 *) exec {sys.executable} "$@" ;;
 esac
 """)
-    debian = tmp_path / "python3"  # its venv stops halfway, its own lines on several lines
+    debian = tmp_path / "my py" / "python3"  # its venv stops halfway, in several lines
+    debian.parent.mkdir()
     debian.write_text(f"""#!/bin/sh
-[ "$1" = -c ] && exec {sys.executable} "$@"
+[ "$1" = -I ] && exec {sys.executable} "$@"
 [ "$1 $2" = "-m venv" ] || exit 3
 eval "dir=\\${{$#}}"
 mkdir -p "$dir/bin" && cp {tmp_path}/venv-python "$dir/bin/python" && chmod +x "$dir/bin/python"
@@ -1251,7 +1257,7 @@ exit 1
     other.write_text("#!/bin/sh\necho 3.12\n")
     other.chmod(0o755)
     assert_clean_error(make(other), "is Python 3.12, and the project needs Python 3.11",
-                       "make PY=python3.11")
+                       "run your make again with PY=python3.11")
     assert not (tmp_path / ".venv").exists()
     line = assert_clean_error(make(debian), "sudo apt install python3.11-venv",
                               "without root", "No module named ensurepip")
@@ -1291,26 +1297,39 @@ def test_make_refuses_a_venv_it_cannot_use_in_one_line(tmp_path):
                            if not line.startswith("make: ***"))
         return r
 
-    python3 = tmp_path / "python3"  # its venv cannot write there: venv's last line says so
-    python3.write_text("#!/bin/sh\n[ \"$1\" = -c ] && echo 3.11 && exit 0\necho Traceback:\n"
+    # its venv cannot write there: venv's last line says so; and PYTHONWARNINGS's complaint
+    # on stderr is not read as its version
+    python3 = tmp_path / "python3"
+    python3.write_text("#!/bin/sh\nif [ \"$1\" = -I ]; then echo Invalid -W option >&2\n"
+                       "echo 3.11; exit 0; fi\necho Traceback:\n"
                        "echo \"Error: [Errno 13] Permission denied: '.venv'\"\nexit 1\n")
     python3.chmod(0o755)
     assert_clean_error(make(f"PY={python3}"), "could not make the venv .venv",
                        "Permission denied")
     venv = tmp_path / ".venv"
+    venv.symlink_to(tmp_path / "unmounted" / "venv")  # a venv kept on a disk not there now
+    assert_clean_error(make(), f".venv links to {tmp_path}/unmounted/venv, which is not there")
+    venv.unlink()
     venv.write_text("notes")
     assert_clean_error(make(), ".venv is a file, where the venv goes")
     assert venv.read_text() == "notes"
     venv.unlink()
     (venv / "bin").mkdir(parents=True)
     python = venv / "bin" / "python"
-    python.write_text("#!/bin/sh\n[ \"$1\" = -c ] && echo 3.12\nexit 0\n")  # with its pip
+    python.write_text("#!/bin/sh\n[ \"$1\" = -I ] && echo 3.12\nexit 0\n")  # with its pip
     python.chmod(0o755)
-    assert_clean_error(make(), ".venv holds Python 3.12", "rm -r .venv")
-    python.unlink()
-    python.symlink_to(tmp_path / "removed" / "python3.11")
-    assert_clean_error(make(), "the venv's Python is gone", "removed/python3.11",
-                       "rm -r .venv")
+    assert_clean_error(make(), ".venv holds Python 3.12", "rm -r .venv",
+                       "run your make again with PY=python3.11")
+    python.write_text("#!/bin/sh\necho 'Fatal Python error: init_fs_encoding' >&2\n"
+                      "echo 'Python runtime state: core initialized' >&2\nexit 1\n")
+    assert_clean_error(make(), "the venv's Python (.venv/bin/python) does not run (Fatal "
+                       "Python error: init_fs_encoding)", "rm -r .venv")
+    python.unlink()  # as venv lays it out: python -> python3.11 -> the Python it was made from
+    (venv / "bin" / "python3.11").symlink_to(tmp_path / "removed" / "bin" / "python3.11")
+    python.symlink_to("python3.11")
+    (venv / "pyvenv.cfg").write_text(f"home = {tmp_path / 'removed' / 'bin'}\n")
+    assert_clean_error(make(), "the venv's Python is gone (it was made from the one in "
+                       f"{tmp_path / 'removed' / 'bin'}, which is no more)", "rm -r .venv")
     assert not (venv / ".installed-stamp").exists()
 
 
