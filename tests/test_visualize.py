@@ -463,3 +463,68 @@ def test_the_server_keeps_its_envs_in_the_users_home_wherever_it_starts(tmp_path
         proc.wait(timeout=30)
     assert f"envs saved in {home / '.visdom'})" in line, line
     assert (home / ".visdom").is_dir() and not (tmp_path / ".visdom").exists()
+
+
+def test_visdom_assets_puts_in_place_every_file_visdoms_own_build_fetches(tmp_path):
+    """`make visdom-assets` copies from npm what visdom's own build step downloads from CDNs
+    at each start. A copy dropped from the script left the page without plots and passed
+    every test: the venv already held the file from an earlier install. Here the script
+    runs into a visdom of its own, npm standing in with the files its packages hold."""
+    import ast
+    import re
+    from pathlib import Path
+    import visdom.server.build as build
+    script = (ROOT / "scripts" / "visdom-assets.sh").read_text()
+    # visdom's list: each file its build fetches, by the folder the build puts it in
+    fetched = next(node.value for node in ast.walk(ast.parse(Path(build.__file__).read_text()))
+                   if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") ==
+                   "ext_files")
+    wanted = {}
+    for url, name in zip(fetched.keys, fetched.values):
+        name = name.value.split("#")[0]  # the svg font's name carries its fragment
+        folder = ("js" if name.endswith((".js", ".js.map")) else
+                  "css" if name.endswith(".css") else "fonts")
+        wanted[f"{folder}/{name}"] = ast.unparse(url)
+    # a visdom of its own: the script finds its static folder from visdom.server
+    site = tmp_path / "site"
+    (site / "visdom" / "server").mkdir(parents=True)
+    (site / "visdom" / "__init__.py").write_text("")
+    (site / "visdom" / "server" / "__init__.py").write_text("")
+    (site / "visdom" / "VERSION").write_text("0.2.4\n")
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/sh\nPYTHONPATH={site} exec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    # npm: the files the packages it is asked for hold, under node_modules
+    held = re.findall(r"\$M/([^\s\"]+)", script)
+    held = [p.replace(".*", ext) for p in held
+            for ext in ([".eot", ".woff", ".woff2", ".ttf", ".svg"] if ".*" in p else [""])]
+    held = [p for p in held if "$part" not in p] + [
+        "mathjax/MathJax.js", "mathjax/config/TeX-AMS_HTML.js",
+        "mathjax/extensions/tex2jax.js", "mathjax/jax/output/HTML-CSS/jax.js",
+        "mathjax/localization/en/en.js"]
+    npm = tmp_path / "bin" / "npm"
+    npm.parent.mkdir()
+    npm.write_text(f"""#!{sys.executable}
+import pathlib, sys
+with open({str(tmp_path / 'asked')!r}, "a") as f:
+    f.write(" ".join(sys.argv[1:]) + "\\n")
+if sys.argv[1] == "install":
+    for name in {held!r}:
+        path = pathlib.Path("node_modules") / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(name)
+""")
+    npm.chmod(0o755)
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "visdom-assets.sh"), str(python)],
+                       capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PATH": f"{npm.parent}:{os.environ['PATH']}"})
+    assert r.returncode == 0, r.stderr
+    static = site / "visdom" / "static"
+    missing = {name: url for name, url in wanted.items() if not (static / name).is_file()}
+    assert missing == {}, missing
+    assert (static / "js" / "mathjax" / "2.7.5" / "MathJax.js").is_file()
+    assert (static / "version.built").read_text().strip() == "0.2.4"  # visdom fetches no more
+    # the versions visdom's build names (react@16.2.0, ...), from npm
+    install = (tmp_path / "asked").read_text().splitlines()[-1]
+    pins = set(re.findall(r"%s([\w-]+@[\d.]*\d)", Path(build.__file__).read_text()))
+    assert pins and pins <= set(install.split()), (pins, install)
