@@ -60,8 +60,7 @@ else
         exit 1
     fi
     if ! command -v "$PY" > /dev/null; then
-        echo "error: no $PY on this machine: install Python $NEED, or name one you have," \
-            "e.g. make PY=/usr/bin/python$NEED" >&2
+        echo "error: no $PY on this machine: install Python $NEED, or $AGAIN" >&2
         exit 1
     fi
     if ! have=$(version "$PY"); then  # a pyenv shim of a version not selected, say

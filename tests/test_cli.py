@@ -1255,7 +1255,8 @@ exit 1
                            if not MAKES_OWN.match(line))  # make's own: where it stopped
         return r
 
-    assert_clean_error(make("python3.99"), "no python3.99", "make PY=")
+    assert_clean_error(make("python3.99"), "no python3.99 on this machine",
+                       "run your make again with PY=python3.11")
     assert_clean_error(make(""), "PY names no Python")
     other = tmp_path / "python3.12"  # another version: pip would spend minutes on torch
     other.write_text("#!/bin/sh\necho 3.12\n")
