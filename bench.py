@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from errors import (OneLineParser, Terminated, UserError, counted, lacking, outlive_reader,
+from errors import (OneLineParser, Terminated, UserError, counted, outlive_reader, require,
                     sized, stop_signals)
 
 
@@ -607,11 +607,7 @@ def _stop(signum, frame):
 
 
 if __name__ == "__main__":
-    # imported only once at work
-    missing = lacking(__file__, "torch", "torchvision", "numpy", "PIL")
-    if missing:
-        print(missing, file=sys.stderr)
-        sys.exit(2)
+    require(__file__, "torch", "torchvision", "numpy", "PIL")
     outlive_reader()  # a closed terminal or pipe silences the lines, not the measuring
     for sig in stop_signals():
         signal.signal(sig, _stop)

@@ -210,14 +210,14 @@ def no_package(name, script):
             f"{script} ...`" + (" as in the article)" if named == "main.py" else ")"))
 
 
-def lacking(script, *names):
-    """``no_package``'s line for the first of the packages ``names`` that this Python cannot
-    import, or None: for the scripts that import them only once at work."""
+def require(script, *names):
+    """Stop with ``no_package``'s line and status 2 where this Python cannot import one of
+    the packages ``names``: for the scripts that import them only once at work."""
     import importlib.util
     for name in names:
         if importlib.util.find_spec(name) is None:
-            return no_package(name, script)
-    return None
+            print(no_package(name, script), file=sys.stderr)
+            sys.exit(2)
 
 
 def listed(words):

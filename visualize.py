@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from errors import OneLineParser, UserError, lacking
+from errors import OneLineParser, UserError, require
 
 RETRY_SECONDS = 60.0
 # the curve windows: title, and each curve's legend with the loss log's column it plots
@@ -280,10 +280,7 @@ def serve(port=8097, host="127.0.0.1", env_path=None):
 
 
 if __name__ == "__main__":
-    missing = lacking(__file__, "numpy", "visdom")
-    if missing:
-        print(missing, file=sys.stderr)
-        sys.exit(2)
+    require(__file__, "numpy", "visdom")
     parser = OneLineParser(description="Start a visdom server for watching training.")
     parser.add_argument("command", choices=["serve"])
     parser.add_argument("--port", type=int, default=8097,

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TOY = str(ROOT / "data-toy")  # the default --data, made if it is missing
 sys.path.insert(0, str(ROOT))
 from errors import (OneLineParser, Terminated, UserError, counted,  # noqa: E402
-                    lacking, outlive_reader, stop_signals)
+                    outlive_reader, require, stop_signals)
 
 AUG = "color,translation,cutout"
 MODERN = dict(g_every=1, lr1=2e-4, lr2=2e-4, loss="hinge", sn=True, diffaug=AUG, beta1=0.0,
@@ -674,10 +674,7 @@ def _terminate(signum, frame):
 
 
 if __name__ == "__main__":
-    missing = lacking(__file__, "torch", "numpy", "PIL")  # its runs' Python is this one
-    if missing:
-        print(missing, file=sys.stderr)
-        sys.exit(2)
+    require(__file__, "torch", "numpy", "PIL")  # its runs' Python is this one
     outlive_reader()  # a closed terminal or pipe silences the sweep's lines, not the sweep
     # between commands too: the one line; a hang-up unless ignored (nohup: the sweep goes on)
     for sig in stop_signals(ctrl_c=False):
