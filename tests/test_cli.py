@@ -1205,8 +1205,26 @@ def test_make_demo_keeps_the_toy_set_out_of_the_books_data_folder(tmp_path):
         "main.py generate "), (train, generate)
 
 
-# make's own line where a recipe failed: "make[1]: ***" under make test's make
-MAKES_OWN = re.compile(r"make(\[\d+\])?: \*\*\* ")
+def _makefile_without_a_venv(folder):
+    """The Makefile and its venv script in ``folder``, with requirements that install
+    nothing, and no venv yet."""
+    import shutil
+    for name in ["Makefile", "scripts/make-venv.sh"]:
+        (folder / name).parent.mkdir(exist_ok=True)
+        shutil.copy(ROOT / name, folder / name)
+    for name in ["requirements.txt", "requirements-dev.txt"]:
+        (folder / name).write_text("")
+
+
+def _make_venv(folder, *variables):
+    """`make venv VARIABLES` in ``folder``, its stderr without make's own line where the
+    recipe stopped ("make[1]: ***" under make test's make)."""
+    import subprocess
+    r = subprocess.run(["make", "venv", *variables], cwd=folder, capture_output=True,
+                       text=True)
+    r.stderr = "".join(line for line in r.stderr.splitlines(True)
+                       if not re.match(r"make(\[\d+\])?: \*\*\* ", line))
+    return r
 
 
 def test_make_makes_its_venv_again_after_a_python_without_ensurepip(tmp_path):
@@ -1214,14 +1232,8 @@ def test_make_makes_its_venv_again_after_a_python_without_ensurepip(tmp_path):
     Python and then stops, ensurepip missing. After `apt install python3.11-venv` the next
     make skipped the venv (its Python was there) and stopped at `.venv/bin/pip: not found`;
     the first said nothing of what to do without root."""
-    import shutil
-    import subprocess
     import sys
-    for name in ["Makefile", "scripts/make-venv.sh"]:
-        (tmp_path / name).parent.mkdir(exist_ok=True)
-        shutil.copy(ROOT / name, tmp_path / name)
-    for name in ["requirements.txt", "requirements-dev.txt"]:
-        (tmp_path / name).write_text("")
+    _makefile_without_a_venv(tmp_path)
     asked, package = tmp_path / "asked", tmp_path / "python3.11-venv"
     # the venv's Python: pip once ensurepip ran, and ensurepip once the package is in
     (tmp_path / "venv-python").write_text(f"""#!/bin/sh
@@ -1249,11 +1261,7 @@ exit 1
     debian.chmod(0o755)
 
     def make(python):
-        r = subprocess.run(["make", "venv", f"PY={python}"], cwd=tmp_path,
-                           capture_output=True, text=True)
-        r.stderr = "".join(line for line in r.stderr.splitlines(True)
-                           if not MAKES_OWN.match(line))  # make's own: where it stopped
-        return r
+        return _make_venv(tmp_path, f"PY={python}")
 
     assert_clean_error(make("python3.99"), "no python3.99 on this machine",
                        "run your make again with PY=python3.11")
@@ -1287,20 +1295,10 @@ def test_make_refuses_a_venv_it_cannot_use_in_one_line(tmp_path):
     """A venv of another Python version was kept by the next make (it had its pip), which
     installed into it; one whose Python was removed (pyenv, Homebrew) got a line naming an
     apt package `python-venv`; a file named .venv got venv's own words."""
-    import shutil
-    import subprocess
-    for name in ["Makefile", "scripts/make-venv.sh"]:
-        (tmp_path / name).parent.mkdir(exist_ok=True)
-        shutil.copy(ROOT / name, tmp_path / name)
-    for name in ["requirements.txt", "requirements-dev.txt"]:
-        (tmp_path / name).write_text("")
+    _makefile_without_a_venv(tmp_path)
 
     def make(*python):
-        r = subprocess.run(["make", "venv", *python], cwd=tmp_path, capture_output=True,
-                           text=True)
-        r.stderr = "".join(line for line in r.stderr.splitlines(True)
-                           if not MAKES_OWN.match(line))
-        return r
+        return _make_venv(tmp_path, *python)
 
     # its venv cannot write there: venv's last line says so; and PYTHONWARNINGS's complaint
     # on stderr is not read as its version
