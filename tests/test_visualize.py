@@ -475,8 +475,9 @@ def test_visdom_assets_puts_in_place_every_file_visdoms_own_build_fetches(tmp_pa
     from pathlib import Path
     import visdom.server.build as build
     script = (ROOT / "scripts" / "visdom-assets.sh").read_text()
+    visdoms = Path(build.__file__).read_text()
     # visdom's list: each file its build fetches, by the folder the build puts it in
-    fetched = next(node.value for node in ast.walk(ast.parse(Path(build.__file__).read_text()))
+    fetched = next(node.value for node in ast.walk(ast.parse(visdoms))
                    if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") ==
                    "ext_files")
     wanted = {}
@@ -526,5 +527,5 @@ if sys.argv[1] == "install":
     assert (static / "version.built").read_text().strip() == "0.2.4"  # visdom fetches no more
     # the versions visdom's build names (react@16.2.0, ...), from npm
     install = (tmp_path / "asked").read_text().splitlines()[-1]
-    pins = set(re.findall(r"%s([\w-]+@[\d.]*\d)", Path(build.__file__).read_text()))
+    pins = set(re.findall(r"%s([\w-]+@[\d.]*\d)", visdoms))
     assert pins and pins <= set(install.split()), (pins, install)
