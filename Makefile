@@ -1,6 +1,8 @@
 # make demo   - install, draw the toy face set, train on it on the CPU, generate result.png
 # make demo-long - the same with a recipe that draws clearer faces in 2-3 times the minutes
 #               (about 3 times on the slowest CPU we measured)
+#               (RESUME=1: train a demo stopped by Ctrl-C or its 10 minutes on to its last
+#               epoch, and draw its result again: make demo RESUME=1)
 # make test   - install, run the tests
 # make test-fast - all tests but the slow ones, for the edit-test loop
 # make eval   - also install the optional FID/KID network (requirements-eval.txt)
@@ -132,16 +134,20 @@ $(TOY)/attributes.csv: | $(STAMP)
 
 # $(call demo_run,FLAGS,CHECKPOINT_DIR,RESULT): train, then the best 64 by D, from the state
 # where the run ended (last.pth: the average of G, and D), at its last epoch's end or where
-# --max-minutes stopped it
+# --max-minutes stopped it. With RESUME=1 (make demo RESUME=1): train the demo stopped there
+# (by Ctrl-C, or by its 10 minutes) on to its last epoch, with no budget, and draw the result
+# again. train names that make command where it would name its own --resume (a demo stopped
+# and resumed by hand kept the result drawn where it stopped, or none).
 define demo_run
 	@if [ -f data/toy/attributes.csv ]; then echo "note: data/toy holds an older toy set, which" \
 		"the book's --data-path=data/ trains on with your faces: remove it (rm -r data/toy);" \
 		"the demo's is $(TOY)/"; fi
-	$(BIN)/python main.py train $(1)
+	$(BIN)/python main.py train $(if $(RESUME),--resume=$(2)/last.pth,$(1))
 	$(BIN)/python main.py generate --nogpu --seed=0 --netg-path=$(2)/last.pth \
 		--netd-path=$(2)/last.pth --gen-img=$(3)
 endef
 
+demo demo-long: export ANIMEGAN_CONTINUE = make $@ RESUME=1
 demo: $(STAMP) $(TOY)/attributes.csv
 	$(call demo_run,$(DEMO_FLAGS),$(DEMO_CK),result.png)
 

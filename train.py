@@ -282,7 +282,12 @@ def _resume_command(flags, processes):
     torchrun run in as many processes (in another count its stopped epoch starts again).
     Named as it runs from the folder the run was started in: the Python (and torchrun) of
     this run, and main.py from there (a bare `python` was another Python than the venv's,
-    without the project's packages, where the venv was not activated)."""
+    without the project's packages, where the venv was not activated). Started by `make
+    demo`, the make command that resumes it (ANIMEGAN_CONTINUE, set by the Makefile): that
+    draws result.png again at the end, where this command alone left it as it was."""
+    made = os.environ.get("ANIMEGAN_CONTINUE", "").strip()
+    if made and processes == 1:
+        return f"`{made}`"
     if processes == 1:
         return pasted(f"train {flags}")
     python, main = python_and_main()

@@ -1385,6 +1385,33 @@ def test_a_printed_path_with_bytes_that_are_not_utf8_pastes_back_to_that_file():
         assert back.stdout == name, shown
 
 
+def test_make_demo_resume_trains_the_stopped_demo_on_and_draws_its_result_again(tmp_path):
+    """A demo stopped by Ctrl-C or its 10 minutes said to continue with train --resume, which
+    left result.png as it was (or none), and make demo again started afresh. RESUME=1 trains
+    the demo's own last.pth on and draws the result again; each demo tells train the make
+    command to name in its lines."""
+    import subprocess
+    _makefile_with_a_recording_python(tmp_path, "data-toy/attributes.csv")
+    (tmp_path / ".venv" / "bin" / "python").write_text(
+        f'#!/bin/sh\necho "$ANIMEGAN_CONTINUE|$@" >> {tmp_path / "asked"}\n')
+    for target, folder, result in (("demo", "checkpoints/demo", "result.png"),
+                                   ("demo-long", "checkpoints/demo-long", "result-long.png")):
+        for given in ([], ["RESUME=1"]):
+            (tmp_path / "asked").unlink(missing_ok=True)
+            r = subprocess.run(["make", target, *given], cwd=tmp_path, capture_output=True,
+                               text=True)
+            assert r.returncode == 0, r.stderr
+            train, generate = (tmp_path / "asked").read_text().splitlines()
+            assert train.startswith(f"make {target} RESUME=1|main.py train "), train
+            assert generate.split("|")[1].split() == [
+                "main.py", "generate", "--nogpu", "--seed=0", f"--netg-path={folder}/last.pth",
+                f"--netd-path={folder}/last.pth", f"--gen-img={result}"]
+            if given:
+                assert train.split("|")[1] == f"main.py train --resume={folder}/last.pth"
+            else:
+                assert "--fresh" in train.split() and "--resume" not in train
+
+
 def test_make_demo_trains_as_the_readme_says_and_draws_from_where_it_stopped(tmp_path):
     """The demo's flags are its promise (10 minutes at most, started afresh over a demo
     stopped halfway): dropping --max-minutes=10 or --fresh from the Makefile passed. They
