@@ -607,11 +607,16 @@ TOY_DIR = "data-toy"
 def toy_hint():
     """The way to the toy set, for a line that found no images: the set where it already
     is (the folder is relative to where the command runs, as --data-path is), or how to
-    draw it there."""
+    draw it there. Run from the project's folder, also `make demo`: the book's settings
+    train for hours on it on a CPU, the demo's for at most 10 minutes."""
     if (Path(TOY_DIR) / "attributes.csv").is_file():
-        return f"--data-path={TOY_DIR} trains on the toy set there"
-    return (f"{pasted('toyfaces')} draws a toy set into {TOY_DIR}/, then pass "
-            f"--data-path={TOY_DIR}")
+        hint = f"--data-path={TOY_DIR} trains on the toy set there"
+    else:
+        hint = f"{pasted('toyfaces')} draws a toy set into {TOY_DIR}/, then pass " \
+               f"--data-path={TOY_DIR}"
+    here = Path("Makefile").resolve() == Path(__file__).resolve().parent / "Makefile"
+    return hint + ("; `make demo` trains a short run on it, at most 10 minutes on a CPU"
+                   if here else "")
 
 
 # each command's output paths: (option, whether it names a folder, a file name for it)
@@ -792,12 +797,15 @@ def validate(command, opt):
                      and opt.env not in (".", ".."),
                      f"--env takes a name of letters, digits, '_', '-' and '.', e.g. GAN, not "
                      f"{opt.env!r}")
-        data = Path(opt.data_path)
+        data, given = Path(opt.data_path), opt.data_path != FIELDS["data_path"].default
+        # a --data-path given was told "or pass --data-path": check its spelling instead
         _require(data.is_dir(), f"data folder {opt.data_path!r} {_missing(data)}: "
-                 + (f"put the images in {data / 'faces'}/ or pass"
+                 + (("check the path, or make it and put the images in" if given else
+                     "put the images in") + f" {data / 'faces'}/" +
+                    ("" if given else " or pass --data-path")
                     if not data.exists() and not broken_link(data) else
-                    "pass the folder that holds the images with")
-                 + f" --data-path ({toy_hint()})")
+                    "pass the folder that holds the images with --data-path")
+                 + f" ({toy_hint()})")
     if command == "evaluate":
         opt.metrics = opt.metrics.lower()  # SWD and FID, as the papers and tables write them
         _require(opt.metrics.strip(", "), "--metrics names none: choose any of swd, modes, "

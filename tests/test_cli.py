@@ -136,6 +136,24 @@ def test_no_images_points_to_the_toy_set_where_toyfaces_puts_it(tmp_path, monkey
     (tmp_path / "data").rmdir()
     line = assert_clean_error(cli("train", "--nogpu", "--vis=False"), "'data/' does not exist")
     assert line.endswith("--data-path (--data-path=data-toy trains on the toy set there)")
+    # a --data-path given that is not there: "or pass --data-path" told the user to do what
+    # they had done
+    line = assert_clean_error(cli("train", "--nogpu", "--vis=False", "--data-path=dta"),
+                              "'dta' does not exist")
+    assert ": check the path, or make it and put the images in dta/faces/ (" in line, line
+    assert "pass --data-path" not in line, line
+
+
+def test_no_images_in_the_project_folder_points_to_make_demo(tmp_path, monkeypatch):
+    """The toy set with the book's settings trains for hours on a CPU: where make demo is
+    at hand (the project's folder), the line names it too."""
+    monkeypatch.chdir(ROOT)
+    line = assert_clean_error(cli("train", "--nogpu", "--vis=False", f"--data-path={tmp_path}"),
+                              f"no images in {tmp_path}")
+    assert line.endswith("toy set there; `make demo` trains a short run on it, at most 10 "
+                         "minutes on a CPU") or line.endswith(
+        "then pass --data-path=data-toy; `make demo` trains a short run on it, at most 10 "
+        "minutes on a CPU"), line
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
