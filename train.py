@@ -704,7 +704,10 @@ def _train(opt):
         """A stop within an epoch (Ctrl-C, a scheduler's SIGTERM, --max-minutes): the bar
         closed, the losses and weights checked, the state saved to last.pth, then the loss
         curves drawn up to here (a stop is not a save point: a run stopped before its first
-        had no losses.png at all). Returns its path and the command that goes on from it."""
+        had no losses.png at all). Returns its path and the command that goes on from it.
+        The bar counts a batch as it hands out the next: brought to the batches trained, it
+        closed one short of the line that names them."""
+        bar.update(run.batch - bar.n)
         bar.close()
         _check_finite(meters.flush(), epoch, opt, run.saved)
         _check_weights(netg, netd, epoch, opt, run.saved)

@@ -110,13 +110,17 @@ def test_a_time_budget_ends_the_run_at_the_step_that_ends_it_and_resume_goes_on(
 def test_a_demo_stopped_names_the_make_command_that_goes_on(toy_dir, tmp_path, capsys,
                                                             monkeypatch):
     """Under make demo (which sets ANIMEGAN_CONTINUE), the stop's line names `make demo
-    RESUME=1`, which draws result.png again at the end, not train --resume, which did not."""
+    RESUME=1`, which draws result.png again at the end, not train --resume, which did not.
+    The progress bar closes at the batch the line names."""
     monkeypatch.setattr(train_module, "time", _StepClock())
     monkeypatch.setenv("ANIMEGAN_CONTINUE", "make demo RESUME=1")
     train_small(toy_dir, tmp_path / "a", max_epoch=3, max_minutes=6 / 60)
-    said = capsys.readouterr().out
-    assert "from; continue it with `make demo RESUME=1`\n" in said, said
-    assert "--resume" not in said, said
+    said = capsys.readouterr()
+    assert "from; continue it with `make demo RESUME=1`\n" in said.out, said.out
+    assert "--resume" not in said.out, said.out
+    # the bar closed at the batch the line names (it showed one fewer: 1/4)
+    bar = said.err.replace("\r", "\n").strip().splitlines()[-1]
+    assert bar.startswith("epoch 2/3:  50%|") and "| 2/4 [" in bar, bar
 
 
 def test_the_time_left_names_the_budget_that_ends_the_run_sooner(toy_dir, tmp_path, capsys,
