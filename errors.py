@@ -278,7 +278,12 @@ class DiskFull(UserError):
 
 
 class Interrupted(Exception):
-    """Training stopped on Ctrl-C or SIGTERM after saving; the message says how to resume."""
+    """Training stopped on Ctrl-C, SIGTERM or a hang-up (``signum``; None: another process of
+    a torchrun run got it) after saving; the message says how to resume."""
+
+    def __init__(self, message, signum=None):
+        super().__init__(message)
+        self.signum = signum
 
 
 class Terminated(BaseException):

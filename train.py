@@ -767,7 +767,7 @@ def _train(opt):
                     path, how = save_within(epoch, bar)
                     raise Interrupted(f"stopped in epoch {epoch + 1} after batch {ii + 1} (as "
                                       f"the progress bar counts): state saved "
-                                      f"to {path}; continue with {how}")
+                                      f"to {path}; continue with {how}", stop.signum)
                 # --max-minutes: the step that ends the budget is the run's last, wherever it
                 # falls (with an epoch's last, that epoch saves below, as a last epoch does):
                 # decided per epoch, a CPU just too slow for one more lost up to an epoch of
@@ -969,7 +969,7 @@ class StopSignal:
     step, save, exit. A second Ctrl-C stops at once."""
 
     def __enter__(self):
-        self.requested = False
+        self.requested, self.signum = False, None
         self.previous = {}
         for sig in stop_signals():
             try:
@@ -981,7 +981,7 @@ class StopSignal:
     def _handle(self, signum, frame):
         if self.requested:  # a second SIGTERM (a scheduler's and a sweep's): asked for already
             return
-        self.requested = True
+        self.requested, self.signum = True, signum
         stop_under_way(signum)  # and after the save, until the process ends
         again_interrupts()  # a second Ctrl-C stops at once
         if distributed.is_main_process():

@@ -62,7 +62,7 @@ def test_a_closed_terminal_saves_and_the_run_resumes(toy_dir, tmp_path):
         status = proc.wait(timeout=120)
     finally:
         kill_group(proc)
-    assert status == 130, f"train ended with status {status} on a hang-up (-1: killed by it)"
+    assert status == 143, f"train ended with status {status} on a hang-up (-1: killed by it)"
     state = torch.load(tmp_path / "last.pth", weights_only=True)
     assert 1 <= state["epoch"] < 500 and state["step"] > 16  # saved past the first epoch
     end = state["epoch"] + 1
