@@ -797,15 +797,17 @@ def validate(command, opt):
                      and opt.env not in (".", ".."),
                      f"--env takes a name of letters, digits, '_', '-' and '.', e.g. GAN, not "
                      f"{opt.env!r}")
-        data, given = Path(opt.data_path), opt.data_path != FIELDS["data_path"].default
-        # a --data-path given was told "or pass --data-path": check its spelling instead
-        _require(data.is_dir(), f"data folder {opt.data_path!r} {_missing(data)}: "
-                 + (("check the path, or make it and put the images in" if given else
-                     "put the images in") + f" {data / 'faces'}/" +
-                    ("" if given else " or pass --data-path")
-                    if not data.exists() and not broken_link(data) else
-                    "pass the folder that holds the images with --data-path")
-                 + f" ({toy_hint()})")
+        data = Path(opt.data_path)
+        if not data.is_dir():
+            if data.exists() or broken_link(data):
+                advice = "pass the folder that holds the images with --data-path"
+            elif opt.data_path != FIELDS["data_path"].default:  # a --data-path given was
+                # told "or pass --data-path": check its spelling instead
+                advice = f"check the path, or make it and put the images in {data / 'faces'}/"
+            else:
+                advice = f"put the images in {data / 'faces'}/ or pass --data-path"
+            raise UserError(f"data folder {opt.data_path!r} {_missing(data)}: {advice} "
+                            f"({toy_hint()})")
     if command == "evaluate":
         opt.metrics = opt.metrics.lower()  # SWD and FID, as the papers and tables write them
         _require(opt.metrics.strip(", "), "--metrics names none: choose any of swd, modes, "
