@@ -285,11 +285,9 @@ def _resume_command(flags, processes):
     without the project's packages, where the venv was not activated). Started by `make
     demo`, the make command that resumes it (ANIMEGAN_CONTINUE, set by the Makefile): that
     draws result.png again at the end, where this command alone left it as it was."""
-    made = os.environ.get("ANIMEGAN_CONTINUE", "").strip()
-    if made and processes == 1:
-        return f"`{made}`"
     if processes == 1:
-        return pasted(f"train {flags}")
+        made = os.environ.get("ANIMEGAN_CONTINUE", "").strip()
+        return f"`{made}`" if made else pasted(f"train {flags}")
     python, main = python_and_main()
     torchrun = Path(sys.executable).parent / "torchrun"
     launcher = program(torchrun, "torchrun") if torchrun.is_file() else \
@@ -969,7 +967,7 @@ class StopSignal:
     step, save, exit. A second Ctrl-C stops at once."""
 
     def __enter__(self):
-        self.requested, self.signum = False, None
+        self.signum = None  # the first stop's signal, once one came
         self.previous = {}
         for sig in stop_signals():
             try:
@@ -978,10 +976,14 @@ class StopSignal:
                 pass
         return self
 
+    @property
+    def requested(self):
+        return self.signum is not None
+
     def _handle(self, signum, frame):
         if self.requested:  # a second SIGTERM (a scheduler's and a sweep's): asked for already
             return
-        self.requested, self.signum = True, signum
+        self.signum = signum
         stop_under_way(signum)  # and after the save, until the process ends
         again_interrupts()  # a second Ctrl-C stops at once
         if distributed.is_main_process():
