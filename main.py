@@ -339,9 +339,9 @@ def main(argv):
     except Interrupted as e:  # a SIGTERM or hang-up ended with Ctrl-C's line and 130, where
         # every other stop by them says "terminated" and ends with 143 (a scheduler's
         # script reads the status)
-        ended = e.signum in (None, signal.SIGINT)
-        _say_once(f"{'interrupted' if ended else 'terminated'}: {e}")
-        return 130 if ended else 143
+        ctrl_c = e.signum in (None, signal.SIGINT)
+        _say_once(f"{'interrupted' if ctrl_c else 'terminated'}: {e}")
+        return 130 if ctrl_c else 143
     except (KeyboardInterrupt, Terminated) as e:  # train: see _stopped; the others: the first
         stop_under_way(signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
         line, status = _stopped(e, command)
