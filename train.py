@@ -475,8 +475,12 @@ def _train(opt):
     # -> loop -> save
     state = checkpoint.load_state(opt.resume) if opt.resume else None
     if state and state["epoch"] >= opt.max_epoch:
+        # under `make demo RESUME=1` no flag can be raised: the demo has simply finished
+        made = os.environ.get("ANIMEGAN_CONTINUE", "").strip()
+        advice = ("the run is finished (the same make command without RESUME=1 trains a new "
+                  "one)" if made else "raise --max-epoch to go on")
         say(f"{opt.resume} has already trained {counted(state['epoch'], 'epoch')}: nothing to "
-            f"do; raise --max-epoch to go on")
+            f"do; {advice}")
         return None, None
     _refuse_folders_in_the_way(opt)
     notes = []  # the notes said once every check has passed

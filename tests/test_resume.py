@@ -478,12 +478,19 @@ def test_a_second_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
         "interrupted at once: the run had finished no epoch, so none of it was saved"]
 
 
-def test_a_finished_run_resumed_says_there_is_nothing_to_do(toy_dir, tmp_path):
+def test_a_finished_run_resumed_says_there_is_nothing_to_do(toy_dir, tmp_path, monkeypatch):
     train_small(toy_dir, tmp_path, max_epoch=1)
     before = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.pth")}
     result = cli("train", "--resume", f"--checkpoint-dir={tmp_path}")
     assert result.returncode == 0, result.stderr
     assert "has already trained 1 epoch: nothing to do; raise --max-epoch" in result.stdout
+    # under `make demo RESUME=1` there is no flag to raise: the line says the demo is done
+    monkeypatch.setenv("ANIMEGAN_CONTINUE", "make demo RESUME=1")
+    result = cli("train", "--resume", f"--checkpoint-dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    assert "--max-epoch" not in result.stdout and "the run is finished (the same make " \
+        "command without RESUME=1 trains a new one)" in result.stdout, result.stdout
+    monkeypatch.delenv("ANIMEGAN_CONTINUE")
     assert "training on" not in result.stdout and "done:" not in result.stdout  # no run
     assert "resuming" not in result.stdout  # it does not say it resumes, then that it will not
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.pth")} == before
