@@ -11,7 +11,7 @@ import torch
 from metrics import laplacian_pyramid, swd
 from toyfaces import face
 
-from conftest import ROOT, assert_clean_error, cli, tiny_nets
+from conftest import ROOT, assert_clean_error, cli, drawing_nets, tiny_nets
 
 
 def _faces(seed, count, keep=None):
@@ -42,6 +42,29 @@ def test_pyramid_levels_for_our_size():
 def test_identical_sets_score_zero(sets):
     result = swd(sets["a"], sets["a"].clone())
     assert result["levels"] == [0.0, 0.0, 0.0] and result["sizes"] == [96, 48, 24]
+
+
+def test_swd_does_not_depend_on_how_many_images_a_pyramid_is_built_for(sets):
+    """SWD builds the pyramids a chunk of images at a time (all at once took 1.8 MB a face):
+    each image must keep its own neighbourhoods whatever the chunk, the last one short."""
+    a, b = sets["a"], sets["b"]
+    whole = swd(a, b, seed=5, chunk=len(a))
+    for chunk in (7, 64):
+        assert swd(a, b, seed=5, chunk=chunk)["levels"] == pytest.approx(whole["levels"],
+                                                                        rel=1e-5)
+    assert swd(a, b, seed=6, chunk=7)["levels"] != pytest.approx(whole["levels"], rel=1e-3)
+
+
+def test_evaluate_draws_the_same_faces_a_batch_at_a_time():
+    """evaluate draws its faces one batch at a time into uint8 pixels (the floats of 2048 at
+    once took five times their memory): the same pixels as all of them drawn at once."""
+    from evaluate import _drawn
+    from generate import Faces, to_uint8
+    seeds = range(40, 51)  # 11 faces: batches of 4, the last one short
+    drawn = _drawn(Faces(*drawing_nets(), batch_size=4), seeds)
+    assert drawn.dtype == torch.uint8 and drawn.shape == (11, 3, 96, 96)
+    assert torch.equal(drawn, to_uint8(Faces(*drawing_nets(), batch_size=16).tensors(seeds)))
+    assert len({bytes(face.numpy()) for face in drawn}) == 11  # each seed its own face
 
 
 @pytest.mark.slow
