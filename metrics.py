@@ -48,7 +48,7 @@ def _up(x):
 def laplacian_pyramid(images, min_size=16):
     """Float images -> [band-pass levels..., low-pass rest], while the next level >= min_size."""
     levels, g = [], images
-    while g.shape[-1] // 2 >= min_size:
+    for _ in _pyramid_sizes(images.shape[-1], min_size)[1:]:
         smaller = _down(g)
         levels.append(g - _up(smaller))
         g = smaller
