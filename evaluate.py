@@ -17,7 +17,7 @@ import torch
 import checkpoint
 from config import UNSET_MEANS, resolve_device
 from data import build_cache, decode_in_order, list_images, say_folders
-from generate import Faces, say_source, say_widths, to_uint8
+from generate import Faces, say_source, say_widths
 from errors import UserError, counted, shown
 from metrics import (attribute_classifier, classifier_path, frechet_distance, inception_path,
                      kernel_inception_distance, load_extractor, modes, predict, swd)
@@ -103,18 +103,6 @@ def _toy_columns(path):
     return [c.strip() for c in first] == ["file", *ATTRIBUTES]
 
 
-def _drawn(faces, seeds):
-    """The uint8 faces of ``seeds``, drawn one batch of ``faces`` at a time (the same pixels as
-    all at once): the floats of all of them took five times the memory of the pixels kept."""
-    out = None
-    for i in range(0, len(seeds), faces.batch_size):
-        part = to_uint8(faces.tensors(seeds[i:i + faces.batch_size]))
-        if out is None:
-            out = part.new_empty(len(seeds), *part.shape[1:])
-        out[i:i + len(part)] = part
-    return out
-
-
 def evaluate(opt):
     out = opt.out or UNSET_MEANS["evaluate", "out"]
     _refuse_other_json(out)
@@ -158,7 +146,7 @@ def evaluate(opt):
     if num < FEW:
         print(f"note: {counted(num, 'face')} a side is a small sample, and the figures below "
               f"move by chance at that size (the README's figures use --num=2048)")
-    fake = _drawn(faces, range(seed, seed + num))
+    fake = faces.pixels(range(seed, seed + num))
 
     # the moving average of G: a last.pth's (Faces.load found it there), or a file train
     # saved it in (netg_ema_N.pth, plain weights that cannot say so themselves)

@@ -184,8 +184,9 @@ class Faces:
                 f"do" if self.averaged else "")
 
     @torch.no_grad()
-    def _draw(self, z):
-        """G on latents, in batches; images in [-1, 1] on the CPU.
+    def _draw(self, z, convert=None):
+        """G on latents, in batches; images in [-1, 1] on the CPU (each batch passed through
+        ``convert`` where given, so that only the converted faces are held whole).
 
         On the CPU each batch is padded to a multiple of PAD latents: its convolutions take
         another path for some batch sizes (odd ones, here), which moves a few pixels by one
@@ -199,6 +200,8 @@ class Faces:
             extra = -len(chunk) % PAD if self.device.type == "cpu" else 0
             padded = torch.cat([chunk, chunk[-1:].expand(extra, *chunk.shape[1:])])
             faces = self.netg(padded.to(self.device))[:len(chunk)].float().cpu()
+            if convert is not None:
+                faces = convert(faces)
             if out is None:
                 out = faces.new_empty(len(z), *faces.shape[1:])
             out[i:i + len(chunk)] = faces
@@ -207,6 +210,12 @@ class Faces:
     def tensors(self, seeds):
         """The faces of ``seeds`` (a list of seeds): a tensor (N, 3, 96, 96) in [-1, 1]."""
         return self._draw(noise(_listed_seeds(seeds), self.netg.nz, self.mean, self.std))
+
+    def pixels(self, seeds):
+        """The faces of ``seeds`` as uint8 pixels (N, 3, 96, 96), rounded batch by batch: the
+        floats of all of them took five times the memory of the pixels kept."""
+        return self._draw(noise(_listed_seeds(seeds), self.netg.nz, self.mean, self.std),
+                          to_uint8)
 
     def morph(self, seeds, steps):
         """Faces morphing from each seed to the next: a tensor (len(seeds) - 1, steps, 3, 96,

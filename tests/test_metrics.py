@@ -56,12 +56,12 @@ def test_swd_does_not_depend_on_how_many_images_a_pyramid_is_built_for(sets):
 
 
 def test_evaluate_draws_the_same_faces_a_batch_at_a_time():
-    """evaluate draws its faces one batch at a time into uint8 pixels (the floats of 2048 at
-    once took five times their memory): the same pixels as all of them drawn at once."""
-    from evaluate import _drawn
+    """evaluate draws its faces one batch at a time into uint8 pixels (Faces.pixels; the
+    floats of 2048 at once took five times their memory): the same pixels as all of them
+    drawn at once."""
     from generate import Faces, to_uint8
     seeds = range(40, 51)  # 11 faces: batches of 4, the last one short
-    drawn = _drawn(Faces(*drawing_nets(), batch_size=4), seeds)
+    drawn = Faces(*drawing_nets(), batch_size=4).pixels(seeds)
     assert drawn.dtype == torch.uint8 and drawn.shape == (11, 3, 96, 96)
     assert torch.equal(drawn, to_uint8(Faces(*drawing_nets(), batch_size=16).tensors(seeds)))
     assert len({bytes(face.numpy()) for face in drawn}) == 11  # each seed its own face
