@@ -1044,7 +1044,7 @@ HELP_IN = {("train", "netg_path"): "generator weights to start from",
                                      "(its newest generator)",
            ("explore", "netd_path"): "discriminator weights to rank the faces with, or a "
                                      "checkpoint folder (its newest discriminator)",
-           **{(c, "batch_size"): "noises per forward pass"
+           **{(c, "batch_size"): "noises per forward pass (on the CPU at most 64)"
               for c in ("generate", "interpolate", "evaluate", "explore")}}
 
 

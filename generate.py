@@ -35,6 +35,12 @@ from errors import UserError, counted, listed, progress_bar
 
 SEARCH_BAR = 4096  # generate shows a progress bar when D ranks more faces than this
 PAD = 16  # on the CPU, G draws batches of a multiple of this many latents (Faces._draw)
+# On the CPU, G and D take at most this many faces a pass, whatever --batch-size asks (the GPU
+# takes --batch-size). A pass holds about 14 KB a face per unit of ngf (D: 9 per ndf), so
+# --batch-size=8192 at the book's widths asked for some 8 GB and ended in the OOM killer; and
+# larger passes were no faster: G at ngf=64 drew 655, 544 and 504 faces a second at 64, 256
+# and 1024 a pass (2-core Xeon computing as AVX2-only; 892, 678 and 260 with AVX512/AMX).
+CPU_PASS = 64
 # The largest pictures PIL 12 saves, found by saving ever larger ones there: beyond them the
 # save fails, after all the drawing. Pixels a side (PCX takes 65535 tall, but no grid is that
 # tall), and 4 GiB for BMP's file, DIB's and TIFF's pixels: sizes they keep in 32 bits. The
@@ -154,6 +160,9 @@ class Faces:
         self.netd = netd.to(self.device).eval() if netd is not None else None
         self.mean, self.std = spread(mean, "mean"), spread(std, "std", positive=True)
         self.batch_size = whole(batch_size, "batch_size", 1, MAX_BATCH)
+        # the faces of one pass of G or D (see CPU_PASS); the same pixels at any size
+        self.pass_size = (self.batch_size if self.device.type != "cpu" else
+                          min(self.batch_size, CPU_PASS))
 
     @classmethod
     def load(cls, netg_path, netd_path=None, device=None, **kwargs):
@@ -184,28 +193,34 @@ class Faces:
                 f"do" if self.averaged else "")
 
     @torch.no_grad()
-    def _draw(self, z, convert=None):
-        """G on latents, in batches; images in [-1, 1] on the CPU (each batch passed through
-        ``convert`` where given, so that only the converted faces are held whole).
+    def _passes(self, net, inputs, convert=None):
+        """``net`` on ``inputs`` (latents for G, faces for D), ``pass_size`` at a time;
+        its outputs as float32 on the CPU, each pass's passed through ``convert`` where given,
+        so that only the converted outputs are held whole.
 
-        On the CPU each batch is padded to a multiple of PAD latents: its convolutions take
+        On the CPU each pass is padded to a multiple of PAD inputs: its convolutions take
         another path for some batch sizes (odd ones, here), which moves a few pixels by one
         level, and a seed must draw the same face in a grid, alone, or in a morph."""
-        if not len(z):
-            raise ValueError("no latents to draw")
-        # filled batch by batch: a list of batches joined at the end held each face twice
+        # filled pass by pass: a list of passes joined at the end held each output twice
         out = None
-        for i in range(0, len(z), self.batch_size):
-            chunk = z[i:i + self.batch_size]
+        for i in range(0, len(inputs), self.pass_size):
+            chunk = inputs[i:i + self.pass_size]
             extra = -len(chunk) % PAD if self.device.type == "cpu" else 0
             padded = torch.cat([chunk, chunk[-1:].expand(extra, *chunk.shape[1:])])
-            faces = self.netg(padded.to(self.device))[:len(chunk)].float().cpu()
+            # float64 (numpy's default) or half: the nets' own float32 (torch refused them)
+            result = net(padded.to(self.device, torch.float32))[:len(chunk)].float().cpu()
             if convert is not None:
-                faces = convert(faces)
+                result = convert(result)
             if out is None:
-                out = faces.new_empty(len(z), *faces.shape[1:])
-            out[i:i + len(chunk)] = faces
+                out = result.new_empty(len(inputs), *result.shape[1:])
+            out[i:i + len(chunk)] = result
         return out
+
+    def _draw(self, z, convert=None):
+        """G on latents (see _passes); images in [-1, 1] on the CPU."""
+        if not len(z):
+            raise ValueError("no latents to draw")
+        return self._passes(self.netg, z, convert)
 
     def tensors(self, seeds):
         """The faces of ``seeds`` (a list of seeds): a tensor (N, 3, 96, 96) in [-1, 1]."""
@@ -240,8 +255,11 @@ class Faces:
                              f"not {faces.dtype}")
         if self.netd is None:
             return torch.full((len(faces),), float("nan"))
-        # float64 (numpy's default) or half: D's own float32 (torch refused the first)
-        return self.netd(faces.to(self.device, torch.float32)).float().cpu()
+        if not len(faces):
+            return torch.empty(0)
+        # a pass at a time: all of them at once took some 0.8 MB a face at the book's ndf
+        # (10,000 --seeds, 8 GB), past what the check on the faces' own memory counts
+        return self._passes(self.netd, faces)
 
     def images(self, seeds, scale=1, resample="nearest"):
         """The faces of ``seeds`` as PIL images, ``scale`` times 96 pixels wide."""
@@ -273,11 +291,11 @@ class Faces:
         # the best and the batch, then picking, held them three times)
         pool = scores = seeds = None
         kept = 0
-        starts = range(first_seed, first_seed + search_num, self.batch_size)
+        starts = range(first_seed, first_seed + search_num, self.pass_size)
         # total by name: tqdm's second place is its description, where a count failed in it
         with progress_bar(progress, starts, total=len(starts)) as bar:  # closed before a stop
             for start in starts if bar is None else bar:
-                batch = torch.arange(start, min(start + self.batch_size,
+                batch = torch.arange(start, min(start + self.pass_size,
                                                 first_seed + search_num))
                 fake = self._draw(noise(batch.tolist(), self.netg.nz, self.mean, self.std))
                 if pool is None:
@@ -286,7 +304,7 @@ class Faces:
                     scores, seeds = torch.empty(room), torch.empty(room, dtype=torch.long)
                 end = kept + len(batch)
                 pool[kept:end], seeds[kept:end] = fake, batch
-                scores[kept:end] = self.netd(fake.to(self.device)).float().cpu()
+                scores[kept:end] = self._passes(self.netd, fake)
                 if end <= num:
                     kept = end
                     continue
@@ -586,7 +604,8 @@ def say_source(faces, path):
 
 def say_widths(opt, faces):
     """The book's generate takes --nz/--ngf/--ndf; here the files say, and where a value given
-    differs from a file's, a line says which is used."""
+    differs from a file's, a line says which is used; and one where the CPU draws fewer faces
+    a pass than --batch-size asks (CPU_PASS)."""
     given = getattr(opt, "given", frozenset())
     nets = [(opt.netg_path, name, getattr(faces.netg, name)) for name in ("nz", "ngf")]
     if faces.netd is not None:
@@ -595,6 +614,10 @@ def say_widths(opt, faces):
         if name in given and getattr(opt, name) != value:
             print(f"note: {path}: using the file's {name}={value}, not --{name}="
                   f"{getattr(opt, name)}")
+    if "batch_size" in given and faces.pass_size < faces.batch_size:
+        print(f"note: --batch-size={faces.batch_size}: on the CPU faces are drawn "
+              f"{faces.pass_size} at a time, as fast, and larger passes take about 1 MB a "
+              f"face more memory (the same faces either way)")
 
 
 def interpolate(opt):

@@ -30,6 +30,51 @@ def test_batched_search_keeps_the_top_scores(num):
 
 
 @torch.no_grad()
+def test_the_cpu_draws_and_scores_at_most_cpu_pass_faces_a_pass():
+    """G and D ran on --batch-size faces at once, and D's scores of --seeds on every face at
+    once: about 1 MB a face at the book's widths, so --batch-size=8192, or 10,000 --seeds
+    ranked by D, asked for some 8 GB and ended in the OOM killer. On the CPU a pass is at
+    most CPU_PASS faces, and the faces and scores are those of small batches."""
+    from generate import CPU_PASS
+    netg, netd = drawing_nets()
+    passes = []
+    for net in (netg, netd):
+        net.register_forward_hook(lambda net, args, out: passes.append(len(args[0])))
+    big, small = Faces(netg, netd, batch_size=8192), Faces(netg, netd, batch_size=16)
+    seeds = range(7, 7 + 2 * CPU_PASS + 5)  # two full passes and a short one
+    drawn = big.tensors(seeds)
+    scored = big.scores(drawn)
+    best = big.best(5, len(seeds), first_seed=7)
+    assert passes and max(passes) == CPU_PASS
+    assert torch.equal(drawn, small.tensors(seeds))
+    # D's scores move in the 7th place with the size of its pass, padded or not
+    assert torch.allclose(scored, small.scores(drawn), rtol=0, atol=1e-6)
+    assert best[2] == small.best(5, len(seeds), first_seed=7)[2]
+    assert torch.equal(best[0], drawn[[s - 7 for s in best[2]]])
+    # a seed's score is the same alone, among others, and where best ranked it
+    assert torch.allclose(scored[[s - 7 for s in best[2]]], best[1], rtol=0, atol=1e-6)
+    assert torch.allclose(small.scores(drawn[3:4]), scored[3:4], rtol=0, atol=1e-6)
+    assert Faces(netg, netd, batch_size=8192, device="cpu").pass_size == CPU_PASS
+
+
+def test_a_large_batch_size_on_the_cpu_says_it_draws_fewer_a_pass(tmp_path):
+    g, d = _save_nets(tmp_path)
+    grids = []
+    for batch in (8192, 16):
+        r = cli("generate", "--nogpu", "--seed=3", f"--netg-path={g}", f"--netd-path={d}",
+                f"--gen-img={tmp_path / f'{batch}.png'}", "--gen-num=8",
+                "--gen-search-num=100", f"--batch-size={batch}")
+        assert r.returncode == 0, r.stderr
+        grids.append(_pixels(tmp_path / f"{batch}.png"))
+        said = [line for line in r.stdout.splitlines() if "--batch-size" in line]
+        assert said == ([] if batch == 16 else
+                        ["note: --batch-size=8192: on the CPU faces are drawn 64 at a time, "
+                         "as fast, and larger passes take about 1 MB a face more memory (the "
+                         "same faces either way)"])
+    assert np.array_equal(*grids)
+
+
+@torch.no_grad()
 def test_tqdm_itself_shows_the_ranking(capsys):
     """best's docstring names tqdm as its progress bar, and best(progress=tqdm) failed deep in
     tqdm: the count of batches reached it as its description."""
