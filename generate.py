@@ -34,7 +34,7 @@ from config import (MAX_BATCH, MAX_FACES, MAX_NOISE, MAX_SCALE, MAX_STEPS, SEEDS
 from errors import UserError, counted, listed, progress_bar
 
 SEARCH_BAR = 4096  # generate shows a progress bar when D ranks more faces than this
-PAD = 16  # on the CPU, G draws batches of a multiple of this many latents (Faces._draw)
+PAD = 16  # on the CPU, G and D take passes of a multiple of this many inputs (Faces._passes)
 # On the CPU, G and D take at most this many faces a pass, whatever --batch-size asks (the GPU
 # takes --batch-size). A pass holds about 14 KB a face per unit of ngf (D: 9 per ndf), so
 # --batch-size=8192 at the book's widths asked for some 8 GB and ended in the OOM killer; and
@@ -160,9 +160,11 @@ class Faces:
         self.netd = netd.to(self.device).eval() if netd is not None else None
         self.mean, self.std = spread(mean, "mean"), spread(std, "std", positive=True)
         self.batch_size = whole(batch_size, "batch_size", 1, MAX_BATCH)
-        # the faces of one pass of G or D (see CPU_PASS); the same pixels at any size
-        self.pass_size = (self.batch_size if self.device.type != "cpu" else
-                          min(self.batch_size, CPU_PASS))
+
+    @property
+    def pass_size(self):
+        """The faces of one pass of G or D (see CPU_PASS); the same pixels at any size."""
+        return self.batch_size if self.device.type != "cpu" else min(self.batch_size, CPU_PASS)
 
     @classmethod
     def load(cls, netg_path, netd_path=None, device=None, **kwargs):
