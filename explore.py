@@ -28,7 +28,7 @@ import torch
 import config
 from config import newest_checkpoint, resolve_device, runs_below
 from errors import UserError
-from generate import Faces, gif_bytes, to_pil
+from generate import Faces, gif_bytes, say_widths, to_pil
 
 PAGE = 16  # faces that "more" adds
 SEARCH = 4  # D's best only: each page is the best PAGE of PAGE * SEARCH seeds
@@ -232,6 +232,7 @@ def explore(opt):
     explorer = Explorer(opt.netg_path, opt.netd_path, resolve_device(opt.gpu),
                         mean=opt.gen_mean, std=opt.gen_std, batch_size=opt.batch_size,
                         steps=opt.steps)
+    say_widths(opt, explorer.faces, explorer.g_file, explorer.d_file)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     # Gradio keeps the images it serves in /tmp/gradio unless told otherwise; another user's
     # folder of that name there would leave the page without faces

@@ -604,14 +604,16 @@ def say_source(faces, path):
         print(line)
 
 
-def say_widths(opt, faces):
+def say_widths(opt, faces, g_file=None, d_file=None):
     """The book's generate takes --nz/--ngf/--ndf; here the files say, and where a value given
     differs from a file's, a line says which is used; and one where the CPU draws fewer faces
-    a pass than --batch-size asks (CPU_PASS)."""
+    a pass than --batch-size asks (CPU_PASS). The files are named as given unless ``g_file``
+    and ``d_file`` name the ones a folder resolved to (explore)."""
     given = getattr(opt, "given", frozenset())
-    nets = [(opt.netg_path, name, getattr(faces.netg, name)) for name in ("nz", "ngf")]
+    g_file, d_file = g_file or opt.netg_path, d_file or opt.netd_path
+    nets = [(g_file, name, getattr(faces.netg, name)) for name in ("nz", "ngf")]
     if faces.netd is not None:
-        nets.append((opt.netd_path, "ndf", faces.netd.ndf))
+        nets.append((d_file, "ndf", faces.netd.ndf))
     for path, name, value in nets:
         if name in given and getattr(opt, name) != value:
             print(f"note: {path}: using the file's {name}={value}, not --{name}="

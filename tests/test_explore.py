@@ -331,6 +331,28 @@ def test_without_gradio_one_line_says_how_to_install(nets, tmp_path):
     assert "Gradio" in line
 
 
+def test_the_page_says_the_widths_and_passes_it_draws_with_as_generate_does(nets, tmp_path):
+    """explore --ngf or --batch-size other than the files and the CPU take: the lines generate
+    prints, naming the file the folder resolved to (explore printed none of them)."""
+    hidden = tmp_path / "nogradio" / "gradio"  # the lines come before the page: none is served
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('No module named gradio')\n")
+    env = dict(os.environ, PYTHONPATH=str(hidden.parent))
+    said = {}
+    for flags in (("--ngf=64", "--batch-size=8192"), ("--ngf=8", "--batch-size=64")):
+        result = subprocess.run([sys.executable, str(ROOT / "main.py"), "explore", "--nogpu",
+                                 f"--netg-path={nets}", *flags], capture_output=True,
+                                text=True, env=env, timeout=120)
+        assert_clean_error(result, "make app")
+        said[flags] = [line for line in result.stdout.splitlines() if line.startswith("note:")]
+    assert said == {
+        ("--ngf=64", "--batch-size=8192"): [
+            f"note: {nets / 'netg_ema_1.pth'}: using the file's ngf=8, not --ngf=64",
+            "note: --batch-size=8192: on the CPU faces are drawn 64 at a time, as fast, and "
+            "larger passes take about 1 MB a face more memory (the same faces either way)"],
+        ("--ngf=8", "--batch-size=64"): []}
+
+
 @pytest.mark.parametrize("signum, status, word", [(signal.SIGINT, 130, "interrupted"),
                                                   (signal.SIGTERM, 143, "terminated")])
 def test_a_stop_ends_the_page_as_every_commands_stop(nets, tmp_path, signum, status, word):
