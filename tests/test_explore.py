@@ -319,11 +319,16 @@ def test_the_page_draws_from_the_noise_of_its_flags(nets, tmp_path, monkeypatch)
     assert np.array_equal(_pixels(png), drawn[3][0])
 
 
-def test_without_gradio_one_line_says_how_to_install(nets, tmp_path):
+def _without_gradio(tmp_path):
+    """An environment whose gradio cannot be imported, as when it is missing."""
     hidden = tmp_path / "nogradio" / "gradio"
-    hidden.mkdir(parents=True)  # a gradio that cannot be imported, as when it is missing
+    hidden.mkdir(parents=True)
     (hidden / "__init__.py").write_text("raise ImportError('No module named gradio')\n")
-    env = dict(os.environ, PYTHONPATH=str(hidden.parent))
+    return dict(os.environ, PYTHONPATH=str(hidden.parent))
+
+
+def test_without_gradio_one_line_says_how_to_install(nets, tmp_path):
+    env = _without_gradio(tmp_path)
     result = subprocess.run([sys.executable, str(ROOT / "main.py"), "explore", "--nogpu",
                              f"--netg-path={nets}"], capture_output=True, text=True,
                             env=env, timeout=120)
@@ -334,10 +339,7 @@ def test_without_gradio_one_line_says_how_to_install(nets, tmp_path):
 def test_the_page_says_the_widths_and_passes_it_draws_with_as_generate_does(nets, tmp_path):
     """explore --ngf or --batch-size other than the files and the CPU take: the lines generate
     prints, naming the file the folder resolved to (explore printed none of them)."""
-    hidden = tmp_path / "nogradio" / "gradio"  # the lines come before the page: none is served
-    hidden.mkdir(parents=True)
-    (hidden / "__init__.py").write_text("raise ImportError('No module named gradio')\n")
-    env = dict(os.environ, PYTHONPATH=str(hidden.parent))
+    env = _without_gradio(tmp_path)  # the lines come before the page: none is served
     said = {}
     for flags in (("--ngf=64", "--batch-size=8192"), ("--ngf=8", "--batch-size=64")):
         result = subprocess.run([sys.executable, str(ROOT / "main.py"), "explore", "--nogpu",
