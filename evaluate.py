@@ -17,16 +17,23 @@ import torch
 import checkpoint
 from config import UNSET_MEANS, resolve_device
 from data import build_cache, decode_in_order, list_images, say_folders
+import generate
 from generate import Faces, say_source, say_widths
-from errors import UserError, counted, shown
+from errors import UserError, counted, shown, sized
 from metrics import (attribute_classifier, classifier_path, frechet_distance, inception_path,
                      kernel_inception_distance, load_extractor, modes, predict, swd)
 
 
 FEW = 256  # faces a side below which evaluate says its figures are rough
+# The memory a face a side takes at the peak, beyond the base (torch, G, the classifier: about
+# 0.8 GB): the three uint8 sets of 96x96 images (real, the floor's, generated), SWD's
+# neighbourhoods of two sets (128 of 7x7x3 floats an image) and their projections, 16
+# directions at a time (a float each, copied and sorted). Measured peaks grew by about 0.21 MB
+# a face (--num 1024 to 4096 on the toy set); this counts 0.28 MB.
+NUM_BYTES = 3 * 3 * 96 * 96 + 2 * 128 * 7 * 7 * 3 * 4 + 6 * 128 * 16 * 4
 
 
-def _real_images(opt, seed):
+def _real_images(opt, seed, free):
     """Two disjoint sets of ``num`` real images (uint8), drawn by ``seed``, ``num`` (fewer
     where the folder is small) and the number of images in the folder. With the cache, from
     the decoded folder; with --cache=False, only the images drawn are decoded, and nothing is
@@ -34,6 +41,7 @@ def _real_images(opt, seed):
     ones the draws differ)."""
     files = list_images(opt.data_path)
     say_folders(opt.data_path, files)
+    _refuse_short_memory(min(opt.num, len(files) // 2), free)
     num, notes = opt.num, []  # the notes once the images are known to be enough
     if opt.cache:
         array, skipped = build_cache(opt.data_path, opt.image_size, files=files)
@@ -70,6 +78,20 @@ def _real_images(opt, seed):
     real = torch.from_numpy(np.stack([array[i] for i in np.sort(order[:num])]))
     other = torch.from_numpy(np.stack([array[i] for i in np.sort(order[num:2 * num])]))
     return real, other, num, total
+
+
+def _refuse_short_memory(num, free):
+    """Before the images are decoded and the faces drawn: a --num too large for the memory
+    left ended in the OOM killer's bare 'Killed' (or a machine swapping to a standstill) after
+    minutes of work. ``num``: the faces a side the folder gives at most; ``free``: the bytes
+    available (generate._available_memory), None where unknown."""
+    if free is None or num * NUM_BYTES <= free:
+        return
+    most = free // NUM_BYTES
+    raise UserError(f"--num: {counted(num, 'face')} a side need about {sized(num * NUM_BYTES)} "
+                    f"of memory, and this machine has {sized(free)} available: "
+                    + (f"lower --num (to {most:,} at most)" if most >= 1 else
+                       "free some memory (other programs hold it)"))
 
 
 def _refuse_other_json(out):
@@ -131,7 +153,8 @@ def evaluate(opt):
         extract = load_extractor(inception, device)  # was refused after minutes of SWD)
     faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
                        batch_size=opt.batch_size)
-    real, other, num, total = _real_images(opt, seed)
+    free = generate._available_memory()  # before this run's images take their share
+    real, other, num, total = _real_images(opt, seed, free)
     # the notes once G and the images are known to be good: none above a refusal of them
     if no_modes:
         print(f"note: modes are counted on the toy set only, and {lacks}: skipping them")
@@ -219,9 +242,14 @@ def evaluate(opt):
               f"faces with {worst} {value} | {m['value_shares'][worst][value]:.1%} | "
               f"{r['value_shares'][worst][value]:.1%} |")
         covers, full = round(report["modes_uniform_expected"]), 10 * m["of"]
-        more = f"use --num near {full} for a full count" if full <= total // 2 else \
-            f"a full count needs about {full:,} faces a side, more than {opt.data_path}'s " \
-            f"{total:,} images give"  # each side is at most half the folder
+        if full > total // 2:  # each side is at most half the folder
+            more = f"a full count needs about {full:,} faces a side, more than " \
+                f"{opt.data_path}'s {total:,} images give"
+        elif free is not None and full * NUM_BYTES > free:  # a --num refused as it started
+            more = f"a full count needs about {full:,} faces a side, and this machine's " \
+                f"memory holds about {free // NUM_BYTES:,}"
+        else:
+            more = f"use --num near {full} for a full count"
         print(f"(a perfect generator covers about {counted(covers, 'mode')} with "
               f"{counted(num, 'face')}; {more})")
     print(f"wrote {out}")

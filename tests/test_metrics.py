@@ -2,6 +2,7 @@
 import filecmp
 import json
 import math
+import re
 import shutil
 
 import numpy as np
@@ -370,6 +371,35 @@ def test_evaluate_on_a_small_folder_halves_num_and_says_so(toy_dir, tmp_path):
     r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
             f"--data-path={toy_dir}", "--num=8", "--metrics=swd", f"--out={empty}")
     assert r.returncode == 0 and json.loads(empty.read_text())["num"] == 8, r.stderr
+
+
+def test_evaluate_refuses_a_num_the_free_memory_cannot_hold_before_any_work(toy_dir, tmp_path,
+                                                                           monkeypatch):
+    """evaluate held every face compared, and SWD's neighbourhoods of them, in memory: a --num
+    too large for the machine ended in the OOM killer's bare 'Killed' after minutes of
+    decoding and drawing. It is refused before the folder is decoded, and the count it names
+    instead is taken."""
+    import generate
+    folder = tmp_path / "set"
+    shutil.copytree(toy_dir, folder)  # a folder of its own: no cache of it yet
+    torch.save(tiny_nets(nz=100)[0].state_dict(), tmp_path / "g.pth")
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24684084 kB\nMemAvailable:       4096 kB\n")  # 4 MiB
+    monkeypatch.setattr(generate, "MEMINFO", str(meminfo))
+    monkeypatch.setattr(generate, "PROC_CGROUP", str(tmp_path / "none"))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    args = ("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}", f"--data-path={folder}",
+            "--metrics=swd", f"--out={tmp_path / 'm.json'}")
+    # the 64 images give 32 a side whatever --num asks: the count refused is the one compared
+    r = cli(*args, "--num=2048")
+    assert_clean_error(r, "--num: 32 faces a side need about 9.0 MB of memory, and this "
+                          "machine has 4.2 MB available: lower --num (to ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no cache, no metrics.json
+    most = int(re.search(r"to (\d+) at most", r.stderr).group(1))
+    assert 8 <= most < 32
+    r = cli(*args, f"--num={most}")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["num"] == most
 
 
 def test_evaluate_without_the_cache_compares_the_same_images_and_writes_nothing(tmp_path):
