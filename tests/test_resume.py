@@ -717,6 +717,22 @@ def test_resuming_on_another_data_folder_says_so(toy_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert (f"note: the run trained on {toy_dir} until step 4; from here it trains on "
             f"{other}") in result.stdout
+    # the folder it trained on moved away: the line names the flag that goes on from there,
+    # where it said a new run's "data folder ... does not exist: check the path"
+    moved = tmp_path / "moved"
+    train_small(other, moved, max_epoch=1)
+    other.rename(tmp_path / "elsewhere")
+    last = moved / "last.pth"
+    kept = last.read_bytes()
+    assert_clean_error(cli("train", f"--resume={last}", "--max-epoch=2"),
+                       f"--resume: {last} trained on {str(other)!r}, which does not exist: "
+                       f"where its images are now, pass that folder too, --resume={last} "
+                       f"--data-path=FOLDER")
+    assert last.read_bytes() == kept
+    result = cli("train", f"--resume={last}", "--max-epoch=2",
+                 f"--data-path={tmp_path / 'elsewhere'}")
+    assert result.returncode == 0, result.stderr
+    assert torch.load(last, weights_only=True)["epoch"] == 2
 
 
 def test_resuming_into_another_runs_folders_is_refused(toy_dir, tmp_path):
