@@ -478,13 +478,14 @@ def _resumed(given):
             raise UserError(f"--{name.replace('_', '-')}={given[name]} differs from the "
                             f"{saved[name]} that {resume} was trained with; a resumed run "
                             f"cannot change it")
-    _keep_to_its_own_folders(resume, saved, given)
     data = Path(saved["data_path"])
     if "data_path" not in given and not data.is_dir():  # the images moved (another disk,
-        # another machine): said as a new run's missing folder, without the flag that goes on
+        # another machine): said as a new run's missing folder, without the flag that goes on;
+        # before the folders' line, which a run moved with its images also meets, and adds to
         raise UserError(f"--resume: {resume} trained on {saved['data_path']!r}, which "
-                        f"{_missing(data)}: where its images are now, pass that folder too, "
-                        f"--resume={quoted(resume)} --data-path=FOLDER")
+                        f"{_missing(data)}: add --data-path=FOLDER, the folder its images are "
+                        f"in now")
+    _keep_to_its_own_folders(resume, saved, given)
     if not saved["vis"] and "vis" not in given and given.keys() & {"env", "vis_port",
                                                                     "vis_server"}:
         given = {**given, "vis": True}  # visdom named: its plots asked for (the run's

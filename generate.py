@@ -697,7 +697,10 @@ def _available_memory():
 def _cgroup_room():
     """What this process's memory cgroup still allows, in bytes: its limit less its use
     (cgroup v2's memory.max and memory.current, v1's limit_in_bytes and usage_in_bytes), in
-    its own folder or at the root a container mounts it as; None where there is no limit."""
+    its own folder or at the root a container mounts it as; None where there is no limit.
+    The use counts the files the container has read, which the kernel frees as memory is
+    asked for: the inactive ones (memory.stat) are left out of it, as `docker stats` does
+    (counted, a container that had just read a data set had "0.4 GB" left of 8 free)."""
     try:
         lines = Path(PROC_CGROUP).read_text().splitlines()
     except OSError:
@@ -715,10 +718,25 @@ def _cgroup_room():
             try:
                 limit, used = ((folder / name).read_text().strip() for name in files)
                 if limit != "max" and int(limit) < 2**60:  # v1 writes "none" as about 2**63
-                    return max(int(limit) - int(used), 0)
+                    cache = _inactive_files(folder, "inactive_file" if controllers == ""
+                                            else "total_inactive_file")
+                    return max(int(limit) - int(used) + cache, 0)
             except (OSError, ValueError):
                 continue
     return None
+
+
+def _inactive_files(folder, key):
+    """The bytes of files the cgroup in ``folder`` holds that the kernel would free first
+    (``key`` in its memory.stat); 0 where that cannot be read."""
+    try:
+        for line in (Path(folder) / "memory.stat").read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _refuse_large_gif(opt):

@@ -384,7 +384,8 @@ def test_evaluate_refuses_a_num_the_free_memory_cannot_hold_before_any_work(toy_
     shutil.copytree(toy_dir, folder)  # a folder of its own: no cache of it yet
     torch.save(tiny_nets(nz=100)[0].state_dict(), tmp_path / "g.pth")
     meminfo = tmp_path / "meminfo"
-    meminfo.write_text("MemTotal:       24684084 kB\nMemAvailable:       4096 kB\n")  # 4 MiB
+    # 4 MiB beyond the 256 MiB evaluate keeps for its buffers whatever the count
+    meminfo.write_text("MemTotal:       24684084 kB\nMemAvailable:     266240 kB\n")
     monkeypatch.setattr(generate, "MEMINFO", str(meminfo))
     monkeypatch.setattr(generate, "PROC_CGROUP", str(tmp_path / "none"))
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -392,14 +393,36 @@ def test_evaluate_refuses_a_num_the_free_memory_cannot_hold_before_any_work(toy_
             "--metrics=swd", f"--out={tmp_path / 'm.json'}")
     # the 64 images give 32 a side whatever --num asks: the count refused is the one compared
     r = cli(*args, "--num=2048")
-    assert_clean_error(r, "--num: 32 faces a side need about 9.0 MB of memory, and this "
-                          "machine has 4.2 MB available: lower --num (to ")
+    assert_clean_error(r, f"--num: 32 faces a side (what {folder}'s images give) need about "
+                          f"277.5 MB of memory, and this machine has 272.6 MB available: lower "
+                          f"--num (to ")
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no cache, no metrics.json
     most = int(re.search(r"to (\d+) at most", r.stderr).group(1))
     assert 8 <= most < 32
     r = cli(*args, f"--num={most}")
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "m.json").read_text())["num"] == most
+    r = cli(*args, f"--num={most + 1}")  # the count typed, the folder giving more
+    assert_clean_error(r, f"--num: {most + 1} faces a side need about")
+
+
+def test_the_full_count_of_modes_names_a_num_the_folder_and_the_memory_hold():
+    """evaluate's last line on the modes named a --num for a full count that needed some 37
+    GB (233,280 faces a side) on any folder large enough."""
+    from evaluate import face_bytes, full_count, most_faces
+    per_face = face_bytes(["swd", "modes"])
+    assert face_bytes(["modes"]) < per_face < face_bytes(["swd", "fid"])
+    assert full_count(233280, 10000, "data-toy", 2**40, per_face) == \
+        "a full count needs about 233,280 faces a side, more than data-toy's 10,000 images give"
+    assert full_count(233280, 10**6, "big", 2**40, per_face) == \
+        "use --num near 233280 for a full count"
+    assert full_count(233280, 10**6, "big", None, per_face) == \
+        "use --num near 233280 for a full count"  # not Linux: the memory unknown
+    most = most_faces(24 * 2**30, per_face)
+    assert 80000 < most < 100000  # 24 GiB at ~0.28 MB a face
+    assert full_count(233280, 10**6, "big", 24 * 2**30, per_face) == \
+        f"a full count needs about 233,280 faces a side, and this machine's memory holds " \
+        f"about {most:,}"
 
 
 def test_evaluate_without_the_cache_compares_the_same_images_and_writes_nothing(tmp_path):

@@ -725,10 +725,18 @@ def test_resuming_on_another_data_folder_says_so(toy_dir, tmp_path):
     last = moved / "last.pth"
     kept = last.read_bytes()
     assert_clean_error(cli("train", f"--resume={last}", "--max-epoch=2"),
-                       f"--resume: {last} trained on {str(other)!r}, which does not exist: "
-                       f"where its images are now, pass that folder too, --resume={last} "
-                       f"--data-path=FOLDER")
+                       f"--resume: {last} trained on {str(other)!r}, which does not exist: add "
+                       f"--data-path=FOLDER, the folder its images are in now")
     assert last.read_bytes() == kept
+    # moved with its folders too (another machine): the images' line first, then the
+    # folders', each naming flags to add to the ones given
+    shutil.copytree(moved, tmp_path / "copied")
+    copied = tmp_path / "copied" / "last.pth"
+    assert_clean_error(cli("train", f"--resume={copied}", "--max-epoch=2"),
+                       "which does not exist: add --data-path=FOLDER")
+    assert_clean_error(cli("train", f"--resume={copied}", "--max-epoch=2",
+                           f"--data-path={tmp_path / 'elsewhere'}"),
+                       f"--checkpoint-dir={tmp_path / 'copied'}")
     result = cli("train", f"--resume={last}", "--max-epoch=2",
                  f"--data-path={tmp_path / 'elsewhere'}")
     assert result.returncode == 0, result.stderr
