@@ -25,29 +25,34 @@ from metrics import (attribute_classifier, classifier_path, frechet_distance, in
 
 
 FEW = 256  # faces a side below which evaluate says its figures are rough
-# The memory a face a side takes at the peak, beyond the base (torch, G, the classifier: about
-# 0.8 GB, taken before the memory left is read): the three uint8 sets of 96x96 images (real,
-# the floor's, generated); with SWD, its neighbourhoods of two sets (128 of 7x7x3 floats an
-# image) and their projections, 16 directions at a time (a float each, copied and sorted);
-# with FID or KID, the three sets' 2048 features. Measured with SWD, peaks grew by about 0.21
-# MB a face (--num 1024 to 4096 on the toy set), and by some 140 MB at --num=64 beyond the
-# base (SWD's pyramid of 64 images, the passes' buffers): counted as ROOM.
-IMAGE_BYTES, SWD_BYTES, FEATURE_BYTES = 3 * 96 * 96, 2 * 128 * 147 * 4 + 6 * 128 * 16 * 4, 2048 * 4
-ROOM = 2**28
+# The memory a face a side takes at the peak, beyond the base (torch, G, the classifier, the
+# Inception network: taken before the memory left is read): the three uint8 sets of 96x96
+# images (real, the floor's, generated); with SWD, its neighbourhoods of two sets (128 of
+# 7x7x3 floats an image) and their projections, 16 directions at a time (a float each, copied
+# and sorted); with FID or KID, the three sets' 2048 features (float64). Measured on the CPU,
+# peaks grew by about 0.21 MB a face with SWD (--num 1024 to 4096 on the toy set) and 0.14 MB
+# with FID (64 to 2048); beyond the faces, SWD took some 140 MB at --num=64 (its pyramid of 64
+# images, the passes' buffers) and FID 0.9 GB (the Inception network's passes): ROOM, and
+# ROOM + FID_ROOM.
+IMAGE_BYTES, SWD_BYTES, FEATURE_BYTES = 3 * 96 * 96, 2 * 128 * 147 * 4 + 6 * 128 * 16 * 4, 2048 * 8
+ROOM, FID_ROOM = 2**28, 2**30
 
 
-def face_bytes(wanted):
-    """The memory a face a side takes with the metrics ``wanted``."""
-    return 3 * IMAGE_BYTES + SWD_BYTES * ("swd" in wanted) \
-        + 3 * FEATURE_BYTES * bool({"fid", "kid"} & set(wanted))
+def memory_need(wanted):
+    """The bytes a face a side takes with the metrics ``wanted``, and those it takes
+    whatever the count."""
+    fid = bool({"fid", "kid"} & set(wanted))
+    return (3 * IMAGE_BYTES + SWD_BYTES * ("swd" in wanted) + 3 * FEATURE_BYTES * fid,
+            ROOM + FID_ROOM * fid)
 
 
-def most_faces(free, per_face):
-    """The most faces a side that ``free`` bytes hold, at ``per_face`` bytes a face."""
-    return max((free - ROOM) // per_face, 0)
+def most_faces(free, need):
+    """The most faces a side that ``free`` bytes hold, with ``need`` as memory_need gives it."""
+    per_face, room = need
+    return max((free - room) // per_face, 0)
 
 
-def _real_images(opt, seed, free, per_face):
+def _real_images(opt, seed, free, need):
     """Two disjoint sets of ``num`` real images (uint8), drawn by ``seed``, ``num`` (fewer
     where the folder is small) and the number of images in the folder. With the cache, from
     the decoded folder; with --cache=False, only the images drawn are decoded, and nothing is
@@ -55,7 +60,7 @@ def _real_images(opt, seed, free, per_face):
     ones the draws differ)."""
     files = list_images(opt.data_path)
     say_folders(opt.data_path, files)
-    _refuse_short_memory(opt, min(opt.num, len(files) // 2), free, per_face)
+    _refuse_short_memory(opt, min(opt.num, len(files) // 2), free, need)
     num, notes = opt.num, []  # the notes once the images are known to be enough
     if opt.cache:
         array, skipped = build_cache(opt.data_path, opt.image_size, files=files)
@@ -94,31 +99,31 @@ def _real_images(opt, seed, free, per_face):
     return real, other, num, total
 
 
-def _refuse_short_memory(opt, num, free, per_face):
+def _refuse_short_memory(opt, num, free, need):
     """Before the images are decoded and the faces drawn: a --num too large for the memory
     left ended in the OOM killer's bare 'Killed' (or a machine swapping to a standstill) after
     minutes of work. ``num``: the faces a side the folder gives at most; ``free``: the bytes
-    available (generate._available_memory), None where unknown."""
-    need = num * per_face + ROOM
-    if free is None or need <= free:
+    available (generate._available_memory), None where unknown; ``need``: memory_need's."""
+    taken = num * need[0] + need[1]
+    if free is None or taken <= free:
         return
-    most = most_faces(free, per_face)
+    most = most_faces(free, need)
     given = f" (what {opt.data_path}'s images give)" if num < opt.num else ""
-    raise UserError(f"--num: {counted(num, 'face')} a side{given} need about {sized(need)} of "
+    raise UserError(f"--num: {counted(num, 'face')} a side{given} need about {sized(taken)} of "
                     f"memory, and this machine has {sized(free)} available: "
                     + (f"lower --num (to {most} at most)" if most >= 1 else
                        "free some memory (other programs hold it)"))
 
 
-def full_count(full, total, data_path, free, per_face):
+def full_count(full, total, data_path, free, need):
     """The end of the line on the modes: the --num that counts the modes in full, or what
     stops it (the folder's images, each side at most half of them, or the memory)."""
     if full > total // 2:
         return f"a full count needs about {full:,} faces a side, more than {data_path}'s " \
             f"{total:,} images give"
-    if free is not None and full > most_faces(free, per_face):  # a --num refused as it started
+    if free is not None and full > most_faces(free, need):  # a --num refused as it started
         return f"a full count needs about {full:,} faces a side, and this machine's memory " \
-            f"holds about {most_faces(free, per_face):,}"
+            f"holds about {most_faces(free, need):,}"
     return f"use --num near {full} for a full count"
 
 
@@ -182,7 +187,7 @@ def evaluate(opt):
     faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
                        batch_size=opt.batch_size)
     free = generate._available_memory()  # before this run's images take their share
-    real, other, num, total = _real_images(opt, seed, free, face_bytes(wanted))
+    real, other, num, total = _real_images(opt, seed, free, memory_need(wanted))
     # the notes once G and the images are known to be good: none above a refusal of them
     if no_modes:
         print(f"note: modes are counted on the toy set only, and {lacks}: skipping them")
@@ -270,7 +275,7 @@ def evaluate(opt):
               f"faces with {worst} {value} | {m['value_shares'][worst][value]:.1%} | "
               f"{r['value_shares'][worst][value]:.1%} |")
         covers, full = round(report["modes_uniform_expected"]), 10 * m["of"]
-        more = full_count(full, total, opt.data_path, free, face_bytes(wanted))
+        more = full_count(full, total, opt.data_path, free, memory_need(wanted))
         print(f"(a perfect generator covers about {counted(covers, 'mode')} with "
               f"{counted(num, 'face')}; {more})")
     print(f"wrote {out}")

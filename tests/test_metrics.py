@@ -409,18 +409,21 @@ def test_evaluate_refuses_a_num_the_free_memory_cannot_hold_before_any_work(toy_
 def test_the_full_count_of_modes_names_a_num_the_folder_and_the_memory_hold():
     """evaluate's last line on the modes named a --num for a full count that needed some 37
     GB (233,280 faces a side) on any folder large enough."""
-    from evaluate import face_bytes, full_count, most_faces
-    per_face = face_bytes(["swd", "modes"])
-    assert face_bytes(["modes"]) < per_face < face_bytes(["swd", "fid"])
-    assert full_count(233280, 10000, "data-toy", 2**40, per_face) == \
+    from evaluate import full_count, memory_need, most_faces
+    need = memory_need(["swd", "modes"])
+    # what each metric holds: SWD's neighbourhoods a face, FID's network whatever the count
+    assert memory_need(["modes"])[0] < need[0] and memory_need(["modes"])[1] == need[1]
+    assert memory_need(["fid"])[0] < need[0] < memory_need(["swd", "fid"])[0]
+    assert memory_need(["kid"])[1] == memory_need(["fid"])[1] > need[1]
+    assert full_count(233280, 10000, "data-toy", 2**40, need) == \
         "a full count needs about 233,280 faces a side, more than data-toy's 10,000 images give"
-    assert full_count(233280, 10**6, "big", 2**40, per_face) == \
+    assert full_count(233280, 10**6, "big", 2**40, need) == \
         "use --num near 233280 for a full count"
-    assert full_count(233280, 10**6, "big", None, per_face) == \
+    assert full_count(233280, 10**6, "big", None, need) == \
         "use --num near 233280 for a full count"  # not Linux: the memory unknown
-    most = most_faces(24 * 2**30, per_face)
+    most = most_faces(24 * 2**30, need)
     assert 80000 < most < 100000  # 24 GiB at ~0.28 MB a face
-    assert full_count(233280, 10**6, "big", 24 * 2**30, per_face) == \
+    assert full_count(233280, 10**6, "big", 24 * 2**30, need) == \
         f"a full count needs about 233,280 faces a side, and this machine's memory holds " \
         f"about {most:,}"
 
