@@ -231,8 +231,11 @@ def evaluate(opt):
         report["modes_uniform_expected"] = k * (1 - (1 - 1 / k) ** num)
         report["classifier_accuracy"] = accuracy
     if inception:
-        feats = {name: extract(images) for name, images in
-                 (("fake", fake), ("real", real), ("other", other))}
+        feats = {name: extract(images, progress=lambda chunks, what=what: _bar(
+                     chunks, f"Inception features of the {what}", "batch"))
+                 for name, what, images in (("fake", "generated faces", fake),
+                                            ("real", "real images", real),
+                                            ("other", "floor's real images", other))}
         report["inception_weights"] = str(inception)
         if "fid" in wanted:
             report["fid"] = frechet_distance(feats["real"], feats["fake"])
