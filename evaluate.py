@@ -213,8 +213,10 @@ def evaluate(opt):
               # what else moves the figures: the noise's spread, and the metrics asked for
               "gen_mean": opt.gen_mean, "gen_std": opt.gen_std, "metrics": wanted}
     if "swd" in wanted:
-        report["swd"] = swd(real, fake, seed)
-        report["swd_floor"] = swd(real, other, seed)
+        report["swd"] = swd(real, fake, seed, progress=lambda levels: _bar(
+            levels, "SWD of the generated faces", "level"))
+        report["swd_floor"] = swd(real, other, seed, progress=lambda levels: _bar(
+            levels, "SWD of the floor's real images", "level"))
     if "modes" in wanted:
         net, accuracy = attribute_classifier(bar=_bar)
         weak = {a: acc for a, acc in accuracy.items() if acc < 0.99}

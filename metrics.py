@@ -116,25 +116,27 @@ def sliced_wasserstein(a, b, generator, repeats=4, directions=128, at_once=16):
     return float(np.mean(results))
 
 
-def swd(images_a, images_b, seed=0, per_image=128, chunk=CHUNK):
+def swd(images_a, images_b, seed=0, per_image=128, chunk=CHUNK, progress=None):
     """Multi-scale SWD x1e3 between two uint8 sets of equal size: {'levels': [...], 'mean': x}.
 
     The same seed picks the same neighbourhood positions in both sets and the same
     directions, so identical sets score exactly 0. Level by level, ``chunk`` images at a
-    time: the figures do not depend on ``chunk``.
+    time: the figures do not depend on ``chunk``. ``progress`` wraps the levels (tqdm, say).
     """
     if len(images_a) != len(images_b):
         raise ValueError(f"SWD compares sets of equal size, not {len(images_a)} and "
                          f"{len(images_b)}")
     sizes = _pyramid_sizes(images_a.shape[-1])
     levels = []
-    for level in range(len(sizes)):
-        descs = [_normalise(_descriptors(x, level, per_image,
-                                         torch.Generator().manual_seed(seed + level),
-                                         chunk=chunk))
-                 for x in (images_a, images_b)]
-        levels.append(1e3 * sliced_wasserstein(*descs, torch.Generator().manual_seed(seed + 99)))
-        del descs  # before the next level's are made
+    with progress_bar(progress, range(len(sizes))) as bar:
+        for level in range(len(sizes)) if bar is None else bar:
+            descs = [_normalise(_descriptors(x, level, per_image,
+                                             torch.Generator().manual_seed(seed + level),
+                                             chunk=chunk))
+                     for x in (images_a, images_b)]
+            levels.append(1e3 * sliced_wasserstein(*descs,
+                                                   torch.Generator().manual_seed(seed + 99)))
+            del descs  # before the next level's are made
     return {"levels": levels, "mean": sum(levels) / len(levels), "sizes": sizes}
 
 
