@@ -121,9 +121,10 @@ def full_count(full, total, data_path, free, need):
     if full > total // 2:
         return f"a full count needs about {full:,} faces a side, more than {data_path}'s " \
             f"{total:,} images give"
-    if free is not None and full > most_faces(free, need):  # a --num refused as it started
+    most = None if free is None else most_faces(free, need)
+    if most is not None and full > most:  # a --num refused as it started
         return f"a full count needs about {full:,} faces a side, and this machine's memory " \
-            f"holds about {most_faces(free, need):,}"
+            f"holds about {most:,}"
     return f"use --num near {full} for a full count"
 
 
@@ -187,7 +188,8 @@ def evaluate(opt):
     faces = Faces.load(opt.netg_path, None, device, mean=opt.gen_mean, std=opt.gen_std,
                        batch_size=opt.batch_size)
     free = generate._available_memory()  # before this run's images take their share
-    real, other, num, total = _real_images(opt, seed, free, memory_need(wanted))
+    need = memory_need(wanted)
+    real, other, num, total = _real_images(opt, seed, free, need)
     # the notes once G and the images are known to be good: none above a refusal of them
     if no_modes:
         print(f"note: modes are counted on the toy set only, and {lacks}: skipping them")
@@ -280,7 +282,7 @@ def evaluate(opt):
               f"faces with {worst} {value} | {m['value_shares'][worst][value]:.1%} | "
               f"{r['value_shares'][worst][value]:.1%} |")
         covers, full = round(report["modes_uniform_expected"]), 10 * m["of"]
-        more = full_count(full, total, opt.data_path, free, memory_need(wanted))
+        more = full_count(full, total, opt.data_path, free, need)
         print(f"(a perfect generator covers about {counted(covers, 'mode')} with "
               f"{counted(num, 'face')}; {more})")
     print(f"wrote {out}")

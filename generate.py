@@ -707,19 +707,21 @@ def _cgroup_room():
         return None
     for line in lines:
         _, controllers, path = line.split(":", 2)
+        # the limit, the use, and memory.stat's line of the use's inactive files (v1's
+        # inactive_file is the group's own, without the groups below it that its use counts)
         if controllers == "":
-            top, files = Path(CGROUP), ("memory.max", "memory.current")
+            top, files = Path(CGROUP), ("memory.max", "memory.current", "inactive_file")
         elif "memory" in controllers.split(","):
             top, files = Path(CGROUP) / "memory", ("memory.limit_in_bytes",
-                                                    "memory.usage_in_bytes")
+                                                    "memory.usage_in_bytes",
+                                                    "total_inactive_file")
         else:
             continue
         for folder in (top / path.lstrip("/"), top):
             try:
-                limit, used = ((folder / name).read_text().strip() for name in files)
+                limit, used = ((folder / name).read_text().strip() for name in files[:2])
                 if limit != "max" and int(limit) < 2**60:  # v1 writes "none" as about 2**63
-                    cache = _inactive_files(folder, "inactive_file" if controllers == ""
-                                            else "total_inactive_file")
+                    cache = _inactive_files(folder, files[2])
                     return max(int(limit) - int(used) + cache, 0)
             except (OSError, ValueError):
                 continue
