@@ -14,7 +14,8 @@
 # make venv   - install into .venv only (what a bare make does)
 # make clean  - remove what the demos wrote: result.png, result-long.png (also generate's
 #               default --gen-img: move a grid of your own first), checkpoints/demo{,-long},
-#               imgs/demo{,-long}, the toy set's decoded cache (.data-toy.faces96-*, 276 MB);
+#               imgs/demo{,-long}, the toy set's decoded cache (.data-toy.faces96-*, 276 MB,
+#               and data-toy/.faces.faces96-* where a run was given data-toy/faces);
 #               the toy set data-toy/ stays (rm -r data-toy: the next demo draws it again in
 #               seconds), and your runs stay
 # make help   - this list
@@ -162,4 +163,4 @@ visdom: $(STAMP)
 # run of your own (or the book's netg_199.pth) lives, so they are left alone
 clean:
 	rm -rf result.png $(DEMO_CK) imgs/demo result-long.png $(DEMO_LONG_CK) imgs/demo-long \
-		.$(TOY).faces96-*
+		.$(TOY).faces96-* $(TOY)/.faces.faces96-*

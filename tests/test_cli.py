@@ -1115,10 +1115,12 @@ def test_make_clean_removes_the_demos_and_keeps_your_runs(tmp_path):
              "imgs/199.png", "imgs/losses.csv",
              # the book's data folder's decoded cache, and the toy set (seconds to draw)
              ".data.faces96-0123456789abcdef.npy", "data-toy/attributes.csv"]
-    # the toy set's decoded cache too: 276 MB, hidden, that make clean left
+    # the toy set's decoded cache too: 276 MB, hidden, that make clean left; and the one a
+    # run given its faces folder (--data-path=data-toy/faces) builds inside data-toy/
     demos = ["result.png", "result-long.png", "checkpoints/demo/last.pth", "imgs/demo/4.png",
              "checkpoints/demo-long/last.pth", "imgs/demo-long/15.png",
-             ".data-toy.faces96-fce38176d7f62056.npy", ".data-toy.faces96-fce38176d7f62056.json"]
+             ".data-toy.faces96-fce38176d7f62056.npy", ".data-toy.faces96-fce38176d7f62056.json",
+             "data-toy/.faces.faces96-0123456789abcdef.npy"]
     for name in yours + demos:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
