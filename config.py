@@ -85,7 +85,8 @@ class Config:
     netd_path: str = _opt(None, "discriminator weights to start from (train) or rank the "
                           "samples with (generate; explore: also a folder)", kind="path")
     seed: int = _opt(None, "random seed, 0 to 2**31; unset: a fresh one, printed (train: "
-                     "and saved in options.json; evaluate: 0)", kind=int)
+                     "and saved in options.json; generate: the first of the seeds it tries, "
+                     "SEED to SEED+gen_search_num-1; evaluate: 0)", kind=int)
     resume: str = _opt(None, "--resume: continue from CHECKPOINT_DIR/last.pth; --resume=PATH: "
                        "from that full state", kind="resume")
     fresh: bool = _opt(False, "start a new run even where CHECKPOINT_DIR/last.pth holds an "

@@ -318,8 +318,18 @@ def test_every_field_of_the_books_config_is_taken(toy_dir):
                 debug_file="/tmp/debuggan", d_every=1, g_every=5, save_every=10,
                 netd_path=None, netg_path=None, gen_img="result.png", gen_num=64,
                 gen_search_num=512, gen_mean=0, gen_std=1)
-    parse("train", book)
-    parse("generate", dict(book, netg_path=str(toy_dir / "faces" / "000000.jpg")))  # a file
+    face = str(toy_dir / "faces" / "000000.jpg")  # a file, for generate's --netg-path
+    # and each arrives: the book's values are mostly the defaults, so values of its kinds
+    # that are not (a field taken and then dropped would read as the default)
+    other = dict(book, num_workers=1, batch_size=32, max_epoch=3, lr1=1e-4, lr2=3e-4,
+                 beta1=0.4, nz=64, ngf=16, ndf=24, save_path="mine/", env="mine",
+                 plot_every=7, d_every=2, g_every=3, save_every=2, gen_img="mine.png",
+                 gen_num=16, gen_search_num=32, gen_mean=0.5, gen_std=0.8)
+    for command, values in [("train", book), ("generate", dict(book, netg_path=face)),
+                            ("train", other), ("generate", dict(other, netg_path=face))]:
+        opt = parse(command, values)
+        assert {k: getattr(opt, k, None) for k in values if k != "debug_file"} == \
+            {k: v for k, v in values.items() if k != "debug_file"}
     page = cli("train", "--debug-file=/tmp/debuggan", "--help").stdout
     assert "--debug-file" in page.split("unused here:")[1]
 

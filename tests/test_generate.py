@@ -109,15 +109,17 @@ def _save_nets(tmp_path):
 
 
 def test_seed_repeats_the_grid(tmp_path):
+    """The same --seed draws the same grid, and a seed whose candidates are others (seeds
+    7..46 against 47..86) another grid: a --seed taken and then ignored repeated it too."""
     g, d = _save_nets(tmp_path)
     outs = []
-    for name in ("a.png", "b.png"):
-        r = cli("generate", "--nogpu", "--seed=7", f"--netg-path={g}", f"--netd-path={d}",
+    for seed, name in ((7, "a.png"), (7, "b.png"), (47, "c.png")):
+        r = cli("generate", "--nogpu", f"--seed={seed}", f"--netg-path={g}", f"--netd-path={d}",
                 f"--gen-img={tmp_path / name}", "--gen-num=8", "--gen-search-num=40",
                 "--batch-size=16")
         assert r.returncode == 0, r.stderr
         outs.append((tmp_path / name).read_bytes())
-    assert outs[0] == outs[1]
+    assert outs[0] == outs[1] and outs[2] != outs[0]
 
 
 def test_a_grid_named_without_a_suffix_is_a_png_and_said_to_be(tmp_path):
@@ -726,6 +728,7 @@ def test_the_seed_line_and_the_manifest_name_the_noise_that_draws_the_faces_agai
         assert f.readline().startswith("file,rank,d_score,seed,")  # as before, then the noise
         f.seek(0)
         rows = list(csv.DictReader(f))
+    assert len(rows) == 3  # one a face of --gen-num (an empty manifest passed the loop below)
     for row in rows:
         r = cli("generate", "--nogpu", f"--netg-path={g}", f"--seeds={row['seed']}",
                 f"--gen-mean={row['gen_mean']}", f"--gen-std={row['gen_std']}",
