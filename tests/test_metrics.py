@@ -493,6 +493,19 @@ def test_evaluate_skips_modes_where_there_is_no_attributes_csv(toy_dir, tmp_path
     assert "SWD x1e3, mean" in r.stdout and "modes covered" not in r.stdout
     # what moves the figures is in the file: the noise's spread and the metrics measured
     assert (report["gen_mean"], report["gen_std"], report["metrics"]) == (0.0, 1.0, ["swd"])
+    # and they are the noise G draws from, not only what the file says: with a G whose faces
+    # differ, narrower noise moves the distances
+    from conftest import drawing_nets
+    torch.save(drawing_nets()[0].state_dict(), tmp_path / "drawing.pth")
+    swd = {}
+    for std in ("1", "0.3"):
+        r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'drawing.pth'}",
+                f"--data-path={folder}", "--num=32", f"--out={out}", f"--gen-std={std}")
+        assert r.returncode == 0, r.stderr
+        report = json.loads(out.read_text())
+        assert report["gen_std"] == float(std)
+        swd[std] = report["swd"]["mean"]
+    assert abs(swd["1"] - swd["0.3"]) > 0.05 * swd["1"], swd
     # a CSV of that name with columns of its own is some other set's: the toy classifier's
     # figures were given for it without a word
     (folder / "attributes.csv").write_text("file,smiling,glasses\n000000.jpg,yes,no\n")

@@ -56,11 +56,11 @@ def test_a_time_budget_ends_the_run_at_the_step_that_ends_it_and_resume_goes_on(
     had time for all three epochs (a budget of an hour changes nothing)."""
     monkeypatch.setattr(train_module, "time", _StepClock())
     straight = tmp_path / "straight"
-    train_small(toy_dir, straight, max_epoch=3, max_minutes=60)
+    train_small(toy_dir, straight, max_epoch=3, max_minutes=60, plot_every=1)
     assert "--max-minutes" not in capsys.readouterr().out
     within, ending = tmp_path / "within", tmp_path / "ending"
     # 4 batches an epoch: 6 steps end in the second epoch, after its second batch
-    train_small(toy_dir, within, max_epoch=3, max_minutes=6 / 60)
+    train_small(toy_dir, within, max_epoch=3, max_minutes=6 / 60, plot_every=1)
     said = capsys.readouterr().out
     assert (f"--max-minutes=0.1: the time is up in epoch 2 of 3, after batch 2 of 4: the run's "
             f"state is saved to {within / 'last.pth'}, which generate also draws from; "
@@ -105,6 +105,10 @@ def test_a_time_budget_ends_the_run_at_the_step_that_ends_it_and_resume_goes_on(
         assert "--max-minutes" not in capsys.readouterr().out
         for name in ("netg_2.pth", "netd_2.pth"):
             assert same_weights(straight / name, run / name), (run, name)
+    # and the curves go on as the straight run's: the running means since the last save
+    # point come back with the state (without them, the losses logged, plotted and shown in
+    # the bar after the resume were means of its own steps only, a jump in every curve)
+    assert _rows(within) == _rows(straight) and len(_rows(straight)) == 12
 
 
 def test_a_demo_stopped_names_the_make_command_that_goes_on(toy_dir, tmp_path, capsys,

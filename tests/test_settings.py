@@ -415,7 +415,7 @@ def test_the_report_of_a_run_whose_images_are_gone_and_of_one_seed(toy_dir, tmp_
     --data-path this script does not have (only its minutes need the folder); one seed's
     counts read 12.0 modes; the floor's line named --num, not the faces compared."""
     import torch
-    from conftest import ROOT, tiny_nets
+    from conftest import ROOT
     run = tmp_path / "sweep" / "book_seed0"
     run.mkdir(parents=True)
     figures = {"num": 32, "num_asked": 1024, "swd": {"mean": 31.0},
@@ -426,8 +426,14 @@ def test_the_report_of_a_run_whose_images_are_gone_and_of_one_seed(toy_dir, tmp_
         (run / name).write_text(json.dumps({**figures, "swd": {"mean": swd[name]}}))
     (run / "options.json").write_text(json.dumps({"max_epoch": 1, "ngf": 8, "ndf": 8,
                                                   "data_path": str(tmp_path / "gone")}))
-    for name in ("netg_0.pth", "netg_ema_0.pth"):
-        torch.save(tiny_nets(nz=100)[0].state_dict(), run / name)
+    from conftest import drawing_nets  # G's faces differ from each other and from its average's
+    netg = drawing_nets()[0]
+    with torch.no_grad():
+        netg.main[12].weight.mul_(4)  # more contrast: JPEG keeps the faces apart
+    torch.save(netg.state_dict(), run / "netg_0.pth")
+    with torch.no_grad():
+        netg.main[12].weight.neg_()  # the average's: each face's colours inverted
+    torch.save(netg.state_dict(), run / "netg_ema_0.pth")
     (run.parent / "speed.json").write_text(json.dumps({"book": {"images_per_s": 100.0,
                                                                 "with": None}}))
     result = _settings("--only=book", "--report", f"--out={run.parent}", cwd=tmp_path)
@@ -443,7 +449,23 @@ def test_the_report_of_a_run_whose_images_are_gone_and_of_one_seed(toy_dir, tmp_
     assert row.split(" | ")[4:6] == [f"{swd['metrics.json']:.1f}",
                                      f"{swd['metrics_ema.json']:.1f}"]
     assert "SWD floor (real vs real, 32 faces compared): 5.0" in result.stdout
-    assert (run.parent / "grids.jpg").is_file()
+    # grids.jpg: the row of each G's first 8 seeds, the last step's, then its average's (a
+    # sheet of labels without the faces was a file as well)
+    import numpy as np
+    from PIL import Image
+    from generate import Faces, to_pil
+    sheet = np.asarray(Image.open(run.parent / "grids.jpg").convert("RGB"), dtype=np.int16)
+    label = sheet.shape[1] - 2 * 8 * 96 - 8  # the names' column, as wide as the longest
+    def coarse(image):  # 8x8 blocks' means: what JPEG keeps of the faces' grain
+        return image.reshape(12, 8, 12, 8, 3).mean((1, 3))
+    faces = [coarse(np.asarray(to_pil(face), dtype=np.float64))
+             for g in ("netg_0.pth", "netg_ema_0.pth")
+             for face in Faces.load(run / g, device=torch.device("cpu")).tensors(range(8))]
+    for i in range(16):  # each cell nearest its own face of the 16
+        left = label + (i // 8) * (8 * 96 + 8) + 96 * (i % 8)
+        cell = coarse(sheet[20:116, left:left + 96].astype(np.float64))
+        far = [np.abs(cell - face).mean() for face in faces]
+        assert far.index(min(far)) == i and min(far) < 4, (i, far)
 
 
 def test_a_stopped_run_of_other_flags_is_refused_not_deleted(toy_dir, tmp_path):

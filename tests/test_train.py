@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+import checkpoint
 import steps
 import train as train_module
 from config import parse
@@ -33,6 +34,16 @@ def test_book_command_writes_checkpoints_and_grids_then_generate_uses_them(toy_d
     for name in ("0.png", "1.png"):
         grid = Image.open(imgs / name)
         assert grid.size == (8 * 96 + 9 * 2, 8 * 96 + 9 * 2)  # 64 faces, 8 per row
+    # and 1.png is what netg_1.pth draws from the run's fixed noise, to a level (a grid of
+    # any 64 faces, or a blank one, had the same size)
+    import numpy as np
+    netg = NetG(100, 64)
+    netg.load_state_dict(torch.load(ckpt / "netg_1.pth", weights_only=True))
+    fixed = torch.load(ckpt / "last.pth", weights_only=True)["fixed_noise"]
+    redrawn = tmp_path / "redrawn.png"
+    checkpoint.save_grid(train_module.fixed_samples(netg, fixed), redrawn)
+    drawn = [np.asarray(Image.open(p), dtype=np.int16) for p in (imgs / "1.png", redrawn)]
+    assert np.abs(drawn[0] - drawn[1]).max() <= 1
     options = json.loads((ckpt / "options.json").read_text())
     from config import USED  # train's options, not explore's port or evaluate's metrics
     assert set(options) == set(USED["train"]) and "port" not in options

@@ -128,11 +128,17 @@ def _png_size(window):
 
 @pytest.mark.slow
 def test_training_fills_the_book_windows(visdom_server, toy_dir, tmp_path):
+    import torch
+    from conftest import drawing_nets
     env = "test_run"
+    # G starts from weights that draw faces which differ (a fresh tiny G's, after 8 steps, are
+    # one flat grey, which any broken drawing of the window would match too)
+    torch.save(drawing_nets()[0].state_dict(), tmp_path / "start.pth")
     result = cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True", f"--env={env}",
                  "--vis-server=http://127.0.0.1", f"--vis-port={visdom_server.port}",
                  "--max-epoch=2", "--batch-size=16", "--plot-every=2", "--ngf=8", "--ndf=8",
-                 f"--save-path={tmp_path}", f"--checkpoint-dir={tmp_path}", "--seed=0")
+                 f"--save-path={tmp_path}", f"--checkpoint-dir={tmp_path}", "--seed=0",
+                 f"--netg-path={tmp_path / 'start.pth'}")
     assert result.returncode == 0, result.stderr
     assert "warning" not in result.stderr
 
@@ -153,6 +159,18 @@ def test_training_fills_the_book_windows(visdom_server, toy_dir, tmp_path):
     assert scores[1]["y"] == pytest.approx([float(r["d_fake"]) for r in rows], rel=1e-5)
     # visdom's grid: 8 per row, each 96x96 image padded by 2 on every side
     assert _png_size(json.loads(vis.get_window_data("fixfake", env))) == (8 * 100, 8 * 100)
+    # and it shows G's last faces of the fixed noise: the grid saved with the last epoch
+    # (1.png), cell by cell, to a level (a window of any 64 faces had the same size)
+    shown = np.asarray(_png(json.loads(vis.get_window_data("fixfake", env))).convert("RGB"),
+                       dtype=np.int16)
+    saved = np.asarray(Image.open(tmp_path / "1.png").convert("RGB"), dtype=np.int16)
+    for row in range(8):
+        for col in range(8):
+            face = saved[2 + 98 * row:98 * (row + 1), 2 + 98 * col:98 * (col + 1)]
+            assert face.std() > 5, (row, col)
+            assert min(np.abs(shown[100 * row + dy:100 * row + dy + 96,
+                                    100 * col + dx:100 * col + dx + 96] - face).max()
+                       for dy in range(5) for dx in range(5)) <= 1, (row, col)
     real = np.asarray(_png(json.loads(vis.get_window_data("real", env))).convert("RGB"),
                       dtype=np.int16)
     assert real.shape == (2 * 100, 8 * 100, 3)
