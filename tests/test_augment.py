@@ -23,20 +23,26 @@ def _shift(x, dy, dx):
 
 
 def test_translation_shifts_each_face_by_at_most_an_eighth():
-    x = _faces()
+    x = _faces(n=64)
     out = augment.translation(x)
+    shifts = []
     for a, b in zip(x, out):
         found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
                  if torch.equal(_shift(a, dy, dx), b)]
         assert len(found) == 1  # a pure shift within 16 / 8 = 2 pixels
+        shifts += found
+    # every shift up to the eighth, both ways on both axes (a range one short never moved a
+    # face by +2, and leaned one way)
+    assert {dy for dy, _ in shifts} == {dx for _, dx in shifts} == {-2, -1, 0, 1, 2}
     torch.manual_seed(1)
     many = {augment.translation(x[:1]).sum().item() for _ in range(30)}
     assert len(many) > 5  # the shift is random
 
 
 def test_cutout_blanks_one_square_of_half_the_side_and_keeps_the_rest():
-    x = _faces(n=8, size=16)
+    x = _faces(n=64, size=16)
     out = augment.cutout(x)
+    whole = 0
     for a, b in zip(x, out):
         cut = (b == 0).all(0)  # (H, W): blanked in every channel
         rows, cols = cut.any(1).nonzero().flatten(), cut.any(0).nonzero().flatten()
@@ -45,6 +51,10 @@ def test_cutout_blanks_one_square_of_half_the_side_and_keeps_the_rest():
         box[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = True
         assert torch.equal(cut, box)  # one rectangle (a square clipped at the border)
         assert torch.equal(b[:, ~cut], a[:, ~cut])
+        if 0 < rows.min() and rows.max() < 15 and 0 < cols.min() and cols.max() < 15:
+            assert len(rows) == len(cols) == 8  # away from the border: half the side
+            whole += 1
+    assert whole >= 3  # (a square of a quarter of the side passed the bounds above)
 
 
 def test_color_changes_brightness_saturation_and_contrast_per_face():

@@ -655,6 +655,7 @@ def test_flag_values_that_are_no_value_are_refused(tmp_path, toy_dir):
     r = cli("generate", "--nogpu", g, "--seed=None", "--gen-num=1", "--gen-search-num=1",
             f"--gen-img={tmp_path / 'one.png'}")
     assert r.returncode == 0 and (tmp_path / "one.png").is_file(), r.stderr
+    assert re.search(r"^seeds from \d+ \(pass --seed=\d+ ", r.stdout, re.M), r.stdout
 
 
 def test_home_in_a_path_is_the_users_home(tmp_path, monkeypatch):

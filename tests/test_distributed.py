@@ -159,6 +159,24 @@ def _ddp_d_step(rank, size, store, out, with_low=False):
     os._exit(0)  # the work is saved; gloo's threads can abort the interpreter's own teardown
 
 
+def _ddp_g_step(rank, size, store, out):
+    """One G step in each of ``size`` processes, through the same wrap train uses."""
+    import distributed
+    from steps import Objective, g_step
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=size,
+                            init_method=f"file://{store}")
+    netg, netd = tiny_nets()
+    g, _ = distributed.wrap(netg, netd, distributed.World(rank, size), torch.device("cpu"))
+    optimizer = torch.optim.Adam(netg.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    torch.manual_seed(300 + rank)  # this process's noise
+    g_step(g, netd, optimizer, Objective(), 4, 16, torch.device("cpu"))
+    torch.save({k: v for k, v in netg.state_dict().items() if "running" not in k
+                and "num_batches" not in k}, f"{out}.{rank}")
+    dist.destroy_process_group()
+    os._exit(0)
+
+
 def _agree(rank, size, store, out):
     import distributed
     dist.init_process_group("gloo", rank=rank, world_size=size,
@@ -237,6 +255,34 @@ def test_ddp_d_step_averages_both_passes_of_every_process(tmp_path):
     criterion(logits, torch.zeros_like(logits)).backward()
     assert not all(torch.allclose(p.grad, (g0 + g1) / 2, atol=1e-5)
                    for p, g0, g1 in zip(combined.parameters(), *grads))
+
+
+@pytest.mark.slow
+def test_ddp_g_step_averages_every_process_gradients(tmp_path):
+    """DDP's G step == one process averaging each rank's gradients from its own noise, so
+    G's copies stay one G (a G left unwrapped learnt from its own faces alone in each
+    process, and the copies drifted apart: no other test noticed)."""
+    from steps import Objective
+    mp.spawn(_ddp_g_step, args=(2, tmp_path / "store", tmp_path / "g.pth"), nprocs=2)
+    rank0 = torch.load(f"{tmp_path / 'g.pth'}.0", weights_only=True)
+    rank1 = torch.load(f"{tmp_path / 'g.pth'}.1", weights_only=True)
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)  # the replicas agree
+    grads = []
+    for rank in (0, 1):
+        netg, netd = tiny_nets()
+        torch.manual_seed(300 + rank)
+        Objective().g(netd.logits(netg(torch.randn(4, 16, 1, 1)))).backward()
+        grads.append([p.grad.clone() for p in netg.parameters()])
+    netg, _ = tiny_nets()
+    for p, g0, g1 in zip(netg.parameters(), *grads):
+        p.grad = (g0 + g1) / 2
+    torch.optim.Adam(netg.parameters(), lr=1e-3, betas=(0.5, 0.999)).step()
+    single = netg.state_dict()
+    assert len(rank0) == len(list(netg.parameters()))  # every weight compared, no buffer
+    for k in rank0:
+        assert torch.allclose(rank0[k], single[k], atol=1e-6, rtol=1e-5), k
+    # and each process's own gradient alone is not that
+    assert not all(torch.allclose(g0, (g0 + g1) / 2, atol=1e-6) for g0, g1 in zip(*grads))
 
 
 def test_stop_flag_is_shared_only_at_the_plot_every_read_backs(toy_dir, tmp_path, monkeypatch):

@@ -124,6 +124,9 @@ def test_train_with_ema_saves_the_average_beside_g_and_generate_draws_with_it(to
     average = torch.load(ckpt / "netg_ema_1.pth", weights_only=True)
     assert g.keys() == average.keys()
     assert not torch.equal(g["main.0.weight"], average["main.0.weight"])
+    # an average of every G step (the book's --g-every=5: the first of each epoch's 4
+    # batches, 2 in all): one never updated is G's random start, which differs from G too
+    assert torch.load(ckpt / "last.pth", weights_only=True)["ema"]["updates"] == 2
     pictures = []
     for name in ("netg_1.pth", "netg_ema_1.pth"):
         out = tmp_path / f"{name}.png"

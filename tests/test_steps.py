@@ -93,9 +93,11 @@ def test_r1_equals_the_hand_computed_gradient_norm_and_reaches_the_weights():
 
 
 def test_d_step_adds_r1_only_when_asked():
-    """With r1 the D update changes by the penalty's gradient; the reported loss does not."""
+    """With r1 the D update changes by r1 times the penalty's gradient (twice the weight,
+    twice the change: a penalty added unweighted trained every --r1 alike); the reported
+    loss does not change."""
     results = []
-    for r1 in (0.0, 10.0):
+    for r1 in (0.0, 10.0, 20.0):
         netg, netd = tiny_nets()
         opt = torch.optim.SGD(netd.parameters(), lr=1.0)
         torch.manual_seed(1)
@@ -103,9 +105,11 @@ def test_d_step_adds_r1_only_when_asked():
         loss, _, _ = steps.d_step(netg, netd.logits, opt, steps.Objective("hinge"), real, 16,
                                   r1=r1)
         results.append((loss, [p.detach().clone() for p in netd.parameters()]))
-    (loss0, w0), (loss1, w1) = results
-    assert torch.equal(loss0, loss1)
+    (loss0, w0), (loss1, w1), (loss2, w2) = results
+    assert torch.equal(loss0, loss1) and torch.equal(loss0, loss2)
     assert any(not torch.equal(a, b) for a, b in zip(w0, w1))
+    for a, b, c in zip(w0, w1, w2):  # SGD at lr 1: the change is the gradient itself
+        assert torch.allclose(c - a, 2 * (b - a), atol=1e-5, rtol=1e-3)
 
 
 class Drawn(nn.Module):

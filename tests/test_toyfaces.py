@@ -82,6 +82,24 @@ def test_faces_are_drawn_from_their_attributes():
         assert (np.abs(top_of_head - hair).max(1) < 60).mean() > 0.5
 
 
+@pytest.mark.parametrize("name, pixels", [
+    ("hair_color", 1000), ("hair_style", 500), ("eye_color", 100), ("skin_tone", 500),
+    ("mouth", 10), ("blush", 20), ("background", 1000)])
+def test_every_value_of_every_attribute_draws_another_face(name, pixels):
+    """Each face drawn again with one attribute changed, the same jitter: every two values
+    differ on at least ``pixels`` pixels (by more than 30 levels), so attributes.csv names
+    what is drawn (irises of one colour whatever eye_color said passed the test above)."""
+    import random
+    for index in range(3):
+        attrs = face(0, index)[0]
+        drawn = [np.asarray(toyfaces.draw_face({**attrs, name: value}, random.Random(7)),
+                            dtype=int) for value in CHOICES[name]]
+        for i, a in enumerate(drawn):
+            for j, b in enumerate(drawn[:i]):
+                changed = (np.abs(a - b).max(2) > 30).sum()
+                assert changed >= pixels, (index, CHOICES[name][j], CHOICES[name][i], changed)
+
+
 def test_the_readme_grid_shows_every_attribute_value():
     """docs/toyfaces.jpg is faces 0-63 of seed 0, 8 a row: every value of every attribute is
     in it."""
