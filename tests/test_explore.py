@@ -195,6 +195,13 @@ def test_the_page_draws_the_generators_faces_more_morphs_and_stays_local(page, s
     assert first.shape == (4 * 96, 4 * 96, 3)  # as large as the frame
     # its first frame is the morph's first face, give or take the GIF's 256 colours
     assert np.abs(first[::4, ::4] - cells[0]).mean() < 2 < np.abs(first[::4, ::4] - cells[2]).mean()
+    # and its frames go there and back: faces 0, 1, 2, 3, 4, 3, 2, 1 of the morph (a loop
+    # that jumped from the last face back to the second had as many frames)
+    for k, face in enumerate([0, 1, 2, 3, 4, 3, 2, 1]):
+        gif.seek(k)
+        shown = np.asarray(gif.convert("RGB"), dtype=np.int16)[::4, ::4]
+        far = [np.abs(shown - cell).mean() for cell in cells]
+        assert far.index(min(far)) == face, (k, far)
 
     # nothing but the page's own server was asked for anything
     others = [u for u in page.requests

@@ -119,6 +119,23 @@ def test_evaluate_with_an_injected_network(toy_dir, tmp_path, tiny_net):
     # generated faces can take less
     for what in ("generated faces", "real images", "floor's real images"):
         assert f"Inception features of the {what}:   0%|          | 0/1 " in r.stderr, r.stderr
+    # the features are the named network's: one whose weights are doubled gives features
+    # twice as large, so four times the FID (a --inception-weights passed over for the
+    # installed network gave the same figures, the report still naming the file given)
+    with warnings.catch_warnings():  # TorchScript's deprecation notice, as above
+        warnings.simplefilter("ignore", FutureWarning)
+        net = torch.jit.load(str(tiny_net))
+        with torch.no_grad():
+            for weight in net.parameters():
+                weight.mul_(2)
+        torch.jit.save(net, str(tmp_path / "doubled.pt"))
+    r = cli("evaluate", "--nogpu", f"--netg-path={_untrained(tmp_path)}",
+            f"--data-path={toy_dir}", "--num=32", "--metrics=fid",
+            f"--inception-weights={tmp_path / 'doubled.pt'}", f"--out={tmp_path / 'd.json'}")
+    assert r.returncode == 0, r.stderr
+    doubled = json.loads((tmp_path / "d.json").read_text())
+    assert doubled["fid"] == pytest.approx(4 * report["fid"], rel=1e-3)
+    assert doubled["fid_floor"] == pytest.approx(4 * report["fid_floor"], rel=1e-3)
 
 
 def test_inception_weights_without_fid_or_kid_is_said_to_do_nothing(toy_dir, tmp_path,

@@ -483,6 +483,28 @@ def test_interpolation_ends_on_the_seeds_faces_and_the_gif_loops(tmp_path):
     gif = Image.open(tmp_path / "interp.gif")
     assert gif.n_frames == 3 * 5  # 5 new frames per leg, 3 legs: 5 -> 9 -> 13 -> 5
     assert gif.info.get("loop") == 0
+    # its frames are the grid's rows in order (give or take the GIF's 256 colours), then
+    # 13's face on the leg back: a leg drawn backwards had the right count and first frame
+    def frame(k):
+        gif.seek(k)
+        return np.asarray(gif.convert("RGB"), dtype=np.int16)
+    faces = [cell(0, c) for c in range(6)] + [cell(1, c) for c in range(1, 6)]  # 9's once
+    for k in range(11):
+        far = [np.abs(frame(k) - face.astype(np.int16)).mean() for face in faces]
+        assert far.index(min(far)) == k and min(far) < 3, (k, far)
+    # --scale=2 frames are each face twice the side, every pixel doubled (--resample's
+    # nearest, the default), and lanczos draws them otherwise
+    for resample in ("nearest", "lanczos"):
+        r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=5,9", "--steps=3",
+                "--scale=2", f"--resample={resample}", f"--out={tmp_path / 'big.png'}",
+                f"--gif={tmp_path / f'{resample}.gif'}")
+        assert r.returncode == 0, r.stderr
+    big, smooth = (np.asarray(Image.open(tmp_path / f"{name}.gif").convert("RGB"),
+                              dtype=np.int16) for name in ("nearest", "lanczos"))
+    assert big.shape == smooth.shape == (192, 192, 3)
+    assert np.abs(big[::2, ::2] - cell(0, 0)).mean() < 3
+    assert np.array_equal(big[::2, ::2], big[1::2, 1::2])
+    assert not np.array_equal(smooth, big) and np.abs(smooth - big).mean() < 20
     # the GIF draws from the noise asked for, as the grid does: its first frame is seed 5's
     # face at --gen-mean=20 (give or take the GIF's 256 colours), not the default's
     r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=5,9", "--steps=3",
@@ -513,6 +535,20 @@ def test_interpolation_ends_on_the_seeds_faces_and_the_gif_loops(tmp_path):
         assert r.returncode == 0, r.stderr
         assert f"wrote {tmp_path / 'back.gif'}: {frames} frame" in r.stdout
         assert Image.open(tmp_path / "back.gif").n_frames == frames
+
+
+def test_slerp_walks_the_great_circle_from_the_first_latent():
+    """A morph's middle faces: the textbook slerp, sin((1-t)w) a + sin(tw) b over sin(w), at
+    t = k / (steps - 1) from the first latent (weights swapped, the ends held and every
+    middle ran backwards)."""
+    z = noise([5, 9], 100)
+    a, b = z[0].flatten().double(), z[1].flatten().double()
+    w = torch.arccos(a @ b / (a.norm() * b.norm()))
+    path = slerp_path(z, 6)
+    for k in range(6):
+        t = k / 5
+        expected = (torch.sin((1 - t) * w) * a + torch.sin(t * w) * b) / torch.sin(w)
+        assert torch.allclose(path[k].flatten().double(), expected, atol=1e-5), k
 
 
 def test_a_morph_between_one_seed_and_itself_keeps_its_noise_exactly():
@@ -629,6 +665,15 @@ def test_api_loads_both_checkpoint_formats(tmp_path, toy_dir):
     assert a.shape == (3, 3, 96, 96) and torch.equal(a, b)
     images = full.images([4], scale=2, resample="lanczos")
     assert images[0].size == (192, 192) and images[0].mode == "RGB"
+    # seed 4's face, upscaled as asked (a resample passed over drew it nearest), by a G
+    # whose faces have detail (this one-epoch G's are nearly flat: both resamples agree)
+    drawing = Faces(*drawing_nets())
+    face = Image.fromarray(to_uint8(drawing.tensors([4])[0]).permute(1, 2, 0).numpy())
+    for resample, method in (("lanczos", Image.LANCZOS), ("nearest", Image.NEAREST)):
+        assert np.array_equal(np.asarray(drawing.images([4], 2, resample)[0]),
+                              np.asarray(face.resize((192, 192), method))), resample
+    assert not np.array_equal(np.asarray(face.resize((192, 192), Image.LANCZOS)),
+                              np.asarray(face.resize((192, 192), Image.NEAREST)))
     faces, scores, seeds = book.best(2, 8, first_seed=0)
     assert len(seeds) == 2 and scores[0] >= scores[1]
 
@@ -843,5 +888,9 @@ def test_the_memory_left_is_the_containers_where_it_holds_less(tmp_path, monkeyp
         "anon 1000\nactive_file 4096\ninactive_file 536870912\n" if version == "v2" else
         "cache 9999\ninactive_file 4096\ntotal_inactive_file 536870912\n")
     assert generate._available_memory() == 3 * 2**30 + 2**29
+    # a container allowed more than the machine has free: the machine's (a check that took
+    # the container's room whenever there was one trusted 29.5 GiB here)
+    (folder / files[0]).write_text(f"{30 * 2**30}\n")
+    assert generate._available_memory() == 20 * 2**30
     (folder / files[0]).write_text("max\n" if version == "v2" else f"{2**63 - 4096}\n")
     assert generate._available_memory() == 20 * 2**30  # no limit: the machine's
