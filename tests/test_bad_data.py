@@ -249,6 +249,8 @@ def test_all_bad_folder_is_a_clear_error(tmp_path, cache):
     assert (tmp_path / "c" / "options.json").read_text() == '{"data_path": "data/faces"}'
     assert (tmp_path / "i" / "losses.csv").read_text() == "step,epoch\n20,0\n"
     assert (tmp_path / "c" / "skipped_files.txt").read_text() == "data/faces/old.jpg\n"
+    # and no cache, nor a half-built one, is left beside the images (a hidden .tmp was)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "c", "i"]
     # decoded first, so the batch size is not blamed for files that are all broken (without
     # the cache it was: "lower --batch-size (now 16) to 3", then "none ... could be read")
     assert_clean_error(cli("train", f"--data-path={tmp_path / 'bad'}", "--nogpu",

@@ -192,6 +192,22 @@ def test_bad_values(toy_dir, flag, culprit):
     assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", flag), culprit)
 
 
+@pytest.mark.parametrize("command, flag, culprit", [
+    ("generate", "--seeds=4294967296", "not 4294967296"),  # 2**32: one past the last seed
+    ("interpolate", "--steps=1", "--steps"), ("explore", "--port=0", "--port"),
+    ("explore", "--port=70000", "--port"), ("train", "--vis-port=70000", "--vis-port"),
+    ("train", "--num-workers=-1", "--num-workers"),
+    ("train", "--label-smooth=0.5", "--label-smooth"),  # D's targets would cross at 0.5
+    ("train", "--ema=1", "--ema")])  # an average that never moves from the untrained G
+def test_values_just_past_their_range_are_one_line(toy_dir, tmp_path, command, flag, culprit):
+    """Each bound at its edge: one past it ended in a traceback (generate's seeds, the
+    steps of a morph, gradio's port, the workers) or trained nonsense without a word."""
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    where = ([f"--data-path={toy_dir}"] if command == "train"
+             else [f"--netg-path={tmp_path / 'netg.pth'}"])
+    assert_clean_error(cli(command, "--nogpu", *where, flag), culprit)
+
+
 def test_batch_larger_than_data_set(toy_dir, tmp_path):
     assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
                            "--batch-size=1000", f"--checkpoint-dir={tmp_path}"),

@@ -206,6 +206,17 @@ def test_cached_batches_are_a_seeded_permutation(toy_dir):
     assert len(later) == 2 and all(torch.equal(a, b) for a, b in zip(epoch[2:], later))
 
 
+def test_an_epoch_drops_the_short_last_batch_as_the_books_loader_does():
+    """70 images at batch 16: 4 full batches, the 6 left over drawn in a later epoch's
+    shuffle (drop_last, as the book's DataLoader); a short batch would also disagree with
+    the count of batches an epoch is said to have."""
+    array = np.random.default_rng(0).integers(0, 256, (70, 3, 8, 8), dtype=np.uint8)
+    loader = CachedBatches(array, 16, "cpu")
+    perm = torch.randperm(70, generator=torch.Generator().manual_seed(0))
+    batches = list(loader.batches(perm))
+    assert len(loader) == len(batches) == 4 and {len(b) for b in batches} == {16}
+
+
 def test_folder_batches_follow_the_same_permutation(toy_dir):
     from config import parse
     from data import folder_batches
@@ -320,9 +331,12 @@ def test_a_damaged_cache_is_rebuilt(tmp_path, toy_dir):
     again, skipped = build_cache(root, 96, workers=1)
     assert np.array_equal(again, first) and skipped == []
     assert array_file.stat().st_size == size
-    meta_file.write_text("{not json")
-    assert np.array_equal(build_cache(root, 96, workers=1)[0], first)
-    assert json.loads(meta_file.read_text())["count"] == 12
+    # not JSON; JSON without the count; JSON of another shape (a list, null: a TypeError
+    # traceback ended train there, where a damaged cache is built again)
+    for text in ("{not json", '{"skipped": []}', "[]", "null"):
+        meta_file.write_text(text)
+        assert np.array_equal(build_cache(root, 96, workers=1)[0], first), text
+        assert json.loads(meta_file.read_text())["count"] == 12
 
 
 def test_a_read_only_data_folder_caches_in_the_users_cache_folder(tmp_path, toy_dir,

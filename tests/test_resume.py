@@ -855,6 +855,23 @@ def _rows(folder):
         return [{k: v for k, v in row.items() if k != "images_per_s"} for row in csv.DictReader(f)]
 
 
+def test_a_run_begun_from_weights_resumes_after_their_files_are_gone(toy_dir, tmp_path):
+    """last.pth holds the weights: the --netg-path/--netd-path a run began from play no part
+    in its resume (kept, a resume after the start files were cleaned up was refused with
+    "--netg-path: no file", a flag the user had not given)."""
+    from conftest import tiny_nets
+    netg, netd = tiny_nets(nz=100)
+    torch.save(netg.state_dict(), tmp_path / "g.pth")
+    torch.save(netd.state_dict(), tmp_path / "d.pth")
+    run = tmp_path / "run"
+    train_small(toy_dir, run, max_epoch=1, netg_path=str(tmp_path / "g.pth"),
+                netd_path=str(tmp_path / "d.pth"))
+    (tmp_path / "g.pth").unlink()
+    (tmp_path / "d.pth").unlink()
+    train_small(toy_dir, run, max_epoch=2, resume=True)
+    assert torch.load(run / "last.pth", weights_only=True)["epoch"] == 2
+
+
 def test_resume_from_an_older_state_trims_the_loss_log(toy_dir, tmp_path):
     """Steps logged after the state being resumed belong to a run that no longer exists: the
     log holds each step once, and equals the straight run's."""
