@@ -352,6 +352,13 @@ def test_damaged_states_and_weights_are_one_line(tmp_path, toy_dir):
                                f"--save-path={tmp_path / 'c'}"), f"{name}.pth", why)
     assert not (tmp_path / "c").exists()  # not even the folder
     assert checkpoint.load_state(tmp_path / "run" / "last.pth")["options"]["ngf"] == 8
+    # every part an exact resume reads, missing, is named before any of it is used (one left
+    # out of the check ended the resume in a KeyError traceback)
+    for key in ("epoch", "batch", "step", "netg", "netd", "optimizer_g", "optimizer_d",
+                "fixed_noise", "meters", "rng", "options"):
+        torch.save({k: v for k, v in good.items() if k != key}, tmp_path / "part.pth")
+        with pytest.raises(checkpoint.Damaged, match=f"incomplete training state \\(no {key}\\)"):
+            checkpoint.load_state(tmp_path / "part.pth")
 
 
 def test_weights_saved_inside_a_dict_load_and_other_dicts_are_named(tmp_path):
@@ -626,3 +633,25 @@ def test_a_missing_checkpoint_says_what_its_folder_holds(tmp_path):
     (tmp_path / "notes.txt").write_text("")
     assert_clean_error(cli("train", "--nogpu", f"--resume={tmp_path / 'last.pth'}"),
                        f"no checkpoint at {tmp_path / 'last.pth'}; {tmp_path} holds netg_4.pth")
+
+
+def test_a_file_is_on_the_disk_before_it_takes_its_name(tmp_path, monkeypatch):
+    """The written file is flushed to the disk (fsync) before the rename that gives it its
+    name: renamed first, a power cut could leave last.pth or netg_N.pth empty under its
+    name, the file it replaced gone."""
+    import checkpoint
+    done = []
+    fsync, replace = os.fsync, os.replace
+
+    def synced(fd):
+        done.append(("fsync", os.fstat(fd).st_size))
+        fsync(fd)
+
+    def renamed(src, dst):
+        done.append(("replace", os.path.basename(dst)))
+        replace(src, dst)
+    monkeypatch.setattr(checkpoint.os, "fsync", synced)
+    monkeypatch.setattr(checkpoint.os, "replace", renamed)
+    checkpoint.save_bytes(b"weights", tmp_path / "last.pth")
+    assert done == [("fsync", 7), ("replace", "last.pth")]
+    assert (tmp_path / "last.pth").read_bytes() == b"weights"

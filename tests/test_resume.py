@@ -22,8 +22,9 @@ from conftest import (ROOT, assert_clean_error, children, cli, draw_grid, kill_g
                       within)
 
 
-@pytest.mark.parametrize("extra", [{}, {"cache": False, "num_workers": 2}, {"ema": 0.99}],
-                         ids=["cache", "workers", "ema"])
+@pytest.mark.parametrize("extra", [{}, {"cache": False, "num_workers": 2}, {"ema": 0.99},
+                                   {"d_bn": False}],  # (D's weights saved as they train)
+                         ids=["cache", "workers", "ema", "no-d-bn"])
 def test_three_epochs_equal_one_then_resume(toy_dir, tmp_path, extra):
     train_small(toy_dir, tmp_path / "straight", max_epoch=3, **extra)
     train_small(toy_dir, tmp_path / "split", max_epoch=1, **extra)
@@ -879,8 +880,12 @@ def test_resume_from_an_older_state_trims_the_loss_log(toy_dir, tmp_path):
     run = tmp_path / "run"
     train_small(toy_dir, run, max_epoch=1, plot_every=1)
     older = (run / "last.pth").read_bytes()
+    files = {name: (run / "imgs" / name).stat().st_ino for name in ("losses.csv", "losses.png")}
     train_small(toy_dir, run, max_epoch=2, resume=True)
     assert len(_rows(run)) == 8
+    # both rewritten whole into a new file that then took the name, never in place: a stop
+    # or a full disk halfway through the rewrite would have cut the run's history short
+    assert all((run / "imgs" / name).stat().st_ino != ino for name, ino in files.items())
     (run / "last.pth").write_bytes(older)  # back to the end of epoch 1
     train_small(toy_dir, run, max_epoch=2, resume=True)
     rows = _rows(run)

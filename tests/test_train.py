@@ -97,6 +97,28 @@ def test_the_time_left_counts_the_saves(toy_dir, tmp_path, capsys, monkeypatch):
                     "1 epoch left: about 2 min"]
 
 
+def test_the_logged_means_start_again_at_each_save_point(toy_dir, tmp_path):
+    """losses.csv's rows are the running means since the last save point, as the book plots
+    them: kept from the run's start, the curves flattened and hid a late divergence. Two
+    runs that train alike, one saving every epoch: the same rows in the first epoch, then
+    the saving one's first row is that step's own loss (read from the other's means)."""
+    import csv
+    from conftest import train_small
+    rows = {}
+    for every in (1, 10):
+        folder = tmp_path / str(every)
+        train_small(toy_dir, folder, max_epoch=2, plot_every=1, save_every=every)
+        with open(folder / "imgs" / "losses.csv") as f:
+            rows[every] = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    saving, running = rows[1], rows[10]
+    assert len(saving) == len(running) == 8  # 4 batches an epoch
+    for k in range(4):
+        assert saving[k]["loss_d"] == running[k]["loss_d"]
+    own = 5 * running[4]["loss_d"] - 4 * running[3]["loss_d"]  # step 5's loss alone
+    assert saving[4]["loss_d"] == pytest.approx(own, abs=1e-4)
+    assert saving[4]["loss_d"] != pytest.approx(running[4]["loss_d"], abs=1e-4)
+
+
 def test_save_every_and_last_epoch(toy_dir, tmp_path, capsys):
     opt = parse("train", dict(data_path=str(toy_dir), gpu=False, vis=False, max_epoch=3,
                               save_every=2, batch_size=32, ngf=8, ndf=8, seed=0,
