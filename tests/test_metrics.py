@@ -40,6 +40,20 @@ def test_pyramid_levels_for_our_size():
     assert torch.allclose(flat[-1], torch.full_like(flat[-1], 0.7))
 
 
+def test_descriptors_are_standardised_per_colour_channel():
+    """SWD compares 7x7 neighbourhoods with each colour channel at mean 0 and deviation 1
+    over the set (as in the measure's definition): without the division every figure in the
+    README's tables moved, while identical sets still scored 0 and distortions still ranked."""
+    from metrics import _normalise
+    spread = torch.tensor([1.0, 5.0, 0.2], dtype=torch.float64).view(1, 3, 1, 1)
+    shift = torch.tensor([3.0, -1.0, 0.5], dtype=torch.float64).view(1, 3, 1, 1)
+    desc = torch.randn(500, 3, 7, 7, dtype=torch.float64) * spread + shift
+    flat = _normalise(desc.clone()).view(500, 3, 49)
+    for c in range(3):
+        std, mean = torch.std_mean(flat[:, c])
+        assert abs(mean.item()) < 1e-9 and std.item() == pytest.approx(1, abs=1e-9), c
+
+
 def test_identical_sets_score_zero(sets):
     result = swd(sets["a"], sets["a"].clone())
     assert result["levels"] == [0.0, 0.0, 0.0] and result["sizes"] == [96, 48, 24]
@@ -304,9 +318,15 @@ def test_evaluate_untrained_generator_is_far_above_the_floor(toy_dir, tmp_path, 
     for size, fake, floor in zip(report["swd"]["sizes"], report["swd"]["levels"],
                                  report["swd_floor"]["levels"]):
         assert f"| SWD x1e3, {size} px | {fake:.2f} | {floor:.2f} |" in r.stdout
+    assert (f"| SWD x1e3, mean | {report['swd']['mean']:.2f} | "
+            f"{report['swd_floor']['mean']:.2f} |") in r.stdout
     m, floor = report["modes"], report["modes_real"]
     assert f"| attribute modes covered (of {m['of']}) | {m['modes']} | {floor['modes']} |" \
         in r.stdout
+    assert (f"| confidently classified faces | {m['confident_share']:.1%} | "
+            f"{floor['confident_share']:.1%} |") in r.stdout
+    assert (f"| attribute values shown by confident faces (of {m['values_of']}) | "
+            f"{m['values_covered']} | {floor['values_covered']} |") in r.stdout
     assert f"| KL to the real attribute distribution | {m['kl']:.3f} | {floor['kl']:.3f} |" \
         in r.stdout
     # what 32 faces of a perfect generator cover: each of the `of` combinations is missed by
