@@ -934,6 +934,13 @@ def test_outputs_inside_the_training_data_are_refused_or_named(tmp_path, toy_dir
     assert "wrote" in r.stdout and "1 face for seed 1" in r.stdout
     notes = [line for line in r.stdout.splitlines() if "training images" in line]
     assert len(notes) == 1 and str(inside / "grid.png") in notes[0]  # not the kept faces
+    # and --out-dir's faces inside it are named the same way (the grid alone was checked)
+    r = cli("generate", "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}", "--seeds=1",
+            f"--data-path={tmp_path / 'data'}", f"--gen-img={tmp_path / 'grid.png'}",
+            f"--out-dir={inside / 'kept'}")
+    assert r.returncode == 0, r.stderr
+    notes = [line for line in r.stdout.splitlines() if "training images" in line]
+    assert len(notes) == 1 and f"note: {inside / 'kept'} lies inside" in notes[0], r.stdout
     # an image that is already there is a training image (or that grid, asked to be moved
     # out): writing over it lost it, and the note came after
     face = inside / "000001.jpg"

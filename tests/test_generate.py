@@ -602,6 +602,32 @@ def test_api_on_a_device_the_machine_lacks_says_so(tmp_path, monkeypatch):
                        Faces.load(g, device="cpu").tensors([1]))
 
 
+def test_noise_is_the_seeds_normal_draw_scaled_by_std_and_moved_by_mean():
+    """--gen-mean/--gen-std: N(mean, std) is std times the seed's N(0, 1) plus mean (a
+    mean added before the scaling drew from N(mean * std, std), and only repeats were
+    tested)."""
+    plain = noise([3, 8], 100)
+    assert torch.allclose(noise([3, 8], 100, 0.5, 2.0), plain * 2.0 + 0.5)
+
+
+def test_best_ranks_every_seed_of_the_search_even_in_a_last_short_pass():
+    """17 seeds at 16 a pass: the 17th is ranked too (the search's end one short passed
+    every test), and wins where D likes it best."""
+    netg, _ = drawing_nets()
+
+    class Likes(torch.nn.Module):  # a D that scores the 17th seed's face highest
+        def __init__(self):
+            super().__init__()
+            self.favourite = netg(noise([16], 100))
+
+        def forward(self, x):
+            return -(x - self.favourite).flatten(1).abs().mean(1)
+
+    faces = Faces(netg, Likes(), batch_size=16)
+    _, scores, seeds = faces.best(1, 17, first_seed=0)
+    assert seeds == [16]
+
+
 def test_api_refuses_what_the_command_line_refuses(tmp_path):
     """The command line checks seeds, scales and counts; from Python, -1 drew another seed's
     face, 2**64 overflowed deep in torch, scale=0 and 2.5 failed in PIL, and best() returned
@@ -609,7 +635,7 @@ def test_api_refuses_what_the_command_line_refuses(tmp_path):
     g, d = _save_nets(tmp_path)
     faces = Faces.load(g, d, device="cpu")
     # 2**32 + 17: torch reads a seed's low 32 bits, so it drew seed 17's face
-    for seeds in ([-1], [2**64], [2**32 + 17], [1.5], [True]):
+    for seeds in ([-1], [2**64], [2**32 + 17], [2**32], [1.5], [True]):
         with pytest.raises(ValueError, match="a seed is a whole number from 0 to 2\\*\\*32-1"):
             faces.tensors(seeds)
     for scale in (0, 2.5, 1000):
