@@ -548,8 +548,8 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
             try:
                 meta = json.loads(meta_path.read_text())
                 found = np.load(array_path, mmap_mode="r")[:meta["count"]], meta["skipped"]
-            except (ValueError, OSError, KeyError, TypeError):  # (TypeError: JSON of
-                found = None  # another shape, a list or null) a damaged cache is rebuilt below
+            except (ValueError, OSError, KeyError, TypeError):  # TypeError: a list or null
+                found = None  # where the JSON's dict was; a damaged cache is rebuilt below
             if found is not None:
                 _drop(p for p in cache_dir.glob(f"{prefix}*.tmp") if not _in_progress(p))
                 return found

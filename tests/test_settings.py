@@ -415,7 +415,7 @@ def test_the_report_of_a_run_whose_images_are_gone_and_of_one_seed(toy_dir, tmp_
     --data-path this script does not have (only its minutes need the folder); one seed's
     counts read 12.0 modes; the floor's line named --num, not the faces compared."""
     import torch
-    from conftest import ROOT
+    from conftest import ROOT, drawing_nets
     run = tmp_path / "sweep" / "book_seed0"
     run.mkdir(parents=True)
     figures = {"num": 32, "num_asked": 1024, "swd": {"mean": 31.0},
@@ -426,8 +426,7 @@ def test_the_report_of_a_run_whose_images_are_gone_and_of_one_seed(toy_dir, tmp_
         (run / name).write_text(json.dumps({**figures, "swd": {"mean": swd[name]}}))
     (run / "options.json").write_text(json.dumps({"max_epoch": 1, "ngf": 8, "ndf": 8,
                                                   "data_path": str(tmp_path / "gone")}))
-    from conftest import drawing_nets  # G's faces differ from each other and from its average's
-    netg = drawing_nets()[0]
+    netg = drawing_nets()[0]  # G's faces differ from each other and from its average's
     with torch.no_grad():
         netg.main[12].weight.mul_(4)  # more contrast: JPEG keeps the faces apart
     torch.save(netg.state_dict(), run / "netg_0.pth")
