@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import sys
+import time
 from pathlib import Path
 
 from errors import (Interrupted, Terminated, UserError, counted, no_package, outlive_reader,
@@ -260,6 +261,17 @@ def _say_once(line):
         print(line, file=sys.stderr)
 
 
+def _let_rank_0_say_it(code, most=10):
+    """Under torchrun a mistake (a misspelt flag, a missing folder) ends every process with 2,
+    and rank 0 alone says it. torchrun terminates the others as soon as one ends, so a
+    process quicker than rank 0 had it terminated before its line: the only line was
+    "terminated before training began" (about one run in three). The others wait instead for
+    that SIGTERM, which rank 0's own end brings, and end at once with their status; at most
+    ``most`` seconds, where rank 0 goes on (the mistake was theirs alone)."""
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(code))
+    time.sleep(most)
+
+
 def main(argv):
     if len(argv) > 2 and argv[1] == "help" and not argv[2].startswith("-"):  # help generate
         argv = [argv[0], argv[2], "--help"]  # (help foo: unknown command, below)
@@ -372,5 +384,7 @@ if __name__ == "__main__":
                 stream.flush()
             except (OSError, ValueError):  # a reader gone: nothing more to say to it
                 pass
+        if code == 2 and os.environ.get("RANK", "0") != "0":
+            _let_rank_0_say_it(code)
         os._exit(code)
     sys.exit(code)

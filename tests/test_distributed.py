@@ -85,6 +85,29 @@ def test_a_folder_rank_0_cannot_decode_is_its_one_error_line(tmp_path):
     assert "[rank1]" not in result.stderr, result.stderr[-3000:]
 
 
+@pytest.mark.slow
+def test_a_mistake_under_torchrun_is_its_error_line_when_rank_0_is_the_slower(tmp_path):
+    """A misspelt flag ends every process with 2 and rank 0 alone says it; torchrun
+    terminated rank 0 as soon as a quicker process ended, and the only line was "terminated
+    before training began" (about one run in three). Rank 0 is made the slower here (a
+    sitecustomize that sleeps in it before anything else), so that race is lost every time."""
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(
+        "import os, time\nif os.environ.get('RANK') == '0':\n    time.sleep(3)\n")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONPATH=str(slow))
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(ROOT / "main.py"), "train", "--nogpu", "--bach-size=8"],
+        capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: unknown option --bach-size; did you mean --batch-size?"], \
+        result.stderr[-3000:]
+    assert "terminated before training began" not in result.stderr, \
+        result.stderr[-3000:]
+
+
 def _two_processes_without_the_cache(toy_dir, tmp_path, good, broken, *flags):
     """torchrun's 2 processes training with --cache=False on ``good`` toy faces and files
     named ``broken`` that are no images; the completed process, after checking that every
