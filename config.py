@@ -86,7 +86,8 @@ class Config:
                           "samples with (generate; explore: also a folder)", kind="path")
     seed: int = _opt(None, "random seed, 0 to 2**31; unset: a fresh one, printed (train: "
                      "and saved in options.json; generate: the first of the seeds it tries, "
-                     "SEED to SEED+gen_search_num-1; evaluate: 0)", kind=int)
+                     "SEED to SEED+gen_search_num-1 with --netd-path, the first gen_num "
+                     "without; evaluate: 0)", kind=int)
     resume: str = _opt(None, "--resume: continue from CHECKPOINT_DIR/last.pth; --resume=PATH: "
                        "from that full state", kind="resume")
     fresh: bool = _opt(False, "start a new run even where CHECKPOINT_DIR/last.pth holds an "
