@@ -35,7 +35,7 @@ def _stopped(stop, command):
     return f"\n{what}", 143 if isinstance(stop, Terminated) else 130
 
 
-def _ignore_late_stops():
+def _ignore_late_stops(but_sigterm=False):
     """The work is over (done, saved, or stopped with its line said): a SIGTERM or hang-up
     while Python shuts down (a second SIGTERM: a scheduler's and a sweep's; the terminal
     closed just then) changes nothing, so the process ends with the status it has said.
@@ -43,7 +43,8 @@ def _ignore_late_stops():
     ends, and the signal would then kill it. For main.py's own process only: the tests call
     main() in theirs, and an ignored signal is inherited by the processes it starts."""
     for sig in stop_signals(ctrl_c=False):  # (a hang-up nohup ignores is ignored already)
-        signal.signal(sig, signal.SIG_IGN)
+        if not (but_sigterm and sig == signal.SIGTERM):  # (_say_once's, under torchrun)
+            signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":  # before torch loads (a second or more): a stop then is one line too
@@ -255,21 +256,39 @@ PATH_FAULTS = {errno.ELOOP: "it is a loop of symbolic links: point it at a real 
                                    "shorter one"}
 
 
-def _say_once(line):
-    """To stderr, from rank 0 only: under torchrun every process meets the same error."""
+def _say_once(line, status=2):
+    """To stderr, from rank 0 only: under torchrun every process meets the same error. The
+    others end with ``status`` on the SIGTERM torchrun sends once rank 0 ends (it came as
+    they said nothing, and was a Terminated traceback, in about one run in a hundred)."""
     if is_main_process():
         print(line, file=sys.stderr)
+    elif _torchrun():
+        _sigterm_ends_quietly(status)
 
 
-def _let_rank_0_say_it(code, most=10):
+def _torchrun():
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _sigterm_ends_quietly(status):
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(status))
+
+
+def _let_rank_0_say_it(most=10):
     """Under torchrun a mistake (a misspelt flag, a missing folder) ends every process with 2,
     and rank 0 alone says it. torchrun terminates the others as soon as one ends, so a
     process quicker than rank 0 had it terminated before its line: the only line was
     "terminated before training began" (about one run in three). The others wait instead for
-    that SIGTERM, which rank 0's own end brings, and end at once with their status; at most
-    ``most`` seconds, where rank 0 goes on (the mistake was theirs alone)."""
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(code))
+    that SIGTERM, which rank 0's own end brings and which ends them at once (see _say_once);
+    at most ``most`` seconds, where rank 0 goes on (the mistake was theirs alone)."""
     time.sleep(most)
+
+
+def _peer_gone(error):
+    """A collective that failed because another torchrun process ended (gloo's "Connection
+    closed by peer" or "reset by peer"): rank 0 ended on an error only it meets (a full
+    disk, a folder it cannot write), which its own line says, or a process was killed."""
+    return _torchrun() and "by peer" in str(error)
 
 
 def main(argv):
@@ -293,7 +312,7 @@ def main(argv):
         print(f"error: unknown command {command!r}{hint} (commands: {', '.join(COMMANDS)})",
               file=sys.stderr)
         return 2
-    if command != "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if command != "train" and _torchrun():
         _say_once(f"error: {command} runs in one process: start it with python, not torchrun "
                   f"(each process drew the same grid into the same file)")
         return 2
@@ -327,6 +346,9 @@ def main(argv):
                   f"permissions and the free space")
         return 2
     except RuntimeError as e:  # torch's out-of-memory errors, on the GPU or the CPU
+        if _peer_gone(e) and not is_main_process():  # rank 0's line says why (a gloo
+            _sigterm_ends_quietly(1)  # traceback of ~45 lines said it did not know)
+            return 1
         loop = re.fullmatch(r"Symlink loop from '(.*)'", str(e))  # pathlib's resolve()
         if loop:
             _say_once(f"error: cannot use {loop.group(1)}: {PATH_FAULTS[errno.ELOOP]}")
@@ -352,12 +374,12 @@ def main(argv):
         # every other stop by them says "terminated" and ends with 143 (a scheduler's
         # script reads the status)
         ctrl_c = e.signum in (None, signal.SIGINT)
-        _say_once(f"{'interrupted' if ctrl_c else 'terminated'}: {e}")
+        _say_once(f"{'interrupted' if ctrl_c else 'terminated'}: {e}", 130 if ctrl_c else 143)
         return 130 if ctrl_c else 143
     except (KeyboardInterrupt, Terminated) as e:  # train: see _stopped; the others: the first
         stop_under_way(signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
         line, status = _stopped(e, command)
-        _say_once(line)
+        _say_once(line, status)
         return status
     return 0
 
@@ -367,11 +389,15 @@ if __name__ == "__main__":
         if hasattr(stream, "reconfigure"):  # note, was a UnicodeEncodeError traceback
             stream.reconfigure(errors="backslashreplace")
     code = main(sys.argv)
+    # under torchrun, a process that leaves the saying to rank 0 waits for torchrun's SIGTERM
+    waits = code in (1, 2) and _torchrun() and os.environ.get("RANK", "0") != "0"
+    if waits:
+        _sigterm_ends_quietly(code)  # first: it may come at any moment now
     # the work is over and saved: a Ctrl-C while Python shuts down (joining workers, running
     # exit hooks) ends it at once, not with a KeyboardInterrupt traceback from an exit hook
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    _ignore_late_stops()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    _ignore_late_stops(but_sigterm=waits)
+    if _torchrun():
         # under torchrun: a finished rank 1 died now and then (in two of our CI runs) in the
         # C++ teardown of torch's gloo threads ("terminate called without an active
         # exception", SIGABRT), after its work was saved, and torchrun then failed the whole
@@ -384,7 +410,7 @@ if __name__ == "__main__":
                 stream.flush()
             except (OSError, ValueError):  # a reader gone: nothing more to say to it
                 pass
-        if code == 2 and os.environ.get("RANK", "0") != "0":
-            _let_rank_0_say_it(code)
+        if waits:
+            _let_rank_0_say_it()
         os._exit(code)
     sys.exit(code)

@@ -537,7 +537,10 @@ def _train(opt):
                 dynamic_ncols=True, disable=not world.main))
         except BaseException:
             if world.main:
-                world.wait_for_main(ok=False)
+                try:
+                    world.wait_for_main(ok=False)
+                except RuntimeError:  # a process already gone (its own stop, the OOM
+                    pass  # killer): its broadcast failed, and replaced the stop's line
             raise
         if world.main:
             world.wait_for_main()

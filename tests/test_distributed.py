@@ -108,6 +108,34 @@ def test_a_mistake_under_torchrun_is_its_error_line_when_rank_0_is_the_slower(tm
         result.stderr[-3000:]
 
 
+@pytest.mark.slow
+def test_a_write_only_rank_0_fails_is_its_error_line_alone(toy_dir, tmp_path):
+    """Rank 0 alone writes the checkpoints, so a write that fails (a full disk, a file too
+    large) ends it alone; the other process, in its next collective, then printed a gloo
+    traceback of about 45 lines ("Connection closed by peer") under rank 0's error line.
+    Here rank 0 may write no file over 64 kB (a sitecustomize sets its limit; no loader
+    workers, whose shared memory is a file too)."""
+    small = tmp_path / "small"
+    small.mkdir()
+    (small / "sitecustomize.py").write_text(
+        "import os, resource, signal\nif os.environ.get('RANK') == '0':\n"
+        "    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "    resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))\n")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONPATH=str(small))
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(ROOT / "main.py"), "train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+         "--cache=False", "--num-workers=0", "--max-epoch=3", "--save-every=1", "--ngf=8",
+         "--ndf=8", "--batch-size=8", "--seed=0", f"--save-path={tmp_path / 'I'}",
+         f"--checkpoint-dir={tmp_path / 'C'}"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "File too large" in errors[0], result.stderr[-3000:]
+    assert "[rank1]" not in result.stderr and "by peer" not in result.stderr, \
+        result.stderr[-3000:]
+
+
 def _two_processes_without_the_cache(toy_dir, tmp_path, good, broken, *flags):
     """torchrun's 2 processes training with --cache=False on ``good`` toy faces and files
     named ``broken`` that are no images; the completed process, after checking that every
