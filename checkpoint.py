@@ -18,6 +18,7 @@ import os
 import pickle
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import warnings
@@ -28,8 +29,8 @@ import torch
 from PIL import Image
 
 from ema import measure_batchnorm
-from errors import (DiskFull, UserError, counted, is_loop, link_fault, special_kind,
-                    stop_signals, stop_wins)
+from errors import (DiskFull, UserError, counted, is_loop, link_fault, program,
+                    special_kind, stop_signals, stop_wins)
 from model import NetD, NetG
 
 
@@ -294,7 +295,8 @@ def load(path, device="cpu"):
             raise UserError(f"{path} was refused: it holds Python objects that would run code "
                             f"when loaded, not plain weights (a whole net saved with "
                             f"torch.save(net, ...)?); if you trust it, save its weights alone "
-                            f"where its code imports: python -c \"import torch; torch.save("
+                            f"where its code imports: {program(sys.executable, 'python')} -c "
+                            f"\"import torch; torch.save("
                             f"torch.load({str(path)!r}, weights_only=False).state_dict(), "
                             f"{str(weights)!r})\"") from None
         what = (f"{path} is damaged, not a PyTorch checkpoint, or saved with a pickle protocol "

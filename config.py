@@ -479,7 +479,7 @@ def _resumed(given):
         if name in given and given[name] != saved[name]:
             raise UserError(f"--{name.replace('_', '-')}={given[name]} differs from the "
                             f"{saved[name]} that {resume} was trained with; a resumed run "
-                            f"cannot change it")
+                            f"cannot change it: leave it out")
     data = Path(saved["data_path"])
     if "data_path" not in given and not data.is_dir():  # the images moved (another disk,
         # another machine): said as a new run's missing folder, without the flag that goes on;

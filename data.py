@@ -611,8 +611,8 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:  # named, with the way out
             raise UserError(f"no space left on the disk for the decoded-image cache "
                             f"{array_path} ({size} for {counted(len(files), 'image')}): "
-                            f"free some there, or train with "
-                            f"--cache=False (decodes the images as it goes)") from None
+                            f"free some there, or pass --cache=False (decodes the "
+                            f"images as it goes)") from None
         raise
     if count == 0:
         tmp.unlink()

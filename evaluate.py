@@ -19,7 +19,7 @@ from config import UNSET_MEANS, resolve_device
 from data import build_cache, decode_in_order, list_images, say_folders
 import generate
 from generate import Faces, say_source, say_widths
-from errors import UserError, counted, shown, sized
+from errors import UserError, counted, from_here, shown, sized
 from metrics import (attribute_classifier, classifier_path, frechet_distance, inception_path,
                      kernel_inception_distance, load_extractor, modes, predict, swd)
 
@@ -144,8 +144,11 @@ def _refuse_other_json(out):
     figures = ("swd", "modes", "fid", "kid")  # a run's options.json has netg_path too
     if not (isinstance(earlier, dict) and "netg_path" in earlier
             and any(name in earlier for name in figures)):
+        out = Path(out)  # the name with the first free number, beside it: options-2.json
+        free = next(out.with_name(f"{out.stem}-{n}{out.suffix}") for n in range(2, 10**6)
+                    if not out.with_name(f"{out.stem}-{n}{out.suffix}").exists())
         raise UserError(f"--out {str(out)!r} holds something other than evaluate's figures: "
-                        f"name another file, e.g. metrics.json")
+                        f"name another file, e.g. --out={from_here(free)}")
 
 
 def _toy_columns(path):

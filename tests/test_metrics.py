@@ -2,8 +2,10 @@
 import filecmp
 import json
 import math
+import os
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -388,8 +390,15 @@ def test_evaluate_on_a_small_folder_halves_num_and_says_so(toy_dir, tmp_path):
         options.write_text(text)
         r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
                 f"--data-path={toy_dir}", "--num=8", "--metrics=swd", f"--out={options}")
-        assert_clean_error(r, "--out", "other than evaluate's figures")
+        line = assert_clean_error(r, "--out", "other than evaluate's figures")
         assert options.read_text() == text
+        other = line.split("e.g. --out=", 1)[1]  # it named metrics.json, the default, even
+        assert os.path.samefile(os.path.dirname(other), tmp_path)  # for a file of that name
+        assert os.path.basename(other) == "options-2.json"
+    r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
+            f"--data-path={toy_dir}", "--num=8", "--metrics=swd", f"--out={other}")
+    with open(other) as f:
+        assert r.returncode == 0 and json.load(f)["num"] == 8, r.stderr
     empty = tmp_path / "made.json"  # touch made.json, or mktemp: nothing to keep
     empty.write_text("")
     r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
@@ -545,3 +554,31 @@ def test_evaluate_skips_modes_where_there_is_no_attributes_csv(toy_dir, tmp_path
             f"--data-path={tmp_path / 'empty'}", "--num=32", f"--out={out}")
     assert r.returncode == 2 and r.stderr.strip().startswith("error: no images in")
     assert r.stdout == "", r.stdout
+
+
+def test_a_damaged_inception_file_names_the_pip_that_mends_it_alone(tmp_path, monkeypatch):
+    """The line said `pip install --force-reinstall -r requirements-eval.txt`: a bare pip,
+    outside the activated venv another Python's, left the file damaged, and the venv's own
+    reinstalled torch, its CUDA wheels and every other dependency along with it."""
+    import importlib.machinery
+    import importlib.util
+    import shutil
+    import sys
+
+    import metrics
+    package = tmp_path / metrics.INCEPTION_PACKAGE
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / metrics.INCEPTION_FILE).write_bytes(b"junk")
+    spec = importlib.machinery.ModuleSpec(metrics.INCEPTION_PACKAGE, None,
+                                          origin=str(package / "__init__.py"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: spec)
+    with pytest.raises(metrics.UserError) as caught:
+        metrics.inception_path()
+    line = str(caught.value)
+    assert line.startswith(f"{package / metrics.INCEPTION_FILE} is missing or damaged"), line
+    command = line.split("`")[1].split()
+    assert Path(shutil.which(command[0]) or command[0]).absolute() \
+        == Path(sys.executable).absolute(), line
+    assert command[1:-1] == ["-m", "pip", "install", "--force-reinstall", "--no-deps", "-r"]
+    assert os.path.samefile(command[-1], ROOT / "requirements-eval.txt"), line

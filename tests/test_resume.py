@@ -694,7 +694,8 @@ def test_rates_and_betas_given_on_resume_are_the_ones_it_goes_on_with(toy_dir, t
     lower the rates and resume); --seed was printed and saved, and changed nothing."""
     train_small(toy_dir, tmp_path, max_epoch=1)
     resume = ["train", f"--resume={tmp_path / 'last.pth'}", "--max-epoch=2"]
-    assert_clean_error(cli(*resume, "--seed=7"), "--seed=7 differs from the 0")
+    assert_clean_error(cli(*resume, "--seed=7"), "--seed=7 differs from the 0",
+                       "cannot change it: leave it out")  # it said what, not what to do
     result = cli(*resume, "--lr1=1e-3", "--beta1=0", "--beta2=0.9")
     assert result.returncode == 0, result.stderr
     assert ("note: G's Adam goes on with lr 0.001 and betas (0, 0.9) from step 4 (it had lr "
