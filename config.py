@@ -6,6 +6,7 @@ article's command lines work unchanged. ``parse`` turns the flags fire hands us 
 before any work starts. ``resolve_device`` turns ``--gpu``/``--nogpu`` into a torch device.
 """
 import dataclasses
+import json
 import math
 import os
 import re
@@ -932,17 +933,24 @@ def newest_weights(folder):
     over: the kill or full disk that cut last.pth short may have cut the newest pair too."""
     import checkpoint
 
-    def loads(path, kind):
+    def loads(path, kind):  # the widths it was trained with, or None
         try:
-            checkpoint.load_net(path, kind)
+            return checkpoint.load_net(path, kind)[1]
         except UserError:
-            return False
-        return True
+            return None
     for _, _, netg in sorted(numbered_checkpoints(folder, "netg"), reverse=True):
         netd = netg.with_name(netg.name.replace("netg_", "netd_", 1))
-        if loads(netg, "netg") and (not netd.is_file() or loads(netd, "netd")):
-            return f"--netg-path={quoted(netg)}" + (f" --netd-path={quoted(netd)}"
-                                                    if netd.is_file() else "")
+        shape = loads(netg, "netg")
+        shape_d = loads(netd, "netd") if netd.is_file() else {}
+        if shape is None or shape_d is None:
+            continue
+        # with the widths that differ from the defaults: followed, the line met "pass
+        # --ngf=32", then "pass --ndf=32", one refusal at a time
+        shape.update(shape_d)
+        flags = [f"--{name}={int(shape[name])}" for name in ("nz", "ngf", "ndf")
+                 if name in shape and shape[name] != getattr(Config, name)]
+        return " ".join([f"--netg-path={quoted(netg)}"]
+                        + ([f"--netd-path={quoted(netd)}"] if netd.is_file() else []) + flags)
     return None
 
 
@@ -951,8 +959,18 @@ def start_from_weights(folder):
     the newest weights beside it, in folders of its own (there it would be refused, or write
     over them); None where the folder holds no netg_N.pth."""
     weights = newest_weights(folder)
-    return weights and (f"start a new run from the newest weights beside it, {weights}, with "
-                        f"another --checkpoint-dir and --save-path")
+    if not weights:
+        return None
+    options, data, more = Path(folder) / "options.json", "", ""
+    try:  # the run's data folder, and where its other options are (its recipe, its rates)
+        saved = json.loads(options.read_text(encoding="utf-8"))
+        if saved.get("data_path") not in (None, Config.data_path):
+            data = f" --data-path={quoted(saved['data_path'])}"
+        more = f" (the run's other options, its recipe and rates, are in {quoted(options)})"
+    except (OSError, ValueError, AttributeError):  # none, damaged, or not a dict
+        pass
+    return (f"start a new run from the newest weights beside it, {weights}{data}, with another "
+            f"--checkpoint-dir and --save-path{more}")
 
 
 def refuse_foreign_manifest(out_dir):

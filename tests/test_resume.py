@@ -555,12 +555,21 @@ def test_a_damaged_last_pth_keeps_the_weights_beside_it_and_names_them(toy_dir, 
     again = [f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--batch-size=16", "--ngf=8",
              "--ndf=8", f"--checkpoint-dir={tmp_path}", f"--save-path={tmp_path / 'imgs'}",
              "--max-epoch=1"]
-    weights = f"--netg-path={tmp_path / 'netg_0.pth'} --netd-path={tmp_path / 'netd_0.pth'}"
-    assert_clean_error(cli("train", *again), "is not a training state this version can resume",
-                       "would write over the checkpoints beside it (e.g. netg_0.pth)",
-                       f"start a new run from the newest weights beside it, {weights}, with "
-                       f"another --checkpoint-dir and --save-path",
-                       "or write over them with --fresh")
+    # with the widths and the data folder the run had: followed, the line met "pass
+    # --ngf=8", then "pass --ndf=8", then no images in data/, one refusal at a time
+    weights = (f"--netg-path={tmp_path / 'netg_0.pth'} --netd-path={tmp_path / 'netd_0.pth'} "
+               f"--ngf=8 --ndf=8 --data-path={toy_dir}")
+    line = assert_clean_error(
+        cli("train", *again), "is not a training state this version can resume",
+        "would write over the checkpoints beside it (e.g. netg_0.pth)",
+        f"start a new run from the newest weights beside it, {weights}, with another "
+        f"--checkpoint-dir and --save-path (the run's other options, its recipe and rates, "
+        f"are in {tmp_path / 'options.json'})", "or write over them with --fresh")
+    new = tmp_path / "new"
+    result = cli("train", *line.split("beside it, ", 1)[1].split(", with")[0].split(),
+                 "--nogpu", "--vis=False", "--batch-size=16", "--max-epoch=1",
+                 f"--checkpoint-dir={new}", f"--save-path={new / 'imgs'}")
+    assert result.returncode == 0 and (new / "netg_0.pth").is_file(), result.stderr
     assert_clean_error(cli("train", "--nogpu", f"--resume={tmp_path / 'last.pth'}"),
                        "truncated", f"start a new run from the newest weights beside it, "
                        f"{weights}, with another --checkpoint-dir")
