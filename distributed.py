@@ -8,7 +8,9 @@ torchrun every process reads its rank from the environment, trains on its own sh
 epoch with ``batch_size`` images per step, and DDP averages the gradients, so the combined
 batch is ``batch_size * world size``. Only rank 0 writes files and talks to visdom.
 """
+import contextlib
 import os
+import signal
 from datetime import timedelta
 
 import torch
@@ -17,7 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from config import resolve_device
-from errors import UserError
+from errors import UserError, stop_signals
 
 
 def is_main_process():
@@ -128,9 +130,28 @@ def setup(gpu, timeout=None):
                             f"{torch.cuda.device_count()} GPUs: lower --nproc_per_node")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
-    waiting = dist.new_group(backend="gloo", timeout=DECODE_WAIT)
+    with _stops_end_at_once(rank != 0):
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+        waiting = dist.new_group(backend="gloo", timeout=DECODE_WAIT)
     return World(rank, size, local_rank, waiting), device
+
+
+@contextlib.contextmanager
+def _stops_end_at_once(others):
+    """For the processes other than rank 0 (``others``), which say nothing and have nothing
+    to save yet: a stop while they wait for the rest to join ends them at once. The wait is
+    in torch's C++, where no Python handler runs, so where rank 0 had already ended (on an
+    error of its own: another run holding the folder) torchrun's SIGTERM went unheard for its
+    30 s of grace, and the run ended with rank 1 killed."""
+    if not others:
+        yield
+        return
+    kept = {sig: signal.signal(sig, signal.SIG_DFL) for sig in stop_signals()}
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            signal.signal(sig, handler)
 
 
 class Logits(nn.Module):

@@ -136,6 +136,30 @@ def test_a_write_only_rank_0_fails_is_its_error_line_alone(toy_dir, tmp_path):
         result.stderr[-3000:]
 
 
+@pytest.mark.slow
+def test_a_folder_another_run_holds_is_refused_under_torchrun_without_a_hang(toy_dir,
+                                                                              tmp_path):
+    """Rank 0 alone takes the folder's lock, before the processes join up, and ended on the
+    refusal; the other, waiting in torch's C++ for it to join, did not hear torchrun's
+    SIGTERM, and the run ended only after torchrun's 30 s of grace, with that process
+    killed (-9)."""
+    import fcntl
+    (tmp_path / "C").mkdir()
+    with open(tmp_path / "C" / ".train.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run, training there
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+        result = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone",
+             "--nproc_per_node=2", str(ROOT / "main.py"), "train", f"--data-path={toy_dir}",
+             "--nogpu", "--vis=False", "--batch-size=8", "--ngf=8", "--ndf=8",
+             f"--save-path={tmp_path / 'I'}", f"--checkpoint-dir={tmp_path / 'C'}"],
+            capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "another training run" in errors[0], result.stderr[-3000:]
+    assert "forcefully exiting via 9" not in result.stderr, result.stderr[-3000:]
+
+
 def _two_processes_without_the_cache(toy_dir, tmp_path, good, broken, *flags):
     """torchrun's 2 processes training with --cache=False on ``good`` toy faces and files
     named ``broken`` that are no images; the completed process, after checking that every
