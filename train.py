@@ -1061,8 +1061,10 @@ def _check_finite(diverged, epoch, opt, saved):
     resumed; not a last.pth of another run in its folder), or None."""
     if diverged:
         names = listed(diverged)
-        where = (f" from the last save: --resume={quoted(saved)} with the lower rates" if saved
-                 else " (this run saved no checkpoint)")
+        # with this run's --max-epoch: a resumed run that raised it diverged, and its state's
+        # own (the lower one) made the resume advised "nothing to do"
+        where = (f" from the last save: --resume={quoted(saved)} --max-epoch={opt.max_epoch} "
+                 f"with the lower rates" if saved else " (this run saved no checkpoint)")
         raise UserError(f"{names} became NaN or infinite in epoch {epoch + 1}: training "
                         f"diverged; lower --lr1/--lr2 (or a weight you raised, such as --r1) "
                         f"and start again{where}")

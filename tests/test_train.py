@@ -342,16 +342,17 @@ def test_nan_stops_training_with_one_line_and_saves_nothing(toy_dir, tmp_path):
 
 def test_a_divergence_after_a_save_says_how_to_go_on_from_it(tmp_path):
     """It said "start again from the last save" with no command, and a resume took back the
-    rates of the run that diverged."""
+    rates of the run that diverged; and a resumed run that raised --max-epoch was told to
+    resume without it, which said "nothing to do" (the state's own, lower)."""
     from config import parse
     from errors import UserError
-    opt = parse("train", dict(checkpoint_dir=str(tmp_path / "ck sp")))
+    opt = parse("train", dict(checkpoint_dir=str(tmp_path / "ck sp"), max_epoch=7))
     with pytest.raises(UserError) as refused:
         train_module._check_finite(["G's weights"], 2, opt,
                                    saved=tmp_path / "ck sp" / "last.pth")
     assert str(refused.value).endswith(
-        f"start again from the last save: --resume='{tmp_path / 'ck sp' / 'last.pth'}' with "
-        f"the lower rates")
+        f"start again from the last save: --resume='{tmp_path / 'ck sp' / 'last.pth'}' "
+        f"--max-epoch=7 with the lower rates")
 
 
 def test_a_divergence_names_the_state_this_run_resumed_not_another_runs(toy_dir, tmp_path,
@@ -375,7 +376,8 @@ def test_a_divergence_names_the_state_this_run_resumed_not_another_runs(toy_dir,
         train_module.train(_opt(toy_dir, tmp_path, max_epoch=2, resume=str(resumed),
                                 g_every=1, checkpoint_dir=str(b / "C"),
                                 save_path=str(b / "new")))
-    assert f"start again from the last save: --resume={resumed} with" in str(refused.value)
+    assert f"start again from the last save: --resume={resumed} --max-epoch=2 with" in \
+        str(refused.value)  # A ran 1 epoch: resumed without --max-epoch=2, "nothing to do"
 
 
 def test_weights_that_turn_nan_in_the_last_step_are_not_saved(toy_dir, tmp_path, monkeypatch):
