@@ -308,7 +308,9 @@ def load(path, device="cpu"):
         # the file's start, where the end of a file cut short (5-50 KB of a 600 KB one) sends it
         if isinstance(e, OSError) and e.errno and e.errno != errno.EINVAL:
             raise
-        raise Damaged(f"{path} is truncated or not a PyTorch checkpoint") from None
+        what = f"{path} is truncated or not a PyTorch checkpoint"  # (it said no more)
+        raise Damaged(f"{what}: use another file (copied again, or an earlier one saved "
+                      f"beside it)", what) from None
 
 
 G_KEYS = {"main.0.weight", "main.1.running_mean", "main.12.weight"}

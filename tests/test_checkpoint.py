@@ -231,7 +231,8 @@ def test_truncated_and_foreign_files(tmp_path):
         (tmp_path / "cut.pth").write_bytes(data[:keep])
         result = cli("generate", "--nogpu", f"--netg-path={tmp_path / 'cut.pth'}")
         line = assert_clean_error(result, "cut.pth")
-        assert "truncated or not a PyTorch checkpoint" in line, (keep, line)
+        assert line.endswith("cut.pth is truncated or not a PyTorch checkpoint: use another "
+                             "file (copied again, or an earlier one saved beside it)"), line
     assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'empty.pth'}"),
                        "is empty (0 bytes)")  # not "truncated": nothing was written at all
     # a link to a file that is not there is named as a link, not as a file that is missing
