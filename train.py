@@ -135,14 +135,16 @@ def train(opt):
                     kept = f" (its state at step {training.step} is saved there)"
             except DiskFull:
                 pass
+            need = training.save_size() / 1e6  # how much room to make (a first save's too:
+            room = f"free some space (an epoch's save writes about " \
+                f"{need:,.{0 if need >= 10 else 1}f} MB)"  # freed too little, it failed again)
             if not training.saved:
-                raise
+                raise UserError(f"disk full while writing {e.path}: {room}, then run the "
+                                f"command again (the files written before it are intact)") \
+                    from None
             again = training.resume_command()
-            need = training.save_size() / 1e6
-            raise UserError(f"disk full while writing {e.path}: free some space (an epoch's "
-                            f"save writes about {need:,.{0 if need >= 10 else 1}f} MB), then "
-                            f"continue with {again}{kept} (the files written before it are "
-                            f"intact)") from None
+            raise UserError(f"disk full while writing {e.path}: {room}, then continue with "
+                            f"{again}{kept} (the files written before it are intact)") from None
 
 
 # the temporary files of a run's atomic saves (checkpoint.py), in its folders (OWNER's too)
@@ -880,7 +882,8 @@ class Run:
         nets = [self.netg, self.netd] + ([self.ema.netg] if self.ema else [])
         try:
             state = Path(self.saved).stat().st_size
-        except OSError:  # (gone meanwhile): the weights and Adam's two averages of each
+        except (OSError, TypeError):  # gone meanwhile, or none saved yet (None): the
+            # weights and Adam's two averages of each
             state = 3 * sum(t.nbytes for net in nets[:2] for t in net.state_dict().values())
         return state + sum(t.nbytes for net in nets for t in net.state_dict().values())
 
