@@ -7,6 +7,7 @@ disjoint ``num`` for the floor (two real samples also differ by chance: a genera
 do better than the floor), and prints and saves each metric next to its floor.
 """
 import csv
+import itertools
 import json
 import re
 from pathlib import Path
@@ -145,8 +146,8 @@ def _refuse_other_json(out):
     if not (isinstance(earlier, dict) and "netg_path" in earlier
             and any(name in earlier for name in figures)):
         out = Path(out)  # the name with the first free number, beside it: options-2.json
-        free = next(out.with_name(f"{out.stem}-{n}{out.suffix}") for n in range(2, 10**6)
-                    if not out.with_name(f"{out.stem}-{n}{out.suffix}").exists())
+        names = (out.with_name(f"{out.stem}-{n}{out.suffix}") for n in itertools.count(2))
+        free = next(name for name in names if not name.exists())
         raise UserError(f"--out {str(out)!r} holds something other than evaluate's figures: "
                         f"name another file, e.g. --out={from_here(free)}")
 

@@ -390,7 +390,7 @@ if __name__ == "__main__":
             stream.reconfigure(errors="backslashreplace")
     code = main(sys.argv)
     # under torchrun, a process that leaves the saying to rank 0 waits for torchrun's SIGTERM
-    waits = code in (1, 2) and _torchrun() and os.environ.get("RANK", "0") != "0"
+    waits = code in (1, 2) and _torchrun() and not is_main_process()
     if waits:
         _sigterm_ends_quietly(code)  # first: it may come at any moment now
     # the work is over and saved: a Ctrl-C while Python shuts down (joining workers, running
