@@ -349,6 +349,16 @@ def main(argv):
         if _peer_gone(e) and not is_main_process():  # rank 0's line says why (a gloo
             _sigterm_ends_quietly(1)  # traceback of ~45 lines said it did not know)
             return 1
+        if _peer_gone(e):  # rank 0: another process ended (killed, by the OOM killer say),
+            # which was a gloo traceback here too
+            run = getattr(sys.modules.get("train"), "training", None)
+            go_on = (f"; continue from its last save with {run.resume_command()}"
+                     if run is not None and run.saved else
+                     "; nothing was saved yet: run the same command again")
+            print(f"error: another process of this torchrun run ended while it trained "
+                  f"(torchrun's report below names it; exit code -9 is a kill, often the "
+                  f"out-of-memory killer's){go_on}", file=sys.stderr)
+            return 1
         loop = re.fullmatch(r"Symlink loop from '(.*)'", str(e))  # pathlib's resolve()
         if loop:
             _say_once(f"error: cannot use {loop.group(1)}: {PATH_FAULTS[errno.ELOOP]}")

@@ -160,6 +160,73 @@ def test_a_folder_another_run_holds_is_refused_under_torchrun_without_a_hang(toy
     assert "forcefully exiting via 9" not in result.stderr, result.stderr[-3000:]
 
 
+DIES_IN_A_G_STEP = """\
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+
+if os.environ.get("RANK") == "1":
+    class Hook(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name != "steps":
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            run = spec.loader.exec_module
+
+            def exec_module(module):
+                run(module)
+                real, calls = module.g_step, []
+
+                def g_step(*args, **kwargs):
+                    calls.append(1)
+                    if len(calls) == int(os.environ["DIE_IN_G_STEP"]):
+                        os._exit(9)
+                    return real(*args, **kwargs)
+                module.g_step = g_step
+            spec.loader.exec_module = exec_module
+            return spec
+    sys.meta_path.insert(0, Hook())
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", [1, 6])
+def test_a_process_that_dies_while_training_is_rank_0s_one_line(toy_dir, tmp_path, step):
+    """Another process killed mid-training (the out-of-memory killer's way) left rank 0 in
+    a collective whose peer was gone: a gloo traceback ("Connection closed by peer") and
+    no word of what to do. Here rank 1 ends in its 1st G step (nothing saved yet) or in
+    its 6th, in the second epoch after the first epoch's save (a sitecustomize wraps its
+    g_step)."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(DIES_IN_A_G_STEP)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONPATH=str(hook),
+               DIE_IN_G_STEP=str(step))
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(ROOT / "main.py"), "train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+         "--max-epoch=3", "--save-every=1", "--g-every=1", "--batch-size=8", "--ngf=8",
+         "--ndf=8", "--seed=0", f"--save-path={tmp_path / 'I'}",
+         f"--checkpoint-dir={tmp_path / 'C'}"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert errors[0].startswith("error: another process of this torchrun run ended while it "
+                                "trained"), errors[0]
+    if step == 1:
+        assert errors[0].endswith("nothing was saved yet: run the same command again"), \
+            errors[0]
+        assert not (tmp_path / "C" / "last.pth").exists()
+    else:
+        assert "continue from its last save with `" in errors[0]
+        assert f"--resume={tmp_path / 'C' / 'last.pth'}`" in errors[0], errors[0]
+    assert "by peer" not in result.stderr and "[rank0]" not in result.stderr, \
+        result.stderr[-3000:]
+
+
 def _two_processes_without_the_cache(toy_dir, tmp_path, good, broken, *flags):
     """torchrun's 2 processes training with --cache=False on ``good`` toy faces and files
     named ``broken`` that are no images; the completed process, after checking that every
