@@ -288,6 +288,17 @@ def _difference(trained, name, args, epochs):
     return f"{_as_flag(key, trained.get(key))}, not {_as_flag(key, wanted[key], bare=True)}"
 
 
+def _trained_options(run):
+    """The options a run wrote at its start, or None where options.json is missing,
+    damaged or edited so that it lacks one of this script's options (read as its flags,
+    such a file named the run as made with --width=None)."""
+    try:
+        trained = json.loads((run / "options.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return trained if isinstance(trained, dict) and all(k in trained for k in OURS) else None
+
+
 def _as_flag(key, value, bare=False):
     """A recorded option as the flag that gives it: --amp left unset for amp None (no
     --amp=None can be typed); with ``bare``, the value alone."""
@@ -308,10 +319,7 @@ def _train(name, seed, epochs, run, args, log, go_on=True):
     not stopped; it was trained again from the start), and one that finished before its
     evaluation was stopped is done ("nothing to do"); with other flags, or ``go_on=False``
     (a timing, which measures this run's speed), it starts afresh."""
-    try:  # the options the stopped run wrote at its start (no torch to load for last.pth)
-        saved = json.loads((run / "options.json").read_text())
-    except (OSError, ValueError):
-        saved = None
+    saved = _trained_options(run)  # (no torch to load for last.pth)
     if go_on and (run / "last.pth").is_file() and saved and \
             _difference(saved, name, args, epochs) is None:
         # its folders named: a sweep's --out moved or copied held a last.pth that named the
@@ -626,10 +634,12 @@ def _refuse_runs_of_other_flags(args, seeds):
             done = (run / "metrics_ema.json").is_file()
             if not (done or (run / "last.pth").is_file()):
                 continue  # not begun: it is trained as asked
-            try:
-                trained = json.loads((run / "options.json").read_text())
-            except (OSError, ValueError):
-                continue
+            trained = _trained_options(run)
+            if trained is None and done and (run / "options.json").exists():
+                raise UserError(f"{run / 'options.json'} is damaged or not this script's: "
+                                f"delete {run} and run the sweep again to make it again")
+            if trained is None:
+                continue  # a stopped run without its options is trained afresh
             differ = _difference(trained, name, args, _epochs(name, args))
             if differ and done:
                 raise UserError(f"{run} was made with {differ}: its figures are not this "

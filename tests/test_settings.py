@@ -410,6 +410,23 @@ def test_damaged_results_of_a_run_are_one_line_in_the_report(toy_dir, tmp_path, 
     assert (run / damaged).read_text() == text  # left for the user to look at
 
 
+@pytest.mark.parametrize("text", ['{"data_path": "data-toy", "max_epoch": 1}', '[1]'])
+def test_a_finished_runs_damaged_options_are_one_line_in_the_sweep(toy_dir, tmp_path, text):
+    """A finished run whose options.json was edited so that it lacks an option: the sweep
+    named it "made with --width=None" (a list: an AttributeError traceback)."""
+    run = tmp_path / "sweep" / "book_seed0"
+    run.mkdir(parents=True)
+    (run / "metrics_ema.json").write_text(json.dumps({"num": 64}))
+    (run / "options.json").write_text(text)
+    result = _settings("--only=book", "--seeds=0", f"--data={toy_dir}", f"--out={run.parent}",
+                       cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {run / 'options.json'} is damaged or not this script's: delete {run} and run "
+        f"the sweep again to make it again"]
+    assert (run / "options.json").read_text() == text
+
+
 def test_the_report_of_a_run_whose_images_are_gone_and_of_one_seed(toy_dir, tmp_path):
     """The table stopped at a run whose training folder was deleted, asking for a
     --data-path this script does not have (only its minutes need the folder); one seed's
