@@ -153,6 +153,9 @@ def _atomic_write(path, write):
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFull(path) from None
+        if e.filename in (None, tmp):  # a write to the open file names none (a file size
+            # limit's "File too large" said no file at all)
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
     finally:
         if tmp is not None and os.path.exists(tmp):

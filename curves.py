@@ -67,12 +67,15 @@ class LossLog:
         try:
             start = os.lseek(fd, 0, os.SEEK_END)
             try:
-                if os.write(fd, data) < len(data):  # the disk took only part of it
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                while data:  # a part taken (the disk full, a file size limit): the rest's
+                    written = os.write(fd, data)  # write says why
+                    if not written:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    data = data[written:]
             except OSError as e:
-                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-                    raise
                 os.ftruncate(fd, start)
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT):  # named: os.write names none
+                    raise OSError(e.errno, e.strerror, str(self.csv)) from None
                 raise DiskFull(self.csv) from None
         finally:
             os.close(fd)

@@ -342,8 +342,11 @@ def main(argv):
         if e.errno not in REFUSALS:
             raise  # anything else is a bug and keeps its traceback
         where = f" {e.filename}" if e.filename else ""
-        _say_once(f"error: cannot write or read{where}: {e.strerror}; check the path, its "
-                  f"permissions and the free space")
+        fix = ("it is over the largest file this shell lets a program write (ulimit -f) or "
+               "its file system takes: raise that limit or choose another folder"
+               if e.errno == errno.EFBIG else "check the path, its permissions and the free "
+               "space")
+        _say_once(f"error: cannot write or read{where}: {e.strerror}; {fix}")
         return 2
     except RuntimeError as e:  # torch's out-of-memory errors, on the GPU or the CPU
         if _peer_gone(e) and not is_main_process():  # rank 0's line says why (a gloo

@@ -1,4 +1,5 @@
 """What a user sees when something is wrong: one line, a non-zero exit, no traceback."""
+import os
 import re
 from pathlib import Path
 
@@ -580,6 +581,31 @@ def test_a_refused_file_is_one_line_and_a_bug_keeps_its_traceback(monkeypatch, c
     monkeypatch.setitem(main.COMMANDS, "train", bug)
     with pytest.raises(FileNotFoundError):
         main.main(["main.py", "train"])
+
+
+def test_a_file_over_the_file_size_limit_is_named_with_what_to_do(tmp_path, toy_dir):
+    """A shell's file size limit (ulimit -f) reached by train's first grid: the line named
+    no file ("cannot write or read: File too large") and advised to check the free space,
+    which was not the fault. Nothing half-written is left where the grid goes."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails; the process lives
+        resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "train", f"--data-path={toy_dir}", "--nogpu",
+         "--vis=False", "--cache=False", "--num-workers=0", "--max-epoch=1", "--ngf=8",
+         "--ndf=8", "--batch-size=8", f"--save-path={tmp_path / 'I'}",
+         f"--checkpoint-dir={tmp_path / 'C'}"],
+        capture_output=True, text=True, timeout=300, preexec_fn=limited,
+        env=dict(os.environ, OMP_NUM_THREADS="1"))
+    line = assert_clean_error(result, f"cannot write or read {tmp_path / 'I' / '0.png'}: ",
+                              "File too large", "(ulimit -f)", "raise that limit")
+    assert "free space" not in line
+    assert not [p.name for p in (tmp_path / "I").iterdir() if p.suffix in (".png", ".tmp")]
 
 
 def test_evaluate_refuses_other_image_sizes_before_decoding(tmp_path, toy_dir):

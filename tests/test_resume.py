@@ -1311,3 +1311,32 @@ def test_a_loss_row_over_the_users_disk_quota_is_disk_full_and_no_half_row(tmp_p
     with pytest.raises(DiskFull):
         log.append(2, 0, dict(loss_d=1.0, loss_g=2.0, d_real=0.6, d_fake=0.4), 10.0)
     assert (tmp_path / "losses.csv").read_bytes() == before
+
+
+def test_a_loss_row_over_a_file_size_limit_names_the_log_and_leaves_no_half_row(tmp_path):
+    """A file size limit (ulimit -f) reached in the row: the row's first bytes stayed, and
+    the error named no file (os.write's). Here the limit lets 5 bytes of the row in."""
+    import errno
+    program = f"""
+import os, resource, signal, sys
+sys.path.insert(0, {str(ROOT)!r})
+import curves
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+log = curves.LossLog({str(tmp_path)!r})
+row = dict(loss_d=1.0, loss_g=2.0, d_real=0.6, d_fake=0.4)
+log.append(1, 0, row, 10.0)
+room = os.path.getsize(log.csv) + 5
+resource.setrlimit(resource.RLIMIT_FSIZE, (room, room))
+try:
+    log.append(2, 0, row, 10.0)
+except OSError as e:
+    print(e.errno, e.filename)
+"""
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(errno.EFBIG), str(tmp_path / "losses.csv")]
+    rows = curves.read_rows(tmp_path / "losses.csv")
+    assert [r["step"] for r in rows] == [1]
+    assert (tmp_path / "losses.csv").read_text().endswith("\n")  # no part of row 2
+
