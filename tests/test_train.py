@@ -462,6 +462,7 @@ def test_a_full_disk_under_the_loss_log_keeps_the_steps_and_no_half_row(toy_dir,
     """The loss log on a disk that filled mid-epoch: a bare "cannot write or read: No space
     left" naming no file, the steps since the last save lost, and half a row in losses.csv."""
     import csv
+    import errno
     import os
     import curves
     from errors import UserError
@@ -472,6 +473,8 @@ def test_a_full_disk_under_the_loss_log_keeps_the_steps_and_no_half_row(toy_dir,
         if not os.readlink(f"/proc/self/fd/{fd}").endswith("losses.csv"):
             return real_write(fd, data)
         rows["left"] -= 1
+        if rows["left"] < -1:  # full: the write of the rest says so, as the system's does
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_write(fd, data if rows["left"] >= 0 else data[:9])  # part of a row
     monkeypatch.setattr(curves.os, "write", filling)
     last = tmp_path / "C" / "last.pth"
