@@ -130,7 +130,7 @@ def setup(gpu, timeout=None):
                             f"{torch.cuda.device_count()} GPUs: lower --nproc_per_node")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    with _stops_end_at_once(rank != 0):
+    with _stops_end_at_once(rank != 0), _stops_heard_while_joining(rank == 0):
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
         waiting = dist.new_group(backend="gloo", timeout=DECODE_WAIT)
     return World(rank, size, local_rank, waiting), device
@@ -152,6 +152,54 @@ def _stops_end_at_once(others):
     finally:
         for sig, handler in kept.items():
             signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _stops_heard_while_joining(main):
+    """Rank 0 (``main``): a stop while it waits in torch's C++ for the others to join ends it
+    at once, with the line a stop before training has (nothing is trained or saved yet). A
+    Python handler runs only once the C++ returns, which was when the last process joined:
+    never, where the same Ctrl-C had ended that one (torchrun killed rank 0 after its 30 s,
+    with no line). Python's C handler still notes each signal on a wakeup file, which a
+    thread reads meanwhile."""
+    if not main:
+        yield
+        return
+    import atexit
+    import select
+    import sys
+    import threading
+    stops = set(stop_signals())
+    wake, noted = os.pipe()
+    over, told = os.pipe()  # the join is over: the thread ends
+    os.set_blocking(noted, False)
+    kept = signal.set_wakeup_fd(noted, warn_on_full_buffer=False)
+    acting = threading.Lock()  # taken by the thread that acts, or by the join's end
+
+    def listen():
+        while True:
+            ready = select.select([wake, over], [], [])[0]
+            if over in ready:
+                return
+            for number in os.read(wake, 64):
+                if number in stops and acting.acquire(blocking=False):
+                    what = "interrupted" if number == signal.SIGINT else "terminated"
+                    print(f"\n{what} before training began: nothing was trained",
+                          file=sys.stderr, flush=True)
+                    atexit._run_exitfuncs()  # the folders it made and left empty go
+                    os._exit(130 if number == signal.SIGINT else 143)
+
+    thread = threading.Thread(target=listen, name="stops while joining", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        acting.acquire()  # a stop the thread is acting on ends the process meanwhile
+        signal.set_wakeup_fd(kept)
+        os.write(told, b"x")
+        thread.join()
+        for fd in (wake, noted, over, told):
+            os.close(fd)
 
 
 class Logits(nn.Module):

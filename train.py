@@ -8,6 +8,7 @@ passes (the article found this better than one mixed batch), the fakes made with
 so no gradient reaches G; (2) every ``g_every`` batches, G learns D(G(z)) -> 1 on fresh noise.
 BCE is computed from D's logits (the same objective, numerically stable).
 """
+import atexit
 import errno
 import fcntl
 import json
@@ -214,13 +215,22 @@ def _only_run_in(folder, flag):
         for pattern in STALE:  # a save cut short by kill -9: no writer of them now
             for stale in folder.glob(pattern):
                 stale.unlink(missing_ok=True)
+        if made:  # also where a stop ends the process at once (distributed.py, rank 0
+            atexit.register(_untouched_gone, folder, path)  # in torch's join)
         yield
     finally:
         _HELD_LOCKS.discard(lock.fileno())
         lock.close()  # and with it the lock
-        if made and [p.name for p in folder.iterdir()] == [path.name]:
-            path.unlink(missing_ok=True)  # a run that wrote nothing there: no trace
-            folder.rmdir()
+        if made:
+            atexit.unregister(_untouched_gone)
+            _untouched_gone(folder, path)
+
+
+def _untouched_gone(folder, lock):
+    """A folder the run made and wrote nothing in but its ``lock`` file: removed, no trace."""
+    if [p.name for p in folder.iterdir()] == [lock.name]:
+        lock.unlink(missing_ok=True)
+        folder.rmdir()
 
 
 def _keep_unfinished_run(opt):

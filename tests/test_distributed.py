@@ -2,6 +2,7 @@
 import csv
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -225,6 +226,81 @@ def test_a_process_that_dies_while_training_is_rank_0s_one_line(toy_dir, tmp_pat
         assert f"--resume={tmp_path / 'C' / 'last.pth'}`" in errors[0], errors[0]
     assert "by peer" not in result.stderr and "[rank0]" not in result.stderr, \
         result.stderr[-3000:]
+
+
+RANK_1_JOINS_LATE = """\
+import os
+import sys
+import time
+from pathlib import Path
+
+import importlib.abc
+import importlib.machinery
+
+
+class Hook(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "distributed":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            real = module.dist.init_process_group
+
+            def init_process_group(*args, **kwargs):
+                if os.environ["RANK"] == "0":
+                    Path(os.environ["JOINING"]).write_text(str(os.getpid()))
+                else:
+                    time.sleep(60)  # rank 0 waits in torch's join meanwhile
+                return real(*args, **kwargs)
+            module.dist.init_process_group = init_process_group
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, Hook())
+"""
+
+
+@pytest.mark.slow
+def test_a_stop_while_rank_0_waits_for_the_others_to_join_is_heard_at_once(toy_dir,
+                                                                           tmp_path):
+    """A Ctrl-C or SIGTERM that reached rank 0 while it waited in torch's C++ for the other
+    processes to join was heard only once they had joined (a process the same Ctrl-C had
+    ended never did: torchrun killed rank 0 after its 30 s, with no line). Here rank 1
+    joins 60 s late, and rank 0 gets a SIGTERM as it waits."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(RANK_1_JOINS_LATE)
+    joining = tmp_path / "joining"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONPATH=str(hook),
+               JOINING=str(joining))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(ROOT / "main.py"), "train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+         "--batch-size=8", "--ngf=8", "--ndf=8", f"--save-path={tmp_path / 'I'}",
+         f"--checkpoint-dir={tmp_path / 'C'}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        for _ in range(1200):
+            if joining.is_file() and joining.read_text():
+                break
+            time.sleep(0.1)
+        time.sleep(1)  # in torch's join by now
+        os.kill(int(joining.read_text()), signal.SIGTERM)
+        stopped = time.monotonic()
+        _, err = proc.communicate(timeout=120)
+        waited = time.monotonic() - stopped
+    finally:
+        proc.kill()
+        proc.wait()
+    assert waited < 30, (waited, err[-3000:])  # not when rank 1 joins, 60 s on
+    assert "terminated before training began: nothing was trained" in err, err[-3000:]
+    assert "Traceback" not in err.split("terminated before training began")[0], err[-3000:]
+    assert not (tmp_path / "C").exists() and not (tmp_path / "I").exists()  # made, unused
 
 
 def _two_processes_without_the_cache(toy_dir, tmp_path, good, broken, *flags):
