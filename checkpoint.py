@@ -136,13 +136,7 @@ def _atomic_write(path, write):
             fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path.name), suffix=".tmp",
                                        dir=path.parent)
             os.close(fd)
-        try:
-            with stop_wins():  # a Ctrl-C in torch's writer is the Ctrl-C, not its error
-                write(tmp)
-        except RuntimeError:  # torch.save's writer says "unexpected pos", not ENOSPC
-            if _nearly_full(path.parent):
-                raise DiskFull(path) from None
-            raise
+        write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, FILE_MODE)
@@ -162,22 +156,15 @@ def _atomic_write(path, write):
             os.unlink(tmp)
 
 
-def _nearly_full(folder, room=1 << 20):
-    """Whether the disk of ``folder`` has less than ``room`` bytes left (a write failed)."""
-    try:
-        return shutil.disk_usage(folder).free < room
-    except OSError:
-        return False
-
-
 def save(obj, path):
-    """torch.save ``obj`` to ``path`` atomically. Written through an open file: given a
-    path, torch names the records inside after the file (the temporary one here, a random
-    name), so the same weights saved twice made two different files."""
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-    _atomic_write(path, write)
+    """torch.save ``obj`` to ``path`` atomically. Serialised in memory first: given a path,
+    torch names the records inside after the file (the temporary one here, a random name),
+    so the same weights saved twice made two different files; and its own writer, cut short
+    by a full disk or a file size limit, said only "unexpected pos" (a traceback)."""
+    buf = io.BytesIO()
+    with stop_wins():  # a Ctrl-C in torch's writer is the Ctrl-C, not its error
+        torch.save(obj, buf)
+    save_bytes(buf.getbuffer(), path)
 
 
 def to_uint8(faces):
@@ -241,7 +228,16 @@ def save_grid(images, path, nrow=8):
     faces = images.detach().float().cpu()
     grid = tile(torch.cat([to_uint8(part) for part in faces.split(1024)]), nrow=nrow)
     picture = Image.fromarray(grid.permute(1, 2, 0).numpy(), "RGB")
-    _atomic_write(path, lambda tmp: picture.save(tmp, format=fmt))
+    save_bytes(encoded(picture, fmt), path)
+
+
+def encoded(picture, fmt, **options):
+    """``picture`` as the bytes of an image file in ``fmt``. Written to a file by PIL, some
+    encoders (JPEG, BMP, TIFF) wrote through the file descriptor and took no notice of a
+    write the disk or a file size limit cut short: the short file passed as saved."""
+    buf = io.BytesIO()
+    picture.save(buf, format=fmt, **options)
+    return buf.getvalue()
 
 
 # how torch's files begin: a zip archive (torch.save since 1.6) or a bare pickle (older)

@@ -264,22 +264,30 @@ def _write_one(job):
     name = f"{index:06d}.jpg"
     tmp = out / f".{name}.{os.getpid()}.tmp"  # a full disk leaves no cut-short face behind
     try:
-        img.save(tmp, format="JPEG", quality=QUALITY)
+        try:
+            tmp.write_bytes(_jpeg(img))  # (PIL's own writer did not notice a short write)
+        except OSError as e:  # named as the face, not as the temporary file
+            raise OSError(e.errno, e.strerror, str(out / name)) from None
         os.replace(tmp, out / name)
     finally:
         tmp.unlink(missing_ok=True)
     return name, attrs
 
 
+def _jpeg(img):
+    """A face's JPEG file, as bytes."""
+    import io
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=QUALITY)
+    return buf.getvalue()
+
+
 def drawn_here(path, seed):
     """Whether the file ``path`` (``000123.jpg``) is the face this module writes under that
     name for ``seed``, byte for byte: a stopped run's, not someone's own image of that name."""
-    import io
     _, img = face(seed, int(Path(path).stem))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=QUALITY)
     try:
-        return Path(path).read_bytes() == buf.getvalue()
+        return Path(path).read_bytes() == _jpeg(img)
     except OSError:
         return False
 

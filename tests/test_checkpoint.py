@@ -130,11 +130,10 @@ def test_a_stop_while_torch_writes_is_the_stop_not_its_error(tmp_path, monkeypat
     """A second Ctrl-C in the middle of a save reached torch's writer, which turned it into
     "RuntimeError: ... unexpected pos": a traceback and status 1, where train stops at once
     with its line and 130."""
-    import builtins
     path = tmp_path / "last.pth"
     checkpoint.save({"w": torch.ones(3)}, path)
 
-    class Stopping(io.FileIO):  # the signal's handler raises in the middle of the writing
+    class Stopping(io.BytesIO):  # the signal's handler raises in the middle of the writing
         writes = 0
 
         def write(self, b):
@@ -143,40 +142,67 @@ def test_a_stop_while_torch_writes_is_the_stop_not_its_error(tmp_path, monkeypat
                 raise stop
             return super().write(b)
 
-    monkeypatch.setattr(checkpoint, "open", lambda p, mode: Stopping(p, mode), raising=False)
+    monkeypatch.setattr(checkpoint.io, "BytesIO", Stopping)
     with pytest.raises(stop):
         checkpoint.save({"w": torch.zeros(100_000)}, path)
     assert Stopping.writes == 3
-    monkeypatch.setattr(checkpoint, "open", builtins.open, raising=False)
+    monkeypatch.undo()
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]  # no temporary left
 
 
 def test_full_disk_is_a_clear_error(tmp_path, monkeypatch):
-    from types import SimpleNamespace
     for fault in (errno.ENOSPC, errno.EDQUOT):  # the disk full, or the user's quota of it
-        def full(obj, f):
+        def full(self, data):
             raise OSError(fault, os.strerror(fault))
 
-        monkeypatch.setattr(checkpoint.torch, "save", full)
+        monkeypatch.setattr(checkpoint.Path, "write_bytes", full)
         with pytest.raises(UserError, match="disk full"):
             checkpoint.save({"x": torch.zeros(1)}, tmp_path / "a.pth")
         assert list(tmp_path.iterdir()) == []
-    # torch's writer says a full disk as a RuntimeError ("unexpected pos"): a traceback
 
-    def cut_short(obj, f):
-        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 652096")
-    monkeypatch.setattr(checkpoint.torch, "save", cut_short)
-    monkeypatch.setattr(checkpoint.shutil, "disk_usage",
-                        lambda folder: SimpleNamespace(free=0))
-    with pytest.raises(UserError, match="disk full while writing"):
-        checkpoint.save({"x": torch.zeros(1)}, tmp_path / "a.pth")
-    assert list(tmp_path.iterdir()) == []
-    # with room on the disk it is some other fault, and stays one
-    monkeypatch.setattr(checkpoint.shutil, "disk_usage",
-                        lambda folder: SimpleNamespace(free=10**9))
-    with pytest.raises(RuntimeError, match="unexpected pos"):
-        checkpoint.save({"x": torch.zeros(1)}, tmp_path / "a.pth")
+
+@pytest.mark.parametrize("what", ["checkpoint", "grid.png", "grid.jpg", "grid.bmp",
+                                  "grid.tif"])
+def test_a_file_size_limit_keeps_the_file_before_and_names_the_new_one(tmp_path, what):
+    """A file size limit (ulimit -f) reached in a save: torch's writer said "unexpected
+    pos" (a traceback), and PIL's JPEG, BMP and TIFF encoders took no notice of the short
+    write, so a cut-short grid replaced the good one and the command said it wrote it."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    path = tmp_path / ("last.pth" if what == "checkpoint" else what)
+    save = ("checkpoint.save({'w': torch.rand(100_000)}, path)" if what == "checkpoint" else
+            "checkpoint.save_grid(torch.rand(4, 3, 32, 32) * 2 - 1, path)")
+    small = ("checkpoint.save({'w': torch.ones(3)}, path)" if what == "checkpoint" else
+             "checkpoint.save_grid(torch.zeros(1, 3, 8, 8), path)")
+    program = f"""
+import os, resource, signal, sys
+sys.path.insert(0, {str(ROOT)!r})
+import torch
+import checkpoint
+path = {str(path)!r}
+{small}
+room = os.path.getsize(path) + 1_000
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (room, room))
+try:
+    {save}
+except OSError as e:
+    print(e.errno, e.filename)
+"""
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(errno.EFBIG), str(path)]
+    if what == "checkpoint":
+        assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(3))
+    else:
+        from PIL import Image
+        with Image.open(path) as kept:
+            kept.load()  # whole: a cut-short file fails here
+            assert kept.size == (8, 8)  # the one-face grid of before
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left
 
 
 class Payload:

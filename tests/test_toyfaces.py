@@ -1,6 +1,7 @@
 """The synthetic face set: deterministic, described by its CSV, every attribute in range."""
 import csv
 import hashlib
+import os
 import shutil
 
 import numpy as np
@@ -296,16 +297,16 @@ def test_a_disk_that_fills_up_leaves_whole_faces_and_says_how_to_go_on(tmp_path,
     final name, where the next run took it for drawn."""
     import errno
     import os
-    from PIL import Image
-    save, written = Image.Image.save, []
+    from pathlib import Path
+    write, written = Path.write_bytes, []
 
-    def filling(img, fp, *args, **kwargs):
+    def filling(path, data):
         if len(written) == 5:  # the disk is full from the sixth face on, halfway through it
-            open(fp, "wb").write(b"\xff\xd8 half")
+            open(path, "wb").write(b"\xff\xd8 half")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        written.append(fp)
-        return save(img, fp, *args, **kwargs)
-    monkeypatch.setattr(Image.Image, "save", filling)
+        written.append(path)
+        return write(path, data)
+    monkeypatch.setattr(Path, "write_bytes", filling)
     r = cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", "--num=20")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == (
@@ -313,6 +314,29 @@ def test_a_disk_that_fills_up_leaves_whole_faces_and_says_how_to_go_on(tmp_path,
         f"some, and the same command again draws the set whole")
     assert sorted(os.listdir(tmp_path / "toy" / "faces")) == [f"{i:06d}.jpg" for i in range(5)]
     assert sorted(os.listdir(tmp_path / "toy")) == ["faces"]  # no CSV, no temporary one
+
+
+def test_a_file_size_limit_leaves_no_cut_short_face(tmp_path):
+    """A file size limit (ulimit -f) smaller than a face: PIL's JPEG writer took no notice
+    of the short write, and the command ended with 0 over 50 cut-short faces."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
+    out = tmp_path / "toy"
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"), "toyfaces",
+                             f"--out-dir={out}", "--num=20", "--seed=0"], capture_output=True,
+                            text=True, timeout=120, preexec_fn=limited)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "File too large" in errors[0] and "(ulimit -f)" in errors[0]
+    assert f"cannot write or read {out / 'faces'}{os.sep}0000" in errors[0], errors[0]
+    assert list((out / "faces").iterdir()) == []  # no face, whole or cut short
+    assert not (out / "attributes.csv").exists()
 
 
 def test_a_set_inside_the_default_data_folder_is_said_to_mix_with_its_other_images(

@@ -434,9 +434,13 @@ def test_a_full_disk_says_how_to_go_on(toy_dir, tmp_path, monkeypatch):
     last = tmp_path / "C" / "last.pth"
     good = last.read_bytes()
 
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(checkpoint.torch, "save", full)
+    write = checkpoint.Path.write_bytes
+
+    def full(path, data):  # the checkpoints' (temporary) files
+        if ".pth" in path.name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(path, data)
+    monkeypatch.setattr(checkpoint.Path, "write_bytes", full)
     with pytest.raises(UserError) as refused:
         train_module.train(_opt(toy_dir, tmp_path, max_epoch=2, resume=str(last)))
     assert str(refused.value).startswith(f"disk full while writing {tmp_path / 'C'}")
