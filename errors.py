@@ -464,3 +464,28 @@ def raise_if_stopped():
     cleanly: after the imports, and in long loops."""
     if _seen:
         raise _last_stop()
+
+
+# what the system answers when a place cannot take a file, as opposed to a bug
+REFUSALS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
+            errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+PATH_FAULTS = {errno.ELOOP: "it is a loop of symbolic links: point it at a real file or folder",
+               errno.ENAMETOOLONG: "a name in it is too long for the file system: choose a "
+                                   "shorter one"}
+
+
+def refusal(error):
+    """What to tell the user (after "error: ") of an OSError where the system refused a file
+    (no space, no permission, read-only, a path no file can have); None for anything else,
+    a bug that keeps its traceback."""
+    if error.errno in PATH_FAULTS:  # found wherever the path was first used
+        return f"cannot use {error.filename or 'a path'}: {PATH_FAULTS[error.errno]}"
+    if error.errno not in REFUSALS:
+        return None
+    where = f" {error.filename}" if error.filename else ""
+    fix = ("it is over the largest file this shell lets a program write (ulimit -f) or its "
+           "file system takes: raise that limit or choose another folder"
+           if error.errno == errno.EFBIG else "check the path, its permissions and the free "
+           "space")
+    return f"cannot write or read{where}: {error.strerror}; {fix}"
+

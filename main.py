@@ -17,8 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from errors import (Interrupted, Terminated, UserError, counted, no_package, outlive_reader,
-                    raise_if_stopped, stop_on_signals, stop_signals, stop_under_way)
+from errors import (PATH_FAULTS, Interrupted, Terminated, UserError, counted, no_package,
+                    outlive_reader, raise_if_stopped, refusal, stop_on_signals, stop_signals,
+                    stop_under_way)
 
 
 def _stopped(stop, command):
@@ -248,14 +249,6 @@ def _help(command):
     return fn.__doc__.strip()
 
 
-# what the system answers when a place cannot take a file, as opposed to a bug
-REFUSALS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
-            errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
-PATH_FAULTS = {errno.ELOOP: "it is a loop of symbolic links: point it at a real file or folder",
-               errno.ENAMETOOLONG: "a name in it is too long for the file system: choose a "
-                                   "shorter one"}
-
-
 def _say_once(line, status=2):
     """To stderr, from rank 0 only: under torchrun every process meets the same error. The
     others end with ``status`` on the SIGTERM torchrun sends once rank 0 ends (it came as
@@ -336,17 +329,10 @@ def main(argv):
         _say_once(f"error: {e}")
         return 2
     except OSError as e:  # the system refused a file: no space, no permission, read-only, ...
-        if e.errno in PATH_FAULTS:  # a path no file can have, found wherever it was first used
-            _say_once(f"error: cannot use {e.filename or 'a path'}: {PATH_FAULTS[e.errno]}")
-            return 2
-        if e.errno not in REFUSALS:
+        line = refusal(e)
+        if line is None:
             raise  # anything else is a bug and keeps its traceback
-        where = f" {e.filename}" if e.filename else ""
-        fix = ("it is over the largest file this shell lets a program write (ulimit -f) or "
-               "its file system takes: raise that limit or choose another folder"
-               if e.errno == errno.EFBIG else "check the path, its permissions and the free "
-               "space")
-        _say_once(f"error: cannot write or read{where}: {e.strerror}; {fix}")
+        _say_once(f"error: {line}")
         return 2
     except RuntimeError as e:  # torch's out-of-memory errors, on the GPU or the CPU
         if _peer_gone(e) and not is_main_process():  # rank 0's line says why (a gloo

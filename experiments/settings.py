@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TOY = str(ROOT / "data-toy")  # the default --data, made if it is missing
 sys.path.insert(0, str(ROOT))
 from errors import (OneLineParser, Terminated, UserError, counted,  # noqa: E402
-                    outlive_reader, require, stop_signals)
+                    outlive_reader, refusal, require, stop_signals)
 
 AUG = "color,translation,cutout"
 MODERN = dict(g_every=1, lr1=2e-4, lr2=2e-4, loss="hinge", sn=True, diffaug=AUG, beta1=0.0,
@@ -478,6 +478,8 @@ def grids(args, faces=8):
     """One row per setting (seed 0): the same 8 seeds drawn by G, then by its average."""
     import torch
     from PIL import Image, ImageDraw
+
+    import checkpoint
     from generate import Faces, to_pil
     out = Path(args.out)
     rows = [(n, out / f"{n}_seed0") for n in SETTINGS  # the table's: --only's, done
@@ -501,8 +503,8 @@ def grids(args, faces=8):
             for k, face in enumerate(drawn):
                 sheet.paste(to_pil(face), (label + j * (faces * 96 + gap) + 96 * k, y))
     path = out / "grids.jpg"
-    sheet.save(path, quality=88)
-    print(f"wrote {path}")
+    checkpoint.save_bytes(checkpoint.encoded(sheet, "JPEG", quality=88), path)  # whole or
+    print(f"wrote {path}")  # not at all, the one before kept
 
 
 def _parser():
@@ -703,3 +705,8 @@ if __name__ == "__main__":
     except CommandFailed as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except OSError as e:  # --out a folder it cannot write in, a disk full, ...
+        if refusal(e) is None:
+            raise  # a bug keeps its traceback
+        print(f"error: {refusal(e)}", file=sys.stderr)
+        sys.exit(2)

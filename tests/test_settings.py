@@ -482,6 +482,15 @@ def test_the_report_of_a_run_whose_images_are_gone_and_of_one_seed(toy_dir, tmp_
         cell = coarse(sheet[20:116, left:left + 96].astype(np.float64))
         far = [np.abs(cell - face).mean() for face in faces]
         assert far.index(min(far)) == i and min(far) < 4, (i, far)
+    # a grids.jpg the system refuses (here a folder of that name): an IsADirectoryError
+    # traceback, where the commands say it in one line
+    (run.parent / "grids.jpg").unlink()
+    (run.parent / "grids.jpg").mkdir()
+    refused = _settings("--only=book", "--report", f"--out={run.parent}", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"error: cannot write or read {run.parent / 'grids.jpg'}: Is a directory; check the "
+        f"path, its permissions and the free space"]
 
 
 def test_a_stopped_run_of_other_flags_is_refused_not_deleted(toy_dir, tmp_path):
