@@ -31,7 +31,7 @@ import checkpoint
 from checkpoint import grid_size, to_uint8
 from config import (MAX_BATCH, MAX_FACES, MAX_NOISE, MAX_SCALE, MAX_STEPS, SEEDS, UNSET_MEANS,
                     Config, refuse_earlier_faces, resolve_device)
-from errors import UserError, counted, listed, progress_bar
+from errors import DiskFull, UserError, counted, listed, progress_bar
 
 SEARCH_BAR = 4096  # generate shows a progress bar when D ranks more faces than this
 PAD = 16  # on the CPU, G and D take passes of a multiple of this many inputs (Faces._passes)
@@ -427,6 +427,7 @@ def _write_faces(out_dir, faces, scores, seeds, scale, resample, mean=0.0, std=1
     manifest (the same command again writes them all)."""
     out = Path(out_dir)
     names, rows = _face_names(seeds), []
+    earlier = (out / "manifest.csv").is_file()
     try:
         # a rerun replaces an earlier set: its manifest goes first, so that none names faces
         # this run has replaced
@@ -441,7 +442,7 @@ def _write_faces(out_dir, faces, scores, seeds, scale, resample, mean=0.0, std=1
                 checkpoint.save_bytes(buf.getvalue(), out / name)
                 rows.append(row)
         _write_manifest(out, rows)
-    except BaseException:
+    except BaseException as stop:
         # stopped: the face being written (not yet in place) and the earlier set's faces not
         # yet replaced go too, so that the manifest lists every face beside it
         for name in names[len(rows):]:
@@ -450,6 +451,14 @@ def _write_faces(out_dir, faces, scores, seeds, scale, resample, mean=0.0, std=1
             _write_manifest(out, rows)
         else:
             (out / "manifest.csv").unlink(missing_ok=True)
+        if isinstance(stop, DiskFull):  # its line said the files before it were intact,
+            # where the earlier set's were removed
+            gone = (", and the earlier set there is gone (its faces not yet replaced and its "
+                    "manifest)" if earlier else "")
+            raise UserError(f"disk full while writing {stop.path}: {len(rows)} of the "
+                            f"{counted(len(seeds), 'face')} are written in {out}, listed in its "
+                            f"manifest.csv{gone}; free some space, then run the command again "
+                            f"to write them all") from None
         raise
 
 

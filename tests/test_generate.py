@@ -1,6 +1,7 @@
 """generate and interpolate: the best faces by D, seeds that draw a face again, morphs, API."""
 import csv
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -202,6 +203,35 @@ def test_a_rerun_stopped_half_way_leaves_only_its_faces_and_their_manifest(tmp_p
         "manifest.csv", "face_000_seed3.png", "face_001_seed4.png", "face_002_seed5.png"}
     with open(tmp_path / "out" / "manifest.csv") as f:
         assert len(list(csv.DictReader(f))) == 3
+
+
+def test_a_full_disk_in_a_rerun_says_what_is_left_of_both_sets(tmp_path, monkeypatch):
+    """A rerun over an earlier set that met a full disk said "the files written before it are
+    intact", where the earlier set's faces not yet replaced, and its manifest, were gone."""
+    import checkpoint
+    from errors import DiskFull
+    g, _ = _save_nets(tmp_path)
+    args = ("generate", "--nogpu", f"--netg-path={g}", "--seeds=3,4,5",
+            f"--out-dir={tmp_path / 'out'}", f"--gen-img={tmp_path / 'grid.png'}")
+    assert cli(*args).returncode == 0
+    real_save, written = checkpoint.save_bytes, []
+
+    def full_after_one(data, path):
+        if Path(path).suffix == ".png" and Path(path).parent.name == "out":
+            if written:
+                raise DiskFull(path)
+            written.append(path)
+        real_save(data, path)
+    monkeypatch.setattr(checkpoint, "save_bytes", full_after_one)
+    result = cli(*args)
+    assert result.returncode == 2
+    out = tmp_path / "out"
+    assert result.stderr.strip().splitlines() == [
+        f"error: disk full while writing {out / 'face_001_seed4.png'}: 1 of the 3 faces are "
+        f"written in {out}, listed in its manifest.csv, and the earlier set there is gone (its "
+        f"faces not yet replaced and its manifest); free some space, then run the command "
+        f"again to write them all"]
+    assert {p.name for p in out.iterdir()} == {"manifest.csv", "face_000_seed3.png"}
 
 
 def test_a_stop_just_after_a_face_is_in_place_keeps_it_listed(tmp_path, monkeypatch):
