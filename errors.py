@@ -129,7 +129,7 @@ def counted(n, noun, plural=None):
 
 def sized(nbytes):
     """A file's size as a line says it: in GB from 1 GB up, in MB below ("1.8 MB")."""
-    return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
+    return f"{nbytes / 1e9:,.1f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
 
 
 def quoted(path):

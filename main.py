@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from errors import (PATH_FAULTS, Interrupted, Terminated, UserError, counted, no_package,
-                    outlive_reader, raise_if_stopped, refusal, stop_on_signals, stop_signals,
-                    stop_under_way)
+                    outlive_reader, raise_if_stopped, refusal, sized, stop_on_signals,
+                    stop_signals, stop_under_way)
 
 
 def _stopped(stop, command):
@@ -198,9 +198,9 @@ def toyfaces(*args, **flags):
     need = values["num"] * FACE_BYTES
     free = shutil.disk_usage(config.nearest_existing(out)).free
     if need > free:  # 1e8 faces filled memory with jobs, then the disk
-        raise UserError(f"--num={values['num']} faces need about {need / 1e9:,.1f} GB, and "
-                        f"the disk of {out} has {free / 1e9:,.1f} GB free: lower --num or pick "
-                        f"another --out-dir")
+        raise UserError(f"--num={values['num']} faces need about {sized(need)}, and the "
+                        f"disk of {out} has {sized(free)} free: lower --num or pick another "
+                        f"--out-dir")  # (in MB below a GB: "0.0 GB" said nothing)
     from tqdm import tqdm
     try:
         csv_path = make_toyfaces(values["out_dir"], values["num"], values["seed"],

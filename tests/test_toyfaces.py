@@ -292,6 +292,17 @@ def test_more_faces_than_the_disk_holds_are_refused_before_drawing(tmp_path):
     assert not (tmp_path / "toy").exists()
 
 
+def test_a_small_disk_is_said_in_mb(tmp_path, monkeypatch):
+    """A disk with a few MB free said "the faces need about 0.0 GB, and the disk has 0.0 GB
+    free"."""
+    import shutil
+    from types import SimpleNamespace
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=1_000_000))
+    assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", "--num=1000"),
+                       "--num=1000 faces need about 5.4 MB, and the disk of "
+                       f"{tmp_path / 'toy'} has 1.0 MB free: lower --num")
+
+
 def test_a_disk_that_fills_up_leaves_whole_faces_and_says_how_to_go_on(tmp_path, monkeypatch):
     """The error named no path, and the face being written was left cut short under its
     final name, where the next run took it for drawn."""
