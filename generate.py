@@ -428,6 +428,11 @@ def _write_faces(out_dir, faces, scores, seeds, scale, resample, mean=0.0, std=1
     out = Path(out_dir)
     names, rows = _face_names(seeds), []
     earlier = (out / "manifest.csv").is_file()
+    # the temporary files of writes a kill -9 cut short, which no rerun removed (no run is
+    # writing there now: two runs in one --out-dir would mix their faces and manifests)
+    for pattern in (".face_*.png.*.tmp", ".manifest.csv.*.tmp"):
+        for stale in out.glob(pattern):
+            stale.unlink(missing_ok=True)
     try:
         # a rerun replaces an earlier set: its manifest goes first, so that none names faces
         # this run has replaced

@@ -172,7 +172,8 @@ def test_a_rerun_stopped_half_way_leaves_only_its_faces_and_their_manifest(tmp_p
                                                                           monkeypatch):
     """The same --out-dir command again replaces the faces one by one: stopped half way, the
     old manifest named faces of which some were already the new run's, and then no manifest
-    was left at all. Now the faces it wrote stay, listed, and the earlier ones go."""
+    was left at all. Now the faces it wrote stay, listed, and the earlier ones go; a
+    temporary file that a kill -9 left goes with the rerun too (it stayed for good)."""
     import checkpoint
     import generate
     g, _ = _save_nets(tmp_path)
@@ -198,6 +199,7 @@ def test_a_rerun_stopped_half_way_leaves_only_its_faces_and_their_manifest(tmp_p
     with open(tmp_path / "out" / "manifest.csv") as f:
         assert [row["file"] for row in csv.DictReader(f)] == ["face_000_seed3.png"]
     monkeypatch.undo()
+    (tmp_path / "out" / ".face_002_seed5.png.a1b2c3d4.tmp").write_bytes(b"\x89PNG")  # kill -9
     assert cli(*args).returncode == 0  # the same command again repairs the folder
     assert {p.name for p in (tmp_path / "out").iterdir()} == {
         "manifest.csv", "face_000_seed3.png", "face_001_seed4.png", "face_002_seed5.png"}
