@@ -27,8 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from errors import (OneLineParser, Terminated, UserError, counted, outlive_reader, require,
-                    sized, stop_signals)
+from errors import (OneLineParser, Terminated, UserError, counted, outlive_reader, refusal,
+                    require, sized, stop_signals)
 
 
 def _sync(device):
@@ -215,6 +215,11 @@ def command():
         main()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # a file the system refused (a full disk, ulimit -f, no permission)
+        if refusal(e) is None:
+            raise  # a bug keeps its traceback
+        print(f"error: {refusal(e)}", file=sys.stderr)
         sys.exit(2)
 
 
@@ -580,6 +585,10 @@ def _run_one(cmd, what):
         raise
     if child.returncode == 130:  # it got the Ctrl-C (and this process lost its own)
         raise KeyboardInterrupt
+    said = [line for line in stderr.splitlines() if line.strip()]
+    if child.returncode != 0 and said and said[-1].startswith("error: ") and \
+            "Traceback" not in stderr:  # its one line (a file it could not write) is ours
+        sys.exit(f"error: {what} failed: {said[-1][len('error: '):]}")
     if child.returncode != 0:
         sys.exit(f"error: {what} failed:\n{stderr[-2000:]}")
     return json.loads(stdout.strip().splitlines()[-1])

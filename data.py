@@ -571,6 +571,8 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
         except OSError as e:
             refused = refused or e
     else:  # nowhere that lasts: a folder of its own, removed when this process ends
+        if refused is not None and refused.errno == errno.EFBIG:  # a file size limit: no folder
+            raise _over_the_limit(array_path, sized(len(files) * 3 * image_size ** 2))
         cache_dir, lasting = Path(tempfile.mkdtemp(prefix="facecache-")), "for this run only"
         atexit.register(shutil.rmtree, cache_dir, ignore_errors=True)
         array_path, meta_path = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
@@ -613,6 +615,8 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
                             f"{array_path} ({size} for {counted(len(files), 'image')}): "
                             f"free some there, or pass --cache=False (decodes the "
                             f"images as it goes)") from None
+        if isinstance(e, OSError) and e.errno == errno.EFBIG:  # (pwrite named no file)
+            raise _over_the_limit(array_path, size) from None
         raise
     if count == 0:
         tmp.unlink()
@@ -675,9 +679,20 @@ def _in_progress(path):
     return True
 
 
+def _over_the_limit(array_path, size):
+    return UserError(f"the decoded-image cache {array_path} ({size}) is over the largest file "
+                     f"this shell lets a program write (ulimit -f) or its file system takes: "
+                     f"raise that limit, or pass --cache=False (decodes the images as it goes)")
+
+
 def _create_npy(path, shape):
     """An empty (sparse) uint8 .npy file of ``shape``; returns where its data starts."""
-    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    try:
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    except OSError as e:  # numpy's write of the last byte names no file
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from None
     offset = array.offset
     del array
     return offset

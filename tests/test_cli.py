@@ -608,6 +608,48 @@ def test_a_file_over_the_file_size_limit_is_named_with_what_to_do(tmp_path, toy_
     assert not [p.name for p in (tmp_path / "I").iterdir() if p.suffix in (".png", ".tmp")]
 
 
+def _limited(size):
+    """A preexec_fn: files of at most ``size`` bytes (ulimit -f), the write refused (EFBIG)
+    where the default would kill the process (SIGXFSZ)."""
+    def limit():
+        import resource
+        import signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    return limit
+
+
+def test_a_cache_over_the_file_size_limit_says_so_and_the_way_around(tmp_path, toy_dir):
+    """The decoded-image cache over a file size limit: the line named a temporary file in
+    /tmp (the fallback place, refused too) or no file at all, and not --cache=False."""
+    import shutil
+    import subprocess
+    import sys
+    shutil.copytree(toy_dir / "faces", tmp_path / "own" / "faces")  # no cache built yet
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "train", f"--data-path={tmp_path / 'own'}",
+         "--nogpu",
+         "--vis=False", "--num-workers=0", "--max-epoch=1", "--ngf=8", "--ndf=8",
+         "--batch-size=8", f"--save-path={tmp_path / 'I'}",
+         f"--checkpoint-dir={tmp_path / 'C'}"],
+        capture_output=True, text=True, timeout=300, preexec_fn=_limited(200_000),
+        env=dict(os.environ, OMP_NUM_THREADS="1"))
+    line = assert_clean_error(result, "error: the decoded-image cache ", ".npy (1.8 MB) is "
+                              "over the largest file this shell lets a program write (ulimit "
+                              "-f)", "raise that limit, or pass --cache=False")
+    assert "/tmp/facecache-" not in line
+    # bench.py's synthetic cache: the measuring process's one line, not its traceback
+    bench = subprocess.run(
+        [sys.executable, str(ROOT / "bench.py"), "--cache-sizes=64", "--batch-size=16",
+         "--measure=2", "--warmup=0", "--nogpu", f"--scratch={tmp_path / 'scratch'}"],
+        capture_output=True, text=True, timeout=300, preexec_fn=_limited(50_000),
+        env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert bench.returncode != 0 and "Traceback" not in bench.stderr, bench.stderr
+    assert bench.stderr.strip().splitlines()[-1].startswith(
+        f"error: the run with 64 images failed: cannot write or read {tmp_path / 'scratch'}")
+    assert "File too large" in bench.stderr.strip().splitlines()[-1]
+
+
 def test_evaluate_refuses_other_image_sizes_before_decoding(tmp_path, toy_dir):
     torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
     before = sorted(p.name for p in toy_dir.parent.iterdir())
