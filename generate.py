@@ -34,6 +34,10 @@ from config import (MAX_BATCH, MAX_FACES, MAX_NOISE, MAX_SCALE, MAX_STEPS, SEEDS
 from errors import DiskFull, UserError, counted, listed, progress_bar
 
 SEARCH_BAR = 4096  # generate shows a progress bar when D ranks more faces than this
+# interpolate shows one while it encodes a GIF of more pixels than this, all frames together
+# (124 frames of 384x384, 18 million, take about 5 s on a 2-core CPU; 1,020 of 3072x3072
+# ran for many minutes without a word)
+GIF_BAR = 20_000_000
 PAD = 16  # on the CPU, G and D take passes of a multiple of this many inputs (Faces._passes)
 # On the CPU, G and D take at most this many faces a pass, whatever --batch-size asks (the GPU
 # takes --batch-size). A pass holds about 14 KB a face per unit of ngf (D: 9 per ndf), so
@@ -605,6 +609,11 @@ def _say_if_training_data(opt, *paths):
                   f"out before training there")
 
 
+def _gif_bar(frames, total):
+    from tqdm import tqdm
+    return tqdm(frames, total=total, desc="drawing the GIF", unit="frame", dynamic_ncols=True)
+
+
 def _ranking_bar(batches, total):
     from tqdm import tqdm
     return tqdm(batches, total=total, desc="ranking faces by D", unit="batch",
@@ -676,7 +685,9 @@ def interpolate(opt):
         # each frame upscaled as PIL takes it: all of them, upscaled, at once took 4 times the
         # memory (see GIF_MEMORY)
         frames = (to_pil(face, opt.scale, opt.resample) for face in faces._draw(loop))
-        checkpoint.save_bytes(gif_bytes(frames), opt.gif)
+        large = len(loop) * (96 * opt.scale) ** 2 > GIF_BAR
+        with progress_bar(_gif_bar if large else None, frames, total=len(loop)) as bar:
+            checkpoint.save_bytes(gif_bytes(frames if bar is None else bar), opt.gif)
         print(f"wrote {opt.gif}: {counted(len(loop), 'frame')}")
     _say_if_training_data(opt, out, opt.gif)
     return rows.flatten(0, 1)

@@ -735,6 +735,23 @@ def test_api_loads_both_checkpoint_formats(tmp_path, toy_dir):
     assert len(seeds) == 2 and scores[0] >= scores[1]
 
 
+def test_a_large_gif_shows_a_bar_while_it_is_drawn(tmp_path, monkeypatch):
+    """1,020 frames of 3072x3072 (--steps=256 --scale=32, 4 seeds) ran for many minutes
+    without a word; a small GIF, done in a moment, shows none."""
+    import generate
+    g, _ = _save_nets(tmp_path)
+    args = ("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=5,9,13", "--steps=6",
+            f"--out={tmp_path / 'interp.png'}", f"--gif={tmp_path / 'interp.gif'}")
+    small = cli(*args)
+    assert small.returncode == 0, small.stderr
+    assert "drawing the GIF" not in small.stderr
+    monkeypatch.setattr(generate, "GIF_BAR", 15 * 96 * 96 - 1)  # these 15 frames: large
+    large = cli(*args)
+    assert large.returncode == 0, large.stderr
+    assert re.search(r"drawing the GIF: 100%\S* *\| *15/15", large.stderr), large.stderr
+    assert Image.open(tmp_path / "interp.gif").n_frames == 15
+
+
 def test_a_gif_too_large_for_the_free_memory_is_refused_before_any_drawing(tmp_path,
                                                                            monkeypatch):
     """interpolate held every --gif frame in memory, upscaled: --steps=256 --scale=32 needed
