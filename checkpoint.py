@@ -16,7 +16,6 @@ import functools
 import io
 import os
 import pickle
-import shutil
 import signal
 import sys
 import tempfile

@@ -488,4 +488,3 @@ def refusal(error):
            if error.errno == errno.EFBIG else "check the path, its permissions and the free "
            "space")
     return f"cannot write or read{where}: {error.strerror}; {fix}"
-

@@ -35,7 +35,7 @@ from errors import DiskFull, UserError, counted, listed, progress_bar
 
 SEARCH_BAR = 4096  # generate shows a progress bar when D ranks more faces than this
 # interpolate shows one while it encodes a GIF of more pixels than this, all frames together
-# (124 frames of 384x384, 18 million, take about 5 s on a 2-core CPU; 1,020 of 3072x3072
+# (124 frames of 384x384, 18 million, take about 5 s on a 2-core Zen 4; 1,020 of 3072x3072
 # ran for many minutes without a word)
 GIF_BAR = 20_000_000
 PAD = 16  # on the CPU, G and D take passes of a multiple of this many inputs (Faces._passes)

@@ -502,9 +502,9 @@ def grids(args, faces=8):
             drawn = Faces.load(run / g, device=torch.device("cpu")).tensors(range(faces))
             for k, face in enumerate(drawn):
                 sheet.paste(to_pil(face), (label + j * (faces * 96 + gap) + 96 * k, y))
-    path = out / "grids.jpg"
-    checkpoint.save_bytes(checkpoint.encoded(sheet, "JPEG", quality=88), path)  # whole or
-    print(f"wrote {path}")  # not at all, the one before kept
+    path = out / "grids.jpg"  # written whole or not at all: a full disk keeps the one before
+    checkpoint.save_bytes(checkpoint.encoded(sheet, "JPEG", quality=88), path)
+    print(f"wrote {path}")
 
 
 def _parser():
