@@ -200,6 +200,7 @@ def test_a_rerun_stopped_half_way_leaves_only_its_faces_and_their_manifest(tmp_p
         assert [row["file"] for row in csv.DictReader(f)] == ["face_000_seed3.png"]
     monkeypatch.undo()
     (tmp_path / "out" / ".face_002_seed5.png.a1b2c3d4.tmp").write_bytes(b"\x89PNG")  # kill -9
+    (tmp_path / "out" / ".manifest.csv.e5f6a7b8.tmp").write_text("file,rank\n")
     assert cli(*args).returncode == 0  # the same command again repairs the folder
     assert {p.name for p in (tmp_path / "out").iterdir()} == {
         "manifest.csv", "face_000_seed3.png", "face_001_seed4.png", "face_002_seed5.png"}
@@ -219,7 +220,7 @@ def test_a_full_disk_in_a_rerun_says_what_is_left_of_both_sets(tmp_path, monkeyp
     real_save, written = checkpoint.save_bytes, []
 
     def full_after_one(data, path):
-        if Path(path).suffix == ".png" and Path(path).parent.name == "out":
+        if Path(path).suffix == ".png" and Path(path).parent.name in ("out", "new"):
             if written:
                 raise DiskFull(path)
             written.append(path)
@@ -234,6 +235,27 @@ def test_a_full_disk_in_a_rerun_says_what_is_left_of_both_sets(tmp_path, monkeyp
         f"faces not yet replaced and its manifest); free some space, then run the command "
         f"again to write them all"]
     assert {p.name for p in out.iterdir()} == {"manifest.csv", "face_000_seed3.png"}
+    # a first run into a new folder: no earlier set to speak of
+    written.clear()
+    first = cli(*args[:-2], f"--out-dir={tmp_path / 'new'}", f"--gen-img={tmp_path / 'g.png'}")
+    assert first.returncode == 2 and first.stderr.strip().splitlines() == [
+        f"error: disk full while writing {tmp_path / 'new' / 'face_001_seed4.png'}: 1 of the 3 "
+        f"faces are written in {tmp_path / 'new'}, listed in its manifest.csv; free some "
+        f"space, then run the command again to write them all"]
+    # the disk full at the manifest itself: the faces are there, no manifest lists them (it
+    # was written again on the full disk, and said the files before it were intact)
+    monkeypatch.undo()
+
+    def full_at_the_manifest(text, path):
+        raise DiskFull(path)
+    monkeypatch.setattr(checkpoint, "save_text", full_at_the_manifest)
+    last = cli(*args)
+    assert last.returncode == 2 and last.stderr.strip().splitlines() == [
+        f"error: disk full while writing {out / 'manifest.csv'}: 3 of the 3 faces are written "
+        f"in {out}, but not their manifest.csv; free some space, then run the command again "
+        f"to write them all"]
+    assert {p.name for p in out.iterdir()} == {
+        "face_000_seed3.png", "face_001_seed4.png", "face_002_seed5.png"}
 
 
 def test_a_stop_just_after_a_face_is_in_place_keeps_it_listed(tmp_path, monkeypatch):
