@@ -558,7 +558,7 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
     for cache_dir, prefix in cache_places(root, image_size):  # and builds killed outright
         _drop(p for p in cache_dir.glob(f"{prefix}*.tmp") if not _in_progress(p))
     shape = (len(files), 3, image_size, image_size)
-    refused, lasting = None, "later runs reuse it"
+    refused, limited, lasting = None, False, "later runs reuse it"
     for cache_dir, prefix in cache_places(root, image_size):
         stem = f"{prefix}{key}"
         array_path, meta_path = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
@@ -569,9 +569,9 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
             offset = _create_npy(tmp, shape)
             break
         except OSError as e:
-            refused = refused or e
+            refused, limited = refused or e, limited or e.errno == errno.EFBIG
     else:  # nowhere that lasts: a folder of its own, removed when this process ends
-        if refused is not None and refused.errno == errno.EFBIG:  # a file size limit: no folder
+        if limited:  # a file size limit at any place: no folder takes it
             raise _over_the_limit(array_path, sized(len(files) * 3 * image_size ** 2))
         cache_dir, lasting = Path(tempfile.mkdtemp(prefix="facecache-")), "for this run only"
         atexit.register(shutil.rmtree, cache_dir, ignore_errors=True)

@@ -705,3 +705,23 @@ def test_no_home_folder_leaves_the_cache_beside_the_data(tmp_path, toy_dir, monk
     assert Path(array.filename).parent == tmp_path and array.shape == (12, 3, 96, 96)
     monkeypatch.setenv("XDG_CACHE_HOME", "relative")  # ignored, as XDG says
     assert [place for place, _ in data.cache_places(root, 96)] == [tmp_path]
+
+
+def test_a_file_size_limit_at_any_cache_place_is_said_as_such(toy_dir, tmp_path, monkeypatch):
+    """The folder beside the data refused for another reason (a shared, read-only data set)
+    and the user's cache folder over a file size limit: the build went on to a temporary
+    folder, over the same limit, and ended in an OSError traceback naming that folder."""
+    import data
+    shutil.copytree(toy_dir / "faces", tmp_path / "own" / "faces")  # no cache built yet
+    tried = []
+
+    def refused(path, shape):
+        tried.append(path)
+        code = errno.EROFS if len(tried) == 1 else errno.EFBIG
+        raise OSError(code, os.strerror(code), str(path))
+    monkeypatch.setattr(data, "_create_npy", refused)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(UserError, match=r"^the decoded-image cache .* is over the largest file "
+                                        r"this shell lets a program write \(ulimit -f\)"):
+        data.build_cache(tmp_path / "own", workers=1)
+    assert len(tried) == 2  # beside the data, then the user's cache: no temporary folder
