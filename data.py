@@ -615,8 +615,6 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
                             f"{array_path} ({size} for {counted(len(files), 'image')}): "
                             f"free some there, or pass --cache=False (decodes the "
                             f"images as it goes)") from None
-        if isinstance(e, OSError) and e.errno == errno.EFBIG:  # (pwrite named no file)
-            raise _over_the_limit(array_path, size) from None
         raise
     if count == 0:
         tmp.unlink()
