@@ -86,6 +86,26 @@ def test_a_setting_stopped_by_a_ctrl_c_of_the_sweep_goes_on_from_where_it_stoppe
     assert torch.load(run / "last.pth", weights_only=True)["epoch"] == 2
 
 
+def test_a_stopped_run_whose_options_lack_one_is_trained_afresh(toy_dir, tmp_path,
+                                                              monkeypatch):
+    """A stopped run (last.pth, no figures yet) whose options.json was edited so that it
+    lacks an option: nothing of it can be trusted to go on from, and nothing measured is
+    lost, so the sweep trains it afresh (--fresh), where a finished one is refused."""
+    run = tmp_path / "demo_seed0"
+    run.mkdir()
+    (run / "last.pth").write_bytes(b"a stopped run's state")
+    (run / "options.json").write_text(json.dumps({"data_path": str(toy_dir), "max_epoch": 2}))
+    calls = []
+    monkeypatch.setattr(settings, "_cli", lambda *a, log: calls.append(a))
+    monkeypatch.setattr(settings, "_epochs", lambda name, args: 2)
+    args = argparse.Namespace(width=8, batch_size=16, ema=0.995, amp=False, gpu=False,
+                              data=str(toy_dir), out=str(tmp_path), num=64, only="demo",
+                              minutes=None)
+    settings._refuse_runs_of_other_flags(args, [0])  # not refused
+    settings.train_and_evaluate("demo", 0, args)
+    assert calls[0][0] == "train" and "--fresh" in calls[0]
+
+
 def _sweep(toy_dir, tmp_path, epochs, **popen):
     import subprocess
     from conftest import ROOT
@@ -482,6 +502,22 @@ def test_the_report_of_a_run_whose_images_are_gone_and_of_one_seed(toy_dir, tmp_
         cell = coarse(sheet[20:116, left:left + 96].astype(np.float64))
         far = [np.abs(cell - face).mean() for face in faces]
         assert far.index(min(far)) == i and min(far) < 4, (i, far)
+    # the disk full or a file size limit as it is written again: it was written in place,
+    # cut short, and said "wrote"; the one before is kept now
+    import resource
+    import subprocess
+    before = (run.parent / "grids.jpg").read_bytes()
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) // 2, len(before) // 2))
+    cut = subprocess.run([sys.executable, str(ROOT / "experiments" / "settings.py"),
+                          "--only=book", "--report", f"--out={run.parent}"], cwd=tmp_path,
+                         text=True, capture_output=True, timeout=300, preexec_fn=limited)
+    assert cut.returncode == 2, cut.stderr
+    assert cut.stderr.strip().splitlines()[-1].startswith(
+        f"error: cannot write or read {run.parent / 'grids.jpg'}: File too large;")
+    assert (run.parent / "grids.jpg").read_bytes() == before
     # a grids.jpg the system refuses (here a folder of that name): an IsADirectoryError
     # traceback, where the commands say it in one line
     (run.parent / "grids.jpg").unlink()
