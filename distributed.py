@@ -154,6 +154,11 @@ def _stops_end_at_once(others):
             signal.signal(sig, handler)
 
 
+# what a process that a stop ends at once (see _stops_heard_while_joining) does first: only
+# these, not the exit hooks, some of which may wait for the main thread, held in torch's C++
+AT_ONCE = []
+
+
 @contextlib.contextmanager
 def _stops_heard_while_joining(main):
     """Rank 0 (``main``): a stop while it waits in torch's C++ for the others to join ends it
@@ -165,7 +170,6 @@ def _stops_heard_while_joining(main):
     if not main:
         yield
         return
-    import atexit
     import select
     import sys
     import threading
@@ -186,7 +190,8 @@ def _stops_heard_while_joining(main):
                     what = "interrupted" if number == signal.SIGINT else "terminated"
                     print(f"\n{what} before training began: nothing was trained",
                           file=sys.stderr, flush=True)
-                    atexit._run_exitfuncs()  # the folders it made and left empty go
+                    for clean_up in AT_ONCE:  # the folders it made and left empty go
+                        clean_up()
                     os._exit(130 if number == signal.SIGINT else 143)
 
     thread = threading.Thread(target=listen, name="stops while joining", daemon=True)

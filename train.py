@@ -8,7 +8,6 @@ passes (the article found this better than one mixed batch), the fakes made with
 so no gradient reaches G; (2) every ``g_every`` batches, G learns D(G(z)) -> 1 on fresh noise.
 BCE is computed from D's logits (the same objective, numerically stable).
 """
-import atexit
 import errno
 import fcntl
 import json
@@ -191,6 +190,9 @@ def _only_run_in(folder, flag):
         lock = open(path, "a+")
     except PermissionError:  # a colleague's lock file in a shared folder: flock reads too
         lock = open(path)
+    gone = partial(_untouched_gone, folder, path)
+    if made:  # also where a stop ends the process at once (rank 0 in torch's join)
+        distributed.AT_ONCE.append(gone)
     try:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -215,15 +217,13 @@ def _only_run_in(folder, flag):
         for pattern in STALE:  # a save cut short by kill -9: no writer of them now
             for stale in folder.glob(pattern):
                 stale.unlink(missing_ok=True)
-        if made:  # also where a stop ends the process at once (distributed.py, rank 0
-            atexit.register(_untouched_gone, folder, path)  # in torch's join)
         yield
     finally:
         _HELD_LOCKS.discard(lock.fileno())
         lock.close()  # and with it the lock
         if made:
-            atexit.unregister(_untouched_gone)
-            _untouched_gone(folder, path)
+            distributed.AT_ONCE.remove(gone)
+            gone()
 
 
 def _untouched_gone(folder, lock):
