@@ -130,28 +130,10 @@ def setup(gpu, timeout=None):
                             f"{torch.cuda.device_count()} GPUs: lower --nproc_per_node")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    with _stops_end_at_once(rank != 0), _stops_heard_while_joining(rank == 0):
+    with _stops_heard_while_joining(rank == 0):
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
         waiting = dist.new_group(backend="gloo", timeout=DECODE_WAIT)
     return World(rank, size, local_rank, waiting), device
-
-
-@contextlib.contextmanager
-def _stops_end_at_once(others):
-    """For the processes other than rank 0 (``others``), which say nothing and have nothing
-    to save yet: a stop while they wait for the rest to join ends them at once. The wait is
-    in torch's C++, where no Python handler runs, so where rank 0 had already ended (on an
-    error of its own: another run holding the folder) torchrun's SIGTERM went unheard for its
-    30 s of grace, and the run ended with rank 1 killed."""
-    if not others:
-        yield
-        return
-    kept = {sig: signal.signal(sig, signal.SIG_DFL) for sig in stop_signals()}
-    try:
-        yield
-    finally:
-        for sig, handler in kept.items():
-            signal.signal(sig, handler)
 
 
 # what a process that a stop ends at once (see _stops_heard_while_joining) does first: only
@@ -161,15 +143,15 @@ AT_ONCE = []
 
 @contextlib.contextmanager
 def _stops_heard_while_joining(main):
-    """Rank 0 (``main``): a stop while it waits in torch's C++ for the others to join ends it
-    at once, with the line a stop before training has (nothing is trained or saved yet). A
-    Python handler runs only once the C++ returns, which was when the last process joined:
-    never, where the same Ctrl-C had ended that one (torchrun killed rank 0 after its 30 s,
-    with no line). Python's C handler still notes each signal on a wakeup file, which a
-    thread reads meanwhile."""
-    if not main:
-        yield
-        return
+    """A stop while a process waits in torch's C++ for the others to join ends it at once:
+    rank 0 (``main``) with the line a stop before training has (nothing is trained or saved
+    yet), the others quietly (rank 0 says it). A Python handler runs only once the C++
+    returns, which was when the last process joined: never, where the same Ctrl-C had ended
+    that one, or where rank 0 had ended on an error of its own (another run holding the
+    folder): torchrun killed the process left waiting after its 30 s, with no line. Python's
+    C handler still notes each signal on a wakeup file, which a thread reads meanwhile.
+    (The other ranks took stops with the default action there, but a stop that came just
+    before that switch was dropped by Python, "ignored due to race condition".)"""
     import select
     import sys
     import threading
@@ -188,8 +170,9 @@ def _stops_heard_while_joining(main):
             for number in os.read(wake, 64):
                 if number in stops and acting.acquire(blocking=False):
                     what = "interrupted" if number == signal.SIGINT else "terminated"
-                    print(f"\n{what} before training began: nothing was trained",
-                          file=sys.stderr, flush=True)
+                    if main:
+                        print(f"\n{what} before training began: nothing was trained",
+                              file=sys.stderr, flush=True)
                     for clean_up in AT_ONCE:  # the folders it made and left empty go
                         clean_up()
                     os._exit(130 if number == signal.SIGINT else 143)
