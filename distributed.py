@@ -150,8 +150,8 @@ def _stops_heard_while_joining(main):
     that one, or where rank 0 had ended on an error of its own (another run holding the
     folder): torchrun killed the process left waiting after its 30 s, with no line. Python's
     C handler still notes each signal on a wakeup file, which a thread reads meanwhile.
-    (The other ranks took stops with the default action there, but a stop that came just
-    before that switch was dropped by Python, "ignored due to race condition".)"""
+    (The other ranks took stops with the default action there, but CPython drops a stop
+    that comes just before such a switch: "ignored due to race condition".)"""
     import select
     import sys
     import threading
