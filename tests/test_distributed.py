@@ -161,34 +161,56 @@ def test_a_folder_another_run_holds_is_refused_under_torchrun_without_a_hang(toy
     assert "forcefully exiting via 9" not in result.stderr, result.stderr[-3000:]
 
 
-DIES_IN_A_G_STEP = """\
+def _wrapped_in(tmp_path, module, attribute, wrap):
+    """A folder for PYTHONPATH whose sitecustomize, in each torchrun process, replaces
+    ``attribute`` of our ``module`` (``dist.init_process_group``: of the module's ``dist``)
+    as the module loads, by ``wrap(the original)``; ``wrap`` is Python source defining it."""
+    folder = tmp_path / "hook"
+    folder.mkdir()
+    owner, _, name = attribute.rpartition(".")
+    (folder / "sitecustomize.py").write_text(f"""\
 import importlib.abc
 import importlib.machinery
 import os
 import sys
+import time
+from pathlib import Path
 
-if os.environ.get("RANK") == "1":
-    class Hook(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name != "steps":
-                return None
-            sys.meta_path.remove(self)
-            spec = importlib.machinery.PathFinder.find_spec(name, path)
-            run = spec.loader.exec_module
+{wrap}
 
-            def exec_module(module):
-                run(module)
-                real, calls = module.g_step, []
+class Hook(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != {module!r}:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        run = spec.loader.exec_module
 
-                def g_step(*args, **kwargs):
-                    calls.append(1)
-                    if len(calls) == int(os.environ["DIE_IN_G_STEP"]):
-                        os._exit(9)
-                    return real(*args, **kwargs)
-                module.g_step = g_step
-            spec.loader.exec_module = exec_module
-            return spec
-    sys.meta_path.insert(0, Hook())
+        def exec_module(module):
+            run(module)
+            owner = getattr(module, {owner!r}) if {owner!r} else module
+            setattr(owner, {name!r}, wrap(getattr(owner, {name!r})))
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, Hook())
+""")
+    return folder
+
+
+DIES_IN_A_G_STEP = """\
+def wrap(real):
+    if os.environ.get("RANK") != "1":
+        return real
+    calls = []
+
+    def g_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == int(os.environ["DIE_IN_G_STEP"]):
+            os._exit(9)
+        return real(*args, **kwargs)
+    return g_step
 """
 
 
@@ -200,9 +222,7 @@ def test_a_process_that_dies_while_training_is_rank_0s_one_line(toy_dir, tmp_pat
     no word of what to do. Here rank 1 ends in its 1st G step (nothing saved yet) or in
     its 6th, in the second epoch after the first epoch's save (a sitecustomize wraps its
     g_step)."""
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(DIES_IN_A_G_STEP)
+    hook = _wrapped_in(tmp_path, "steps", "g_step", DIES_IN_A_G_STEP)
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONPATH=str(hook),
                DIE_IN_G_STEP=str(step))
     result = subprocess.run(
@@ -229,39 +249,14 @@ def test_a_process_that_dies_while_training_is_rank_0s_one_line(toy_dir, tmp_pat
 
 
 RANK_1_JOINS_LATE = """\
-import os
-import sys
-import time
-from pathlib import Path
-
-import importlib.abc
-import importlib.machinery
-
-
-class Hook(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != "distributed":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        run = spec.loader.exec_module
-
-        def exec_module(module):
-            run(module)
-            real = module.dist.init_process_group
-
-            def init_process_group(*args, **kwargs):
-                if os.environ["RANK"] == "0":
-                    Path(os.environ["JOINING"]).write_text(str(os.getpid()))
-                else:
-                    time.sleep(60)  # rank 0 waits in torch's join meanwhile
-                return real(*args, **kwargs)
-            module.dist.init_process_group = init_process_group
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-sys.meta_path.insert(0, Hook())
+def wrap(real):
+    def init_process_group(*args, **kwargs):
+        if os.environ["RANK"] == "0":
+            Path(os.environ["JOINING"]).write_text(str(os.getpid()))
+        else:
+            time.sleep(60)  # rank 0 waits in torch's join meanwhile
+        return real(*args, **kwargs)
+    return init_process_group
 """
 
 
@@ -272,9 +267,7 @@ def test_a_stop_while_rank_0_waits_for_the_others_to_join_is_heard_at_once(toy_d
     processes to join was heard only once they had joined (a process the same Ctrl-C had
     ended never did: torchrun killed rank 0 after its 30 s, with no line). Here rank 1
     joins 60 s late, and rank 0 gets a SIGTERM as it waits."""
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(RANK_1_JOINS_LATE)
+    hook = _wrapped_in(tmp_path, "distributed", "dist.init_process_group", RANK_1_JOINS_LATE)
     joining = tmp_path / "joining"
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONPATH=str(hook),
                JOINING=str(joining))
