@@ -26,7 +26,7 @@ def _stopped(stop, command):
     """The line and exit status for a KeyboardInterrupt or Terminated that ends ``command``."""
     what = "terminated" if isinstance(stop, Terminated) else "interrupted"
     if command == "train":  # a second Ctrl-C, or either before training (building the cache)
-        run = getattr(sys.modules.get("train"), "training", None)
+        run = _training()
         what += (" before training began: nothing was trained" if run is None else
                  f" at once: nothing saved since its last save; continue from it with "
                  f"{run.resume_command()}" if run.saved else
@@ -34,6 +34,12 @@ def _stopped(stop, command):
     elif command == "toyfaces":  # what it drew stays, and is drawn again, not mixed
         what += ": the set is not finished; the same command again draws it whole"
     return f"\n{what}", 143 if isinstance(stop, Terminated) else 130
+
+
+def _training():
+    """train's run under way (its Run: what it saved, its resume command), or None before
+    training began or in another command."""
+    return getattr(sys.modules.get("train"), "training", None)
 
 
 def _ignore_late_stops(but_sigterm=False):
@@ -340,7 +346,7 @@ def main(argv):
             return 1
         if _peer_gone(e):  # rank 0: another process ended (killed, by the OOM killer say),
             # which was a gloo traceback here too
-            run = getattr(sys.modules.get("train"), "training", None)
+            run = _training()
             go_on = (f"; continue from its last save with {run.resume_command()}"
                      if run is not None and run.saved else
                      "; nothing was saved yet: run the same command again")
