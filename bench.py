@@ -217,9 +217,10 @@ def command():
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except OSError as e:  # a file the system refused (a full disk, ulimit -f, no permission)
-        if refusal(e) is None:
+        line = refusal(e)
+        if line is None:
             raise  # a bug keeps its traceback
-        print(f"error: {refusal(e)}", file=sys.stderr)
+        print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
 
 

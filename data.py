@@ -558,6 +558,8 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
     for cache_dir, prefix in cache_places(root, image_size):  # and builds killed outright
         _drop(p for p in cache_dir.glob(f"{prefix}*.tmp") if not _in_progress(p))
     shape = (len(files), 3, image_size, image_size)
+    row = 3 * image_size * image_size
+    size = sized(len(files) * row)  # a hidden file of up to 1.4 GB: where the disk space went
     refused, limited, lasting = None, False, "later runs reuse it"
     for cache_dir, prefix in cache_places(root, image_size):
         stem = f"{prefix}{key}"
@@ -572,14 +574,15 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
             refused, limited = refused or e, limited or e.errno == errno.EFBIG
     else:  # nowhere that lasts: a folder of its own, removed when this process ends
         if limited:  # a file size limit at any place: no folder takes it
-            raise _over_the_limit(array_path, sized(len(files) * 3 * image_size ** 2))
+            raise UserError(f"the decoded-image cache {array_path} ({size}) is over the "
+                            f"largest file this shell lets a program write (ulimit -f) or its "
+                            f"file system takes: raise that limit, or pass --cache=False "
+                            f"(decodes the images as it goes)")
         cache_dir, lasting = Path(tempfile.mkdtemp(prefix="facecache-")), "for this run only"
         atexit.register(shutil.rmtree, cache_dir, ignore_errors=True)
         array_path, meta_path = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
         tmp = array_path.with_name(f"{array_path.name}.{_builder()}.tmp")
         offset = _create_npy(tmp, shape)
-    row = 3 * image_size * image_size
-    size = sized(len(files) * row)  # a hidden file of up to 1.4 GB: where the disk space went
     if refused:
         print(f"note: cannot write the decoded-image cache beside {root} ({refused.strerror}); "
               f"using {cache_dir} ({lasting}, {size})", flush=True)
@@ -675,12 +678,6 @@ def _in_progress(path):
     except PermissionError:  # another user's process
         return True
     return True
-
-
-def _over_the_limit(array_path, size):
-    return UserError(f"the decoded-image cache {array_path} ({size}) is over the largest file "
-                     f"this shell lets a program write (ulimit -f) or its file system takes: "
-                     f"raise that limit, or pass --cache=False (decodes the images as it goes)")
 
 
 def _create_npy(path, shape):

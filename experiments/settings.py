@@ -706,7 +706,8 @@ if __name__ == "__main__":
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except OSError as e:  # --out a folder it cannot write in, a disk full, ...
-        if refusal(e) is None:
+        line = refusal(e)
+        if line is None:
             raise  # a bug keeps its traceback
-        print(f"error: {refusal(e)}", file=sys.stderr)
+        print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
