@@ -136,13 +136,14 @@ class Visualizer:
             return "connection refused: nothing listens on that port"
         if "NameResolutionError" in names or any(isinstance(c, socket.gaierror) for c in causes):
             return "unknown host: check --vis-server"
+        # https:// to visdom's plain server mostly waits for a handshake that never comes,
+        # and now and then fails it: the server read the handshake as a bad request
+        plain = ("; visdom's own server speaks plain http://: check --vis-server"
+                 if self.server.startswith("https://") else "")
         if any("SSL" in type(c).__name__ for c in causes):
-            return "TLS failed: check http:// or https:// in --vis-server"
+            return "TLS failed" + (plain or ": check http:// or https:// in --vis-server")
         if any(isinstance(c, TimeoutError) or "Timeout" in type(c).__name__ for c in causes):
-            # https:// to visdom's plain server waits for a handshake that never comes
-            return f"no answer within {self.timeout:g} s" + (
-                "; visdom's own server speaks plain http://: check --vis-server"
-                if self.server.startswith("https://") else "")
+            return f"no answer within {self.timeout:g} s{plain}"
         if any(isinstance(c, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError))
                or type(c).__name__ in ("RemoteDisconnected", "ProtocolError") for c in causes):
             return "the server closed the connection: was it stopped?"

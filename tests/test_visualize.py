@@ -307,6 +307,37 @@ def test_https_to_the_plain_server_and_a_closed_connection_are_named(visdom_serv
     assert vis._why(closed) == "the server closed the connection: was it stopped?"
 
 
+def test_https_to_a_plain_server_that_refuses_the_handshake_is_named(capsys):
+    """A plain server can read the TLS handshake as a bad request and answer it in plain
+    HTTP (visdom's own did so once in a CI run): the line said "TLS failed: check http:// or
+    https://" and left out that visdom speaks plain http://."""
+    import threading
+    from visualize import Visualizer
+    plain = socket.create_server(("127.0.0.1", 0))
+
+    def answer():
+        while True:
+            try:
+                conn, _ = plain.accept()
+            except OSError:  # closed by the test
+                return
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
+                             b"Connection: close\r\n\r\n")
+    serving = threading.Thread(target=answer, daemon=True)
+    serving.start()
+    try:
+        Visualizer("x", "https://127.0.0.1", plain.getsockname()[1], timeout=5.0)
+    finally:
+        plain.shutdown(socket.SHUT_RDWR)  # wakes the accept: close alone leaves it waiting
+        plain.close()
+        serving.join(timeout=10)
+    warning, = _warnings(capsys.readouterr().err)
+    assert ("(TLS failed; visdom's own server speaks plain http://: check --vis-server)"
+            in warning)
+
+
 def test_a_training_keeps_the_curves_of_an_outage_for_the_server(toy_dir, tmp_path,
                                                                   monkeypatch):
     """Training handed its points to the visualizer only while a server answered, so one
