@@ -103,6 +103,15 @@ def list_images(root):
               flush=True)
     if other:
         print(f"note: {_unread_kinds(other, root)}", flush=True)
+    from toyfaces import UNFINISHED
+    for folder in (root, root.parent):  # --data-path=data-toy, or data-toy/faces
+        try:
+            finish = (folder / UNFINISHED).read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        print(f"note: {folder} holds a toy set whose drawing was stopped, {len(files):,} "
+              f"faces so far: `{finish}` draws it whole", flush=True)
+        break
     return files
 
 

@@ -27,6 +27,7 @@ from errors import progress_bar, raise_if_stopped
 VERSION = 1  # bump when the drawing changes: caches keyed on the toy set depend on it
 
 SIZE = 96
+UNFINISHED = ".toyfaces-unfinished"  # in OUT_DIR while a set is drawn: the command to finish it
 SUPER = 4  # drawn at 4x, then downsampled
 
 HAIR_COLORS = {
@@ -315,6 +316,9 @@ def make_toyfaces(out_dir="data-toy", num=10000, seed=0, workers=None, progress=
 
     csv_path = out / "attributes.csv"
     tmp = csv_path.with_name(csv_path.name + ".tmp")
+    # there until the set is whole: a training on a stopped run's faces says it is not
+    (out / UNFINISHED).write_text(f"python main.py toyfaces --out-dir={out} --num={num} "
+                                  f"--seed={seed}\n")
     try:
         with open(tmp, "w", newline="") as f, pooling() as pool:
             write = (lambda fn, jobs: pool.imap(fn, jobs, chunksize=64)) if pool else map
@@ -326,6 +330,7 @@ def make_toyfaces(out_dir="data-toy", num=10000, seed=0, workers=None, progress=
                     raise_if_stopped()  # a Ctrl-C whose exception was lost stops it
                     writer.writerow((name,) + tuple(attrs[a] for a in ATTRIBUTES))
         os.replace(tmp, csv_path)
+        (out / UNFINISHED).unlink()
     finally:
         tmp.unlink(missing_ok=True)
     return csv_path

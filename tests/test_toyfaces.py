@@ -213,6 +213,35 @@ def test_a_ctrl_c_lost_while_the_faces_come_in_still_stops_before_the_csv(tmp_pa
     assert not (tmp_path / "toy" / "attributes.csv").exists()
 
 
+def test_a_training_on_a_stopped_set_says_it_is_not_whole(tmp_path, capsys):
+    """A training on the faces a stopped toyfaces left took them for a whole set and said
+    nothing: the user trained on part of it without knowing."""
+    from conftest import train_small
+    from data import list_images
+
+    def stop_at_40(rows, total):
+        for i, row in enumerate(rows):
+            if i == 40:
+                raise KeyboardInterrupt
+            yield row
+    toy = tmp_path / "toy"
+    with pytest.raises(KeyboardInterrupt):
+        make_toyfaces(toy, num=100, seed=5, workers=1, progress=stop_at_40)
+    drawn = len(list(toy.glob("faces/*.jpg")))
+    capsys.readouterr()
+    train_small(toy, tmp_path / "run", max_epoch=1)
+    out = capsys.readouterr().out
+    assert (f"note: {toy} holds a toy set whose drawing was stopped, {drawn} faces so far: "
+            f"`python main.py toyfaces --out-dir={toy} --num=100 --seed=5` draws it whole"
+            in out), out
+    list_images(toy / "faces")  # the faces' own folder as --data-path
+    assert f"{drawn} faces so far" in capsys.readouterr().out
+    result = cli("toyfaces", f"--out-dir={toy}", "--num=100", "--seed=5")  # as it says
+    assert result.returncode == 0, result.stderr
+    assert len(list_images(toy)) == 100
+    assert "stopped" not in capsys.readouterr().out
+
+
 def test_a_stop_closes_the_progress_bar_before_it_leaves(tmp_path):
     """The stop's line must be the last the user sees: a bar that a Ctrl-C caught before its
     own clean-up (just as it first showed) was closed only when Python freed it, after
