@@ -113,7 +113,10 @@ def _kept_classifier(config):
     cache folder (.pytest_cache, which `pytest --cache-clear` empties), under a name made of
     everything its training depends on: the code that draws the faces and trains and saves
     it, the fixture's numbers, and the versions and CPU kernels that do its arithmetic (on
-    other CPUs its sums round otherwise). A fresh clone, CI's, has none and trains it."""
+    other CPUs its sums round otherwise). A fresh clone, CI's, has none and trains it. None
+    when pytest runs without its cache (``-p no:cacheprovider``)."""
+    if getattr(config, "cache", None) is None:
+        return None
     import hashlib
     import platform
     import PIL
@@ -149,6 +152,10 @@ def classifier(tmp_path_factory, request):
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg"))
     try:
         path, kept = classifier_path(), _kept_classifier(request.config)
+        if kept is None:  # pytest run without its cache (-p no:cacheprovider): trained here
+            yield (*attribute_classifier(progress=lambda *_: None, **CLASSIFIER_TRAINING),
+                   path)
+            return
         if kept.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(kept, path)
