@@ -17,6 +17,16 @@ sys.path.insert(0, str(ROOT / "scripts"))  # scripts/browser.py, for the browser
 
 from toyfaces import make_toyfaces  # noqa: E402
 
+# A suite started in the background by a script (`make test &` in CI's shell, nohup) has
+# Ctrl-C, SIGQUIT and hang-ups ignored, and so had every process a test starts: a Ctrl-C
+# sent to one was then ignored as such a user's is (visualize.py serve ran on, the test
+# timed out). The tests start their processes as a terminal does; those that test an
+# ignored signal ignore it themselves.
+for _sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+    if signal.getsignal(_sig) == signal.SIG_IGN:
+        signal.signal(_sig, signal.default_int_handler if _sig == signal.SIGINT else
+                      signal.SIG_DFL)
+
 # The slowest file first (pytest --durations): make test's workers each take a whole file
 # (--dist loadfile) in the order collected, and the attribute classifier's file, about two
 # minutes, started late and then ran on alone after the other worker had finished. (The

@@ -306,19 +306,22 @@ def test_widths_are_inferred_for_generate_and_checked_for_train(tmp_path, toy_di
     assert (tmp_path / "r.png").is_file()
     assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
                            f"--netg-path={tmp_path / 'g32.pth'}",
-                           f"--checkpoint-dir={tmp_path}"), "ngf=32")
+                           f"--checkpoint-dir={tmp_path}", f"--save-path={tmp_path / 'i'}"),
+                       "ngf=32")  # (the default imgs/ can be locked by another run)
 
 
 def test_swapped_files_in_train(tmp_path, toy_dir):
     torch.save(NetD(8).state_dict(), tmp_path / "d.pth")
     line = assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu",
                                   f"--netg-path={tmp_path / 'd.pth'}", "--vis=False",
-                                  f"--checkpoint-dir={tmp_path}"), "d.pth")
+                                  f"--checkpoint-dir={tmp_path}",
+                                  f"--save-path={tmp_path / 'i'}"), "d.pth")
     assert "holds a netd (discriminator), not a netg" in line and "swap" in line
     torch.save(NetG(100, 8).state_dict(), tmp_path / "g.pth")  # and the other way round
     line = assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu",
                                   f"--netd-path={tmp_path / 'g.pth'}", "--vis=False",
-                                  f"--checkpoint-dir={tmp_path}"), "g.pth")
+                                  f"--checkpoint-dir={tmp_path}",
+                                  f"--save-path={tmp_path / 'i'}"), "g.pth")
     assert "holds a netg (generator), not a netd" in line and "swap" in line
 
 

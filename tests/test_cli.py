@@ -105,10 +105,18 @@ def test_missing_data_folder(tmp_path):
 
 
 def test_empty_data_folder(tmp_path):
-    (tmp_path / "faces").mkdir()
-    (tmp_path / "faces" / "notes.txt").write_text("no images here")
-    assert_clean_error(cli("train", f"--data-path={tmp_path}", "--nogpu", "--vis=False"),
-                       "no images")
+    (tmp_path / "data" / "faces").mkdir(parents=True)
+    (tmp_path / "data" / "faces" / "notes.txt").write_text("no images here")
+    assert_clean_error(cli("train", f"--data-path={tmp_path / 'data'}", "--nogpu", "--vis=False",
+                           *_own_outputs(tmp_path)), "no images")
+
+
+def _own_outputs(tmp_path):
+    """--checkpoint-dir and --save-path in ``tmp_path``: train locks its folders before it
+    looks at the data, and the defaults (the checkout's checkpoints/ and imgs/) were locked
+    by another worker's test or the user's own run, which made the refusal read "another
+    training run is using checkpoints"."""
+    return f"--checkpoint-dir={tmp_path / 'c'}", f"--save-path={tmp_path / 'i'}"
 
 
 def test_no_images_points_to_the_toy_set_where_toyfaces_puts_it(tmp_path, monkeypatch):
@@ -149,8 +157,10 @@ def test_no_images_in_the_project_folder_points_to_make_demo(tmp_path, monkeypat
     """The toy set with the book's settings trains for hours on a CPU: where make demo is
     at hand (the project's folder), the line names it too."""
     monkeypatch.chdir(ROOT)
-    line = assert_clean_error(cli("train", "--nogpu", "--vis=False", f"--data-path={tmp_path}"),
-                              f"no images in {tmp_path}")
+    (tmp_path / "data").mkdir()
+    line = assert_clean_error(cli("train", "--nogpu", "--vis=False",
+                                  f"--data-path={tmp_path / 'data'}", *_own_outputs(tmp_path)),
+                              f"no images in {tmp_path / 'data'}")
     assert line.endswith("toy set there; `make demo` trains a short run on it, at most 10 "
                          "minutes on a CPU") or line.endswith(
         "then pass --data-path=data-toy; `make demo` trains a short run on it, at most 10 "
@@ -211,7 +221,7 @@ def test_values_just_past_their_range_are_one_line(toy_dir, tmp_path, command, f
 
 def test_batch_larger_than_data_set(toy_dir, tmp_path):
     assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
-                           "--batch-size=1000", f"--checkpoint-dir={tmp_path}"),
+                           "--batch-size=1000", *_own_outputs(tmp_path)),
                        "lower --batch-size (now 1000) to 64 or less")  # (how far: unsaid)
 
 
@@ -378,13 +388,13 @@ def test_train_from_weights_of_other_widths_names_the_flags_to_pass(tmp_path, to
     torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
     line = assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
                                   f"--netg-path={tmp_path / 'netg.pth'}",
-                                  f"--checkpoint-dir={tmp_path / 'ck'}"),
+                                  *_own_outputs(tmp_path)),
                               "was trained with nz=100, ngf=8, not nz=100, ngf=64")
     assert line.endswith(": pass --ngf=8")
     torch.save(NetG(128, 64).state_dict(), tmp_path / "netg.pth")  # the noise's width alone
     line = assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
                                   f"--netg-path={tmp_path / 'netg.pth'}",
-                                  f"--checkpoint-dir={tmp_path / 'ck'}"),
+                                  *_own_outputs(tmp_path)),
                               "was trained with nz=128, ngf=64, not nz=100, ngf=64")
     assert line.endswith(": pass --nz=128")
 
@@ -1172,13 +1182,16 @@ def test_a_link_to_a_disk_that_is_not_mounted_is_named(tmp_path, toy_dir, capsys
     (data / "faces").symlink_to(tmp_path / "unmounted")
     gone = f"{data / 'faces'} is a link to {tmp_path / 'unmounted'}, which does not exist"
     train = ("train", "--nogpu", "--vis=False")
-    assert gone in assert_clean_error(cli(*train, f"--data-path={data}"), f"no images in {data}")
-    line = assert_clean_error(cli(*train, f"--data-path={data / 'faces'}"), "is not there")
+    own = _own_outputs(tmp_path)
+    assert gone in assert_clean_error(cli(*train, f"--data-path={data}", *own),
+                                      f"no images in {data}")
+    line = assert_clean_error(cli(*train, f"--data-path={data / 'faces'}", *own), "is not there")
     assert f"{str(data / 'faces')!r} is a link to {tmp_path / 'unmounted'}, which does not " \
            f"exist" in line and "faces/faces" not in line
     (tmp_path / "out").symlink_to(tmp_path / "unmounted")
     for flag in ("--checkpoint-dir", "--save-path"):
-        line = assert_clean_error(cli(*train, f"--data-path={toy_dir}",
+        other = own[1] if flag == "--checkpoint-dir" else own[0]
+        line = assert_clean_error(cli(*train, f"--data-path={toy_dir}", other,
                                       f"{flag}={tmp_path / 'out' / 'run'}"), flag)
         assert f"{str(tmp_path / 'out')!r} is a link to {tmp_path / 'unmounted'}, which does " \
                f"not exist" in line

@@ -549,7 +549,8 @@ def test_start_d_from_existing_weights(toy_dir, tmp_path, capsys, d_low):
 def test_sync_bn_on_the_cpu_is_one_line(toy_dir, tmp_path):
     assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
                            "--batch-size=16", "--max-epoch=1", "--sync-bn",
-                           f"--checkpoint-dir={tmp_path}"), "--sync-bn", "GPU")
+                           f"--checkpoint-dir={tmp_path}", f"--save-path={tmp_path / 'i'}"),
+                       "--sync-bn", "GPU")  # (the default imgs/ was locked by another run)
 
 
 def test_an_isa_capped_cpu_trains_in_fp32_like_an_avx2_one(monkeypatch):
