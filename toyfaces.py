@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from errors import progress_bar, raise_if_stopped
+from errors import progress_bar, quoted, raise_if_stopped
 
 VERSION = 1  # bump when the drawing changes: caches keyed on the toy set depend on it
 
@@ -317,8 +317,8 @@ def make_toyfaces(out_dir="data-toy", num=10000, seed=0, workers=None, progress=
     csv_path = out / "attributes.csv"
     tmp = csv_path.with_name(csv_path.name + ".tmp")
     # there until the set is whole: a training on a stopped run's faces says it is not
-    (out / UNFINISHED).write_text(f"python main.py toyfaces --out-dir={out} --num={num} "
-                                  f"--seed={seed}\n")
+    (out / UNFINISHED).write_text(f"python main.py toyfaces --out-dir={quoted(out)} "
+                                  f"--num={num} --seed={seed}\n")
     try:
         with open(tmp, "w", newline="") as f, pooling() as pool:
             write = (lambda fn, jobs: pool.imap(fn, jobs, chunksize=64)) if pool else map

@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT / "scripts"))  # scripts/browser.py, for the browser
 
 from toyfaces import make_toyfaces  # noqa: E402
 
-# A suite started in the background by a script (`make test &` in CI's shell, nohup) has
+# A suite started in the background by a script (`make test &`) or under nohup has
 # Ctrl-C, SIGQUIT and hang-ups ignored, and so had every process a test starts: a Ctrl-C
 # sent to one was then ignored as such a user's is (visualize.py serve ran on, the test
 # timed out). The tests start their processes as a terminal does; those that test an

@@ -224,7 +224,7 @@ def test_a_training_on_a_stopped_set_says_it_is_not_whole(tmp_path, capsys):
             if i == 40:
                 raise KeyboardInterrupt
             yield row
-    toy = tmp_path / "toy"
+    toy = tmp_path / "my toy"  # the command said is one to paste: the space quoted
     with pytest.raises(KeyboardInterrupt):
         make_toyfaces(toy, num=100, seed=5, workers=1, progress=stop_at_40)
     drawn = len(list(toy.glob("faces/*.jpg")))
@@ -232,7 +232,7 @@ def test_a_training_on_a_stopped_set_says_it_is_not_whole(tmp_path, capsys):
     train_small(toy, tmp_path / "run", max_epoch=1)
     out = capsys.readouterr().out
     assert (f"note: {toy} holds a toy set whose drawing was stopped, {drawn} faces so far: "
-            f"`python main.py toyfaces --out-dir={toy} --num=100 --seed=5` draws it whole"
+            f"`python main.py toyfaces --out-dir='{toy}' --num=100 --seed=5` draws it whole"
             in out), out
     list_images(toy / "faces")  # the faces' own folder as --data-path
     assert f"{drawn} faces so far" in capsys.readouterr().out
