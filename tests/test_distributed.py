@@ -17,19 +17,30 @@ from torch import nn
 
 from conftest import ROOT, draw_grid, tiny_nets
 
+TORCHRUN_TRAIN = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                  "--nproc_per_node=2", str(ROOT / "main.py"), "train"]
+
+
+def _torchrun_env(**extra):
+    """The environment of a torchrun test: its lines as they come, one thread a process."""
+    return dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **extra)
+
+
+def _torchrun_train(*flags, timeout=300, **extra):
+    """``train`` with ``flags`` in two torchrun processes, ``extra`` in their environment:
+    the finished run, its output kept."""
+    return subprocess.run([*TORCHRUN_TRAIN, *flags], capture_output=True, text=True,
+                          env=_torchrun_env(**extra), timeout=timeout, cwd=ROOT)
+
 
 @pytest.mark.slow
 def test_torchrun_two_processes_write_one_set_of_book_checkpoints(toy_dir, tmp_path):
     data = tmp_path / "data"  # a folder with no decoded cache yet: rank 0 builds it alone
     shutil.copytree(toy_dir / "faces", data / "faces")
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(ROOT / "main.py"), "train", f"--data-path={data}", "--nogpu", "--vis=False",
-         "--max-epoch=2", "--save-every=1", "--batch-size=8", "--ngf=8", "--ndf=8",
-         "--plot-every=2", "--seed=0", f"--save-path={tmp_path / 'I'}",
-         f"--checkpoint-dir={tmp_path / 'C'}"],
-        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    result = _torchrun_train(f"--data-path={data}", "--nogpu", "--vis=False", "--max-epoch=2",
+                             "--save-every=1", "--batch-size=8", "--ngf=8", "--ndf=8",
+                             "--plot-every=2", "--seed=0", f"--save-path={tmp_path / 'I'}",
+                             f"--checkpoint-dir={tmp_path / 'C'}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(list(tmp_path.glob(".data.faces96-*.npy"))) == 1
     assert result.stdout.count("4 batches of 8 per epoch in each of 2 processes") == 1
@@ -49,14 +60,10 @@ def test_under_torchrun_a_time_budget_stops_every_process_at_the_same_step(toy_d
     """--max-minutes under torchrun: the processes agree at the plot_every read-backs that the
     time is up (one process alone would stop while the others wait in their next step's
     collectives), rank 0 saves the state and says so once, and the run ends with status 0."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(ROOT / "main.py"), "train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
-         "--max-epoch=2", "--batch-size=8", "--ngf=8", "--ndf=8", "--plot-every=2", "--seed=0",
-         "--max-minutes=0.0001", f"--save-path={tmp_path / 'I'}",
-         f"--checkpoint-dir={tmp_path / 'C'}"],
-        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    result = _torchrun_train(f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--max-epoch=2",
+                             "--batch-size=8", "--ngf=8", "--ndf=8", "--plot-every=2", "--seed=0",
+                             "--max-minutes=0.0001", f"--save-path={tmp_path / 'I'}",
+                             f"--checkpoint-dir={tmp_path / 'C'}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("the time is up in epoch 1 of 2, after batch 2 of 4") == 1, \
         result.stdout
@@ -72,13 +79,10 @@ def test_a_folder_rank_0_cannot_decode_is_its_one_error_line(tmp_path):
     faces.mkdir(parents=True)
     for i in range(3):
         (faces / f"{i}.jpg").write_text("not an image")
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(ROOT / "main.py"), "train", f"--data-path={tmp_path / 'data'}", "--nogpu",
-         "--vis=False", "--batch-size=1", "--ngf=8", "--ndf=8",
-         f"--save-path={tmp_path / 'I'}", f"--checkpoint-dir={tmp_path / 'C'}"],
-        capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    result = _torchrun_train(f"--data-path={tmp_path / 'data'}", "--nogpu", "--vis=False",
+                             "--batch-size=1", "--ngf=8", "--ndf=8",
+                             f"--save-path={tmp_path / 'I'}", f"--checkpoint-dir={tmp_path / 'C'}",
+                             timeout=120)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: none of the 3 image files in {tmp_path / 'data'} could be read: "
@@ -96,11 +100,7 @@ def test_a_mistake_under_torchrun_is_its_error_line_when_rank_0_is_the_slower(tm
     slow.mkdir()
     (slow / "sitecustomize.py").write_text(
         "import os, time\nif os.environ.get('RANK') == '0':\n    time.sleep(3)\n")
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONPATH=str(slow))
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(ROOT / "main.py"), "train", "--nogpu", "--bach-size=8"],
-        capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    result = _torchrun_train("--nogpu", "--bach-size=8", timeout=120, PYTHONPATH=str(slow))
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: unknown option --bach-size; did you mean --batch-size?"], \
@@ -122,14 +122,11 @@ def test_a_write_only_rank_0_fails_is_its_error_line_alone(toy_dir, tmp_path):
         "import os, resource, signal\nif os.environ.get('RANK') == '0':\n"
         "    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "    resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))\n")
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONPATH=str(small))
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(ROOT / "main.py"), "train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
-         "--cache=False", "--num-workers=0", "--max-epoch=3", "--save-every=1", "--ngf=8",
-         "--ndf=8", "--batch-size=8", "--seed=0", f"--save-path={tmp_path / 'I'}",
-         f"--checkpoint-dir={tmp_path / 'C'}"],
-        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    result = _torchrun_train(f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--cache=False",
+                             "--num-workers=0", "--max-epoch=3", "--save-every=1", "--ngf=8",
+                             "--ndf=8", "--batch-size=8", "--seed=0",
+                             f"--save-path={tmp_path / 'I'}", f"--checkpoint-dir={tmp_path / 'C'}",
+                             PYTHONPATH=str(small))
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "File too large" in errors[0], result.stderr[-3000:]
@@ -148,13 +145,10 @@ def test_a_folder_another_run_holds_is_refused_under_torchrun_without_a_hang(toy
     (tmp_path / "C").mkdir()
     with open(tmp_path / "C" / ".train.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run, training there
-        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-        result = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone",
-             "--nproc_per_node=2", str(ROOT / "main.py"), "train", f"--data-path={toy_dir}",
-             "--nogpu", "--vis=False", "--batch-size=8", "--ngf=8", "--ndf=8",
-             f"--save-path={tmp_path / 'I'}", f"--checkpoint-dir={tmp_path / 'C'}"],
-            capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+        result = _torchrun_train(f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+                                 "--batch-size=8", "--ngf=8", "--ndf=8",
+                                 f"--save-path={tmp_path / 'I'}",
+                                 f"--checkpoint-dir={tmp_path / 'C'}", timeout=120)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "another training run" in errors[0], result.stderr[-3000:]
@@ -223,15 +217,11 @@ def test_a_process_that_dies_while_training_is_rank_0s_one_line(toy_dir, tmp_pat
     its 6th, in the second epoch after the first epoch's save (a sitecustomize wraps its
     g_step)."""
     hook = _wrapped_in(tmp_path, "steps", "g_step", DIES_IN_A_G_STEP)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONPATH=str(hook),
-               DIE_IN_G_STEP=str(step))
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(ROOT / "main.py"), "train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
-         "--max-epoch=3", "--save-every=1", "--g-every=1", "--batch-size=8", "--ngf=8",
-         "--ndf=8", "--seed=0", f"--save-path={tmp_path / 'I'}",
-         f"--checkpoint-dir={tmp_path / 'C'}"],
-        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    result = _torchrun_train(f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--max-epoch=3",
+                             "--save-every=1", "--g-every=1", "--batch-size=8", "--ngf=8",
+                             "--ndf=8", "--seed=0", f"--save-path={tmp_path / 'I'}",
+                             f"--checkpoint-dir={tmp_path / 'C'}", PYTHONPATH=str(hook),
+                             DIE_IN_G_STEP=str(step))
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.stderr[-3000:]
@@ -269,14 +259,12 @@ def test_a_stop_while_rank_0_waits_for_the_others_to_join_is_heard_at_once(toy_d
     joins 60 s late, and rank 0 gets a SIGTERM as it waits."""
     hook = _wrapped_in(tmp_path, "distributed", "dist.init_process_group", RANK_1_JOINS_LATE)
     joining = tmp_path / "joining"
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONPATH=str(hook),
-               JOINING=str(joining))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(ROOT / "main.py"), "train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
-         "--batch-size=8", "--ngf=8", "--ndf=8", f"--save-path={tmp_path / 'I'}",
+        [*TORCHRUN_TRAIN, f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--batch-size=8",
+         "--ngf=8", "--ndf=8", f"--save-path={tmp_path / 'I'}",
          f"--checkpoint-dir={tmp_path / 'C'}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env=_torchrun_env(PYTHONPATH=str(hook), JOINING=str(joining)))
     try:
         for _ in range(1200):
             if joining.is_file() and joining.read_text():
@@ -306,13 +294,10 @@ def _two_processes_without_the_cache(toy_dir, tmp_path, good, broken, *flags):
         shutil.copy(p, faces / p.name)
     for name in broken:
         (faces / name).write_text("not an image")
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(ROOT / "main.py"), "train", f"--data-path={tmp_path / 'data'}", "--nogpu",
-         "--vis=False", "--cache=False", "--num-workers=0", "--ngf=8", "--ndf=8",
-         f"--save-path={tmp_path / 'I'}", f"--checkpoint-dir={tmp_path / 'C'}", *flags],
-        capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
+    result = _torchrun_train(f"--data-path={tmp_path / 'data'}", "--nogpu", "--vis=False",
+                             "--cache=False", "--num-workers=0", "--ngf=8", "--ndf=8",
+                             f"--save-path={tmp_path / 'I'}", f"--checkpoint-dir={tmp_path / 'C'}",
+                             *flags, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     listed = (tmp_path / "C" / "skipped_files.txt").read_text().split()
     assert sorted(p.rsplit("/", 1)[-1] for p in listed) == broken
