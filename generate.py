@@ -456,23 +456,23 @@ def _write_faces(out_dir, faces, scores, seeds, scale, resample, mean=0.0, std=1
         # yet replaced go too, so that the manifest lists every face beside it
         for name in names[len(rows):]:
             (out / name).unlink(missing_ok=True)
-        listed = False
+        in_manifest = False  # (not `listed`: errors.listed is this module's too)
         if rows:
             try:
                 _write_manifest(out, rows)
-                listed = True
+                in_manifest = True
             except DiskFull:  # the disk filled at the manifest itself (said below)
                 if not isinstance(stop, DiskFull):
                     raise
-        if not listed:
+        if not in_manifest:
             (out / "manifest.csv").unlink(missing_ok=True)
         if isinstance(stop, DiskFull):  # its line said the files before it were intact,
             # where the earlier set's were removed
             faces = counted(len(seeds), "face")
             written = (f"none of the {faces} is written in {out}" if not rows else
                        f"{len(rows)} of the {faces} are written in {out}, "
-                       + ("listed in its manifest.csv" if listed else "but not their "
-                                                                     "manifest.csv"))
+                       + ("listed in its manifest.csv" if in_manifest else
+                          "but not their manifest.csv"))
             gone = (", and the earlier set there is gone (its faces not yet replaced and its "
                     "manifest)" if earlier and len(rows) < len(seeds) else "")
             raise UserError(f"disk full while writing {stop.path}: {written}{gone}; free some "

@@ -341,11 +341,11 @@ def main(argv):
         _say_once(f"error: {line}")
         return 2
     except RuntimeError as e:  # torch's out-of-memory errors, on the GPU or the CPU
-        if _peer_gone(e) and not is_main_process():  # rank 0's line says why (a gloo
-            _sigterm_ends_quietly(1)  # traceback of ~45 lines said it did not know)
-            return 1
-        if _peer_gone(e):  # rank 0: another process ended (killed, by the OOM killer say),
-            # which was a gloo traceback here too
+        if _peer_gone(e):  # another process ended (killed, by the OOM killer say)
+            if not is_main_process():  # rank 0's line says why (a gloo traceback of ~45
+                _sigterm_ends_quietly(1)  # lines said it did not know)
+                return 1
+            # rank 0's was a gloo traceback too
             run = _training()
             go_on = (f"; continue from its last save with {run.resume_command()}"
                      if run is not None and run.saved else
