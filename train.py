@@ -340,8 +340,10 @@ def _keep_other_runs(opt, state, saved):
     or another run's loss log (its rows up to the resumed step differ from the resumed run's
     own, where that is still there to compare: a copied run's log is its own). A rollback (an
     older copy resumed into the run's own folders) is refused likewise where a new run has
-    since started there (another seed), whose log it would have gone on in. A finished run's
-    last.pth is written over as by a new run there, and said (the notes returned).
+    since started there (another seed), whose log it would have gone on in, and so is a run
+    whose save path a new run in another folder has since taken over (the default imgs/ of
+    both: the new run's OWNER there, its seed another). A finished run's last.pth is written
+    over as by a new run there, and said (the notes returned).
     ``saved``: the state's options."""
     last = Path(opt.checkpoint_dir) / "last.pth"
     notes = []
@@ -378,7 +380,29 @@ def _keep_other_runs(opt, state, saved):
             raise UserError(f"{log} is another run's loss log ({opt.resume} keeps its own in "
                             f"{before}): resumed there, it would go on in that log and write "
                             f"its grids over that run's; pass another --save-path")
+    owner = _log_owner(opt.save_path) if log.is_file() else None
+    if owner is not None and owner != Path(opt.checkpoint_dir).resolve():
+        # a new run in another folder has since started its own log in this save path (the
+        # default imgs/ shared, the resumed run finished then): its rows, not the resumed
+        # run's, are there now, and the resumed run would go on in them
+        found = _progress(owner / "last.pth")
+        if found is not None and found[2]["options"].get("seed") != saved["seed"] and \
+                Path(saved_options(found[2])["save_path"]).resolve() == log.parent.resolve():
+            raise UserError(f"{log} is now the loss log of another run, the one in {owner} "
+                            f"(seed {found[2]['options'].get('seed')}; {opt.resume} is of "
+                            f"seed {saved['seed']}), which started its own log there since: "
+                            f"resumed there, it would go on in that run's log and write its "
+                            f"grids over that run's; pass another --save-path")
     return notes
+
+
+def _log_owner(save_path):
+    """The checkpoint folder (resolved) of the run that logs in ``save_path`` (its OWNER
+    file), or None where no run says so (logged by an older version) or it cannot be read."""
+    try:
+        return Path((Path(save_path) / OWNER).read_text(encoding="utf-8").strip()).resolve()
+    except (OSError, ValueError):
+        return None
 
 
 OWNER = ".checkpoint-dir"  # in --save-path: the checkpoint folder of the run that logs there
@@ -392,9 +416,8 @@ def _another_runs_log(opt):
     (unless --fresh); said where it is finished (the note returned)."""
     if opt.fresh or not (Path(opt.save_path) / "losses.csv").is_file():
         return None
-    try:
-        owner = Path((Path(opt.save_path) / OWNER).read_text(encoding="utf-8").strip())
-    except (OSError, ValueError):  # logged by an older version, or no run says it is its own
+    owner = _log_owner(opt.save_path)
+    if owner is None:  # logged by an older version, or no run says it is its own
         return None
     if owner == Path(opt.checkpoint_dir).resolve():
         return None  # the run in --checkpoint-dir: _keep_unfinished_run speaks for it

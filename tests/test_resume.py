@@ -1340,3 +1340,26 @@ except OSError as e:
     assert [r["step"] for r in rows] == [1]
     assert (tmp_path / "losses.csv").read_text().endswith("\n")  # no part of row 2
 
+
+
+def test_a_resume_keeps_off_its_save_path_once_another_run_logs_there(toy_dir, tmp_path):
+    """Run A finished with its grids in imgs; run B, in another --checkpoint-dir with the same
+    save path (the default imgs/ left as it was), was told that it starts its own log there.
+    A, resumed to train further, went on in B's losses.csv without a word: B's rows as A's
+    first epoch, A's after them, in one log and one plot."""
+    imgs = tmp_path / "imgs"
+    base = ["train", f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--batch-size=16",
+            "--ngf=8", "--ndf=8", f"--save-path={imgs}", "--max-epoch=1"]
+    assert cli(*base, f"--checkpoint-dir={tmp_path / 'a'}", "--seed=1").returncode == 0
+    assert cli(*base, f"--checkpoint-dir={tmp_path / 'b'}", "--seed=2").returncode == 0
+    before = {p.name: p.read_bytes() for p in imgs.iterdir()}
+    assert_clean_error(cli("train", f"--resume={tmp_path / 'a' / 'last.pth'}", "--max-epoch=2"),
+                       f"{imgs / 'losses.csv'} is now the loss log of another run, the one in "
+                       f"{tmp_path / 'b'}", "another --save-path")
+    assert {p.name: p.read_bytes() for p in imgs.iterdir()} == before
+    # B itself goes on in its own log, and A in a save path of its own
+    assert cli("train", f"--resume={tmp_path / 'b' / 'last.pth'}", "--max-epoch=2"
+               ).returncode == 0
+    result = cli("train", f"--resume={tmp_path / 'a' / 'last.pth'}", "--max-epoch=2",
+                 f"--save-path={tmp_path / 'imgs-a'}")
+    assert result.returncode == 0, result.stderr
