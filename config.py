@@ -453,8 +453,8 @@ def _resumed(given):
                     f"--resume, or from its newest weights with {weights}" if weights else "")
             raise UserError(f"--resume: no {resume} to continue from (it is written at every "
                             f"save); pass --resume=PATH or --checkpoint-dir{hint}")
-    for name in ("recipe", "netg_path", "netd_path"):
-        if given.get(name):
+    for name in ("recipe", "netg_path", "netd_path"):  # --recipe= too: the book's, asked for
+        if name in given:  # on a modern run
             flag = "--" + name.replace("_", "-")
             raise UserError(f"{flag} cannot be given with --resume: the run continues with the "
                             + ("weights its state holds" if name != "recipe" else

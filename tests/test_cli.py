@@ -790,13 +790,15 @@ def test_outputs_that_would_overwrite_another_file_are_refused(tmp_path, toy_dir
 
 
 def test_a_resumed_run_refuses_what_it_would_ignore(tmp_path, toy_dir):
-    """--recipe and the start weights were taken in silence on --resume and not applied."""
+    """--recipe and the start weights were taken in silence on --resume and not applied; an
+    empty --recipe= (the book's recipe asked for) was still, on a modern run."""
     import checkpoint
     from config import Config
     state = tmp_path / "last.pth"
     torch.save({"format": checkpoint.STATE_FORMAT, "options": Config().to_dict()}, state)
     torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
-    for flag in ("--recipe=modern", "--recipe=bogus", f"--netg-path={tmp_path / 'netg.pth'}"):
+    for flag in ("--recipe=modern", "--recipe=bogus", "--recipe=",
+                 f"--netg-path={tmp_path / 'netg.pth'}"):
         assert_clean_error(cli("train", "--nogpu", f"--data-path={toy_dir}",
                                f"--resume={state}", flag), flag.split("=")[0], "--resume")
 
