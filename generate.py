@@ -31,7 +31,7 @@ import checkpoint
 from checkpoint import grid_size, to_uint8
 from config import (MAX_BATCH, MAX_FACES, MAX_NOISE, MAX_SCALE, MAX_STEPS, SEEDS, UNSET_MEANS,
                     Config, refuse_earlier_faces, resolve_device)
-from errors import DiskFull, UserError, counted, listed, progress_bar
+from errors import DiskFull, Terminated, UserError, counted, listed, progress_bar
 
 SEARCH_BAR = 4096  # generate shows a progress bar when D ranks more faces than this
 # interpolate shows one while it encodes a GIF of more pixels than this, all frames together
@@ -466,17 +466,21 @@ def _write_faces(out_dir, faces, scores, seeds, scale, resample, mean=0.0, std=1
                     raise
         if not in_manifest:
             (out / "manifest.csv").unlink(missing_ok=True)
+        faces = counted(len(seeds), "face")
+        written = (f"none of the {faces} is written in {out}" if not rows else
+                   f"{len(rows)} of the {faces} {'is' if len(rows) == 1 else 'are'} "
+                   f"written in {out}, "
+                   + ("listed in its manifest.csv" if in_manifest else
+                      "but not their manifest.csv"))
+        gone = (", and the earlier set there is gone (its faces not yet replaced and its "
+                "manifest)" if earlier and len(rows) < len(seeds) else "")
         if isinstance(stop, DiskFull):  # its line said the files before it were intact,
             # where the earlier set's were removed
-            faces = counted(len(seeds), "face")
-            written = (f"none of the {faces} is written in {out}" if not rows else
-                       f"{len(rows)} of the {faces} are written in {out}, "
-                       + ("listed in its manifest.csv" if in_manifest else
-                          "but not their manifest.csv"))
-            gone = (", and the earlier set there is gone (its faces not yet replaced and its "
-                    "manifest)" if earlier and len(rows) < len(seeds) else "")
             raise UserError(f"disk full while writing {stop.path}: {written}{gone}; free some "
                             f"space, then run the command again to write them all") from None
+        if isinstance(stop, (KeyboardInterrupt, Terminated)):  # for main's stop line, which
+            # said only "interrupted"
+            stop.kept = f"{written}{gone}; the same command again writes them all"
         raise
 
 

@@ -33,6 +33,8 @@ def _stopped(stop, command):
                  " at once: the run had finished no epoch, so none of it was saved")
     elif command == "toyfaces":  # what it drew stays, and is drawn again, not mixed
         what += ": the set is not finished; the same command again draws it whole"
+    elif getattr(stop, "kept", None):  # generate --out-dir: the faces written so far
+        what += f": {stop.kept}"
     return f"\n{what}", 143 if isinstance(stop, Terminated) else 130
 
 

@@ -230,7 +230,7 @@ def test_a_full_disk_in_a_rerun_says_what_is_left_of_both_sets(tmp_path, monkeyp
     assert result.returncode == 2
     out = tmp_path / "out"
     assert result.stderr.strip().splitlines() == [
-        f"error: disk full while writing {out / 'face_001_seed4.png'}: 1 of the 3 faces are "
+        f"error: disk full while writing {out / 'face_001_seed4.png'}: 1 of the 3 faces is "
         f"written in {out}, listed in its manifest.csv, and the earlier set there is gone (its "
         f"faces not yet replaced and its manifest); free some space, then run the command "
         f"again to write them all"]
@@ -240,7 +240,7 @@ def test_a_full_disk_in_a_rerun_says_what_is_left_of_both_sets(tmp_path, monkeyp
     first = cli(*args[:-2], f"--out-dir={tmp_path / 'new'}", f"--gen-img={tmp_path / 'g.png'}")
     assert first.returncode == 2 and first.stderr.strip().splitlines() == [
         f"error: disk full while writing {tmp_path / 'new' / 'face_001_seed4.png'}: 1 of the 3 "
-        f"faces are written in {tmp_path / 'new'}, listed in its manifest.csv; free some "
+        f"faces is written in {tmp_path / 'new'}, listed in its manifest.csv; free some "
         f"space, then run the command again to write them all"]
     # the disk full at the manifest itself: the faces are there, no manifest lists them (it
     # was written again on the full disk, and said the files before it were intact)
@@ -319,11 +319,14 @@ def test_a_stop_while_faces_are_written_leaves_a_manifest_of_them(tmp_path, sign
         kill_group(proc)
     assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143}[signame], err
     assert "Traceback" not in err, err
-    assert err.strip().splitlines()[-1] == {"SIGINT": "interrupted",
-                                            "SIGTERM": "terminated"}[signame]
     with open(out / "manifest.csv") as f:
         listed = [row["file"] for row in csv.DictReader(f)]
     assert 0 < len(listed) < 1000  # stopped half way
+    # the line says what is kept and how to write the rest (it said only "interrupted")
+    assert err.strip().splitlines()[-1] == (
+        f"{ {'SIGINT': 'interrupted', 'SIGTERM': 'terminated'}[signame]}: {len(listed)} of the "
+        f"1000 faces {'is' if len(listed) == 1 else 'are'} written in {out}, listed in its manifest.csv; the same command again "
+        f"writes them all")
     assert sorted(p.name for p in out.glob("face_*.png")) == listed  # all there, all listed
     assert listed == [f"face_{rank:03d}_seed{rank}.png" for rank in range(len(listed))]
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary file
