@@ -651,6 +651,9 @@ def writable(path, flag, folder, image=False, example=None, suffix=None):
     folder must be or the reverse, a suffix no image format has (or not ``suffix``), or a
     folder without write permission."""
     named_folder = str(path).endswith(("/", os.sep))
+    # "-" read as standard output, by habit: a file named "-" was written where the command ran
+    _require(str(path) != "-", f"--{flag}=-: the output is {'a folder' if folder else 'a file'}"
+             f", not standard output: name one" + (f", e.g. {example!r}" if example else ""))
     path = Path(path)
     if not folder and not named_folder:  # a link is written through, to its file
         import checkpoint

@@ -539,6 +539,24 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, to
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "netg.pth"]
 
 
+def test_a_dash_for_an_output_is_refused_not_written_as_a_file(tmp_path, toy_dir,
+                                                               monkeypatch):
+    """--gen-img=-, read as standard output by habit, wrote a grid into a file named "-" where
+    the command ran, "wrote -" (a PNG), exit 0: awkward to find and to remove."""
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    g = f"--netg-path={tmp_path / 'netg.pth'}"
+    monkeypatch.chdir(tmp_path)
+    cases = [(("generate", g, "--gen-img=-"), "--gen-img=-", "'result.png'"),
+             (("generate", g, "--out-dir=-"), "--out-dir=-", "a folder"),
+             (("interpolate", g, "--out=-"), "--out=-", "'interp.png'"),
+             (("interpolate", g, "--gif=-"), "--gif=-", "'interp.gif'"),
+             (("evaluate", g, f"--data-path={toy_dir}", "--out=-"), "--out=-", "'metrics.json'"),
+             (("train", f"--data-path={toy_dir}", "--save-path=-"), "--save-path=-", "a folder")]
+    for (command, *rest), flag, example in cases:
+        assert_clean_error(cli(command, "--nogpu", *rest), flag, "not standard output", example)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["netg.pth"]
+
+
 @pytest.mark.parametrize("seed", ["-1", str(2**31 + 1), "99999999999999999999"])
 def test_seed_out_of_range(tmp_path, seed):
     torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
