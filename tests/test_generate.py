@@ -323,10 +323,10 @@ def test_a_stop_while_faces_are_written_leaves_a_manifest_of_them(tmp_path, sign
         listed = [row["file"] for row in csv.DictReader(f)]
     assert 0 < len(listed) < 1000  # stopped half way
     # the line says what is kept and how to write the rest (it said only "interrupted")
+    stop = {"SIGINT": "interrupted", "SIGTERM": "terminated"}[signame]
     assert err.strip().splitlines()[-1] == (
-        f"{ {'SIGINT': 'interrupted', 'SIGTERM': 'terminated'}[signame]}: {len(listed)} of the "
-        f"1000 faces {'is' if len(listed) == 1 else 'are'} written in {out}, listed in its manifest.csv; the same command again "
-        f"writes them all")
+        f"{stop}: {len(listed)} of the 1000 faces {'is' if len(listed) == 1 else 'are'} "
+        f"written in {out}, listed in its manifest.csv; the same command again writes them all")
     assert sorted(p.name for p in out.glob("face_*.png")) == listed  # all there, all listed
     assert listed == [f"face_{rank:03d}_seed{rank}.png" for rank in range(len(listed))]
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary file

@@ -1341,7 +1341,6 @@ except OSError as e:
     assert (tmp_path / "losses.csv").read_text().endswith("\n")  # no part of row 2
 
 
-
 def test_a_resume_keeps_off_its_save_path_once_another_run_logs_there(toy_dir, tmp_path):
     """Run A finished with its grids in imgs; run B, in another --checkpoint-dir with the same
     save path (the default imgs/ left as it was), was told that it starts its own log there.
