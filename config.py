@@ -184,8 +184,9 @@ def _coerce(name, value, kind, nullable=True):
         if nullable:
             return None
         raise UserError(f"{flag} needs a value, not None (leave the flag out for its default)")
-    if kind == "seeds":  # fire reads 17,42 as a tuple and 17 as an int
-        items = value if isinstance(value, (tuple, list)) else str(value).split(",")
+    if kind == "seeds":  # fire reads 17,42 as a tuple, 17 as an int and 1e3 as a float
+        items = value if isinstance(value, (tuple, list)) else \
+            [value] if isinstance(value, float) else str(value).split(",")
         if any(not str(v).strip() for v in items[:-1]) and any(str(v).strip() for v in items):
             raise UserError(f"{flag}={value} has an empty place in its list: a seed left "
                             f"out? e.g. {flag}=17,42")  # 1,,2 was read as 1,2

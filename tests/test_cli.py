@@ -1229,13 +1229,16 @@ def test_a_link_to_a_disk_that_is_not_mounted_is_named(tmp_path, toy_dir, capsys
 
 
 def test_seeds_written_in_exponent_form_are_taken_as_seed_takes_them(tmp_path):
-    """--seed=1e3 was taken and --seeds=1e3 refused, quoting '1000.0'."""
+    """--seed=1e3 was taken and --seeds=1e3 refused, quoting '1000.0': first in a list too,
+    then alone."""
     torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
     g = f"--netg-path={tmp_path / 'netg.pth'}"
-    for seeds, name in (("1e3,5", "e.png"), ("1000,5", "plain.png")):
+    for seeds, name in (("1e3,5", "e.png"), ("1000,5", "plain.png"), ("1e3", "e1.png"),
+                        ("1000", "plain1.png")):
         r = cli("generate", "--nogpu", g, f"--seeds={seeds}", f"--gen-img={tmp_path / name}")
         assert r.returncode == 0, r.stderr
     assert (tmp_path / "e.png").read_bytes() == (tmp_path / "plain.png").read_bytes()
+    assert (tmp_path / "e1.png").read_bytes() == (tmp_path / "plain1.png").read_bytes()
     assert_clean_error(cli("generate", "--nogpu", g, "--seeds=1.5"), "--seeds", "not '1.5'")
     assert_clean_error(cli("generate", "--nogpu", g, "--seeds="), "--seeds= names no seed")
     for typed in ("1,,2", ",17"):  # 1,,2 drew the faces of 1 and 2: a seed left out?
