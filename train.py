@@ -380,32 +380,40 @@ def _keep_other_runs(opt, state, saved):
             raise UserError(f"{log} is another run's loss log ({opt.resume} keeps its own in "
                             f"{before}): resumed there, it would go on in that log and write "
                             f"its grids over that run's; pass another --save-path")
-    owner = _log_owner(opt.save_path) if log.is_file() else None
-    if owner is not None and owner != Path(opt.checkpoint_dir).resolve():
+    other = _other_run_logging_in(opt) if log.is_file() else None
+    if other is not None and other[3]["options"].get("seed") != saved["seed"]:
         # a new run in another folder has since started its own log in this save path (the
         # default imgs/ shared, the resumed run finished then): its rows, not the resumed
         # run's, are there now, and the resumed run would go on in them
-        found = _progress(owner / "last.pth")
-        if found is not None and found[2]["options"].get("seed") != saved["seed"] and \
-                Path(saved_options(found[2])["save_path"]).resolve() == log.parent.resolve():
-            raise UserError(f"{log} is now the loss log of another run, the one in {owner} "
-                            f"(seed {found[2]['options'].get('seed')}; {opt.resume} is of "
-                            f"seed {saved['seed']}), which started its own log there since: "
-                            f"resumed there, it would go on in that run's log and write its "
-                            f"grids over that run's; pass another --save-path")
+        owner, seed = other[0], other[3]["options"].get("seed")
+        raise UserError(f"{log} is now the loss log of another run, the one in {owner} "
+                        f"(seed {seed}; {opt.resume} is of seed {saved['seed']}), which "
+                        f"started its own log there since: resumed there, it would go on in "
+                        f"that run's log and write its grids over that run's; pass another "
+                        f"--save-path")
     return notes
 
 
-def _log_owner(save_path):
-    """The checkpoint folder (resolved) of the run that logs in ``save_path`` (its OWNER
-    file), or None where no run says so (logged by an older version) or it cannot be read."""
-    try:
-        return Path((Path(save_path) / OWNER).read_text(encoding="utf-8").strip()).resolve()
-    except (OSError, ValueError):
-        return None
-
-
 OWNER = ".checkpoint-dir"  # in --save-path: the checkpoint folder of the run that logs there
+
+
+def _other_run_logging_in(opt):
+    """The run that logs in --save-path, where it is not the run in --checkpoint-dir: (its
+    checkpoint folder as the save path's OWNER names it, then ``_progress``'s epochs done,
+    epochs planned and state), where its last.pth loads and it logs there still; else None.
+    """
+    try:
+        owner = Path((Path(opt.save_path) / OWNER).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):  # logged by an older version, or no run says it is its own
+        return None
+    if owner.resolve() == Path(opt.checkpoint_dir).resolve():
+        return None  # the run in --checkpoint-dir: _keep_unfinished_run speaks for it
+    found = _progress(owner / "last.pth")
+    if found is None:  # gone, or nothing this version resumes
+        return None
+    if Path(saved_options(found[2])["save_path"]).resolve() != Path(opt.save_path).resolve():
+        return None  # it has gone on logging elsewhere
+    return (owner, *found)
 
 
 def _another_runs_log(opt):
@@ -416,17 +424,10 @@ def _another_runs_log(opt):
     (unless --fresh); said where it is finished (the note returned)."""
     if opt.fresh or not (Path(opt.save_path) / "losses.csv").is_file():
         return None
-    owner = _log_owner(opt.save_path)
-    if owner is None:  # logged by an older version, or no run says it is its own
+    other = _other_run_logging_in(opt)
+    if other is None:
         return None
-    if owner == Path(opt.checkpoint_dir).resolve():
-        return None  # the run in --checkpoint-dir: _keep_unfinished_run speaks for it
-    found = _progress(owner / "last.pth")
-    if found is None:  # gone, or nothing this version resumes
-        return None
-    done, total, state = found
-    if Path(saved_options(state)["save_path"]).resolve() != Path(opt.save_path).resolve():
-        return None  # it has gone on logging elsewhere
+    owner, done, total, state = other
     if done < total:
         raise UserError(f"{opt.save_path} holds the loss log and grids of the run stopped in "
                         f"{owner} ({_stopped_at(state, total)}): a new run there would start "
