@@ -151,16 +151,14 @@ def classifier(tmp_path_factory, request):
     old = os.environ.get("XDG_CACHE_HOME")
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg"))
     try:
+        # kept None: pytest runs without its cache (-p no:cacheprovider), trained here
         path, kept = classifier_path(), _kept_classifier(request.config)
-        if kept is None:  # pytest run without its cache (-p no:cacheprovider): trained here
-            yield (*attribute_classifier(progress=lambda *_: None, **CLASSIFIER_TRAINING),
-                   path)
-            return
-        if kept.is_file():
+        if kept is not None and kept.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(kept, path)
         net, accuracy = attribute_classifier(progress=lambda *_: None, **CLASSIFIER_TRAINING)
-        if not kept.is_file() or not filecmp.cmp(path, kept, shallow=False):  # trained now
+        if kept is not None and (not kept.is_file() or
+                                 not filecmp.cmp(path, kept, shallow=False)):  # trained now
             part = kept.with_name(f"{kept.name}.{os.getpid()}.part")
             shutil.copyfile(path, part)
             os.replace(part, kept)  # whole or not at all, for a run beside this one
