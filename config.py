@@ -656,6 +656,13 @@ def writable(path, flag, folder, image=False, example=None, suffix=None):
     _require(str(path) != "-", f"--{flag}=-: the output is {'a folder' if folder else 'a file'}"
              f", not standard output: name one" + (f", e.g. {example!r}" if example else ""))
     path = Path(path)
+    # ".png" alone: a name whose start went missing (an empty shell variable, "$NAME.png"),
+    # which wrote a hidden file with no suffix
+    only_suffix = not folder and not named_folder and path.name.startswith(".") and \
+        Path("x" + path.name).suffix == path.name and path.name != "."
+    _require(not only_suffix, f"--{flag}: {str(path)!r} is only a suffix: name the file"
+             + (f", e.g. {str(path.parent / (Path(example).stem + path.name))!r}"
+                if example else ""))
     if not folder and not named_folder:  # a link is written through, to its file
         import checkpoint
         try:

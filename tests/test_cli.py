@@ -557,6 +557,24 @@ def test_a_dash_for_an_output_is_refused_not_written_as_a_file(tmp_path, toy_dir
     assert sorted(p.name for p in tmp_path.iterdir()) == ["netg.pth"]
 
 
+def test_an_output_named_only_by_its_suffix_is_refused(tmp_path, toy_dir, monkeypatch):
+    """--gen-img=.png (a script's "$NAME.png" with NAME empty) wrote a hidden file named .png,
+    "wrote .png (a PNG: the name has no suffix)", exit 0; a hidden name with a stem is kept."""
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    g = f"--netg-path={tmp_path / 'netg.pth'}"
+    monkeypatch.chdir(tmp_path)
+    cases = [(("generate", g, "--gen-img=.png"), "'result.png'"),
+             (("generate", g, "--gen-img=out/.jpg"), "'out/result.jpg'"),
+             (("interpolate", g, "--gif=.gif"), "'interp.gif'"),
+             (("evaluate", g, f"--data-path={toy_dir}", "--out=.json"), "'metrics.json'")]
+    for (command, *rest), example in cases:
+        assert_clean_error(cli(command, "--nogpu", *rest), "only a suffix", example)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["netg.pth"]
+    r = cli("generate", "--nogpu", g, "--gen-num=1", "--gen-search-num=1", "--gen-img=.a.png")
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / ".a.png").format == "PNG"
+
+
 @pytest.mark.parametrize("seed", ["-1", str(2**31 + 1), "99999999999999999999"])
 def test_seed_out_of_range(tmp_path, seed):
     torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
