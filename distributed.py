@@ -28,8 +28,8 @@ def is_main_process():
     return os.environ.get("RANK", "0") == "0"
 
 
-# how long the other processes wait while rank 0 decodes the images once: NCCL's (and
-# gloo's) default of 10 minutes is too short for a large folder on a slow disk
+# how long the other processes wait while rank 0 decodes the images once: NCCL's default of
+# 10 minutes (gloo's 30) is too short for a large folder on a slow disk
 DECODE_WAIT = timedelta(hours=12)
 
 

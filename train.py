@@ -507,8 +507,8 @@ def _refuse_folders_in_the_way(opt):
 
 
 def _train(opt):
-    # seed -> device -> models (their files checked first) -> data -> optimisers -> resume
-    # -> loop -> save
+    # device (and torchrun's world) -> seed (rank 0's, for every process) -> models (their
+    # files checked first) -> data -> optimisers -> resume -> loop -> save
     state = checkpoint.load_state(opt.resume) if opt.resume else None
     if state and state["epoch"] >= opt.max_epoch:
         # under `make demo RESUME=1` no flag can be raised: the demo has simply finished
@@ -757,7 +757,7 @@ def _train(opt):
             log.plot()
         return path, _resume_command(f"--resume={quoted(path)}", world.size)
 
-    with StopSignal() as stop:
+    with StopSignal(1 if world.size == 1 else plot_every) as stop:
         for epoch in range(run.epoch, opt.max_epoch):
             started = time.perf_counter()
             run.epoch, run.order_state = epoch, order.get_state()
@@ -772,7 +772,8 @@ def _train(opt):
                     memory_format=torch.channels_last)
                 seen += real.size(0)
                 if ii % opt.d_every == 0:
-                    # lazy R1: counted in D steps of the whole run, so resume keeps the rhythm
+                    # lazy R1: counted from the run's batches (its D steps exactly where an
+                    # epoch's batches are a multiple of d_every), so resume keeps the rhythm
                     r1_due = opt.r1 and (run.step // opt.d_every) % R1_EVERY == 0
                     loss_d, d_real, d_fake = d_step(netg, d_logits, optimizer_d, objective,
                                                     real, opt.nz, autocast, augment,
@@ -1008,7 +1009,12 @@ def _as_tuples(x):
 
 class StopSignal:
     """Ctrl-C, SIGTERM or a hang-up (the terminal closed, unless ``nohup``): finish the current
-    step, save, exit. A second Ctrl-C stops at once."""
+    step, save, exit. A second Ctrl-C stops at once. Under torchrun the processes stop
+    together at the next of the batches where they ask each other (every ``together``-th of
+    an epoch: plot_every's), and the line says so."""
+
+    def __init__(self, together=1):
+        self.together = together
 
     def __enter__(self):
         self.signum = None  # the first stop's signal, once one came
@@ -1031,8 +1037,11 @@ class StopSignal:
         stop_under_way(signum)  # and after the save, until the process ends
         again_interrupts()  # a second Ctrl-C stops at once
         if distributed.is_main_process():
-            print(f"\n{signal.Signals(signum).name}: saving after this step (Ctrl-C again to "
-                  f"stop at once)", file=sys.stderr, flush=True)
+            when = "after this step" if self.together == 1 else \
+                f"at the epoch's next batch that is a multiple of {self.together}, where " \
+                f"the processes stop together"
+            print(f"\n{signal.Signals(signum).name}: saving {when} (Ctrl-C again to stop at "
+                  f"once)", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():

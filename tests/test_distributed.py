@@ -517,6 +517,54 @@ def test_stop_flag_is_shared_only_at_the_plot_every_read_backs(toy_dir, tmp_path
     assert Counting.checks == batches // 4
 
 
+def test_a_stop_under_torchrun_says_when_the_processes_stop_together(toy_dir, tmp_path,
+                                                                      monkeypatch, capsys):
+    """A SIGTERM in batch 2 is acted on at batch 4 (--plot-every=4), where the processes ask
+    each other; the line said "saving after this step", two batches early."""
+    import distributed
+    import errors
+    import train as train_module
+    from config import parse
+
+    class Pair(distributed.World):  # a world of two, its collectives answered locally
+        def mean(self, tensor):
+            return tensor
+
+        def any(self, flag, device):
+            return flag
+
+        def agree(self, number, device):
+            return True
+
+        def barrier(self):
+            pass
+
+        def wait_for_main(self):
+            pass
+
+    steps = []
+
+    def d_step(*args, **kwargs):
+        steps.append(1)
+        if len(steps) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_d_step(*args, **kwargs)
+    real_d_step = train_module.d_step
+    monkeypatch.setattr(train_module, "d_step", d_step)
+    monkeypatch.setattr(distributed, "setup", lambda gpu: (Pair(rank=0, size=2),
+                                                          torch.device("cpu")))
+    monkeypatch.setattr(distributed, "wrap", lambda netg, netd, *a: (netg, netd.logits))
+    with pytest.raises(errors.Interrupted, match="after batch 4 "):
+        train_module.train(parse("train", dict(
+            data_path=str(toy_dir), gpu=False, vis=False, batch_size=4, ngf=8, ndf=8, seed=0,
+            max_epoch=2, plot_every=4, save_path=str(tmp_path), checkpoint_dir=str(tmp_path))))
+    assert len(steps) == 4
+    said = capsys.readouterr().err
+    assert "SIGTERM: saving at the epoch's next batch that is a multiple of 4, where the " \
+        "processes stop together" in said, said
+    assert "after this step" not in said
+
+
 def _slow_main(rank, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       LOCAL_RANK=str(rank), WORLD_SIZE="2")
