@@ -101,7 +101,7 @@ class Config:
                        "train from memory; --cache=False reads the JPEGs every epoch (the book; "
                        "evaluate: decodes only the images it compares, writes nothing)")
     amp: bool = _opt(None, "bf16 autocast; unset: on where the hardware does bf16 natively "
-                     "(CUDA, CPUs with AVX512-BF16 or AMX)", kind=bool)
+                     "(CUDA GPUs from Ampere on, CPUs with AVX512-BF16 or AMX)", kind=bool)
     # visdom
     vis: bool = _opt(True, "send loss curves and sample grids to a visdom server")
     env: str = _opt("GAN", "visdom environment name")
@@ -430,7 +430,9 @@ def parse(command, flags):
         values = {**RECIPES[values["recipe"]], **values}
     opt = Config(**values)
     validate(command, opt)
-    opt.given = frozenset(values)  # the options set on the command line or by a recipe
+    # the options set on the command line or by a recipe; for a resumed run every option,
+    # since its saved ones come in through values too (only the drawing commands read it)
+    opt.given = frozenset(values)
     return opt
 
 
@@ -1108,4 +1110,4 @@ def help_text(command, doc):
 
 # the widths a drawing command takes from its weight files (generate.say_widths)
 FROM_FILES = {"generate": ("nz", "ngf", "ndf"), "interpolate": ("nz", "ngf"),
-              "evaluate": ("nz", "ngf")}
+              "evaluate": ("nz", "ngf"), "explore": ("nz", "ngf", "ndf")}

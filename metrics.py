@@ -10,7 +10,8 @@ directions (4 x 128), of the 1-D Wasserstein distance of their projections. Repo
 level and averaged over the levels. Lower is better; two samples of the same distribution
 do not score 0, so always compare with the real-vs-real floor at the same count.
 
-Every function takes uint8 image batches (N, 3, H, W).
+The image metrics (swd, predict, modes, load_extractor's function) take uint8 image batches
+(N, 3, H, W); frechet_distance and kernel_inception_distance take the features.
 """
 import hashlib
 import importlib.util
@@ -118,7 +119,8 @@ def sliced_wasserstein(a, b, generator, repeats=4, directions=128, at_once=16):
 
 
 def swd(images_a, images_b, seed=0, per_image=128, chunk=CHUNK, progress=None):
-    """Multi-scale SWD x1e3 between two uint8 sets of equal size: {'levels': [...], 'mean': x}.
+    """Multi-scale SWD x1e3 between two uint8 sets of equal size: {'levels': [...], 'mean': x,
+    'sizes': [the levels' sides in pixels]} (evaluate labels its rows with 'sizes').
 
     The same seed picks the same neighbourhood positions in both sets and the same
     directions, so identical sets score exactly 0. Level by level, ``chunk`` images at a
