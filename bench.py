@@ -159,13 +159,20 @@ def _ours(args, device, source, started):
         if ii % args.g_every == 0:
             pending.append(g_step(netg, netd, optimizer_g, criterion, real.size(0), 100, device,
                                   autocast))
-        if len(pending) >= 2 * args.plot_every:
-            torch.stack(pending).cpu()
-            pending.clear()
+        if (ii + 1) % args.plot_every == 0:  # as train's: after every plot_every-th batch
+            read_back(pending)
 
     result = _time(args, device, batches(), step, started)
     result["bf16"] = bf16
     return result
+
+
+def read_back(pending):
+    """The losses since the last read-back to the host (a sync on a GPU), as train's meters
+    take them, and the list emptied."""
+    import torch
+    torch.stack(pending).cpu()
+    pending.clear()
 
 
 def _time(args, device, batches, step, started):

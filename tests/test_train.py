@@ -629,6 +629,28 @@ def test_bench_counts_gs_step_once_every_g_every_batches():
     assert flops(5) == pytest.approx(every - 4 / 5 * g_step)
 
 
+def test_bench_reads_the_losses_back_as_often_as_train(monkeypatch):
+    """"ours" read the losses back once 2 * plot_every of them were pending: with the default
+    --g-every=5 after about 34 batches, not train's 20, so a default run (25 batches) timed it
+    without the sync train makes."""
+    import types
+    import torch
+    import bench
+    read = []
+    monkeypatch.setattr(bench, "read_back", lambda pending: (read.append(len(pending)),
+                                                             pending.clear()))
+
+    class Source:
+        count = 4
+
+        def batches(self, order):
+            while True:
+                yield torch.zeros(2, 3, 96, 96)
+    args = types.SimpleNamespace(g_every=5, plot_every=20, warmup=5, measure=20, batch_size=2)
+    bench._ours(args, torch.device("cpu"), Source(), 0.0)
+    assert read == [20 + 4]  # after batch 20: its 20 D losses and the G losses of 0, 5, 10, 15
+
+
 def test_bench_help_gives_each_flags_default(monkeypatch, capsys):
     """bench.py --help listed --batch-size, --g-every and --plot-every without their values,
     so the figures it printed could not be read against the flags they came from."""
