@@ -10,8 +10,9 @@ best faces for a budget.
 Every setting trains the demo's nets (ngf=ndf=32, batch 64 unless the setting says otherwise)
 on the toy set, with ``--ema=0.995`` on so that each run gives both the last step's G and its
 moving average (the average does not change training). The budget is ``--epochs`` passes over
-the data, or with ``--minutes`` the same time for every setting: each trains the whole epochs
-its measured speed fits in, so a setting that is slower per image pays for it. Each G is
+the data, or with ``--minutes`` the same time for every setting: each trains the whole number
+of epochs nearest to what its measured speed fits in (rounded, so up to half an epoch over or
+under), so a setting that is slower per image pays for it. Each G is
 evaluated with SWD and, on the toy set, attribute modes, KL and the share of clear faces at
 ``--num``. Runs that are already finished are skipped, so the script can be stopped and
 started again, and several copies may run side by side on different ``--only`` lists
@@ -147,7 +148,7 @@ def _options(name, args):
 
 def _epochs(name, args):
     """Epochs for the budget: --epochs, or with --minutes the epochs that setting's measured
-    speed fits into that many minutes (at least one)."""
+    speed fits into that many minutes, rounded to the nearest whole epoch (at least one)."""
     if args.minutes is None:
         return args.epochs
     speeds = read_speeds(Path(args.out) / "speed.json")
@@ -514,8 +515,8 @@ def _parser():
                         help=f"passes over the data for each setting (default: {EPOCHS})")
     parser.add_argument("--minutes", type=float, default=None,
                         help="equal time instead of equal images: each setting trains the "
-                        "epochs its speed (--time) fits into this many minutes (default: "
-                        "unset, --epochs)")
+                        "epochs its speed (--time) fits into this many minutes, rounded to "
+                        "the nearest (default: unset, --epochs)")
     parser.add_switch("amp", None, "bf16 autocast on or off (False: the fp32 path of AVX2 "
                       "CPUs; default: unset, train's own choice)")
     parser.add_argument("--seeds", default="0,1,2",
@@ -626,7 +627,7 @@ def _check(args):
 
 def _refuse_runs_of_other_flags(args, seeds):
     """A run already done is kept, not trained again; one made with another --width,
-    --batch-size, --epochs, --ema or --data was kept too, and its figures reported as this
+    --batch-size, --epochs, --ema, --data or --amp was kept too, and its figures reported as this
     sweep's, and one stopped halfway with other flags was deleted and trained afresh. Both
     refused before any run, naming the first difference. (--num is not compared: a run
     measured at another --num is measured again, by train_and_evaluate.)"""

@@ -127,15 +127,23 @@ def listening_addresses(port):
 
 
 def read_until(proc, text, seconds=120):
-    """``proc``'s stderr (a text pipe) read as it comes until ``text`` shows; fails if it
-    closes first or ``seconds`` pass. Returns what was read."""
+    """``proc``'s stderr (a pipe) read as it comes until ``text`` shows; fails if it closes
+    first or ``seconds`` pass, also while the process prints nothing (a read that waited
+    for the next character hung the test as long as the process lived). Returns what was
+    read. Byte by byte from the pipe itself, so that nothing past ``text`` is taken from a
+    later read (a ``\\r`` of a progress bar comes as it is, not turned into a newline)."""
+    import select
     import time
-    seen, deadline = "", time.monotonic() + seconds
-    while text not in seen:
-        char = proc.stderr.read(1)
-        assert char and time.monotonic() < deadline, seen
-        seen += char
-    return seen
+    fd, seen = proc.stderr.fileno(), b""
+    deadline = time.monotonic() + seconds
+    while text.encode() not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, seen.decode(errors="replace")
+        if select.select([fd], [], [], min(left, 1))[0]:
+            byte = os.read(fd, 1)
+            assert byte, seen.decode(errors="replace")  # closed first
+            seen += byte
+    return seen.decode(errors="replace")
 
 
 def group_ends(pgid, seconds=10):

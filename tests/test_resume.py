@@ -408,7 +408,7 @@ def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path, group,
                 proc.send_signal(signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        if said:  # the rest from the same reader (communicate would skip what it buffered)
+        if said:  # the rest of the pipe, after what read_until took
             proc.wait(timeout=120)
             said += proc.stderr.read()
     try:
