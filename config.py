@@ -235,6 +235,8 @@ def _coerce(name, value, kind, nullable=True):
             raise UserError(f"{flag} takes a whole number, not {shown!r}")
         return value
     if kind is float:
+        if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value.strip()):
+            return float(value)  # 05, which fire leaves as text (as 0012 above)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{flag} takes a number, not {shown!r}")
         if not math.isfinite(value):

@@ -1163,6 +1163,13 @@ def test_a_whole_number_with_leading_zeros_is_a_whole_number(toy_dir):
     assert parse("train", {"data_path": str(toy_dir), "d_low": "0012"}).d_low == 12
 
 
+def test_a_number_with_leading_zeros_is_a_number_for_the_decimal_options_too(toy_dir):
+    """--max-minutes=05 (a budget padded as a script pads it) was refused, "takes a number,
+    not '05'", where --max-epoch=05 was taken: fire leaves both as text."""
+    from config import parse
+    assert parse("train", {"data_path": str(toy_dir), "max_minutes": "05"}).max_minutes == 5
+
+
 def test_folder_and_env_names_that_read_as_numbers_stay_as_typed(tmp_path, toy_dir):
     """fire reads every value as a Python literal: --checkpoint-dir=2e-4 (a folder named
     after its learning rate) trained into 0.0002, --data-path=007 read the folder 7,
