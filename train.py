@@ -118,8 +118,11 @@ def train(opt):
     training = None  # (a run before it in this process, the tests' say, is over)
     with ExitStack() as locks:
         seen = set()
-        for folder, flag in ((opt.checkpoint_dir, "--checkpoint-dir"),
-                             (opt.save_path, "--save-path")):
+        # a folder before the folders inside it (--save-path=run --checkpoint-dir=run/ck), so
+        # that it is made by its own lock and, unused, goes last
+        for folder, flag in sorted(((opt.checkpoint_dir, "--checkpoint-dir"),
+                                    (opt.save_path, "--save-path")),
+                                   key=lambda pair: len(Path(pair[0]).resolve().parts)):
             if Path(folder).resolve() not in seen:
                 seen.add(Path(folder).resolve())
                 locks.enter_context(_only_run_in(folder, flag))
@@ -184,13 +187,16 @@ def _only_run_in(folder, flag):
         return
     folder = Path(folder)
     made = not folder.exists()
+    top = folder  # the outermost folder the mkdir makes (run/ of run/ck), gone with it unused
+    while not top.parent.exists():
+        top = top.parent
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ".train.lock"
     try:
         lock = open(path, "a+")
     except PermissionError:  # a colleague's lock file in a shared folder: flock reads too
         lock = open(path)
-    gone = partial(_untouched_gone, folder, path)
+    gone = partial(_untouched_gone, folder, path, top)
     if made:  # also where a stop ends the process at once (rank 0 in torch's join)
         distributed.AT_ONCE.append(gone)
     try:
@@ -226,11 +232,15 @@ def _only_run_in(folder, flag):
             gone()
 
 
-def _untouched_gone(folder, lock):
-    """A folder the run made and wrote nothing in but its ``lock`` file: removed, no trace."""
+def _untouched_gone(folder, lock, top):
+    """A folder the run made and wrote nothing in but its ``lock`` file: removed, no trace,
+    and the empty folders above it that the run made, up to ``top``."""
     if [p.name for p in folder.iterdir()] == [lock.name]:
         lock.unlink(missing_ok=True)
         folder.rmdir()
+        while folder != top and not any(folder.parent.iterdir()):
+            folder = folder.parent
+            folder.rmdir()
 
 
 def _keep_unfinished_run(opt):
@@ -859,6 +869,14 @@ def _train(opt):
                 say(f"--max-minutes={opt.max_minutes:g}: the time is up with the end of epoch "
                     f"{epoch + 1} of {opt.max_epoch}; continue the run with {how}")
                 break
+            # a stop that came while the epoch saved: its state is saved, so it stops here (it
+            # trained a step of the next epoch first, and saved again); under torchrun, at the
+            # read-backs, as the processes stop together
+            if left and world.size == 1 and stop.requested:
+                path = Path(opt.checkpoint_dir) / "last.pth"
+                how = _resume_command(f"--resume={quoted(path)}", world.size)
+                raise Interrupted(f"stopped after epoch {epoch + 1}: state saved to {path}; "
+                                  f"continue with {how}", stop.signum)
             # the whole run's remaining time, from this epoch's pace with its saves (the
             # batches' alone left them out: 76 MB of last.pth each epoch of the book's nets,
             # and with one batch an epoch it said 5 minutes for 11): after the first epoch,

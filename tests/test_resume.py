@@ -325,6 +325,28 @@ def test_sigint_mid_epoch_saves_and_resume_continues_exactly(toy_dir, tmp_path):
     assert torch.load(other / "last.pth", weights_only=True)["step"] == 48 + state["batch"]
 
 
+def test_a_ctrl_c_while_an_epoch_saves_stops_there(toy_dir, tmp_path, monkeypatch):
+    """A Ctrl-C (or a scheduler's SIGTERM) that came while an epoch's state was written was
+    acted on only after a step of the next epoch, saved again: the run trained on past the
+    stop, and its line said it stopped in epoch 2 after batch 1."""
+    save = train_module.Run.save
+
+    def ctrl_c_as_it_saves(self):
+        path = save(self)
+        os.kill(os.getpid(), signal.SIGINT)
+        return path
+    monkeypatch.setattr(train_module.Run, "save", ctrl_c_as_it_saves)
+    result = cli(*train_args(toy_dir, tmp_path, "--max-epoch=3", "--batch-size=16", "--ngf=8",
+                             "--ndf=8"))
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"interrupted: stopped after epoch 1: state saved to {tmp_path / 'last.pth'}; "
+        f"continue with `"), result.stderr
+    state = torch.load(tmp_path / "last.pth", weights_only=True)
+    assert (state["epoch"], state["batch"], state["step"]) == (1, 0, 4)
+
+
 def test_last_state_holds_everything(toy_dir, tmp_path):
     train_small(toy_dir, tmp_path, max_epoch=1)
     state = torch.load(tmp_path / "last.pth", weights_only=True)

@@ -822,6 +822,18 @@ def test_the_benchmark_reports_both_pipelines_side_by_side_and_says_where_it_wro
     assert re.search(r"\| ours \| [^|]+ \| [^|]+ \| [0-9.]+% of [0-9]+ GFLOP/s \|", rows["ours"])
 
 
+def test_a_refused_run_leaves_none_of_the_folders_it_made(tmp_path, toy_dir):
+    """The folders a run refused before training made are removed, its lock files with them:
+    with --checkpoint-dir inside --save-path (run/ck in run/), run/ stayed, holding the run's
+    lock; with both inside a new folder (new/ck and new/imgs), new/ stayed, empty."""
+    for ck, imgs in (("run/ck", "run"), ("new/ck", "new/imgs"), ("own", "own/imgs")):
+        assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+                               "--batch-size=65", "--ngf=8", "--ndf=8",
+                               f"--checkpoint-dir={tmp_path / ck}",
+                               f"--save-path={tmp_path / imgs}"), "fewer than one batch")
+        assert sorted(p.name for p in tmp_path.iterdir()) == [], (ck, imgs)
+
+
 def test_a_folder_named_as_a_file_train_writes_is_refused_before_any_work(tmp_path, toy_dir):
     """A folder ck/last.pth/ (or imgs/0.png/) failed the first save, an epoch later, with a
     line naming a hidden temporary file, and netd_0.pth saved without its netg_0.pth."""
