@@ -10,6 +10,7 @@ and images of any mode (grayscale, palette, RGBA, CMYK, 16-bit, float) become RG
 import atexit
 import collections
 import errno
+import glob
 import hashlib
 import itertools
 import json
@@ -560,12 +561,13 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
             except (ValueError, OSError, KeyError, TypeError):  # TypeError: a list or null
                 found = None  # where the JSON's dict was; a damaged cache is rebuilt below
             if found is not None:
-                _drop(p for p in cache_dir.glob(f"{prefix}*.tmp") if not _in_progress(p))
+                _drop(p for p in cache_dir.glob(f"{glob.escape(prefix)}*.tmp")
+                      if not _in_progress(p))
                 return found
 
     drop_caches_of_gone_folders(cache_location(root, image_size)[0])  # room for this one
     for cache_dir, prefix in cache_places(root, image_size):  # and builds killed outright
-        _drop(p for p in cache_dir.glob(f"{prefix}*.tmp") if not _in_progress(p))
+        _drop(p for p in cache_dir.glob(f"{glob.escape(prefix)}*.tmp") if not _in_progress(p))
     shape = (len(files), 3, image_size, image_size)
     row = 3 * image_size * image_size
     size = sized(len(files) * row)  # a hidden file of up to 1.4 GB: where the disk space went
@@ -603,6 +605,7 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
     # moves up here, in order, to where it belongs (the rows before it are done)
     jobs = [(p, image_size, str(tmp), offset + i * row) for i, p in enumerate(files)]
     workers = workers or os.cpu_count() or 1
+    meta_tmp = meta_path.with_name(f"{meta_path.name}.{_builder()}.tmp")
     try:
         start = start_pool(workers) if workers > 1 and len(jobs) > 256 else nullcontext()
         with open(tmp, "r+b") as out, start as pool:
@@ -620,25 +623,26 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
                     count += 1
             out.flush()
             os.fsync(out.fileno())
+        if count == 0:
+            raise _none_readable(files, root)
+        # in here: a disk the pixels filled fails at this small file (the pixels stayed)
+        meta_tmp.write_text(json.dumps({"count": count, "skipped": skipped}))
     except BaseException as e:  # Ctrl-C, a full disk, ...: no half-built cache stays behind
         tmp.unlink(missing_ok=True)
+        meta_tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:  # named, with the way out
             raise UserError(f"no space left on the disk for the decoded-image cache "
                             f"{array_path} ({size} for {counted(len(files), 'image')}): "
                             f"free some there, or pass --cache=False (decodes the "
                             f"images as it goes)") from None
         raise
-    if count == 0:
-        tmp.unlink()
-        raise _none_readable(files, root)
-    meta_tmp = meta_path.with_name(f"{meta_path.name}.{_builder()}.tmp")
-    meta_tmp.write_text(json.dumps({"count": count, "skipped": skipped}))
     os.replace(tmp, array_path)
     os.replace(meta_tmp, meta_path)
     built = np.load(array_path, mmap_mode="r")[:count]  # readers open it by this name
     # one cache per folder and size; another process's copy of this one, or a build still
     # under way, stays
-    _drop(p for p in cache_dir.glob(f"{prefix}*")
+    # (escaped: the cache of faces[12] took .faces1.faces96-... for its own, and removed it)
+    _drop(p for p in cache_dir.glob(f"{glob.escape(prefix)}*")
           if (not p.name.startswith(f"{stem}.") or p.name.endswith(".tmp"))
           and not _in_progress(p))
     return built, skipped

@@ -302,6 +302,23 @@ def test_the_cache_of_a_renamed_or_deleted_folder_is_removed_when_another_is_bui
         ["1.4 GB", "999.9 MB", "0.3 MB"]
 
 
+def test_a_folder_named_with_brackets_keeps_its_neighbours_cache_and_drops_its_own_old_one(
+        tmp_path, toy_dir):
+    """The caches are found by a glob of the folder's name: faces[12] read as a pattern took
+    faces1's cache for one of its own and removed it, and left its own old ones behind."""
+    parent = tmp_path / "data"
+    _copy(toy_dir, parent)
+    shutil.copytree(parent / "faces", parent / "faces1")
+    shutil.copytree(parent / "faces", parent / "faces[12]")
+    build_cache(parent / "faces1", 96, workers=1)
+    build_cache(parent / "faces[12]", 96, workers=1)
+    (parent / "faces[12]" / "extra.png").write_bytes(
+        sorted((toy_dir / "faces").iterdir())[40].read_bytes())
+    build_cache(parent / "faces[12]", 96, workers=1)  # another key: the old cache goes
+    caches = sorted(p.name.split(".faces96-")[0] for p in parent.glob(".*.npy"))
+    assert caches == [".faces1", ".faces[12]"]
+
+
 def test_a_full_disk_while_decoding_names_the_cache_and_the_way_out(tmp_path, toy_dir,
                                                                    monkeypatch):
     """It was "cannot write or read: No space left on device", naming no file or size."""
@@ -316,6 +333,26 @@ def test_a_full_disk_while_decoding_names_the_cache_and_the_way_out(tmp_path, to
     words = str(caught.value)
     assert words.startswith(f"no space left on the disk for the decoded-image cache {tmp_path}/")
     assert "(1.8 MB for 64 images)" in words and "--cache=False" in words
+    assert not list(tmp_path.glob(".set*"))  # nothing half-built left
+
+
+def test_a_disk_the_pixels_filled_leaves_no_cache_behind_and_says_so_as_while_decoding(
+        tmp_path, toy_dir, monkeypatch):
+    """The pixels filled the disk and the small .json after them failed: the whole array was
+    left behind, hidden, on the full disk, and the line was "cannot write or read: No space
+    left on device", naming neither the cache nor --cache=False."""
+    shutil.copytree(toy_dir, tmp_path / "set")
+    write_text = Path.write_text
+
+    def full_at_the_json(self, *args, **kwargs):
+        if ".json." in self.name:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write_text(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "write_text", full_at_the_json)
+    with pytest.raises(UserError) as caught:
+        build_cache(tmp_path / "set", workers=1)
+    assert str(caught.value).startswith("no space left on the disk for the decoded-image cache")
+    assert "--cache=False" in str(caught.value)
     assert not list(tmp_path.glob(".set*"))  # nothing half-built left
 
 
