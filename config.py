@@ -1013,7 +1013,9 @@ def refuse_earlier_faces(out_dir, names):
     out = Path(out_dir)
     if not out.is_dir():
         return
-    left = sorted(set(p.name for p in out.glob("face_*.png")) - set(names))
+    # generate's names alone (FACE_NAME): a grid of its own there, face_grid.png, is none
+    left = sorted(set(p.name for p in out.glob("face_*.png")
+                      if re.fullmatch(r"face_\d+_seed\d+\.png", p.name)) - set(names))
     if not left and names:
         return
     _require(not left and not (out / "manifest.csv").is_file(),

@@ -356,6 +356,24 @@ def test_a_grid_named_like_one_of_the_faces_is_refused(tmp_path):
     assert Image.open(od / "grid.png").size == grid_size(4)
 
 
+def test_a_grid_or_image_of_the_users_own_in_out_dir_is_not_taken_for_earlier_faces(tmp_path):
+    """face_*.png was taken for an earlier generate's faces: the same command again, its grid
+    named face_grid.png in --out-dir, was refused, and so was a folder with face_mine.png."""
+    g, _ = _save_nets(tmp_path)
+    od = tmp_path / "od"
+    for _ in range(2):  # the same command again writes over its own faces
+        r = cli("generate", "--nogpu", f"--netg-path={g}", "--seed=1", "--gen-num=4",
+                f"--out-dir={od}", f"--gen-img={od / 'face_grid.png'}")
+        assert r.returncode == 0, r.stderr
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    Image.new("RGB", (96, 96)).save(mine / "face_mine.png")
+    r = cli("generate", "--nogpu", f"--netg-path={g}", "--seed=1", "--gen-num=4",
+            f"--out-dir={mine}", f"--gen-img={tmp_path / 'g.png'}")
+    assert r.returncode == 0, r.stderr
+    assert len(list(mine.glob("face_*.png"))) == 5
+
+
 def test_manifest_seeds_draw_the_same_faces_again(tmp_path, monkeypatch):
     g, d = _save_nets(tmp_path)
     first = tmp_path / "first"
