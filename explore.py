@@ -242,21 +242,24 @@ def explore(opt):
     import importlib.util
     if importlib.util.find_spec("gradio") is None:
         raise UserError(INSTALL)
+    # an IPv6 address as a URL writes it, [::1]: bare, its URL was http://::1:7860/ and
+    # Gradio's request to it a traceback (httpx.InvalidURL)
+    host = f"[{opt.host}]" if ":" in opt.host and not opt.host.startswith("[") else opt.host
     # the address before gradio's import (about 5 s) and before it is printed as the one to open
-    _check_listen(opt.host, opt.port)
+    _check_listen(host, opt.port)
     try:
         import gradio as gr
     except ImportError:
         raise UserError(INSTALL) from None
     page = build_page(explorer, gr)
     where = (f"http://127.0.0.1:{opt.port}/ (or this machine's address, from elsewhere)"
-             if opt.host == "0.0.0.0" else f"http://{opt.host}:{opt.port}/")
+             if host == "0.0.0.0" else f"http://{host}:{opt.port}/")
     print(f"{explorer.source()}; open {where} (Ctrl-C to stop)", flush=True)
     try:
-        page.launch(server_name=opt.host, server_port=opt.port, share=False,
+        page.launch(server_name=host, server_port=opt.port, share=False,
                     inbrowser=False, quiet=True, show_error=True, prevent_thread_lock=True)
     except OSError:
-        raise UserError(_CANNOT_SERVE.format(host=opt.host, port=opt.port)) from None
+        raise UserError(_CANNOT_SERVE.format(host=host, port=opt.port)) from None
     # served until Ctrl-C or SIGTERM, which end it as every command's do (a line, status 130
     # or 143, the temporary folders removed): Gradio's own wait printed "Keyboard
     # interruption in main thread... closing server." and ended with status 0

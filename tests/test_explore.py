@@ -394,6 +394,39 @@ def test_a_stop_ends_the_page_as_every_commands_stop(nets, tmp_path, signum, sta
     assert not list(tmp_path.glob("explore-gradio-*"))  # its temporary folder is gone
 
 
+@pytest.mark.slow
+def test_an_ipv6_host_is_served_at_the_address_it_prints(nets, tmp_path):
+    """--host=::1 printed "open http://::1:PORT/", which no browser opens, and then ended in
+    a traceback of Gradio's own request to that URL (httpx.InvalidURL), exit status 1."""
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    port = free_port()
+    page = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "explore", "--nogpu",
+                             f"--netg-path={nets}", f"--port={port}", "--host=::1"], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, TMPDIR=str(tmp_path), PYTHONUNBUFFERED="1"))
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # until the page answers at the address it printed
+            assert page.poll() is None and time.monotonic() < deadline, page.communicate()
+            try:
+                with urllib.request.urlopen(f"http://[::1]:{port}/config", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        page.send_signal(signal.SIGINT)
+        out, err = page.communicate(timeout=60)
+    finally:
+        if page.poll() is None:
+            page.kill()
+            page.communicate()
+    assert f"open http://[::1]:{port}/ (Ctrl-C to stop)" in out, out
+    assert page.returncode == 130 and "Traceback" not in err, err
+
+
 def test_a_folder_without_generators_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     assert_clean_error(cli("explore", "--nogpu", f"--netg-path={tmp_path / 'empty'}"),
