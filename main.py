@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from errors import (PATH_FAULTS, Interrupted, Terminated, UserError, counted, no_package,
-                    outlive_reader, raise_if_stopped, refusal, sized, stop_on_signals,
+                    outlive_reader, quoted, raise_if_stopped, refusal, sized, stop_on_signals,
                     stop_signals, stop_under_way)
 
 
@@ -219,13 +219,13 @@ def toyfaces(*args, **flags):
         raise UserError(f"no space left on the disk of {out} after some of the faces: free "
                         f"some, and the same command again draws the set whole") from None
     print(f"wrote {values['num']} faces to {values['out_dir']}/faces/ and {csv_path}: "
-          f"train on them with --data-path={values['out_dir']}")
+          f"train on them with --data-path={quoted(values['out_dir'])}")
     data = config.FIELDS["data_path"].default  # what train reads, with every subfolder
     if out.resolve().is_relative_to(Path(data).resolve()):  # --out-dir=data/toy, say
         print(f"note: {values['out_dir']} lies inside {data}, the folder train reads when "
               f"--data-path is not given: a training there without --data-path would mix "
               f"these faces with any others in {data} (your own in {data}faces/, say); move "
-              f"them out, or always pass --data-path={values['out_dir']}")
+              f"them out, or always pass --data-path={quoted(values['out_dir'])}")
 
 
 def _an_image_besides(out, faces):

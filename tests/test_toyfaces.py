@@ -163,6 +163,21 @@ def test_the_command_writes_the_set_and_says_where(tmp_path):
     assert sorted(p.name for p in real.iterdir()) == ["crawl"]
 
 
+def test_the_data_path_it_says_to_train_with_is_quoted_to_paste(tmp_path, monkeypatch):
+    """"train on them with --data-path=my toy" split at the space when pasted: the folder
+    named in the line was 'my', and the marker's command beside it was quoted."""
+    out = tmp_path / "my toy"
+    result = cli("toyfaces", f"--out-dir={out}", "--num=4")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().endswith(f"train on them with --data-path='{out}'"), \
+        result.stdout
+    monkeypatch.chdir(tmp_path)
+    result = cli("toyfaces", "--out-dir=data/my toy", "--num=4")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().endswith("always pass --data-path='data/my toy'"), \
+        result.stdout
+
+
 def test_ctrl_c_while_drawing_is_one_line(tmp_path):
     """Ctrl-C reaches the drawing pool's workers too: each printed a traceback of its own."""
     import subprocess
