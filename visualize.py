@@ -43,6 +43,12 @@ def _client_class():
             reply.raise_for_status()  # another web server on that port answers 404 or 501
             return reply.text
 
+        def has(self, win):
+            """Whether the server holds ``win`` in this env (visdom's win_exists printed a
+            line and said None where the server did not answer: this raises)."""
+            return self._send({"win": win, "eid": self.env}, endpoint="win_exists",
+                              quiet=True) == "true"
+
     return TimedVisdom
 
 
@@ -71,7 +77,7 @@ class Visualizer:
     def earlier(self, rows):
         """The loss log's rows of a resumed run up to its stop: the curve windows start with
         them (the first points of this process replaced the run's curves)."""
-        for win, (title, columns) in CURVES.items():
+        for win, (title, columns) in CURVES.items() if rows else ():  # (no window of no point)
             self.curves[win] = (list(columns), title, [r["step"] for r in rows],
                                 [[r[c] for c in columns.values()] for r in rows])
 
@@ -86,17 +92,21 @@ class Visualizer:
         env it kept on disk at the last epoch's end, or nothing), and the texts."""
         from tqdm import tqdm
         try:
-            for win in self.curves:
-                self._line_whole(self.client, win)
-            for win, (html, title) in self.texts.items():
-                self.client.text(html, win=win, opts=dict(title=title))
+            self._everything(self.client)
         except Exception as e:  # noqa: BLE001 - down again: one more try in a minute
             self._down(e)
             return
-        self.windows = set(self.curves)
         self.warned = False  # a later outage is said too
         tqdm.write(f"visdom: the server at {self.server}:{self.port} answers now; the "
                    f"curves so far are sent to it", file=sys.stderr)
+
+    def _everything(self, client):
+        """The curves whole and the texts, in place of what the server has of them."""
+        for win in self.curves:
+            self._line_whole(client, win)
+        for win, (html, title) in self.texts.items():
+            client.text(html, win=win, opts=dict(title=title))
+        self.windows = set(self.curves)
 
     def _down(self, error):
         self.client = None
@@ -176,9 +186,11 @@ class Visualizer:
         y, x = _points([step], [row], len(names))
 
         def send(client):
-            if win in self.windows:
+            if win in self.windows and client.has(win):
                 client.line(Y=y, X=x, win=win, update="append",
                             opts=dict(title=title, legend=names, xlabel="step"))
+            elif win in self.windows:  # a server restarted between two plots (no request
+                self._everything(client)  # failed): an append drew this point alone
             else:  # this process's first point: the window holds what came before it too
                 self._line_whole(client, win)
             self.windows.add(win)

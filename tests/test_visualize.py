@@ -465,6 +465,56 @@ def test_a_server_started_after_the_warning_of_a_short_run_gets_its_curves(tmp_p
         server.wait(timeout=10)
 
 
+def test_a_server_restarted_between_two_plots_gets_the_curves_whole(visdom_server, tmp_path):
+    """A server stopped and started again between two plots (a second or so, where a plot
+    comes every few seconds) failed no request, so nothing was sent again: its curves began
+    at the restart, and the options window was gone for the rest of the run."""
+    from visualize import Visualizer
+    vis = Visualizer("restarted", "http://127.0.0.1", visdom_server.port, timeout=2.0)
+    vis.text("options", "lr1 = 0.0002", "options of this run")
+    for step in range(1, 4):
+        vis.plot("errord", step, {"loss_d": 1.0}, "D loss")
+    visdom_server.terminate()
+    visdom_server.wait(timeout=10)
+    again = subprocess.Popen([sys.executable, str(ROOT / "visualize.py"), "serve",
+                              f"--port={visdom_server.port}", f"--env-path={tmp_path / 'new'}"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert _wait_for(visdom_server.port, 30), "the visdom server did not start again"
+        vis.plot("errord", 4, {"loss_d": 0.5}, "D loss")
+        client = _client(visdom_server.port)
+        trace = json.loads(client.get_window_data("errord", "restarted"))["content"]["data"][0]
+        assert [int(x) for x in trace["x"]] == [1, 2, 3, 4]
+        assert trace["y"] == [1.0, 1.0, 1.0, 0.5]
+        assert "lr1" in json.loads(client.get_window_data("options", "restarted"))["content"]
+    finally:
+        again.terminate()
+        again.wait(timeout=10)
+
+
+def test_a_resumed_run_with_no_row_yet_still_reaches_a_late_server(tmp_path):
+    """A resumed run whose loss log had no row yet (stopped before its first plot) made
+    empty curve windows, which failed every sending again with an IndexError: a server
+    started after the warning got nothing, not even the faces at the run's end."""
+    import torch
+    from visualize import Visualizer
+    port = free_port()
+    vis = Visualizer("norow", "http://127.0.0.1", port, timeout=2.0)  # nothing there yet
+    vis.earlier([])
+    vis.text("options", "lr1 = 0.0002", "options of this run")
+    server = subprocess.Popen([sys.executable, str(ROOT / "visualize.py"), "serve",
+                               f"--port={port}", f"--env-path={tmp_path / 'envs'}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert _wait_for(port, 30), "the visdom server did not start"
+        vis.finish(lambda: torch.zeros(4, 3, 96, 96), torch.ones(4, 3, 96, 96))
+        windows = json.loads(_client(port).get_window_data(env="norow"))
+        assert {"fixfake", "real", "options"} <= set(windows), set(windows)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 def _chromium():
     import browser
     path = browser.find()
