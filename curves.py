@@ -94,16 +94,19 @@ class LossLog:
         from matplotlib import pyplot as plt
 
         step = [r["step"] for r in rows]
+        mark = dict(marker="o") if len(rows) == 1 else {}  # a line of one point draws nothing
         fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True,
                                           gridspec_kw={"height_ratios": [3, 2]})
-        top.plot(step, [r["loss_d"] for r in rows], label="D loss", color="tab:blue")
-        top.plot(step, [r["loss_g"] for r in rows], label="G loss", color="tab:orange")
+        top.plot(step, [r["loss_d"] for r in rows], label="D loss", color="tab:blue", **mark)
+        top.plot(step, [r["loss_g"] for r in rows], label="G loss", color="tab:orange", **mark)
         top.set_ylabel(f"{'hinge' if self.loss == 'hinge' else 'BCE'} loss (running mean)")
         top.set_title("DCGAN training losses")
         top.legend(loc="upper right")
         top.grid(alpha=0.3)
-        bottom.plot(step, [r["d_real"] for r in rows], label="D(x), real", color="tab:green")
-        bottom.plot(step, [r["d_fake"] for r in rows], label="D(G(z)), fake", color="tab:red")
+        bottom.plot(step, [r["d_real"] for r in rows], label="D(x), real", color="tab:green",
+                    **mark)
+        bottom.plot(step, [r["d_fake"] for r in rows], label="D(G(z)), fake", color="tab:red",
+                    **mark)
         bottom.set_ylim(0, 1)
         bottom.set_ylabel("mean D output")
         bottom.set_xlabel("step (batches)")

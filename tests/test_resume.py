@@ -215,6 +215,20 @@ def test_a_loss_log_row_cut_short_is_left_out_on_resume(toy_dir, tmp_path):
     assert [int(r[0]) for r in last[1:]] == list(range(1, 17))
 
 
+def test_the_loss_plot_of_a_single_row_shows_it(tmp_path):
+    """A run of one logged row (an epoch of one batch, a first save point) drew losses.png
+    as empty axes: a line through one point is no line at all."""
+    import numpy as np
+    from PIL import Image
+    log = curves.LossLog(tmp_path)
+    log.append(1, 0, dict(loss_d=1.36, loss_g=0.74, d_real=0.57, d_fake=0.54), 5.4)
+    log.plot()
+    pixels = np.asarray(Image.open(tmp_path / "losses.png").convert("RGB")).astype(int)
+    middle = pixels[:, pixels.shape[1] // 3:2 * pixels.shape[1] // 3]  # the point, not the
+    for colour in ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)):  # legend
+        assert (np.abs(middle - colour).sum(-1) < 30).sum() > 20, colour
+
+
 def test_a_second_ctrl_c_in_the_loss_plot_is_the_ctrl_c(tmp_path, monkeypatch):
     """A second Ctrl-C while the save point drew losses.png landed in matplotlib's renderer,
     which made it "ValueError: Invalid bounding box": a traceback and status 1 where train
