@@ -508,15 +508,25 @@ def cache_places(root, image_size):
     runs find it there and a rebuild replaces it."""
     resolved = Path(root).resolve()
     places = [cache_location(root, image_size)]
+    base = cache_home()
+    if base is None:  # no such place
+        return places
+    tag = hashlib.sha1(os.fsencode(resolved)).hexdigest()[:8]
+    return places + [(base / "faces", f"{resolved.name}-{tag}.faces{image_size}-")]
+
+
+def cache_home():
+    """The project's folder in the user's cache: $XDG_CACHE_HOME/animegan, or
+    ~/.cache/animegan where it is unset or relative (XDG says to ignore a relative one: it
+    named a new folder wherever a command ran); None where the user has no home folder (no
+    HOME and no passwd entry: a bare container)."""
     base = os.environ.get("XDG_CACHE_HOME", "")
-    if not os.path.isabs(base):  # unset, or relative, which XDG says to ignore
+    if not os.path.isabs(base):
         try:
             base = Path.home() / ".cache"
-        except RuntimeError:  # no HOME and no passwd entry (a bare container): no such place
-            return places
-    tag = hashlib.sha1(os.fsencode(resolved)).hexdigest()[:8]
-    return places + [(Path(base) / "animegan" / "faces",
-                      f"{resolved.name}-{tag}.faces{image_size}-")]
+        except RuntimeError:
+            return None
+    return Path(base) / "animegan"
 
 
 def cache_key(root, files, image_size):

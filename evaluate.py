@@ -185,6 +185,8 @@ def evaluate(opt):
         if not wanted:
             raise UserError(f"--metrics=modes counts the toy set's attributes, and {lacks}: "
                             f"point --data-path at a toy set, or ask for swd")
+    if "modes" in wanted:  # where its classifier is kept, or one line why not, before any work
+        classifier_path()
     inception = extract = None
     if "fid" in wanted or "kid" in wanted:  # found and loaded before any work, or one line why
         inception = inception_path(opt.inception_weights)  # not (a file that is no network

@@ -184,9 +184,13 @@ def _toy_batch(seed, start, count, steps=iter):
 
 def classifier_path():
     """Where the trained attribute classifier is cached: keyed by the toy set's version."""
-    import os
     import toyfaces
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "animegan"
+    from data import cache_home
+    base = cache_home()
+    if base is None:
+        raise UserError("the toy-attribute classifier is kept in ~/.cache/animegan/, and this "
+                        "user has no home folder: set XDG_CACHE_HOME to a folder you can "
+                        "write to")
     return base / f"attributes-toy{toyfaces.VERSION}-c{CLASSIFIER_VERSION}.pt"
 
 

@@ -466,6 +466,33 @@ def test_the_full_count_of_modes_names_a_num_the_folder_and_the_memory_hold():
         f"about {most:,}"
 
 
+def test_the_classifier_is_kept_in_the_home_cache_wherever_evaluate_runs(toy_dir, tmp_path,
+                                                                         monkeypatch):
+    """A relative XDG_CACHE_HOME (which XDG says to ignore, and the image cache does) kept the
+    classifier below the folder evaluate ran in: each new folder trained it again (3 to 4
+    minutes). With no home folder at all, evaluate ended in a RuntimeError traceback after
+    its SWD, where the image cache goes on."""
+    import evaluate
+    from metrics import classifier_path
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative")
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        monkeypatch.chdir(tmp_path / folder)
+        assert classifier_path().parent == tmp_path / ".cache" / "animegan"
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+    monkeypatch.setattr(Path, "home", no_home)
+    monkeypatch.setattr(evaluate, "swd", lambda *a, **k: pytest.fail("SWD before the refusal"))
+    torch.save(tiny_nets(nz=100)[0].state_dict(), tmp_path / "g.pth")
+    r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
+            f"--data-path={toy_dir}", "--num=8",
+            f"--out={tmp_path / 'm.json'}")
+    assert_clean_error(r, "has no home folder: set XDG_CACHE_HOME")
+    assert not (tmp_path / "m.json").exists()
+
+
 def test_evaluate_without_the_cache_compares_the_same_images_and_writes_nothing(tmp_path):
     folder = tmp_path / "set"
     for i in range(40):
