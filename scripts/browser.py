@@ -43,7 +43,9 @@ def find():
         if path:
             return path
     for pattern in PLAYWRIGHT_BUILDS:  # the newest build: chromium-1200 after chromium-999
-        found = sorted(glob.glob(str(_playwright_cache() / pattern)), key=_build_number)
+        # the folder's name escaped: a [ in it (a HOME of /home/a[1]) was read as a pattern
+        found = sorted(glob.glob(os.path.join(glob.escape(str(_playwright_cache())), pattern)),
+                       key=_build_number)
         if found and os.access(found[-1], os.X_OK):
             return found[-1]
     return None

@@ -44,6 +44,17 @@ def test_a_chromium_playwright_installed_for_the_user_is_used(tmp_path):
                                              "chrome")
 
 
+def test_a_playwright_folder_with_a_bracket_in_its_name_is_searched(tmp_path):
+    """Its path was a glob pattern: in pw[1] none was found (or, with a folder pw1 beside
+    it, pw1's, and a ValueError traceback)."""
+    for cache in (tmp_path / "pw[1]", tmp_path / "pw1"):
+        _executable(cache / "chromium-1200" / "chrome-linux" / "chrome")
+    result = _find(tmp_path, PLAYWRIGHT_BROWSERS_PATH=str(tmp_path / "pw[1]"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / "pw[1]" / "chromium-1200" / "chrome-linux" /
+                                         "chrome")
+
+
 def test_no_browser_is_one_line_saying_how_to_get_one(tmp_path):
     (tmp_path / "bin").mkdir()
     result = _find(tmp_path)
