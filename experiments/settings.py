@@ -244,6 +244,8 @@ def _cli(*args, log):
     previous = {sig: signal.signal(sig, forward) for sig in stop_signals()}  # nohup: no SIGHUP
     try:
         with open(log, "a") as f:
+            before = f.tell()  # where this command's output starts: an earlier one's error
+            # line (a run that failed before, in the same log) is not its own
             child = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *args], stdout=f,
                                      stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
                                      preexec_fn=_stopped_with_this_script())
@@ -259,16 +261,18 @@ def _cli(*args, log):
     status = child.returncode
     if status:
         how = f"was killed by signal {-status}" if status < 0 else f"failed (exit status {status})"
-        said = _error_line(log)
+        said = _error_line(log, before)
         raise CommandFailed(f"`main.py {args[0]}` {how}{': ' + said if said else ''}; its "
                             f"output is at the end of {log}")
 
 
-def _error_line(log):
-    """The last ``error:`` line of ``log`` without its word (a command's own refusal), or
-    None."""
+def _error_line(log, start=0):
+    """The last ``error:`` line of ``log`` from byte ``start`` on, without its word (a
+    command's own refusal), or None."""
     try:
-        lines = Path(log).read_text(errors="replace").splitlines()
+        with open(log, "rb") as f:
+            f.seek(start)
+            lines = f.read().decode(errors="replace").splitlines()
     except OSError:
         return None
     return next((line[len("error: "):] for line in reversed(lines)
@@ -596,8 +600,8 @@ def _check(args):
         raise UserError(f"--data: no folder {args.data}: pass the folder of the images "
                         f"(DIR/faces/*.jpg)")
     if args.minutes is not None and not (args.time or args.report):
-        if args.minutes <= 0:
-            raise UserError(f"--minutes must be more than 0, not {args.minutes}")
+        if not 0 < args.minutes < math.inf:  # nan and inf: a ValueError traceback later
+            raise UserError(f"--minutes must be a number more than 0, not {args.minutes}")
         speed_file = Path(args.out) / "speed.json"
         if not speed_file.is_file():
             raise UserError(f"--minutes needs the settings' speeds, and there is no {speed_file}: "
@@ -653,6 +657,19 @@ def _refuse_runs_of_other_flags(args, seeds):
                                 f"these flags would train it again from the start; pass "
                                 f"another --out for them, the run's own flags to go on with "
                                 f"it, or delete {run}")
+    # the finished runs of the other seeds: the table averages every seed in --out (a
+    # --seeds=1 --epochs=2 sweep beside a seed 0 of 1 epoch said "2 seeds, 1 epoch")
+    for name in args.only.split(","):
+        asked = {f"{name}_seed{seed}" for seed in seeds}
+        for run in sorted(Path(args.out).glob(f"{name}_seed*")):
+            trained = _trained_options(run)
+            if run.name in asked or not (run / "metrics_ema.json").is_file() or not trained:
+                continue
+            differ = _difference(trained, name, args, _epochs(name, args))
+            if differ:
+                raise UserError(f"{run} was made with {differ}: the table would average its "
+                                f"figures with this sweep's; pass another --out for these "
+                                f"flags, or delete {run}")
 
 
 def main():

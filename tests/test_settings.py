@@ -232,6 +232,22 @@ def test_a_setting_that_fails_is_one_line_naming_its_log(tmp_path):
     assert "error:" in log.read_text()
 
 
+def test_a_failure_without_an_error_line_quotes_no_earlier_commands(tmp_path, monkeypatch):
+    """A run's log.txt keeps every command's output: a training killed outright (the
+    out-of-memory killer) was said to have failed with the line of an earlier failure in
+    that log ("no images in ...", for a folder filled since)."""
+    log = tmp_path / "log.txt"
+    log.write_text("error: no images in /old: put the faces in /old/faces/\n")
+    killed = tmp_path / "python"  # the command, killed by SIGKILL as it starts
+    killed.write_text("#!/bin/sh\nkill -9 $$\n")
+    killed.chmod(0o755)
+    monkeypatch.setattr(settings.sys, "executable", str(killed))
+    with pytest.raises(settings.CommandFailed) as failed:
+        settings._cli("train", log=log)
+    assert str(failed.value) == (f"`main.py train` was killed by signal 9; its output is at "
+                                 f"the end of {log}")
+
+
 def _settings(*flags, cwd):
     """settings.py run as a user runs it, from ``cwd``; its completed process."""
     import subprocess
@@ -594,6 +610,45 @@ def test_minutes_gives_a_setting_the_epochs_its_speed_fits_into_them(toy_dir, tm
         f"error: {run} was made with 1 epoch, not the {epochs} that --minutes=1.5 gives it: "
         f"its figures are not this sweep's; pass another --out for these flags, or delete "
         f"{run} to make it again"]
+
+
+def test_a_finished_seed_of_other_flags_is_refused_not_averaged_with_this_sweep(toy_dir,
+                                                                                tmp_path):
+    """A sweep of seed 1 at 2 epochs beside a finished seed 0 of 1 epoch trained it, and the
+    table averaged the two in one row that said "2 seeds, 1 epoch"."""
+    data = tmp_path / "plain"  # no attributes.csv: no classifier, where it is trained
+    shutil.copytree(toy_dir / "faces", data / "faces")
+    out = tmp_path / "sweep"
+    run = out / "book_seed0"
+    run.mkdir(parents=True)
+    (run / "metrics_ema.json").write_text("{}")  # done, at one epoch
+    (run / "options.json").write_text(json.dumps({
+        "max_epoch": 1, "ngf": 8, "ndf": 8, "batch_size": 16, "ema": 0.995, "amp": None,
+        "data_path": str(data)}))
+    result = _settings("--only=book", "--seeds=1", "--epochs=2", "--width=8",
+                       "--batch-size=16", "--num=32", f"--data={data}", f"--out={out}",
+                       cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {run} was made with --epochs=1, not 2: the table would average its figures "
+        f"with this sweep's; pass another --out for these flags, or delete {run}"]
+    assert not (out / "book_seed1").exists()
+
+
+def test_minutes_that_are_not_a_number_are_one_line(toy_dir, tmp_path):
+    """--minutes=nan and --minutes=inf passed the check and ended in a ValueError or
+    OverflowError traceback as the first setting's epochs were worked out."""
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "speed.json").write_text(json.dumps({"book": {"images_per_s": 500.0,
+                                                         "with": None}}))
+    for minutes in ("nan", "inf"):
+        result = _settings("--only=book", "--seeds=0", "--width=8", f"--minutes={minutes}",
+                           f"--data={toy_dir}", f"--out={out}", cwd=tmp_path)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            f"error: --minutes must be a number more than 0, not {minutes}"]
+    assert not (out / "book_seed0").exists()
 
 
 def test_out_inside_a_file_and_time_with_report_are_one_line(toy_dir, tmp_path):
