@@ -146,8 +146,9 @@ def _atomic_write(path, write):
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFull(path) from None
-        if e.filename in (None, tmp):  # a write to the open file names none (a file size
-            # limit's "File too large" said no file at all)
+        if tmp is None or e.filename in (None, tmp):  # a write to the open file names none
+            # (a file size limit's "File too large" said no file at all); mkstemp's, a
+            # temporary name never made (the folder made read-only or immutable meanwhile)
             raise OSError(e.errno, e.strerror, str(path)) from None
         raise
     finally:
@@ -270,6 +271,9 @@ class Damaged(UserError):
 
 def load(path, device="cpu"):
     """torch.load with weights_only=True, mapping every failure to one clear UserError."""
+    kind = special_kind(path)  # opening a named pipe waited for a writer for ever
+    if kind:
+        raise UserError(f"{path} is {kind}, not a checkpoint file: name a file")
     try:
         with open(path, "rb") as f:
             head = f.read(4)
@@ -282,6 +286,9 @@ def load(path, device="cpu"):
             warnings.simplefilter("ignore")
             return torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
+        if Path(path).is_symlink():  # (the folder "holds" the very link that leads nowhere)
+            raise UserError(f"no checkpoint at {path}: {link_fault(path, unmounted=True)}") \
+                from None
         raise UserError(f"no checkpoint at {path}{_what_is_there(path)}") from None
     except IsADirectoryError:
         raise UserError(f"{path} is a folder, not a checkpoint file") from None

@@ -19,7 +19,7 @@ import torch
 
 import augment
 from errors import (UserError, did_you_mean, link_fault, listed, not_a_device, pasted,
-                    quoted, yes_or_no)
+                    quoted, special_kind, yes_or_no)
 
 
 def _opt(default, help, kind=None):
@@ -881,7 +881,8 @@ def validate(command, opt):
     for name in ("netg_path", "netd_path"):
         path = getattr(opt, name)
         folder_too = command == "explore"  # a checkpoint folder: its newest file
-        if path is None or Path(path).is_file() or (folder_too and Path(path).is_dir()):
+        if path is None or Path(path).is_file() or (folder_too and Path(path).is_dir()) \
+                or special_kind(path):  # a named pipe, a device: checkpoint.load says so
             continue
         flag = f"--{name.replace('_', '-')}"
         if Path(path).is_dir():

@@ -657,6 +657,38 @@ def test_a_refused_replace_names_the_file_asked_for_not_the_temporary_one(tmp_pa
                                                                           grid]
 
 
+def test_a_folder_refusing_new_files_mid_run_names_the_file_not_a_temporary_one(tmp_path,
+                                                                                 monkeypatch):
+    """A checkpoint folder made immutable (chattr +i) while train ran ended it with "cannot
+    write or read ck/.last.pth.gobgtqi2.tmp: Operation not permitted", a file that never
+    was: the temporary file's creation was refused, not the rename."""
+    import tempfile
+    from conftest import tiny_nets
+    torch.save(tiny_nets(nz=100)[0].state_dict(), tmp_path / "g.pth")
+    grid = tmp_path / "grid.png"
+
+    def refused(*args, dir=None, prefix="", suffix="", **kwargs):
+        raise PermissionError(errno.EPERM, "Operation not permitted",
+                              os.path.join(dir, f"{prefix}gobgtqi2{suffix}"))
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    r = cli("generate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}", f"--gen-img={grid}",
+            "--gen-num=8")
+    line = assert_clean_error(r, f"error: cannot write or read {grid}: Operation not permitted")
+    assert ".tmp" not in line
+
+
+def test_a_named_pipe_given_as_a_checkpoint_is_refused_not_waited_on(tmp_path):
+    """--resume=PIPE waited for ever for a writer (opened to read its first bytes), and
+    --netg-path=PIPE said "no file", though there is one: both say it is a named pipe."""
+    os.mkfifo(tmp_path / "last.pth")
+    r = run_cli("train", "--nogpu", f"--resume={tmp_path / 'last.pth'}",
+                f"--checkpoint-dir={tmp_path / 'ck'}", timeout=60)
+    assert_clean_error(r, f"{tmp_path / 'last.pth'} is a named pipe, not a checkpoint file")
+    r = cli("generate", "--nogpu", f"--netg-path={tmp_path / 'last.pth'}",
+            f"--gen-img={tmp_path / 'g.png'}")
+    assert_clean_error(r, f"{tmp_path / 'last.pth'} is a named pipe, not a checkpoint file")
+
+
 def test_a_missing_checkpoint_says_what_its_folder_holds(tmp_path):
     """`--resume=ck/nothere/last.pth` said "no checkpoint at ..." and no more: a typo in the
     folder and a file of another name looked the same."""
@@ -667,6 +699,19 @@ def test_a_missing_checkpoint_says_what_its_folder_holds(tmp_path):
     (tmp_path / "notes.txt").write_text("")
     assert_clean_error(cli("train", "--nogpu", f"--resume={tmp_path / 'last.pth'}"),
                        f"no checkpoint at {tmp_path / 'last.pth'}; {tmp_path} holds netg_4.pth")
+
+
+def test_a_resume_through_a_link_that_leads_nowhere_says_so(tmp_path):
+    """--resume=ck/last.pth, a link to a disk not mounted, said "no checkpoint at
+    ck/last.pth; ck holds last.pth", the very file it could not find."""
+    (tmp_path / "last.pth").symlink_to(tmp_path / "usb" / "last.pth")
+    (tmp_path / "chain.pth").symlink_to(tmp_path / "last.pth")
+    for name, to in (("last.pth", tmp_path / "usb" / "last.pth"),
+                     ("chain.pth", tmp_path / "last.pth")):
+        line = assert_clean_error(cli("train", "--nogpu", f"--resume={tmp_path / name}"),
+                                  f"no checkpoint at {tmp_path / name}: {tmp_path / name} is "
+                                  f"a link to {to}, which does not exist")
+        assert "holds" not in line
 
 
 def test_a_file_is_on_the_disk_before_it_takes_its_name(tmp_path, monkeypatch):
