@@ -801,8 +801,9 @@ def validate(command, opt):
         _require(opt.label_smooth == 0 or opt.loss == "bce",
                  "--label-smooth works with --loss=bce only (hinge has no labels to smooth): "
                  "drop one")
-        try:  # kept as read (colour, Translation: color,translation), in options.json too
-            opt.diffaug = ",".join(augment.parse(opt.diffaug))
+        try:  # as D applies it (colour, Translation: color,translation; translation,color
+            # and color,color too), in options.json too: another order is no other setting
+            opt.diffaug = ",".join(augment.DiffAugment(augment.parse(opt.diffaug)).kinds)
         except ValueError as e:
             raise UserError(f"--diffaug: {e}; choose any of {','.join(augment.KINDS)}") from None
         _require(opt.r1 >= 0, f"--r1 is a penalty weight, 0 or more (e.g. 1), not {opt.r1}")

@@ -98,6 +98,18 @@ def test_parse_and_no_augmentation_by_default():
     assert augment.DiffAugment(("cutout", "color")).kinds == ("color", "cutout")
 
 
+def test_diffaug_in_another_order_or_twice_is_read_as_d_applies_it():
+    """translation,color and cutout,cutout augment exactly as color,translation and cutout
+    (the fixed order, each kind once): kept as typed, a resumed run given the same kinds in
+    another order said "the run trained with --diffaug=color,translation until step 4; from
+    here with --diffaug=translation,color", a change that was none."""
+    from config import parse
+    for typed, read in (("translation,COLOUR", "color,translation"),
+                        ("cutout,cutout", "cutout"), (" color , translation", "color,translation"),
+                        ("cutout,color,translation", "color,translation,cutout"), ("", "")):
+        assert parse("train", {"data_path": "data", "diffaug": typed}).diffaug == read, typed
+
+
 class SumD(nn.Module):
     """logit = sum of the pixels D sees; records every batch it is shown."""
 

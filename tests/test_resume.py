@@ -1327,6 +1327,15 @@ def test_a_resumed_run_says_which_of_the_steps_options_it_changes(toy_dir, tmp_p
     again = cli("train", "--nogpu", f"--resume={tmp_path / 'last.pth'}", "--max-epoch=3")
     assert again.returncode == 0, again.stderr
     assert "note: the run trained" not in again.stdout  # nothing changed: nothing said
+    # the same kinds in another order, or twice, augment as before: no change to say, also
+    # for a run whose state kept them as typed (an earlier version)
+    state = torch.load(tmp_path / "last.pth", weights_only=True)
+    state["options"]["diffaug"] = "translation,color"
+    torch.save(state, tmp_path / "last.pth")
+    same = cli("train", "--nogpu", f"--resume={tmp_path / 'last.pth'}", "--max-epoch=4",
+               "--diffaug=color,translation,color")
+    assert same.returncode == 0, same.stderr
+    assert "note: the run trained" not in same.stdout, same.stdout
 
 
 def test_a_loss_row_over_the_users_disk_quota_is_disk_full_and_no_half_row(tmp_path,
