@@ -798,6 +798,10 @@ def validate(command, opt):
             _require(0 <= getattr(opt, name) < 1,
                      f"--{name} must be in [0, 1), not {getattr(opt, name)}")
         _require(opt.loss in ("bce", "hinge"), f"--loss takes bce or hinge, not {opt.loss!r}")
+        # known before any work (distributed.wrap said it after every image was decoded)
+        _require(not opt.sync_bn or resolve_device(opt.gpu).type == "cuda",
+                 "--sync-bn needs GPUs (torch's SyncBatchNorm does not run on the CPU): drop "
+                 "it for CPU processes")
         _require(opt.label_smooth == 0 or opt.loss == "bce",
                  "--label-smooth works with --loss=bce only (hinge has no labels to smooth): "
                  "drop one")

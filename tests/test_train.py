@@ -553,6 +553,15 @@ def test_sync_bn_on_the_cpu_is_one_line(toy_dir, tmp_path):
                        "--sync-bn", "GPU")  # (the default imgs/ was locked by another run)
 
 
+def test_sync_bn_on_the_cpu_is_refused_before_the_images_are_decoded(toy_dir):
+    """--sync-bn --nogpu cannot work whatever the data: refused with the other flags, not
+    after every image of the folder was decoded into the cache."""
+    from config import parse
+    from errors import UserError
+    with pytest.raises(UserError, match="--sync-bn needs GPUs"):
+        parse("train", dict(data_path=str(toy_dir), gpu=False, sync_bn=True))
+
+
 def test_an_isa_capped_cpu_trains_in_fp32_like_an_avx2_one(monkeypatch):
     """ATEN_CPU_CAPABILITY=avx2 makes an AVX512-BF16 CPU compute as an AVX2-only one (how
     the README's AVX2 figures can be measured here): no native bf16 then."""
