@@ -700,8 +700,11 @@ def interpolate(opt):
         frames = (to_pil(face, opt.scale, opt.resample) for face in faces._draw(loop))
         large = len(loop) * (96 * opt.scale) ** 2 > GIF_BAR
         with progress_bar(_gif_bar if large else None, frames, total=len(loop)) as bar:
-            checkpoint.save_bytes(gif_bytes(frames if bar is None else bar), opt.gif)
-        print(f"wrote {opt.gif}: {counted(len(loop), 'frame')}")
+            data = gif_bytes(frames if bar is None else bar)
+        checkpoint.save_bytes(data, opt.gif)
+        # PIL merges a frame the same as the one before into it (faces a hair apart, at a
+        # tiny --gen-std): the count the file holds
+        print(f"wrote {opt.gif}: {counted(Image.open(io.BytesIO(data)).n_frames, 'frame')}")
     _say_if_training_data(opt, out, opt.gif)
     return rows.flatten(0, 1)
 

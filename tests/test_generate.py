@@ -1013,3 +1013,15 @@ def test_the_memory_left_is_the_containers_where_it_holds_less(tmp_path, monkeyp
     assert generate._available_memory() == 20 * 2**30
     (folder / files[0]).write_text("max\n" if version == "v2" else f"{2**63 - 4096}\n")
     assert generate._available_memory() == 20 * 2**30  # no limit: the machine's
+
+
+def test_the_gif_line_counts_the_frames_the_file_holds(tmp_path):
+    """Faces a hair apart (a tiny --gen-std) are the same pixels: PIL merged such a frame into
+    the one before it, and the line counted the frames drawn (14 where the file held 8)."""
+    g, _ = _save_nets(tmp_path)
+    r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=5,9", "--steps=8",
+            "--gen-std=0.00001", f"--out={tmp_path / 'i.png'}", f"--gif={tmp_path / 'i.gif'}")
+    assert r.returncode == 0, r.stderr
+    frames = Image.open(tmp_path / "i.gif").n_frames
+    assert frames < 14  # merged
+    assert f"wrote {tmp_path / 'i.gif'}: {frames} frame" in r.stdout
