@@ -897,10 +897,11 @@ def _train(opt):
     if vis is not None:
         vis.finish(lambda: fixed_samples(ema.sampler() if ema else netg, fixed_noise), real)
     # the files to draw from, named (a netg_200.pth after 200 epochs is not one of them); where
-    # --max-minutes stopped it within an epoch, the state there, newer than any save point
+    # --max-minutes stopped it within an epoch, or as an epoch that is no save point saved its
+    # state, the state there, newer than any save point
     folder = Path(opt.checkpoint_dir)
     g = d = folder / "last.pth"
-    if last_point is not None and not time_up:
+    if last_point is not None and not time_up and last_point == run.epoch - 1:
         g = folder / f"netg{'_ema' if ema else ''}_{last_point}.pth"
         d = folder / f"netd_{last_point}.pth"
     draw = pasted(f"generate --netg-path={quoted(g)} --netd-path={quoted(d)}")

@@ -112,6 +112,33 @@ def test_a_time_budget_ends_the_run_at_the_step_that_ends_it_and_resume_goes_on(
     assert _rows(within) == _rows(straight) and len(_rows(straight)) == 12
 
 
+def test_a_budget_that_ends_as_an_epoch_saves_its_state_names_that_state_to_draw_from(
+        toy_dir, tmp_path, capsys, monkeypatch):
+    """The minutes ran out while the state of an epoch that is no save point was written
+    (epoch 3 of 4, --save-every=2): the done line named netg_1.pth, an epoch older than the
+    last.pth that generate also draws from."""
+    saves = []
+    save = train_module.Run.save
+
+    def counted_save(self):
+        saves.append(1)
+        return save(self)
+
+    class Clock(_StepClock):  # a step a second, and an hour more once epoch 3 saved
+        @staticmethod
+        def perf_counter():
+            return _StepClock.perf_counter() + (3600.0 if len(saves) >= 3 else 0.0)
+    monkeypatch.setattr(train_module.Run, "save", counted_save)
+    monkeypatch.setattr(train_module, "time", Clock())
+    train_small(toy_dir, tmp_path, max_epoch=4, max_minutes=30, save_every=2)
+    said = capsys.readouterr().out
+    assert "the time is up with the end of epoch 3 of 4" in said, said
+    assert sorted(p.name for p in tmp_path.glob("netg_*.pth")) == ["netg_1.pth"]
+    assert torch.load(tmp_path / "last.pth", weights_only=True)["epoch"] == 3
+    assert said.rstrip().splitlines()[-1].endswith(
+        f"generate --netg-path={tmp_path / 'last.pth'} --netd-path={tmp_path / 'last.pth'}`")
+
+
 def test_a_demo_stopped_names_the_make_command_that_goes_on(toy_dir, tmp_path, capsys,
                                                             monkeypatch):
     """Under make demo (which sets ANIMEGAN_CONTINUE), the stop's line names `make demo
