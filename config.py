@@ -510,14 +510,23 @@ def _resumed(given):
 def saved_options(state):
     """A training state's options, its folders as they lie from here: relative ones were
     typed in the folder the run started in, which the state keeps (one saved before it was
-    kept reads as started here); options added since take their defaults."""
+    kept reads as started here); options added since take their defaults, and --diffaug
+    (kept as typed before) reads as D applies it."""
     saved = dict(state["options"])
+    if saved.get("diffaug"):
+        saved["diffaug"] = _as_applied(saved["diffaug"])
     started = state.get("cwd")
     if started and Path(started).resolve() != Path.cwd().resolve():
         for name in ("data_path", "checkpoint_dir", "save_path"):
             if name in saved and not Path(saved[name]).is_absolute():
                 saved[name] = str(Path(started) / saved[name])
     return {**Config().to_dict(), **saved}
+
+
+def _as_applied(diffaug):
+    """--diffaug's kinds as D applies them: in its order, each once (translation,color and
+    color,translation,color are color,translation). ValueError for an unknown kind."""
+    return ",".join(augment.DiffAugment(augment.parse(diffaug)).kinds)
 
 
 def lies_elsewhere(resume, saved):
@@ -807,7 +816,7 @@ def validate(command, opt):
                  "drop one")
         try:  # as D applies it (colour, Translation: color,translation; translation,color
             # and color,color too), in options.json too: another order is no other setting
-            opt.diffaug = ",".join(augment.DiffAugment(augment.parse(opt.diffaug)).kinds)
+            opt.diffaug = _as_applied(opt.diffaug)
         except ValueError as e:
             raise UserError(f"--diffaug: {e}; choose any of {','.join(augment.KINDS)}") from None
         _require(opt.r1 >= 0, f"--r1 is a penalty weight, 0 or more (e.g. 1), not {opt.r1}")

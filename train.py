@@ -663,8 +663,6 @@ def _train(opt):
         # are (--ema=0 has its own line above)
         for name in ("d_every", "g_every", "label_smooth", "diffaug", "r1", "ema", "amp"):
             was, now = saved.get(name), getattr(opt, name)
-            if name == "diffaug" and set(str(was).split(",")) == set(now.split(",")):
-                was = now  # a run saved before --diffaug was kept in D's order: the same kinds
             if name in saved and was != now and not (name == "ema" and not now):
                 flag = f"--{name.replace('_', '-')}"
                 before, after = (f"with {flag}={v}" if v != "" else f"without {flag}"
