@@ -873,10 +873,9 @@ def _train(opt):
             # trained a step of the next epoch first, and saved again); under torchrun, at the
             # read-backs, as the processes stop together
             if left and world.size == 1 and stop.requested:
-                path = Path(opt.checkpoint_dir) / "last.pth"
-                how = _resume_command(f"--resume={quoted(path)}", world.size)
-                raise Interrupted(f"stopped after epoch {epoch + 1}: state saved to {path}; "
-                                  f"continue with {how}", stop.signum)
+                raise Interrupted(f"stopped after epoch {epoch + 1}: state saved to "
+                                  f"{run.saved}; continue with {run.resume_command()}",
+                                  stop.signum)
             # the whole run's remaining time, from this epoch's pace with its saves (the
             # batches' alone left them out: 76 MB of last.pth each epoch of the book's nets,
             # and with one batch an epoch it said 5 minutes for 11): after the first epoch,
