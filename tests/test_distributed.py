@@ -481,21 +481,19 @@ def test_ddp_g_step_averages_every_process_gradients(tmp_path):
     assert not all(torch.allclose(g0, (g0 + g1) / 2, atol=1e-6) for g0, g1 in zip(*grads))
 
 
-def test_stop_flag_is_shared_only_at_the_plot_every_read_backs(toy_dir, tmp_path, monkeypatch):
-    """Under torchrun, asking the other processes whether to stop is a synchronisation: at
-    most once per plot_every batches, not every batch."""
+def _rank_0_of_two(monkeypatch):
+    """train in this process as rank 0 of a world of two whose collectives are answered
+    locally: the world, which counts the stop flag's checks (``checks``)."""
     import distributed
-    import train as train_module
-    from config import parse
 
-    class Counting(distributed.World):  # a world of two, its collectives answered locally
+    class Pair(distributed.World):
         checks = 0
 
         def mean(self, tensor):
             return tensor
 
         def any(self, flag, device):
-            Counting.checks += 1
+            self.checks += 1
             return flag
 
         def agree(self, number, device):
@@ -507,41 +505,33 @@ def test_stop_flag_is_shared_only_at_the_plot_every_read_backs(toy_dir, tmp_path
         def wait_for_main(self):
             pass
 
-    world = Counting(rank=0, size=2)
+    world = Pair(rank=0, size=2)
     monkeypatch.setattr(distributed, "setup", lambda gpu: (world, torch.device("cpu")))
     monkeypatch.setattr(distributed, "wrap", lambda netg, netd, *a: (netg, netd.logits))
+    return world
+
+
+def test_stop_flag_is_shared_only_at_the_plot_every_read_backs(toy_dir, tmp_path, monkeypatch):
+    """Under torchrun, asking the other processes whether to stop is a synchronisation: at
+    most once per plot_every batches, not every batch."""
+    import train as train_module
+    from config import parse
+    world = _rank_0_of_two(monkeypatch)
     train_module.train(parse("train", dict(
         data_path=str(toy_dir), gpu=False, vis=False, batch_size=4, ngf=8, ndf=8, seed=0,
         max_epoch=2, plot_every=4, save_path=str(tmp_path), checkpoint_dir=str(tmp_path))))
     batches = 2 * (64 // 2 // 4)  # 2 epochs of this rank's half of 64 faces
-    assert Counting.checks == batches // 4
+    assert world.checks == batches // 4
 
 
 def test_a_stop_under_torchrun_says_when_the_processes_stop_together(toy_dir, tmp_path,
                                                                       monkeypatch, capsys):
     """A SIGTERM in batch 2 is acted on at batch 4 (--plot-every=4), where the processes ask
     each other; the line said "saving after this step", two batches early."""
-    import distributed
     import errors
     import train as train_module
     from config import parse
-
-    class Pair(distributed.World):  # a world of two, its collectives answered locally
-        def mean(self, tensor):
-            return tensor
-
-        def any(self, flag, device):
-            return flag
-
-        def agree(self, number, device):
-            return True
-
-        def barrier(self):
-            pass
-
-        def wait_for_main(self):
-            pass
-
+    _rank_0_of_two(monkeypatch)
     steps = []
 
     def d_step(*args, **kwargs):
@@ -551,9 +541,6 @@ def test_a_stop_under_torchrun_says_when_the_processes_stop_together(toy_dir, tm
         return real_d_step(*args, **kwargs)
     real_d_step = train_module.d_step
     monkeypatch.setattr(train_module, "d_step", d_step)
-    monkeypatch.setattr(distributed, "setup", lambda gpu: (Pair(rank=0, size=2),
-                                                          torch.device("cpu")))
-    monkeypatch.setattr(distributed, "wrap", lambda netg, netd, *a: (netg, netd.logits))
     with pytest.raises(errors.Interrupted, match="after batch 4 "):
         train_module.train(parse("train", dict(
             data_path=str(toy_dir), gpu=False, vis=False, batch_size=4, ngf=8, ndf=8, seed=0,
