@@ -26,13 +26,22 @@ def read_rows(path, up_to=None):
     # byte that is not UTF-8 (a hand edit) failed it with a UnicodeDecodeError, where it now
     # spoils its row alone
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
-        for row in csv.DictReader(f):
-            try:  # only our columns: one added by hand failed the resume's rewrite of the
-                # file with a ValueError traceback; a row short of one of ours is left out
-                rows.append({k: (int(row[k]) if k in ("step", "epoch") else float(row[k]))
-                             for k in COLUMNS})
-            except (KeyError, TypeError, ValueError):
-                continue
+        text = f.read()
+    # a log saved again by a spreadsheet set to a language with decimal commas has ";" (or a
+    # tab) between its columns, and a hand edit may put spaces after the commas: the names
+    # then matched none of ours, and a resume rewrote the log without a single row
+    header = text.partition("\n")[0]
+    comma = max(",;\t", key=header.count)
+    for row in csv.DictReader(io.StringIO(text, newline=""), delimiter=comma):
+        row = {k.strip().lower(): v.strip() for k, v in row.items()
+               if k is not None and isinstance(v, str)}
+        try:  # only our columns: one added by hand failed the resume's rewrite of the
+            # file with a ValueError traceback; a row short of one of ours is left out
+            rows.append({k: (int(row[k]) if k in ("step", "epoch") else
+                             float(row[k].replace(",", ".") if comma != "," else row[k]))
+                         for k in COLUMNS})
+        except (KeyError, TypeError, ValueError):
+            continue
     return rows if up_to is None else [r for r in rows if r["step"] <= up_to]
 
 

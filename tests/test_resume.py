@@ -242,6 +242,31 @@ def test_a_loss_log_row_cut_short_is_left_out_on_resume(toy_dir, tmp_path):
     assert [int(r[0]) for r in last[1:]] == list(range(1, 17))
 
 
+@pytest.mark.parametrize("saved", ["spaces", "semicolons", "tabs"])
+def test_a_resume_keeps_the_rows_of_a_loss_log_saved_again_by_hand(tmp_path, saved):
+    """A log opened and saved again, by hand with a space after each comma or by a
+    spreadsheet set to a language with decimal commas (";" or a tab between columns): none
+    of its names matched ours, and the resume rewrote the log without a single row."""
+    import csv
+    log = curves.LossLog(tmp_path)
+    for step in range(1, 7):
+        log.append(step, step // 3, dict(loss_d=1.25 + step, loss_g=0.5, d_real=0.75,
+                                          d_fake=0.125), 40.5)
+    ours = curves.read_rows(tmp_path / "losses.csv")
+    with open(tmp_path / "losses.csv", newline="") as f:
+        table = list(csv.reader(f))
+    if saved == "spaces":
+        text = "".join(", ".join(r) + "\n" for r in table)
+    else:
+        comma = ";" if saved == "semicolons" else "\t"
+        text = "".join(comma.join(v.replace(".", ",") for v in r) + "\r\n" for r in table)
+    (tmp_path / "losses.csv").write_text(text)
+    resumed = curves.LossLog(tmp_path, resume_step=4)
+    assert resumed.rows() == ours[:4]
+    first = (tmp_path / "losses.csv").read_text().splitlines()[1]
+    assert first == "1,0,2.25,0.5,0.75,0.125,40.5"  # written back as ours
+
+
 def test_the_loss_plot_of_a_single_row_shows_it(tmp_path):
     """A run of one logged row (an epoch of one batch, a first save point) drew losses.png
     as empty axes: a line through one point is no line at all."""
