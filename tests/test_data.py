@@ -319,6 +319,33 @@ def test_a_folder_named_with_brackets_keeps_its_neighbours_cache_and_drops_its_o
     assert caches == [".faces1", ".faces[12]"]
 
 
+def test_a_cold_benchmark_of_a_folder_named_with_brackets_keeps_its_neighbours_cache(
+        tmp_path, toy_dir, monkeypatch):
+    """bench.py's cold run removes the folder's decoded cache first: faces[12] read as a
+    pattern removed faces1's too, which faces1's next training then decoded again."""
+    import types
+    import bench
+    import data
+    parent = tmp_path / "data"
+    _copy(toy_dir, parent)
+    shutil.copytree(parent / "faces", parent / "faces1")
+    shutil.copytree(parent / "faces", parent / "faces[12]")
+    build_cache(parent / "faces1", 96, workers=1)
+    build_cache(parent / "faces[12]", 96, workers=1)
+
+    class Decoding(Exception):
+        """Where the cold run starts to decode: what it removed before is what counts."""
+
+    def decoding(*args, **kwargs):
+        raise Decoding
+    monkeypatch.setattr(data, "build_cache", decoding)
+    with pytest.raises(Decoding):
+        bench.run_ours(types.SimpleNamespace(data_path=str(parent / "faces[12]")),
+                       torch.device("cpu"), cold=True)
+    caches = sorted(p.name.split(".faces96-")[0] for p in parent.glob(".*.npy"))
+    assert caches == [".faces1"]  # its own gone (the run is cold), the neighbour's kept
+
+
 def test_a_full_disk_while_decoding_names_the_cache_and_the_way_out(tmp_path, toy_dir,
                                                                    monkeypatch):
     """It was "cannot write or read: No space left on device", naming no file or size."""

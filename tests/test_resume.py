@@ -391,23 +391,27 @@ def test_sigint_mid_epoch_saves_and_resume_continues_exactly(toy_dir, tmp_path):
     assert torch.load(other / "last.pth", weights_only=True)["step"] == 48 + state["batch"]
 
 
-def test_a_ctrl_c_while_an_epoch_saves_stops_there(toy_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("signum, status, word", [(signal.SIGINT, 130, "interrupted"),
+                                                   (signal.SIGTERM, 143, "terminated")])
+def test_a_ctrl_c_while_an_epoch_saves_stops_there(toy_dir, tmp_path, monkeypatch, signum,
+                                                   status, word):
     """A Ctrl-C (or a scheduler's SIGTERM) that came while an epoch's state was written was
     acted on only after a step of the next epoch, saved again: the run trained on past the
-    stop, and its line said it stopped in epoch 2 after batch 1."""
+    stop, and its line said it stopped in epoch 2 after batch 1. A SIGTERM stops there with
+    its own word and status, as at any other step (a scheduler's script reads the status)."""
     save = train_module.Run.save
 
     def ctrl_c_as_it_saves(self):
         path = save(self)
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signum)
         return path
     monkeypatch.setattr(train_module.Run, "save", ctrl_c_as_it_saves)
     result = cli(*train_args(toy_dir, tmp_path, "--max-epoch=3", "--batch-size=16", "--ngf=8",
                              "--ndf=8"))
-    assert result.returncode == 130, result.stderr
+    assert result.returncode == status, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(
-        f"interrupted: stopped after epoch 1: state saved to {tmp_path / 'last.pth'}; "
+        f"{word}: stopped after epoch 1: state saved to {tmp_path / 'last.pth'}; "
         f"continue with `"), result.stderr
     state = torch.load(tmp_path / "last.pth", weights_only=True)
     assert (state["epoch"], state["batch"], state["step"]) == (1, 0, 4)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import config
+from errors import UserError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
 import settings  # noqa: E402
@@ -633,6 +634,26 @@ def test_a_finished_seed_of_other_flags_is_refused_not_averaged_with_this_sweep(
         f"error: {run} was made with --epochs=1, not 2: the table would average its figures "
         f"with this sweep's; pass another --out for these flags, or delete {run}"]
     assert not (out / "book_seed1").exists()
+
+
+def test_a_stopped_seed_of_other_flags_is_no_reason_to_refuse_the_sweep(tmp_path):
+    """The table averages the finished seeds alone: a seed 0 of 1 epoch stopped halfway is
+    in no figure of a sweep of seed 1 at 2 epochs, so that sweep goes on; finished, it is
+    refused (its figures would be averaged with the sweep's)."""
+    out = tmp_path / "sweep"
+    run = out / "book_seed0"
+    run.mkdir(parents=True)
+    (run / "last.pth").write_bytes(b"a stopped run's state")
+    (run / "options.json").write_text(json.dumps({
+        "max_epoch": 1, "ngf": 8, "ndf": 8, "batch_size": 16, "ema": 0.995, "amp": None,
+        "data_path": str(tmp_path / "data")}))
+    args = settings._parser().parse_args([
+        "--only=book", "--seeds=1", "--epochs=2", "--width=8", "--batch-size=16",
+        f"--data={tmp_path / 'data'}", f"--out={out}"])
+    settings._refuse_runs_of_other_flags(args, [1])  # not refused
+    (run / "metrics_ema.json").write_text("{}")
+    with pytest.raises(UserError, match="the table would average its figures"):
+        settings._refuse_runs_of_other_flags(args, [1])
 
 
 def test_minutes_that_are_not_a_number_are_one_line(toy_dir, tmp_path):
