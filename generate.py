@@ -16,10 +16,13 @@ the seeds ``seed, seed+1, ..., seed+gen_search_num-1``, keeps the ``gen_num`` D 
 (batched, only the best so far kept, so memory stays bounded), and can write each face with
 its seed to a manifest; ``--seeds`` draws chosen faces again.
 """
+import contextlib
 import csv
+import fcntl
 import io
 import math
 import operator
+import os
 import random
 import re
 from pathlib import Path
@@ -433,7 +436,7 @@ def _write_faces(out_dir, faces, scores, seeds, scale, resample, mean=0.0, std=1
     names, rows = _face_names(seeds), []
     earlier = (out / "manifest.csv").is_file()
     # the temporary files of writes a kill -9 cut short, which no rerun removed (no run is
-    # writing there now: two runs in one --out-dir would mix their faces and manifests)
+    # writing there now: generate holds the folder while it writes, see _alone_in)
     for pattern in (".face_*.png.*.tmp", ".manifest.csv.*.tmp"):
         for stale in out.glob(pattern):
             stale.unlink(missing_ok=True)
@@ -575,17 +578,49 @@ def generate(opt):
                                            progress)
         picked = f", the best of {opt.gen_search_num} by D" if faces.netd is not None else ""
         ranks = None  # best first
-    if opt.out_dir:  # before anything is written
-        refuse_earlier_faces(opt.out_dir, _face_names(seeds))
-    checkpoint.save_grid(images, opt.gen_img)
-    print(f"wrote {opt.gen_img}{_png_note(opt.gen_img)}: {counted(len(images), 'face')}"
-          f"{picked}")
-    if opt.out_dir:
-        _write_faces(opt.out_dir, images, scores, seeds, opt.scale, opt.resample,
-                     opt.gen_mean, opt.gen_std, ranks, str(Path(opt.netg_path).resolve()))
-        print(f"wrote {counted(len(images), 'face')} and manifest.csv to {opt.out_dir}")
+    with _alone_in(opt.out_dir):
+        if opt.out_dir:  # before anything is written
+            refuse_earlier_faces(opt.out_dir, _face_names(seeds))
+        checkpoint.save_grid(images, opt.gen_img)
+        print(f"wrote {opt.gen_img}{_png_note(opt.gen_img)}: {counted(len(images), 'face')}"
+              f"{picked}")
+        if opt.out_dir:
+            _write_faces(opt.out_dir, images, scores, seeds, opt.scale, opt.resample,
+                         opt.gen_mean, opt.gen_std, ranks, str(Path(opt.netg_path).resolve()))
+            print(f"wrote {counted(len(images), 'face')} and manifest.csv to {opt.out_dir}")
     _say_if_training_data(opt, opt.gen_img, opt.out_dir)
     return images, scores, seeds
+
+
+@contextlib.contextmanager
+def _alone_in(out_dir):
+    """Hold --out-dir (a lock on the folder itself, which the system drops however the
+    process ends) while this run checks it and writes its faces there. A second generate into
+    it, the same command in another terminal, removed the temporary file of the face this
+    one was writing, as if a kill -9 had left it, and this one ended in a traceback; with
+    other seeds, both sets stayed under a manifest that listed one of them."""
+    if not out_dir:
+        yield
+        return
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        folder = os.open(out_dir, os.O_RDONLY)
+    except PermissionError:  # a folder one may write in but not read: unguarded, as before
+        folder = None
+    try:
+        if folder is not None:
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(folder)
+        raise UserError(f"--out-dir: another generate is writing its faces into {out_dir}: "
+                        f"wait for it to end, or pick another folder") from None
+    except OSError:  # a file system that cannot lock it (ENOLCK, EBADF, ...): unguarded, as
+        pass  # before (the faces matter more than the guard)
+    try:
+        yield
+    finally:
+        if folder is not None:
+            os.close(folder)
 
 
 def _in_training_data(opt, path):

@@ -210,6 +210,37 @@ def test_a_rerun_stopped_half_way_leaves_only_its_faces_and_their_manifest(tmp_p
         assert len(list(csv.DictReader(f))) == 3
 
 
+def test_a_second_generate_into_a_folder_being_written_is_one_line(tmp_path, monkeypatch):
+    """Two generates into one --out-dir at once (two terminals): the second removed the
+    temporary file of the face the first was writing, as a kill -9's, and the first ended in
+    a traceback; with other seeds, both sets stayed under a manifest listing one. Here the
+    second starts as the first writes its first face: it is refused, the first goes on."""
+    import checkpoint
+    g, _ = _save_nets(tmp_path)
+    out = tmp_path / "out"
+
+    def run(seeds):
+        return cli("generate", "--nogpu", f"--netg-path={g}", f"--seeds={seeds}",
+                   f"--out-dir={out}", f"--gen-img={tmp_path / f'{seeds}.png'}")
+    real_save, second = checkpoint.save_bytes, []
+
+    def another_meanwhile(data, path):
+        if Path(path).name.startswith("face_") and not second:
+            second.append(None)  # first: its own faces, where it writes them, start no third
+            second[0] = run("7,8")
+        real_save(data, path)
+    monkeypatch.setattr(checkpoint, "save_bytes", another_meanwhile)
+    first = run("3,4,5")
+    assert first.returncode == 0, first.stderr
+    assert_clean_error(second[0], f"--out-dir: another generate is writing its faces into "
+                                  f"{out}: wait for it to end, or pick another folder")
+    assert not (tmp_path / "7,8.png").exists()  # nothing of its own written either
+    with open(out / "manifest.csv") as f:
+        listed = [row["file"] for row in csv.DictReader(f)]
+    assert sorted(p.name for p in out.iterdir()) == sorted(listed + ["manifest.csv"])
+    assert listed == ["face_000_seed3.png", "face_001_seed4.png", "face_002_seed5.png"]
+
+
 def test_a_full_disk_in_a_rerun_says_what_is_left_of_both_sets(tmp_path, monkeypatch):
     """A rerun over an earlier set that met a full disk said "the files written before it are
     intact", where the earlier set's faces not yet replaced, and its manifest, were gone."""
