@@ -315,7 +315,9 @@ def make_toyfaces(out_dir="data-toy", num=10000, seed=0, workers=None, progress=
                                                                                 start + BLOCK))))
 
     csv_path = out / "attributes.csv"
-    tmp = csv_path.with_name(csv_path.name + ".tmp")
+    # this run's own: two runs drawing the same set at once (make demo and make demo-long in
+    # two terminals) wrote into one, and the later to finish found it renamed, a traceback
+    tmp = csv_path.with_name(f".{csv_path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
     # there until the set is whole: a training on a stopped run's faces says it is not
     (out / UNFINISHED).write_text(f"python main.py toyfaces --out-dir={quoted(out)} "
                                   f"--num={num} --seed={seed}\n")
@@ -330,7 +332,7 @@ def make_toyfaces(out_dir="data-toy", num=10000, seed=0, workers=None, progress=
                     raise_if_stopped()  # a Ctrl-C whose exception was lost stops it
                     writer.writerow((name,) + tuple(attrs[a] for a in ATTRIBUTES))
         os.replace(tmp, csv_path)
-        (out / UNFINISHED).unlink()
+        (out / UNFINISHED).unlink(missing_ok=True)  # (the other's end may have removed it)
     finally:
         tmp.unlink(missing_ok=True)
     return csv_path

@@ -228,6 +228,25 @@ def test_a_ctrl_c_lost_while_the_faces_come_in_still_stops_before_the_csv(tmp_pa
     assert not (tmp_path / "toy" / "attributes.csv").exists()
 
 
+def test_two_runs_drawing_the_same_set_at_once_both_finish_it(tmp_path):
+    """make demo and make demo-long started in two terminals on a fresh clone draw data-toy
+    at the same time: both wrote their CSV into one temporary file, and the later to finish
+    found it renamed by the other, a FileNotFoundError traceback. Here the second run draws
+    the whole set while the first is at its fifth face."""
+    out = tmp_path / "toy"
+    alone = make_toyfaces(tmp_path / "alone", num=30, seed=0, workers=1).read_text()
+
+    def another_run_meanwhile(rows, total):
+        for i, row in enumerate(rows):
+            if i == 5:
+                make_toyfaces(out, num=30, seed=0, workers=1)
+            yield row
+
+    make_toyfaces(out, num=30, seed=0, workers=1, progress=another_run_meanwhile)
+    assert (out / "attributes.csv").read_text() == alone
+    assert sorted(p.name for p in out.iterdir()) == ["attributes.csv", "faces"]  # no mark
+
+
 def test_a_training_on_a_stopped_set_says_it_is_not_whole(tmp_path, capsys):
     """A training on the faces a stopped toyfaces left took them for a whole set and said
     nothing: the user trained on part of it without knowing."""
