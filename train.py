@@ -150,9 +150,12 @@ def train(opt):
                             f"{again}{kept} (the files written before it are intact)") from None
 
 
-# the temporary files of a run's atomic saves (checkpoint.py), in its folders (OWNER's too)
-STALE = (".*.pth.*.tmp", ".*.png.*.tmp", ".losses.csv.*.tmp", ".options.json.*.tmp",
-         ".skipped_files.txt.*.tmp", "..checkpoint-dir.*.tmp")
+# the temporary files of a run's atomic saves (checkpoint.py), in its folders (OWNER's too):
+# of its own files alone. Any .png's took the face that a generate --out-dir=imgs/run was
+# writing there as the run started, and generate ended in a traceback
+STALE = (".net[gd]_*.pth.*.tmp", ".last.pth.*.tmp", ".[0-9]*.png.*.tmp", ".losses.png.*.tmp",
+         ".losses.csv.*.tmp", ".options.json.*.tmp", ".skipped_files.txt.*.tmp",
+         "..checkpoint-dir.*.tmp")
 NO_LOCKS = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}  # NFS, Lustre, ...
 
 

@@ -1240,6 +1240,36 @@ def test_a_folder_that_cannot_be_locked_still_trains(toy_dir, tmp_path, monkeypa
     assert (tmp_path / "last.pth").is_file()
 
 
+def test_a_run_starting_leaves_the_faces_another_command_is_writing_there(tmp_path,
+                                                                         monkeypatch):
+    """generate --out-dir=imgs/run, the run's own folder of grids, as a training (or its
+    --resume) starts there: the run took the temporary file of the face being written for one
+    a kill -9 left, and generate ended in a FileNotFoundError traceback."""
+    from pathlib import Path
+    from conftest import cli
+    from model import NetG
+    from train import _only_run_in
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "g.pth")
+    imgs, started = tmp_path / "imgs", []
+    real_write = checkpoint._atomic_write
+
+    def a_run_starts_meanwhile(path, write):
+        def written_then(tmp):
+            write(tmp)
+            if Path(path).parent == imgs and not started:  # its first face, half saved
+                started.append(path)
+                with _only_run_in(imgs, "--save-path"):  # what a run does first there
+                    pass
+        real_write(path, written_then)
+    monkeypatch.setattr(checkpoint, "_atomic_write", a_run_starts_meanwhile)
+    r = cli("generate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}", "--seeds=3,4",
+            f"--out-dir={imgs}", f"--gen-img={tmp_path / 'grid.png'}")
+    assert r.returncode == 0, r.stderr
+    assert started == [imgs / "face_000_seed3.png"]
+    assert {p.name for p in imgs.iterdir()} == {"face_000_seed3.png", "face_001_seed4.png",
+                                                 "manifest.csv", ".train.lock"}
+
+
 def test_a_huge_max_epoch_starts_at_once_and_still_names_earlier_files(tmp_path, toy_dir):
     """--max-epoch=1000000000 ("until I stop it") froze the start for minutes, listing every
     epoch's file names, and ran out of memory; the earlier run's files are still named."""
