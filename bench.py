@@ -297,7 +297,8 @@ def main():
         raise UserError("--warmup and --num-workers must be 0 or more")
     if args.json:
         from config import writable
-        writable(args.json, "json", folder=False, example="bench.json")
+        # a .json name, as evaluate's --out: --json=checkpoints/netg_199.pth was written over
+        writable(args.json, "json", folder=False, example="bench.json", suffix=".json")
     if args.cache_sizes:  # synthetic caches: no data folder read
         try:
             args.cache_sizes = [int(s) for s in args.cache_sizes.split(",")]

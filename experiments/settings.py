@@ -574,6 +574,10 @@ def _check(args):
     if not all(s.isdecimal() for s in seeds):
         raise UserError(f"--seeds takes whole numbers from 0 separated by commas, e.g. 0,1,2, "
                         f"not {args.seeds!r}")
+    from config import MAX_SEED  # train's bound: a seed past it was refused by train only
+    wrong = next((s for s in seeds if int(s) > MAX_SEED), None)  # after the seeds before it
+    if wrong is not None:  # had trained every setting
+        raise UserError(f"--seeds takes seeds from 0 to 2**31, not {wrong}")
     for name in ("epochs", "num", "width", "batch_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, not "

@@ -310,6 +310,8 @@ def test_paths_are_taken_from_the_folder_the_sweep_is_run_in(toy_dir, tmp_path):
 @pytest.mark.parametrize("flag, said", [
     ("--only=book,nosuch", ["'nosuch'", "book, base, g2"]),  # book is not trained first
     ("--seeds=0,a", ["--seeds", "'0,a'"]),
+    # train refused it, after every setting of seed 0 had trained
+    ("--seeds=0,4294967296", ["--seeds", "0 to 2**31", "not 4294967296"]),
     ("--minutes=1", ["speed.json", "--time"]),  # no speed pass yet
     ("--epochs=0", ["--epochs", "at least 1"]),
     ("--epochs=a", ["--epochs", "'a'"]),

@@ -765,6 +765,28 @@ def test_bench_reads_paths_from_where_it_is_run_and_refuses_bad_values(toy_dir, 
     assert "note: --scratch is not used without --cache-sizes" in r.stdout
 
 
+def test_bench_json_is_a_json_file_not_any_file(toy_dir, tmp_path, monkeypatch):
+    """--json=checkpoints/netg_199.pth wrote the figures over the checkpoint after the whole
+    benchmark (evaluate's --out takes a .json name alone)."""
+    import contextlib
+    import io
+    import subprocess
+    import bench as tool
+    kept = tmp_path / "netg_199.pth"
+    kept.write_bytes(b"PK\x03\x04 a checkpoint")
+    # a batch larger than the set: the line without the check, before any benchmark runs
+    monkeypatch.setattr(sys, "argv", ["bench.py", f"--data-path={toy_dir}", f"--json={kept}",
+                                      "--batch-size=100"])
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err), \
+            pytest.raises(SystemExit) as stop:
+        tool.command()
+    r = subprocess.CompletedProcess([], stop.value.code, "", err.getvalue())
+    assert_clean_error(r, "--json", "would hold JSON: name it with .json")
+    assert kept.read_bytes() == b"PK\x03\x04 a checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["netg_199.pth"]
+
+
 @pytest.mark.parametrize("signum, to_group, status, word", [
     (signal.SIGINT, True, 130, "interrupted"),  # Ctrl-C in a terminal
     (signal.SIGTERM, False, 143, "terminated"),  # kill to bench.py alone
