@@ -222,8 +222,11 @@ def _coerce(name, value, kind, nullable=True):
         if answer is None:
             raise UserError(f"{flag} takes True or False, not {value!r}")
         return answer
-    shown = ",".join(map(str, value)) if isinstance(value, tuple) else \
-        f"[{','.join(map(str, value))}]" if isinstance(value, list) else value  # as typed
+    # as typed; fire reads 16, as the tuple (16,), which shown without its comma was "takes a
+    # whole number, not '16'"
+    shown = ",".join(map(str, value)) + ("," if len(value) == 1 else "") \
+        if isinstance(value, tuple) else \
+        f"[{','.join(map(str, value))}]" if isinstance(value, list) else value
     if isinstance(value, bool) and kind in (int, float):  # a bare --batch-size: True to fire
         raise UserError(f"{flag} needs a number: {flag}=N (see --help)")
     if kind is int:
@@ -335,9 +338,10 @@ def refuse_both_ways(args):
                             f"were both given: pass one of them")
 
 
-def coerce_flags(flags, fields, nullable=()):
-    """Fire's keyword arguments -> {field name: typed value}; fields maps name -> kind, and
-    ``nullable`` names the options that may be None (unset)."""
+def coerce_flags(flags, fields, nullable=(), suggest=None):
+    """Fire's keyword arguments -> {field name: typed value}; fields maps name -> kind,
+    ``nullable`` names the options that may be None (unset), and ``suggest`` those an unknown
+    flag is compared with (unset: all of ``fields``)."""
     values = {}
     for key, value in flags.items():
         name = key.replace("-", "_")
@@ -352,7 +356,8 @@ def coerce_flags(flags, fields, nullable=()):
                 values[name[2:]] = True
             continue
         if name not in fields:
-            raise unknown_flag(name, fields, value)
+            raise unknown_flag(name, fields if suggest is None else
+                               {n: fields[n] for n in suggest}, value)
         values[name] = _coerce(name, value, fields[name], name in nullable)
     return values
 
@@ -421,7 +426,9 @@ def parse(command, flags):
     flags = {k: v for k, v in flags.items() if k.replace("-", "_") not in BOOK_ONLY}
     kinds = {name: f.metadata["kind"] for name, f in FIELDS.items()}
     unset = {name for name, f in FIELDS.items() if f.default is None}
-    values = coerce_flags(flags, kinds, unset)
+    # an unknown flag is offered the command's own: train --output-dir was offered
+    # generate's --out-dir, which train then refused
+    values = coerce_flags(flags, kinds, unset, suggest=USED[command])
     _refuse_foreign(command, values)
     if command == "train" and values.get("resume"):
         values = _resumed(values)
@@ -444,6 +451,8 @@ def _resumed(given):
     if given.get("fresh"):
         raise UserError("--fresh starts a new run and --resume continues one: pass one of them")
     resume = given["resume"]
+    if resume is not True:
+        no_slash_after_a_file(resume, "--resume")
     if resume is not True and Path(resume).is_dir():  # a run's folder: its last.pth meant
         last = Path(resume) / "last.pth"
         if last.is_file():
@@ -771,9 +780,9 @@ def validate(command, opt):
                  f"{'2**%d' % (high.bit_length() - 1)}, not {value}")
     _require(opt.seed is None or 0 <= opt.seed <= MAX_SEED,
              f"--seed takes a number from 0 to 2**31, not {opt.seed}")
-    if command in ("train", "evaluate"):
-        _require(opt.image_size == 96, f"--image-size must be 96 (the networks draw 96x96 "
-                 f"images), not {opt.image_size}")
+    # in every command: generate --image-size=64 drew 96x96 faces without a word
+    _require(opt.image_size == 96, f"--image-size must be 96 (the networks draw 96x96 "
+             f"images), not {opt.image_size}")
     for name, folder, example in OUTPUTS.get(command, ()):
         # an unset --out is checked as the file it writes (interp.png, metrics.json)
         path = getattr(opt, name) if getattr(opt, name) is not None else \
@@ -894,6 +903,8 @@ def validate(command, opt):
                  f"--gen-search-num ({opt.gen_search_num}): D picks the best of those")
     for name in ("netg_path", "netd_path"):
         path = getattr(opt, name)
+        if path is not None:
+            no_slash_after_a_file(path, f"--{name.replace('_', '-')}")
         folder_too = command == "explore"  # a checkpoint folder: its newest file
         if path is None or Path(path).is_file() or (folder_too and Path(path).is_dir()) \
                 or special_kind(path):  # a named pipe, a device: checkpoint.load says so
@@ -910,6 +921,13 @@ def validate(command, opt):
             Path(path).parent, name[:4], average=True)
         raise UserError(f"{flag}: no file {path!r}" + (f" ({broken})" if broken else "") + (
             f"; the newest beside it: {flag}={quoted(newest)}" if newest else ""))
+
+
+def no_slash_after_a_file(path, flag):
+    """Refuse a file named with a / after it (netg_4.pth/), as a folder is: the system then
+    refuses it as "Not a directory", and the line spoke of permissions and free space."""
+    _require(not (str(path).endswith(("/", os.sep)) and Path(path).is_file()),
+             f"{flag}: {str(path)!r} is a file, not a folder: name it without the '/' after it")
 
 
 def _beside(data, name):

@@ -65,7 +65,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 # words users type for a yes-or-no flag of another name (and their no- forms): --cpu was
 # offered --gpu, the very opposite
-MEANT = {"cpu": "nogpu", "nocpu": "gpu", "cuda": "gpu", "nocuda": "nogpu"}
+MEANT = {"cpu": "nogpu", "nocpu": "gpu", "cuda": "gpu", "nocuda": "nogpu",
+         "device": ("gpu", "nogpu")}  # torch's word: --device=cpu was offered --d-every
 
 
 def did_you_mean(name, valid, also=()):
@@ -75,8 +76,10 @@ def did_you_mean(name, valid, also=()):
     named only --lr2, D's rate, for a user after G's); else none."""
     typed = name.lower()
     meant = MEANT.get(typed, typed)
-    if meant in valid or meant in also:
-        return [f"--{meant.replace('_', '-')}"]
+    found = [m for m in ((meant,) if isinstance(meant, str) else meant)
+             if m in valid or m in also]
+    if found:
+        return [f"--{m.replace('_', '-')}" for m in found]
     close = difflib.get_close_matches(typed, list(valid), n=3, cutoff=0.6)
     ratio = [difflib.SequenceMatcher(None, typed, c).ratio() for c in close]
     return sorted(f"--{c.replace('_', '-')}" for c, r in zip(close, ratio) if r == ratio[0])

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from errors import (PATH_FAULTS, Interrupted, Terminated, UserError, counted, no_package,
-                    outlive_reader, quoted, raise_if_stopped, refusal, sized, stop_on_signals,
-                    stop_signals, stop_under_way)
+                    outlive_reader, pasted, quoted, raise_if_stopped, refusal, sized,
+                    stop_on_signals, stop_signals, stop_under_way)
 
 
 def _stopped(stop, command):
@@ -306,9 +306,26 @@ def main(argv):
             return 2
         return 0
     command = argv[1]
+    if command not in COMMANDS and command.startswith("-"):
+        # an option before the command word, as many tools take them: it was "unknown
+        # command '--nogpu'", which did not say that the command goes first
+        flag = command.partition("=")[0]
+        named = next((a for a in argv[2:] if a in COMMANDS), None)
+        if named:
+            rest = argv[1:]
+            rest.remove(named)
+            print(f"error: {flag} comes before the command: name the command first, then "
+                  f"its options: {pasted(' '.join([named, *map(quoted, rest)]))}",
+                  file=sys.stderr)
+        else:
+            print(f"error: {flag} is an option, and options follow a command: name one "
+                  f"first, e.g. {pasted('train --help')} (commands: {', '.join(COMMANDS)})",
+                  file=sys.stderr)
+        return 2
     if command not in COMMANDS:
         import difflib
-        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        # TRAIN, typed with caps lock on, was offered nothing
+        close = difflib.get_close_matches(command.lower(), COMMANDS, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
         print(f"error: unknown command {command!r}{hint} (commands: {', '.join(COMMANDS)})",
               file=sys.stderr)

@@ -100,6 +100,20 @@ def test_unknown_command_suggests():
     assert_clean_error(cli("toyface"), "unknown command 'toyface'", "did you mean toyfaces?")
 
 
+def test_an_option_before_the_command_says_the_command_goes_first(tmp_path):
+    """python main.py --nogpu train, as many tools take options, was "unknown command
+    '--nogpu'", which did not say what to do; TRAIN (caps lock) was offered no command."""
+    line = assert_clean_error(cli("--nogpu", "train", "--data-path=my data"),
+                              "--nogpu comes before the command")
+    assert line.endswith("main.py train --nogpu '--data-path=my data'`"), line
+    assert_clean_error(cli("--data-path=x", "generate"), "--data-path comes before the command",
+                       "generate --data-path=x`")
+    assert_clean_error(cli("--nogpu"), "--nogpu is an option", "name one first",
+                       "train --help`")
+    assert_clean_error(cli("TRAIN"), "unknown command 'TRAIN'", "did you mean train?")
+    assert not list(tmp_path.iterdir())
+
+
 def test_missing_data_folder(tmp_path):
     assert_clean_error(cli("train", f"--data-path={tmp_path / 'nope'}", "--nogpu"), "nope")
 
@@ -1156,6 +1170,56 @@ def test_a_flag_in_capitals_or_cpu_for_the_cpu_is_pointed_to_the_flag_meant(caps
             parser.parse_args(pair)
         assert (stop.value.code, capsys.readouterr().err) == (
             2, "error: --gpu and --nogpu were both given: pass one of them\n")
+
+
+def test_a_number_with_a_comma_after_it_is_shown_with_its_comma(toy_dir):
+    """fire reads 16, as the tuple (16,): the line was "--batch-size takes a whole number,
+    not '16'", which 16 is."""
+    for flag, said in (("--batch-size=16,", "not '16,'"), ("--lr1=2e-4,", "not '0.0002,'")):
+        assert_clean_error(cli("train", f"--data-path={toy_dir}", flag), said)
+
+
+def test_an_image_size_the_networks_do_not_draw_is_refused_by_every_command(tmp_path):
+    """generate, interpolate and explore took --image-size=64 and drew 96x96 faces without a
+    word (train and evaluate refused it)."""
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    g = f"--netg-path={tmp_path / 'netg.pth'}"
+    for command, out in (("generate", f"--gen-img={tmp_path / 'a.png'}"),
+                         ("interpolate", f"--out={tmp_path / 'a.png'}"), ("explore", "")):
+        assert_clean_error(cli(command, "--nogpu", g, "--image-size=64", *filter(None, [out])),
+                           "--image-size must be 96", "not 64")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["netg.pth"]
+
+
+def test_a_misspelt_flag_is_offered_the_commands_own_flags_only():
+    """The closest of every command's flags was offered, and the command then refused it:
+    train --output-dir was offered generate's --out-dir, explore --server-port train's
+    --vis-port; torch's --device=cpu was offered --d-every."""
+    for args, line in ((("train", "--output-dir=ck"), "unknown option --output-dir; see --help"),
+                       (("explore", "--server-port=80"),
+                        "unknown option --server-port; see --help"),
+                       (("interpolate", "--frames=9"), "unknown option --frames; see --help"),
+                       (("generate", "--output=a.png"), "unknown option --output; see --help"),
+                       (("train", "--device=cpu"),
+                        "unknown option --device; did you mean --gpu or --nogpu?")):
+        assert_clean_error(cli(*args), line)
+
+
+def test_a_weights_file_named_with_a_slash_after_it_is_named_as_such(tmp_path, toy_dir):
+    """netg_4.pth/ was "cannot write or read netg_4.pth/: Not a directory; check the path,
+    its permissions and the free space", after the flags had passed, and named no flag."""
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    torch.save(NetD(8).state_dict(), tmp_path / "netd.pth")
+    g, d = tmp_path / "netg.pth", tmp_path / "netd.pth"
+    for args, flag in ((("generate", f"--netg-path={g}/"), "--netg-path"),
+                       (("generate", f"--netg-path={g}", f"--netd-path={d}/"), "--netd-path"),
+                       (("train", f"--data-path={toy_dir}", f"--resume={g}/"), "--resume")):
+        assert_clean_error(cli(args[0], "--nogpu", *args[1:],
+                               f"--gen-img={tmp_path / 'a.png'}" if args[0] == "generate"
+                               else f"--checkpoint-dir={tmp_path / 'ck'}"),
+                           f"{flag}: '{tmp_path}/net", "is a file, not a folder",
+                           "without the '/'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["netd.pth", "netg.pth"]
 
 
 def test_a_whole_number_with_leading_zeros_is_a_whole_number(toy_dir):
