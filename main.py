@@ -203,10 +203,18 @@ def toyfaces(*args, **flags):
         raise UserError(f"--out-dir: {out} already holds images (e.g. {elsewhere}), and a "
                         f"training on it would mix the toy faces with them: pick a new or "
                         f"empty --out-dir")
-    need = values["num"] * FACE_BYTES
-    free = shutil.disk_usage(config.nearest_existing(out)).free
+    disk = config.nearest_existing(out)
+    # a file takes whole blocks of the disk: 5.4 KB faces filled 8 KB each of 4 KB blocks, and
+    # a set the check let through filled the disk at three faces in four
+    block = max(os.statvfs(disk).f_frsize, 1) if hasattr(os, "statvfs") else 1
+    # a stopped run's faces are drawn again over themselves: they hold their room already,
+    # where the rerun its line had asked for was refused for the space they take
+    drawn = sum(map(ours, names))
+    need = (values["num"] - drawn) * (-(-FACE_BYTES // block) * block)
+    free = shutil.disk_usage(disk).free
     if need > free:  # 1e8 faces filled memory with jobs, then the disk
-        raise UserError(f"--num={values['num']} faces need about {sized(need)}, and the "
+        more = f" more ({drawn} are drawn already)" if drawn else ""
+        raise UserError(f"--num={values['num']} faces need about {sized(need)}{more}, and the "
                         f"disk of {out} has {sized(free)} free: lower --num or pick another "
                         f"--out-dir")  # (in MB below a GB: "0.0 GB" said nothing)
     from tqdm import tqdm
@@ -214,10 +222,12 @@ def toyfaces(*args, **flags):
         csv_path = make_toyfaces(values["out_dir"], values["num"], values["seed"],
                                  progress=lambda it, total: tqdm(it, total=total, unit="face"))
     except OSError as e:
-        if e.errno != errno.ENOSPC:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):  # (a quota: the same way out)
             raise
-        raise UserError(f"no space left on the disk of {out} after some of the faces: free "
-                        f"some, and the same command again draws the set whole") from None
+        full = f"no space left on the disk of {out}" if e.errno == errno.ENOSPC else \
+            f"the disk quota of {out} is used up"
+        raise UserError(f"{full} after some of the faces: free some, and the same command "
+                        f"again draws the set whole") from None
     print(f"wrote {values['num']} faces to {values['out_dir']}/faces/ and {csv_path}: "
           f"train on them with --data-path={quoted(values['out_dir'])}")
     data = config.FIELDS["data_path"].default  # what train reads, with every subfolder

@@ -293,6 +293,17 @@ def drawn_here(path, seed):
         return False
 
 
+def _running(pid):
+    """Whether process ``pid`` is alive (another user's too): a run drawing there now."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # (a number no process has)
+        return False
+    except OSError:  # another user's process (PermissionError), or no way to ask
+        return True
+    return True
+
+
 def make_toyfaces(out_dir="data-toy", num=10000, seed=0, workers=None, progress=None):
     """Write ``num`` faces to ``out_dir/faces/`` and their attributes to ``out_dir/attributes.csv``.
 
@@ -301,6 +312,11 @@ def make_toyfaces(out_dir="data-toy", num=10000, seed=0, workers=None, progress=
     out = Path(out_dir)
     faces = out / "faces"
     faces.mkdir(parents=True, exist_ok=True)
+    for stale in faces.glob(".*.jpg.*.tmp"):  # _write_one's, of a worker a kill -9 ended: the
+        # set drawn whole kept them (a face cut short, hidden beside the faces) for good
+        pid = stale.name.split(".")[-2]
+        if pid.isdigit() and not _running(int(pid)):
+            stale.unlink(missing_ok=True)
     workers = workers or os.cpu_count() or 1
 
     def pooling():  # started once the CSV's file is open, so that nothing leaks if it is not

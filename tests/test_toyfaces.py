@@ -345,12 +345,20 @@ def test_seeds_out_of_range_and_a_huge_num_are_answered_at_once(tmp_path):
     assert "000003.jpg" not in line
 
 
+def _face_room(path):
+    """What a face takes of the disk of ``path``: its 5.4 KB in the disk's whole blocks."""
+    block = os.statvfs(path).f_frsize
+    return -(-toyfaces.FACE_BYTES // block) * block
+
+
 def test_more_faces_than_the_disk_holds_are_refused_before_drawing(tmp_path):
     """--num=10**8 built a list of every face's job first (memory growing by 100 MB a second,
     no bar), then would have filled the disk with 540 GB of faces."""
+    from errors import sized
     with within(10, "toyfaces checking the free space"):
         assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", f"--num={10**12}"),
-                           f"--num={10**12} faces need about 5,400,000.0 GB",
+                           f"--num={10**12} faces need about "
+                           f"{sized(10**12 * _face_room(tmp_path))}",
                            f"the disk of {tmp_path / 'toy'} has")
     assert not (tmp_path / "toy").exists()
 
@@ -360,32 +368,104 @@ def test_a_small_disk_is_said_in_mb(tmp_path, monkeypatch):
     free"."""
     import shutil
     from types import SimpleNamespace
+    from errors import sized
     monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=1_000_000))
+    need = sized(1000 * _face_room(tmp_path))
+    assert need.endswith(" MB")
     assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", "--num=1000"),
-                       "--num=1000 faces need about 5.4 MB, and the disk of "
+                       f"--num=1000 faces need about {need}, and the disk of "
                        f"{tmp_path / 'toy'} has 1.0 MB free: lower --num")
 
 
-def test_a_disk_that_fills_up_leaves_whole_faces_and_says_how_to_go_on(tmp_path, monkeypatch):
+def test_the_free_space_is_counted_in_whole_blocks_of_the_disk(tmp_path, monkeypatch):
+    """A 5.4 KB face takes 8 KB of a disk of 4 KB blocks: the check let through a set the
+    disk held three quarters of (100 faces on 600 KB), which then stopped on a full disk."""
+    import shutil
+    from types import SimpleNamespace
+    room = _face_room(tmp_path)
+    if room == toyfaces.FACE_BYTES:
+        pytest.skip("a disk whose blocks a face fills exactly")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=20 * room - 1))
+    assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", "--num=20"),
+                       "--num=20 faces need about", "lower --num")
+    assert not (tmp_path / "toy").exists()
+
+
+def _stopped_set(out, num, drawn):
+    """``out`` as a toyfaces run of ``num`` faces left it when stopped after ``drawn``."""
+    make_toyfaces(out, num=num, seed=0, workers=1)
+    (out / "attributes.csv").unlink()
+    for i in range(drawn, num):
+        (out / "faces" / f"{i:06d}.jpg").unlink()
+    (out / toyfaces.UNFINISHED).write_text(f"python main.py toyfaces --out-dir={out} "
+                                           f"--num={num} --seed=0\n")
+
+
+def test_the_rerun_a_full_disk_asked_for_needs_room_only_for_the_faces_left(tmp_path,
+                                                                              monkeypatch):
+    """The faces the stopped run drew are drawn again over themselves, yet the rerun its line
+    asked for wanted room for the whole set besides them: refused on the very disk they had
+    filled ("need about 0.5 MB, and the disk has 0.0 MB free") once space was freed."""
+    import shutil
+    from types import SimpleNamespace
+    out = tmp_path / "toy"
+    _stopped_set(out, num=20, drawn=15)
+    room = _face_room(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=6 * room))
+    r = cli("toyfaces", f"--out-dir={out}", "--num=20")
+    assert r.returncode == 0 and r.stderr.count("error") == 0, r.stderr
+    assert r.stdout.startswith("wrote 20 faces")
+    assert len(list((out / "faces").iterdir())) == 20 and (out / "attributes.csv").is_file()
+    # with less room than the faces left need: refused, and said with the faces drawn
+    _stopped_set(tmp_path / "other", num=20, drawn=15)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=4 * room))
+    assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'other'}", "--num=20"),
+                       "faces need about", "more (15 are drawn already)")
+
+
+def test_a_face_a_kill_cut_short_goes_with_the_rerun(tmp_path):
+    """A kill -9 ended the workers as they wrote: their temporary faces (.000017.jpg.PID.tmp)
+    stayed hidden in faces/ for good, beside the set the rerun drew whole. A living
+    process's is another run's, drawing there now, and stays."""
+    out = tmp_path / "toy"
+    _stopped_set(out, num=20, drawn=15)
+    dead = out / "faces" / ".000017.jpg.4194305.tmp"  # above Linux's largest process number
+    dead.write_bytes(b"\xff\xd8 cut short")
+    alive = out / "faces" / f".000018.jpg.{os.getppid()}.tmp"  # (this process draws 18)
+    alive.write_bytes(b"\xff\xd8 being written")
+    r = cli("toyfaces", f"--out-dir={out}", "--num=20")
+    assert r.returncode == 0, r.stderr
+    assert not dead.exists() and alive.exists()
+    assert len(list((out / "faces").glob("*.jpg"))) == 20
+
+
+@pytest.mark.parametrize("full, said", [
+    ("ENOSPC", "no space left on the disk of {out}"),
+    # over a disk quota (a cluster's home folder): "cannot write or read ...: Disk quota
+    # exceeded; check the path, its permissions ...", without the way on
+    ("EDQUOT", "the disk quota of {out} is used up")])
+def test_a_disk_that_fills_up_leaves_whole_faces_and_says_how_to_go_on(tmp_path, monkeypatch,
+                                                                       full, said):
     """The error named no path, and the face being written was left cut short under its
     final name, where the next run took it for drawn."""
     import errno
     import os
     from pathlib import Path
     write, written = Path.write_bytes, []
+    code = getattr(errno, full)
 
     def filling(path, data):
         if len(written) == 5:  # the disk is full from the sixth face on, halfway through it
             open(path, "wb").write(b"\xff\xd8 half")
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            raise OSError(code, os.strerror(code))
         written.append(path)
         return write(path, data)
     monkeypatch.setattr(Path, "write_bytes", filling)
     r = cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", "--num=20")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == (
-        f"error: no space left on the disk of {tmp_path / 'toy'} after some of the faces: free "
-        f"some, and the same command again draws the set whole")
+        f"error: {said.format(out=tmp_path / 'toy')} after some of the faces: free some, and "
+        f"the same command again draws the set whole")
     assert sorted(os.listdir(tmp_path / "toy" / "faces")) == [f"{i:06d}.jpg" for i in range(5)]
     # no CSV, no temporary one; the mark that the set is not whole, for a training on it
     assert sorted(os.listdir(tmp_path / "toy")) == [".toyfaces-unfinished", "faces"]
