@@ -13,6 +13,7 @@
 import contextlib
 import errno
 import functools
+import glob
 import io
 import os
 import pickle
@@ -129,12 +130,12 @@ def _atomic_write(path, write):
     behind."""
     path = write_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = None
+    tmp = held = None
     try:
         with stops_put_off():  # a stop that comes meanwhile acts here, where the file is removed
             fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path.name), suffix=".tmp",
                                        dir=path.parent)
-            os.close(fd)
+            held = _hold(fd)  # (drop_stale: a write under way)
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -152,8 +153,51 @@ def _atomic_write(path, write):
             raise OSError(e.errno, e.strerror, str(path)) from None
         raise
     finally:
+        if held is not None:
+            os.close(held)  # and with it the lock
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _hold(fd):
+    """Lock the open temporary file ``fd`` for as long as it stays open (returned): the
+    process's own lock, gone with it however it ends (a kill -9 too). Closed, and None,
+    where there are no such locks (Windows, some network disks)."""
+    try:
+        import fcntl
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd
+    except (ImportError, OSError):
+        os.close(fd)
+        return None
+
+
+def drop_stale(path):
+    """Remove the temporary files of earlier writes of ``path`` that a kill -9 or a power
+    cut left beside it (a half-written grid, hidden, for good: no rerun removed it); one that
+    a process writing it now holds locked stays."""
+    try:
+        path = write_target(path)  # (beside the file a link leads to, as they are written)
+    except UserError:  # said by the write itself
+        return
+    pattern = glob.escape(_temporary_prefix(path.name)) + "?" * RANDOM_LETTERS + ".tmp"
+    try:
+        import fcntl
+        found = list(path.parent.glob(pattern))
+    except (ImportError, OSError):  # no locks to tell a write under way; a folder not there
+        return
+    for stale in found:
+        try:
+            fd = os.open(stale, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(stale)
+        except OSError:  # being written now (BlockingIOError), or not ours to remove
+            pass
+        finally:
+            os.close(fd)
 
 
 def save(obj, path):

@@ -254,8 +254,6 @@ def evaluate(opt):
             report["kid"] = kernel_inception_distance(feats["real"], feats["fake"], seed=seed)
             report["kid_floor"] = kernel_inception_distance(feats["real"], feats["other"],
                                                             seed=seed)
-    checkpoint.save_text(json.dumps(report, indent=2), out)
-
     print(f"{num} generated vs {num} real images ({opt.data_path}):")
     print(f"| metric | {opt.netg_path} | real images (the floor) |")
     print("| --- | --- | --- |")
@@ -291,6 +289,10 @@ def evaluate(opt):
         more = full_count(full, total, opt.data_path, free, need)
         print(f"(a perfect generator covers about {counted(covers, 'mode')} with "
               f"{counted(num, 'face')}; {more})")
+    # the figures shown first: a disk that filled meanwhile lost minutes of measuring with
+    # the file, where the table still had them to give
+    checkpoint.drop_stale(out)
+    checkpoint.save_text(json.dumps(report, indent=2), out)
     print(f"wrote {out}")
     return report
 

@@ -241,6 +241,27 @@ def test_a_second_generate_into_a_folder_being_written_is_one_line(tmp_path, mon
     assert listed == ["face_000_seed3.png", "face_001_seed4.png", "face_002_seed5.png"]
 
 
+def test_what_a_kill_cut_short_beside_an_output_goes_with_the_next_write(tmp_path):
+    """A kill -9 while the grid was written (its fsync, say) left its temporary file,
+    .result.png.XXXXXXXX.tmp, hidden beside it for good: no rerun removed it. One that a
+    process writing it now holds locked (a second generate into the same file) stays."""
+    import fcntl
+    g, _ = _save_nets(tmp_path)
+    stale = {name: tmp_path / f".{name}.k9cutoff.tmp" for name in ("r.png", "i.png", "i.gif")}
+    for path in stale.values():
+        path.write_bytes(b"\x89PNG half")
+    held = tmp_path / ".r.png.inflight.tmp"
+    held.write_bytes(b"\x89PNG being written")
+    with open(held, "rb") as writing:
+        fcntl.flock(writing, fcntl.LOCK_EX)
+        assert cli("generate", "--nogpu", f"--netg-path={g}", "--seeds=3,4",
+                   f"--gen-img={tmp_path / 'r.png'}").returncode == 0
+        assert cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=3,4", "--steps=3",
+                   f"--out={tmp_path / 'i.png'}", f"--gif={tmp_path / 'i.gif'}").returncode == 0
+    assert [name for name, path in stale.items() if path.exists()] == []
+    assert held.exists()
+
+
 def test_a_full_disk_in_a_rerun_says_what_is_left_of_both_sets(tmp_path, monkeypatch):
     """A rerun over an earlier set that met a full disk said "the files written before it are
     intact", where the earlier set's faces not yet replaced, and its manifest, were gone."""

@@ -411,6 +411,27 @@ def test_evaluate_on_a_small_folder_halves_num_and_says_so(toy_dir, tmp_path):
     assert r.returncode == 0 and json.loads(empty.read_text())["num"] == 8, r.stderr
 
 
+def test_a_full_disk_at_the_report_still_shows_the_figures(toy_dir, tmp_path, monkeypatch):
+    """The disk filled while evaluate measured (minutes, with FID): metrics.json was written
+    before the table was printed, so the line "disk full while writing m.json" came alone, and
+    the figures measured were lost with the file. The table comes first now; the file, and
+    the line naming it, after."""
+    import checkpoint
+    from errors import DiskFull
+    torch.save(tiny_nets(nz=100)[0].state_dict(), tmp_path / "g.pth")
+    out = tmp_path / "m.json"
+
+    def full(text, path):
+        raise DiskFull(path)
+    monkeypatch.setattr(checkpoint, "save_text", full)
+    r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}",
+            f"--data-path={toy_dir}", "--num=8", "--metrics=swd", f"--out={out}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("error:") == 1
+    assert r.stderr.splitlines()[-1].startswith(f"error: disk full while writing {out}: ")
+    assert re.search(r"^\| SWD x1e3, mean \| [0-9.]+ \| [0-9.]+ \|$", r.stdout, re.M), r.stdout
+    assert f"wrote {out}" not in r.stdout and not out.exists()
+
+
 def test_evaluate_refuses_a_num_the_free_memory_cannot_hold_before_any_work(toy_dir, tmp_path,
                                                                            monkeypatch):
     """evaluate held every face compared, and SWD's neighbourhoods of them, in memory: a --num
