@@ -34,7 +34,8 @@ from curves import LossLog, read_rows
 from data import cached_batches, folder_batches
 from ema import EMA
 from errors import (DiskFull, Interrupted, UserError, again_interrupts, counted, listed, pasted,
-                    program, python_and_main, quoted, shown, stop_signals, stop_under_way)
+                    program, python_and_main, quoted, refusal, shown, stop_signals,
+                    stop_under_way)
 from model import (LowJudge, NetD, NetG, add_spectral_norm, batchnorm_is_identity,
                    book_state_dict, remove_batchnorm, weights_init)
 from steps import R1_EVERY, Objective, d_step, g_step
@@ -148,6 +149,24 @@ def train(opt):
             again = training.resume_command()
             raise UserError(f"disk full while writing {e.path}: {room}, then continue with "
                             f"{again}{kept} (the files written before it are intact)") from None
+        except OSError as e:  # a folder that took files before and takes none now (its disk
+            # gone read-only, --save-path's on another): as a full disk, the steps since the
+            # last save are kept where they can be, and the line says how to go on (it said
+            # neither, and a grid refused first lost the epoch whose state was to follow)
+            line = refusal(e)
+            if line is None or training is None or not distributed.is_main_process():
+                raise
+            kept = ""
+            try:
+                if training.step:
+                    training.save()
+                    kept = f" (its state at step {training.step} is saved there)"
+            except (OSError, UserError):  # that folder is refused too (or full)
+                pass
+            if not training.saved:
+                raise
+            raise UserError(f"{line}, then continue with {training.resume_command()}{kept}") \
+                from None
 
 
 # the temporary files of a run's atomic saves (checkpoint.py), in its folders (OWNER's too):

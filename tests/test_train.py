@@ -461,6 +461,35 @@ def test_a_full_disk_says_how_to_go_on(toy_dir, tmp_path, monkeypatch):
     assert "--resume" not in str(refused.value)
 
 
+def test_a_folder_gone_read_only_keeps_the_epoch_and_says_how_to_go_on(toy_dir, tmp_path,
+                                                                       monkeypatch):
+    """--save-path's disk remounted read-only as an epoch saved: the grid, written first, was
+    refused, so the state that was to follow it was not saved (the epoch lost), and the line
+    ("cannot write or read ...png: Read-only file system; check the path ...") said nothing of
+    the run's last save or how to go on from it."""
+    import errno
+    import os
+    import checkpoint
+    from errors import UserError
+    train_module.train(_opt(toy_dir, tmp_path, max_epoch=1))
+    last = tmp_path / "C" / "last.pth"
+    write = checkpoint.Path.write_bytes
+
+    def read_only(path, data):  # the grids' (temporary) files
+        if ".png" in path.name:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return write(path, data)
+    monkeypatch.setattr(checkpoint.Path, "write_bytes", read_only)
+    with pytest.raises(UserError) as refused:
+        train_module.train(_opt(toy_dir, tmp_path, max_epoch=2, resume=str(last)))
+    said = str(refused.value)
+    assert said.startswith(f"cannot write or read {tmp_path / 'I' / '1.png'}: Read-only file "
+                           f"system; ")
+    assert f"then continue with `{train_module._resume_command(f'--resume={last}', 1)[1:]}" \
+        in said and "(its state at step 8 is saved there)" in said, said
+    assert torch.load(last, weights_only=False)["epoch"] == 2  # the second epoch's, kept
+
+
 def test_a_full_disk_under_the_loss_log_keeps_the_steps_and_no_half_row(toy_dir, tmp_path,
                                                                          monkeypatch):
     """The loss log on a disk that filled mid-epoch: a bare "cannot write or read: No space
