@@ -640,8 +640,12 @@ def build_cache(root, image_size=96, progress=None, workers=None, files=None):
     except BaseException as e:  # Ctrl-C, a full disk, ...: no half-built cache stays behind
         tmp.unlink(missing_ok=True)
         meta_tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:  # named, with the way out
-            raise UserError(f"no space left on the disk for the decoded-image cache "
+        # named, with the way out; a disk quota's too (it said "cannot write or read: Disk
+        # quota exceeded", naming neither the cache nor --cache=False)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            full = "no space left on the disk" if e.errno == errno.ENOSPC else \
+                "no room left within the disk quota"
+            raise UserError(f"{full} for the decoded-image cache "
                             f"{array_path} ({size} for {counted(len(files), 'image')}): "
                             f"free some there, or pass --cache=False (decodes the "
                             f"images as it goes)") from None

@@ -363,6 +363,26 @@ def test_a_full_disk_while_decoding_names_the_cache_and_the_way_out(tmp_path, to
     assert not list(tmp_path.glob(".set*"))  # nothing half-built left
 
 
+def test_a_disk_quota_used_up_while_decoding_is_said_as_a_full_disk(tmp_path, toy_dir,
+                                                                    monkeypatch):
+    """Over the user's disk quota (a cluster's home folder), the write says "Disk quota
+    exceeded", not "No space left": the line was "cannot write or read: Disk quota exceeded",
+    naming neither the cache nor --cache=False."""
+    import data
+    shutil.copytree(toy_dir, tmp_path / "set")
+
+    def over_quota(*args):
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+    monkeypatch.setattr(data.os, "pwrite", over_quota)
+    with pytest.raises(UserError) as caught:
+        build_cache(tmp_path / "set", workers=1)
+    words = str(caught.value)
+    assert words.startswith(f"no room left within the disk quota for the decoded-image cache "
+                            f"{tmp_path}/"), words
+    assert "(1.8 MB for 64 images)" in words and "--cache=False" in words
+    assert not list(tmp_path.glob(".set*"))  # nothing half-built left
+
+
 def test_a_disk_the_pixels_filled_leaves_no_cache_behind_and_says_so_as_while_decoding(
         tmp_path, toy_dir, monkeypatch):
     """The pixels filled the disk and the small .json after them failed: the whole array was
