@@ -603,6 +603,9 @@ def _alone_in(out_dir):
     if not out_dir:
         yield
         return
+    # the folders made here, deepest first: a grid refused (a full disk, a Ctrl-C) left an
+    # empty --out-dir, where before no trace of the run stayed
+    made = [p for p in (Path(out_dir), *Path(out_dir).parents) if not p.exists()]
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     try:
         folder = os.open(out_dir, os.O_RDONLY)
@@ -619,6 +622,13 @@ def _alone_in(out_dir):
         pass  # before (the faces matter more than the guard)
     try:
         yield
+    except BaseException:
+        for path in made:  # those still empty (a face or another run's file keeps it)
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise
     finally:
         if folder is not None:
             os.close(folder)

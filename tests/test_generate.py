@@ -241,6 +241,23 @@ def test_a_second_generate_into_a_folder_being_written_is_one_line(tmp_path, mon
     assert listed == ["face_000_seed3.png", "face_001_seed4.png", "face_002_seed5.png"]
 
 
+def test_a_grid_refused_leaves_no_empty_out_dir(tmp_path, monkeypatch):
+    """generate makes --out-dir before the grid is written (to hold it): a grid its disk
+    refused left that folder behind, empty, where no trace of the run stayed before."""
+    import errno
+
+    import checkpoint
+    g, _ = _save_nets(tmp_path)
+
+    def full(data, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    monkeypatch.setattr(checkpoint, "save_bytes", full)
+    result = cli("generate", "--nogpu", f"--netg-path={g}", "--seeds=3,4",
+                 f"--out-dir={tmp_path / 'new' / 'faces'}", f"--gen-img={tmp_path / 'x.png'}")
+    assert_clean_error(result, "x.png")
+    assert not (tmp_path / "new").exists()
+
+
 def test_what_a_kill_cut_short_beside_an_output_goes_with_the_next_write(tmp_path):
     """A kill -9 while the grid was written (its fsync, say) left its temporary file,
     .result.png.XXXXXXXX.tmp, hidden beside it for good: no rerun removed it. One that a
