@@ -322,7 +322,9 @@ def main(argv):
         flag = command.partition("=")[0]
         named = next((a for a in argv[2:] if a in COMMANDS), None)
         if named:
-            rest = argv[1:]
+            # a "--" before it goes (main.py -- train was answered with train --, which
+            # refuses the "--")
+            rest = argv[2:] if command == "--" else argv[1:]
             rest.remove(named)
             print(f"error: {flag} comes before the command: name the command first, then "
                   f"its options: {pasted(' '.join([named, *map(quoted, rest)]))}",

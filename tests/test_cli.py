@@ -114,6 +114,14 @@ def test_an_option_before_the_command_says_the_command_goes_first(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_a_double_dash_before_the_command_is_left_out_of_the_line_to_paste():
+    """main.py -- train --max-epoch=1 (a wrapper's habit) was given the line to paste
+    "train -- --max-epoch=1", which main.py then refused for its "--"."""
+    line = assert_clean_error(cli("--", "train", "--max-epoch=1"),
+                              "-- comes before the command")
+    assert line.endswith("main.py train --max-epoch=1`"), line
+
+
 def test_missing_data_folder(tmp_path):
     assert_clean_error(cli("train", f"--data-path={tmp_path / 'nope'}", "--nogpu"), "nope")
 
