@@ -1,7 +1,7 @@
 """The speed benchmark: the article's training pipeline against ours, in one run.
 
     python bench.py --data-path=data-toy --batch-size=64
-    python bench.py --data-path=data/faces --batch-size=256 --json=bench-256.json
+    python bench.py --data-path=data/ --batch-size=256 --json=bench-256.json
 
 (a) "article": torchvision ImageFolder + DataLoader workers decoding every JPEG every epoch,
     fp32, Sigmoid + BCELoss, the fake batch detached after a full forward, a host sync
