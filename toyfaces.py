@@ -317,6 +317,10 @@ def make_toyfaces(out_dir="data-toy", num=10000, seed=0, workers=None, progress=
         pid = stale.name.split(".")[-2]
         if pid.isdigit() and not _running(int(pid)):
             stale.unlink(missing_ok=True)
+    for stale in out.glob(".attributes.csv.*.tmp"):  # the CSV a kill -9 cut short, below
+        pid = stale.name.split(".")[-2].partition("-")[0]
+        if pid.isdigit() and not _running(int(pid)):
+            stale.unlink(missing_ok=True)
     workers = workers or os.cpu_count() or 1
 
     def pooling():  # started once the CSV's file is open, so that nothing leaks if it is not

@@ -433,9 +433,15 @@ def test_a_face_a_kill_cut_short_goes_with_the_rerun(tmp_path):
     dead.write_bytes(b"\xff\xd8 cut short")
     alive = out / "faces" / f".000018.jpg.{os.getppid()}.tmp"  # (this process draws 18)
     alive.write_bytes(b"\xff\xd8 being written")
+    # and the CSV's own temporary file, cut short the same way (or another run's, kept)
+    dead_csv = out / ".attributes.csv.4194305-0a1b2c3d.tmp"
+    dead_csv.write_text("name,hair\n000000.jpg,bl")
+    alive_csv = out / f".attributes.csv.{os.getppid()}-0a1b2c3d.tmp"
+    alive_csv.write_text("name,hair\n")
     r = cli("toyfaces", f"--out-dir={out}", "--num=20")
     assert r.returncode == 0, r.stderr
     assert not dead.exists() and alive.exists()
+    assert not dead_csv.exists() and alive_csv.exists()
     assert len(list((out / "faces").glob("*.jpg"))) == 20
 
 
