@@ -845,6 +845,11 @@ def validate(command, opt):
                      and opt.env not in (".", ".."),
                      f"--env takes a name of letters, digits, '_', '-' and '.', e.g. GAN, not "
                      f"{opt.env!r}")
+            # the server saves it as ENV.json, a file name of at most 255 bytes: a longer
+            # one failed there, and training told of "another program" on the port
+            _require(len(opt.env.encode()) <= 250,
+                     f"--env is too long for visdom, which saves it as a file of that name "
+                     f"({len(opt.env.encode())} bytes; at most 250): pass a shorter name")
         data = Path(opt.data_path)
         if not data.is_dir():
             if data.exists() or broken_link(data):

@@ -220,6 +220,8 @@ def test_gpu_without_cuda(toy_dir, tmp_path):
                                           ("--vis-server=", "web address"),
                                           ("--env=a/b", "--env"), ("--env=", "--env"),
                                           ("--env=../../x", "--env"),
+                                          # one byte past the longest file name visdom saves
+                                          ("--env=" + "e" * 251, "--env is too long"),
                                           ("--vis-server=http://h:port", "not a number")])
 def test_bad_values(toy_dir, flag, culprit):
     assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", flag), culprit)
