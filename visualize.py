@@ -11,6 +11,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from errors import OneLineParser, UserError, require
 
@@ -59,6 +60,7 @@ class Visualizer:
         self.client = None
         self.down_since = None
         self.warned = False
+        self.save_warned = False
         self.windows = set()
         self.curves = {}  # win: (legend, title, steps, rows): every point sent, to send again
         self.texts = {}  # win: (html, title), the last of each
@@ -97,7 +99,7 @@ class Visualizer:
             self._down(e)
             return
         self.warned = False  # a later outage is said too
-        tqdm.write(f"visdom: the server at {self.server}:{self.port} answers now; the "
+        tqdm.write(f"visdom: the server at {self.address()} answers now; the "
                    f"curves so far are sent to it", file=sys.stderr)
 
     def _everything(self, client):
@@ -107,6 +109,13 @@ class Visualizer:
         for win, (html, title) in self.texts.items():
             client.text(html, win=win, opts=dict(title=title))
         self.windows = set(self.curves)
+
+    def address(self):
+        """The address the requests go to: visdom drops a path of --vis-server (a trailing
+        slash was shown as http://localhost/:8097, an address nothing was sent to)."""
+        parts = urlsplit(self.server if "://" in self.server else "//" + self.server)
+        scheme = f"{parts.scheme}://" if parts.scheme else ""
+        return f"{scheme}{parts.netloc}:{self.port}"
 
     def _down(self, error):
         self.client = None
@@ -121,14 +130,13 @@ class Visualizer:
                 other = self.port + 1 if self.port < 65535 else self.port - 1
                 advice = (f"another program answers on that port: start visdom on another, "
                           f"`make visdom VISDOM_PORT={other}`, and train with --vis-port={other}")
-            tqdm.write(f"warning: no visdom server answers at {self.server}:{self.port} "
+            tqdm.write(f"warning: no visdom server answers at {self.address()} "
                        f"({why}); training goes on without plots ({advice}, or pass "
                        f"--vis=False)", file=sys.stderr)
 
-    def _why(self, error):
-        """What the request met, in words. visdom re-raises every failure as a
-        ConnectionError: the cause is further down, in its causes, contexts, arguments and
-        urllib3's ``reason``."""
+    @staticmethod
+    def _causes(error):
+        """``error`` and every exception found below it."""
         causes, seen, stack = [], set(), [error]
         while stack:
             cause = stack.pop(0)
@@ -138,6 +146,13 @@ class Visualizer:
             causes.append(cause)
             stack += [cause.__cause__, cause.__context__, getattr(cause, "reason", None),
                       *getattr(cause, "args", ())]
+        return causes
+
+    def _why(self, error):
+        """What the request met, in words. visdom re-raises every failure as a
+        ConnectionError: the cause is further down, in its causes, contexts, arguments and
+        urllib3's ``reason``."""
+        causes = self._causes(error)
         names = {type(c).__name__ for c in causes}
         for cause in causes:
             if getattr(cause, "response", None) is not None:
@@ -224,7 +239,24 @@ class Visualizer:
         """Have the server write this run's env to its folder (ENV.json in ~/.visdom, or its
         --env-path): visdom keeps envs in memory only, so a restarted server showed nothing
         of the run."""
-        self._send(lambda c: c.save([self.env]))
+        if not self.ready():
+            return
+        try:
+            self.client.save([self.env])
+        except Exception as e:  # noqa: BLE001
+            response = next((c.response for c in self._causes(e)
+                             if getattr(c, "response", None) is not None), None)
+            if response is None or response.status_code != 500:
+                self._down(e)
+            elif not self.save_warned:  # the server answered, and failed to write the file
+                # (its env folder removed, its disk full): the plots go on; "not a visdom
+                # server" and the down-and-back lines of every epoch's end said otherwise
+                self.save_warned = True
+                from tqdm import tqdm
+                tqdm.write(f"warning: the visdom server at {self.address()} could not save env "
+                           f"{self.env!r} to its folder (its terminal says why: a folder "
+                           f"removed, a full disk?); the plots go on, but a restarted server "
+                           f"will not show them", file=sys.stderr)
 
     def step(self, step, epoch, means, speed, draw_fake, real):
         """Everything the training loop shows every ``plot_every`` batches. ``draw_fake``:
@@ -275,7 +307,8 @@ def serve(port=8097, host="127.0.0.1", env_path=None):
                 f"(make visdom VISDOM_PORT={other}, then train with --vis-port={other})"
                 if e.errno == errno.EADDRINUSE else "check --host and --port")
         raise UserError(f"cannot listen on {host}:{port} ({e.strerror}): {hint}") from None
-    shown = "localhost" if host == "127.0.0.1" else host
+    # an IPv6 address in a URL is written in brackets: http://::1:8097 opened nothing
+    shown = "localhost" if host == "127.0.0.1" else f"[{host}]" if ":" in host else host
     scripts = Path(visdom.__file__).parent / "static" / "js" / "react-react.min.js"
     if not scripts.is_file():  # the page would be blank, its server logging 14 lines a load
         print("note: visdom's page scripts are not installed, so its page stays blank: run "

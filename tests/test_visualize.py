@@ -92,6 +92,30 @@ def test_server_starts_offline_on_loopback_only(visdom_server):
     assert "page scripts are not installed" not in log  # make test installs them
 
 
+def test_a_server_on_ipv6_loopback_prints_an_address_that_opens(tmp_path):
+    """--host ::1 printed "visdom server at http://::1:PORT", which no browser opens: the
+    address goes in brackets."""
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+            port = s.getsockname()[1]
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "visualize.py"), "serve", "--host=::1",
+                             f"--port={port}", f"--env-path={tmp_path / 'envs'}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith(f"visdom server at http://[::1]:{port} "), line
+        import urllib.request
+        url = line.split()[3]
+        with urllib.request.urlopen(url + "/", timeout=5) as r:
+            assert r.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 @pytest.mark.slow
 def test_a_second_server_on_a_taken_port_says_so_in_one_line(visdom_server, tmp_path):
     """`make visdom` run twice: the second used to end in an OSError traceback."""
@@ -298,6 +322,41 @@ def test_an_unknown_host_is_named_as_such(capsys):
     vis = Visualizer("x", "http://no-such-host.invalid", 8097, timeout=2.0)
     assert vis.client is None
     assert "(unknown host: check --vis-server)" in _warnings(capsys.readouterr().err)[0]
+
+
+@pytest.mark.parametrize("server", ["http://127.0.0.1/", "http://127.0.0.1/visdom"])
+def test_the_warning_names_the_address_the_requests_went_to(server, capsys):
+    """--vis-server with a trailing slash or a path was named http://127.0.0.1/:PORT in the
+    warning, an address nothing was sent to (visdom drops the path)."""
+    from visualize import Visualizer
+    port = free_port()
+    vis = Visualizer("x", server, port, timeout=2.0)
+    assert vis.client is None
+    warning, = _warnings(capsys.readouterr().err)
+    assert warning.startswith(f"warning: no visdom server answers at http://127.0.0.1:{port} "
+                              f"(connection refused"), warning
+
+
+def test_a_server_that_cannot_save_the_env_is_one_warning_and_keeps_plotting(
+        visdom_server, tmp_path, capsys):
+    """A visdom server whose env folder was removed (or whose disk is full) answers the save
+    of each epoch's end with HTTP 500: training said "not a visdom server ... another program
+    answers on that port", stopped plotting, and said it again after every reconnect."""
+    import shutil
+    from visualize import Visualizer
+    vis = Visualizer("nosave", "http://127.0.0.1", visdom_server.port, timeout=5.0)
+    vis.plot("errord", 1, {"loss_d": 1.0}, "D loss")
+    shutil.rmtree(tmp_path / "envs")
+    for step in (2, 3):  # two epochs' ends
+        vis.keep()
+        vis.plot("errord", step, {"loss_d": float(step)}, "D loss")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        f"warning: the visdom server at http://127.0.0.1:{visdom_server.port} could not save "
+        f"env 'nosave' to its folder"), err
+    assert vis.client is not None  # still plotting: every point is in the window
+    trace = json.loads(vis.client.get_window_data("errord", "nosave"))["content"]["data"][0]
+    assert [int(x) for x in trace["x"]] == [1, 2, 3]
 
 
 def test_https_to_the_plain_server_and_a_closed_connection_are_named(visdom_server, capsys):
