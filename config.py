@@ -524,12 +524,27 @@ def saved_options(state):
     saved = dict(state["options"])
     if saved.get("diffaug"):
         saved["diffaug"] = _as_applied(saved["diffaug"])
-    started = state.get("cwd")
+    for name in ("data_path", "checkpoint_dir", "save_path"):
+        if isinstance(saved.get(name), str):
+            saved[name] = _named_here(saved[name])
+    started = state.get("cwd") and _named_here(state["cwd"])
     if started and Path(started).resolve() != Path.cwd().resolve():
         for name in ("data_path", "checkpoint_dir", "save_path"):
             if name in saved and not Path(saved[name]).is_absolute():
                 saved[name] = str(Path(started) / saved[name])
     return {**Config().to_dict(), **saved}
+
+
+def _named_here(path):
+    """A folder's name as saved by a run under another locale, as this process names the same
+    bytes: a run started in a UTF-8 terminal and resumed where the locale is C or Latin-1 (a
+    cron job, a bare ssh) was a UnicodeEncodeError traceback, and one the other way round
+    noted a folder that had not changed as another."""
+    try:
+        raw = os.fsencode(path)
+    except UnicodeEncodeError:  # the name's UTF-8 bytes, which that locale wrote to disk
+        raw = path.encode("utf-8", "surrogateescape")
+    return os.fsdecode(raw)
 
 
 def _as_applied(diffaug):

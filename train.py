@@ -435,7 +435,9 @@ def _other_run_logging_in(opt):
     epochs planned and state), where its last.pth loads and it logs there still; else None.
     """
     try:
-        owner = Path((Path(opt.save_path) / OWNER).read_text(encoding="utf-8").strip())
+        # the folder's bytes as written, named as this locale names them (a run begun in a
+        # UTF-8 terminal and resumed under LC_ALL=C: a UnicodeEncodeError traceback)
+        owner = Path(os.fsdecode((Path(opt.save_path) / OWNER).read_bytes().strip()))
     except (OSError, ValueError):  # logged by an older version, or no run says it is its own
         return None
     if owner.resolve() == Path(opt.checkpoint_dir).resolve():

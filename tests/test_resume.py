@@ -1493,3 +1493,34 @@ def test_a_resume_keeps_off_its_save_path_once_another_run_logs_there(toy_dir, t
     result = cli("train", f"--resume={tmp_path / 'a' / 'last.pth'}", "--max-epoch=2",
                  f"--save-path={tmp_path / 'imgs-a'}")
     assert result.returncode == 0, result.stderr
+
+
+def test_a_run_begun_in_a_utf8_terminal_resumes_under_the_c_locale(toy_dir, tmp_path):
+    # a cron job or a bare ssh session: LC_ALL=C, Python's UTF-8 mode off; the run's folders,
+    # named in UTF-8 by the run, were a UnicodeEncodeError traceback
+    ckpt = tmp_path / "run é中"
+    train_small(toy_dir, ckpt, max_epoch=1)
+    env = dict(os.environ, LC_ALL="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0")
+    args = [sys.executable, ROOT / "main.py", "train", "--resume", "--max-epoch=2",
+            f"--checkpoint-dir={ckpt}", f"--save-path={ckpt / 'imgs'}"]
+    result = subprocess.run(list(map(os.fsencode, args)), capture_output=True, env=env,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert b"Traceback" not in result.stderr
+    assert (ckpt / "netg_1.pth").is_file()
+
+
+def test_a_run_begun_under_the_c_locale_resumes_on_the_same_folder(toy_dir, tmp_path, capsys):
+    # there the run's folders were saved with their bytes as surrogates: resumed in a UTF-8
+    # terminal, the same data folder read as another one ("from here it trains on ...")
+    faces = tmp_path / "faces é"
+    shutil.copytree(toy_dir, faces)
+    ckpt = tmp_path / "run"
+    train_small(faces, ckpt, max_epoch=1)
+    state = torch.load(ckpt / "last.pth", weights_only=True)
+    state["options"]["data_path"] = os.fsencode(faces).decode("ascii", "surrogateescape")
+    torch.save(state, ckpt / "last.pth")
+    capsys.readouterr()
+    train_small(faces, ckpt, max_epoch=2, resume=True)
+    assert "trains on" not in capsys.readouterr().out
+    assert (ckpt / "netg_1.pth").is_file()
