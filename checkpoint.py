@@ -206,8 +206,13 @@ def save(obj, path):
     so the same weights saved twice made two different files; and its own writer, cut short
     by a full disk or a file size limit, said only "unexpected pos" (a traceback)."""
     buf = io.BytesIO()
-    with stop_wins():  # a Ctrl-C in torch's writer is the Ctrl-C, not its error
-        torch.save(obj, buf)
+    try:
+        with stop_wins():  # a Ctrl-C in torch's writer is the Ctrl-C, not its error
+            torch.save(obj, buf)
+    except RuntimeError as e:  # the buffer refused to grow (ulimit -v): torch's writer then
+        if isinstance(e.__context__, MemoryError):  # said "unexpected pos", a traceback
+            raise MemoryError from None
+        raise
     save_bytes(buf.getbuffer(), path)
 
 

@@ -269,11 +269,27 @@ class FolderBatches:
                             num_workers=self.num_workers, collate_fn=collate,
                             worker_init_fn=loader_worker_signals)
         with workers_starting():
-            batches = iter(loader)  # the workers are forked here
+            try:
+                batches = iter(loader)  # the workers are forked here
+            except OSError as e:  # too few open files for them (ulimit -n), say
+                _half_started(e)
+                raise
         for images, bad in batches:
             self.skipped.update(bad)
             if self.every_process_has(len(images) > 0):
                 yield images
+
+
+def _half_started(error):
+    """A DataLoader whose workers could not all start (no file left for a pipe) stops those
+    that did: torch's iterator, broken off before it counted them, printed an AttributeError
+    traceback below the run's error line when it was collected."""
+    tb = error.__traceback__
+    while tb is not None:
+        it = tb.tb_frame.f_locals.get("self")
+        if hasattr(it, "_workers") and not hasattr(it, "_workers_status"):
+            it._workers_status = [True] * len(it._workers)
+        tb = tb.tb_next
 
 
 STOPS = {signal.SIGINT, signal.SIGTERM} | ({signal.SIGHUP} if hasattr(signal, "SIGHUP") else set())
@@ -430,6 +446,12 @@ def _decode(job):
     try:
         img = crop(open_rgb(path), image_size)
         return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+    except OSError as e:  # no file left to open (ulimit -n) is not the image's fault: every
+        if e.errno in (errno.EMFILE, errno.ENFILE):  # image was "not a real image", and
+            raise  # a cache built so kept them out for good
+        return None
+    except MemoryError:  # a large image over an address-space limit (ulimit -v) is a sound
+        raise  # image too: kept out of the cache as unreadable, later runs skipped it still
     except Exception:  # noqa: BLE001 - any decoder failure means a broken file
         return None
 

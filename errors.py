@@ -11,6 +11,7 @@ import argparse
 import difflib
 import errno
 import os
+import resource
 import shlex
 import shutil
 import signal
@@ -483,6 +484,12 @@ def refusal(error):
     a bug that keeps its traceback."""
     if error.errno in PATH_FAULTS:  # found wherever the path was first used
         return f"cannot use {error.filename or 'a path'}: {PATH_FAULTS[error.errno]}"
+    if error.errno in (errno.EMFILE, errno.ENFILE):  # a shared machine's low ulimit -n: a
+        # DataLoader's workers or a grid's save met it, and it was a traceback (resource is
+        # imported above: with no file left to open, importing it here failed too)
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return (f"too many open files: this shell lets a program open {limit} (ulimit -n); "
+                f"raise it (ulimit -n 1024)")
     if error.errno not in REFUSALS:
         return None
     where = f" {error.filename}" if error.filename else ""

@@ -22,6 +22,12 @@ from errors import (PATH_FAULTS, Interrupted, Terminated, UserError, counted, no
                     stop_on_signals, stop_signals, stop_under_way)
 
 
+# what an out-of-memory line tells each command to lower
+LOWER = {"train": "--batch-size (or --nz, --ngf, --ndf)",
+         "generate": "--gen-num (or the seeds, --scale) or --batch-size",
+         "evaluate": "--num or --batch-size", "interpolate": "--steps, the seeds or --batch-size"}
+
+
 def _stopped(stop, command):
     """The line and exit status for a KeyboardInterrupt or Terminated that ends ``command``."""
     what = "terminated" if isinstance(stop, Terminated) else "interrupted"
@@ -71,6 +77,15 @@ except ModuleNotFoundError as missing:  # a package, not one of ours: this Pytho
     if __name__ != "__main__" or not top or (Path(__file__).parent / f"{top}.py").exists():
         raise
     print(no_package(top, __file__), file=sys.stderr)
+    sys.exit(2)
+except ImportError as e:  # torch's libraries, over a small address-space limit (ulimit -v):
+    import resource  # "failed to map segment from shared object", in a traceback
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if __name__ != "__main__" or limit == resource.RLIM_INFINITY or "map segment" not in str(e):
+        raise
+    print(f"error: this shell lets a program use {sized(limit)} of memory (ulimit -v), too "
+          f"little to load torch: raise that limit (torch alone takes some 3.5 GB of it)",
+          file=sys.stderr)
     sys.exit(2)
 except (KeyboardInterrupt, Terminated) as stop:
     if __name__ != "__main__":
@@ -400,11 +415,20 @@ def main(argv):
         where = "the GPU" if "CUDA" in str(e) else "this machine"
         rank = os.environ.get("RANK", "0")  # under torchrun it strikes one process, not all
         where += f" (process {rank})" if rank != "0" else ""
-        lower = {"generate": "--gen-num (or the seeds, --scale) or --batch-size",
-                 "evaluate": "--num or --batch-size",
-                 "interpolate": "--steps, the seeds or --batch-size"}
         print(f"error: out of memory on {where}: {command} asked for {size} more; lower "
-              f"{lower.get(command, '--batch-size (or --nz, --ngf, --ndf)')}", file=sys.stderr)
+              f"{LOWER.get(command, LOWER['train'])}", file=sys.stderr)
+        return 2
+    except MemoryError:  # Python's own, where an address-space limit (ulimit -v) is met
+        # before torch's allocator counts it: a traceback, saying nothing of the limit
+        import resource
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        room = "" if limit == resource.RLIM_INFINITY else \
+            f" this shell lets a program use {sized(limit)} (ulimit -v): raise that limit or"
+        run = _training() if command == "train" else None
+        go_on = (f"; continue from its last save with {run.resume_command()}"
+                 if run is not None and run.saved else "")
+        print(f"error: out of memory on this machine:{room} lower "
+              f"{LOWER.get(command, LOWER['train'])}{go_on}", file=sys.stderr)
         return 2
     except Interrupted as e:  # a SIGTERM or hang-up ended with Ctrl-C's line and 130, where
         # every other stop by them says "terminated" and ends with 143 (a scheduler's

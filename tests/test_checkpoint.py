@@ -736,3 +736,24 @@ def test_a_file_is_on_the_disk_before_it_takes_its_name(tmp_path, monkeypatch):
     checkpoint.save_bytes(b"weights", tmp_path / "last.pth")
     assert done == [("fsync", 7), ("replace", "last.pth")]
     assert (tmp_path / "last.pth").read_bytes() == b"weights"
+
+
+def test_a_save_out_of_memory_is_one_line_naming_the_memory(toy_dir, tmp_path, monkeypatch):
+    """A checkpoint's in-memory copy that could not grow (an address-space limit, ulimit -v,
+    met at an epoch's save): torch's writer said "unexpected pos" in a traceback."""
+    from types import SimpleNamespace
+
+    class Tight(io.BytesIO):  # the limit refuses a weight's large block, not the small rest
+        def write(self, data):
+            if len(memoryview(data).cast("B")) > 100_000:
+                raise MemoryError
+            return super().write(data)
+    monkeypatch.setattr(checkpoint, "io", SimpleNamespace(BytesIO=Tight))
+    result = cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--max-epoch=1",
+                 "--ngf=8", "--ndf=8", "--batch-size=8", f"--save-path={tmp_path / 'I'}",
+                 f"--checkpoint-dir={tmp_path / 'C'}")
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: out of memory on this machine: "), line
+    assert "lower --batch-size" in line, line
+    assert not (tmp_path / "C" / "last.pth").exists()

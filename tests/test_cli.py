@@ -1695,3 +1695,41 @@ def test_make_demo_trains_as_the_readme_says_and_draws_from_where_it_stopped(tmp
     assert generate.split() == ["main.py", "generate", "--nogpu", "--seed=0",
                                 "--netg-path=checkpoints/demo/last.pth",
                                 "--netd-path=checkpoints/demo/last.pth", "--gen-img=result.png"]
+
+
+def test_too_few_open_files_for_the_workers_says_which_limit_and_what_to_do(tmp_path,
+                                                                            toy_dir):
+    """A shared machine's low limit on open files (ulimit -n 16): the DataLoader's workers
+    could not start and the run ended in a traceback of os.pipe(), naming no limit."""
+    import resource
+    import subprocess
+    import sys
+
+    def few_files():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (16, 16))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "train", f"--data-path={toy_dir}", "--nogpu",
+         "--vis=False", "--cache=False", "--num-workers=2", "--max-epoch=1", "--ngf=8",
+         "--ndf=8", "--batch-size=8", f"--save-path={tmp_path / 'I'}",
+         f"--checkpoint-dir={tmp_path / 'C'}"],
+        capture_output=True, text=True, timeout=300, preexec_fn=few_files,
+        env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert_clean_error(result, "too many open files", "open 16 (ulimit -n)",
+                       "raise it (ulimit -n 1024)")
+
+
+def test_too_little_address_space_to_load_torch_is_one_line(tmp_path):
+    """A shared machine's address-space limit (ulimit -v 1000000): torch's libraries could
+    not be mapped, and every command ended in an ImportError traceback."""
+    import resource
+    import subprocess
+    import sys
+
+    def one_gb():
+        resource.setrlimit(resource.RLIMIT_AS, (10**9, 10**9))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "generate", "--nogpu",
+         f"--gen-img={tmp_path / 'faces.png'}"],
+        capture_output=True, text=True, timeout=300, preexec_fn=one_gb)
+    assert_clean_error(result, "this shell lets a program use 1.0 GB of memory (ulimit -v), "
+                       "too little to load torch: raise that limit")

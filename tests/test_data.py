@@ -809,3 +809,45 @@ def test_a_file_size_limit_at_any_cache_place_is_said_as_such(toy_dir, tmp_path,
                                         r"this shell lets a program write \(ulimit -f\)"):
         data.build_cache(tmp_path / "own", workers=1)
     assert len(tried) == 2  # beside the data, then the user's cache: no temporary folder
+
+
+def test_no_file_left_to_open_is_not_taken_for_broken_images(toy_dir, tmp_path, monkeypatch):
+    """The decoded-image cache built under a very low ulimit -n: every image that could not
+    be opened counted as broken, and the line sent the user to check that the faces were
+    real images. It names the limit, and no cache is kept."""
+    import data
+
+    def no_file_left(path):
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), str(path))
+    shutil.copytree(toy_dir / "faces", tmp_path / "own" / "faces")
+    monkeypatch.setattr(data, "open_rgb", no_file_left)
+    result = cli("train", f"--data-path={tmp_path / 'own'}", "--nogpu", "--vis=False",
+                 "--max-epoch=1", "--ngf=8", "--ndf=8", "--batch-size=8",
+                 f"--save-path={tmp_path / 'I'}", f"--checkpoint-dir={tmp_path / 'C'}")
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: too many open files: ") and "(ulimit -n)" in line, line
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".own.")]
+
+
+def test_an_image_too_large_for_the_memory_limit_is_not_cached_as_unreadable(toy_dir, tmp_path,
+                                                                          monkeypatch):
+    """A sound 12000x7000 photo decoded under an address-space limit (ulimit -v): counted as
+    unreadable in the cache, and every later run, with the limit raised, skipped it still."""
+    import data
+    shutil.copytree(toy_dir / "faces", tmp_path / "own" / "faces")
+    real = data.open_rgb
+
+    def too_large(path):
+        if Path(path).name == "000003.jpg":
+            raise MemoryError
+        return real(path)
+    monkeypatch.setattr(data, "open_rgb", too_large)
+    result = cli("train", f"--data-path={tmp_path / 'own'}", "--nogpu", "--vis=False",
+                 "--max-epoch=1", "--ngf=8", "--ndf=8", "--batch-size=8",
+                 f"--save-path={tmp_path / 'I'}", f"--checkpoint-dir={tmp_path / 'C'}")
+    assert result.returncode == 2, result.stdout + result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: out of memory on this machine: "), line
+    assert "unreadable" not in result.stdout + result.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".own.")]
