@@ -1049,6 +1049,9 @@ def _as_tuples(x):
     return tuple(_as_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
+CPU_LIMIT = [signal.SIGXCPU] if hasattr(signal, "SIGXCPU") else []
+
+
 class StopSignal:
     """Ctrl-C, SIGTERM or a hang-up (the terminal closed, unless ``nohup``): finish the current
     step, save, exit. A second Ctrl-C stops at once. Under torchrun the processes stop
@@ -1061,7 +1064,9 @@ class StopSignal:
     def __enter__(self):
         self.signum = None  # the first stop's signal, once one came
         self.previous = {}
-        for sig in stop_signals():
+        # and the CPU time limit's warning (ulimit -St, below the hard limit): by default it
+        # ended the run at once, with a core dump, unsaved and without a word
+        for sig in stop_signals() + CPU_LIMIT:
             try:
                 self.previous[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: no handlers, no graceful stop
@@ -1082,11 +1087,15 @@ class StopSignal:
             when = "after this step" if self.together == 1 else \
                 f"at the epoch's next batch that is a multiple of {self.together}, where " \
                 f"the processes stop together"
-            print(f"\n{signal.Signals(signum).name}: saving {when} (Ctrl-C again to stop at "
-                  f"once)", file=sys.stderr, flush=True)
+            why = (" the CPU time this shell allows (ulimit -t) is used up:"
+                   if signum in CPU_LIMIT else "")
+            print(f"\n{signal.Signals(signum).name}:{why} saving {when} (Ctrl-C again to stop "
+                  f"at once)", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
+            if sig in CPU_LIMIT and self.signum == sig:  # sent again every second from now
+                handler = signal.SIG_IGN  # on: by default the next killed the run's last line
             signal.signal(sig, handler)
         return False
 

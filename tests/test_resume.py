@@ -525,6 +525,33 @@ def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path, group,
     assert (ckpt / "netg_2.pth").is_file()
 
 
+def test_the_cpu_time_limit_saves_the_run_and_says_which_limit(toy_dir, tmp_path):
+    """A shared machine's CPU time limit below its hard one (ulimit -St): the kernel sends
+    SIGXCPU, then again every second. By default it ended the run at once (a core dump,
+    status 152) without a word and with nothing saved since the last checkpoint."""
+    ckpt = tmp_path / "run"
+    proc = _start(toy_dir, ckpt, "--batch-size=4", "--max-epoch=50", "--save-every=50")
+    read_until(proc, "epoch 2/50")
+    try:
+        while proc.poll() is None:  # as the kernel does, until the process is gone
+            proc.send_signal(signal.SIGXCPU)
+            time.sleep(0.2)
+    except ProcessLookupError:
+        pass
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("train hung after SIGXCPU")
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err, err
+    assert err.count("SIGXCPU: the CPU time this shell allows (ulimit -t) is used up: saving "
+                     "after this step") == 1, err
+    assert err.splitlines()[-1].startswith("terminated: stopped in epoch "), err
+    assert torch.load(ckpt / "last.pth", weights_only=True)["epoch"] >= 1
+
+
 def test_a_sigterm_while_a_stop_is_acted_on_changes_nothing():
     """A scheduler's SIGTERM and a sweep's both reach train: the second, while the first's
     save is under way, must not break into it (and is not noted as a stop of its own)."""
