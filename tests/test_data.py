@@ -346,39 +346,26 @@ def test_a_cold_benchmark_of_a_folder_named_with_brackets_keeps_its_neighbours_c
     assert caches == [".faces1"]  # its own gone (the run is cold), the neighbour's kept
 
 
+@pytest.mark.parametrize("full, said", [
+    ("ENOSPC", "no space left on the disk"),
+    # over the user's disk quota (a cluster's home folder) the write says "Disk quota
+    # exceeded": the line was "cannot write or read: Disk quota exceeded", naming neither the
+    # cache nor --cache=False
+    ("EDQUOT", "no room left within the disk quota")])
 def test_a_full_disk_while_decoding_names_the_cache_and_the_way_out(tmp_path, toy_dir,
-                                                                   monkeypatch):
+                                                                   monkeypatch, full, said):
     """It was "cannot write or read: No space left on device", naming no file or size."""
     import data
     shutil.copytree(toy_dir, tmp_path / "set")
+    code = getattr(errno, full)
 
-    def full(*args):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    monkeypatch.setattr(data.os, "pwrite", full)
+    def no_room(*args):
+        raise OSError(code, os.strerror(code))
+    monkeypatch.setattr(data.os, "pwrite", no_room)
     with pytest.raises(UserError) as caught:
         build_cache(tmp_path / "set", workers=1)
     words = str(caught.value)
-    assert words.startswith(f"no space left on the disk for the decoded-image cache {tmp_path}/")
-    assert "(1.8 MB for 64 images)" in words and "--cache=False" in words
-    assert not list(tmp_path.glob(".set*"))  # nothing half-built left
-
-
-def test_a_disk_quota_used_up_while_decoding_is_said_as_a_full_disk(tmp_path, toy_dir,
-                                                                    monkeypatch):
-    """Over the user's disk quota (a cluster's home folder), the write says "Disk quota
-    exceeded", not "No space left": the line was "cannot write or read: Disk quota exceeded",
-    naming neither the cache nor --cache=False."""
-    import data
-    shutil.copytree(toy_dir, tmp_path / "set")
-
-    def over_quota(*args):
-        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
-    monkeypatch.setattr(data.os, "pwrite", over_quota)
-    with pytest.raises(UserError) as caught:
-        build_cache(tmp_path / "set", workers=1)
-    words = str(caught.value)
-    assert words.startswith(f"no room left within the disk quota for the decoded-image cache "
-                            f"{tmp_path}/"), words
+    assert words.startswith(f"{said} for the decoded-image cache {tmp_path}/"), words
     assert "(1.8 MB for 64 images)" in words and "--cache=False" in words
     assert not list(tmp_path.glob(".set*"))  # nothing half-built left
 
