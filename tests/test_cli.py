@@ -653,25 +653,31 @@ def test_a_refused_file_is_one_line_and_a_bug_keeps_its_traceback(monkeypatch, c
         main.main(["main.py", "train"])
 
 
+def _train_limited(toy_dir, tmp_path, limit, workers):
+    """A one-epoch training of tiny nets on the toy faces, decoded as it goes by ``workers``
+    loader processes, in a process that ``limit`` sets a shell's limit in first."""
+    import subprocess
+    import sys
+    return subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "train", f"--data-path={toy_dir}", "--nogpu",
+         "--vis=False", "--cache=False", f"--num-workers={workers}", "--max-epoch=1",
+         "--ngf=8", "--ndf=8", "--batch-size=8", f"--save-path={tmp_path / 'I'}",
+         f"--checkpoint-dir={tmp_path / 'C'}"],
+        capture_output=True, text=True, timeout=300, preexec_fn=limit,
+        env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
 def test_a_file_over_the_file_size_limit_is_named_with_what_to_do(tmp_path, toy_dir):
     """A shell's file size limit (ulimit -f) reached by train's first save: the line named
     no file ("cannot write or read: File too large") and advised to check the free space,
     which was not the fault. Nothing half-written is left where the grid goes."""
     import resource
     import signal
-    import subprocess
-    import sys
 
     def limited():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails; the process lives
         resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), "train", f"--data-path={toy_dir}", "--nogpu",
-         "--vis=False", "--cache=False", "--num-workers=0", "--max-epoch=1", "--ngf=8",
-         "--ndf=8", "--batch-size=8", f"--save-path={tmp_path / 'I'}",
-         f"--checkpoint-dir={tmp_path / 'C'}"],
-        capture_output=True, text=True, timeout=300, preexec_fn=limited,
-        env=dict(os.environ, OMP_NUM_THREADS="1"))
+    result = _train_limited(toy_dir, tmp_path, limited, workers=0)
     line = assert_clean_error(result, "File too large", "(ulimit -f)", "raise that limit")
     assert "free space" not in line
     # the first save over the limit (the grid, or netd_0.pth where the grid of this run's
@@ -1702,18 +1708,10 @@ def test_too_few_open_files_for_the_workers_says_which_limit_and_what_to_do(tmp_
     """A shared machine's low limit on open files (ulimit -n 16): the DataLoader's workers
     could not start and the run ended in a traceback of os.pipe(), naming no limit."""
     import resource
-    import subprocess
-    import sys
 
     def few_files():
         resource.setrlimit(resource.RLIMIT_NOFILE, (16, 16))
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), "train", f"--data-path={toy_dir}", "--nogpu",
-         "--vis=False", "--cache=False", "--num-workers=2", "--max-epoch=1", "--ngf=8",
-         "--ndf=8", "--batch-size=8", f"--save-path={tmp_path / 'I'}",
-         f"--checkpoint-dir={tmp_path / 'C'}"],
-        capture_output=True, text=True, timeout=300, preexec_fn=few_files,
-        env=dict(os.environ, OMP_NUM_THREADS="1"))
+    result = _train_limited(toy_dir, tmp_path, few_files, workers=2)
     assert_clean_error(result, "too many open files", "open 16 (ulimit -n)",
                        "raise it (ulimit -n 1024)")
 
