@@ -219,6 +219,20 @@ def running(pid):
     return fields is not None and fields[0] != "Z"
 
 
+def stderr_within(proc, seconds, hung):
+    """``proc``'s stderr once it has ended, within ``seconds``; else its process group
+    (started with ``start_new_session=True``) is killed, so that no run is left behind, and
+    the test fails saying ``hung``."""
+    import signal
+    import subprocess
+    try:
+        return proc.communicate(timeout=seconds)[1]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(hung)
+
+
 def kill_group(proc):
     """SIGKILL to whatever is left of ``proc``'s group, after a test, passed or failed."""
     import signal

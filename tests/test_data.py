@@ -14,7 +14,7 @@ import torch
 
 from data import CachedBatches, FaceFolder, build_cache, list_images, normalise
 
-from conftest import cli, read_until, stop_in_a_bar
+from conftest import cli, read_until, stderr_within, stop_in_a_bar
 from errors import UserError
 
 
@@ -530,12 +530,7 @@ def test_ctrl_c_while_decoding_stops_at_once_and_leaves_no_half_built_cache(tmp_
         except ProcessLookupError:  # it ended before the second: nothing for that to break
             break
         time.sleep(0.05)
-    try:
-        _, err = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"train hung after {signame} while decoding")
+    err = stderr_within(proc, 30, f"train hung after {signame} while decoding")
     assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 143}[signame], err
     assert "Traceback" not in err and "ForkPoolWorker" not in err, err
     what = "interrupted" if signame == "SIGINT" else "terminated"
@@ -710,12 +705,7 @@ def test_a_bug_while_decoding_workers_run_ends_the_run_with_its_traceback(tmp_pa
               f"runpy.run_path({str(ROOT / 'main.py')!r}, run_name='__main__')")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("train hung at exit after an error, its workers never ended")
+    err = stderr_within(proc, 60, "train hung at exit after an error, its workers never ended")
     assert proc.returncode == 1 and "ValueError: a planted bug" in err, err[-2000:]
 
 

@@ -18,8 +18,8 @@ from curves import read_rows
 from errors import UserError
 
 from conftest import (ROOT, assert_clean_error, children, cli, draw_grid, kill_group,
-                      read_until, running, same_weights, stopped_run, train_args, train_small,
-                      within)
+                      read_until, running, same_weights, stderr_within, stopped_run,
+                      train_args, train_small, within)
 
 
 @pytest.mark.parametrize("extra", [{}, {"cache": False, "num_workers": 2}, {"ema": 0.99},
@@ -503,13 +503,7 @@ def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path, group,
         if said:  # the rest of the pipe, after what read_until took
             proc.wait(timeout=120)
             said += proc.stderr.read()
-    try:
-        _, err = proc.communicate(timeout=120)
-        err = said + err
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # no run left behind
-        proc.communicate()
-        pytest.fail("train hung after SIGTERM")
+    err = said + stderr_within(proc, 120, "train hung after SIGTERM")
     # SIGTERM's status and word, as every other stop by it (Ctrl-C's 130 and "interrupted")
     assert proc.returncode == 143
     assert err.count("SIGTERM: saving after this step") == 1 and "Traceback" not in err, err
@@ -538,12 +532,7 @@ def test_the_cpu_time_limit_saves_the_run_and_says_which_limit(toy_dir, tmp_path
             time.sleep(0.2)
     except ProcessLookupError:
         pass
-    try:
-        _, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("train hung after SIGXCPU")
+    err = stderr_within(proc, 120, "train hung after SIGXCPU")
     assert proc.returncode == 143, err
     assert "Traceback" not in err, err
     assert err.count("SIGXCPU: the CPU time this shell allows (ulimit -t) is used up: saving "
