@@ -132,13 +132,8 @@ def train(opt):
         except DiskFull as e:  # the command that goes on from this run's last save, if any
             if training is None or not distributed.is_main_process():
                 raise
-            kept = ""
-            try:  # a full disk of the loss log or the grids: the checkpoints' may have room,
-                if training.step:  # and the steps since the last save point are kept
-                    training.save()
-                    kept = f" (its state at step {training.step} is saved there)"
-            except DiskFull:
-                pass
+            # a full disk of the loss log or the grids: the checkpoints' may have room
+            kept = _save_what_it_can(training, DiskFull)
             need = training.save_size() / 1e6  # how much room to make (a first save's too:
             room = f"free some space (an epoch's save writes about " \
                 f"{need:,.{0 if need >= 10 else 1}f} MB)"  # freed too little, it failed again)
@@ -156,17 +151,24 @@ def train(opt):
             line = refusal(e)
             if line is None or training is None or not distributed.is_main_process():
                 raise
-            kept = ""
-            try:
-                if training.step:
-                    training.save()
-                    kept = f" (its state at step {training.step} is saved there)"
-            except (OSError, UserError):  # that folder is refused too (or full)
-                pass
+            kept = _save_what_it_can(training, (OSError, UserError))  # (that folder refused too)
             if not training.saved:
                 raise
             raise UserError(f"{line}, then continue with {training.resume_command()}{kept}") \
                 from None
+
+
+def _save_what_it_can(training, refused):
+    """Save ``training``'s state where a write failed, if a step has trained since it began:
+    the steps since the last save point are kept. The words to add to the error line, or ""
+    where there was nothing to save or the save met ``refused`` too."""
+    try:
+        if training.step:
+            training.save()
+            return f" (its state at step {training.step} is saved there)"
+    except refused:
+        pass
+    return ""
 
 
 # the temporary files of a run's atomic saves (checkpoint.py), in its folders (OWNER's too):
