@@ -312,12 +312,10 @@ def make_toyfaces(out_dir="data-toy", num=10000, seed=0, workers=None, progress=
     out = Path(out_dir)
     faces = out / "faces"
     faces.mkdir(parents=True, exist_ok=True)
-    for stale in faces.glob(".*.jpg.*.tmp"):  # _write_one's, of a worker a kill -9 ended: the
-        # set drawn whole kept them (a face cut short, hidden beside the faces) for good
-        pid = stale.name.split(".")[-2]
-        if pid.isdigit() and not _running(int(pid)):
-            stale.unlink(missing_ok=True)
-    for stale in out.glob(".attributes.csv.*.tmp"):  # the CSV a kill -9 cut short, below
+    # the temporary files of a run a kill -9 ended, each named .NAME.PID.tmp (the CSV's with
+    # letters of its own after PID, below): the set drawn whole kept them, a face or the CSV
+    # cut short and hidden beside it, for good
+    for stale in [*faces.glob(".*.jpg.*.tmp"), *out.glob(".attributes.csv.*.tmp")]:
         pid = stale.name.split(".")[-2].partition("-")[0]
         if pid.isdigit() and not _running(int(pid)):
             stale.unlink(missing_ok=True)
