@@ -281,14 +281,19 @@ class FolderBatches:
 
 
 def _half_started(error):
-    """A DataLoader whose workers could not all start (no file left for a pipe) stops those
-    that did: torch's iterator, broken off before it counted them, printed an AttributeError
-    traceback below the run's error line when it was collected."""
+    """A DataLoader whose workers could not all start (no file left for a pipe) ends those
+    that did, here: torch's iterator, broken off before it counted them, printed an
+    AttributeError traceback below the run's error line when it was collected, and when that
+    was only at the exit, left them to a SIGTERM that a worker still starting drops (see
+    ``_own_process_group``): on a busy machine the run hung after its error line."""
     tb = error.__traceback__
     while tb is not None:
         it = tb.tb_frame.f_locals.get("self")
         if hasattr(it, "_workers") and not hasattr(it, "_workers_status"):
-            it._workers_status = [True] * len(it._workers)
+            for worker in it._workers:  # a started worker has nothing to keep
+                worker.kill()
+                worker.join()
+            it._shutdown = True  # nothing left for torch to stop
         tb = tb.tb_next
 
 

@@ -653,13 +653,23 @@ def test_a_refused_file_is_one_line_and_a_bug_keeps_its_traceback(monkeypatch, c
         main.main(["main.py", "train"])
 
 
-def _train_limited(toy_dir, tmp_path, limit, workers):
+# main.py run with its DataLoader workers slow to start, as on a busy machine: ``-c`` CODE
+# ROOT main.py ARGS...
+SLOW_WORKERS = ("import runpy, sys, time; sys.path.insert(0, sys.argv[1]); import data; "
+                "start = data.loader_worker_signals; "
+                "data.loader_worker_signals = lambda i: (time.sleep(3), start(i)); "
+                "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def _train_limited(toy_dir, tmp_path, limit, workers, slow_workers=False):
     """A one-epoch training of tiny nets on the toy faces, decoded as it goes by ``workers``
-    loader processes, in a process that ``limit`` sets a shell's limit in first."""
+    loader processes (``slow_workers``: each waits 3 s before it starts), in a process that
+    ``limit`` sets a shell's limit in first."""
     import subprocess
     import sys
+    python = [sys.executable] + (["-c", SLOW_WORKERS, str(ROOT)] if slow_workers else [])
     return subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), "train", f"--data-path={toy_dir}", "--nogpu",
+        python + [str(ROOT / "main.py"), "train", f"--data-path={toy_dir}", "--nogpu",
          "--vis=False", "--cache=False", f"--num-workers={workers}", "--max-epoch=1",
          "--ngf=8", "--ndf=8", "--batch-size=8", f"--save-path={tmp_path / 'I'}",
          f"--checkpoint-dir={tmp_path / 'C'}"],
@@ -1703,15 +1713,20 @@ def test_make_demo_trains_as_the_readme_says_and_draws_from_where_it_stopped(tmp
                                 "--netd-path=checkpoints/demo/last.pth", "--gen-img=result.png"]
 
 
+@pytest.mark.parametrize("slow_workers", [False, True], ids=["idle", "busy"])
 def test_too_few_open_files_for_the_workers_says_which_limit_and_what_to_do(tmp_path,
-                                                                            toy_dir):
+                                                                            toy_dir,
+                                                                            slow_workers):
     """A shared machine's low limit on open files (ulimit -n 16): the DataLoader's workers
-    could not start and the run ended in a traceback of os.pipe(), naming no limit."""
+    could not start and the run ended in a traceback of os.pipe(), naming no limit. On a busy
+    machine, where the worker that did start was still starting, the run then hung after its
+    error line for ever."""
     import resource
 
     def few_files():
         resource.setrlimit(resource.RLIMIT_NOFILE, (16, 16))
-    result = _train_limited(toy_dir, tmp_path, few_files, workers=2)
+    result = _train_limited(toy_dir, tmp_path, few_files, workers=2,
+                            slow_workers=slow_workers)
     assert_clean_error(result, "too many open files", "open 16 (ulimit -n)",
                        "raise it (ulimit -n 1024)")
 
