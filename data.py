@@ -320,13 +320,18 @@ def _own_process_group(drop_term=True):
     decoding worker at once and training with it, unsaved. A Ctrl-C that reached the worker
     while it was forked (``workers_starting`` held it back) was meant for the main process:
     dropped, and so is a hang-up (the terminal's is the main process's to act on); so is a
-    SIGTERM with ``drop_term``."""
+    SIGTERM with ``drop_term``, unless the parent sent it: that is the main process ending its
+    workers (multiprocessing's at its exit), and the worker ends, as torch's handler has it
+    do once it has started. Dropped, the worker waited for tasks and the parent for it."""
     os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # (drops a pending one too)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if drop_term and signal.SIGTERM in signal.sigpending():
-        signal.sigwait({signal.SIGTERM})  # taken off without running a handler
+        if not hasattr(signal, "sigwaitinfo"):  # macOS: no sender to tell
+            signal.sigwait({signal.SIGTERM})  # taken off without running a handler
+        elif signal.sigwaitinfo({signal.SIGTERM}).si_pid == os.getppid():
+            os._exit(0)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
 
 

@@ -575,6 +575,48 @@ def test_a_pool_stopped_while_its_workers_start_ends(tmp_path):
     assert proc.returncode == 0 and out.read_text().split()[-1] == "stopped", out.read_text()
 
 
+def _start_then_wait(seconds):
+    """A DataLoader worker's life in short: forked with the stops held back, it takes
+    ``seconds`` to start (a busy machine), sets its signals, then waits for tasks."""
+    import data
+    time.sleep(seconds)
+    data._own_process_group()
+    time.sleep(60)
+
+
+@pytest.mark.slow
+def test_a_decoding_worker_still_starting_ends_on_its_parents_sigterm_alone():
+    """The SIGTERM that ends a process's workers at its exit (multiprocessing's) reached a
+    DataLoader worker still starting, which dropped it as one meant for the main process:
+    the worker waited for tasks and the exiting run for it, for ever (train under
+    ulimit -n, on a busy CI machine). One from anyone else (a scheduler, `kill`) is still
+    the main process's to act on: the worker lives on."""
+    import multiprocessing
+    import subprocess
+    import data
+    with data.workers_starting():
+        worker = multiprocessing.get_context("fork").Process(target=_start_then_wait,
+                                                            args=(1.5,), daemon=True)
+        worker.start()
+    try:
+        worker.terminate()  # held back until it has started
+        worker.join(timeout=20)
+        assert worker.exitcode == 0, "the worker dropped its parent's SIGTERM"
+    finally:
+        if worker.is_alive():
+            worker.kill()
+    with data.workers_starting():
+        worker = multiprocessing.get_context("fork").Process(target=_start_then_wait,
+                                                            args=(2,), daemon=True)
+        worker.start()
+    try:
+        subprocess.run(["kill", "-TERM", str(worker.pid)], check=True)
+        worker.join(timeout=4)
+        assert worker.is_alive(), "another's SIGTERM ended a worker that was starting"
+    finally:
+        worker.kill()
+
+
 @pytest.mark.parametrize("where", ["submit", "result"])
 def test_a_ctrl_c_inside_the_pools_own_code_waits_until_it_is_done(where, monkeypatch):
     """A Ctrl-C raised inside the pool's own code, between a lock's taking and the ``with``
