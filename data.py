@@ -330,7 +330,7 @@ def _own_process_group(drop_term=True):
     if drop_term and signal.SIGTERM in signal.sigpending():
         if not hasattr(signal, "sigwaitinfo"):  # macOS: no sender to tell
             signal.sigwait({signal.SIGTERM})  # taken off without running a handler
-        elif signal.sigwaitinfo({signal.SIGTERM}).si_pid == os.getppid():
+        elif signal.sigwaitinfo({signal.SIGTERM}).si_pid == os.getppid():  # another's: dropped
             os._exit(0)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
 
