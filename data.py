@@ -290,11 +290,17 @@ def _half_started(error):
     while tb is not None:
         it = tb.tb_frame.f_locals.get("self")
         if hasattr(it, "_workers") and not hasattr(it, "_workers_status"):
-            for worker in it._workers:  # a started worker has nothing to keep
-                worker.kill()
-                worker.join()
+            _end_now(it._workers)
             it._shutdown = True  # nothing left for torch to stop
         tb = tb.tb_next
+
+
+def _end_now(workers):
+    """Kill and reap ``workers``, started where the others could not be: they hold nothing
+    to keep."""
+    for worker in workers:
+        worker.kill()
+        worker.join()
 
 
 STOPS = {signal.SIGINT, signal.SIGTERM} | ({signal.SIGHUP} if hasattr(signal, "SIGHUP") else set())
@@ -391,9 +397,17 @@ class _Workers:
                 with workers_starting():
                     self.executor.submit(int)
         except BaseException:
+            self._half_started()
             self.__exit__(True)
             raise
         return self
+
+    def _half_started(self):
+        """Kill the workers that did start where the others could not (no file left for a
+        pipe, ulimit -n): the pool forks them all before its thread that would stop them
+        begins, so they waited for tasks for ever, and the run for them after its error line."""
+        if self.executor is not None and self.executor._executor_manager_thread is None:
+            _end_now(list((self.executor._processes or {}).values()))
 
     def __exit__(self, *exc):
         if self.executor is not None:
