@@ -451,8 +451,12 @@ def _result(future):
 
 def loader_worker_signals(_):
     """A DataLoader's ``worker_init_fn``: see ``_own_process_group``; torch's SIGTERM handler
-    stays, so that the loader can still end its workers."""
+    stays, so that the loader can still end its workers. It ends with its parent as a pool's
+    worker does: torch's watchdog takes the parent to watch only after this function, so a
+    worker still starting when the run was killed outright (kill -9 on a busy machine) took
+    the system's adopting process for it, and waited for tasks for ever."""
     _own_process_group()
+    _end_with_parent(get_context().parent_process().pid)
 
 
 def folder_batches(opt):

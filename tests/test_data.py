@@ -617,6 +617,45 @@ def test_a_decoding_worker_still_starting_ends_on_its_parents_sigterm_alone():
         worker.kill()
 
 
+@pytest.mark.slow
+def test_loader_workers_still_starting_end_with_a_run_killed_outright(toy_dir):
+    """kill -9 (the OOM killer) as a DataLoader's workers started, on a busy machine: torch's
+    watchdog, set up after the worker's init, took the process that adopted the orphan for
+    the parent to watch, and the workers waited for tasks for ever. Here each worker takes
+    2 s to start, and the run is killed as they are forked."""
+    import subprocess
+    import sys
+    from conftest import ROOT, children, running
+    script = ("import sys, time, types; sys.path.insert(0, sys.argv[1])\n"
+              "import torch, data\n"
+              "start = data.loader_worker_signals\n"
+              "data.loader_worker_signals = lambda i: (time.sleep(2), start(i))\n"
+              "opt = types.SimpleNamespace(data_path=sys.argv[2], image_size=32, batch_size=8,"
+              " num_workers=2)\n"
+              "next(data.FolderBatches(opt).batches(torch.arange(64)))\n")
+    run = subprocess.Popen([sys.executable, "-c", script, str(ROOT), str(toy_dir)],
+                           start_new_session=True)
+    workers = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers) < 2:
+            assert run.poll() is None and time.monotonic() < deadline, "no worker started"
+            workers = children(run.pid)
+            time.sleep(0.01)
+        run.kill()
+        run.wait()
+        deadline = time.monotonic() + 20
+        while any(map(running, workers)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(map(running, workers)), "the workers outlived the killed run"
+    finally:
+        for pid in workers:  # (in process groups of their own)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 # a pool started under each open-file limit from 8 up, each in a fork of its own: the exit
 # status says whether the pool could start (0) or not (1), plus 2 for workers left running
 _POOL_UNDER_LIMITS = """import multiprocessing, os, resource, sys
