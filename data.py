@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -254,6 +255,15 @@ class FolderBatches:
             if is_main_process():
                 print(f"note: --num-workers={opt.num_workers} on {counted(cpus, 'CPU')}: "
                       f"decoding with {cpus}", flush=True)
+        # a worker hands each batch over in a shared-memory file: one over the limit was a
+        # traceback from the worker, and the run waited for that batch for ever
+        batch = opt.batch_size * 3 * opt.image_size ** 2 * 4
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if self.num_workers and limit != resource.RLIM_INFINITY and limit < batch:
+            raise UserError(f"a batch of decoded images ({sized(batch)}) is over the largest "
+                            f"file this shell lets a program write (ulimit -f), {sized(limit)}, "
+                            f"and the --num-workers processes hand each batch over in such a "
+                            f"file: raise that limit, or pass --num-workers=0")
         self.count, self.skipped = len(self.dataset), set()
         # under torchrun: given whether this process's batch holds an image, whether every
         # process's does (a batch is dropped in all of them or none)

@@ -710,6 +710,25 @@ def _limited(size):
     return limit
 
 
+@pytest.mark.slow
+def test_a_batch_over_the_file_size_limit_is_one_line_not_a_hang(tmp_path, toy_dir):
+    """The --num-workers processes hand each batch over in a shared-memory file: a batch over
+    a shell's file size limit (ulimit -f) was a traceback from each worker, and the run
+    waited for ever for its first batch."""
+    import subprocess
+    import sys
+    from conftest import stderr_within
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "train", f"--data-path={toy_dir}", "--nogpu",
+         "--vis=False", "--cache=False", "--num-workers=2", "--batch-size=8", "--ngf=8",
+         "--ndf=8", f"--save-path={tmp_path / 'i'}", f"--checkpoint-dir={tmp_path / 'c'}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=_limited(65536))  # a batch of 8 faces: 884,736 bytes
+    err = stderr_within(proc, 60, "train waited for ever for a batch over the limit")
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, "", err)
+    assert_clean_error(result, "(ulimit -f)", "--num-workers=0")
+
+
 def test_a_cache_over_the_file_size_limit_says_so_and_the_way_around(tmp_path, toy_dir):
     """The decoded-image cache over a file size limit: the line named a temporary file in
     /tmp (the fallback place, refused too) or no file at all, and not --cache=False."""
