@@ -190,10 +190,17 @@ def _locks_stay_with_the_parent():
     run and --resume there was refused, naming the dead process."""
     if not _HELD_LOCKS:
         return
-    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        null = os.open(os.devnull, os.O_RDONLY)
+    except OSError:  # no descriptor left (ulimit -n): an "Exception ignored" traceback
+        null = None  # stood above the run's error line, and the worker kept the locks
     for fd in _HELD_LOCKS:
-        os.dup2(null, fd)  # (the number stays open: the file object's close is harmless)
-    os.close(null)
+        if null is None:
+            os.close(fd)  # (a worker ends with os._exit: its copy of the file object stays)
+        else:
+            os.dup2(null, fd)  # (the number stays open: the file object's close is harmless)
+    if null is not None:
+        os.close(null)
     _HELD_LOCKS.clear()
 
 

@@ -1192,6 +1192,50 @@ def test_the_folder_lock_goes_with_a_killed_run_not_with_its_loader_workers(toy_
         kill_group(run)
 
 
+# a folder lock taken as train takes it, then a worker forked with every descriptor in use;
+# prints whether the lock was free while that worker lived
+_FORKED_WITH_NO_DESCRIPTOR_LEFT = """import fcntl, os, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+import train
+lock = open(sys.argv[2], "a+")
+fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+train._HELD_LOCKS.add(lock.fileno())
+started, has_started = os.pipe()
+lowest = os.open(os.devnull, os.O_RDONLY)  # the number a next file would take
+os.close(lowest)
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))
+worker = os.fork()
+if worker == 0:
+    os.write(has_started, b"1")  # its fork hooks have run
+    time.sleep(3)
+    os._exit(0)
+os.read(started, 1)
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+train._HELD_LOCKS.clear()
+lock.close()
+with open(sys.argv[2]) as again:
+    try:
+        fcntl.flock(again, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        print("free")
+    except BlockingIOError:
+        print("held")
+os.waitpid(worker, 0)
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_forked_with_no_descriptor_left_lets_the_lock_go_without_a_word(tmp_path):
+    """Under a small open-file limit (ulimit -n) a decoding worker forked with no descriptor
+    left for /dev/null: an "Exception ignored" traceback stood above the run's error line,
+    and the worker kept the folder's lock."""
+    ran = subprocess.run([sys.executable, "-c", _FORKED_WITH_NO_DESCRIPTOR_LEFT, str(ROOT),
+                          str(tmp_path / ".train.lock")], capture_output=True, text=True,
+                         timeout=60)
+    assert ran.returncode == 0 and ran.stdout.split() == ["free"], ran.stdout + ran.stderr
+    assert ran.stderr == ""
+
+
 @pytest.mark.slow
 def test_a_second_run_on_the_same_checkpoint_folder_is_refused(toy_dir, tmp_path):
     """Two runs in one folder interleaved their checkpoints, options.json, loss log and
