@@ -596,7 +596,7 @@ def test_a_decoding_worker_still_starting_ends_on_its_parents_sigterm_alone():
     import data
     with data.workers_starting():
         worker = multiprocessing.get_context("fork").Process(target=_start_then_wait,
-                                                            args=(1.5,), daemon=True)
+                                                            args=(3,), daemon=True)
         worker.start()
     try:
         worker.terminate()  # held back until it has started
@@ -607,11 +607,11 @@ def test_a_decoding_worker_still_starting_ends_on_its_parents_sigterm_alone():
             worker.kill()
     with data.workers_starting():
         worker = multiprocessing.get_context("fork").Process(target=_start_then_wait,
-                                                            args=(2,), daemon=True)
+                                                            args=(3,), daemon=True)
         worker.start()
     try:
         subprocess.run(["kill", "-TERM", str(worker.pid)], check=True)
-        worker.join(timeout=4)
+        worker.join(timeout=5)
         assert worker.is_alive(), "another's SIGTERM ended a worker that was starting"
     finally:
         worker.kill()
