@@ -127,10 +127,9 @@ def _atomic_write(path, write):
     """Call ``write(tmp_path)`` then rename the temporary file onto ``path`` (or the file it
     links to). A stop (Ctrl-C, SIGTERM) while the temporary file is made waits until the
     clean-up below would remove it: between its creation and the ``try``, it was left
-    behind. Those of earlier writes that a kill -9 left are removed first (``drop_stale``)."""
+    behind."""
     path = write_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    drop_stale(path)
     tmp = held = None
     try:
         with stops_put_off():  # a stop that comes meanwhile acts here, where the file is removed

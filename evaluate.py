@@ -291,6 +291,7 @@ def evaluate(opt):
               f"{counted(num, 'face')}; {more})")
     # the figures shown first: a disk that filled meanwhile lost minutes of measuring with
     # the file, where the table still had them to give
+    checkpoint.drop_stale(out)
     checkpoint.save_text(json.dumps(report, indent=2), out)
     print(f"wrote {out}")
     return report

@@ -581,6 +581,7 @@ def generate(opt):
     with _alone_in(opt.out_dir):
         if opt.out_dir:  # before anything is written
             refuse_earlier_faces(opt.out_dir, _face_names(seeds))
+        checkpoint.drop_stale(opt.gen_img)
         checkpoint.save_grid(images, opt.gen_img)
         print(f"wrote {opt.gen_img}{_png_note(opt.gen_img)}: {counted(len(images), 'face')}"
               f"{picked}")
@@ -733,6 +734,7 @@ def interpolate(opt):
         first = _first_seed(opt)
         seeds = [first, first + 1]
     rows = faces.morph(seeds, opt.steps)
+    checkpoint.drop_stale(out)
     checkpoint.save_grid(rows.flatten(0, 1), out, nrow=opt.steps)
     print(f"wrote {out}{_png_note(out)}: {counted(len(rows), 'row')} of {opt.steps} faces, "
           f"seeds {' -> '.join(map(str, seeds))}")
@@ -746,6 +748,7 @@ def interpolate(opt):
         large = len(loop) * (96 * opt.scale) ** 2 > GIF_BAR
         with progress_bar(_gif_bar if large else None, frames, total=len(loop)) as bar:
             data = gif_bytes(frames if bar is None else bar)
+        checkpoint.drop_stale(opt.gif)
         checkpoint.save_bytes(data, opt.gif)
         # PIL merges a frame the same as the one before into it (faces a hair apart, at a
         # tiny --gen-std): the count the file holds
