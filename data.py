@@ -772,6 +772,9 @@ def _create_npy(path, shape):
     try:
         array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
     except OSError as e:  # numpy's write of the last byte names no file
+        # its header was written before the size was refused (ulimit -f): the next build
+        # there sweeps it, but --cache=False, the way out the line gives, builds none
+        Path(path).unlink(missing_ok=True)
         if e.filename is not None:
             raise
         raise OSError(e.errno, e.strerror, str(path)) from None

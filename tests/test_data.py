@@ -14,7 +14,7 @@ import torch
 
 from data import CachedBatches, FaceFolder, build_cache, list_images, normalise
 
-from conftest import cli, read_until, stderr_within, stop_in_a_bar
+from conftest import ROOT, cli, read_until, stderr_within, stop_in_a_bar
 from errors import UserError
 
 
@@ -950,3 +950,25 @@ def test_an_image_too_large_for_the_memory_limit_is_not_cached_as_unreadable(toy
     assert line.startswith("error: out of memory on this machine: "), line
     assert "unreadable" not in result.stdout + result.stderr
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".own.")]
+
+
+def test_a_cache_over_the_file_size_limit_leaves_no_header_behind(toy_dir, tmp_path):
+    """A cache over a shell's file size limit (ulimit -f): the .npy header was written
+    before the size was refused, so each place tried kept a hidden 128-byte .tmp, and
+    --cache=False, the way around the line names, builds no cache that would sweep them."""
+    import subprocess
+    import sys
+    shutil.copytree(toy_dir / "faces", tmp_path / "own" / "faces")  # no cache built yet
+    code = ("import resource, signal, sys; from pathlib import Path; import data\n"
+            "from errors import UserError\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))\n"
+            "try:\n    data.build_cache(Path(sys.argv[1]), 96, workers=1)\n"
+            "except UserError as e:\n    print(e)\n")
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "own")], capture_output=True, text=True,
+        timeout=120, cwd=ROOT,
+        env=dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), OMP_NUM_THREADS="1"))
+    assert "(ulimit -f)" in result.stdout, result.stdout + result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "own"]
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
