@@ -415,7 +415,13 @@ def main(argv):
         where = "the GPU" if "CUDA" in str(e) else "this machine"
         rank = os.environ.get("RANK", "0")  # under torchrun it strikes one process, not all
         where += f" (process {rank})" if rank != "0" else ""
-        print(f"error: out of memory on {where}: {command} asked for {size} more; lower "
+        room = ""  # torch's CPU allocator refused by an address-space limit (ulimit -v) too
+        if "CUDA" not in str(e):
+            import resource
+            limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+            room = "" if limit == resource.RLIM_INFINITY else \
+                f" this shell lets a program use {sized(limit)} (ulimit -v): raise that limit or"
+        print(f"error: out of memory on {where}: {command} asked for {size} more;{room} lower "
               f"{LOWER.get(command, LOWER['train'])}", file=sys.stderr)
         return 2
     except MemoryError:  # Python's own, where an address-space limit (ulimit -v) is met

@@ -1765,3 +1765,27 @@ def test_too_little_address_space_to_load_torch_is_one_line(tmp_path):
         capture_output=True, text=True, timeout=300, preexec_fn=one_gb)
     assert_clean_error(result, "this shell lets a program use 1.0 GB of memory (ulimit -v), "
                        "too little to load torch: raise that limit")
+
+
+def test_torch_out_of_memory_under_an_address_space_limit_names_it(tmp_path, toy_dir,
+                                                                    monkeypatch):
+    """evaluate under ulimit -v 3.3 GB: torch's CPU allocator refused its SWD pass, and the
+    line said "out of memory on this machine" with no word of the shell's limit, the one
+    thing to raise (Python's own MemoryError named it)."""
+    import resource
+    import evaluate
+
+    def refused(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+                           "9437184 bytes. Error code 12 (Cannot allocate memory)")
+    real = resource.getrlimit
+    monkeypatch.setattr(evaluate, "swd", refused)
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (3_460_300 * 1024,) * 2
+                        if which == resource.RLIMIT_AS else real(which))
+    torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
+    result = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}",
+                 f"--data-path={toy_dir}", "--num=4", "--metrics=swd",
+                 f"--out={tmp_path / 'm.json'}")
+    line = assert_clean_error(result, "out of memory on this machine", "(ulimit -v)",
+                              "raise that limit")
+    assert "9.0 MiB" in line
