@@ -111,7 +111,7 @@ def _refuse_short_memory(opt, num, free, need):
     most = most_faces(free, need)
     given = f" (what {opt.data_path}'s images give)" if num < opt.num else ""
     raise UserError(f"--num: {counted(num, 'face')} a side{given} need about {sized(taken)} of "
-                    f"memory, and this machine has {sized(free)} available: "
+                    f"memory, and {generate.memory_holder()} {sized(free)} available: "
                     + (f"lower --num (to {most} at most)" if most >= 1 else
                        "free some memory (other programs hold it)"))
 

@@ -25,6 +25,7 @@ import operator
 import os
 import random
 import re
+import resource
 from pathlib import Path
 
 import torch
@@ -70,6 +71,7 @@ GIF_MEMORY = 0.5
 # and D's ranking held them once, 427 and 321.
 FACE_BYTES, GRID_COPIES = 5 * 3 * 96 * 96, 3
 MEMINFO = "/proc/meminfo"
+PROC_STATUS = "/proc/self/status"
 PROC_CGROUP, CGROUP = "/proc/self/cgroup", "/sys/fs/cgroup"
 
 
@@ -391,8 +393,8 @@ def _refuse_short_memory(count, nrow, what, fewer):
         return
     most = _most(lambda n: grid_memory(n, nrow) <= free, count)
     raise UserError(f"{what}: {counted(count, 'face')} need about "
-                    f"{grid_memory(count, nrow) / 2**30:.1f} GiB of memory, and this machine "
-                    f"has {free / 2**30:.1f} GiB available: "
+                    f"{grid_memory(count, nrow) / 2**30:.1f} GiB of memory, and {memory_holder()} "
+                    f"{free / 2**30:.1f} GiB available: "
                     + (fewer(most) if most else "free some memory (other programs hold it)"))
 
 
@@ -768,9 +770,40 @@ def gif_bytes(frames, duration=80):
 
 
 def _available_memory():
-    """The bytes this process can still take: the machine's MemAvailable, or less where its
-    cgroup (a container, a batch job's --mem) holds it to less; None where neither can be
-    read (not Linux)."""
+    """The bytes this process can still take: the least of what the machine and its cgroup
+    leave (``_machine_room``) and what a shell's address-space limit leaves (``_address_room``);
+    None where none can be read (not Linux)."""
+    rooms = [room for room in (_machine_room(), _address_room()) if room is not None]
+    return min(rooms) if rooms else None
+
+
+def memory_holder():
+    """Who holds this process to _available_memory's bytes, in the words before the size."""
+    room, machine = _address_room(), _machine_room()
+    if room is not None and (machine is None or room < machine):
+        return "this shell's limit on a program's memory (ulimit -v) leaves"
+    return "this machine has"
+
+
+def _address_room():
+    """What a shell's address-space limit (ulimit -v) leaves this process: the limit less what
+    it has mapped (VmSize, torch's reservations too); None where there is no limit. The
+    machine's free memory alone let a GIF start that the limit then broke off."""
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit == resource.RLIM_INFINITY:
+        return None
+    try:
+        with open(PROC_STATUS) as f:
+            mapped = next(int(line.split()[1]) * 1024 for line in f
+                          if line.startswith("VmSize:"))  # in KiB
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    return max(limit - mapped, 0)
+
+
+def _machine_room():
+    """The machine's MemAvailable, or less where its cgroup (a container, a batch job's --mem)
+    holds this process to less; None where neither can be read."""
     free = None
     try:
         with open(MEMINFO) as f:
@@ -843,7 +876,7 @@ def _refuse_large_gif(opt):
     scale = _most(lambda n: need(n) <= free, opt.scale)
     side = 96 * opt.scale
     raise UserError(f"--gif: {counted(frames, 'frame')} of {side}x{side} pixels need about "
-                    f"{need(opt.scale) / 2**30:.1f} GiB of memory to encode, and this machine "
-                    f"has {free / 2**30:.1f} GiB available: lower "
+                    f"{need(opt.scale) / 2**30:.1f} GiB of memory to encode, and "
+                    f"{memory_holder()} {free / 2**30:.1f} GiB available: lower "
                     + (f"--scale (to {scale} at most), " if scale else "")
                     + "--steps, or give fewer --seeds")

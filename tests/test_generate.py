@@ -899,6 +899,35 @@ def test_a_gif_too_large_for_the_free_memory_is_refused_before_any_drawing(tmp_p
         assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
 
 
+def test_a_gif_over_a_shells_memory_limit_is_refused_before_any_drawing(tmp_path,
+                                                                        monkeypatch):
+    """Under a shell's address-space limit (ulimit -v), with the machine's memory free, the
+    check read the machine alone: a GIF too large for the limit was drawn for minutes, then
+    broken off by it. Here the limit leaves nothing beyond what the process has mapped."""
+    import resource
+    import generate
+    g, _ = _save_nets(tmp_path)
+    real = resource.getrlimit
+
+    def mapped_and_no_more(which):
+        if which != resource.RLIMIT_AS:
+            return real(which)
+        with open("/proc/self/status") as f:
+            size = next(int(line.split()[1]) * 1024 for line in f
+                        if line.startswith("VmSize:"))
+        return size, size
+    monkeypatch.setattr(resource, "getrlimit", mapped_and_no_more)
+    r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=3,4", "--steps=3",
+            f"--out={tmp_path / 'i.png'}", f"--gif={tmp_path / 'i.gif'}")
+    assert_clean_error(r, "--gif: 4 frames", "and this shell's limit on a program's memory "
+                       "(ulimit -v) leaves 0.0 GiB available")
+    assert not (tmp_path / "i.gif").exists() and not (tmp_path / "i.png").exists()
+    assert generate.memory_holder() == "this shell's limit on a program's memory (ulimit -v) " \
+        "leaves"
+    monkeypatch.setattr(resource, "getrlimit", real)
+    assert generate.memory_holder() == "this machine has"
+
+
 def test_more_faces_than_the_free_memory_holds_are_refused_before_any_drawing(tmp_path,
                                                                           monkeypatch):
     """generate held every face drawn, and its grid, in memory: --gen-num=200000 needed some
