@@ -110,10 +110,10 @@ def _refuse_short_memory(opt, num, free, need):
         return
     most = most_faces(free, need)
     given = f" (what {opt.data_path}'s images give)" if num < opt.num else ""
+    holder, more = generate.memory_holder()
     raise UserError(f"--num: {counted(num, 'face')} a side{given} need about {sized(taken)} of "
-                    f"memory, and {generate.memory_holder()} {sized(free)} available: "
-                    + (f"lower --num (to {most} at most)" if most >= 1 else
-                       "free some memory (other programs hold it)"))
+                    f"memory, and {holder} {sized(free)} available: "
+                    + (f"lower --num (to {most} at most)" if most >= 1 else more))
 
 
 def full_count(full, total, data_path, free, need):

@@ -392,10 +392,10 @@ def _refuse_short_memory(count, nrow, what, fewer):
     if free is None or grid_memory(count, nrow) <= free:
         return
     most = _most(lambda n: grid_memory(n, nrow) <= free, count)
+    holder, more = memory_holder()
     raise UserError(f"{what}: {counted(count, 'face')} need about "
-                    f"{grid_memory(count, nrow) / 2**30:.1f} GiB of memory, and {memory_holder()} "
-                    f"{free / 2**30:.1f} GiB available: "
-                    + (fewer(most) if most else "free some memory (other programs hold it)"))
+                    f"{grid_memory(count, nrow) / 2**30:.1f} GiB of memory, and {holder} "
+                    f"{free / 2**30:.1f} GiB available: " + (fewer(most) if most else more))
 
 
 def _refuse_large_sheet(opt, out, rows):
@@ -778,11 +778,12 @@ def _available_memory():
 
 
 def memory_holder():
-    """Who holds this process to _available_memory's bytes, in the words before the size."""
+    """Who holds this process to _available_memory's bytes, in the words before the size, and
+    what gives it more."""
     room, machine = _address_room(), _machine_room()
     if room is not None and (machine is None or room < machine):
-        return "this shell's limit on a program's memory (ulimit -v) leaves"
-    return "this machine has"
+        return "this shell's limit on a program's memory (ulimit -v) leaves", "raise that limit"
+    return "this machine has", "free some memory (other programs hold it)"
 
 
 def _address_room():
@@ -877,6 +878,6 @@ def _refuse_large_gif(opt):
     side = 96 * opt.scale
     raise UserError(f"--gif: {counted(frames, 'frame')} of {side}x{side} pixels need about "
                     f"{need(opt.scale) / 2**30:.1f} GiB of memory to encode, and "
-                    f"{memory_holder()} {free / 2**30:.1f} GiB available: lower "
+                    f"{memory_holder()[0]} {free / 2**30:.1f} GiB available: lower "
                     + (f"--scale (to {scale} at most), " if scale else "")
                     + "--steps, or give fewer --seeds")

@@ -1779,8 +1779,11 @@ def test_torch_out_of_memory_under_an_address_space_limit_names_it(tmp_path, toy
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate "
                            "9437184 bytes. Error code 12 (Cannot allocate memory)")
     real = resource.getrlimit
+    with open("/proc/self/status") as f:  # a limit that leaves evaluate's check 2 GiB
+        limit = next(int(line.split()[1]) * 1024 for line in f
+                     if line.startswith("VmSize:")) + 2**31
     monkeypatch.setattr(evaluate, "swd", refused)
-    monkeypatch.setattr(resource, "getrlimit", lambda which: (3_460_300 * 1024,) * 2
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (limit, limit)
                         if which == resource.RLIMIT_AS else real(which))
     torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")
     result = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}",

@@ -903,7 +903,8 @@ def test_a_gif_over_a_shells_memory_limit_is_refused_before_any_drawing(tmp_path
                                                                         monkeypatch):
     """Under a shell's address-space limit (ulimit -v), with the machine's memory free, the
     check read the machine alone: a GIF too large for the limit was drawn for minutes, then
-    broken off by it. Here the limit leaves nothing beyond what the process has mapped."""
+    broken off by it; faces it cannot hold were to be had by freeing memory. Here the limit
+    leaves nothing beyond what the process has mapped."""
     import resource
     import generate
     g, _ = _save_nets(tmp_path)
@@ -922,10 +923,13 @@ def test_a_gif_over_a_shells_memory_limit_is_refused_before_any_drawing(tmp_path
     assert_clean_error(r, "--gif: 4 frames", "and this shell's limit on a program's memory "
                        "(ulimit -v) leaves 0.0 GiB available")
     assert not (tmp_path / "i.gif").exists() and not (tmp_path / "i.png").exists()
-    assert generate.memory_holder() == "this shell's limit on a program's memory (ulimit -v) " \
-        "leaves"
+    r = cli("generate", "--nogpu", f"--netg-path={g}", "--gen-num=64",
+            f"--gen-img={tmp_path / 'g.png'}")  # not even one face: more memory, not fewer
+    assert_clean_error(r, "(ulimit -v) leaves 0.0 GiB available: raise that limit")
+    assert generate.memory_holder() == ("this shell's limit on a program's memory (ulimit -v) "
+                                        "leaves", "raise that limit")
     monkeypatch.setattr(resource, "getrlimit", real)
-    assert generate.memory_holder() == "this machine has"
+    assert generate.memory_holder()[0] == "this machine has"
 
 
 def test_more_faces_than_the_free_memory_holds_are_refused_before_any_drawing(tmp_path,
