@@ -317,6 +317,15 @@ def _peer_gone(error):
     return _torchrun() and "by peer" in str(error)
 
 
+def _address_limit():
+    """An out-of-memory line's words on a shell's address-space limit (ulimit -v), which may
+    be what ran out on a machine with memory to spare; none where there is no limit."""
+    import resource
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    return "" if limit == resource.RLIM_INFINITY else \
+        f" this shell lets a program use {sized(limit)} (ulimit -v): raise that limit or"
+
+
 def main(argv):
     if len(argv) > 2 and argv[1] == "help" and not argv[2].startswith("-"):  # help generate
         argv = [argv[0], argv[2], "--help"]  # (help foo: unknown command, below)
@@ -415,21 +424,14 @@ def main(argv):
         where = "the GPU" if "CUDA" in str(e) else "this machine"
         rank = os.environ.get("RANK", "0")  # under torchrun it strikes one process, not all
         where += f" (process {rank})" if rank != "0" else ""
-        room = ""  # torch's CPU allocator refused by an address-space limit (ulimit -v) too
-        if "CUDA" not in str(e):
-            import resource
-            limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-            room = "" if limit == resource.RLIM_INFINITY else \
-                f" this shell lets a program use {sized(limit)} (ulimit -v): raise that limit or"
+        # torch's CPU allocator is refused by an address-space limit (ulimit -v) too
+        room = "" if "CUDA" in str(e) else _address_limit()
         print(f"error: out of memory on {where}: {command} asked for {size} more;{room} lower "
               f"{LOWER.get(command, LOWER['train'])}", file=sys.stderr)
         return 2
     except MemoryError:  # Python's own, where an address-space limit (ulimit -v) is met
         # before torch's allocator counts it: a traceback, saying nothing of the limit
-        import resource
-        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-        room = "" if limit == resource.RLIM_INFINITY else \
-            f" this shell lets a program use {sized(limit)} (ulimit -v): raise that limit or"
+        room = _address_limit()
         run = _training() if command == "train" else None
         go_on = (f"; continue from its last save with {run.resume_command()}"
                  if run is not None and run.saved else "")
