@@ -50,6 +50,14 @@ def _training():
     return getattr(sys.modules.get("train"), "training", None)
 
 
+def _going_on(otherwise=""):
+    """An error line's end on train's run: the command that continues from its last save, or
+    ``otherwise`` where it saved none or had not begun."""
+    run = _training()
+    return f"; continue from its last save with {run.resume_command()}" \
+        if run is not None and run.saved else otherwise
+
+
 def _ignore_late_stops(but_sigterm=False):
     """The work is over (done, saved, or stopped with its line said): a SIGTERM or hang-up
     while Python shuts down (a second SIGTERM: a scheduler's and a sweep's; the terminal
@@ -401,10 +409,7 @@ def main(argv):
                 _sigterm_ends_quietly(1)  # lines said it did not know)
                 return 1
             # rank 0's was a gloo traceback too
-            run = _training()
-            go_on = (f"; continue from its last save with {run.resume_command()}"
-                     if run is not None and run.saved else
-                     "; nothing was saved yet: run the same command again")
+            go_on = _going_on("; nothing was saved yet: run the same command again")
             print(f"error: another process of this torchrun run ended while it trained "
                   f"(torchrun's report below names it; exit code -9 is a kill, often the "
                   f"out-of-memory killer's){go_on}", file=sys.stderr)
@@ -432,9 +437,7 @@ def main(argv):
     except MemoryError:  # Python's own, where an address-space limit (ulimit -v) is met
         # before torch's allocator counts it: a traceback, saying nothing of the limit
         room = _address_limit()
-        run = _training() if command == "train" else None
-        go_on = (f"; continue from its last save with {run.resume_command()}"
-                 if run is not None and run.saved else "")
+        go_on = _going_on() if command == "train" else ""
         print(f"error: out of memory on this machine:{room} lower "
               f"{LOWER.get(command, LOWER['train'])}{go_on}", file=sys.stderr)
         return 2
