@@ -790,16 +790,20 @@ def _address_room():
     """What a shell's address-space limit (ulimit -v) leaves this process: the limit less what
     it has mapped (VmSize, torch's reservations too); None where there is no limit. The
     machine's free memory alone let a GIF start that the limit then broke off."""
-    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-    if limit == resource.RLIM_INFINITY:
-        return None
-    try:
-        with open(PROC_STATUS) as f:
-            mapped = next(int(line.split()[1]) * 1024 for line in f
-                          if line.startswith("VmSize:"))  # in KiB
-    except (OSError, StopIteration, ValueError, IndexError):
+    limit, mapped = resource.getrlimit(resource.RLIMIT_AS)[0], _mapped()
+    if limit == resource.RLIM_INFINITY or mapped is None:
         return None
     return max(limit - mapped, 0)
+
+
+def _mapped():
+    """The address space this process has mapped, in bytes (VmSize); None where unknown."""
+    try:
+        with open(PROC_STATUS) as f:
+            return next(int(line.split()[1]) * 1024 for line in f
+                        if line.startswith("VmSize:"))  # in KiB
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
 
 
 def _machine_room():

@@ -1774,14 +1774,13 @@ def test_torch_out_of_memory_under_an_address_space_limit_names_it(tmp_path, toy
     thing to raise (Python's own MemoryError named it)."""
     import resource
     import evaluate
+    import generate
 
     def refused(*args, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate "
                            "9437184 bytes. Error code 12 (Cannot allocate memory)")
     real = resource.getrlimit
-    with open("/proc/self/status") as f:  # a limit that leaves evaluate's check 2 GiB
-        limit = next(int(line.split()[1]) * 1024 for line in f
-                     if line.startswith("VmSize:")) + 2**31
+    limit = generate._mapped() + 2**31  # a limit that leaves evaluate's check 2 GiB
     monkeypatch.setattr(evaluate, "swd", refused)
     monkeypatch.setattr(resource, "getrlimit", lambda which: (limit, limit)
                         if which == resource.RLIMIT_AS else real(which))

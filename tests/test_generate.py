@@ -913,9 +913,7 @@ def test_a_gif_over_a_shells_memory_limit_is_refused_before_any_drawing(tmp_path
     def mapped_and_no_more(which):
         if which != resource.RLIMIT_AS:
             return real(which)
-        with open("/proc/self/status") as f:
-            size = next(int(line.split()[1]) * 1024 for line in f
-                        if line.startswith("VmSize:"))
+        size = generate._mapped()
         return size, size
     monkeypatch.setattr(resource, "getrlimit", mapped_and_no_more)
     r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=3,4", "--steps=3",
