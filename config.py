@@ -838,6 +838,14 @@ def validate(command, opt):
         _require(opt.label_smooth == 0 or opt.loss == "bce",
                  "--label-smooth works with --loss=bce only (hinge has no labels to smooth): "
                  "drop one")
+        # color,,cutout was read as color,cutout, and "," as none: a kind left out, as in
+        # --seeds=1,,2 (a comma after the last is taken, as there)
+        kinds, choose = opt.diffaug.split(","), f"choose any of {','.join(augment.KINDS)}"
+        _require(any(k.strip() for k in kinds) or not opt.diffaug.strip(),
+                 f"--diffaug={opt.diffaug} names no kind: {choose}, or leave the flag out "
+                 f"for none")
+        _require(all(k.strip() for k in kinds[:-1]), f"--diffaug={opt.diffaug} has an empty "
+                 f"place in its list: a kind left out? {choose}")
         try:  # as D applies it (colour, Translation: color,translation; translation,color
             # and color,color too), in options.json too: another order is no other setting
             opt.diffaug = _as_applied(opt.diffaug)

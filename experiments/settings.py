@@ -603,9 +603,11 @@ def _check(args):
     if not Path(args.data).is_dir() and args.data != TOY:
         raise UserError(f"--data: no folder {args.data}: pass the folder of the images "
                         f"(DIR/faces/*.jpg)")
+    # with --time or --report too, which do not read it: --time --minutes=nan began the
+    # speed pass (nan and inf: a ValueError traceback later, without them)
+    if args.minutes is not None and not 0 < args.minutes < math.inf:
+        raise UserError(f"--minutes must be a number more than 0, not {args.minutes}")
     if args.minutes is not None and not (args.time or args.report):
-        if not 0 < args.minutes < math.inf:  # nan and inf: a ValueError traceback later
-            raise UserError(f"--minutes must be a number more than 0, not {args.minutes}")
         speed_file = Path(args.out) / "speed.json"
         if not speed_file.is_file():
             raise UserError(f"--minutes needs the settings' speeds, and there is no {speed_file}: "

@@ -110,6 +110,28 @@ def test_diffaug_in_another_order_or_twice_is_read_as_d_applies_it():
         assert parse("train", {"data_path": "data", "diffaug": typed}).diffaug == read, typed
 
 
+def test_diffaug_with_an_empty_place_is_refused_before_any_work(toy_dir, tmp_path):
+    """--diffaug=color,,cutout trained as color,cutout, and --diffaug=, without any
+    augmentation, without a word: a kind left out. A comma after the last is taken, as
+    --seeds takes one."""
+    from conftest import assert_clean_error, cli
+    for typed, said in (("color,,cutout", "has an empty place in its list: a kind left out? "
+                                          "choose any of color,translation,cutout"),
+                        (",color", "has an empty place"),
+                        (",", "names no kind: choose any of color,translation,cutout, or "
+                              "leave the flag out for none")):
+        line = assert_clean_error(cli("train", "--nogpu", "--vis=False", "--ngf=8", "--ndf=8",
+                                      "--batch-size=16", "--max-epoch=1",
+                                      f"--data-path={toy_dir}", f"--diffaug={typed}",
+                                      f"--checkpoint-dir={tmp_path}", f"--save-path={tmp_path}"),
+                                  said)
+        assert line.startswith(f"error: --diffaug={typed} "), line
+    assert list(tmp_path.iterdir()) == []
+    from config import parse
+    assert parse("train", {"data_path": "data", "diffaug": "color,cutout,"}).diffaug == \
+        "color,cutout"
+
+
 class SumD(nn.Module):
     """logit = sum of the pixels D sees; records every batch it is shown."""
 

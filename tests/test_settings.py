@@ -672,6 +672,15 @@ def test_minutes_that_are_not_a_number_are_one_line(toy_dir, tmp_path):
         assert result.stderr.strip().splitlines() == [
             f"error: --minutes must be a number more than 0, not {minutes}"]
     assert not (out / "book_seed0").exists()
+    # --time and --report do not read it, and took it without a word: --time --minutes=nan
+    # began the speed pass
+    for mode, minutes in (("--time", "nan"), ("--time", "-1"), ("--report", "inf")):
+        result = _settings(mode, "--only=book", f"--minutes={minutes}", f"--data={toy_dir}",
+                           f"--out={out}", cwd=tmp_path)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            f"error: --minutes must be a number more than 0, not {float(minutes)}"]
+    assert sorted(p.name for p in out.iterdir()) == ["speed.json"]
 
 
 def test_out_inside_a_file_and_time_with_report_are_one_line(toy_dir, tmp_path):
