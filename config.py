@@ -256,13 +256,11 @@ def _coerce(name, value, kind, nullable=True):
 RUN_FILE = re.compile(r"net[gd]_(ema_)?[0-9]+\.pth|options\.json")
 
 
-def unknown_flag(name, valid, value=None):
+def unknown_flag(name, valid):
     """The error for a flag no command knows, with the closest valid spellings; where the
     command has only a few, all of them."""
     # fire reads --no-such as an option named -such
     flag = ("--no-" + name[1:] if name.startswith("_") else "--" + name).replace("_", "-")
-    if value is False and not name.startswith("_"):  # fire reads --nogpu as gpu=False:
-        flag = f"{flag}/--no{flag[2:]}"  # "unknown option --gpu" named a flag not typed
     negated = ["no" + n for n, kind in valid.items() if kind is bool]  # --NOVIS: --novis
     close = did_you_mean("no" + name[1:] if name.startswith("_") else name, valid, negated)
     few = [f"--{n.replace('_', '-')}" for n in valid] if len(valid) <= 4 else []
@@ -294,20 +292,36 @@ def keep_text(args):
     return out
 
 
-def no_as_fire_spells_it(args):
+def no_as_fire_spells_it(args, kinds=None):
     """``args`` with ``--no-gpu`` and ``--no_gpu`` (and ``=VALUE`` after them) spelt
     ``--nogpu``, as fire takes a yes-or-no flag's negation: it read --no-gpu as an option
     named -gpu, and the line said "unknown option ---gpu; did you mean --gpu?", the very
-    opposite. Any other word stays as it is."""
+    opposite. A bare ``--noNAME`` where NAME is none of the command's yes-or-no options
+    (``kinds``: name -> kind; unset: Config's) becomes ``--noNAME=True``, to be refused as
+    typed: fire read --noise as an option named ise set to False ("unknown option
+    --ise/--noise"), and toyfaces' --novis as --vis/--novis, a flag it does not have. Any
+    other word stays as it is."""
+    kinds = kinds or {name: f.metadata["kind"] for name, f in FIELDS.items()}
     out = []
-    for arg in args:
+    for i, arg in enumerate(args):
         if arg.startswith(("--no-", "--no_")):
-            name = arg[5:].partition("=")[0].replace("-", "_")
-            field = FIELDS.get(name)
-            if field is not None and field.metadata["kind"] is bool:
+            if kinds.get(arg[5:].partition("=")[0].replace("-", "_")) is bool:
                 arg = "--no" + arg[5:]
+        elif arg.startswith("--no") and "=" not in arg and \
+                kinds.get(arg[4:].replace("-", "_")) is not bool and \
+                (i + 1 == len(args) or _a_flag(args[i + 1])):  # else VALUE is its value
+            arg += "=True"
         out.append(arg)
     return out
+
+
+def _a_flag(word):
+    """Whether fire reads ``word`` as a flag, not a value: a - before it, but no number."""
+    try:
+        float(word)
+    except ValueError:
+        return word.startswith("-")
+    return False
 
 
 def refuse_both_ways(args):
@@ -347,17 +361,18 @@ def coerce_flags(flags, fields, nullable=(), suggest=None):
         name = key.replace("-", "_")
         if name not in fields and name.startswith("no") and fields.get(name[2:]) is bool:
             # fire hands `--nogpu` over as nogpu=True; `--nogpu=False` takes the flag back: the
-            # option's default (for --gpu, unset: CUDA when there is one), or True
+            # option's default (for --gpu, unset: CUDA when there is one, as --gpu=None, and on
+            # a resumed run too, which kept the saved --nogpu), or True
             if _coerce(name, value, bool, nullable=False):
                 values[name[2:]] = False
             elif name[2:] in nullable:
-                values.pop(name[2:], None)
+                values[name[2:]] = None
             else:
                 values[name[2:]] = True
             continue
         if name not in fields:
             raise unknown_flag(name, fields if suggest is None else
-                               {n: fields[n] for n in suggest}, value)
+                               {n: fields[n] for n in suggest})
         values[name] = _coerce(name, value, fields[name], name in nullable)
     return values
 

@@ -37,7 +37,8 @@ class OneLineParser(argparse.ArgumentParser):
         # --gpu with --nogpu: main.py refuses the pair, where argparse took the last given
         for name in self._switches:
             yes = any(a == f"--{name}" or a.startswith(f"--{name}=") for a in args)
-            if yes and any(a in (f"--no{name}", f"--no-{name}") for a in args):
+            if yes and any(a.partition("=")[0] in (f"--no{name}", f"--no-{name}")
+                           for a in args):
                 self.exit(2, f"error: --{name} and --no{name} were both given: pass one of "
                              f"them\n")
         known, extra = self.parse_known_args(args, namespace)
@@ -60,8 +61,18 @@ class OneLineParser(argparse.ArgumentParser):
         self.add_argument(f"--{name}", nargs="?", const=True, default=default,
                           type=gpu_or_not if name == "gpu" else true_or_false,
                           metavar="{True,False}", help=help)
-        self.add_argument(f"--no{name}", f"--no-{name}", dest=name, action="store_const",
-                          const=False, help=f"the same as --{name}=false (default: not given)")
+        self.add_argument(f"--no{name}", f"--no-{name}", dest=name, action=_Negation,
+                          nargs="?", const=True, default=default, type=true_or_false,
+                          metavar="{True,False}",
+                          help=f"the same as --{name}=false (default: not given)")
+
+
+class _Negation(argparse.Action):
+    """--noNAME and --noNAME=true: NAME false; --noNAME=false takes the flag back, NAME's
+    default, as main.py reads them (argparse said "ignored explicit argument 'False'")."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        setattr(namespace, self.dest, False if value else self.default)
 
 
 # words users type for a yes-or-no flag of another name (and their no- forms): --cpu was

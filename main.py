@@ -390,7 +390,8 @@ def main(argv):
         print(_help(command))
         return 0
     try:
-        args = config.no_as_fire_spells_it(argv[2:])
+        args = config.no_as_fire_spells_it(argv[2:], TOYFACES_FLAGS if command == "toyfaces"
+                                           else None)
         config.refuse_both_ways(args)
         fire.Fire({command: COMMANDS[command]}, command=[command, *config.keep_text(args)],
                   name="main.py")

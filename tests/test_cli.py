@@ -1119,7 +1119,7 @@ def test_outputs_inside_the_training_data_are_refused_or_named(tmp_path, toy_dir
             assert path.read_bytes() == before
 
 
-def test_a_no_flag_takes_a_value_too(toy_dir):
+def test_a_no_flag_takes_a_value_too(toy_dir, tmp_path):
     """--nogpu=False was 'unknown option --nogpu' though --nogpu and --nogpu=True worked. False
     takes the flag back: the option's default (--gpu: unset, CUDA where there is one)."""
     from config import parse
@@ -1135,6 +1135,14 @@ def test_a_no_flag_takes_a_value_too(toy_dir):
     with pytest.raises(UserError, match="--num-workers must be 0 or more, not -1"):
         parse("train", {"data_path": str(toy_dir), "num_workers": -1})
     assert parse("train", {"data_path": str(toy_dir), "novis": "False"}).vis is True
+    # on --resume too, as --gpu=None: the run's saved --nogpu was kept (a resumed run on a
+    # machine with CUDA trained on the CPU)
+    from conftest import train_small
+    train_small(toy_dir, tmp_path, max_epoch=1, gpu=False)
+    for given in ({"nogpu": "False"}, {"gpu": None}):
+        assert parse("train", {"resume": str(tmp_path / "last.pth"), "max_epoch": 2,
+                               **given}).gpu is None, given
+    assert parse("train", {"resume": str(tmp_path / "last.pth"), "max_epoch": 2}).gpu is False
     for value in ("maybe", None):  # fire hands --nogpu=None over as None
         assert_clean_error(cli("train", f"--data-path={toy_dir}", f"--nogpu={value}"),
                            "--nogpu")
@@ -1162,12 +1170,19 @@ def test_no_dash_flag_is_the_no_flag_and_close_names_are_all_offered(tmp_path):
     assert_clean_error(cli("train", "--data-path=nowhere", "--lr=1e-4"),
                        "unknown option --lr; did you mean --lr1 or --lr2?")
     # fire reads --nogpu as gpu=False: toyfaces, which has no such flag, named --gpu alone,
-    # the flag the user did not type, and sent them to --help for its three options
-    for flag in ("--nogpu", "--no-gpu", "--gpu=False"):
+    # the flag the user did not type, and sent them to --help for its three options; then
+    # "--gpu/--nogpu" (and --vis=False "--vis/--novis"), a pair toyfaces does not have
+    for flag, typed in (("--nogpu", "--nogpu"), ("--no-gpu", "--no-gpu"),
+                        ("--gpu=False", "--gpu"), ("--vis=False", "--vis"),
+                        ("--novis", "--novis"), ("--vis", "--vis")):
         assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", flag),
-                           "unknown option --gpu/--nogpu; the options are --out-dir, --num, "
-                           "--seed")
+                           f"unknown option {typed}; the options are --out-dir, --num, "
+                           f"--seed")
     assert not (tmp_path / "toy").exists()
+    # any --no word was read as a negation: --noise as "--ise/--noise; did you mean --vis?"
+    for flag in ("--noise", "--nonsense=False"):
+        assert_clean_error(cli("train", "--data-path=nowhere", flag),
+                           f"unknown option {flag.partition('=')[0]}; ")
     r = subprocess.run([sys.executable, str(ROOT / "bench.py"), "--no-gpu", "--measure=0"],
                        cwd=tmp_path, text=True, capture_output=True)
     assert r.stderr.strip() == "error: --measure must be at least 1, not 0", r.stderr

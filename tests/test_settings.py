@@ -371,6 +371,16 @@ def test_the_scripts_take_main_pys_spellings_of_their_flags(toy_dir, tmp_path):
     assert "nothing is measured" in r.stderr, r.stderr
     r = _settings("--amp=maybe", cwd=tmp_path)
     assert r.returncode == 2 and "--amp: takes true or false, not 'maybe'" in r.stderr
+    # --noamp=False takes --noamp back, as main.py reads it (argparse: "argument
+    # --noamp/--no-amp: ignored explicit argument 'False'")
+    for given, amp in ((["--noamp=False"], None), (["--noamp=True"], False),
+                       (["--no-amp=no"], None), (["--noamp"], False)):
+        assert settings._parser().parse_args(given).amp is amp, given
+    r = _settings("--amp", "--noamp=False", cwd=tmp_path)
+    assert r.stderr.strip() == "error: --amp and --noamp were both given: pass one of them"
+    r = subprocess.run([sys.executable, str(ROOT / "bench.py"), "--nogpu=False",
+                        "--measure=0"], cwd=tmp_path, text=True, capture_output=True)
+    assert r.stderr.strip() == "error: --measure must be at least 1, not 0", r.stderr
 
 
 @pytest.mark.slow
