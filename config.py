@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import torch
 
 import augment
-from errors import (UserError, did_you_mean, link_fault, listed, not_a_device, pasted,
-                    quoted, special_kind, yes_or_no)
+from errors import (UserError, did_you_mean, link_fault, listed, no_space_at_an_end,
+                    not_a_device, pasted, quoted, special_kind, yes_or_no)
 
 
 def _opt(default, help, kind=None):
@@ -214,6 +214,7 @@ def _coerce(name, value, kind, nullable=True):
             raise UserError(f"{flag}= names no path: give one, {flag}=PATH"
                             + (", or --resume alone for CHECKPOINT_DIR/last.pth"
                                if kind == "resume" else ""))
+        no_space_at_an_end(str(value), flag)
         return os.path.expanduser(str(value))  # the shell leaves ~ after = alone
     if kind is bool:
         if name == "gpu" and not_a_device(value):  # --gpu=0: device 0, or off?

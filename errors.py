@@ -105,6 +105,19 @@ def _dashed(arg):
     return name.replace("_", "-") + equals + value
 
 
+def no_space_at_an_end(path, flag):
+    """Refuse a path with a space (or a tab, a line break) before or after it, from a paste
+    or a quote around too much: "ck " made a folder named with a space, beside the ck/ the
+    user meant. One that exists as named is taken, and a space inside ("my faces") is fine."""
+    start, end = path[:len(path) - len(path.lstrip())], path[len(path.rstrip()):]
+    if not (start or end) or os.path.lexists(os.path.expanduser(path)):
+        return
+    what = "a space" if (start + end).strip(" ") == "" else "whitespace"
+    where = "at both ends" if start and end else "at its start" if start else "at its end"
+    raise UserError(f"{flag}: {path!r} has {what} {where}, which would name another path "
+                    f"than {path.strip()!r}: remove it")
+
+
 def yes_or_no(text):
     """A yes-or-no flag's value as written (true, False, yes, 0, ...): True, False, or None
     for anything else (a typo must be an error, not a silent no)."""

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TOY = str(ROOT / "data-toy")  # the default --data, made if it is missing
 sys.path.insert(0, str(ROOT))
 from errors import (OneLineParser, Terminated, UserError, counted,  # noqa: E402
-                    outlive_reader, refusal, require, stop_signals)
+                    no_space_at_an_end, outlive_reader, refusal, require, stop_signals)
 
 AUG = "color,translation,cutout"
 MODERN = dict(g_every=1, lr1=2e-4, lr2=2e-4, loss="hinge", sn=True, diffaug=AUG, beta1=0.0,
@@ -561,6 +561,7 @@ def _check(args):
     for flag, value in (("--data", args.data), ("--out", args.out)):  # "" was the folder the
         if not value.strip():  # sweep was run in: its runs and grids.jpg went there
             raise UserError(f"{flag}= names no folder: give one, or leave the flag out")
+        no_space_at_an_end(value, flag)  # as main.py's path flags
     args.data, args.out = (os.path.abspath(os.path.expanduser(p)) for p in (args.data, args.out))
     typed_epochs = args.epochs is not None
     args.epochs = EPOCHS if args.epochs is None else args.epochs

@@ -837,6 +837,37 @@ def test_flag_values_that_are_no_value_are_refused(tmp_path, toy_dir):
     assert re.search(r"^seeds from \d+ \(pass --seed=\d+ ", r.stdout, re.M), r.stdout
 
 
+def test_a_space_before_or_after_a_path_is_refused_unless_it_names_one(tmp_path, toy_dir,
+                                                                        monkeypatch):
+    """--checkpoint-dir="ck " (a paste, a quote around too much) trained into a new folder
+    named with a space, beside the ck/ meant, without a word; a space inside a name, or a
+    path that exists with its space, is the user's own."""
+    monkeypatch.chdir(tmp_path)
+    torch.save(NetG(100, 8).state_dict(), "netg.pth")
+    train = ("train", "--nogpu", "--vis=False", "--ngf=8", "--ndf=8", "--batch-size=16",
+             "--max-epoch=1")
+    cases = [
+        ((*train, f"--data-path={toy_dir}", "--checkpoint-dir=ck ", "--save-path=ck"),
+         "--checkpoint-dir: 'ck ' has a space at its end, which would name another path "
+         "than 'ck': remove it"),
+        ((*train, f"--data-path={toy_dir}", "--checkpoint-dir=ck", "--save-path= imgs"),
+         "--save-path: ' imgs' has a space at its start"),
+        ((*train, f"--data-path={toy_dir} "), "--data-path: ", "at its end"),
+        (("generate", "--nogpu", "--netg-path=netg.pth\t"), "--netg-path: 'netg.pth\\t' has "
+         "whitespace at its end"),
+        (("generate", "--nogpu", "--netg-path=netg.pth", "--gen-img= my face.png "),
+         "--gen-img: ' my face.png ' has a space at both ends"),
+        (("toyfaces", "--out-dir=toy ", "--num=2"), "--out-dir: 'toy ' has a space"),
+    ]
+    for args, *needles in cases:
+        assert_clean_error(cli(*args), *needles)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["netg.pth"]
+    Path("my toy ").mkdir()  # there as named: taken, space and all
+    r = cli("toyfaces", "--out-dir=my toy ", "--num=2")
+    assert r.returncode == 0, r.stderr
+    assert len(list(Path("my toy ", "faces").iterdir())) == 2
+
+
 def test_home_in_a_path_is_the_users_home(tmp_path, monkeypatch):
     """The shell leaves ~ after = alone; a folder named ~ used to appear in the working one."""
     torch.save(NetG(100, 8).state_dict(), tmp_path / "netg.pth")

@@ -320,6 +320,9 @@ def test_paths_are_taken_from_the_folder_the_sweep_is_run_in(toy_dir, tmp_path):
     ("--ema=1", ["--ema", "not 1.0"]),
     ("--out=", ["--out= names no folder"]),  # the folder it was run in took the runs
     ("--data=", ["--data= names no folder"]),
+    # a folder named with the space was made (and trained into) beside the one meant
+    ("--out=sweep ", ["--out: 'sweep ' has a space at its end, which would name another path "
+                      "than 'sweep': remove it"]),
     ("--gpu", ["--gpu asks for CUDA", "leave it out"]),  # after the run's folder was made
     ("--report", ["--report", "nothing of book is measured", "without --report"]),  # was an
     # empty table
