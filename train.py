@@ -815,13 +815,15 @@ def _train(opt):
                     memory_format=torch.channels_last)
                 seen += real.size(0)
                 if ii % opt.d_every == 0:
-                    # lazy R1: counted from the run's batches (its D steps exactly where an
-                    # epoch's batches are a multiple of d_every), so resume keeps the rhythm
-                    r1_due = opt.r1 and (run.step // opt.d_every) % R1_EVERY == 0
+                    # lazy R1: every R1_EVERY-th of the run's D steps, counted (and kept in
+                    # last.pth, so a resume keeps the rhythm); run.step // d_every missed
+                    # one where an epoch's batches are no multiple of d_every, or came twice
+                    r1_due = opt.r1 and run.d_steps % R1_EVERY == 0
                     loss_d, d_real, d_fake = d_step(netg, d_logits, optimizer_d, objective,
                                                     real, opt.nz, autocast, augment,
                                                     opt.r1 * R1_EVERY if r1_due else 0.0,
                                                     low_d)
+                    run.d_steps += 1
                     meters.add("loss_d", loss_d)
                     meters.add("d_real", d_real)
                     meters.add("d_fake", d_fake)
@@ -957,6 +959,7 @@ class Run:
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
         self.fixed_noise, self.meters, self.order = fixed_noise, meters, order
         self.epoch = self.batch = self.step = 0
+        self.d_steps = 0  # D's steps so far (lazy R1's count)
         self.order_state = order.get_state()
         self.saved = None  # the last.pth of this run's last save (or the one it resumed)
         self.changed = []  # resumed: the nets whose rates or betas the flags changed
@@ -990,6 +993,7 @@ class Run:
     def save(self):
         state = {
             "format": self.FORMAT, "epoch": self.epoch, "batch": self.batch, "step": self.step,
+            "d_steps": self.d_steps,
             # netd in the book's format, so generate and Faces.load read last.pth; with --sn
             # or --d-bn=False D's own state too, for an exact resume
             "netg": self.netg.state_dict(), "netd": book_state_dict(self.netd),
@@ -1045,6 +1049,8 @@ class Run:
         for name, values in state["meters"].items():
             vars(self.meters.meters[name]).update(values)
         self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
+        # (a state saved before it was kept: the count that version's R1 went by)
+        self.d_steps = state.get("d_steps", self.step // state["options"].get("d_every", 1))
         rng = state["rng"]
         random.setstate(_as_tuples(rng["python"]))
         torch.set_rng_state(rng["torch"].cpu())

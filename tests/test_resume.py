@@ -139,6 +139,35 @@ def test_a_budget_that_ends_as_an_epoch_saves_its_state_names_that_state_to_draw
         f"generate --netg-path={tmp_path / 'last.pth'} --netd-path={tmp_path / 'last.pth'}`")
 
 
+def test_lazy_r1_falls_on_every_16th_d_step_straight_and_across_a_resume(toy_dir, tmp_path,
+                                                                        monkeypatch):
+    """--r1 with --d-every=3 and 32 batches an epoch (11 steps of D each): the penalty, 16
+    times its weight, is due every 16th step of D. Counted from the run's batches (step //
+    d_every) it came at D's steps 0 and 17, then 33, 50: too seldom; with other counts, on two
+    steps in a row. A run stopped in mid-epoch and resumed puts it on the same steps."""
+    from steps import R1_EVERY
+    weights = []
+    real_d = train_module.d_step
+
+    def recorded(*a, **k):
+        weights.append(a[8])  # d_step's r1: the weight of this step's penalty
+        return real_d(*a, **k)
+    monkeypatch.setattr(train_module, "d_step", recorded)
+    monkeypatch.setattr(train_module, "time", _StepClock())
+    flags = dict(max_epoch=2, batch_size=2, ngf=4, ndf=4, d_every=3, r1=0.5)
+    train_small(toy_dir, tmp_path / "straight", **flags)
+    straight, weights[:] = list(weights), []
+    assert len(straight) == 22
+    assert {i: w for i, w in enumerate(straight) if w} == {0: 0.5 * R1_EVERY,
+                                                          16: 0.5 * R1_EVERY}
+    split = tmp_path / "split"  # stopped at step 50: epoch 2, after its 18th batch
+    train_small(toy_dir, split, **flags, max_minutes=50 / 60)
+    state = torch.load(split / "last.pth", weights_only=True)
+    assert (state["epoch"], state["batch"], state["d_steps"]) == (1, 18, 17)
+    train_small(toy_dir, split, **flags, resume=str(split / "last.pth"))
+    assert weights == straight
+
+
 def test_a_demo_stopped_names_the_make_command_that_goes_on(toy_dir, tmp_path, capsys,
                                                             monkeypatch):
     """Under make demo (which sets ANIMEGAN_CONTINUE), the stop's line names `make demo
