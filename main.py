@@ -50,6 +50,17 @@ def _training():
     return getattr(sys.modules.get("train"), "training", None)
 
 
+def _finished():
+    """Whether train's run had saved all it saves when a stop came (as the last samples went
+    to visdom, or its done line was said): nothing is lost, so it ends as a finished run does,
+    its done line said (where it was not yet). It said "nothing saved since its last save;
+    continue from it with --resume", which found nothing to do, and exited 143."""
+    line = getattr(_training(), "last_line", None)
+    if line and is_main_process():
+        print(line, flush=True)
+    return line is not None
+
+
 def _going_on(otherwise=""):
     """An error line's end on train's run: the command that continues from its last save, or
     ``otherwise`` where it saved none or had not begun."""
@@ -450,6 +461,8 @@ def main(argv):
         return 130 if ctrl_c else 143
     except (KeyboardInterrupt, Terminated) as e:  # train: see _stopped; the others: the first
         stop_under_way(signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+        if command == "train" and _finished():
+            return 0
         line, status = _stopped(e, command)
         _say_once(line, status)
         return status

@@ -926,26 +926,35 @@ def _train(opt):
                         (f"in about {budget_left:.0f} min" if budget_left >= 1 else
                          "within a minute")
                 say(line)
+        # all is saved: a stop from here on loses nothing, and main ends with this line and 0
+        # (it said "nothing saved since its last save; continue from it with --resume", 143)
+        run.last_line = _done_line(opt, last_point, time_up, run.epoch, ema)
     if vis is not None:
         vis.finish(lambda: fixed_samples(ema.sampler() if ema else netg, fixed_noise), real)
-    # the files to draw from, named (a netg_200.pth after 200 epochs is not one of them); where
-    # --max-minutes stopped it within an epoch, or as an epoch that is no save point saved its
-    # state, the state there, newer than any save point
+    with checkpoint.stops_put_off():  # said and marked said, or neither: said once
+        say(run.last_line)
+        run.last_line = ""
+    world.close()
+    return netg, netd
+
+
+def _done_line(opt, last_point, time_up, epochs, ema):
+    """The line a run ends with: the files to draw from, named (a netg_200.pth after 200
+    epochs is not one of them); where --max-minutes stopped it within an epoch, or as an
+    epoch that is no save point saved its state, the state there, newer than any save point.
+    ``last_point``: the epoch of its newest save point, or None; ``epochs``: those trained."""
     folder = Path(opt.checkpoint_dir)
     g = d = folder / "last.pth"
-    if last_point is not None and not time_up and last_point == run.epoch - 1:
+    if last_point is not None and not time_up and last_point == epochs - 1:
         g = folder / f"netg{'_ema' if ema else ''}_{last_point}.pth"
         d = folder / f"netd_{last_point}.pth"
     draw = pasted(f"generate --netg-path={quoted(g)} --netd-path={quoted(d)}")
     if last_point is None:  # stopped by --max-minutes before a save point (or not rank 0)
-        say(f"done: no epoch reached a save point this time (--save-every={opt.save_every}), "
-            f"so no netg_N.pth and no grid were written; draw faces from the state where it "
-            f"stopped with {draw}")
-    else:
-        say(f"done: weights in {opt.checkpoint_dir}, sample grids in {opt.save_path}; draw "
+        return (f"done: no epoch reached a save point this time (--save-every="
+                f"{opt.save_every}), so no netg_N.pth and no grid were written; draw faces "
+                f"from the state where it stopped with {draw}")
+    return (f"done: weights in {opt.checkpoint_dir}, sample grids in {opt.save_path}; draw "
             f"faces with {draw}")
-    world.close()
-    return netg, netd
 
 
 class Run:
@@ -960,6 +969,7 @@ class Run:
         self.fixed_noise, self.meters, self.order = fixed_noise, meters, order
         self.epoch = self.batch = self.step = 0
         self.d_steps = 0  # D's steps so far (lazy R1's count)
+        self.last_line = None  # once all is saved: the done line yet to say, "" once said
         self.order_state = order.get_state()
         self.saved = None  # the last.pth of this run's last save (or the one it resumed)
         self.changed = []  # resumed: the nets whose rates or betas the flags changed

@@ -446,6 +446,43 @@ def test_a_ctrl_c_while_an_epoch_saves_stops_there(toy_dir, tmp_path, monkeypatc
     assert (state["epoch"], state["batch"], state["step"]) == (1, 0, 4)
 
 
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_stop_once_the_run_has_saved_all_ends_it_as_finished(toy_dir, tmp_path, monkeypatch,
+                                                               when):
+    """A scheduler's SIGTERM that came once the last epoch was saved (as the last samples went
+    to visdom, or the done line was said) said "terminated at once: nothing saved since its
+    last save; continue from it with ... --resume=...", and 143; that resume found nothing to
+    do. The run had finished: its done line, once, and 0."""
+    import errors
+    said = train_module.say
+
+    def stop_as_done_is_said(line):
+        if when == "before" and line.startswith("done:"):
+            os.kill(os.getpid(), signal.SIGTERM)
+        said(line)
+        if when == "after" and line.startswith("done:"):
+            os.kill(os.getpid(), signal.SIGTERM)
+    monkeypatch.setattr(train_module, "say", stop_as_done_is_said)
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM,
+                                                     signal.SIGHUP)}
+    errors.stop_on_signals()  # main.py's handlers, as in its own process
+    try:
+        result = cli(*train_args(toy_dir, tmp_path, "--max-epoch=1", "--batch-size=16",
+                                 "--ngf=8", "--ndf=8"))
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    assert result.returncode == 0, result.stderr
+    assert "terminated" not in result.stderr and "Traceback" not in result.stderr
+    done = [line for line in result.stdout.splitlines() if line.startswith("done:")]
+    assert done == [f"done: weights in {tmp_path}, sample grids in {tmp_path}; draw faces with "
+                    f"{done[0].partition('draw faces with ')[2]}"], result.stdout
+    assert result.stdout.rstrip().splitlines()[-1] == done[0]
+    for name in ("netg_0.pth", "netd_0.pth", "0.png", "losses.png"):
+        assert (tmp_path / name).is_file(), name
+    assert torch.load(tmp_path / "last.pth", weights_only=True)["epoch"] == 1
+
+
 def test_last_state_holds_everything(toy_dir, tmp_path):
     train_small(toy_dir, tmp_path, max_epoch=1)
     state = torch.load(tmp_path / "last.pth", weights_only=True)
