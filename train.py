@@ -217,32 +217,21 @@ def _only_run_in(folder, flag):
         yield
         return
     folder = Path(folder)
-    made = not folder.exists()
+    # or made by a run that wrote nothing but its lock there: two runs started at once on a
+    # new folder, the one that made it refused, left it with the lock alone
+    made = not folder.exists() or _holds_only(folder, ".train.lock")
     top = folder  # the outermost folder the mkdir makes (run/ of run/ck), gone with it unused
     while not top.parent.exists():
         top = top.parent
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / ".train.lock"
-    try:
-        lock = open(path, "a+")
-    except PermissionError:  # a colleague's lock file in a shared folder: flock reads too
-        lock = open(path)
+    lock, unlocked = _locked(folder, path, flag)  # (refused: the folder is the other run's)
+    if unlocked:
+        say(f"note: {folder} cannot be locked ({unlocked}); nothing stops a second run "
+            f"from writing there at the same time")
     gone = partial(_untouched_gone, folder, path, top)
     if made:  # also where a stop ends the process at once (rank 0 in torch's join)
         distributed.AT_ONCE.append(gone)
     try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "another process"
-            raise UserError(f"another training run ({holder}) is using {folder}: wait for it, "
-                            f"or pass another {flag}") from None
-        except OSError as e:
-            if e.errno not in NO_LOCKS:
-                raise
-            say(f"note: {folder} cannot be locked ({e.strerror}); nothing stops a second run "
-                f"from writing there at the same time")
         _HELD_LOCKS.add(lock.fileno())
         if lock.writable():  # who holds it, for the message above (unbuffered: a full disk
             os.ftruncate(lock.fileno(), 0)  # refuses it here, not again as the file closes)
@@ -256,22 +245,73 @@ def _only_run_in(folder, flag):
                 stale.unlink(missing_ok=True)
         yield
     finally:
-        _HELD_LOCKS.discard(lock.fileno())
-        lock.close()  # and with it the lock
-        if made:
-            distributed.AT_ONCE.remove(gone)
-            gone()
+        try:
+            if made:  # with the lock held: a run that opened its file meanwhile and takes
+                # the lock once it goes finds the file gone (_locked), and takes it again
+                distributed.AT_ONCE.remove(gone)
+                gone()
+        finally:
+            _HELD_LOCKS.discard(lock.fileno())
+            lock.close()  # and with it the lock
+
+
+def _locked(folder, path, flag):
+    """``path``, the lock file of ``folder`` (made where it is not there), opened and locked,
+    with None; or with the reason where its file system cannot lock (NFS without its lock
+    service). A run that ends in a folder it made removes both (_untouched_gone): a run that
+    had opened the file just before took the lock of a file gone, a third run the lock of
+    the folder made again, and the two trained there together. So the lock counts only on
+    the file that ``path`` names once it is taken; else it is taken again."""
+    while True:
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            lock = open(path, "a+")
+        except PermissionError:  # a colleague's lock file in a shared folder: flock reads too
+            lock = open(path)
+        except FileNotFoundError:  # the folder removed as this run opened it: made again
+            continue
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise UserError(f"another training run ({holder}) is using {folder}: wait for it, "
+                            f"or pass another {flag}") from None
+        except OSError as e:
+            if e.errno not in NO_LOCKS:
+                lock.close()
+                raise
+            return lock, e.strerror
+        try:
+            if os.path.samestat(os.fstat(lock.fileno()), os.stat(path)):
+                return lock, None
+        except FileNotFoundError:
+            pass
+        lock.close()  # removed with its folder as this run took it: taken again
+
+
+def _holds_only(folder, name):
+    """Whether ``folder`` holds the file ``name`` and nothing else."""
+    try:
+        return [p.name for p in folder.iterdir()] == [name]
+    except OSError:
+        return False
 
 
 def _untouched_gone(folder, lock, top):
     """A folder the run made and wrote nothing in but its ``lock`` file: removed, no trace,
-    and the empty folders above it that the run made, up to ``top``."""
-    if [p.name for p in folder.iterdir()] == [lock.name]:
-        lock.unlink(missing_ok=True)
-        folder.rmdir()
-        while folder != top and not any(folder.parent.iterdir()):
-            folder = folder.parent
+    and the empty folders above it that the run made, up to ``top``. Where another run's
+    files came meanwhile (its lock file, waiting for this run's), they stay with the folder."""
+    try:
+        if _holds_only(folder, lock.name):
+            lock.unlink(missing_ok=True)
             folder.rmdir()
+            while folder != top and not any(folder.parent.iterdir()):
+                folder = folder.parent
+                folder.rmdir()
+    except OSError:
+        pass
 
 
 def _keep_unfinished_run(opt):

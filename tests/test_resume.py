@@ -1335,6 +1335,70 @@ def test_a_second_run_on_the_same_checkpoint_folder_is_refused(toy_dir, tmp_path
     assert not list((ckpt / "imgs").glob("*.tmp"))
 
 
+def _a_run_starting_on(folder, data):
+    """``train`` on ``data`` into the new ``folder``, as a user starts it."""
+    return cli("train", f"--data-path={data}", "--nogpu", "--vis=False",
+               f"--checkpoint-dir={folder}", f"--save-path={folder}")
+
+
+def test_a_run_refused_on_a_folder_it_found_new_leaves_it_to_the_run_holding_it(
+        tmp_path, monkeypatch):
+    """Two runs started at once on a new folder each found it new, and the one refused there
+    removed it as its own, with the other's lock: a third run then took the folder too."""
+    import contextlib
+    import fcntl
+    folder, nothing = tmp_path / "c", tmp_path / "no images"
+    nothing.mkdir()
+    real, first, started = fcntl.flock, contextlib.ExitStack(), []
+
+    def the_other_run_first(lock, how):  # it takes the folder as this one is about to
+        if not started and lock.name == str(folder / ".train.lock"):
+            started.append(lock.name)
+            first.enter_context(train_module._only_run_in(folder, "--checkpoint-dir"))
+        return real(lock, how)
+    monkeypatch.setattr(fcntl, "flock", the_other_run_first)
+    with first:
+        assert_clean_error(_a_run_starting_on(folder, nothing), "another training run",
+                           f"(process {os.getpid()}) is using {folder}")
+        assert_clean_error(_a_run_starting_on(folder, nothing), "another training run",
+                           f"(process {os.getpid()}) is using {folder}")  # not "no images"
+
+
+def test_a_run_that_takes_a_lock_removed_with_its_folder_takes_the_folder_again(
+        tmp_path, monkeypatch):
+    """A run that ended where it had made its folder and written nothing removed the folder
+    with its lock file, as another run there had opened that file and was locking it: that
+    one then held a lock on a file gone, and a third run took the folder, made again."""
+    import fcntl
+    folder, nothing = tmp_path / "c", tmp_path / "no images"
+    nothing.mkdir()
+    real, ended = fcntl.flock, []
+
+    def the_other_run_ends_first(lock, how):
+        if not ended and lock.name == str(folder / ".train.lock"):
+            ended.append(lock.name)
+            train_module._untouched_gone(folder, folder / ".train.lock", folder)
+        return real(lock, how)
+    monkeypatch.setattr(fcntl, "flock", the_other_run_ends_first)
+    with train_module._only_run_in(folder, "--checkpoint-dir"):  # what a run does first
+        assert ended
+        assert_clean_error(_a_run_starting_on(folder, nothing), "another training run",
+                           f"(process {os.getpid()}) is using {folder}")
+    assert not folder.exists()  # (it wrote nothing there)
+
+
+def test_a_folder_left_with_a_lock_alone_goes_with_the_next_run_that_writes_nothing(tmp_path):
+    """Of two runs started at once on a new folder, the one that made it was refused there;
+    the other, which had found it made, ended with nothing to do and left it, a folder
+    holding only an old lock file."""
+    folder, nothing = tmp_path / "c", tmp_path / "no images"
+    nothing.mkdir()
+    folder.mkdir()
+    (folder / ".train.lock").write_text("process 4194305")
+    assert_clean_error(_a_run_starting_on(folder, nothing), "no images")
+    assert not folder.exists()
+
+
 def test_resume_where_a_run_left_weights_but_no_state_says_how_to_go_on(toy_dir, tmp_path):
     """kill -9 during the first last.pth save leaves netg_0/netd_0 and no state: the message
     only said to pass --resume=PATH."""
