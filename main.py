@@ -9,6 +9,7 @@
 ``python main.py COMMAND --help`` lists a command's flags with their defaults. Every flag of
 the book's Config works with its book name (``--batch-size`` or ``--batch_size``).
 """
+import contextlib
 import errno
 import os
 import re
@@ -186,8 +187,6 @@ def toyfaces(*args, **flags):
     Options: --out-dir (data-toy), --num (10000), --seed (0)
     """
     _no_positional("toyfaces", args)
-    import shutil
-    from toyfaces import FACE_BYTES, drawn_here, make_toyfaces
     values = {"out_dir": config.TOY_DIR, "num": 10000, "seed": 0}
     values.update(config.coerce_flags(flags, TOYFACES_FLAGS))
     if values["num"] < 1:
@@ -196,6 +195,83 @@ def toyfaces(*args, **flags):
         raise UserError(f"--seed takes a number from 0 to 2**31, not {values['seed']}")
     config.writable(values["out_dir"], "out-dir", folder=True)
     out = Path(values["out_dir"])
+    with _drawing_alone(out, values["num"], values["seed"]) as drawn:
+        if drawn:  # by the same command in another terminal (make demo and make demo-long)
+            print(f"{out} holds the set now: another toyfaces drew it as this one waited; "
+                  f"train on them with --data-path={quoted(values['out_dir'])}")
+        else:
+            _draw_toyfaces(out, values)
+
+
+@contextlib.contextmanager
+def _drawing_alone(out, num, seed):
+    """Hold ``out`` (a lock on the folder itself, which the system drops however the process
+    ends) while this run checks it and draws its set there; yields whether another run drew
+    this very set there as this one waited for it. Two runs with other seeds into one new
+    folder at once both drew there and both said they wrote their set: the faces were a mix
+    of the two under the attributes.csv of one. Now the same set (make demo and make
+    demo-long started together) waits for the other run, and any other set is refused."""
+    import fcntl
+    from toyfaces import UNFINISHED
+    made = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
+    waited, patience = False, time.monotonic() + 5
+    while True:
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            folder = os.open(out, os.O_RDONLY)
+        except FileNotFoundError:  # removed as it was opened (a run refused there): again
+            continue
+        except PermissionError:  # a folder one may write in but not read: unguarded
+            folder = None
+            break
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:  # what the other run draws: its mark, written once it has checked the folder
+                drawing = (out / UNFINISHED).read_text().strip()
+            except (OSError, UnicodeDecodeError):
+                drawing = ""
+            if drawing.endswith(f" --num={num} --seed={seed}"):
+                print(f"another toyfaces is drawing this set into {out}: waiting for it to end",
+                      flush=True)
+                fcntl.flock(folder, fcntl.LOCK_EX)
+                waited = True
+            elif not drawing and time.monotonic() < patience:
+                os.close(folder)
+                time.sleep(0.05)
+                continue
+            else:
+                os.close(folder)
+                what = f" (`{drawing}`)" if drawing else ""
+                raise UserError(f"--out-dir: another toyfaces is drawing a set into {out} "
+                                f"now{what}: wait for it to end, or pick another --out-dir") \
+                    from None
+        except OSError:  # a file system that cannot lock it (ENOLCK, ...): unguarded, as before
+            break
+        try:  # the folder this run locked is the one named out (not one removed meanwhile)
+            if os.path.samestat(os.fstat(folder), os.stat(out)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(folder)
+    try:
+        yield waited and (out / "attributes.csv").exists() and not (out / UNFINISHED).exists()
+    except BaseException:
+        for path in made:  # those still empty, while the lock is held: a refusal leaves none
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise
+    finally:
+        if folder is not None:
+            os.close(folder)
+
+
+def _draw_toyfaces(out, values):
+    """toyfaces' work in ``out``, which this run holds."""
+    import shutil
+    from toyfaces import drawn_here, finishing, make_toyfaces, room
     # a finished set, or files this one would not overwrite: new faces would mix with the old,
     # out of step with the CSV (what an interrupted run left is simply written again)
     def face_name(name):  # a face of any toyfaces run: 000123.jpg
@@ -244,7 +320,7 @@ def toyfaces(*args, **flags):
     # a stopped run's faces are drawn again over themselves: they hold their room already,
     # where the rerun its line had asked for was refused for the space they take
     drawn = sum(map(ours, names))
-    need = (values["num"] - drawn) * (-(-FACE_BYTES // block) * block)
+    need = room(values["num"], drawn, block, finishing(out, values["num"], values["seed"]))
     free = shutil.disk_usage(disk).free
     if need > free:  # 1e8 faces filled memory with jobs, then the disk
         more = f" more ({drawn} are drawn already)" if drawn else ""

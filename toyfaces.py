@@ -259,6 +259,26 @@ QUALITY = 95  # the faces' JPEG quality
 BLOCK = 4096  # faces handed to the workers at a time: memory does not grow with --num
 
 
+def finishing(out, num, seed):
+    """The command that draws the set whole: the text of ``out``'s mark (UNFINISHED)."""
+    return f"python main.py toyfaces --out-dir={quoted(out)} --num={num} --seed={seed}\n"
+
+
+def room(num, drawn, block, mark):
+    """About what drawing a set of ``num`` faces takes of a disk whose files take whole
+    ``block``-byte blocks, ``drawn`` of its faces there already: the faces left, their names in
+    faces/, attributes.csv and the ``mark`` (UNFINISHED's text). The faces alone were
+    counted, and a disk they filled to the last block refused the CSV at the end."""
+    def whole(nbytes):
+        return -(-nbytes // block) * block
+    name = len(f"{num - 1:06d}.jpg")
+    row = name + sum(max(map(len, CHOICES[a])) for a in ATTRIBUTES) + len(ATTRIBUTES) + 2
+    header = len("file") + sum(map(len, ATTRIBUTES)) + len(ATTRIBUTES) + 2  # (\r\n: csv's)
+    entry = 8 + name + 3  # a name in a folder of ext4's (8 bytes and the name, in steps of 4)
+    return ((num - drawn) * (whole(FACE_BYTES) + entry) + whole(header + num * row)
+            + whole(len(mark.encode())))
+
+
 def _write_one(job):
     out, seed, index = job
     attrs, img = face(seed, index)
@@ -337,8 +357,7 @@ def make_toyfaces(out_dir="data-toy", num=10000, seed=0, workers=None, progress=
     # two terminals) wrote into one, and the later to finish found it renamed, a traceback
     tmp = csv_path.with_name(f".{csv_path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
     # there until the set is whole: a training on a stopped run's faces says it is not
-    (out / UNFINISHED).write_text(f"python main.py toyfaces --out-dir={quoted(out)} "
-                                  f"--num={num} --seed={seed}\n")
+    (out / UNFINISHED).write_text(finishing(out, num, seed))
     try:
         with open(tmp, "w", newline="") as f, pooling() as pool:
             write = (lambda fn, jobs: pool.imap(fn, jobs, chunksize=64)) if pool else map

@@ -247,6 +247,72 @@ def test_two_runs_drawing_the_same_set_at_once_both_finish_it(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["attributes.csv", "faces"]  # no mark
 
 
+def _another_run_meanwhile(monkeypatch, start):
+    """toyfaces' drawing, with ``start()`` called (another run starting) as it begins to draw
+    its first face."""
+    real = toyfaces.make_toyfaces
+
+    def drawing(*args, progress, **kwargs):
+        toyfaces.make_toyfaces = real  # (the other run's own drawing, where it draws)
+
+        def meanwhile(rows, total):
+            start()
+            yield from rows
+        return real(*args, progress=meanwhile, **kwargs)
+    monkeypatch.setattr(toyfaces, "make_toyfaces", drawing)
+
+
+def test_a_run_drawing_another_set_into_a_folder_being_drawn_is_refused(tmp_path,
+                                                                         monkeypatch):
+    """toyfaces --seed=0 and --seed=1 started together into one new folder both drew there
+    and both said they wrote their set: the faces were a mix of the two seeds under the
+    attributes.csv of one."""
+    out, other = tmp_path / "toy", []
+    alone = tmp_path / "alone"
+    make_toyfaces(alone, num=30, seed=0, workers=1)
+    _another_run_meanwhile(monkeypatch, lambda: other.append(
+        cli("toyfaces", f"--out-dir={out}", "--num=30", "--seed=1")))
+    first = cli("toyfaces", f"--out-dir={out}", "--num=30", "--seed=0")
+    assert first.returncode == 0, first.stderr
+    assert_clean_error(other[0], f"--out-dir: another toyfaces is drawing a set into {out} now "
+                                 f"(`python main.py toyfaces --out-dir={out} --num=30 "
+                                 f"--seed=0`): wait for it to end, or pick another --out-dir")
+    assert _digest(out / "faces") == _digest(alone / "faces")
+    assert (out / "attributes.csv").read_text() == (alone / "attributes.csv").read_text()
+
+
+def test_a_run_drawing_the_same_set_at_once_waits_for_the_other_and_ends_with_it(
+        tmp_path, monkeypatch):
+    """make demo and make demo-long started together on a fresh clone: the second toyfaces
+    waits for the first, says so, and ends with the set the first drew."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+    out, other = tmp_path / "toy", []
+    alone = make_toyfaces(tmp_path / "alone", num=30, seed=0, workers=1).read_text()
+
+    def second():
+        other.append(subprocess.Popen(
+            [sys.executable, str(ROOT / "main.py"), "toyfaces", f"--out-dir={out}", "--num=30"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        read_until(SimpleNamespace(stderr=other[0].stdout),  # (its lines: stdout)
+                   f"another toyfaces is drawing this set into {out}: waiting for it to end\n")
+    _another_run_meanwhile(monkeypatch, second)
+    try:
+        first = cli("toyfaces", f"--out-dir={out}", "--num=30")
+        assert first.returncode == 0, first.stderr
+        said, _ = other[0].communicate(timeout=120)
+        assert other[0].returncode == 0, said
+    finally:
+        for run in other:
+            run.kill()
+            run.wait()
+    assert said == f"{out} holds the set now: another toyfaces drew it as this one waited; " \
+                   f"train on them with --data-path={out}\n"
+    assert (out / "attributes.csv").read_text() == alone
+    assert sorted(p.name for p in out.iterdir()) == ["attributes.csv", "faces"]
+
+
 def test_a_training_on_a_stopped_set_says_it_is_not_whole(tmp_path, capsys):
     """A training on the faces a stopped toyfaces left took them for a whole set and said
     nothing: the user trained on part of it without knowing."""
@@ -351,6 +417,12 @@ def _face_room(path):
     return -(-toyfaces.FACE_BYTES // block) * block
 
 
+def _set_room(out, num, drawn=0):
+    """What the command counts a set of ``num`` faces in ``out`` to take of its disk."""
+    return toyfaces.room(num, drawn, os.statvfs(out.parent).f_frsize,
+                         toyfaces.finishing(out, num, 0))
+
+
 def test_more_faces_than_the_disk_holds_are_refused_before_drawing(tmp_path):
     """--num=10**8 built a list of every face's job first (memory growing by 100 MB a second,
     no bar), then would have filled the disk with 540 GB of faces."""
@@ -358,7 +430,7 @@ def test_more_faces_than_the_disk_holds_are_refused_before_drawing(tmp_path):
     with within(10, "toyfaces checking the free space"):
         assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", f"--num={10**12}"),
                            f"--num={10**12} faces need about "
-                           f"{sized(10**12 * _face_room(tmp_path))}",
+                           f"{sized(_set_room(tmp_path / 'toy', 10**12))}",
                            f"the disk of {tmp_path / 'toy'} has")
     assert not (tmp_path / "toy").exists()
 
@@ -370,7 +442,7 @@ def test_a_small_disk_is_said_in_mb(tmp_path, monkeypatch):
     from types import SimpleNamespace
     from errors import sized
     monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=1_000_000))
-    need = sized(1000 * _face_room(tmp_path))
+    need = sized(_set_room(tmp_path / "toy", 1000))
     assert need.endswith(" MB")
     assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", "--num=1000"),
                        f"--num=1000 faces need about {need}, and the disk of "
@@ -389,6 +461,27 @@ def test_the_free_space_is_counted_in_whole_blocks_of_the_disk(tmp_path, monkeyp
     assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", "--num=20"),
                        "--num=20 faces need about", "lower --num")
     assert not (tmp_path / "toy").exists()
+
+
+def test_the_free_space_counts_the_csv_and_the_mark_besides_the_faces(tmp_path, monkeypatch):
+    """The check counted the faces alone, which of seed 0 take just 2 blocks each of 4 KB: on
+    a disk with room for them alone (a tmpfs of 800 KB, --num=100) it let the set through,
+    and the disk filled at its end ("no space left ... after some of the faces", 99 drawn,
+    no attributes.csv). What the set's files take is counted, each in whole blocks."""
+    import shutil
+    from types import SimpleNamespace
+    out, block = tmp_path / "toy", os.statvfs(tmp_path).f_frsize
+    assert cli("toyfaces", f"--out-dir={out}", "--num=20").returncode == 0
+    files = [*(out / "faces").iterdir(), out / "attributes.csv"]
+    mark = toyfaces.finishing(out, 20, 0)  # there until the set is whole
+    taken = sum(-(-n // block) * block for n in [p.stat().st_size for p in files] +
+                [len(mark.encode())])
+    assert taken <= _set_room(out, 20)
+    faces = 20 * _face_room(tmp_path)  # what the check asked for
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=faces))
+    assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'full'}", "--num=20"),
+                       "--num=20 faces need about", "lower --num")
+    assert not (tmp_path / "full").exists()
 
 
 def _stopped_set(out, num, drawn):
@@ -411,7 +504,8 @@ def test_the_rerun_a_full_disk_asked_for_needs_room_only_for_the_faces_left(tmp_
     out = tmp_path / "toy"
     _stopped_set(out, num=20, drawn=15)
     room = _face_room(tmp_path)
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=6 * room))
+    monkeypatch.setattr(shutil, "disk_usage",
+                        lambda path: SimpleNamespace(free=_set_room(out, 20, drawn=15)))
     r = cli("toyfaces", f"--out-dir={out}", "--num=20")
     assert r.returncode == 0 and r.stderr.count("error") == 0, r.stderr
     assert r.stdout.startswith("wrote 20 faces")
