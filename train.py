@@ -828,7 +828,9 @@ def _train(opt):
         """A stop within an epoch (Ctrl-C, a scheduler's SIGTERM, --max-minutes): the bar
         closed, the losses and weights checked, the state saved to last.pth, then the loss
         curves drawn up to here (a stop is not a save point: a run stopped before its first
-        had no losses.png at all). Returns its path and the command that goes on from it.
+        had no losses.png at all) and visdom's env kept on its server's disk, as at an
+        epoch's end (a restarted server lost the points since the last epoch's end, or the
+        whole run within its first epoch). Returns its path and the command that goes on.
         The bar counts a batch as it hands out the next: brought to the batches trained, it
         closed one short of the line that names them."""
         bar.update(run.batch - bar.n)
@@ -838,6 +840,8 @@ def _train(opt):
         path = run.save() if world.main else Path(opt.checkpoint_dir) / "last.pth"
         if world.main:
             log.plot()
+        if vis is not None:
+            vis.keep()
         return path, _resume_command(f"--resume={quoted(path)}", world.size)
 
     with StopSignal(1 if world.size == 1 else plot_every) as stop:

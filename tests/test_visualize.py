@@ -551,6 +551,34 @@ def test_a_server_restarted_between_two_plots_gets_the_curves_whole(visdom_serve
         again.wait(timeout=10)
 
 
+@pytest.mark.slow
+def test_a_run_stopped_within_an_epoch_keeps_its_plots_for_a_restarted_server(
+        visdom_server, toy_dir, tmp_path):
+    """The env went to the server's disk only at an epoch's end: a run stopped within one
+    (--max-minutes here, as Ctrl-C and a scheduler's SIGTERM) left a restarted server without
+    the points since, and within its first epoch without the run at all."""
+    from conftest import train_small
+    train_small(toy_dir, tmp_path / "c", max_epoch=2, max_minutes=0.0001, plot_every=1,
+                vis=True, vis_server="http://127.0.0.1", vis_port=visdom_server.port,
+                env="stopped")  # stopped after its first step, of 4 in an epoch
+    with open(tmp_path / "c" / "imgs" / "losses.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f)]
+    assert steps == [1]
+    visdom_server.terminate()
+    visdom_server.wait(timeout=10)
+    again = subprocess.Popen([sys.executable, str(ROOT / "visualize.py"), "serve",
+                              f"--port={visdom_server.port}", f"--env-path={tmp_path / 'envs'}"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert _wait_for(visdom_server.port, 30), "the visdom server did not start again"
+        client = _client(visdom_server.port)
+        trace = json.loads(client.get_window_data("errord", "stopped"))["content"]["data"][0]
+        assert [int(x) for x in trace["x"]] == steps
+    finally:
+        again.terminate()
+        again.wait(timeout=10)
+
+
 def test_a_resumed_run_with_no_row_yet_still_reaches_a_late_server(tmp_path):
     """A resumed run whose loss log had no row yet (stopped before its first plot) made
     empty curve windows, which failed every sending again with an IndexError: a server
