@@ -9,6 +9,7 @@ import errno
 import logging
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -31,6 +32,19 @@ def _points(steps, rows, curves):
     return (y[:, 0], x[:, 0]) if curves == 1 else (y, x)
 
 
+class Late(TimeoutError):
+    """A request whose answer had not come whole within the timeout; ``thread`` still
+    waits for it (a server that sends a byte every second met no timeout of the socket's)."""
+
+    def __init__(self, thread):
+        super().__init__("no whole answer in time")
+        self.thread = thread
+
+
+class NotVisdom(Exception):
+    """A server that answered a request with what visdom never answers."""
+
+
 def _client_class():
     import visdom
 
@@ -40,15 +54,36 @@ def _client_class():
         timeout = 2.0
 
         def _handle_post(self, url, data=None):
-            reply = self.session.post(url, data=data or {}, timeout=self.timeout)
-            reply.raise_for_status()  # another web server on that port answers 404 or 501
-            return reply.text
+            """The request in a thread of its own, the answer awaited ``timeout`` seconds in
+            all: requests' timeout is the socket's, for each read, and a server that sent a
+            byte now and then held the run at its start for ever."""
+            answer = {}
+
+            def post():
+                try:
+                    reply = self.session.post(url, data=data or {}, timeout=self.timeout)
+                    reply.raise_for_status()  # another web server on that port: 404 or 501
+                    answer["text"] = reply.text
+                except Exception as e:  # noqa: BLE001 - raised below, in the caller's thread
+                    answer["error"] = e
+            thread = threading.Thread(target=post, name="visdom request", daemon=True)
+            thread.start()
+            thread.join(self.timeout)
+            if thread.is_alive():
+                raise Late(thread)
+            if "error" in answer:
+                raise answer["error"]
+            return answer["text"]
 
         def has(self, win):
             """Whether the server holds ``win`` in this env (visdom's win_exists printed a
-            line and said None where the server did not answer: this raises)."""
-            return self._send({"win": win, "eid": self.env}, endpoint="win_exists",
-                              quiet=True) == "true"
+            line and said None where the server did not answer: this raises, and where a
+            server answered neither true nor false: another web server said 200 to all)."""
+            reply = self._send({"win": win, "eid": self.env}, endpoint="win_exists",
+                               quiet=True)
+            if reply not in ("true", "false"):
+                raise NotVisdom(f"win_exists answered {str(reply)[:40]!r}")
+            return reply == "true"
 
     return TimedVisdom
 
@@ -57,8 +92,11 @@ class Visualizer:
     def __init__(self, env="GAN", server="http://localhost", port=8097, timeout=2.0):
         logging.getLogger("visdom").setLevel(logging.CRITICAL)  # its own chatter, not ours
         self.env, self.server, self.port, self.timeout = env, server, port, timeout
+        # the path of a server behind a proxy (http://host/visdom): visdom's base_url
+        self.base_url = urlsplit(server if "://" in server else "//" + server).path.rstrip("/")
         self.client = None
         self.down_since = None
+        self.late = None  # the thread of a request still unanswered after its timeout
         self.warned = False
         self.save_warned = False
         self.windows = set()
@@ -70,9 +108,10 @@ class Visualizer:
         try:
             cls = _client_class()
             cls.timeout = self.timeout
-            self.client = cls(server=self.server, port=self.port, env=self.env,
-                              raise_exceptions=True, use_incoming_socket=False)
-            self.down_since = None
+            client = cls(server=self.server, port=self.port, base_url=self.base_url or "/",
+                         env=self.env, raise_exceptions=True, use_incoming_socket=False)
+            client.has("options")  # a visdom server, not any web server answering 200
+            self.client, self.down_since = client, None
         except Exception as e:  # noqa: BLE001 - any failure means "no server"; training goes on
             self._down(e)
 
@@ -111,15 +150,16 @@ class Visualizer:
         self.windows = set(self.curves)
 
     def address(self):
-        """The address the requests go to: visdom drops a path of --vis-server (a trailing
-        slash was shown as http://localhost/:8097, an address nothing was sent to)."""
+        """The address the requests go to: the port goes before a path of --vis-server (a
+        trailing slash was shown as http://localhost/:8097, an address nothing was sent to)."""
         parts = urlsplit(self.server if "://" in self.server else "//" + self.server)
         scheme = f"{parts.scheme}://" if parts.scheme else ""
-        return f"{scheme}{parts.netloc}:{self.port}"
+        return f"{scheme}{parts.netloc}:{self.port}{self.base_url}"
 
     def _down(self, error):
         self.client = None
         self.down_since = time.monotonic()
+        self.late = next((c.thread for c in self._causes(error) if isinstance(c, Late)), None)
         if not self.warned:
             self.warned = True
             from tqdm import tqdm  # on a line of its own, not after the progress bar's
@@ -157,6 +197,8 @@ class Visualizer:
         for cause in causes:
             if getattr(cause, "response", None) is not None:
                 return f"HTTP {cause.response.status_code}: not a visdom server"
+        if any(isinstance(c, NotVisdom) for c in causes):
+            return "HTTP 200, but not visdom's answer: not a visdom server"
         if any(isinstance(c, ConnectionRefusedError) for c in causes):
             return "connection refused: nothing listens on that port"
         if "NameResolutionError" in names or any(isinstance(c, socket.gaierror) for c in causes):
@@ -175,9 +217,12 @@ class Visualizer:
         return type(error).__name__
 
     def ready(self):
-        """Whether a server is connected (reconnecting at most once a minute)."""
+        """Whether a server is connected (reconnecting at most once a minute, and not while
+        it still sends the answer to a request that timed out: one thread and connection
+        held by it, not one more a minute)."""
         if self.client is None and self.down_since is not None \
-                and time.monotonic() - self.down_since >= RETRY_SECONDS:
+                and time.monotonic() - self.down_since >= RETRY_SECONDS \
+                and not (self.late and self.late.is_alive()):
             self._connect()
             if self.client is not None:
                 self._send_again()
@@ -271,8 +316,9 @@ class Visualizer:
                   "progress")
 
 
-def serve(port=8097, host="127.0.0.1", env_path=None):
-    """Start a visdom server that needs no network: loopback only unless ``host`` says so.
+def serve(port=8097, host="127.0.0.1", env_path=None, base_url=""):
+    """Start a visdom server that needs no network: loopback only unless ``host`` says so;
+    its pages under ``base_url`` (/visdom: behind a proxy that serves it there).
 
     ``python -m visdom.server`` downloads its JS/CSS from public CDNs at every start, which
     fails offline and hangs behind some firewalls; starting the app directly skips that. The
@@ -298,7 +344,8 @@ def serve(port=8097, host="127.0.0.1", env_path=None):
             own_styles.write_text("/* styles of your own for visdom's page */\n")
     except OSError:  # a read-only install: the page works, the server logs its line
         pass
-    app = Application(port=port, base_url="", env_path=env_path, readonly=False)
+    base_url = "/" + base_url.strip("/") if base_url.strip("/") else ""
+    app = Application(port=port, base_url=base_url, env_path=env_path, readonly=False)
     try:
         app.listen(port, address=host, max_buffer_size=1024**3)
     except OSError as e:  # socket.gaierror (an unknown host) is one too
@@ -314,8 +361,8 @@ def serve(port=8097, host="127.0.0.1", env_path=None):
         print("note: visdom's page scripts are not installed, so its page stays blank: run "
               "`make visdom-assets` once (npm, no root), then reload the page", file=sys.stderr,
               flush=True)
-    print(f"visdom server at http://{shown}:{port} (listening on {host} only; envs saved in "
-          f"{env_path}); Ctrl-C stops it", flush=True)
+    print(f"visdom server at http://{shown}:{port}{base_url} (listening on {host} only; envs "
+          f"saved in {env_path}); Ctrl-C stops it", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print("warning: anyone who can reach this address can read and change your plots",
               file=sys.stderr, flush=True)
@@ -334,11 +381,13 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: loopback only)")
     parser.add_argument("--env-path", default=None, help="where saved envs live (~/.visdom)")
+    parser.add_argument("--base-url", default="",
+                        help="serve under this path, e.g. /visdom behind a proxy (default: /)")
     args = parser.parse_args()
     try:
         if not 1 <= args.port <= 65535:
             raise UserError(f"--port must be a port number (1 to 65535), not {args.port}")
-        serve(args.port, args.host, args.env_path)
+        serve(args.port, args.host, args.env_path, args.base_url)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -289,6 +289,45 @@ def test_another_web_server_on_the_port_is_one_warning(toy_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_web_server_that_answers_200_to_everything_is_one_warning(toy_dir, tmp_path):
+    """A program on the port that answered every request with 200 and a page of its own was
+    taken for visdom: not a word, and the plots went nowhere."""
+    import http.server
+    import threading
+
+    class Yes(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            page = b"<html>it works</html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args):
+            pass
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Yes)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    port = web.server_address[1]
+    try:
+        result = cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True",
+                     f"--vis-port={port}", "--vis-server=http://127.0.0.1",
+                     "--max-epoch=1", "--batch-size=16", "--plot-every=1", "--ngf=8",
+                     "--ndf=8", f"--save-path={tmp_path / 'i'}",
+                     f"--checkpoint-dir={tmp_path / 'c'}")
+    finally:
+        web.shutdown()
+        web.server_close()
+    assert result.returncode == 0, result.stderr
+    warning, = _warnings(result.stderr)
+    assert warning.startswith(
+        f"warning: no visdom server answers at http://127.0.0.1:{port} (HTTP 200, but not "
+        f"visdom's answer: not a visdom server); training goes on without plots (another "
+        f"program answers on that port"), warning
+    assert (tmp_path / "c" / "netg_0.pth").is_file()
+
+
+@pytest.mark.slow
 def test_a_port_that_never_answers_does_not_hang(toy_dir, tmp_path):
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
@@ -317,6 +356,56 @@ def test_a_port_that_never_answers_does_not_hang(toy_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_server_that_drips_its_answer_does_not_hang(toy_dir, tmp_path):
+    """A server that took each request and sent its answer a byte at a time held `train` at
+    its start for ever: each read came well within the 2 s timeout, which was the socket's."""
+    import threading
+    drip = socket.create_server(("127.0.0.1", 0))
+    port = drip.getsockname()[1]
+    stop, taken = threading.Event(), []
+
+    def answer(conn):
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100000:
+                if stop.wait(0.5):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:  # the client gave up
+                    return
+
+    def accept():
+        while True:
+            try:
+                conn, _ = drip.accept()
+            except OSError:  # closed by the test
+                return
+            taken.append(conn)
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        result = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True",
+                         f"--vis-port={port}", "--vis-server=http://127.0.0.1",
+                         "--max-epoch=1", "--batch-size=16", "--plot-every=1", "--ngf=8",
+                         "--ndf=8", f"--save-path={tmp_path}", f"--checkpoint-dir={tmp_path}",
+                         timeout=120)
+    finally:
+        stop.set()
+        drip.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        drip.close()
+    assert result.returncode == 0, result.stderr
+    warning, = _warnings(result.stderr)
+    assert warning.startswith(f"warning: no visdom server answers at http://127.0.0.1:{port} "
+                              f"(no answer within 2 s); training goes on without plots")
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / "netg_0.pth").is_file()
+    # not asked again while it still sent the first answer (as the run ended, or each
+    # minute): one connection and thread held by it, not one more a minute
+    assert len(taken) == 1
+
+
+@pytest.mark.slow
 def test_an_unknown_host_is_named_as_such(capsys):
     from visualize import Visualizer
     vis = Visualizer("x", "http://no-such-host.invalid", 8097, timeout=2.0)
@@ -324,17 +413,50 @@ def test_an_unknown_host_is_named_as_such(capsys):
     assert "(unknown host: check --vis-server)" in _warnings(capsys.readouterr().err)[0]
 
 
-@pytest.mark.parametrize("server", ["http://127.0.0.1/", "http://127.0.0.1/visdom"])
-def test_the_warning_names_the_address_the_requests_went_to(server, capsys):
+@pytest.mark.parametrize("server, path", [("http://127.0.0.1/", ""),
+                                          ("http://127.0.0.1/visdom", "/visdom"),
+                                          ("http://127.0.0.1/visdom/", "/visdom")])
+def test_the_warning_names_the_address_the_requests_went_to(server, path, capsys):
     """--vis-server with a trailing slash or a path was named http://127.0.0.1/:PORT in the
-    warning, an address nothing was sent to (visdom drops the path)."""
+    warning, an address nothing was sent to: the port goes before the path."""
     from visualize import Visualizer
     port = free_port()
     vis = Visualizer("x", server, port, timeout=2.0)
     assert vis.client is None
     warning, = _warnings(capsys.readouterr().err)
-    assert warning.startswith(f"warning: no visdom server answers at http://127.0.0.1:{port} "
-                              f"(connection refused"), warning
+    assert warning.startswith(f"warning: no visdom server answers at "
+                              f"http://127.0.0.1:{port}{path} (connection refused"), warning
+
+
+@pytest.mark.slow
+def test_a_server_under_a_path_gets_the_plots(toy_dir, tmp_path):
+    """--vis-server=http://127.0.0.1/visdom (a server behind a proxy, under a path) lost its
+    path: the plots went to http://127.0.0.1:PORT/, which answered "HTTP 404: not a visdom
+    server". `visualize.py serve --base-url=/visdom` serves under one."""
+    import visdom
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(ROOT / "visualize.py"), "serve",
+                               f"--port={port}", "--base-url=/visdom",
+                               f"--env-path={tmp_path / 'envs'}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert _wait_for(port, 30), "the visdom server did not start"
+        said = next(line for line in server.stdout if line.startswith("visdom server at"))
+        assert said.startswith(f"visdom server at http://localhost:{port}/visdom ("), said
+        result = cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True",
+                     f"--vis-port={port}", "--vis-server=http://127.0.0.1/visdom",
+                     "--env=under", "--max-epoch=1", "--batch-size=16", "--plot-every=1",
+                     "--ngf=8", "--ndf=8", f"--save-path={tmp_path / 'i'}",
+                     f"--checkpoint-dir={tmp_path / 'c'}")
+        assert result.returncode == 0 and not _warnings(result.stderr), result.stderr
+        client = visdom.Visdom(server="http://127.0.0.1", port=port, base_url="/visdom",
+                               raise_exceptions=True, use_incoming_socket=False)
+        trace = json.loads(client.get_window_data("errord", "under"))["content"]["data"][0]
+        assert [int(x) for x in trace["x"]] == [1, 2, 3, 4]
+        assert (tmp_path / "envs" / "under.json").is_file()  # the epoch's end kept it
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def test_a_server_that_cannot_save_the_env_is_one_warning_and_keeps_plotting(
