@@ -14,6 +14,7 @@ import json
 import math
 import os
 import random
+import resource
 import signal
 import sys
 import time
@@ -1121,6 +1122,28 @@ def _as_tuples(x):
 CPU_LIMIT = [signal.SIGXCPU] if hasattr(signal, "SIGXCPU") else []
 
 
+def _room_to_save():
+    """A plain ``ulimit -t N`` sets the soft and the hard CPU time limit both to N, and the
+    kernel then ends the run with SIGKILL when N is used up: unsaved and without a word, as
+    SIGXCPU (which saves) only comes first where the soft one is lower. So the soft one is
+    lowered, by what a stop needs: the step under way finishes (its CPU time counted over
+    every thread: a step of the book's nets and batch took 10 s of it on 2 cores, more where
+    more threads share it), then last.pth (76 MB) and the loss plot are written. A tenth of
+    the limit, at least 30 s: longer limits run longer steps. Returns the limits to put back,
+    or None."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if soft != hard or hard == resource.RLIM_INFINITY:
+        return None
+    margin, used = max(30, hard // 10), time.process_time()
+    if hard - margin <= used:
+        say(f"note: the CPU time this shell allows (ulimit -t {hard}; {used:.0f} s used) is too "
+            f"short to keep the {margin} s a save needs: a run that uses it up is ended at "
+            f"once, unsaved; raise that limit")
+        return None
+    resource.setrlimit(resource.RLIMIT_CPU, (hard - margin, hard))
+    return soft, hard
+
+
 class StopSignal:
     """Ctrl-C, SIGTERM or a hang-up (the terminal closed, unless ``nohup``): finish the current
     step, save, exit. A second Ctrl-C stops at once. Under torchrun the processes stop
@@ -1132,7 +1155,7 @@ class StopSignal:
 
     def __enter__(self):
         self.signum = None  # the first stop's signal, once one came
-        self.previous = {}
+        self.previous, self.cpu_limits = {}, None
         # and the CPU time limit's warning (ulimit -St, below the hard limit): by default it
         # ended the run at once, with a core dump, unsaved and without a word
         for sig in stop_signals() + CPU_LIMIT:
@@ -1140,6 +1163,8 @@ class StopSignal:
                 self.previous[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: no handlers, no graceful stop
                 pass
+        if set(CPU_LIMIT) & set(self.previous):
+            self.cpu_limits = _room_to_save()
         return self
 
     @property
@@ -1156,12 +1181,16 @@ class StopSignal:
             when = "after this step" if self.together == 1 else \
                 f"at the epoch's next batch that is a multiple of {self.together}, where " \
                 f"the processes stop together"
-            why = (" the CPU time this shell allows (ulimit -t) is used up:"
+            # (nearly: where train lowered the soft limit, the rest is the save's)
+            used = "nearly used up" if self.cpu_limits else "used up"
+            why = (f" the CPU time this shell allows (ulimit -t) is {used}:"
                    if signum in CPU_LIMIT else "")
             print(f"\n{signal.Signals(signum).name}:{why} saving {when} (Ctrl-C again to stop "
                   f"at once)", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
+        if self.cpu_limits:  # the shell's own again (no SIGXCPU once the handler is gone)
+            resource.setrlimit(resource.RLIMIT_CPU, self.cpu_limits)
         for sig, handler in self.previous.items():
             if sig in CPU_LIMIT and self.signum == sig:  # sent again every second from now
                 handler = signal.SIG_IGN  # on: by default the next killed the run's last line

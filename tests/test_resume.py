@@ -607,6 +607,54 @@ def test_the_cpu_time_limit_saves_the_run_and_says_which_limit(toy_dir, tmp_path
     assert torch.load(ckpt / "last.pth", weights_only=True)["epoch"] >= 1
 
 
+def _cpu_limited(seconds):
+    """A preexec_fn: a plain ``ulimit -t seconds``, which sets the soft and the hard limit."""
+    def limit():
+        import resource
+        resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds))
+    return limit
+
+
+@pytest.mark.slow
+def test_a_plain_cpu_time_limit_leaves_room_to_save_the_run(toy_dir, tmp_path):
+    """A plain ``ulimit -t 40`` (soft and hard limit both 40 s): the kernel sent SIGKILL when
+    it was used up, with no SIGXCPU first, so the run ended without a word, status 137, and
+    unsaved since its last epoch. Train keeps 30 s for a save below the hard limit."""
+    ckpt = tmp_path / "run"
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"),
+                             *train_args(toy_dir, ckpt, "--ngf=8", "--ndf=8", "--batch-size=8",
+                                         "--num-workers=0", "--max-epoch=100000")],
+                            capture_output=True, text=True, timeout=300,
+                            preexec_fn=_cpu_limited(40),
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    err = result.stderr
+    assert result.returncode == 143, err[-2000:]
+    assert "Traceback" not in err and "note: the CPU time" not in result.stdout, err[-2000:]
+    assert err.count("SIGXCPU: the CPU time this shell allows (ulimit -t) is nearly used up: "
+                     "saving after this step") == 1, err[-2000:]
+    last = err.splitlines()[-1]
+    assert last.startswith("terminated: stopped in epoch "), last
+    state = torch.load(ckpt / "last.pth", weights_only=True)
+    assert f"stopped in epoch {state['epoch'] + 1} after batch {state['batch']} " in last
+
+
+@pytest.mark.slow
+def test_a_cpu_time_limit_too_short_to_save_in_is_said(toy_dir, tmp_path):
+    """``ulimit -t 8``: no 30 s to keep for a save below it, which the run says at its start
+    (a run that used it up would be ended unsaved); this one-epoch run ends in time."""
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"),
+                             *train_args(toy_dir, tmp_path / "run", "--ngf=8", "--ndf=8",
+                                         "--batch-size=8", "--num-workers=0", "--max-epoch=1")],
+                            capture_output=True, text=True, timeout=300,
+                            preexec_fn=_cpu_limited(8),
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    notes = [line for line in result.stdout.splitlines() if "(ulimit -t 8; " in line]
+    assert len(notes) == 1 and notes[0].startswith("note: the CPU time this shell allows "), \
+        result.stdout
+    assert "is too short to keep the 30 s a save needs" in notes[0], notes[0]
+
+
 def test_a_sigterm_while_a_stop_is_acted_on_changes_nothing():
     """A scheduler's SIGTERM and a sweep's both reach train: the second, while the first's
     save is under way, must not break into it (and is not noted as a stop of its own)."""
