@@ -260,8 +260,9 @@ class FolderBatches:
         batch = opt.batch_size * 3 * opt.image_size ** 2 * 4
         limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
         if self.num_workers and limit != resource.RLIM_INFINITY and limit < batch:
-            raise UserError(f"a batch of decoded images ({sized(batch)}) is over the largest "
-                            f"file this shell lets a program write (ulimit -f), {sized(limit)}, "
+            raise UserError(f"a batch of decoded images ({sized(batch, limit)}) is over the "
+                            f"largest file this shell lets a program write (ulimit -f), "
+                            f"{sized(limit, batch)}, "
                             f"and the --num-workers processes hand each batch over in such a "
                             f"file: raise that limit, or pass --num-workers=0")
         self.count, self.skipped = len(self.dataset), set()

@@ -714,6 +714,16 @@ def test_a_batch_over_the_file_size_limit_is_one_line_not_a_hang(tmp_path, toy_d
     assert_clean_error(result, "(ulimit -f)", "--num-workers=0")
 
 
+@pytest.mark.slow
+def test_a_batch_just_over_the_file_size_limit_is_told_apart_from_it(tmp_path, toy_dir):
+    """A batch of 884,736 bytes over a limit of 870,000: both were said as "0.9 MB", so the
+    line read as a batch over a limit of its own size."""
+    line = assert_clean_error(_train_limited(toy_dir, tmp_path, _limited(870_000), workers=2),
+                              "(ulimit -f)", "--num-workers=0")
+    assert "a batch of decoded images (0.88 MB) is over " in line, line
+    assert "(ulimit -f), 0.87 MB, " in line, line
+
+
 def test_a_cache_over_the_file_size_limit_says_so_and_the_way_around(tmp_path, toy_dir):
     """The decoded-image cache over a file size limit: the line named a temporary file in
     /tmp (the fallback place, refused too) or no file at all, and not --cache=False."""
