@@ -217,6 +217,8 @@ class FaceFolder(Dataset):
         path = self.files[index]
         try:
             return to_unit_range(crop(open_rgb(path), self.image_size)), str(path)
+        except MemoryError:  # a sound image over an address-space limit (ulimit -v): the
+            raise  # out-of-memory line, as the cache's build says, not "unreadable"
         except Exception:  # noqa: BLE001 - any decoder failure means a broken file
             return None, str(path)
 

@@ -98,10 +98,11 @@ except ModuleNotFoundError as missing:  # a package, not one of ours: this Pytho
         raise
     print(no_package(top, __file__), file=sys.stderr)
     sys.exit(2)
-except ImportError as e:  # torch's libraries, over a small address-space limit (ulimit -v):
-    import resource  # "failed to map segment from shared object", in a traceback
-    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-    if __name__ != "__main__" or limit == resource.RLIM_INFINITY or "map segment" not in str(e):
+except (ImportError, MemoryError) as e:  # torch's libraries, over a small address-space limit
+    import resource  # (ulimit -v): "failed to map segment from shared object", or Python's
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]  # own MemoryError, in a traceback
+    if __name__ != "__main__" or limit == resource.RLIM_INFINITY or not (
+            isinstance(e, MemoryError) or "map segment" in str(e)):
         raise
     print(f"error: this shell lets a program use {sized(limit)} of memory (ulimit -v), too "
           f"little to load torch: raise that limit (torch alone takes some 3.5 GB of it)",
@@ -421,6 +422,14 @@ def _address_limit():
         f" this shell lets a program use {sized(limit)} (ulimit -v): raise that limit or"
 
 
+def _out_of_memory(command):
+    """An out-of-memory line where the size asked for is not known; returns the exit status."""
+    go_on = _going_on() if command == "train" else ""
+    print(f"error: out of memory on this machine:{_address_limit()} lower "
+          f"{LOWER.get(command, LOWER['train'])}{go_on}", file=sys.stderr)
+    return 2
+
+
 def main(argv):
     if len(argv) > 2 and argv[1] == "help" and not argv[2].startswith("-"):  # help generate
         argv = [argv[0], argv[2], "--help"]  # (help foo: unknown command, below)
@@ -506,6 +515,9 @@ def main(argv):
         if loop:
             _say_once(f"error: cannot use {loop.group(1)}: {PATH_FAULTS[errno.ELOOP]}")
             return 2
+        # oneDNN's words for a buffer refused under ulimit -v (train's step, interpolate's GIF)
+        if "could not create a primitive" in str(e) and _address_limit():
+            return _out_of_memory(command)
         wanted = re.search(r"[Tt]ried to allocate ([\d.]+ ?\w+)", str(e))
         if not ("out of memory" in str(e) or "can't allocate memory" in str(e)) or not wanted:
             raise  # anything else is a bug and keeps its traceback
@@ -524,11 +536,7 @@ def main(argv):
         return 2
     except MemoryError:  # Python's own, where an address-space limit (ulimit -v) is met
         # before torch's allocator counts it: a traceback, saying nothing of the limit
-        room = _address_limit()
-        go_on = _going_on() if command == "train" else ""
-        print(f"error: out of memory on this machine:{room} lower "
-              f"{LOWER.get(command, LOWER['train'])}{go_on}", file=sys.stderr)
-        return 2
+        return _out_of_memory(command)
     except Interrupted as e:  # a SIGTERM or hang-up ended with Ctrl-C's line and 130, where
         # every other stop by them says "terminated" and ends with 143 (a scheduler's
         # script reads the status)

@@ -1808,6 +1808,27 @@ def test_too_little_address_space_to_load_torch_is_one_line(tmp_path):
                        "too little to load torch: raise that limit")
 
 
+def test_a_memory_error_while_torch_loads_under_a_limit_is_one_line(tmp_path):
+    """ulimit -v 3200000: torch's libraries were mapped, then Python's own MemoryError came
+    while it read one of torch's modules, in a traceback of 20 lines. Here a package that
+    main.py loads (fire, put first on the path) meets it, under a limit far from reached."""
+    import resource
+    import subprocess
+    import sys
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "fire.py").write_text("raise MemoryError\n")
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (10**12, 10**12))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "generate", "--nogpu",
+         f"--gen-img={tmp_path / 'faces.png'}"],
+        capture_output=True, text=True, timeout=300, preexec_fn=limit,
+        env=dict(os.environ, PYTHONPATH=str(tmp_path / "lib")))
+    assert_clean_error(result, "this shell lets a program use 1,000.0 GB of memory (ulimit -v), "
+                       "too little to load torch: raise that limit")
+
+
 def test_torch_out_of_memory_under_an_address_space_limit_names_it(tmp_path, toy_dir,
                                                                     monkeypatch):
     """evaluate under ulimit -v 3.3 GB: torch's CPU allocator refused its SWD pass, and the

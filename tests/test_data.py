@@ -929,10 +929,13 @@ def test_no_file_left_to_open_is_not_taken_for_broken_images(toy_dir, tmp_path, 
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".own.")]
 
 
+@pytest.mark.parametrize("cache", ["True", "False"])
 def test_an_image_too_large_for_the_memory_limit_is_not_cached_as_unreadable(toy_dir, tmp_path,
-                                                                          monkeypatch):
+                                                                          monkeypatch, cache):
     """A sound 12000x7000 photo decoded under an address-space limit (ulimit -v): counted as
-    unreadable in the cache, and every later run, with the limit raised, skipped it still."""
+    unreadable in the cache, and every later run, with the limit raised, skipped it still.
+    With --cache=False it was skipped as unreadable, where the cache's run said out of memory
+    and to raise the limit."""
     import data
     shutil.copytree(toy_dir / "faces", tmp_path / "own" / "faces")
     real = data.open_rgb
@@ -943,8 +946,9 @@ def test_an_image_too_large_for_the_memory_limit_is_not_cached_as_unreadable(toy
         return real(path)
     monkeypatch.setattr(data, "open_rgb", too_large)
     result = cli("train", f"--data-path={tmp_path / 'own'}", "--nogpu", "--vis=False",
-                 "--max-epoch=1", "--ngf=8", "--ndf=8", "--batch-size=8",
-                 f"--save-path={tmp_path / 'I'}", f"--checkpoint-dir={tmp_path / 'C'}")
+                 "--max-epoch=1", "--ngf=8", "--ndf=8", "--batch-size=8", f"--cache={cache}",
+                 "--num-workers=0", f"--save-path={tmp_path / 'I'}",
+                 f"--checkpoint-dir={tmp_path / 'C'}")
     assert result.returncode == 2, result.stdout + result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: out of memory on this machine: "), line

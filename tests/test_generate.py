@@ -899,6 +899,34 @@ def test_a_gif_too_large_for_the_free_memory_is_refused_before_any_drawing(tmp_p
         assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
 
 
+def test_onednns_refusal_under_a_shells_memory_limit_is_the_out_of_memory_line(tmp_path,
+                                                                               monkeypatch):
+    """Under ulimit -v, 1 in 4 interpolate --gif runs (and train's step now and then) ended in
+    oneDNN's traceback "RuntimeError: could not create a primitive", the buffer it asked for
+    refused, where torch's own refusal is the out-of-memory line naming the limit. Without a
+    limit that error is not one of memory and keeps its traceback."""
+    import resource
+    import generate
+    g, _ = _save_nets(tmp_path)
+
+    def refused(frames, duration=80):
+        raise RuntimeError("could not create a primitive")
+    monkeypatch.setattr(generate, "gif_bytes", refused)
+    flags = ("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=3,4", "--steps=3",
+             f"--out={tmp_path / 'i.png'}", f"--gif={tmp_path / 'i.gif'}")
+    with pytest.raises(RuntimeError, match="could not create a primitive"):
+        cli(*flags)
+    real = resource.getrlimit
+    limit = generate._mapped() + 2**31  # a limit that leaves the GIF's check 2 GiB
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (limit, limit)
+                        if which == resource.RLIMIT_AS else real(which))
+    line = assert_clean_error(cli(*flags), "error: out of memory on this machine: this shell "
+                              "lets a program use ", "(ulimit -v): raise that limit or lower "
+                              "--steps, the seeds or --batch-size")
+    assert "primitive" not in line
+    assert not (tmp_path / "i.gif").exists()
+
+
 def test_a_gif_over_a_shells_memory_limit_is_refused_before_any_drawing(tmp_path,
                                                                         monkeypatch):
     """Under a shell's address-space limit (ulimit -v), with the machine's memory free, the
