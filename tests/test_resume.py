@@ -546,10 +546,13 @@ def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path, group,
     --resume finishes the run. Twice (a scheduler's and a sweep's): said once, saved once;
     the second printed the line again, or, after the save, ended the process by the signal
     or with a traceback."""
-    workers = ["--cache=False", "--num-workers=2"] if group else []
+    # with workers, an epoch long enough (32 steps of the wider nets: about 2 s here) that
+    # the half second the workers are given to start ends within it: 16 narrow steps took 0.6 s
+    # on an AMX Xeon, and the stop came after epoch 2, not in it
+    size = ["--cache=False", "--num-workers=2", "--batch-size=2", "--ngf=64", "--ndf=64"] \
+        if group else ["--batch-size=4", "--ngf=32", "--ndf=32"]
     ckpt = tmp_path / "a run"  # a name with a space: the command to paste quotes it
-    proc = _start(toy_dir, ckpt, "--batch-size=4", "--ngf=32", "--ndf=32", "--max-epoch=3",
-                  *workers)
+    proc = _start(toy_dir, ckpt, "--max-epoch=3", *size)
     read_until(proc, "epoch 2/3")
     said = ""
     if group:
