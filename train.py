@@ -356,7 +356,11 @@ def _keep_unfinished_run(opt):
         raise UserError(f"{path} holds a run stopped {_stopped_at(state, total)}: continue "
                         f"it with {again}, or start a new run with {apart}, or over it with "
                         f"--fresh")
-    # the book's way: a new run there writes over it; said, so that it is a choice
+    # the book's way: a new run there writes over it; said, so that it is a choice. With
+    # --fresh (make demo run again) it is made: the advice to keep or resume it was none a
+    # make user could follow
+    if opt.fresh:
+        return None, _over_a_finished_run(path.parent, total, fresh=True)
     return None, (_over_a_finished_run(path.parent, total) + " (another --checkpoint-dir "
                   "keeps both; raise --max-epoch with --resume to train it on)")
 
@@ -390,10 +394,13 @@ def _resume_command(flags, processes):
             f"many processes as it had)")
 
 
-def _over_a_finished_run(folder, epochs):
-    """The note of a run that saves into ``folder``, where a finished run of ``epochs`` is."""
-    return (f"note: {folder} holds a finished run of {counted(epochs, 'epoch')}: this run "
-            f"writes its own last.pth and checkpoints over that run's as it saves")
+def _over_a_finished_run(folder, epochs, fresh=False):
+    """The note of a run that saves into ``folder``, where a finished run of ``epochs`` is
+    (``fresh``: the run was told to start over it)."""
+    return (f"note: {'--fresh: ' if fresh else ''}{folder} holds a finished run of "
+            f"{counted(epochs, 'epoch')}: this run "
+            f"{'replaces it, writing' if fresh else 'writes'} its own last.pth and checkpoints "
+            f"over that run's as it saves")
 
 
 def _stopped_at(state, epochs):

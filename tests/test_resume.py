@@ -773,6 +773,25 @@ def test_fresh_starts_a_new_run_over_a_stopped_one(toy_dir, tmp_path):
     assert not parse("train", dict(resume=True, checkpoint_dir=str(tmp_path))).fresh
 
 
+def test_fresh_over_a_finished_run_says_it_replaces_it(toy_dir, tmp_path, monkeypatch):
+    """make demo run a second time (--fresh, under ANIMEGAN_CONTINUE): the note on the
+    finished demo said "another --checkpoint-dir keeps both; raise --max-epoch with --resume
+    to train it on", advice a make user cannot follow, and none for a run told to start
+    afresh."""
+    train_small(toy_dir, tmp_path, max_epoch=1)
+    monkeypatch.setenv("ANIMEGAN_CONTINUE", "make demo RESUME=1")
+    result = cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--batch-size=16",
+                 "--ngf=8", "--ndf=8", f"--checkpoint-dir={tmp_path}",
+                 f"--save-path={tmp_path / 'imgs'}", "--max-epoch=1", "--fresh")
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stdout.splitlines() if line.startswith("note: ")]
+    assert notes[0] == (f"note: --fresh: {tmp_path} holds a finished run of 1 epoch: this run "
+                        f"replaces it, writing its own last.pth and checkpoints over that "
+                        f"run's as it saves")
+    assert "--max-epoch" not in result.stdout and "--resume" not in result.stdout
+    assert "another --checkpoint-dir" not in result.stdout
+
+
 def test_a_damaged_last_pth_keeps_the_weights_beside_it_and_names_them(toy_dir, tmp_path):
     """A last.pth cut short (a full disk, a bad copy): the same command again trained a new
     run whose saves replaced the stopped run's netg_N/netd_N, the only work of it left, with
