@@ -18,6 +18,7 @@ its seed to a manifest; ``--seeds`` draws chosen faces again.
 """
 import contextlib
 import csv
+import errno
 import fcntl
 import io
 import math
@@ -35,7 +36,8 @@ import checkpoint
 from checkpoint import grid_size, to_uint8
 from config import (MAX_BATCH, MAX_FACES, MAX_NOISE, MAX_SCALE, MAX_STEPS, SEEDS, UNSET_MEANS,
                     Config, refuse_earlier_faces, resolve_device)
-from errors import DiskFull, Terminated, UserError, counted, listed, progress_bar
+from errors import (DiskFull, Terminated, UserError, counted, listed, progress_bar,
+                    refusal)
 
 SEARCH_BAR = 4096  # generate shows a progress bar when D ranks more faces than this
 # interpolate shows one while it encodes a GIF of more pixels than this, all frames together
@@ -458,19 +460,26 @@ def _write_faces(out_dir, faces, scores, seeds, scale, resample, mean=0.0, std=1
         _write_manifest(out, rows)
     except BaseException as stop:
         # stopped: the face being written (not yet in place) and the earlier set's faces not
-        # yet replaced go too, so that the manifest lists every face beside it
+        # yet replaced go too, so that the manifest lists every face beside it; what cannot go
+        # stays (a folder where a face was to be written: its clean-up failed on it, and the
+        # faces written before it were left without a manifest)
         for name in names[len(rows):]:
-            (out / name).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                (out / name).unlink(missing_ok=True)
+        # the system refused a face (a folder in its place, a write-protected file): said
+        # as a full disk is, with the faces written
+        refused = refusal(stop) if isinstance(stop, OSError) else None
         in_manifest = False  # (not `listed`: errors.listed is this module's too)
         if rows:
             try:
                 _write_manifest(out, rows)
                 in_manifest = True
-            except DiskFull:  # the disk filled at the manifest itself (said below)
-                if not isinstance(stop, DiskFull):
+            except (DiskFull, OSError):  # the disk filled at the manifest itself (said below)
+                if not (isinstance(stop, DiskFull) or refused):
                     raise
         if not in_manifest:
-            (out / "manifest.csv").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # (a folder of that name is no manifest)
+                (out / "manifest.csv").unlink(missing_ok=True)
         faces = counted(len(seeds), "face")
         written = (f"none of the {faces} is written in {out}" if not rows else
                    f"{len(rows)} of the {faces} {'is' if len(rows) == 1 else 'are'} "
@@ -483,6 +492,12 @@ def _write_faces(out_dir, faces, scores, seeds, scale, resample, mean=0.0, std=1
             # where the earlier set's were removed
             raise UserError(f"disk full while writing {stop.path}: {written}{gone}; free some "
                             f"space, then run the command again to write them all") from None
+        if refused:
+            cause, _, fix = refused.rpartition("; ")
+            if stop.errno == errno.EISDIR:
+                fix = "move that folder away"
+            raise UserError(f"{cause}: {written}{gone}; {fix}, then run the command again to "
+                            f"write them all") from None
         if isinstance(stop, (KeyboardInterrupt, Terminated)):  # for main's stop line, which
             # said only "interrupted"
             stop.kept = f"{written}{gone}; the same command again writes them all"

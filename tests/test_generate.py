@@ -329,6 +329,32 @@ def test_a_full_disk_in_a_rerun_says_what_is_left_of_both_sets(tmp_path, monkeyp
         "face_000_seed3.png", "face_001_seed4.png", "face_002_seed5.png"}
 
 
+def test_a_folder_where_a_face_goes_keeps_the_faces_before_it_listed(tmp_path):
+    """A folder named as one of the faces: the clean-up failed on that folder, the faces
+    written before it were left without a manifest.csv, and the line did not say how many
+    were written, as a full disk's does."""
+    g, _ = _save_nets(tmp_path)
+    out = tmp_path / "out"
+    (out / "face_001_seed4.png").mkdir(parents=True)
+    args = ("generate", "--nogpu", f"--netg-path={g}", "--seeds=3,4,5", f"--out-dir={out}",
+            f"--gen-img={tmp_path / 'grid.png'}")
+    result = cli(*args)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot write or read {out / 'face_001_seed4.png'}: Is a directory: 1 of the 3 "
+        f"faces is written in {out}, listed in its manifest.csv; move that folder away, then "
+        f"run the command again to write them all"]
+    assert {p.name for p in out.iterdir()} == {"manifest.csv", "face_000_seed3.png",
+                                               "face_001_seed4.png"}
+    with open(out / "manifest.csv") as f:
+        assert [row["file"] for row in csv.DictReader(f)] == ["face_000_seed3.png"]
+    (out / "face_001_seed4.png").rmdir()  # as it says
+    assert cli(*args).returncode == 0
+    with open(out / "manifest.csv") as f:
+        assert [row["file"] for row in csv.DictReader(f)] == [
+            "face_000_seed3.png", "face_001_seed4.png", "face_002_seed5.png"]
+
+
 def test_a_stop_just_after_a_face_is_in_place_keeps_it_listed(tmp_path, monkeypatch):
     """A Ctrl-C that came between a face's rename into place and the note of its row (a
     busy machine's CI hit it) removed that face, and with the first face no manifest was left
