@@ -156,11 +156,15 @@ def counted(n, noun, plural=None):
 
 
 def sized(nbytes, apart=None, digits=1):
-    """A file's size as a line says it: in GB from 1 GB up, in MB below ("1.8 MB"); with
-    ``apart``, another size the line compares it with, in as many digits as tell the two
-    apart (a batch of 221,184 bytes over a limit of 204,800 was "0.2 MB" over "0.2 MB")."""
+    """A file's size as a line says it: in GB from 1 GB up, in MB below ("1.8 MB"), in KB
+    below 0.1 MB (a disk with 32 KB free "has 0.0 MB free"); with ``apart``, another size
+    the line compares it with, in as many digits as tell the two apart (a batch of 221,184
+    bytes over a limit of 204,800 was "0.2 MB" over "0.2 MB")."""
     def said(n):
-        return f"{n / 1e9:,.{digits}f} GB" if n >= 1e9 else f"{n / 1e6:.{digits}f} MB"
+        if n >= 1e9:
+            return f"{n / 1e9:,.{digits}f} GB"
+        kb = f"{n / 1e3:.{digits}f}"
+        return f"{kb} KB" if float(kb) < 100 else f"{n / 1e6:.{digits}f} MB"
     if apart is not None and apart != nbytes and digits < 9 and said(nbytes) == said(apart):
         return sized(nbytes, apart, digits + 1)
     return said(nbytes)

@@ -111,8 +111,9 @@ def _refuse_short_memory(opt, num, free, need):
     most = most_faces(free, need)
     given = f" (what {opt.data_path}'s images give)" if num < opt.num else ""
     holder, more = generate.memory_holder()
-    raise UserError(f"--num: {counted(num, 'face')} a side{given} need about {sized(taken)} of "
-                    f"memory, and {holder} {sized(free)} available: "
+    raise UserError(f"--num: {counted(num, 'face')} a side{given} need about "
+                    f"{sized(taken, free)} of memory, and {holder} "
+                    f"{sized(free, taken)} available: "
                     + (f"lower --num (to {most} at most)" if most >= 1 else more))
 
 

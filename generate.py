@@ -37,7 +37,7 @@ from checkpoint import grid_size, to_uint8
 from config import (MAX_BATCH, MAX_FACES, MAX_NOISE, MAX_SCALE, MAX_STEPS, SEEDS, UNSET_MEANS,
                     Config, refuse_earlier_faces, resolve_device)
 from errors import (DiskFull, Terminated, UserError, counted, listed, progress_bar,
-                    refusal)
+                    refusal, sized)
 
 SEARCH_BAR = 4096  # generate shows a progress bar when D ranks more faces than this
 # interpolate shows one while it encodes a GIF of more pixels than this, all frames together
@@ -395,9 +395,10 @@ def _refuse_short_memory(count, nrow, what, fewer):
         return
     most = _most(lambda n: grid_memory(n, nrow) <= free, count)
     holder, more = memory_holder()
-    raise UserError(f"{what}: {counted(count, 'face')} need about "
-                    f"{grid_memory(count, nrow) / 2**30:.1f} GiB of memory, and {holder} "
-                    f"{free / 2**30:.1f} GiB available: " + (fewer(most) if most else more))
+    need = grid_memory(count, nrow)
+    raise UserError(f"{what}: {counted(count, 'face')} need about {sized(need, free)} of "
+                    f"memory, and {holder} {sized(free, need)} available: "
+                    + (fewer(most) if most else more))
 
 
 def _refuse_large_sheet(opt, out, rows):
@@ -896,7 +897,7 @@ def _refuse_large_gif(opt):
     scale = _most(lambda n: need(n) <= free, opt.scale)
     side = 96 * opt.scale
     raise UserError(f"--gif: {counted(frames, 'frame')} of {side}x{side} pixels need about "
-                    f"{need(opt.scale) / 2**30:.1f} GiB of memory to encode, and "
-                    f"{memory_holder()[0]} {free / 2**30:.1f} GiB available: lower "
+                    f"{sized(need(opt.scale), free)} of memory to encode, and "
+                    f"{memory_holder()[0]} {sized(free, need(opt.scale))} available: lower "
                     + (f"--scale (to {scale} at most), " if scale else "")
                     + "--steps, or give fewer --seeds")

@@ -325,9 +325,9 @@ def _draw_toyfaces(out, values):
     free = shutil.disk_usage(disk).free
     if need > free:  # 1e8 faces filled memory with jobs, then the disk
         more = f" more ({drawn} are drawn already)" if drawn else ""
-        raise UserError(f"--num={values['num']} faces need about {sized(need)}{more}, and the "
-                        f"disk of {out} has {sized(free)} free: lower --num or pick another "
-                        f"--out-dir")  # (in MB below a GB: "0.0 GB" said nothing)
+        raise UserError(f"--num={values['num']} faces need about {sized(need, free)}{more}, and "
+                        f"the disk of {out} has {sized(free, need)} free: lower --num or pick "
+                        f"another --out-dir")  # (in KB below 0.1 MB: "0.0 GB" said nothing)
     from tqdm import tqdm
     try:
         csv_path = make_toyfaces(values["out_dir"], values["num"], values["seed"],

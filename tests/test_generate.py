@@ -913,11 +913,11 @@ def test_a_gif_too_large_for_the_free_memory_is_refused_before_any_drawing(tmp_p
         raise AssertionError("the weights were loaded before the memory was checked")
     monkeypatch.setattr(generate.Faces, "load", loaded)
     before = sorted(p.name for p in tmp_path.iterdir())
-    for available, said in ((2**21, ("510 frames of 3072x3072 pixels", "about 6.7 GiB",
-                                     "2.0 GiB available", "lower --scale (to 17 at most), "
+    for available, said in ((2**21, ("510 frames of 3072x3072 pixels", "about 7.2 GB",
+                                     "2.1 GB available", "lower --scale (to 17 at most), "
                                      "--steps, or give fewer --seeds")),
-                            (4, ("0.0 GiB available: lower --steps, or give fewer "
-                                 "--seeds",))):  # too large at --scale=1
+                            (4, ("4.1 KB available: lower --steps, or give fewer "  # not "0.0
+                                 "--seeds",))):  # GiB"; too large at --scale=1
         meminfo.write_text(f"MemTotal:       24684084 kB\nMemAvailable:   {available} kB\n")
         assert_clean_error(cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=1,2",
                                "--steps=256", "--scale=32", f"--out={tmp_path / 'big.png'}",
@@ -973,11 +973,11 @@ def test_a_gif_over_a_shells_memory_limit_is_refused_before_any_drawing(tmp_path
     r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=3,4", "--steps=3",
             f"--out={tmp_path / 'i.png'}", f"--gif={tmp_path / 'i.gif'}")
     assert_clean_error(r, "--gif: 4 frames", "and this shell's limit on a program's memory "
-                       "(ulimit -v) leaves 0.0 GiB available")
+                       "(ulimit -v) leaves 0.0 KB available")
     assert not (tmp_path / "i.gif").exists() and not (tmp_path / "i.png").exists()
     r = cli("generate", "--nogpu", f"--netg-path={g}", "--gen-num=64",
             f"--gen-img={tmp_path / 'g.png'}")  # not even one face: more memory, not fewer
-    assert_clean_error(r, "(ulimit -v) leaves 0.0 GiB available: raise that limit")
+    assert_clean_error(r, "(ulimit -v) leaves 0.0 KB available: raise that limit")
     assert generate.memory_holder() == ("this shell's limit on a program's memory (ulimit -v) "
                                         "leaves", "raise that limit")
     monkeypatch.setattr(resource, "getrlimit", real)
@@ -1003,10 +1003,10 @@ def test_more_faces_than_the_free_memory_holds_are_refused_before_any_drawing(tm
     monkeypatch.setattr(generate.Faces, "load", loaded)
     before, refusals = sorted(p.name for p in tmp_path.iterdir()), []
     for flags, said in ((("--gen-num=1000", "--gen-search-num=2000"),
-                         ("--gen-num: 1000 faces need about 0.2 GiB of memory, and this machine"
-                          " has 0.0 GiB available: lower --gen-num (to ",)),
-                        ((f"--seeds={','.join(map(str, range(300)))}",),
-                         ("--seeds: 300 faces need about 0.1 GiB", "give fewer --seeds (",))):
+                         ("--gen-num: 1000 faces need about 224.9 MB of memory, and this "
+                          "machine has 52.4 MB available: lower --gen-num (to ",)),  # (not "0.2
+                        ((f"--seeds={','.join(map(str, range(300)))}",),  # GiB ... 0.0 GiB")
+                         ("--seeds: 300 faces need about 67.8 MB", "give fewer --seeds (",))):
         r = cli("generate", "--nogpu", "--seed=0", *nets, *flags,
                 f"--gen-img={tmp_path / 'big.png'}", f"--out-dir={tmp_path / 'big'}")
         assert_clean_error(r, *said)
@@ -1021,7 +1021,7 @@ def test_more_faces_than_the_free_memory_holds_are_refused_before_any_drawing(tm
     assert Image.open(tmp_path / "most.png").size == grid_size(most)
     r = cli("interpolate", "--nogpu", f"--netg-path={g}", "--seeds=1,2,3", "--steps=256",
             f"--out={tmp_path / 'morph.png'}")
-    assert_clean_error(r, "--steps and --seeds: 512 faces need about 0.1 GiB",
+    assert_clean_error(r, "--steps and --seeds: 512 faces need about 115.5 MB",
                        "lower --steps or give fewer --seeds (")
     assert not (tmp_path / "morph.png").exists()
 

@@ -465,6 +465,28 @@ def test_evaluate_refuses_a_num_the_free_memory_cannot_hold_before_any_work(toy_
     assert_clean_error(r, f"--num: {most + 1} faces a side need about")
 
 
+def test_evaluates_memory_refusal_tells_its_two_sizes_apart(toy_dir, tmp_path, monkeypatch):
+    """A --num a kilobyte or two over the memory available said it "need[s] about 277.5 MB of
+    memory, and this machine has 277.5 MB available"."""
+    import evaluate
+    import generate
+    folder = tmp_path / "set"
+    shutil.copytree(toy_dir, folder)
+    torch.save(tiny_nets(nz=100)[0].state_dict(), tmp_path / "g.pth")
+    per_face, room = evaluate.memory_need(["swd"])
+    meminfo = tmp_path / "meminfo"  # a kilobyte or two short of 32 faces a side
+    meminfo.write_text(f"MemTotal:       24684084 kB\n"
+                       f"MemAvailable:   {(32 * per_face + room) // 1024 - 1} kB\n")
+    monkeypatch.setattr(generate, "MEMINFO", str(meminfo))
+    monkeypatch.setattr(generate, "PROC_CGROUP", str(tmp_path / "none"))
+    r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}", f"--data-path={folder}",
+            "--metrics=swd", "--num=32", f"--out={tmp_path / 'm.json'}")
+    line = assert_clean_error(r, "--num: 32 faces a side need about ", "lower --num (to 31 ")
+    said = re.search(r"need about (\S+) MB of memory, and this machine has (\S+) MB available",
+                     line)
+    assert said and float(said.group(1)) > float(said.group(2)), line
+
+
 def test_the_full_count_of_modes_names_a_num_the_folder_and_the_memory_hold():
     """evaluate's last line on the modes named a --num for a full count that needed some 37
     GB (233,280 faces a side) on any folder large enough."""

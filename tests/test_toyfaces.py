@@ -2,6 +2,7 @@
 import csv
 import hashlib
 import os
+import re
 import shutil
 
 import numpy as np
@@ -447,6 +448,25 @@ def test_a_small_disk_is_said_in_mb(tmp_path, monkeypatch):
     assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", "--num=1000"),
                        f"--num=1000 faces need about {need}, and the disk of "
                        f"{tmp_path / 'toy'} has 1.0 MB free: lower --num")
+
+
+@pytest.mark.parametrize("short", [4096, 1])
+def test_a_nearly_full_disk_says_its_sizes_apart_in_kb(tmp_path, monkeypatch, short):
+    """A disk with 32 KB free (a tmpfs of 32k, --num=3) said "the faces need about 0.0 MB, and
+    the disk has 0.0 MB free"; one byte short of the room asked for said the same size twice."""
+    import shutil
+    from types import SimpleNamespace
+    need = _set_room(tmp_path / "toy", 3)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=need - short))
+    line = assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", "--num=3"),
+                              "--num=3 faces need about ", "lower --num")
+    said = re.fullmatch(r"error: --num=3 faces need about (\S+) KB, and the disk of .* has (\S+) "
+                        r"KB free: lower --num or pick another --out-dir", line)
+    assert said, line
+    asked, free = map(float, said.groups())
+    assert asked > free > 0  # in as many digits as tell them apart
+    assert abs(asked * 1e3 - need) < 50 and abs(free * 1e3 - (need - short)) < 50
+    assert not (tmp_path / "toy").exists()
 
 
 def test_the_free_space_is_counted_in_whole_blocks_of_the_disk(tmp_path, monkeypatch):
