@@ -775,6 +775,11 @@ def _check_vis_server(address, port):
         given = parts.port
     except ValueError:  # a port that is not a number
         given = "?"
+    cut = min(i for i in (address.find("?"), address.find("#"), len(address)) if i >= 0)
+    if given is None and cut < len(address):  # visdom's requests went without it, unsaid
+        what = "a query" if address[cut] == "?" else "a fragment"
+        raise UserError(f"--vis-server: {address!r} has {what}, which visdom does not send: "
+                        f"pass the address alone, --vis-server={address[:cut]}")
     if given is None:
         return
     host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or ""

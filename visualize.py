@@ -166,10 +166,17 @@ class Visualizer:
             why = self._why(error)
             start = "make visdom" + (f" VISDOM_PORT={self.port}" if self.port != 8097 else "")
             advice = f"start one with `{start}`"
-            if why.startswith("HTTP"):  # another program holds the port: make visdom fails
-                other = self.port + 1 if self.port < 65535 else self.port - 1
-                advice = (f"another program answers on that port: start visdom on another, "
-                          f"`make visdom VISDOM_PORT={other}`, and train with --vis-port={other}")
+            other = self.port + 1 if self.port < 65535 else self.port - 1
+            elsewhere = (f"start visdom on another, `make visdom VISDOM_PORT={other}`, and "
+                         f"train with --vis-port={other}")
+            # a program holds the port (it answered, or took the request and kept it): make
+            # visdom on that very port fails with "Address already in use"
+            if why.startswith("HTTP"):
+                advice = f"another program answers on that port: {elsewhere}"
+            elif why.startswith("no answer within") and "plain http://" in why:
+                advice = f"train with --vis-server=http://{self.server[len('https://'):]}"
+            elif why.startswith("no answer within"):
+                advice = f"a program on that port took the request but did not answer: {elsewhere}"
             tqdm.write(f"warning: no visdom server answers at {self.address()} "
                        f"({why}); training goes on without plots ({advice}, or pass "
                        f"--vis=False)", file=sys.stderr)

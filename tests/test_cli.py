@@ -222,7 +222,16 @@ def test_gpu_without_cuda(toy_dir, tmp_path):
                                           ("--env=../../x", "--env"),
                                           # one byte past the longest file name visdom saves
                                           ("--env=" + "e" * 251, "--env is too long"),
-                                          ("--vis-server=http://h:port", "not a number")])
+                                          ("--vis-server=http://h:port", "not a number"),
+                                          # visdom sent its requests without them, unsaid
+                                          ("--vis-server=http://127.0.0.1/?x=1",
+                                           "--vis-server: 'http://127.0.0.1/?x=1' has a query, "
+                                           "which visdom does not send: pass the address "
+                                           "alone, --vis-server=http://127.0.0.1/"),
+                                          ("--vis-server=http://127.0.0.1/visdom#a",
+                                           "has a fragment, which visdom does not send: pass "
+                                           "the address alone, "
+                                           "--vis-server=http://127.0.0.1/visdom")])
 def test_bad_values(toy_dir, flag, culprit):
     assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", flag), culprit)
 

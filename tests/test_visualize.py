@@ -355,6 +355,32 @@ def test_a_port_that_never_answers_does_not_hang(toy_dir, tmp_path):
     assert 2 <= tries <= 3
 
 
+@pytest.mark.parametrize("server", ["http://127.0.0.1", "https://127.0.0.1/visdom"])
+def test_a_port_that_keeps_the_request_is_not_sent_to_make_visdom_there(server, capsys):
+    """A program that took the request and never answered (or dripped its answer) was met
+    with `make visdom VISDOM_PORT=<that port>`, which cannot listen where it does: "Address
+    already in use"."""
+    from visualize import Visualizer
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never reads or answers
+    port = silent.getsockname()[1]
+    try:
+        Visualizer("x", server, port, timeout=1.0)
+    finally:
+        silent.close()
+    warning, = _warnings(capsys.readouterr().err)
+    assert f"VISDOM_PORT={port}`" not in warning, warning
+    if server.startswith("http://"):
+        assert warning.endswith(
+            f"(no answer within 1 s); training goes on without plots (a program on that port "
+            f"took the request but did not answer: start visdom on another, `make visdom "
+            f"VISDOM_PORT={port + 1}`, and train with --vis-port={port + 1}, or pass "
+            f"--vis=False)"), warning
+    else:  # https:// to a plain server (visdom's own waits for a handshake): the fix is http://
+        assert warning.endswith("check --vis-server); training goes on without plots (train "
+                                "with --vis-server=http://127.0.0.1/visdom, or pass "
+                                "--vis=False)"), warning
+
+
 @pytest.mark.slow
 def test_a_server_that_drips_its_answer_does_not_hang(toy_dir, tmp_path):
     """A server that took each request and sent its answer a byte at a time held `train` at
