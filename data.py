@@ -219,8 +219,21 @@ class FaceFolder(Dataset):
             return to_unit_range(crop(open_rgb(path), self.image_size)), str(path)
         except MemoryError:  # a sound image over an address-space limit (ulimit -v): the
             raise  # out-of-memory line, as the cache's build says, not "unreadable"
+        except OSError as e:  # no file left to open (ulimit -n): the limit's line, as the
+            if e.errno in (errno.EMFILE, errno.ENFILE):  # cache's build says, not a skipped
+                raise NoFileLeft() from e  # image
+            return None, str(path)
         except Exception:  # noqa: BLE001 - any decoder failure means a broken file
             return None, str(path)
+
+
+class NoFileLeft(OSError):
+    """EMFILE met by a loader worker: torch raises a worker's exception again in the main
+    process as its type called with the worker's traceback as text, which made an OSError
+    with no errno (a traceback, not the limit's line); this one keeps its errno."""
+
+    def __init__(self, *_):
+        super().__init__(errno.EMFILE, os.strerror(errno.EMFILE))
 
 
 def collate(items):

@@ -910,19 +910,26 @@ def test_a_file_size_limit_at_any_cache_place_is_said_as_such(toy_dir, tmp_path,
     assert len(tried) == 2  # beside the data, then the user's cache: no temporary folder
 
 
-def test_no_file_left_to_open_is_not_taken_for_broken_images(toy_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("cache, workers", [("True", 2), ("False", 0), ("False", 2)])
+def test_no_file_left_to_open_is_not_taken_for_broken_images(toy_dir, tmp_path, monkeypatch,
+                                                             cache, workers):
     """The decoded-image cache built under a very low ulimit -n: every image that could not
     be opened counted as broken, and the line sent the user to check that the faces were
-    real images. It names the limit, and no cache is kept."""
+    real images. It names the limit, and no cache is kept. With --cache=False each image
+    was skipped as unreadable, in the main process and in the loader's workers alike."""
     import data
 
     def no_file_left(path):
         raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), str(path))
-    shutil.copytree(toy_dir / "faces", tmp_path / "own" / "faces")
+    (tmp_path / "own" / "faces").mkdir(parents=True)
+    for face in sorted((toy_dir / "faces").iterdir())[:16]:
+        shutil.copy(face, tmp_path / "own" / "faces")
     monkeypatch.setattr(data, "open_rgb", no_file_left)
     result = cli("train", f"--data-path={tmp_path / 'own'}", "--nogpu", "--vis=False",
-                 "--max-epoch=1", "--ngf=8", "--ndf=8", "--batch-size=8",
-                 f"--save-path={tmp_path / 'I'}", f"--checkpoint-dir={tmp_path / 'C'}")
+                 "--max-epoch=1", "--ngf=8", "--ndf=8", "--batch-size=8", f"--cache={cache}",
+                 f"--num-workers={workers}", f"--save-path={tmp_path / 'I'}",
+                 f"--checkpoint-dir={tmp_path / 'C'}")
+    assert "could be read" not in result.stderr and "unreadable" not in result.stdout
     assert result.returncode == 2, result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: too many open files: ") and "(ulimit -n)" in line, line
