@@ -28,8 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-from errors import (OneLineParser, Terminated, UserError, counted, outlive_reader, refusal,
-                    require, sized, stop_signals)
+from errors import (OneLineParser, Terminated, UserError, counted, no_space_at_an_end,
+                    outlive_reader, refusal, require, sized, stop_signals)
 
 
 def _sync(device):
@@ -272,6 +272,8 @@ def main():
         if getattr(args, name) is not None and not getattr(args, name).strip():  # --cache-sizes=
             raise UserError(f"--{name.replace('_', '-')}= names nothing: give it a value, or "
                             f"leave the flag out")  # ran the whole benchmark on data-toy instead
+        if name != "cache_sizes" and getattr(args, name) is not None:  # as main.py's path flags
+            no_space_at_an_end(getattr(args, name), f"--{name.replace('_', '-')}")
     if args.json and args.json.endswith(("/", os.sep)):  # abspath would drop the slash
         raise UserError(f"--json: {args.json!r} is a folder: name a file in it, e.g. "
                         f"{os.path.join(args.json, 'bench.json')!r}")

@@ -297,19 +297,19 @@ def no_as_fire_spells_it(args, kinds=None):
     """``args`` with ``--no-gpu`` and ``--no_gpu`` (and ``=VALUE`` after them) spelt
     ``--nogpu``, as fire takes a yes-or-no flag's negation: it read --no-gpu as an option
     named -gpu, and the line said "unknown option ---gpu; did you mean --gpu?", the very
-    opposite. A bare ``--noNAME`` where NAME is none of the command's yes-or-no options
-    (``kinds``: name -> kind; unset: Config's) becomes ``--noNAME=True``, to be refused as
-    typed: fire read --noise as an option named ise set to False ("unknown option
-    --ise/--noise"), and toyfaces' --novis as --vis/--novis, a flag it does not have. Any
-    other word stays as it is."""
+    opposite. A bare ``--noNAME`` becomes ``--noNAME=True``, to be refused as typed: fire
+    read --noise as an option named ise set to False ("unknown option --ise/--noise"),
+    toyfaces' --novis as --vis/--novis, a flag it does not have, and generate's --nosn as
+    --sn=False, refused as --sn. Any other word stays as it is. ``kinds``: name -> kind
+    (unset: Config's)."""
     kinds = kinds or {name: f.metadata["kind"] for name, f in FIELDS.items()}
     out = []
     for i, arg in enumerate(args):
-        if arg.startswith(("--no-", "--no_")):
-            if kinds.get(arg[5:].partition("=")[0].replace("-", "_")) is bool:
-                arg = "--no" + arg[5:]
-        elif arg.startswith("--no") and "=" not in arg and \
-                kinds.get(arg[4:].replace("-", "_")) is not bool and \
+        negates = kinds.get(arg[5:].partition("=")[0].replace("-", "_")) is bool
+        if arg.startswith(("--no-", "--no_")) and negates:
+            arg = "--no" + arg[5:]
+        if arg.startswith("--no") and not arg.startswith(("--no-", "--no_")) and \
+                "=" not in arg and \
                 (i + 1 == len(args) or _a_flag(args[i + 1])):  # else VALUE is its value
             arg += "=True"
         out.append(arg)
@@ -325,11 +325,13 @@ def _a_flag(word):
     return False
 
 
-def refuse_both_ways(args):
+def refuse_both_ways(args, kinds=None):
     """``--gpu`` and ``--nogpu`` on one command line, or one flag twice with two values
     (``--batch-size=16 --batch_size=32``): fire keeps the last and drops the other, so the
     message blamed the flag the user had taken back, or the run silently took one of the two.
-    A UserError. ``args`` are the command line's words after the command."""
+    A UserError. ``args`` are the command line's words after the command; ``kinds`` (name ->
+    kind; unset: Config's) the command's options: a pair of a yes-or-no flag it does not
+    have is left to the line that says so (toyfaces --gpu --nogpu said "both given")."""
     given = {}
     for i, arg in enumerate(args):
         if not arg.startswith("--") or arg == "--":
@@ -346,7 +348,7 @@ def refuse_both_ways(args):
             raise UserError(f"{flag} was given twice, with two values ({said(given[name])} "
                             f"and {said(value)}): pass it once")
         given[name] = value
-    kinds = {name: f.metadata["kind"] for name, f in FIELDS.items()}
+    kinds = kinds or {name: f.metadata["kind"] for name, f in FIELDS.items()}
     for name in sorted(given):
         if name.startswith("no") and kinds.get(name[2:]) is bool and name[2:] in given:
             raise UserError(f"--{name[2:].replace('_', '-')} and --{name.replace('_', '-')} "
@@ -364,6 +366,8 @@ def coerce_flags(flags, fields, nullable=(), suggest=None):
             # fire hands `--nogpu` over as nogpu=True; `--nogpu=False` takes the flag back: the
             # option's default (for --gpu, unset: CUDA when there is one, as --gpu=None, and on
             # a resumed run too, which kept the saved --nogpu), or True
+            if name == "nogpu" and not_a_device(value):  # --nogpu=0: the CPU, or not GPU 0?
+                raise UserError(f"--nogpu {not_a_device(value)}")  # as --gpu=0
             if _coerce(name, value, bool, nullable=False):
                 values[name[2:]] = False
             elif name[2:] in nullable:
@@ -424,16 +428,18 @@ def _book_only_here(command, name):
     return name in BOOK_FIELDS and name not in USED[command] and (command, name) not in INSTEAD
 
 
-def _refuse_foreign(command, given):
+def _refuse_foreign(command, given, typed=()):
     """A flag of another command, not the book's, or a book one named in INSTEAD: a UserError
-    that says whose it is (and what to pass instead)."""
+    that says whose it is (and what to pass instead), named as ``typed`` (a negated yes-or-no
+    flag: generate --nosn was refused as --sn)."""
     for name in given:
         if name in USED[command] or _book_only_here(command, name):
             continue
         owners = [c for c in USED if name in USED[c]]
         whose = f" (it is {listed(owners)}'s)" if owners else ""
         instead = f": {INSTEAD[command, name]}" if (command, name) in INSTEAD else ""
-        raise UserError(f"--{name.replace('_', '-')} is not an option of {command}{whose}"
+        flag = "no" + name if name in typed else name
+        raise UserError(f"--{flag.replace('_', '-')} is not an option of {command}{whose}"
                         f"{instead}; see python main.py {command} --help")
 
 
@@ -445,7 +451,9 @@ def parse(command, flags):
     # an unknown flag is offered the command's own: train --output-dir was offered
     # generate's --out-dir, which train then refused
     values = coerce_flags(flags, kinds, unset, suggest=USED[command])
-    _refuse_foreign(command, values)
+    names = [key.replace("-", "_") for key in flags]
+    negated = {n[2:] for n in names if n.startswith("no") and kinds.get(n[2:]) is bool}
+    _refuse_foreign(command, values, negated)  # named as typed: --nosn, not --sn
     if command == "train" and values.get("resume"):
         values = _resumed(values)
     elif values.get("recipe"):

@@ -62,7 +62,8 @@ class OneLineParser(argparse.ArgumentParser):
                           type=gpu_or_not if name == "gpu" else true_or_false,
                           metavar="{True,False}", help=help)
         self.add_argument(f"--no{name}", f"--no-{name}", dest=name, action=_Negation,
-                          nargs="?", const=True, default=default, type=true_or_false,
+                          nargs="?", const=True, default=default,
+                          type=gpu_or_not if name == "gpu" else true_or_false,
                           metavar="{True,False}",
                           help=f"the same as --{name}=false (default: not given)")
 

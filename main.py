@@ -486,9 +486,9 @@ def main(argv):
         print(_help(command))
         return 0
     try:
-        args = config.no_as_fire_spells_it(argv[2:], TOYFACES_FLAGS if command == "toyfaces"
-                                           else None)
-        config.refuse_both_ways(args)
+        kinds = TOYFACES_FLAGS if command == "toyfaces" else None
+        args = config.no_as_fire_spells_it(argv[2:], kinds)
+        config.refuse_both_ways(args, kinds)
         fire.Fire({command: COMMANDS[command]}, command=[command, *config.keep_text(args)],
                   name="main.py")
     except UserError as e:

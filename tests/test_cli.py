@@ -399,6 +399,9 @@ def test_every_field_of_the_books_config_is_taken(toy_dir):
                                     "evaluate's)", "--gen-img", "--out-dir"]),
     ("generate", "--num=5", ["--num", "evaluate's", "--gen-num faces"]),
     ("generate", "--recipe=modern", ["--recipe", "train's"]),
+    # named as typed: it was refused as --sn, a flag the user did not type
+    ("generate", "--nosn", ["--nosn is not an option of generate (it is train's)"]),
+    ("generate", "--no-sn", ["--nosn is not an option of generate (it is train's)"]),
     ("interpolate", "--gen-img=morph.png", ["--gen-img is not an option of interpolate",
                                             "--out"]),
     ("evaluate", "--gen-num=8", ["--gen-num", "--num faces"]),
@@ -861,6 +864,8 @@ def test_a_space_before_or_after_a_path_is_refused_unless_it_names_one(tmp_path,
     """--checkpoint-dir="ck " (a paste, a quote around too much) trained into a new folder
     named with a space, beside the ck/ meant, without a word; a space inside a name, or a
     path that exists with its space, is the user's own."""
+    import subprocess
+    import sys
     monkeypatch.chdir(tmp_path)
     torch.save(NetG(100, 8).state_dict(), "netg.pth")
     train = ("train", "--nogpu", "--vis=False", "--ngf=8", "--ndf=8", "--batch-size=16",
@@ -880,6 +885,15 @@ def test_a_space_before_or_after_a_path_is_refused_unless_it_names_one(tmp_path,
     ]
     for args, *needles in cases:
         assert_clean_error(cli(*args), *needles)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["netg.pth"]
+    # bench.py's path flags as main.py's: --json="b.json " wrote a file named with a space
+    for flag, said in ((f"--data-path={toy_dir} ", "at its end"),
+                       ("--json= b.json", "' b.json' has a space at its start, which would "
+                                          "name another path than 'b.json': remove it"),
+                       ("--scratch=tmp ", "'tmp ' has a space at its end")):
+        r = subprocess.run([sys.executable, str(ROOT / "bench.py"), flag], text=True,
+                           capture_output=True, timeout=120)
+        assert_clean_error(r, f"{flag.partition('=')[0]}: ", said)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["netg.pth"]
     Path("my toy ").mkdir()  # there as named: taken, space and all
     r = cli("toyfaces", "--out-dir=my toy ", "--num=2")
@@ -1173,9 +1187,10 @@ def test_a_no_flag_takes_a_value_too(toy_dir, tmp_path):
     """--nogpu=False was 'unknown option --nogpu' though --nogpu and --nogpu=True worked. False
     takes the flag back: the option's default (--gpu: unset, CUDA where there is one)."""
     from config import parse
-    for given, gpu in (("nogpu", True), ("nogpu", "True"), ("nogpu", "1"), ("nogpu", "False"),
+    # (--nogpu=1, as --gpu=1, is refused: a device number, or yes?)
+    for given, gpu in (("nogpu", True), ("nogpu", "True"), ("nogpu", "False"),
                        ("nogpu", "no"), ("gpu", "False")):
-        expected = {"True": False, "1": False, "False": None, "no": None}[str(gpu)] \
+        expected = {"True": False, "False": None, "no": None}[str(gpu)] \
             if given == "nogpu" else False
         assert parse("train", {"data_path": str(toy_dir), given: gpu}).gpu is expected
     assert parse("train", {"data_path": str(toy_dir), "novis": "True"}).vis is False
@@ -1203,6 +1218,10 @@ def test_a_no_flag_takes_a_value_too(toy_dir, tmp_path):
                            f"--gpu takes True or False, not a device number ({value}): pass "
                            f"--gpu for CUDA (CUDA_VISIBLE_DEVICES=N picks the device), or "
                            f"--nogpu for the CPU")
+        # --nogpu=0 took --nogpu back (CUDA where there is one): not GPU 0, or the CPU?
+        assert_clean_error(cli("generate", "--netg-path=g.pth", f"--nogpu={value}"),
+                           f"--nogpu takes True or False, not a device number ({value}): "
+                           f"pass --gpu for CUDA")
 
 
 def test_no_dash_flag_is_the_no_flag_and_close_names_are_all_offered(tmp_path):
@@ -1228,6 +1247,9 @@ def test_no_dash_flag_is_the_no_flag_and_close_names_are_all_offered(tmp_path):
         assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", flag),
                            f"unknown option {typed}; the options are --out-dir, --num, "
                            f"--seed")
+    # the pair of a flag toyfaces does not have: "both given", before the line that it has none
+    assert_clean_error(cli("toyfaces", f"--out-dir={tmp_path / 'toy'}", "--gpu", "--nogpu"),
+                       "unknown option --gpu; the options are --out-dir, --num, --seed")
     assert not (tmp_path / "toy").exists()
     # any --no word was read as a negation: --noise as "--ise/--noise; did you mean --vis?"
     for flag in ("--noise", "--nonsense=False"):
@@ -1254,7 +1276,11 @@ def test_a_flag_in_capitals_or_cpu_for_the_cpu_is_pointed_to_the_flag_meant(caps
                         ("--xyz", "unrecognized arguments: --xyz; see --help"),
                         ("--gpu=0", "argument --gpu: takes True or False, not a device number "
                                     "(0): pass --gpu for CUDA (CUDA_VISIBLE_DEVICES=N picks the "
-                                    "device), or --nogpu for the CPU; see --help")):
+                                    "device), or --nogpu for the CPU; see --help"),
+                        ("--nogpu=0", "argument --nogpu/--no-gpu: takes True or False, not a "
+                                      "device number (0): pass --gpu for CUDA "
+                                      "(CUDA_VISIBLE_DEVICES=N picks the device), or --nogpu "
+                                      "for the CPU; see --help")):
         with pytest.raises(SystemExit) as stop:
             parser.parse_args([typed])
         assert (stop.value.code, capsys.readouterr().err) == (2, f"error: {line}\n")
