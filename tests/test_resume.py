@@ -576,12 +576,14 @@ def test_sigterm_saves_like_ctrl_c_and_the_run_resumes(toy_dir, tmp_path, group,
     # SIGTERM's status and word, as every other stop by it (Ctrl-C's 130 and "interrupted")
     assert proc.returncode == 143
     assert err.count("SIGTERM: saving after this step") == 1 and "Traceback" not in err, err
-    assert err.splitlines()[-1].startswith("terminated: stopped in epoch ")
     pasted = shlex.split(err.splitlines()[-1].split("`")[1])
     assert pasted[-2:] == ["train", f"--resume={ckpt / 'last.pth'}"], err.splitlines()[-1]
     state = torch.load(ckpt / "last.pth", weights_only=True)
-    # counted as the bar counts: epoch 2 of 3 is state epoch 1, and batches from 1
-    assert f"stopped in epoch {state['epoch'] + 1} after batch {state['batch']} " in err
+    # counted as the bar counts: epoch 2 of 3 is state epoch 1, and batches from 1; or, where
+    # the workers' half second outlasted the epoch on a fast machine, as epoch 2 ended
+    assert err.splitlines()[-1].startswith((
+        f"terminated: stopped in epoch {state['epoch'] + 1} after batch {state['batch']} ",
+        f"terminated: stopped after epoch {state['epoch']}: state saved")), err
     assert state["epoch"] >= 1 and state["step"] > 16  # saved past the first epoch
     result = cli("train", *pasted[pasted.index("train") + 1:])
     assert result.returncode == 0, result.stderr
@@ -620,15 +622,16 @@ def _cpu_limited(seconds):
 
 @pytest.mark.slow
 def test_a_plain_cpu_time_limit_leaves_room_to_save_the_run(toy_dir, tmp_path):
-    """A plain ``ulimit -t 40`` (soft and hard limit both 40 s): the kernel sent SIGKILL when
+    """A plain ``ulimit -t 50`` (soft and hard limit both 50 s): the kernel sent SIGKILL when
     it was used up, with no SIGXCPU first, so the run ended without a word, status 137, and
-    unsaved since its last epoch. Train keeps 30 s for a save below the hard limit."""
+    unsaved since its last epoch. Train keeps 30 s for a save below the hard limit (20 s of
+    it left: a slow machine's start takes several)."""
     ckpt = tmp_path / "run"
     result = subprocess.run([sys.executable, str(ROOT / "main.py"),
                              *train_args(toy_dir, ckpt, "--ngf=8", "--ndf=8", "--batch-size=8",
                                          "--num-workers=0", "--max-epoch=100000")],
                             capture_output=True, text=True, timeout=300,
-                            preexec_fn=_cpu_limited(40),
+                            preexec_fn=_cpu_limited(50),
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
     err = result.stderr
     assert result.returncode == 143, err[-2000:]
@@ -646,16 +649,16 @@ def test_a_plain_cpu_time_limit_leaves_room_to_save_the_run(toy_dir, tmp_path):
 
 @pytest.mark.slow
 def test_a_cpu_time_limit_too_short_to_save_in_is_said(toy_dir, tmp_path):
-    """``ulimit -t 8``: no 30 s to keep for a save below it, which the run says at its start
+    """``ulimit -t 30``: no 30 s to keep for a save below it, which the run says at its start
     (a run that used it up would be ended unsaved); this one-epoch run ends in time."""
     result = subprocess.run([sys.executable, str(ROOT / "main.py"),
                              *train_args(toy_dir, tmp_path / "run", "--ngf=8", "--ndf=8",
                                          "--batch-size=8", "--num-workers=0", "--max-epoch=1")],
                             capture_output=True, text=True, timeout=300,
-                            preexec_fn=_cpu_limited(8),
+                            preexec_fn=_cpu_limited(30),
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr[-2000:]
-    notes = [line for line in result.stdout.splitlines() if "(ulimit -t 8; " in line]
+    notes = [line for line in result.stdout.splitlines() if "(ulimit -t 30; " in line]
     assert len(notes) == 1 and notes[0].startswith("note: the CPU time this shell allows "), \
         result.stdout
     assert "is too short to keep the 30 s a save needs" in notes[0], notes[0]
