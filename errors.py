@@ -156,16 +156,19 @@ def counted(n, noun, plural=None):
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
+UNITS = {1e9: "GB", 1e6: "MB", 1e3: "KB"}
+
+
 def sized(nbytes, apart=None, digits=1):
     """A file's size as a line says it: in GB from 1 GB up, in MB below ("1.8 MB"), in KB
     below 0.1 MB (a disk with 32 KB free "has 0.0 MB free"); with ``apart``, another size
     the line compares it with, in as many digits as tell the two apart (a batch of 221,184
     bytes over a limit of 204,800 was "0.2 MB" over "0.2 MB")."""
     def said(n):
-        if n >= 1e9:
-            return f"{n / 1e9:,.{digits}f} GB"
-        kb = f"{n / 1e3:.{digits}f}"
-        return f"{kb} KB" if float(kb) < 100 else f"{n / 1e6:.{digits}f} MB"
+        unit = 1e9 if n >= 1e9 else 1e6 if float(f"{n / 1e3:.{digits}f}") >= 100 else 1e3
+        if float(f"{n / unit:.{digits}f}") >= 1000 and unit < 1e9:  # 999.96 MB: "1.0 GB",
+            unit *= 1e3  # not "1000.0 MB" beside a "1.0 GB" it was told apart from
+        return f"{n / unit:,.{digits}f} {UNITS[unit]}"
     if apart is not None and apart != nbytes and digits < 9 and said(nbytes) == said(apart):
         return sized(nbytes, apart, digits + 1)
     return said(nbytes)

@@ -300,6 +300,8 @@ def test_the_cache_of_a_renamed_or_deleted_folder_is_removed_when_another_is_bui
     from errors import sized
     assert [sized(n) for n in (50_000 * 96 * 96 * 3, 999_900_000, 300_000)] == \
         ["1.4 GB", "999.9 MB", "0.3 MB"]
+    # two sizes a line compares, told apart ("1.0 GB" beside "1000.0 MB" read as equal)
+    assert (sized(10**9, 999_960_000), sized(999_960_000, 10**9)) == ("1.00 GB", "999.96 MB")
 
 
 def test_a_folder_named_with_brackets_keeps_its_neighbours_cache_and_drops_its_own_old_one(
