@@ -85,6 +85,9 @@ def _ignore_late_stops(but_sigterm=False):
 if __name__ == "__main__":  # before torch loads (a second or more): a stop then is one line too
     outlive_reader()  # a closed terminal or pipe silences the lines, not the work
     stop_on_signals()  # training saves first (its own handler); elsewhere: clean up and stop
+
+# above this ulimit -v, torch failing to load (it takes some 3.5 GB) is the machine's memory
+TORCH_NEEDS = 8 * 10**9
 try:
     import fire
 
@@ -104,9 +107,13 @@ except (ImportError, MemoryError) as e:  # torch's libraries, over a small addre
     if __name__ != "__main__" or limit == resource.RLIM_INFINITY or not (
             isinstance(e, MemoryError) or "map segment" in str(e)):
         raise
-    print(f"error: this shell lets a program use {sized(limit)} of memory (ulimit -v), too "
-          f"little to load torch: raise that limit (torch alone takes some 3.5 GB of it)",
-          file=sys.stderr)
+    if limit < TORCH_NEEDS:
+        print(f"error: this shell lets a program use {sized(limit)} of memory (ulimit -v), too "
+              f"little to load torch: raise that limit (torch alone takes some 3.5 GB of it)",
+              file=sys.stderr)
+    else:  # a limit well above torch's need: the machine's memory ran out, not the limit
+        print("error: out of memory on this machine while loading torch: free some memory "
+              "(close other programs), then run the command again", file=sys.stderr)
     sys.exit(2)
 except (KeyboardInterrupt, Terminated) as stop:
     if __name__ != "__main__":
