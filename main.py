@@ -263,7 +263,7 @@ def _drawing_alone(out, num, seed):
             pass
         os.close(folder)
     try:
-        yield waited and (out / "attributes.csv").exists() and not (out / UNFINISHED).exists()
+        yield waited and not (out / UNFINISHED).exists() and _rows(out / "attributes.csv") == num
     except BaseException:
         for path in made:  # those still empty, while the lock is held: a refusal leaves none
             try:
@@ -274,6 +274,16 @@ def _drawing_alone(out, num, seed):
     finally:
         if folder is not None:
             os.close(folder)
+
+
+def _rows(csv_path):
+    """The faces listed in a toy set's attributes.csv (its lines but the header), or None.
+    (The mark read as another run waited may have been a stopped run's, of another set.)"""
+    try:
+        with open(csv_path, "rb") as f:
+            return sum(1 for _ in f) - 1
+    except OSError:
+        return None
 
 
 def _draw_toyfaces(out, values):
