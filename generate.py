@@ -494,7 +494,9 @@ def _write_faces(out_dir, faces, scores, seeds, scale, resample, mean=0.0, std=1
             raise UserError(f"disk full while writing {stop.path}: {written}{gone}; free some "
                             f"space, then run the command again to write them all") from None
         if refused:
-            cause, _, fix = refused.rpartition("; ")
+            cause, said, fix = refused.rpartition("; ")
+            if not said:  # a path no file can have (a loop of links, a name too long)
+                cause, fix = refused, "choose another --out-dir"
             if stop.errno == errno.EISDIR:
                 fix = "move that folder away"
             raise UserError(f"{cause}: {written}{gone}; {fix}, then run the command again to "
