@@ -1,4 +1,5 @@
 """Never lose a night: exact resume, Ctrl-C, and the full state in last.pth."""
+import contextlib
 import os
 import shlex
 import shutil
@@ -446,7 +447,7 @@ def test_a_ctrl_c_while_an_epoch_saves_stops_there(toy_dir, tmp_path, monkeypatc
     assert (state["epoch"], state["batch"], state["step"]) == (1, 0, 4)
 
 
-@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("when", ["before", "after", "unsaid"])
 def test_a_stop_once_the_run_has_saved_all_ends_it_as_finished(toy_dir, tmp_path, monkeypatch,
                                                                when):
     """A scheduler's SIGTERM that came once the last epoch was saved (as the last samples went
@@ -457,12 +458,14 @@ def test_a_stop_once_the_run_has_saved_all_ends_it_as_finished(toy_dir, tmp_path
     said = train_module.say
 
     def stop_as_done_is_said(line):
-        if when == "before" and line.startswith("done:"):
+        if when in ("before", "unsaid") and line.startswith("done:"):
             os.kill(os.getpid(), signal.SIGTERM)
         said(line)
         if when == "after" and line.startswith("done:"):
             os.kill(os.getpid(), signal.SIGTERM)
     monkeypatch.setattr(train_module, "say", stop_as_done_is_said)
+    if when == "unsaid":  # the stop acts before the line is said (not put off): main says it
+        monkeypatch.setattr(train_module.checkpoint, "stops_put_off", contextlib.nullcontext)
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM,
                                                      signal.SIGHUP)}
     errors.stop_on_signals()  # main.py's handlers, as in its own process
