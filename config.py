@@ -957,7 +957,8 @@ def validate(command, opt):
         refuse_earlier_faces(opt.out_dir, [])
     if command == "generate" and opt.netd_path and not opt.seeds:  # D ranks the faces
         _require(opt.gen_num <= opt.gen_search_num, f"--gen-num ({opt.gen_num}) cannot exceed "
-                 f"--gen-search-num ({opt.gen_search_num}): D picks the best of those")
+                 f"--gen-search-num ({opt.gen_search_num}): D picks the best of those; raise "
+                 f"--gen-search-num to at least {opt.gen_num}, or lower --gen-num")
     for name in ("netg_path", "netd_path"):
         path = getattr(opt, name)
         if path is not None:

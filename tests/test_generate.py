@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+import errors
 from generate import Faces, grid_size, noise, slerp_path, to_uint8
 
 from conftest import (ROOT, assert_clean_error, cli, drawing_nets, kill_group,
@@ -327,6 +328,17 @@ def test_a_full_disk_in_a_rerun_says_what_is_left_of_both_sets(tmp_path, monkeyp
         f"to write them all"]
     assert {p.name for p in out.iterdir()} == {
         "face_000_seed3.png", "face_001_seed4.png", "face_002_seed5.png"}
+
+
+def test_more_faces_than_d_ranks_say_what_to_pass(tmp_path):
+    """--gen-num over --gen-search-num said only that it cannot exceed it, not what to pass."""
+    g, d = _save_nets(tmp_path)
+    assert_clean_error(cli("generate", "--nogpu", f"--netg-path={g}", f"--netd-path={d}",
+                           "--gen-num=80", "--gen-search-num=64",
+                           f"--gen-img={tmp_path / 'grid.png'}"),
+                       "--gen-num (80) cannot exceed --gen-search-num (64): D picks the best of "
+                       "those; raise --gen-search-num to at least 80, or lower --gen-num")
+    assert not (tmp_path / "grid.png").exists()
 
 
 def test_a_folder_where_a_face_goes_keeps_the_faces_before_it_listed(tmp_path):
