@@ -341,6 +341,31 @@ def test_more_faces_than_d_ranks_say_what_to_pass(tmp_path):
     assert not (tmp_path / "grid.png").exists()
 
 
+def test_a_path_fault_at_a_face_is_one_line_with_what_to_do(tmp_path, monkeypatch):
+    """A face the system refuses for its path alone (a name too long for its file system, a
+    loop of links made as it was written) had a line that began "error: : cannot use ...":
+    its reason was cut where no remedy followed a "; "."""
+    import errno
+    import checkpoint
+    g, _ = _save_nets(tmp_path)
+    out = tmp_path / "out"
+    real = checkpoint.save_bytes
+
+    def refused(data, path):
+        if Path(path).name == "face_001_seed4.png":
+            raise OSError(errno.ENAMETOOLONG, "File name too long", str(path))
+        return real(data, path)
+    monkeypatch.setattr(checkpoint, "save_bytes", refused)
+    result = cli("generate", "--nogpu", f"--netg-path={g}", "--seeds=3,4,5", f"--out-dir={out}",
+                 f"--gen-img={tmp_path / 'grid.png'}")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot use {out / 'face_001_seed4.png'}: "
+        f"{errors.PATH_FAULTS[errno.ENAMETOOLONG]}: 1 of the 3 faces is written in {out}, "
+        f"listed in its manifest.csv; choose another --out-dir, then run the command again to "
+        f"write them all"]
+
+
 def test_a_folder_where_a_face_goes_keeps_the_faces_before_it_listed(tmp_path):
     """A folder named as one of the faces: the clean-up failed on that folder, the faces
     written before it were left without a manifest.csv, and the line did not say how many
