@@ -682,10 +682,12 @@ def _png_note(path):
 def _say_if_training_data(opt, *paths):
     """A note for each output that lies in the training images' folder."""
     for path in paths:
-        if _in_training_data(opt, path):
-            print(f"note: {path} lies inside {opt.data_path}, the training images' folder "
-                  f"(--data-path): train would read these faces as training images; move them "
-                  f"out before training there")
+        if _in_training_data(opt, path):  # (the folder itself: "X lies inside X" was said)
+            where = "is" if Path(path).resolve() == Path(opt.data_path).resolve() else \
+                f"lies inside {opt.data_path},"
+            print(f"note: {path} {where} the training images' folder (--data-path): train "
+                  f"would read these faces as training images; move them out before training "
+                  f"there")
 
 
 def _gif_bar(frames, total):

@@ -1170,6 +1170,18 @@ def test_outputs_inside_the_training_data_are_refused_or_named(tmp_path, toy_dir
     assert r.returncode == 0, r.stderr
     notes = [line for line in r.stdout.splitlines() if "training images" in line]
     assert len(notes) == 1 and f"note: {inside / 'kept'} lies inside" in notes[0], r.stdout
+    # the data folder itself: it said "X lies inside X"
+    r = cli("generate", "--nogpu", f"--netg-path={tmp_path / 'netg.pth'}", "--seeds=2",
+            f"--data-path={tmp_path / 'data'}", f"--gen-img={tmp_path / 'grid.png'}",
+            f"--out-dir={tmp_path / 'data'}")
+    assert r.returncode == 0, r.stderr
+    notes = [line for line in r.stdout.splitlines() if "training images" in line]
+    assert notes == [f"note: {tmp_path / 'data'} is the training images' folder (--data-path): "
+                     f"train would read these faces as training images; move them out before "
+                     f"training there"], r.stdout
+    for face in (tmp_path / "data").glob("face_*"):  # as the note asks, before what follows
+        face.unlink()
+    (tmp_path / "data" / "manifest.csv").unlink()
     # an image that is already there is a training image (or that grid, asked to be moved
     # out): writing over it lost it, and the note came after
     face = inside / "000001.jpg"
