@@ -200,6 +200,59 @@ def drop_stale(path):
             os.close(fd)
 
 
+@contextlib.contextmanager
+def held_folder(folder, busy):
+    """Hold ``folder`` (made where it is not there) while a command checks it and writes
+    there: a lock on the folder itself, which the system drops however the process ends.
+    Where another process holds it, ``busy(fd)`` says what to do: raise the command's
+    refusal, return True once it has waited for the lock (a blocking flock on ``fd``), or
+    False to try again. Unguarded where the folder cannot be read or locked. The folders made
+    for it go again, still empty, where the work fails: a refusal leaves no trace."""
+    import fcntl
+    folder = Path(folder)
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    while True:
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(folder, os.O_RDONLY)
+        except FileNotFoundError:  # removed as it was opened (a run refused there): again
+            continue
+        except PermissionError:  # a folder one may write in but not read: unguarded
+            fd = None
+            break
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                waited = busy(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            if not waited:
+                os.close(fd)
+                continue
+        except OSError:  # a file system that cannot lock it (ENOLCK, EBADF, ...): unguarded
+            break
+        try:  # the folder locked is the one named (not one removed meanwhile)
+            if os.path.samestat(os.fstat(fd), os.stat(folder)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    except BaseException:
+        for path in made:  # those still empty (a file of this run's or another's keeps it)
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def save(obj, path):
     """torch.save ``obj`` to ``path`` atomically. Serialised in memory first: given a path,
     torch names the records inside after the file (the temporary one here, a random name),

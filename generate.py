@@ -19,7 +19,6 @@ its seed to a manifest; ``--seeds`` draws chosen faces again.
 import contextlib
 import csv
 import errno
-import fcntl
 import io
 import math
 import operator
@@ -623,35 +622,14 @@ def _alone_in(out_dir):
     if not out_dir:
         yield
         return
-    # the folders made here, deepest first: a grid refused (a full disk, a Ctrl-C) left an
-    # empty --out-dir, where before no trace of the run stayed
-    made = [p for p in (Path(out_dir), *Path(out_dir).parents) if not p.exists()]
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    try:
-        folder = os.open(out_dir, os.O_RDONLY)
-    except PermissionError:  # a folder one may write in but not read: unguarded, as before
-        folder = None
-    try:
-        if folder is not None:
-            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(folder)
+
+    def busy(_):
         raise UserError(f"--out-dir: another generate is writing its faces into {out_dir}: "
-                        f"wait for it to end, or pick another folder") from None
-    except OSError:  # a file system that cannot lock it (ENOLCK, EBADF, ...): unguarded, as
-        pass  # before (the faces matter more than the guard)
-    try:
+                        f"wait for it to end, or pick another folder")
+    # (the folders made for it go again where the run fails: a grid refused, a full disk or
+    # a Ctrl-C, left an empty --out-dir, where before no trace of the run stayed)
+    with checkpoint.held_folder(out_dir, busy):
         yield
-    except BaseException:
-        for path in made:  # those still empty (a face or another run's file keeps it)
-            try:
-                path.rmdir()
-            except OSError:
-                break
-        raise
-    finally:
-        if folder is not None:
-            os.close(folder)
 
 
 def _in_training_data(opt, path):

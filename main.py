@@ -220,60 +220,31 @@ def _drawing_alone(out, num, seed):
     of the two under the attributes.csv of one. Now the same set (make demo and make
     demo-long started together) waits for the other run, and any other set is refused."""
     import fcntl
+
+    import checkpoint
     from toyfaces import UNFINISHED
-    made = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
-    waited, patience = False, time.monotonic() + 5
-    while True:
-        out.mkdir(parents=True, exist_ok=True)
-        try:
-            folder = os.open(out, os.O_RDONLY)
-        except FileNotFoundError:  # removed as it was opened (a run refused there): again
-            continue
-        except PermissionError:  # a folder one may write in but not read: unguarded
-            folder = None
-            break
-        try:
-            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:  # what the other run draws: its mark, written once it has checked the folder
-                drawing = (out / UNFINISHED).read_text().strip()
-            except (OSError, UnicodeDecodeError):
-                drawing = ""
-            if drawing.endswith(f" --num={num} --seed={seed}"):
-                print(f"another toyfaces is drawing this set into {out}: waiting for it to end",
-                      flush=True)
-                fcntl.flock(folder, fcntl.LOCK_EX)
-                waited = True
-            elif not drawing and time.monotonic() < patience:
-                os.close(folder)
-                time.sleep(0.05)
-                continue
-            else:
-                os.close(folder)
-                what = f" (`{drawing}`)" if drawing else ""
-                raise UserError(f"--out-dir: another toyfaces is drawing a set into {out} "
-                                f"now{what}: wait for it to end, or pick another --out-dir") \
-                    from None
-        except OSError:  # a file system that cannot lock it (ENOLCK, ...): unguarded, as before
-            break
-        try:  # the folder this run locked is the one named out (not one removed meanwhile)
-            if os.path.samestat(os.fstat(folder), os.stat(out)):
-                break
-        except FileNotFoundError:
-            pass
-        os.close(folder)
-    try:
-        yield waited and not (out / UNFINISHED).exists() and _rows(out / "attributes.csv") == num
-    except BaseException:
-        for path in made:  # those still empty, while the lock is held: a refusal leaves none
-            try:
-                path.rmdir()
-            except OSError:
-                break
-        raise
-    finally:
-        if folder is not None:
-            os.close(folder)
+    waited, patience = [], time.monotonic() + 5
+
+    def busy(folder):
+        try:  # what the other run draws: its mark, written once it has checked the folder
+            drawing = (out / UNFINISHED).read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            drawing = ""
+        if drawing.endswith(f" --num={num} --seed={seed}"):
+            print(f"another toyfaces is drawing this set into {out}: waiting for it to end",
+                  flush=True)
+            fcntl.flock(folder, fcntl.LOCK_EX)
+            waited.append(True)
+            return True
+        if not drawing and time.monotonic() < patience:
+            time.sleep(0.05)
+            return False
+        what = f" (`{drawing}`)" if drawing else ""
+        raise UserError(f"--out-dir: another toyfaces is drawing a set into {out} now{what}: "
+                        f"wait for it to end, or pick another --out-dir")
+    with checkpoint.held_folder(out, busy):
+        yield bool(waited) and not (out / UNFINISHED).exists() and \
+            _rows(out / "attributes.csv") == num
 
 
 def _rows(csv_path):
