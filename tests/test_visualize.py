@@ -136,6 +136,21 @@ def test_a_second_server_on_a_taken_port_says_so_in_one_line(visdom_server, tmp_
                            culprit)
 
 
+@contextlib.contextmanager
+def _served_again(port, env_path):
+    """A visdom server on ``port`` again (the fixture's, stopped by the test), its envs in
+    ``env_path``; stopped at the end."""
+    again = subprocess.Popen([sys.executable, str(ROOT / "visualize.py"), "serve",
+                              f"--port={port}", f"--env-path={env_path}"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert _wait_for(port, 30), "the visdom server did not start again"
+        yield again
+    finally:
+        again.terminate()
+        again.wait(timeout=10)
+
+
 def _client(port):
     import visdom
     return visdom.Visdom(server="http://127.0.0.1", port=port, raise_exceptions=True,
@@ -615,11 +630,7 @@ def test_server_killed_mid_run(visdom_server, capsys, monkeypatch, tmp_path):
     # a server started again (here with none of the run's env): at the next try it gets every
     # point so far and the options window; it got only the points after it came back, and
     # nothing said it was back
-    again = subprocess.Popen([sys.executable, str(ROOT / "visualize.py"), "serve",
-                              f"--port={visdom_server.port}", f"--env-path={tmp_path / 'new'}"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert _wait_for(visdom_server.port, 30), "the visdom server did not start again"
+    with _served_again(visdom_server.port, tmp_path / "new") as again:
         monkeypatch.setattr(visualize, "RETRY_SECONDS", 0.0)  # the minute between tries
         vis.step(12, 0, dict(means, loss_d=0.5), 10.0, lambda: netg(noise),
                  torch.zeros(4, 3, 96, 96))
@@ -639,9 +650,6 @@ def test_server_killed_mid_run(visdom_server, capsys, monkeypatch, tmp_path):
         for step in range(13, 16):
             vis.step(step, 0, means, 10.0, lambda: netg(noise), torch.zeros(4, 3, 96, 96))
         assert len(_warnings(capsys.readouterr().err)) == 1
-    finally:
-        again.terminate()
-        again.wait(timeout=10)
 
 
 def test_a_server_started_after_the_warning_of_a_short_run_gets_its_curves(tmp_path):
@@ -683,20 +691,13 @@ def test_a_server_restarted_between_two_plots_gets_the_curves_whole(visdom_serve
         vis.plot("errord", step, {"loss_d": 1.0}, "D loss")
     visdom_server.terminate()
     visdom_server.wait(timeout=10)
-    again = subprocess.Popen([sys.executable, str(ROOT / "visualize.py"), "serve",
-                              f"--port={visdom_server.port}", f"--env-path={tmp_path / 'new'}"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert _wait_for(visdom_server.port, 30), "the visdom server did not start again"
+    with _served_again(visdom_server.port, tmp_path / "new"):
         vis.plot("errord", 4, {"loss_d": 0.5}, "D loss")
         client = _client(visdom_server.port)
         trace = json.loads(client.get_window_data("errord", "restarted"))["content"]["data"][0]
         assert [int(x) for x in trace["x"]] == [1, 2, 3, 4]
         assert trace["y"] == [1.0, 1.0, 1.0, 0.5]
         assert "lr1" in json.loads(client.get_window_data("options", "restarted"))["content"]
-    finally:
-        again.terminate()
-        again.wait(timeout=10)
 
 
 @pytest.mark.slow
@@ -714,17 +715,10 @@ def test_a_run_stopped_within_an_epoch_keeps_its_plots_for_a_restarted_server(
     assert steps == [1]
     visdom_server.terminate()
     visdom_server.wait(timeout=10)
-    again = subprocess.Popen([sys.executable, str(ROOT / "visualize.py"), "serve",
-                              f"--port={visdom_server.port}", f"--env-path={tmp_path / 'envs'}"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert _wait_for(visdom_server.port, 30), "the visdom server did not start again"
+    with _served_again(visdom_server.port, tmp_path / "envs"):
         client = _client(visdom_server.port)
         trace = json.loads(client.get_window_data("errord", "stopped"))["content"]["data"][0]
         assert [int(x) for x in trace["x"]] == steps
-    finally:
-        again.terminate()
-        again.wait(timeout=10)
 
 
 def test_a_resumed_run_with_no_row_yet_still_reaches_a_late_server(tmp_path):
