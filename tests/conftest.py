@@ -274,6 +274,20 @@ def train_args(toy_dir, ckpt, *flags):
             f"--checkpoint-dir={ckpt}", f"--save-path={ckpt}", *flags]
 
 
+def r1_weights(monkeypatch):
+    """The weight of R1's penalty at each step of D (0 where it is not due), recorded as
+    train calls d_step."""
+    import train
+    weights = []
+    real_d = train.d_step
+
+    def recorded(*a, **k):
+        weights.append(a[8])  # d_step's r1: the weight of this step's penalty
+        return real_d(*a, **k)
+    monkeypatch.setattr(train, "d_step", recorded)
+    return weights
+
+
 def train_small(toy_dir, ckpt, **flags):
     """``train`` in this process on the toy faces: tiny nets (width 8), batch 16, seed 0,
     on the CPU unless ``gpu=True``; ``flags`` override."""

@@ -146,14 +146,9 @@ def test_lazy_r1_falls_on_every_16th_d_step_straight_and_across_a_resume(toy_dir
     times its weight, is due every 16th step of D. Counted from the run's batches (step //
     d_every) it came at D's steps 0 and 17, then 33, 50: too seldom; with other counts, on two
     steps in a row. A run stopped in mid-epoch and resumed puts it on the same steps."""
+    from conftest import r1_weights
     from steps import R1_EVERY
-    weights = []
-    real_d = train_module.d_step
-
-    def recorded(*a, **k):
-        weights.append(a[8])  # d_step's r1: the weight of this step's penalty
-        return real_d(*a, **k)
-    monkeypatch.setattr(train_module, "d_step", recorded)
+    weights = r1_weights(monkeypatch)
     monkeypatch.setattr(train_module, "time", _StepClock())
     flags = dict(max_epoch=2, batch_size=2, ngf=4, ndf=4, d_every=3, r1=0.5)
     train_small(toy_dir, tmp_path / "straight", **flags)

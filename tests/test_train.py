@@ -160,15 +160,9 @@ def test_schedule(toy_dir, tmp_path, monkeypatch, d_every, g_every, d_steps, g_s
 def test_lazy_r1_comes_every_16th_d_step_weighted_16_times(toy_dir, tmp_path, monkeypatch):
     """--r1 with --d-every=2 (make demo-long's D): the penalty is due every 16th step of D,
     not of the run, so its strength stays the one asked for (it came twice as often)."""
+    from conftest import r1_weights
     from steps import R1_EVERY
-    weights = []
-    real_d = train_module.d_step
-
-    def recorded(*a, **k):
-        weights.append(a[8])  # d_step's r1: the weight of this step's penalty
-        return real_d(*a, **k)
-
-    monkeypatch.setattr(train_module, "d_step", recorded)
+    weights = r1_weights(monkeypatch)
     # 64 images in batches of 2, 2 epochs: 64 batches, 32 steps of D
     opt = parse("train", dict(data_path=str(toy_dir), gpu=False, vis=False, max_epoch=2,
                               batch_size=2, ngf=4, ndf=4, seed=0, d_every=2, r1=0.5,
