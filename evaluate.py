@@ -20,7 +20,7 @@ from config import UNSET_MEANS, resolve_device
 from data import build_cache, decode_in_order, list_images, say_folders
 import generate
 from generate import Faces, say_source, say_widths
-from errors import UserError, counted, from_here, shown, sized
+from errors import UserError, counted, from_here, shown
 from metrics import (attribute_classifier, classifier_path, frechet_distance, inception_path,
                      kernel_inception_distance, load_extractor, modes, predict, swd)
 
@@ -110,11 +110,8 @@ def _refuse_short_memory(opt, num, free, need):
         return
     most = most_faces(free, need)
     given = f" (what {opt.data_path}'s images give)" if num < opt.num else ""
-    holder, more = generate.memory_holder()
-    raise UserError(f"--num: {counted(num, 'face')} a side{given} need about "
-                    f"{sized(taken, free)} of memory, and {holder} "
-                    f"{sized(free, taken)} available: "
-                    + (f"lower --num (to {most} at most)" if most >= 1 else more))
+    raise generate.short_memory("--num", f"{counted(num, 'face')} a side{given}", taken, free,
+                                f"lower --num (to {most} at most)" if most >= 1 else "")
 
 
 def full_count(full, total, data_path, free, need):

@@ -389,15 +389,21 @@ def _refuse_short_memory(count, nrow, what, fewer):
     """Before any drawing: faces too many for the memory left ended in the OOM killer (a
     bare 'Killed', or a machine swapping to a standstill) after minutes of drawing. ``fewer``
     says how to draw at most the given count."""
-    free = _available_memory()
-    if free is None or grid_memory(count, nrow) <= free:
+    free, need = _available_memory(), grid_memory(count, nrow)
+    if free is None or need <= free:
         return
     most = _most(lambda n: grid_memory(n, nrow) <= free, count)
+    raise short_memory(what, counted(count, "face"), need, free, fewer(most) if most else "")
+
+
+def short_memory(what, faces, need, free, fewer):
+    """The error for ``faces`` (in words: "300 faces") that need ``need`` bytes where ``free``
+    are available, ``what`` the flags that asked for them: ``fewer`` says how to ask for
+    fewer, or is "" where not even one fits (then: what gives more memory). generate's and
+    evaluate's refusals, in one wording."""
     holder, more = memory_holder()
-    need = grid_memory(count, nrow)
-    raise UserError(f"{what}: {counted(count, 'face')} need about {sized(need, free)} of "
-                    f"memory, and {holder} {sized(free, need)} available: "
-                    + (fewer(most) if most else more))
+    return UserError(f"{what}: {faces} need about {sized(need, free)} of memory, and {holder} "
+                     f"{sized(free, need)} available: {fewer or more}")
 
 
 def _refuse_large_sheet(opt, out, rows):

@@ -487,6 +487,26 @@ def test_evaluates_memory_refusal_tells_its_two_sizes_apart(toy_dir, tmp_path, m
     assert said and float(said.group(1)) > float(said.group(2)), line
 
 
+def test_evaluate_with_memory_for_not_one_face_says_what_gives_more(toy_dir, tmp_path,
+                                                                   monkeypatch):
+    """Memory short of evaluate's buffers alone: no --num fits, and the line says what gives
+    more memory (in generate's words, whose refusal shares it) rather than "lower --num"."""
+    import generate
+    folder = tmp_path / "set"
+    shutil.copytree(toy_dir, folder)
+    torch.save(tiny_nets(nz=100)[0].state_dict(), tmp_path / "g.pth")
+    meminfo = tmp_path / "meminfo"  # 100 MiB: less than the 256 MiB kept whatever the count
+    meminfo.write_text("MemTotal:       24684084 kB\nMemAvailable:     102400 kB\n")
+    monkeypatch.setattr(generate, "MEMINFO", str(meminfo))
+    monkeypatch.setattr(generate, "PROC_CGROUP", str(tmp_path / "none"))
+    r = cli("evaluate", "--nogpu", f"--netg-path={tmp_path / 'g.pth'}", f"--data-path={folder}",
+            "--metrics=swd", "--num=8", f"--out={tmp_path / 'm.json'}")
+    line = assert_clean_error(r, "--num: 8 faces a side need about ")
+    assert line.endswith(" of memory, and this machine has 104.9 MB available: free some "
+                         "memory (other programs hold it)"), line
+    assert not (tmp_path / "m.json").exists()
+
+
 def test_the_full_count_of_modes_names_a_num_the_folder_and_the_memory_hold():
     """evaluate's last line on the modes named a --num for a full count that needed some 37
     GB (233,280 faces a side) on any folder large enough."""
