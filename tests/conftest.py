@@ -242,6 +242,16 @@ def kill_group(proc):
         pass
 
 
+def slow_start(name, seconds, pid=False):
+    """Python source, one line, that makes each worker started through data's ``name`` (a
+    DataLoader's loader_worker_signals, a pool's _pool_worker_signals) wait ``seconds`` first,
+    as on a busy machine; with ``pid``, each prints its process id before it waits (to kill
+    one left behind). For the script of a process a test starts, with ROOT on sys.path."""
+    said = "print(os.getpid(), flush=True), " if pid else ""
+    return (f"import os, time, data; start = data.{name}; "
+            f"data.{name} = lambda *a: ({said}time.sleep({seconds}), start(*a))")
+
+
 def tiny_nets(nz=16, width=8):
     """A seeded, DCGAN-initialised NetG/NetD pair of small width, for plumbing tests."""
     import torch

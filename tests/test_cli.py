@@ -10,7 +10,7 @@ from PIL import Image
 from generate import grid_size
 from model import NetD, NetG
 
-from conftest import ROOT, assert_clean_error, cli, read_until
+from conftest import ROOT, assert_clean_error, cli, read_until, slow_start
 
 
 def test_misspelt_flag_names_it_and_suggests(toy_dir):
@@ -667,9 +667,8 @@ def test_a_refused_file_is_one_line_and_a_bug_keeps_its_traceback(monkeypatch, c
 
 # main.py run with its DataLoader workers slow to start, as on a busy machine: ``-c`` CODE
 # ROOT main.py ARGS...
-SLOW_WORKERS = ("import runpy, sys, time; sys.path.insert(0, sys.argv[1]); import data; "
-                "start = data.loader_worker_signals; "
-                "data.loader_worker_signals = lambda i: (time.sleep(3), start(i)); "
+SLOW_WORKERS = ("import runpy, sys; sys.path.insert(0, sys.argv[1]); "
+                f"{slow_start('loader_worker_signals', 3)}; "
                 "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 

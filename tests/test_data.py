@@ -14,7 +14,7 @@ import torch
 
 from data import CachedBatches, FaceFolder, build_cache, list_images, normalise
 
-from conftest import ROOT, cli, read_until, stderr_within, stop_in_a_bar
+from conftest import ROOT, cli, read_until, slow_start, stderr_within, stop_in_a_bar
 from errors import UserError
 
 
@@ -550,12 +550,8 @@ def test_a_pool_stopped_while_its_workers_start_ends(tmp_path):
     import subprocess
     import sys
     from conftest import ROOT
-    script = ("import os, signal, sys, threading, time; sys.path.insert(0, sys.argv[1])\n"
-              "import data\n"
-              "start = data._pool_worker_signals\n\n"
-              "def slow(parent):\n    print(os.getpid(), flush=True)\n    time.sleep(1)\n"
-              "    start(parent)\n\n"
-              "data._pool_worker_signals = slow\n"
+    script = ("import os, signal, sys, threading; sys.path.insert(0, sys.argv[1])\n"
+              f"{slow_start('_pool_worker_signals', 1, pid=True)}\n"
               "threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
               "try:\n"
               "    with data.start_pool(2) as pool:\n"
@@ -628,10 +624,9 @@ def test_loader_workers_still_starting_end_with_a_run_killed_outright(toy_dir):
     import subprocess
     import sys
     from conftest import ROOT, children, running
-    script = ("import sys, time, types; sys.path.insert(0, sys.argv[1])\n"
+    script = ("import sys, types; sys.path.insert(0, sys.argv[1])\n"
               "import torch, data\n"
-              "start = data.loader_worker_signals\n"
-              "data.loader_worker_signals = lambda i: (time.sleep(2), start(i))\n"
+              f"{slow_start('loader_worker_signals', 2)}\n"
               "opt = types.SimpleNamespace(data_path=sys.argv[2], image_size=32, batch_size=8,"
               " num_workers=2)\n"
               "next(data.FolderBatches(opt).batches(torch.arange(64)))\n")

@@ -324,16 +324,31 @@ def _real(rank):
     return torch.rand(4, 3, 96, 96, generator=torch.Generator().manual_seed(100 + rank)) * 2 - 1
 
 
+def _joined(rank, size, store):
+    """This process's World in a gloo group of ``size`` that meets in the file ``store``."""
+    import distributed
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=size,
+                            init_method=f"file://{store}")
+    return distributed.World(rank, size)
+
+
+def _leave(net, path):
+    """Save ``net``'s weights (without BatchNorm's running statistics) to ``path`` and end
+    this process of the group."""
+    torch.save({k: v for k, v in net.state_dict().items() if "running" not in k
+                and "num_batches" not in k}, path)
+    dist.destroy_process_group()
+    os._exit(0)  # the work is saved; gloo's threads can abort the interpreter's own teardown
+
+
 def _ddp_d_step(rank, size, store, out, with_low=False):
     """One D step in each of ``size`` processes, through the same wrap train uses; with
     ``with_low``, --d-low's judge too (its start and its state saved beside D's)."""
     import distributed
     from model import LowJudge
     from steps import Objective, d_step
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=size,
-                            init_method=f"file://{store}")
-    world = distributed.World(rank, size)
+    world = _joined(rank, size, store)
     netg, netd = tiny_nets()
     low = None
     if with_low:
@@ -347,37 +362,26 @@ def _ddp_d_step(rank, size, store, out, with_low=False):
     torch.manual_seed(200 + rank)  # this process's noise; each has its own real batch too
     d_step(netg, d_logits, optimizer, Objective(), _real(rank), 16,
            low=distributed.wrap_low(low, world, torch.device("cpu")) if low else None)
-    torch.save({k: v for k, v in netd.state_dict().items() if "running" not in k
-                and "num_batches" not in k}, f"{out}.{rank}")
     if low:
         torch.save(low.state_dict(), f"{out}.low.{rank}")
-    dist.destroy_process_group()
-    os._exit(0)  # the work is saved; gloo's threads can abort the interpreter's own teardown
+    _leave(netd, f"{out}.{rank}")
 
 
 def _ddp_g_step(rank, size, store, out):
     """One G step in each of ``size`` processes, through the same wrap train uses."""
     import distributed
     from steps import Objective, g_step
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=size,
-                            init_method=f"file://{store}")
+    world = _joined(rank, size, store)
     netg, netd = tiny_nets()
-    g, _ = distributed.wrap(netg, netd, distributed.World(rank, size), torch.device("cpu"))
+    g, _ = distributed.wrap(netg, netd, world, torch.device("cpu"))
     optimizer = torch.optim.Adam(netg.parameters(), lr=1e-3, betas=(0.5, 0.999))
     torch.manual_seed(300 + rank)  # this process's noise
     g_step(g, netd, optimizer, Objective(), 4, 16, torch.device("cpu"))
-    torch.save({k: v for k, v in netg.state_dict().items() if "running" not in k
-                and "num_batches" not in k}, f"{out}.{rank}")
-    dist.destroy_process_group()
-    os._exit(0)
+    _leave(netg, f"{out}.{rank}")
 
 
 def _agree(rank, size, store, out):
-    import distributed
-    dist.init_process_group("gloo", rank=rank, world_size=size,
-                            init_method=f"file://{store}")
-    world = distributed.World(rank, size)
+    world = _joined(rank, size, store)
     cpu = torch.device("cpu")
     said = [world.agree(105, cpu), world.agree(64 if rank == 0 else 105, cpu),
             world.agree(2**40 + rank, cpu),
