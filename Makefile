@@ -19,6 +19,9 @@
 #               the toy set data-toy/ stays (rm -r data-toy: the next demo draws it again in
 #               seconds), and your runs stay
 # make help   - this list
+
+# the Python that makes the venv (where python3, the default, is not Python 3.11,
+# scripts/make-venv.sh takes python3.11 where there is one)
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

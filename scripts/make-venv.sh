@@ -7,9 +7,11 @@
 # venv (it had its Python) and failed on the missing pip. The venv's Python must be the one
 # the pins are installed and tested with: another version spent minutes in pip, silent
 # (`-q`), on a torch it could not install, and the venv it left was kept by the next make
-# with the right PY. Whatever stops it is one line.
+# with the right PY. make's default, python3, where it is not that version: python3.11 where
+# there is one (a line says so), where make stopped and asked for PY=python3.11. Whatever
+# stops it is one line.
 set -uo pipefail
-NEED=3.11  # as the README says; torch 2.14.1 is pinned for it (requirements.txt)
+NEED=3.11  # as the README says; requirements.txt's torch is pinned for it
 if [ $# -ne 2 ]; then
     echo "error: scripts/make-venv.sh takes a Python and the venv's folder, e.g." \
         "scripts/make-venv.sh python$NEED .venv" >&2
@@ -18,6 +20,10 @@ fi
 PY=$1
 VENV=$2
 AGAIN="run your make again with PY=python$NEED (make demo PY=python$NEED, say) or the path of one"
+if ! command -v "python$NEED" > /dev/null; then  # PY=python3.11 would be "no python3.11"
+    AGAIN="run your make again with PY= the path of a Python $NEED"
+    AGAIN+=" (make demo PY=/usr/local/bin/python$NEED, say)"
+fi
 if [ -z "$PY" ]; then
     echo "error: PY names no Python: leave it out, or $AGAIN" >&2
     exit 1
@@ -58,6 +64,11 @@ else
     if [ -e "$VENV" ] && [ ! -d "$VENV" ]; then
         echo "error: $VENV is a file, where the venv goes: move it away, then make again" >&2
         exit 1
+    fi
+    if [ "$PY" = python3 ] && [ "$(version python3)" != "$NEED" ] &&
+        [ "$(version "python$NEED")" = "$NEED" ]; then  # make's default, and not it
+        echo "note: python3 is not Python $NEED here: making $VENV with python$NEED"
+        PY=python$NEED
     fi
     if ! command -v "$PY" > /dev/null; then
         echo "error: no $PY on this machine: install Python $NEED, or $AGAIN" >&2

@@ -1494,10 +1494,9 @@ def test_make_clean_removes_the_demos_and_keeps_your_runs(tmp_path):
     assert [n for n in demos if (tmp_path / n).exists()] == []
 
 
-def _makefile_with_a_recording_python(folder, *made):
+def _makefile_with_a_venv_python(folder, script, *made):
     """The Makefile in ``folder`` with its venv in place (make installs nothing) and the
-    files ``made`` newer than it, and a venv Python that records in ``folder/asked`` what
-    make asks of it."""
+    files ``made`` newer than it; the venv's Python a new file, the sh ``script``."""
     import shutil
     import time
     shutil.copy(ROOT / "Makefile", folder)
@@ -1507,8 +1506,14 @@ def _makefile_with_a_recording_python(folder, *made):
         time.sleep(0.05)  # each newer than the one before
     python = folder / ".venv" / "bin" / "python"
     python.parent.mkdir()
-    python.write_text(f'#!/bin/sh\necho "$@" >> {folder / "asked"}\n')
+    python.write_text(f"#!/bin/sh\n{script}\n")
     python.chmod(0o755)
+
+
+def _makefile_with_a_recording_python(folder, *made, record='$@'):
+    """The Makefile in ``folder`` as above, its venv's Python recording in ``folder/asked``
+    what make asks of it (``record``: a line of sh words; its arguments by default)."""
+    _makefile_with_a_venv_python(folder, f'echo "{record}" >> {folder / "asked"}', *made)
 
 
 def test_make_demo_long_visdom_and_test_fast_run_what_the_readme_says(tmp_path):
@@ -1601,15 +1606,25 @@ def _makefile_without_a_venv(folder):
         (folder / name).write_text("")
 
 
-def _make_venv(folder, *variables):
-    """`make venv VARIABLES` in ``folder``, its stderr without make's own line where the
-    recipe stopped ("make[1]: ***" under make test's make)."""
+def _make_venv(folder, *variables, path=None):
+    """`make venv VARIABLES` in ``folder`` (``path``: its PATH), its stderr without make's own
+    line where the recipe stopped ("make[1]: ***" under make test's make)."""
+    import os
     import subprocess
+    env = dict(os.environ, PATH=path) if path else None
     r = subprocess.run(["make", "venv", *variables], cwd=folder, capture_output=True,
-                       text=True)
+                       text=True, env=env)
     r.stderr = "".join(line for line in r.stderr.splitlines(True)
                        if not re.match(r"make(\[\d+\])?: \*\*\* ", line))
     return r
+
+
+def _again():
+    """What make-venv.sh's lines say to run again with: PY=python3.11 where the PATH has one
+    (these tests' make has this PATH), else the path of one."""
+    import shutil
+    return "run your make again with PY=" + (
+        "python3.11" if shutil.which("python3.11") else " the path of a Python 3.11")
 
 
 def test_make_makes_its_venv_again_after_a_python_without_ensurepip(tmp_path):
@@ -1649,13 +1664,13 @@ exit 1
         return _make_venv(tmp_path, f"PY={python}")
 
     assert_clean_error(make("python3.99"), "no python3.99 on this machine",
-                       "run your make again with PY=python3.11")
+                       _again())
     assert_clean_error(make(""), "PY names no Python")
     other = tmp_path / "python3.12"  # another version: pip would spend minutes on torch
     other.write_text("#!/bin/sh\necho 3.12\n")
     other.chmod(0o755)
     assert_clean_error(make(other), "is Python 3.12, and the project needs Python 3.11",
-                       "run your make again with PY=python3.11")
+                       _again())
     assert not (tmp_path / ".venv").exists()
     line = assert_clean_error(make(debian), "sudo apt install python3.11-venv",
                               "without root", "No module named ensurepip")
@@ -1674,6 +1689,63 @@ exit 1
                           "--no-build-isolation setuptools<81 -r requirements.txt -r "
                           "requirements-dev.txt"], lines
     assert (tmp_path / ".venv" / ".installed-stamp").exists()
+
+
+def test_make_takes_python3_11_where_python3_is_another_version(tmp_path):
+    """Where python3 was another version, make stopped and asked for PY=python3.11 even with
+    a python3.11 on the PATH; and where there was none, it asked for PY=python3.11 all the
+    same, which stopped at "no python3.11 on this machine" and asked for it again."""
+    import shutil
+    import sys
+    _makefile_without_a_venv(tmp_path)
+    tools = tmp_path / "tools"  # the PATH's programs, no Python among them
+    tools.mkdir()
+    for name in ["make", "bash", "sh", "sed", "grep", "tail", "readlink", "touch"]:
+        (tools / name).symlink_to(shutil.which(name))
+    python3 = tools / "python3"
+    python3.write_text("#!/bin/sh\necho 3.12\n")
+    python3.chmod(0o755)
+    path = str(tools)
+    line = assert_clean_error(_make_venv(tmp_path, path=path),
+                              "python3 is Python 3.12, and the project needs Python 3.11")
+    assert line.endswith(": run your make again with PY= the path of a Python 3.11 (make demo "
+                         "PY=/usr/local/bin/python3.11, say)"), line
+    line = assert_clean_error(_make_venv(tmp_path, "PY=python3.11", path=path),
+                              "no python3.11 on this machine: install Python 3.11, or run "
+                              "your make again with PY= the path of a Python 3.11")
+    assert "PY=python3.11" not in line, line
+    # one on the PATH: the venv is made with it (its Python records what it is asked)
+    asked = tmp_path / "asked"
+    py311 = tmp_path / "bin" / "python3.11"
+    py311.parent.mkdir()
+    py311.write_text(f"""#!/bin/sh
+[ "$1" = -I ] && exec {sys.executable} "$@"
+[ "$1 $2" = "-m venv" ] || exit 3
+eval "dir=\\${{$#}}"
+mkdir -p "$dir/bin" && printf '#!/bin/sh\\necho "$*" >> {asked}\\n' > "$dir/bin/python" &&
+    chmod +x "$dir/bin/python"
+""")
+    py311.chmod(0o755)
+    (tools / "mkdir").symlink_to(shutil.which("mkdir"))
+    (tools / "chmod").symlink_to(shutil.which("chmod"))
+    r = _make_venv(tmp_path, path=f"{py311.parent}:{tools}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "note: python3 is not Python 3.11 here: making .venv with python3.11\n" in r.stdout
+    assert asked.read_text().splitlines()[0] == "-m ensurepip --upgrade --default-pip"
+    assert (tmp_path / ".venv" / ".installed-stamp").exists()
+
+
+def test_the_torch_pins_are_written_in_requirements_txt_alone():
+    """torch's version was written in requirements.txt, in make-venv.sh's comment and in the
+    README's install paragraph: a new pin left the others naming the old one."""
+    pins = re.findall(r"^torch(?:vision)?==(\S+)$", (ROOT / "requirements.txt").read_text(),
+                      re.M)
+    assert len(pins) == 2, pins
+    readme = (ROOT / "README.md").read_text()
+    install = readme[readme.index("These need Python"):].split("\n\n")[0]
+    for text in [install, (ROOT / "scripts" / "make-venv.sh").read_text(),
+                 (ROOT / "Makefile").read_text()]:
+        assert not [pin for pin in pins if pin in text], text
 
 
 def test_make_refuses_a_venv_it_cannot_use_in_one_line(tmp_path):
@@ -1707,7 +1779,7 @@ def test_make_refuses_a_venv_it_cannot_use_in_one_line(tmp_path):
     python.write_text("#!/bin/sh\n[ \"$1\" = -I ] && echo 3.12\nexit 0\n")  # with its pip
     python.chmod(0o755)
     assert_clean_error(make(), ".venv holds Python 3.12", "rm -r .venv",
-                       "run your make again with PY=python3.11")
+                       _again())
     python.write_text("#!/bin/sh\necho 'Fatal Python error: init_fs_encoding' >&2\n"
                       "echo 'Python runtime state: core initialized' >&2\nexit 1\n")
     assert_clean_error(make(), "the venv's Python (.venv/bin/python) does not run (Fatal "
@@ -1776,9 +1848,8 @@ def test_make_demo_resume_trains_the_stopped_demo_on_and_draws_its_result_again(
     the demo's own last.pth on and draws the result again; each demo tells train the make
     command to name in its lines."""
     import subprocess
-    _makefile_with_a_recording_python(tmp_path, "data-toy/attributes.csv")
-    (tmp_path / ".venv" / "bin" / "python").write_text(
-        f'#!/bin/sh\necho "$ANIMEGAN_CONTINUE|$@" >> {tmp_path / "asked"}\n')
+    _makefile_with_a_recording_python(tmp_path, "data-toy/attributes.csv",
+                                      record="$ANIMEGAN_CONTINUE|$@")
     for target, folder, result in (("demo", "checkpoints/demo", "result.png"),
                                    ("demo-long", "checkpoints/demo-long", "result-long.png")):
         for given in ([], ["RESUME=1"]):
