@@ -994,19 +994,24 @@ def _done_line(opt, last_point, time_up, epochs, ema):
     """The line a run ends with: the files to draw from, named (a netg_200.pth after 200
     epochs is not one of them); where --max-minutes stopped it within an epoch, or as an
     epoch that is no save point saved its state, the state there, newer than any save point.
-    ``last_point``: the epoch of its newest save point, or None; ``epochs``: those trained."""
+    ``last_point``: the epoch of its newest save point, or None; ``epochs``: those trained.
+    Under make demo (ANIMEGAN_CONTINUE, set by the Makefile): that make draws the faces next
+    (from last.pth), where it named a generate command to type, which make then ran itself."""
     folder = Path(opt.checkpoint_dir)
     g = d = folder / "last.pth"
     if last_point is not None and not time_up and last_point == epochs - 1:
         g = folder / f"netg{'_ema' if ema else ''}_{last_point}.pth"
         d = folder / f"netd_{last_point}.pth"
     draw = pasted(f"generate --netg-path={quoted(g)} --netd-path={quoted(d)}")
+    made = os.environ.get("ANIMEGAN_CONTINUE", "").strip()
     if last_point is None:  # stopped by --max-minutes before a save point (or not rank 0)
         return (f"done: no epoch reached a save point this time (--save-every="
-                f"{opt.save_every}), so no netg_N.pth and no grid were written; draw faces "
-                f"from the state where it stopped with {draw}")
-    return (f"done: weights in {opt.checkpoint_dir}, sample grids in {opt.save_path}; draw "
-            f"faces with {draw}")
+                f"{opt.save_every}), so no netg_N.pth and no grid were written; " +
+                ("make draws the demo's faces from the state where it stopped next" if made
+                 else f"draw faces from the state where it stopped with {draw}"))
+    return (f"done: weights in {opt.checkpoint_dir}, sample grids in {opt.save_path}; " +
+            ("make draws the demo's faces from its last.pth next" if made else
+             f"draw faces with {draw}"))
 
 
 class Run:

@@ -168,13 +168,22 @@ def test_a_demo_stopped_names_the_make_command_that_goes_on(toy_dir, tmp_path, c
                                                             monkeypatch):
     """Under make demo (which sets ANIMEGAN_CONTINUE), the stop's line names `make demo
     RESUME=1`, which draws result.png again at the end, not train --resume, which did not.
-    The progress bar closes at the batch the line names."""
+    The progress bar closes at the batch the line names. Its done line named a generate
+    command to type, which make then ran itself: it says make draws the faces next."""
     monkeypatch.setattr(train_module, "time", _StepClock())
     monkeypatch.setenv("ANIMEGAN_CONTINUE", "make demo RESUME=1")
     train_small(toy_dir, tmp_path / "a", max_epoch=3, max_minutes=6 / 60)
     said = capsys.readouterr()
     assert "from; continue it with `make demo RESUME=1`\n" in said.out, said.out
     assert "--resume" not in said.out, said.out
+    # make draws the result itself next: the done line named a generate command to type
+    done = said.out.strip().splitlines()[-1]
+    assert done.startswith("done: no epoch reached a save point") and done.endswith(
+        "; make draws the demo's faces from the state where it stopped next"), done
+    opt = parse("train", dict(checkpoint_dir="checkpoints/demo", save_path="imgs/demo"))
+    assert train_module._done_line(opt, 4, False, 5, None) == (
+        "done: weights in checkpoints/demo, sample grids in imgs/demo; make draws the demo's "
+        "faces from its last.pth next")
     # the bar closed at the batch the line names (it showed one fewer: 1/4)
     bar = said.err.replace("\r", "\n").strip().splitlines()[-1]
     assert bar.startswith("epoch 2/3:  50%|") and "| 2/4 [" in bar, bar
