@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from ema import measure_batchnorm
-from errors import (DiskFull, UserError, counted, is_loop, link_fault, program,
+from errors import (DiskFull, UserError, counted, is_loop, link_fault, program, running,
                     special_kind, stop_signals, stop_wins)
 from model import NetD, NetG
 
@@ -200,11 +200,17 @@ def drop_stale(path):
             os.close(fd)
 
 
+HOLDER = ".held-by"  # in a folder held_folder holds: "PID COMMAND", the process holding it
+
+
 @contextlib.contextmanager
-def held_folder(folder, busy):
+def held_folder(folder, busy, doing):
     """Hold ``folder`` (made where it is not there) while a command checks it and writes
     there: a lock on the folder itself, which the system drops however the process ends.
-    Where another process holds it, ``busy(fd)`` says what to do: raise the command's
+    The holder names itself in the folder's HOLDER file, its pid and ``doing`` (its command),
+    until it ends. Where another process holds it, ``busy(fd, holder)`` says what to do, with
+    ``holder`` the pid and command of that process, or None where it has not named itself
+    yet (it has just taken the lock; the note there is a killed run's): raise the command's
     refusal, return True once it has waited for the lock (a blocking flock on ``fd``), or
     False to try again. Unguarded where the folder cannot be read or locked. The folders made
     for it go again, still empty, where the work fails: a refusal leaves no trace."""
@@ -224,7 +230,7 @@ def held_folder(folder, busy):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             try:
-                waited = busy(fd)
+                waited = busy(fd, _holder(folder))
             except BaseException:
                 os.close(fd)
                 raise
@@ -239,9 +245,11 @@ def held_folder(folder, busy):
         except FileNotFoundError:
             pass
         os.close(fd)
+    note = _named(folder, doing) if fd is not None else None
     try:
         yield
     except BaseException:
+        _unnamed(note)
         for path in made:  # those still empty (a file of this run's or another's keeps it)
             try:
                 path.rmdir()
@@ -249,8 +257,41 @@ def held_folder(folder, busy):
                 break
         raise
     finally:
+        _unnamed(note)
         if fd is not None:
             os.close(fd)
+
+
+def _named(folder, doing):
+    """``folder``'s HOLDER written whole (renamed into place), naming this process and
+    ``doing``: its path, or None where the folder takes no file (the command's own write
+    there says why)."""
+    path = folder / HOLDER
+    tmp = folder / f"{HOLDER}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(f"{os.getpid()} {doing}\n")
+        os.replace(tmp, path)
+        return path
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        return None
+
+
+def _unnamed(note):
+    if note is not None:
+        with contextlib.suppress(OSError):
+            note.unlink(missing_ok=True)
+
+
+def _holder(folder):
+    """The pid and command that ``folder``'s HOLDER names, where that process lives; else
+    None (no note yet, or a killed run's)."""
+    try:
+        pid, _, doing = (folder / HOLDER).read_text().strip().partition(" ")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return (int(pid), doing) if pid.isdigit() and running(int(pid)) else None
 
 
 def save(obj, path):

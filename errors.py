@@ -222,6 +222,17 @@ def python_and_main():
             from_here(Path(__file__).resolve().parent / "main.py"))
 
 
+def running(pid):
+    """Whether process ``pid`` is alive (another user's too): a run at work there now."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # (a number no process has)
+        return False
+    except OSError:  # another user's process (PermissionError), or no way to ask
+        return True
+    return True
+
+
 def program(path, name):
     """``name`` where the shell finds this very program by it (a venv activated), else its
     path from here (.venv/bin/python). Paths compared as they are, links not followed: a

@@ -35,7 +35,7 @@ import checkpoint
 from checkpoint import grid_size, to_uint8
 from config import (MAX_BATCH, MAX_FACES, MAX_NOISE, MAX_SCALE, MAX_STEPS, SEEDS, UNSET_MEANS,
                     Config, refuse_earlier_faces, resolve_device)
-from errors import (DiskFull, Terminated, UserError, counted, listed, progress_bar,
+from errors import (DiskFull, Terminated, UserError, counted, listed, progress_bar, quoted,
                     refusal, sized)
 
 SEARCH_BAR = 4096  # generate shows a progress bar when D ranks more faces than this
@@ -629,12 +629,14 @@ def _alone_in(out_dir):
         yield
         return
 
-    def busy(_):
-        raise UserError(f"--out-dir: another generate is writing its faces into {out_dir}: "
-                        f"wait for it to end, or pick another folder")
+    def busy(_, holder):
+        who = f" (process {holder[0]}: `{holder[1]}`)" if holder else ""
+        raise UserError(f"--out-dir: another run is writing into {out_dir}{who}: wait for it "
+                        f"to end, or pick another folder")
     # (the folders made for it go again where the run fails: a grid refused, a full disk or
     # a Ctrl-C, left an empty --out-dir, where before no trace of the run stayed)
-    with checkpoint.held_folder(out_dir, busy):
+    with checkpoint.held_folder(out_dir, busy,
+                                f"python main.py generate --out-dir={quoted(out_dir)}"):
         yield
 
 

@@ -231,31 +231,32 @@ def _drawing_alone(out, num, seed):
     this very set there as this one waited for it. Two runs with other seeds into one new
     folder at once both drew there and both said they wrote their set: the faces were a mix
     of the two under the attributes.csv of one. Now the same set (make demo and make
-    demo-long started together) waits for the other run, and any other set is refused."""
+    demo-long started together) waits for the other run, and any other set is refused. The
+    other run is known by the note its lock leaves (checkpoint.held_folder), written as it
+    takes the folder: its UNFINISHED mark came only once it had checked the folder (over 5 s
+    on a busy machine: the same set refused), or was a killed run's, of another set."""
     import fcntl
 
     import checkpoint
-    from toyfaces import UNFINISHED
+    from toyfaces import UNFINISHED, finishing
     waited, patience = [], time.monotonic() + 5
 
-    def busy(folder):
-        try:  # what the other run draws: its mark, written once it has checked the folder
-            drawing = (out / UNFINISHED).read_text().strip()
-        except (OSError, UnicodeDecodeError):
-            drawing = ""
-        if drawing.endswith(f" --num={num} --seed={seed}"):
-            print(f"another toyfaces is drawing this set into {out}: waiting for it to end",
-                  flush=True)
+    def busy(folder, holder):
+        if holder is None and time.monotonic() < patience:  # it has just taken the folder
+            time.sleep(0.05)
+            return False
+        pid, doing = holder or (None, "")
+        if doing.startswith("python main.py toyfaces ") and \
+                doing.endswith(f" --num={num} --seed={seed}"):
+            print(f"another toyfaces (process {pid}) is drawing this set into {out}: "
+                  f"waiting for it to end", flush=True)
             fcntl.flock(folder, fcntl.LOCK_EX)
             waited.append(True)
             return True
-        if not drawing and time.monotonic() < patience:
-            time.sleep(0.05)
-            return False
-        what = f" (`{drawing}`)" if drawing else ""
-        raise UserError(f"--out-dir: another toyfaces is drawing a set into {out} now{what}: "
-                        f"wait for it to end, or pick another --out-dir")
-    with checkpoint.held_folder(out, busy):
+        what = f" (process {pid}: `{doing}`)" if holder else ""
+        raise UserError(f"--out-dir: another run is writing into {out} now{what}: wait for it "
+                        f"to end, or pick another --out-dir")
+    with checkpoint.held_folder(out, busy, finishing(out, num, seed).strip()):
         yield bool(waited) and not (out / UNFINISHED).exists() and \
             _rows(out / "attributes.csv") == num
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from errors import progress_bar, quoted, raise_if_stopped
+from errors import progress_bar, quoted, raise_if_stopped, running
 
 VERSION = 1  # bump when the drawing changes: caches keyed on the toy set depend on it
 
@@ -313,17 +313,6 @@ def drawn_here(path, seed):
         return False
 
 
-def _running(pid):
-    """Whether process ``pid`` is alive (another user's too): a run drawing there now."""
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):  # (a number no process has)
-        return False
-    except OSError:  # another user's process (PermissionError), or no way to ask
-        return True
-    return True
-
-
 def make_toyfaces(out_dir="data-toy", num=10000, seed=0, workers=None, progress=None):
     """Write ``num`` faces to ``out_dir/faces/`` and their attributes to ``out_dir/attributes.csv``.
 
@@ -337,7 +326,7 @@ def make_toyfaces(out_dir="data-toy", num=10000, seed=0, workers=None, progress=
     # cut short and hidden beside it, for good
     for stale in [*faces.glob(".*.jpg.*.tmp"), *out.glob(".attributes.csv.*.tmp")]:
         pid = stale.name.split(".")[-2].partition("-")[0]
-        if pid.isdigit() and not _running(int(pid)):
+        if pid.isdigit() and not running(int(pid)):
             stale.unlink(missing_ok=True)
     workers = workers or os.cpu_count() or 1
 

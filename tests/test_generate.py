@@ -1,5 +1,6 @@
 """generate and interpolate: the best faces by D, seeds that draw a face again, morphs, API."""
 import csv
+import os
 import re
 from pathlib import Path
 
@@ -233,8 +234,9 @@ def test_a_second_generate_into_a_folder_being_written_is_one_line(tmp_path, mon
     monkeypatch.setattr(checkpoint, "save_bytes", another_meanwhile)
     first = run("3,4,5")
     assert first.returncode == 0, first.stderr
-    assert_clean_error(second[0], f"--out-dir: another generate is writing its faces into "
-                                  f"{out}: wait for it to end, or pick another folder")
+    assert_clean_error(second[0], f"--out-dir: another run is writing into {out} (process "
+                                  f"{os.getpid()}: `python main.py generate --out-dir={out}`): "
+                                  f"wait for it to end, or pick another folder")
     assert not (tmp_path / "7,8.png").exists()  # nothing of its own written either
     with open(out / "manifest.csv") as f:
         listed = [row["file"] for row in csv.DictReader(f)]

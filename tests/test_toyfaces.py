@@ -275,9 +275,10 @@ def test_a_run_drawing_another_set_into_a_folder_being_drawn_is_refused(tmp_path
         cli("toyfaces", f"--out-dir={out}", "--num=30", "--seed=1")))
     first = cli("toyfaces", f"--out-dir={out}", "--num=30", "--seed=0")
     assert first.returncode == 0, first.stderr
-    assert_clean_error(other[0], f"--out-dir: another toyfaces is drawing a set into {out} now "
-                                 f"(`python main.py toyfaces --out-dir={out} --num=30 "
-                                 f"--seed=0`): wait for it to end, or pick another --out-dir")
+    assert_clean_error(other[0], f"--out-dir: another run is writing into {out} now (process "
+                                 f"{os.getpid()}: `python main.py toyfaces --out-dir={out} "
+                                 f"--num=30 --seed=0`): wait for it to end, or pick another "
+                                 f"--out-dir")
     assert _digest(out / "faces") == _digest(alone / "faces")
     assert (out / "attributes.csv").read_text() == (alone / "attributes.csv").read_text()
 
@@ -297,7 +298,8 @@ def test_a_run_drawing_the_same_set_at_once_waits_for_the_other_and_ends_with_it
             [sys.executable, str(ROOT / "main.py"), "toyfaces", f"--out-dir={out}", "--num=30"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
         read_until(SimpleNamespace(stderr=other[0].stdout),  # (its lines: stdout)
-                   f"another toyfaces is drawing this set into {out}: waiting for it to end\n")
+                   f"another toyfaces (process {os.getpid()}) is drawing this set into {out}: "
+                   f"waiting for it to end\n")
     _another_run_meanwhile(monkeypatch, second)
     try:
         first = cli("toyfaces", f"--out-dir={out}", "--num=30")
@@ -311,6 +313,85 @@ def test_a_run_drawing_the_same_set_at_once_waits_for_the_other_and_ends_with_it
     assert said == f"{out} holds the set now: another toyfaces drew it as this one waited; " \
                    f"train on them with --data-path={out}\n"
     assert (out / "attributes.csv").read_text() == alone
+    assert sorted(p.name for p in out.iterdir()) == ["attributes.csv", "faces"]
+
+
+def _another_run_before_its_mark(monkeypatch, out, seed, ended=0):
+    """toyfaces --num=30 --seed=SEED into ``out``, a process of its own, started as this
+    process's toyfaces, holding the folder, checks it (before its UNFINISHED mark: a busy
+    machine took over 5 s there); waits until it says it waits, or at most ``ended``
+    seconds for it to end. Returns the list that takes the process."""
+    import subprocess
+    import sys
+    import time
+    from types import SimpleNamespace
+    real, other = toyfaces.room, []
+
+    def checking(*args):
+        if not other:
+            other.append(subprocess.Popen(
+                [sys.executable, str(ROOT / "main.py"), "toyfaces", f"--out-dir={out}",
+                 "--num=30", f"--seed={seed}"],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+            if ended:
+                deadline = time.monotonic() + ended
+                while other[0].poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.1)
+            else:
+                read_until(SimpleNamespace(stderr=other[0].stdout),
+                           f"(process {os.getpid()}) is drawing this set into {out}: waiting "
+                           f"for it to end\n")
+        return real(*args)
+    monkeypatch.setattr(toyfaces, "room", checking)
+    return other
+
+
+def test_a_run_of_the_same_set_waits_for_one_slow_to_begin(tmp_path, monkeypatch):
+    """The second toyfaces of make demo and make demo-long knew the first by its UNFINISHED
+    mark, written once the first had checked the folder, and gave it 5 s: on a busy machine
+    (torch's import alone took 2.6 s there) the same set was refused ("another toyfaces is
+    drawing a set into data-toy now")."""
+    out = tmp_path / "toy"
+    alone = make_toyfaces(tmp_path / "alone", num=30, seed=0, workers=1).read_text()
+    other = _another_run_before_its_mark(monkeypatch, out, seed=0)
+    try:
+        first = cli("toyfaces", f"--out-dir={out}", "--num=30")
+        assert first.returncode == 0, first.stderr
+        said, _ = other[0].communicate(timeout=120)
+    finally:
+        for run in other:
+            run.kill()
+            run.wait()
+    assert other[0].returncode == 0 and said.endswith(f"{out} holds the set now: another "
+                                                      f"toyfaces drew it as this one waited; "
+                                                      f"train on them with --data-path={out}\n")
+    assert (out / "attributes.csv").read_text() == alone
+    assert sorted(p.name for p in out.iterdir()) == ["attributes.csv", "faces"]
+
+
+def test_a_killed_runs_mark_does_not_pass_for_the_run_drawing_there(tmp_path, monkeypatch):
+    """A toyfaces --seed=0 killed as it began left its mark (and its note); --seed=1 then drew
+    there, and a --seed=0 started as it checked the folder took the dead run's mark for it:
+    it waited, then said the folder held its set, the faces of --seed=1."""
+    from types import SimpleNamespace
+    out = tmp_path / "toy"
+    out.mkdir()
+    (out / toyfaces.UNFINISHED).write_text(toyfaces.finishing(out, 30, 0))
+    (out / ".held-by").write_text(f"4194305 {toyfaces.finishing(out, 30, 0)}")  # (no process)
+    other = _another_run_before_its_mark(monkeypatch, out, seed=0, ended=30)
+    try:
+        first = cli("toyfaces", f"--out-dir={out}", "--num=30", "--seed=1")
+        assert first.returncode == 0, first.stderr
+        said, _ = other[0].communicate(timeout=120)
+    finally:
+        for run in other:
+            run.kill()
+            run.wait()
+    assert_clean_error(SimpleNamespace(returncode=other[0].returncode, stdout="", stderr=said),
+                       f"--out-dir: another run is writing into {out} now (process "
+                       f"{os.getpid()}: `python main.py toyfaces --out-dir={out} --num=30 "
+                       f"--seed=1`): wait for it to end, or pick another --out-dir")
+    assert toyfaces.drawn_here(out / "faces" / "000000.jpg", 1)
     assert sorted(p.name for p in out.iterdir()) == ["attributes.csv", "faces"]
 
 
