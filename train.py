@@ -35,7 +35,7 @@ from curves import LossLog, read_rows
 from data import cached_batches, folder_batches
 from ema import EMA
 from errors import (DiskFull, Interrupted, UserError, again_interrupts, counted, listed, pasted,
-                    program, python_and_main, quoted, refusal, shown, stop_signals,
+                    program, python_and_main, quoted, refusal, running, shown, stop_signals,
                     stop_under_way)
 from model import (LowJudge, NetD, NetG, add_spectral_norm, batchnorm_is_identity,
                    book_state_dict, remove_batchnorm, weights_init)
@@ -218,9 +218,9 @@ def _only_run_in(folder, flag):
         yield
         return
     folder = Path(folder)
-    # or made by a run that wrote nothing but its lock there: two runs started at once on a
-    # new folder, the one that made it refused, left it with the lock alone
-    made = not folder.exists() or _holds_only(folder, ".train.lock")
+    # not where it holds only a lock: the user's own folder, where a killed run had left its
+    # lock, went with a run that then failed (no images), as a folder that run had made
+    made = not folder.exists()
     top = folder  # the outermost folder the mkdir makes (run/ of run/ck), gone with it unused
     while not top.parent.exists():
         top = top.parent
@@ -262,7 +262,10 @@ def _locked(folder, path, flag):
     service). A run that ends in a folder it made removes both (_untouched_gone): a run that
     had opened the file just before took the lock of a file gone, a third run the lock of
     the folder made again, and the two trained there together. So the lock counts only on
-    the file that ``path`` names once it is taken; else it is taken again."""
+    the file that ``path`` names once it is taken; else it is taken again. The run holding
+    it writes its pid there as it has taken it: until then the file holds nothing, or the pid
+    of the run before it, ended (a message named "another process", or a dead one)."""
+    patience = time.monotonic() + 5
     while True:
         folder.mkdir(parents=True, exist_ok=True)
         try:
@@ -275,8 +278,12 @@ def _locked(folder, path, flag):
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.seek(0)
-            holder = lock.read().strip() or "another process"
+            holder = lock.read().strip()
             lock.close()
+            if not _named_live(holder) and time.monotonic() < patience:
+                time.sleep(0.05)  # it has just taken the lock: its pid comes next
+                continue
+            holder = holder if _named_live(holder) else "another process"
             raise UserError(f"another training run ({holder}) is using {folder}: wait for it, "
                             f"or pass another {flag}") from None
         except OSError as e:
@@ -290,6 +297,12 @@ def _locked(folder, path, flag):
         except FileNotFoundError:
             pass
         lock.close()  # removed with its folder as this run took it: taken again
+
+
+def _named_live(holder):
+    """Whether a lock file's text ("process 123") names a process alive now."""
+    pid = holder.removeprefix("process ")
+    return pid.isdigit() and running(int(pid))
 
 
 def _holds_only(folder, name):

@@ -1470,16 +1470,47 @@ def test_a_run_that_takes_a_lock_removed_with_its_folder_takes_the_folder_again(
     assert not folder.exists()  # (it wrote nothing there)
 
 
-def test_a_folder_left_with_a_lock_alone_goes_with_the_next_run_that_writes_nothing(tmp_path):
-    """Of two runs started at once on a new folder, the one that made it was refused there;
-    the other, which had found it made, ended with nothing to do and left it, a folder
-    holding only an old lock file."""
+def test_a_users_folder_left_with_a_killed_runs_lock_stays_with_a_run_that_fails(tmp_path):
+    """A folder the user made, where a run killed as it began had left its lock alone, was
+    taken for one that run had made: the next run there, refused for a data folder without
+    images, removed the user's folder."""
     folder, nothing = tmp_path / "c", tmp_path / "no images"
     nothing.mkdir()
     folder.mkdir()
-    (folder / ".train.lock").write_text("process 4194305")
+    (folder / ".train.lock").write_text("process 4194305")  # (no process has that number)
     assert_clean_error(_a_run_starting_on(folder, nothing), "no images")
-    assert not folder.exists()
+    assert folder.is_dir() and [p.name for p in folder.iterdir()] == [".train.lock"]
+
+
+# a run's first moment in its folder: the lock taken, its pid written a second later
+_TAKING_THE_LOCK = """import fcntl, os, sys, time
+lock = open(sys.argv[1], "a+")
+fcntl.flock(lock, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(1)
+os.ftruncate(lock.fileno(), 0)
+os.write(lock.fileno(), f"process {os.getpid()}".encode())
+time.sleep(60)
+"""
+
+
+def test_a_run_refused_as_the_other_takes_the_folder_names_its_process(tmp_path):
+    """A run started as another had taken the lock, before that one wrote its pid there,
+    said "another training run (process N)" with the pid of the run before it, killed long
+    ago (or "another process", in a new folder)."""
+    folder, nothing = tmp_path / "c", tmp_path / "no images"
+    nothing.mkdir()
+    folder.mkdir()
+    (folder / ".train.lock").write_text("process 4194305")  # a killed run's
+    other = subprocess.Popen([sys.executable, "-c", _TAKING_THE_LOCK, str(folder / ".train.lock")],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline() == "locked\n"
+        assert_clean_error(_a_run_starting_on(folder, nothing),
+                           f"another training run (process {other.pid}) is using {folder}")
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_resume_where_a_run_left_weights_but_no_state_says_how_to_go_on(toy_dir, tmp_path):
