@@ -822,7 +822,8 @@ def _train(opt):
     log, resumed_step = None, run.step if state else None
     processes = f" in each of {world.size} processes" if world.size > 1 else ""
     say(f"training on {device.type}{' with bf16 autocast' if bf16 else ''}, seed {seed}: "
-        f"{data.count:,} images, {counted(per_epoch, 'batch', 'batches')} of "
+        f"{data.count:,} image{'s' if data.count != 1 else ''}, "
+        f"{counted(per_epoch, 'batch', 'batches')} of "
         f"{opt.batch_size} per epoch{processes}")
     plot_every = min(opt.plot_every, per_epoch)  # the book counts batches within an epoch
     if plot_every < opt.plot_every:

@@ -309,6 +309,15 @@ def test_bf16_only_where_the_gpu_does_it_natively(monkeypatch):
     assert use_bf16(None, torch.device("cuda")) is True
 
 
+def test_a_folder_of_one_image_trains_on_1_image(toy_dir, tmp_path, capsys):
+    """The start line counted one image as "1 images"."""
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(sorted((Path(toy_dir) / "faces").glob("*.jpg"))[0], one / "face.jpg")
+    train_module.train(_opt(one, tmp_path, batch_size=1))
+    assert "seed 0: 1 image, 1 batch of 1 per epoch" in capsys.readouterr().out
+
+
 def _opt(toy_dir, tmp_path, **flags):
     base = dict(data_path=str(toy_dir), gpu=False, vis=False, max_epoch=1, batch_size=16,
                 ngf=8, ndf=8, seed=0, save_path=str(tmp_path / "I"),
