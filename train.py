@@ -265,7 +265,7 @@ def _locked(folder, path, flag):
     the file that ``path`` names once it is taken; else it is taken again. The run holding
     it writes its pid there as it has taken it: until then the file holds nothing, or the pid
     of the run before it, ended (a message named "another process", or a dead one)."""
-    patience = time.monotonic() + 5
+    patience = None  # set once it is found held
     while True:
         folder.mkdir(parents=True, exist_ok=True)
         try:
@@ -280,6 +280,7 @@ def _locked(folder, path, flag):
             lock.seek(0)
             holder = lock.read().strip()
             lock.close()
+            patience = patience or time.monotonic() + 5
             if not _named_live(holder) and time.monotonic() < patience:
                 time.sleep(0.05)  # it has just taken the lock: its pid comes next
                 continue
