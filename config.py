@@ -325,14 +325,18 @@ def _a_flag(word):
     return False
 
 
-def refuse_both_ways(args, kinds=None):
+def refuse_both_ways(args, kinds=None, typed=None):
     """``--gpu`` and ``--nogpu`` on one command line, or one flag twice with two values
     (``--batch-size=16 --batch_size=32``): fire keeps the last and drops the other, so the
     message blamed the flag the user had taken back, or the run silently took one of the two.
-    A UserError. ``args`` are the command line's words after the command; ``kinds`` (name ->
-    kind; unset: Config's) the command's options: a pair of a yes-or-no flag it does not
-    have is left to the line that says so (toyfaces --gpu --nogpu said "both given")."""
-    given = {}
+    A UserError. ``args`` are the command line's words after the command, as
+    no_as_fire_spells_it spells them, and ``typed`` (unset: ``args``) the same words as the
+    user typed them, which the line names; ``kinds`` (name -> kind; unset: Config's) the
+    command's options: a pair of a yes-or-no flag it does not have is left to the line that
+    says so (toyfaces --gpu --nogpu said "both given")."""
+    typed = args if typed is None else typed
+    kinds = kinds or {name: f.metadata["kind"] for name, f in FIELDS.items()}
+    given, first = {}, {}
     for i, arg in enumerate(args):
         if not arg.startswith("--") or arg == "--":
             continue
@@ -342,17 +346,43 @@ def refuse_both_ways(args, kinds=None):
             value = nxt if nxt is not None and not nxt.startswith("--") else None
         name = name.replace("-", "_")
         if name in given and given[name] != value:
+            if kinds.get(name) is bool or name.startswith("no") and kinds.get(name[2:]) is bool:
+                # a yes-or-no flag, named as typed: --nogpu --nogpu=False said "two values
+                # (True and False)", the True being the =True given to fire for the bare one
+                raise UserError(f"{_typed(typed, first[name])} and {_typed(typed, i)} were "
+                                f"both given: pass one of them")
             flag = "--" + name.replace("_", "-")
             def said(v):  # --flag alone, --flag= with nothing after it, or a value
                 return "bare" if v is None else "empty" if v == "" else v
             raise UserError(f"{flag} was given twice, with two values ({said(given[name])} "
                             f"and {said(value)}): pass it once")
         given[name] = value
-    kinds = kinds or {name: f.metadata["kind"] for name, f in FIELDS.items()}
+        first.setdefault(name, i)
     for name in sorted(given):
         if name.startswith("no") and kinds.get(name[2:]) is bool and name[2:] in given:
-            raise UserError(f"--{name[2:].replace('_', '-')} and --{name.replace('_', '-')} "
-                            f"were both given: pass one of them")
+            no = _typed(typed, first[name]).partition("=")[0]  # --no-sn, as typed
+            raise UserError(f"--{name[2:].replace('_', '-')} and {no} were both given: pass "
+                            f"one of them")
+
+
+def _typed(words, i):
+    """The flag ``words[i]`` as typed, its name with - for _, and the value after it where
+    that is its own word (``--nogpu False``)."""
+    name, eq, value = words[i].partition("=")
+    nxt = words[i + 1] if not eq and i + 1 < len(words) else None
+    after = f" {nxt}" if nxt is not None and not nxt.startswith("--") else ""
+    return name.replace("_", "-") + eq + value + after
+
+
+def named_as_typed(line, args, typed):
+    """``line`` with each ``--noNAME`` that no_as_fire_spells_it made of the user's
+    ``--no-NAME`` (or ``--no_NAME``) named as typed: ``args`` are its words, ``typed`` the
+    user's. Fire is handed --nosn, and the lines about it said --nosn for --no-sn."""
+    for arg, word in zip(args, typed):
+        if arg != word and word.startswith(("--no-", "--no_")):
+            rest = word[5:].partition("=")[0].replace("_", "-")
+            line = re.sub(rf"--no{re.escape(rest)}(?![\w-])", f"--no-{rest}", line)
+    return line
 
 
 def coerce_flags(flags, fields, nullable=(), suggest=None):

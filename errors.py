@@ -37,9 +37,10 @@ class OneLineParser(argparse.ArgumentParser):
         # --gpu with --nogpu: main.py refuses the pair, where argparse took the last given
         for name in self._switches:
             yes = any(a == f"--{name}" or a.startswith(f"--{name}=") for a in args)
-            if yes and any(a.partition("=")[0] in (f"--no{name}", f"--no-{name}")
-                           for a in args):
-                self.exit(2, f"error: --{name} and --no{name} were both given: pass one of "
+            no = [a.partition("=")[0] for a in args
+                  if a.partition("=")[0] in (f"--no{name}", f"--no-{name}")]
+            if yes and no:  # named as typed: --no-gpu was shown as --nogpu
+                self.exit(2, f"error: --{name} and {no[0]} were both given: pass one of "
                              f"them\n")
         known, extra = self.parse_known_args(args, namespace)
         flags = [a for a in extra if a.startswith("--")]

@@ -487,14 +487,14 @@ def main(argv):
     if any(a in ("-h", "--help") or a.startswith("--help=") for a in argv[2:]):
         print(_help(command))
         return 0
+    kinds = TOYFACES_FLAGS if command == "toyfaces" else None
+    args = config.no_as_fire_spells_it(argv[2:], kinds)
     try:
-        kinds = TOYFACES_FLAGS if command == "toyfaces" else None
-        args = config.no_as_fire_spells_it(argv[2:], kinds)
-        config.refuse_both_ways(args, kinds)
+        config.refuse_both_ways(args, kinds, typed=argv[2:])
         fire.Fire({command: COMMANDS[command]}, command=[command, *config.keep_text(args)],
                   name="main.py")
-    except UserError as e:
-        _say_once(f"error: {e}")
+    except UserError as e:  # --no-sn named as typed, not as fire was given it (--nosn)
+        _say_once(f"error: {config.named_as_typed(str(e), args, argv[2:])}")
         return 2
     except OSError as e:  # the system refused a file: no space, no permission, read-only, ...
         line = refusal(e)

@@ -401,7 +401,7 @@ def test_every_field_of_the_books_config_is_taken(toy_dir):
     ("generate", "--recipe=modern", ["--recipe", "train's"]),
     # named as typed: it was refused as --sn, a flag the user did not type
     ("generate", "--nosn", ["--nosn is not an option of generate (it is train's)"]),
-    ("generate", "--no-sn", ["--nosn is not an option of generate (it is train's)"]),
+    ("generate", "--no-sn", ["--no-sn is not an option of generate (it is train's)"]),
     ("interpolate", "--gen-img=morph.png", ["--gen-img is not an option of interpolate",
                                             "--out"]),
     ("evaluate", "--gen-num=8", ["--gen-num", "--num faces"]),
@@ -1243,8 +1243,14 @@ def test_no_dash_flag_is_the_no_flag_and_close_names_are_all_offered(tmp_path):
     from conftest import ROOT
     for flag in ("--no-gpu", "--no_gpu", "--no-gpu=True"):  # read: the data folder speaks
         assert_clean_error(cli("train", "--data-path=nowhere", flag), "'nowhere' does not exist")
+    # named as typed: fire is handed --novis, and the line said so
     assert_clean_error(cli("train", "--data-path=nowhere", "--no-vis", "--vis"),
-                       "--vis and --novis were both given")
+                       "--vis and --no-vis were both given")
+    assert_clean_error(cli("train", "--data-path=nowhere", "--no_sn=maybe"),
+                       "--no-sn takes True or False, not 'maybe'")
+    # a bare --nogpu is handed to fire as --nogpu=True: "two values (True and False)"
+    line = assert_clean_error(cli("train", "--data-path=nowhere", "--nogpu", "--nogpu=False"))
+    assert line == "error: --nogpu and --nogpu=False were both given: pass one of them"
     assert_clean_error(cli("train", "--data-path=nowhere", "--no-such"),
                        "unknown option --no-such; see --help")
     assert_clean_error(cli("train", "--data-path=nowhere", "--lr=1e-4"),
@@ -1297,11 +1303,13 @@ def test_a_flag_in_capitals_or_cpu_for_the_cpu_is_pointed_to_the_flag_meant(caps
         assert (stop.value.code, capsys.readouterr().err) == (2, f"error: {line}\n")
     assert parser.parse_args(["--nogpu", "--measure=2"]).gpu is False
     # both, as train refuses them: bench.py --gpu --nogpu benchmarked the CPU without a word
-    for pair in (["--gpu", "--nogpu"], ["--no-gpu", "--gpu=true"], ["--gpu=false", "--nogpu"]):
+    # the negation named as typed: --no-gpu was shown as --nogpu
+    for pair, no in ((["--gpu", "--nogpu"], "--nogpu"), (["--no-gpu", "--gpu=true"], "--no-gpu"),
+                     (["--gpu=false", "--nogpu"], "--nogpu"), (["--gpu", "--no_gpu"], "--no-gpu")):
         with pytest.raises(SystemExit) as stop:
             parser.parse_args(pair)
         assert (stop.value.code, capsys.readouterr().err) == (
-            2, "error: --gpu and --nogpu were both given: pass one of them\n")
+            2, f"error: --gpu and {no} were both given: pass one of them\n")
 
 
 def test_a_number_with_a_comma_after_it_is_shown_with_its_comma(toy_dir):
