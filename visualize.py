@@ -169,12 +169,20 @@ class Visualizer:
             other = self.port + 1 if self.port < 65535 else self.port - 1
             elsewhere = (f"start visdom on another, `make visdom VISDOM_PORT={other}`, and "
                          f"train with --vis-port={other}")
+            # `make visdom` starts one on this machine's 127.0.0.1, of no use to another host
+            host = urlsplit(self.server if "://" in self.server else "//" + self.server).hostname
             # a program holds the port (it answered, or took the request and kept it): make
             # visdom on that very port fails with "Address already in use"
-            if why.startswith("HTTP"):
-                advice = f"another program answers on that port: {elsewhere}"
-            elif why.startswith("no answer within") and "plain http://" in why:
+            if why.startswith("no answer within") and "plain http://" in why:
                 advice = f"train with --vis-server=http://{self.server[len('https://'):]}"
+            elif host == "::1":
+                advice = f"`make visdom` listens on 127.0.0.1: start one with `{start}` and " \
+                         f"train with --vis-server=http://localhost"
+            elif host not in ("localhost", "127.0.0.1"):
+                advice = "check that visdom runs there, on that port, and that --vis-server " \
+                         "and --vis-port name it"
+            elif why.startswith("HTTP"):
+                advice = f"another program answers on that port: {elsewhere}"
             elif why.startswith("no answer within"):
                 advice = f"a program on that port took the request but did not answer: {elsewhere}"
             tqdm.write(f"warning: no visdom server answers at {self.address()} "

@@ -469,6 +469,24 @@ def test_the_warning_names_the_address_the_requests_went_to(server, path, capsys
                               f"http://127.0.0.1:{port}{path} (connection refused"), warning
 
 
+@pytest.mark.parametrize("server", ["http://127.0.0.1", "http://localhost", "http://[::1]",
+                                    "http://visdom.invalid"])
+def test_the_warning_advises_make_visdom_only_where_it_would_serve(server, capsys):
+    """`make visdom` starts a server on this machine's 127.0.0.1: it was the advice for a
+    --vis-server on another host too, and for [::1], where that server does not listen."""
+    from visualize import Visualizer
+    port = free_port()
+    assert Visualizer("x", server, port, timeout=2.0).client is None
+    warning, = _warnings(capsys.readouterr().err)
+    advice = {"http://[::1]": f"(`make visdom` listens on 127.0.0.1: start one with `make visdom "
+                              f"VISDOM_PORT={port}` and train with --vis-server=http://localhost, "
+                              f"or pass --vis=False)",
+              "http://visdom.invalid": "(check that visdom runs there, on that port, and that "
+                                       "--vis-server and --vis-port name it, or pass --vis=False)"}
+    assert warning.endswith(advice.get(server, f"(start one with `make visdom VISDOM_PORT={port}`"
+                                               f", or pass --vis=False)")), warning
+
+
 @pytest.mark.slow
 def test_a_server_under_a_path_gets_the_plots(toy_dir, tmp_path):
     """--vis-server=http://127.0.0.1/visdom (a server behind a proxy, under a path) lost its
