@@ -35,8 +35,8 @@ from curves import LossLog, read_rows
 from data import cached_batches, folder_batches
 from ema import EMA
 from errors import (DiskFull, Interrupted, UserError, again_interrupts, counted, listed, pasted,
-                    program, python_and_main, quoted, refusal, running, shown, stop_signals,
-                    stop_under_way)
+                    program, python_and_main, quoted, refusal, running, shown, sized,
+                    stop_signals, stop_under_way)
 from model import (LowJudge, NetD, NetG, add_spectral_norm, batchnorm_is_identity,
                    book_state_dict, remove_batchnorm, weights_init)
 from steps import R1_EVERY, Objective, d_step, g_step
@@ -135,9 +135,8 @@ def train(opt):
                 raise
             # a full disk of the loss log or the grids: the checkpoints' may have room
             kept = _save_what_it_can(training, DiskFull)
-            need = training.save_size() / 1e6  # how much room to make (a first save's too:
-            room = f"free some space (an epoch's save writes about " \
-                f"{need:,.{0 if need >= 10 else 1}f} MB)"  # freed too little, it failed again)
+            # how much room to make (a first save's too: freed too little, it failed again)
+            room = f"free some space (an epoch's save writes about {sized(training.save_size())})"
             if not training.saved:
                 raise UserError(f"disk full while writing {e.path}: {room}, then run the "
                                 f"command again (the files written before it are intact)") \
