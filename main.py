@@ -246,8 +246,8 @@ def _drawing_alone(out, num, seed):
             time.sleep(0.05)
             return False
         pid, doing = holder or (None, "")
-        if doing.startswith("python main.py toyfaces ") and \
-                doing.endswith(f" --num={num} --seed={seed}"):
+        # finishing's text: its Python and main.py as named where that run was started
+        if " toyfaces --out-dir=" in doing and doing.endswith(f" --num={num} --seed={seed}"):
             print(f"another toyfaces (process {pid}) is drawing this set into {out}: "
                   f"waiting for it to end", flush=True)
             fcntl.flock(folder, fcntl.LOCK_EX)

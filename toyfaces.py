@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from errors import progress_bar, quoted, raise_if_stopped, running
+from errors import progress_bar, python_and_main, quoted, raise_if_stopped, running
 
 VERSION = 1  # bump when the drawing changes: caches keyed on the toy set depend on it
 
@@ -260,8 +260,11 @@ BLOCK = 4096  # faces handed to the workers at a time: memory does not grow with
 
 
 def finishing(out, num, seed):
-    """The command that draws the set whole: the text of ``out``'s mark (UNFINISHED)."""
-    return f"python main.py toyfaces --out-dir={quoted(out)} --num={num} --seed={seed}\n"
+    """The command that draws the set whole: the text of ``out``'s mark (UNFINISHED), named
+    as every command a line gives to paste is (errors.pasted: this Python, not a bare
+    `python` that may lack the project's packages)."""
+    python, main = python_and_main()
+    return f"{python} {main} toyfaces --out-dir={quoted(out)} --num={num} --seed={seed}\n"
 
 
 def room(num, drawn, block, mark):

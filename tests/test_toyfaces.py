@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import toyfaces
+from errors import pasted, quoted
 from toyfaces import ATTRIBUTES, CHOICES, face, make_toyfaces
 
 from conftest import (ROOT, assert_clean_error, cli, read_until, run_cli, stop_in_a_bar,
@@ -276,9 +277,9 @@ def test_a_run_drawing_another_set_into_a_folder_being_drawn_is_refused(tmp_path
     first = cli("toyfaces", f"--out-dir={out}", "--num=30", "--seed=0")
     assert first.returncode == 0, first.stderr
     assert_clean_error(other[0], f"--out-dir: another run is writing into {out} now (process "
-                                 f"{os.getpid()}: `python main.py toyfaces --out-dir={out} "
-                                 f"--num=30 --seed=0`): wait for it to end, or pick another "
-                                 f"--out-dir")
+                                 f"{os.getpid()}: "
+                                 f"{pasted(f'toyfaces --out-dir={out} --num=30 --seed=0')}): "
+                                 f"wait for it to end, or pick another --out-dir")
     assert _digest(out / "faces") == _digest(alone / "faces")
     assert (out / "attributes.csv").read_text() == (alone / "attributes.csv").read_text()
 
@@ -389,8 +390,8 @@ def test_a_killed_runs_mark_does_not_pass_for_the_run_drawing_there(tmp_path, mo
             run.wait()
     assert_clean_error(SimpleNamespace(returncode=other[0].returncode, stdout="", stderr=said),
                        f"--out-dir: another run is writing into {out} now (process "
-                       f"{os.getpid()}: `python main.py toyfaces --out-dir={out} --num=30 "
-                       f"--seed=1`): wait for it to end, or pick another --out-dir")
+                       f"{os.getpid()}: {pasted(f'toyfaces --out-dir={out} --num=30 --seed=1')}"
+                       f"): wait for it to end, or pick another --out-dir")
     assert toyfaces.drawn_here(out / "faces" / "000000.jpg", 1)
     assert sorted(p.name for p in out.iterdir()) == ["attributes.csv", "faces"]
 
@@ -413,8 +414,9 @@ def test_a_training_on_a_stopped_set_says_it_is_not_whole(tmp_path, capsys):
     capsys.readouterr()
     train_small(toy, tmp_path / "run", max_epoch=1)
     out = capsys.readouterr().out
+    # named as every command to paste is: this Python (a bare python may lack the packages)
     assert (f"note: {toy} holds a toy set whose drawing was stopped, {drawn} faces so far: "
-            f"`python main.py toyfaces --out-dir='{toy}' --num=100 --seed=5` draws it whole"
+            f"{pasted(f'toyfaces --out-dir={quoted(toy)} --num=100 --seed=5')} draws it whole"
             in out), out
     list_images(toy / "faces")  # the faces' own folder as --data-path
     assert f"{drawn} faces so far" in capsys.readouterr().out
