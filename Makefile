@@ -133,7 +133,7 @@ $(TOY)/attributes.csv: | $(STAMP)
 			"--data-path, and a run there trained on the toy faces too"; \
 	else \
 		echo "$(BIN)/python main.py toyfaces --out-dir=$(TOY) --num=10000 --seed=0"; \
-		exec $(BIN)/python main.py toyfaces --out-dir=$(TOY) --num=10000 --seed=0; \
+		$(BIN)/python main.py toyfaces --out-dir=$(TOY) --num=10000 --seed=0; \
 	fi
 
 # $(call demo_run,FLAGS,CHECKPOINT_DIR,RESULT): train, then the best 64 by D, from the state
@@ -152,10 +152,6 @@ define demo_run
 endef
 
 demo demo-long: export ANIMEGAN_CONTINUE = make $@ RESUME=1
-# make's pid: a command of the demo stopped by Ctrl-C or SIGTERM ends with its own line and
-# hands the stop on to make, which ends with 130 or 143 (the signal's), without adding its
-# "make: *** [Makefile:NNN: demo] Error 130" (main.py's _handed_to_make)
-demo demo-long: export ANIMEGAN_MAKE := $(shell echo $$PPID)
 demo: $(STAMP) $(TOY)/attributes.csv
 	$(call demo_run,$(DEMO_FLAGS),$(DEMO_CK),result.png)
 

@@ -82,19 +82,6 @@ def _ignore_late_stops(but_sigterm=False):
             signal.signal(sig, signal.SIG_IGN)
 
 
-def _handed_to_make(status):
-    """``status``, or 0 where it is a stop's (130: Ctrl-C, 143: SIGTERM) under the Makefile's
-    demos (ANIMEGAN_MAKE: the pid of the make whose command this process is): make is sent
-    the same signal, and ends of it with 130 or 143, saying nothing more. It added "make: ***
-    [Makefile:NNN: demo] Error 130" under the stop's own line, as though the demo had failed
-    on top of it. A stop sent to this process alone (kill PID) ends make too, not its next
-    command. Called after _ignore_late_stops: the SIGTERM make passes on then changes nothing."""
-    if status in (130, 143) and os.environ.get("ANIMEGAN_MAKE") == str(os.getppid()):
-        os.kill(os.getppid(), signal.SIGINT if status == 130 else signal.SIGTERM)
-        return 0
-    return status
-
-
 if __name__ == "__main__":  # before torch loads (a second or more): a stop then is one line too
     outlive_reader()  # a closed terminal or pipe silences the lines, not the work
     stop_on_signals()  # training saves first (its own handler); elsewhere: clean up and stop
@@ -136,7 +123,7 @@ except (KeyboardInterrupt, Terminated) as stop:
     _ignore_late_stops()
     if os.environ.get("RANK", "0") == "0":  # under torchrun every process met the stop
         print(line, file=sys.stderr)
-    sys.exit(_handed_to_make(status))
+    sys.exit(status)
 
 
 def train(*args, **flags):
@@ -568,7 +555,6 @@ if __name__ == "__main__":
     # exit hooks) ends it at once, not with a KeyboardInterrupt traceback from an exit hook
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     _ignore_late_stops(but_sigterm=waits)
-    code = _handed_to_make(code)
     if _torchrun():
         # under torchrun: a finished rank 1 died now and then (in two of our CI runs) in the
         # C++ teardown of torch's gloo threads ("terminate called without an active

@@ -1876,55 +1876,6 @@ def test_make_demo_resume_trains_the_stopped_demo_on_and_draws_its_result_again(
                 assert "--fresh" in train.split() and "--resume" not in train
 
 
-@pytest.mark.slow
-def test_a_demo_stopped_ends_with_its_own_line_not_makes_error(tmp_path, toy_dir):
-    """A demo stopped by Ctrl-C or SIGTERM said its clean stop, then make added `make: ***
-    [Makefile:NNN: demo] Error 130` (or 143), which read as a failure on top of it. The
-    command hands the stop on to make, which ends with the signal's status, saying nothing
-    more, and runs no further command (also where the stop reached the command alone)."""
-    import signal
-    import subprocess
-    import sys
-    from conftest import children, kill_group
-    # the project's own main.py, run by this Python (exec: make's own child, as the venv's)
-    _makefile_with_a_venv_python(tmp_path, f'exec {sys.executable} "$@"')
-    (tmp_path / "main.py").symlink_to(ROOT / "main.py")
-
-    def stopped(stop, *variables, shown="face/s"):
-        """make demo stopped by ``stop`` (make's process group, as Ctrl-C does; make alone, as
-        `kill PID` does; or its command alone), once ``shown`` is on its stderr."""
-        make = subprocess.Popen(["make", "demo", *variables], cwd=tmp_path, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
-        try:
-            read_until(make, shown)
-            if stop == "group":
-                os.killpg(make.pid, signal.SIGINT)
-            elif stop == "make":
-                os.kill(make.pid, signal.SIGTERM)
-            else:
-                os.kill(children(make.pid)[0], signal.SIGINT)
-            out, err = make.communicate(timeout=120)
-        finally:
-            kill_group(make)
-        assert "make: ***" not in out + err, out + err
-        assert "main.py generate" not in out, out  # nor did make go on
-        return make.returncode, err.splitlines()[-1]
-
-    # drawing the toy set: its line, and make's status is Ctrl-C's
-    for stop in ("group", "command"):
-        status, line = stopped(stop)
-        assert (status, line) == (-signal.SIGINT, "interrupted: the set is not finished; the "
-                                  "same command again draws it whole"), (stop, status, line)
-        assert not (tmp_path / "data-toy" / "attributes.csv").exists()
-    # training, with make alone told to stop (it passes SIGTERM on to train)
-    small = (f"--data-path={toy_dir} --nogpu --vis=False --ngf=8 --ndf=8 --batch-size=4 "
-             f"--max-epoch=50 --checkpoint-dir=checkpoints/demo --save-path=imgs/demo")
-    status, line = stopped("make", f"TOY={toy_dir}", f"DEMO_FLAGS={small}", shown="epoch 1/")
-    assert status == -signal.SIGTERM and line.startswith("terminated: stopped in epoch 1 ") \
-        and line.endswith("continue with `make demo RESUME=1`"), (status, line)
-
-
 def test_make_demo_trains_as_the_readme_says_and_draws_from_where_it_stopped(tmp_path):
     """The demo's flags are its promise (10 minutes at most, started afresh over a demo
     stopped halfway): dropping --max-minutes=10 or --fresh from the Makefile passed. They
