@@ -235,7 +235,7 @@ def test_a_second_generate_into_a_folder_being_written_is_one_line(tmp_path, mon
     first = run("3,4,5")
     assert first.returncode == 0, first.stderr
     assert_clean_error(second[0], f"--out-dir: another run is writing into {out} (process "
-                                  f"{os.getpid()}: `python main.py generate --out-dir={out}`): "
+                                  f"{os.getpid()}: {errors.pasted(f'generate --out-dir={out}')}): "
                                   f"wait for it to end, or pick another folder")
     assert not (tmp_path / "7,8.png").exists()  # nothing of its own written either
     with open(out / "manifest.csv") as f:
