@@ -249,6 +249,16 @@ def test_training_fills_the_book_windows(visdom_server, toy_dir, tmp_path):
     assert [len(t["x"]) for t in scores] == [6, 6]
 
 
+def _one_epoch_plotting(toy_dir, tmp_path, port, *flags, server="http://127.0.0.1", run=cli,
+                        **kwargs):
+    """train's one epoch on the tiny nets, plotting to visdom at ``server``:``port`` (a
+    program a test started there), its grids in tmp_path/i and its weights in tmp_path/c."""
+    return run("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True", f"--vis-port={port}",
+               f"--vis-server={server}", "--max-epoch=1", "--batch-size=16", "--plot-every=1",
+               "--ngf=8", "--ndf=8", f"--save-path={tmp_path / 'i'}",
+               f"--checkpoint-dir={tmp_path / 'c'}", *flags, **kwargs)
+
+
 def _warnings(stderr):
     return [line for line in stderr.splitlines() if line.startswith("warning")]
 
@@ -285,11 +295,7 @@ def test_another_web_server_on_the_port_is_one_warning(toy_dir, tmp_path):
                 if probe.connect_ex(("127.0.0.1", port)) == 0:
                     break
             time.sleep(0.1)
-        result = cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True",
-                     f"--vis-port={port}", "--vis-server=http://127.0.0.1",
-                     "--max-epoch=1", "--batch-size=16", "--plot-every=1", "--ngf=8",
-                     "--ndf=8", f"--save-path={tmp_path / 'i'}",
-                     f"--checkpoint-dir={tmp_path / 'c'}")
+        result = _one_epoch_plotting(toy_dir, tmp_path, port)
     finally:
         web.terminate()
         web.wait(timeout=10)
@@ -325,11 +331,7 @@ def test_a_web_server_that_answers_200_to_everything_is_one_warning(toy_dir, tmp
     threading.Thread(target=web.serve_forever, daemon=True).start()
     port = web.server_address[1]
     try:
-        result = cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True",
-                     f"--vis-port={port}", "--vis-server=http://127.0.0.1",
-                     "--max-epoch=1", "--batch-size=16", "--plot-every=1", "--ngf=8",
-                     "--ndf=8", f"--save-path={tmp_path / 'i'}",
-                     f"--checkpoint-dir={tmp_path / 'c'}")
+        result = _one_epoch_plotting(toy_dir, tmp_path, port)
     finally:
         web.shutdown()
         web.server_close()
@@ -348,11 +350,8 @@ def test_a_port_that_never_answers_does_not_hang(toy_dir, tmp_path):
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)  # accepts connections, never reads or answers
     try:
-        result = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True",
-                         f"--vis-port={silent.getsockname()[1]}",
-                         "--vis-server=http://127.0.0.1", "--max-epoch=1", "--batch-size=16",
-                         "--plot-every=1", "--ngf=8", "--ndf=8", f"--save-path={tmp_path}",
-                         f"--checkpoint-dir={tmp_path}", timeout=120)
+        result = _one_epoch_plotting(toy_dir, tmp_path, silent.getsockname()[1], run=run_cli,
+                                     timeout=120)
         # each request waits 2 s: the run waited for as many as it made (counted, not timed:
         # the training's own minutes vary threefold between the CPUs that run this)
         silent.setblocking(False)
@@ -426,11 +425,7 @@ def test_a_server_that_drips_its_answer_does_not_hang(toy_dir, tmp_path):
             threading.Thread(target=answer, args=(conn,), daemon=True).start()
     threading.Thread(target=accept, daemon=True).start()
     try:
-        result = run_cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True",
-                         f"--vis-port={port}", "--vis-server=http://127.0.0.1",
-                         "--max-epoch=1", "--batch-size=16", "--plot-every=1", "--ngf=8",
-                         "--ndf=8", f"--save-path={tmp_path}", f"--checkpoint-dir={tmp_path}",
-                         timeout=120)
+        result = _one_epoch_plotting(toy_dir, tmp_path, port, run=run_cli, timeout=120)
     finally:
         stop.set()
         drip.shutdown(socket.SHUT_RDWR)  # wakes the accept
@@ -440,7 +435,7 @@ def test_a_server_that_drips_its_answer_does_not_hang(toy_dir, tmp_path):
     assert warning.startswith(f"warning: no visdom server answers at http://127.0.0.1:{port} "
                               f"(no answer within 2 s); training goes on without plots")
     assert "Traceback" not in result.stderr
-    assert (tmp_path / "netg_0.pth").is_file()
+    assert (tmp_path / "c" / "netg_0.pth").is_file()
     # not asked again while it still sent the first answer (as the run ended, or each
     # minute): one connection and thread held by it, not one more a minute
     assert len(taken) == 1
@@ -502,11 +497,8 @@ def test_a_server_under_a_path_gets_the_plots(toy_dir, tmp_path):
         assert _wait_for(port, 30), "the visdom server did not start"
         said = next(line for line in server.stdout if line.startswith("visdom server at"))
         assert said.startswith(f"visdom server at http://localhost:{port}/visdom ("), said
-        result = cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=True",
-                     f"--vis-port={port}", "--vis-server=http://127.0.0.1/visdom",
-                     "--env=under", "--max-epoch=1", "--batch-size=16", "--plot-every=1",
-                     "--ngf=8", "--ndf=8", f"--save-path={tmp_path / 'i'}",
-                     f"--checkpoint-dir={tmp_path / 'c'}")
+        result = _one_epoch_plotting(toy_dir, tmp_path, port, "--env=under",
+                                     server="http://127.0.0.1/visdom")
         assert result.returncode == 0 and not _warnings(result.stderr), result.stderr
         client = visdom.Visdom(server="http://127.0.0.1", port=port, base_url="/visdom",
                                raise_exceptions=True, use_incoming_socket=False)
