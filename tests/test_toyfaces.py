@@ -347,6 +347,19 @@ def _another_run_before_its_mark(monkeypatch, out, seed, ended=0):
     return other
 
 
+def _said_beside(other, *flags):
+    """``toyfaces FLAGS`` in this process, the other run of ``other`` started as it checked
+    its folder: what that run said once it ended (it is killed, whatever comes)."""
+    try:
+        first = cli("toyfaces", *flags)
+        assert first.returncode == 0, first.stderr
+        return other[0].communicate(timeout=120)[0]
+    finally:
+        for run in other:
+            run.kill()
+            run.wait()
+
+
 def test_a_run_of_the_same_set_waits_for_one_slow_to_begin(tmp_path, monkeypatch):
     """The second toyfaces of make demo and make demo-long knew the first by its UNFINISHED
     mark, written once the first had checked the folder, and gave it 5 s: on a busy machine
@@ -355,14 +368,7 @@ def test_a_run_of_the_same_set_waits_for_one_slow_to_begin(tmp_path, monkeypatch
     out = tmp_path / "toy"
     alone = make_toyfaces(tmp_path / "alone", num=30, seed=0, workers=1).read_text()
     other = _another_run_before_its_mark(monkeypatch, out, seed=0)
-    try:
-        first = cli("toyfaces", f"--out-dir={out}", "--num=30")
-        assert first.returncode == 0, first.stderr
-        said, _ = other[0].communicate(timeout=120)
-    finally:
-        for run in other:
-            run.kill()
-            run.wait()
+    said = _said_beside(other, f"--out-dir={out}", "--num=30")
     assert other[0].returncode == 0 and said.endswith(f"{out} holds the set now: another "
                                                       f"toyfaces drew it as this one waited; "
                                                       f"train on them with --data-path={out}\n")
@@ -380,14 +386,7 @@ def test_a_killed_runs_mark_does_not_pass_for_the_run_drawing_there(tmp_path, mo
     (out / toyfaces.UNFINISHED).write_text(toyfaces.finishing(out, 30, 0))
     (out / ".held-by").write_text(f"4194305 {toyfaces.finishing(out, 30, 0)}")  # (no process)
     other = _another_run_before_its_mark(monkeypatch, out, seed=0, ended=30)
-    try:
-        first = cli("toyfaces", f"--out-dir={out}", "--num=30", "--seed=1")
-        assert first.returncode == 0, first.stderr
-        said, _ = other[0].communicate(timeout=120)
-    finally:
-        for run in other:
-            run.kill()
-            run.wait()
+    said = _said_beside(other, f"--out-dir={out}", "--num=30", "--seed=1")
     assert_clean_error(SimpleNamespace(returncode=other[0].returncode, stdout="", stderr=said),
                        f"--out-dir: another run is writing into {out} now (process "
                        f"{os.getpid()}: {pasted(f'toyfaces --out-dir={out} --num=30 --seed=1')}"
