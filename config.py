@@ -173,6 +173,7 @@ USED = {
 }
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+FLAG_KINDS = {name: f.metadata["kind"] for name, f in FIELDS.items()}  # name -> kind
 
 
 def _coerce(name, value, kind, nullable=True):
@@ -302,7 +303,7 @@ def no_as_fire_spells_it(args, kinds=None):
     toyfaces' --novis as --vis/--novis, a flag it does not have, and generate's --nosn as
     --sn=False, refused as --sn. Any other word stays as it is. ``kinds``: name -> kind
     (unset: Config's)."""
-    kinds = kinds or {name: f.metadata["kind"] for name, f in FIELDS.items()}
+    kinds = kinds or FLAG_KINDS
     out = []
     for i, arg in enumerate(args):
         negates = kinds.get(arg[5:].partition("=")[0].replace("-", "_")) is bool
@@ -335,7 +336,7 @@ def refuse_both_ways(args, kinds=None, typed=None):
     command's options: a pair of a yes-or-no flag it does not have is left to the line that
     says so (toyfaces --gpu --nogpu said "both given")."""
     typed = args if typed is None else typed
-    kinds = kinds or {name: f.metadata["kind"] for name, f in FIELDS.items()}
+    kinds = kinds or FLAG_KINDS
     given, first = {}, {}
     for i, arg in enumerate(args):
         if not arg.startswith("--") or arg == "--":
@@ -476,7 +477,7 @@ def _refuse_foreign(command, given, typed=()):
 def parse(command, flags):
     """Fire's keyword arguments for ``command`` -> a validated Config."""
     flags = {k: v for k, v in flags.items() if k.replace("-", "_") not in BOOK_ONLY}
-    kinds = {name: f.metadata["kind"] for name, f in FIELDS.items()}
+    kinds = FLAG_KINDS
     unset = {name for name, f in FIELDS.items() if f.default is None}
     # an unknown flag is offered the command's own: train --output-dir was offered
     # generate's --out-dir, which train then refused
