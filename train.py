@@ -279,13 +279,12 @@ def _locked(folder, path, flag):
             lock.seek(0)
             holder = lock.read().strip()
             lock.close()
-            patience = patience or time.monotonic() + 5
-            if not _named_live(holder) and time.monotonic() < patience:
+            patience, live = patience or time.monotonic() + 5, _named_live(holder)
+            if not live and time.monotonic() < patience:
                 time.sleep(0.05)  # it has just taken the lock: its pid comes next
                 continue
-            holder = holder if _named_live(holder) else "another process"
-            raise UserError(f"another training run ({holder}) is using {folder}: wait for it, "
-                            f"or pass another {flag}") from None
+            raise UserError(f"another training run ({holder if live else 'another process'}) "
+                            f"is using {folder}: wait for it, or pass another {flag}") from None
         except OSError as e:
             if e.errno not in NO_LOCKS:
                 lock.close()
