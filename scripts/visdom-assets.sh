@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Put visdom's browser scripts and styles in place from npm packages, so its page renders with
-# no CDN at all. `python -m visdom.server` downloads these from public CDNs at every start;
-# `python visualize.py serve` never does, so without this step its page has no plots.
+# no CDN at all. `python -m visdom.server` downloads from public CDNs at every start those it
+# does not find; `python visualize.py serve` never does, so without this step its page has no
+# plots.
 #   scripts/visdom-assets.sh [PYTHON]      (make visdom-assets runs it with .venv/bin/python)
 set -euo pipefail
 PY=${1:-python3}
@@ -37,6 +38,10 @@ cp $M/react-grid-layout/css/styles.css "$STATIC/css/react-grid-layout-styles.css
 cp $M/bootstrap/dist/css/bootstrap.min.css "$STATIC/css/bootstrap.min.css"
 cp $M/classnames/index.js "$STATIC/fonts/classnames"
 cp $M/bootstrap/dist/fonts/glyphicons-halflings-regular.* "$STATIC/fonts/"
+# visdom's build looks for the svg font under its address's name, fragment and all
+# (`python -m visdom.server` fetched it at every start, an ERROR line where offline)
+cp $M/bootstrap/dist/fonts/glyphicons-halflings-regular.svg \
+    "$STATIC/fonts/glyphicons-halflings-regular.svg#glyphicons_halflingsregular"
 rm -rf "$STATIC/js/mathjax/2.7.5"
 mkdir -p "$STATIC/js/mathjax/2.7.5"
 for part in MathJax.js config extensions jax localization; do

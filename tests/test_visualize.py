@@ -828,7 +828,7 @@ def test_visdom_assets_puts_in_place_every_file_visdoms_own_build_fetches(tmp_pa
                    "ext_files")
     wanted = {}
     for url, name in zip(fetched.keys, fetched.values):
-        name = name.value.split("#")[0]  # the svg font's name carries its fragment
+        name = name.value  # the svg font's, fragment and all: the name visdom looks for
         folder = ("js" if name.endswith((".js", ".js.map")) else
                   "css" if name.endswith(".css") else "fonts")
         wanted[f"{folder}/{name}"] = ast.unparse(url)
@@ -848,7 +848,8 @@ def test_visdom_assets_puts_in_place_every_file_visdoms_own_build_fetches(tmp_pa
     held = [p for p in held if "$part" not in p] + [
         "mathjax/MathJax.js", "mathjax/config/TeX-AMS_HTML.js",
         "mathjax/extensions/tex2jax.js", "mathjax/jax/output/HTML-CSS/jax.js",
-        "mathjax/localization/en/en.js"]
+        "mathjax/localization/en/en.js"] + [
+        f"mathjax/{p.split('?')[0]}" for p in re.findall(r'"([^"]+\?V=2\.7\.5)"', visdoms)]
     npm = tmp_path / "bin" / "npm"
     npm.parent.mkdir()
     npm.write_text(f"""#!{sys.executable}
@@ -870,7 +871,21 @@ if sys.argv[1] == "install":
     missing = {name: url for name, url in wanted.items() if not (static / name).is_file()}
     assert missing == {}, missing
     assert (static / "js" / "mathjax" / "2.7.5" / "MathJax.js").is_file()
-    assert (static / "version.built").read_text().strip() == "0.2.4"  # visdom fetches no more
+    assert (static / "version.built").read_text().strip() == "0.2.4"
+    # and `python -m visdom.server`'s own check at its start fetches nothing: it fetched the
+    # svg font at every start (an ERROR line where offline), found under another name
+    asked_for = []
+
+    def fetch(url, *args, **kwargs):
+        asked_for.append(getattr(url, "full_url", url))
+        raise build.URLError("no fetching in this test")
+    opener = type("Opener", (), {"open": staticmethod(fetch)})()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(build.request, "build_opener", lambda *handlers: opener)
+        patch.setattr(build.request, "install_opener", lambda opener: None)
+        patch.setattr("requests.get", fetch)
+        build.download_scripts(install_dir=str(site / "visdom"))
+    assert asked_for == []
     # the versions visdom's build names (react@16.2.0, ...), from npm
     install = (tmp_path / "asked").read_text().splitlines()[-1]
     pins = set(re.findall(r"%s([\w-]+@[\d.]*\d)", visdoms))
