@@ -213,8 +213,13 @@ def from_here(path):
 
 def pasted(args):
     """`python main.py ARGS` as the user can paste it where the command was started."""
+    return f"`{command_line(args)}`"
+
+
+def command_line(args):
+    """python main.py ARGS, named as ``pasted`` names it, without its backticks."""
     python, main = python_and_main()
-    return f"`{python} {main} {args}`"
+    return f"{python} {main} {args}"
 
 
 def python_and_main():

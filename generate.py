@@ -35,8 +35,8 @@ import checkpoint
 from checkpoint import grid_size, to_uint8
 from config import (MAX_BATCH, MAX_FACES, MAX_NOISE, MAX_SCALE, MAX_STEPS, SEEDS, UNSET_MEANS,
                     Config, refuse_earlier_faces, resolve_device)
-from errors import (DiskFull, Terminated, UserError, counted, listed, pasted, progress_bar,
-                    quoted, refusal, sized)
+from errors import (DiskFull, Terminated, UserError, command_line, counted, listed,
+                    progress_bar, quoted, refusal, sized)
 
 SEARCH_BAR = 4096  # generate shows a progress bar when D ranks more faces than this
 # interpolate shows one while it encodes a GIF of more pixels than this, all frames together
@@ -636,7 +636,7 @@ def _alone_in(out_dir):
     # (the folders made for it go again where the run fails: a grid refused, a full disk or
     # a Ctrl-C, left an empty --out-dir, where before no trace of the run stayed)
     with checkpoint.held_folder(out_dir, busy,
-                                pasted(f"generate --out-dir={quoted(out_dir)}").strip("`")):
+                                command_line(f"generate --out-dir={quoted(out_dir)}")):
         yield
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from errors import progress_bar, python_and_main, quoted, raise_if_stopped, running
+from errors import command_line, progress_bar, quoted, raise_if_stopped, running
 
 VERSION = 1  # bump when the drawing changes: caches keyed on the toy set depend on it
 
@@ -261,10 +261,9 @@ BLOCK = 4096  # faces handed to the workers at a time: memory does not grow with
 
 def finishing(out, num, seed):
     """The command that draws the set whole: the text of ``out``'s mark (UNFINISHED), named
-    as every command a line gives to paste is (errors.pasted: this Python, not a bare
+    as every command a line gives to paste is (errors.command_line: this Python, not a bare
     `python` that may lack the project's packages)."""
-    python, main = python_and_main()
-    return f"{python} {main} toyfaces --out-dir={quoted(out)} --num={num} --seed={seed}\n"
+    return command_line(f"toyfaces --out-dir={quoted(out)} --num={num} --seed={seed}") + "\n"
 
 
 def room(num, drawn, block, mark):
