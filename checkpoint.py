@@ -473,6 +473,12 @@ def _book_keys(kind):
     return frozenset((NetG(1, 1) if kind == "netg" else NetD(1)).state_dict())
 
 
+@functools.lru_cache(maxsize=None)
+def _sle_keys():
+    """The keys that ``--sle`` adds to G's: its excitation layers (``excite4.*``...)."""
+    return frozenset(NetG(1, 1, sle=True).state_dict()) - _book_keys("netg")
+
+
 def _unwrapped(state):
     """``state`` without the prefix a wrapper put before every one of its keys."""
     while state:
@@ -565,8 +571,11 @@ def _state_dict(obj, path, kind):
                         f"main.N.* layout)")
     # files from before torch 0.4.1 lack BatchNorm's num_batches_tracked: load_state_dict
     # fills it in (and names it missing from newer files, see _build)
-    missing = {k for k in _book_keys(kind) - keys if not k.endswith(".num_batches_tracked")}
-    unexpected = keys - _book_keys(kind)
+    expected = _book_keys(kind)
+    if kind == "netg" and keys & _sle_keys():  # trained with --sle: its gates as well
+        expected = expected | _sle_keys()
+    missing = {k for k in expected - keys if not k.endswith(".num_batches_tracked")}
+    unexpected = keys - expected
     if missing or unexpected:
         raise _wrong_keys(path, kind, missing, unexpected)
     _refuse_non_finite(obj, path)
@@ -578,22 +587,23 @@ def _all_tensors(obj):
 
 
 def widths(state, kind, path):
-    """The widths a book-format state_dict was trained with: {'nz', 'ngf'} or {'ndf'}."""
+    """The widths a book-format state_dict was trained with: {'nz', 'ngf', 'sle'} (whether
+    it holds ``--sle``'s layers) or {'ndf'}."""
     w = state["main.0.weight"].shape
     if len(w) != 4:
         raise UserError(f"{path}: the {kind} weights' first layer has shape {tuple(w)}, not a "
                         f"convolution's four dimensions: not the article's {kind}; use a "
                         f"checkpoint train saved")
     if kind == "netg":  # ConvTranspose2d(nz, ngf*8, 4, 1, 0): weight (nz, ngf*8, 4, 4)
-        return {"nz": w[0], "ngf": w[1] // 8}
+        return {"nz": w[0], "ngf": w[1] // 8, "sle": any(k in state for k in _sle_keys())}
     return {"ndf": w[0]}  # Conv2d(3, ndf, 5, 3, 1): weight (ndf, 3, 5, 5)
 
 
 def load_net(path, kind, device="cpu", expect=None):
     """Build NetG/NetD from a checkpoint (bare or full) and load its weights.
 
-    ``expect`` ({'nz', 'ngf'} or {'ndf'}) is what the caller's flags say; a file of other
-    widths raises a UserError when ``expect`` is given, else the file's widths win.
+    ``expect`` ({'nz', 'ngf', 'sle'} or {'ndf'}) is what the caller's flags say; a file of
+    other widths raises a UserError when ``expect`` is given, else the file's widths win.
     Returns (net, widths).
     """
     return _build(_state_dict(load(path, device), path, kind), path, kind, device, expect)
@@ -617,9 +627,12 @@ def load_drawing_netg(path, device="cpu"):
 def _build(state, path, kind, device, expect=None):
     found = widths(state, kind, path)
     if expect is not None and expect != found:
-        want = ", ".join(f"{k}={v}" for k, v in expect.items())
-        have = ", ".join(f"{k}={v}" for k, v in found.items())
-        flags = " ".join(f"--{k}={v}" for k, v in found.items() if expect.get(k) != v)
+        # --sle named only where it is on in one of the two
+        shown = [k for k in found if k != "sle" or found[k] or expect.get(k)]
+        want = ", ".join(f"{k}={expect.get(k)}" for k in shown)
+        have = ", ".join(f"{k}={found[k]}" for k in shown)
+        flags = " ".join(f"--{k}" if v is True else f"--{k}={v}" for k, v in found.items()
+                         if expect.get(k) != v)
         raise UserError(f"{path} was trained with {have}, not {want}: pass {flags}")
     net = NetG(**found) if kind == "netg" else NetD(**found)
     try:

@@ -72,6 +72,10 @@ class Config:
                       "SIZE x SIZE, without BatchNorm (so it sees a colour shift all the fakes "
                       "share): 8, 12, 16, 24, 32 or 48 (0: off, the book); netd_{epoch}.pth "
                       "stays the book's D")
+    sle: bool = _opt(False, "skip-layer excitation in G (FastGAN's): its 4x4 and 8x8 maps "
+                     "gate the channels of its 16x16 and 32x32 ones; netg_{epoch}.pth then "
+                     "holds those layers too, which generate reads and the book's NetG "
+                     "does not (off: the book)")
     diffaug: str = _opt("", "differentiable augmentation of every image D sees, real and "
                         "fake: any of color,translation,cutout ('' : none, the book)")
     r1: float = _opt(0.0, "R1 penalty weight (gamma): D's gradient on real images, every "
@@ -157,9 +161,9 @@ USED = {
     "train": ("data_path", "num_workers", "image_size", "batch_size", "max_epoch",
               "max_minutes", "lr1", "lr2", "beta1", "beta2", "gpu", "nz", "ngf", "ndf",
               "save_path", "checkpoint_dir", "d_every", "g_every", "label_smooth", "recipe",
-              "loss", "sn", "d_bn", "d_low", "diffaug", "r1", "ema", "save_every", "netg_path",
-              "netd_path", "seed", "resume", "fresh", "sync_bn", "cache", "amp", "vis", "env",
-              "plot_every", "vis_server", "vis_port"),
+              "loss", "sn", "d_bn", "d_low", "sle", "diffaug", "r1", "ema", "save_every",
+              "netg_path", "netd_path", "seed", "resume", "fresh", "sync_bn", "cache", "amp",
+              "vis", "env", "plot_every", "vis_server", "vis_port"),
     "generate": ("netg_path", "netd_path", "gen_img", "gen_num", "gen_search_num", "gen_mean",
                  "gen_std", "out_dir", "scale", "resample", "seeds", "batch_size", "gpu",
                  "seed", "data_path"),  # --nz/--ngf/--ndf: read from the files (said when they
@@ -419,7 +423,7 @@ D_LOW_SIZES = (0, 8, 12, 16, 24, 32, 48)  # --d-low: sides that divide 96 and ha
 # the state fixes these (the seed too: its random state goes on, and a --seed given was printed
 # and saved in options.json as if it counted)
 FIXED_ON_RESUME = ("nz", "ngf", "ndf", "image_size", "batch_size", "sn", "d_bn", "d_low",
-                   "seed")
+                   "sle", "seed")
 
 
 # --recipe=NAME: options that work together, measured in the README ("Beyond the article")
@@ -450,7 +454,9 @@ INSTEAD = {("generate", "out"): "generate writes its grid to --gen-img and singl
            ("evaluate", "gen_img"): "evaluate writes its figures to --out",
            ("evaluate", "gen_num"): "evaluate compares --num faces",
            ("explore", "gen_img"): "explore saves faces from its page",
-           ("explore", "gen_num"): "explore draws the faces its page asks for"}
+           ("explore", "gen_num"): "explore draws the faces its page asks for",
+           **{(command, "sle"): f"{command} reads whether G has --sle's layers from its file"
+              for command in ("generate", "interpolate", "evaluate", "explore")}}
 
 
 def _book_only_here(command, name):
@@ -1086,6 +1092,7 @@ def newest_weights(folder):
         shape.update(shape_d)
         flags = [f"--{name}={int(shape[name])}" for name in ("nz", "ngf", "ndf")
                  if name in shape and shape[name] != getattr(Config, name)]
+        flags += ["--sle"] if shape.get("sle") else []
         return " ".join([f"--netg-path={quoted(netg)}"]
                         + ([f"--netd-path={quoted(netd)}"] if netd.is_file() else []) + flags)
     return None

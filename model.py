@@ -12,12 +12,20 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 
 class NetG(nn.Module):
-    """Generator: noise (N, nz, 1, 1) -> images (N, 3, 96, 96) in [-1, 1]."""
+    """Generator: noise (N, nz, 1, 1) -> images (N, 3, 96, 96) in [-1, 1].
 
-    def __init__(self, nz=100, ngf=64):
+    ``sle`` (``--sle``) adds skip-layer excitation, as in FastGAN (Liu et al., 2021): the
+    4x4 map sets a gain from 0 to 1 for each channel of the 16x16 map, and the 8x8 map one
+    for each channel of the 32x32 map, so the coarse layout steers which features the finer
+    layers draw. Those layers live beside ``main`` (keys ``excite4.*``, ``excite8.*``), so
+    ``main`` keeps the book's keys, but the book's NetG cannot load such a file.
+    """
+
+    def __init__(self, nz=100, ngf=64, sle=False):
         super().__init__()
         self.nz = nz
         self.ngf = ngf
+        self.sle = sle
         self.main = nn.Sequential(
             nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False),  # 0: (ngf*8) x 4 x 4
             nn.BatchNorm2d(ngf * 8),
@@ -34,9 +42,30 @@ class NetG(nn.Module):
             nn.ConvTranspose2d(ngf, 3, 5, 3, 1, bias=False),  # 12: 3 x 96 x 96
             nn.Tanh(),
         )
+        if sle:
+            self.excite4 = _excitation(ngf * 8, ngf * 2)  # 4x4 gates 16x16
+            self.excite8 = _excitation(ngf * 4, ngf)  # 8x8 gates 32x32
 
     def forward(self, z):
-        return self.main(z)
+        if not self.sle:
+            return self.main(z)
+        main = self.main
+        f4 = main[0:3](z)
+        f8 = main[3:6](f4)
+        f16 = main[6:9](f8) * self.excite4(f4)
+        return main[12:](main[9:12](f16) * self.excite8(f8))
+
+
+def _excitation(cin, cout):
+    """Skip-layer excitation: a map of ``cin`` channels -> a gain in (0, 1) for each of
+    ``cout`` channels of a larger map, shape (N, cout, 1, 1)."""
+    return nn.Sequential(
+        nn.AdaptiveAvgPool2d(4),
+        nn.Conv2d(cin, cout, 4, 1, 0, bias=False),  # 1: cout x 1 x 1
+        nn.LeakyReLU(0.1),
+        nn.Conv2d(cout, cout, 1, 1, 0, bias=False),  # 3
+        nn.Sigmoid(),
+    )
 
 
 class NetD(nn.Module):

@@ -310,6 +310,43 @@ def test_widths_are_inferred_for_generate_and_checked_for_train(tmp_path, toy_di
                        "ngf=32")  # (the default imgs/ can be locked by another run)
 
 
+def test_a_g_with_skip_layer_excitation_draws_and_train_names_the_flag(tmp_path, toy_dir):
+    """--sle's G file holds its gates beside the book's keys: generate builds that G from the
+    file alone; a file with part of the gates is named; train from it without --sle, or from
+    a book G with it, says which flag to pass."""
+    torch.manual_seed(0)
+    net = NetG(100, 8, sle=True).eval()
+    with torch.no_grad():  # gates far from their start, so a G without them draws otherwise
+        for p in net.excite4.parameters():
+            p.normal_(0, 1)
+    torch.save(net.state_dict(), tmp_path / "sle.pth")
+    loaded, found = checkpoint.load_net(tmp_path / "sle.pth", "netg")
+    z = torch.randn(4, 100, 1, 1)
+    assert found == {"nz": 100, "ngf": 8, "sle": True}
+    assert torch.equal(loaded.eval()(z), net(z))
+    plain = NetG(100, 8).eval()
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if k.startswith("main.")})
+    # the gates draw part of the faces
+    assert (plain(z) - net(z)).abs().max() > 0.1 * net(z).abs().max()
+    result = cli("generate", "--nogpu", f"--netg-path={tmp_path / 'sle.pth'}",
+                 f"--gen-img={tmp_path / 'r.png'}", "--gen-num=8", "--gen-search-num=8")
+    assert result.returncode == 0 and (tmp_path / "r.png").is_file()
+    part = {k: v for k, v in net.state_dict().items() if k != "excite8.3.weight"}
+    torch.save(part, tmp_path / "part.pth")
+    assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'part.pth'}"),
+                       "part.pth", "lacks 1 key (excite8.3.weight)")
+    torch.save(plain.state_dict(), tmp_path / "book.pth")
+    for name, flags, needles in (
+            ("sle.pth", [], ("sle=True, not nz=100, ngf=8, sle=False", "pass --sle")),
+            ("book.pth", ["--sle"], ("sle=False, not nz=100, ngf=8, sle=True",
+                                     "pass --sle=False"))):
+        assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+                               "--ngf=8", f"--netg-path={tmp_path / name}", *flags,
+                               f"--checkpoint-dir={tmp_path / 'c'}",
+                               f"--save-path={tmp_path / 'i'}"), name, *needles)
+    assert not (tmp_path / "c").exists()
+
+
 def test_swapped_files_in_train(tmp_path, toy_dir):
     torch.save(NetD(8).state_dict(), tmp_path / "d.pth")
     line = assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu",
@@ -343,7 +380,7 @@ def test_gpu_saved_checkpoint_loads_on_the_cpu(tmp_path):
         with pytest.raises(RuntimeError, match="CUDA"):
             torch.load(tmp_path / "gpu.pth", weights_only=True)  # what the book's code hits
     loaded, widths = checkpoint.load_net(tmp_path / "gpu.pth", "netg", "cpu")
-    assert widths == {"nz": 100, "ngf": 8}
+    assert widths == {"nz": 100, "ngf": 8, "sle": False}
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
                                                   net.state_dict().values()))
 
