@@ -126,6 +126,8 @@ SETTINGS.update({
     # the same, a cheaper step (docs/EXPERIMENTS.md): 6-7 epochs in the demo's minutes
     "demo_dlow12_tr_de2": ("demo_dlow12_tr with D and the judge trained every 2nd batch",
                            dict(DEMO, d_low=12, diffaug="translation", d_every=2)),
+    # skip-layer excitation in G (docs/EXPERIMENTS.md): 5 epochs, and 4 at the demo's minutes
+    "demo_sle": ("demo with skip-layer excitation in G (--sle)", dict(DEMO, sle=True)),
 })
 
 
