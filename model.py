@@ -3,7 +3,8 @@
 Only modules live here: no I/O, no devices, no prints. Each network keeps its layers in one
 ``nn.Sequential`` attribute named ``main`` with the book's layer indices, so the state_dict
 keys and shapes are exactly the book's (``main.0.weight``, ``main.1.running_mean``, ...) and
-checkpoints move freely between the book's code and ours.
+checkpoints move freely between the book's code and ours; only ``--sle`` adds layers to G
+beside ``main``, which the book's NetG does not load.
 """
 import torch
 from torch import nn
