@@ -128,6 +128,7 @@ SETTINGS.update({
                            dict(DEMO, d_low=12, diffaug="translation", d_every=2)),
     # skip-layer excitation in G (docs/EXPERIMENTS.md): 5 epochs, and 4 at the demo's minutes
     "demo_sle": ("demo with skip-layer excitation in G (--sle)", dict(DEMO, sle=True)),
+    "demo_sle_dlow12": ("demo with --sle and the 12x12 judge", dict(DEMO, sle=True, d_low=12)),
 })
 
 
