@@ -217,11 +217,14 @@ def test_a_process_that_dies_while_training_is_rank_0s_one_line(toy_dir, tmp_pat
     its 6th, in the second epoch after the first epoch's save (a sitecustomize wraps its
     g_step)."""
     hook = _wrapped_in(tmp_path, "steps", "g_step", DIES_IN_A_G_STEP)
+    # torchrun looks at its processes every 0.1 s and stops the others once one has ended: on
+    # a loaded machine (CI, beside another test) its SIGTERM reached rank 0 before the lost
+    # peer did, and rank 0 said "terminated" instead; 2 s leaves rank 0 the time to notice
     result = _torchrun_train(f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--max-epoch=3",
                              "--save-every=1", "--g-every=1", "--batch-size=8", "--ngf=8",
                              "--ndf=8", "--seed=0", f"--save-path={tmp_path / 'I'}",
                              f"--checkpoint-dir={tmp_path / 'C'}", PYTHONPATH=str(hook),
-                             DIE_IN_G_STEP=str(step))
+                             DIE_IN_G_STEP=str(step), PET_MONITOR_INTERVAL="2")
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.stderr[-3000:]
