@@ -479,6 +479,12 @@ def _sle_keys():
     return frozenset(NetG(1, 1, sle=True).state_dict()) - _book_keys("netg")
 
 
+def _holds_sle(keys):
+    """Whether a G state_dict with ``keys`` was trained with ``--sle`` (has any of its
+    gates; _state_dict then asks for all of them)."""
+    return not _sle_keys().isdisjoint(keys)
+
+
 def _unwrapped(state):
     """``state`` without the prefix a wrapper put before every one of its keys."""
     while state:
@@ -572,7 +578,7 @@ def _state_dict(obj, path, kind):
     # files from before torch 0.4.1 lack BatchNorm's num_batches_tracked: load_state_dict
     # fills it in (and names it missing from newer files, see _build)
     expected = _book_keys(kind)
-    if kind == "netg" and keys & _sle_keys():  # trained with --sle: its gates as well
+    if kind == "netg" and _holds_sle(keys):  # trained with --sle: its gates as well
         expected = expected | _sle_keys()
     missing = {k for k in expected - keys if not k.endswith(".num_batches_tracked")}
     unexpected = keys - expected
@@ -595,7 +601,7 @@ def widths(state, kind, path):
                         f"convolution's four dimensions: not the article's {kind}; use a "
                         f"checkpoint train saved")
     if kind == "netg":  # ConvTranspose2d(nz, ngf*8, 4, 1, 0): weight (nz, ngf*8, 4, 4)
-        return {"nz": w[0], "ngf": w[1] // 8, "sle": any(k in state for k in _sle_keys())}
+        return {"nz": w[0], "ngf": w[1] // 8, "sle": _holds_sle(state)}
     return {"ndf": w[0]}  # Conv2d(3, ndf, 5, 3, 1): weight (ndf, 3, 5, 5)
 
 
