@@ -85,7 +85,7 @@ SETTINGS = {
     "demo_b32": ("snda_r1_b32_lr with DiffAugment color,translation (the previous demo)",
                  dict(MODERN, r1=0.1, batch_size=32, lr1=4e-4, lr2=4e-4,
                       diffaug="color,translation")),
-    "demo": ("demo_b32 at batch 16 (make demo)",
+    "demo": ("demo_b32 at batch 16 (make demo until it took --sle --d-low=12)",
              dict(MODERN, r1=0.1, batch_size=16, lr1=4e-4, lr2=4e-4,
                   diffaug="color,translation")),
 }
@@ -128,7 +128,8 @@ SETTINGS.update({
                            dict(DEMO, d_low=12, diffaug="translation", d_every=2)),
     # skip-layer excitation in G (docs/EXPERIMENTS.md): 5 epochs, and 4 at the demo's minutes
     "demo_sle": ("demo with skip-layer excitation in G (--sle)", dict(DEMO, sle=True)),
-    "demo_sle_dlow12": ("demo with --sle and the 12x12 judge", dict(DEMO, sle=True, d_low=12)),
+    "demo_sle_dlow12": ("demo with --sle and the 12x12 judge (make demo)",
+                        dict(DEMO, sle=True, d_low=12)),
 })
 
 

@@ -1553,8 +1553,9 @@ def test_make_demo_long_visdom_and_test_fast_run_what_the_readme_says(tmp_path):
             "--checkpoint-dir=checkpoints/demo-long", "--save-path=imgs/demo-long"}
     assert set(spelt.split()) <= set(train.split()), (spelt, train)
     assert set(train.split()) == {flag for flag in demo.split() if not flag.startswith(
-        ("--diffaug", "--max-epoch", "--max-minutes", "--checkpoint-dir", "--save-path"))
-    } | long, train
+        ("--diffaug", "--sle", "--d-low", "--max-epoch", "--max-minutes", "--checkpoint-dir",
+         "--save-path"))} | long, train
+    assert {"--sle", "--d-low=12"} <= set(demo.split()) and "--sle" not in train, demo
     assert generate.split() == ["main.py", "generate", "--nogpu", "--seed=0",
                                 "--netg-path=checkpoints/demo-long/last.pth",
                                 "--netd-path=checkpoints/demo-long/last.pth",
