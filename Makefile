@@ -31,11 +31,11 @@ STAMP := $(VENV)/.installed-stamp
 # spectral norm, DiffAugment, R1, Adam 0/0.9, a moving average of G), lr 4e-4, DiffAugment
 # without cutout, skip-layer excitation in G (--sle) and a second judge of each face pooled
 # to 12x12 (--d-low=12): more clear faces than without the last two on each of five seeds
-# (11% against 7%) and a lower SWD (docs/EXPERIMENTS.md), for 1.17 times the minutes of a
-# step. fp32 on every CPU: 7-9 min of training on a 2-core Intel Xeon with AMX, 8-10 computing
+# (11% against 7%) and a lower SWD (docs/EXPERIMENTS.md), each step taking 1.17 times as
+# long. fp32 on every CPU: 7-9 min of training on a 2-core Intel Xeon with AMX, 8-10 computing
 # as AVX2-only there. Slower CPUs stop early: --max-minutes=10 ends the run at the step that
-# ends the 10 minutes (a 2-core Zen 1, whose epochs took 145-170 s without the two, stops in
-# the 4th of the 5), and result.png is drawn from last.pth, the state there.
+# ends the 10 minutes (a 2-core Zen 1, whose epochs took 145-170 s without the two, should stop
+# in the 4th of the 5), and result.png is drawn from last.pth, the state there.
 # Its own folders, so that it neither writes over a run of yours in checkpoints/ nor is
 # mixed with one. Run again, it starts afresh (--fresh), also over a demo stopped halfway,
 # whose last.pth would make train refuse a new run there.
