@@ -134,6 +134,9 @@ SETTINGS.update({
     "demo_sle_dlow12_tr_de2": ("demo_sle_dlow12 with make demo-long's translation only and "
                                "D every second batch",
                                dict(DEMO, sle=True, d_low=12, diffaug="translation", d_every=2)),
+    # around make demo's flags (docs/EXPERIMENTS.md): 5 epochs
+    "demo_sle_dlow16": ("demo_sle_dlow12 with the judge pooled to 16x16",
+                        dict(DEMO, sle=True, d_low=16)),
 })
 
 
