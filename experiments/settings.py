@@ -137,6 +137,8 @@ SETTINGS.update({
     # around make demo's flags (docs/EXPERIMENTS.md): 5 epochs
     "demo_sle_dlow16": ("demo_sle_dlow12 with the judge pooled to 16x16",
                         dict(DEMO, sle=True, d_low=16)),
+    "demo_sle_dlow12_r1x5": ("demo_sle_dlow12 with R1 five times as strong (0.5)",
+                             dict(DEMO, sle=True, d_low=12, r1=0.5)),
 })
 
 
