@@ -49,11 +49,12 @@ DEMO_FLAGS := $(DEMO_BASE) --diffaug=color,translation --sle --d-low=12 --max-ep
 
 # The longer demo, for a faster machine or more patience: the second judge of each face pooled
 # to 12x12 with DiffAugment translation only (no colour changes), D and that judge trained
-# every second batch, 16 epochs. About 2.5 times the minutes of the demo's 5 epochs (as
-# AVX2-only; a 2-core Zen 1, whose demo the 10 minutes stop short of them: 32 in all),
-# for clearer faces in the set's own colours (four seeds: 19% clear, SWD 25, against the
-# demo's 9-13% and 31-35, one thread each; docs/EXPERIMENTS.md). Its own folders and
-# result-long.png.
+# every second batch, 16 epochs. About 2.5 times the minutes of the demo's 5 epochs before it
+# took --sle --d-low=12 (as AVX2-only; a 2-core Zen 1, whose demo the 10 minutes stop short of
+# them: 32 in all), so about 2.1 times those of the demo now (derived from the 1.17 step, not
+# timed), for clearer faces in the set's own colours (four seeds: 19% clear, SWD 25, KL 1.0,
+# against the demo's 9-15%, SWD 24-26, KL 1.7 over five seeds, one thread each;
+# docs/EXPERIMENTS.md). Its own folders and result-long.png.
 DEMO_LONG_CK := checkpoints/demo-long
 DEMO_LONG_FLAGS := $(DEMO_BASE) --diffaug=translation --d-low=12 --d-every=2 --max-epoch=16 \
 	--checkpoint-dir=$(DEMO_LONG_CK) --save-path=imgs/demo-long
