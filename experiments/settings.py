@@ -139,6 +139,8 @@ SETTINGS.update({
                         dict(DEMO, sle=True, d_low=16)),
     "demo_sle_dlow12_r1x5": ("demo_sle_dlow12 with R1 five times as strong (0.5)",
                              dict(DEMO, sle=True, d_low=12, r1=0.5)),
+    "demo_sle_dlow12_cut": ("demo_sle_dlow12 with DiffAugment's cutout added",
+                            dict(DEMO, sle=True, d_low=12, diffaug="color,translation,cutout")),
 })
 
 
