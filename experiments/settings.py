@@ -130,7 +130,7 @@ SETTINGS.update({
     "demo_sle": ("demo with skip-layer excitation in G (--sle)", dict(DEMO, sle=True)),
     "demo_sle_dlow12": ("demo with --sle and the 12x12 judge (make demo)",
                         dict(DEMO, sle=True, d_low=12)),
-    # the pair with make demo-long's settings (docs/EXPERIMENTS.md): 7 epochs
+    # the pair with make demo-long's settings (docs/EXPERIMENTS.md): 7 epochs, and 16
     "demo_sle_dlow12_tr_de2": ("demo_sle_dlow12 with make demo-long's translation only and "
                                "D every second batch",
                                dict(DEMO, sle=True, d_low=12, diffaug="translation", d_every=2)),
