@@ -130,17 +130,20 @@ SETTINGS.update({
     "demo_sle": ("demo with skip-layer excitation in G (--sle)", dict(DEMO, sle=True)),
     "demo_sle_dlow12": ("demo with --sle and the 12x12 judge (make demo)",
                         dict(DEMO, sle=True, d_low=12)),
-    # the pair with make demo-long's settings (docs/EXPERIMENTS.md): 7 epochs, and 16
+})
+# the tries around make demo's flags (docs/EXPERIMENTS.md), each a change of them
+PAIR = SETTINGS["demo_sle_dlow12"][1]
+SETTINGS.update({
+    # the pair with make demo-long's settings: 7 epochs, and 16
     "demo_sle_dlow12_tr_de2": ("demo_sle_dlow12 with make demo-long's translation only and "
                                "D every second batch",
-                               dict(DEMO, sle=True, d_low=12, diffaug="translation", d_every=2)),
-    # around make demo's flags (docs/EXPERIMENTS.md): 5 epochs
-    "demo_sle_dlow16": ("demo_sle_dlow12 with the judge pooled to 16x16",
-                        dict(DEMO, sle=True, d_low=16)),
+                               dict(PAIR, diffaug="translation", d_every=2)),
+    # 5 epochs
+    "demo_sle_dlow16": ("demo_sle_dlow12 with the judge pooled to 16x16", dict(PAIR, d_low=16)),
     "demo_sle_dlow12_r1x5": ("demo_sle_dlow12 with R1 five times as strong (0.5)",
-                             dict(DEMO, sle=True, d_low=12, r1=0.5)),
+                             dict(PAIR, r1=0.5)),
     "demo_sle_dlow12_cut": ("demo_sle_dlow12 with DiffAugment's cutout added",
-                            dict(DEMO, sle=True, d_low=12, diffaug="color,translation,cutout")),
+                            dict(PAIR, diffaug="color,translation,cutout")),
 })
 
 
