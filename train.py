@@ -349,7 +349,7 @@ def _keep_unfinished_run(opt):
         if replaced:
             keep = start_from_weights(path.parent) or "move them away first"
             raise UserError(f"{path} is {why}, and this run would write over the checkpoints "
-                            f"beside it (e.g. {replaced[-1]}): {keep}, or write over them with "
+                            f"beside it (e.g. {replaced[-1]}): {keep}, or replace them with "
                             f"--fresh")
         return None, f"note: {path} is {why}: this run writes its own over it"
     done, total, state = found
@@ -409,10 +409,12 @@ def _resume_command(flags, processes):
 def _over_a_finished_run(folder, epochs, fresh=False):
     """The note of a run that saves into ``folder``, where a finished run of ``epochs`` is
     (``fresh``: the run was told to start over it)."""
-    return (f"note: {'--fresh: ' if fresh else ''}{folder} holds a finished run of "
-            f"{counted(epochs, 'epoch')}: this run "
-            f"{'replaces it, writing' if fresh else 'writes'} its own last.pth and checkpoints "
-            f"over that run's as it saves")
+    if fresh:
+        return (f"note: --fresh: {folder} holds a finished run of {counted(epochs, 'epoch')}: "
+                f"this run replaces it, deleting that run's checkpoints and grids once it has "
+                f"trained its first batch")
+    return (f"note: {folder} holds a finished run of {counted(epochs, 'epoch')}: this run "
+            f"writes its own last.pth and checkpoints over that run's as it saves")
 
 
 def _stopped_at(state, epochs):
@@ -592,6 +594,29 @@ def _earlier_files(opt):
     return notes
 
 
+def _fresh_leftovers(opt):
+    """--fresh over the run in --checkpoint-dir (its last.pth there, finished, stopped or
+    damaged): that run's numbered files, to delete once the new run has trained its first
+    batch: its netg_N.pth, netd_N.pth and netg_ema_N.pth, and its N.png grids where
+    --save-path is the folder it logged in. Left there, those of epochs the new run did not
+    reach (make demo run again, stopped earlier by its 10 minutes) stood beside the new run's,
+    and explore took the old run's netg_ema_4.pth for the newest G of the folder."""
+    folder = Path(opt.checkpoint_dir)
+    if not (opt.fresh and (folder / "last.pth").is_file()):
+        return []
+    replaced, earlier = _checkpoint_files(opt)
+    files = [folder / name for name in replaced + earlier]
+    grids = Path(opt.save_path)
+    try:
+        owner = Path(os.fsdecode((grids / OWNER).read_bytes().strip()))
+    except (OSError, ValueError):  # no run logs there, or one of an older version
+        return files
+    if owner.resolve() == folder.resolve():
+        numbered = (p for p in grids.glob("*.png") if p.stem.isascii() and p.stem.isdigit())
+        files += sorted(numbered, key=lambda p: int(p.stem))
+    return files
+
+
 def _refuse_folders_in_the_way(opt):
     """A folder named as a file train writes (cz/last.pth/, imgs/0.png/) failed the first save,
     an epoch later, naming a temporary file; refused before any work instead."""
@@ -624,12 +649,15 @@ def _train(opt):
     _refuse_folders_in_the_way(opt)
     notes = []  # the notes said once every check has passed
     stopped = deleted = None  # --fresh's stopped run, and the note said as it goes
+    leftovers = []  # --fresh: the replaced run's numbered files, deleted with it
     saved = saved_options(state) if state else None  # the resumed run's own options
     if not state:
+        leftovers = _fresh_leftovers(opt)
         stopped, note = _keep_unfinished_run(opt)
         if stopped:
             deleted, note = note, None
-        notes = [n for n in (note, _another_runs_log(opt)) if n] + _earlier_files(opt)
+        notes = [n for n in (note, _another_runs_log(opt)) if n] + \
+            ([] if leftovers else _earlier_files(opt))  # (not "they stay": they go)
     else:
         notes = _keep_other_runs(opt, state, saved)
     world, device = distributed.setup(opt.gpu)
@@ -801,6 +829,15 @@ def _train(opt):
         if stopped:
             stopped.unlink(missing_ok=True)
             say(deleted)
+        if leftovers:
+            for path in leftovers:
+                path.unlink(missing_ok=True)
+            grids = sum(path.suffix == ".png" for path in leftovers)
+            parts = [(len(leftovers) - grids, "checkpoint file", opt.checkpoint_dir),
+                     (grids, "grid", opt.save_path)]
+            what = " and ".join(counted(n, kind) for n, kind, _ in parts if n)
+            where = " and ".join(dict.fromkeys(str(folder) for n, _, folder in parts if n))
+            say(f"note: --fresh: deleted the {what} of the run it replaces, in {where}")
         Path(opt.checkpoint_dir).mkdir(parents=True, exist_ok=True)
         Path(opt.save_path).mkdir(parents=True, exist_ok=True)
         checkpoint.save_text(json.dumps(opt.to_dict("train"), indent=2),

@@ -798,10 +798,50 @@ def test_fresh_over_a_finished_run_says_it_replaces_it(toy_dir, tmp_path, monkey
     assert result.returncode == 0, result.stderr
     notes = [line for line in result.stdout.splitlines() if line.startswith("note: ")]
     assert notes[0] == (f"note: --fresh: {tmp_path} holds a finished run of 1 epoch: this run "
-                        f"replaces it, writing its own last.pth and checkpoints over that "
-                        f"run's as it saves")
+                        f"replaces it, deleting that run's checkpoints and grids once it has "
+                        f"trained its first batch")
     assert "--max-epoch" not in result.stdout and "--resume" not in result.stdout
     assert "another --checkpoint-dir" not in result.stdout
+
+
+def test_fresh_deletes_the_numbered_files_of_the_run_it_replaces(toy_dir, tmp_path):
+    """make demo run again in a slower hour: its 10 minutes stopped it an epoch before the
+    first demo's last, whose netg_ema_4.pth stayed beside the new run's files, so explore,
+    which draws the newest G of a folder, drew the old run's faces. --fresh deletes the
+    replaced run's numbered checkpoints and grids once the new run has trained its first batch:
+    not before (a run refused for its data keeps them), and not grids of a folder that run did
+    not log in."""
+    from config import newest_checkpoint
+    train_small(toy_dir, tmp_path, max_epoch=3, ema=0.9, save_every=1)
+    old = sorted(p.name for p in tmp_path.glob("net*_*.pth"))
+    assert len(old) == 9 and "netg_ema_2.pth" in old
+    assert (tmp_path / "imgs" / "2.png").is_file()
+    again = [f"--data-path={toy_dir}", "--nogpu", "--vis=False", "--batch-size=16", "--ngf=8",
+             "--ndf=8", "--ema=0.9", f"--checkpoint-dir={tmp_path}", "--max-epoch=1", "--fresh"]
+    (tmp_path / "empty").mkdir()
+    assert_clean_error(cli("train", *again[1:], f"--data-path={tmp_path / 'empty'}",
+                           f"--save-path={tmp_path / 'imgs'}"), "no images")
+    assert sorted(p.name for p in tmp_path.glob("net*_*.pth")) == old
+    assert (tmp_path / "imgs" / "2.png").is_file()
+    result = cli("train", *again, f"--save-path={tmp_path / 'imgs'}")
+    assert result.returncode == 0, result.stderr
+    assert (f"note: --fresh: deleted the 9 checkpoint files and 3 grids of the run it replaces, "
+            f"in {tmp_path} and {tmp_path / 'imgs'}") in result.stdout
+    assert "they stay beside its own" not in result.stdout
+    assert sorted(p.name for p in tmp_path.glob("net*_*.pth")) == \
+        ["netd_0.pth", "netg_0.pth", "netg_ema_0.pth"]
+    assert sorted(p.name for p in (tmp_path / "imgs").glob("[0-9]*.png")) == ["0.png"]
+    assert newest_checkpoint(tmp_path, "netg", average=True) == tmp_path / "netg_ema_0.pth"
+    # grids in a folder the replaced run did not log in are another run's: kept
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "7.png").write_bytes((tmp_path / "imgs" / "0.png").read_bytes())
+    (mine / ".checkpoint-dir").write_text(f"{tmp_path / 'elsewhere'}\n")
+    result = cli("train", *again, f"--save-path={mine}")
+    assert result.returncode == 0, result.stderr
+    assert (f"note: --fresh: deleted the 3 checkpoint files of the run it replaces, in "
+            f"{tmp_path}\n") in result.stdout
+    assert (mine / "7.png").is_file() and (mine / "0.png").is_file()
 
 
 def test_a_damaged_last_pth_keeps_the_weights_beside_it_and_names_them(toy_dir, tmp_path):
@@ -823,7 +863,7 @@ def test_a_damaged_last_pth_keeps_the_weights_beside_it_and_names_them(toy_dir, 
         "would write over the checkpoints beside it (e.g. netg_0.pth)",
         f"start a new run from the newest weights beside it, {weights}, with another "
         f"--checkpoint-dir and --save-path (the run's other options, its recipe and rates, "
-        f"are in {tmp_path / 'options.json'})", "or write over them with --fresh")
+        f"are in {tmp_path / 'options.json'})", "or replace them with --fresh")
     new = tmp_path / "new"
     result = cli("train", *line.split("beside it, ", 1)[1].split(", with")[0].split(),
                  "--nogpu", "--vis=False", "--batch-size=16", "--max-epoch=1",
