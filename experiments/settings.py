@@ -144,6 +144,8 @@ SETTINGS.update({
                              dict(PAIR, r1=0.5)),
     "demo_sle_dlow12_cut": ("demo_sle_dlow12 with DiffAugment's cutout added",
                             dict(PAIR, diffaug="color,translation,cutout")),
+    "demo_sle_dlow12_lrg2": ("demo_sle_dlow12 with G's lr 2e-4 (D's stays 4e-4)",
+                             dict(PAIR, lr1=2e-4)),
 })
 
 
