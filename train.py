@@ -500,16 +500,24 @@ def _keep_other_runs(opt, state, saved):
 OWNER = ".checkpoint-dir"  # in --save-path: the checkpoint folder of the run that logs there
 
 
+def _owner(save_path):
+    """The checkpoint folder of the run that logs in ``save_path``, as its OWNER names it, or
+    None where no run says it is its own (or one of an older version logged there)."""
+    try:
+        # the folder's bytes as written, named as this locale names them (a run begun in a
+        # UTF-8 terminal and resumed under LC_ALL=C: a UnicodeEncodeError traceback)
+        return Path(os.fsdecode((Path(save_path) / OWNER).read_bytes().strip()))
+    except (OSError, ValueError):
+        return None
+
+
 def _other_run_logging_in(opt):
     """The run that logs in --save-path, where it is not the run in --checkpoint-dir: (its
     checkpoint folder as the save path's OWNER names it, then ``_progress``'s epochs done,
     epochs planned and state), where its last.pth loads and it logs there still; else None.
     """
-    try:
-        # the folder's bytes as written, named as this locale names them (a run begun in a
-        # UTF-8 terminal and resumed under LC_ALL=C: a UnicodeEncodeError traceback)
-        owner = Path(os.fsdecode((Path(opt.save_path) / OWNER).read_bytes().strip()))
-    except (OSError, ValueError):  # logged by an older version, or no run says it is its own
+    owner = _owner(opt.save_path)
+    if owner is None:
         return None
     if owner.resolve() == Path(opt.checkpoint_dir).resolve():
         return None  # the run in --checkpoint-dir: _keep_unfinished_run speaks for it
@@ -606,13 +614,10 @@ def _fresh_leftovers(opt):
         return []
     replaced, earlier = _checkpoint_files(opt)
     files = [folder / name for name in replaced + earlier]
-    grids = Path(opt.save_path)
-    try:
-        owner = Path(os.fsdecode((grids / OWNER).read_bytes().strip()))
-    except (OSError, ValueError):  # no run logs there, or one of an older version
-        return files
-    if owner.resolve() == folder.resolve():
-        numbered = (p for p in grids.glob("*.png") if p.stem.isascii() and p.stem.isdigit())
+    owner = _owner(opt.save_path)
+    if owner is not None and owner.resolve() == folder.resolve():
+        numbered = (p for p in Path(opt.save_path).glob("*.png")
+                    if p.stem.isascii() and p.stem.isdigit())
         files += sorted(numbered, key=lambda p: int(p.stem))
     return files
 
