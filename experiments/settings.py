@@ -140,6 +140,7 @@ SETTINGS.update({
                                dict(PAIR, diffaug="translation", d_every=2)),
     # 5 epochs
     "demo_sle_dlow16": ("demo_sle_dlow12 with the judge pooled to 16x16", dict(PAIR, d_low=16)),
+    "demo_sle_dlow8": ("demo_sle_dlow12 with the judge pooled to 8x8", dict(PAIR, d_low=8)),
     "demo_sle_dlow12_r1x5": ("demo_sle_dlow12 with R1 five times as strong (0.5)",
                              dict(PAIR, r1=0.5)),
     "demo_sle_dlow12_cut": ("demo_sle_dlow12 with DiffAugment's cutout added",
