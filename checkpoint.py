@@ -474,15 +474,24 @@ def _book_keys(kind):
 
 
 @functools.lru_cache(maxsize=None)
-def _sle_keys():
-    """The keys that ``--sle`` adds to G's: its excitation layers (``excite4.*``...)."""
-    return frozenset(NetG(1, 1, sle=True).state_dict()) - _book_keys("netg")
+def _sle_keys(gates=2):
+    """The keys that ``--sle`` adds to G's: its excitation layers (``excite4.*``...); with
+    ``gates=3``, those that ``--sle-gates=3`` adds to them (``excite4b.*``)."""
+    two = frozenset(NetG(1, 1, sle=True).state_dict()) - _book_keys("netg")
+    return two if gates == 2 else frozenset(NetG(1, 1, True, 3).state_dict()) - two - \
+        _book_keys("netg")
 
 
 def _holds_sle(keys):
     """Whether a G state_dict with ``keys`` was trained with ``--sle`` (has any of its
     gates; _state_dict then asks for all of them)."""
-    return not _sle_keys().isdisjoint(keys)
+    return not (_sle_keys() | _sle_keys(3)).isdisjoint(keys)
+
+
+def _sle_gates(keys):
+    """How many excitation gates a G state_dict with ``keys`` has: 3 where it has any of
+    ``--sle-gates=3``'s third one (_state_dict then asks for all of them), else 2."""
+    return 2 if _sle_keys(3).isdisjoint(keys) else 3
 
 
 def _unwrapped(state):
@@ -579,7 +588,7 @@ def _state_dict(obj, path, kind):
     # fills it in (and names it missing from newer files, see _build)
     expected = _book_keys(kind)
     if kind == "netg" and _holds_sle(keys):  # trained with --sle: its gates as well
-        expected = expected | _sle_keys()
+        expected = expected | _sle_keys() | (_sle_keys(3) if _sle_gates(keys) == 3 else set())
     missing = {k for k in expected - keys if not k.endswith(".num_batches_tracked")}
     unexpected = keys - expected
     if missing or unexpected:
@@ -593,22 +602,25 @@ def _all_tensors(obj):
 
 
 def widths(state, kind, path):
-    """The widths a book-format state_dict was trained with: {'nz', 'ngf', 'sle'} (whether
-    it holds ``--sle``'s layers) or {'ndf'}."""
+    """The widths a book-format state_dict was trained with: {'nz', 'ngf', 'sle',
+    'sle_gates'} (whether it holds ``--sle``'s layers, and how many gates: 3 with
+    ``--sle-gates=3``'s, else 2) or {'ndf'}."""
     w = state["main.0.weight"].shape
     if len(w) != 4:
         raise UserError(f"{path}: the {kind} weights' first layer has shape {tuple(w)}, not a "
                         f"convolution's four dimensions: not the article's {kind}; use a "
                         f"checkpoint train saved")
     if kind == "netg":  # ConvTranspose2d(nz, ngf*8, 4, 1, 0): weight (nz, ngf*8, 4, 4)
-        return {"nz": w[0], "ngf": w[1] // 8, "sle": _holds_sle(state)}
+        return {"nz": w[0], "ngf": w[1] // 8, "sle": _holds_sle(state),
+                "sle_gates": _sle_gates(state)}
     return {"ndf": w[0]}  # Conv2d(3, ndf, 5, 3, 1): weight (ndf, 3, 5, 5)
 
 
 def load_net(path, kind, device="cpu", expect=None):
     """Build NetG/NetD from a checkpoint (bare or full) and load its weights.
 
-    ``expect`` ({'nz', 'ngf', 'sle'} or {'ndf'}) is what the caller's flags say; a file of
+    ``expect`` ({'nz', 'ngf', 'sle', 'sle_gates'} or {'ndf'}) is what the caller's flags
+    say; a file of
     other widths raises a UserError when ``expect`` is given, else the file's widths win.
     Returns (net, widths).
     """
@@ -630,15 +642,21 @@ def load_drawing_netg(path, device="cpu"):
     return net, True
 
 
+OFF = {"sle": False, "sle_gates": 2}  # G's options whose off values a message leaves out
+
+
 def _build(state, path, kind, device, expect=None):
     found = widths(state, kind, path)
+    if expect is not None:  # an option the caller leaves out: off
+        expect = {**{k: v for k, v in OFF.items() if k in found}, **expect}
     if expect is not None and expect != found:
-        # --sle named only where it is on in one of the two
-        shown = [k for k in found if k != "sle" or found[k] or expect.get(k)]
-        want = ", ".join(f"{k}={expect.get(k)}" for k in shown)
+        # --sle named only where it is on in one of the two, --sle-gates where it is 3
+        shown = [k for k in found if k not in OFF or found[k] != OFF[k] or expect[k] != OFF[k]]
+        want = ", ".join(f"{k}={expect[k]}" for k in shown)
         have = ", ".join(f"{k}={found[k]}" for k in shown)
-        flags = " ".join(f"--{k}" if v is True else f"--{k}={v}" for k, v in found.items()
-                         if expect.get(k) != v)
+        flags = " ".join(f"--{k.replace('_', '-')}" if v is True else
+                         f"--{k.replace('_', '-')}={v}" for k, v in found.items()
+                         if expect[k] != v)
         raise UserError(f"{path} was trained with {have}, not {want}: pass {flags}")
     net = NetG(**found) if kind == "netg" else NetD(**found)
     try:

@@ -76,6 +76,9 @@ class Config:
                      "gate the channels of its 16x16 and 32x32 ones; netg_{epoch}.pth then "
                      "holds those layers too, which generate reads and the book's NetG "
                      "does not (off: the book)")
+    sle_gates: int = _opt(2, "with --sle, how many gates: 2 (FastGAN's), or 3, the 4x4 map also "
+                          "gating the 32x32 one (more clear faces on five seeds of six, "
+                          "docs/EXPERIMENTS.md)")
     diffaug: str = _opt("", "differentiable augmentation of every image D sees, real and "
                         "fake: any of color,translation,cutout ('' : none, the book)")
     r1: float = _opt(0.0, "R1 penalty weight (gamma): D's gradient on real images, every "
@@ -161,9 +164,9 @@ USED = {
     "train": ("data_path", "num_workers", "image_size", "batch_size", "max_epoch",
               "max_minutes", "lr1", "lr2", "beta1", "beta2", "gpu", "nz", "ngf", "ndf",
               "save_path", "checkpoint_dir", "d_every", "g_every", "label_smooth", "recipe",
-              "loss", "sn", "d_bn", "d_low", "sle", "diffaug", "r1", "ema", "save_every",
-              "netg_path", "netd_path", "seed", "resume", "fresh", "sync_bn", "cache", "amp",
-              "vis", "env", "plot_every", "vis_server", "vis_port"),
+              "loss", "sn", "d_bn", "d_low", "sle", "sle_gates", "diffaug", "r1", "ema",
+              "save_every", "netg_path", "netd_path", "seed", "resume", "fresh", "sync_bn",
+              "cache", "amp", "vis", "env", "plot_every", "vis_server", "vis_port"),
     "generate": ("netg_path", "netd_path", "gen_img", "gen_num", "gen_search_num", "gen_mean",
                  "gen_std", "out_dir", "scale", "resample", "seeds", "batch_size", "gpu",
                  "seed", "data_path"),  # --nz/--ngf/--ndf: read from the files (said when they
@@ -423,7 +426,7 @@ D_LOW_SIZES = (0, 8, 12, 16, 24, 32, 48)  # --d-low: sides that divide 96 and ha
 # the state fixes these (the seed too: its random state goes on, and a --seed given was printed
 # and saved in options.json as if it counted)
 FIXED_ON_RESUME = ("nz", "ngf", "ndf", "image_size", "batch_size", "sn", "d_bn", "d_low",
-                   "sle", "seed")
+                   "sle", "sle_gates", "seed")
 
 
 # --recipe=NAME: options that work together, measured in the README ("Beyond the article")
@@ -455,8 +458,9 @@ INSTEAD = {("generate", "out"): "generate writes its grid to --gen-img and singl
            ("evaluate", "gen_num"): "evaluate compares --num faces",
            ("explore", "gen_img"): "explore saves faces from its page",
            ("explore", "gen_num"): "explore draws the faces its page asks for",
-           **{(command, "sle"): f"{command} reads whether G has --sle's layers from its file"
-              for command in ("generate", "interpolate", "evaluate", "explore")}}
+           **{(command, name): f"{command} reads whether G has --sle's layers from its file"
+              for command in ("generate", "interpolate", "evaluate", "explore")
+              for name in ("sle", "sle_gates")}}
 
 
 def _book_only_here(command, name):
@@ -920,6 +924,9 @@ def validate(command, opt):
         _require(opt.r1 >= 0, f"--r1 is a penalty weight, 0 or more (e.g. 1), not {opt.r1}")
         _require(opt.d_low in D_LOW_SIZES, f"--d-low takes the side of the pooled image, one "
                  f"of {', '.join(map(str, D_LOW_SIZES[1:]))} (0: off), not {opt.d_low}")
+        _require(opt.sle_gates in (2, 3), f"--sle-gates takes 2 or 3, not {opt.sle_gates}")
+        _require(opt.sle_gates == 2 or opt.sle, "--sle-gates=3 adds a gate to --sle's: pass "
+                 "--sle as well")
         _require(0 <= opt.label_smooth < 0.5,
                  f"--label-smooth must be in [0, 0.5), not {opt.label_smooth}")
         _require(0 <= opt.ema < 1, f"--ema is a decay in [0, 1), e.g. 0.995 (0: off), not "
@@ -1093,6 +1100,7 @@ def newest_weights(folder):
         flags = [f"--{name}={int(shape[name])}" for name in ("nz", "ngf", "ndf")
                  if name in shape and shape[name] != getattr(Config, name)]
         flags += ["--sle"] if shape.get("sle") else []
+        flags += ["--sle-gates=3"] if shape.get("sle_gates") == 3 else []
         return " ".join([f"--netg-path={quoted(netg)}"]
                         + ([f"--netd-path={quoted(netd)}"] if netd.is_file() else []) + flags)
     return None

@@ -20,13 +20,18 @@ class NetG(nn.Module):
     for each channel of the 32x32 map, so the coarse layout steers which features the finer
     layers draw. Those layers live beside ``main`` (keys ``excite4.*``, ``excite8.*``), so
     ``main`` keeps the book's keys, but the book's NetG cannot load such a file.
+    ``sle_gates=3`` (``--sle-gates=3``) adds a third gate (keys ``excite4b.*``): the 4x4 map
+    also sets a gain for each channel of the 32x32 map, multiplied with the 8x8 map's.
     """
 
-    def __init__(self, nz=100, ngf=64, sle=False):
+    def __init__(self, nz=100, ngf=64, sle=False, sle_gates=2):
         super().__init__()
+        if sle_gates not in (2, 3) or (sle_gates == 3 and not sle):
+            raise ValueError(f"sle_gates={sle_gates}: 2, or 3 with sle")
         self.nz = nz
         self.ngf = ngf
         self.sle = sle
+        self.sle_gates = sle_gates
         self.main = nn.Sequential(
             nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False),  # 0: (ngf*8) x 4 x 4
             nn.BatchNorm2d(ngf * 8),
@@ -46,6 +51,8 @@ class NetG(nn.Module):
         if sle:
             self.excite4 = _excitation(ngf * 8, ngf * 2)  # 4x4 gates 16x16
             self.excite8 = _excitation(ngf * 4, ngf)  # 8x8 gates 32x32
+        if sle_gates == 3:
+            self.excite4b = _excitation(ngf * 8, ngf)  # 4x4 gates 32x32 as well
 
     def forward(self, z):
         if not self.sle:
@@ -54,7 +61,10 @@ class NetG(nn.Module):
         f4 = main[0:3](z)
         f8 = main[3:6](f4)
         f16 = main[6:9](f8) * self.excite4(f4)
-        return main[12:](main[9:12](f16) * self.excite8(f8))
+        gain32 = self.excite8(f8)
+        if self.sle_gates == 3:
+            gain32 = gain32 * self.excite4b(f4)
+        return main[12:](main[9:12](f16) * gain32)
 
 
 def _excitation(cin, cout):

@@ -673,12 +673,13 @@ def _train(opt):
     autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=bf16)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    netg, netd = NetG(opt.nz, opt.ngf, opt.sle), NetD(opt.ndf)
+    netg, netd = NetG(opt.nz, opt.ngf, opt.sle, opt.sle_gates), NetD(opt.ndf)
     netg.apply(weights_init)
     netd.apply(weights_init)
     if opt.netg_path and not state:
         netg = checkpoint.load_net(opt.netg_path, "netg",
-                                   expect={"nz": opt.nz, "ngf": opt.ngf, "sle": opt.sle})[0]
+                                   expect={"nz": opt.nz, "ngf": opt.ngf, "sle": opt.sle,
+                                           "sle_gates": opt.sle_gates})[0]
     if opt.netd_path and not state:
         netd = checkpoint.load_net(opt.netd_path, "netd", expect={"ndf": opt.ndf})[0]
         without = batchnorm_is_identity(netd)  # trained with --d-bn=False

@@ -147,6 +147,8 @@ SETTINGS.update({
                             dict(PAIR, diffaug="color,translation,cutout")),
     "demo_sle_dlow12_lrg2": ("demo_sle_dlow12 with G's lr 2e-4 (D's stays 4e-4)",
                              dict(PAIR, lr1=2e-4)),
+    "demo_sle3_dlow12": ("demo_sle_dlow12 with a third gate in G, the 4x4 map also gating "
+                         "the 32x32 one (--sle-gates=3)", dict(PAIR, sle_gates=3)),
 })
 
 

@@ -322,7 +322,7 @@ def test_a_g_with_skip_layer_excitation_draws_and_train_names_the_flag(tmp_path,
     torch.save(net.state_dict(), tmp_path / "sle.pth")
     loaded, found = checkpoint.load_net(tmp_path / "sle.pth", "netg")
     z = torch.randn(4, 100, 1, 1)
-    assert found == {"nz": 100, "ngf": 8, "sle": True}
+    assert found == {"nz": 100, "ngf": 8, "sle": True, "sle_gates": 2}
     assert torch.equal(loaded.eval()(z), net(z))
     plain = NetG(100, 8).eval()
     plain.load_state_dict({k: v for k, v in net.state_dict().items() if k.startswith("main.")})
@@ -344,6 +344,62 @@ def test_a_g_with_skip_layer_excitation_draws_and_train_names_the_flag(tmp_path,
                                "--ngf=8", f"--netg-path={tmp_path / name}", *flags,
                                f"--checkpoint-dir={tmp_path / 'c'}",
                                f"--save-path={tmp_path / 'i'}"), name, *needles)
+    assert not (tmp_path / "c").exists()
+
+
+def test_the_third_gate_multiplies_the_32x32_maps_gains_and_its_file_names_the_flag(
+        tmp_path, toy_dir):
+    """--sle-gates=3: each channel of the 32x32 map is multiplied by the 8x8 map's gain and
+    by the 4x4 map's third one; the file holds that gate, generate builds it from the file,
+    and train from it without the flag (or from a two-gate G with it) says which to pass."""
+    torch.manual_seed(0)
+    net = NetG(100, 8, sle=True, sle_gates=3).eval()
+    with torch.no_grad():  # gains far from their start, so that a missing one shows
+        for p in net.excite4b.parameters():
+            p.normal_(0, 1)
+    z = torch.randn(4, 100, 1, 1)
+    with torch.no_grad():  # by hand, layer by layer
+        m = net.main
+        f4 = m[0:3](z)
+        f8 = m[3:6](f4)
+        f16 = m[6:9](f8) * net.excite4(f4)
+        f32 = m[9:12](f16)
+        gain8, gain4 = net.excite8(f8), net.excite4b(f4)
+        assert gain4.shape == (4, 8, 1, 1) and 0.05 < gain4.std() and (gain4 < 1).all()
+        by_hand = m[12:](f32 * gain8 * gain4)
+        assert torch.allclose(net(z), by_hand, atol=1e-6)
+        two = NetG(100, 8, sle=True).eval()  # the same weights without the third gate
+        two.load_state_dict({k: v for k, v in net.state_dict().items()
+                             if not k.startswith("excite4b.")})
+        drawn = net(z)
+        assert ((two(z) - drawn).abs().max() > 0.1 * drawn.abs().max()).item()
+    torch.save(net.state_dict(), tmp_path / "three.pth")
+    loaded, found = checkpoint.load_net(tmp_path / "three.pth", "netg")
+    assert found == {"nz": 100, "ngf": 8, "sle": True, "sle_gates": 3}
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(z), net(z))
+    result = cli("generate", "--nogpu", f"--netg-path={tmp_path / 'three.pth'}",
+                 f"--gen-img={tmp_path / 'r.png'}", "--gen-num=8", "--gen-search-num=8")
+    assert result.returncode == 0 and (tmp_path / "r.png").is_file()
+    part = {k: v for k, v in net.state_dict().items() if k != "excite4b.3.weight"}
+    torch.save(part, tmp_path / "part.pth")
+    assert_clean_error(cli("generate", "--nogpu", f"--netg-path={tmp_path / 'part.pth'}"),
+                       "part.pth", "lacks 1 key (excite4b.3.weight)")
+    torch.save(two.state_dict(), tmp_path / "two.pth")
+    for name, flags, needles in (
+            ("three.pth", ["--sle"], ("sle_gates=3, not nz=100, ngf=8, sle=True, sle_gates=2",
+                                      "pass --sle-gates=3")),
+            ("three.pth", [], ("pass --sle --sle-gates=3",)),
+            ("two.pth", ["--sle", "--sle-gates=3"], ("pass --sle-gates=2",))):
+        assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+                               "--ngf=8", f"--netg-path={tmp_path / name}", *flags,
+                               f"--checkpoint-dir={tmp_path / 'c'}",
+                               f"--save-path={tmp_path / 'i'}"), name, *needles)
+    for flags, needle in ((["--sle-gates=3"], "--sle-gates=3 adds a gate to --sle's: pass --sle"),
+                          (["--sle", "--sle-gates=4"], "--sle-gates takes 2 or 3, not 4")):
+        assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
+                               *flags, f"--checkpoint-dir={tmp_path / 'c'}",
+                               f"--save-path={tmp_path / 'i'}"), needle)
     assert not (tmp_path / "c").exists()
 
 
@@ -380,7 +436,7 @@ def test_gpu_saved_checkpoint_loads_on_the_cpu(tmp_path):
         with pytest.raises(RuntimeError, match="CUDA"):
             torch.load(tmp_path / "gpu.pth", weights_only=True)  # what the book's code hits
     loaded, widths = checkpoint.load_net(tmp_path / "gpu.pth", "netg", "cpu")
-    assert widths == {"nz": 100, "ngf": 8, "sle": False}
+    assert widths == {"nz": 100, "ngf": 8, "sle": False, "sle_gates": 2}
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
                                                   net.state_dict().values()))
 

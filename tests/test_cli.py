@@ -408,6 +408,8 @@ def test_every_field_of_the_books_config_is_taken(toy_dir):
     ("train", "--steps=4", ["--steps is not an option of train", "interpolate and explore's"]),
     ("generate", "--sle", ["--sle is not an option of generate (it is train's)",
                            "whether G has --sle's layers from its file"]),
+    ("evaluate", "--sle-gates=3", ["--sle-gates is not an option of evaluate (it is train's)",
+                                   "whether G has --sle's layers from its file"]),
 ])
 def test_a_flag_of_another_command_is_refused_not_ignored(tmp_path, monkeypatch, command, flag,
                                                           said):

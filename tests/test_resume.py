@@ -502,11 +502,11 @@ def test_last_state_holds_everything(toy_dir, tmp_path):
 
 @pytest.mark.slow
 def test_every_new_option_resumes_exactly_and_saves_book_files(toy_dir, tmp_path):
-    """--loss=hinge --sn --d-bn=False --diffaug=... --r1 --beta2 --d-low --sle: one epoch then
-    resume to three gives the same weights, and netd_N.pth is a book-format file generate
-    reads."""
+    """--loss=hinge --sn --d-bn=False --diffaug=... --r1 --beta2 --d-low --sle (with its third
+    gate, --sle-gates=3): one epoch then resume to three gives the same weights, and
+    netd_N.pth is a book-format file generate reads."""
     extra = dict(loss="hinge", sn=True, d_bn=False, diffaug="color,translation,cutout", r1=0.5,
-                 beta1=0.0, beta2=0.9, ema=0.9, d_low=12, sle=True)
+                 beta1=0.0, beta2=0.9, ema=0.9, d_low=12, sle=True, sle_gates=3)
     train_small(toy_dir, tmp_path / "straight", max_epoch=3, **extra)
     train_small(toy_dir, tmp_path / "split", max_epoch=1, **extra)
     train_small(toy_dir, tmp_path / "split", max_epoch=3, resume=True)
@@ -515,7 +515,7 @@ def test_every_new_option_resumes_exactly_and_saves_book_files(toy_dir, tmp_path
     netd = torch.load(tmp_path / "split" / "netd_2.pth", weights_only=True)
     assert all(k.startswith("main.") and k.count(".") == 2 for k in netd)
     netg = torch.load(tmp_path / "split" / "netg_ema_2.pth", weights_only=True)
-    assert {k.split(".")[0] for k in netg} == {"main", "excite4", "excite8"}  # --sle's gates
+    assert {k.split(".")[0] for k in netg} == {"main", "excite4", "excite8", "excite4b"}
     draw_grid(tmp_path / "split" / "last.pth", tmp_path / "split" / "last.pth",
               tmp_path / "result.png", 4, 8)
 
@@ -892,19 +892,22 @@ def test_a_damaged_last_pth_keeps_the_weights_beside_it_and_names_them(toy_dir, 
     assert torch.load(tmp_path / "last.pth", weights_only=True)["epoch"] == 1
 
 
-def test_the_newest_weights_of_a_run_with_sle_are_named_with_the_flag(toy_dir, tmp_path):
-    """The way on from a damaged last.pth of a --sle run: without --sle, the run it named
-    was refused in turn (its G file holds the gates)."""
-    train_small(toy_dir, tmp_path, max_epoch=1, sle=True)
+@pytest.mark.parametrize("gates, flags", [(2, "--sle"), (3, "--sle --sle-gates=3")])
+def test_the_newest_weights_of_a_run_with_sle_are_named_with_the_flag(toy_dir, tmp_path, gates,
+                                                                      flags):
+    """The way on from a damaged last.pth of a --sle run: without --sle (or --sle-gates=3),
+    the run it named was refused in turn (its G file holds the gates)."""
+    train_small(toy_dir, tmp_path, max_epoch=1, sle=True, sle_gates=gates)
     (tmp_path / "last.pth").write_bytes((tmp_path / "last.pth").read_bytes()[:100])
     line = assert_clean_error(cli("train", "--nogpu", f"--resume={tmp_path / 'last.pth'}"),
-                              "truncated", "--ngf=8 --ndf=8 --sle")
+                              "truncated", f"--ngf=8 --ndf=8 {flags} ")
     new = tmp_path / "new"
     result = cli("train", *line.split("beside it, ", 1)[1].split(", with")[0].split(),
                  "--nogpu", "--vis=False", "--batch-size=16", "--max-epoch=1",
                  f"--checkpoint-dir={new}", f"--save-path={new / 'imgs'}")
     assert result.returncode == 0, result.stderr
-    assert "excite4.1.weight" in torch.load(new / "netg_0.pth", weights_only=True)
+    keys = torch.load(new / "netg_0.pth", weights_only=True)
+    assert "excite4.1.weight" in keys and ("excite4b.1.weight" in keys) == (gates == 3)
 
 
 def test_the_same_command_again_after_a_stop_keeps_the_stopped_run(toy_dir, tmp_path):
