@@ -1557,7 +1557,8 @@ def test_make_demo_long_visdom_and_test_fast_run_what_the_readme_says(tmp_path):
     assert set(train.split()) == {flag for flag in demo.split() if not flag.startswith(
         ("--diffaug", "--sle", "--d-low", "--max-epoch", "--max-minutes", "--checkpoint-dir",
          "--save-path"))} | long, train
-    assert {"--sle", "--d-low=12"} <= set(demo.split()) and "--sle" not in train, demo
+    assert {"--sle", "--sle-gates=3", "--d-low=12"} <= set(demo.split()), demo
+    assert "--sle" not in train, train
     assert generate.split() == ["main.py", "generate", "--nogpu", "--seed=0",
                                 "--netg-path=checkpoints/demo-long/last.pth",
                                 "--netd-path=checkpoints/demo-long/last.pth",
