@@ -478,8 +478,9 @@ def _sle_keys(gates=2):
     """The keys that ``--sle`` adds to G's: its excitation layers (``excite4.*``...); with
     ``gates=3``, those that ``--sle-gates=3`` adds to them (``excite4b.*``)."""
     two = frozenset(NetG(1, 1, sle=True).state_dict()) - _book_keys("netg")
-    return two if gates == 2 else frozenset(NetG(1, 1, True, 3).state_dict()) - two - \
-        _book_keys("netg")
+    if gates == 2:
+        return two
+    return frozenset(NetG(1, 1, True, 3).state_dict()) - two - _book_keys("netg")
 
 
 def _holds_sle(keys):
@@ -619,9 +620,9 @@ def widths(state, kind, path):
 def load_net(path, kind, device="cpu", expect=None):
     """Build NetG/NetD from a checkpoint (bare or full) and load its weights.
 
-    ``expect`` ({'nz', 'ngf', 'sle', 'sle_gates'} or {'ndf'}) is what the caller's flags
-    say; a file of
-    other widths raises a UserError when ``expect`` is given, else the file's widths win.
+    ``expect`` ({'nz', 'ngf', 'sle', 'sle_gates'} or {'ndf'}; a G option left out is off)
+    is what the caller's flags say; a file of other widths raises a UserError when ``expect``
+    is given, else the file's widths win.
     Returns (net, widths).
     """
     return _build(_state_dict(load(path, device), path, kind), path, kind, device, expect)
