@@ -32,7 +32,7 @@ STAMP := $(VENV)/.installed-stamp
 # without cutout, skip-layer excitation in G (--sle) and a second judge of each face pooled
 # to 12x12 (--d-low=12): more clear faces than without the last two on each of five seeds
 # (11% against 7%) and a lower SWD (docs/EXPERIMENTS.md), each step taking 1.17 times as
-# long; and G's third gate (--sle-gates=3): more clear faces on seven runs of eight, in the
+# long; and G's third gate (--sle-gates=3): more clear faces on eight runs of ten, in the
 # same minutes. fp32 on every CPU: the whole make took 7 min 47 s on a 2-core AMD EPYC Zen 4,
 # 8 min 24 s computing as AVX2-only there (7-9 min of training on a 2-core Intel Xeon with
 # AMX, 8-10 as AVX2-only, before the third gate). Slower CPUs stop early: --max-minutes=10

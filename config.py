@@ -77,8 +77,8 @@ class Config:
                      "holds those layers too, which generate reads and the book's NetG "
                      "does not (off: the book)")
     sle_gates: int = _opt(2, "with --sle, how many gates: 2 (FastGAN's), or 3, the 4x4 map also "
-                          "gating the 32x32 one (make demo's: more clear faces on seven runs "
-                          "of eight, docs/EXPERIMENTS.md)")
+                          "gating the 32x32 one (make demo's: more clear faces on eight runs "
+                          "of ten, docs/EXPERIMENTS.md)")
     diffaug: str = _opt("", "differentiable augmentation of every image D sees, real and "
                         "fake: any of color,translation,cutout ('' : none, the book)")
     r1: float = _opt(0.0, "R1 penalty weight (gamma): D's gradient on real images, every "
