@@ -13,7 +13,7 @@ import errors
 from errors import UserError
 from model import NetD, NetG
 
-from conftest import ROOT, assert_clean_error, cli, run_cli
+from conftest import ROOT, assert_clean_error, cli, run_cli, train_args
 
 
 def test_grids_are_laid_out_as_the_articles_make_grid_lays_them(tmp_path):
@@ -340,10 +340,9 @@ def test_a_g_with_skip_layer_excitation_draws_and_train_names_the_flag(tmp_path,
             ("sle.pth", [], ("sle=True, not nz=100, ngf=8, sle=False", "pass --sle")),
             ("book.pth", ["--sle"], ("sle=False, not nz=100, ngf=8, sle=True",
                                      "pass --sle=False"))):
-        assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
-                               "--ngf=8", f"--netg-path={tmp_path / name}", *flags,
-                               f"--checkpoint-dir={tmp_path / 'c'}",
-                               f"--save-path={tmp_path / 'i'}"), name, *needles)
+        assert_clean_error(cli(*train_args(toy_dir, tmp_path / "c", "--ngf=8",
+                                           f"--netg-path={tmp_path / name}", *flags)),
+                           name, *needles)
     assert not (tmp_path / "c").exists()
 
 
@@ -391,15 +390,12 @@ def test_the_third_gate_multiplies_the_32x32_maps_gains_and_its_file_names_the_f
                                       "pass --sle-gates=3")),
             ("three.pth", [], ("pass --sle --sle-gates=3",)),
             ("two.pth", ["--sle", "--sle-gates=3"], ("pass --sle-gates=2",))):
-        assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
-                               "--ngf=8", f"--netg-path={tmp_path / name}", *flags,
-                               f"--checkpoint-dir={tmp_path / 'c'}",
-                               f"--save-path={tmp_path / 'i'}"), name, *needles)
+        assert_clean_error(cli(*train_args(toy_dir, tmp_path / "c", "--ngf=8",
+                                           f"--netg-path={tmp_path / name}", *flags)),
+                           name, *needles)
     for flags, needle in ((["--sle-gates=3"], "--sle-gates=3 adds a gate to --sle's: pass --sle"),
                           (["--sle", "--sle-gates=4"], "--sle-gates takes 2 or 3, not 4")):
-        assert_clean_error(cli("train", f"--data-path={toy_dir}", "--nogpu", "--vis=False",
-                               *flags, f"--checkpoint-dir={tmp_path / 'c'}",
-                               f"--save-path={tmp_path / 'i'}"), needle)
+        assert_clean_error(cli(*train_args(toy_dir, tmp_path / "c", *flags)), needle)
     assert not (tmp_path / "c").exists()
 
 
