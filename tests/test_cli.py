@@ -61,7 +61,8 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 @pytest.mark.parametrize("script,args,package", [
     ("visualize.py", ["serve"], "numpy"), ("bench.py", [], "torch"),
-    ("experiments/settings.py", ["--epochs=1"], "torch")])
+    ("experiments/settings.py", ["--epochs=1"], "torch"),
+    ("experiments/grid.py", ["result.png"], "torch")])
 def test_the_scripts_beside_main_py_tell_a_python_without_packages_to_use_the_venv(
         script, args, package):
     """The README's `python bench.py ...` and `make visdom`'s `visualize.py serve`, typed with

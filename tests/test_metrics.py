@@ -698,3 +698,80 @@ def test_without_the_inception_network_the_line_names_this_pythons_pip(monkeypat
     assert command[1:4] == ["-m", "pip", "install"] and command[4::2] == ["-r", "-c"], line
     assert os.path.samefile(command[5], ROOT / "requirements-eval.txt"), line
     assert os.path.samefile(command[7], ROOT / "requirements.txt"), line
+
+
+def _grid_of(path, colours, seed=3):
+    """A grid file of toy faces as generate saves one, with the hair colours ``colours`` in
+    order (each face drawn for its colour), as checkpoint.save_grid lays it out."""
+    import checkpoint
+    wanted, faces = list(colours), []
+    i = 0
+    while len(faces) < len(wanted):
+        attrs, img = face(seed, i)
+        i += 1
+        if attrs["hair_color"] == wanted[len(faces)]:
+            faces.append(np.asarray(img).transpose(2, 0, 1))
+    faces = torch.from_numpy(np.stack(faces))
+    checkpoint.save_grid(faces.float() / 127.5 - 1, path)
+    return path, faces
+
+
+def _read_grids(*paths):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, str(ROOT / "experiments" / "grid.py"), *map(str, paths)],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_grid_counts_each_hair_colour_and_says_whether_the_demos_bar_holds(classifier, tmp_path):
+    """The demo's grids are judged by their hair colours (all 9, none on more than a quarter
+    of the faces): experiments/grid.py reads them with evaluate's classifier (the fixture's,
+    in the cache the fixture set), and real toy faces of known colours are counted exactly."""
+    import collections
+    from toyfaces import HAIR_COLORS
+    names = list(HAIR_COLORS)
+    others = [c for c in names if c != "silver"]
+    even = [names[k % 9] for k in range(64)]  # 8 of black, 7 of each other colour
+    at_quarter = ["silver"] * 16 + [others[k % 8] for k in range(48)]  # a quarter: allowed
+    heavy = ["silver"] * 17 + [others[k % 8] for k in range(47)]  # one face more: too many
+    short = [c for c in names if c != "green"] + ["red"] * 4  # 12 faces, a row and a half
+    sets = (even, at_quarter, heavy, short)
+    grids = [_grid_of(tmp_path / f"{k}.png", c) for k, c in enumerate(sets)]
+    result = _read_grids(*(path for path, _ in grids))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 8, result.stdout
+    for (head, counts), colours in zip(zip(lines[::2], lines[1::2]), sets):
+        said = dict((c, int(n)) for c, n in (p.split() for p in counts.strip().split(", ")))
+        assert said == dict(collections.Counter(colours)), (head, counts)
+        assert f" {len(colours)} faces, " in head
+    assert "9 of 9 hair colours, none on more than a quarter" in lines[0]
+    assert lines[0].endswith("holds the demo's bar"), lines[0]
+    assert "(the most: silver, 16)" in lines[2] and lines[2].endswith("holds the demo's bar")
+    assert "silver on 17, more than a quarter" in lines[4], lines[4]
+    assert lines[4].endswith("fails the demo's bar"), lines[4]
+    assert "8 of 9 hair colours (none green)" in lines[6] and "fails" in lines[6], lines[6]
+    # clear as evaluate counts them: sure of every attribute, on the faces as they were drawn
+    from metrics import modes
+    clear = [int(re.search(r"; (\d+) clear", head).group(1)) for head in lines[::2]]
+    assert clear == [round(modes(classifier[0], faces)["confident_share"] * len(faces))
+                     for _, faces in grids], clear
+
+
+@pytest.mark.parametrize("what", ["not a grid", "not an image", "missing"])
+def test_grid_refuses_a_file_that_is_no_grid_in_one_line(tmp_path, what):
+    from PIL import Image
+    path = tmp_path / "x.png"
+    if what == "not a grid":
+        Image.new("RGB", (300, 200), "white").save(path)
+        needles = ("300x200 pixels, not a grid of 96-pixel faces",)
+    elif what == "not an image":
+        path.write_text("no picture here")
+        needles = ("cannot be read as an image",)
+    else:
+        needles = ("cannot be read as an image", "No such file")
+    result = _read_grids(path)
+    assert result.returncode == 1
+    assert_clean_error(result, str(path), *needles)
+    assert result.stdout == ""

@@ -1,0 +1,107 @@
+"""The hair colours of a saved grid of toy faces, counted: what the demo's grids are judged by
+(every one of the toy set's 9 hair colours, none on more than a quarter of the faces), read by
+evaluate's attribute classifier instead of by eye, with the faces it reads as clear.
+
+    .venv/bin/python experiments/grid.py result.png imgs/demo/4.png
+
+A grid is laid out as generate and train save theirs: faces of 96 pixels, 8 to a row, 2-pixel
+black gaps around and between them (a lone face has none). Blank places in the last row are
+left out. The classifier is the one evaluate trains and keeps (trained here if it is missing:
+3 to 4 minutes on 2 cores).
+"""
+import collections
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from errors import (OneLineParser, Terminated, UserError, refusal, require,  # noqa: E402
+                    stop_on_signals)
+
+SIDE, GAP = 96, 2  # the toy set's faces, checkpoint.tile's gaps
+CONFIDENT = 0.9  # as evaluate's clear faces: every attribute read with at least this
+
+
+def faces_of(picture, side=SIDE, gap=GAP):
+    """The faces of a grid picture (an RGB PIL image) as uint8 (N, 3, side, side)."""
+    import numpy as np
+    import torch
+    pixels = np.asarray(picture)
+    height, width = pixels.shape[:2]
+    if (width, height) == (side, side):
+        places = [(0, 0)]
+    else:
+        across, rest = divmod(width - gap, side + gap)
+        rows, rest_rows = divmod(height - gap, side + gap)
+        if rest or rest_rows or not across or not rows:
+            raise UserError(f"{width}x{height} pixels, not a grid of {side}-pixel faces with "
+                            f"{gap}-pixel gaps")
+        places = [(gap + r * (side + gap), gap + c * (side + gap))
+                  for r in range(rows) for c in range(across)]
+    faces = [pixels[top:top + side, left:left + side] for top, left in places]
+    faces = [f for f in faces if f.any()]  # the blank end of a last row
+    return torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).contiguous()
+
+
+def hair_colours(net, faces):
+    """(how many faces of each hair colour, most first; how many faces are clear)."""
+    import metrics
+    import toyfaces
+    labels, confidence = metrics.predict(net, faces, with_confidence=True)
+    names = list(toyfaces.CHOICES["hair_color"])
+    column = toyfaces.ATTRIBUTES.index("hair_color")
+    counts = collections.Counter(names[k] for k in labels[:, column].tolist())
+    return counts.most_common(), int((confidence.min(1).values >= CONFIDENT).sum())
+
+
+def report(name, counts, clear, total):
+    """Two lines: whether the grid holds the demo's bar, then every colour's count."""
+    import toyfaces
+    names = list(toyfaces.CHOICES["hair_color"])
+    missing = [c for c in names if c not in dict(counts)]
+    most, most_faces = counts[0]
+    held = not missing and most_faces * 4 <= total
+    shown = f"{len(counts)} of {len(names)} hair colours" + (
+        f" (none {', none '.join(missing)})" if missing else "")
+    spread = (f"none on more than a quarter (the most: {most}, {most_faces})"
+              if most_faces * 4 <= total else
+              f"{most} on {most_faces}, more than a quarter")
+    return (f"{name}: {total} faces, {shown}, {spread}; {clear} clear "
+            f"({clear / total:.0%}): {'holds' if held else 'fails'} the demo's bar\n  "
+            + ", ".join(f"{c} {n}" for c, n in counts))
+
+
+def main(argv=None):
+    parser = OneLineParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("grids", nargs="+", metavar="GRID", help="image files of face grids")
+    args = parser.parse_args(argv)
+    import data
+    pictures = []
+    for path in args.grids:  # every file read before the classifier: a wrong one fails fast
+        try:
+            pictures.append((path, faces_of(data.open_rgb(path))))
+        except OSError as e:
+            why = refusal(e) or e.strerror or e
+            raise UserError(f"{path} cannot be read as an image ({why}): give a grid that "
+                            "generate or train saved") from None
+        except UserError as e:
+            raise UserError(f"{path} is {e}: give a grid that generate or train saved") from None
+    import metrics
+    net, _ = metrics.attribute_classifier(progress=lambda line: print(line, file=sys.stderr))
+    for path, faces in pictures:
+        counts, clear = hair_colours(net, faces)
+        print(report(path, counts, clear, len(faces)))
+
+
+if __name__ == "__main__":
+    require(__file__, "torch", "numpy", "PIL")
+    stop_on_signals()
+    try:
+        main()
+    except (KeyboardInterrupt, Terminated) as stop:  # it writes nothing: nothing is lost
+        print("\n" + ("terminated" if isinstance(stop, Terminated) else "interrupted"),
+              file=sys.stderr)
+        sys.exit(143 if isinstance(stop, Terminated) else 130)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
