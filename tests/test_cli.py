@@ -1867,8 +1867,9 @@ def test_make_demo_resume_trains_the_stopped_demo_on_and_draws_its_result_again(
     import subprocess
     _makefile_with_a_recording_python(tmp_path, "data-toy/attributes.csv",
                                       record="$ANIMEGAN_CONTINUE|$@")
-    for target, folder, result in (("demo", "checkpoints/demo", "result.png"),
-                                   ("demo-long", "checkpoints/demo-long", "result-long.png")):
+    for target, folder, result, extra in (
+            ("demo", "checkpoints/demo", "result.png", ["--gen-search-num=128"]),
+            ("demo-long", "checkpoints/demo-long", "result-long.png", [])):
         for given in ([], ["RESUME=1"]):
             (tmp_path / "asked").unlink(missing_ok=True)
             r = subprocess.run(["make", target, *given], cwd=tmp_path, capture_output=True,
@@ -1878,7 +1879,7 @@ def test_make_demo_resume_trains_the_stopped_demo_on_and_draws_its_result_again(
             assert train.startswith(f"make {target} RESUME=1|main.py train "), train
             assert generate.split("|")[1].split() == [
                 "main.py", "generate", "--nogpu", "--seed=0", f"--netg-path={folder}/last.pth",
-                f"--netd-path={folder}/last.pth", f"--gen-img={result}"]
+                f"--netd-path={folder}/last.pth", f"--gen-img={result}", *extra]
             if given:
                 assert train.split("|")[1] == f"main.py train --resume={folder}/last.pth"
             else:
@@ -1904,7 +1905,8 @@ def test_make_demo_trains_as_the_readme_says_and_draws_from_where_it_stopped(tmp
     assert "--max-minutes=10" in typed and "--fresh" in train.split()
     assert generate.split() == ["main.py", "generate", "--nogpu", "--seed=0",
                                 "--netg-path=checkpoints/demo/last.pth",
-                                "--netd-path=checkpoints/demo/last.pth", "--gen-img=result.png"]
+                                "--netd-path=checkpoints/demo/last.pth", "--gen-img=result.png",
+                                "--gen-search-num=128"]
 
 
 @pytest.mark.parametrize("slow_workers", [False, True], ids=["idle", "busy"])
