@@ -40,6 +40,8 @@ def faces_of(picture, side=SIDE, gap=GAP):
                   for r in range(rows) for c in range(across)]
     faces = [pixels[top:top + side, left:left + side] for top, left in places]
     faces = [f for f in faces if f.any()]  # the blank end of a last row
+    if not faces:
+        raise UserError(f"{width}x{height} pixels of black, with no face in any place")
     return torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).contiguous()
 
 

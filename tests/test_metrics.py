@@ -759,13 +759,16 @@ def test_grid_counts_each_hair_colour_and_says_whether_the_demos_bar_holds(class
                      for _, faces in grids], clear
 
 
-@pytest.mark.parametrize("what", ["not a grid", "not an image", "missing"])
+@pytest.mark.parametrize("what", ["not a grid", "all black", "not an image", "missing"])
 def test_grid_refuses_a_file_that_is_no_grid_in_one_line(tmp_path, what):
     from PIL import Image
     path = tmp_path / "x.png"
     if what == "not a grid":
         Image.new("RGB", (300, 200), "white").save(path)
         needles = ("300x200 pixels, not a grid of 96-pixel faces",)
+    elif what == "all black":  # the size of a grid of 16, no face in it
+        Image.new("RGB", (786, 198), "black").save(path)
+        needles = ("786x198 pixels of black, with no face",)
     elif what == "not an image":
         path.write_text("no picture here")
         needles = ("cannot be read as an image",)
