@@ -19,7 +19,6 @@ from errors import (OneLineParser, Terminated, UserError, refusal, require,  # n
                     stop_on_signals)
 
 SIDE, GAP = 96, 2  # the toy set's faces, checkpoint.tile's gaps
-CONFIDENT = 0.9  # as evaluate's clear faces: every attribute read with at least this
 
 
 def faces_of(picture, side=SIDE, gap=GAP):
@@ -46,14 +45,13 @@ def faces_of(picture, side=SIDE, gap=GAP):
 
 
 def hair_colours(net, faces):
-    """(how many faces of each hair colour, most first; how many faces are clear)."""
+    """(how many faces of each hair colour, most first; how many faces are clear), as
+    evaluate's attribute modes read them (its shares of all the faces, times their number)."""
     import metrics
-    import toyfaces
-    labels, confidence = metrics.predict(net, faces, with_confidence=True)
-    names = list(toyfaces.CHOICES["hair_color"])
-    column = toyfaces.ATTRIBUTES.index("hair_color")
-    counts = collections.Counter(names[k] for k in labels[:, column].tolist())
-    return counts.most_common(), int((confidence.min(1).values >= CONFIDENT).sum())
+    read, total = metrics.modes(net, faces), len(faces)
+    counts = collections.Counter({colour: round(share * total) for colour, share
+                                  in read["value_shares"]["hair_color"].items() if share})
+    return counts.most_common(), round(read["confident_share"] * total)
 
 
 def report(name, counts, clear, total):
@@ -62,14 +60,13 @@ def report(name, counts, clear, total):
     names = list(toyfaces.CHOICES["hair_color"])
     missing = [c for c in names if c not in dict(counts)]
     most, most_faces = counts[0]
-    held = not missing and most_faces * 4 <= total
+    crowded = most_faces * 4 > total
     shown = f"{len(counts)} of {len(names)} hair colours" + (
         f" (none {', none '.join(missing)})" if missing else "")
-    spread = (f"none on more than a quarter (the most: {most}, {most_faces})"
-              if most_faces * 4 <= total else
-              f"{most} on {most_faces}, more than a quarter")
-    return (f"{name}: {total} faces, {shown}, {spread}; {clear} clear "
-            f"({clear / total:.0%}): {'holds' if held else 'fails'} the demo's bar\n  "
+    spread = (f"{most} on {most_faces}, more than a quarter" if crowded else
+              f"none on more than a quarter (the most: {most}, {most_faces})")
+    return (f"{name}: {total} faces, {shown}, {spread}; {clear} clear ({clear / total:.0%}): "
+            f"{'fails' if missing or crowded else 'holds'} the demo's bar\n  "
             + ", ".join(f"{c} {n}" for c, n in counts))
 
 
