@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from config import Config
 from ema import measure_batchnorm
 from errors import (DiskFull, UserError, counted, is_loop, link_fault, program, running,
                     special_kind, stop_signals, stop_wins)
@@ -643,14 +644,15 @@ def load_drawing_netg(path, device="cpu"):
     return net, True
 
 
-OFF = {"sle": False, "sle_gates": 2}  # G's options whose off values a message leaves out
+# G's options whose off values (train's defaults) a message leaves out
+OFF = {name: getattr(Config, name) for name in ("sle", "sle_gates")}
 
 
 def _build(state, path, kind, device, expect=None):
     found = widths(state, kind, path)
     if expect is not None:  # an option the caller leaves out: off
         expect = {**{k: v for k, v in OFF.items() if k in found}, **expect}
-    if expect is not None and expect != found:
+    if expect not in (None, found):
         # --sle named only where it is on in one of the two, --sle-gates where it is 3
         shown = [k for k in found if k not in OFF or found[k] != OFF[k] or expect[k] != OFF[k]]
         want = ", ".join(f"{k}={expect[k]}" for k in shown)
