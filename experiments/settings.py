@@ -150,6 +150,13 @@ SETTINGS.update({
     "demo_sle3_dlow12": ("demo_sle_dlow12 with a third gate in G, the 4x4 map also gating "
                          "the 32x32 one (--sle-gates=3)", dict(PAIR, sle_gates=3)),
 })
+GATE3 = SETTINGS["demo_sle3_dlow12"][1]
+SETTINGS.update({  # changes of make demo's flags since it took the third gate, 5 epochs
+    "demo_sle3_dlow12_lrd8": ("demo_sle3_dlow12 with D's lr 8e-4 (G's stays 4e-4)",
+                              dict(GATE3, lr2=8e-4)),
+    "demo_sle3_dlow12_beta1": ("demo_sle3_dlow12 with Adam beta1 0.5 for both",
+                               dict(GATE3, beta1=0.5)),
+})
 
 
 EPOCHS = 6  # --epochs unset: the article's question's budget, 60,000 images of the toy set
