@@ -156,6 +156,8 @@ SETTINGS.update({  # changes of make demo's flags since it took the third gate, 
                               dict(GATE3, lr2=8e-4)),
     "demo_sle3_dlow12_beta1": ("demo_sle3_dlow12 with Adam beta1 0.5 for both",
                                dict(GATE3, beta1=0.5)),
+    "demo_sle3_dlow12_r1w": ("demo_sle3_dlow12 with R1 a fifth as strong (0.02)",
+                             dict(GATE3, r1=0.02)),
 })
 
 
