@@ -337,7 +337,10 @@ def _writes_rgb(fmt):
         return False
 
 
-def grid_size(count, nrow=8, side=96, gap=2):
+SIDE, GAP = 96, 2  # the faces' side in a grid unless told (the book's), the gaps between them
+
+
+def grid_size(count, nrow=8, side=SIDE, gap=GAP):
     """(width, height) in pixels of ``tile``'s grid of ``count`` square faces of ``side``
     pixels, ``nrow`` a row: ``gap`` pixels around and between them, none for a single face."""
     if count == 1:
@@ -346,7 +349,16 @@ def grid_size(count, nrow=8, side=96, gap=2):
     return across * (side + gap) + gap, -(-count // across) * (side + gap) + gap
 
 
-def tile(pixels, nrow=8, gap=2):
+def grid_places(count, nrow=8, side=SIDE, gap=GAP):
+    """(top, left) in pixels of each of the ``count`` faces in ``tile``'s grid, in order."""
+    if count == 1:
+        return [(0, 0)]
+    across = min(nrow, count)
+    return [(gap + (k // across) * (side + gap), gap + (k % across) * (side + gap))
+            for k in range(count)]
+
+
+def tile(pixels, nrow=8, gap=GAP):
     """uint8 square faces (N, 3, S, S) laid out ``nrow`` to a row on black, with ``gap``
     pixels around and between them, as the article's save_image lays its grids (a single
     face alone, with no border). Returns (3, height, width)."""
@@ -354,10 +366,8 @@ def tile(pixels, nrow=8, gap=2):
     if count == 1:
         return pixels[0]
     width, height = grid_size(count, nrow, side, gap)
-    across = min(nrow, count)
     grid = pixels.new_zeros(channels, height, width)
-    for k, face in enumerate(pixels):
-        top, left = gap + (k // across) * (side + gap), gap + (k % across) * (side + gap)
+    for (top, left), face in zip(grid_places(count, nrow, side, gap), pixels):
         grid[:, top:top + side, left:left + side] = face
     return grid
 

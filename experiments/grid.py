@@ -18,25 +18,24 @@ sys.path.insert(0, str(ROOT))
 from errors import (OneLineParser, Terminated, UserError, refusal, require,  # noqa: E402
                     stop_on_signals)
 
-SIDE, GAP = 96, 2  # the toy set's faces, checkpoint.tile's gaps
 
-
-def faces_of(picture, side=SIDE, gap=GAP):
-    """The faces of a grid picture (an RGB PIL image) as uint8 (N, 3, side, side)."""
+def faces_of(picture):
+    """The faces of a grid picture (an RGB PIL image) as uint8 (N, 3, side, side), read from
+    the places checkpoint.tile put them (the toy set's side, the book's)."""
     import numpy as np
     import torch
+    from checkpoint import GAP as gap, SIDE as side, grid_places
     pixels = np.asarray(picture)
     height, width = pixels.shape[:2]
     if (width, height) == (side, side):
-        places = [(0, 0)]
+        across = rows = 1
     else:
         across, rest = divmod(width - gap, side + gap)
         rows, rest_rows = divmod(height - gap, side + gap)
         if rest or rest_rows or not across or not rows:
             raise UserError(f"{width}x{height} pixels, not a grid of {side}-pixel faces with "
                             f"{gap}-pixel gaps")
-        places = [(gap + r * (side + gap), gap + c * (side + gap))
-                  for r in range(rows) for c in range(across)]
+    places = grid_places(rows * across, across, side, gap)
     faces = [pixels[top:top + side, left:left + side] for top, left in places]
     faces = [f for f in faces if f.any()]  # the blank end of a last row
     if not faces:
