@@ -350,9 +350,8 @@ def grid_size(count, nrow=8, side=SIDE, gap=GAP):
 
 
 def grid_places(count, nrow=8, side=SIDE, gap=GAP):
-    """(top, left) in pixels of each of the ``count`` faces in ``tile``'s grid, in order."""
-    if count == 1:
-        return [(0, 0)]
+    """(top, left) in pixels of each of the ``count`` faces in ``tile``'s bordered grid, in
+    order (a lone face, which ``tile`` draws with no border, is the caller's to place)."""
     across = min(nrow, count)
     return [(gap + (k // across) * (side + gap), gap + (k % across) * (side + gap))
             for k in range(count)]

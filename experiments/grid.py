@@ -28,14 +28,14 @@ def faces_of(picture):
     pixels = np.asarray(picture)
     height, width = pixels.shape[:2]
     if (width, height) == (side, side):
-        across = rows = 1
+        places = [(0, 0)]  # a lone face, with no border
     else:
         across, rest = divmod(width - gap, side + gap)
         rows, rest_rows = divmod(height - gap, side + gap)
         if rest or rest_rows or not across or not rows:
             raise UserError(f"{width}x{height} pixels, not a grid of {side}-pixel faces with "
                             f"{gap}-pixel gaps")
-    places = grid_places(rows * across, across, side, gap)
+        places = grid_places(rows * across, across, side, gap)
     faces = [pixels[top:top + side, left:left + side] for top, left in places]
     faces = [f for f in faces if f.any()]  # the blank end of a last row
     if not faces:
